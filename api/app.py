@@ -1,0 +1,62 @@
+"""The FastAPI application factory. Nothing connects until the app starts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aredis
+from fastapi import FastAPI
+
+from api.routes import capture, health, workspace
+from api.state import AppState, CaptureKeys
+from connectors.capture import CaptureLimits
+from connectors.metadata.store import MetadataStore
+from connectors.settings import Settings
+from connectors.stream import CaptureStreamWriter
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError(
+            "SQLBOOK_DATABASE_URL and SQLBOOK_REDIS_URL must be set; "
+            "`sqlbook up` starts embedded servers and sets them for you"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url and settings.redis_url
+        metadata = MetadataStore(settings.database_url, max_size=8, timeout=5.0)
+        metadata.open(wait=False)
+        client = aredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
+            health_check_interval=30,
+        )
+        app.state.sqlbook = AppState(
+            settings=settings,
+            metadata=metadata,
+            redis=client,
+            stream=CaptureStreamWriter(client, settings.stream_key),
+            capture_keys=CaptureKeys(metadata, settings.capture_key_cache_seconds),
+            limits=CaptureLimits(
+                max_body_bytes=settings.capture_max_body_bytes,
+                max_event_bytes=settings.capture_max_event_bytes,
+                max_batch_events=settings.capture_max_batch_events,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+            metadata.close()
+
+    app = FastAPI(title="sqlbook", version="0.1.0", lifespan=lifespan)
+    app.include_router(capture.router)
+    app.include_router(health.router)
+    app.include_router(workspace.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Entry point for uvicorn (`--factory`): settings from SQLBOOK_* variables."""
+    return create_app(Settings())

@@ -1,0 +1,87 @@
+"""The `sqlbook` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from api import credentials
+from connectors.settings import Settings
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    from api.stack import run_stack
+
+    return run_stack(settings)
+
+
+def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    known = credentials.load_all(settings)
+    entry = known.get(args.workspace)
+    if entry is None:
+        where = credentials.credentials_path(settings)
+        hint = "run `sqlbook up` first" if not known else f"known: {', '.join(sorted(known))}"
+        print(f"sqlbook: no credentials for workspace {args.workspace!r} in {where}; {hint}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(credentials.public_view(settings, entry), indent=2))
+    return 0
+
+
+def cmd_workspaces_create(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.metadata import MetadataStore, upgrade
+    from connectors.metadata.store import WorkspaceExists
+    from connectors.servers import start_servers
+
+    with start_servers(settings, redis=False) as urls:
+        upgrade(urls.database_url)
+        with MetadataStore(urls.database_url) as store:
+            try:
+                created = store.create_workspace(args.name)
+            except (WorkspaceExists, ValueError) as err:
+                print(f"sqlbook: {err}", file=sys.stderr)
+                return 1
+        credentials.save(settings, created, urls.warehouse_url)
+    print(json.dumps(credentials.public_view(settings, credentials.load_all(settings)[created.workspace]), indent=2))
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from connectors.metadata import upgrade
+    from connectors.servers import start_servers
+    from connectors.warehouse import PostgresWarehouse
+
+    with start_servers(settings, redis=False) as urls:
+        upgrade(urls.database_url)
+        PostgresWarehouse(urls.warehouse_url).install()
+    print("sqlbook: metadata and warehouse schemas are current")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sqlbook", description="Self-hosted product analytics.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start everything (embedded servers, API, Dagster)").set_defaults(
+        func=cmd_up
+    )
+    cred = sub.add_parser("credentials", help="print a workspace's keys and URLs as JSON")
+    cred.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
+    cred.set_defaults(func=cmd_credentials)
+    ws = sub.add_parser("workspaces", help="manage workspaces").add_subparsers(
+        dest="action", required=True
+    )
+    create = ws.add_parser("create", help="create a workspace with a project, key and token")
+    create.add_argument("name")
+    create.set_defaults(func=cmd_workspaces_create)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(Settings(), args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""GET /api/workspace — who this API token belongs to, and the projects' capture keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentToken, State
+
+router = APIRouter(prefix="/api/workspace", tags=["workspace"])
+
+
+class ProjectPublic(BaseModel):
+    id: int
+    name: str
+    capture_key: str
+
+
+class WorkspacePublic(BaseModel):
+    id: int
+    name: str
+    role: str
+    projects: list[ProjectPublic]
+
+
+@router.get("", response_model=WorkspacePublic)
+async def read_workspace(token: CurrentToken, state: State) -> WorkspacePublic:
+    projects = await run_in_threadpool(state.metadata.projects, token.workspace_id)
+    return WorkspacePublic(
+        id=token.workspace_id,
+        name=token.workspace,
+        role=token.role,
+        projects=[ProjectPublic(id=p.id, name=p.name, capture_key=p.capture_key) for p in projects],
+    )

@@ -1,0 +1,213 @@
+"""`sqlbook up`: start the servers, migrate, bootstrap credentials, then supervise the API,
+the Dagster webserver and the Dagster daemon until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from api import credentials
+from connectors.metadata import MetadataStore, upgrade
+from connectors.servers import ServerUrls, redact, start_servers, with_driver
+from connectors.settings import Settings
+from connectors.warehouse import PostgresWarehouse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DAGSTER_YAML = """\
+# Written by `sqlbook up` on every start; edit deploy/ for custom deployments.
+storage:
+  postgres:
+    postgres_url:
+      env: SQLBOOK_DAGSTER_STORAGE_URL
+run_coordinator:           # launch at once; the queued coordinator adds ~3-4 s per run
+  module: dagster.core.run_coordinator
+  class: DefaultRunCoordinator
+run_launcher:
+  module: dagster.core.launcher
+  class: DefaultRunLauncher
+run_monitoring:            # a run whose process died is marked failed, so ingestion resumes
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+telemetry:
+  enabled: false
+"""
+
+
+def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
+    """Migrate, install the warehouse, make sure the default workspace has credentials.
+    Returns the default workspace's credentials as `sqlbook credentials` prints them."""
+    upgrade(urls.database_url)
+    PostgresWarehouse(urls.warehouse_url).install()
+    known = credentials.load_all(settings)
+    with MetadataStore(urls.database_url) as store:
+        if credentials.DEFAULT_WORKSPACE not in known:
+            if store.workspace_exists(credentials.DEFAULT_WORKSPACE):
+                created = store.issue_admin_token(credentials.DEFAULT_WORKSPACE)
+            else:
+                created = store.create_workspace(credentials.DEFAULT_WORKSPACE)
+            credentials.save(settings, created, urls.warehouse_url)
+    credentials.set_database_url(settings, urls.warehouse_url)
+    return credentials.public_view(settings, credentials.load_all(settings)[credentials.DEFAULT_WORKSPACE])
+
+
+def _dagster_home(settings: Settings) -> Path:
+    home = settings.ensure_home() / "dagster"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return home
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _workspace_args() -> list[str]:
+    workspace = REPO_ROOT / "workspace.yaml"
+    if workspace.exists():
+        return ["-w", str(workspace)]
+    return ["-m", "orchestration.definitions"]
+
+
+def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(urls.environment())
+    env["SQLBOOK_HOME"] = str(settings.ensure_home())
+    env["SQLBOOK_DAGSTER_STORAGE_URL"] = with_driver(urls.dagster_database_url, "psycopg2")
+    env["DAGSTER_HOME"] = str(_dagster_home(settings))
+    env.setdefault("XDG_RUNTIME_DIR", str(settings.ensure_home() / "run"))
+    return env
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+    print(f"  starting {name}: logs in {logs / (name + '.log')}", flush=True)
+    return subprocess.Popen(
+        argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,  # our signals are ours to forward
+    )
+
+
+def _wait_http(url: str, deadline: float, procs: dict[str, subprocess.Popen[bytes]]) -> bool:
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"  {name} did not stop in time; killing it", flush=True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def run_stack(settings: Settings) -> int:
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    home = settings.ensure_home()
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    print(f"sqlbook: data in {home}", flush=True)
+    with start_servers(settings) as urls:
+        for kind in urls.embedded:
+            print(f"  embedded {kind} running", flush=True)
+        creds = prepare(settings, urls)
+        env = child_environment(settings, urls)
+        host = settings.api_host
+        procs = {
+            "api": _spawn("api", [
+                sys.executable, "-m", "uvicorn", "api.app:app_from_environment", "--factory",
+                "--host", host, "--port", str(settings.api_port), "--no-access-log",
+            ], env, logs),
+            "dagster-webserver": _spawn("dagster-webserver", [
+                _bin("dagster-webserver"), *_workspace_args(),
+                "--host", host, "--port", str(settings.dagster_port),
+            ], env, logs),
+            "dagster-daemon": _spawn(
+                "dagster-daemon", [_bin("dagster-daemon"), "run", *_workspace_args()], env, logs
+            ),
+        }
+        try:
+            deadline = time.monotonic() + 180
+            api_ok = _wait_http(f"http://{host}:{settings.api_port}/health", deadline, procs)
+            dagster_ok = _wait_http(
+                f"http://{host}:{settings.dagster_port}/server_info", deadline, procs
+            )
+            if not (api_ok and dagster_ok):
+                raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
+            print(_banner(creds, urls), flush=True)
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with code {proc.returncode}; see {logs / name}.log"
+                        )
+                time.sleep(0.5)
+            print("sqlbook: stopping…", flush=True)
+            return 0
+        except RuntimeError as err:
+            if stopping:
+                return 0
+            print(f"sqlbook: {err}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            _stop(procs)
+            print("sqlbook: stopped", flush=True)
+
+
+def _banner(creds: dict[str, object], urls: ServerUrls) -> str:
+    lines = [
+        "",
+        "sqlbook is running",
+        f"  API          {creds['api_url']}   (capture: POST {creds['api_url']}/capture)",
+        f"  Dagster UI   {creds['dagster_url']}",
+        f"  warehouse    {redact(str(creds['database_url']))}",
+        f"  workspace    {creds['workspace']}",
+        f"  project key  {creds['project_key']}   (public: goes in tracking code)",
+        f"  API token    {creds['api_token']}   (secret: admin access)",
+        "  `sqlbook credentials` prints these as JSON. Ctrl-C stops everything.",
+        "",
+        "try it:",
+        f"  curl -XPOST {creds['api_url']}/capture -d "
+        + "'"
+        + json.dumps({"api_key": creds["project_key"], "event": "hello", "distinct_id": "me"})
+        + "'",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""What the app holds for its lifetime: clients built from settings at startup."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aredis
+from starlette.concurrency import run_in_threadpool
+
+from connectors.capture import CaptureLimits
+from connectors.metadata.store import MetadataStore, Project
+from connectors.settings import Settings
+from connectors.stream import CaptureStreamWriter
+
+# An unknown key is remembered briefly too, so a misconfigured client cannot turn every
+# request into a database query.
+_UNKNOWN_KEY_SECONDS = 5.0
+
+
+@dataclass
+class CaptureKeys:
+    """Capture key → project, cached so the hot path rarely touches PostgreSQL."""
+
+    store: MetadataStore
+    ttl: float
+    _cache: dict[str, tuple[Project | None, float]] = field(default_factory=dict)
+
+    async def project(self, key: str) -> Project | None:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        project = await run_in_threadpool(self.store.project_for_capture_key, key)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (project, now + (self.ttl if project else _UNKNOWN_KEY_SECONDS))
+        return project
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metadata: MetadataStore
+    redis: aredis.Redis
+    stream: CaptureStreamWriter
+    capture_keys: CaptureKeys
+    limits: CaptureLimits

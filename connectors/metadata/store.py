@@ -1,0 +1,172 @@
+"""Reads and writes of the app metadata database."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+CAPTURE_KEY_PREFIX = "sqb_pk_"
+API_TOKEN_PREFIX = "sqb_at_"
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    workspace_id: int
+    name: str
+    capture_key: str
+    salt: str
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    token_id: int
+    workspace_id: int
+    workspace: str
+    role: str
+
+
+@dataclass(frozen=True)
+class NewWorkspace:
+    """A workspace just created, with the only copy of its API token in clear."""
+
+    workspace_id: int
+    workspace: str
+    project: Project
+    api_token: str
+
+
+class WorkspaceExists(Exception):
+    pass
+
+
+def hash_token(token: str) -> str:
+    # API tokens are 256-bit random strings, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MetadataStore:
+    def __init__(
+        self, database_url: str, *, min_size: int = 1, max_size: int = 5, timeout: float = 30.0
+    ):
+        self._pool = ConnectionPool(
+            database_url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+        )
+
+    def open(self, wait: bool = True) -> MetadataStore:
+        self._pool.open(wait=wait, timeout=30)
+        return self
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> MetadataStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _one(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        with self._pool.connection() as conn:
+            return conn.execute(query, params).fetchone()  # type: ignore[return-value]
+
+    def create_workspace(self, name: str) -> NewWorkspace:
+        """A workspace with one project (its capture key) and one admin API token."""
+        name = name.strip()
+        if not name:
+            raise ValueError("workspace name must not be empty")
+        api_token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._pool.connection() as conn, conn.transaction():
+            try:
+                ws = conn.execute(
+                    "insert into meta.workspaces (name) values (%s) returning id", (name,)
+                ).fetchone()
+            except psycopg.errors.UniqueViolation as err:
+                raise WorkspaceExists(f"workspace {name!r} already exists") from err
+            assert ws is not None
+            project = conn.execute(
+                "insert into meta.projects (workspace_id, name, capture_key, salt)"
+                " values (%s, %s, %s, %s) returning *",
+                (ws["id"], "default", CAPTURE_KEY_PREFIX + secrets.token_urlsafe(24),
+                 secrets.token_hex(16)),
+            ).fetchone()
+            conn.execute(
+                "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
+                " values (%s, %s, %s, %s, 'admin')",
+                (ws["id"], "admin", hash_token(api_token), api_token[:12]),
+            )
+        assert project is not None
+        return NewWorkspace(
+            workspace_id=ws["id"],
+            workspace=name,
+            project=_project(project),
+            api_token=api_token,
+        )
+
+    def issue_admin_token(self, workspace: str) -> NewWorkspace:
+        """A new admin token for an existing workspace (its first project's key alongside)."""
+        api_token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._pool.connection() as conn, conn.transaction():
+            project = conn.execute(
+                "select p.* from meta.projects p join meta.workspaces w on w.id = p.workspace_id"
+                " where w.name = %s order by p.id limit 1",
+                (workspace,),
+            ).fetchone()
+            if project is None:
+                raise LookupError(f"workspace {workspace!r} has no project")
+            conn.execute(
+                "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
+                " values (%s, %s, %s, %s, 'admin')",
+                (project["workspace_id"], "admin", hash_token(api_token), api_token[:12]),
+            )
+        return NewWorkspace(project["workspace_id"], workspace, _project(project), api_token)
+
+    def workspace_exists(self, name: str) -> bool:
+        return self._one("select 1 from meta.workspaces where name = %s", (name,)) is not None
+
+    def project_for_capture_key(self, key: str) -> Project | None:
+        row = self._one("select * from meta.projects where capture_key = %s", (key,))
+        return _project(row) if row else None
+
+    def projects(self, workspace_id: int) -> list[Project]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "select * from meta.projects where workspace_id = %s order by id", (workspace_id,)
+            ).fetchall()
+        return [_project(r) for r in rows]
+
+    def token_owner(self, token: str) -> TokenOwner | None:
+        row = self._one(
+            "update meta.api_tokens t set last_used_at = now()"
+            " from meta.workspaces w"
+            " where t.token_hash = %s and t.revoked_at is null and w.id = t.workspace_id"
+            " returning t.id, t.workspace_id, w.name, t.role",
+            (hash_token(token),),
+        )
+        if row is None:
+            return None
+        return TokenOwner(row["id"], row["workspace_id"], row["name"], row["role"])
+
+    def ping(self) -> None:
+        self._one("select 1", ())
+
+
+def _project(row: dict[str, Any]) -> Project:
+    return Project(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        name=row["name"],
+        capture_key=row["capture_key"],
+        salt=row["salt"],
+    )

@@ -1,0 +1,120 @@
+"""Where each server is: an external URL from settings, or an embedded one started here.
+
+`start_servers(settings)` is what `sqlbook up`, the CLI and the test fixtures share; it
+returns plain URLs, so nothing downstream knows or cares which kind it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
+from connectors.settings import Settings
+
+APP_DATABASE = "sqlbook"
+DAGSTER_DATABASE = "dagster"
+
+
+@dataclass
+class ServerUrls:
+    database_url: str  # app metadata (libpq form: postgresql://…)
+    warehouse_url: str  # the `events` table (libpq form)
+    dagster_database_url: str  # Dagster storage (libpq form)
+    redis_url: str
+    embedded: list[str] = field(default_factory=list)
+
+    def environment(self) -> dict[str, str]:
+        """The variables child processes (API, Dagster) need to find the same servers."""
+        return {
+            "SQLBOOK_DATABASE_URL": self.database_url,
+            "SQLBOOK_WAREHOUSE_URL": self.warehouse_url,
+            "SQLBOOK_DAGSTER_DATABASE_URL": self.dagster_database_url,
+            "SQLBOOK_REDIS_URL": self.redis_url,
+        }
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def with_driver(url: str, driver: str) -> str:
+    """`postgresql://…` → `postgresql+<driver>://…` for SQLAlchemy users (Alembic, Dagster)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(scheme=f"postgresql+{driver}"))
+
+
+def with_dummy_host(url: str) -> str:
+    """Unix-socket URLs have an empty host; some clients (dlt) insist on one. libpq lets
+    `?host=` override it, so `localhost` is never used."""
+    parts = urlsplit(url)
+    if parts.hostname or "host" not in dict(parse_qsl(parts.query)):
+        return url
+    netloc = parts.netloc.replace("@", "@localhost", 1) if "@" in parts.netloc else "localhost"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: the password replaced."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """CREATE DATABASE if missing (needs CREATEDB on external servers)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+@contextlib.contextmanager
+def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerUrls]:
+    """Start whatever is not configured externally; stop what was started here on exit."""
+    home = settings.ensure_home()
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        embedded: list[str] = []
+        if settings.database_url:
+            database_url = settings.database_url
+            dagster_url = settings.dagster_database_url
+            if not dagster_url:
+                name = urlsplit(database_url).path.lstrip("/") or "postgres"
+                dagster_url = with_database(database_url, f"{name}_dagster")
+                ensure_database(database_url, f"{name}_dagster")
+        else:
+            pg = EmbeddedPostgres(home)
+            server_url = pg.start()
+            started.append(pg)
+            embedded.append("postgresql")
+            ensure_database(server_url, APP_DATABASE)
+            ensure_database(server_url, DAGSTER_DATABASE)
+            database_url = pg.uri(APP_DATABASE)
+            dagster_url = settings.dagster_database_url or pg.uri(DAGSTER_DATABASE)
+        if settings.redis_url or not redis:
+            redis_url = settings.redis_url or ""
+        else:
+            rd = EmbeddedRedis(home)
+            redis_url = rd.start()
+            started.append(rd)
+            embedded.append("redis")
+        yield ServerUrls(
+            database_url=database_url,
+            warehouse_url=settings.warehouse_url or database_url,
+            dagster_database_url=dagster_url,
+            redis_url=redis_url,
+            embedded=embedded,
+        )
+    finally:
+        for server in reversed(started):
+            server.stop()

@@ -1,0 +1,64 @@
+"""The one settings object. Every field is read from ``SQLBOOK_<NAME>`` (or a ``.env`` file).
+
+Nothing here runs at import time: build ``Settings()`` where it is needed and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SQLBOOK_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".sqlbook"),
+        description="Where embedded servers keep their data, and where credentials are written.",
+    )
+
+    # External servers. Unset means "start the embedded one under `home`".
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL for app metadata (and the warehouse by default)."
+    )
+    warehouse_url: str | None = Field(
+        default=None, description="PostgreSQL holding the `events` table. Defaults to database_url."
+    )
+    dagster_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL for Dagster's run and event storage. Defaults to a `dagster` "
+        "database on the same server as database_url.",
+    )
+    redis_url: str | None = Field(default=None, description="Redis holding the capture stream.")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    dagster_port: int = 3000
+    public_api_url: str | None = Field(
+        default=None, description="URL clients use to reach the API (printed in credentials)."
+    )
+
+    # Capture limits (documented in README).
+    capture_max_body_bytes: int = Field(
+        default=20 * 1024 * 1024, description="Largest request body, after gzip is undone."
+    )
+    capture_max_event_bytes: int = Field(default=1024 * 1024, description="Largest single event.")
+    capture_max_batch_events: int = Field(default=10_000, description="Most events per request.")
+    capture_rate_limit_per_minute: int = Field(
+        default=600_000, description="Events per project key per minute; 0 turns it off."
+    )
+    capture_key_cache_seconds: float = Field(
+        default=30.0, description="How long the API caches a capture key lookup."
+    )
+
+    stream_key: str = Field(default="sqlbook:events", description="Redis stream of captured events.")
+    ingest_max_entries: int = Field(
+        default=5_000, description="Most stream entries (capture requests) one ingestion run takes."
+    )
+
+    def ensure_home(self) -> Path:
+        home = self.home.expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home

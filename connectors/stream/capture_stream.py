@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+# Rate limit and append in one atomic step: a rejected request leaves no trace, an
+# accepted one is counted exactly once. With `appendfsync always` the entry is on disk
+# before Redis replies, so the caller may answer 200.
+_APPEND = """
+local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local used = redis.call('INCRBY', KEYS[2], n)
+  if used == n then redis.call('EXPIRE', KEYS[2], 120) end
+  if used > limit then
+    redis.call('DECRBY', KEYS[2], n)
+    return {-1, redis.call('TTL', KEYS[2])}
+  end
+end
+return {1, redis.call('XADD', KEYS[1], '*', 'p', ARGV[3], 'n', ARGV[1], 'e', ARGV[4])}
+"""
+
+WINDOW_SECONDS = 60
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"rate limit exceeded; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    id: str
+    project_id: int
+    rows: list[dict[str, Any]]
+
+
+def id_ms(stream_id: str) -> int:
+    """Milliseconds since the epoch at which Redis accepted the entry."""
+    return int(stream_id.split("-", 1)[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class CaptureStreamWriter:
+    """The API side: append accepted requests."""
+
+    def __init__(self, client: aredis.Redis, key: str):
+        self._client = client
+        self._key = key
+        self._append = client.register_script(_APPEND)
+
+    async def append(self, project_id: int, rows: list[dict[str, Any]], limit_per_minute: int) -> str:
+        window = int(time.time()) // WINDOW_SECONDS
+        counter = f"{self._key}:rate:{project_id}:{window}"
+        payload = json.dumps(rows, separators=(",", ":"), default=str)
+        status, value = await self._append(
+            keys=[self._key, counter], args=[len(rows), limit_per_minute, project_id, payload]
+        )
+        if status == -1:
+            ttl = int(value)
+            raise RateLimited(retry_after=max(1, min(ttl, WINDOW_SECONDS) if ttl > 0 else 1))
+        return _text(value)
+
+
+class CaptureStreamReader:
+    """The ingestion side: find, read and delete ranges of entries."""
+
+    def __init__(self, client: redis.Redis, key: str):
+        self._client = client
+        self._key = key
+
+    def head(self) -> str | None:
+        """Id of the oldest entry not yet ingested."""
+        first = self._client.xrange(self._key, "-", "+", count=1)
+        return _text(first[0][0]) if first else None
+
+    def range_end(self, start: str, max_entries: int) -> str | None:
+        """Id of the last entry in the next range of at most `max_entries` from `start`."""
+        # XREVRANGE cannot bound by count from the left; walk in pages instead.
+        last = None
+        cursor = start
+        remaining = max_entries
+        while remaining > 0:
+            page = self._client.xrange(self._key, cursor, "+", count=min(remaining, 1000))
+            if not page:
+                break
+            last = _text(page[-1][0])
+            remaining -= len(page)
+            cursor = "(" + last
+        return last
+
+    def read(self, start: str, end: str, page_size: int = 500) -> Iterator[StreamEntry]:
+        cursor = start
+        while True:
+            page = self._client.xrange(self._key, cursor, end, count=page_size)
+            for entry_id, fields in page:
+                f = {_text(k): v for k, v in fields.items()}
+                yield StreamEntry(
+                    id=_text(entry_id), project_id=int(f["p"]), rows=json.loads(f["e"])
+                )
+            if len(page) < page_size:
+                return
+            cursor = "(" + _text(page[-1][0])
+
+    def delete(self, ids: list[str], chunk: int = 1000) -> int:
+        deleted = 0
+        for i in range(0, len(ids), chunk):
+            deleted += int(self._client.xdel(self._key, *ids[i : i + chunk]))
+        return deleted
+
+    def length(self) -> int:
+        return int(self._client.xlen(self._key))

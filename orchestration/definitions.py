@@ -1,0 +1,18 @@
+"""The one Definitions object (workspace.yaml points here)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.ingestion import capture_stream, events, events_partitions_job, ingest_job
+from orchestration.resources import resources
+from orchestration.sensors import events_partitions_schedule, ingest_sensor
+
+defs = dg.Definitions(
+    assets=[capture_stream, events],
+    jobs=[ingest_job, events_partitions_job],
+    sensors=[ingest_sensor],
+    schedules=[events_partitions_schedule],
+    resources=resources(),
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,15 @@
+"""The configured resources: URLs from the environment, resolved only when a run or
+sensor uses them (so definitions load with no environment at all)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.resources import CaptureStreamResource, WarehouseResource
+
+
+def resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "capture_stream": CaptureStreamResource(redis_url=dg.EnvVar("SQLBOOK_REDIS_URL")),
+        "warehouse": WarehouseResource(url=dg.EnvVar("SQLBOOK_WAREHOUSE_URL")),
+    }

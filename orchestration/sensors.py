@@ -1,0 +1,77 @@
+"""Sensors and schedules: the capture stream triggers ingestion runs."""
+
+
+import dagster as dg
+
+from assets.ingestion import events_partitions_job, ingest_job
+from assets.resources import CaptureStreamResource
+from connectors.stream import id_ms
+
+# One ingestion run at a time: every range starts at the oldest entry still in the stream,
+# which is what a failed run left behind, so retries need no bookkeeping.
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+MAX_ENTRIES_PER_RUN = 5_000
+
+
+def stream_id_after(cursor: str | None, candidate: str) -> bool:
+    """True when `candidate` is a later stream id than `cursor`."""
+    if not cursor:
+        return True
+    a_ms, a_seq = (int(x) for x in cursor.split("-"))
+    b_ms, b_seq = (int(x) for x in candidate.split("-"))
+    return (b_ms, b_seq) > (a_ms, a_seq)
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=1,  # the daemon ticks every 5 s at most; ask for every tick
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launch an `ingest_events` run for the next range of the capture stream. "
+    "Cursor: the last stream id handed to ingestion.",
+)
+def ingest_sensor(
+    context: dg.SensorEvaluationContext, capture_stream: CaptureStreamResource
+) -> dg.SensorResult | dg.SkipReason:
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_IN_FLIGHT), limit=1
+    )
+    if running:
+        return dg.SkipReason(f"ingestion run {running[0].run_id[:8]} still in progress")
+    reader = capture_stream.reader()
+    head = reader.head()
+    if head is None:
+        return dg.SkipReason("capture stream is empty")
+    end = reader.range_end(head, MAX_ENTRIES_PER_RUN)
+    assert end is not None
+    # The oldest entry at or before the cursor means an earlier run failed; take it again.
+    retry = not stream_id_after(context.cursor, head)
+    new_cursor = end if stream_id_after(context.cursor, end) else context.cursor
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_config=dg.RunConfig(ops={"events": {"config": {"start_id": head, "end_id": end}}}),
+                tags={
+                    "sqlbook/stream_range": f"{head}..{end}",
+                    "sqlbook/retry": str(retry).lower(),
+                    "sqlbook/oldest_entry_ms": str(id_ms(head)),
+                },
+            )
+        ],
+        cursor=new_cursor,
+    )
+
+
+events_partitions_schedule = dg.ScheduleDefinition(
+    job=events_partitions_job,
+    cron_schedule="5 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Create `events` partitions a week ahead.",
+)
