@@ -6,7 +6,6 @@ an error naming the field; what reaches the stream is already a warehouse row.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import ipaddress
 import json
@@ -60,15 +59,17 @@ def decode_body(raw: bytes, content_encoding: str | None, limits: CaptureLimits)
     if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
         raw = _gunzip(raw, limits.max_body_bytes)
     elif encoding == "deflate":
-        raw = _inflate(zlib.decompressobj(), raw, limits.max_body_bytes)
+        raw = _inflate(zlib.decompressobj(), raw, limits.max_body_bytes, "deflate")
     elif encoding not in ("", "identity"):
         raise CaptureError(415, "Content-Encoding", f"unsupported encoding {encoding!r}")
     if not raw.strip():
         raise CaptureError(400, "body", "empty request body")
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise CaptureError(400, "body", "not UTF-8 text") from err
+        raise CaptureError(400, "body", f"not UTF-8 text (byte {err.start})") from err
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise CaptureError(
             400, "body", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
@@ -76,18 +77,17 @@ def decode_body(raw: bytes, content_encoding: str | None, limits: CaptureLimits)
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:
-    try:
-        return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limit)
-    except (zlib.error, gzip.BadGzipFile, EOFError) as err:
-        raise CaptureError(400, "body", f"invalid gzip data: {err}") from err
+    return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limit, "gzip")
 
 
-def _inflate(decompressor: Any, raw: bytes, limit: int) -> bytes:
+def _inflate(decompressor: Any, raw: bytes, limit: int, kind: str) -> bytes:
     """Decompress, refusing to expand past `limit` (a zip bomb costs us nothing)."""
     try:
         out = decompressor.decompress(raw, limit + 1)
     except zlib.error as err:
-        raise CaptureError(400, "body", f"invalid compressed data: {err}") from err
+        raise CaptureError(400, "body", f"invalid {kind} data: {err}") from err
+    if not decompressor.eof and not decompressor.unconsumed_tail and len(out) <= limit:
+        raise CaptureError(400, "body", f"truncated {kind} data")
     if len(out) > limit or decompressor.unconsumed_tail:
         raise CaptureError(
             400, "body", f"larger than the {_mib(limit)} limit once decompressed"

@@ -1,0 +1,85 @@
+"""Session fixtures: one real embedded PostgreSQL and one real Redis for the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from connectors.metadata import MetadataStore, NewWorkspace, upgrade
+from connectors.servers import ServerUrls, start_servers
+from connectors.settings import Settings
+from connectors.warehouse import PostgresWarehouse
+
+
+@pytest.fixture(scope="session")
+def sqlbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sqlbook-home")
+
+
+@pytest.fixture(scope="session")
+def servers(sqlbook_home: Path) -> Iterator[ServerUrls]:
+    with start_servers(Settings(home=sqlbook_home, _env_file=None)) as urls:  # type: ignore[call-arg]
+        upgrade(urls.database_url)
+        PostgresWarehouse(urls.warehouse_url).install()
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def metadata(servers: ServerUrls) -> Iterator[MetadataStore]:
+    with MetadataStore(servers.database_url) as store:
+        yield store
+
+
+@pytest.fixture
+def workspace(metadata: MetadataStore) -> NewWorkspace:
+    return metadata.create_workspace(f"ws-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def stream_key() -> str:
+    """A stream of this test's own, so tests never see each other's entries."""
+    return f"test:events:{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_client(servers: ServerUrls) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(servers.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def warehouse_conn(servers: ServerUrls) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        yield conn
+
+
+def make_settings(urls: ServerUrls, home: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "database_url": urls.database_url,
+        "warehouse_url": urls.warehouse_url,
+        "redis_url": urls.redis_url,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+@contextlib.contextmanager
+def api_client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def client(servers: ServerUrls, sqlbook_home: Path, stream_key: str) -> Iterator[TestClient]:
+    with api_client(make_settings(servers, sqlbook_home, stream_key=stream_key)) as c:
+        yield c
