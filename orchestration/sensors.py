@@ -69,6 +69,7 @@ def ingest_sensor(
 
 
 events_partitions_schedule = dg.ScheduleDefinition(
+    name="events_partitions_ahead",
     job=events_partitions_job,
     cron_schedule="5 0 * * *",
     execution_timezone="UTC",

@@ -124,10 +124,17 @@ class PostgresWarehouse:
                     copy.write_row(
                         [json.dumps(r[c]) if c == "properties" else r[c] for c in EVENT_COLUMNS]
                     )
+            # A client that retries an event without a timestamp gets a new receive time
+            # each try, so the key alone would not see the copy: an event is also a
+            # duplicate of one with the same id within a day of it.
             cur = conn.execute(
                 sql.SQL(
-                    "insert into events ({cols}) select {cols} from _ingest on conflict do nothing"
-                ).format(cols=columns)
+                    "insert into events ({cols}) select {cols} from _ingest t"
+                    " where not exists (select 1 from events e"
+                    "   where e.project_id = t.project_id and e.event_id = t.event_id"
+                    "   and e.timestamp between t.timestamp - {window} and t.timestamp + {window})"
+                    " on conflict do nothing"
+                ).format(cols=columns, window=sql.SQL("interval '1 day'"))
             )
             inserted = cur.rowcount
         return InsertResult(inserted=inserted, duplicates=len(rows) - inserted)

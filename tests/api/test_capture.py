@@ -1,0 +1,156 @@
+"""The /capture contract against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from connectors.embedded import EmbeddedRedis
+from connectors.metadata import NewWorkspace
+from connectors.servers import ServerUrls
+from tests.conftest import api_client, make_settings
+
+
+def entries(redis_client: redis.Redis, key: str) -> list[dict]:
+    rows: list[dict] = []
+    for _id, fields in redis_client.xrange(key):
+        rows.extend(json.loads(fields[b"e"]))
+    return rows
+
+
+def test_batch_is_in_the_stream_when_200(
+    client: TestClient, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    body = {
+        "api_key": workspace.project.capture_key,
+        "batch": [
+            {"event": "signup", "distinct_id": f"u{i}", "properties": {"plan": "pro"},
+             "timestamp": "2026-11-20T10:00:00Z", "uuid": ids[i]}
+            for i in range(3)
+        ],
+    }
+    response = client.post("/capture", content=json.dumps(body),
+                           headers={"User-Agent": "posthog-python/7.0"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": 1}
+    rows = entries(redis_client, stream_key)
+    assert [r["event_id"] for r in rows] == ids
+    assert rows[0]["project_id"] == workspace.project.id
+    assert rows[0]["properties"] == {"plan": "pro"}
+    assert rows[0]["user_agent"] == "posthog-python/7.0"
+
+
+def test_single_event_gzip_and_form_content_type(
+    client: TestClient, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str
+) -> None:
+    single = {"api_key": workspace.project.capture_key, "event": "one", "distinct_id": "u1",
+              "properties": {}, "uuid": str(uuid.uuid4())}
+    # curl -d sends application/x-www-form-urlencoded; the body is still JSON
+    r1 = client.post("/capture/", content=json.dumps(single),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    gz = dict(single, event="two", uuid=str(uuid.uuid4()))
+    r2 = client.post("/capture", content=gzip.compress(json.dumps(gz).encode()),
+                     headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
+    assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"event": "x"}, 401, "api_key"),
+        ({"api_key": "sqb_pk_unknown", "event": "x"}, 401, "api_key"),
+        ("{not json", 400, "body"),
+        ({"api_key": "KEY", "batch": [{"event": "ok"}, {"distinct_id": "a"}]}, 400, "batch[1].event"),
+        ({"api_key": "KEY", "batch": [{"event": "ok"}, {"event": "x", "timestamp": "noon"}]},
+         400, "batch[1].timestamp"),
+    ],
+)
+def test_rejections_write_nothing(
+    client: TestClient, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str,
+    body: object, status: int, field: str,
+) -> None:
+    if isinstance(body, dict) and body.get("api_key") == "KEY":
+        body["api_key"] = workspace.project.capture_key
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = client.post("/capture", content=content)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    assert field in response.json()["detail"]
+    assert redis_client.xlen(stream_key) == 0
+
+
+def test_body_over_the_limit_is_rejected(
+    servers: ServerUrls, sqlbook_home: Path, workspace: NewWorkspace, redis_client: redis.Redis,
+    stream_key: str,
+) -> None:
+    settings = make_settings(servers, sqlbook_home, stream_key=stream_key,
+                             capture_max_body_bytes=2_000)
+    big = {"api_key": workspace.project.capture_key, "event": "x", "properties": {"p": "y" * 3_000}}
+    with api_client(settings) as client:
+        plain = client.post("/capture", content=json.dumps(big))
+        bomb = client.post("/capture", content=gzip.compress(json.dumps(big).encode()),
+                           headers={"Content-Encoding": "gzip"})
+    assert plain.status_code == 400 and plain.json()["field"] == "body"
+    assert "2000 byte limit" in plain.json()["detail"]
+    assert bomb.status_code == 400 and "once decompressed" in bomb.json()["detail"]
+    assert redis_client.xlen(stream_key) == 0
+
+
+def test_rate_limit_is_429_with_retry_after(
+    servers: ServerUrls, sqlbook_home: Path, workspace: NewWorkspace, redis_client: redis.Redis,
+    stream_key: str,
+) -> None:
+    settings = make_settings(servers, sqlbook_home, stream_key=stream_key,
+                             capture_rate_limit_per_minute=5)
+    key = workspace.project.capture_key
+    with api_client(settings) as client:
+        ok = client.post("/capture", json={"api_key": key, "batch": [{"event": "a"}] * 4})
+        over = client.post("/capture", json={"api_key": key, "batch": [{"event": "b"}] * 2})
+        fits = client.post("/capture", json={"api_key": key, "event": "c"})
+    assert ok.status_code == 200
+    assert over.status_code == 429
+    assert 1 <= int(over.headers["Retry-After"]) <= 60
+    assert fits.status_code == 200  # the rejected batch did not use up the allowance
+    assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["a"] * 4 + ["c"]
+
+
+def test_redis_down_is_503_and_recovers(
+    servers: ServerUrls, tmp_path: Path, workspace: NewWorkspace, stream_key: str
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path)
+    url = own_redis.start()
+    settings = make_settings(servers, tmp_path, redis_url=url, stream_key=stream_key)
+    body = {"api_key": workspace.project.capture_key, "event": "x", "distinct_id": "u"}
+    try:
+        with api_client(settings) as client:
+            assert client.post("/capture", json=body).status_code == 200
+            own_redis.stop()
+            down = client.post("/capture", json=body)
+            assert down.status_code == 503
+            assert "Redis" in down.json()["detail"]
+            assert client.get("/health").status_code == 503
+            own_redis.start()
+            assert client.post("/capture", json=body).status_code == 200
+        # AOF kept the first event across the restart; the 503 one was never stored
+        assert redis.Redis.from_url(url).xlen(stream_key) == 2
+    finally:
+        own_redis.stop()
+
+
+def test_health_and_workspace_token(client: TestClient, workspace: NewWorkspace) -> None:
+    assert client.get("/health").json() == {"status": "ok", "redis": "ok", "database": "ok"}
+    assert client.get("/api/workspace").status_code == 401
+    bad = client.get("/api/workspace", headers={"Authorization": "Bearer sqb_at_nope"})
+    assert bad.status_code == 401
+    me = client.get("/api/workspace",
+                    headers={"Authorization": f"Bearer {workspace.api_token}"}).json()
+    assert me["name"] == workspace.workspace and me["role"] == "admin"
+    assert me["projects"][0]["capture_key"] == workspace.project.capture_key

@@ -1,0 +1,31 @@
+"""The definitions load with no environment at all, and hold what the UI should show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import json
+from orchestration.definitions import defs
+repo = defs.get_repository_def()
+print(json.dumps({
+    "assets": sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()),
+    "sensors": sorted((s.name, s.default_status.value) for s in repo.sensor_defs),
+    "schedules": sorted(s.name for s in repo.schedule_defs),
+    "jobs": sorted(j.name for j in repo.get_all_jobs()),
+}))
+"""
+
+
+def test_definitions_load_without_environment() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+        text=True, check=True, timeout=120,
+    )
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"capture_stream", "events"} <= set(loaded["assets"])
+    assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
+    assert loaded["schedules"] == ["events_partitions_ahead"]
+    assert "ingest_events" in loaded["jobs"]

@@ -1,0 +1,86 @@
+"""`ingest_sensor` against a real Redis stream: which range it asks for, and its cursor."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+import redis
+
+from assets.resources import CaptureStreamResource
+from connectors.servers import ServerUrls
+from orchestration.sensors import ingest_sensor
+from tests.streams import append, event_batch
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+def evaluate(instance: dg.DagsterInstance, redis_url: str, key: str, cursor: str | None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=key)},
+    )
+    return ingest_sensor(context), context
+
+
+def test_empty_stream_skips(servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance) -> None:
+    result, _ = evaluate(instance, servers.redis_url, stream_key, None)
+    assert isinstance(result, dg.SkipReason)
+    assert "empty" in (result.skip_message or "")
+
+
+def test_requests_the_whole_pending_range_and_advances_cursor(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
+    first = append(servers.redis_url, stream_key, 1, event_batch(2))
+    last = append(servers.redis_url, stream_key, 1, event_batch(3))
+    result, _ = evaluate(instance, servers.redis_url, stream_key, "0-0")
+    assert isinstance(result, dg.SensorResult)
+    assert result.cursor == last
+    (request,) = result.run_requests or []
+    assert request.run_config["ops"]["events"]["config"] == {"start_id": first, "end_id": last}
+    assert request.tags["sqlbook/stream_range"] == f"{first}..{last}"
+    assert request.tags["sqlbook/retry"] == "false"
+
+
+def test_entries_left_at_or_before_cursor_are_retried(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
+    """A failed run leaves its range in the stream; the next tick takes it again."""
+    stuck = append(servers.redis_url, stream_key, 1, event_batch(1))
+    result, _ = evaluate(instance, servers.redis_url, stream_key, stuck)
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.run_requests or []
+    assert request.run_config["ops"]["events"]["config"] == {"start_id": stuck, "end_id": stuck}
+    assert request.tags["sqlbook/retry"] == "true"
+    assert result.cursor == stuck  # never moves backwards
+
+
+def test_one_run_at_a_time(servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance) -> None:
+    append(servers.redis_url, stream_key, 1, event_batch(1))
+    instance.add_run(
+        dg.DagsterRun(job_name="ingest_events", run_id=str(uuid.uuid4()),
+                      status=dg.DagsterRunStatus.STARTED)
+    )
+    result, _ = evaluate(instance, servers.redis_url, stream_key, None)
+    assert isinstance(result, dg.SkipReason)
+    assert "in progress" in (result.skip_message or "")
+
+
+def test_range_is_capped(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance,
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orchestration.sensors as sensors
+
+    monkeypatch.setattr(sensors, "MAX_ENTRIES_PER_RUN", 2)
+    ids = [append(servers.redis_url, stream_key, 1, event_batch(1)) for _ in range(3)]
+    result, _ = evaluate(instance, servers.redis_url, stream_key, None)
+    (request,) = result.run_requests or []
+    assert request.run_config["ops"]["events"]["config"] == {"start_id": ids[0], "end_id": ids[1]}
+    assert result.cursor == ids[1]
