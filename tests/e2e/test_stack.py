@@ -1,0 +1,153 @@
+"""`sqlbook up` (what `make run` calls) in a subprocess: capture over HTTP → Redis →
+Dagster sensor and run → PostgreSQL, then Ctrl-C stops everything and a restart keeps it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, home: Path):
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SQLBOOK_")},
+            "SQLBOOK_HOME": str(home),
+            "SQLBOOK_API_PORT": str(free_port()),
+            "SQLBOOK_DAGSTER_PORT": str(free_port()),
+        }
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    def cli(self, *args: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "api.cli", *args], env=self.env, capture_output=True,
+            text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def start(self, timeout: float = 240) -> None:
+        self.output.clear()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "up"], env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc and self.proc.stdout
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if "sqlbook is running" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            pytest.fail("sqlbook up did not start:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(90)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path / "home")
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        os.killpg(s.proc.pid, signal.SIGKILL)
+
+
+def rows_for(database_url: str, project_key: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select count(*) from events e join meta.projects p on p.id = e.project_id"
+            " where p.capture_key = %s", (project_key,),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def wait_for_rows(database_url: str, key: str, expected: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        seen = rows_for(database_url, key)
+        if seen >= expected:
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
+    stack.start()
+    creds = stack.cli("credentials")
+    assert set(creds) == {"workspace", "project_key", "api_token", "api_url", "dagster_url",
+                          "database_url"}
+    assert creds["api_url"].endswith(stack.env["SQLBOOK_API_PORT"])
+    key, api = creds["project_key"], creds["api_url"]
+
+    sent = 0
+    with httpx.Client(base_url=api, timeout=30) as http:
+        for b in range(10):  # 10 batches of 50
+            batch = [{"event": "e2e", "distinct_id": f"u{b}-{i}", "uuid": str(uuid.uuid4()),
+                      "properties": {"b": b}} for i in range(50)]
+            assert http.post("/capture", json={"api_key": key, "batch": batch}).status_code == 200
+            sent += len(batch)
+        for i in range(500):  # and 500 single events
+            r = http.post("/capture", json={"api_key": key, "event": "single",
+                                            "distinct_id": f"s{i}", "uuid": str(uuid.uuid4())})
+            assert r.status_code == 200, r.text
+            sent += 1
+        assert http.post("/capture", json={"api_key": "wrong", "event": "x"}).status_code == 401
+    assert sent == 1000
+
+    assert wait_for_rows(creds["database_url"], key, 1000) == 1000
+    time.sleep(7)  # more sensor ticks must not add anything
+    assert rows_for(creds["database_url"], key) == 1000
+
+    # a second workspace while the stack runs: its own key lands under its own project
+    other = stack.cli("workspaces", "create", "acme")
+    assert other["workspace"] == "acme" and other["project_key"] != key
+    with httpx.Client(base_url=api, timeout=30) as http:
+        r = http.post("/capture", json={"api_key": other["project_key"], "event": "acme-event"})
+        assert r.status_code == 200
+        me = http.get("/api/workspace", headers={"Authorization": f"Bearer {other['api_token']}"})
+        assert me.json()["name"] == "acme"
+    assert wait_for_rows(creds["database_url"], other["project_key"], 1) == 1
+
+    assert stack.proc is not None
+    children = psutil.Process(stack.proc.pid).children(recursive=True)
+    assert stack.stop() == 0
+    time.sleep(1)
+    assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+    # `make run` again: same data, same credentials
+    stack.start()
+    assert stack.cli("credentials") == creds
+    assert rows_for(creds["database_url"], key) == 1000
+    assert stack.stop() == 0
