@@ -29,7 +29,9 @@ def create_app(settings: Settings) -> FastAPI:
         metadata = MetadataStore(settings.database_url, max_size=8, timeout=5.0)
         metadata.open(wait=False)
         client = aredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
             health_check_interval=30,
         )
         app.state.sqlbook = AppState(

@@ -22,8 +22,10 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     if entry is None:
         where = credentials.credentials_path(settings)
         hint = "run `sqlbook up` first" if not known else f"known: {', '.join(sorted(known))}"
-        print(f"sqlbook: no credentials for workspace {args.workspace!r} in {where}; {hint}",
-              file=sys.stderr)
+        print(
+            f"sqlbook: no credentials for workspace {args.workspace!r} in {where}; {hint}",
+            file=sys.stderr,
+        )
         return 1
     print(json.dumps(credentials.public_view(settings, entry), indent=2))
     return 0
@@ -43,7 +45,12 @@ def cmd_workspaces_create(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"sqlbook: {err}", file=sys.stderr)
                 return 1
         credentials.save(settings, created, urls.warehouse_url)
-    print(json.dumps(credentials.public_view(settings, credentials.load_all(settings)[created.workspace]), indent=2))
+    print(
+        json.dumps(
+            credentials.public_view(settings, credentials.load_all(settings)[created.workspace]),
+            indent=2,
+        )
+    )
     return 0
 
 

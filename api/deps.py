@@ -18,16 +18,21 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def current_token(state: State, authorization: Annotated[str | None, Header()] = None) -> TokenOwner:
+async def current_token(
+    state: State, authorization: Annotated[str | None, Header()] = None
+) -> TokenOwner:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
-            401, "missing API token: send 'Authorization: Bearer <token>'",
+            401,
+            "missing API token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
     owner = await run_in_threadpool(state.metadata.token_owner, token.strip())
     if owner is None:
-        raise HTTPException(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return owner
 
 

@@ -3,6 +3,7 @@ the Dagster webserver and the Dagster daemon until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,7 +57,9 @@ def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
                 created = store.create_workspace(credentials.DEFAULT_WORKSPACE)
             credentials.save(settings, created, urls.warehouse_url)
     credentials.set_database_url(settings, urls.warehouse_url)
-    return credentials.public_view(settings, credentials.load_all(settings)[credentials.DEFAULT_WORKSPACE])
+    return credentials.public_view(
+        settings, credentials.load_all(settings)[credentials.DEFAULT_WORKSPACE]
+    )
 
 
 def _dagster_home(settings: Settings) -> Path:
@@ -82,6 +85,7 @@ def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
     env = dict(os.environ)
     env.update(urls.environment())
     env["SQLBOOK_HOME"] = str(settings.ensure_home())
+    env["SQLBOOK_STREAM_KEY"] = settings.stream_key
     env["SQLBOOK_DAGSTER_STORAGE_URL"] = with_driver(urls.dagster_database_url, "psycopg2")
     env["DAGSTER_HOME"] = str(_dagster_home(settings))
     env.setdefault("XDG_RUNTIME_DIR", str(settings.ensure_home() / "run"))
@@ -92,8 +96,13 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subpr
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
     print(f"  starting {name}: logs in {logs / (name + '.log')}", flush=True)
     return subprocess.Popen(
-        argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,  # our signals are ours to forward
+        argv,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # our signals are ours to forward
     )
 
 
@@ -114,20 +123,16 @@ def _wait_http(url: str, deadline: float, procs: dict[str, subprocess.Popen[byte
 def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
     for proc in procs.values():
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + timeout
     for name, proc in procs.items():
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"  {name} did not stop in time; killing it", flush=True)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
 
 
@@ -151,14 +156,36 @@ def run_stack(settings: Settings) -> int:
         env = child_environment(settings, urls)
         host = settings.api_host
         procs = {
-            "api": _spawn("api", [
-                sys.executable, "-m", "uvicorn", "api.app:app_from_environment", "--factory",
-                "--host", host, "--port", str(settings.api_port), "--no-access-log",
-            ], env, logs),
-            "dagster-webserver": _spawn("dagster-webserver", [
-                _bin("dagster-webserver"), *_workspace_args(),
-                "--host", host, "--port", str(settings.dagster_port),
-            ], env, logs),
+            "api": _spawn(
+                "api",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:app_from_environment",
+                    "--factory",
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.api_port),
+                    "--no-access-log",
+                ],
+                env,
+                logs,
+            ),
+            "dagster-webserver": _spawn(
+                "dagster-webserver",
+                [
+                    _bin("dagster-webserver"),
+                    *_workspace_args(),
+                    "--host",
+                    host,
+                    "--port",
+                    str(settings.dagster_port),
+                ],
+                env,
+                logs,
+            ),
             "dagster-daemon": _spawn(
                 "dagster-daemon", [_bin("dagster-daemon"), "run", *_workspace_args()], env, logs
             ),

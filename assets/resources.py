@@ -1,7 +1,6 @@
 """Thin Dagster resources over the `connectors` clients. Clients are built per use, never
 at import, and URLs come from the environment through `dg.EnvVar`."""
 
-
 import dagster as dg
 import redis
 

@@ -89,9 +89,7 @@ def _inflate(decompressor: Any, raw: bytes, limit: int, kind: str) -> bytes:
     if not decompressor.eof and not decompressor.unconsumed_tail and len(out) <= limit:
         raise CaptureError(400, "body", f"truncated {kind} data")
     if len(out) > limit or decompressor.unconsumed_tail:
-        raise CaptureError(
-            400, "body", f"larger than the {_mib(limit)} limit once decompressed"
-        )
+        raise CaptureError(400, "body", f"larger than the {_mib(limit)} limit once decompressed")
     return out
 
 
@@ -146,7 +144,9 @@ class Origin:
     received_at: datetime
 
 
-def to_rows(events: list[dict[str, Any]], origin: Origin, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:
+def to_rows(
+    events: list[dict[str, Any]], origin: Origin, field: str, limits: CaptureLimits
+) -> list[dict[str, Any]]:
     """Validate every event and map it to a warehouse row. One bad event rejects the batch."""
     rows = []
     for i, event in enumerate(events):
@@ -159,7 +159,9 @@ def _at(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _to_row(event: dict[str, Any], origin: Origin, path: str, limits: CaptureLimits) -> dict[str, Any]:
+def _to_row(
+    event: dict[str, Any], origin: Origin, path: str, limits: CaptureLimits
+) -> dict[str, Any]:
     name = event.get("event")
     if name is None:
         raise CaptureError(400, _at(path, "event"), "missing")
@@ -206,7 +208,9 @@ def _to_row(event: dict[str, Any], origin: Origin, path: str, limits: CaptureLim
     size = len(json.dumps(row, separators=(",", ":"), default=str))
     if size > limits.max_event_bytes:
         raise CaptureError(
-            400, path or "body", f"event is {size} bytes; the limit is {_mib(limits.max_event_bytes)}"
+            400,
+            path or "body",
+            f"event is {size} bytes; the limit is {_mib(limits.max_event_bytes)}",
         )
     return row
 

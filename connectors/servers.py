@@ -73,7 +73,9 @@ def redact(url: str) -> str:
 def ensure_database(server_url: str, database: str) -> None:
     """CREATE DATABASE if missing (needs CREATEDB on external servers)."""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "select 1 from pg_database where datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
 

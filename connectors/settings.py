@@ -28,14 +28,14 @@ class Settings(BaseSettings):
     )
     dagster_database_url: str | None = Field(
         default=None,
-        description="PostgreSQL for Dagster's run and event storage. Defaults to a `dagster` "
-        "database on the same server as database_url.",
+        description="PostgreSQL for Dagster's run and event storage. Defaults to a database "
+        "named `<database>_dagster` on database_url's server (created if missing).",
     )
     redis_url: str | None = Field(default=None, description="Redis holding the capture stream.")
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    dagster_port: int = 3000
+    api_host: str = Field(default="127.0.0.1", description="Interface the API and Dagster UI bind.")
+    api_port: int = Field(default=8000, description="Port of the API (capture, query, UI).")
+    dagster_port: int = Field(default=3000, description="Port of the Dagster webserver.")
     public_api_url: str | None = Field(
         default=None, description="URL clients use to reach the API (printed in credentials)."
     )
@@ -53,9 +53,8 @@ class Settings(BaseSettings):
         default=30.0, description="How long the API caches a capture key lookup."
     )
 
-    stream_key: str = Field(default="sqlbook:events", description="Redis stream of captured events.")
-    ingest_max_entries: int = Field(
-        default=5_000, description="Most stream entries (capture requests) one ingestion run takes."
+    stream_key: str = Field(
+        default="sqlbook:events", description="Redis stream of captured events."
     )
 
     def ensure_home(self) -> Path:

@@ -10,6 +10,8 @@ from assets.resources import CaptureStreamResource, WarehouseResource
 
 def resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "capture_stream": CaptureStreamResource(redis_url=dg.EnvVar("SQLBOOK_REDIS_URL")),
+        "capture_stream": CaptureStreamResource(
+            redis_url=dg.EnvVar("SQLBOOK_REDIS_URL"), stream_key=dg.EnvVar("SQLBOOK_STREAM_KEY")
+        ),
         "warehouse": WarehouseResource(url=dg.EnvVar("SQLBOOK_WAREHOUSE_URL")),
     }

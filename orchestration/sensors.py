@@ -1,6 +1,5 @@
 """Sensors and schedules: the capture stream triggers ingestion runs."""
 
-
 import dagster as dg
 
 from assets.ingestion import events_partitions_job, ingest_job
@@ -56,7 +55,9 @@ def ingest_sensor(
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_config=dg.RunConfig(ops={"events": {"config": {"start_id": head, "end_id": end}}}),
+                run_config=dg.RunConfig(
+                    ops={"events": {"config": {"start_id": head, "end_id": end}}}
+                ),
                 tags={
                     "sqlbook/stream_range": f"{head}..{end}",
                     "sqlbook/retry": str(retry).lower(),

@@ -17,16 +17,26 @@ LIMITS = CaptureLimits(max_body_bytes=1 << 24, max_event_bytes=1 << 20, max_batc
 
 def event_batch(n: int, name: str = "test", timestamp: str | None = None) -> list[dict[str, Any]]:
     return [
-        {"event": name, "distinct_id": f"user-{i}", "uuid": str(uuid.uuid4()),
-         "properties": {"i": i}, **({"timestamp": timestamp} if timestamp else {})}
+        {
+            "event": name,
+            "distinct_id": f"user-{i}",
+            "uuid": str(uuid.uuid4()),
+            "properties": {"i": i},
+            **({"timestamp": timestamp} if timestamp else {}),
+        }
         for i in range(n)
     ]
 
 
 def append(redis_url: str, stream_key: str, project_id: int, events: list[dict[str, Any]]) -> str:
     """Validate `events` as /capture does and append them as one stream entry."""
-    origin = Origin(project_id=project_id, salt="salt", ip="198.51.100.7",
-                    user_agent="tests", received_at=datetime.now(UTC))
+    origin = Origin(
+        project_id=project_id,
+        salt="salt",
+        ip="198.51.100.7",
+        user_agent="tests",
+        received_at=datetime.now(UTC),
+    )
     rows = to_rows(events, origin, "batch", LIMITS)
 
     async def go() -> str:

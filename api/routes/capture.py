@@ -78,6 +78,9 @@ async def capture(request: Request, state: State) -> JSONResponse:
         return _error(429, str(err), **{"Retry-After": str(err.retry_after)})
     except (redis.RedisError, OSError):
         # Never a 200 for an event that is not stored: the client keeps it and retries.
-        return _error(503, "event buffer (Redis) unavailable; nothing was stored, retry later",
-                      **{"Retry-After": "5"})
+        return _error(
+            503,
+            "event buffer (Redis) unavailable; nothing was stored, retry later",
+            **{"Retry-After": "5"},
+        )
     return JSONResponse({"status": 1})

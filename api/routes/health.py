@@ -25,4 +25,6 @@ async def health(state: State) -> JSONResponse:
     except Exception as err:  # noqa: BLE001
         checks["database"] = f"down: {type(err).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+    )

@@ -1,11 +1,10 @@
 """Ingestion: the capture stream (external, in Redis) feeds the warehouse `events` table."""
 
-
 import dagster as dg
 from pydantic import Field
 
-from connectors.ingest import ingest_range
 from assets.resources import CaptureStreamResource, WarehouseResource
+from connectors.ingest import ingest_range
 
 capture_stream = dg.AssetSpec(
     "capture_stream",

@@ -16,7 +16,9 @@ def alembic_config(database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolates '%'; URL-encoded passwords contain it.
-    config.set_main_option("sqlalchemy.url", with_driver(database_url, "psycopg").replace("%", "%%"))
+    config.set_main_option(
+        "sqlalchemy.url", with_driver(database_url, "psycopg").replace("%", "%%")
+    )
     return config
 
 

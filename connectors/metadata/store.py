@@ -98,8 +98,12 @@ class MetadataStore:
             project = conn.execute(
                 "insert into meta.projects (workspace_id, name, capture_key, salt)"
                 " values (%s, %s, %s, %s) returning *",
-                (ws["id"], "default", CAPTURE_KEY_PREFIX + secrets.token_urlsafe(24),
-                 secrets.token_hex(16)),
+                (
+                    ws["id"],
+                    "default",
+                    CAPTURE_KEY_PREFIX + secrets.token_urlsafe(24),
+                    secrets.token_hex(16),
+                ),
             ).fetchone()
             conn.execute(
                 "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"

@@ -59,7 +59,9 @@ class CaptureStreamWriter:
         self._key = key
         self._append = client.register_script(_APPEND)
 
-    async def append(self, project_id: int, rows: list[dict[str, Any]], limit_per_minute: int) -> str:
+    async def append(
+        self, project_id: int, rows: list[dict[str, Any]], limit_per_minute: int
+    ) -> str:
         window = int(time.time()) // WINDOW_SECONDS
         counter = f"{self._key}:rate:{project_id}:{window}"
         payload = json.dumps(rows, separators=(",", ":"), default=str)

@@ -31,13 +31,19 @@ def test_batch_is_in_the_stream_when_200(
     body = {
         "api_key": workspace.project.capture_key,
         "batch": [
-            {"event": "signup", "distinct_id": f"u{i}", "properties": {"plan": "pro"},
-             "timestamp": "2026-11-20T10:00:00Z", "uuid": ids[i]}
+            {
+                "event": "signup",
+                "distinct_id": f"u{i}",
+                "properties": {"plan": "pro"},
+                "timestamp": "2026-11-20T10:00:00Z",
+                "uuid": ids[i],
+            }
             for i in range(3)
         ],
     }
-    response = client.post("/capture", content=json.dumps(body),
-                           headers={"User-Agent": "posthog-python/7.0"})
+    response = client.post(
+        "/capture", content=json.dumps(body), headers={"User-Agent": "posthog-python/7.0"}
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"status": 1}
     rows = entries(redis_client, stream_key)
@@ -50,14 +56,25 @@ def test_batch_is_in_the_stream_when_200(
 def test_single_event_gzip_and_form_content_type(
     client: TestClient, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str
 ) -> None:
-    single = {"api_key": workspace.project.capture_key, "event": "one", "distinct_id": "u1",
-              "properties": {}, "uuid": str(uuid.uuid4())}
+    single = {
+        "api_key": workspace.project.capture_key,
+        "event": "one",
+        "distinct_id": "u1",
+        "properties": {},
+        "uuid": str(uuid.uuid4()),
+    }
     # curl -d sends application/x-www-form-urlencoded; the body is still JSON
-    r1 = client.post("/capture/", content=json.dumps(single),
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r1 = client.post(
+        "/capture/",
+        content=json.dumps(single),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     gz = dict(single, event="two", uuid=str(uuid.uuid4()))
-    r2 = client.post("/capture", content=gzip.compress(json.dumps(gz).encode()),
-                     headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    r2 = client.post(
+        "/capture",
+        content=gzip.compress(json.dumps(gz).encode()),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert (r1.status_code, r2.status_code) == (200, 200), (r1.text, r2.text)
     assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["one", "two"]
 
@@ -68,14 +85,26 @@ def test_single_event_gzip_and_form_content_type(
         ({"event": "x"}, 401, "api_key"),
         ({"api_key": "sqb_pk_unknown", "event": "x"}, 401, "api_key"),
         ("{not json", 400, "body"),
-        ({"api_key": "KEY", "batch": [{"event": "ok"}, {"distinct_id": "a"}]}, 400, "batch[1].event"),
-        ({"api_key": "KEY", "batch": [{"event": "ok"}, {"event": "x", "timestamp": "noon"}]},
-         400, "batch[1].timestamp"),
+        (
+            {"api_key": "KEY", "batch": [{"event": "ok"}, {"distinct_id": "a"}]},
+            400,
+            "batch[1].event",
+        ),
+        (
+            {"api_key": "KEY", "batch": [{"event": "ok"}, {"event": "x", "timestamp": "noon"}]},
+            400,
+            "batch[1].timestamp",
+        ),
     ],
 )
 def test_rejections_write_nothing(
-    client: TestClient, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str,
-    body: object, status: int, field: str,
+    client: TestClient,
+    workspace: NewWorkspace,
+    redis_client: redis.Redis,
+    stream_key: str,
+    body: object,
+    status: int,
+    field: str,
 ) -> None:
     if isinstance(body, dict) and body.get("api_key") == "KEY":
         body["api_key"] = workspace.project.capture_key
@@ -88,16 +117,23 @@ def test_rejections_write_nothing(
 
 
 def test_body_over_the_limit_is_rejected(
-    servers: ServerUrls, sqlbook_home: Path, workspace: NewWorkspace, redis_client: redis.Redis,
+    servers: ServerUrls,
+    sqlbook_home: Path,
+    workspace: NewWorkspace,
+    redis_client: redis.Redis,
     stream_key: str,
 ) -> None:
-    settings = make_settings(servers, sqlbook_home, stream_key=stream_key,
-                             capture_max_body_bytes=2_000)
+    settings = make_settings(
+        servers, sqlbook_home, stream_key=stream_key, capture_max_body_bytes=2_000
+    )
     big = {"api_key": workspace.project.capture_key, "event": "x", "properties": {"p": "y" * 3_000}}
     with api_client(settings) as client:
         plain = client.post("/capture", content=json.dumps(big))
-        bomb = client.post("/capture", content=gzip.compress(json.dumps(big).encode()),
-                           headers={"Content-Encoding": "gzip"})
+        bomb = client.post(
+            "/capture",
+            content=gzip.compress(json.dumps(big).encode()),
+            headers={"Content-Encoding": "gzip"},
+        )
     assert plain.status_code == 400 and plain.json()["field"] == "body"
     assert "2000 byte limit" in plain.json()["detail"]
     assert bomb.status_code == 400 and "once decompressed" in bomb.json()["detail"]
@@ -105,11 +141,15 @@ def test_body_over_the_limit_is_rejected(
 
 
 def test_rate_limit_is_429_with_retry_after(
-    servers: ServerUrls, sqlbook_home: Path, workspace: NewWorkspace, redis_client: redis.Redis,
+    servers: ServerUrls,
+    sqlbook_home: Path,
+    workspace: NewWorkspace,
+    redis_client: redis.Redis,
     stream_key: str,
 ) -> None:
-    settings = make_settings(servers, sqlbook_home, stream_key=stream_key,
-                             capture_rate_limit_per_minute=5)
+    settings = make_settings(
+        servers, sqlbook_home, stream_key=stream_key, capture_rate_limit_per_minute=5
+    )
     key = workspace.project.capture_key
     with api_client(settings) as client:
         ok = client.post("/capture", json={"api_key": key, "batch": [{"event": "a"}] * 4})
@@ -150,7 +190,8 @@ def test_health_and_workspace_token(client: TestClient, workspace: NewWorkspace)
     assert client.get("/api/workspace").status_code == 401
     bad = client.get("/api/workspace", headers={"Authorization": "Bearer sqb_at_nope"})
     assert bad.status_code == 401
-    me = client.get("/api/workspace",
-                    headers={"Authorization": f"Bearer {workspace.api_token}"}).json()
+    me = client.get(
+        "/api/workspace", headers={"Authorization": f"Bearer {workspace.api_token}"}
+    ).json()
     assert me["name"] == workspace.workspace and me["role"] == "admin"
     assert me["projects"][0]["capture_key"] == workspace.project.capture_key

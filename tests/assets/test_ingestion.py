@@ -16,7 +16,9 @@ from connectors.warehouse import PostgresWarehouse
 from tests.streams import append, event_batch
 
 
-def ingest(redis_url: str, stream_key: str, warehouse_url: str, start: str, end: str) -> dg.ExecuteInProcessResult:
+def ingest(
+    redis_url: str, stream_key: str, warehouse_url: str, start: str, end: str
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [events],
         run_config=dg.RunConfig(ops={"events": {"config": {"start_id": start, "end_id": end}}}),
@@ -30,7 +32,9 @@ def ingest(redis_url: str, stream_key: str, warehouse_url: str, start: str, end:
 
 def count(url: str, project_id: int) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("select count(*) from events where project_id = %s", (project_id,)).fetchone()
+        row = conn.execute(
+            "select count(*) from events where project_id = %s", (project_id,)
+        ).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -101,3 +105,27 @@ def test_postgres_down_fails_the_run_and_loses_nothing(
         assert redis_client.xlen(stream_key) == 0
     finally:
         pg.stop()
+
+
+def test_large_range_moves_in_chunks(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    from connectors.ingest import ingest_range
+    from connectors.stream import CaptureStreamReader
+
+    ids = [append(servers.redis_url, stream_key, 105, event_batch(30)) for _ in range(5)]
+    report = ingest_range(
+        CaptureStreamReader(redis_client, stream_key),
+        PostgresWarehouse(servers.warehouse_url),
+        ids[0],
+        ids[-1],
+        chunk_rows=70,
+    )
+    assert (report.entries, report.rows, report.inserted, report.deleted_entries) == (
+        5,
+        150,
+        150,
+        5,
+    )
+    assert count(servers.warehouse_url, 105) == 150
+    assert redis_client.xlen(stream_key) == 0

@@ -33,10 +33,18 @@ def rows_of(payload: object) -> list[dict]:
 def test_batch_maps_to_rows() -> None:
     event_id = str(uuid.uuid4())
     req = parse_posthog(
-        {"api_key": "k", "batch": [{"event": "signup", "distinct_id": "u1", "uuid": event_id,
-                                     "properties": {"plan": "pro", "$lib": "web",
-                                                    "$session_id": "s-1"},
-                                     "timestamp": "2026-11-20T10:00:00+02:00"}]},
+        {
+            "api_key": "k",
+            "batch": [
+                {
+                    "event": "signup",
+                    "distinct_id": "u1",
+                    "uuid": event_id,
+                    "properties": {"plan": "pro", "$lib": "web", "$session_id": "s-1"},
+                    "timestamp": "2026-11-20T10:00:00+02:00",
+                }
+            ],
+        },
         LIMITS,
     )
     assert req.api_key == "k"
@@ -68,7 +76,9 @@ def test_single_event_body_and_token_alias() -> None:
 def test_key_on_events_only() -> None:
     assert parse_posthog({"batch": [{"event": "a", "api_key": "k"}]}, LIMITS).api_key == "k"
     with pytest.raises(CaptureError, match="different keys"):
-        parse_posthog({"batch": [{"event": "a", "api_key": "k"}, {"event": "b", "api_key": "j"}]}, LIMITS)
+        parse_posthog(
+            {"batch": [{"event": "a", "api_key": "k"}, {"event": "b", "api_key": "j"}]}, LIMITS
+        )
 
 
 def test_missing_distinct_id_is_derived_from_ip_agent_and_salt() -> None:
@@ -98,8 +108,9 @@ def test_naive_and_historical_timestamps() -> None:
 
 
 def test_nul_and_lone_surrogates_are_replaced() -> None:
-    (row,) = rows_of({"event": "a\x00b", "distinct_id": "u\x00",
-                      "properties": {"k\x00": ["v\x00", "\ud800"]}})
+    (row,) = rows_of(
+        {"event": "a\x00b", "distinct_id": "u\x00", "properties": {"k\x00": ["v\x00", "\ud800"]}}
+    )
     assert "\x00" not in json.dumps(row)
     assert row["event_name"] == "a\ufffdb"
     json.dumps(row).encode("utf-8")  # encodable: no lone surrogates left
@@ -113,10 +124,18 @@ def test_nul_and_lone_surrogates_are_replaced() -> None:
         ({"batch": [{"event": 5}]}, "batch[0].event", "non-empty string"),
         ({"batch": [{"event": "a", "timestamp": "yesterday"}]}, "batch[0].timestamp", "ISO-8601"),
         ({"batch": [{"event": "a", "timestamp": 1700000000}]}, "batch[0].timestamp", "ISO-8601"),
-        ({"batch": [{"event": "a", "timestamp": "1969-12-31T00:00:00Z"}]}, "batch[0].timestamp", "1970"),
+        (
+            {"batch": [{"event": "a", "timestamp": "1969-12-31T00:00:00Z"}]},
+            "batch[0].timestamp",
+            "1970",
+        ),
         ({"batch": [{"event": "a", "uuid": "nope"}]}, "batch[0].uuid", "not a UUID"),
         ({"batch": [{"event": "a", "properties": [1]}]}, "batch[0].properties", "JSON object"),
-        ({"batch": [{"event": "a", "distinct_id": {"x": 1}}]}, "batch[0].distinct_id", "string or a number"),
+        (
+            {"batch": [{"event": "a", "distinct_id": {"x": 1}}]},
+            "batch[0].distinct_id",
+            "string or a number",
+        ),
         ({"batch": [{"event": "a", "distinct_id": "x" * 201}]}, "batch[0].distinct_id", "200"),
         ({"batch": []}, "batch", "no events"),
         ({"batch": {"event": "a"}}, "batch", "list"),

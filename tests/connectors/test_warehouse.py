@@ -39,7 +39,8 @@ def test_historical_days_get_their_own_partitions(
     ).fetchall()
     assert {w[0] for w in where} == {"events_p20160301"}  # UTC day of the timestamp
     partitions = {
-        r[0] for r in warehouse_conn.execute(
+        r[0]
+        for r in warehouse_conn.execute(
             "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
             " where i.inhparent = 'events'::regclass"
         )
@@ -47,10 +48,17 @@ def test_historical_days_get_their_own_partitions(
     assert len(partitions) >= 9  # the historical day plus today and a week ahead
 
 
-def test_properties_round_trip_as_jsonb(servers: ServerUrls, warehouse_conn: psycopg.Connection) -> None:
+def test_properties_round_trip_as_jsonb(
+    servers: ServerUrls, warehouse_conn: psycopg.Connection
+) -> None:
     warehouse = PostgresWarehouse(servers.warehouse_url)
-    events = [{"event": "odd\x00name", "distinct_id": "d", "properties": {
-        "nested": {"list": [1, 2.5, None, True]}, "text": "é ✓ \x00"}}]
+    events = [
+        {
+            "event": "odd\x00name",
+            "distinct_id": "d",
+            "properties": {"nested": {"list": [1, 2.5, None, True]}, "text": "é ✓ \x00"},
+        }
+    ]
     warehouse.insert_events(rows_for(events, project_id=9003))
     name, props = warehouse_conn.execute(
         "select event_name, properties from events where project_id = 9003"

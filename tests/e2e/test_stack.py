@@ -42,8 +42,11 @@ class Stack:
 
     def cli(self, *args: str) -> dict:
         out = subprocess.run(
-            [sys.executable, "-m", "api.cli", *args], env=self.env, capture_output=True,
-            text=True, timeout=120,
+            [sys.executable, "-m", "api.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
@@ -51,8 +54,12 @@ class Stack:
     def start(self, timeout: float = 240) -> None:
         self.output.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "up"], env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [sys.executable, "-m", "api.cli", "up"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         ready = threading.Event()
 
@@ -86,7 +93,8 @@ def rows_for(database_url: str, project_key: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "select count(*) from events e join meta.projects p on p.id = e.project_id"
-            " where p.capture_key = %s", (project_key,),
+            " where p.capture_key = %s",
+            (project_key,),
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -106,21 +114,41 @@ def wait_for_rows(database_url: str, key: str, expected: int, timeout: float = 1
 def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
     stack.start()
     creds = stack.cli("credentials")
-    assert set(creds) == {"workspace", "project_key", "api_token", "api_url", "dagster_url",
-                          "database_url"}
+    assert set(creds) == {
+        "workspace",
+        "project_key",
+        "api_token",
+        "api_url",
+        "dagster_url",
+        "database_url",
+    }
     assert creds["api_url"].endswith(stack.env["SQLBOOK_API_PORT"])
     key, api = creds["project_key"], creds["api_url"]
 
     sent = 0
     with httpx.Client(base_url=api, timeout=30) as http:
         for b in range(10):  # 10 batches of 50
-            batch = [{"event": "e2e", "distinct_id": f"u{b}-{i}", "uuid": str(uuid.uuid4()),
-                      "properties": {"b": b}} for i in range(50)]
+            batch = [
+                {
+                    "event": "e2e",
+                    "distinct_id": f"u{b}-{i}",
+                    "uuid": str(uuid.uuid4()),
+                    "properties": {"b": b},
+                }
+                for i in range(50)
+            ]
             assert http.post("/capture", json={"api_key": key, "batch": batch}).status_code == 200
             sent += len(batch)
         for i in range(500):  # and 500 single events
-            r = http.post("/capture", json={"api_key": key, "event": "single",
-                                            "distinct_id": f"s{i}", "uuid": str(uuid.uuid4())})
+            r = http.post(
+                "/capture",
+                json={
+                    "api_key": key,
+                    "event": "single",
+                    "distinct_id": f"s{i}",
+                    "uuid": str(uuid.uuid4()),
+                },
+            )
             assert r.status_code == 200, r.text
             sent += 1
         assert http.post("/capture", json={"api_key": "wrong", "event": "x"}).status_code == 401

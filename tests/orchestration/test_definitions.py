@@ -21,8 +21,12 @@ print(json.dumps({
 
 def test_definitions_load_without_environment() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
-        text=True, check=True, timeout=120,
+        [sys.executable, "-c", SCRIPT],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"capture_stream", "events"} <= set(loaded["assets"])

@@ -28,7 +28,9 @@ def evaluate(instance: dg.DagsterInstance, redis_url: str, key: str, cursor: str
     return ingest_sensor(context), context
 
 
-def test_empty_stream_skips(servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance) -> None:
+def test_empty_stream_skips(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
     result, _ = evaluate(instance, servers.redis_url, stream_key, None)
     assert isinstance(result, dg.SkipReason)
     assert "empty" in (result.skip_message or "")
@@ -61,11 +63,14 @@ def test_entries_left_at_or_before_cursor_are_retried(
     assert result.cursor == stuck  # never moves backwards
 
 
-def test_one_run_at_a_time(servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance) -> None:
+def test_one_run_at_a_time(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
     append(servers.redis_url, stream_key, 1, event_batch(1))
     instance.add_run(
-        dg.DagsterRun(job_name="ingest_events", run_id=str(uuid.uuid4()),
-                      status=dg.DagsterRunStatus.STARTED)
+        dg.DagsterRun(
+            job_name="ingest_events", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+        )
     )
     result, _ = evaluate(instance, servers.redis_url, stream_key, None)
     assert isinstance(result, dg.SkipReason)
@@ -73,8 +78,11 @@ def test_one_run_at_a_time(servers: ServerUrls, stream_key: str, instance: dg.Da
 
 
 def test_range_is_capped(
-    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance,
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    servers: ServerUrls,
+    stream_key: str,
+    instance: dg.DagsterInstance,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import orchestration.sensors as sensors
 
