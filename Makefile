@@ -31,6 +31,7 @@ bench: bench-ingest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy connectors api assets orchestration
 
 format: $(STAMP)
 	$(BIN)/ruff format .

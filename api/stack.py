@@ -38,7 +38,12 @@ run_monitoring:            # a run whose process died is marked failed, so inges
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30
+retention:                 # the ingestion sensor ticks every 5 s
+  sensor:
+    purge_after_days: {skipped: 1, success: 7, failure: 30}
 telemetry:
+  enabled: false
+nux:
   enabled: false
 """
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -47,7 +48,7 @@ class EmbeddedPostgres:
     def __init__(self, home: Path):
         self.home = home
         self.pgdata = home / "postgres"
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> str:
         runtime = self.home / "run"

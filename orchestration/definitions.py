@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingestion import capture_stream, events, events_partitions_job, ingest_job
+from assets.ingestion import (
+    capture_stream,
+    events,
+    events_partitions_job,
+    ingest_job,
+    prune_ingestion_runs_job,
+)
 from orchestration.resources import resources
-from orchestration.sensors import events_partitions_schedule, ingest_sensor
+from orchestration.sensors import (
+    events_partitions_schedule,
+    ingest_sensor,
+    prune_ingestion_runs_schedule,
+)
 
 defs = dg.Definitions(
     assets=[capture_stream, events],
-    jobs=[ingest_job, events_partitions_job],
+    jobs=[ingest_job, events_partitions_job, prune_ingestion_runs_job],
     sensors=[ingest_sensor],
-    schedules=[events_partitions_schedule],
+    schedules=[events_partitions_schedule, prune_ingestion_runs_schedule],
     resources=resources(),
     executor=dg.in_process_executor,
 )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.ingestion import events_partitions_job, ingest_job
+from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
 from assets.resources import CaptureStreamResource
 from connectors.stream import id_ms
 
@@ -76,4 +76,14 @@ events_partitions_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Create `events` partitions a week ahead.",
+)
+
+
+prune_ingestion_runs_schedule = dg.ScheduleDefinition(
+    name="prune_ingestion_runs",
+    job=prune_ingestion_runs_job,
+    cron_schedule="17 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Delete successful ingestion runs older than a week.",
 )

@@ -59,13 +59,3 @@ ingest_job = dg.define_asset_job(
     description="Insert one stream-id range into `events`; launched by `ingest_sensor`.",
     tags={"dagster/max_runtime": 900},
 )
-
-
-@dg.op
-def create_event_partitions(warehouse: WarehouseResource) -> None:
-    warehouse.client().install(days_ahead=7)
-
-
-@dg.job(description="Create the `events` partitions for today and the next 7 days.")
-def events_partitions_job() -> None:
-    create_event_partitions()

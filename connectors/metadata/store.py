@@ -55,7 +55,7 @@ class MetadataStore:
     def __init__(
         self, database_url: str, *, min_size: int = 1, max_size: int = 5, timeout: float = 30.0
     ):
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[Any] = ConnectionPool(
             database_url,
             min_size=min_size,
             max_size=max_size,

@@ -47,7 +47,7 @@ def id_ms(stream_id: str) -> int:
     return int(stream_id.split("-", 1)[0])
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -83,7 +83,7 @@ class CaptureStreamReader:
 
     def head(self) -> str | None:
         """Id of the oldest entry not yet ingested."""
-        first = self._client.xrange(self._key, "-", "+", count=1)
+        first: Any = self._client.xrange(self._key, "-", "+", count=1)
         return _text(first[0][0]) if first else None
 
     def range_end(self, start: str, max_entries: int) -> str | None:
@@ -93,7 +93,7 @@ class CaptureStreamReader:
         cursor = start
         remaining = max_entries
         while remaining > 0:
-            page = self._client.xrange(self._key, cursor, "+", count=min(remaining, 1000))
+            page: Any = self._client.xrange(self._key, cursor, "+", count=min(remaining, 1000))
             if not page:
                 break
             last = _text(page[-1][0])
@@ -104,7 +104,7 @@ class CaptureStreamReader:
     def read(self, start: str, end: str, page_size: int = 500) -> Iterator[StreamEntry]:
         cursor = start
         while True:
-            page = self._client.xrange(self._key, cursor, end, count=page_size)
+            page: Any = self._client.xrange(self._key, cursor, end, count=page_size)
             for entry_id, fields in page:
                 f = {_text(k): v for k, v in fields.items()}
                 yield StreamEntry(

@@ -31,5 +31,5 @@ def test_definitions_load_without_environment() -> None:
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"capture_stream", "events"} <= set(loaded["assets"])
     assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
-    assert loaded["schedules"] == ["events_partitions_ahead"]
+    assert loaded["schedules"] == ["events_partitions_ahead", "prune_ingestion_runs"]
     assert "ingest_events" in loaded["jobs"]

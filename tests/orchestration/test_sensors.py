@@ -92,3 +92,25 @@ def test_range_is_capped(
     (request,) = result.run_requests or []
     assert request.run_config["ops"]["events"]["config"] == {"start_id": ids[0], "end_id": ids[1]}
     assert result.cursor == ids[1]
+
+
+def test_prune_deletes_only_old_successful_ingestion_runs(instance: dg.DagsterInstance) -> None:
+    from assets.ingestion import prune_ingestion_runs_job
+
+    def add(job: str, status: dg.DagsterRunStatus) -> str:
+        run_id = str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name=job, run_id=run_id, status=status))
+        return run_id
+
+    old_ok = add("ingest_events", dg.DagsterRunStatus.SUCCESS)
+    old_failed = add("ingest_events", dg.DagsterRunStatus.FAILURE)
+    other_job = add("something_else", dg.DagsterRunStatus.SUCCESS)
+    # age the runs so far made by a month (the ephemeral instance stores runs in SQLite)
+    with instance.run_storage.connect() as conn:  # type: ignore[attr-defined]
+        conn.exec_driver_sql("update runs set update_timestamp = datetime('now', '-30 days')")
+    recent_ok = add("ingest_events", dg.DagsterRunStatus.SUCCESS)
+    result = prune_ingestion_runs_job.execute_in_process(instance=instance)
+    assert result.output_for_node("delete_old_ingestion_runs") == 1
+    remaining = {r.run_id for r in instance.get_runs()}
+    assert old_ok not in remaining
+    assert {old_failed, other_job, recent_ok} <= remaining

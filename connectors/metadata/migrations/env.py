@@ -5,6 +5,7 @@ from sqlalchemy import create_engine, pool
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
+assert url, "sqlalchemy.url is set by connectors.metadata.migrate"
 
 engine = create_engine(url, poolclass=pool.NullPool)
 with engine.connect() as connection:
