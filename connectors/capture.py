@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -69,11 +70,27 @@ def decode_body(raw: bytes, content_encoding: str | None, limits: CaptureLimits)
     except UnicodeDecodeError as err:
         raise CaptureError(400, "body", f"not UTF-8 text (byte {err.start})") from err
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise CaptureError(
             400, "body", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
+    except RecursionError as err:
+        raise CaptureError(400, "body", "JSON nested too deeply") from err
+    except ValueError as err:  # from the hooks below, or an integer of over 4300 digits
+        raise CaptureError(400, "body", f"unusable number: {err}") from err
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf, which neither JSON nor PostgreSQL's jsonb can hold
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:
@@ -151,7 +168,12 @@ def to_rows(
     rows = []
     for i, event in enumerate(events):
         path = f"{field}[{i}]" if field else ""
-        rows.append(_to_row(event, origin, path, limits))
+        try:
+            rows.append(_to_row(event, origin, path, limits))
+        except RecursionError as err:
+            raise CaptureError(
+                400, _at(path, "properties"), f"nested deeper than {MAX_DEPTH} levels"
+            ) from err
     return rows
 
 
@@ -215,7 +237,10 @@ def _to_row(
     return row
 
 
-def scrub(value: Any) -> Any:
+MAX_DEPTH = 100
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
     """PostgreSQL text and jsonb refuse NUL and lone surrogates (JSON allows both): replace
     them with U+FFFD here, or one such event would block ingestion of its whole range."""
     if isinstance(value, str):
@@ -226,10 +251,12 @@ def scrub(value: Any) -> Any:
         except UnicodeEncodeError:
             value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         return value
+    if depth > MAX_DEPTH and isinstance(value, dict | list):
+        raise RecursionError(f"deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
+        return {scrub(k): scrub(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [scrub(v, depth + 1) for v in value]
     return value
 
 

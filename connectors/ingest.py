@@ -4,6 +4,11 @@ Order matters: rows are committed first, stream entries deleted second. A crash 
 the two leaves entries that a later run inserts again, and the warehouse's duplicate
 check turns that replay into zero new rows. A range is moved in chunks of about
 `chunk_rows` rows, so a run's memory stays bounded however large its range is.
+
+An entry the warehouse refuses for its data (the edge validates, so this is a bug or a
+foreign writer) is moved to the dead-letter stream instead of blocking every range after
+it. A server that is down is not the data's fault: that error fails the run and the range
+stays for the next one.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from connectors.stream import CaptureStreamReader, id_ms
+import psycopg
+
+from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
 
 CHUNK_ROWS = 20_000
+
+# Errors that say "these rows", not "this server".
+_DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError, TypeError)
 
 
 @dataclass
@@ -26,8 +36,55 @@ class IngestReport:
     inserted: int = 0
     duplicates: int = 0
     deleted_entries: int = 0
+    dead_lettered: int = 0
     lag_seconds: float | None = None  # age of the oldest entry when its rows were committed
     projects: int = 0
+
+
+class _Chunk:
+    def __init__(
+        self, stream: CaptureStreamReader, warehouse: PostgresWarehouse, report: IngestReport
+    ):
+        self.stream = stream
+        self.warehouse = warehouse
+        self.report = report
+        self.entries: list[StreamEntry] = []
+        self.rows = 0
+
+    def add(self, entry: StreamEntry) -> None:
+        self.entries.append(entry)
+        self.rows += len(entry.rows)
+
+    def flush(self) -> None:
+        if not self.entries:
+            return
+        good = [e for e in self.entries if e.error is None]
+        for bad in (e for e in self.entries if e.error is not None):
+            self._dead_letter(bad, bad.error or "")
+        try:
+            self._insert(good)
+        except _DATA_ERRORS:
+            for entry in good:  # find the culprit(s); the others go in one by one
+                try:
+                    self._insert([entry])
+                except _DATA_ERRORS as err:
+                    self._dead_letter(entry, f"{type(err).__name__}: {err}")
+        if self.report.lag_seconds is None:
+            self.report.lag_seconds = round(
+                (time.time() * 1000 - id_ms(self.entries[0].id)) / 1000, 3
+            )
+        self.report.deleted_entries += self.stream.delete([e.id for e in self.entries])
+        self.entries = []
+        self.rows = 0
+
+    def _insert(self, entries: list[StreamEntry]) -> None:
+        result = self.warehouse.insert_events([row for e in entries for row in e.rows])
+        self.report.inserted += result.inserted
+        self.report.duplicates += result.duplicates
+
+    def _dead_letter(self, entry: StreamEntry, error: str) -> None:
+        self.stream.dead_letter(entry, error)
+        self.report.dead_lettered += 1
 
 
 def ingest_range(
@@ -39,28 +96,14 @@ def ingest_range(
 ) -> IngestReport:
     report = IngestReport(start_id=start_id, end_id=end_id)
     projects: set[int] = set()
-    entry_ids: list[str] = []
-    rows: list[dict[str, object]] = []
-
-    def flush() -> None:
-        result = warehouse.insert_events(rows)
-        if report.lag_seconds is None and entry_ids:
-            report.lag_seconds = round((time.time() * 1000 - id_ms(entry_ids[0])) / 1000, 3)
-        report.inserted += result.inserted
-        report.duplicates += result.duplicates
-        report.deleted_entries += stream.delete(entry_ids)
-        entry_ids.clear()
-        rows.clear()
-
+    chunk = _Chunk(stream, warehouse, report)
     for entry in stream.read(start_id, end_id):
-        entry_ids.append(entry.id)
+        chunk.add(entry)
         projects.add(entry.project_id)
-        rows.extend(entry.rows)
         report.entries += 1
         report.rows += len(entry.rows)
-        if len(rows) >= chunk_rows:
-            flush()
-    if entry_ids:
-        flush()
-    report.projects = len(projects)
+        if chunk.rows >= chunk_rows:
+            chunk.flush()
+    chunk.flush()
+    report.projects = len(projects - {-1})
     return report

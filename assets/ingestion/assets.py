@@ -24,6 +24,14 @@ class IngestRange(dg.Config):
     group_name="ingestion",
     kinds={"postgres"},
     description="Warehouse table of every captured event, partitioned by UTC day.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_dead_lettered_entries",
+            asset="events",
+            description="Every stream entry of the run's range became rows; entries the "
+            "warehouse refused are kept in the `<stream>:dead` stream.",
+        )
+    ],
 )
 def events(
     context: dg.AssetExecutionContext,
@@ -38,6 +46,11 @@ def events(
         f"stream {report.start_id}..{report.end_id}: {report.entries} entries, "
         f"{report.inserted} rows inserted, {report.duplicates} already present"
     )
+    if report.dead_lettered:
+        context.log.warning(
+            f"{report.dead_lettered} stream entries refused by the warehouse were moved to "
+            f"{capture_stream.stream_key}:dead"
+        )
     return dg.MaterializeResult(
         metadata={
             "start_id": report.start_id,
@@ -48,7 +61,16 @@ def events(
             "duplicates_skipped": report.duplicates,
             "lag_seconds": report.lag_seconds,
             "projects": report.projects,
-        }
+            "dead_lettered": report.dead_lettered,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_dead_lettered_entries",
+                passed=report.dead_lettered == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"dead_lettered": report.dead_lettered},
+            )
+        ],
     )
 
 

@@ -40,6 +40,8 @@ class StreamEntry:
     id: str
     project_id: int
     rows: list[dict[str, Any]]
+    fields: dict[str, Any]
+    error: str | None = None  # set when the entry cannot be decoded
 
 
 def id_ms(stream_id: str) -> int:
@@ -49,6 +51,16 @@ def id_ms(stream_id: str) -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(entry_id: str, fields: dict[str, str]) -> StreamEntry:
+    try:
+        rows = json.loads(fields["e"])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("field e is not a list of rows")
+        return StreamEntry(entry_id, int(fields["p"]), rows, fields)
+    except (KeyError, ValueError) as err:
+        return StreamEntry(entry_id, -1, [], fields, error=f"undecodable entry: {err!r}")
 
 
 class CaptureStreamWriter:
@@ -64,7 +76,7 @@ class CaptureStreamWriter:
     ) -> str:
         window = int(time.time()) // WINDOW_SECONDS
         counter = f"{self._key}:rate:{project_id}:{window}"
-        payload = json.dumps(rows, separators=(",", ":"), default=str)
+        payload = json.dumps(rows, separators=(",", ":"), default=str, allow_nan=False)
         status, value = await self._append(
             keys=[self._key, counter], args=[len(rows), limit_per_minute, project_id, payload]
         )
@@ -106,13 +118,19 @@ class CaptureStreamReader:
         while True:
             page: Any = self._client.xrange(self._key, cursor, end, count=page_size)
             for entry_id, fields in page:
-                f = {_text(k): v for k, v in fields.items()}
-                yield StreamEntry(
-                    id=_text(entry_id), project_id=int(f["p"]), rows=json.loads(f["e"])
-                )
+                yield _decode(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
             if len(page) < page_size:
                 return
             cursor = "(" + _text(page[-1][0])
+
+    def dead_letter(self, entry: StreamEntry, error: str) -> str:
+        """Keep an entry the warehouse refused in `<key>:dead`, with the reason, so the rest
+        of its range can go on; nothing accepted is dropped silently."""
+        fields: dict[Any, Any] = {**entry.fields, "source_id": entry.id, "error": error[:2000]}
+        return _text(self._client.xadd(f"{self._key}:dead", fields))
+
+    def dead_letters(self) -> int:
+        return int(self._client.xlen(f"{self._key}:dead"))
 
     def delete(self, ids: list[str], chunk: int = 1000) -> int:
         deleted = 0

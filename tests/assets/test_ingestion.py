@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -129,3 +130,42 @@ def test_large_range_moves_in_chunks(
     )
     assert count(servers.warehouse_url, 105) == 150
     assert redis_client.xlen(stream_key) == 0
+
+
+def test_an_entry_the_warehouse_refuses_is_dead_lettered_not_blocking(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    good = append(servers.redis_url, stream_key, 106, event_batch(10))
+    # entries no API would write: a row with an impossible timestamp, and plain garbage
+    poisoned_row = {
+        "event_id": "00000000-0000-0000-0000-000000000001",
+        "project_id": 106,
+        "event_name": "bad",
+        "distinct_id": "d",
+        "properties": {},
+        "timestamp": "not a time",
+        "received_at": "2026-01-01T00:00:00+00:00",
+        "ip": None,
+        "user_agent": None,
+        "lib": None,
+        "session_id": None,
+    }
+    poisoned = redis_client.xadd(stream_key, {"p": 106, "n": 1, "e": json.dumps([poisoned_row])})
+    garbage = redis_client.xadd(stream_key, {"junk": "x"}).decode()
+    after = append(servers.redis_url, stream_key, 106, event_batch(5))
+
+    result = ingest(servers.redis_url, stream_key, servers.warehouse_url, good, after)
+    assert result.success
+    meta = materialization_metadata(result)
+    assert meta["inserted"] == 15 and meta["dead_lettered"] == 2
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert count(servers.warehouse_url, 106) == 15
+    assert redis_client.xlen(stream_key) == 0
+    errors = {
+        f[b"source_id"].decode(): f[b"error"].decode()
+        for _, f in redis_client.xrange(f"{stream_key}:dead")
+    }
+    assert set(errors) == {poisoned.decode(), garbage}
+    assert "undecodable entry" in errors[garbage]
+    assert "not a time" in errors[poisoned.decode()]

@@ -184,3 +184,37 @@ def test_unknown_content_encoding_is_415() -> None:
     with pytest.raises(CaptureError) as err:
         decode_body(b"{}", "br", LIMITS)
     assert err.value.status == 415
+
+
+def nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"event": "a", "properties": {"x": 1e400}}', "out of range"),
+        (b'{"event": "a", "properties": {"x": NaN}}', "not valid JSON"),
+        (b'{"event": "a", "properties": {"x": -Infinity}}', "not valid JSON"),
+        (b'{"event": "a", "properties": {"x": ' + b"9" * 5000 + b"}}", "unusable number"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_numbers_and_nesting_json_cannot_store(raw: bytes, message: str) -> None:
+    limits = CaptureLimits(max_body_bytes=1_000_000, max_event_bytes=2_000, max_batch_events=5)
+    with pytest.raises(CaptureError) as err:
+        decode_body(raw, None, limits)
+    assert err.value.status == 400 and message in err.value.message
+
+
+def test_properties_nested_too_deep_name_the_event() -> None:
+    limits = CaptureLimits(max_body_bytes=1_000_000, max_event_bytes=1_000_000, max_batch_events=5)
+    req = parse_posthog({"batch": [{"event": "a", "properties": {"p": nested(150)}}]}, limits)
+    with pytest.raises(CaptureError) as err:
+        to_rows(req.events, ORIGIN, "batch", limits)
+    assert err.value.field == "batch[0].properties"
+    ok = parse_posthog({"event": "a", "properties": {"p": nested(90)}}, limits)
+    assert to_rows(ok.events, ORIGIN, "", limits)[0]["properties"]["p"] == nested(90)
