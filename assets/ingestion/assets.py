@@ -15,8 +15,11 @@ capture_stream = dg.AssetSpec(
 
 
 class IngestRange(dg.Config):
-    start_id: str = Field(description="First stream id of the range (inclusive).")
-    end_id: str = Field(description="Last stream id of the range (inclusive).")
+    """The sensor always passes both; the defaults make "Materialize" in the UI ingest
+    everything pending right now."""
+
+    start_id: str = Field(default="-", description="First stream id (inclusive); '-' = oldest.")
+    end_id: str = Field(default="+", description="Last stream id (inclusive); '+' = newest.")
 
 
 @dg.asset(

@@ -169,3 +169,22 @@ def test_an_entry_the_warehouse_refuses_is_dead_lettered_not_blocking(
     assert set(errors) == {poisoned.decode(), garbage}
     assert "undecodable entry" in errors[garbage]
     assert "not a time" in errors[poisoned.decode()]
+
+
+def test_materialize_without_config_takes_everything_pending(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """What the UI's "Materialize" button does."""
+    for _ in range(3):
+        append(servers.redis_url, stream_key, 107, event_batch(4))
+    result = dg.materialize(
+        [events],
+        resources={
+            "capture_stream": CaptureStreamResource(
+                redis_url=servers.redis_url, stream_key=stream_key
+            ),
+            "warehouse": WarehouseResource(url=servers.warehouse_url),
+        },
+    )
+    assert result.success and materialization_metadata(result)["inserted"] == 12
+    assert redis_client.xlen(stream_key) == 0

@@ -23,6 +23,16 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+DAGSTER_QUERY = """{
+  assetOrError(assetKey: {path: ["events"]}) {
+    ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries { label } } }
+  }
+  repositoriesOrError {
+    ... on RepositoryConnection { nodes { sensors { name sensorState { status } } } }
+  }
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,6 +167,16 @@ def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
     assert wait_for_rows(creds["database_url"], key, 1000) == 1000
     time.sleep(7)  # more sensor ticks must not add anything
     assert rows_for(creds["database_url"], key) == 1000
+
+    # what the Dagster UI shows: the sensor on, runs materialising `events` with metadata
+    gql = httpx.post(creds["dagster_url"] + "/graphql", json={"query": DAGSTER_QUERY}, timeout=30)
+    data = gql.json()["data"]
+    (repo,) = data["repositoriesOrError"]["nodes"]
+    assert {"name": "ingest_sensor", "sensorState": {"status": "RUNNING"}} in repo["sensors"]
+    materializations = data["assetOrError"]["assetMaterializations"]
+    assert materializations
+    labels = {e["label"] for e in materializations[0]["metadataEntries"]}
+    assert {"start_id", "end_id", "rows", "inserted", "lag_seconds"} <= labels
 
     # a second workspace while the stack runs: its own key lands under its own project
     other = stack.cli("workspaces", "create", "acme")
