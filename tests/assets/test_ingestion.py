@@ -18,11 +18,13 @@ from tests.streams import append, event_batch
 
 
 def ingest(
-    redis_url: str, stream_key: str, warehouse_url: str, start: str, end: str
+    redis_url: str, stream_key: str, warehouse_url: str, start: str | None, end: str | None
 ) -> dg.ExecuteInProcessResult:
+    """Materialise `events` for a range; without one, as the UI's "Materialize" does."""
+    config = {"start_id": start, "end_id": end} if start and end else {}
     return dg.materialize(
         [events],
-        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": start, "end_id": end}}}),
+        run_config=dg.RunConfig(ops={"events": {"config": config}}),
         resources={
             "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
             "warehouse": WarehouseResource(url=warehouse_url),
@@ -177,14 +179,6 @@ def test_materialize_without_config_takes_everything_pending(
     """What the UI's "Materialize" button does."""
     for _ in range(3):
         append(servers.redis_url, stream_key, 107, event_batch(4))
-    result = dg.materialize(
-        [events],
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-        },
-    )
+    result = ingest(servers.redis_url, stream_key, servers.warehouse_url, None, None)
     assert result.success and materialization_metadata(result)["inserted"] == 12
     assert redis_client.xlen(stream_key) == 0

@@ -1,0 +1,84 @@
+"""Embedded servers: started, reused, adopted after a crash, replaced by external URLs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from api.stack import _only_instance, run_stack
+from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
+from connectors.servers import ServerUrls, redact, start_servers
+from connectors.settings import Settings
+
+
+def test_external_urls_start_nothing(servers: ServerUrls, tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp_path,
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+    )
+    with start_servers(settings) as urls:
+        assert urls.embedded == []
+        assert urls.database_url == urls.warehouse_url == servers.database_url
+        assert urls.redis_url == servers.redis_url
+        # Dagster gets a database of its own next to the app's, created on demand
+        assert urls.dagster_database_url.split("?")[0].endswith("/sqlbook_dagster")
+        with psycopg.connect(urls.dagster_database_url) as conn:
+            assert conn.execute("select current_database()").fetchone() == ("sqlbook_dagster",)
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+
+
+def test_redis_left_running_is_adopted_and_stopped(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path)
+    url = first.start()
+    redis.Redis.from_url(url).xadd("k", {"a": "1"})
+    # a new `sqlbook up` after the first was killed finds the server running
+    second = EmbeddedRedis(tmp_path)
+    assert second.start() == url and second.adopted
+    second.stop()
+    assert first.process is not None and first.process.wait(10) == 0
+    assert not second.is_running()
+    third = EmbeddedRedis(tmp_path)  # AOF: the entry survived
+    third.start()
+    try:
+        assert redis.Redis.from_url(url).xlen("k") == 1
+    finally:
+        third.stop()
+
+
+def test_postgres_forgets_handles_of_killed_processes(tmp_path: Path) -> None:
+    pg = EmbeddedPostgres(tmp_path)
+    pg.start()
+    url = pg.uri("postgres")
+    pg.stop()
+    handles = tmp_path / "postgres" / ".handle_pids.json"
+    handles.write_text(json.dumps([2**22 + 12345]))  # a pid no process has
+    again = EmbeddedPostgres(tmp_path)
+    again.start()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    again.stop()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+
+
+def test_second_up_on_the_same_home_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(_env_file=None, home=tmp_path)  # type: ignore[call-arg]
+    with _only_instance(tmp_path):
+        assert run_stack(settings) == 1
+    assert "already running" in capsys.readouterr().err
+
+
+def test_redact_hides_passwords() -> None:
+    assert redact("postgresql://u:s3cret@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert "s3cret" not in redact("postgresql://u@db/x?password=s3cret&sslmode=require")
+    assert redact("postgresql://postgres:@/sqlbook?host=/tmp/pg") == (
+        "postgresql://postgres:@/sqlbook?host=/tmp/pg"
+    )
