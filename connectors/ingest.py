@@ -22,6 +22,7 @@ from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
 
 CHUNK_ROWS = 20_000
+MAX_ROWS_PER_RUN = 1_000_000
 
 # Errors that say "these rows", not "this server".
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError, TypeError)
@@ -30,7 +31,9 @@ _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError,
 @dataclass
 class IngestReport:
     start_id: str
-    end_id: str
+    end_id: str  # the last id actually ingested; before the requested end if stopped early
+    requested_end_id: str = ""
+    complete: bool = True
     entries: int = 0
     rows: int = 0
     inserted: int = 0
@@ -93,15 +96,22 @@ def ingest_range(
     start_id: str,
     end_id: str,
     chunk_rows: int = CHUNK_ROWS,
+    max_rows: int = MAX_ROWS_PER_RUN,
 ) -> IngestReport:
-    report = IngestReport(start_id=start_id, end_id=end_id)
+    """Ingest the entries between `start_id` and `end_id`, stopping at a chunk boundary
+    once `max_rows` rows are done (so a run over a large backlog stays short)."""
+    report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
     projects: set[int] = set()
     chunk = _Chunk(stream, warehouse, report)
     for entry in stream.read(start_id, end_id):
+        if report.rows >= max_rows and not chunk.entries:
+            report.complete = False
+            break
         chunk.add(entry)
         projects.add(entry.project_id)
         report.entries += 1
         report.rows += len(entry.rows)
+        report.end_id = entry.id
         if chunk.rows >= chunk_rows:
             chunk.flush()
     chunk.flush()

@@ -16,8 +16,6 @@ _IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 
-MAX_ENTRIES_PER_RUN = 5_000
-
 
 def stream_id_after(cursor: str | None, candidate: str) -> bool:
     """True when `candidate` is a later stream id than `cursor`."""
@@ -47,7 +45,9 @@ def ingest_sensor(
     head = reader.head()
     if head is None:
         return dg.SkipReason("capture stream is empty")
-    end = reader.range_end(head, MAX_ENTRIES_PER_RUN)
+    # Everything pending: the run moves it in bounded chunks and stops after
+    # MAX_ROWS_PER_RUN rows, leaving the rest for the next run.
+    end = reader.tail()
     assert end is not None
     # The oldest entry at or before the cursor means an earlier run failed; take it again.
     retry = not stream_id_after(context.cursor, head)

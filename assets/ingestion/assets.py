@@ -58,6 +58,8 @@ def events(
         metadata={
             "start_id": report.start_id,
             "end_id": report.end_id,
+            "requested_end_id": report.requested_end_id,
+            "complete": report.complete,
             "stream_entries": report.entries,
             "rows": report.rows,
             "inserted": report.inserted,

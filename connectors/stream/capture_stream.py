@@ -98,20 +98,15 @@ class CaptureStreamReader:
         first: Any = self._client.xrange(self._key, "-", "+", count=1)
         return _text(first[0][0]) if first else None
 
-    def range_end(self, start: str, max_entries: int) -> str | None:
-        """Id of the last entry in the next range of at most `max_entries` from `start`."""
-        # XREVRANGE cannot bound by count from the left; walk in pages instead.
-        last = None
-        cursor = start
-        remaining = max_entries
-        while remaining > 0:
-            page: Any = self._client.xrange(self._key, cursor, "+", count=min(remaining, 1000))
-            if not page:
-                break
-            last = _text(page[-1][0])
-            remaining -= len(page)
-            cursor = "(" + last
-        return last
+    def tail(self) -> str | None:
+        """Id of the newest entry ever appended (it may be ingested and deleted already).
+        Read from XINFO so no payload crosses the wire."""
+        try:
+            info: Any = self._client.xinfo_stream(self._key)
+        except redis.ResponseError:  # no such key: nothing was ever captured
+            return None
+        last = info.get("last-generated-id") or info.get(b"last-generated-id")
+        return _text(last) if last and _text(last) != "0-0" else None
 
     def read(self, start: str, end: str, page_size: int = 500) -> Iterator[StreamEntry]:
         cursor = start

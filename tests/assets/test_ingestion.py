@@ -182,3 +182,25 @@ def test_materialize_without_config_takes_everything_pending(
     result = ingest(servers.redis_url, stream_key, servers.warehouse_url, None, None)
     assert result.success and materialization_metadata(result)["inserted"] == 12
     assert redis_client.xlen(stream_key) == 0
+
+
+def test_a_run_stops_after_max_rows_and_leaves_the_rest(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    from connectors.ingest import ingest_range
+    from connectors.stream import CaptureStreamReader
+
+    ids = [append(servers.redis_url, stream_key, 108, event_batch(10)) for _ in range(6)]
+    reader = CaptureStreamReader(redis_client, stream_key)
+    warehouse = PostgresWarehouse(servers.warehouse_url)
+    first = ingest_range(reader, warehouse, ids[0], ids[-1], chunk_rows=20, max_rows=30)
+    assert (first.complete, first.rows, first.end_id, first.requested_end_id) == (
+        False,
+        40,
+        ids[3],
+        ids[-1],
+    )
+    assert reader.head() == ids[4]
+    rest = ingest_range(reader, warehouse, reader.head() or "", ids[-1], chunk_rows=20, max_rows=30)
+    assert rest.complete and rest.rows == 20
+    assert count(servers.warehouse_url, 108) == 60

@@ -77,21 +77,15 @@ def test_one_run_at_a_time(
     assert "in progress" in (result.skip_message or "")
 
 
-def test_range_is_capped(
-    servers: ServerUrls,
-    stream_key: str,
-    instance: dg.DagsterInstance,
-    redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
+def test_range_ends_at_the_newest_id_even_if_already_deleted(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance, redis_client: redis.Redis
 ) -> None:
-    import orchestration.sensors as sensors
-
-    monkeypatch.setattr(sensors, "MAX_ENTRIES_PER_RUN", 2)
-    ids = [append(servers.redis_url, stream_key, 1, event_batch(1)) for _ in range(3)]
+    first = append(servers.redis_url, stream_key, 1, event_batch(1))
+    newest = append(servers.redis_url, stream_key, 1, event_batch(1))
+    redis_client.xdel(stream_key, newest)  # ingested by a manual run, say
     result, _ = evaluate(instance, servers.redis_url, stream_key, None)
     (request,) = result.run_requests or []
-    assert request.run_config["ops"]["events"]["config"] == {"start_id": ids[0], "end_id": ids[1]}
-    assert result.cursor == ids[1]
+    assert request.run_config["ops"]["events"]["config"] == {"start_id": first, "end_id": newest}
 
 
 def test_prune_deletes_only_old_successful_ingestion_runs(instance: dg.DagsterInstance) -> None:
