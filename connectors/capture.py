@@ -45,6 +45,7 @@ class CaptureLimits:
 class CaptureRequest:
     api_key: str | None
     events: list[dict[str, Any]]
+    field: str  # JSON path of the events list in the body, for error messages
     sent_at: str | None = None
 
 
@@ -111,27 +112,48 @@ def _inflate(decompressor: Any, raw: bytes, limit: int, kind: str) -> bytes:
 
 
 def parse_posthog(payload: Any, limits: CaptureLimits) -> CaptureRequest:
-    """PostHog's shapes: a single event, or ``{"api_key", "batch": [...]}``."""
+    """PostHog's shapes: a single event, a JSON array of events, or
+    ``{"api_key" | "token", "batch": [...], "sent_at"}``."""
+    api_key: Any = None
+    sent_at: Any = None
+    field = "batch"
     if isinstance(payload, list):
-        return CaptureRequest(None, _check_batch(payload, "batch", limits))
-    if not isinstance(payload, dict):
-        raise CaptureError(400, "body", "expected a JSON object")
-    api_key = payload.get("api_key", payload.get("token"))
-    if api_key is not None and not isinstance(api_key, str):
-        raise CaptureError(400, "api_key", "must be a string")
-    sent_at = payload.get("sent_at")
-    if "batch" in payload:
-        events = _check_batch(payload["batch"], "batch", limits)
+        events = _check_batch(payload, field, limits)
+    elif isinstance(payload, dict):
+        api_key = payload.get("api_key", payload.get("token"))
+        sent_at = payload.get("sent_at")
+        if "batch" in payload:
+            events = _check_batch(payload["batch"], field, limits)
+        else:
+            field = ""  # a single event: errors name its fields directly
+            event = {k: v for k, v in payload.items() if k not in ("api_key", "token", "sent_at")}
+            events = _check_batch([event], field, limits)
     else:
-        events = [{k: v for k, v in payload.items() if k not in ("api_key", "token", "sent_at")}]
-        events = _check_batch(events, "", limits)
+        raise CaptureError(400, "body", "expected a JSON object")
     if api_key is None:
-        # A batch may carry the key on its events only (older SDKs do).
-        keys = {e.get("api_key", e.get("token")) for e in events} - {None}
-        if len(keys) > 1:
-            raise CaptureError(400, "api_key", "events in one batch carry different keys")
-        api_key = keys.pop() if keys else None
-    return CaptureRequest(api_key, events, sent_at if isinstance(sent_at, str) else None)
+        api_key = _key_on_events(events, field)
+    elif not isinstance(api_key, str):
+        raise CaptureError(400, "api_key", "must be a string")
+    return CaptureRequest(api_key, events, field, sent_at if isinstance(sent_at, str) else None)
+
+
+def _key_on_events(events: list[dict[str, Any]], field: str) -> str | None:
+    """Some SDKs put the key on each event, or in its properties (posthog-js: `token`)."""
+    keys: set[str] = set()
+    for i, event in enumerate(events):
+        props = event.get("properties")
+        key = event.get("api_key", event.get("token"))
+        if key is None and isinstance(props, dict):
+            key = props.get("token")
+        if key is None:
+            continue
+        if not isinstance(key, str):
+            name = "api_key" if "api_key" in event else "token"
+            raise CaptureError(400, f"{field}[{i}].{name}" if field else name, "must be a string")
+        keys.add(key)
+    if len(keys) > 1:
+        raise CaptureError(400, "api_key", "events in one request carry different keys")
+    return keys.pop() if keys else None
 
 
 def _check_batch(batch: Any, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:

@@ -68,8 +68,7 @@ async def capture(request: Request, state: State) -> JSONResponse:
             user_agent=request.headers.get("user-agent"),
             received_at=received_at,
         )
-        field = "batch" if isinstance(payload, list) or "batch" in payload else ""
-        rows = to_rows(batch.events, origin, field, state.limits)
+        rows = to_rows(batch.events, origin, batch.field, state.limits)
     except CaptureError as err:
         return _error(err.status, str(err), err.field or None)
     try:

@@ -195,3 +195,35 @@ def test_health_and_workspace_token(client: TestClient, workspace: NewWorkspace)
     ).json()
     assert me["name"] == workspace.workspace and me["role"] == "admin"
     assert me["projects"][0]["capture_key"] == workspace.project.capture_key
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"null",
+        b"123",
+        b'"x"',
+        b"[]",
+        b"{}",
+        b'{"batch": null}',
+        b'{"api_key": ["x"]}',
+        b'{"batch": [{"event": "a", "api_key": {}}]}',
+        b'{"batch": [null]}',
+        b'{"event": "a", "properties": {"x": 1e999}}',
+        b"[" * 50_000,
+        b"\xc3\x28",
+        b"\x1f\x8b\x08\x00garbage",
+        b'{"event": {"nested": 1}}',
+        b'{"event": "a", "timestamp": []}',
+        b'{"event": "a", "uuid": 5}',
+        b'{"event": "a", "distinct_id": true}',
+    ],
+)
+def test_hostile_bodies_get_a_4xx_never_a_500(
+    client: TestClient, redis_client: redis.Redis, stream_key: str, raw: bytes
+) -> None:
+    response = client.post("/capture", content=raw)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.json()["detail"]
+    assert redis_client.xlen(stream_key) == 0

@@ -26,8 +26,7 @@ ORIGIN = Origin(project_id=7, salt="s3", ip="203.0.113.9", user_agent="curl/8", 
 
 def rows_of(payload: object) -> list[dict]:
     req = parse_posthog(payload, LIMITS)
-    field = "batch" if isinstance(payload, list) or "batch" in payload else ""  # type: ignore[operator]
-    return to_rows(req.events, ORIGIN, field, LIMITS)
+    return to_rows(req.events, ORIGIN, req.field, LIMITS)
 
 
 def test_batch_maps_to_rows() -> None:
@@ -75,6 +74,12 @@ def test_single_event_body_and_token_alias() -> None:
 
 def test_key_on_events_only() -> None:
     assert parse_posthog({"batch": [{"event": "a", "api_key": "k"}]}, LIMITS).api_key == "k"
+    assert parse_posthog([{"event": "a", "token": "k"}], LIMITS).api_key == "k"
+    in_properties = [{"event": "a", "properties": {"token": "k"}}, {"event": "b"}]
+    assert parse_posthog(in_properties, LIMITS).api_key == "k"
+    with pytest.raises(CaptureError, match="must be a string") as err:
+        parse_posthog([{"event": "a"}, {"event": "b", "api_key": {"x": 1}}], LIMITS)
+    assert err.value.field == "batch[1].api_key"
     with pytest.raises(CaptureError, match="different keys"):
         parse_posthog(
             {"batch": [{"event": "a", "api_key": "k"}, {"event": "b", "api_key": "j"}]}, LIMITS
