@@ -1,5 +1,7 @@
 """Sensors and schedules: the capture stream triggers ingestion runs."""
 
+import time
+
 import dagster as dg
 
 from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
@@ -15,6 +17,30 @@ _IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def retry_delay(consecutive_failures: int) -> float:
+    """Seconds to wait after the latest run failed: 10, 20, 40 … up to 5 minutes, so a
+    database outage costs a handful of failed runs, not one every tick."""
+    if consecutive_failures == 0:
+        return 0.0
+    return float(min(10 * 2 ** (consecutive_failures - 1), 300))
+
+
+def _backoff(instance: dg.DagsterInstance) -> str | None:
+    """Why to wait before retrying, if the latest ingestion runs failed."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name), limit=6)
+    failures = 0
+    for record in records:
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        failures += 1
+    if not failures or records[0].end_time is None:
+        return None
+    wait = retry_delay(failures) - (time.time() - records[0].end_time)
+    if wait <= 0:
+        return None
+    return f"last {failures} ingestion run(s) failed; retrying in {wait:.0f} s"
 
 
 def stream_id_after(cursor: str | None, candidate: str) -> bool:
@@ -41,6 +67,9 @@ def ingest_sensor(
     )
     if running:
         return dg.SkipReason(f"ingestion run {running[0].run_id[:8]} still in progress")
+    waiting = _backoff(context.instance)
+    if waiting:
+        return dg.SkipReason(waiting)
     reader = capture_stream.reader()
     head = reader.head()
     if head is None:

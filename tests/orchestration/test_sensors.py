@@ -108,3 +108,37 @@ def test_prune_deletes_only_old_successful_ingestion_runs(instance: dg.DagsterIn
     remaining = {r.run_id for r in instance.get_runs()}
     assert old_ok not in remaining
     assert {old_failed, other_job, recent_ok} <= remaining
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(0, 0), (1, 10), (2, 20), (3, 40), (6, 300)])
+def test_retry_delay_grows_and_is_capped(failures: int, delay: float) -> None:
+    from orchestration.sensors import retry_delay
+
+    assert retry_delay(failures) == delay
+
+
+def test_waits_after_a_failed_run(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
+    from assets.ingestion import events, ingest_job
+    from assets.resources import WarehouseResource
+
+    append(servers.redis_url, stream_key, 1, event_batch(1))
+    # a real failed `ingest_events` run: its warehouse URL points at nothing
+    defs = dg.Definitions(
+        assets=[events],
+        jobs=[ingest_job],
+        resources={
+            "capture_stream": CaptureStreamResource(
+                redis_url=servers.redis_url, stream_key=stream_key
+            ),
+            "warehouse": WarehouseResource(url="postgresql://nobody@/nodb?host=/nonexistent"),
+        },
+    )
+    failed = defs.resolve_job_def("ingest_events").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not failed.success
+    result, _ = evaluate(instance, servers.redis_url, stream_key, None)
+    assert isinstance(result, dg.SkipReason), result
+    assert "last 1 ingestion run(s) failed; retrying in" in (result.skip_message or "")
