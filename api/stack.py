@@ -50,6 +50,12 @@ nux:
 """
 
 
+def _say(message: str, *, error: bool = False) -> None:
+    """Print, but never let a closed terminal or pipe interrupt starting or stopping."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     """Migrate, install the warehouse, make sure the default workspace has credentials.
     Returns the default workspace's credentials as `sqlbook credentials` prints them."""
@@ -101,7 +107,7 @@ def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-    print(f"  starting {name}: logs in {logs / (name + '.log')}", flush=True)
+    _say(f"  starting {name}: logs in {logs / (name + '.log')}")
     return subprocess.Popen(
         argv,
         env=env,
@@ -137,7 +143,7 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> N
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(f"  {name} did not stop in time; killing it", flush=True)
+            _say(f"  {name} did not stop in time; killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -175,7 +181,7 @@ def run_stack(settings: Settings) -> int:
         with _only_instance(home):
             return _run_stack(settings)
     except AlreadyRunning as err:
-        print(f"sqlbook: {err}", file=sys.stderr)
+        _say(f"sqlbook: {err}", error=True)
         return 1
 
 
@@ -191,10 +197,10 @@ def _run_stack(settings: Settings) -> int:
     home = settings.ensure_home()
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
-    print(f"sqlbook: data in {home}", flush=True)
+    _say(f"sqlbook: data in {home}")
     with start_servers(settings) as urls:
         for kind in urls.embedded:
-            print(f"  embedded {kind} running", flush=True)
+            _say(f"  embedded {kind} running")
         creds = prepare(settings, urls)
         env = child_environment(settings, urls)
         host = settings.api_host
@@ -241,7 +247,7 @@ def _run_stack(settings: Settings) -> int:
             )
             if not (api_ok and dagster_ok):
                 raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
-            print(_banner(creds, urls), flush=True)
+            _say(_banner(creds, urls))
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
@@ -249,16 +255,16 @@ def _run_stack(settings: Settings) -> int:
                             f"{name} exited with code {proc.returncode}; see {logs / name}.log"
                         )
                 time.sleep(0.5)
-            print("sqlbook: stopping…", flush=True)
+            _say("sqlbook: stopping…")
             return 0
         except RuntimeError as err:
             if stopping:
                 return 0
-            print(f"sqlbook: {err}", file=sys.stderr, flush=True)
+            _say(f"sqlbook: {err}", error=True)
             return 1
         finally:
             _stop(procs)
-            print("sqlbook: stopped", flush=True)
+            _say("sqlbook: stopped")
 
 
 def _banner(creds: dict[str, object], urls: ServerUrls) -> str:
