@@ -1,8 +1,17 @@
-"""The `events` table on PostgreSQL: range-partitioned by UTC day, idempotent inserts."""
+"""The `events` table on PostgreSQL: range-partitioned by UTC day, idempotent inserts.
+
+Partitions: one per UTC day for recent days (the last `daily_days` and everything
+after), created on demand and a week ahead. An older day (a historical import, or a
+client with a wrong clock) goes into a partition covering the rest of its calendar month
+that no partition covers yet, so no client can create more than one partition per past
+month. Inserts touch a few partitions per transaction, so the lock table never fills
+however many days one batch spans.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -47,6 +56,12 @@ create index if not exists events_project_time on events (project_id, timestamp)
 
 # Serialises partition DDL between concurrent writers on any connection.
 _PARTITION_LOCK = 0x5351_4C42  # "SQLB"
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+DAY = timedelta(days=1)
+# Rows of one insert transaction span at most this many days, so its duplicate check
+# prunes to a handful of partitions (PostgreSQL locks every partition a plan keeps).
+GROUP_SPAN = timedelta(days=7)
+DUPLICATE_WINDOW = DAY
 
 
 @dataclass(frozen=True)
@@ -55,68 +70,126 @@ class InsertResult:
     duplicates: int
 
 
-def partition_name(day: date) -> str:
-    return f"events_p{day:%Y%m%d}"
-
-
 def utc_day(value: str | datetime) -> date:
     ts = datetime.fromisoformat(value) if isinstance(value, str) else value
     return ts.astimezone(UTC).date()
 
 
-class PostgresWarehouse:
-    def __init__(self, url: str):
-        self.url = url
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, connect_timeout=10)
+
+def _month(day: date) -> tuple[date, date]:
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first, following
+
+
+def partition_name(lo: date, hi: date) -> str:
+    if hi - lo == DAY:
+        return f"events_p{lo:%Y%m%d}"
+    return f"events_p{lo:%Y%m%d}_{hi:%Y%m%d}"
+
+
+def partition_range(
+    day: date, existing: list[tuple[date, date]], today: date, daily_days: int
+) -> tuple[date, date]:
+    """The range of the partition to create for `day`, which no partition covers yet."""
+    if day >= today - timedelta(days=daily_days):
+        return day, day + DAY
+    lo, hi = _month(day)
+    for start, end in existing:  # shrink to the gap around `day`
+        if end <= day:
+            lo = max(lo, end)
+        elif start > day:
+            hi = min(hi, start)
+    return lo, hi
+
+
+class PostgresWarehouse:
+    def __init__(self, url: str, *, daily_days: int = 31):
+        self.url = url
+        self.daily_days = daily_days
+
+    def connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, connect_timeout=10, autocommit=autocommit)
 
     def install(self, days_ahead: int = 7) -> None:
         """Create the table (idempotent) and the partitions for today and the days ahead."""
         with self.connect() as conn:
             conn.execute(_SCHEMA)
-            self.ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
+        self.ensure_partitions(days_starting(datetime.now(UTC).date(), days_ahead + 1))
 
-    def ensure_partitions(self, conn: psycopg.Connection[Any], days: Iterable[date]) -> list[str]:
-        wanted = sorted(set(days))
-        if not wanted:
-            return []
-        existing = {
-            r[0]
-            for r in conn.execute(
-                "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-                " where i.inhparent = 'events'::regclass"
-            )
-        }
-        created = []
-        missing = [d for d in wanted if partition_name(d) not in existing]
-        if missing:
-            conn.execute("select pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-            for day in missing:
-                conn.execute(
-                    sql.SQL(
-                        "create table if not exists {} partition of events"
-                        " for values from ({}) to ({})"
-                    ).format(
-                        sql.Identifier(partition_name(day)),
-                        sql.Literal(f"{day.isoformat()} 00:00:00+00"),
-                        sql.Literal(f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"),
-                    )
-                )
-                created.append(partition_name(day))
+    def partitions(self, conn: psycopg.Connection[Any]) -> list[tuple[date, date]]:
+        """(first day, day after the last) of every partition, in order."""
+        conn.execute("set timezone = 'UTC'")
+        found = []
+        for (bound,) in conn.execute(
+            "select pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
+            " join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass"
+        ):
+            m = _BOUND.search(bound or "")
+            if m:
+                found.append((utc_day(m.group(1)), utc_day(m.group(2))))
+        return sorted(found)
+
+    def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
+        """Create what is missing for `days`, each partition in its own short transaction
+        (lock use stays flat) and attached, not created in place, so that reads and
+        inserts on `events` never wait for it."""
+        today = today or datetime.now(UTC).date()
+        created: list[str] = []
+        with self.connect(autocommit=True) as conn:
+            existing = self.partitions(conn)
+            for day in sorted(set(days)):
+                if _covered(day, existing):
+                    continue
+                with conn.transaction():
+                    conn.execute("select pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                    existing = self.partitions(conn)  # another writer may have made it
+                    if _covered(day, existing):
+                        continue
+                    lo, hi = partition_range(day, existing, today, self.daily_days)
+                    self._create_partition(conn, lo, hi)
+                    existing = sorted([*existing, (lo, hi)])
+                    created.append(partition_name(lo, hi))
         return created
 
+    def _create_partition(self, conn: psycopg.Connection[Any], lo: date, hi: date) -> None:
+        name = sql.Identifier(partition_name(lo, hi))
+        conn.execute("set local lock_timeout = '10s'")
+        conn.execute(
+            sql.SQL("create table if not exists {} (like events including defaults)").format(name)
+        )
+        conn.execute(
+            sql.SQL("alter table events attach partition {} for values from ({}) to ({})").format(
+                name, sql.Literal(_midnight(lo)), sql.Literal(_midnight(hi))
+            )
+        )
+
     def insert_events(self, rows: list[dict[str, Any]]) -> InsertResult:
-        """Insert rows in one transaction; rows already present are skipped, so replaying a
-        batch inserts nothing twice."""
+        """Insert rows, skipping those already present, so replaying a batch inserts nothing
+        twice. Rows are grouped by time; each group commits on its own (a crash between
+        groups is a replay, which the duplicate check absorbs)."""
         if not rows:
             return InsertResult(0, 0)
-        with self.connect() as conn, conn.transaction():
-            self.ensure_partitions(conn, (utc_day(r["timestamp"]) for r in rows))
+        ordered = sorted(rows, key=lambda r: datetime.fromisoformat(r["timestamp"]))
+        self.ensure_partitions({utc_day(r["timestamp"]) for r in ordered})
+        inserted = 0
+        with self.connect() as conn:
+            for group in _time_groups(ordered):
+                inserted += self._insert_group(conn, group)
+        return InsertResult(inserted=inserted, duplicates=len(rows) - inserted)
+
+    def _insert_group(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> int:
+        columns = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+        first = datetime.fromisoformat(rows[0]["timestamp"])
+        last = datetime.fromisoformat(rows[-1]["timestamp"])
+        with conn.transaction():
             conn.execute(
-                "create temp table _ingest (like events including defaults) on commit drop"
+                "create temp table if not exists _ingest (like events including defaults)"
+                " on commit delete rows"
             )
-            columns = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
             with conn.cursor().copy(
                 sql.SQL("copy _ingest ({}) from stdin").format(columns)
             ) as copy:
@@ -126,22 +199,47 @@ class PostgresWarehouse:
                     )
             # A client that retries an event without a timestamp gets a new receive time
             # each try, so the key alone would not see the copy: an event is also a
-            # duplicate of one with the same id within a day of it.
+            # duplicate of one with the same id within a day of it. The constant bounds
+            # let the planner keep only the partitions this group can touch.
             cur = conn.execute(
                 sql.SQL(
                     "insert into events ({cols}) select {cols} from _ingest t"
                     " where not exists (select 1 from events e"
-                    "   where e.project_id = t.project_id and e.event_id = t.event_id"
+                    "   where e.timestamp between {lo} and {hi}"
+                    "   and e.project_id = t.project_id and e.event_id = t.event_id"
                     "   and e.timestamp between t.timestamp - {window} and t.timestamp + {window})"
                     " on conflict do nothing"
-                ).format(cols=columns, window=sql.SQL("interval '1 day'"))
+                ).format(
+                    cols=columns,
+                    lo=sql.Literal(first - DUPLICATE_WINDOW),
+                    hi=sql.Literal(last + DUPLICATE_WINDOW),
+                    window=sql.Literal(DUPLICATE_WINDOW),
+                )
             )
-            inserted = cur.rowcount
-        return InsertResult(inserted=inserted, duplicates=len(rows) - inserted)
+            return cur.rowcount
 
     def ping(self) -> None:
         with self.connect() as conn:
             conn.execute("select 1")
+
+
+def _covered(day: date, existing: list[tuple[date, date]]) -> bool:
+    return any(lo <= day < hi for lo, hi in existing)
+
+
+def _time_groups(ordered: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    group: list[dict[str, Any]] = []
+    start: datetime | None = None
+    for row in ordered:
+        ts = datetime.fromisoformat(row["timestamp"])
+        if start is not None and ts - start > GROUP_SPAN:
+            yield group
+            group = []
+        if not group:
+            start = ts
+        group.append(row)
+    if group:
+        yield group
 
 
 def days_starting(first: date, count: int) -> list[date]:
