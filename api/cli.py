@@ -86,8 +86,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import psycopg
+
+    from connectors.servers import ServerUnavailable
+
     args = parser().parse_args(argv)
-    return int(args.func(Settings(), args))
+    try:
+        return int(args.func(Settings(), args))
+    except (ServerUnavailable, psycopg.OperationalError) as err:
+        print(f"sqlbook: {str(err).strip()}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

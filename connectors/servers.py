@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import redis as redis_lib
 from psycopg import sql
 
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -60,14 +61,34 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 
+class ServerUnavailable(RuntimeError):
+    """A configured server cannot be used; the message says which and what to do."""
+
+
 def ensure_database(server_url: str, database: str) -> None:
     """CREATE DATABASE if missing (needs CREATEDB on external servers)."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        exists = conn.execute(
-            "select 1 from pg_database where datname = %s", (database,)
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    try:
+        with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    except psycopg.Error as err:
+        raise ServerUnavailable(
+            f"cannot reach PostgreSQL at {redact(server_url)} or create database "
+            f"{database!r} there: {str(err).strip()}"
+        ) from err
+
+
+def check_redis(url: str) -> None:
+    client = redis_lib.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except (redis_lib.RedisError, OSError) as err:
+        raise ServerUnavailable(f"cannot reach Redis at {redact(url)}: {err}") from err
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
@@ -93,7 +114,10 @@ def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerU
             ensure_database(server_url, DAGSTER_DATABASE)
             database_url = pg.uri(APP_DATABASE)
             dagster_url = settings.dagster_database_url or pg.uri(DAGSTER_DATABASE)
-        if settings.redis_url or not redis:
+        if settings.redis_url and redis:
+            redis_url = settings.redis_url
+            check_redis(redis_url)
+        elif not redis:
             redis_url = settings.redis_url or ""
         else:
             rd = EmbeddedRedis(home)

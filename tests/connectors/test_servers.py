@@ -11,7 +11,7 @@ import redis
 
 from api.stack import _only_instance, run_stack
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
-from connectors.servers import ServerUrls, redact, start_servers
+from connectors.servers import ServerUnavailable, ServerUrls, redact, start_servers
 from connectors.settings import Settings
 
 
@@ -82,3 +82,21 @@ def test_redact_hides_passwords() -> None:
     assert redact("postgresql://postgres:@/sqlbook?host=/tmp/pg") == (
         "postgresql://postgres:@/sqlbook?host=/tmp/pg"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"database_url": "postgresql://u:hunter2@127.0.0.1:1/app"}, "cannot reach PostgreSQL"),
+        ({"redis_url": "redis://:hunter2@127.0.0.1:1/0"}, "cannot reach Redis"),
+    ],
+)
+def test_unreachable_external_server_is_a_clear_error_without_secrets(
+    servers: ServerUrls, tmp_path: Path, overrides: dict[str, str], says: str
+) -> None:
+    values = {"database_url": servers.database_url, "redis_url": servers.redis_url, **overrides}
+    settings = Settings(_env_file=None, home=tmp_path, **values)  # type: ignore[call-arg, arg-type]
+    with pytest.raises(ServerUnavailable) as err, start_servers(settings):
+        pass
+    assert says in str(err.value)
+    assert "hunter2" not in str(err.value) and "***" in str(err.value)
