@@ -227,3 +227,31 @@ def test_hostile_bodies_get_a_4xx_never_a_500(
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert response.json()["detail"]
     assert redis_client.xlen(stream_key) == 0
+
+
+def test_postgres_down_cached_keys_still_capture_unknown_keys_get_503(
+    servers: ServerUrls, tmp_path: Path, redis_client: redis.Redis, stream_key: str
+) -> None:
+    from connectors.embedded import EmbeddedPostgres
+    from connectors.metadata import MetadataStore, upgrade
+    from connectors.servers import APP_DATABASE, ensure_database
+
+    pg = EmbeddedPostgres(tmp_path)
+    ensure_database(pg.start(), APP_DATABASE)
+    url = pg.uri(APP_DATABASE)
+    upgrade(url)
+    with MetadataStore(url) as store:
+        key = store.create_workspace("solo").project.capture_key
+    settings = make_settings(servers, tmp_path, database_url=url, stream_key=stream_key)
+    try:
+        with api_client(settings) as client:
+            assert client.post("/capture", json={"api_key": key, "event": "a"}).status_code == 200
+            pg.stop()
+            # the key is cached: capture does not need PostgreSQL
+            assert client.post("/capture", json={"api_key": key, "event": "b"}).status_code == 200
+            unknown = client.post("/capture", json={"api_key": "sqb_pk_new", "event": "c"})
+            assert unknown.status_code == 503
+            assert unknown.headers["Retry-After"] == "5"
+    finally:
+        pg.stop()
+    assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["a", "b"]
