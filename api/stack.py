@@ -75,11 +75,11 @@ def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     )
 
 
-def _dagster_home(settings: Settings) -> Path:
-    home = settings.ensure_home() / "dagster"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    return home
+def _dagster_home(home: Path) -> Path:
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return dagster_home
 
 
 def _bin(name: str) -> str:
@@ -95,13 +95,14 @@ def _workspace_args() -> list[str]:
 
 
 def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
+    home = settings.ensure_home()
     env = dict(os.environ)
     env.update(urls.environment())
-    env["SQLBOOK_HOME"] = str(settings.ensure_home())
+    env["SQLBOOK_HOME"] = str(home)
     env["SQLBOOK_STREAM_KEY"] = settings.stream_key
     env["SQLBOOK_DAGSTER_STORAGE_URL"] = with_driver(urls.dagster_database_url, "psycopg2")
-    env["DAGSTER_HOME"] = str(_dagster_home(settings))
-    env.setdefault("XDG_RUNTIME_DIR", str(settings.ensure_home() / "run"))
+    env["DAGSTER_HOME"] = str(_dagster_home(home))
+    env.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
     return env
 
 
@@ -179,13 +180,13 @@ def run_stack(settings: Settings) -> int:
     home = settings.ensure_home()
     try:
         with _only_instance(home):
-            return _run_stack(settings)
+            return _run_stack(settings, home)
     except AlreadyRunning as err:
         _say(f"sqlbook: {err}", error=True)
         return 1
 
 
-def _run_stack(settings: Settings) -> int:
+def _run_stack(settings: Settings, home: Path) -> int:
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -194,7 +195,6 @@ def _run_stack(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    home = settings.ensure_home()
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     _say(f"sqlbook: data in {home}")

@@ -112,14 +112,16 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),  # the default retries with backoff for seconds
+        )
+
     def is_running(self) -> bool:
         try:
-            client = redis.Redis(
-                unix_socket_path=str(self.socket_path),
-                socket_connect_timeout=1,
-                retry=Retry(NoBackoff(), 0),  # the default retries with backoff for seconds
-            )
-            with client:
+            with self._client() as client:
                 return bool(client.ping())
         except (redis.ConnectionError, FileNotFoundError, OSError):
             return False
@@ -166,10 +168,7 @@ class EmbeddedRedis:
         """SIGTERM: redis fsyncs the AOF and exits."""
         if self.adopted:
             self.adopted = False
-            client = redis.Redis(
-                unix_socket_path=str(self.socket_path), retry=Retry(NoBackoff(), 0)
-            )
-            with contextlib.suppress(redis.ConnectionError):
+            with self._client() as client, contextlib.suppress(redis.ConnectionError):
                 client.shutdown()  # SHUTDOWN fsyncs the AOF too
             return
         if self.process is None:

@@ -124,14 +124,8 @@ class CaptureStreamReader:
         fields: dict[Any, Any] = {**entry.fields, "source_id": entry.id, "error": error[:2000]}
         return _text(self._client.xadd(f"{self._key}:dead", fields))
 
-    def dead_letters(self) -> int:
-        return int(self._client.xlen(f"{self._key}:dead"))
-
     def delete(self, ids: list[str], chunk: int = 1000) -> int:
         deleted = 0
         for i in range(0, len(ids), chunk):
             deleted += int(self._client.xdel(self._key, *ids[i : i + chunk]))
         return deleted
-
-    def length(self) -> int:
-        return int(self._client.xlen(self._key))

@@ -106,6 +106,9 @@ def partition_range(
     return lo, hi
 
 
+Stamped = tuple[datetime, dict[str, Any]]  # a row with its timestamp parsed once
+
+
 class PostgresWarehouse:
     def __init__(self, url: str, *, daily_days: int = 31):
         self.url = url
@@ -114,15 +117,28 @@ class PostgresWarehouse:
     def connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, connect_timeout=10, autocommit=autocommit)
 
-    def install(self, days_ahead: int = 7) -> None:
-        """Create the table (idempotent) and the partitions for today and the days ahead."""
-        with self.connect() as conn:
-            conn.execute(_SCHEMA)
-        self.ensure_partitions(days_starting(datetime.now(UTC).date(), days_ahead + 1))
-
-    def partitions(self, conn: psycopg.Connection[Any]) -> list[tuple[date, date]]:
-        """(first day, day after the last) of every partition, in order."""
+    def _session(self) -> psycopg.Connection[Any]:
+        """Autocommit, so partition DDL gets short transactions of its own; inserts open
+        theirs with `conn.transaction()`. UTC, so partition bounds print as UTC."""
+        conn = self.connect(autocommit=True)
         conn.execute("set timezone = 'UTC'")
+        return conn
+
+    def install(self, days_ahead: int = 7) -> None:
+        """Create the table if missing and the partitions for today and the days ahead.
+        Cheap when all exist (no DDL), so every ingestion run can call it."""
+        with self._session() as conn:
+            row = conn.execute("select to_regclass('events')").fetchone()
+            if row is None or row[0] is None:
+                conn.execute(_SCHEMA)
+            self._ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
+
+    def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
+        with self._session() as conn:
+            return self._ensure_partitions(conn, days, today)
+
+    def _partitions(self, conn: psycopg.Connection[Any]) -> list[tuple[date, date]]:
+        """(first day, day after the last) of every partition, in order."""
         found = []
         for (bound,) in conn.execute(
             "select pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
@@ -133,26 +149,27 @@ class PostgresWarehouse:
                 found.append((utc_day(m.group(1)), utc_day(m.group(2))))
         return sorted(found)
 
-    def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
+    def _ensure_partitions(
+        self, conn: psycopg.Connection[Any], days: Iterable[date], today: date | None = None
+    ) -> list[str]:
         """Create what is missing for `days`, each partition in its own short transaction
         (lock use stays flat) and attached, not created in place, so that reads and
         inserts on `events` never wait for it."""
         today = today or datetime.now(UTC).date()
         created: list[str] = []
-        with self.connect(autocommit=True) as conn:
-            existing = self.partitions(conn)
-            for day in sorted(set(days)):
+        existing = self._partitions(conn)
+        for day in sorted(set(days)):
+            if _covered(day, existing):
+                continue
+            with conn.transaction():
+                conn.execute("select pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                existing = self._partitions(conn)  # another writer may have made it
                 if _covered(day, existing):
                     continue
-                with conn.transaction():
-                    conn.execute("select pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-                    existing = self.partitions(conn)  # another writer may have made it
-                    if _covered(day, existing):
-                        continue
-                    lo, hi = partition_range(day, existing, today, self.daily_days)
-                    self._create_partition(conn, lo, hi)
-                    existing = sorted([*existing, (lo, hi)])
-                    created.append(partition_name(lo, hi))
+                lo, hi = partition_range(day, existing, today, self.daily_days)
+                self._create_partition(conn, lo, hi)
+                existing = sorted([*existing, (lo, hi)])
+                created.append(partition_name(lo, hi))
         return created
 
     def _create_partition(self, conn: psycopg.Connection[Any], lo: date, hi: date) -> None:
@@ -173,18 +190,16 @@ class PostgresWarehouse:
         groups is a replay, which the duplicate check absorbs)."""
         if not rows:
             return InsertResult(0, 0)
-        ordered = sorted(rows, key=lambda r: datetime.fromisoformat(r["timestamp"]))
-        self.ensure_partitions({utc_day(r["timestamp"]) for r in ordered})
-        inserted = 0
-        with self.connect() as conn:
-            for group in _time_groups(ordered):
-                inserted += self._insert_group(conn, group)
+        stamped = sorted(
+            ((datetime.fromisoformat(r["timestamp"]), r) for r in rows), key=lambda s: s[0]
+        )
+        with self._session() as conn:
+            self._ensure_partitions(conn, {ts.astimezone(UTC).date() for ts, _ in stamped})
+            inserted = sum(self._insert_group(conn, group) for group in _time_groups(stamped))
         return InsertResult(inserted=inserted, duplicates=len(rows) - inserted)
 
-    def _insert_group(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> int:
+    def _insert_group(self, conn: psycopg.Connection[Any], group: list[Stamped]) -> int:
         columns = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
-        first = datetime.fromisoformat(rows[0]["timestamp"])
-        last = datetime.fromisoformat(rows[-1]["timestamp"])
         with conn.transaction():
             conn.execute(
                 "create temp table if not exists _ingest (like events including defaults)"
@@ -193,7 +208,7 @@ class PostgresWarehouse:
             with conn.cursor().copy(
                 sql.SQL("copy _ingest ({}) from stdin").format(columns)
             ) as copy:
-                for r in rows:
+                for _, r in group:
                     copy.write_row(
                         [json.dumps(r[c]) if c == "properties" else r[c] for c in EVENT_COLUMNS]
                     )
@@ -211,33 +226,26 @@ class PostgresWarehouse:
                     " on conflict do nothing"
                 ).format(
                     cols=columns,
-                    lo=sql.Literal(first - DUPLICATE_WINDOW),
-                    hi=sql.Literal(last + DUPLICATE_WINDOW),
+                    lo=sql.Literal(group[0][0] - DUPLICATE_WINDOW),
+                    hi=sql.Literal(group[-1][0] + DUPLICATE_WINDOW),
                     window=sql.Literal(DUPLICATE_WINDOW),
                 )
             )
             return cur.rowcount
-
-    def ping(self) -> None:
-        with self.connect() as conn:
-            conn.execute("select 1")
 
 
 def _covered(day: date, existing: list[tuple[date, date]]) -> bool:
     return any(lo <= day < hi for lo, hi in existing)
 
 
-def _time_groups(ordered: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    group: list[dict[str, Any]] = []
-    start: datetime | None = None
-    for row in ordered:
-        ts = datetime.fromisoformat(row["timestamp"])
-        if start is not None and ts - start > GROUP_SPAN:
+def _time_groups(stamped: list[Stamped]) -> Iterable[list[Stamped]]:
+    """Consecutive runs of (time-ordered) rows spanning at most GROUP_SPAN."""
+    group: list[Stamped] = []
+    for item in stamped:
+        if group and item[0] - group[0][0] > GROUP_SPAN:
             yield group
             group = []
-        if not group:
-            start = ts
-        group.append(row)
+        group.append(item)
     if group:
         yield group
 
