@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -13,8 +13,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from connectors.embedded import EmbeddedPostgres
 from connectors.metadata import MetadataStore, NewWorkspace, upgrade
-from connectors.servers import ServerUrls, start_servers
+from connectors.servers import APP_DATABASE, ServerUrls, ensure_database, start_servers
 from connectors.settings import Settings
 from connectors.warehouse import PostgresWarehouse
 
@@ -79,7 +80,32 @@ def api_client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+ClientFactory = Callable[..., contextlib.AbstractContextManager[TestClient]]
+
+
 @pytest.fixture
-def client(servers: ServerUrls, sqlbook_home: Path, stream_key: str) -> Iterator[TestClient]:
-    with api_client(make_settings(servers, sqlbook_home, stream_key=stream_key)) as c:
+def client_with(servers: ServerUrls, sqlbook_home: Path, stream_key: str) -> ClientFactory:
+    """`with client_with(capture_rate_limit_per_minute=5) as client:` — an API on the
+    session's servers and this test's stream, with some settings overridden."""
+
+    def make(**overrides: object) -> contextlib.AbstractContextManager[TestClient]:
+        return api_client(make_settings(servers, sqlbook_home, stream_key=stream_key, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def client(client_with: ClientFactory) -> Iterator[TestClient]:
+    with client_with() as c:
         yield c
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """A PostgreSQL of this test's own, to stop and start: (server, app database URL)."""
+    home = tmp_path / "own-postgres"
+    home.mkdir()
+    pg = EmbeddedPostgres(home)
+    ensure_database(pg.start(), APP_DATABASE)
+    yield pg, pg.uri(APP_DATABASE)
+    pg.stop()

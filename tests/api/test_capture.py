@@ -11,10 +11,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from connectors.embedded import EmbeddedRedis
+from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
 from connectors.metadata import NewWorkspace
-from connectors.servers import ServerUrls
-from tests.conftest import api_client, make_settings
+from tests.conftest import ClientFactory
 
 
 def entries(redis_client: redis.Redis, key: str) -> list[dict]:
@@ -117,17 +116,13 @@ def test_rejections_write_nothing(
 
 
 def test_body_over_the_limit_is_rejected(
-    servers: ServerUrls,
-    sqlbook_home: Path,
+    client_with: ClientFactory,
     workspace: NewWorkspace,
     redis_client: redis.Redis,
     stream_key: str,
 ) -> None:
-    settings = make_settings(
-        servers, sqlbook_home, stream_key=stream_key, capture_max_body_bytes=2_000
-    )
     big = {"api_key": workspace.project.capture_key, "event": "x", "properties": {"p": "y" * 3_000}}
-    with api_client(settings) as client:
+    with client_with(capture_max_body_bytes=2_000) as client:
         plain = client.post("/capture", content=json.dumps(big))
         bomb = client.post(
             "/capture",
@@ -141,17 +136,13 @@ def test_body_over_the_limit_is_rejected(
 
 
 def test_rate_limit_is_429_with_retry_after(
-    servers: ServerUrls,
-    sqlbook_home: Path,
+    client_with: ClientFactory,
     workspace: NewWorkspace,
     redis_client: redis.Redis,
     stream_key: str,
 ) -> None:
-    settings = make_settings(
-        servers, sqlbook_home, stream_key=stream_key, capture_rate_limit_per_minute=5
-    )
     key = workspace.project.capture_key
-    with api_client(settings) as client:
+    with client_with(capture_rate_limit_per_minute=5) as client:
         ok = client.post("/capture", json={"api_key": key, "batch": [{"event": "a"}] * 4})
         over = client.post("/capture", json={"api_key": key, "batch": [{"event": "b"}] * 2})
         fits = client.post("/capture", json={"api_key": key, "event": "c"})
@@ -163,14 +154,13 @@ def test_rate_limit_is_429_with_retry_after(
 
 
 def test_redis_down_is_503_and_recovers(
-    servers: ServerUrls, tmp_path: Path, workspace: NewWorkspace, stream_key: str
+    client_with: ClientFactory, tmp_path: Path, workspace: NewWorkspace, stream_key: str
 ) -> None:
     own_redis = EmbeddedRedis(tmp_path)
     url = own_redis.start()
-    settings = make_settings(servers, tmp_path, redis_url=url, stream_key=stream_key)
     body = {"api_key": workspace.project.capture_key, "event": "x", "distinct_id": "u"}
     try:
-        with api_client(settings) as client:
+        with client_with(redis_url=url) as client:
             assert client.post("/capture", json=body).status_code == 200
             own_redis.stop()
             down = client.post("/capture", json=body)
@@ -230,28 +220,23 @@ def test_hostile_bodies_get_a_4xx_never_a_500(
 
 
 def test_postgres_down_cached_keys_still_capture_unknown_keys_get_503(
-    servers: ServerUrls, tmp_path: Path, redis_client: redis.Redis, stream_key: str
+    client_with: ClientFactory,
+    own_postgres: tuple[EmbeddedPostgres, str],
+    redis_client: redis.Redis,
+    stream_key: str,
 ) -> None:
-    from connectors.embedded import EmbeddedPostgres
     from connectors.metadata import MetadataStore, upgrade
-    from connectors.servers import APP_DATABASE, ensure_database
 
-    pg = EmbeddedPostgres(tmp_path)
-    ensure_database(pg.start(), APP_DATABASE)
-    url = pg.uri(APP_DATABASE)
+    pg, url = own_postgres
     upgrade(url)
     with MetadataStore(url) as store:
         key = store.create_workspace("solo").project.capture_key
-    settings = make_settings(servers, tmp_path, database_url=url, stream_key=stream_key)
-    try:
-        with api_client(settings) as client:
-            assert client.post("/capture", json={"api_key": key, "event": "a"}).status_code == 200
-            pg.stop()
-            # the key is cached: capture does not need PostgreSQL
-            assert client.post("/capture", json={"api_key": key, "event": "b"}).status_code == 200
-            unknown = client.post("/capture", json={"api_key": "sqb_pk_new", "event": "c"})
-            assert unknown.status_code == 503
-            assert unknown.headers["Retry-After"] == "5"
-    finally:
+    with client_with(database_url=url) as client:
+        assert client.post("/capture", json={"api_key": key, "event": "a"}).status_code == 200
         pg.stop()
+        # the key is cached: capture does not need PostgreSQL
+        assert client.post("/capture", json={"api_key": key, "event": "b"}).status_code == 200
+        unknown = client.post("/capture", json={"api_key": "sqb_pk_new", "event": "c"})
+        assert unknown.status_code == 503
+        assert unknown.headers["Retry-After"] == "5"
     assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["a", "b"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -12,7 +11,7 @@ import redis
 from assets.ingestion import events
 from assets.resources import CaptureStreamResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres
-from connectors.servers import APP_DATABASE, ServerUrls, ensure_database
+from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
 from tests.streams import append, event_batch
 
@@ -89,25 +88,23 @@ def test_replaying_a_range_inserts_nothing_twice(
 
 
 def test_postgres_down_fails_the_run_and_loses_nothing(
-    servers: ServerUrls, stream_key: str, redis_client: redis.Redis, tmp_path: Path
+    servers: ServerUrls,
+    stream_key: str,
+    redis_client: redis.Redis,
+    own_postgres: tuple[EmbeddedPostgres, str],
 ) -> None:
-    pg = EmbeddedPostgres(tmp_path)
-    ensure_database(pg.start(), APP_DATABASE)
-    url = pg.uri(APP_DATABASE)
+    pg, url = own_postgres
     PostgresWarehouse(url).install()
-    try:
-        entry = append(servers.redis_url, stream_key, 104, event_batch(25))
-        pg.stop()
-        failed = ingest(servers.redis_url, stream_key, url, entry, entry)
-        assert not failed.success
-        assert redis_client.xlen(stream_key) == 1  # the range stays for the next run
-        pg.start()
-        recovered = ingest(servers.redis_url, stream_key, url, entry, entry)
-        assert recovered.success
-        assert count(url, 104) == 25
-        assert redis_client.xlen(stream_key) == 0
-    finally:
-        pg.stop()
+    entry = append(servers.redis_url, stream_key, 104, event_batch(25))
+    pg.stop()
+    failed = ingest(servers.redis_url, stream_key, url, entry, entry)
+    assert not failed.success
+    assert redis_client.xlen(stream_key) == 1  # the range stays for the next run
+    pg.start()
+    recovered = ingest(servers.redis_url, stream_key, url, entry, entry)
+    assert recovered.success
+    assert count(url, 104) == 25
+    assert redis_client.xlen(stream_key) == 0
 
 
 def test_large_range_moves_in_chunks(
