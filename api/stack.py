@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from api import credentials
 from connectors.metadata import MetadataStore, upgrade
@@ -134,20 +135,35 @@ def _wait_http(url: str, deadline: float, procs: dict[str, subprocess.Popen[byte
     return False
 
 
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of a process group: a child and whatever it started
+    (code servers, run processes), which outlive the child by a moment when it exits."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
 def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM each child's whole process group, and return only once every process in
+    those groups is gone (SIGKILL for what is left at the deadline)."""
     for proc in procs.values():
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for name, proc in procs.items():
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _say(f"  {name} did not stop in time; killing it")
+        while _group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_members(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
 
 
 @contextlib.contextmanager
