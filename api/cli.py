@@ -57,11 +57,11 @@ def cmd_workspaces_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from connectors.metadata import upgrade
     from connectors.servers import start_servers
-    from connectors.warehouse import PostgresWarehouse
+    from connectors.warehouse.setup import install_warehouse
 
     with start_servers(settings, redis=False) as urls:
         upgrade(urls.database_url)
-        PostgresWarehouse(urls.warehouse_url).install()
+        install_warehouse(settings, urls.warehouse_url)
     print("sqlbook: metadata and warehouse schemas are current")
     return 0
 

@@ -21,7 +21,7 @@ from api import credentials
 from connectors.metadata import MetadataStore, upgrade
 from connectors.servers import ServerUrls, redact, start_servers, with_driver
 from connectors.settings import Settings
-from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.setup import install_warehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     """Migrate, install the warehouse, make sure the default workspace has credentials.
     Returns the default workspace's credentials as `sqlbook credentials` prints them."""
     upgrade(urls.database_url)
-    PostgresWarehouse(urls.warehouse_url).install()
+    install_warehouse(settings, urls.warehouse_url)
     known = credentials.load_all(settings)
     with MetadataStore(urls.database_url) as store:
         if credentials.DEFAULT_WORKSPACE not in known:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,44 @@ class Settings(BaseSettings):
 
     stream_key: str = Field(
         default="sqlbook:events", description="Redis stream of captured events."
+    )
+
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts data-source secrets at rest and derives the warehouse reader's "
+        "password. Unset: generated once into `<home>/secret.key` (mode 0600).",
+    )
+    warehouse_reader_url: str | None = Field(
+        default=None,
+        description="Login of the read-only role that runs users' SQL on the warehouse. "
+        "Default: role `sqlbook_reader` on warehouse_url, created by sqlbook.",
+    )
+
+    # Query execution (README "Running SQL").
+    query_timeout_seconds: float = Field(default=30.0, description="Default statement timeout.")
+    query_max_timeout_seconds: float = Field(
+        default=300.0, description="Largest timeout a request or data source may ask for."
+    )
+    query_max_rows: int = Field(default=10_000, description="Default row cap of a result.")
+    query_max_rows_limit: int = Field(
+        default=100_000, description="Largest row cap a request or data source may ask for."
+    )
+    query_concurrency: int = Field(
+        default=4, description="Queries running at once per data source (per API process)."
+    )
+    query_queue_limit: int = Field(
+        default=200, description="Queries waiting per data source before 503 queue_full."
+    )
+    query_cache_ttl_seconds: int = Field(
+        default=60, description="Default result-cache lifetime; 0 turns caching off."
+    )
+    query_result_ttl_seconds: int = Field(
+        default=3600, description="How long an async query's status and result are kept."
+    )
+    datasource_allow_chdb: bool = Field(
+        default=False,
+        description="Allow `chdb://` data sources (ClickHouse inside the API process, reading "
+        "server files). For tests and single-user installs only.",
     )
 
     def ensure_home(self) -> Path:

@@ -17,7 +17,7 @@ from connectors.embedded import EmbeddedPostgres
 from connectors.metadata import MetadataStore, NewWorkspace, upgrade
 from connectors.servers import APP_DATABASE, ServerUrls, ensure_database, start_servers
 from connectors.settings import Settings
-from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.setup import install_warehouse
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def sqlbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def servers(sqlbook_home: Path) -> Iterator[ServerUrls]:
     with start_servers(Settings(home=sqlbook_home, _env_file=None)) as urls:  # type: ignore[call-arg]
         upgrade(urls.database_url)
-        PostgresWarehouse(urls.warehouse_url).install()
+        install_warehouse(Settings(home=sqlbook_home, _env_file=None), urls.warehouse_url)  # type: ignore[call-arg]
         yield urls
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from connectors.warehouse.scope import install_reader
+
 EVENT_COLUMNS = (
     "event_id",
     "project_id",
@@ -132,6 +134,11 @@ class PostgresWarehouse:
             if row is None or row[0] is None:
                 conn.execute(_SCHEMA)
             self._ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
+
+    def install_reader(self, role: str, password: str | None) -> None:
+        """The read-only role users' SQL runs as, and row-level security per workspace."""
+        with self._session() as conn:
+            install_reader(conn, role, password)
 
     def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
         with self._session() as conn:

@@ -67,6 +67,7 @@ class DataSource(ABC):
         query_id: str,
         limits: QueryLimits,
         scope: Scope,
+        kind: str = "select",
     ) -> QueryResult:
         """Execute one statement (already checked by `guard.check_sql`) with `params`
         bound by the driver to the `$1 … $n` placeholders in `sql`.
@@ -74,7 +75,8 @@ class DataSource(ABC):
         Raises QueryFailed (database error, with position when known), QueryTimeout
         ("query exceeded N s"), QueryCancelled (after `cancel(query_id)`),
         SourceUnavailable (cannot connect / connection lost). Never loads more than
-        `limits.max_rows` rows (+1 to detect truncation) into memory."""
+        `limits.max_rows` rows (+1 to detect truncation) into memory. `kind` is the
+        guard's statement kind ("select", "call", "explain", "show")."""
 
     @abstractmethod
     def cancel(self, query_id: str) -> bool:

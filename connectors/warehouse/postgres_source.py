@@ -1,0 +1,356 @@
+"""PostgreSQL data sources: any reachable server a workspace registers, and the built-in
+warehouse read through the scoped reader role.
+
+Every query runs in its own READ ONLY transaction with `statement_timeout` set locally;
+a SELECT is read through a server-side cursor (DECLARE … FETCH), so a huge result
+never loads whole into memory and the server refuses a second statement hidden in the
+text. Other kinds (CALL, EXPLAIN, SHOW) go through the extended protocol, which refuses
+a second statement too. Parameters are bound natively to `$1 … $n`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from connectors.warehouse import scope as warehouse_scope
+from connectors.warehouse.errors import (
+    QueryCancelled,
+    QueryFailed,
+    QueryTimeout,
+    SourceUnavailable,
+)
+from connectors.warehouse.results import Column, QueryResult, json_value
+from connectors.warehouse.source import (
+    DataSource,
+    QueryLimits,
+    SchemaColumn,
+    SchemaTable,
+    Scope,
+)
+
+log = logging.getLogger(__name__)
+
+_FETCH_BATCH = 2_000
+_CURSOR_NAME = "sqlbook_query"
+# psycopg sends a server cursor's query as `DECLARE "<name>" CURSOR FOR <query>`; error
+# positions are reported in that text.
+_DECLARE_PREFIX = len(f'DECLARE "{_CURSOR_NAME}" CURSOR FOR ')
+_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
+
+_SCHEMA_QUERY = """
+select n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod)
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+where c.relkind in ('r', 'p', 'v', 'm', 'f')
+  and not c.relispartition
+  and n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'
+  and has_schema_privilege(n.oid, 'usage')
+  and (has_table_privilege(c.oid, 'select') or has_any_column_privilege(c.oid, 'select'))
+order by n.nspname, c.relname, a.attnum
+"""
+
+
+class PostgresSource(DataSource):
+    kind = "postgres"
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 4,
+        connect_timeout_s: float = 5.0,
+        cancel_url: str | None = None,
+    ):
+        self._url = url
+        self._cancel_url = cancel_url or url
+        self._max_connections = max_connections
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}  # query id → backend pid
+        self._cancelled: set[str] = set()
+        self._type_names: dict[tuple[int, int], str] = {}
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connection_pool(self) -> ConnectionPool[Any]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._url,
+                    min_size=0,
+                    max_size=self._max_connections,
+                    kwargs={
+                        "autocommit": True,
+                        "prepare_threshold": None,  # no named statements left on a connection
+                        "connect_timeout": max(int(self._connect_timeout_s), 1),
+                        "application_name": "sqlbook-query",
+                    },
+                    configure=_configure,
+                    check=ConnectionPool.check_connection,
+                    open=True,
+                    name=f"sqlbook-{self.kind}",
+                )
+            return self._pool
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._connection_pool().connection(timeout=self._connect_timeout_s) as conn:
+                yield conn
+        except PoolTimeout as err:
+            raise SourceUnavailable(f"cannot connect to the data source: {self._why()}") from err
+
+    def _why(self) -> str:
+        """The reason a connection fails, from one direct attempt (the pool only says it
+        timed out). libpq's message names host and port, never the password."""
+        try:
+            with psycopg.connect(self._url, connect_timeout=3):
+                return "no free connection (the server is up; too many queries?)"
+        except psycopg.Error as err:
+            return _first_line(str(err))
+
+    def reset(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=2)
+
+    def close(self) -> None:
+        self.reset()
+
+    # -- queries -------------------------------------------------------------------
+
+    def run(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        query_id: str,
+        limits: QueryLimits,
+        scope: Scope,
+        kind: str = "select",
+    ) -> QueryResult:
+        started = time.perf_counter()
+        bound = [_bindable(p) for p in params]
+        try:
+            with (
+                self._connection() as conn,
+                self._tracked(query_id, conn.info.backend_pid),
+                conn.transaction(),
+            ):
+                conn.execute(
+                    "select set_config('statement_timeout', %s, true)",
+                    (str(max(int(limits.timeout_s * 1000), 1)),),
+                )
+                self._enter_scope(conn, scope)
+                columns, rows, truncated = self._fetch(conn, sql, bound, kind, limits)
+        except pg_errors.QueryCanceled as err:
+            if self._take_cancelled(query_id):
+                raise QueryCancelled("query was cancelled") from err
+            if "statement timeout" in str(err):
+                raise QueryTimeout(f"query exceeded {limits.timeout_s:g} s") from err
+            raise QueryCancelled("query was cancelled in the database") from err
+        except psycopg.OperationalError as err:
+            if self._take_cancelled(query_id):
+                raise QueryCancelled("query was cancelled") from err
+            raise SourceUnavailable(
+                f"lost the connection to the data source ({_first_line(str(err))}); "
+                "run the query again"
+            ) from err
+        except psycopg.Error as err:
+            raise _failed(err, sql, kind) from err
+        finally:
+            self._take_cancelled(query_id)
+        return QueryResult(
+            columns=columns,
+            rows=[[json_value(v) for v in row] for row in rows],
+            truncated=truncated,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            query_id=query_id,
+        )
+
+    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
+        """A registered source belongs to one workspace: nothing to narrow."""
+
+    def _fetch(
+        self,
+        conn: psycopg.Connection[Any],
+        sql: str,
+        params: list[Any],
+        kind: str,
+        limits: QueryLimits,
+    ) -> tuple[list[Column], list[Any], bool]:
+        cursor: psycopg.Cursor[Any]
+        if kind == "select":
+            cursor = psycopg.RawServerCursor(conn, _CURSOR_NAME)
+            cursor.execute(sql, params)
+        else:
+            cursor = psycopg.RawCursor(conn)
+            cursor.execute(sql, params, binary=True)  # extended protocol: one statement
+        with cursor:
+            if cursor.description is None:
+                return [], [], False
+            columns = self._columns(conn, cursor)
+            rows: list[Any] = []
+            while len(rows) <= limits.max_rows:
+                batch = cursor.fetchmany(min(_FETCH_BATCH, limits.max_rows + 1 - len(rows)))
+                if not batch:
+                    break
+                rows.extend(batch)
+        truncated = len(rows) > limits.max_rows
+        return columns, rows[: limits.max_rows], truncated
+
+    def _columns(self, conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Column]:
+        """Names and SQL type names (`bigint`, `numeric(10,2)`), as `format_type` spells
+        them, the same as the schema listing."""
+        assert cursor.description is not None and cursor.pgresult is not None
+        types = [(d.type_code, cursor.pgresult.fmod(i)) for i, d in enumerate(cursor.description)]
+        missing = [t for t in set(types) if t not in self._type_names]
+        if missing:
+            rows = conn.execute(
+                "select o, m, format_type(o, m) from unnest(%s::oid[], %s::int[]) as t(o, m)",
+                ([o for o, _ in missing], [m for _, m in missing]),
+            ).fetchall()
+            for oid, mod, name in rows:
+                self._type_names[(oid, mod)] = name
+        return [
+            Column(d.name, self._type_names.get(t, d.type_display))
+            for d, t in zip(cursor.description, types, strict=True)
+        ]
+
+    @contextlib.contextmanager
+    def _tracked(self, query_id: str, pid: int) -> Iterator[None]:
+        with self._lock:
+            self._running[query_id] = pid
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.pop(query_id, None)
+
+    def _take_cancelled(self, query_id: str) -> bool:
+        with self._lock:
+            if query_id in self._cancelled:
+                self._cancelled.discard(query_id)
+                return True
+            return False
+
+    def cancel(self, query_id: str) -> bool:
+        # The lock is held until the cancel is sent, so the pid cannot be handed to
+        # another query in between.
+        with self._lock:
+            pid = self._running.get(query_id)
+            if pid is None:
+                return False
+            self._cancelled.add(query_id)
+            try:
+                with psycopg.connect(self._cancel_url, autocommit=True, connect_timeout=3) as c:
+                    row = c.execute("select pg_cancel_backend(%s)", (pid,)).fetchone()
+            except psycopg.Error as err:
+                self._cancelled.discard(query_id)
+                raise SourceUnavailable(
+                    f"could not cancel the query: {_first_line(str(err))}"
+                ) from err
+            return bool(row and row[0])
+
+    def test(self) -> None:
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute("select 1")
+        except psycopg.OperationalError as err:
+            raise SourceUnavailable(f"cannot connect: {_first_line(str(err))}") from err
+        except psycopg.Error as err:
+            raise _failed(err, "select 1", "select") from err
+
+    def schema(self, scope: Scope) -> list[SchemaTable]:
+        try:
+            with self._connection() as conn, conn.transaction():
+                self._enter_scope(conn, scope)
+                rows = conn.execute(_SCHEMA_QUERY).fetchall()
+        except psycopg.OperationalError as err:
+            raise SourceUnavailable(f"cannot read the schema: {_first_line(str(err))}") from err
+        except psycopg.Error as err:
+            raise QueryFailed(f"cannot read the schema: {_first_line(str(err))}") from err
+        tables = []
+        for (schema, name, relkind), cols in itertools.groupby(rows, key=lambda r: r[:3]):
+            tables.append(
+                SchemaTable(
+                    schema=schema,
+                    name=name,
+                    kind=_KINDS.get(relkind, "table"),
+                    columns=[SchemaColumn(c[3], c[4]) for c in cols],
+                )
+            )
+        return tables
+
+
+class WarehouseSource(PostgresSource):
+    """The built-in warehouse: the reader role, rows limited to the caller's projects by
+    row-level security (see scope.py). `owner_url` reads the signing key and cancels."""
+
+    kind = "warehouse"
+
+    def __init__(self, reader_url: str, owner_url: str, *, max_connections: int = 4):
+        super().__init__(reader_url, max_connections=max_connections, cancel_url=owner_url)
+        self._owner_url = owner_url
+        self._key: bytes | None = None
+
+    def _signing_key(self) -> bytes:
+        if self._key is None:
+            try:
+                with psycopg.connect(self._owner_url, connect_timeout=3) as conn:
+                    self._key = warehouse_scope.read_key(conn)
+            except psycopg.Error as err:
+                raise SourceUnavailable(
+                    f"cannot reach the warehouse: {_first_line(str(err))}"
+                ) from err
+        return self._key
+
+    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
+        conn.execute(
+            "select set_config(%s, %s, true)",
+            (warehouse_scope.SCOPE_SETTING, warehouse_scope.sign(self._signing_key(), scope)),
+        )
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.read_only = True  # every transaction.begin() is BEGIN READ ONLY
+    conn.execute("set timezone = 'UTC'")
+
+
+def _bindable(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict) else value
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"
+
+
+def _failed(err: psycopg.Error, sql: str, kind: str) -> QueryFailed:
+    diag = err.diag
+    message = diag.message_primary or _first_line(str(err))
+    if diag.message_hint:
+        message = f"{message} (hint: {diag.message_hint})"
+    position = None
+    if diag.statement_position:
+        position = int(diag.statement_position)
+        if kind == "select":
+            position -= _DECLARE_PREFIX
+        if not 1 <= position <= len(sql) + 1:
+            position = None
+    return QueryFailed(message, position=position, sql=sql)
