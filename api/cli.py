@@ -66,6 +66,12 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    from api.query_cli import run_query_command
+
+    return run_query_command(settings, args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sqlbook", description="Self-hosted product analytics.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,6 +88,17 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.set_defaults(func=cmd_workspaces_create)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    q = sub.add_parser("query", help="run SQL through the API and print the result")
+    q.add_argument("sql", help="the query; use $1, $2 … for parameters")
+    q.add_argument("--param", action="append", default=[], help="a value for $1, $2 … (repeat)")
+    q.add_argument("--datasource", default="warehouse", help="'warehouse', a name or an id")
+    q.add_argument("--format", choices=("json", "csv", "table"), default="json")
+    q.add_argument("--timeout", type=float, help="statement timeout in seconds")
+    q.add_argument("--max-rows", type=int, help="row cap of the result")
+    q.add_argument("--no-cache", action="store_true", help="do not answer from the cache")
+    q.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
+    q.add_argument("--api-url", help="default: SQLBOOK_PUBLIC_API_URL or the local API")
+    q.set_defaults(func=cmd_query)
     return p
 
 

@@ -37,3 +37,12 @@ async def current_token(
 
 
 CurrentToken = Annotated[TokenOwner, Depends(current_token)]
+
+
+async def admin_token(token: CurrentToken) -> TokenOwner:
+    if token.role != "admin":
+        raise HTTPException(403, "this needs an admin API token")
+    return token
+
+
+AdminToken = Annotated[TokenOwner, Depends(admin_token)]

@@ -9,9 +9,13 @@ import redis.asyncio as aredis
 from starlette.concurrency import run_in_threadpool
 
 from connectors.capture import CaptureLimits
+from connectors.metadata.audit import AuditLog
+from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.store import MetadataStore, Project
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
+from connectors.warehouse.registry import SourceRegistry
+from connectors.warehouse.runner import QueryRunner
 
 # An unknown key is remembered briefly too, so a misconfigured client cannot turn every
 # request into a database query.
@@ -46,3 +50,7 @@ class AppState:
     stream: CaptureStreamWriter
     capture_keys: CaptureKeys
     limits: CaptureLimits
+    datasources: DatasourceStore
+    sources: SourceRegistry
+    runner: QueryRunner
+    audit: AuditLog

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,13 @@ class TokenOwner:
     workspace_id: int
     workspace: str
     role: str
+    name: str = ""
+    prefix: str = ""
+
+    @property
+    def actor(self) -> str:
+        """How the audit names who ran a query."""
+        return f"token {self.name} ({self.prefix}…)"
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,12 @@ class MetadataStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection (autocommit, rows as dicts) for the other metadata stores."""
+        with self._pool.connection() as conn:
+            yield conn
 
     def _one(self, query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
         with self._pool.connection() as conn:
@@ -155,12 +170,20 @@ class MetadataStore:
             "update meta.api_tokens t set last_used_at = now()"
             " from meta.workspaces w"
             " where t.token_hash = %s and t.revoked_at is null and w.id = t.workspace_id"
-            " returning t.id, t.workspace_id, w.name, t.role",
+            " returning t.id, t.workspace_id, w.name as workspace, t.role, t.name,"
+            " t.token_prefix",
             (hash_token(token),),
         )
         if row is None:
             return None
-        return TokenOwner(row["id"], row["workspace_id"], row["name"], row["role"])
+        return TokenOwner(
+            row["id"],
+            row["workspace_id"],
+            row["workspace"],
+            row["role"],
+            row["name"],
+            row["token_prefix"],
+        )
 
     def ping(self) -> None:
         self._one("select 1", ())

@@ -1,0 +1,197 @@
+"""Data sources: the built-in warehouse plus the connections a workspace registers.
+Secrets go in and never come out: responses show host, port, database and user only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AdminToken, CurrentToken, State
+from connectors.metadata.datasources import DatasourceExists, DatasourceRecord
+from connectors.warehouse.registry import (
+    WAREHOUSE,
+    DatasourceInvalid,
+    DatasourceNotFound,
+    check_new,
+)
+from connectors.warehouse.source import Scope
+
+router = APIRouter(prefix="/api/datasources", tags=["datasources"])
+
+
+class DatasourceOptions(BaseModel):
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    max_rows: Annotated[int, Field(gt=0)] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] | None = None
+    cache_ttl_s: Annotated[int, Field(ge=0)] | None = None
+
+
+class DatasourceCreate(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    kind: Literal["postgres", "clickhouse"]
+    url: SecretStr | None = Field(default=None, description="A full connection URL, or fields:")
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    options: DatasourceOptions = Field(default_factory=DatasourceOptions)
+
+    @model_validator(mode="after")
+    def url_or_fields(self) -> DatasourceCreate:
+        if self.name.strip().lower() == WAREHOUSE:
+            raise ValueError("'warehouse' is the built-in data source's name")
+        if self.url is None and not self.host:
+            raise ValueError("give either url or host (with port, database, user, password)")
+        return self
+
+    def connection_url(self) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        from urllib.parse import quote
+
+        scheme = "postgresql" if self.kind == "postgres" else "clickhouse"
+        auth = quote(self.user or "", safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password.get_secret_value(), safe="")
+        port = f":{self.port}" if self.port else ""
+        return f"{scheme}://{auth}@{self.host}{port}/{quote(self.database or '', safe='')}"
+
+
+class DatasourcePublic(BaseModel):
+    id: int | str
+    name: str
+    kind: str
+    config: dict[str, Any]
+    options: dict[str, Any]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _public(record: DatasourceRecord) -> DatasourcePublic:
+    return DatasourcePublic(
+        id=record.id,
+        name=record.name,
+        kind=record.kind,
+        config=record.public_config,
+        options=record.options,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _warehouse_public() -> DatasourcePublic:
+    return DatasourcePublic(
+        id=WAREHOUSE,
+        name=WAREHOUSE,
+        kind="warehouse",
+        config={"description": "this workspace's events (read-only, scoped)"},
+        options={},
+    )
+
+
+@router.get("", response_model=list[DatasourcePublic])
+async def list_datasources(token: CurrentToken, state: State) -> list[DatasourcePublic]:
+    records = await run_in_threadpool(state.datasources.list, token.workspace_id)
+    return [_warehouse_public(), *(_public(r) for r in records)]
+
+
+@router.post("", status_code=201, response_model=DatasourcePublic)
+async def create_datasource(
+    body: DatasourceCreate, token: AdminToken, state: State
+) -> DatasourcePublic:
+    settings = state.settings
+    own = [
+        u
+        for u in (settings.database_url, settings.warehouse_url, settings.dagster_database_url)
+        if u
+    ]
+
+    def create() -> DatasourceRecord:
+        try:
+            new = check_new(
+                body.kind,
+                body.connection_url(),
+                own_servers=own,
+                allow_chdb=settings.datasource_allow_chdb,
+            )
+            return state.datasources.create(
+                token.workspace_id,
+                name=body.name.strip(),
+                kind=new.kind,
+                url=new.url,
+                public_config=new.public_config,
+                options=body.options.model_dump(exclude_none=True),
+            )
+        except DatasourceInvalid as err:
+            raise HTTPException(400, str(err)) from err
+        except DatasourceExists as err:
+            raise HTTPException(409, str(err)) from err
+
+    return _public(await run_in_threadpool(create))
+
+
+@router.get("/{ref}", response_model=DatasourcePublic)
+async def read_datasource(ref: str, token: CurrentToken, state: State) -> DatasourcePublic:
+    if ref == WAREHOUSE:
+        return _warehouse_public()
+    return _public(await run_in_threadpool(_record, state, token.workspace_id, ref))
+
+
+@router.delete("/{ref}", status_code=204)
+async def delete_datasource(ref: str, token: AdminToken, state: State) -> None:
+    if ref == WAREHOUSE:
+        raise HTTPException(400, "the built-in warehouse cannot be removed")
+    record = await run_in_threadpool(_record, state, token.workspace_id, ref)
+    await run_in_threadpool(state.datasources.delete, token.workspace_id, record.id)
+    await run_in_threadpool(state.sources.forget, record.id)
+
+
+@router.post("/{ref}/test")
+async def test_datasource(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+    def test() -> dict[str, Any]:
+        target = _target(state, token.workspace_id, ref)
+        target.source.test()
+        return {"ok": True, "datasource": target.name}
+
+    return await run_in_threadpool(test)
+
+
+@router.get("/{ref}/schema")
+async def read_schema(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+    def schema() -> dict[str, Any]:
+        target = _target(state, token.workspace_id, ref)
+        projects = tuple(p.id for p in state.metadata.projects(token.workspace_id))
+        tables = target.source.schema(Scope(token.workspace_id, projects))
+        return {"datasource": target.name, "tables": [t.to_dict() for t in tables]}
+
+    return await run_in_threadpool(schema)
+
+
+@router.post("/{ref}/reset")
+async def reset_datasource(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+    def reset() -> dict[str, Any]:
+        target = _target(state, token.workspace_id, ref)
+        target.source.reset()
+        return {"ok": True, "datasource": target.name}
+
+    return await run_in_threadpool(reset)
+
+
+def _record(state: State, workspace_id: int, ref: str) -> DatasourceRecord:
+    key: int | str = int(ref) if ref.isdigit() else ref
+    record = state.datasources.get(workspace_id, key)
+    if record is None:
+        raise HTTPException(404, f"no data source {ref!r} in this workspace")
+    return record
+
+
+def _target(state: State, workspace_id: int, ref: str) -> Any:
+    try:
+        return state.sources.target(workspace_id, ref)
+    except DatasourceNotFound as err:
+        raise HTTPException(404, str(err)) from err

@@ -1,0 +1,90 @@
+"""Running SQL: POST /api/query (wait for the result), POST /api/queries (queue it and
+get an id), GET /api/queries/{id} (status, then the result), DELETE /api/queries/{id}
+(cancel it in the database)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentToken, State
+from connectors.metadata.store import TokenOwner
+from connectors.warehouse.registry import DatasourceNotFound
+from connectors.warehouse.runner import Actor, QueryRequest
+from connectors.warehouse.source import Scope
+
+router = APIRouter(tags=["queries"])
+
+
+class QueryCreate(BaseModel):
+    sql: Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    params: list[Any] = Field(default_factory=list, description="Bound to $1, $2, …")
+    datasource: str | int = Field(default="warehouse", description="'warehouse', a name or id")
+    timeout_s: float | None = Field(default=None, description="Statement timeout (capped).")
+    max_rows: int | None = Field(default=None, description="Row cap; more → truncated.")
+    cache: bool = Field(default=True, description="false: skip the result cache.")
+    cache_ttl_s: int | None = Field(default=None, ge=0, description="Keep this result N s.")
+
+
+class QueryQueued(BaseModel):
+    query_id: str
+    status: str
+
+
+async def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRequest:
+    def resolve() -> QueryRequest:
+        try:
+            target = state.sources.target(token.workspace_id, body.datasource)
+        except DatasourceNotFound as err:
+            raise HTTPException(404, str(err)) from err
+        projects = tuple(p.id for p in state.metadata.projects(token.workspace_id))
+        return QueryRequest(
+            sql=body.sql,
+            params=body.params,
+            target=target,
+            scope=Scope(token.workspace_id, projects),
+            actor=Actor(token.workspace_id, token.token_id, token.actor),
+            timeout_s=body.timeout_s,
+            max_rows=body.max_rows,
+            use_cache=body.cache,
+            cache_ttl_s=body.cache_ttl_s,
+        )
+
+    return await run_in_threadpool(resolve)
+
+
+@router.post("/api/query")
+async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dict[str, Any]:
+    request = await build_request(body, token, state)
+    prepared_future = await run_in_threadpool(state.runner.start, request)
+    result = await asyncio.wrap_future(prepared_future)
+    return result.to_dict()
+
+
+@router.post("/api/queries", status_code=202, response_model=QueryQueued)
+async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> QueryQueued:
+    request = await build_request(body, token, state)
+    query_id = await run_in_threadpool(state.runner.submit, request)
+    return QueryQueued(query_id=query_id, status="queued")
+
+
+@router.get("/api/queries/{query_id}")
+async def read_query(query_id: str, token: CurrentToken, state: State) -> dict[str, Any]:
+    job = await run_in_threadpool(state.runner.job, query_id, token.workspace_id)
+    if job is None:
+        raise HTTPException(404, f"no query {query_id!r} (finished queries are kept for a while)")
+    return job
+
+
+@router.delete("/api/queries/{query_id}")
+async def cancel_query(query_id: str, token: CurrentToken, state: State) -> dict[str, Any]:
+    job = await run_in_threadpool(state.runner.cancel, query_id, token.workspace_id)
+    if job is None:
+        raise HTTPException(404, f"no query {query_id!r}")
+    if job["status"] in ("queued", "running"):
+        return {"query_id": query_id, "status": "cancelling"}
+    return {"query_id": query_id, "status": job["status"]}

@@ -1,0 +1,303 @@
+"""Running SQL through the API: results, scoping, refusals, limits, async queries,
+cancel, queueing, cache and audit — real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.metadata.store import hash_token
+from connectors.servers import ServerUrls
+from connectors.warehouse import PostgresWarehouse
+from tests.conftest import ClientFactory
+
+
+def auth(ws: NewWorkspace) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ws.api_token}"}
+
+
+@pytest.fixture(scope="module")
+def pair(servers: ServerUrls, metadata: MetadataStore) -> tuple[NewWorkspace, NewWorkspace]:
+    a = metadata.create_workspace(f"q-a-{uuid.uuid4().hex[:8]}")
+    b = metadata.create_workspace(f"q-b-{uuid.uuid4().hex[:8]}")
+    PostgresWarehouse(servers.warehouse_url).ensure_partitions([date(2026, 6, 1)])
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        for ws, names in ((a, ["signup"] * 3 + ["login"] * 2), (b, ["signup"] * 5)):
+            for i, name in enumerate(names):
+                conn.execute(
+                    "insert into events (event_id, project_id, event_name, distinct_id,"
+                    " timestamp, received_at) values (gen_random_uuid(), %s, %s, %s,"
+                    " '2026-06-01T00:00:00Z'::timestamptz + %s * interval '1 hour', now())",
+                    (ws.project.id, name, f"u{i}", i),
+                )
+    return a, b
+
+
+@pytest.fixture
+def api(client_with: ClientFactory) -> Iterator[TestClient]:
+    with client_with() as c:
+        yield c
+
+
+def query(client: TestClient, ws: NewWorkspace, sql: str, *params: Any, **body: Any) -> Any:
+    return client.post(
+        "/api/query", json={"sql": sql, "params": list(params), **body}, headers=auth(ws)
+    )
+
+
+COUNT_SQL = (
+    "select event_name, count(*) as n from events where timestamp > $1 group by 1 order by 1"
+)
+
+
+def test_query_returns_the_documented_shape(api, pair):
+    a, _ = pair
+    r = query(api, a, COUNT_SQL, "2026-01-01", datasource="warehouse")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["columns"] == [
+        {"name": "event_name", "type": "text"},
+        {"name": "n", "type": "bigint"},
+    ]
+    assert body["rows"] == [["login", 2], ["signup", 3]]
+    assert body["row_count"] == 2 and body["truncated"] is False
+    assert body["elapsed_ms"] >= 0 and len(body["query_id"]) == 32
+    assert body["cache"] == {"hit": False}
+
+
+def test_each_token_sees_its_own_workspace(api, pair):
+    a, b = pair
+    assert query(api, b, COUNT_SQL, "2026-01-01").json()["rows"] == [["signup", 5]]
+    assert query(api, a, "select count(*) from events where project_id = $1", b.project.id).json()[
+        "rows"
+    ] == [[0]]
+
+
+def test_missing_or_unknown_token_is_401(api):
+    assert api.post("/api/query", json={"sql": "select 1"}).status_code == 401
+    r = api.post("/api/query", json={"sql": "select 1"}, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "sql, word",
+    [
+        ("insert into events (event_name) values ('x')", "INSERT"),
+        ("delete from events", "DELETE"),
+        ("drop table events", "DROP"),
+        ("select 1; select 2", "one statement"),
+        ("set sqlbook.scope = 'x'", "SET"),
+        ("with x as (delete from events returning *) select count(*) from x", "DELETE"),
+    ],
+)
+def test_writes_and_second_statements_are_400_with_a_reason(api, pair, sql, word):
+    a, _ = pair
+    r = query(api, a, sql)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] == "query_rejected" and word.lower() in body["detail"].lower()
+
+
+def test_parameter_count_and_type_errors(api, pair):
+    a, _ = pair
+    r = query(api, a, "select $1::int + $2::int", 1)
+    assert r.status_code == 400 and r.json()["error"] == "bad_parameter"
+    assert "$2" in r.json()["detail"]
+    r = query(api, a, "select count(*) from events where timestamp > $1", "yesterday-ish")
+    assert r.status_code == 400 and r.json()["error"] == "query_failed"
+    assert "timestamp" in r.json()["detail"]
+    r = query(api, a, "select $1", {"a": {"b": 1}})
+    assert r.status_code == 400
+
+
+def test_syntax_error_has_position(api, pair):
+    a, _ = pair
+    sql = "select event_name\nfrom events\nwehre x = 1"
+    r = query(api, a, sql)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] in ("query_failed", "query_rejected")
+    assert body["line"] == 3
+
+
+def test_timeout_is_408(api, pair):
+    a, _ = pair
+    r = query(api, a, "select pg_sleep(5)", timeout_s=0.5)
+    assert r.status_code == 408, r.text
+    assert r.json()["detail"] == "query exceeded 0.5 s"
+    assert query(api, a, "select 1", timeout_s=100_000).status_code == 400
+
+
+def test_row_cap_and_request_override(api, pair):
+    a, _ = pair
+    body = query(api, a, "select g from generate_series(1, 20000) g").json()
+    assert (body["row_count"], body["truncated"]) == (10_000, True)
+    body = query(api, a, "select g from generate_series(1, 20) g", max_rows=5).json()
+    assert (body["row_count"], body["truncated"]) == (5, True)
+
+
+def wait_status(api: TestClient, ws: NewWorkspace, qid: str, wanted: set[str]) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        job = api.get(f"/api/queries/{qid}", headers=auth(ws)).json()
+        if job["status"] in wanted or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_async_query_result(api, pair):
+    a, b = pair
+    r = api.post("/api/queries", json={"sql": COUNT_SQL, "params": ["2026-01-01"]}, headers=auth(a))
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    qid = r.json()["query_id"]
+    job = wait_status(api, a, qid, {"done", "failed"})
+    assert job["status"] == "done"
+    assert job["result"]["rows"] == [["login", 2], ["signup", 3]]
+    # another workspace cannot see it
+    assert api.get(f"/api/queries/{qid}", headers=auth(b)).status_code == 404
+    assert api.get("/api/queries/nope", headers=auth(a)).status_code == 404
+
+
+def test_async_refusal_is_immediate(api, pair):
+    a, _ = pair
+    r = api.post("/api/queries", json={"sql": "drop table events"}, headers=auth(a))
+    assert r.status_code == 400
+
+
+def test_cancel_stops_a_running_query(api, pair):
+    a, b = pair
+    r = api.post(
+        "/api/queries", json={"sql": "select pg_sleep(60)", "cache": False}, headers=auth(a)
+    )
+    qid = r.json()["query_id"]
+    assert wait_status(api, a, qid, {"running"})["status"] == "running"
+    time.sleep(0.2)  # the statement has reached the server
+    assert api.delete(f"/api/queries/{qid}", headers=auth(b)).status_code == 404
+    r = api.delete(f"/api/queries/{qid}", headers=auth(a))
+    assert r.status_code == 200 and r.json()["status"] == "cancelling"
+    job = wait_status(api, a, qid, {"cancelled", "failed", "done"})
+    assert job["status"] == "cancelled"
+    assert job["error"]["error"] == "query_cancelled"
+
+
+def test_queries_past_the_cap_wait_in_line(client_with, pair):
+    a, _ = pair
+    with client_with(query_concurrency=1) as api:
+        ids = [
+            api.post(
+                "/api/queries",
+                json={"sql": f"select pg_sleep(0.5), {i}", "cache": False},
+                headers=auth(a),
+            ).json()["query_id"]
+            for i in range(3)
+        ]
+        seen = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            statuses = [api.get(f"/api/queries/{q}", headers=auth(a)).json()["status"] for q in ids]
+            seen.add(tuple(statuses))
+            assert statuses.count("running") <= 1
+            if all(s == "done" for s in statuses):
+                break
+            time.sleep(0.05)
+        assert all(s == "done" for s in statuses)
+        assert any("queued" in s and "running" in s for s in seen)
+
+
+def test_queue_limit_is_503(client_with, pair):
+    a, _ = pair
+    with client_with(query_concurrency=1, query_queue_limit=1) as api:
+        first = api.post(
+            "/api/queries", json={"sql": "select pg_sleep(1)", "cache": False}, headers=auth(a)
+        )
+        codes = [
+            api.post(
+                "/api/queries",
+                json={"sql": f"select pg_sleep(1), {i}", "cache": False},
+                headers=auth(a),
+            ).status_code
+            for i in range(3)
+        ]
+        assert first.status_code == 202
+        assert 503 in codes
+        r = api.post("/api/query", json={"sql": "select 2", "cache": False}, headers=auth(a))
+        assert r.status_code in (200, 503)
+
+
+def test_cache_hit_bypass_and_scope(api, pair):
+    a, b = pair
+    sql = f"select count(*) from events /* {uuid.uuid4().hex} */"
+    first = query(api, a, sql).json()
+    assert first["cache"] == {"hit": False}
+    second = query(api, a, sql.upper().replace("/*", "/*")).json()
+    assert second["cache"]["hit"] is True and second["cache"]["age_s"] >= 0
+    assert second["rows"] == first["rows"] and second["query_id"] != first["query_id"]
+    bypass = query(api, a, sql, cache=False).json()
+    assert bypass["cache"] == {"hit": False}
+    other = query(api, b, sql).json()
+    assert other["cache"] == {"hit": False} and other["rows"] == [[5]]
+    no_store = f"select 42 /* {uuid.uuid4().hex} */"
+    query(api, a, no_store, cache_ttl_s=0)
+    assert query(api, a, no_store).json()["cache"] == {"hit": False}
+
+
+def test_audit_records_every_execution(api, pair, metadata):
+    a, b = pair
+    marker = uuid.uuid4().hex
+    query(api, a, f"select '{marker}' as ok", cache=False)
+    query(api, a, f"select '{marker}' as ok")  # cached
+    query(api, a, f"drop table events -- {marker}")
+    query(api, a, f"select pg_sleep(2), '{marker}'", timeout_s=0.3)
+    query(api, a, f"select * from no_such_{marker}")
+    query(api, b, f"select '{marker}' as other_workspace")
+
+    r = api.get("/api/audit", params={"q": marker}, headers=auth(a))
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["status"] for i in items] == ["error", "timeout", "rejected", "ok", "ok"]
+    assert [i["cache_hit"] for i in items] == [False, False, False, True, False]
+    ok = items[-1]
+    assert ok["datasource"] == "warehouse" and ok["row_count"] == 1 and ok["params"] == []
+    assert ok["actor"].startswith("token admin")
+    assert "no_such_" in items[0]["error"]
+
+    rejected = api.get("/api/audit", params={"q": marker, "status": "rejected"}, headers=auth(a))
+    assert [i["status"] for i in rejected.json()["items"]] == ["rejected"]
+
+    page = api.get("/api/audit", params={"q": marker, "limit": 2}, headers=auth(a)).json()
+    assert len(page["items"]) == 2 and page["next_before"] == page["items"][-1]["id"]
+    rest = api.get(
+        "/api/audit",
+        params={"q": marker, "limit": 10, "before": page["next_before"]},
+        headers=auth(a),
+    ).json()
+    assert len(rest["items"]) == 3 and rest["next_before"] is None
+
+    exported = api.get("/api/audit", params={"q": marker, "format": "csv"}, headers=auth(a))
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 5 and rows[0]["status"] == "error"
+
+
+def test_audit_is_for_admins(api, pair, metadata):
+    a, _ = pair
+    member_token = f"sqb_at_member_{uuid.uuid4().hex}"
+    with metadata.connection() as conn:
+        conn.execute(
+            "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
+            " values (%s, 'viewer', %s, %s, 'member')",
+            (a.workspace_id, hash_token(member_token), member_token[:12]),
+        )
+    headers = {"Authorization": f"Bearer {member_token}"}
+    assert api.get("/api/audit", headers=headers).status_code == 403
+    assert api.post("/api/query", json={"sql": "select 1"}, headers=headers).status_code == 200
