@@ -301,3 +301,14 @@ def test_audit_is_for_admins(api, pair, metadata):
     headers = {"Authorization": f"Bearer {member_token}"}
     assert api.get("/api/audit", headers=headers).status_code == 403
     assert api.post("/api/query", json={"sql": "select 1"}, headers=headers).status_code == 200
+
+
+def test_redis_down_sync_queries_still_run_async_ones_are_503(client_with, pair):
+    a, _ = pair
+    with client_with(redis_url="redis://127.0.0.1:1/0") as api:
+        r = query(api, a, "select count(*) from events")
+        assert r.status_code == 200 and r.json()["rows"] == [[5]]
+        assert r.json()["cache"] == {"hit": False}
+        r = api.post("/api/queries", json={"sql": "select 1"}, headers=auth(a))
+        assert r.status_code == 503 and "Redis" in r.json()["detail"]
+        assert r.headers["retry-after"] == "5"

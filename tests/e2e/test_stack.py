@@ -188,6 +188,13 @@ def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
         assert me.json()["name"] == "acme"
     assert wait_for_rows(creds["database_url"], other["project_key"], 1) == 1
 
+    # `sqlbook query` through the running API: each workspace sees only its own events
+    by_name = "select event_name, count(*) from events where timestamp > $1 group by 1 order by 1"
+    mine = stack.cli("query", by_name, "--param", "2000-01-01")
+    assert mine["rows"] == [["e2e", 500], ["single", 500]]
+    theirs = stack.cli("query", by_name, "--param", "2000-01-01", "--workspace", "acme")
+    assert theirs["rows"] == [["acme-event", 1]]
+
     assert stack.proc is not None
     children = psutil.Process(stack.proc.pid).children(recursive=True)
     assert stack.stop() == 0  # returns only once every process it started is gone
