@@ -49,6 +49,11 @@ def check_new(kind: str, url: str, *, own_servers: list[str], allow_chdb: bool) 
             params = conninfo.conninfo_to_dict(url)
         except Exception as err:
             raise DatasourceInvalid(f"not a PostgreSQL connection URL: {_scrub(err, url)}") from err
+        port = str(params.get("port") or "5432")
+        if not all(p.strip().isdigit() for p in port.split(",")):
+            raise DatasourceInvalid(
+                f"not a PostgreSQL connection URL: port {port!r} is not a number"
+            )
         if _same_server(params, own_servers):
             raise DatasourceInvalid(
                 "that server holds sqlbook's own databases; query the built-in "
@@ -56,7 +61,7 @@ def check_new(kind: str, url: str, *, own_servers: list[str], allow_chdb: bool) 
             )
         public: dict[str, Any] = {
             "host": params.get("host") or params.get("hostaddr") or "localhost",
-            "port": int(params.get("port") or 5432),
+            "port": int(port) if port.isdigit() else port,
             "database": params.get("dbname") or params.get("user") or "",
             "user": params.get("user") or "",
         }

@@ -161,7 +161,11 @@ def test_fields_form_and_unreachable_server(client, workspace):
     "body, status, words",
     [
         ({"name": "me", "kind": "postgres", "url": "OWN"}, 400, "sqlbook's own"),
-        ({"name": "warehouse", "kind": "postgres", "url": "postgresql://x@h/db"}, 422, "built-in"),
+        (
+            {"name": "warehouse", "kind": "postgres", "url": "postgresql://x:pw-secret@h/db"},
+            400,
+            "built-in",
+        ),
         ({"name": "x", "kind": "mysql", "url": "mysql://x@h/db"}, 422, "kind"),
         (
             {"name": "x", "kind": "clickhouse", "url": "chdb://memory"},
@@ -169,7 +173,13 @@ def test_fields_form_and_unreachable_server(client, workspace):
             "SQLBOOK_DATASOURCE_ALLOW_CHDB",
         ),
         ({"name": "x", "kind": "clickhouse", "url": "ftp://h/db"}, 400, "clickhouse://"),
-        ({"name": "x", "kind": "postgres"}, 422, "url or host"),
+        ({"name": "x", "kind": "postgres"}, 400, "url or host"),
+        (
+            {"name": "x", "kind": "postgres", "url": "postgresql://u:pw-secret@h:notaport/db"},
+            400,
+            "PostgreSQL",
+        ),
+        ({"name": "", "kind": "postgres", "url": "postgresql://u:pw-secret@h/db"}, 422, "name"),
     ],
 )
 def test_bad_registrations(client, workspace, servers, body, status, words):
@@ -178,6 +188,7 @@ def test_bad_registrations(client, workspace, servers, body, status, words):
     r = client.post("/api/datasources", json=body, headers=auth(workspace))
     assert r.status_code == status, r.text
     assert words in r.text
+    assert "pw-secret" not in r.text
 
 
 def test_duplicate_name_is_409(client, workspace, shop_db):
