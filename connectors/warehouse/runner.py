@@ -165,21 +165,18 @@ class QueryRunner:
 
     def start(self, request: QueryRequest) -> Future[QueryResult]:
         """Check (a refused query raises here) and start; the future gives the result.
-        Its status is recorded too, so DELETE /api/queries/{id} reaches it."""
-        prepared = self._prepare(request)
-        self._write_job(
-            prepared.query_id,
-            {
-                "status": "queued",
-                "workspace_id": request.actor.workspace_id,
-                "datasource": request.target.name,
-                "submitted_at": _now(),
-            },
-        )
-        return self._schedule(prepared, record_job=True)
+        Its status is recorded too when Redis is up, so DELETE /api/queries/{id} reaches
+        it; without Redis it still runs."""
+        return self._start(request, status_required=False)[1]
 
     def submit(self, request: QueryRequest) -> str:
-        """Check at once (a refused query raises here), then queue; returns the id."""
+        """Check at once (a refused query raises here), then queue; returns the id. The
+        caller reads the outcome from the status store, so that store must be up."""
+        return self._start(request, status_required=True)[0]
+
+    def _start(
+        self, request: QueryRequest, *, status_required: bool
+    ) -> tuple[str, Future[QueryResult]]:
         prepared = self._prepare(request)
         self._write_job(
             prepared.query_id,
@@ -189,10 +186,9 @@ class QueryRunner:
                 "datasource": request.target.name,
                 "submitted_at": _now(),
             },
-            create=True,
+            create=status_required,
         )
-        self._schedule(prepared, record_job=True)
-        return prepared.query_id
+        return prepared.query_id, self._schedule(prepared, record_job=True)
 
     def job(self, query_id: str, workspace_id: int) -> dict[str, Any] | None:
         try:
