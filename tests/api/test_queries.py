@@ -312,3 +312,25 @@ def test_redis_down_sync_queries_still_run_async_ones_are_503(client_with, pair)
         r = api.post("/api/queries", json={"sql": "select 1"}, headers=auth(a))
         assert r.status_code == 503 and "Redis" in r.json()["detail"]
         assert r.headers["retry-after"] == "5"
+
+
+def test_procedures_and_functions_through_the_api(api, pair, servers):
+    a, b = pair
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        conn.execute(
+            "create or replace function public.api_test_events(since timestamptz)"
+            " returns bigint language sql stable"
+            " as $$ select count(*) from events where timestamp > since"
+            " and event_name = 'signup' $$"
+        )
+        conn.execute(
+            "create or replace procedure public.api_test_add(inout total int, step int)"
+            " language plpgsql as $$ begin total := total + step; end $$"
+        )
+    r = query(api, a, "select public.api_test_events($1)", "2026-01-01", cache=False)
+    assert r.status_code == 200 and r.json()["rows"] == [[3]]
+    r = query(api, b, "select public.api_test_events($1)", "2026-01-01", cache=False)
+    assert r.json()["rows"] == [[5]]  # the function runs as the reader: b's rows only
+    r = query(api, a, "call public.api_test_add($1, $2)", 40, 2)
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [[42]] and r.json()["columns"][0]["name"] == "total"
