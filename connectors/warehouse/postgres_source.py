@@ -158,6 +158,8 @@ class PostgresSource(DataSource):
                     (str(max(int(limits.timeout_s * 1000), 1)),),
                 )
                 self._enter_scope(conn, scope)
+                if self._take_cancelled(query_id):  # cancelled before the statement began
+                    raise QueryCancelled("query was cancelled")
                 columns, rows, truncated = self._fetch(conn, sql, bound, kind, limits)
         except pg_errors.QueryCanceled as err:
             if self._take_cancelled(query_id):

@@ -334,14 +334,16 @@ class QueryRunner:
             error = QueryFailed(f"internal error running the query: {type(err).__name__}")
             raise error from err
         finally:
-            if acquired:
-                slot.semaphore.release()
+            duration_ms = (time.time() - started) * 1000
             with self._lock:
                 self._active.pop(prepared.query_id, None)
-            duration_ms = (time.time() - started) * 1000
-            self._record(request, prepared.query_id, started, duration_ms, result, error)
+            # The status says "done" before the slot goes to the next query, so no one
+            # ever sees more queries "running" on a source than its cap.
             if record_job:
                 self._finish_job(prepared.query_id, result, error)
+            if acquired:
+                slot.semaphore.release()
+            self._record(request, prepared.query_id, started, duration_ms, result, error)
 
     def _cancel_in_database(self, active: _Active) -> None:
         try:
@@ -365,10 +367,14 @@ class QueryRunner:
                 flags = [None] * len(running)
             now = time.monotonic()
             for (_, active), flag in zip(running, flags, strict=True):
-                if flag and not active.cancel_requested.is_set():
+                if flag:
                     active.cancel_requested.set()
+                started = active.deadline is not None
+                if started and active.cancel_requested.is_set():
+                    # again every tick until the run ends: a cancel that arrived before
+                    # the statement reached the database found nothing to stop
                     self._cancel_in_database(active)
-                elif active.deadline is not None and now > active.deadline:
+                elif started and now > (active.deadline or now):
                     active.deadline = None  # once
                     self._cancel_in_database(active)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from connectors.metadata import MetadataStore, NewWorkspace
@@ -190,7 +191,7 @@ def test_cancel_stops_a_running_query(api, pair):
     assert job["error"]["error"] == "query_cancelled"
 
 
-def test_queries_past_the_cap_wait_in_line(client_with, pair):
+def test_queries_past_the_cap_wait_in_line(client_with, pair, servers):
     a, _ = pair
     with client_with(query_concurrency=1) as api:
         ids = [
@@ -203,15 +204,23 @@ def test_queries_past_the_cap_wait_in_line(client_with, pair):
         ]
         seen = set()
         deadline = time.monotonic() + 60
+        store = redis.Redis.from_url(servers.redis_url)
         while time.monotonic() < deadline:
-            statuses = [api.get(f"/api/queries/{q}", headers=auth(a)).json()["status"] for q in ids]
+            # one atomic read of all three statuses (three GETs would not be a snapshot)
+            with store.pipeline(transaction=True) as pipe:
+                for q in ids:
+                    pipe.hget(f"sqlbook:query:{q}", "status")
+                statuses = [s.decode() for s in pipe.execute()]
             seen.add(tuple(statuses))
             assert statuses.count("running") <= 1
             if all(s == "done" for s in statuses):
                 break
             time.sleep(0.05)
+        store.close()
         assert all(s == "done" for s in statuses)
         assert any("queued" in s and "running" in s for s in seen)
+        for q in ids:  # and the API reports the same
+            assert api.get(f"/api/queries/{q}", headers=auth(a)).json()["status"] == "done"
 
 
 def test_queue_limit_is_503(client_with, pair):
@@ -334,3 +343,21 @@ def test_procedures_and_functions_through_the_api(api, pair, servers):
     r = query(api, a, "call public.api_test_add($1, $2)", 40, 2)
     assert r.status_code == 200, r.text
     assert r.json()["rows"] == [[42]] and r.json()["columns"][0]["name"] == "total"
+
+
+def test_cancel_of_a_queued_query_never_runs_it(client_with, pair):
+    a, _ = pair
+    with client_with(query_concurrency=1) as api:
+        first = api.post(
+            "/api/queries", json={"sql": "select pg_sleep(1)", "cache": False}, headers=auth(a)
+        ).json()["query_id"]
+        second = api.post(
+            "/api/queries", json={"sql": "select pg_sleep(60), 2", "cache": False}, headers=auth(a)
+        ).json()["query_id"]
+        assert wait_status(api, a, second, {"queued"})["status"] == "queued"
+        assert api.delete(f"/api/queries/{second}", headers=auth(a)).json()["status"] == (
+            "cancelling"
+        )
+        job = wait_status(api, a, second, {"cancelled", "done", "failed"})
+        assert job["status"] == "cancelled" and "before it started" in job["error"]["message"]
+        assert wait_status(api, a, first, {"done", "failed"})["status"] == "done"
