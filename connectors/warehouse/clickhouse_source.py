@@ -119,7 +119,7 @@ ORDER BY t.database, t.name, c.position
 
 
 @dataclass(frozen=True)
-class Target:
+class ClickHouseEndpoint:
     """Where a source URL points. `path` None with `chdb` means an in-memory engine."""
 
     chdb: bool
@@ -132,16 +132,16 @@ class Target:
     database: str | None = None
 
 
-def parse_url(url: str) -> Target:
+def parse_url(url: str) -> ClickHouseEndpoint:
     """clickhouse[s]://user:password@host:port/db, http[s]://…, chdb://memory[/db],
     chdb:///abs/path. Errors never repeat the URL."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "chdb":
         if parts.netloc in ("memory", ":memory:"):
-            return Target(chdb=True, database=unquote(parts.path.strip("/")) or None)
+            return ClickHouseEndpoint(chdb=True, database=unquote(parts.path.strip("/")) or None)
         if not parts.netloc and parts.path.startswith("/"):
-            return Target(chdb=True, path=unquote(parts.path))
+            return ClickHouseEndpoint(chdb=True, path=unquote(parts.path))
         raise ValueError("a chdb URL is chdb://memory or chdb:///absolute/path")
     if scheme not in ("clickhouse", "clickhouses", "http", "https"):
         raise ValueError(f"unsupported ClickHouse URL scheme {scheme!r}")
@@ -152,7 +152,7 @@ def parse_url(url: str) -> Target:
         raise ValueError("the ClickHouse URL has an invalid port") from None
     if not parts.hostname:
         raise ValueError("the ClickHouse URL has no host")
-    return Target(
+    return ClickHouseEndpoint(
         chdb=False,
         interface="https" if secure else "http",
         host=parts.hostname,

@@ -20,7 +20,6 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from connectors.warehouse import scope as warehouse_scope
@@ -146,7 +145,6 @@ class PostgresSource(DataSource):
         kind: str = "select",
     ) -> QueryResult:
         started = time.perf_counter()
-        bound = [_bindable(p) for p in params]
         try:
             with (
                 self._connection() as conn,
@@ -160,7 +158,7 @@ class PostgresSource(DataSource):
                 self._enter_scope(conn, scope)
                 if self._take_cancelled(query_id):  # cancelled before the statement began
                     raise QueryCancelled("query was cancelled")
-                columns, rows, truncated = self._fetch(conn, sql, bound, kind, limits)
+                columns, rows, truncated = self._fetch(conn, sql, list(params), kind, limits)
         except pg_errors.QueryCanceled as err:
             if self._take_cancelled(query_id):
                 raise QueryCancelled("query was cancelled") from err
@@ -333,10 +331,6 @@ class WarehouseSource(PostgresSource):
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.read_only = True  # every transaction.begin() is BEGIN READ ONLY
     conn.execute("set timezone = 'UTC'")
-
-
-def _bindable(value: Any) -> Any:
-    return Jsonb(value) if isinstance(value, dict) else value
 
 
 def _first_line(message: str) -> str:

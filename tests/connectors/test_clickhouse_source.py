@@ -19,7 +19,7 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from connectors.warehouse.clickhouse_source import ClickHouseSource, Target, parse_url
+from connectors.warehouse.clickhouse_source import ClickHouseEndpoint, ClickHouseSource, parse_url
 from connectors.warehouse.errors import (
     ParameterError,
     QueryCancelled,
@@ -528,7 +528,7 @@ def test_test_reset_and_close(env: Env) -> None:
 
 
 def test_parse_url() -> None:
-    assert parse_url("clickhouse://u:p%40ss@db.example:9000/analytics") == Target(
+    assert parse_url("clickhouse://u:p%40ss@db.example:9000/analytics") == ClickHouseEndpoint(
         chdb=False,
         host="db.example",
         port=9000,
@@ -539,8 +539,8 @@ def test_parse_url() -> None:
     secure = parse_url("clickhouses://db.example")
     assert (secure.interface, secure.port, secure.username) == ("https", 8443, "default")
     assert parse_url("http://h/").port == 8123 and parse_url("https://h:8444").port == 8444
-    assert parse_url("chdb://memory") == Target(chdb=True)
-    assert parse_url("chdb:///var/lib/ch") == Target(chdb=True, path="/var/lib/ch")
+    assert parse_url("chdb://memory") == ClickHouseEndpoint(chdb=True)
+    assert parse_url("chdb:///var/lib/ch") == ClickHouseEndpoint(chdb=True, path="/var/lib/ch")
     for bad in ("chdb://relative/path", "postgres://h/db", "clickhouse:///db"):
         with pytest.raises(ValueError) as err:
             parse_url(bad)
