@@ -95,6 +95,19 @@ class Settings(BaseSettings):
         "server files). For tests and single-user installs only.",
     )
 
+    # Alert delivery by email (README "Alerts").
+    smtp_host: str | None = Field(default=None, description="SMTP server for email alerts.")
+    smtp_port: int = Field(default=587, description="SMTP port.")
+    smtp_security: str = Field(
+        default="starttls", description="`starttls`, `ssl` (implicit TLS) or `none`."
+    )
+    smtp_user: str | None = Field(default=None, description="SMTP login, if the server wants one.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str = Field(
+        default="sqlbook <alerts@localhost>", description="From: address of alert emails."
+    )
+    smtp_timeout_seconds: float = Field(default=15.0, description="SMTP connect/send timeout.")
+
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()
         home.mkdir(parents=True, exist_ok=True)

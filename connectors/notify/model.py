@@ -1,0 +1,104 @@
+"""What a channel is given to send, and what it reports back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+# Why a notification is sent.
+TRIGGERED = "triggered"  # the condition became true (or stays true, if not change-only)
+REMINDER = "reminder"  # still triggered after the re-arm period
+RESOLVED = "resolved"  # back to ok
+ERROR = "error"  # the query failed: goes to the owner channel
+DIGEST = "digest"  # an `always` rule: the result, every time
+TEST = "test"  # sent by POST /api/alerts/{id}/test
+
+MAX_ROWS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Notification:
+    rule_name: str
+    reason: str  # one of TRIGGERED, REMINDER, RESOLVED, ERROR, DIGEST, TEST
+    state: str  # the rule's state now: "ok", "triggered" or "error"
+    summary: str  # one line a person reads first: "n = 3, < 10 (first row)"
+    evaluated_at: datetime
+    datasource: str
+    sql: str
+    values: dict[str, Any] = field(default_factory=dict)  # the values that matched
+    matched_rows: list[int] = field(default_factory=list)  # 0-based indexes into rows
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)  # the first MAX_ROWS_SHOWN rows
+    row_count: int = 0
+    error: str | None = None
+    link: str | None = None  # back to the alert in sqlbook, when known
+
+    @property
+    def title(self) -> str:
+        label = {
+            TRIGGERED: "Triggered",
+            REMINDER: "Still triggered",
+            RESOLVED: "Resolved",
+            ERROR: "Query failed",
+            DIGEST: "Digest",
+            TEST: "Test",
+        }.get(self.reason, self.reason)
+        return f"[{label}] {self.rule_name}"
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body of a generic webhook (and what the history stores)."""
+        return {
+            "rule": self.rule_name,
+            "reason": self.reason,
+            "state": self.state,
+            "summary": self.summary,
+            "values": self.values,
+            "matched_rows": self.matched_rows,
+            "columns": self.columns,
+            "rows": self.rows,
+            "row_count": self.row_count,
+            "datasource": self.datasource,
+            "sql": self.sql,
+            "error": self.error,
+            "link": self.link,
+            "evaluated_at": self.evaluated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: str  # the channel's name in the rule or file
+    type: str  # "slack", "email", "webhook", "teams"
+    ok: bool
+    attempts: int
+    error: str | None = None  # never contains a secret (webhook URL, token, password)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "type": self.type,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+class DeliveryError(Exception):
+    """A send failed. `retryable` False for errors a retry cannot fix (4xx but 408/429)."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Channel(ABC):
+    type: ClassVar[str]
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def send(self, notification: Notification) -> None:
+        """Send once; raise DeliveryError on failure (message free of secrets)."""
