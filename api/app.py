@@ -5,28 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import redis
 import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from api.routes import audit as audit_routes
 from api.routes import capture, datasources, health, queries, workspace
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
-from connectors.metadata.audit import AuditLog
-from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.store import MetadataStore
-from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
 from connectors.warehouse.errors import QueryError
-from connectors.warehouse.postgres_source import WarehouseSource
-from connectors.warehouse.registry import SourceRegistry
-from connectors.warehouse.runner import QueryRunner, RunnerDefaults
-from connectors.warehouse.scope import reader_login
+from connectors.warehouse.service import open_query_service
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -47,27 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
             socket_connect_timeout=2,
             health_check_interval=30,
         )
-        datasources = DatasourceStore(metadata, SecretBox(load_secret_key(settings)))
-        warehouse_url = settings.warehouse_url or settings.database_url
-        reader_url, _, _ = reader_login(settings, warehouse_url)
-        sources = SourceRegistry(
-            warehouse=WarehouseSource(
-                reader_url, warehouse_url, max_connections=settings.query_concurrency
-            ),
-            store=datasources,
-            box=SecretBox(load_secret_key(settings)),
-            default_concurrency=settings.query_concurrency,
-        )
-        sync_redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
-        audit = AuditLog(metadata)
-        runner = QueryRunner(
-            defaults=runner_defaults(settings), redis_client=sync_redis, audit=audit
-        )
+        service = open_query_service(settings, metadata)
         app.state.sqlbook = AppState(
             settings=settings,
             metadata=metadata,
@@ -79,17 +50,16 @@ def create_app(settings: Settings) -> FastAPI:
                 max_event_bytes=settings.capture_max_event_bytes,
                 max_batch_events=settings.capture_max_batch_events,
             ),
-            datasources=datasources,
-            sources=sources,
-            runner=runner,
-            audit=audit,
+            datasources=service.datasources,
+            sources=service.sources,
+            runner=service.runner,
+            audit=service.audit,
+            queries=service,
         )
         try:
             yield
         finally:
-            runner.close()
-            sources.close()
-            sync_redis.close()
+            service.close()
             await client.aclose()
             metadata.close()
 
@@ -102,19 +72,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(datasources.router)
     app.include_router(audit_routes.router)
     return app
-
-
-def runner_defaults(settings: Settings) -> RunnerDefaults:
-    return RunnerDefaults(
-        timeout_s=settings.query_timeout_seconds,
-        max_timeout_s=settings.query_max_timeout_seconds,
-        max_rows=settings.query_max_rows,
-        max_rows_limit=settings.query_max_rows_limit,
-        concurrency=settings.query_concurrency,
-        queue_limit=settings.query_queue_limit,
-        cache_ttl_s=settings.query_cache_ttl_seconds,
-        job_ttl_s=settings.query_result_ttl_seconds,
-    )
 
 
 async def query_error(_request: Request, err: QueryError) -> JSONResponse:

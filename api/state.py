@@ -16,6 +16,7 @@ from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
 from connectors.warehouse.registry import SourceRegistry
 from connectors.warehouse.runner import QueryRunner
+from connectors.warehouse.service import QueryService
 
 # An unknown key is remembered briefly too, so a misconfigured client cannot turn every
 # request into a database query.
@@ -54,3 +55,4 @@ class AppState:
     sources: SourceRegistry
     runner: QueryRunner
     audit: AuditLog
+    queries: QueryService

@@ -15,7 +15,6 @@ from api.deps import CurrentToken, State
 from connectors.metadata.store import TokenOwner
 from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.runner import Actor, QueryRequest
-from connectors.warehouse.source import Scope
 
 router = APIRouter(tags=["queries"])
 
@@ -38,21 +37,19 @@ class QueryQueued(BaseModel):
 async def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRequest:
     def resolve() -> QueryRequest:
         try:
-            target = state.sources.target(token.workspace_id, body.datasource)
+            return state.queries.request(
+                token.workspace_id,
+                body.datasource,
+                body.sql,
+                body.params,
+                Actor(token.workspace_id, token.token_id, token.actor),
+                timeout_s=body.timeout_s,
+                max_rows=body.max_rows,
+                use_cache=body.cache,
+                cache_ttl_s=body.cache_ttl_s,
+            )
         except DatasourceNotFound as err:
             raise HTTPException(404, str(err)) from err
-        projects = tuple(p.id for p in state.metadata.projects(token.workspace_id))
-        return QueryRequest(
-            sql=body.sql,
-            params=body.params,
-            target=target,
-            scope=Scope(token.workspace_id, projects),
-            actor=Actor(token.workspace_id, token.token_id, token.actor),
-            timeout_s=body.timeout_s,
-            max_rows=body.max_rows,
-            use_cache=body.cache,
-            cache_ttl_s=body.cache_ttl_s,
-        )
 
     return await run_in_threadpool(resolve)
 

@@ -1,0 +1,95 @@
+"""The query path assembled from settings: data-source registry, runner, audit. Shared
+by the API and by Dagster runs (alert evaluations), so both execute SQL the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connectors.metadata.audit import AuditLog
+from connectors.metadata.datasources import DatasourceStore
+from connectors.metadata.store import MetadataStore
+from connectors.secrets import SecretBox, load_secret_key
+from connectors.settings import Settings
+from connectors.warehouse.postgres_source import WarehouseSource
+from connectors.warehouse.registry import SourceRegistry
+from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults
+from connectors.warehouse.source import Scope
+
+
+def runner_defaults(settings: Settings) -> RunnerDefaults:
+    return RunnerDefaults(
+        timeout_s=settings.query_timeout_seconds,
+        max_timeout_s=settings.query_max_timeout_seconds,
+        max_rows=settings.query_max_rows,
+        max_rows_limit=settings.query_max_rows_limit,
+        concurrency=settings.query_concurrency,
+        queue_limit=settings.query_queue_limit,
+        cache_ttl_s=settings.query_cache_ttl_seconds,
+        job_ttl_s=settings.query_result_ttl_seconds,
+    )
+
+
+@dataclass
+class QueryService:
+    metadata: MetadataStore
+    datasources: DatasourceStore
+    sources: SourceRegistry
+    runner: QueryRunner
+    audit: AuditLog
+    box: SecretBox
+    _redis: redis.Redis
+
+    def request(
+        self,
+        workspace_id: int,
+        datasource: str | int,
+        sql: str,
+        params: list[object],
+        actor: Actor,
+        **options: object,
+    ) -> QueryRequest:
+        """A request scoped to the workspace's projects (raises DatasourceNotFound)."""
+        target = self.sources.target(workspace_id, datasource)
+        projects = tuple(p.id for p in self.metadata.projects(workspace_id))
+        return QueryRequest(
+            sql=sql,
+            params=params,
+            target=target,
+            scope=Scope(workspace_id, projects),
+            actor=actor,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        self.runner.close()
+        self.sources.close()
+        self._redis.close()
+
+
+def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryService:
+    """Nothing connects until the first query."""
+    assert settings.database_url and settings.redis_url
+    box = SecretBox(load_secret_key(settings))
+    datasources = DatasourceStore(metadata, box)
+    warehouse_url = settings.warehouse_url or settings.database_url
+    from connectors.warehouse.scope import reader_login
+
+    reader_url, _, _ = reader_login(settings, warehouse_url)
+    sources = SourceRegistry(
+        warehouse=WarehouseSource(
+            reader_url, warehouse_url, max_connections=settings.query_concurrency
+        ),
+        store=datasources,
+        box=box,
+        default_concurrency=settings.query_concurrency,
+    )
+    sync_redis = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+    audit = AuditLog(metadata)
+    runner = QueryRunner(defaults=runner_defaults(settings), redis_client=sync_redis, audit=audit)
+    return QueryService(metadata, datasources, sources, runner, audit, box, sync_redis)
