@@ -9,10 +9,11 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.routes import alerts, capture, datasources, health, queries, workspace
 from api.routes import audit as audit_routes
-from api.routes import capture, datasources, health, queries, workspace
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
+from connectors.metadata.alerts import AlertStore
 from connectors.metadata.store import MetadataStore
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             runner=service.runner,
             audit=service.audit,
             queries=service,
+            alerts=AlertStore(metadata, service.box),
         )
         try:
             yield
@@ -71,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(queries.router)
     app.include_router(datasources.router)
     app.include_router(audit_routes.router)
+    app.include_router(alerts.router)
     return app
 
 

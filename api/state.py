@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 from starlette.concurrency import run_in_threadpool
 
 from connectors.capture import CaptureLimits
+from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
 from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.store import MetadataStore, Project
@@ -56,3 +57,4 @@ class AppState:
     runner: QueryRunner
     audit: AuditLog
     queries: QueryService
+    alerts: AlertStore

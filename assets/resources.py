@@ -1,9 +1,16 @@
 """Thin Dagster resources over the `connectors` clients. Clients are built per use, never
 at import, and URLs come from the environment through `dg.EnvVar`."""
 
+import contextlib
+from collections.abc import Iterator
+
 import dagster as dg
 import redis
 
+from connectors.metadata.alerts import AlertStore
+from connectors.metadata.store import MetadataStore
+from connectors.secrets import SecretBox, load_secret_key
+from connectors.settings import Settings
 from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
 
@@ -26,3 +33,34 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def client(self) -> PostgresWarehouse:
         return PostgresWarehouse(self.url)
+
+
+class SqlbookResource(dg.ConfigurableResource):
+    """Settings for code that needs the app database and the query path (alert
+    evaluation). Unset fields come from the SQLBOOK_* environment, read when used."""
+
+    database_url: str | None = None
+    warehouse_url: str | None = None
+    redis_url: str | None = None
+    home: str | None = None
+
+    def settings(self) -> Settings:
+        overrides = {
+            k: v
+            for k, v in {
+                "database_url": self.database_url,
+                "warehouse_url": self.warehouse_url,
+                "redis_url": self.redis_url,
+                "home": self.home,
+            }.items()
+            if v
+        }
+        return Settings(**overrides)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def alerts(self) -> Iterator[tuple[AlertStore, Settings, MetadataStore]]:
+        settings = self.settings()
+        if not settings.database_url:
+            raise RuntimeError("SQLBOOK_DATABASE_URL is not set")
+        with MetadataStore(settings.database_url, max_size=4) as metadata:
+            yield AlertStore(metadata, SecretBox(load_secret_key(settings))), settings, metadata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.alerts import alert_evaluations, evaluate_alerts_job
 from assets.ingestion import (
     capture_stream,
     events,
@@ -13,15 +14,16 @@ from assets.ingestion import (
 )
 from orchestration.resources import resources
 from orchestration.sensors import (
+    alert_sensor,
     events_partitions_schedule,
     ingest_sensor,
     prune_ingestion_runs_schedule,
 )
 
 defs = dg.Definitions(
-    assets=[capture_stream, events],
-    jobs=[ingest_job, events_partitions_job, prune_ingestion_runs_job],
-    sensors=[ingest_sensor],
+    assets=[capture_stream, events, alert_evaluations],
+    jobs=[ingest_job, events_partitions_job, prune_ingestion_runs_job, evaluate_alerts_job],
+    sensors=[ingest_sensor, alert_sensor],
     schedules=[events_partitions_schedule, prune_ingestion_runs_schedule],
     resources=resources(),
     executor=dg.in_process_executor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:
@@ -14,4 +14,6 @@ def resources() -> dict[str, dg.ConfigurableResource]:
             redis_url=dg.EnvVar("SQLBOOK_REDIS_URL"), stream_key=dg.EnvVar("SQLBOOK_STREAM_KEY")
         ),
         "warehouse": WarehouseResource(url=dg.EnvVar("SQLBOOK_WAREHOUSE_URL")),
+        # settings come from the SQLBOOK_* environment when a run or sensor uses them
+        "sqlbook": SqlbookResource(),
     }

@@ -1,11 +1,14 @@
-"""Sensors and schedules: the capture stream triggers ingestion runs."""
+"""Sensors and schedules: the capture stream triggers ingestion runs; due alerts trigger
+evaluation runs."""
 
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.alerts import ALERT_PARTITIONS, alert_partitions, evaluate_alerts_job
 from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
-from assets.resources import CaptureStreamResource
+from assets.resources import CaptureStreamResource, SqlbookResource
 from connectors.stream import id_ms
 
 # One ingestion run at a time: every range starts at the oldest entry still in the stream,
@@ -116,3 +119,43 @@ prune_ingestion_runs_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Delete successful ingestion runs older than a week.",
 )
+
+
+@dg.sensor(
+    job=evaluate_alerts_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launch an `evaluate_alerts` run for every enabled alert that is due "
+    "(one partition per alert), unless one is already running for it.",
+)
+def alert_sensor(
+    context: dg.SensorEvaluationContext, sqlbook: SqlbookResource
+) -> dg.SensorResult | dg.SkipReason:
+    now = datetime.now(UTC)
+    with sqlbook.alerts() as (store, _, _):
+        due = store.due(now)
+    if not due:
+        return dg.SkipReason("no alert is due")
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=evaluate_alerts_job.name, statuses=_IN_FLIGHT)
+    )
+    in_flight = {run.tags.get("dagster/partition") for run in running}
+    known = set(context.instance.get_dynamic_partitions(ALERT_PARTITIONS))
+    keys = [str(alert_id) for alert_id, _ in due]
+    requests = [
+        dg.RunRequest(
+            partition_key=str(alert_id),
+            tags={"sqlbook/alert": str(alert_id), "sqlbook/due_at": due_at.isoformat()},
+        )
+        for alert_id, due_at in due
+        if str(alert_id) not in in_flight
+    ]
+    new_keys = [k for k in keys if k not in known]
+    if not requests and not new_keys:
+        return dg.SkipReason(f"{len(due)} due alert(s) already being evaluated")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[alert_partitions.build_add_request(new_keys)]
+        if new_keys
+        else [],
+    )

@@ -1,0 +1,197 @@
+"""Stored alert rules, their state, and their evaluation history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from connectors.metadata.store import MetadataStore
+from connectors.secrets import SecretBox
+
+
+class AlertExists(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    id: int
+    workspace_id: int
+    name: str
+    spec: dict[str, Any]
+    channels: dict[str, dict[str, Any]]  # opened: contains secrets, never returned as is
+    enabled: bool
+    state: str
+    memory: dict[str, Any]
+    next_due_at: datetime | None
+    last_evaluated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertStore:
+    def __init__(self, store: MetadataStore, box: SecretBox):
+        self._store = store
+        self._box = box
+
+    def create(
+        self,
+        workspace_id: int,
+        spec: dict[str, Any],
+        channels: dict[str, dict[str, Any]],
+        enabled: bool,
+        next_due_at: datetime | None,
+    ) -> AlertRecord:
+        with self._store.connection() as conn:
+            try:
+                row = conn.execute(
+                    "insert into meta.alerts (workspace_id, name, spec, channels_secret, enabled,"
+                    " next_due_at) values (%s, %s, %s, %s, %s, %s) returning *",
+                    (
+                        workspace_id,
+                        spec["name"],
+                        Jsonb(spec),
+                        self._box.seal(channels),
+                        enabled,
+                        next_due_at,
+                    ),
+                ).fetchone()
+            except psycopg.errors.UniqueViolation as err:
+                raise AlertExists(f"an alert named {spec['name']!r} already exists") from err
+        assert row is not None
+        return self._record(row)
+
+    def update(
+        self,
+        workspace_id: int,
+        alert_id: int,
+        spec: dict[str, Any],
+        channels: dict[str, dict[str, Any]],
+        enabled: bool,
+        next_due_at: datetime | None,
+    ) -> AlertRecord | None:
+        with self._store.connection() as conn:
+            try:
+                row = conn.execute(
+                    "update meta.alerts set name = %s, spec = %s, channels_secret = %s,"
+                    " enabled = %s, next_due_at = %s, updated_at = now()"
+                    " where workspace_id = %s and id = %s returning *",
+                    (
+                        spec["name"],
+                        Jsonb(spec),
+                        self._box.seal(channels),
+                        enabled,
+                        next_due_at,
+                        workspace_id,
+                        alert_id,
+                    ),
+                ).fetchone()
+            except psycopg.errors.UniqueViolation as err:
+                raise AlertExists(f"an alert named {spec['name']!r} already exists") from err
+        return self._record(row) if row else None
+
+    def get(self, alert_id: int, workspace_id: int | None = None) -> AlertRecord | None:
+        query = "select * from meta.alerts where id = %s"
+        args: tuple[Any, ...] = (alert_id,)
+        if workspace_id is not None:
+            query += " and workspace_id = %s"
+            args += (workspace_id,)
+        with self._store.connection() as conn:
+            row = conn.execute(query, args).fetchone()
+        return self._record(row) if row else None
+
+    def all(self, workspace_id: int) -> list[AlertRecord]:
+        with self._store.connection() as conn:
+            rows = conn.execute(
+                "select * from meta.alerts where workspace_id = %s order by name", (workspace_id,)
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def delete(self, workspace_id: int, alert_id: int) -> bool:
+        with self._store.connection() as conn:
+            cur = conn.execute(
+                "delete from meta.alerts where workspace_id = %s and id = %s",
+                (workspace_id, alert_id),
+            )
+        return cur.rowcount > 0
+
+    def due(self, now: datetime, limit: int = 100) -> list[tuple[int, datetime]]:
+        """(id, due time) of enabled alerts due at `now`, the most overdue first."""
+        with self._store.connection() as conn:
+            rows = conn.execute(
+                "select id, next_due_at from meta.alerts where enabled and next_due_at <= %s"
+                " order by next_due_at limit %s",
+                (now, limit),
+            ).fetchall()
+        return [(r["id"], r["next_due_at"]) for r in rows]
+
+    def record(
+        self,
+        alert_id: int,
+        evaluation: dict[str, Any],
+        *,
+        memory: dict[str, Any] | None,
+        next_due_at: datetime | None,
+        test: bool,
+        run_id: str | None,
+    ) -> None:
+        """The history row, and (unless a test) the alert's new state and due time."""
+        with self._store.connection() as conn, conn.transaction():
+            conn.execute(
+                "insert into meta.alert_history (alert_id, evaluated_at, previous_state, state,"
+                " reason, test, evaluation, run_id) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    alert_id,
+                    evaluation["evaluated_at"],
+                    evaluation["previous_state"],
+                    evaluation["state"],
+                    evaluation["reason"],
+                    test,
+                    Jsonb(evaluation),
+                    run_id,
+                ),
+            )
+            if not test:
+                conn.execute(
+                    "update meta.alerts set state = %s, memory = %s, next_due_at = %s,"
+                    " last_evaluated_at = %s where id = %s",
+                    (
+                        evaluation["state"],
+                        Jsonb(memory or {}),
+                        next_due_at,
+                        evaluation["evaluated_at"],
+                        alert_id,
+                    ),
+                )
+
+    def history(
+        self, alert_id: int, limit: int = 50, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        with self._store.connection() as conn:
+            rows = conn.execute(
+                "select id, evaluated_at, previous_state, state, reason, test, evaluation,"
+                " run_id from meta.alert_history where alert_id = %s"
+                " and (%s::bigint is null or id < %s) order by id desc limit %s",
+                (alert_id, before_id, before_id, limit),
+            ).fetchall()
+        return rows
+
+    def _record(self, row: dict[str, Any]) -> AlertRecord:
+        return AlertRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            name=row["name"],
+            spec=row["spec"],
+            channels=self._box.open(row["channels_secret"]),
+            enabled=row["enabled"],
+            state=row["state"],
+            memory=row["memory"],
+            next_due_at=row["next_due_at"],
+            last_evaluated_at=row["last_evaluated_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )

@@ -1,0 +1,665 @@
+"""The channel registry: one config model per channel type, the Channel that sends it, and
+`deliver`, which sends one notification to many channels at once with retries.
+
+Config keys, by `type`:
+
+- ``slack``: ``webhook_url`` (incoming webhook), or ``token`` + ``channel`` (bot, through
+  ``chat.postMessage``); ``base_url`` (Web API root, default Slack's) for the bot form.
+- ``email``: ``to`` (list of addresses), ``subject_prefix``. SMTP comes from Settings.
+- ``webhook``: ``url``, ``secret`` (signs the body: ``X-Sqlbook-Signature: sha256=<hex>``,
+  HMAC-SHA256 of the raw body bytes, plus ``X-Sqlbook-Timestamp``), ``headers``.
+- ``teams``: ``webhook_url`` (Office 365 connector; gets a MessageCard).
+
+Webhook URLs, tokens, secrets and header values are secrets: they are held as SecretStr and
+never appear in a config error or a Delivery's error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.webhook import WebhookClient
+
+from connectors.notify import render
+from connectors.notify.model import Channel, Delivery, DeliveryError, Notification
+from connectors.settings import Settings
+
+HTTP_TIMEOUT_S = 10.0
+MAX_BACKOFF_S = 30.0
+SLACK_API_URL = "https://slack.com/api/"
+USER_AGENT = "sqlbook-alerts"
+
+# slack_sdk logs request URLs at DEBUG (a webhook URL is a secret); failures are reported in
+# the Delivery instead, so its logger is quiet.
+_slack_log = logging.getLogger("connectors.notify.slack_sdk")
+_slack_log.setLevel(logging.CRITICAL)
+
+
+class ChannelConfigError(ValueError):
+    """A channel's config is invalid. The message names the channel and the field."""
+
+
+class RateLimited(DeliveryError):
+    """HTTP 429 (or Slack `ratelimited`): retry after `retry_after` seconds when known."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message, retryable=True)
+        self.retry_after = retry_after
+
+
+# --- config models ---------------------------------------------------------------------------
+
+
+class _FieldProblem(ValueError):
+    """Raised by a model validator to name the field a problem is reported under."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def _http_url(raw: str) -> str:
+    """`raw`, stripped, if it is an http(s) URL; the error never repeats it (it may be secret)."""
+    raw = raw.strip()
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() for c in raw):
+        raise ValueError("must be an http(s) URL")
+    return raw
+
+
+def _secret_url(value: SecretStr | None) -> SecretStr | None:
+    return None if value is None else SecretStr(_http_url(value.get_secret_value()))
+
+
+_ADDR_SPEC = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RESERVED_HEADERS = {
+    "content-type",
+    "content-length",
+    "host",
+    "x-sqlbook-signature",
+    "x-sqlbook-timestamp",
+}
+
+
+def check_address(value: str) -> str:
+    """An email address, `a@example.com` or `Name <a@example.com>`; raises ValueError."""
+    value = value.strip()
+    if not value or "\r" in value or "\n" in value:
+        raise ValueError(f"{value!r} is not an email address")
+    name, addr = parseaddr(value)
+    if not _ADDR_SPEC.fullmatch(addr) or ".." in addr or addr.startswith("."):
+        raise ValueError(f"{value!r} is not an email address")
+    return str(Address(display_name=name, addr_spec=addr)) if name else addr
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SlackConfig(_Config):
+    type: Literal["slack"]
+    webhook_url: SecretStr | None = None
+    token: SecretStr | None = None
+    channel: str | None = Field(default=None, min_length=1)
+    base_url: str | None = None
+
+    _urls = field_validator("webhook_url")(_secret_url)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlackConfig:
+        if self.webhook_url is not None and self.token is not None:
+            raise _FieldProblem("webhook_url", "set webhook_url or token, not both")
+        if self.webhook_url is None and self.token is None:
+            raise _FieldProblem(
+                "webhook_url", "required: webhook_url (incoming webhook) or token and channel (bot)"
+            )
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise _FieldProblem("token", "must not be empty")
+        if self.token is not None and not self.channel:
+            raise _FieldProblem("channel", "required with token")
+        return self
+
+
+class EmailConfig(_Config):
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1)
+    subject_prefix: str | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_address(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        out = []
+        for i, addr in enumerate(value):
+            try:
+                out.append(check_address(addr))
+            except ValueError as exc:
+                raise _FieldProblem(f"to[{i}]", str(exc)) from None
+        return out
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError("must be one line")
+        return value
+
+
+class WebhookConfig(_Config):
+    type: Literal["webhook"]
+    url: SecretStr
+    secret: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+    _urls = field_validator("url")(_secret_url)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookConfig:
+        if self.secret is not None and not self.secret.get_secret_value():
+            raise _FieldProblem("secret", "must not be empty")
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise _FieldProblem(f"headers.{name}", "is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise _FieldProblem(f"headers.{name}", "is set by sqlbook")
+            raw = value.get_secret_value()
+            if "\r" in raw or "\n" in raw or "\0" in raw:
+                raise _FieldProblem(f"headers.{name}", "must be one line")
+        return self
+
+
+class TeamsConfig(_Config):
+    type: Literal["teams"]
+    webhook_url: SecretStr
+
+    _urls = field_validator("webhook_url")(_secret_url)
+
+
+ChannelConfig = Annotated[
+    SlackConfig | EmailConfig | WebhookConfig | TeamsConfig, Field(discriminator="type")
+]
+CHANNEL_TYPES = ("slack", "email", "webhook", "teams")
+_config_adapter: TypeAdapter[ChannelConfig] = TypeAdapter(ChannelConfig)
+
+_PROBLEMS = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    """(field, problem) of one pydantic error, without its input (it may be a secret)."""
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, _FieldProblem):
+        return cause.field, cause.problem
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        tag = str(ctx.get("tag", ""))[:40]
+        return "type", f"unknown channel type {tag!r} (expected one of {', '.join(CHANNEL_TYPES)})"
+    if kind == "union_tag_not_found":
+        return "type", f"required: one of {', '.join(CHANNEL_TYPES)}"
+    loc = list(err.get("loc", ()))
+    if loc and loc[0] in CHANNEL_TYPES:
+        loc = loc[1:]
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    problem = _PROBLEMS.get(kind) or str(err.get("msg", "invalid"))
+    if problem.startswith("Value error, "):
+        problem = problem[len("Value error, ") :]
+    return field or "config", problem
+
+
+def parse_channel_config(name: str, config: Mapping[str, Any]) -> ChannelConfig:
+    if not isinstance(config, Mapping):
+        raise ChannelConfigError(f"channel {name!r}: config: must be a mapping")
+    try:
+        return _config_adapter.validate_python(dict(config))
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
+        text = "; ".join(dict.fromkeys(f"{f}: {p}" for f, p in problems))
+        raise ChannelConfigError(f"channel {name!r}: {text}") from None
+
+
+def build_channel(name: str, config: Mapping[str, Any], settings: Settings) -> Channel:
+    """The Channel for one config mapping; raises ChannelConfigError naming channel and field."""
+    cfg = parse_channel_config(name, config)
+    if isinstance(cfg, SlackConfig):
+        return SlackChannel(name, cfg)
+    if isinstance(cfg, EmailConfig):
+        return EmailChannel(name, cfg, settings)
+    if isinstance(cfg, WebhookConfig):
+        return WebhookChannel(name, cfg)
+    return TeamsChannel(name, cfg)
+
+
+# --- secrets out of messages -----------------------------------------------------------------
+
+_TOKEN_PATTERNS = [
+    re.compile(r"https?://hooks\.slack\.com/\S*", re.I),
+    re.compile(r"https?://[^\s/]*(?:webhook\.office\.com|outlook\.office\.com)/\S*", re.I),
+    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),
+]
+
+
+def scrub(message: str, secrets: Sequence[str] = ()) -> str:
+    """`message` without any of `secrets` (and of the paths and queries of secret URLs),
+    nor anything that looks like a Slack/Teams webhook URL or a Slack token."""
+    needles: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        needles.add(secret)
+        parts = urlsplit(secret) if "://" in secret else None
+        if parts is not None and parts.hostname:
+            tail = parts.path + (f"?{parts.query}" if parts.query else "")
+            if len(tail) > 1:
+                needles.add(tail)
+            if parts.query:
+                needles.add(parts.query)
+            if parts.password:
+                needles.add(parts.password)
+    for needle in sorted(needles, key=len, reverse=True):
+        if len(needle) >= 4:
+            message = message.replace(needle, "***")
+    for pattern in _TOKEN_PATTERNS:
+        message = pattern.sub("***", message)
+    return message
+
+
+class _SecretChannel(Channel):
+    """A Channel that knows which strings must never appear in its errors."""
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+def _secrets_of(channel: Channel) -> list[str]:
+    return channel.secrets() if isinstance(channel, _SecretChannel) else []
+
+
+def _retry_after(headers: Mapping[str, Any] | httpx.Headers) -> float | None:
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    try:
+        seconds = float(str(value))
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _status_error(
+    prefix: str, status: int, detail: str, retry_after: float | None
+) -> DeliveryError:
+    detail = render.one_line(detail, 200)
+    message = f"{prefix}: HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 429:
+        return RateLimited(message, retry_after)
+    return DeliveryError(message, retryable=status >= 500 or status == 408)
+
+
+# --- Slack -----------------------------------------------------------------------------------
+
+# Web API errors that a retry may fix; any other `ok: false` is final.
+_SLACK_RETRYABLE = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+
+
+class SlackChannel(_SecretChannel):
+    type: ClassVar[str] = "slack"
+
+    def __init__(self, name: str, config: SlackConfig):
+        super().__init__(name)
+        self.config = config
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.config.webhook_url, self.config.token) if s]
+
+    def send(self, notification: Notification) -> None:
+        text = render.slack_text(notification)
+        blocks = render.slack_blocks(notification)
+        if self.config.webhook_url is not None:
+            self._send_webhook(self.config.webhook_url.get_secret_value(), text, blocks)
+        else:
+            self._post_message(text, blocks)
+
+    def _send_webhook(self, url: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        client = WebhookClient(
+            url,
+            timeout=int(HTTP_TIMEOUT_S),
+            logger=_slack_log,
+            retry_handlers=[],
+            user_agent_prefix=USER_AGENT,
+        )
+        try:
+            resp = client.send(text=text, blocks=blocks)
+        except (OSError, http.client.HTTPException, SlackClientError, ValueError) as exc:
+            raise DeliveryError(f"slack webhook: {_network_error(exc)}") from None
+        if 200 <= resp.status_code < 300:
+            return
+        raise _status_error(
+            "slack webhook", resp.status_code, resp.body or "", _retry_after(resp.headers or {})
+        )
+
+    def _post_message(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        assert self.config.token is not None and self.config.channel is not None
+        client = WebClient(
+            token=self.config.token.get_secret_value(),
+            base_url=self.config.base_url or SLACK_API_URL,
+            timeout=int(HTTP_TIMEOUT_S),
+            logger=_slack_log,
+            retry_handlers=[],
+            user_agent_prefix=USER_AGENT,
+        )
+        try:
+            client.chat_postMessage(channel=self.config.channel, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            raise _slack_api_error(exc) from None
+        except (OSError, http.client.HTTPException, SlackClientError, ValueError) as exc:
+            raise DeliveryError(f"slack: {_network_error(exc)}") from None
+
+
+def _slack_api_error(exc: SlackApiError) -> DeliveryError:
+    resp = exc.response
+    status = int(getattr(resp, "status_code", 0) or 0)
+    data = getattr(resp, "data", None)
+    code = str(data.get("error", "")) if isinstance(data, dict) else ""
+    headers = getattr(resp, "headers", None) or {}
+    if status == 429 or code == "ratelimited":
+        return RateLimited(f"slack: rate limited (HTTP {status})", _retry_after(headers))
+    message = f"slack: {render.one_line(code, 200) or 'request failed'} (HTTP {status})"
+    return DeliveryError(message, retryable=status >= 500 or code in _SLACK_RETRYABLE)
+
+
+def _network_error(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)  # urllib's URLError wraps the socket error
+    detail = str(reason if reason is not None else exc) or type(exc).__name__
+    return render.one_line(f"{type(exc).__name__}: {detail}", 300)
+
+
+# --- plain HTTP (webhook, Teams) -------------------------------------------------------------
+
+
+def _post(prefix: str, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    try:
+        resp = httpx.post(
+            url, content=body, headers=headers, timeout=HTTP_TIMEOUT_S, follow_redirects=False
+        )
+    except httpx.HTTPError as exc:  # connect/read errors and timeouts: worth a retry
+        raise DeliveryError(f"{prefix}: {_network_error(exc)}") from None
+    if 200 <= resp.status_code < 300:
+        return resp
+    raise _status_error(prefix, resp.status_code, resp.text, _retry_after(resp.headers))
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Sqlbook-Signature of `body`: `sha256=<hex HMAC-SHA256(secret, body)>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookChannel(_SecretChannel):
+    type: ClassVar[str] = "webhook"
+
+    def __init__(self, name: str, config: WebhookConfig):
+        super().__init__(name)
+        self.config = config
+
+    def secrets(self) -> list[str]:
+        out = [self.config.url.get_secret_value()]
+        if self.config.secret is not None:
+            out.append(self.config.secret.get_secret_value())
+        out += [v.get_secret_value() for v in self.config.headers.values()]
+        return out
+
+    def body(self, notification: Notification) -> bytes:
+        return json.dumps(
+            notification.payload(), default=render.json_default, ensure_ascii=False
+        ).encode()
+
+    def send(self, notification: Notification) -> None:
+        body = self.body(notification)
+        headers = {k: v.get_secret_value() for k, v in self.config.headers.items()}
+        headers["Content-Type"] = "application/json"
+        headers.setdefault("User-Agent", USER_AGENT)
+        if self.config.secret is not None:
+            headers["X-Sqlbook-Timestamp"] = str(int(time.time()))
+            headers["X-Sqlbook-Signature"] = sign(self.config.secret.get_secret_value(), body)
+        _post("webhook", self.config.url.get_secret_value(), body, headers)
+
+
+class TeamsChannel(_SecretChannel):
+    type: ClassVar[str] = "teams"
+
+    def __init__(self, name: str, config: TeamsConfig):
+        super().__init__(name)
+        self.config = config
+
+    def secrets(self) -> list[str]:
+        return [self.config.webhook_url.get_secret_value()]
+
+    def send(self, notification: Notification) -> None:
+        body = json.dumps(render.teams_card(notification), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        resp = _post("teams", self.config.webhook_url.get_secret_value(), body, headers)
+        # The legacy connector answers 200 with an error text when Teams refused the card.
+        answer = resp.text.strip()
+        if answer not in ("", "1") and "error" in answer.lower():
+            raise DeliveryError(f"teams: {render.one_line(answer, 200)}", retryable="429" in answer)
+
+
+# --- email -----------------------------------------------------------------------------------
+
+
+class EmailChannel(_SecretChannel):
+    type: ClassVar[str] = "email"
+
+    def __init__(self, name: str, config: EmailConfig, settings: Settings):
+        super().__init__(name)
+        self.config = config
+        self.settings = settings
+
+    def secrets(self) -> list[str]:
+        pw = self.settings.smtp_password
+        return [pw.get_secret_value()] if pw is not None else []
+
+    def message(self, notification: Notification) -> EmailMessage:
+        subject = render.one_line(notification.title, 200)
+        if self.config.subject_prefix:
+            subject = f"{self.config.subject_prefix} {subject}"
+        msg = EmailMessage()
+        msg["Subject"] = subject
+        msg["From"] = self.settings.smtp_from
+        msg["To"] = ", ".join(self.config.to)
+        msg["Date"] = formatdate(localtime=True)
+        domain = parseaddr(self.settings.smtp_from)[1].rpartition("@")[2] or None
+        msg["Message-ID"] = make_msgid(domain=domain)
+        msg.set_content(render.text(notification))
+        msg.add_alternative(render.html(notification), subtype="html")
+        return msg
+
+    def send(self, notification: Notification) -> None:
+        s = self.settings
+        if not s.smtp_host:
+            raise DeliveryError("email channel needs SQLBOOK_SMTP_HOST", retryable=False)
+        security = (s.smtp_security or "").strip().lower()
+        if security not in ("starttls", "ssl", "none"):
+            raise DeliveryError(
+                "SQLBOOK_SMTP_SECURITY must be starttls, ssl or none", retryable=False
+            )
+        msg = self.message(notification)
+        try:
+            self._smtp_send(msg, security)
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = ", ".join(sorted(exc.recipients))
+            raise DeliveryError(f"email: recipients refused: {refused}", retryable=False) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"email: login failed: {_smtp_reply(exc)}", retryable=False
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"email: {exc}", retryable=False) from None
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"email: server said {_smtp_reply(exc)}", retryable=400 <= exc.smtp_code < 500
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(f"email: TLS: {exc.verify_message}", retryable=False) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"email: {_network_error(exc)}") from None
+
+    def _smtp_send(self, msg: EmailMessage, security: str) -> None:
+        s = self.settings
+        host, port, timeout = s.smtp_host or "", s.smtp_port, s.smtp_timeout_seconds
+        context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if security == "ssl":
+            smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(host, port, timeout=timeout)
+        with smtp:
+            if security == "starttls":
+                smtp.starttls(context=context)
+            if s.smtp_user:
+                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
+                smtp.login(s.smtp_user, password)
+            refused = smtp.send_message(msg)
+        if refused:
+            raise DeliveryError(
+                f"email: recipients refused: {', '.join(sorted(refused))} (the others got it)",
+                retryable=False,
+            )
+
+
+def _smtp_reply(exc: smtplib.SMTPResponseException) -> str:
+    reply = exc.smtp_error
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    return render.one_line(f"{exc.smtp_code} {text}", 300)
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+
+def _delay(error: DeliveryError, attempt: int, backoff_s: float) -> float:
+    delay = backoff_s * (2 ** (attempt - 1))
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        delay = error.retry_after
+    return max(0.0, min(delay, MAX_BACKOFF_S))
+
+
+def deliver_one(
+    channel: Channel,
+    notification: Notification,
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
+    """Send to one channel, retrying retryable failures; never raises."""
+    attempts = max(1, attempts)
+    error: str | None = None
+    attempt = 0
+    for attempt in range(1, attempts + 1):
+        try:
+            channel.send(notification)
+            return Delivery(channel.name, channel.type, ok=True, attempts=attempt)
+        except DeliveryError as exc:
+            error = str(exc)
+            if not exc.retryable or attempt == attempts:
+                break
+            sleep(_delay(exc, attempt, backoff_s))
+        except Exception as exc:  # a bug in a channel must not lose the other deliveries
+            error = f"unexpected {type(exc).__name__}: {exc}"
+            break
+    message = scrub(error or "failed", _secrets_of(channel))
+    return Delivery(channel.name, channel.type, ok=False, attempts=attempt, error=message)
+
+
+def deliver(
+    channels: Sequence[Channel],
+    notification: Notification,
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> list[Delivery]:
+    """Send `notification` to every channel at once (a thread each, so a slow or failing one
+    never holds up the others). One Delivery per channel, in input order; never raises."""
+    if not channels:
+        return []
+    if len(channels) == 1:
+        return [deliver_one(channels[0], notification, attempts=attempts, backoff_s=backoff_s)]
+    with ThreadPoolExecutor(max_workers=len(channels), thread_name_prefix="sqlbook-notify") as pool:
+        futures = [
+            pool.submit(deliver_one, ch, notification, attempts=attempts, backoff_s=backoff_s)
+            for ch in channels
+        ]
+        return [f.result() for f in futures]
+
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "ChannelConfig",
+    "ChannelConfigError",
+    "EmailChannel",
+    "EmailConfig",
+    "RateLimited",
+    "SlackChannel",
+    "SlackConfig",
+    "TeamsChannel",
+    "TeamsConfig",
+    "WebhookChannel",
+    "WebhookConfig",
+    "build_channel",
+    "check_address",
+    "deliver",
+    "deliver_one",
+    "parse_channel_config",
+    "scrub",
+    "sign",
+]

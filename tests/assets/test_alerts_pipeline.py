@@ -1,0 +1,144 @@
+"""Events captured → ingested → an alert on them fires through the Dagster sensor and
+the evaluation asset → the Slack receiver gets exactly one message; it stays quiet while
+still triggered; "resolved" arrives after the data changes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from assets.alerts import ALERT_PARTITIONS, alert_evaluations
+from assets.resources import SqlbookResource
+from connectors.metadata import NewWorkspace
+from connectors.servers import ServerUrls
+from orchestration.sensors import alert_sensor
+from tests.assets.test_ingestion import ingest
+from tests.conftest import ClientFactory
+from tests.notify_receivers import Recorder, recorder_fixture  # noqa: F401 - fixture
+
+HOOK = "/services/T1/B1/pipeline-secret"
+
+
+def make_due(servers: ServerUrls, alert_id: int) -> None:
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        conn.execute(
+            "update meta.alerts set next_due_at = now() - interval '1 second' where id = %s",
+            (alert_id,),
+        )
+
+
+@pytest.fixture
+def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
+    return SqlbookResource(
+        database_url=servers.database_url,
+        warehouse_url=servers.warehouse_url,
+        redis_url=servers.redis_url,
+        home=str(sqlbook_home),
+    )
+
+
+def requested(instance: dg.DagsterInstance, sqlbook: SqlbookResource) -> dict[str, dg.RunRequest]:
+    """One sensor tick: the runs it asks for, by partition (alerts of other tests that
+    share this database may be due too)."""
+    context = dg.build_sensor_context(instance=instance, resources={"sqlbook": sqlbook})
+    result = alert_sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return {}
+    assert isinstance(result, dg.SensorResult)
+    for add in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(ALERT_PARTITIONS, list(add.partition_keys or []))
+    return {str(r.partition_key): r for r in result.run_requests or []}
+
+
+def evaluate_due(
+    instance: dg.DagsterInstance, sqlbook: SqlbookResource, alert_id: int
+) -> dict[str, object]:
+    """One sensor tick and the run it asks for, as the daemon would launch it."""
+    request = requested(instance, sqlbook)[str(alert_id)]
+    run = dg.materialize(
+        [alert_evaluations],
+        partition_key=request.partition_key,
+        instance=instance,
+        resources={"sqlbook": sqlbook},
+        tags=request.tags,
+    )
+    assert run.success
+    (mat,) = run.asset_materializations_for_node("alert_evaluations")
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_captured_events_fire_an_alert_once_then_resolve(
+    client_with: ClientFactory,
+    workspace: NewWorkspace,
+    servers: ServerUrls,
+    stream_key: str,
+    sqlbook: SqlbookResource,
+    recorder: Recorder,
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    marker = f"checkout_failed_{uuid.uuid4().hex[:6]}"
+    with client_with() as api:
+        for i in range(5):
+            r = api.post(
+                "/capture",
+                json={
+                    "api_key": workspace.project.capture_key,
+                    "event": marker,
+                    "distinct_id": f"u{i}",
+                },
+            )
+            assert r.status_code == 200
+        assert ingest(servers.redis_url, stream_key, servers.warehouse_url, None, None).success
+
+        r = api.post(
+            "/api/alerts",
+            json={
+                "name": "checkout failures",
+                "sql": "select count(*) as failures from events where event_name = $1",
+                "params": [marker],
+                "rule": {"type": "threshold", "column": "failures", "op": ">=", "value": 5},
+                "schedule": {"every": "10m"},
+                "channels": {"ops": {"type": "slack", "webhook_url": recorder.url + HOOK}},
+            },
+            headers={"Authorization": f"Bearer {workspace.api_token}"},
+        )
+        assert r.status_code == 201, r.text
+        alert_id = r.json()["id"]
+
+    assert str(alert_id) not in requested(instance, sqlbook)  # not due yet
+
+    make_due(servers, alert_id)
+    first = evaluate_due(instance, sqlbook, alert_id)
+    assert (first["state"], first["notification"]) == ("triggered", "triggered")
+    assert "failures >= 5" in str(first["summary"])
+    (message,) = recorder.wait_for(1, path=HOOK)
+    assert "checkout failures" in message.body.decode()
+
+    make_due(servers, alert_id)
+    second = evaluate_due(instance, sqlbook, alert_id)
+    assert (second["state"], second["notification"]) == ("triggered", "none")
+    assert len(recorder.to(HOOK)) == 1
+
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        conn.execute("delete from events where event_name = %s", (marker,))
+    make_due(servers, alert_id)
+    third = evaluate_due(instance, sqlbook, alert_id)
+    assert (third["state"], third["notification"]) == ("ok", "resolved")
+    messages = recorder.wait_for(2, path=HOOK)
+    assert len(messages) == 2 and "Resolved" in messages[1].body.decode()
+
+    # a run already in flight for the alert: the sensor does not launch another
+    make_due(servers, alert_id)
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="evaluate_alerts",
+            run_id=uuid.uuid4().hex,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": str(alert_id)},
+        )
+    )
+    assert str(alert_id) not in requested(instance, sqlbook)
