@@ -72,6 +72,30 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     return run_query_command(settings, args)
 
 
+def cmd_alerts_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Alerts from one file: only connectors modules (no API, Dagster or metadata database)."""
+    import logging
+    from pathlib import Path
+
+    from connectors.notify import standalone
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger(standalone.__name__)
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.once else logging.INFO)
+    try:
+        config = standalone.load_config(Path(args.config))
+        state = Path(args.state) if args.state else standalone.default_state_path(settings)
+        return standalone.run(config, settings=settings, state_path=state, once=args.once)
+    except standalone.ConfigError as err:
+        for line in err.problems:
+            print(f"sqlbook: {line}", file=sys.stderr)
+        return standalone.EXIT_CONFIG
+    finally:
+        log.removeHandler(handler)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sqlbook", description="Self-hosted product analytics.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,6 +123,20 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
     q.add_argument("--api-url", help="default: SQLBOOK_PUBLIC_API_URL or the local API")
     q.set_defaults(func=cmd_query)
+    alerts = sub.add_parser("alerts", help="alerts from a YAML/JSON file").add_subparsers(
+        dest="action", required=True
+    )
+    ar = alerts.add_parser(
+        "run", help="evaluate the file's alerts on their schedules (no API or Dagster needed)"
+    )
+    ar.add_argument("-c", "--config", required=True, help="the alerts file (.yaml, .yml, .json)")
+    ar.add_argument(
+        "--once",
+        action="store_true",
+        help="evaluate every alert once, print a line each, exit (3 if one is in error)",
+    )
+    ar.add_argument("--state", help="state file (default: $SQLBOOK_HOME/alerts-state.json)")
+    ar.set_defaults(func=cmd_alerts_run)
     return p
 
 

@@ -136,14 +136,16 @@ class Recorder:
 
     # inspection
 
-    def wait_for(self, count: int = 1, *, path: str | None = None) -> list[Request]:
+    def wait_for(
+        self, count: int = 1, *, path: str | None = None, timeout: float = WAIT_S
+    ) -> list[Request]:
         """The requests (to `path`, when given) once there are at least `count` of them."""
 
         def matching() -> list[Request]:
             return [r for r in self.requests if path is None or r.path == path]
 
         with self._lock:
-            if not self._lock.wait_for(lambda: len(matching()) >= count, timeout=WAIT_S):
+            if not self._lock.wait_for(lambda: len(matching()) >= count, timeout=timeout):
                 raise AssertionError(
                     f"expected {count} request(s) to {path or '*'}, got {matching()}"
                 )

@@ -20,6 +20,8 @@ import psutil
 import psycopg
 import pytest
 
+from tests.notify_receivers import Recorder
+
 pytestmark = pytest.mark.e2e
 
 
@@ -194,6 +196,31 @@ def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
     assert mine["rows"] == [["e2e", 500], ["single", 500]]
     theirs = stack.cli("query", by_name, "--param", "2000-01-01", "--workspace", "acme")
     assert theirs["rows"] == [["acme-event", 1]]
+
+    # an alert on those events, evaluated by the daemon's alert sensor in a Dagster run
+    with Recorder() as slack:
+        hook = slack.url + "/services/e2e/hook"
+        r = httpx.post(
+            api + "/api/alerts",
+            headers={"Authorization": f"Bearer {creds['api_token']}"},
+            json={
+                "name": "e2e volume",
+                "sql": "select count(*) as n from events where event_name = $1",
+                "params": ["single"],
+                "rule": {"type": "threshold", "column": "n", "op": ">=", "value": 500},
+                "schedule": {"every": "1h"},
+                "channels": {"ops": {"type": "slack", "webhook_url": hook}},
+            },
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        with psycopg.connect(creds["database_url"], autocommit=True) as conn:
+            conn.execute(
+                "update meta.alerts set next_due_at = now() where id = %s", (r.json()["id"],)
+            )
+        # the sensor ticks every 15 s or so, then the run starts: allow for a few of each
+        (message,) = slack.wait_for(1, path="/services/e2e/hook", timeout=120)
+        assert "e2e volume" in message.body.decode() and "500" in message.body.decode()
 
     assert stack.proc is not None
     children = psutil.Process(stack.proc.pid).children(recursive=True)
