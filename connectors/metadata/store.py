@@ -13,6 +13,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from connectors.capture_policy import ProjectPolicy
+
 CAPTURE_KEY_PREFIX = "sqb_pk_"
 API_TOKEN_PREFIX = "sqb_at_"
 
@@ -24,6 +26,7 @@ class Project:
     name: str
     capture_key: str
     salt: str
+    policy: ProjectPolicy = ProjectPolicy()
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,24 @@ class MetadataStore:
             row["token_prefix"],
         )
 
+    def update_project_policy(
+        self, workspace_id: int, project_id: int, policy: ProjectPolicy
+    ) -> Project | None:
+        row = self._one(
+            "update meta.projects set cors_origins = %s, respect_dnt = %s,"
+            " persist_anonymous_id = %s, anonymize_ip = %s"
+            " where workspace_id = %s and id = %s returning *",
+            (
+                list(policy.cors_origins),
+                policy.respect_dnt,
+                policy.persist_anonymous_id,
+                policy.anonymize_ip,
+                workspace_id,
+                project_id,
+            ),
+        )
+        return _project(row) if row else None
+
     def ping(self) -> None:
         self._one("select 1", ())
 
@@ -196,4 +217,10 @@ def _project(row: dict[str, Any]) -> Project:
         name=row["name"],
         capture_key=row["capture_key"],
         salt=row["salt"],
+        policy=ProjectPolicy(
+            cors_origins=tuple(row.get("cors_origins") or ("*",)),
+            respect_dnt=bool(row.get("respect_dnt")),
+            persist_anonymous_id=bool(row.get("persist_anonymous_id")),
+            anonymize_ip=bool(row.get("anonymize_ip")),
+        ),
     )
