@@ -10,6 +10,7 @@ from assets.ingestion import (
     events,
     events_partitions_job,
     ingest_job,
+    persons,
     prune_ingestion_runs_job,
 )
 from orchestration.resources import resources
@@ -21,7 +22,7 @@ from orchestration.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[capture_stream, events, alert_evaluations],
+    assets=[capture_stream, events, persons, alert_evaluations],
     jobs=[ingest_job, events_partitions_job, prune_ingestion_runs_job, evaluate_alerts_job],
     sensors=[ingest_sensor, alert_sensor],
     schedules=[events_partitions_schedule, prune_ingestion_runs_schedule],

@@ -79,10 +79,36 @@ def events(
     )
 
 
+@dg.asset(
+    deps=[events],
+    group_name="ingestion",
+    kinds={"postgres"},
+    description="People behind distinct ids (`persons`, `person_distinct_ids`): $identify, "
+    "$set, $set_once and $create_alias from the events just ingested; aliases merge persons.",
+)
+def persons(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    report = warehouse.client().update_persons()
+    context.log.info(
+        f"{report.updates} staged updates: {report.persons_created} new persons, "
+        f"{report.merged} merged, {report.properties_changed} properties changed"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "updates": report.updates,
+            "persons_created": report.persons_created,
+            "merged": report.merged,
+            "properties_changed": report.properties_changed,
+        }
+    )
+
+
 ingest_job = dg.define_asset_job(
     "ingest_events",
-    selection=[events],
+    selection=[events, persons],
     executor_def=dg.in_process_executor,
-    description="Insert one stream-id range into `events`; launched by `ingest_sensor`.",
+    description="Insert one stream-id range into `events`, then update `persons`; launched "
+    "by `ingest_sensor`.",
     tags={"dagster/max_runtime": 900},
 )

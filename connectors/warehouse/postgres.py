@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from connectors.warehouse import persons
 from connectors.warehouse.scope import install_reader
 
 EVENT_COLUMNS = (
@@ -133,7 +134,14 @@ class PostgresWarehouse:
             row = conn.execute("select to_regclass('events')").fetchone()
             if row is None or row[0] is None:
                 conn.execute(_SCHEMA)
+            persons.install(conn)
             self._ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
+
+    def update_persons(self) -> persons.PersonsReport:
+        """Apply what ingestion staged for persons (see persons.py)."""
+        with self._session() as conn:
+            persons.install(conn)
+            return persons.update_persons(conn)
 
     def install_reader(self, role: str, password: str | None) -> None:
         """The read-only role users' SQL runs as, and row-level security per workspace."""
@@ -223,22 +231,26 @@ class PostgresWarehouse:
             # each try, so the key alone would not see the copy: an event is also a
             # duplicate of one with the same id within a day of it. The constant bounds
             # let the planner keep only the partitions this group can touch.
-            cur = conn.execute(
+            # The rows actually inserted also feed `person_updates` in this statement, so
+            # persons see each event exactly once (see persons.py).
+            row = conn.execute(
                 sql.SQL(
-                    "insert into events ({cols}) select {cols} from _ingest t"
+                    "with ins as (insert into events ({cols}) select {cols} from _ingest t"
                     " where not exists (select 1 from events e"
                     "   where e.timestamp between {lo} and {hi}"
                     "   and e.project_id = t.project_id and e.event_id = t.event_id"
                     "   and e.timestamp between t.timestamp - {window} and t.timestamp + {window})"
                     " on conflict do nothing"
+                    " returning project_id, distinct_id, event_name, timestamp, properties)"
+                    + persons.STAGE_FROM_INSERTED
                 ).format(
                     cols=columns,
                     lo=sql.Literal(group[0][0] - DUPLICATE_WINDOW),
                     hi=sql.Literal(group[-1][0] + DUPLICATE_WINDOW),
                     window=sql.Literal(DUPLICATE_WINDOW),
                 )
-            )
-            return cur.rowcount
+            ).fetchone()
+            return int(row[0]) if row else 0
 
 
 def _covered(day: date, existing: list[tuple[date, date]]) -> bool:

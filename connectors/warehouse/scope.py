@@ -38,7 +38,11 @@ READER_ROLE = "sqlbook_reader"
 SCOPE_SETTING = "sqlbook.scope"
 GUARD_SCHEMA = "sqlbook_guard"
 # Tables holding per-project rows, and the column naming the project.
-SCOPED_TABLES: dict[str, str] = {"events": "project_id"}
+SCOPED_TABLES: dict[str, str] = {
+    "events": "project_id",
+    "persons": "project_id",
+    "person_distinct_ids": "project_id",
+}
 
 _GUARD = """
 create schema if not exists sqlbook_guard;

@@ -120,13 +120,13 @@ def test_retry_delay_grows_and_is_capped(failures: int, delay: float) -> None:
 def test_waits_after_a_failed_run(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
 ) -> None:
-    from assets.ingestion import events, ingest_job
+    from assets.ingestion import events, ingest_job, persons
     from assets.resources import WarehouseResource
 
     append(servers.redis_url, stream_key, 1, event_batch(1))
     # a real failed `ingest_events` run: its warehouse URL points at nothing
     defs = dg.Definitions(
-        assets=[events],
+        assets=[events, persons],
         jobs=[ingest_job],
         resources={
             "capture_stream": CaptureStreamResource(
