@@ -200,7 +200,7 @@ def test_duplicate_name_is_409(client, workspace, shop_db):
 def test_warehouse_schema_and_test(client, workspace):
     assert client.post("/api/datasources/warehouse/test", headers=auth(workspace)).json()["ok"]
     schema = client.get("/api/datasources/warehouse/schema", headers=auth(workspace)).json()
-    assert [t["name"] for t in schema["tables"]] == ["events"]
+    assert [t["name"] for t in schema["tables"]] == ["events", "person_distinct_ids", "persons"]
     assert client.delete("/api/datasources/warehouse", headers=auth(workspace)).status_code == 400
 
 
