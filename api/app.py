@@ -9,7 +9,7 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import alerts, capture, datasources, health, queries, workspace
+from api.routes import alerts, capture, datasources, health, projects, queries, script, workspace
 from api.routes import audit as audit_routes
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
@@ -74,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(datasources.router)
     app.include_router(audit_routes.router)
     app.include_router(alerts.router)
+    app.include_router(projects.router)
+    app.include_router(script.router)
     return app
 
 

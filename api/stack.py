@@ -18,7 +18,9 @@ import httpx
 import psutil
 
 from api import credentials
+from api.routes.script import snippet
 from connectors.metadata import MetadataStore, upgrade
+from connectors.metadata.store import Project
 from connectors.servers import ServerUrls, redact, start_servers, with_driver
 from connectors.settings import Settings
 from connectors.warehouse.setup import install_warehouse
@@ -300,6 +302,20 @@ def _banner(creds: dict[str, object], urls: ServerUrls) -> str:
         + "'"
         + json.dumps({"api_key": creds["project_key"], "event": "hello", "distinct_id": "me"})
         + "'",
+        "  track a website: add this tag to its pages' <head>",
+        f"  {_install_snippet(creds, urls)}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _install_snippet(creds: dict[str, object], urls: ServerUrls) -> str:
+    """The default project's `<script>` tag, with the attributes its settings ask for."""
+    key = str(creds["project_key"])
+    project: Project | None = None
+    # a banner line is not worth failing a start over
+    with contextlib.suppress(Exception), MetadataStore(urls.database_url, timeout=5.0) as store:
+        project = store.project_for_capture_key(key)
+    if project is None:
+        project = Project(id=0, workspace_id=0, name="default", capture_key=key, salt="")
+    return snippet(str(creds["api_url"]), project)

@@ -43,6 +43,11 @@ class CaptureKeys:
         self._cache[key] = (project, now + (self.ttl if project else _UNKNOWN_KEY_SECONDS))
         return project
 
+    def forget(self, key: str) -> None:
+        """Look `key` up afresh next time (its project's settings just changed). Other API
+        processes still serve what they cached, for at most `ttl` seconds."""
+        self._cache.pop(key, None)
+
 
 @dataclass
 class AppState:

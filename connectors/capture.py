@@ -2,6 +2,11 @@
 
 The edge does all validation, so a batch is either accepted whole or rejected whole with
 an error naming the field; what reaches the stream is already a warehouse row.
+
+The internal event is PostHog's: `event`, `distinct_id`, `properties` (with `$set`,
+`$set_once`, `$ip`, `$raw_user_agent`, `$lib` …), `timestamp`, `uuid`, and the request's
+`sent_at` (or an `offset`) for clock-skew correction. `connectors.wire_formats` turns
+every SDK's wire format into it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from connectors.capture_policy import anonymize_ip
 
 MAX_EVENT_NAME = 400
 MAX_DISTINCT_ID = 200
@@ -55,15 +62,29 @@ def _mib(n: int) -> str:
 
 def decode_body(raw: bytes, content_encoding: str | None, limits: CaptureLimits) -> Any:
     """Undo gzip (by header or magic bytes) within the size limit, then parse JSON."""
+    return parse_json(decompress(raw, content_encoding, limits))
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def decompress(raw: bytes, content_encoding: str | None, limits: CaptureLimits) -> bytes:
+    """The body as sent before any Content-Encoding (or gzip found by its magic bytes),
+    refusing a body over the size limit before or after decompression."""
     if len(raw) > limits.max_body_bytes:
         raise CaptureError(400, "body", f"larger than the {_mib(limits.max_body_bytes)} limit")
     encoding = (content_encoding or "").lower().strip()
-    if encoding in ("gzip", "x-gzip") or raw[:2] == b"\x1f\x8b":
-        raw = _gunzip(raw, limits.max_body_bytes)
-    elif encoding == "deflate":
-        raw = _inflate(zlib.decompressobj(), raw, limits.max_body_bytes, "deflate")
-    elif encoding not in ("", "identity"):
+    if encoding in ("gzip", "x-gzip") or raw[:2] == GZIP_MAGIC:
+        return gunzip(raw, limits.max_body_bytes)
+    if encoding == "deflate":
+        return _inflate(zlib.decompressobj(), raw, limits.max_body_bytes, "deflate")
+    if encoding not in ("", "identity"):
         raise CaptureError(415, "Content-Encoding", f"unsupported encoding {encoding!r}")
+    return raw
+
+
+def parse_json(raw: bytes) -> Any:
+    """UTF-8 JSON that PostgreSQL's jsonb can hold, or a CaptureError naming `body`."""
     if not raw.strip():
         raise CaptureError(400, "body", "empty request body")
     try:
@@ -94,7 +115,7 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _gunzip(raw: bytes, limit: int) -> bytes:
+def gunzip(raw: bytes, limit: int) -> bytes:
     return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limit, "gzip")
 
 
@@ -118,16 +139,16 @@ def parse_posthog(payload: Any, limits: CaptureLimits) -> CaptureRequest:
     sent_at: Any = None
     field = "batch"
     if isinstance(payload, list):
-        events = _check_batch(payload, field, limits)
+        events = check_batch(payload, field, limits)
     elif isinstance(payload, dict):
         api_key = payload.get("api_key", payload.get("token"))
         sent_at = payload.get("sent_at")
         if "batch" in payload:
-            events = _check_batch(payload["batch"], field, limits)
+            events = check_batch(payload["batch"], field, limits)
         else:
             field = ""  # a single event: errors name its fields directly
             event = {k: v for k, v in payload.items() if k not in ("api_key", "token", "sent_at")}
-            events = _check_batch([event], field, limits)
+            events = check_batch([event], field, limits)
     else:
         raise CaptureError(400, "body", "expected a JSON object")
     if api_key is None:
@@ -156,7 +177,7 @@ def _key_on_events(events: list[dict[str, Any]], field: str) -> str | None:
     return keys.pop() if keys else None
 
 
-def _check_batch(batch: Any, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:
+def check_batch(batch: Any, field: str, limits: CaptureLimits) -> list[dict[str, Any]]:
     if not isinstance(batch, list):
         raise CaptureError(400, field, "must be a list of events")
     if not batch:
@@ -181,6 +202,7 @@ class Origin:
     ip: str | None
     user_agent: str | None
     received_at: datetime
+    anonymize_ip: bool = False  # the project's policy: keep the network, not the host
 
 
 def to_rows(
@@ -223,16 +245,34 @@ def _to_row(
         properties = scrub(properties)
     name = scrub(name)
 
-    timestamp = _timestamp(event.get("timestamp"), _at(path, "timestamp"), origin.received_at)
+    timestamp = _event_time(event, properties, path, origin.received_at)
     if timestamp > origin.received_at + MAX_FUTURE_SKEW:
-        properties["$original_timestamp"] = timestamp.isoformat()
+        # keep what the client said (its own clock), not our correction of it
+        sent = parse_timestamp(event.get("timestamp"), _at(path, "timestamp"))
+        properties["$original_timestamp"] = (sent or timestamp).isoformat()
         timestamp = origin.received_at
 
     event_id = _event_id(event.get("uuid"), _at(path, "uuid"))
     ip = parse_ip(properties.get("$ip")) or origin.ip
+    if origin.anonymize_ip:
+        ip = anonymize_ip(ip)
+        if "$ip" in properties:
+            properties["$ip"] = ip
+    raw_agent = properties.get("$raw_user_agent")
+    user_agent = raw_agent if isinstance(raw_agent, str) and raw_agent else origin.user_agent
     distinct_id = _distinct_id(event, properties, path)
     if distinct_id is None:
-        distinct_id = anonymous_id(origin.salt, ip, origin.user_agent)
+        distinct_id = anonymous_id(origin.salt, ip, user_agent)
+    elif (
+        name == "$identify"
+        and properties.get("$lib") == BROWSER_LIB
+        and not properties.get("$anon_distinct_id")
+    ):
+        # sqlbook-js stores nothing by default, so the visitor's earlier events carry the
+        # id derived here; naming it lets persons link them to the identified user. Only
+        # for our browser script: a server SDK's IP and agent are the server's, and would
+        # merge every user it identifies into one person.
+        properties["$anon_distinct_id"] = anonymous_id(origin.salt, ip, user_agent)
     session_id = properties.get("$session_id")
     lib = properties.get("$lib")
 
@@ -245,7 +285,7 @@ def _to_row(
         "timestamp": timestamp.isoformat(),
         "received_at": origin.received_at.isoformat(),
         "ip": ip,
-        "user_agent": scrub(origin.user_agent),
+        "user_agent": scrub(user_agent),
         "lib": scrub(str(lib)[:200]) if lib is not None else None,
         "session_id": scrub(str(session_id)[:200]) if session_id not in (None, "") else None,
     }
@@ -260,6 +300,7 @@ def _to_row(
 
 
 MAX_DEPTH = 100
+BROWSER_LIB = "sqlbook-js"  # `$lib` of api/static/t.js
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
@@ -297,6 +338,51 @@ def _timestamp(value: Any, field: str, default: datetime) -> datetime:
     if ts < EARLIEST:
         raise CaptureError(400, field, f"before 1970-01-01: {value[:64]!r}")
     return ts
+
+
+def parse_timestamp(value: Any, field: str) -> datetime | None:
+    """An ISO-8601 string as an aware UTC datetime; None for no value."""
+    if value is None or value == "":
+        return None
+    return _timestamp(value, field, EARLIEST)
+
+
+def _event_time(
+    event: dict[str, Any], properties: dict[str, Any], path: str, now: datetime
+) -> datetime:
+    """PostHog's rule (plugin-server `parseEventTimestamp`): with a client `sent_at`, the
+    client clock's error is taken out — `now + (timestamp - sent_at)` — unless the event
+    asks for `$ignore_sent_at`; an `offset` (milliseconds before sending) gives
+    `now - offset` and wins. No timestamp and no offset: the receive time."""
+    timestamp = _timestamp(event.get("timestamp"), _at(path, "timestamp"), now)
+    sent_at = event.get("sent_at")
+    if (
+        event.get("timestamp") not in (None, "")
+        and sent_at not in (None, "")
+        and not properties.get("$ignore_sent_at")
+    ):
+        skew = timestamp - _timestamp(sent_at, _at(path, "sent_at"), now)
+        try:
+            timestamp = now + skew
+        except OverflowError:
+            if skew < timedelta(0):  # before year 1
+                raise CaptureError(
+                    400, _at(path, "timestamp"), "before 1970-01-01 once corrected by sent_at"
+                ) from None
+            timestamp = datetime.max.replace(tzinfo=UTC)  # after 9999: the future rule takes it
+    offset = event.get("offset")
+    if offset is not None:
+        if isinstance(offset, bool) or not isinstance(offset, int | float):
+            raise CaptureError(400, _at(path, "offset"), "must be a number of milliseconds")
+        try:
+            timestamp = now - timedelta(milliseconds=offset)
+        except OverflowError as err:
+            raise CaptureError(400, _at(path, "offset"), "out of range") from err
+    if timestamp < EARLIEST:
+        raise CaptureError(
+            400, _at(path, "timestamp"), "before 1970-01-01 once corrected by sent_at/offset"
+        )
+    return timestamp
 
 
 def _event_id(value: Any, field: str) -> str:

@@ -1,4 +1,5 @@
-"""GET /api/workspace — who this API token belongs to, and the projects' capture keys."""
+"""GET /api/workspace — who this API token belongs to, and the projects' capture keys and
+capture settings (changed with PATCH /api/projects/{id})."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
+from api.routes.projects import ProjectPublic
 
 router = APIRouter(prefix="/api/workspace", tags=["workspace"])
-
-
-class ProjectPublic(BaseModel):
-    id: int
-    name: str
-    capture_key: str
 
 
 class WorkspacePublic(BaseModel):
@@ -31,5 +27,5 @@ async def read_workspace(token: CurrentToken, state: State) -> WorkspacePublic:
         id=token.workspace_id,
         name=token.workspace,
         role=token.role,
-        projects=[ProjectPublic(id=p.id, name=p.name, capture_key=p.capture_key) for p in projects],
+        projects=[ProjectPublic.of(p) for p in projects],
     )

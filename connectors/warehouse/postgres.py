@@ -231,11 +231,15 @@ class PostgresWarehouse:
             # each try, so the key alone would not see the copy: an event is also a
             # duplicate of one with the same id within a day of it. The constant bounds
             # let the planner keep only the partitions this group can touch.
+            # A request resent within one range carries the same ids with timestamps a
+            # few ms apart (each copy's clock skew is corrected on receipt): keep one.
             # The rows actually inserted also feed `person_updates` in this statement, so
             # persons see each event exactly once (see persons.py).
             row = conn.execute(
                 sql.SQL(
-                    "with ins as (insert into events ({cols}) select {cols} from _ingest t"
+                    "with ins as (insert into events ({cols}) select {cols} from"
+                    " (select distinct on (project_id, event_id) * from _ingest"
+                    "  order by project_id, event_id, timestamp) t"
                     " where not exists (select 1 from events e"
                     "   where e.timestamp between {lo} and {hi}"
                     "   and e.project_id = t.project_id and e.event_id = t.event_id"

@@ -223,3 +223,24 @@ def test_properties_nested_too_deep_name_the_event() -> None:
     assert err.value.field == "batch[0].properties"
     ok = parse_posthog({"event": "a", "properties": {"p": nested(90)}}, limits)
     assert to_rows(ok.events, ORIGIN, "", limits)[0]["properties"]["p"] == nested(90)
+
+
+def test_browser_identify_names_the_anonymous_id_it_replaces() -> None:
+    anonymous = to_rows(
+        [{"event": "$pageview", "properties": {"$lib": "sqlbook-js"}}], ORIGIN, "", LIMITS
+    )[0]
+    identify = {"event": "$identify", "distinct_id": "user-1", "properties": {"$lib": "sqlbook-js"}}
+    (row,) = to_rows([identify], ORIGIN, "", LIMITS)
+    assert row["properties"]["$anon_distinct_id"] == anonymous["distinct_id"]
+    # a server SDK's identify: its IP and agent are the server's, never linked
+    server = {
+        "event": "$identify",
+        "distinct_id": "user-2",
+        "properties": {"$lib": "posthog-python"},
+    }
+    assert "$anon_distinct_id" not in to_rows([server], ORIGIN, "", LIMITS)[0]["properties"]
+    # an explicit one is kept
+    explicit = {**identify, "properties": {"$lib": "sqlbook-js", "$anon_distinct_id": "cookie-9"}}
+    assert (
+        to_rows([explicit], ORIGIN, "", LIMITS)[0]["properties"]["$anon_distinct_id"] == "cookie-9"
+    )
