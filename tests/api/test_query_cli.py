@@ -5,43 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from api.app import create_app
 from api.cli import main
 from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.live import free_port, serve_api
 
 
 @pytest.fixture
 def live_api(servers: ServerUrls, sqlbook_home: Path) -> Iterator[str]:
-    port = free_port()
-    settings = make_settings(servers, sqlbook_home, api_port=port)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_api(make_settings(servers, sqlbook_home, api_port=free_port())) as url:
+        yield url
 
 
 def run_cli(

@@ -8,7 +8,6 @@ import contextlib
 import gzip
 import json
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -21,12 +20,10 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 from posthog import Posthog
 from segment.analytics import Client as SegmentClient
 
-from api.app import create_app
 from connectors.capture_policy import ProjectPolicy
 from connectors.embedded import EmbeddedRedis
 from connectors.ingest import ingest_range
@@ -37,14 +34,9 @@ from connectors.warehouse import PostgresWarehouse
 from connectors.wire_formats import message_uuid
 from tests.api.test_capture import entries
 from tests.conftest import ClientFactory, make_settings
+from tests.live import free_port, serve_api
 
 Serve = Callable[..., contextlib.AbstractContextManager[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -53,23 +45,10 @@ def serve(servers: ServerUrls, sqlbook_home: Path, stream_key: str) -> Serve:
 
     @contextlib.contextmanager
     def run(**overrides: Any) -> Iterator[str]:
-        port = free_port()
         overrides.setdefault("stream_key", stream_key)
-        settings = make_settings(servers, sqlbook_home, api_port=port, **overrides)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        settings = make_settings(servers, sqlbook_home, api_port=free_port(), **overrides)
+        with serve_api(settings) as url:
+            yield url
 
     return run
 

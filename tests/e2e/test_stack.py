@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import psutil
 import psycopg
 import pytest
 
+from tests.live import free_port
 from tests.notify_receivers import Recorder
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +33,6 @@ DAGSTER_QUERY = """{
     ... on RepositoryConnection { nodes { sensors { name sensorState { status } } } }
   }
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Stack:

@@ -19,16 +19,14 @@ import httpx
 import psycopg
 import pytest
 import redis
-import uvicorn
 
-from api.app import create_app
 from connectors.ingest import ingest_range
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
 from tests.conftest import make_settings
-from tests.e2e.test_stack import free_port
+from tests.live import free_port, serve_api
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -115,21 +113,10 @@ class LiveApi:
 @pytest.fixture(scope="module")
 def api(servers: ServerUrls, sqlbook_home: Path) -> Iterator[LiveApi]:
     """The API on its own origin (another port), with a stream of this module's own."""
-    port = free_port()
     stream_key = f"test:events:{uuid.uuid4().hex[:10]}"
-    settings = make_settings(servers, sqlbook_home, stream_key=stream_key, api_port=port)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API did not start"
-    yield LiveApi(f"http://127.0.0.1:{port}", stream_key)
-    server.should_exit = True
-    thread.join(10)
+    settings = make_settings(servers, sqlbook_home, stream_key=stream_key, api_port=free_port())
+    with serve_api(settings) as url:
+        yield LiveApi(url, stream_key)
 
 
 @pytest.fixture(scope="module")
