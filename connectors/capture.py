@@ -15,11 +15,14 @@ import hashlib
 import ipaddress
 import json
 import math
+import re
 import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from connectors.capture_policy import anonymize_ip
 
@@ -83,10 +86,29 @@ def decompress(raw: bytes, content_encoding: str | None, limits: CaptureLimits) 
     return raw
 
 
+# Every digit → "0", everything else → " ": a run of 19 digits is then a plain substring
+# search, ~15x faster than a regex over a body full of UUIDs.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _has_long_number(raw: bytes) -> bool:
+    return _LONG_RUN in raw.translate(_DIGITS)
+
+
 def parse_json(raw: bytes) -> Any:
     """UTF-8 JSON that PostgreSQL's jsonb can hold, or a CaptureError naming `body`."""
     if not raw.strip():
         raise CaptureError(400, "body", "empty request body")
+    # orjson parses several times faster; it refuses what we refuse too (NaN, 1e400, lone
+    # surrogates, deep nesting) but reads integers beyond 64 bits as floats, so bodies with
+    # long digit runs, and everything it refuses, take the exact path below (and its
+    # precise error message).
+    if not _has_long_number(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -242,7 +264,7 @@ def _to_row(
     elif not isinstance(properties, dict):
         raise CaptureError(400, _at(path, "properties"), "must be a JSON object")
     else:
-        properties = scrub(properties)
+        properties = _clean(properties)
     name = scrub(name)
 
     timestamp = _event_time(event, properties, path, origin.received_at)
@@ -289,7 +311,7 @@ def _to_row(
         "lib": scrub(str(lib)[:200]) if lib is not None else None,
         "session_id": scrub(str(session_id)[:200]) if session_id not in (None, "") else None,
     }
-    size = len(json.dumps(row, separators=(",", ":"), default=str))
+    size = len(orjson.dumps(row, default=str))
     if size > limits.max_event_bytes:
         raise CaptureError(
             400,
@@ -301,6 +323,18 @@ def _to_row(
 
 MAX_DEPTH = 100
 BROWSER_LIB = "sqlbook-js"  # `$lib` of api/static/t.js
+
+
+def _clean(properties: dict[str, Any]) -> dict[str, Any]:
+    """`scrub(properties)`, skipping the walk when one C-speed encode shows there is
+    nothing to replace (no NUL, no lone surrogate) and the nesting cannot be too deep."""
+    try:
+        encoded = orjson.dumps(properties)
+    except orjson.JSONEncodeError:  # lone surrogates, or nested beyond orjson's limit
+        return scrub(properties)  # type: ignore[no-any-return]
+    if b"\\u0000" in encoded or encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH:
+        return scrub(properties)  # type: ignore[no-any-return]
+    return properties
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
@@ -385,11 +419,16 @@ def _event_time(
     return timestamp
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
 def _event_id(value: Any, field: str) -> str:
     if value is None or value == "":
         return str(uuid.uuid4())
     if not isinstance(value, str):
         raise CaptureError(400, field, "must be a UUID string")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value.lower()
     try:
         return str(uuid.UUID(value))
     except ValueError as err:

@@ -4,6 +4,7 @@ are robots whose events are dropped."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -74,5 +75,6 @@ _BOTS = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_bot(user_agent: str | None) -> bool:
     return bool(user_agent) and bool(_BOTS.search(user_agent or ""))

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio as aredis
 
@@ -55,7 +55,7 @@ def _text(value: Any) -> str:
 
 def _decode(entry_id: str, fields: dict[str, str]) -> StreamEntry:
     try:
-        rows = json.loads(fields["e"])
+        rows = orjson.loads(fields["e"])
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError("field e is not a list of rows")
         return StreamEntry(entry_id, int(fields["p"]), rows, fields)
@@ -76,7 +76,7 @@ class CaptureStreamWriter:
     ) -> str:
         window = int(time.time()) // WINDOW_SECONDS
         counter = f"{self._key}:rate:{project_id}:{window}"
-        payload = json.dumps(rows, separators=(",", ":"), default=str, allow_nan=False)
+        payload = orjson.dumps(rows, default=str)
         status, value = await self._append(
             keys=[self._key, counter], args=[len(rows), limit_per_minute, project_id, payload]
         )
