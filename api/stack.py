@@ -39,7 +39,7 @@ run_coordinator:           # launch at once; the queued coordinator adds ~3-4 s 
 run_launcher:
   module: dagster.core.launcher
   class: DefaultRunLauncher
-run_monitoring:            # a run whose process died is marked failed, so ingestion resumes
+run_monitoring:            # runs stuck starting or past their max runtime are failed
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30

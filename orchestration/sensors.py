@@ -1,13 +1,16 @@
 """Sensors and schedules: the capture stream triggers ingestion runs; due alerts trigger
 evaluation runs."""
 
+import socket
 import time
 from datetime import UTC, datetime
 
 import dagster as dg
+import psutil
 
 from assets.alerts import ALERT_PARTITIONS, alert_partitions, evaluate_alerts_job
 from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
+from assets.ingestion.assets import WORKER_HOST_TAG, WORKER_PID_TAG
 from assets.resources import CaptureStreamResource, SqlbookResource
 from connectors.stream import id_ms
 
@@ -20,6 +23,25 @@ _IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def _worker_gone(record: dg.RunRecord) -> str | None:
+    """Why a STARTED run's worker is known to be dead: its process (on this host) no longer
+    exists, or its pid now belongs to a process started after the run. None if alive or
+    not knowable here (another host, or the run has not said who runs it yet)."""
+    run = record.dagster_run
+    if run.status != dg.DagsterRunStatus.STARTED:
+        return None
+    pid, host = run.tags.get(WORKER_PID_TAG), run.tags.get(WORKER_HOST_TAG)
+    if not pid or not pid.isdigit() or host != socket.gethostname():
+        return None
+    try:
+        started = psutil.Process(int(pid)).create_time()
+    except psutil.NoSuchProcess:
+        return f"its worker process {pid} is gone"
+    if record.start_time is not None and started > record.start_time + 1:
+        return f"its worker process {pid} is gone (the pid was reused)"
+    return None
 
 
 def retry_delay(consecutive_failures: int) -> float:
@@ -65,11 +87,16 @@ def stream_id_after(cursor: str | None, candidate: str) -> bool:
 def ingest_sensor(
     context: dg.SensorEvaluationContext, capture_stream: CaptureStreamResource
 ) -> dg.SensorResult | dg.SkipReason:
-    running = context.instance.get_runs(
+    running = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_IN_FLIGHT), limit=1
     )
     if running:
-        return dg.SkipReason(f"ingestion run {running[0].run_id[:8]} still in progress")
+        run = running[0].dagster_run
+        gone = _worker_gone(running[0])
+        if gone:
+            context.instance.report_run_failed(run, gone)
+            return dg.SkipReason(f"ingestion run {run.run_id[:8]} failed: {gone}")
+        return dg.SkipReason(f"ingestion run {run.run_id[:8]} still in progress")
     waiting = _backoff(context.instance)
     if waiting:
         return dg.SkipReason(waiting)

@@ -168,7 +168,8 @@ async def _capture(
             # Never a success for an event that is not stored: the client keeps it and retries.
             return _error(
                 503,
-                "event buffer (Redis) unavailable; nothing was stored, retry later",
+                "event buffer (Redis) unavailable; retry later with the same event uuids"
+                " (an event that did reach the buffer is stored once)",
                 headers={**cors, "Retry-After": "5"},
             )
     if len(kept) < len(rows):  # robots: a success, so a crawler has nothing to retry

@@ -1,5 +1,8 @@
 """Ingestion: the capture stream (external, in Redis) feeds the warehouse `events` table."""
 
+import os
+import socket
+
 import dagster as dg
 from pydantic import Field
 
@@ -12,6 +15,10 @@ capture_stream = dg.AssetSpec(
     kinds={"redis"},
     description="Redis stream of accepted capture requests; an entry stays until ingested.",
 )
+
+
+WORKER_PID_TAG = "sqlbook/worker_pid"
+WORKER_HOST_TAG = "sqlbook/worker_host"
 
 
 class IngestRange(dg.Config):
@@ -42,6 +49,11 @@ def events(
     capture_stream: CaptureStreamResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
+    # Who runs this: the sensor fails a run whose worker died (kill -9, OOM) instead of
+    # waiting for its max runtime; DefaultRunLauncher cannot check a worker's health.
+    context.instance.add_run_tags(
+        context.run_id, {WORKER_PID_TAG: str(os.getpid()), WORKER_HOST_TAG: socket.gethostname()}
+    )
     client = warehouse.client()
     client.install()  # idempotent: the table, and partitions for the days ahead
     report = ingest_range(capture_stream.reader(), client, config.start_id, config.end_id)

@@ -611,15 +611,16 @@ def test_kill_9_the_ingestion_run_mid_batch(
     assert (sum(counts.values()), sum(waiting.values())) == (CHUNK_ROWS, 25_000)
     assert_nothing_lost_yet(ledger, counts, waiting, drill="after kill 1")
 
-    # What the daemon sees: the dead worker's run still STARTED, so the sensor waits. Only
-    # Dagster's run monitoring turns it into a failure, and DefaultRunLauncher (what `sqlbook
-    # up` configures) cannot check a worker's health: the run is failed when the job's
-    # `dagster/max_runtime` (900 s) runs out. Here the test does what monitoring then does.
+    # What the daemon sees: the run is still STARTED, but its worker's pid (a run tag) is
+    # gone, so the sensor fails it at once (DefaultRunLauncher cannot check a worker's
+    # health; without this, only the job's `dagster/max_runtime` would end it), then backs
+    # off before retrying.
     (killed,) = instance.get_runs()
     assert killed.status == dg.DagsterRunStatus.STARTED
-    stuck = sensor_tick(instance, own_redis.url, key, cursor)
-    assert isinstance(stuck, dg.SkipReason) and "in progress" in (stuck.skip_message or "")
-    instance.report_run_failed(killed, "run worker killed (drill)")  # what monitoring does
+    assert killed.tags.get("sqlbook/worker_pid") == str(worker.pid)
+    failed = sensor_tick(instance, own_redis.url, key, cursor)
+    assert isinstance(failed, dg.SkipReason) and "is gone" in (failed.skip_message or "")
+    assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     backoff = sensor_tick(instance, own_redis.url, key, cursor)
     assert isinstance(backoff, dg.SkipReason) and "retrying in" in (backoff.skip_message or "")
 
