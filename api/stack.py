@@ -236,6 +236,8 @@ def _run_stack(settings: Settings, home: Path) -> int:
                     "--port",
                     str(settings.api_port),
                     "--no-access-log",
+                    "--limit-concurrency",
+                    str(settings.api_limit_concurrency),
                 ],
                 env,
                 logs,

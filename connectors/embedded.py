@@ -97,6 +97,8 @@ class EmbeddedRedis:
     so an acknowledged XADD survives a crash. Listens on a unix socket only."""
 
     home: Path
+    # Redis refuses writes beyond this (noeviction): capture answers 503, memory stays flat
+    max_memory: str = "2gb"
     process: subprocess.Popen[bytes] | None = None
     adopted: bool = False  # found running (left by a killed `sqlbook up`): ours to stop
 
@@ -144,6 +146,7 @@ class EmbeddedRedis:
                     'save ""',
                     "daemonize no",
                     f"logfile {self.data_dir / 'redis.log'}",
+                    f"maxmemory {self.max_memory}",
                     "maxmemory-policy noeviction",
                 ]
             )

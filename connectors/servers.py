@@ -120,7 +120,7 @@ def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerU
         elif not redis:
             redis_url = settings.redis_url or ""
         else:
-            rd = EmbeddedRedis(home)
+            rd = EmbeddedRedis(home, max_memory=settings.redis_max_memory)
             redis_url = rd.start()
             started.append(rd)
             embedded.append("redis")

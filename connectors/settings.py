@@ -53,6 +53,19 @@ class Settings(BaseSettings):
         default=30.0, description="How long the API caches a capture key lookup."
     )
 
+    capture_max_backlog_entries: int = Field(
+        default=500_000,
+        description="Capture requests waiting in the stream for ingestion before capture "
+        "answers 503 (load shedding); 0 = no limit.",
+    )
+    redis_max_memory: str = Field(
+        default="2gb",
+        description="maxmemory of the embedded Redis (noeviction: writes beyond it get 503).",
+    )
+    api_limit_concurrency: int = Field(
+        default=1000, description="Connections the API serves at once; more get 503."
+    )
+
     stream_key: str = Field(
         default="sqlbook:events", description="Redis stream of captured events."
     )

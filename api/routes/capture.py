@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from api.deps import State
 from connectors.capture import CaptureError, CaptureRequest, Origin, parse_ip, to_rows
 from connectors.capture_policy import allowed_origin, is_bot, wants_no_tracking
-from connectors.stream import RateLimited
+from connectors.stream import BacklogFull, RateLimited
 from connectors.wire_formats import posthog_request, segment_request
 
 router = APIRouter(tags=["capture"])
@@ -160,11 +160,23 @@ async def _capture(
     if kept:
         try:
             await state.stream.append(
-                project.id, kept, state.settings.capture_rate_limit_per_minute
+                project.id,
+                kept,
+                state.settings.capture_rate_limit_per_minute,
+                state.settings.capture_max_backlog_entries,
             )
+        except BacklogFull as err:
+            return _error(503, str(err), headers={**cors, "Retry-After": "10"})
         except RateLimited as err:
             return _error(429, str(err), headers={**cors, "Retry-After": str(err.retry_after)})
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError) as err:
+            if "OOM command" in str(err):  # maxmemory reached (inside the script: a plain error)
+                return _error(
+                    503,
+                    "event buffer (Redis) is full: ingestion is behind; nothing was stored,"
+                    " retry later",
+                    headers={**cors, "Retry-After": "10"},
+                )
             # Never a success for an event that is not stored: the client keeps it and retries.
             return _error(
                 503,

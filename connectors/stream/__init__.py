@@ -6,6 +6,7 @@ and then deletes it, so whatever is in the stream is exactly what is not yet ing
 """
 
 from connectors.stream.capture_stream import (
+    BacklogFull,
     CaptureStreamReader,
     CaptureStreamWriter,
     RateLimited,
@@ -13,4 +14,11 @@ from connectors.stream.capture_stream import (
     id_ms,
 )
 
-__all__ = ["CaptureStreamReader", "CaptureStreamWriter", "RateLimited", "StreamEntry", "id_ms"]
+__all__ = [
+    "BacklogFull",
+    "CaptureStreamReader",
+    "CaptureStreamWriter",
+    "RateLimited",
+    "StreamEntry",
+    "id_ms",
+]

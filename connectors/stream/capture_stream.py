@@ -15,6 +15,11 @@ import redis.asyncio as aredis
 _APPEND = """
 local n = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local backlog = tonumber(ARGV[5])
+if backlog > 0 then
+  local waiting = redis.call('XLEN', KEYS[1])
+  if waiting >= backlog then return {-2, waiting} end
+end
 if limit > 0 then
   local used = redis.call('INCRBY', KEYS[2], n)
   if used == n then redis.call('EXPIRE', KEYS[2], 120) end
@@ -27,6 +32,16 @@ return {1, redis.call('XADD', KEYS[1], '*', 'p', ARGV[3], 'n', ARGV[1], 'e', ARG
 """
 
 WINDOW_SECONDS = 60
+
+
+class BacklogFull(Exception):
+    """Ingestion is this far behind: shed load instead of growing the stream."""
+
+    def __init__(self, waiting: int):
+        super().__init__(
+            f"ingestion backlog full ({waiting} requests waiting); nothing was stored, retry later"
+        )
+        self.waiting = waiting
 
 
 class RateLimited(Exception):
@@ -72,14 +87,21 @@ class CaptureStreamWriter:
         self._append = client.register_script(_APPEND)
 
     async def append(
-        self, project_id: int, rows: list[dict[str, Any]], limit_per_minute: int
+        self,
+        project_id: int,
+        rows: list[dict[str, Any]],
+        limit_per_minute: int,
+        max_backlog: int = 0,
     ) -> str:
         window = int(time.time()) // WINDOW_SECONDS
         counter = f"{self._key}:rate:{project_id}:{window}"
         payload = orjson.dumps(rows, default=str)
         status, value = await self._append(
-            keys=[self._key, counter], args=[len(rows), limit_per_minute, project_id, payload]
+            keys=[self._key, counter],
+            args=[len(rows), limit_per_minute, project_id, payload, max_backlog],
         )
+        if status == -2:
+            raise BacklogFull(int(value))
         if status == -1:
             ttl = int(value)
             raise RateLimited(retry_after=max(1, min(ttl, WINDOW_SECONDS) if ttl > 0 else 1))

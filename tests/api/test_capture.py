@@ -240,3 +240,51 @@ def test_postgres_down_cached_keys_still_capture_unknown_keys_get_503(
         assert unknown.status_code == 503
         assert unknown.headers["Retry-After"] == "5"
     assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["a", "b"]
+
+
+def test_a_full_backlog_sheds_load_with_503(
+    client_with: ClientFactory, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str
+) -> None:
+    body = {"api_key": workspace.project.capture_key, "event": "x", "distinct_id": "u"}
+    with client_with(capture_max_backlog_entries=2) as client:
+        answers = [client.post("/capture", json=body) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 503]
+        assert answers[2].headers["Retry-After"] == "10"
+        assert "backlog full" in answers[2].json()["detail"]
+        assert redis_client.xlen(stream_key) == 2
+        redis_client.xtrim(stream_key, maxlen=0)  # ingestion caught up
+        assert client.post("/capture", json=body).status_code == 200
+
+
+def test_redis_memory_budget_sheds_load_and_keeps_what_it_accepted(
+    client_with: ClientFactory, tmp_path: Path, workspace: NewWorkspace, stream_key: str
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path, max_memory="3mb")
+    url = own_redis.start()
+    accepted: list[str] = []
+    try:
+        with client_with(redis_url=url) as client:
+            for _ in range(200):
+                batch = [
+                    {
+                        "event": "x",
+                        "distinct_id": "u",
+                        "uuid": str(uuid.uuid4()),
+                        "properties": {"pad": "p" * 2000},
+                    }
+                    for _ in range(20)
+                ]
+                r = client.post(
+                    "/capture", json={"api_key": workspace.project.capture_key, "batch": batch}
+                )
+                if r.status_code != 200:
+                    break
+                accepted += [e["uuid"] for e in batch]
+            assert r.status_code == 503 and r.headers["Retry-After"] == "10"
+            assert "full" in r.json()["detail"]
+        client_redis = redis.Redis.from_url(url)
+        stored = [row["event_id"] for row in entries(client_redis, stream_key)]
+        assert sorted(stored) == sorted(accepted) and accepted
+        assert int(client_redis.info("memory")["used_memory"]) < 4 * 1024 * 1024
+    finally:
+        own_redis.stop()
