@@ -59,6 +59,24 @@ def _say(message: str, *, error: bool = False) -> None:
         print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
+def api_command(settings: Settings) -> list[str]:
+    """How the API process is started (its settings come from the environment)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:app_from_environment",
+        "--factory",
+        "--host",
+        settings.api_host,
+        "--port",
+        str(settings.api_port),
+        "--no-access-log",
+        "--limit-concurrency",
+        str(settings.api_limit_concurrency),
+    ]
+
+
 def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     """Migrate, install the warehouse, make sure the default workspace has credentials.
     Returns the default workspace's credentials as `sqlbook credentials` prints them."""
@@ -223,25 +241,7 @@ def _run_stack(settings: Settings, home: Path) -> int:
         env = child_environment(settings, urls)
         host = settings.api_host
         procs = {
-            "api": _spawn(
-                "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:app_from_environment",
-                    "--factory",
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.api_port),
-                    "--no-access-log",
-                    "--limit-concurrency",
-                    str(settings.api_limit_concurrency),
-                ],
-                env,
-                logs,
-            ),
+            "api": _spawn("api", api_command(settings), env, logs),
             "dagster-webserver": _spawn(
                 "dagster-webserver",
                 [

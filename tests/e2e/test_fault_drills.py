@@ -38,6 +38,7 @@ import redis
 import uvicorn
 
 from api.app import create_app
+from api.stack import api_command
 from assets.ingestion import events, ingest_job, persons
 from assets.resources import CaptureStreamResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -446,18 +447,7 @@ class ApiProcess:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:app_from_environment",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                ],
+                api_command(Settings(_env_file=None, api_port=self.port)),  # type: ignore[call-arg]
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,
