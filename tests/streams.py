@@ -12,6 +12,10 @@ import redis.asyncio as aredis
 from connectors.capture import CaptureLimits, Origin, to_rows
 from connectors.stream import CaptureStreamWriter
 
+# Project ids of tests that write rows without creating a workspace: far above any id the
+# session's workspaces reach, so rows never land in a real test project.
+FAKE_PROJECT = 1_000_000_000
+
 LIMITS = CaptureLimits(max_body_bytes=1 << 24, max_event_bytes=1 << 20, max_batch_events=10_000)
 
 

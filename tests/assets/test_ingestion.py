@@ -13,6 +13,7 @@ from assets.resources import CaptureStreamResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
+from tests.streams import FAKE_PROJECT as FAKE
 from tests.streams import append, event_batch
 
 
@@ -49,25 +50,25 @@ def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, obj
 def test_run_inserts_its_range_and_empties_the_stream(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis
 ) -> None:
-    first = append(servers.redis_url, stream_key, 101, event_batch(20))
-    last = append(servers.redis_url, stream_key, 101, event_batch(30))
+    first = append(servers.redis_url, stream_key, FAKE + 101, event_batch(20))
+    last = append(servers.redis_url, stream_key, FAKE + 101, event_batch(30))
     result = ingest(servers.redis_url, stream_key, servers.warehouse_url, first, last)
     assert result.success
     meta = materialization_metadata(result)
     assert meta["rows"] == 50 and meta["inserted"] == 50 and meta["duplicates_skipped"] == 0
     assert meta["start_id"] == first and meta["end_id"] == last
     assert isinstance(meta["lag_seconds"], float) and meta["lag_seconds"] >= 0
-    assert count(servers.warehouse_url, 101) == 50
+    assert count(servers.warehouse_url, FAKE + 101) == 50
     assert redis_client.xlen(stream_key) == 0
 
 
 def test_only_the_given_range_is_taken(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis
 ) -> None:
-    first = append(servers.redis_url, stream_key, 102, event_batch(5))
-    later = append(servers.redis_url, stream_key, 102, event_batch(7))
+    first = append(servers.redis_url, stream_key, FAKE + 102, event_batch(5))
+    later = append(servers.redis_url, stream_key, FAKE + 102, event_batch(7))
     assert ingest(servers.redis_url, stream_key, servers.warehouse_url, first, first).success
-    assert count(servers.warehouse_url, 102) == 5
+    assert count(servers.warehouse_url, FAKE + 102) == 5
     assert [i.decode() for i, _ in redis_client.xrange(stream_key)] == [later]
 
 
@@ -75,16 +76,16 @@ def test_replaying_a_range_inserts_nothing_twice(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis
 ) -> None:
     batch = event_batch(40)
-    entry = append(servers.redis_url, stream_key, 103, batch)
+    entry = append(servers.redis_url, stream_key, FAKE + 103, batch)
     assert ingest(servers.redis_url, stream_key, servers.warehouse_url, entry, entry).success
     # the same range again (its entries already deleted): a no-op
     again = ingest(servers.redis_url, stream_key, servers.warehouse_url, entry, entry)
     assert again.success and materialization_metadata(again)["inserted"] == 0
     # the same events captured again (a client retry): skipped by the primary key
-    retry = append(servers.redis_url, stream_key, 103, batch)
+    retry = append(servers.redis_url, stream_key, FAKE + 103, batch)
     replay = ingest(servers.redis_url, stream_key, servers.warehouse_url, retry, retry)
     assert materialization_metadata(replay)["duplicates_skipped"] == 40
-    assert count(servers.warehouse_url, 103) == 40
+    assert count(servers.warehouse_url, FAKE + 103) == 40
 
 
 def test_postgres_down_fails_the_run_and_loses_nothing(
@@ -95,7 +96,7 @@ def test_postgres_down_fails_the_run_and_loses_nothing(
 ) -> None:
     pg, url = own_postgres
     PostgresWarehouse(url).install()
-    entry = append(servers.redis_url, stream_key, 104, event_batch(25))
+    entry = append(servers.redis_url, stream_key, FAKE + 104, event_batch(25))
     pg.stop()
     failed = ingest(servers.redis_url, stream_key, url, entry, entry)
     assert not failed.success
@@ -103,7 +104,7 @@ def test_postgres_down_fails_the_run_and_loses_nothing(
     pg.start()
     recovered = ingest(servers.redis_url, stream_key, url, entry, entry)
     assert recovered.success
-    assert count(url, 104) == 25
+    assert count(url, FAKE + 104) == 25
     assert redis_client.xlen(stream_key) == 0
 
 
@@ -113,7 +114,7 @@ def test_large_range_moves_in_chunks(
     from connectors.ingest import ingest_range
     from connectors.stream import CaptureStreamReader
 
-    ids = [append(servers.redis_url, stream_key, 105, event_batch(30)) for _ in range(5)]
+    ids = [append(servers.redis_url, stream_key, FAKE + 105, event_batch(30)) for _ in range(5)]
     report = ingest_range(
         CaptureStreamReader(redis_client, stream_key),
         PostgresWarehouse(servers.warehouse_url),
@@ -127,18 +128,18 @@ def test_large_range_moves_in_chunks(
         150,
         5,
     )
-    assert count(servers.warehouse_url, 105) == 150
+    assert count(servers.warehouse_url, FAKE + 105) == 150
     assert redis_client.xlen(stream_key) == 0
 
 
 def test_an_entry_the_warehouse_refuses_is_dead_lettered_not_blocking(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis
 ) -> None:
-    good = append(servers.redis_url, stream_key, 106, event_batch(10))
+    good = append(servers.redis_url, stream_key, FAKE + 106, event_batch(10))
     # entries no API would write: a row with an impossible timestamp, and plain garbage
     poisoned_row = {
         "event_id": "00000000-0000-0000-0000-000000000001",
-        "project_id": 106,
+        "project_id": FAKE + 106,
         "event_name": "bad",
         "distinct_id": "d",
         "properties": {},
@@ -149,9 +150,11 @@ def test_an_entry_the_warehouse_refuses_is_dead_lettered_not_blocking(
         "lib": None,
         "session_id": None,
     }
-    poisoned = redis_client.xadd(stream_key, {"p": 106, "n": 1, "e": json.dumps([poisoned_row])})
+    poisoned = redis_client.xadd(
+        stream_key, {"p": FAKE + 106, "n": 1, "e": json.dumps([poisoned_row])}
+    )
     garbage = redis_client.xadd(stream_key, {"junk": "x"}).decode()
-    after = append(servers.redis_url, stream_key, 106, event_batch(5))
+    after = append(servers.redis_url, stream_key, FAKE + 106, event_batch(5))
 
     result = ingest(servers.redis_url, stream_key, servers.warehouse_url, good, after)
     assert result.success
@@ -159,7 +162,7 @@ def test_an_entry_the_warehouse_refuses_is_dead_lettered_not_blocking(
     assert meta["inserted"] == 15 and meta["dead_lettered"] == 2
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
-    assert count(servers.warehouse_url, 106) == 15
+    assert count(servers.warehouse_url, FAKE + 106) == 15
     assert redis_client.xlen(stream_key) == 0
     errors = {
         f[b"source_id"].decode(): f[b"error"].decode()
@@ -175,7 +178,7 @@ def test_materialize_without_config_takes_everything_pending(
 ) -> None:
     """What the UI's "Materialize" button does."""
     for _ in range(3):
-        append(servers.redis_url, stream_key, 107, event_batch(4))
+        append(servers.redis_url, stream_key, FAKE + 107, event_batch(4))
     result = ingest(servers.redis_url, stream_key, servers.warehouse_url, None, None)
     assert result.success and materialization_metadata(result)["inserted"] == 12
     assert redis_client.xlen(stream_key) == 0
@@ -187,7 +190,7 @@ def test_a_run_stops_after_max_rows_and_leaves_the_rest(
     from connectors.ingest import ingest_range
     from connectors.stream import CaptureStreamReader
 
-    ids = [append(servers.redis_url, stream_key, 108, event_batch(10)) for _ in range(6)]
+    ids = [append(servers.redis_url, stream_key, FAKE + 108, event_batch(10)) for _ in range(6)]
     reader = CaptureStreamReader(redis_client, stream_key)
     warehouse = PostgresWarehouse(servers.warehouse_url)
     first = ingest_range(reader, warehouse, ids[0], ids[-1], chunk_rows=20, max_rows=30)
@@ -200,4 +203,4 @@ def test_a_run_stops_after_max_rows_and_leaves_the_rest(
     assert reader.head() == ids[4]
     rest = ingest_range(reader, warehouse, reader.head() or "", ids[-1], chunk_rows=20, max_rows=30)
     assert rest.complete and rest.rows == 20
-    assert count(servers.warehouse_url, 108) == 60
+    assert count(servers.warehouse_url, FAKE + 108) == 60

@@ -11,7 +11,7 @@ import redis
 from assets.resources import CaptureStreamResource
 from connectors.servers import ServerUrls
 from orchestration.sensors import ingest_sensor
-from tests.streams import append, event_batch
+from tests.streams import FAKE_PROJECT, append, event_batch
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_empty_stream_skips(
 def test_requests_the_whole_pending_range_and_advances_cursor(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
 ) -> None:
-    first = append(servers.redis_url, stream_key, 1, event_batch(2))
-    last = append(servers.redis_url, stream_key, 1, event_batch(3))
+    first = append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(2))
+    last = append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(3))
     result, _ = evaluate(instance, servers.redis_url, stream_key, "0-0")
     assert isinstance(result, dg.SensorResult)
     assert result.cursor == last
@@ -54,7 +54,7 @@ def test_entries_left_at_or_before_cursor_are_retried(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
 ) -> None:
     """A failed run leaves its range in the stream; the next tick takes it again."""
-    stuck = append(servers.redis_url, stream_key, 1, event_batch(1))
+    stuck = append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
     result, _ = evaluate(instance, servers.redis_url, stream_key, stuck)
     assert isinstance(result, dg.SensorResult)
     (request,) = result.run_requests or []
@@ -66,7 +66,7 @@ def test_entries_left_at_or_before_cursor_are_retried(
 def test_one_run_at_a_time(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
 ) -> None:
-    append(servers.redis_url, stream_key, 1, event_batch(1))
+    append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
     instance.add_run(
         dg.DagsterRun(
             job_name="ingest_events", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
@@ -80,8 +80,8 @@ def test_one_run_at_a_time(
 def test_range_ends_at_the_newest_id_even_if_already_deleted(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance, redis_client: redis.Redis
 ) -> None:
-    first = append(servers.redis_url, stream_key, 1, event_batch(1))
-    newest = append(servers.redis_url, stream_key, 1, event_batch(1))
+    first = append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
+    newest = append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
     redis_client.xdel(stream_key, newest)  # ingested by a manual run, say
     result, _ = evaluate(instance, servers.redis_url, stream_key, None)
     (request,) = result.run_requests or []
@@ -123,7 +123,7 @@ def test_waits_after_a_failed_run(
     from assets.ingestion import events, ingest_job, persons
     from assets.resources import WarehouseResource
 
-    append(servers.redis_url, stream_key, 1, event_batch(1))
+    append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
     # a real failed `ingest_events` run: its warehouse URL points at nothing
     defs = dg.Definitions(
         assets=[events, persons],
