@@ -3,6 +3,7 @@ Dagster sensor and run → PostgreSQL, then Ctrl-C stops everything and a restar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,7 +93,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path / "home")
     yield s
     if s.proc is not None and s.proc.poll() is None:
-        os.killpg(s.proc.pid, signal.SIGKILL)
+        # a failed test: stop it as Ctrl-C would (its children run in sessions of their own,
+        # so killing its process group alone would leave them running)
+        children = psutil.Process(s.proc.pid).children(recursive=True)
+        try:
+            s.stop()
+        except subprocess.TimeoutExpired:
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            os.killpg(s.proc.pid, signal.SIGKILL)
 
 
 def rows_for(database_url: str, project_key: str) -> int:
