@@ -44,6 +44,7 @@ async def read_audit(
         text=q,
         before_id=before,
     )
+    await run_in_threadpool(state.runner.flush_audit)  # this process's rows are all in
     if format == "csv":
         rows = await run_in_threadpool(
             state.audit.search, token.workspace_id, filters, CSV_MAX_ROWS

@@ -169,14 +169,20 @@ class MetadataStore:
         return [_project(r) for r in rows]
 
     def token_owner(self, token: str) -> TokenOwner | None:
+        # A read on every request; `last_used_at` is written at most once a minute, so an
+        # API call does not cost a durable write.
         row = self._one(
-            "update meta.api_tokens t set last_used_at = now()"
-            " from meta.workspaces w"
-            " where t.token_hash = %s and t.revoked_at is null and w.id = t.workspace_id"
-            " returning t.id, t.workspace_id, w.name as workspace, t.role, t.name,"
-            " t.token_prefix",
+            "select t.id, t.workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
+            " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale"
+            " from meta.api_tokens t join meta.workspaces w on w.id = t.workspace_id"
+            " where t.token_hash = %s and t.revoked_at is null",
             (hash_token(token),),
         )
+        if row is not None and row["stale"]:
+            self._one(
+                "update meta.api_tokens set last_used_at = now() where id = %s returning id",
+                (row["id"],),
+            )
         if row is None:
             return None
         return TokenOwner(

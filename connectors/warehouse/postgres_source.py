@@ -151,11 +151,13 @@ class PostgresSource(DataSource):
                 self._tracked(query_id, conn.info.backend_pid),
                 conn.transaction(),
             ):
+                settings = [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
+                settings += self._scope_settings(scope)
+                # one round trip for all of them
                 conn.execute(
-                    "select set_config('statement_timeout', %s, true)",
-                    (str(max(int(limits.timeout_s * 1000), 1)),),
+                    "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
+                    [v for pair in settings for v in pair],
                 )
-                self._enter_scope(conn, scope)
                 if self._take_cancelled(query_id):  # cancelled before the statement began
                     raise QueryCancelled("query was cancelled")
                 columns, rows, truncated = self._fetch(conn, sql, list(params), kind, limits)
@@ -184,8 +186,13 @@ class PostgresSource(DataSource):
             query_id=query_id,
         )
 
-    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
+    def _scope_settings(self, scope: Scope) -> list[tuple[str, str]]:
         """A registered source belongs to one workspace: nothing to narrow."""
+        return []
+
+    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
+        for name, value in self._scope_settings(scope):
+            conn.execute("select set_config(%s, %s, true)", (name, value))
 
     def _fetch(
         self,
@@ -321,11 +328,8 @@ class WarehouseSource(PostgresSource):
                 ) from err
         return self._key
 
-    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
-        conn.execute(
-            "select set_config(%s, %s, true)",
-            (warehouse_scope.SCOPE_SETTING, warehouse_scope.sign(self._signing_key(), scope)),
-        )
+    def _scope_settings(self, scope: Scope) -> list[tuple[str, str]]:
+        return [(warehouse_scope.SCOPE_SETTING, warehouse_scope.sign(self._signing_key(), scope))]
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

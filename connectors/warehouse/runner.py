@@ -15,8 +15,10 @@ cancel, audit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -148,6 +150,11 @@ class QueryRunner:
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
         self._watchdog.start()
+        # Audit rows are written by one thread behind a queue: the answer does not wait for
+        # a durable write; `flush_audit` (the audit API) and `close` wait for them.
+        self._audit_queue: queue.Queue[AuditEntry | None] = queue.Queue()
+        self._audit_writer = threading.Thread(target=self._write_audit, name="audit", daemon=True)
+        self._audit_writer.start()
 
     def close(self) -> None:
         self._stop.set()
@@ -156,6 +163,25 @@ class QueryRunner:
             self._cancel_in_database(active)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._watchdog.join(timeout=2)
+        self._audit_queue.put(None)
+        self._audit_writer.join(timeout=30)
+
+    def flush_audit(self) -> None:
+        """Wait until every audit row queued so far is written."""
+        self._audit_queue.join()
+
+    def _write_audit(self) -> None:
+        while True:
+            entry = self._audit_queue.get()
+            try:
+                if entry is None:
+                    return
+                if self._audit is not None:
+                    self._audit.record(entry)
+            except Exception:  # the query's answer matters more than its audit row
+                log.exception("could not write an audit row")
+            finally:
+                self._audit_queue.task_done()
 
     # -- public --------------------------------------------------------------------
 
@@ -165,18 +191,14 @@ class QueryRunner:
 
     def start(self, request: QueryRequest) -> Future[QueryResult]:
         """Check (a refused query raises here) and start; the future gives the result.
-        Its status is recorded too when Redis is up, so DELETE /api/queries/{id} reaches
-        it; without Redis it still runs."""
-        return self._start(request, status_required=False)[1]
+        Nothing is written to Redis for it (the caller waits for the answer); DELETE
+        /api/queries/{id} still reaches it in this process."""
+        prepared = self._prepare(request)
+        return self._schedule(prepared, record_job=False)
 
     def submit(self, request: QueryRequest) -> str:
         """Check at once (a refused query raises here), then queue; returns the id. The
         caller reads the outcome from the status store, so that store must be up."""
-        return self._start(request, status_required=True)[0]
-
-    def _start(
-        self, request: QueryRequest, *, status_required: bool
-    ) -> tuple[str, Future[QueryResult]]:
         prepared = self._prepare(request)
         self._write_job(
             prepared.query_id,
@@ -186,9 +208,10 @@ class QueryRunner:
                 "datasource": request.target.name,
                 "submitted_at": _now(),
             },
-            create=status_required,
+            create=True,
         )
-        return prepared.query_id, self._schedule(prepared, record_job=True)
+        self._schedule(prepared, record_job=True)
+        return prepared.query_id
 
     def job(self, query_id: str, workspace_id: int) -> dict[str, Any] | None:
         try:
@@ -209,6 +232,14 @@ class QueryRunner:
         return out
 
     def cancel(self, query_id: str, workspace_id: int) -> dict[str, Any] | None:
+        active = self._active.get(query_id)
+        if active is not None and active.prepared.request.actor.workspace_id == workspace_id:
+            active.cancel_requested.set()
+            self._cancel_in_database(active)
+            with contextlib.suppress(SourceUnavailable):
+                if self.job(query_id, workspace_id) is not None:
+                    self._write_job(query_id, {"cancel": "1"})
+            return {"query_id": query_id, "status": "running"}
         job = self.job(query_id, workspace_id)
         if job is None:
             return None
@@ -432,10 +463,7 @@ class QueryRunner:
             error=error.message if error is not None else None,
             cache_hit=bool(result is not None and result.cache.get("hit")),
         )
-        try:
-            self._audit.record(entry)
-        except Exception:  # the query's answer matters more than its audit row
-            log.exception("could not write the audit row of query %s", query_id)
+        self._audit_queue.put(entry)
 
 
 def error_body(error: QueryError) -> dict[str, Any]:
