@@ -65,6 +65,8 @@ DAY = timedelta(days=1)
 # prunes to a handful of partitions (PostgreSQL locks every partition a plan keeps).
 GROUP_SPAN = timedelta(days=7)
 DUPLICATE_WINDOW = DAY
+# A group this big refreshes the statistics of partitions still believed (nearly) empty.
+_ANALYZE_AFTER_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,29 @@ class PostgresWarehouse:
                     window=sql.Literal(DUPLICATE_WINDOW),
                 )
             ).fetchone()
-            return int(row[0]) if row else 0
+            inserted = int(row[0]) if row else 0
+        if inserted >= _ANALYZE_AFTER_ROWS:
+            self._refresh_statistics(conn, group[0][0], group[-1][0], inserted)
+        return inserted
+
+    def _refresh_statistics(
+        self, conn: psycopg.Connection[Any], first: datetime, last: datetime, inserted: int
+    ) -> None:
+        """ANALYZE the partitions this group filled when their statistics still describe
+        them as (nearly) empty. With such stale statistics the planner checks the next
+        group's duplicates with the (project, timestamp) index per row, which grows
+        quadratically with the partition; autovacuum's analyze comes too late for a
+        backlog that fills a fresh day's partition within seconds."""
+        stale = conn.execute(
+            "select c.oid::regclass::text from pg_inherits i"
+            " join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'events'::regclass and c.reltuples < %s"
+            " and exists (select 1 from events e where e.tableoid = c.oid"
+            "             and e.timestamp between %s and %s limit 1)",
+            (inserted, first, last),
+        ).fetchall()
+        for (partition,) in stale:
+            conn.execute(sql.SQL("analyze {}").format(sql.SQL(partition)))
 
 
 def _covered(day: date, existing: list[tuple[date, date]]) -> bool:
