@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench-ingest bench lint format clean
+.PHONY: install run test bench bench-ingest bench-queries bench-smoke lint format clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need Python 3.11+ (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -23,10 +23,21 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench-ingest: $(STAMP)
-	$(BIN)/python -m tests.bench.bench_ingest
+# One table on stdout, JSON in bench/results/<UTC timestamp>.json (+ latest.json).
+# Sizes are flags: make bench BENCH_ARGS="--ingest-events 2M --pg-sizes 1M,10M"
+# (python -m tests.bench --help lists them). The default run takes under 10 minutes.
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-bench: bench-ingest
+bench-ingest: $(STAMP)
+	$(BIN)/python -m tests.bench --phases capture,ingestion,freshness $(BENCH_ARGS)
+
+bench-queries: $(STAMP)
+	$(BIN)/python -m tests.bench --phases queries $(BENCH_ARGS)
+
+# the bench code at tiny sizes, no stack (< 20 s); not part of `make test`
+bench-smoke: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench/smoke_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

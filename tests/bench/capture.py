@@ -1,0 +1,371 @@
+"""Phase 1, capture: events/s accepted by `POST /capture` (one uvicorn worker, rate limit
+off) at several batch sizes and client counts, next to pipelined XADDs of the very
+entries the API wrote, into the same Redis, from the same kind of load process."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+
+from tests.bench import loadgen
+from tests.bench.stack import StackInfo
+from tests.bench.util import REPO_ROOT, dist_ms, log, rnd
+
+BASELINE_STREAM = "sqlbook:bench:xadd-baseline"
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    batch: int
+    concurrency: int
+
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch} x {self.concurrency} clients"
+
+
+def parse_matrix(text: str) -> list[CaptureConfig]:
+    """'100x1,100x8,1x8' → configs (batch x concurrency)."""
+    out = []
+    for part in text.split(","):
+        if part.strip():
+            batch, conc = part.lower().split("x")
+            out.append(CaptureConfig(int(batch), int(conc)))
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return float("nan")
+
+
+def _trim(client: redis.Redis, key: str) -> None:
+    """Drop what the previous run left (bench data only); the last id stays, so ids only
+    grow. Nothing ingests during this phase: the ingestion sensor is off."""
+    client.xtrim(key, maxlen=0, approximate=False)
+
+
+def _pool(info: StackInfo, run_id: str, batch: int, size: int) -> list[bytes]:
+    bodies = []
+    for b in range(size):
+        events = [loadgen.make_event(run_id, "bench_capture", b * batch + i) for i in range(batch)]
+        bodies.append(loadgen.capture_body(info.project_key, events))
+    return bodies
+
+
+def _stored_entries(
+    info: StackInfo, client: redis.Redis, bodies: list[bytes]
+) -> list[list[tuple[bytes, bytes]]]:
+    """Send each body once (also warms the API up), then read back the entries the API
+    wrote: the baseline XADDs exactly these field/value pairs."""
+    _trim(client, info.stream_key)
+    with httpx.Client(timeout=60, headers={"user-agent": loadgen.USER_AGENT}) as http:
+        for body in bodies:
+            r = http.post(
+                f"{info.api_url}/capture",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            r.raise_for_status()
+    entries: Any = client.xrange(info.stream_key, "-", "+")
+    if len(entries) != len(bodies):
+        raise RuntimeError(f"expected {len(bodies)} stream entries, found {len(entries)}")
+    return [list(fields.items()) for _, fields in entries]
+
+
+def measure(
+    info: StackInfo,
+    load: loadgen.LoadProcess,
+    configs: list[CaptureConfig],
+    duration_s: float,
+    warmup_s: float,
+    baseline_s: float,
+    run_id: str,
+) -> dict[str, Any]:
+    client = redis.Redis.from_url(info.redis_url)
+    results: list[dict[str, Any]] = []
+    pools: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    redis_pid = info.pids.get("redis")
+    try:
+        for batch in sorted({c.batch for c in configs}):
+            size = 16 if batch <= 100 else 6
+            bodies = _pool(info, run_id, batch, size)
+            entries = _stored_entries(info, client, bodies)
+            requests = [
+                loadgen.http_request(info.api_host, info.api_port, "/capture", b) for b in bodies
+            ]
+            commands = [loadgen.xadd_command(BASELINE_STREAM, fields) for fields in entries]
+            pools[batch] = (requests, commands)
+            log(
+                f"capture: batch {batch}: {size} distinct bodies of "
+                f"{len(bodies[0]):,} bytes; the API stores {len(commands[0]):,}-byte entries"
+            )
+        for config in configs:
+            requests, commands = pools[config.batch]
+            _trim(client, info.stream_key)
+            log(f"capture: {config.label}, {warmup_s:g} s warm-up + {duration_s:g} s")
+            api0, redis0, t0 = (
+                _cpu_seconds(info.api_pid),
+                _cpu_seconds(redis_pid or 0),
+                time.monotonic(),
+            )
+            http = load.run(
+                loadgen.http_closed_loop,
+                info.api_host,
+                info.api_port,
+                requests,
+                config.batch,
+                config.concurrency,
+                warmup_s,
+                duration_s,
+            )
+            wall = time.monotonic() - t0
+            api_cpu = 100 * (_cpu_seconds(info.api_pid) - api0) / wall
+            redis_cpu = 100 * (_cpu_seconds(redis_pid or 0) - redis0) / wall
+            _trim(client, info.stream_key)
+
+            depth = max(1, min(64, 1_000_000 // len(commands[0])))
+            piped = load.run(
+                loadgen.xadd_load,
+                info.redis_url,
+                commands,
+                config.batch,
+                config.concurrency,
+                depth,
+                0.5,
+                baseline_s,
+            )
+            client.delete(BASELINE_STREAM)
+            single = load.run(
+                loadgen.xadd_load,
+                info.redis_url,
+                commands,
+                config.batch,
+                config.concurrency,
+                1,
+                0.3,
+                max(1.0, baseline_s / 2),
+            )
+            client.delete(BASELINE_STREAM)
+
+            eps = http["ok_events"] / http["seconds"] if http["seconds"] else None
+            base_eps = piped["events"] / piped["seconds"] if piped["seconds"] else None
+            lat = dist_ms(http["latencies"])
+            single_lat = dist_ms(single["latencies"])
+            result = {
+                "batch": config.batch,
+                "concurrency": config.concurrency,
+                "seconds": rnd(http["seconds"], 2),
+                "ok_requests": http["ok_requests"],
+                "ok_events": http["ok_events"],
+                "events_per_second": rnd(eps, 1),
+                "requests_per_second": rnd(http["ok_requests"] / http["seconds"], 1),
+                "latency": lat,
+                "non_200": http["statuses"],
+                "transport_errors": http["errors"],
+                "loadgen_cpu_pct": rnd(http["loadgen_cpu_pct"], 1),
+                "api_cpu_pct": rnd(api_cpu, 1),
+                "redis_cpu_pct": rnd(redis_cpu, 1),
+                "baseline_xadd_pipelined": {
+                    "depth": depth,
+                    "commands": piped["commands"],
+                    "events_per_second": rnd(base_eps, 1),
+                    "pipeline_rtt": dist_ms(piped["latencies"]),
+                    "errors": piped["errors"],
+                    "loadgen_cpu_pct": rnd(piped["loadgen_cpu_pct"], 1),
+                },
+                "baseline_xadd_single": {
+                    "events_per_second": rnd(single["events"] / single["seconds"], 1),
+                    "latency": single_lat,
+                    "errors": single["errors"],
+                    "loadgen_cpu_pct": rnd(single["loadgen_cpu_pct"], 1),
+                },
+            }
+            results.append(result)
+            log(
+                f"  {eps:,.0f} events/s ({result['requests_per_second']:,.0f} req/s), p50 "
+                f"{lat['p50_ms']} ms, p99 {lat['p99_ms']} ms; API CPU {api_cpu:.0f}%, redis "
+                f"{redis_cpu:.0f}%, load generator {http['loadgen_cpu_pct']:.0f}%; non-200 "
+                f"{sum(http['statuses'].values())}; XADD baseline {base_eps:,.0f} events/s "
+                f"(depth {depth}), single XADD p50 {single_lat['p50_ms']} ms"
+            )
+        _trim(client, info.stream_key)
+    finally:
+        client.close()
+    return {"configs": results}
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def py_spy() -> str | None:
+    here = Path(__import__("sys").executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def start_py_spy(
+    exe: str, pid: int, seconds: float | None, out: Path, idle: bool = False, rate: int = 200
+) -> subprocess.Popen[bytes]:
+    """py-spy record, non-blocking (the target is never paused); `seconds` None: until
+    the process exits."""
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out),
+    ]
+    if seconds is not None:
+        argv += ["--duration", str(int(seconds + 0.99))]
+    if idle:
+        argv.append("--idle")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def profile(
+    info: StackInfo,
+    load: loadgen.LoadProcess,
+    config: CaptureConfig,
+    seconds: float,
+    run_id: str,
+) -> dict[str, Any]:
+    """py-spy (sampling, non-blocking) on the API process while `config` runs: which
+    functions the API spends its time in. A separate run: the figures above are not
+    measured under the profiler."""
+    exe = py_spy()
+    if exe is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    client = redis.Redis.from_url(info.redis_url)
+    out = Path(tempfile.mkdtemp(prefix="sqlbook-bench-prof-")) / "api.txt"
+    bodies = _pool(info, run_id, config.batch, 8)
+    requests = [loadgen.http_request(info.api_host, info.api_port, "/capture", b) for b in bodies]
+    log(f"capture profile: py-spy on the API during {config.label}, {seconds:g} s")
+    spy = start_py_spy(exe, info.api_pid, seconds + 1, out)
+    try:
+        time.sleep(0.5)
+        http = load.run(
+            loadgen.http_closed_loop,
+            info.api_host,
+            info.api_port,
+            requests,
+            config.batch,
+            config.concurrency,
+            0.3,
+            seconds,
+        )
+        text, _ = spy.communicate(timeout=60)
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+        _trim(client, info.stream_key)
+        client.close()
+    if not out.exists():
+        return {"skipped": f"py-spy failed: {text.decode(errors='replace')[-500:]}"}
+    summary = summarize_collapsed(out.read_text())
+    summary["events_per_second_under_profiler"] = rnd(http["ok_events"] / http["seconds"], 1)
+    summary["raw_file"] = str(out)
+    return summary
+
+
+def _frame_name(frame: str, line: bool = False) -> str:
+    # py-spy raw frames look like "function (path/to/file.py:123)"
+    name, _, where = frame.partition(" (")
+    path, _, number = where.rstrip(")").rpartition(":")
+    root = str(REPO_ROOT) + "/"
+    if path.startswith(root):
+        path = path[len(root) :]
+    else:
+        for marker in ("site-packages/", "python3.11/", "python3.12/"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+                break
+    return f"{name} ({path}:{number})" if line else f"{name} ({path})"
+
+
+# leaf frames of a thread parked until it has work (not waiting on a server): pool
+# workers, the event loop in epoll (uvloop's C loop shows as Runner.run)
+_PARKED = (
+    "Condition.wait (",
+    "Event.wait (",
+    "Queue.get (",
+    "select (",
+    "poll (",
+    "epoll",
+    "Runner.run (",
+    "_worker (concurrent/futures/thread.py)",
+    "WorkerThread.run (",
+)
+
+
+def _ours(frame: str) -> bool:
+    return " (api/" in frame or " (connectors/" in frame or " (assets/" in frame
+
+
+def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
+    """py-spy collapsed stacks → where the time goes. Samples of parked threads (waiting
+    for work: an idle pool, the event loop in epoll) are left out of the percentages;
+    waits on PostgreSQL or Redis sockets stay in. `project_lines_top` charges each sample
+    to the deepest frame of the project's own code (api/, connectors/, assets/) with its
+    line, i.e. the line of ours that was running or waiting."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    lines: collections.Counter[str] = collections.Counter()
+    total = parked = ours = 0
+    for row in text.splitlines():
+        stack, _, count = row.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        raw = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread ("))]
+        total += n
+        if not raw:
+            continue
+        frames = [_frame_name(f) for f in raw]
+        leaf = frames[-1]
+        if leaf.startswith(_PARKED) or "selectors.py" in leaf:
+            parked += n
+            continue
+        own[leaf] += n
+        for f in set(frames):
+            incl[f] += n
+        deepest = next((f for f in reversed(raw) if _ours(_frame_name(f))), None)
+        if deepest is not None:
+            ours += n
+            lines[_frame_name(deepest, line=True)] += n
+    active = total - parked
+
+    def share(counter: collections.Counter[str], of: int) -> list[dict[str, Any]]:
+        return [
+            {"function": k, "pct": round(100 * v / of, 1)}
+            for k, v in counter.most_common(top)
+            if of
+        ]
+
+    return {
+        "samples": total,
+        "parked_samples": parked,
+        "active_samples": active,
+        "samples_in_project_code": ours,
+        "self_top": share(own, active),
+        "inclusive_top": [x for x in share(incl, active) if x["pct"] < 99.5][:top],
+        "project_lines_top": share(lines, ours),
+    }

@@ -1,0 +1,444 @@
+"""`make bench`: start a `sqlbook up` of its own (fresh SQLBOOK_HOME, free ports, capture rate
+limit off, chDB sources allowed), measure, stop it, print one table and write everything as
+JSON to bench/results/<UTC timestamp>.json (and latest.json).
+
+    python -m tests.bench [--phases capture,ingestion,freshness,queries] [sizes...]
+
+Phases (each figure next to a baseline measured in the same run):
+1. capture    events/s accepted by POST /capture over HTTP per batch size x clients, p50/p99;
+              baseline: pipelined XADD of the entries the API wrote, into the same Redis.
+2. ingestion  events/s from a stream backlog to rows of `events` through the Dagster sensor
+              and run; baseline: COPY of the same rows into a copy of `events`. A run that
+              makes no progress for --ingest-stall s is diagnosed (pg_stat_activity, the
+              chunk's plan), its INSERT cancelled, and the bench goes on.
+3. freshness  event→queryable p50/p95/max under a steady load; baseline: the same with the
+              ingestion code called in a loop (no sensor, no run launch).
+4. queries    four analytics queries via POST /api/query vs the same SQL straight on the
+              database, on PostgreSQL and ClickHouse (chDB), at several table sizes.
+5. memory     peak RSS of the API process and of the ingestion run (sampled every 100 ms,
+              and the kernel's VmHWM); baselines: the API idle after start, small runs.
+
+Timings are measured and reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.bench import capture, freshness, ingestion, loadgen, queries
+from tests.bench.report import build_rows, memory_summary
+from tests.bench.stack import (
+    Dagster,
+    MemorySampler,
+    Stack,
+    StackFailed,
+    discover,
+    scan_logs,
+    server_versions,
+)
+from tests.bench.util import (
+    RESULTS_DIR,
+    busy_processes,
+    format_table,
+    free_port,
+    git_commit,
+    log,
+    machine_info,
+    now_iso,
+    parse_size,
+    rnd,
+    write_json,
+)
+
+PHASES = ("capture", "ingestion", "freshness", "queries")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Measure sqlbook end to end against baselines from the same run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    g = p.add_argument_group("capture")
+    g.add_argument(
+        "--capture-matrix",
+        default="100x1,100x8,100x32,1x8,1000x8",
+        help="batch x concurrent clients, comma-separated",
+    )
+    g.add_argument("--capture-seconds", type=float, default=8.0, help="measured, per config")
+    g.add_argument("--capture-warmup", type=float, default=1.0, help="not measured, per config")
+    g.add_argument("--baseline-seconds", type=float, default=3.0, help="XADD baseline per config")
+    g.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=6.0,
+        help="py-spy on the API during an extra batch-100 x 8 run and a query loop (0 = off)",
+    )
+    g = p.add_argument_group("ingestion")
+    g.add_argument("--ingest-events", default="1M", help="backlog size (k/M suffixes)")
+    g.add_argument("--ingest-entry-batch", type=int, default=100, help="events per stream entry")
+    g.add_argument("--ingest-timeout", type=float, default=300.0, help="give up after")
+    g.add_argument(
+        "--ingest-stall",
+        type=float,
+        default=60.0,
+        help="no entry ingested for this long = stalled: diagnose, cancel, go on",
+    )
+    g = p.add_argument_group("freshness")
+    g.add_argument("--fresh-rate", type=float, default=1000.0, help="events/s of the steady load")
+    g.add_argument("--fresh-batch", type=int, default=100, help="events per request")
+    g.add_argument("--fresh-seconds", type=float, default=60.0, help="load duration")
+    g.add_argument(
+        "--fresh-baseline-seconds", type=float, default=20.0, help="loop baseline (0 = off)"
+    )
+    g.add_argument("--probe-every", type=int, default=5, help="a probe every N requests")
+    g.add_argument("--probe-wait", type=float, default=60.0, help="max wait after the last")
+    g = p.add_argument_group("queries")
+    g.add_argument(
+        "--pg-sizes", default="1M", help="PostgreSQL table sizes, e.g. 1M,10M (10M: ~5 min more)"
+    )
+    g.add_argument("--ch-sizes", default="1M,10M", help="ClickHouse (chDB) table sizes")
+    g.add_argument("--query-warmup", type=int, default=1)
+    g.add_argument("--query-reps", type=int, default=7)
+    g = p.add_argument_group("output")
+    g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    g.add_argument("--startup-timeout", type=float, default=240.0)
+    g.add_argument("--keep-home", action="store_true", help="keep the stack's SQLBOOK_HOME")
+    g.add_argument("--echo", action="store_true", help="echo the output of `sqlbook up`")
+    args = p.parse_args(argv)
+    args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    args.capture_matrix = capture.parse_matrix(args.capture_matrix)
+    args.ingest_events = parse_size(args.ingest_events)
+    args.pg_sizes = [parse_size(x) for x in args.pg_sizes.split(",") if x.strip()]
+    args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
+    return args
+
+
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for k, v in vars(args).items():
+        if k == "capture_matrix":
+            v = [f"{c.batch}x{c.concurrency}" for c in v]
+        out[k] = str(v) if isinstance(v, Path) else v
+    return out
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # a background job of a non-interactive shell starts with SIGINT ignored; the stack
+    # must be stopped on Ctrl-C and on SIGTERM alike
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    began = time.monotonic()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    run_id = uuid.uuid4().hex[:12]
+    doc: dict[str, Any] = {
+        "benchmark": "sqlbook",
+        "started": started.isoformat(),
+        "run_id": run_id,
+        "git": git_commit(),
+        "machine": machine_info(),
+        "config": config_of(args),
+        "phase_seconds": {},
+        "notes": [],
+        "errors": [],
+    }
+    results: dict[str, Any] = {}
+    home = Path(tempfile.mkdtemp(prefix="sqlbook-bench-"))
+    stack = Stack(home, free_port(), free_port(), echo=args.echo)
+    sampler: MemorySampler | None = None
+    load: loadgen.LoadProcess | None = None
+    dagster: Dagster | None = None
+    chdb_dirs: list[str] = []
+    ok = False
+    try:
+        log(
+            f"starting `sqlbook up` in {home} (API :{stack.api_port}, Dagster "
+            f":{stack.dagster_port}); rate limit off, chDB sources allowed"
+        )
+        t = time.monotonic()
+        try:
+            stack.start(args.startup_timeout)
+        except StackFailed as err:
+            log(f"stack failed to start: {err}")
+            stack.dump_diagnostics()
+            raise
+        doc["phase_seconds"]["startup"] = rnd(time.monotonic() - t, 1)
+        info = discover(stack)
+        doc["servers"] = server_versions(info)
+        doc["stack"] = {
+            "home": str(home),
+            "api_url": info.api_url,
+            "dagster": info.dagster_url,
+            "pids": info.pids,
+            "project_id": info.project_id,
+        }
+        sampler = MemorySampler(info.root_pid)
+        sampler.start()
+        dagster = Dagster(info.dagster_url)
+        load = loadgen.LoadProcess()
+        ours = {os.getpid(), load.pid or 0, stack.proc.pid if stack.proc else 0}
+        ours |= {p for p in info.pids.values()}
+        import psutil
+
+        for proc in psutil.Process(info.root_pid).children(recursive=True):
+            ours.add(proc.pid)
+        doc["machine"]["busy_processes_at_start"] = busy_processes(ours)
+        if doc["machine"]["busy_processes_at_start"]:
+            log(
+                "other processes busy on this machine at the start: "
+                + "; ".join(
+                    f"{p['cpu_pct']}% {p['cmd'][:60]}"
+                    for p in doc["machine"]["busy_processes_at_start"]
+                )
+            )
+        log(
+            f"stack up in {doc['phase_seconds']['startup']} s; load process pid {load.pid}; "
+            f"{doc['servers']}"
+        )
+        time.sleep(2)  # let the API settle, then take its idle RSS as the memory baseline
+        sampler.mark("idle")
+        time.sleep(0.5)
+
+        def phase(name: str, fn: Any, *a: Any) -> None:
+            t0 = time.monotonic()
+            try:
+                results[name] = fn(*a)
+            except Exception as err:
+                log(f"{name} failed: {type(err).__name__}: {err}")
+                traceback.print_exc()
+                doc["errors"].append(
+                    {
+                        "phase": name,
+                        "error": f"{type(err).__name__}: {err}",
+                        "traceback": traceback.format_exc()[-4000:],
+                    }
+                )
+            doc["phase_seconds"][name] = rnd(time.monotonic() - t0, 1)
+
+        if "capture" in args.phases:
+            dagster.stop_sensor()
+            dagster.wait_idle(timeout=60)
+            sampler.mark("capture")
+            phase(
+                "capture",
+                capture.measure,
+                info,
+                load,
+                args.capture_matrix,
+                args.capture_seconds,
+                args.capture_warmup,
+                args.baseline_seconds,
+                run_id,
+            )
+            if args.profile_seconds > 0:
+                sampler.mark("capture-profile")
+                phase(
+                    "capture_profile",
+                    capture.profile,
+                    info,
+                    load,
+                    capture.CaptureConfig(100, 8),
+                    args.profile_seconds,
+                    run_id,
+                )
+        if "ingestion" in args.phases:
+            phase(
+                "ingestion",
+                ingestion.measure,
+                info,
+                load,
+                dagster,
+                sampler,
+                args.ingest_events,
+                args.ingest_entry_batch,
+                args.ingest_timeout,
+                args.profile_seconds > 0,
+                args.ingest_stall,
+            )
+        if "freshness" in args.phases:
+            phase(
+                "freshness",
+                freshness.measure,
+                info,
+                load,
+                dagster,
+                sampler,
+                run_id,
+                args.fresh_rate,
+                args.fresh_batch,
+                args.fresh_seconds,
+                args.fresh_baseline_seconds,
+                args.probe_every,
+                args.probe_wait,
+            )
+        if "queries" in args.phases:
+            base = started.replace(minute=0, second=0, microsecond=0)
+            phase(
+                "queries",
+                queries.measure,
+                info,
+                sampler,
+                base,
+                args.pg_sizes,
+                args.ch_sizes,
+                args.query_warmup,
+                args.query_reps,
+            )
+            if "queries" in results:
+                chdb_dirs.append(results["queries"].get("chdb_path", ""))
+            if args.profile_seconds > 0 and "queries" in results:
+                sampler.mark("query-profile")
+                phase("query_profile", queries.profile_api, info, args.profile_seconds)
+        ok = not doc["errors"]
+    except KeyboardInterrupt:
+        log("interrupted")
+        doc["errors"].append({"phase": "main", "error": "interrupted"})
+    except Exception as err:  # report what was measured so far
+        log(f"bench failed: {type(err).__name__}: {err}")
+        traceback.print_exc()
+        doc["errors"].append(
+            {
+                "phase": "main",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
+        )
+    finally:
+        if load is not None:
+            load.close()
+        if dagster is not None:
+            dagster.close()
+        if sampler is not None:
+            sampler.mark("shutdown")
+            sampler.stop()
+        log("stopping the stack (SIGTERM)")
+        stop_s = stack.stop()
+        doc["phase_seconds"]["shutdown"] = rnd(stop_s, 1)
+        doc["log_findings"] = scan_logs(home)
+        if ok and not args.keep_home:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            log(f"kept {home}")
+        for d in chdb_dirs:
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+
+    doc["results"] = results
+    if sampler is not None:
+        doc["memory"] = memory_summary(sampler)
+        doc["memory_processes"] = sampler.report()
+    rows = build_rows(doc)
+    doc["table"] = [r.as_dict() for r in rows]
+    doc["finished"] = now_iso()
+    doc["total_seconds"] = rnd(time.monotonic() - began, 1)
+
+    print()
+    print(format_table(rows))
+    print()
+    for line in notes(doc):
+        print(f"note: {line}")
+        doc["notes"].append(line)
+    for failure in doc["errors"]:
+        print(f"ERROR in {failure['phase']}: {failure['error']}")
+    if doc["log_findings"]:
+        print("log lines that look like errors (SQLBOOK_HOME/logs):")
+        for name, f in doc["log_findings"].items():
+            print(f"  {name}: {f['lines']} lines, first: {f['first'][0][:200]}")
+    keep_profiles(results, args.results_dir, stamp)
+    out = args.results_dir / f"{stamp}.json"
+    write_json(out, doc)
+    shutil.copyfile(out, args.results_dir / "latest.json")
+    print(f"results: {out} (and latest.json); total {doc['total_seconds']} s")
+    return 0 if ok else 1
+
+
+def keep_profiles(results: dict[str, Any], directory: Path, stamp: str) -> None:
+    """Move py-spy's raw stacks (collapsed format, for flamegraph tools) next to the JSON."""
+    found: list[tuple[str, Any]] = [
+        ("capture", results.get("capture_profile")),
+        ("query", results.get("query_profile")),
+        ("ingest-run", (results.get("ingestion") or {}).get("run_profile")),
+    ]
+    for name, prof in found:
+        raw = prof.get("raw_file") if isinstance(prof, dict) else None
+        if raw and Path(raw).exists():
+            target = directory / f"{stamp}-pyspy-{name}.txt"
+            directory.mkdir(parents=True, exist_ok=True)
+            shutil.move(raw, target)
+            shutil.rmtree(Path(raw).parent, ignore_errors=True)
+            prof["raw_file"] = str(target)
+
+
+def notes(doc: dict[str, Any]) -> list[str]:
+    out = []
+    m = doc["machine"]
+    out.append(
+        f"{m['cpu_model']}, {m['cpu_count_logical']} CPUs, {m['ram_total_gb']} GB RAM; load "
+        f"average at start {m['loadavg_at_start']}; the load generator shares these CPUs"
+    )
+    cap = doc["results"].get("capture")
+    if cap:
+        worst = max(c["loadgen_cpu_pct"] or 0 for c in cap["configs"])
+        out.append(
+            f"capture load generator used at most {worst:.0f}% of one CPU (raw asyncio HTTP, "
+            "uvloop, separate process): it was not the bottleneck"
+        )
+    prof = doc["results"].get("capture_profile")
+    if prof and prof.get("self_top"):
+        top = ", ".join(f"{x['function']} {x['pct']}%" for x in prof["self_top"][:6])
+        out.append(f"API during capture b=100 c=8 (py-spy, self time of busy samples): {top}")
+    qprof = doc["results"].get("query_profile")
+    if qprof and qprof.get("project_lines_top"):
+        top = ", ".join(f"{x['function']} {x['pct']}%" for x in qprof["project_lines_top"][:6])
+        out.append(f"API during a `select 1` loop (py-spy --idle), by line of sqlbook code: {top}")
+    ing = doc["results"].get("ingestion") or {}
+    iprof = ing.get("run_profile") or {}
+    if iprof.get("project_lines_top"):
+        top = ", ".join(f"{x['function']} {x['pct']}%" for x in iprof["project_lines_top"][:6])
+        out.append(f"ingestion run (py-spy --idle, 50 Hz), by line of sqlbook code: {top}")
+    q = doc["results"].get("queries")
+    if q and q.get("postgres_equals_clickhouse"):
+        same = all(q["postgres_equals_clickhouse"].values())
+        out.append(
+            "PostgreSQL and ClickHouse returned the same rows for (a), (b), (d)"
+            if same
+            else f"PostgreSQL and ClickHouse results differ: {q['postgres_equals_clickhouse']}"
+        )
+    ing = doc["results"].get("ingestion")
+    if ing and ing.get("stalled"):
+        again = (ing.get("stall_diagnosis") or {}).get("explain_analyze_after_cancel") or {}
+        out.append(
+            f"INGESTION STALLED: {ing['stalled']}; the run's INSERT was cancelled; the same "
+            f"chunk re-planned afterwards ran in {again.get('seconds')} s under EXPLAIN "
+            "ANALYZE (plans in the JSON: results.ingestion.stall_diagnosis)"
+        )
+    if ing and not ing.get("complete"):
+        out.append(
+            f"INGESTION INCOMPLETE: {ing.get('rows_in_events')} rows for {ing.get('events')} events"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

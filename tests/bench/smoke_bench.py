@@ -1,0 +1,152 @@
+"""The bench code at tiny sizes, without a `sqlbook up`: on the session's embedded
+PostgreSQL and Redis, an API served in this process, chDB in worker processes.
+
+    make bench-smoke   # = python -m pytest tests/bench/smoke_bench.py
+
+Not collected by `make test` (the name is not test_*.py). It checks that each phase's
+code runs and that its figures are sane (events counted, baselines measured, the same rows
+from every query path), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from connectors.ingest import ingest_range
+from connectors.metadata import NewWorkspace
+from connectors.servers import ServerUrls
+from connectors.stream import CaptureStreamReader
+from connectors.warehouse import PostgresWarehouse
+from tests.bench import capture, ingestion, loadgen, queries
+from tests.bench.report import build_rows
+from tests.bench.stack import MemorySampler, StackInfo
+from tests.bench.util import format_table
+from tests.conftest import make_settings
+from tests.live import free_port, serve_api
+
+
+@pytest.fixture(scope="module")
+def load() -> Iterator[loadgen.LoadProcess]:
+    process = loadgen.LoadProcess()
+    yield process
+    process.close()
+
+
+def stack_info(
+    servers: ServerUrls, home: Path, ws: NewWorkspace, port: int, stream_key: str
+) -> StackInfo:
+    return StackInfo(
+        home=home,
+        root_pid=os.getpid(),
+        api_pid=os.getpid(),
+        api_host="127.0.0.1",
+        api_port=port,
+        dagster_url="",
+        project_key=ws.project.capture_key,
+        api_token=ws.api_token,
+        warehouse_url=servers.warehouse_url,
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        stream_key=stream_key,
+        project_id=ws.project.id,
+        workspace_id=ws.workspace_id,
+    )
+
+
+def test_capture_http_load_and_xadd_baseline(servers, sqlbook_home, workspace, stream_key, load):
+    port = free_port()
+    settings = make_settings(
+        servers,
+        sqlbook_home,
+        api_port=port,
+        stream_key=stream_key,
+        capture_rate_limit_per_minute=0,
+    )
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        result = capture.measure(info, load, [capture.CaptureConfig(10, 2)], 0.5, 0.2, 0.3, "s")
+        (c,) = result["configs"]
+        assert c["ok_events"] > 0 and c["non_200"] == {} and c["transport_errors"] == {}
+        assert c["latency"]["p50_ms"] > 0
+        assert c["baseline_xadd_pipelined"]["events_per_second"] > 0
+        assert c["baseline_xadd_pipelined"]["errors"] == {}
+        assert c["baseline_xadd_single"]["latency"]["n"] > 0
+
+        probes = [str(uuid.uuid4()) for _ in range(3)]
+        paced = load.run(
+            loadgen.http_paced,
+            "127.0.0.1",
+            port,
+            info.project_key,
+            "s",
+            200.0,
+            10,
+            0.5,
+            probes,
+            3,
+        )
+        assert [p["event_id"] for p in paced["probes"]] == probes
+        assert {p["status"] for p in paced["probes"]} == {200}
+    rows = build_rows({"results": {"capture": result}})
+    assert "capture b=10 c=2 events/s" in format_table(rows)
+
+
+def test_backlog_entries_ingest_and_copy(servers, workspace, stream_key, tmp_path):
+    """The generated backlog is what the API writes: ingestion takes every row of it, and
+    the COPY file holds the same rows."""
+    copy_file = tmp_path / "rows.tsv"
+    fill = loadgen.fill_stream(
+        servers.redis_url, stream_key, workspace.project.id, 500, 50, str(copy_file)
+    )
+    assert fill["entries"] == 10 and fill["errors"] == {}
+    client = redis.Redis.from_url(servers.redis_url)
+    reader = CaptureStreamReader(client, stream_key)
+    head, tail = reader.head(), reader.tail()
+    assert head and tail
+    report = ingest_range(reader, PostgresWarehouse(servers.warehouse_url), head, tail)
+    assert (report.inserted, report.dead_lettered) == (500, 0)
+    assert client.xlen(stream_key) == 0
+    client.close()
+    oldest = datetime.fromisoformat(fill["oldest_timestamp"]).date()
+    days = ingestion._days(oldest, datetime.now(UTC).date())
+    copy = ingestion.copy_baseline(servers.warehouse_url, str(copy_file), days)
+    assert copy["rows"] == 500 and copy["rows_per_second"] > 0
+
+
+def test_queries_every_path_same_rows(servers, sqlbook_home, workspace, stream_key):
+    port = free_port()
+    settings = make_settings(
+        servers,
+        sqlbook_home,
+        api_port=port,
+        stream_key=stream_key,
+        datasource_allow_chdb=True,
+    )
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with serve_api(settings):
+        out = queries.measure(
+            info, MemorySampler(os.getpid()), base, [2000], [2000, 4000], 0, 1, truncate=False
+        )
+    shutil.rmtree(out["chdb_path"], ignore_errors=True)
+    for engine, sizes in (("postgres", ["2k"]), ("clickhouse", ["2k", "4k"])):
+        for size in sizes:
+            for key, entry in out[engine][size].items():
+                assert entry["api_matches_direct"], (engine, size, key, entry["result"])
+                assert entry["executor_matches_direct"] is not False, (engine, size, key)
+                assert entry["rows"] > 0, (engine, size, key)
+    assert out["postgres_equals_clickhouse"] == {"2k (a)": True, "2k (b)": True, "2k (d)": True}
+    funnel = out["postgres"]["2k"]["c"]["result"][0]
+    assert int(funnel[0]) >= int(funnel[1]) >= int(funnel[2])
+    rows = build_rows({"results": {"queries": out}})
+    assert any(r.figure == "ch 4k (d) API p50" for r in rows)
+    assert replace(rows[0]).ratio is not None
