@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from connectors.warehouse.postgres import EVENT_COLUMNS
+
 T = TypeVar("T")
 
 USER_AGENT = "sqlbook-bench/2"
@@ -465,19 +467,7 @@ _NAMES = ("$pageview", "$pageview", "$pageview", "click", "signup", "purchase")
 _PLANS = ("free", "pro", "team")
 
 
-COPY_COLUMNS = (
-    "event_id",
-    "project_id",
-    "event_name",
-    "distinct_id",
-    "properties",
-    "timestamp",
-    "received_at",
-    "ip",
-    "user_agent",
-    "lib",
-    "session_id",
-)
+COPY_COLUMNS = EVENT_COLUMNS  # the warehouse's own column order
 
 _ROW_JSON = (
     '{"event_id":"%s","project_id":%d,"event_name":"%s","distinct_id":"user-%d",'

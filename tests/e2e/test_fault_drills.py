@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,9 +34,7 @@ import psutil
 import psycopg
 import pytest
 import redis
-import uvicorn
 
-from api.app import create_app
 from api.stack import api_command
 from assets.ingestion import events, ingest_job, persons
 from assets.resources import CaptureStreamResource, WarehouseResource
@@ -50,6 +47,7 @@ from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
 from orchestration.sensors import ingest_sensor
 from tests.conftest import api_client, make_settings
+from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
 
@@ -402,29 +400,6 @@ def kill_redis(rd: EmbeddedRedis, how: str) -> None:
     rd.process = None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def api_in_thread(settings: Settings) -> Iterator[str]:
-    """The real API on a local port (uvicorn in a thread, like `live_api`)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for("the API to start", lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE)
-
-
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQLBOOK_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -651,8 +626,10 @@ def test_redis_stops_and_restarts_between_capture_and_ingestion(
     project = workspace.project
     key = f"drill:redis:{uuid.uuid4().hex[:8]}"
     ledgers = [Ledger(f"client-{i}") for i in range(3)]
-    settings = make_settings(servers, tmp_path, redis_url=own_redis.url, stream_key=key)
-    with api_in_thread(settings) as url:
+    settings = make_settings(
+        servers, tmp_path, redis_url=own_redis.url, stream_key=key, api_port=free_port()
+    )
+    with serve_api(settings) as url:
         for how in ("SIGKILL", "SHUTDOWN NOSAVE", "SIGTERM"):
             with Producers(url, project.capture_key, ledgers) as producers:
                 producers.wait_for_accepted(5)
