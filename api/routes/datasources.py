@@ -17,8 +17,8 @@ from connectors.warehouse.registry import (
     DatasourceInvalid,
     DatasourceNotFound,
     check_new,
+    datasource_key,
 )
-from connectors.warehouse.source import Scope
 
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
 
@@ -169,8 +169,7 @@ async def test_datasource(ref: str, token: CurrentToken, state: State) -> dict[s
 async def read_schema(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
     def schema() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
-        projects = tuple(p.id for p in state.metadata.projects(token.workspace_id))
-        tables = target.source.schema(Scope(token.workspace_id, projects))
+        tables = target.source.schema(state.queries.scope(token.workspace_id))
         return {"datasource": target.name, "tables": [t.to_dict() for t in tables]}
 
     return await run_in_threadpool(schema)
@@ -187,8 +186,7 @@ async def reset_datasource(ref: str, token: CurrentToken, state: State) -> dict[
 
 
 def _record(state: State, workspace_id: int, ref: str) -> DatasourceRecord:
-    key: int | str = int(ref) if ref.isdigit() else ref
-    record = state.datasources.get(workspace_id, key)
+    record = state.datasources.get(workspace_id, datasource_key(ref))
     if record is None:
         raise HTTPException(404, f"no data source {ref!r} in this workspace")
     return record

@@ -88,6 +88,11 @@ def check_new(kind: str, url: str, *, own_servers: list[str], allow_chdb: bool) 
     raise DatasourceInvalid(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
 
 
+def datasource_key(ref: str | int) -> int | str:
+    """A reference to a registered source as the store looks it up: an id or a name."""
+    return int(ref) if isinstance(ref, int) or str(ref).isdigit() else str(ref)
+
+
 def build_source(
     kind: str, url: str, options: SourceOptions, default_concurrency: int
 ) -> DataSource:
@@ -132,8 +137,7 @@ class SourceRegistry:
     def target(self, workspace_id: int, ref: str | int) -> Target:
         if ref == WAREHOUSE:
             return self._warehouse
-        key: int | str = int(ref) if isinstance(ref, int) or str(ref).isdigit() else str(ref)
-        record = self._store.get(workspace_id, key)
+        record = self._store.get(workspace_id, datasource_key(ref))
         if record is None:
             raise DatasourceNotFound(f"no data source {ref!r} in this workspace")
         with self._lock:

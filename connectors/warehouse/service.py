@@ -54,15 +54,18 @@ class QueryService:
     ) -> QueryRequest:
         """A request scoped to the workspace's projects (raises DatasourceNotFound)."""
         target = self.sources.target(workspace_id, datasource)
-        projects = tuple(p.id for p in self.metadata.projects(workspace_id))
         return QueryRequest(
             sql=sql,
             params=params,
             target=target,
-            scope=Scope(workspace_id, projects),
+            scope=self.scope(workspace_id),
             actor=actor,
             **options,  # type: ignore[arg-type]
         )
+
+    def scope(self, workspace_id: int) -> Scope:
+        """What the workspace's queries may see: its projects' rows."""
+        return Scope(workspace_id, tuple(p.id for p in self.metadata.projects(workspace_id)))
 
     def close(self) -> None:
         self.runner.close()
