@@ -151,12 +151,10 @@ class PostgresSource(DataSource):
                 self._tracked(query_id, conn.info.backend_pid),
                 conn.transaction(),
             ):
-                settings = [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
-                settings += self._scope_settings(scope)
-                # one round trip for all of them
-                conn.execute(
-                    "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
-                    [v for pair in settings for v in pair],
+                _set_local(
+                    conn,
+                    [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
+                    + self._scope_settings(scope),
                 )
                 if self._take_cancelled(query_id):  # cancelled before the statement began
                     raise QueryCancelled("query was cancelled")
@@ -189,10 +187,6 @@ class PostgresSource(DataSource):
     def _scope_settings(self, scope: Scope) -> list[tuple[str, str]]:
         """A registered source belongs to one workspace: nothing to narrow."""
         return []
-
-    def _enter_scope(self, conn: psycopg.Connection[Any], scope: Scope) -> None:
-        for name, value in self._scope_settings(scope):
-            conn.execute("select set_config(%s, %s, true)", (name, value))
 
     def _fetch(
         self,
@@ -287,7 +281,7 @@ class PostgresSource(DataSource):
     def schema(self, scope: Scope) -> list[SchemaTable]:
         try:
             with self._connection() as conn, conn.transaction():
-                self._enter_scope(conn, scope)
+                _set_local(conn, self._scope_settings(scope))
                 rows = conn.execute(_SCHEMA_QUERY).fetchall()
         except psycopg.OperationalError as err:
             raise SourceUnavailable(f"cannot read the schema: {_first_line(str(err))}") from err
@@ -335,6 +329,15 @@ class WarehouseSource(PostgresSource):
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.read_only = True  # every transaction.begin() is BEGIN READ ONLY
     conn.execute("set timezone = 'UTC'")
+
+
+def _set_local(conn: psycopg.Connection[Any], settings: list[tuple[str, str]]) -> None:
+    """Transaction-local settings, all in one round trip."""
+    if settings:
+        conn.execute(
+            "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
+            [v for pair in settings for v in pair],
+        )
 
 
 def _first_line(message: str) -> str:
