@@ -385,6 +385,12 @@ def writes_paused(redis_url: str) -> Iterator[None]:
             client.execute_command("CLIENT", "UNPAUSE")
 
 
+def writes_held(redis_url: str, command: str) -> int:
+    """How many clients wait in a write pause with `command` (CLIENT LIST flag `b`)."""
+    with redis.Redis.from_url(redis_url) as client:
+        return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"] == command)
+
+
 def kill_redis(rd: EmbeddedRedis, how: str) -> None:
     assert rd.process is not None
     if how == "SIGKILL":
@@ -565,11 +571,8 @@ def test_kill_9_the_ingestion_run_mid_batch(
             "drill-run-1",
         )
         wait_for(
-            "the run to commit its first chunk",
-            lambda: (
-                sum(stored(servers.warehouse_url, project.id).values()) >= CHUNK_ROWS
-                or worker.poll() is not None
-            ),
+            "the run to delete its first chunk",
+            lambda: writes_held(own_redis.url, "xdel") > 0 or worker.poll() is not None,
         )
         sigkill(worker)
     counts, waiting = stored(servers.warehouse_url, project.id), in_stream(own_redis.url, key)
@@ -703,10 +706,12 @@ def test_postgres_stops_during_an_ingestion_run(
     request, cursor = next_request(own_redis.url, key, cursor)
     with writes_paused(own_redis.url):
         run = RunInThread(job, request)
+        # the XDEL is the first write after the chunk's commit (and its statistics
+        # refresh): once it waits in the pause, the run has nothing more to do with it
         wait_for(
-            "the run to commit its first chunk",
-            lambda: sum(stored(warehouse_url, project.id).values()) >= CHUNK_ROWS,
+            "the run to delete its first chunk", lambda: writes_held(own_redis.url, "xdel") > 0
         )
+        assert sum(stored(warehouse_url, project.id).values()) == CHUNK_ROWS
         postmaster = psutil.Process(postmaster_pid(pg))
         postmaster.send_signal(signal.SIGQUIT)
         postmaster.wait(DEADLINE)
