@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import redis
+from pydantic import Field
 
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.store import MetadataStore
@@ -20,6 +21,15 @@ class CaptureStreamResource(dg.ConfigurableResource):
 
     redis_url: str
     stream_key: str = "sqlbook:events"
+    follow_seconds: float = Field(
+        default=0.0,
+        description="How long an ingestion run goes on with entries that arrive after its "
+        "range (0: one range per run).",
+    )
+    follow_idle_seconds: float = Field(
+        default=20.0,
+        description="A run that follows the stream ends after this long with nothing new.",
+    )
 
     def reader(self) -> CaptureStreamReader:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=30, socket_connect_timeout=5)

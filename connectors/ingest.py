@@ -23,6 +23,11 @@ from connectors.warehouse import PostgresWarehouse
 
 CHUNK_ROWS = 20_000
 MAX_ROWS_PER_RUN = 1_000_000
+# While following a live stream: read at most this many entries per XREAD, commit at
+# least every FOLLOW_BATCH_SECONDS (an INSERT per arriving request would cost more than
+# the half second of latency this adds).
+FOLLOW_READ_COUNT = 500
+FOLLOW_BATCH_SECONDS = 0.5
 
 # Errors that say "these rows", not "this server".
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError, TypeError)
@@ -45,6 +50,8 @@ class IngestReport:
 
 
 class _Chunk:
+    """The entries read but not yet committed, and the run's accounting of them."""
+
     def __init__(
         self, stream: CaptureStreamReader, warehouse: PostgresWarehouse, report: IngestReport
     ):
@@ -53,10 +60,16 @@ class _Chunk:
         self.report = report
         self.entries: list[StreamEntry] = []
         self.rows = 0
+        self.projects: set[int] = set()
 
     def add(self, entry: StreamEntry) -> None:
         self.entries.append(entry)
         self.rows += len(entry.rows)
+        self.projects.add(entry.project_id)
+        self.report.entries += 1
+        self.report.rows += len(entry.rows)
+        self.report.end_id = entry.id
+        self.report.projects = len(self.projects - {-1})
 
     def flush(self) -> None:
         if not self.entries:
@@ -97,23 +110,53 @@ def ingest_range(
     end_id: str,
     chunk_rows: int = CHUNK_ROWS,
     max_rows: int = MAX_ROWS_PER_RUN,
+    follow: tuple[float, float] = (0.0, 0.0),
 ) -> IngestReport:
     """Ingest the entries between `start_id` and `end_id`, stopping at a chunk boundary
-    once `max_rows` rows are done (so a run over a large backlog stays short)."""
+    once `max_rows` rows are done (so a run over a large backlog stays short).
+
+    `follow=(seconds, idle_seconds)`: then go on with the entries that arrive after the
+    range, a batch every FOLLOW_BATCH_SECONDS at most, until `seconds` are over, nothing
+    came for `idle_seconds`, or `max_rows` are done. Under a steady stream an event is then
+    queryable about a second after capture, instead of after a sensor tick and a run
+    launch (several seconds each)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
-    projects: set[int] = set()
     chunk = _Chunk(stream, warehouse, report)
     for entry in stream.read(start_id, end_id):
         if report.rows >= max_rows and not chunk.entries:
             report.complete = False
             break
         chunk.add(entry)
-        projects.add(entry.project_id)
-        report.entries += 1
-        report.rows += len(entry.rows)
-        report.end_id = entry.id
         if chunk.rows >= chunk_rows:
             chunk.flush()
     chunk.flush()
-    report.projects = len(projects - {-1})
+    if follow[0] > 0 and report.complete:
+        after = report.end_id if report.entries else end_id
+        if after in ("-", "+"):  # nothing was in the range: take whatever arrives
+            after = "0-0"
+        _follow(chunk, after, follow, chunk_rows, max_rows)
     return report
+
+
+def _follow(
+    chunk: _Chunk, after: str, follow: tuple[float, float], chunk_rows: int, max_rows: int
+) -> None:
+    seconds, idle_seconds = follow
+    began = last_seen = time.monotonic()
+    while chunk.report.rows < max_rows:
+        left = min(began + seconds, last_seen + idle_seconds) - time.monotonic()
+        if left <= 0:
+            break
+        wait_ms = max(1, int(min(left, 1.0) * 1000))
+        entries = chunk.stream.read_after(after, block_ms=wait_ms, count=FOLLOW_READ_COUNT)
+        if not entries:
+            continue
+        for entry in entries:
+            chunk.add(entry)
+        after = entries[-1].id
+        last_seen = time.monotonic()
+        if chunk.rows >= chunk_rows or len(entries) < FOLLOW_READ_COUNT:
+            # caught up (or a full chunk): commit now, then let the next batch gather
+            chunk.flush()
+            time.sleep(max(0.0, FOLLOW_BATCH_SECONDS - (time.monotonic() - last_seen)))
+    chunk.flush()

@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         default=1000, description="Connections the API serves at once; more get 503."
     )
 
+    ingest_follow_seconds: float = Field(
+        default=120.0,
+        description="How long an ingestion run goes on ingesting what arrives after its "
+        "range (about 1 s from capture to queryable under a steady stream); 0 = one range "
+        "per run (each waits for a sensor tick and a run launch).",
+    )
+    ingest_follow_idle_seconds: float = Field(
+        default=10.0, description="A run following the stream ends after this long idle."
+    )
+
     stream_key: str = Field(
         default="sqlbook:events", description="Redis stream of captured events."
     )

@@ -56,9 +56,16 @@ def events(
     )
     client = warehouse.client()
     client.install()  # idempotent: the table, and partitions for the days ahead
-    report = ingest_range(capture_stream.reader(), client, config.start_id, config.end_id)
+    report = ingest_range(
+        capture_stream.reader(),
+        client,
+        config.start_id,
+        config.end_id,
+        follow=(capture_stream.follow_seconds, capture_stream.follow_idle_seconds),
+    )
     context.log.info(
-        f"stream {report.start_id}..{report.end_id}: {report.entries} entries, "
+        f"stream {report.start_id}..{report.end_id} (range asked: ..{report.requested_end_id}): "
+        f"{report.entries} entries, "
         f"{report.inserted} rows inserted, {report.duplicates} already present"
     )
     if report.dead_lettered:
@@ -120,7 +127,8 @@ ingest_job = dg.define_asset_job(
     "ingest_events",
     selection=[events, persons],
     executor_def=dg.in_process_executor,
-    description="Insert one stream-id range into `events`, then update `persons`; launched "
+    description="Insert one stream-id range into `events` and keep ingesting what arrives "
+    "after it (SQLBOOK_INGEST_FOLLOW_SECONDS, until idle), then update `persons`; launched "
     "by `ingest_sensor`.",
     tags={"dagster/max_runtime": 900},
 )

@@ -140,6 +140,18 @@ class CaptureStreamReader:
                 return
             cursor = "(" + _text(page[-1][0])
 
+    def read_after(self, last_id: str, block_ms: int, count: int = 500) -> list[StreamEntry]:
+        """Up to `count` entries newer than `last_id`, waiting up to `block_ms` for the
+        first one to arrive (XREAD BLOCK: no polling while the stream is quiet)."""
+        reply: Any = self._client.xread({self._key: last_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [
+            _decode(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+            for entry_id, fields in entries
+        ]
+
     def dead_letter(self, entry: StreamEntry, error: str) -> str:
         """Keep an entry the warehouse refused in `<key>:dead`, with the reason, so the rest
         of its range can go on; nothing accepted is dropped silently."""

@@ -204,3 +204,73 @@ def test_a_run_stops_after_max_rows_and_leaves_the_rest(
     rest = ingest_range(reader, warehouse, reader.head() or "", ids[-1], chunk_rows=20, max_rows=30)
     assert rest.complete and rest.rows == 20
     assert count(servers.warehouse_url, FAKE + 108) == 60
+
+
+def test_a_following_run_ingests_what_arrives_after_its_range_until_idle(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """With `follow`, entries appended while the run is going are committed (and deleted
+    from the stream) by that run, without a new range; the run ends once idle."""
+    import threading
+
+    from connectors.ingest import IngestReport, ingest_range
+    from connectors.stream import CaptureStreamReader
+
+    project = FAKE + 109
+    first = append(servers.redis_url, stream_key, project, event_batch(5))
+    reader = CaptureStreamReader(redis_client, stream_key)
+    warehouse = PostgresWarehouse(servers.warehouse_url)
+    reports: list[IngestReport] = []
+    run = threading.Thread(
+        target=lambda: reports.append(
+            ingest_range(reader, warehouse, first, first, follow=(60.0, 2.0))
+        )
+    )
+    run.start()
+
+    def wait_for_rows(expected: int) -> None:
+        for _ in range(100):
+            if count(servers.warehouse_url, project) >= expected:
+                break
+            run.join(0.1)
+        assert count(servers.warehouse_url, project) == expected
+
+    wait_for_rows(5)
+    later, total = [], 5
+    for n in (3, 4, 6):
+        # each batch becomes queryable while the same run is still following
+        later.append(append(servers.redis_url, stream_key, project, event_batch(n)))
+        total += n
+        wait_for_rows(total)
+        assert run.is_alive()
+    run.join(30)  # idle for 2 s: the run ends by itself
+    assert not run.is_alive()
+    (report,) = reports
+    assert (report.rows, report.inserted, report.duplicates) == (18, 18, 0)
+    assert (report.start_id, report.requested_end_id, report.end_id) == (first, first, later[-1])
+    assert report.complete and report.projects == 1
+    assert redis_client.xlen(stream_key) == 0
+
+
+def test_a_following_run_stops_at_max_rows(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """A following run leaves the rest for the next run once it has done `max_rows`."""
+    from connectors.ingest import ingest_range
+    from connectors.stream import CaptureStreamReader
+
+    project = FAKE + 110
+    first = append(servers.redis_url, stream_key, project, event_batch(10))
+    ids = [append(servers.redis_url, stream_key, project, event_batch(10)) for _ in range(5)]
+    reader = CaptureStreamReader(redis_client, stream_key)
+    report = ingest_range(
+        reader,
+        PostgresWarehouse(servers.warehouse_url),
+        first,
+        first,
+        max_rows=30,
+        follow=(60.0, 60.0),
+    )
+    assert report.rows >= 30 and report.end_id in ids
+    assert count(servers.warehouse_url, project) == report.rows
+    assert redis_client.xlen(stream_key) == 6 - report.entries

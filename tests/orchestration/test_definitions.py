@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import json
 from orchestration.definitions import defs
@@ -33,3 +35,18 @@ def test_definitions_load_without_environment() -> None:
     assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
     assert loaded["schedules"] == ["events_partitions_ahead", "prune_ingestion_runs"]
     assert "ingest_events" in loaded["jobs"]
+
+
+def test_ingestion_runs_follow_the_stream_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assets.resources import CaptureStreamResource
+    from orchestration.resources import resources
+
+    def follow() -> tuple[float, float]:
+        stream = resources()["capture_stream"]
+        assert isinstance(stream, CaptureStreamResource)
+        return stream.follow_seconds, stream.follow_idle_seconds
+
+    assert follow() == (120.0, 10.0)
+    monkeypatch.setenv("SQLBOOK_INGEST_FOLLOW_SECONDS", "0")
+    monkeypatch.setenv("SQLBOOK_INGEST_FOLLOW_IDLE_SECONDS", "5")
+    assert follow() == (0.0, 5.0)
