@@ -209,10 +209,11 @@ class PostgresSource(DataSource):
             columns = self._columns(conn, cursor)
             rows: list[Any] = []
             while len(rows) <= limits.max_rows:
-                batch = cursor.fetchmany(min(_FETCH_BATCH, limits.max_rows + 1 - len(rows)))
-                if not batch:
-                    break
+                wanted = min(_FETCH_BATCH, limits.max_rows + 1 - len(rows))
+                batch = cursor.fetchmany(wanted)
                 rows.extend(batch)
+                if len(batch) < wanted:  # the server had no more: no empty FETCH to ask
+                    break
         truncated = len(rows) > limits.max_rows
         return columns, rows[: limits.max_rows], truncated
 

@@ -147,7 +147,9 @@ def _probe_run(
     probe_every: int,
     poll_interval: float,
     wait_s: float,
+    warmup_s: float,
 ) -> dict[str, Any]:
+    """The load runs for `warmup_s` + `duration_s`; probes go out after the warm-up."""
     interval = batch / rate
     requests = int(duration_s / interval)
     probes = [str(uuid.uuid4()) for _ in range((requests + probe_every - 1) // probe_every)]
@@ -164,9 +166,11 @@ def _probe_run(
             run_id,
             rate,
             batch,
-            duration_s,
+            warmup_s + duration_s,
             probes,
             probe_every,
+            4,
+            warmup_s,
         )
         sent = {p["event_id"]: p for p in paced["probes"]}
         accepted = {k for k, p in sent.items() if p["status"] == 200}
@@ -183,6 +187,7 @@ def _probe_run(
     return {
         "rate_target_events_s": rate,
         "batch": batch,
+        "warmup_s": warmup_s,
         "duration_s": duration_s,
         "load": {
             "requests": paced["requests"],
@@ -222,6 +227,7 @@ def measure(
     baseline_s: float,
     probe_every: int,
     wait_s: float,
+    warmup_s: float,
     poll_interval: float = 0.1,
 ) -> dict[str, Any]:
     latest = dagster.runs(limit=1)
@@ -234,12 +240,13 @@ def measure(
     dagster.start_sensor()
     sampler.mark("freshness")
     log(
-        f"freshness: {rate:,.0f} events/s in batches of {batch} for {duration_s:g} s, a probe "
-        f"every {probe_every} requests, `events` polled every {poll_interval * 1000:.0f} ms"
+        f"freshness: {rate:,.0f} events/s in batches of {batch} for {warmup_s:g} + "
+        f"{duration_s:g} s, a probe every {probe_every} requests after the first {warmup_s:g} s, "
+        f"`events` polled every {poll_interval * 1000:.0f} ms"
     )
     t_on = time.time()
     dagster_run = _probe_run(
-        info, load, run_id, rate, batch, duration_s, probe_every, poll_interval, wait_s
+        info, load, run_id, rate, batch, duration_s, probe_every, poll_interval, wait_s, warmup_s
     )
     runs = [r for r in dagster.runs(limit=200) if (r["creationTime"] or 0) >= t_on]
     durations = [r["endTime"] - r["startTime"] for r in runs if r["startTime"] and r["endTime"]]
@@ -272,7 +279,16 @@ def measure(
         loop.start()
         try:
             base = _probe_run(
-                info, load, run_id, rate, batch, baseline_s, probe_every, poll_interval, wait_s
+                info,
+                load,
+                run_id,
+                rate,
+                batch,
+                baseline_s,
+                probe_every,
+                poll_interval,
+                wait_s,
+                warmup_s,
             )
         finally:
             loop.stop()

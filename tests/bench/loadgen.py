@@ -111,6 +111,12 @@ class HttpError(Exception):
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status, body, _ = await _read_response_head(reader)
+    return status, body
+
+
+async def _read_response_head(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """(status, body, the header block in lower case)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
@@ -122,7 +128,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     body = await reader.readexactly(length) if length else b""
     if b"\r\nconnection: close" in lower:
         raise HttpError(f"server closed the connection after {status}")
-    return status, body
+    return status, body, lower
 
 
 @dataclass
@@ -243,19 +249,25 @@ def http_paced(
     probes: list[str],
     probe_every: int,
     connections: int = 4,
+    probe_from_s: float = 0.0,
+    event_name: str = "bench_load",
 ) -> dict[str, Any]:
     """Post batches of `batch` events so that `rate_events_s` events/s go out for
-    `duration_s`; request k is due at k·batch/rate. Every `probe_every`-th request carries
-    the next probe id as its first event. Returns when each probe's request was sent and
-    how it was answered (wall clock, the same clock the warehouse poller uses)."""
+    `duration_s`; request k is due at k·batch/rate. From `probe_from_s` on, every
+    `probe_every`-th request carries the next probe id as its first event. Returns when
+    each probe's request was sent and how it was answered (wall clock, the same clock the
+    warehouse poller uses)."""
     interval = batch / rate_events_s
     total = int(duration_s / interval)
+    first_probe = int(probe_from_s / interval)
 
     async def main() -> dict[str, Any]:
         queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
         sent: dict[int, dict[str, Any]] = {}
         stats = HttpStats()
         lags: list[float] = []
+        accepted: list[int] = []
+        retry_after: Counter[str] = Counter()
         cpu0 = time.process_time()
         start = time.perf_counter() + 0.2
 
@@ -264,10 +276,10 @@ def http_paced(
             try:
                 while (item := await queue.get()) is not None:
                     k, due = item
-                    j, r = divmod(k, probe_every)
-                    probe = probes[j] if r == 0 and j < len(probes) else None
+                    j, r = divmod(k - first_probe, probe_every)
+                    probe = probes[j] if r == 0 and 0 <= j < len(probes) else None
                     events = [
-                        make_event(run_id, "bench_load", k * batch + i, None)
+                        make_event(run_id, event_name, k * batch + i, None)
                         for i in range(batch - (1 if probe else 0))
                     ]
                     if probe is not None:
@@ -278,19 +290,22 @@ def http_paced(
                     began = time.perf_counter()
                     try:
                         writer.write(request)
-                        status, _ = await _read_response(reader)
+                        status, _, head = await _read_response_head(reader)
                     except (OSError, asyncio.IncompleteReadError, HttpError) as err:
                         stats.errors[type(err).__name__] += 1
                         writer.close()
                         reader, writer = await asyncio.open_connection(host, port)
-                        status = -1
+                        status, head = -1, b""
                     took = time.perf_counter() - began
                     if status == 200:
                         stats.ok_requests += 1
                         stats.ok_events += batch
                         stats.latencies.append(took)
+                        accepted.append(k)
                     else:
                         stats.statuses[str(status)] += 1
+                        if b"\r\nretry-after:" in head:
+                            retry_after[str(status)] += 1
                     if probe is not None:
                         sent[k] = {
                             "event_id": probe,
@@ -322,6 +337,8 @@ def http_paced(
             "latencies": stats.latencies,
             "schedule_lag_max_s": max(lags) if lags else None,
             "probes": [sent[k] for k in sorted(sent)],
+            "accepted_requests": sorted(accepted),  # request k holds seq k·batch … +batch-1
+            "with_retry_after": dict(retry_after),
             "loadgen_cpu_pct": 100 * cpu / wall if wall else None,
         }
 

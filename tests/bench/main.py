@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import capture, freshness, ingestion, loadgen, queries
+from tests.bench import capture, freshness, ingestion, loadgen, overload, queries
 from tests.bench.report import build_rows, memory_summary
 from tests.bench.stack import (
     Dagster,
@@ -61,7 +61,7 @@ from tests.bench.util import (
     write_json,
 )
 
-PHASES = ("capture", "ingestion", "freshness", "queries")
+PHASES = ("capture", "ingestion", "freshness", "overload", "queries")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,12 +99,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("freshness")
     g.add_argument("--fresh-rate", type=float, default=1000.0, help="events/s of the steady load")
     g.add_argument("--fresh-batch", type=int, default=100, help="events per request")
-    g.add_argument("--fresh-seconds", type=float, default=60.0, help="load duration")
+    g.add_argument("--fresh-seconds", type=float, default=60.0, help="load duration (probed)")
+    g.add_argument(
+        "--fresh-warmup",
+        type=float,
+        default=10.0,
+        help="load before the first probe: steady state, not the first run's launch",
+    )
     g.add_argument(
         "--fresh-baseline-seconds", type=float, default=20.0, help="loop baseline (0 = off)"
     )
     g.add_argument("--probe-every", type=int, default=5, help="a probe every N requests")
     g.add_argument("--probe-wait", type=float, default=60.0, help="max wait after the last")
+    g = p.add_argument_group("overload")
+    g.add_argument(
+        "--overload-capacity",
+        type=float,
+        default=20_000.0,
+        help="events/s the pipeline carries, when the ingestion phase did not measure it",
+    )
+    g.add_argument("--overload-factor", type=float, default=2.0, help="offered / capacity")
+    g.add_argument("--overload-seconds", type=float, default=40.0, help="load duration")
+    g.add_argument(
+        "--overload-backlog",
+        type=int,
+        default=1000,
+        help="SQLBOOK_CAPTURE_MAX_BACKLOG_ENTRIES of the overloaded API (requests)",
+    )
+    g.add_argument("--overload-batch", type=int, default=100, help="events per request")
+    g.add_argument("--overload-drain", type=float, default=120.0, help="max wait to drain")
     g = p.add_argument_group("queries")
     g.add_argument(
         "--pg-sizes", default="1M", help="PostgreSQL table sizes, e.g. 1M,10M (10M: ~5 min more)"
@@ -291,6 +314,25 @@ def main(argv: list[str] | None = None) -> int:
                 args.fresh_baseline_seconds,
                 args.probe_every,
                 args.probe_wait,
+                args.fresh_warmup,
+            )
+        if "overload" in args.phases:
+            measured = (results.get("ingestion") or {}).get("events_per_second")
+            phase(
+                "overload",
+                overload.measure,
+                info,
+                load,
+                dagster,
+                sampler,
+                run_id,
+                measured or args.overload_capacity,
+                "ingestion rate measured in phase 2" if measured else "--overload-capacity",
+                args.overload_factor,
+                args.overload_seconds,
+                args.overload_backlog,
+                args.overload_batch,
+                args.overload_drain,
             )
         if "queries" in args.phases:
             base = started.replace(minute=0, second=0, microsecond=0)

@@ -138,6 +138,45 @@ def build_rows(doc: dict[str, Any]) -> list[Row]:
                 )
             )
 
+    ov = res.get("overload")
+    if ov:
+        tag = f"overload {ov['factor']:g}x capacity"
+        rows.append(
+            Row(
+                f"{tag}: accepted events/s",
+                ov["accepted_events_s"],
+                ov["offered_events_s"],
+                baseline_what=f"offered ({ov['capacity_source']})",
+                note=f"{ov['shed_requests']:,} requests shed (503), "
+                f"{ov['shed_with_retry_after']:,} with Retry-After",
+            )
+        )
+        for name in ("api", "redis"):
+            r = ov[f"{name}_rss"]
+            if r.get("after_budget_max_mb") is None:
+                continue
+            rows.append(
+                Row(
+                    f"{tag}: {name} RSS once the backlog budget is reached (max)",
+                    r["after_budget_max_mb"],
+                    r["after_budget_min_mb"],
+                    "MB",
+                    "min over the same window",
+                    target="flat",
+                    higher_is_better=False,
+                )
+            )
+        rows.append(
+            Row(
+                f"{tag}: accepted events ingested exactly once",
+                ov["ingested_events"],
+                ov["accepted_events"],
+                baseline_what="events answered 200",
+                target="all, once",
+                met=bool(ov["all_accepted_ingested_once"]),
+            )
+        )
+
     q = res.get("queries")
     if q:
         for engine, short in (("postgres", "pg"), ("clickhouse", "ch")):
