@@ -575,6 +575,11 @@ def test_kill_9_the_ingestion_run_mid_batch(
             lambda: writes_held(own_redis.url, "xdel") > 0 or worker.poll() is not None,
         )
         sigkill(worker)
+        # Redis drops the dead client (and its parked XDEL) when it sees the socket close;
+        # unpausing before that would let the XDEL run after all
+        wait_for(
+            "Redis to drop the killed run's XDEL", lambda: not writes_held(own_redis.url, "xdel")
+        )
     counts, waiting = stored(servers.warehouse_url, project.id), in_stream(own_redis.url, key)
     assert (sum(counts.values()), sum(waiting.values())) == (CHUNK_ROWS, 25_000)
     assert_nothing_lost_yet(ledger, counts, waiting, drill="after kill 1")
