@@ -13,13 +13,17 @@ stays for the next one.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import psycopg
 
 from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.postgres import Stamped, prepare_rows
 
 CHUNK_ROWS = 20_000
 MAX_ROWS_PER_RUN = 1_000_000
@@ -49,6 +53,78 @@ class IngestReport:
     projects: int = 0
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A stream entry with its rows prepared for COPY (None when the entry is unusable:
+    `entry.error` says why)."""
+
+    entry: StreamEntry
+    rows: list[Stamped] | None
+
+
+def _prepare(entry: StreamEntry) -> _Ready:
+    if entry.error is not None:
+        return _Ready(entry, None)
+    try:
+        return _Ready(entry, prepare_rows(entry.rows))
+    except _DATA_ERRORS as err:
+        return _Ready(replace(entry, error=f"{type(err).__name__}: {err}"), None)
+
+
+class _Prefetch:
+    """Reads and prepares entries in a thread, a few pages ahead, so that decoding and
+    preparing the next chunk overlaps with the database inserting this one (the thread
+    holds the GIL only while the main one waits on PostgreSQL)."""
+
+    _END = object()
+
+    def __init__(self, entries: Iterator[StreamEntry], page: int = 200, depth: int = 16):
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._page = page
+        self._thread = threading.Thread(
+            target=self._fill, args=(entries,), name="ingest-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, entries: Iterator[StreamEntry]) -> None:
+        try:
+            page: list[_Ready] = []
+            for entry in entries:
+                page.append(_prepare(entry))
+                if len(page) >= self._page:
+                    if not self._put(page):
+                        return  # closed: the reader stopped early
+                    page = []
+            if page and not self._put(page):
+                return
+            self._put(self._END)
+        except Exception as err:  # noqa: BLE001 - raised again in the reading thread
+            self._put(err)
+
+    def __iter__(self) -> Iterator[_Ready]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield from item  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 class _Chunk:
     """The entries read but not yet committed, and the run's accounting of them."""
 
@@ -58,12 +134,13 @@ class _Chunk:
         self.stream = stream
         self.warehouse = warehouse
         self.report = report
-        self.entries: list[StreamEntry] = []
+        self.entries: list[_Ready] = []
         self.rows = 0
         self.projects: set[int] = set()
 
-    def add(self, entry: StreamEntry) -> None:
-        self.entries.append(entry)
+    def add(self, ready: _Ready) -> None:
+        entry = ready.entry
+        self.entries.append(ready)
         self.rows += len(entry.rows)
         self.projects.add(entry.project_id)
         self.report.entries += 1
@@ -74,27 +151,27 @@ class _Chunk:
     def flush(self) -> None:
         if not self.entries:
             return
-        good = [e for e in self.entries if e.error is None]
-        for bad in (e for e in self.entries if e.error is not None):
+        good = [r for r in self.entries if r.rows is not None]
+        for bad in (r.entry for r in self.entries if r.rows is None):
             self._dead_letter(bad, bad.error or "")
         try:
             self._insert(good)
         except _DATA_ERRORS:
-            for entry in good:  # find the culprit(s); the others go in one by one
+            for ready in good:  # find the culprit(s); the others go in one by one
                 try:
-                    self._insert([entry])
+                    self._insert([ready])
                 except _DATA_ERRORS as err:
-                    self._dead_letter(entry, f"{type(err).__name__}: {err}")
+                    self._dead_letter(ready.entry, f"{type(err).__name__}: {err}")
         if self.report.lag_seconds is None:
             self.report.lag_seconds = round(
-                (time.time() * 1000 - id_ms(self.entries[0].id)) / 1000, 3
+                (time.time() * 1000 - id_ms(self.entries[0].entry.id)) / 1000, 3
             )
-        self.report.deleted_entries += self.stream.delete([e.id for e in self.entries])
+        self.report.deleted_entries += self.stream.delete([r.entry.id for r in self.entries])
         self.entries = []
         self.rows = 0
 
-    def _insert(self, entries: list[StreamEntry]) -> None:
-        result = self.warehouse.insert_events([row for e in entries for row in e.rows])
+    def _insert(self, ready: list[_Ready]) -> None:
+        result = self.warehouse.insert_prepared([row for r in ready for row in r.rows or ()])
         self.report.inserted += result.inserted
         self.report.duplicates += result.duplicates
 
@@ -122,13 +199,17 @@ def ingest_range(
     launch (several seconds each)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
     chunk = _Chunk(stream, warehouse, report)
-    for entry in stream.read(start_id, end_id):
-        if report.rows >= max_rows and not chunk.entries:
-            report.complete = False
-            break
-        chunk.add(entry)
-        if chunk.rows >= chunk_rows:
-            chunk.flush()
+    ahead = _Prefetch(stream.read(start_id, end_id))
+    try:
+        for ready in ahead:
+            if report.rows >= max_rows and not chunk.entries:
+                report.complete = False
+                break
+            chunk.add(ready)
+            if chunk.rows >= chunk_rows:
+                chunk.flush()
+    finally:
+        ahead.close()
     chunk.flush()
     if follow[0] > 0 and report.complete:
         after = report.end_id if report.entries else end_id
@@ -152,7 +233,7 @@ def _follow(
         if not entries:
             continue
         for entry in entries:
-            chunk.add(entry)
+            chunk.add(_prepare(entry))
         after = entries[-1].id
         last_seen = time.monotonic()
         if chunk.rows >= chunk_rows or len(entries) < FOLLOW_READ_COUNT:

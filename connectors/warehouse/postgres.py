@@ -10,13 +10,15 @@ however many days one batch spans.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
+from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -36,6 +38,10 @@ EVENT_COLUMNS = (
     "lib",
     "session_id",
 )
+
+_PROPERTIES = EVENT_COLUMNS.index("properties")
+_EVENT_ID = EVENT_COLUMNS.index("event_id")
+_PROJECT_ID = EVENT_COLUMNS.index("project_id")
 
 _SCHEMA = """
 create table if not exists events (
@@ -111,7 +117,19 @@ def partition_range(
     return lo, hi
 
 
-Stamped = tuple[datetime, dict[str, Any]]  # a row with its timestamp parsed once
+Stamped = tuple[datetime, list[Any]]  # a row's timestamp, and its values for COPY
+
+
+def prepare_rows(rows: Iterable[dict[str, Any]]) -> list[Stamped]:
+    """The CPU part of inserting rows (parsing the timestamp, encoding properties), apart
+    so that ingestion can do it for the next chunk while the database inserts this one.
+    Raises KeyError/ValueError/TypeError for a row that is not an event row."""
+    out: list[Stamped] = []
+    for r in rows:
+        values = [r[c] for c in EVENT_COLUMNS]
+        values[_PROPERTIES] = orjson.dumps(values[_PROPERTIES]).decode()
+        out.append((datetime.fromisoformat(r["timestamp"]), values))
+    return out
 
 
 class PostgresWarehouse:
@@ -205,19 +223,31 @@ class PostgresWarehouse:
         """Insert rows, skipping those already present, so replaying a batch inserts nothing
         twice. Rows are grouped by time; each group commits on its own (a crash between
         groups is a replay, which the duplicate check absorbs)."""
-        if not rows:
+        return self.insert_prepared(prepare_rows(rows))
+
+    def insert_prepared(self, prepared: list[Stamped]) -> InsertResult:
+        """`insert_events` for rows that went through `prepare_rows`."""
+        if not prepared:
             return InsertResult(0, 0)
-        stamped = sorted(
-            ((datetime.fromisoformat(r["timestamp"]), r) for r in rows), key=lambda s: s[0]
-        )
+        stamped = _first_of_each_event(sorted(prepared, key=itemgetter(0)))
         with self._session() as conn:
             self._ensure_partitions(conn, {ts.astimezone(UTC).date() for ts, _ in stamped})
-            inserted = sum(self._insert_group(conn, group) for group in _time_groups(stamped))
-        return InsertResult(inserted=inserted, duplicates=len(rows) - inserted)
+            bounds = self._partitions(conn)
+            inserted = sum(
+                self._insert_group(conn, group, bounds) for group in _time_groups(stamped)
+            )
+        return InsertResult(inserted=inserted, duplicates=len(prepared) - inserted)
 
-    def _insert_group(self, conn: psycopg.Connection[Any], group: list[Stamped]) -> int:
+    def _insert_group(
+        self,
+        conn: psycopg.Connection[Any],
+        group: list[Stamped],
+        bounds: list[tuple[date, date]],
+    ) -> int:
         columns = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
         with conn.transaction():
+            # a chunk's sort and the inserted rows the persons step reads stay in memory
+            conn.execute("set local work_mem = '64MB'")
             conn.execute(
                 "create temp table if not exists _ingest (like events including defaults)"
                 " on commit delete rows"
@@ -225,23 +255,17 @@ class PostgresWarehouse:
             with conn.cursor().copy(
                 sql.SQL("copy _ingest ({}) from stdin").format(columns)
             ) as copy:
-                for _, r in group:
-                    copy.write_row(
-                        [json.dumps(r[c]) if c == "properties" else r[c] for c in EVENT_COLUMNS]
-                    )
+                for _, values in group:
+                    copy.write_row(values)
             # A client that retries an event without a timestamp gets a new receive time
             # each try, so the key alone would not see the copy: an event is also a
             # duplicate of one with the same id within a day of it. The constant bounds
             # let the planner keep only the partitions this group can touch.
-            # A request resent within one range carries the same ids with timestamps a
-            # few ms apart (each copy's clock skew is corrected on receipt): keep one.
             # The rows actually inserted also feed `person_updates` in this statement, so
             # persons see each event exactly once (see persons.py).
             row = conn.execute(
                 sql.SQL(
-                    "with ins as (insert into events ({cols}) select {cols} from"
-                    " (select distinct on (project_id, event_id) * from _ingest"
-                    "  order by project_id, event_id, timestamp) t"
+                    "with ins as (insert into events ({cols}) select {cols} from _ingest t"
                     " where not exists (select 1 from events e"
                     "   where e.timestamp between {lo} and {hi}"
                     "   and e.project_id = t.project_id and e.event_id = t.event_id"
@@ -258,24 +282,27 @@ class PostgresWarehouse:
             ).fetchone()
             inserted = int(row[0]) if row else 0
         if inserted >= _ANALYZE_AFTER_ROWS:
-            self._refresh_statistics(conn, group[0][0], group[-1][0], inserted)
+            first, last = utc_day(group[0][0]), utc_day(group[-1][0])
+            touched = [partition_name(lo, hi) for lo, hi in bounds if lo <= last and hi > first]
+            self._refresh_statistics(conn, touched, inserted)
         return inserted
 
     def _refresh_statistics(
-        self, conn: psycopg.Connection[Any], first: datetime, last: datetime, inserted: int
+        self, conn: psycopg.Connection[Any], partitions: list[str], inserted: int
     ) -> None:
         """ANALYZE the partitions this group filled when their statistics still describe
         them as (nearly) empty. With such stale statistics the planner checks the next
         group's duplicates with the (project, timestamp) index per row, which grows
         quadratically with the partition; autovacuum's analyze comes too late for a
         backlog that fills a fresh day's partition within seconds."""
+        # By name (the partitions the group's days fall in), from the catalog only: a probe
+        # of `events` per partition would read the rows just written.
         stale = conn.execute(
             "select c.oid::regclass::text from pg_inherits i"
             " join pg_class c on c.oid = i.inhrelid"
-            " where i.inhparent = 'events'::regclass and c.reltuples < %s"
-            " and exists (select 1 from events e where e.tableoid = c.oid"
-            "             and e.timestamp between %s and %s limit 1)",
-            (inserted, first, last),
+            " where i.inhparent = 'events'::regclass and c.relname = any(%s)"
+            " and c.reltuples < %s",
+            (partitions, inserted),
         ).fetchall()
         for (partition,) in stale:
             conn.execute(sql.SQL("analyze {}").format(sql.SQL(partition)))
@@ -283,6 +310,27 @@ class PostgresWarehouse:
 
 def _covered(day: date, existing: list[tuple[date, date]]) -> bool:
     return any(lo <= day < hi for lo, hi in existing)
+
+
+def _first_of_each_event(stamped: list[Stamped]) -> list[Stamped]:
+    """One row per (project, event id), the earliest: a request resent within one range
+    carries the same ids with timestamps a few ms apart (each copy's clock skew is
+    corrected on receipt). Done here rather than with DISTINCT ON in the INSERT, so rows
+    reach the table in time order (its time index fills in order) and nothing is sorted
+    twice."""
+    seen: set[tuple[Any, str]] = set()
+    out: list[Stamped] = []
+    for item in stamped:
+        values = item[1]
+        event_id = str(values[_EVENT_ID])
+        key = (
+            values[_PROJECT_ID],
+            event_id.lower() if len(event_id) == 36 else str(UUID(event_id)),
+        )
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def _time_groups(stamped: list[Stamped]) -> Iterable[list[Stamped]]:
