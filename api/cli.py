@@ -27,7 +27,28 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(credentials.public_view(settings, entry), indent=2))
+    view = credentials.public_view(settings, entry)
+    # a new one-time code on every call; null when the API is not running
+    view["ui_login_url"] = credentials.login_link(view)
+    if view["ui_login_url"] is None:
+        print(
+            f"sqlbook: no ui_login_url: the API at {view['api_url']} did not answer "
+            "(start it with `sqlbook up`)",
+            file=sys.stderr,
+        )
+    print(json.dumps(view, indent=2))
+    return 0
+
+
+def cmd_build_ui(_settings: Settings, args: argparse.Namespace) -> int:
+    from api.ui_build import BuildError, ensure_built
+
+    try:
+        report = ensure_built(force=args.force, say=lambda line: print(line, flush=True))
+    except BuildError as err:
+        print(f"sqlbook: {err}", file=sys.stderr)
+        return 1
+    print(report.line())
     return 0
 
 
@@ -111,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     create = ws.add_parser("create", help="create a workspace with a project, key and token")
     create.add_argument("name")
     create.set_defaults(func=cmd_workspaces_create)
+    build = sub.add_parser("build-ui", help="build ui/dist when its sources changed")
+    build.add_argument("--force", action="store_true", help="build even if nothing changed")
+    build.set_defaults(func=cmd_build_ui)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     q = sub.add_parser("query", help="run SQL through the API and print the result")
     q.add_argument("sql", help="the query; use $1, $2 … for parameters")

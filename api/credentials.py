@@ -67,3 +67,21 @@ def public_view(settings: Settings, entry: dict[str, Any]) -> dict[str, Any]:
         "dagster_url": f"http://{settings.api_host}:{settings.dagster_port}",
         "database_url": entry["database_url"],
     }
+
+
+def login_link(entry: dict[str, Any], *, timeout: float = 5.0) -> str | None:
+    """A fresh one-time web UI login link from the running API, or None when the API does
+    not answer (it is not running)."""
+    import httpx
+
+    try:
+        r = httpx.post(
+            f"{entry['api_url']}/api/login-links",
+            headers={"Authorization": f"Bearer {entry['api_token']}"},
+            timeout=timeout,
+        )
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 201:
+        return None
+    return str(r.json()["url"])

@@ -18,9 +18,19 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+SESSION_COOKIE = "sqlbook_session"
+CSRF_HEADER = "X-Sqlbook-CSRF"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def current_token(
-    state: State, authorization: Annotated[str | None, Header()] = None
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
 ) -> TokenOwner:
+    """The bearer token's owner; without an Authorization header, the web UI session's
+    (its cookie), which must carry the CSRF header on anything that changes state."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and session_id:
+        return await _session_owner(request, state, session_id)
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
@@ -32,6 +42,23 @@ async def current_token(
     if owner is None:
         raise HTTPException(
             401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return owner
+
+
+async def _session_owner(request: Request, state: State, session_id: str) -> TokenOwner:
+    # A cross-site form or image cannot set a custom header, and a cross-site fetch that
+    # sets one needs a CORS preflight, which the API never grants for /api/.
+    if request.method not in _SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise HTTPException(
+            403, f"a request signed in by the session cookie needs the {CSRF_HEADER} header"
+        )
+    owner = await run_in_threadpool(state.sessions.owner, session_id)
+    if owner is None:
+        raise HTTPException(
+            401,
+            "signed out: the web UI session expired or ended; open a new login link"
+            " (`sqlbook credentials` prints ui_login_url)",
         )
     return owner
 

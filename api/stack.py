@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -267,7 +268,7 @@ def _run_stack(settings: Settings, home: Path) -> int:
             )
             if not (api_ok and dagster_ok):
                 raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
-            _say(_banner(creds, urls))
+            _say(_banner({**creds, "ui_login_url": credentials.login_link(creds)}, urls, settings))
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
@@ -287,11 +288,14 @@ def _run_stack(settings: Settings, home: Path) -> int:
             _say("sqlbook: stopped")
 
 
-def _banner(creds: dict[str, object], urls: ServerUrls) -> str:
+def _banner(creds: dict[str, Any], urls: ServerUrls, settings: Settings) -> str:
     lines = [
         "",
         "sqlbook is running",
         f"  API          {creds['api_url']}   (capture: POST {creds['api_url']}/capture)",
+        f"  Web UI       {creds['ui_login_url'] or creds['api_url']}",
+        f"               (one-time login link, valid {settings.ui_login_code_ttl_seconds / 60:g}"
+        " min; `sqlbook credentials` prints a new one)",
         f"  Dagster UI   {creds['dagster_url']}",
         f"  warehouse    {redact(str(creds['database_url']))}",
         f"  workspace    {creds['workspace']}",
@@ -311,7 +315,7 @@ def _banner(creds: dict[str, object], urls: ServerUrls) -> str:
     return "\n".join(lines)
 
 
-def _install_snippet(creds: dict[str, object], urls: ServerUrls) -> str:
+def _install_snippet(creds: dict[str, Any], urls: ServerUrls) -> str:
     """The default project's `<script>` tag, with the attributes its settings ask for."""
     key = str(creds["project_key"])
     project: Project | None = None

@@ -12,6 +12,7 @@ from connectors.capture import CaptureLimits
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
 from connectors.metadata.datasources import DatasourceStore
+from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.store import MetadataStore, Project
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
@@ -63,3 +64,4 @@ class AppState:
     audit: AuditLog
     queries: QueryService
     alerts: AlertStore
+    sessions: BrowserSessions

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     )
 
     # Alert delivery by email (README "Alerts").
+    ui_login_code_ttl_seconds: float = Field(
+        default=900.0, description="How long a web UI login link works (it works once)."
+    )
+    ui_session_ttl_seconds: float = Field(
+        default=7 * 86_400.0, description="How long a web UI sign-in lasts."
+    )
+    ui_dist: Path | None = Field(
+        default=None, description="Built web UI served at `/`. Default: `ui/dist` of this checkout."
+    )
+
     smtp_host: str | None = Field(default=None, description="SMTP server for email alerts.")
     smtp_port: int = Field(default=587, description="SMTP port.")
     smtp_security: str = Field(
@@ -130,6 +140,11 @@ class Settings(BaseSettings):
         default="sqlbook <alerts@localhost>", description="From: address of alert emails."
     )
     smtp_timeout_seconds: float = Field(default=15.0, description="SMTP connect/send timeout.")
+
+    def ui_dist_dir(self) -> Path:
+        if self.ui_dist is not None:
+            return self.ui_dist
+        return Path(__file__).resolve().parents[1] / "ui" / "dist"
 
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()

@@ -26,6 +26,15 @@ def sqlbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ui_dist() -> Path:
+    """The web UI built once per session (`npm ci` when the lock changed, then Vite), as
+    `make run` builds it; nothing is rebuilt when ui/ has not changed."""
+    from api.ui_build import ensure_built
+
+    return ensure_built(say=lambda _line: None).dist
+
+
+@pytest.fixture(scope="session")
 def servers(sqlbook_home: Path) -> Iterator[ServerUrls]:
     with start_servers(Settings(home=sqlbook_home, _env_file=None)) as urls:  # type: ignore[call-arg]
         upgrade(urls.database_url)

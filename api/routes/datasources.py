@@ -16,9 +16,11 @@ from connectors.warehouse.registry import (
     WAREHOUSE,
     DatasourceInvalid,
     DatasourceNotFound,
+    build_source,
     check_new,
     datasource_key,
 )
+from connectors.warehouse.runner import SourceOptions
 
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
 
@@ -106,11 +108,7 @@ async def create_datasource(
     body: DatasourceCreate, token: AdminToken, state: State
 ) -> DatasourcePublic:
     settings = state.settings
-    own = [
-        u
-        for u in (settings.database_url, settings.warehouse_url, settings.dagster_database_url)
-        if u
-    ]
+    own = _own_servers(state)
 
     if problem := body.problem():
         raise HTTPException(400, problem)
@@ -137,6 +135,34 @@ async def create_datasource(
             raise HTTPException(409, str(err)) from err
 
     return _public(await run_in_threadpool(create))
+
+
+@router.post("/test")
+async def test_new_datasource(
+    body: DatasourceCreate, token: AdminToken, state: State
+) -> dict[str, Any]:
+    """ "Test connection" before saving: the same checks as POST, then `select 1`."""
+    if problem := body.problem():
+        raise HTTPException(400, problem)
+
+    def test() -> dict[str, Any]:
+        try:
+            new = check_new(
+                body.kind,
+                body.connection_url(),
+                own_servers=_own_servers(state),
+                allow_chdb=state.settings.datasource_allow_chdb,
+            )
+        except DatasourceInvalid as err:
+            raise HTTPException(400, str(err)) from err
+        source = build_source(new.kind, new.url, SourceOptions(), 1)
+        try:
+            source.test()
+        finally:
+            source.close()
+        return {"ok": True, "datasource": body.name.strip()}
+
+    return await run_in_threadpool(test)
 
 
 @router.get("/{ref}", response_model=DatasourcePublic)
@@ -183,6 +209,11 @@ async def reset_datasource(ref: str, token: CurrentToken, state: State) -> dict[
         return {"ok": True, "datasource": target.name}
 
     return await run_in_threadpool(reset)
+
+
+def _own_servers(state: State) -> list[str]:
+    s = state.settings
+    return [u for u in (s.database_url, s.warehouse_url, s.dagster_database_url) if u]
 
 
 def _record(state: State, workspace_id: int, ref: str) -> DatasourceRecord:

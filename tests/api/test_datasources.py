@@ -217,3 +217,29 @@ def test_delete(client, workspace, shop_db):
     assert (
         client.get(f"/api/datasources/{created['id']}", headers=auth(workspace)).status_code == 404
     )
+
+
+def test_test_connection_before_saving(client, workspace, shop_db, servers):
+    """The form's "Test connection": the same checks as registering, nothing stored."""
+    ok = client.post(
+        "/api/datasources/test",
+        json={"name": "shop", "kind": "postgres", "url": shop_db},
+        headers=auth(workspace),
+    )
+    assert ok.status_code == 200 and ok.json() == {"ok": True, "datasource": "shop"}
+    gone = client.post(
+        "/api/datasources/test",
+        json={"name": "gone", "kind": "postgres", "host": "127.0.0.1", "port": 1,
+              "database": "x", "user": "bob", "password": "pa55-secret"},
+        headers=auth(workspace),
+    )  # fmt: skip
+    assert gone.status_code == 503 and gone.json()["error"] == "datasource_unavailable"
+    assert "pa55" not in gone.text and "cannot connect" in gone.json()["detail"]
+    own = client.post(
+        "/api/datasources/test",
+        json={"name": "own", "kind": "postgres", "url": servers.database_url},
+        headers=auth(workspace),
+    )
+    assert own.status_code == 400
+    names = [s["name"] for s in client.get("/api/datasources", headers=auth(workspace)).json()]
+    assert names == ["warehouse"]

@@ -137,9 +137,18 @@ def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
         "api_url",
         "dagster_url",
         "database_url",
+        "ui_login_url",
     }
     assert creds["api_url"].endswith(stack.env["SQLBOOK_API_PORT"])
     key, api = creds["project_key"], creds["api_url"]
+    # the web UI's one-time login link: a session cookie once, then refused
+    login = creds.pop("ui_login_url")
+    assert login.startswith(f"{api}/login?code=sqb_lc_")
+    assert any("Web UI" in line and "/login?code=" in line for line in stack.output)
+    with httpx.Client(timeout=30, follow_redirects=False) as browser:
+        assert browser.get(login).status_code == 303
+        assert browser.get(f"{api}/api/session").json()["workspace"] == "default"
+        assert httpx.get(login, timeout=30).status_code == 401
 
     sent = 0
     with httpx.Client(base_url=api, timeout=30) as http:
@@ -241,6 +250,8 @@ def test_make_run_entry_point_end_to_end(stack: Stack) -> None:
 
     # `make run` again: same data, same credentials
     stack.start()
-    assert stack.cli("credentials") == creds
+    again = stack.cli("credentials")
+    assert again.pop("ui_login_url") != login  # a new code on every call
+    assert again == creds
     assert rows_for(creds["database_url"], key) == 1000
     assert stack.stop() == 0
