@@ -1,0 +1,441 @@
+import { useCallback, useEffect, useRef, useState } from "react";
+import { ApiError, type Datasource, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
+import { ConnectionForm } from "./ConnectionForm";
+import { Editor, type EditorHandle } from "./Editor";
+import { cellText, formatAge, formatDuration, toCsv, toTsv } from "./format";
+import { type HistoryEntry, loadHistory, saveHistory } from "./history";
+import { ResultGrid } from "./ResultGrid";
+import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
+
+type Run =
+  | { state: "idle" }
+  | { state: "running"; queryId?: string; started: number; cancelling?: boolean }
+  | { state: "done"; result: QueryResult }
+  | { state: "error"; error: ApiError }
+  | { state: "cancelled"; after: number };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function App() {
+  const [session, setSession] = useState<Session | null | "signed-out">(null);
+  const [problem, setProblem] = useState<string | null>(null);
+  useEffect(() => {
+    api.session().then(setSession, (err: ApiError) => {
+      if (err.status === 401) setSession("signed-out");
+      else setProblem(err.message);
+    });
+  }, []);
+  if (problem) return <div className="centered error">{problem}</div>;
+  if (session === null) return <div className="centered">Loading…</div>;
+  if (session === "signed-out") return <SignIn />;
+  return <Workbench session={session} onSignedOut={() => setSession("signed-out")} />;
+}
+
+function SignIn() {
+  return (
+    <div className="centered signin">
+      <h1>sqlbook</h1>
+      <p>You are not signed in. Open the one-time login link that <code>make run</code> printed, or get a new one:</p>
+      <pre>sqlbook credentials   # → "ui_login_url"</pre>
+    </div>
+  );
+}
+
+function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): void }) {
+  const editor = useRef<EditorHandle>(null);
+  const [sources, setSources] = useState<Datasource[]>([]);
+  const [source, setSource] = useState<string>("warehouse");
+  const [tables, setTables] = useState<SchemaTable[]>([]);
+  const [schemaError, setSchemaError] = useState<string | null>(null);
+  const [params, setParams] = useState<Param[]>([]);
+  const [run, setRun] = useState<Run>({ state: "idle" });
+  const [now, setNow] = useState(Date.now());
+  const [history, setHistory] = useState<HistoryEntry[]>(loadHistory);
+  const [adding, setAdding] = useState(false);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
+  const [viewer, setViewer] = useState<{ label: string; value: unknown } | null>(null);
+  const runToken = useRef(0);
+
+  const fail = useCallback(
+    (err: unknown) => {
+      const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
+      if (e.status === 401) onSignedOut();
+      return e;
+    },
+    [onSignedOut],
+  );
+
+  const loadSources = useCallback(() => {
+    api.datasources().then(setSources, (err) => setNotice(fail(err).message));
+  }, [fail]);
+  useEffect(loadSources, [loadSources]);
+
+  const loadSchema = useCallback(() => {
+    setSchemaError(null);
+    api.schema(source).then(
+      (s) => setTables(s.tables),
+      (err) => {
+        setTables([]);
+        setSchemaError(fail(err).message);
+      },
+    );
+  }, [source, fail]);
+  useEffect(loadSchema, [loadSchema]);
+
+  useEffect(() => saveHistory(history), [history]);
+  useEffect(() => {
+    if (run.state !== "running") return;
+    const t = setInterval(() => setNow(Date.now()), 100);
+    return () => clearInterval(t);
+  }, [run.state]);
+
+  const kind = sources.find((s) => String(s.id) === source)?.kind;
+  const dialect = kind === "clickhouse" ? "clickhouse" : "postgres";
+
+  const execute = useCallback(async () => {
+    const ed = editor.current;
+    if (!ed || run.state === "running") return;
+    const { sql, offset } = ed.runnable();
+    if (!sql.trim()) return;
+    ed.clearError();
+    let values: unknown[];
+    try {
+      values = fitParams(params, parameterCount(sql)).map(paramValue);
+    } catch (err) {
+      setRun({ state: "error", error: new ApiError((err as Error).message, 400, "bad_parameter") });
+      return;
+    }
+    const token = ++runToken.current;
+    const started = Date.now();
+    setSelected(null);
+    setViewer(null);
+    setRun({ state: "running", started });
+    const entry: HistoryEntry = { sql, params, datasource: source, at: started, status: "running" };
+    const finish = (patch: Partial<HistoryEntry>) =>
+      setHistory((h) => [{ ...entry, ...patch }, ...h].slice(0, 100));
+    try {
+      const { query_id } = await api.submit(sql, values, source);
+      setRun({ state: "running", queryId: query_id, started });
+      for (let wait = 50; ; wait = Math.min(wait * 1.5, 500)) {
+        await sleep(wait);
+        if (runToken.current !== token) return; // reset or superseded
+        const job = await api.job(query_id);
+        if (job.status === "done" && job.result) {
+          setRun({ state: "done", result: job.result });
+          finish({ status: "done", rows: job.result.row_count });
+          return;
+        }
+        if (job.status === "cancelled") {
+          setRun({ state: "cancelled", after: Date.now() - started });
+          finish({ status: "cancelled" });
+          return;
+        }
+        if (job.status === "failed") throw jobError(job);
+      }
+    } catch (err) {
+      if (runToken.current !== token) return;
+      const e = fail(err);
+      setRun({ state: "error", error: e });
+      finish({ status: "failed" });
+      if (e.position) {
+        const doc = ed.text();
+        const { from, to } = errorRange(doc, offset, e.position);
+        ed.markError(from, to, e.message);
+      }
+    }
+  }, [params, source, run.state, fail]);
+
+  async function cancel() {
+    if (run.state !== "running" || !run.queryId) return;
+    setRun({ ...run, cancelling: true });
+    try {
+      await api.cancel(run.queryId);
+    } catch (err) {
+      setNotice(`Cancel failed: ${fail(err).message}`);
+    }
+  }
+
+  async function reset() {
+    if (run.state === "running" && run.queryId) await api.cancel(run.queryId).catch(() => undefined);
+    runToken.current += 1;
+    try {
+      await api.reset(source);
+      setNotice(`Session reset: ${source === "warehouse" ? "the warehouse" : (sources.find((s) => String(s.id) === source)?.name ?? source)}'s connections were dropped.`);
+    } catch (err) {
+      setNotice(`Reset failed: ${fail(err).message}`);
+    }
+    editor.current?.setText("");
+    editor.current?.clearError();
+    setParams([]);
+    setRun({ state: "idle" });
+    setSelected(null);
+    setViewer(null);
+    loadSchema();
+  }
+
+  function reopen(h: HistoryEntry) {
+    setSource(h.datasource);
+    editor.current?.setText(h.sql);
+    setParams(fitParams(h.params, parameterCount(h.sql)));
+    editor.current?.focus();
+  }
+
+  const onEditorChange = useCallback((text: string) => setParams((p) => fitParams(p, parameterCount(text))), []);
+
+  async function copy(text: string, what: string) {
+    try {
+      await navigator.clipboard.writeText(text);
+      setNotice(`Copied ${what}.`);
+    } catch (err) {
+      setNotice(`Could not copy: ${String(err)}`);
+    }
+  }
+
+  async function logout() {
+    await api.logout().catch(() => undefined);
+    onSignedOut();
+  }
+
+  const result = run.state === "done" ? run.result : null;
+  const names = result?.columns.map((c) => c.name) ?? [];
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <strong>sqlbook</strong>
+        <label className="source-picker">
+          Data source{" "}
+          <select aria-label="Data source" value={source} onChange={(e) => setSource(e.target.value)}>
+            {sources.map((s) => (
+              <option key={String(s.id)} value={String(s.id)}>
+                {s.name} ({s.kind})
+              </option>
+            ))}
+          </select>
+        </label>
+        {session.role === "admin" && <button onClick={() => setAdding(true)}>+ Add connection</button>}
+        <span className="spacer" />
+        <span className="who">
+          {session.workspace} · {session.role}
+        </span>
+        <button onClick={() => void logout()}>Sign out</button>
+      </header>
+      <aside className="sidebar" aria-label="Schema">
+        <div className="sidebar-head">
+          <span>Schema</span>
+          <button className="link" onClick={loadSchema} title="reload the schema">
+            ↻
+          </button>
+        </div>
+        {schemaError && <p className="error">{schemaError}</p>}
+        <SchemaTree tables={tables} onInsert={(name) => editor.current?.insert(name)} />
+      </aside>
+      <main className="main">
+        <section className="editor-row">
+          <Editor ref={editor} initial={history[0]?.sql ?? "select event_name, count(*) from events group by 1 order by 2 desc"} tables={tables} dialect={dialect} onRun={() => void execute()} onChange={onEditorChange} />
+          {params.length > 0 && (
+            <div className="params" aria-label="Parameters">
+              <div className="params-title">Parameters</div>
+              {params.map((p, i) => (
+                <div className="param" key={i}>
+                  <span className="param-name">${i + 1}</span>
+                  <select aria-label={`type of $${i + 1}`} value={p.type} onChange={(e) => setParams(params.map((q, j) => (j === i ? { ...q, type: e.target.value as ParamType } : q)))}>
+                    {PARAM_TYPES.map((t) => (
+                      <option key={t}>{t}</option>
+                    ))}
+                  </select>
+                  {p.type === "boolean" ? (
+                    <select aria-label={`$${i + 1}`} value={p.value} onChange={(e) => setParams(params.map((q, j) => (j === i ? { ...q, value: e.target.value } : q)))}>
+                      <option value="">choose…</option>
+                      <option>true</option>
+                      <option>false</option>
+                    </select>
+                  ) : (
+                    <input aria-label={`$${i + 1}`} disabled={p.type === "null"} value={p.value} placeholder={p.type === "json list" ? '["a", "b"]' : ""} onChange={(e) => setParams(params.map((q, j) => (j === i ? { ...q, value: e.target.value } : q)))} />
+                  )}
+                </div>
+              ))}
+            </div>
+          )}
+        </section>
+        <div className="toolbar">
+          <button className="primary" onClick={() => void execute()} disabled={run.state === "running"} title="Ctrl/Cmd+Enter">
+            ▶ Run
+          </button>
+          {run.state === "running" && (
+            <>
+              <span className="elapsed" role="timer">
+                Running… {formatDuration(now - run.started)}
+              </span>
+              <button onClick={() => void cancel()} disabled={!run.queryId || run.cancelling}>
+                {run.cancelling ? "Cancelling…" : "Cancel"}
+              </button>
+            </>
+          )}
+          <span className="spacer" />
+          {result && (
+            <>
+              <button
+                disabled={!selected}
+                onClick={() => selected && void copy(cellText(result.rows[selected.row][selected.col]), "the cell")}
+              >
+                Copy cell
+              </button>
+              <button onClick={() => void copy(toTsv(names, result.rows), `${result.row_count} rows`)}>Copy result</button>
+              <button onClick={() => download(toCsv(names, result.rows))}>Download CSV</button>
+            </>
+          )}
+          <button onClick={() => void reset()} title="drop this data source's connections and clear the editor and results">
+            Reset session
+          </button>
+        </div>
+        {notice && (
+          <div className="notice" role="status">
+            {notice}{" "}
+            <button className="link" onClick={() => setNotice(null)} aria-label="dismiss">
+              ×
+            </button>
+          </div>
+        )}
+        <section className="results" aria-label="Results">
+          {run.state === "error" && <ErrorBox error={run.error} />}
+          {run.state === "cancelled" && <div className="info">Query cancelled after {formatDuration(run.after)}.</div>}
+          {result && (
+            <>
+              <div className="result-meta" data-testid="result-meta">
+                <span>
+                  {result.row_count.toLocaleString()} {result.row_count === 1 ? "row" : "rows"}
+                </span>
+                <span>{formatDuration(result.elapsed_ms)}</span>
+                {result.truncated && <span className="warn">truncated at {result.row_count.toLocaleString()} rows</span>}
+                {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
+              </div>
+              <div className="result-body">
+                <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={(value, label) => setViewer({ value, label })} />
+                {viewer && (
+                  <div className="viewer" aria-label="Cell value">
+                    <div className="viewer-head">
+                      <span>{viewer.label}</span>
+                      <button onClick={() => void copy(typeof viewer.value === "object" && viewer.value !== null ? JSON.stringify(viewer.value, null, 2) : cellText(viewer.value), "the value")}>Copy</button>
+                      <button className="link" onClick={() => setViewer(null)} aria-label="close">
+                        ×
+                      </button>
+                    </div>
+                    <pre>{viewer.value === null ? "NULL" : typeof viewer.value === "object" ? JSON.stringify(viewer.value, null, 2) : cellText(viewer.value)}</pre>
+                  </div>
+                )}
+              </div>
+            </>
+          )}
+        </section>
+      </main>
+      <aside className="history" aria-label="History">
+        <div className="sidebar-head">History</div>
+        {history.length === 0 && <p className="hint">Queries you run appear here.</p>}
+        <ol>
+          {history.map((h, i) => (
+            <li key={`${h.at}-${i}`}>
+              <button className="history-item" onClick={() => reopen(h)} title="open in the editor">
+                <span className={`badge ${h.status}`}>{h.status}</span>
+                <code>{h.sql.length > 120 ? h.sql.slice(0, 120) + "…" : h.sql}</code>
+                <small>
+                  {new Date(h.at).toLocaleTimeString()} · {h.datasource}
+                  {h.params.length ? ` · ${h.params.length} params` : ""}
+                  {h.rows !== undefined ? ` · ${h.rows} rows` : ""}
+                </small>
+              </button>
+            </li>
+          ))}
+        </ol>
+      </aside>
+      {adding && (
+        <ConnectionForm
+          onClose={() => setAdding(false)}
+          onSaved={(ds) => {
+            setAdding(false);
+            loadSources();
+            setSource(String(ds.id));
+            setNotice(`Added ${ds.name}.`);
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function ErrorBox({ error }: { error: ApiError }) {
+  const heading =
+    error.code === "query_timeout"
+      ? "Timed out"
+      : error.code === "datasource_unavailable"
+        ? "Connection problem"
+        : error.code === "query_rejected"
+          ? "Not allowed"
+          : error.code === "network"
+            ? "API unreachable"
+            : "Query failed";
+  return (
+    <div className="error-box" role="alert">
+      <strong>{heading}</strong>
+      {error.line !== undefined && (
+        <span className="where">
+          {" "}
+          at line {error.line}, column {error.column}
+        </span>
+      )}
+      <pre>{error.message}</pre>
+      {error.code === "datasource_unavailable" && <p className="hint">The connection was lost or refused; broken connections are replaced, so running it again works once the database is back.</p>}
+      {error.code === "query_timeout" && <p className="hint">The data source's statement timeout stopped the query.</p>}
+    </div>
+  );
+}
+
+function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name: string): void }) {
+  const [open, setOpen] = useState<Record<string, boolean>>({});
+  const [filter, setFilter] = useState("");
+  const shown = tables.filter((t) => !filter || t.name.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
+  return (
+    <div className="schema">
+      <input className="filter" placeholder="filter tables and columns" value={filter} onChange={(e) => setFilter(e.target.value)} aria-label="filter schema" />
+      <ul>
+        {shown.map((t) => {
+          const key = `${t.schema}.${t.name}`;
+          const isOpen = open[key] ?? (tables.length <= 3 || Boolean(filter));
+          return (
+            <li key={key}>
+              <button className="twisty" onClick={() => setOpen({ ...open, [key]: !isOpen })} aria-label={`${isOpen ? "collapse" : "expand"} ${t.name}`}>
+                {isOpen ? "▾" : "▸"}
+              </button>
+              <button className="table-name" onClick={() => onInsert(t.schema === "public" ? t.name : key)} title={`insert ${t.name} (${t.kind})`}>
+                {t.name}
+              </button>
+              <small> {t.kind !== "table" ? t.kind : ""}</small>
+              {isOpen && (
+                <ul className="columns">
+                  {t.columns.map((c) => (
+                    <li key={c.name}>
+                      <button className="column-name" onClick={() => onInsert(c.name)} title={`insert ${c.name}`}>
+                        {c.name}
+                      </button>{" "}
+                      <small>{c.type}</small>
+                    </li>
+                  ))}
+                </ul>
+              )}
+            </li>
+          );
+        })}
+      </ul>
+    </div>
+  );
+}
+
+function download(csv: string) {
+  const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `sqlbook-result-${new Date().toISOString().replace(/[:.]/g, "-")}.csv`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
