@@ -35,6 +35,7 @@ expect = playwright_sync.expect
 Page = playwright_sync.Page
 
 WAIT_MS = 30_000  # generous: 2 shared cores
+expect.set_options(timeout=WAIT_MS)
 
 
 @dataclass
@@ -282,3 +283,37 @@ def test_autocomplete_offers_a_column_of_events(page: Page):
     expect(offered).to_contain_text("events")  # the detail names the table and type
     offered.click()
     expect(page.locator(".cm-content")).to_have_text("select distinct_id from events")
+
+
+def test_add_a_postgres_connection_with_test_connection(page: Page, own_postgres):
+    _, url = own_postgres
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table orders (id int primary key, amount numeric(10, 2))")
+        conn.execute("insert into orders select g, g * 1.5 from generate_series(1, 5) g")
+    name = f"shop-{uuid.uuid4().hex[:6]}"
+    page.get_by_role("button", name="+ Add connection").click()
+    form = page.get_by_role("dialog", name="Add a connection")
+    form.get_by_label("Name").fill(name)
+    form.get_by_label("Host").fill("127.0.0.1")
+    form.get_by_label("Port").fill("1")
+    form.get_by_label("Database").fill("shop")
+    form.get_by_label("User").fill("reader")
+    form.get_by_label("Password").fill("pa55-secret")
+    form.get_by_role("button", name="Test connection").click()
+    status = form.get_by_role("status")
+    expect(status).to_contain_text("cannot connect")  # the API's message
+    expect(status).not_to_contain_text("pa55")
+
+    form.get_by_label("URL").check()
+    form.get_by_label("URL", exact=True).last.fill(url)
+    form.get_by_role("button", name="Test connection").click()
+    expect(status).to_have_text("Connection works.")
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_have_count(0)
+    expect(page.get_by_label("Data source")).to_contain_text(name)
+    schema = page.get_by_role("complementary", name="Schema")
+    expect(schema).to_contain_text("orders")
+    write_sql(page, "select count(*) as n, sum(amount) as total from orders")
+    run(page)
+    expect(meta(page)).to_contain_text("1 row")
+    expect(page.locator("[role=gridcell]").first).to_have_text("5")

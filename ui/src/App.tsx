@@ -209,7 +209,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
           <select aria-label="Data source" value={source} onChange={(e) => setSource(e.target.value)}>
             {sources.map((s) => (
               <option key={String(s.id)} value={String(s.id)}>
-                {s.name} ({s.kind})
+                {s.name === s.kind ? s.name : `${s.name} (${s.kind})`}
               </option>
             ))}
           </select>
