@@ -268,7 +268,8 @@ def _run_stack(settings: Settings, home: Path) -> int:
             )
             if not (api_ok and dagster_ok):
                 raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
-            _say(_banner({**creds, "ui_login_url": credentials.login_link(creds)}, urls, settings))
+            creds["ui_login_url"] = credentials.login_link(creds)
+            _say(_banner(creds, urls, settings.ui_login_code_ttl_seconds))
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
@@ -288,14 +289,22 @@ def _run_stack(settings: Settings, home: Path) -> int:
             _say("sqlbook: stopped")
 
 
-def _banner(creds: dict[str, Any], urls: ServerUrls, settings: Settings) -> str:
+def _banner(creds: dict[str, Any], urls: ServerUrls, login_ttl_seconds: float = 900) -> str:
+    login = creds.get("ui_login_url")
+    web_ui = (
+        [
+            f"  Web UI       {login}",
+            f"               (one-time login link, valid {login_ttl_seconds / 60:g} min;"
+            " `sqlbook credentials` prints a new one)",
+        ]
+        if login
+        else [f"  Web UI       {creds['api_url']}   (`sqlbook credentials` prints a login link)"]
+    )
     lines = [
         "",
         "sqlbook is running",
         f"  API          {creds['api_url']}   (capture: POST {creds['api_url']}/capture)",
-        f"  Web UI       {creds['ui_login_url'] or creds['api_url']}",
-        f"               (one-time login link, valid {settings.ui_login_code_ttl_seconds / 60:g}"
-        " min; `sqlbook credentials` prints a new one)",
+        *web_ui,
         f"  Dagster UI   {creds['dagster_url']}",
         f"  warehouse    {redact(str(creds['database_url']))}",
         f"  workspace    {creds['workspace']}",

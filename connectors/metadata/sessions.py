@@ -51,6 +51,10 @@ class BrowserSessions:
             if row is None:
                 return None
             conn.execute(
+                "delete from meta.browser_sessions"
+                " where least(expires_at, ended_at) < now() - interval '1 day'"
+            )
+            conn.execute(
                 "insert into meta.browser_sessions (session_hash, token_id, expires_at)"
                 " values (%s, %s, now() + make_interval(secs => %s))",
                 (hash_token(session_id), row["token_id"], session_ttl_seconds),
