@@ -203,9 +203,11 @@ def test_run_captured_events_sort_nulls_json(page: Page, tmp_path: Path):
 
 
 def test_scroll_to_the_last_of_10000_rows(page: Page):
-    write_sql(page, "select g as n, md5(g::text) as hash from generate_series(1, 10000) g")
+    # one row past the default row cap (10,000): the grid holds the first 10,000
+    write_sql(page, "select g as n, md5(g::text) as hash from generate_series(1, 10001) g")
     run(page)
     expect(meta(page)).to_contain_text("10,000 rows")
+    expect(meta(page)).to_contain_text("truncated at 10,000 rows")
     # virtualised: a screenful of rows in the page, not ten thousand
     assert page.locator("[data-testid=result-grid] [role=row]").count() < 200
     grid = page.get_by_test_id("result-grid")
@@ -227,7 +229,10 @@ def test_syntax_error_marked_then_fixed_without_reload(page: Page):
     expect(page.locator(".cm-lintRange-error")).to_have_count(0)
     run(page)
     expect(meta(page)).to_contain_text("1 row")
+    expect(meta(page)).not_to_contain_text("from cache")
     expect(alert).to_have_count(0)
+    run(page)  # the same query again: answered from the result cache
+    expect(meta(page)).to_contain_text(re.compile(r"from cache \(\d+ s ago\)"))
 
 
 def test_cancel_really_cancels(page: Page, live_ui: LiveUi):
