@@ -116,6 +116,11 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
       setHistory((h) => [{ ...entry, ...patch }, ...h].slice(0, 100));
     try {
       const { query_id } = await api.submit(sql, values, source);
+      if (runToken.current !== token) {
+        // reset while the query was being submitted: it must not run on
+        void api.cancel(query_id).catch(() => undefined);
+        return;
+      }
       setRun({ state: "running", queryId: query_id, started });
       for (let wait = 50; ; wait = Math.min(wait * 1.5, 500)) {
         await sleep(wait);
