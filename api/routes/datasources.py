@@ -195,7 +195,7 @@ async def test_datasource(ref: str, token: CurrentToken, state: State) -> dict[s
 async def read_schema(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
     def schema() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
-        tables = target.source.schema(state.queries.scope(token.workspace_id))
+        tables = target.source.schema(state.queries.scope(token.workspace_id, token.project_ids))
         return {"datasource": target.name, "tables": [t.to_dict() for t in tables]}
 
     return await run_in_threadpool(schema)

@@ -5,6 +5,7 @@ get an id), GET /api/queries/{id} (status, then the result), DELETE /api/queries
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentToken, State
 from connectors.metadata.store import TokenOwner
 from connectors.warehouse.registry import DatasourceNotFound
+from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor, QueryRequest
 
 router = APIRouter(tags=["queries"])
@@ -34,38 +36,40 @@ class QueryQueued(BaseModel):
     status: str
 
 
-async def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRequest:
-    def resolve() -> QueryRequest:
-        try:
-            return state.queries.request(
-                token.workspace_id,
-                body.datasource,
-                body.sql,
-                body.params,
-                Actor(token.workspace_id, token.token_id, token.actor),
-                timeout_s=body.timeout_s,
-                max_rows=body.max_rows,
-                use_cache=body.cache,
-                cache_ttl_s=body.cache_ttl_s,
-            )
-        except DatasourceNotFound as err:
-            raise HTTPException(404, str(err)) from err
-
-    return await run_in_threadpool(resolve)
+def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRequest:
+    """Blocking (it may read the metadata database): call it in a worker thread."""
+    try:
+        return state.queries.request(
+            token.workspace_id,
+            body.datasource,
+            body.sql,
+            body.params,
+            Actor(token.workspace_id, token.token_id, token.actor),
+            token.project_ids,
+            timeout_s=body.timeout_s,
+            max_rows=body.max_rows,
+            use_cache=body.cache,
+            cache_ttl_s=body.cache_ttl_s,
+        )
+    except DatasourceNotFound as err:
+        raise HTTPException(404, str(err)) from err
 
 
 @router.post("/api/query")
 async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dict[str, Any]:
-    request = await build_request(body, token, state)
-    prepared_future = await run_in_threadpool(state.runner.start, request)
-    result = await asyncio.wrap_future(prepared_future)
+    def start() -> Future[QueryResult]:  # one worker-thread hop for checks and the cache
+        return state.runner.start(build_request(body, token, state))
+
+    result = await asyncio.wrap_future(await run_in_threadpool(start))
     return result.to_dict()
 
 
 @router.post("/api/queries", status_code=202, response_model=QueryQueued)
 async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> QueryQueued:
-    request = await build_request(body, token, state)
-    query_id = await run_in_threadpool(state.runner.submit, request)
+    def submit() -> str:
+        return state.runner.submit(build_request(body, token, state))
+
+    query_id = await run_in_threadpool(submit)
     return QueryQueued(query_id=query_id, status="queued")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from connectors.metadata.store import MetadataStore, TokenOwner, hash_token
+from connectors.metadata.store import PROJECT_IDS, MetadataStore, TokenOwner, hash_token
 
 LOGIN_CODE_PREFIX = "sqb_lc_"
 
@@ -65,7 +65,7 @@ class BrowserSessions:
         with self._store.connection() as conn:
             row = conn.execute(
                 "select t.id, t.workspace_id, w.name as workspace, t.role, t.name,"
-                " t.token_prefix from meta.browser_sessions s"
+                f" t.token_prefix, {PROJECT_IDS} as project_ids from meta.browser_sessions s"
                 " join meta.api_tokens t on t.id = s.token_id"
                 " join meta.workspaces w on w.id = t.workspace_id"
                 " where s.session_hash = %s and s.ended_at is null and s.expires_at > now()"
@@ -81,6 +81,7 @@ class BrowserSessions:
             row["role"],
             f"{row['name']} (web UI)",
             row["token_prefix"],
+            tuple(row["project_ids"]),
         )
 
     def end(self, session_id: str) -> None:

@@ -37,11 +37,20 @@ class TokenOwner:
     role: str
     name: str = ""
     prefix: str = ""
+    # the workspace's projects, read with the token (what its queries may see); None when
+    # the lookup did not read them
+    project_ids: tuple[int, ...] | None = None
 
     @property
     def actor(self) -> str:
         """How the audit names who ran a query."""
         return f"token {self.name} ({self.prefix}…)"
+
+
+# The projects of token `t`'s workspace, as a column of the token lookup.
+PROJECT_IDS = (
+    "array(select p.id from meta.projects p where p.workspace_id = t.workspace_id order by p.id)"
+)
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,8 @@ class MetadataStore:
         # API call does not cost a durable write.
         row = self._one(
             "select t.id, t.workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
-            " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale"
+            " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale,"
+            f" {PROJECT_IDS} as project_ids"
             " from meta.api_tokens t join meta.workspaces w on w.id = t.workspace_id"
             " where t.token_hash = %s and t.revoked_at is null",
             (hash_token(token),),
@@ -192,6 +202,7 @@ class MetadataStore:
             row["role"],
             row["name"],
             row["token_prefix"],
+            tuple(row["project_ids"]),
         )
 
     def update_project_policy(

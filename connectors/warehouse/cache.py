@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -44,10 +45,27 @@ def cache_key(
 
 
 class ResultCache:
+    """Entries in Redis. A result is `hold`-en in this process from just before it is
+    answered until `put` has written it, so the client's next request finds it even
+    though the (fsynced) write happens after the answer, off the query's path."""
+
     def __init__(self, client: redis.Redis):
         self._redis = client
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[QueryResult, float]] = {}
+
+    def hold(self, key: str, result: QueryResult, ttl_s: int) -> None:
+        if ttl_s > 0:
+            with self._lock:
+                self._held[key] = (result, time.time())
 
     def get(self, key: str) -> QueryResult | None:
+        with self._lock:
+            held = self._held.get(key)
+        if held is not None:
+            copy = QueryResult.from_dict(held[0].to_dict())
+            copy.cache = {"hit": True, "age_s": round(time.time() - held[1], 1)}
+            return copy
         try:
             raw = self._redis.get(key)
         except redis.RedisError as err:
@@ -61,14 +79,22 @@ class ResultCache:
         return result
 
     def put(self, key: str, result: QueryResult, ttl_s: int) -> bool:
-        if ttl_s <= 0:
-            return False
-        raw = json.dumps({"stored_at": time.time(), "result": result.to_dict()})
-        if len(raw) > MAX_ENTRY_BYTES:
-            return False
         try:
-            self._redis.set(key, raw, ex=ttl_s)
-        except redis.RedisError as err:
-            log.warning("result cache unavailable: %s", err)
-            return False
-        return True
+            if ttl_s <= 0:
+                return False
+            with self._lock:
+                held = self._held.get(key)
+            stored_at = held[1] if held is not None and held[0] is result else time.time()
+            raw = json.dumps({"stored_at": stored_at, "result": result.to_dict()})
+            if len(raw) > MAX_ENTRY_BYTES:
+                return False
+            try:
+                self._redis.set(key, raw, ex=ttl_s)
+            except redis.RedisError as err:
+                log.warning("result cache unavailable: %s", err)
+                return False
+            return True
+        finally:
+            with self._lock:
+                if key in self._held and self._held[key][0] is result:
+                    del self._held[key]

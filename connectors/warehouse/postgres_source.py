@@ -153,7 +153,12 @@ class PostgresSource(DataSource):
             ):
                 _set_local(
                     conn,
-                    [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
+                    [
+                        ("statement_timeout", str(max(int(limits.timeout_s * 1000), 1))),
+                        # the whole result is read (up to the row cap): plan for all of
+                        # it, as for a plain query, not for a cursor's first 10 %
+                        ("cursor_tuple_fraction", "1"),
+                    ]
                     + self._scope_settings(scope),
                 )
                 if self._take_cancelled(query_id):  # cancelled before the statement began

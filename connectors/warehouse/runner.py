@@ -315,7 +315,9 @@ class QueryRunner:
                 raise err
             slot.waiting += 1
             self._active[prepared.query_id] = _Active(prepared)
-        return self._pool.submit(self._run, prepared, slot, record_job)
+        answer: Future[QueryResult] = Future()
+        self._pool.submit(self._run, prepared, slot, record_job, answer)
+        return answer
 
     def _slot(self, target: Target) -> _Slot:
         with self._lock:
@@ -325,7 +327,11 @@ class QueryRunner:
                 slot = self._slots[target.key] = _Slot(threading.Semaphore(size))
             return slot
 
-    def _run(self, prepared: _Prepared, slot: _Slot, record_job: bool) -> QueryResult:
+    def _run(
+        self, prepared: _Prepared, slot: _Slot, record_job: bool, answer: Future[QueryResult]
+    ) -> None:
+        """Runs the query and answers it; the cache write, the job status (for submitted
+        queries: "done" before the slot is freed) and the audit row come after."""
         active = self._active[prepared.query_id]
         request = prepared.request
         acquired = False
@@ -352,18 +358,21 @@ class QueryRunner:
                 scope=request.scope,
                 kind=prepared.checked.kind,
             )
+            self._cache.hold(prepared.cache_key, result, prepared.cache_ttl_s)
+            answer.set_result(result)
             self._cache.put(prepared.cache_key, result, prepared.cache_ttl_s)
-            return result
         except QueryError as err:
             if isinstance(err, QueryCancelled) and not active.cancel_requested.is_set():
                 # stopped by the watchdog, not by a user
                 err = QueryTimeout(f"query exceeded {prepared.limits.timeout_s:g} s")
             error = err
-            raise err from None
+            answer.set_exception(err)
         except Exception as err:  # a bug or an unexpected driver error: keep the message
             log.exception("query %s failed unexpectedly", prepared.query_id)
             error = QueryFailed(f"internal error running the query: {type(err).__name__}")
-            raise error from err
+            error.__cause__ = err
+            if not answer.done():
+                answer.set_exception(error)
         finally:
             duration_ms = (time.time() - started) * 1000
             with self._lock:

@@ -50,22 +50,26 @@ class QueryService:
         sql: str,
         params: list[object],
         actor: Actor,
+        project_ids: tuple[int, ...] | None = None,
         **options: object,
     ) -> QueryRequest:
-        """A request scoped to the workspace's projects (raises DatasourceNotFound)."""
+        """A request scoped to the workspace's projects (raises DatasourceNotFound);
+        `project_ids` when the caller has read them already (with the API token)."""
         target = self.sources.target(workspace_id, datasource)
         return QueryRequest(
             sql=sql,
             params=params,
             target=target,
-            scope=self.scope(workspace_id),
+            scope=self.scope(workspace_id, project_ids),
             actor=actor,
             **options,  # type: ignore[arg-type]
         )
 
-    def scope(self, workspace_id: int) -> Scope:
+    def scope(self, workspace_id: int, project_ids: tuple[int, ...] | None = None) -> Scope:
         """What the workspace's queries may see: its projects' rows."""
-        return Scope(workspace_id, tuple(p.id for p in self.metadata.projects(workspace_id)))
+        if project_ids is None:
+            project_ids = tuple(p.id for p in self.metadata.projects(workspace_id))
+        return Scope(workspace_id, project_ids)
 
     def close(self) -> None:
         self.runner.close()

@@ -74,12 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("capture")
     g.add_argument(
         "--capture-matrix",
-        default="100x1,100x8,100x32,1x8,1000x8",
+        default="1x1,1x8,1x32,100x1,100x8,100x32,1000x1,1000x8,1000x32",
         help="batch x concurrent clients, comma-separated",
     )
-    g.add_argument("--capture-seconds", type=float, default=8.0, help="measured, per config")
+    g.add_argument("--capture-seconds", type=float, default=5.0, help="measured, per config")
     g.add_argument("--capture-warmup", type=float, default=1.0, help="not measured, per config")
-    g.add_argument("--baseline-seconds", type=float, default=3.0, help="XADD baseline per config")
+    g.add_argument("--baseline-seconds", type=float, default=2.0, help="XADD baseline per config")
     g.add_argument(
         "--profile-seconds",
         type=float,
