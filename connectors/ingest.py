@@ -72,16 +72,17 @@ def _prepare(entry: StreamEntry) -> _Ready:
 
 
 class _Prefetch:
-    """Reads and prepares entries in a thread, a few pages ahead, so that decoding and
-    preparing the next chunk overlaps with the database inserting this one (the thread
-    holds the GIL only while the main one waits on PostgreSQL)."""
+    """Reads and prepares entries in a thread, about one chunk ahead (`ahead_rows`), so
+    that decoding and preparing the next chunk overlaps with the database inserting this
+    one (the thread holds the GIL only while the main one waits on PostgreSQL). Memory:
+    a prepared row costs a few KB of Python objects, so the lead is bounded in rows."""
 
     _END = object()
 
-    def __init__(self, entries: Iterator[StreamEntry], page: int = 200, depth: int = 16):
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+    def __init__(self, entries: Iterator[StreamEntry], ahead_rows: int = CHUNK_ROWS):
+        self._page_rows = max(ahead_rows // 8, 1)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
         self._stop = threading.Event()
-        self._page = page
         self._thread = threading.Thread(
             target=self._fill, args=(entries,), name="ingest-prefetch", daemon=True
         )
@@ -99,12 +100,14 @@ class _Prefetch:
     def _fill(self, entries: Iterator[StreamEntry]) -> None:
         try:
             page: list[_Ready] = []
+            rows = 0
             for entry in entries:
                 page.append(_prepare(entry))
-                if len(page) >= self._page:
+                rows += len(entry.rows)
+                if rows >= self._page_rows:
                     if not self._put(page):
                         return  # closed: the reader stopped early
-                    page = []
+                    page, rows = [], 0
             if page and not self._put(page):
                 return
             self._put(self._END)
@@ -199,7 +202,7 @@ def ingest_range(
     launch (several seconds each)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
     chunk = _Chunk(stream, warehouse, report)
-    ahead = _Prefetch(stream.read(start_id, end_id))
+    ahead = _Prefetch(stream.read(start_id, end_id), chunk_rows)
     try:
         for ready in ahead:
             if report.rows >= max_rows and not chunk.entries:

@@ -12,7 +12,13 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from connectors.metadata.store import PROJECT_IDS, MetadataStore, TokenOwner, hash_token
+from connectors.metadata.store import (
+    OWNER_COLUMNS,
+    MetadataStore,
+    TokenOwner,
+    hash_token,
+    owner_from_row,
+)
 
 LOGIN_CODE_PREFIX = "sqb_lc_"
 
@@ -64,8 +70,7 @@ class BrowserSessions:
     def owner(self, session_id: str) -> TokenOwner | None:
         with self._store.connection() as conn:
             row = conn.execute(
-                "select t.id, t.workspace_id, w.name as workspace, t.role, t.name,"
-                f" t.token_prefix, {PROJECT_IDS} as project_ids from meta.browser_sessions s"
+                f"select {OWNER_COLUMNS} from meta.browser_sessions s"
                 " join meta.api_tokens t on t.id = s.token_id"
                 " join meta.workspaces w on w.id = t.workspace_id"
                 " where s.session_hash = %s and s.ended_at is null and s.expires_at > now()"
@@ -74,15 +79,7 @@ class BrowserSessions:
             ).fetchone()
         if row is None:
             return None
-        return TokenOwner(
-            row["id"],
-            row["workspace_id"],
-            row["workspace"],
-            row["role"],
-            f"{row['name']} (web UI)",
-            row["token_prefix"],
-            tuple(row["project_ids"]),
-        )
+        return owner_from_row(row, " (web UI)")
 
     def end(self, session_id: str) -> None:
         with self._store.connection() as conn:

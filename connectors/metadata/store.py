@@ -47,10 +47,25 @@ class TokenOwner:
         return f"token {self.name} ({self.prefix}…)"
 
 
-# The projects of token `t`'s workspace, as a column of the token lookup.
-PROJECT_IDS = (
-    "array(select p.id from meta.projects p where p.workspace_id = t.workspace_id order by p.id)"
+# What `owner_from_row` reads, for a query joining token `t` to its workspace `w`
+# (the projects of the workspace come along: what its queries may see).
+OWNER_COLUMNS = (
+    "t.id, t.workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
+    " array(select p.id from meta.projects p where p.workspace_id = t.workspace_id"
+    " order by p.id) as project_ids"
 )
+
+
+def owner_from_row(row: dict[str, Any], name_suffix: str = "") -> TokenOwner:
+    return TokenOwner(
+        row["id"],
+        row["workspace_id"],
+        row["workspace"],
+        row["role"],
+        row["name"] + name_suffix,
+        row["token_prefix"],
+        tuple(row["project_ids"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -181,9 +196,8 @@ class MetadataStore:
         # A read on every request; `last_used_at` is written at most once a minute, so an
         # API call does not cost a durable write.
         row = self._one(
-            "select t.id, t.workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
-            " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale,"
-            f" {PROJECT_IDS} as project_ids"
+            f"select {OWNER_COLUMNS},"
+            " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale"
             " from meta.api_tokens t join meta.workspaces w on w.id = t.workspace_id"
             " where t.token_hash = %s and t.revoked_at is null",
             (hash_token(token),),
@@ -195,15 +209,7 @@ class MetadataStore:
             )
         if row is None:
             return None
-        return TokenOwner(
-            row["id"],
-            row["workspace_id"],
-            row["workspace"],
-            row["role"],
-            row["name"],
-            row["token_prefix"],
-            tuple(row["project_ids"]),
-        )
+        return owner_from_row(row)
 
     def update_project_policy(
         self, workspace_id: int, project_id: int, policy: ProjectPolicy

@@ -1,11 +1,13 @@
 """PostgreSQL data sources: any reachable server a workspace registers, and the built-in
 warehouse read through the scoped reader role.
 
-Every query runs in its own READ ONLY transaction with `statement_timeout` set locally;
-a SELECT is read through a server-side cursor (DECLARE … FETCH), so a huge result
-never loads whole into memory and the server refuses a second statement hidden in the
-text. Other kinds (CALL, EXPLAIN, SHOW) go through the extended protocol, which refuses
-a second statement too. Parameters are bound natively to `$1 … $n`.
+Every query runs in its own READ ONLY transaction with `statement_timeout` set locally,
+through the extended protocol, so the server refuses a second statement hidden in the
+text. A SELECT's rows are streamed a chunk at a time (libpq chunked-rows mode), so a
+huge result never loads whole into memory, and the statement is cancelled once the row
+cap is passed; unlike a DECLAREd cursor, the planner may use parallel workers. Other
+kinds (CALL, EXPLAIN, SHOW) are fetched up to the cap. Parameters are bound natively to
+`$1 … $n`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -41,10 +43,6 @@ from connectors.warehouse.source import (
 log = logging.getLogger(__name__)
 
 _FETCH_BATCH = 2_000
-_CURSOR_NAME = "sqlbook_query"
-# psycopg sends a server cursor's query as `DECLARE "<name>" CURSOR FOR <query>`; error
-# positions are reported in that text.
-_DECLARE_PREFIX = len(f'DECLARE "{_CURSOR_NAME}" CURSOR FOR ')
 _KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
 
 _SCHEMA_QUERY = """
@@ -146,24 +144,18 @@ class PostgresSource(DataSource):
     ) -> QueryResult:
         started = time.perf_counter()
         try:
-            with (
-                self._connection() as conn,
-                self._tracked(query_id, conn.info.backend_pid),
-                conn.transaction(),
-            ):
-                _set_local(
-                    conn,
-                    [
-                        ("statement_timeout", str(max(int(limits.timeout_s * 1000), 1))),
-                        # the whole result is read (up to the row cap): plan for all of
-                        # it, as for a plain query, not for a cursor's first 10 %
-                        ("cursor_tuple_fraction", "1"),
-                    ]
-                    + self._scope_settings(scope),
-                )
-                if self._take_cancelled(query_id):  # cancelled before the statement began
-                    raise QueryCancelled("query was cancelled")
-                columns, rows, truncated = self._fetch(conn, sql, list(params), kind, limits)
+            with self._connection() as conn, self._tracked(query_id, conn.info.backend_pid):
+                with conn.transaction():
+                    _set_local(
+                        conn,
+                        [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
+                        + self._scope_settings(scope),
+                    )
+                    if self._take_cancelled(query_id):  # cancelled before it began
+                        raise QueryCancelled("query was cancelled")
+                    fields, rows, truncated = self._fetch(conn, sql, list(params), kind, limits)
+                # after the transaction: a result cut at the row cap cancelled it
+                columns = self._columns(conn, fields)
         except pg_errors.QueryCanceled as err:
             if self._take_cancelled(query_id):
                 raise QueryCancelled("query was cancelled") from err
@@ -200,34 +192,38 @@ class PostgresSource(DataSource):
         params: list[Any],
         kind: str,
         limits: QueryLimits,
-    ) -> tuple[list[Column], list[Any], bool]:
-        cursor: psycopg.Cursor[Any]
-        if kind == "select":
-            cursor = psycopg.RawServerCursor(conn, _CURSOR_NAME)
-            cursor.execute(sql, params)
-        else:
-            cursor = psycopg.RawCursor(conn)
-            cursor.execute(sql, params, binary=True)  # extended protocol: one statement
+    ) -> tuple[list[_Field], list[Any], bool]:
+        cursor = psycopg.RawCursor(conn)  # `$n` placeholders go to the server as they are
         with cursor:
-            if cursor.description is None:
-                return [], [], False
-            columns = self._columns(conn, cursor)
-            rows: list[Any] = []
-            while len(rows) <= limits.max_rows:
-                wanted = min(_FETCH_BATCH, limits.max_rows + 1 - len(rows))
-                batch = cursor.fetchmany(wanted)
-                rows.extend(batch)
-                if len(batch) < wanted:  # the server had no more: no empty FETCH to ask
-                    break
-        truncated = len(rows) > limits.max_rows
-        return columns, rows[: limits.max_rows], truncated
+            if kind != "select":
+                cursor.execute(sql, params, binary=True)  # extended protocol: one statement
+                if cursor.description is None:
+                    return [], [], False
+                rows = cursor.fetchmany(limits.max_rows + 1)
+                return _fields(cursor), rows[: limits.max_rows], len(rows) > limits.max_rows
+            # Rows as the server sends them, a chunk at a time: no cursor (a DECLAREd one
+            # never runs in parallel and is planned for its first rows), and the result
+            # never loads whole. Past the row cap psycopg cancels the statement.
+            fields: list[_Field] = []
+            rows = []
+            stream = cast(Generator[Any], cursor.stream(sql, params, size=_FETCH_BATCH))
+            try:
+                for row in stream:
+                    if not fields:
+                        fields = _fields(cursor)
+                    rows.append(row)
+                    if len(rows) > limits.max_rows:
+                        break
+            finally:
+                stream.close()
+            if not fields and cursor.description is not None:  # no rows, still columns
+                fields = _fields(cursor)
+        return fields, rows[: limits.max_rows], len(rows) > limits.max_rows
 
-    def _columns(self, conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Column]:
+    def _columns(self, conn: psycopg.Connection[Any], fields: list[_Field]) -> list[Column]:
         """Names and SQL type names (`bigint`, `numeric(10,2)`), as `format_type` spells
         them, the same as the schema listing."""
-        assert cursor.description is not None and cursor.pgresult is not None
-        types = [(d.type_code, cursor.pgresult.fmod(i)) for i, d in enumerate(cursor.description)]
-        missing = [t for t in set(types) if t not in self._type_names]
+        missing = list({(oid, mod) for _, oid, mod, _ in fields} - self._type_names.keys())
         if missing:
             rows = conn.execute(
                 "select o, m, format_type(o, m) from unnest(%s::oid[], %s::int[]) as t(o, m)",
@@ -236,8 +232,8 @@ class PostgresSource(DataSource):
             for oid, mod, name in rows:
                 self._type_names[(oid, mod)] = name
         return [
-            Column(d.name, self._type_names.get(t, d.type_display))
-            for d, t in zip(cursor.description, types, strict=True)
+            Column(name, self._type_names.get((oid, mod), display))
+            for name, oid, mod, display in fields
         ]
 
     @contextlib.contextmanager
@@ -337,6 +333,18 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("set timezone = 'UTC'")
 
 
+# A result column: name, type oid, type modifier, psycopg's display name of the type.
+_Field = tuple[str, int, int, str]
+
+
+def _fields(cursor: psycopg.Cursor[Any]) -> list[_Field]:
+    assert cursor.description is not None and cursor.pgresult is not None
+    return [
+        (d.name, d.type_code, cursor.pgresult.fmod(i), d.type_display)
+        for i, d in enumerate(cursor.description)
+    ]
+
+
 def _set_local(conn: psycopg.Connection[Any], settings: list[tuple[str, str]]) -> None:
     """Transaction-local settings, all in one round trip."""
     if settings:
@@ -358,8 +366,6 @@ def _failed(err: psycopg.Error, sql: str, kind: str) -> QueryFailed:
     position = None
     if diag.statement_position:
         position = int(diag.statement_position)
-        if kind == "select":
-            position -= _DECLARE_PREFIX
         if not 1 <= position <= len(sql) + 1:
             position = None
     return QueryFailed(message, position=position, sql=sql)

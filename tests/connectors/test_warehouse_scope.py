@@ -340,6 +340,25 @@ def test_row_cap_truncates(source, tenants):
     assert (exact.row_count, exact.truncated) == (100, False)
 
 
+def test_a_capped_result_stops_the_statement_and_the_next_query_works(source, tenants):
+    """Past the row cap the statement is cancelled, not read to its end: a
+    practically endless result answers at once, and its session serves the next query."""
+    a, _ = tenants
+    began = time.monotonic()
+    endless = source.run(
+        "select generate_series(1, 1000000000000)",  # in the select list: rows stream
+        (),
+        query_id="endless",
+        limits=QueryLimits(timeout_s=60, max_rows=3),
+        scope=scope_of(a),
+    )
+    assert (endless.rows, endless.truncated) == ([[1], [2], [3]], True)
+    assert time.monotonic() - began < 30  # reading 10^12 rows would take hours
+    assert run(source, a, "select event_name, count(*) from events group by 1") == [
+        ["a-secret-event", 7]
+    ]
+
+
 def test_columns_and_values_are_json_ready(source, tenants):
     a, _ = tenants
     result = source.run(
