@@ -53,7 +53,7 @@ create table if not exists sqlbook_guard.scope_key (
 );
 revoke all on sqlbook_guard.scope_key from public;
 create or replace function sqlbook_guard.scope_projects() returns bigint[]
-language sql stable security definer
+language sql stable security definer parallel restricted
 set search_path = pg_catalog, pg_temp
 as $$
     select case
@@ -71,6 +71,9 @@ as $$
 $$;
 revoke all on function sqlbook_guard.scope_projects() from public;
 """
+# `parallel restricted`: a parallel-unsafe function in the policy (the default for a
+# function) would rule out parallel plans for every query of the reader; as an InitPlan
+# it runs once, in the leader, and its value is passed to the workers.
 
 
 def reader_url(warehouse_url: str, password: str, role: str = READER_ROLE) -> str:

@@ -359,6 +359,25 @@ def test_a_capped_result_stops_the_statement_and_the_next_query_works(source, te
     ]
 
 
+def test_the_scope_check_leaves_parallel_plans_possible(servers, sqlbook_home, source, tenants):
+    """A parallel-unsafe function anywhere in a query (the RLS policy included) rules
+    out parallel plans for all of it; the scope function is parallel restricted, so a
+    reader's query may still get a Gather (made cheap here, for a small table)."""
+    a, _ = tenants
+    reader_url, _, _ = warehouse_scope.reader_login(
+        make_settings(servers, sqlbook_home), servers.warehouse_url
+    )
+    with psycopg.connect(reader_url) as conn:
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost"):
+            conn.execute(f"set {setting} = 0")
+        conn.execute("set min_parallel_table_scan_size = 0")
+        for name, value in source._scope_settings(scope_of(a)):  # noqa: SLF001
+            conn.execute("select set_config(%s, %s, true)", (name, value))
+        plan = "\n".join(r[0] for r in conn.execute("explain select count(*) from events"))
+        assert "Gather" in plan, plan
+        assert conn.execute("select count(*) from events").fetchone() == (7,)
+
+
 def test_columns_and_values_are_json_ready(source, tenants):
     a, _ = tenants
     result = source.run(
