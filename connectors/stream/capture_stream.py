@@ -68,6 +68,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _entry(entry_id: Any, raw: dict[Any, Any]) -> StreamEntry:
+    """An entry as redis-py returns it (bytes or str keys and values)."""
+    return _decode(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()})
+
+
 def _decode(entry_id: str, fields: dict[str, str]) -> StreamEntry:
     try:
         rows = orjson.loads(fields["e"])
@@ -135,7 +140,7 @@ class CaptureStreamReader:
         while True:
             page: Any = self._client.xrange(self._key, cursor, end, count=page_size)
             for entry_id, fields in page:
-                yield _decode(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+                yield _entry(entry_id, fields)
             if len(page) < page_size:
                 return
             cursor = "(" + _text(page[-1][0])
@@ -147,10 +152,7 @@ class CaptureStreamReader:
         if not reply:
             return []
         _, entries = reply[0]
-        return [
-            _decode(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
-            for entry_id, fields in entries
-        ]
+        return [_entry(entry_id, fields) for entry_id, fields in entries]
 
     def dead_letter(self, entry: StreamEntry, error: str) -> str:
         """Keep an entry the warehouse refused in `<key>:dead`, with the reason, so the rest

@@ -170,7 +170,7 @@ class PostgresWarehouse:
 
     def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
         with self._session() as conn:
-            return self._ensure_partitions(conn, days, today)
+            return self._ensure_partitions(conn, days, today)[0]
 
     def _partitions(self, conn: psycopg.Connection[Any]) -> list[tuple[date, date]]:
         """(first day, day after the last) of every partition, in order."""
@@ -186,10 +186,11 @@ class PostgresWarehouse:
 
     def _ensure_partitions(
         self, conn: psycopg.Connection[Any], days: Iterable[date], today: date | None = None
-    ) -> list[str]:
+    ) -> tuple[list[str], list[tuple[date, date]]]:
         """Create what is missing for `days`, each partition in its own short transaction
         (lock use stays flat) and attached, not created in place, so that reads and
-        inserts on `events` never wait for it."""
+        inserts on `events` never wait for it. Returns the names created and the bounds
+        of the partitions known afterwards (covering every one of `days`)."""
         today = today or datetime.now(UTC).date()
         created: list[str] = []
         existing = self._partitions(conn)
@@ -205,7 +206,7 @@ class PostgresWarehouse:
                 self._create_partition(conn, lo, hi)
                 existing = sorted([*existing, (lo, hi)])
                 created.append(partition_name(lo, hi))
-        return created
+        return created, existing
 
     def _create_partition(self, conn: psycopg.Connection[Any], lo: date, hi: date) -> None:
         name = sql.Identifier(partition_name(lo, hi))
@@ -231,8 +232,9 @@ class PostgresWarehouse:
             return InsertResult(0, 0)
         stamped = _first_of_each_event(sorted(prepared, key=itemgetter(0)))
         with self._session() as conn:
-            self._ensure_partitions(conn, {ts.astimezone(UTC).date() for ts, _ in stamped})
-            bounds = self._partitions(conn)
+            _, bounds = self._ensure_partitions(
+                conn, {ts.astimezone(UTC).date() for ts, _ in stamped}
+            )
             inserted = sum(
                 self._insert_group(conn, group, bounds) for group in _time_groups(stamped)
             )
