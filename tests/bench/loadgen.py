@@ -181,6 +181,30 @@ async def _closed_loop_client(
         writer.close()
 
 
+async def _measured_window(
+    client: Callable[[int, float, float], Awaitable[None]],
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+) -> tuple[float, float]:
+    """Runs `client(number, measure_from, deadline)` `concurrency` times at once; each
+    counts only what it began after `measure_from` and begins nothing after `deadline`.
+    Returns the wall seconds from `measure_from` to the last client's end, and this
+    process's CPU seconds over the same span."""
+    measure_from = time.perf_counter() + warmup_s
+    deadline = measure_from + duration_s
+    cpu_at: list[float] = []
+
+    async def mark() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu_at.append(time.process_time())
+
+    marker = asyncio.ensure_future(mark())
+    await asyncio.gather(*(client(c, measure_from, deadline) for c in range(concurrency)))
+    await marker
+    return time.perf_counter() - measure_from, time.process_time() - cpu_at[0]
+
+
 def http_closed_loop(
     host: str,
     port: int,
@@ -196,34 +220,14 @@ def http_closed_loop(
 
     async def main() -> dict[str, Any]:
         stats = HttpStats()
-        start = time.perf_counter()
-        measure_from = start + warmup_s
-        deadline = measure_from + duration_s
-        cpu_at: list[float] = []
-
-        async def mark() -> None:
-            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            cpu_at.append(time.process_time())
-
-        marker = asyncio.ensure_future(mark())
-        await asyncio.gather(
-            *(
-                _closed_loop_client(
-                    host,
-                    port,
-                    requests,
-                    events_per_request,
-                    c * 7919,
-                    measure_from,
-                    deadline,
-                    stats,
-                )
-                for c in range(concurrency)
-            )
+        wall, cpu = await _measured_window(
+            lambda c, measure_from, deadline: _closed_loop_client(
+                host, port, requests, events_per_request, c * 7919, measure_from, deadline, stats
+            ),
+            concurrency,
+            warmup_s,
+            duration_s,
         )
-        await marker
-        wall = time.perf_counter() - measure_from
-        cpu = time.process_time() - cpu_at[0]
         return {
             "ok_requests": stats.ok_requests,
             "ok_events": stats.ok_events,
@@ -448,22 +452,12 @@ def xadd_load(
 
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"commands": 0, "latencies": [], "errors": Counter()}
-        start = time.perf_counter()
-        measure_from = start + warmup_s
-        deadline = measure_from + duration_s
-        cpu_at: list[float] = []
-
-        async def mark() -> None:
-            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            cpu_at.append(time.process_time())
-
-        marker = asyncio.ensure_future(mark())
-        await asyncio.gather(
-            *(client(c * 7919, measure_from, deadline, out) for c in range(concurrency))
+        wall, cpu = await _measured_window(
+            lambda c, measure_from, deadline: client(c * 7919, measure_from, deadline, out),
+            concurrency,
+            warmup_s,
+            duration_s,
         )
-        await marker
-        wall = time.perf_counter() - measure_from
-        cpu = time.process_time() - cpu_at[0]
         return {
             "commands": out["commands"],
             "events": out["commands"] * events_per_command,
