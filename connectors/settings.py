@@ -32,10 +32,31 @@ class Settings(BaseSettings):
         "named `<database>_dagster` on database_url's server (created if missing).",
     )
     redis_url: str | None = Field(default=None, description="Redis holding the capture stream.")
+    cache_redis_url: str | None = Field(
+        default=None,
+        description="Redis holding query results (cache, async results). Unset: a second "
+        "embedded Redis with its own memory budget that evicts old entries, so results never "
+        "take memory from the capture stream.",
+    )
+    cache_redis_max_memory: str = Field(
+        default="512mb",
+        description="maxmemory of the embedded result Redis (allkeys-lru: old results go first).",
+    )
 
-    api_host: str = Field(default="127.0.0.1", description="Interface the API and Dagster UI bind.")
+    api_host: str = Field(default="127.0.0.1", description="Interface the API binds.")
     api_port: int = Field(default=8000, description="Port of the API (capture, query, UI).")
     dagster_port: int = Field(default=3000, description="Port of the Dagster webserver.")
+    dagster_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the Dagster webserver binds. It has no login: an operator "
+        "console, to put behind an authenticating proxy.",
+    )
+    outbound_allow_private: bool = Field(
+        default=False,
+        description="Let what a workspace member aims (webhooks, Slack/Teams URLs, data "
+        "sources, connectors) reach loopback, private ranges and unix sockets. Link-local and "
+        "cloud-metadata addresses stay refused.",
+    )
     public_api_url: str | None = Field(
         default=None, description="URL clients use to reach the API (printed in credentials)."
     )
