@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from connectors.warehouse.results import QueryResult
 
@@ -43,7 +43,7 @@ class Threshold(_Rule):
     type: Literal["threshold"]
     column: str
     op: Op
-    value: float | str
+    value: FiniteFloat | str
     rows: Literal["first", "any", "all"] = "first"
 
 
@@ -55,7 +55,7 @@ class Change(_Rule):
     measure: Literal["percent", "absolute"] = "percent"
     direction: Literal["any", "up", "down"] = "any"
     op: Op = ">="
-    value: float
+    value: FiniteFloat
 
 
 class Always(_Rule):
@@ -110,11 +110,20 @@ def _column(result: QueryResult, name: str) -> int:
 
 
 def _comparable(value: Any, target: float | str, column: str) -> Any:
-    """The cell as a number when the rule's value is a number."""
-    if isinstance(target, str):
-        return None if value is None else str(value)
-    if value is None or isinstance(value, bool):
+    """The cell as the rule compares it, or None for a cell that matches nothing.
+
+    Against a text value: the cell's text (a boolean as SQL spells it, `true`/`false`).
+    Against a number: the cell as a float. NULL, NaN and ±Infinity match no comparison
+    (not even `!=`): they are not amounts a threshold can hold. A boolean is not a number
+    (Python would count True as 1): the rule is wrong for its column, a RuleError."""
+    if value is None:
         return None
+    if isinstance(target, str):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+    if isinstance(value, bool):
+        raise RuleError(f"column {column!r} holds {value!r}, a boolean, not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -159,9 +168,12 @@ def _change(rule: Change, result: QueryResult, previous: float | None) -> Condit
     col = _column(result, rule.column)
     if not result.rows:
         raise RuleError(f"no rows: the change of {rule.column!r} needs a value in the first row")
-    current = _comparable(result.rows[0][col], 0.0, rule.column)
-    if current is None:
+    cell = result.rows[0][col]
+    if cell is None:
         raise RuleError(f"column {rule.column!r} is empty in the first row")
+    current = _comparable(cell, 0.0, rule.column)
+    if current is None:
+        raise RuleError(f"column {rule.column!r} holds {cell!r}, not a finite number")
     if previous is None:
         return Condition(
             False,

@@ -105,6 +105,87 @@ def test_conditions(rule, cols, rows, met, matched, values):
     assert condition.summary
 
 
+def threshold(op: str, value: float | str, rows: str = "first") -> dict:
+    return {"type": "threshold", "column": "n", "op": op, "value": value, "rows": rows}
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "op, value, cell, met",
+    [
+        # every operator on both sides of the boundary and at it
+        (">", 5, 4, False),
+        (">", 5, 5, False),
+        (">", 5, 6, True),
+        (">=", 5, 4, False),
+        (">=", 5, 5, True),
+        (">=", 5, 6, True),
+        ("<", 5, 4, True),
+        ("<", 5, 5, False),
+        ("<", 5, 6, False),
+        ("<=", 5, 4, True),
+        ("<=", 5, 5, True),
+        ("<=", 5, 6, False),
+        ("==", 5, 4, False),
+        ("==", 5, 5, True),
+        ("==", 5, 6, False),
+        ("!=", 5, 4, True),
+        ("!=", 5, 5, False),
+        ("!=", 5, 6, True),
+        ("!=", 0, 0.0, False),
+        ("!=", 0, "0", False),  # numeric text compares as a number
+        ("!=", "pro", "pro", False),
+        ("!=", "pro", "free", True),
+        ("==", "5", 5, True),  # a text value compares the cell's text
+        # NULL never matches, not even `!=`
+        ("!=", 5, None, False),
+        ("!=", "pro", None, False),
+        # NaN and ±Infinity are not numbers a threshold can hold: they match nothing
+        ("!=", 0, NAN, False),
+        ("==", 0, NAN, False),
+        (">", 0, INF, False),
+        (">=", 0, INF, False),
+        ("!=", 0, INF, False),
+        ("<", 0, -INF, False),
+        ("<=", 0, -INF, False),
+        ("!=", 0, -INF, False),
+        ("!=", 0, "NaN", False),
+        ("<", 0, "-Infinity", False),
+        # a boolean cell compared with text reads as SQL writes it
+        ("==", "true", True, True),
+        ("!=", "true", False, True),
+        ("==", "false", False, True),
+    ],
+)
+def test_each_operator_at_its_boundary(op, value, cell, met):
+    condition = rules.check(RULE.validate_python(threshold(op, value)), result(N, [[cell]]))
+    assert condition.met is met
+    assert condition.matched_rows == ([0] if met else [])
+
+
+@pytest.mark.parametrize("rows", ["first", "any", "all"])
+@pytest.mark.parametrize("cell", [NAN, INF, -INF])
+@pytest.mark.parametrize("op", [">", ">=", "<", "<=", "==", "!="])
+def test_non_finite_cells_match_no_comparison(op, cell, rows):
+    rule = RULE.validate_python(threshold(op, 0, rows))
+    assert not rules.check(rule, result(N, [[cell]])).met
+    # beside a finite cell that matches, only that one is reported
+    both = rules.check(RULE.validate_python(threshold("!=", 1, "any")), result(N, [[cell], [2]]))
+    assert both.met and both.matched_rows == [1]
+
+
+@pytest.mark.parametrize("cell", [True, False])
+@pytest.mark.parametrize("op", [">", ">=", "<", "<=", "==", "!="])
+def test_a_boolean_cell_is_not_a_number(op, cell):
+    """`true > 0` is a mistake in the rule, not a match: the alert goes to the error state
+    and says so (Python would count True as 1)."""
+    rule = RULE.validate_python(threshold(op, 0))
+    with pytest.raises(rules.RuleError, match="boolean, not a number"):
+        rules.check(rule, result(N, [[cell]]))
+
+
 @pytest.mark.parametrize(
     "spec, previous, current, met, change",
     [
@@ -144,6 +225,10 @@ def test_change_first_evaluation_only_remembers():
         ({"type": "threshold", "column": "m", "op": ">", "value": 1}, [[1]], "no column 'm'"),
         ({"type": "threshold", "column": "n", "op": ">", "value": 1}, [["abc"]], "not a number"),
         ({"type": "change", "column": "n", "value": 1}, [], "no rows"),
+        ({"type": "change", "column": "n", "value": 1}, [[None]], "empty"),
+        ({"type": "change", "column": "n", "value": 1}, [[True]], "boolean, not a number"),
+        ({"type": "change", "column": "n", "value": 1}, [[float("nan")]], "not a finite"),
+        ({"type": "change", "column": "n", "value": 1}, [[float("inf")]], "not a finite"),
     ],
 )
 def test_rule_errors(rule, rows, message):
@@ -158,6 +243,9 @@ def test_rule_errors(rule, rows, message):
         {"type": "threshold", "op": ">", "value": 1},
         {"type": "sometimes"},
         {"type": "any_rows", "extra": 1},
+        {"type": "threshold", "column": "n", "op": ">", "value": float("nan")},
+        {"type": "threshold", "column": "n", "op": "<", "value": float("inf")},
+        {"type": "change", "column": "n", "value": float("-inf")},
     ],
 )
 def test_invalid_rules_are_refused(spec):
