@@ -70,6 +70,7 @@ class Evaluation:
     rows: list[list[Any]] = field(default_factory=list)
     row_count: int = 0
     error: str | None = None
+    error_code: str | None = None  # "rule_error" or QueryError.code: free of values
     deliveries: list[Delivery] = field(default_factory=list)
     duration_ms: float = 0.0
     memory: Memory = field(default_factory=Memory)
@@ -112,6 +113,7 @@ def evaluate(
     started = time.perf_counter()
     result: QueryResult | None = None
     error: str | None = None
+    error_code: str | None = None
     try:
         result = run_query()
         condition = check(spec.rule, result, memory.last_value)
@@ -119,6 +121,7 @@ def evaluate(
         summary = condition.summary
     except (QueryError, RuleError) as err:
         error = err.message if isinstance(err, QueryError) else str(err)
+        error_code = err.code if isinstance(err, QueryError) else "rule_error"
         found, summary, condition = FAILING, f"the alert's query failed: {error}", None
     digest = spec.rule.type == "always"
     decision = (
@@ -137,6 +140,7 @@ def evaluate(
         rows=result.rows[:MAX_ROWS_SHOWN] if result else [],
         row_count=result.row_count if result else 0,
         error=error,
+        error_code=error_code,
     )
     if decision.reason is not None:
         targets = _targets(spec, decision, channels)

@@ -5,6 +5,7 @@ still triggered; "resolved" arrives after the data changes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -114,7 +115,8 @@ def test_captured_events_fire_an_alert_once_then_resolve(
     make_due(servers, alert_id)
     first = evaluate_due(instance, sqlbook, alert_id)
     assert (first["state"], first["notification"]) == ("triggered", "triggered")
-    assert "failures >= 5" in str(first["summary"])
+    assert (first["alert_id"], first["row_count"], first["matched_rows"]) == (alert_id, 1, 1)
+    assert (first["deliveries_ok"], first["deliveries_failed"]) == (1, 0)
     (message,) = recorder.wait_for(1, path=HOOK)
     assert "checkout failures" in message.body.decode()
 
@@ -142,3 +144,94 @@ def test_captured_events_fire_an_alert_once_then_resolve(
         )
     )
     assert str(alert_id) not in requested(instance, sqlbook)
+
+
+def stored_for_run(instance: dg.DagsterInstance, run_id: str) -> Iterator[str]:
+    """Everything the Dagster instance keeps about a run, as the UI and GraphQL read it:
+    the run (its config and tags) and every event-log record (materialisation metadata,
+    asset check results, `context.log` messages, step failures)."""
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    yield dg.serialize_value(run)
+    for entry in instance.all_logs(run_id):
+        yield dg.serialize_value(entry)
+
+
+def test_dagster_keeps_ids_states_and_counts_never_sql_values_or_targets(
+    client_with: ClientFactory,
+    workspace: NewWorkspace,
+    servers: ServerUrls,
+    stream_key: str,
+    sqlbook: SqlbookResource,
+    recorder: Recorder,
+) -> None:
+    """The Dagster UI is an operator console for every workspace: an alert's SQL, the
+    values it matched, its name and where it notifies stay out of everything Dagster
+    stores, whether the alert fires, its delivery fails or its query fails."""
+    mark = uuid.uuid4().hex[:8]
+    victim = f"ceo-{mark}@victim.example"  # a row value of the workspace
+    secrets = {
+        "row value": victim,
+        "SQL text": f"sqltext_{mark}",
+        "alert name": f"alertname_{mark}",
+        "channel target": f"hooktarget_{mark}",
+        "delivery answer": f"answerbody_{mark}",
+    }
+    event = f"signup_{mark}"
+    instance = dg.DagsterInstance.ephemeral()
+    auth = {"Authorization": f"Bearer {workspace.api_token}"}
+    hook = f"/services/T1/B1/{secrets['channel target']}"
+    with client_with() as api:
+        r = api.post(
+            "/capture",
+            json={"api_key": workspace.project.capture_key, "event": event, "distinct_id": victim},
+        )
+        assert r.status_code == 200
+        assert ingest(servers.redis_url, stream_key, servers.warehouse_url, None, None).success
+
+        def alert(name: str, sql: str) -> int:
+            r = api.post(
+                "/api/alerts",
+                json={
+                    "name": f"{secrets['alert name']} {name}",
+                    "sql": sql,
+                    "params": [event],
+                    "rule": {"type": "threshold", "column": "who", "op": "!=", "value": "x"},
+                    "schedule": {"every": "10m"},
+                    "channels": {"ops": {"type": "slack", "webhook_url": recorder.url + hook}},
+                },
+                headers=auth,
+            )
+            assert r.status_code == 201, r.text
+            return int(r.json()["id"])
+
+        fires = alert(
+            "fires",
+            f"select distinct_id as who, '{secrets['SQL text']}' as tag "
+            "from events where event_name = $1",
+        )
+        # the error message names the value it could not convert
+        fails = alert(
+            "fails",
+            f"select distinct_id::int as who, '{secrets['SQL text']}' as tag "
+            "from events where event_name = $1",
+        )
+
+    recorder.respond(500, body=secrets["delivery answer"], times=3, path=hook)
+    make_due(servers, fires)
+    fired = evaluate_due(instance, sqlbook, fires)
+    (first_try, *_) = recorder.wait_for(3, path=hook)
+    assert victim in first_try.body.decode()  # the workspace's own channel gets the value
+    make_due(servers, fails)
+    failed = evaluate_due(instance, sqlbook, fails)
+
+    runs = [r.run_id for r in instance.get_runs()]
+    assert len(runs) == 2
+    stored = "\n".join(text for run_id in runs for text in stored_for_run(instance, run_id))
+    assert str(fires) in stored and "triggered" in stored  # the records were read
+    leaked = [what for what, text in secrets.items() if text in stored]
+    assert leaked == []
+    # what an operator does see
+    assert fired["state"] == fired["notification"] == "triggered" and fired["matched_rows"] == 1
+    assert (fired["deliveries_ok"], fired["deliveries_failed"]) == (0, 1)
+    assert (failed["state"], failed["error"]) == ("error", "query_failed")
