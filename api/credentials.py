@@ -64,7 +64,7 @@ def public_view(settings: Settings, entry: dict[str, Any]) -> dict[str, Any]:
         "project_key": entry["project_key"],
         "api_token": entry["api_token"],
         "api_url": api_url,
-        "dagster_url": f"http://{settings.api_host}:{settings.dagster_port}",
+        "dagster_url": f"http://{settings.dagster_host}:{settings.dagster_port}",
         "database_url": entry["database_url"],
     }
 

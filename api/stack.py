@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import psutil
@@ -78,11 +78,30 @@ def api_command(settings: Settings) -> list[str]:
     ]
 
 
+def dagster_command(settings: Settings) -> list[str]:
+    """How the Dagster webserver is started. It has no login and shows every workspace's
+    runs: it binds `dagster_host` (default 127.0.0.1), never the API's interface."""
+    return [
+        _bin("dagster-webserver"),
+        *_workspace_args(),
+        "--host",
+        settings.dagster_host,
+        "--port",
+        str(settings.dagster_port),
+    ]
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
+    reach = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+    return f"http://{reach}:{port}"
+
+
 def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     """Migrate, install the warehouse, make sure the default workspace has credentials.
     Returns the default workspace's credentials as `sqlbook credentials` prints them."""
     upgrade(urls.database_url)
-    install_warehouse(settings, urls.warehouse_url)
+    install_warehouse(urls.warehouse_url)
     known = credentials.load_all(settings)
     with MetadataStore(urls.database_url) as store:
         if credentials.DEFAULT_WORKSPACE not in known:
@@ -128,8 +147,25 @@ def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
     return env
 
 
+def logs_folder(home: Path) -> Path:
+    """`<home>/logs`, readable by its owner only: tracebacks in the logs can carry what a
+    request or a data source held. Tightened as well when an older version made it."""
+    logs = home / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    logs.chmod(0o700)
+    return logs
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log file to append to, readable by its owner only (whatever the umask, and also
+    when an older version created it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+    log = open_log(logs / f"{name}.log")  # lives as long as the child
     _say(f"  starting {name}: logs in {logs / (name + '.log')}")
     return subprocess.Popen(
         argv,
@@ -232,40 +268,26 @@ def _run_stack(settings: Settings, home: Path) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    logs = home / "logs"
-    logs.mkdir(exist_ok=True)
+    logs = logs_folder(home)
     _say(f"sqlbook: data in {home}")
     with start_servers(settings) as urls:
         for kind in urls.embedded:
             _say(f"  embedded {kind} running")
         creds = prepare(settings, urls)
         env = child_environment(settings, urls)
-        host = settings.api_host
         procs = {
             "api": _spawn("api", api_command(settings), env, logs),
-            "dagster-webserver": _spawn(
-                "dagster-webserver",
-                [
-                    _bin("dagster-webserver"),
-                    *_workspace_args(),
-                    "--host",
-                    host,
-                    "--port",
-                    str(settings.dagster_port),
-                ],
-                env,
-                logs,
-            ),
+            "dagster-webserver": _spawn("dagster-webserver", dagster_command(settings), env, logs),
             "dagster-daemon": _spawn(
                 "dagster-daemon", [_bin("dagster-daemon"), "run", *_workspace_args()], env, logs
             ),
         }
         try:
             deadline = time.monotonic() + 180
-            api_ok = _wait_http(f"http://{host}:{settings.api_port}/health", deadline, procs)
-            dagster_ok = _wait_http(
-                f"http://{host}:{settings.dagster_port}/server_info", deadline, procs
-            )
+            api = local_url(settings.api_host, settings.api_port)
+            dagster = local_url(settings.dagster_host, settings.dagster_port)
+            api_ok = _wait_http(f"{api}/health", deadline, procs)
+            dagster_ok = _wait_http(f"{dagster}/server_info", deadline, procs)
             if not (api_ok and dagster_ok):
                 raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
             creds["ui_login_url"] = credentials.login_link(creds)

@@ -169,5 +169,5 @@ class Settings(BaseSettings):
 
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)  # when made here: its owner's only
         return home

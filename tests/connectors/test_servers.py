@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from api.stack import _only_instance, run_stack
+from api import credentials
+from api.stack import _only_instance, _spawn, dagster_command, logs_folder, run_stack
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
 from connectors.servers import ServerUnavailable, ServerUrls, redact, start_servers
 from connectors.settings import Settings
@@ -100,3 +104,53 @@ def test_unreachable_external_server_is_a_clear_error_without_secrets(
         pass
     assert says in str(err.value)
     assert "hunter2" not in str(err.value) and "***" in str(err.value)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_home_and_logs_are_their_owners_only(tmp_path: Path) -> None:
+    previous = os.umask(0o022)  # the usual umask: new files 0644, folders 0755
+    try:
+        home = Settings(_env_file=None, home=tmp_path / "new" / "home").ensure_home()  # type: ignore[call-arg]
+        assert mode(home) == 0o700
+        # a logs folder and log file an older version left world-readable
+        (home / "logs").mkdir(mode=0o755)
+        (home / "logs" / "old.log").write_text("before\n")
+        (home / "logs" / "old.log").chmod(0o644)
+        logs = logs_folder(home)
+        assert mode(logs) == 0o700
+        for name in ("fresh", "old"):
+            child = _spawn(name, [sys.executable, "-c", "print('started')"], dict(os.environ), logs)
+            assert child.wait(60) == 0
+            assert mode(logs / f"{name}.log") == 0o600
+            assert "started" in (logs / f"{name}.log").read_text()
+        assert (logs / "old.log").read_text().startswith("before\n")  # appended, not replaced
+    finally:
+        os.umask(previous)
+
+
+def test_an_existing_home_keeps_its_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o750)  # the operator's choice for a folder sqlbook did not make
+    assert mode(Settings(_env_file=None, home=tmp_path).ensure_home()) == 0o750  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "env, bound, url",
+    [
+        ({"api_host": "0.0.0.0"}, "127.0.0.1", "http://127.0.0.1:3000"),
+        ({"api_host": "0.0.0.0", "dagster_host": "10.1.2.3"}, "10.1.2.3", "http://10.1.2.3:3000"),
+        ({"api_host": "127.0.0.1", "dagster_port": 3100}, "127.0.0.1", "http://127.0.0.1:3100"),
+    ],
+)
+def test_dagster_webserver_binds_its_own_host_not_the_apis(
+    env: dict[str, object], bound: str, url: str, tmp_path: Path
+) -> None:
+    """The Dagster UI has no login: exposing the API (0.0.0.0) must not expose it."""
+    settings = Settings(_env_file=None, home=tmp_path, **env)  # type: ignore[call-arg]
+    argv = dagster_command(settings)
+    assert argv[argv.index("--host") + 1] == bound
+    assert argv[argv.index("--port") + 1] == url.rsplit(":", 1)[1]
+    entry = {"workspace": "w", "project_key": "k", "api_token": "t", "database_url": "x"}
+    assert credentials.public_view(settings, entry)["dagster_url"] == url
