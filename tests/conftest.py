@@ -38,7 +38,7 @@ def ui_dist() -> Path:
 def servers(sqlbook_home: Path) -> Iterator[ServerUrls]:
     with start_servers(Settings(home=sqlbook_home, _env_file=None)) as urls:  # type: ignore[call-arg]
         upgrade(urls.database_url)
-        install_warehouse(Settings(home=sqlbook_home, _env_file=None), urls.warehouse_url)  # type: ignore[call-arg]
+        install_warehouse(urls.warehouse_url)
         yield urls
 
 

@@ -537,6 +537,56 @@ def _check_explain(reader: _Reader, statement: list[_Tok]) -> None:
         )
 
 
+_EXPLAIN_OFF = {"false", "off", "0", "no"}
+
+
+def check_warehouse_explain(sql: str) -> None:
+    """EXPLAIN on the shared warehouse: never ANALYZE (actual row counts, "Rows Removed
+    by Filter", buffers and timings count every workspace's rows), and COSTS OFF (row
+    estimates come from statistics over every workspace's rows). Raises QueryRejected.
+    `sql` has passed `check_sql` as kind "explain"."""
+    reader = _Reader(sql, "postgres", placeholders.find(sql, "postgres"))
+    statement = _split(reader.tokens)[0]
+    options: dict[str, tuple[_Tok, str]] = {}
+    i = 1
+    if (
+        i + 1 < len(statement)
+        and statement[i].type == TokenType.L_PAREN
+        and statement[i + 1].word not in _READS
+        and statement[i + 1].type != TokenType.L_PAREN
+    ):
+        option: list[_Tok] = []
+        depth = 0
+        for tok in statement[i:]:
+            depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tok.type, 0)
+            if depth == 0 or (depth == 1 and tok.type == TokenType.COMMA):
+                if option:
+                    value = sql[option[1].start : option[-1].end] if len(option) > 1 else "true"
+                    options[option[0].name or ""] = (option[0], value.strip("'\"").lower())
+                option = []
+                if depth == 0:
+                    break
+            elif not (depth == 1 and tok.type == TokenType.L_PAREN and not option):
+                option.append(tok)
+    else:
+        while i < len(statement) and statement[i].word in ("analyze", "analyse", "verbose"):
+            options[statement[i].word or ""] = (statement[i], "true")
+            i += 1
+    for name in ("analyze", "analyse"):
+        if name in options and options[name][1] not in _EXPLAIN_OFF:
+            raise reader.reject(
+                "EXPLAIN ANALYZE is not allowed on the warehouse: its row counts and "
+                "timings include other workspaces' rows",
+                options[name][0],
+            )
+    if options.get("costs", (None, "true"))[1] not in _EXPLAIN_OFF:
+        raise reader.reject(
+            "EXPLAIN on the warehouse needs COSTS OFF: row estimates come from statistics "
+            "over every workspace's rows; write EXPLAIN (COSTS OFF) …",
+            statement[0],
+        )
+
+
 def _check_read(reader: _Reader, statement: list[_Tok]) -> None:
     tree = _parse(reader, statement)
     if tree is None:

@@ -27,6 +27,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from connectors.warehouse import scope
+
 SCHEMA = """
 create table if not exists persons (
     project_id      bigint      not null,
@@ -120,7 +122,7 @@ def update_persons(conn: psycopg.Connection[Any], max_batches: int = 20) -> Pers
 def _apply_batch(conn: psycopg.Connection[Any]) -> PersonsReport:
     with conn.transaction():
         # One drainer at a time; a second waits rather than applying rows twice.
-        conn.execute("select pg_advisory_xact_lock(hashtext('sqlbook_persons'))")
+        scope.lock(conn, "persons")
         row = conn.execute(
             "select max(id), count(*) from (select id from person_updates order by id limit %s) b",
             (BATCH,),

@@ -22,8 +22,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.warehouse import persons
-from connectors.warehouse.scope import install_reader
+from connectors.warehouse import persons, scope
 
 EVENT_COLUMNS = (
     "event_id",
@@ -63,8 +62,6 @@ create table if not exists events (
 create index if not exists events_project_time on events (project_id, timestamp);
 """
 
-# Serialises partition DDL between concurrent writers on any connection.
-_PARTITION_LOCK = 0x5351_4C42  # "SQLB"
 _BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 DAY = timedelta(days=1)
 # Rows of one insert transaction span at most this many days, so its duplicate check
@@ -155,18 +152,21 @@ class PostgresWarehouse:
             if row is None or row[0] is None:
                 conn.execute(_SCHEMA)
             persons.install(conn)
+            scope.install_guard(conn)
             self._ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
 
     def update_persons(self) -> persons.PersonsReport:
         """Apply what ingestion staged for persons (see persons.py)."""
         with self._session() as conn:
             persons.install(conn)
+            scope.install_guard(conn)
             return persons.update_persons(conn)
 
-    def install_reader(self, role: str, password: str | None) -> None:
-        """The read-only role users' SQL runs as, and row-level security per workspace."""
+    def install_readers(self) -> None:
+        """Row-level security on the scoped tables and what workspace readers may not use
+        (their roles come with each workspace's first query: scope.WorkspaceReaders)."""
         with self._session() as conn:
-            install_reader(conn, role, password)
+            scope.install_readers(conn)
 
     def ensure_partitions(self, days: Iterable[date], today: date | None = None) -> list[str]:
         with self._session() as conn:
@@ -198,7 +198,7 @@ class PostgresWarehouse:
             if _covered(day, existing):
                 continue
             with conn.transaction():
-                conn.execute("select pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                scope.lock(conn, "partitions")
                 existing = self._partitions(conn)  # another writer may have made it
                 if _covered(day, existing):
                     continue

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from connectors.warehouse import scope as warehouse_scope
+from connectors.warehouse import guard
 from connectors.warehouse.errors import (
     QueryCancelled,
     QueryFailed,
@@ -32,6 +32,7 @@ from connectors.warehouse.errors import (
     SourceUnavailable,
 )
 from connectors.warehouse.results import Column, QueryResult, json_value
+from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import (
     DataSource,
     QueryLimits,
@@ -76,7 +77,7 @@ class PostgresSource(DataSource):
         self._cancel_url = cancel_url or url
         self._max_connections = max_connections
         self._connect_timeout_s = connect_timeout_s
-        self._pool: ConnectionPool[Any] | None = None
+        self._pools: dict[int | None, ConnectionPool[Any]] = {}
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}  # query id → backend pid
         self._cancelled: set[str] = set()
@@ -84,11 +85,26 @@ class PostgresSource(DataSource):
 
     # -- connections ---------------------------------------------------------------
 
-    def _connection_pool(self) -> ConnectionPool[Any]:
+    def _pool_key(self, scope: Scope | None) -> int | None:
+        """Which pool serves `scope`: one for a registered source (it belongs to one
+        workspace); one per workspace on the warehouse (each logs in as its own role)."""
+        return None
+
+    def _login_url(self, scope: Scope | None) -> str:
+        return self._url
+
+    def _connection_pool(self, scope: Scope | None) -> ConnectionPool[Any]:
+        key = self._pool_key(scope)
         with self._lock:
-            if self._pool is None:
-                self._pool = ConnectionPool(
-                    self._url,
+            pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        url = self._login_url(scope)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = ConnectionPool(
+                    url,
                     min_size=0,
                     max_size=self._max_connections,
                     kwargs={
@@ -96,35 +112,53 @@ class PostgresSource(DataSource):
                         "prepare_threshold": None,  # no named statements left on a connection
                         "connect_timeout": max(int(self._connect_timeout_s), 1),
                         "application_name": "sqlbook-query",
+                        # a startup option, so DISCARD ALL (RESET ALL) comes back to UTC
+                        "options": "-c TimeZone=UTC",
                     },
                     configure=_configure,
+                    reset=_discard_session_state,
                     check=ConnectionPool.check_connection,
+                    max_idle=60,
+                    num_workers=1,
                     open=True,
                     name=f"sqlbook-{self.kind}",
                 )
-            return self._pool
+            return pool
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, scope: Scope | None = None) -> Iterator[psycopg.Connection[Any]]:
+        pool = self._connection_pool(scope)
         try:
-            with self._connection_pool().connection(timeout=self._connect_timeout_s) as conn:
+            with pool.connection(timeout=self._connect_timeout_s) as conn:
                 yield conn
         except PoolTimeout as err:
-            raise SourceUnavailable(f"cannot connect to the data source: {self._why()}") from err
+            raise SourceUnavailable(self._why(scope)) from err
 
-    def _why(self) -> str:
-        """The reason a connection fails, from one direct attempt (the pool only says it
-        timed out). libpq's message names host and port, never the password."""
-        try:
-            with psycopg.connect(self._url, connect_timeout=3):
-                return "no free connection (the server is up; too many queries?)"
-        except psycopg.Error as err:
-            return _first_line(str(err))
+    def _why(self, scope: Scope | None = None, err: psycopg.Error | None = None) -> str:
+        """Why connecting fails, from `err` or one direct attempt (the pool only says it
+        timed out). The PostgreSQL server's own refusal (authentication, unknown database)
+        is shown; anything else (refused, timed out, not PostgreSQL, no socket) is the
+        same "cannot connect to host:port", so a member cannot scan ports with it. The
+        detail goes to the server log (libpq names host and port, never the password)."""
+        url = self._login_url(scope)
+        if err is None:
+            try:
+                with psycopg.connect(url, connect_timeout=3):
+                    return "no free connection (the server is up; too many queries?)"
+            except psycopg.Error as failed:
+                err = failed
+        from connectors.warehouse.libpq import where
+
+        target = where(url) or "the data source"
+        if err.sqlstate and err.diag.message_primary:  # a PostgreSQL server answered
+            return f"{target}: {err.diag.message_primary}"
+        log.warning("cannot connect to %s: %s", target, _first_line(str(err)))
+        return f"cannot connect to {target}"
 
     def reset(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
             pool.close(timeout=2)
 
     def close(self) -> None:
@@ -144,12 +178,11 @@ class PostgresSource(DataSource):
     ) -> QueryResult:
         started = time.perf_counter()
         try:
-            with self._connection() as conn, self._tracked(query_id, conn.info.backend_pid):
+            self._check_statement(sql, kind)
+            with self._connection(scope) as conn, self._tracked(query_id, conn.info.backend_pid):
                 with conn.transaction():
                     _set_local(
-                        conn,
-                        [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
-                        + self._scope_settings(scope),
+                        conn, [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
                     )
                     if self._take_cancelled(query_id):  # cancelled before it began
                         raise QueryCancelled("query was cancelled")
@@ -181,9 +214,8 @@ class PostgresSource(DataSource):
             query_id=query_id,
         )
 
-    def _scope_settings(self, scope: Scope) -> list[tuple[str, str]]:
-        """A registered source belongs to one workspace: nothing to narrow."""
-        return []
+    def _check_statement(self, sql: str, kind: str) -> None:
+        """What this source refuses beyond the SQL guard (raises QueryRejected)."""
 
     def _fetch(
         self,
@@ -272,18 +304,29 @@ class PostgresSource(DataSource):
             return bool(row and row[0])
 
     def test(self) -> None:
+        """A direct connection and `select 1` in a read-only transaction."""
         try:
-            with self._connection() as conn, conn.transaction():
-                conn.execute("select 1")
+            conn = psycopg.connect(
+                self._login_url(None),
+                autocommit=True,
+                connect_timeout=max(int(self._connect_timeout_s), 1),
+                application_name="sqlbook-test",
+            )
+        except psycopg.Error as err:
+            raise SourceUnavailable(self._why(None, err)) from None
+        try:
+            with conn:
+                conn.read_only = True
+                with conn.transaction():
+                    conn.execute("select 1")
         except psycopg.OperationalError as err:
-            raise SourceUnavailable(f"cannot connect: {_first_line(str(err))}") from err
+            raise SourceUnavailable(self._why(None, err)) from None
         except psycopg.Error as err:
             raise _failed(err, "select 1", "select") from err
 
     def schema(self, scope: Scope) -> list[SchemaTable]:
         try:
-            with self._connection() as conn, conn.transaction():
-                _set_local(conn, self._scope_settings(scope))
+            with self._connection(scope) as conn, conn.transaction():
                 rows = conn.execute(_SCHEMA_QUERY).fetchall()
         except psycopg.OperationalError as err:
             raise SourceUnavailable(f"cannot read the schema: {_first_line(str(err))}") from err
@@ -303,34 +346,55 @@ class PostgresSource(DataSource):
 
 
 class WarehouseSource(PostgresSource):
-    """The built-in warehouse: the reader role, rows limited to the caller's projects by
-    row-level security (see scope.py). `owner_url` reads the signing key and cancels."""
+    """The built-in warehouse: each workspace's queries log in as that workspace's own
+    role, which row-level security limits to its projects by a constant policy (see
+    scope.py); so each workspace has a connection pool of its own. `owner_url` (through
+    `readers`) keeps the roles in step and cancels."""
 
     kind = "warehouse"
 
-    def __init__(self, reader_url: str, owner_url: str, *, max_connections: int = 4):
-        super().__init__(reader_url, max_connections=max_connections, cancel_url=owner_url)
-        self._owner_url = owner_url
-        self._key: bytes | None = None
+    def __init__(self, readers: WorkspaceReaders, *, max_connections: int = 4):
+        super().__init__(
+            readers.owner_url, max_connections=max_connections, cancel_url=readers.owner_url
+        )
+        self.readers = readers
 
-    def _signing_key(self) -> bytes:
-        if self._key is None:
-            try:
-                with psycopg.connect(self._owner_url, connect_timeout=3) as conn:
-                    self._key = warehouse_scope.read_key(conn)
-            except psycopg.Error as err:
-                raise SourceUnavailable(
-                    f"cannot reach the warehouse: {_first_line(str(err))}"
-                ) from err
-        return self._key
+    def _pool_key(self, scope: Scope | None) -> int | None:
+        if scope is None:
+            raise ValueError("the warehouse is only read for a workspace")
+        self.readers.ensure(scope)  # the policy follows the workspace's projects
+        return scope.workspace_id
 
-    def _scope_settings(self, scope: Scope) -> list[tuple[str, str]]:
-        return [(warehouse_scope.SCOPE_SETTING, warehouse_scope.sign(self._signing_key(), scope))]
+    def _login_url(self, scope: Scope | None) -> str:
+        if scope is None:
+            raise ValueError("the warehouse is only read for a workspace")
+        return self.readers.login_url(scope)
+
+    def _check_statement(self, sql: str, kind: str) -> None:
+        if kind == "explain":
+            guard.check_warehouse_explain(sql)
+
+    def test(self) -> None:
+        try:
+            with psycopg.connect(self.readers.owner_url, connect_timeout=3) as conn:
+                conn.execute("select 1")
+        except psycopg.Error as err:
+            raise SourceUnavailable(f"cannot reach the warehouse: {_first_line(str(err))}") from err
+
+    def reset(self) -> None:
+        super().reset()
+        self.readers.forget()
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.read_only = True  # every transaction.begin() is BEGIN READ ONLY
-    conn.execute("set timezone = 'UTC'")
+
+
+def _discard_session_state(conn: psycopg.Connection[Any]) -> None:
+    """Back in the pool, a connection forgets what the last query left in its session
+    (`set_config(…, false)` of time zone, search_path, row_security; advisory locks;
+    prepared statements; LISTEN), so the next query starts from the login's defaults."""
+    conn.execute("discard all")
 
 
 # A result column: name, type oid, type modifier, psycopg's display name of the type.

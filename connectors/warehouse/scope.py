@@ -1,41 +1,46 @@
 """Workspace scoping of the warehouse, enforced by PostgreSQL.
 
-Users' SQL runs as a dedicated login role (`sqlbook_reader`): read-only by default,
-SELECT on the scoped tables only, and row-level security on each of them. The policy
-admits the rows of the projects named in the setting `sqlbook.scope`, which the server
-sets per transaction (`set_config(…, true)`) before the user's statement.
+Each workspace's SQL runs as a login role of its own (`sqlbook_<db>_ws_<id>`): read-only
+by default, SELECT on the scoped tables only, and on each of them a row-level-security
+policy for that role alone whose condition is a constant, the workspace's project ids:
 
-Any role may set a custom setting, so the value carries a signature: `<workspace>:<project
-ids>.<sig>` where sig = sha256(key ‖ sha256(key ‖ body)) and the key sits in a table the
-reader cannot read. A security-definer function checks it; a forged, altered or missing
-value admits nothing. So `set`, `set_config`, `reset` and a `DO` block can change the
-setting but never widen what the reader sees.
+    create policy events_ws_12 on events for select to sqlbook_sqlbook_ws_12
+        using (project_id = any ('{12,13}'::bigint[]))
 
-Where sqlbook's login is a superuser (the embedded server), installation also turns off
-activity tracking for the reader (other sessions' query text in `pg_stat_activity`) and
-takes `pg_cancel_backend`/`pg_terminate_backend` away from it, so one workspace cannot
-see or stop another's queries through the shared role.
+Nothing in the policy depends on data or on a setting the session could change, so
+there is no check whose evaluation (or non-evaluation) a query could observe, no
+signature to forge, and nothing another workspace's session could leave behind: the
+login itself is the scope. Roles and policies are created, and rewritten when a
+workspace's projects change, by `WorkspaceReaders.ensure` with the warehouse owner's
+login, on a workspace's first query in a process.
+
+Where sqlbook's warehouse login is a superuser (the embedded server), installation also
+takes away from PUBLIC, in the warehouse database, what would let one tenant observe
+another's activity or volume: statistics views and functions, `pg_locks`, snapshot and
+transaction-id functions, relation sizes, `pg_class` row estimates, advisory locks,
+backend signals, PL/pgSQL (`DO` blocks) and the `query_to_xml` family (which run SQL text
+built at run time). sqlbook's own logins there are superusers and are not affected.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
+import threading
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from connectors.secrets import derived_password, load_secret_key
 from connectors.settings import Settings
+from connectors.warehouse.errors import SourceUnavailable
 from connectors.warehouse.source import Scope
 
 log = logging.getLogger(__name__)
 
-READER_ROLE = "sqlbook_reader"
-SCOPE_SETTING = "sqlbook.scope"
 GUARD_SCHEMA = "sqlbook_guard"
 # Tables holding per-project rows, and the column naming the project.
 SCOPED_TABLES: dict[str, str] = {
@@ -43,113 +48,218 @@ SCOPED_TABLES: dict[str, str] = {
     "persons": "project_id",
     "person_distinct_ids": "project_id",
 }
+# Row locks that serialise sqlbook's own writers (partition DDL, persons, reader roles).
+# Rows in a table no reader can see, unlike advisory locks, which any session may take.
+LOCKS = ("partitions", "persons", "readers")
 
 _GUARD = """
 create schema if not exists sqlbook_guard;
 revoke all on schema sqlbook_guard from public;
-create table if not exists sqlbook_guard.scope_key (
-    id  int primary key check (id = 1),
-    key bytea not null
+create table if not exists sqlbook_guard.locks (name text primary key);
+create table if not exists sqlbook_guard.workspace_readers (
+    workspace_id bigint primary key,
+    role         text   not null,
+    project_ids  bigint[] not null,
+    password_tag text   not null
 );
-revoke all on sqlbook_guard.scope_key from public;
-create or replace function sqlbook_guard.scope_projects() returns bigint[]
-language sql stable security definer parallel restricted
-set search_path = pg_catalog, pg_temp
-as $$
-    select case
-        when s.sig = encode(sha256(k.key || sha256(k.key || convert_to(s.body, 'UTF8'))), 'hex')
-            and s.body ~ '^[0-9]+:[0-9,]*$'
-        then coalesce(string_to_array(nullif(split_part(s.body, ':', 2), ''), ',')::bigint[],
-                      '{}')
-        else '{}'::bigint[]
-    end
-    from (
-        select split_part(v, '.', 1) as body, split_part(v, '.', 2) as sig
-        from (select coalesce(current_setting('sqlbook.scope', true), '') as v) as raw
-    ) as s
-    cross join sqlbook_guard.scope_key as k
-$$;
-revoke all on function sqlbook_guard.scope_projects() from public;
 """
-# `parallel restricted`: a parallel-unsafe function in the policy (the default for a
-# function) would rule out parallel plans for every query of the reader; as an InitPlan
-# it runs once, in the leader, and its value is passed to the workers.
+
+# Taken from PUBLIC in the warehouse database (superuser installs only): functions by
+# name pattern (every overload), then views.
+_REVOKED_FUNCTION_PATTERNS = (
+    r"pg\_stat\_%",
+    r"pg\_statio\_%",
+    r"%advisory%",
+    # these run SQL text built at run time, out of sight of the statement checks
+    r"query\_to\_xml%",
+    r"cursor\_to\_xml%",
+    r"table\_to\_xml%",
+    r"schema\_to\_xml%",
+    r"database\_to\_xml%",
+    r"pg\_current\_wal%",
+    r"pg\_last\_wal%",
+    r"pg\_xact\_commit\_timestamp%",
+)
+_REVOKED_FUNCTIONS = (
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "pg_lock_status",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+    "pg_isolation_test_session_is_blocked",
+    "pg_current_snapshot",
+    "txid_current_snapshot",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    "txid_current",
+    "txid_current_if_assigned",
+    "pg_xact_status",
+    "txid_status",
+    "pg_last_committed_xact",
+    "pg_relation_size",
+    "pg_table_size",
+    "pg_indexes_size",
+    "pg_total_relation_size",
+    "pg_database_size",
+    "pg_tablespace_size",
+    "pg_relation_filenode",
+    "pg_relation_filepath",
+    "pg_notification_queue_usage",
+    "pg_sequence_last_value",
+    "ts_stat",
+    "ts_rewrite",
+    "pg_get_backend_memory_contexts",
+)
+_REVOKED_VIEW_PATTERNS = (r"pg\_stat\_%", r"pg\_statio\_%")  # not pg_stats: it hides RLS tables
+_REVOKED_VIEWS = ("pg_locks", "pg_prepared_xacts")
+# pg_class columns that estimate row counts and sizes (of every tenant's rows together)
+_PG_CLASS_HIDDEN = ("reltuples", "relpages", "relallvisible", "relallfrozen")
 
 
-def reader_url(warehouse_url: str, password: str, role: str = READER_ROLE) -> str:
-    """`warehouse_url` logging in as the reader role instead."""
-    parts = urlsplit(warehouse_url)
+def role_prefix(warehouse_url: str) -> str:
+    """Roles are per server, not per database: the prefix names the warehouse database,
+    so two installations sharing a server keep apart."""
+    params = psycopg.conninfo.conninfo_to_dict(warehouse_url)
+    database = str(params.get("dbname") or params.get("user") or "postgres")
+    clean = "".join(c if c.isalnum() else "_" for c in database.lower())[:24]
+    return f"sqlbook_{clean}_ws_"
+
+
+def _policy_name(table: str, workspace_id: int) -> str:
+    return f"{table}_ws_{workspace_id}"
+
+
+def _with_login(url: str, role: str, password: str) -> str:
+    parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def reader_login(settings: Settings, warehouse_url: str) -> tuple[str, str, str | None]:
-    """(URL, role, password to set) of the reader. With SQLBOOK_WAREHOUSE_READER_URL the
-    role is the operator's and its password is not touched (None)."""
-    if settings.warehouse_reader_url:
-        role = unquote(urlsplit(settings.warehouse_reader_url).username or "")
-        if not role:
-            raise ValueError("SQLBOOK_WAREHOUSE_READER_URL must name a user")
-        return settings.warehouse_reader_url, role, None
-    password = derived_password(load_secret_key(settings), "warehouse-reader")
-    return reader_url(warehouse_url, password), READER_ROLE, password
+class WorkspaceReaders:
+    """The login role of each workspace on the warehouse, kept in step with the
+    workspace's projects. Thread-safe; one per process and warehouse."""
+
+    def __init__(self, owner_url: str, secret_key: bytes):
+        self.owner_url = owner_url
+        self._key = secret_key
+        self._prefix = role_prefix(owner_url)
+        self._lock = threading.Lock()
+        self._synced: dict[int, tuple[int, ...]] = {}
+
+    def role(self, workspace_id: int) -> str:
+        return f"{self._prefix}{int(workspace_id)}"
+
+    def password(self, workspace_id: int) -> str:
+        return derived_password(self._key, f"warehouse-reader:{int(workspace_id)}")
+
+    def login_url(self, scope: Scope) -> str:
+        """The URL that reads exactly `scope`'s projects; creates or updates the role and
+        its policies first when this process has not seen them as they are now."""
+        self.ensure(scope)
+        return _with_login(
+            self.owner_url, self.role(scope.workspace_id), self.password(scope.workspace_id)
+        )
+
+    def ensure(self, scope: Scope) -> None:
+        projects = tuple(sorted({int(p) for p in scope.project_ids}))
+        with self._lock:
+            if self._synced.get(scope.workspace_id) == projects:
+                return
+        try:
+            with psycopg.connect(self.owner_url, autocommit=True, connect_timeout=5) as conn:
+                sync_reader(
+                    conn,
+                    scope.workspace_id,
+                    self.role(scope.workspace_id),
+                    self.password(scope.workspace_id),
+                    projects,
+                )
+        except pg_errors.LockNotAvailable as err:
+            raise SourceUnavailable(
+                "the warehouse is busy (long queries hold the events table); this "
+                "workspace's access is being set up: try again shortly"
+            ) from err
+        except psycopg.OperationalError as err:
+            raise SourceUnavailable(f"cannot reach the warehouse: {_first_line(err)}") from err
+        with self._lock:
+            self._synced[scope.workspace_id] = projects
+
+    def forget(self) -> None:
+        """Check every workspace against the database again at its next query."""
+        with self._lock:
+            self._synced.clear()
 
 
-def sign(key: bytes, scope: Scope) -> str:
-    body = f"{scope.workspace_id}:{','.join(str(p) for p in sorted(scope.project_ids))}"
-    inner = hashlib.sha256(key + body.encode()).digest()
-    return f"{body}.{hashlib.sha256(key + inner).hexdigest()}"
+def readers_for(settings: Settings, warehouse_url: str) -> WorkspaceReaders:
+    return WorkspaceReaders(warehouse_url, load_secret_key(settings))
 
 
-def install_reader(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:
-    """Idempotent: the guard, the role and its grants, RLS on every scoped table.
-    `conn` is the warehouse owner's, in autocommit. `password` None: the role is managed
-    elsewhere (SQLBOOK_WAREHOUSE_READER_URL) and only its grants are set here."""
-    ident = sql.Identifier(role)
+def _password_tag(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
+def sync_reader(
+    conn: psycopg.Connection[Any],
+    workspace_id: int,
+    role: str,
+    password: str,
+    projects: tuple[int, ...],
+) -> bool:
+    """Make `role` a read-only login that sees exactly `projects` in every scoped table.
+    One transaction under the `readers` row lock; does nothing (and takes no table lock)
+    when the stored state already matches. Returns whether anything changed.
+    `conn` is the warehouse owner's, in autocommit."""
+    tag = _password_tag(password)
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext('sqlbook_guard'))")
-        conn.execute(_GUARD)
-        conn.execute(
-            "insert into sqlbook_guard.scope_key (id, key) values (1, %s) on conflict do nothing",
-            (secrets.token_bytes(32),),
-        )
+        conn.execute("set local lock_timeout = '5s'")
+        _lock(conn, "readers")
+        row = conn.execute(
+            "select role, project_ids, password_tag from sqlbook_guard.workspace_readers"
+            " where workspace_id = %s",
+            (workspace_id,),
+        ).fetchone()
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
-        if password is not None:
-            verb = "alter" if exists else "create"
-            conn.execute(
-                sql.SQL(
-                    "{} role {} login nosuperuser nocreatedb nocreaterole noinherit"
-                    " nobypassrls password {}"
-                ).format(sql.SQL(verb), ident, sql.Literal(password))
-            )
-        elif not exists:
-            raise RuntimeError(f"the warehouse reader role {role!r} does not exist")
-        conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(ident))
-        conn.execute(sql.SQL("grant usage on schema sqlbook_guard to {}").format(ident))
+        if row is not None and exists and tuple(row[1]) == projects and row[2] == tag:
+            return False
+        ident = sql.Identifier(role)
+        verb = "alter" if exists else "create"
         conn.execute(
-            sql.SQL("grant execute on function sqlbook_guard.scope_projects() to {}").format(ident)
+            sql.SQL(
+                "{} role {} login nosuperuser nocreatedb nocreaterole noinherit noreplication"
+                " nobypassrls password {}"
+            ).format(sql.SQL(verb), ident, sql.Literal(password))
         )
+        conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(ident))
+        ids = sql.Literal("{" + ",".join(map(str, projects)) + "}")
         for table, column in SCOPED_TABLES.items():
-            _scope_table(conn, table, column, role)
-    if _is_superuser(conn):
-        _harden_superuser_only(conn, ident)
-    else:
-        log.warning(
-            "warehouse login is not a superuser: the reader role keeps activity tracking "
-            "and pg_cancel_backend (see README, Running SQL)"
+            # a constant: nothing to evaluate per query, nothing a session can change
+            using = (
+                sql.SQL("{} = any ({}::bigint[])").format(sql.Identifier(column), ids)
+                if projects
+                else sql.SQL("false")
+            )
+            _scope_table(conn, table, workspace_id, role, using)
+        conn.execute(
+            "insert into sqlbook_guard.workspace_readers as r"
+            " (workspace_id, role, project_ids, password_tag) values (%s, %s, %s, %s)"
+            " on conflict (workspace_id) do update set role = excluded.role,"
+            " project_ids = excluded.project_ids, password_tag = excluded.password_tag",
+            (workspace_id, role, list(projects), tag),
         )
+    return True
 
 
-def _scope_table(conn: psycopg.Connection[Any], table: str, column: str, role: str) -> None:
-    """Each step only when missing: ALTER TABLE and CREATE POLICY lock the table, and
-    this runs on every start."""
+def _scope_table(
+    conn: psycopg.Connection[Any], table: str, workspace_id: int, role: str, using: sql.Composable
+) -> None:
     name = sql.Identifier(table)
+    policy = sql.Identifier(_policy_name(table, workspace_id))
     state = conn.execute(
         "select c.relrowsecurity, has_table_privilege(%s, c.oid, 'select'),"
         " exists (select 1 from pg_policy p where p.polrelid = c.oid and p.polname = %s)"
         " from pg_class c where c.oid = to_regclass(%s)",
-        (role, f"{table}_by_workspace", table),
+        (role, _policy_name(table, workspace_id), table),
     ).fetchone()
     if state is None:
         raise RuntimeError(f"the warehouse table {table!r} does not exist")
@@ -158,19 +268,144 @@ def _scope_table(conn: psycopg.Connection[Any], table: str, column: str, role: s
         conn.execute(sql.SQL("alter table {} enable row level security").format(name))
     if not granted:
         conn.execute(sql.SQL("grant select on {} to {}").format(name, sql.Identifier(role)))
-    if not has_policy:
-        # `(select …)` makes the check an InitPlan: evaluated once per query, not per row.
-        conn.execute(
-            sql.SQL(
-                "create policy {} on {} for select to {}"
-                " using ({} = any ((select sqlbook_guard.scope_projects())::bigint[]))"
-            ).format(
-                sql.Identifier(f"{table}_by_workspace"),
-                name,
-                sql.Identifier(role),
-                sql.Identifier(column),
-            )
+    verb = "alter" if has_policy else "create"
+    target = sql.SQL("") if has_policy else sql.SQL(" for select")
+    conn.execute(
+        sql.SQL("{} policy {} on {}{} to {} using ({})").format(
+            sql.SQL(verb), policy, name, target, sql.Identifier(role), using
         )
+    )
+
+
+def _lock(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute("select 1 from sqlbook_guard.locks where name = %s for update", (name,))
+
+
+def lock(conn: psycopg.Connection[Any], name: str, timeout: str = "60s") -> None:
+    """Serialise one of sqlbook's own writers (inside `conn`'s transaction) on a row no
+    reader can see or lock; waits at most `timeout`."""
+    assert name in LOCKS
+    conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(timeout)))
+    _lock(conn, name)
+    conn.execute("set local lock_timeout = 0")
+
+
+def install_guard(conn: psycopg.Connection[Any]) -> None:
+    """The schema readers cannot see, with sqlbook's lock rows. Idempotent; `conn` is
+    the warehouse owner's, in autocommit."""
+    row = conn.execute(
+        "select count(*) from pg_tables where schemaname = 'sqlbook_guard'"
+        " and tablename in ('locks', 'workspace_readers')"
+    ).fetchone()
+    if row is None or row[0] < 2:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext('sqlbook_guard'))")
+            conn.execute(_GUARD)
+    conn.execute(
+        "insert into sqlbook_guard.locks (name) select unnest(%s::text[]) on conflict do nothing",
+        (list(LOCKS),),
+    )
+
+
+def install_readers(conn: psycopg.Connection[Any]) -> None:
+    """Idempotent, on every start: the guard schema, row-level security on every scoped
+    table (no policy: nothing is visible to a role without its own), the retired shared
+    reader removed, and, where the login is a superuser, what readers must not use
+    taken away. Workspace roles themselves come with their first query."""
+    install_guard(conn)
+    for table in SCOPED_TABLES:
+        row = conn.execute(
+            "select relrowsecurity from pg_class where oid = to_regclass(%s)", (table,)
+        ).fetchone()
+        if row is None:
+            raise RuntimeError(f"the warehouse table {table!r} does not exist")
+        if not row[0]:
+            conn.execute(
+                sql.SQL("alter table {} enable row level security").format(sql.Identifier(table))
+            )
+    _retire_shared_reader(conn)
+    if _is_superuser(conn):
+        _harden(conn)
+    else:
+        log.warning(
+            "warehouse login is not a superuser: statistics views, advisory locks and "
+            "relation sizes stay readable by workspace readers (see README, Running SQL)"
+        )
+
+
+def _retire_shared_reader(conn: psycopg.Connection[Any]) -> None:
+    """Before per-workspace logins, one role `sqlbook_reader` read every workspace
+    through a signed setting; its policies, function and key go."""
+    with conn.transaction():
+        for table in SCOPED_TABLES:
+            conn.execute(
+                sql.SQL("drop policy if exists {} on {}").format(
+                    sql.Identifier(f"{table}_by_workspace"), sql.Identifier(table)
+                )
+            )
+        conn.execute("drop function if exists sqlbook_guard.scope_projects()")
+        conn.execute("drop table if exists sqlbook_guard.scope_key")
+    if conn.execute("select 1 from pg_roles where rolname = 'sqlbook_reader'").fetchone():
+        try:
+            with conn.transaction():
+                for table in SCOPED_TABLES:
+                    conn.execute(
+                        sql.SQL("revoke all on {} from sqlbook_reader").format(
+                            sql.Identifier(table)
+                        )
+                    )
+                conn.execute("revoke all on schema sqlbook_guard from sqlbook_reader")
+                conn.execute("drop role sqlbook_reader")
+        except psycopg.Error as err:  # privileges elsewhere: it can no longer read anything here
+            log.warning("could not drop the retired role sqlbook_reader: %s", _first_line(err))
+
+
+def _harden(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        functions = conn.execute(
+            "select p.oid::regprocedure::text from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname = 'pg_catalog'"
+            " and (p.proname like any (%s) or p.proname = any (%s))"
+            " and has_function_privilege('public', p.oid, 'execute')",
+            (list(_REVOKED_FUNCTION_PATTERNS), list(_REVOKED_FUNCTIONS)),
+        ).fetchall()
+        for (signature,) in functions:
+            conn.execute(
+                sql.SQL("revoke execute on function {} from public").format(sql.SQL(signature))
+            )
+        views = conn.execute(
+            "select c.oid::regclass::text from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'pg_catalog' and c.relkind = 'v'"
+            " and (c.relname like any (%s) or c.relname = any (%s))"
+            " and has_table_privilege('public', c.oid, 'select')",
+            (list(_REVOKED_VIEW_PATTERNS), list(_REVOKED_VIEWS)),
+        ).fetchall()
+        for (view,) in views:
+            conn.execute(sql.SQL("revoke select on {} from public").format(sql.SQL(view)))
+        if conn.execute(
+            "select has_table_privilege('public', 'pg_catalog.pg_class', 'select')"
+        ).fetchone() == (True,):
+            columns = [
+                r[0]
+                for r in conn.execute(
+                    "select attname from pg_attribute"
+                    " where attrelid = 'pg_catalog.pg_class'::regclass"
+                    " and attnum > 0 and not attisdropped order by attnum"
+                )
+                if r[0] not in _PG_CLASS_HIDDEN
+            ]
+            conn.execute("revoke select on pg_catalog.pg_class from public")
+            conn.execute(
+                sql.SQL("grant select ({}) on pg_catalog.pg_class to public").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+                )
+            )
+        if conn.execute(
+            "select has_language_privilege('public', 'plpgsql', 'usage')"
+        ).fetchone() == (True,):
+            conn.execute("revoke usage on language plpgsql from public")
 
 
 def _is_superuser(conn: psycopg.Connection[Any]) -> bool:
@@ -178,18 +413,6 @@ def _is_superuser(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-def _harden_superuser_only(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:
-    conn.execute(sql.SQL("alter role {} set track_activities = off").format(role))
-    # Granted to PUBLIC by default, so it can only be taken away from everyone in this
-    # database; sqlbook's own logins here are superusers, which need no grant.
-    conn.execute(
-        "revoke execute on function pg_cancel_backend(integer),"
-        " pg_terminate_backend(integer, bigint) from public"
-    )
-
-
-def read_key(conn: psycopg.Connection[Any]) -> bytes:
-    row = conn.execute("select key from sqlbook_guard.scope_key where id = 1").fetchone()
-    if row is None:
-        raise RuntimeError("the warehouse scope guard is not installed")
-    return bytes(row[0])
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

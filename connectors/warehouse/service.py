@@ -16,6 +16,7 @@ from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 from connectors.warehouse.postgres_source import WarehouseSource
 from connectors.warehouse.registry import SourceRegistry
+from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults
 from connectors.warehouse.source import Scope
 
@@ -80,15 +81,14 @@ class QueryService:
 def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryService:
     """Nothing connects until the first query."""
     assert settings.database_url and settings.redis_url
-    box = SecretBox(load_secret_key(settings))
+    secret_key = load_secret_key(settings)
+    box = SecretBox(secret_key)
     datasources = DatasourceStore(metadata, box)
     warehouse_url = settings.warehouse_url or settings.database_url
-    from connectors.warehouse.scope import reader_login
-
-    reader_url, _, _ = reader_login(settings, warehouse_url)
     sources = SourceRegistry(
         warehouse=WarehouseSource(
-            reader_url, warehouse_url, max_connections=settings.query_concurrency
+            WorkspaceReaders(warehouse_url, secret_key),
+            max_connections=settings.query_concurrency,
         ),
         store=datasources,
         box=box,

@@ -251,17 +251,16 @@ class PgPaths:
     """direct (owner, plain execute) and executor (WarehouseSource as the API runs it)."""
 
     def __init__(self, info: StackInfo):
+        from connectors.secrets import load_secret_key
         from connectors.settings import Settings
         from connectors.warehouse.postgres_source import WarehouseSource
-        from connectors.warehouse.scope import reader_login
+        from connectors.warehouse.scope import WorkspaceReaders
         from connectors.warehouse.source import Scope
 
         self.conn = psycopg.connect(info.warehouse_url, autocommit=True)
-        settings = Settings(  # type: ignore[call-arg]
-            home=info.home, secret_key=None, warehouse_reader_url=None, _env_file=None
-        )
-        reader_url, _, _ = reader_login(settings, info.warehouse_url)
-        self.source = WarehouseSource(reader_url, info.warehouse_url, max_connections=1)
+        settings = Settings(home=info.home, secret_key=None, _env_file=None)  # type: ignore[call-arg]
+        readers = WorkspaceReaders(info.warehouse_url, load_secret_key(settings))
+        self.source = WarehouseSource(readers, max_connections=1)
         self.scope = Scope(workspace_id=info.workspace_id, project_ids=(info.project_id,))
 
     def direct(self, sql: str) -> tuple[float, list[list[Any]]]:

@@ -154,8 +154,9 @@ def test_replayed_events_change_nothing(warehouse, servers, project):
 
 
 def test_persons_are_scoped_like_events(servers, sqlbook_home, metadata):
-    from connectors.warehouse import scope
+    from connectors.secrets import load_secret_key
     from connectors.warehouse.postgres_source import WarehouseSource
+    from connectors.warehouse.scope import WorkspaceReaders
     from connectors.warehouse.source import QueryLimits, Scope
     from tests.conftest import make_settings
 
@@ -164,8 +165,8 @@ def test_persons_are_scoped_like_events(servers, sqlbook_home, metadata):
     warehouse = PostgresWarehouse(servers.warehouse_url)
     warehouse.insert_events([row(a.project.id, "e", "alice", 0), row(b.project.id, "e", "bob", 0)])
     warehouse.update_persons()
-    url, _, _ = scope.reader_login(make_settings(servers, sqlbook_home), servers.warehouse_url)
-    source = WarehouseSource(url, servers.warehouse_url)
+    key = load_secret_key(make_settings(servers, sqlbook_home))
+    source = WarehouseSource(WorkspaceReaders(servers.warehouse_url, key))
     try:
         result = source.run(
             "select d.distinct_id from person_distinct_ids d join persons p"

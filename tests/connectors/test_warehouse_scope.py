@@ -3,6 +3,7 @@ runs straight through the source (no SQL guard in front), as the reader role."""
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 import uuid
@@ -14,16 +15,18 @@ import psycopg
 import pytest
 
 from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.secrets import load_secret_key
 from connectors.servers import ServerUrls
-from connectors.warehouse import scope as warehouse_scope
 from connectors.warehouse.errors import (
     QueryCancelled,
     QueryError,
     QueryFailed,
+    QueryRejected,
     QueryTimeout,
     SourceUnavailable,
 )
-from connectors.warehouse.postgres_source import WarehouseSource
+from connectors.warehouse.postgres_source import PostgresSource, WarehouseSource
+from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import QueryLimits, Scope
 from tests.conftest import make_settings
 
@@ -51,10 +54,14 @@ def tenants(servers: ServerUrls, metadata: MetadataStore) -> tuple[NewWorkspace,
 
 
 @pytest.fixture(scope="module")
-def source(servers: ServerUrls, sqlbook_home: Path) -> Iterator[WarehouseSource]:
+def readers(servers: ServerUrls, sqlbook_home: Path) -> WorkspaceReaders:
     settings = make_settings(servers, sqlbook_home)
-    reader_url, _, _ = warehouse_scope.reader_login(settings, servers.warehouse_url)
-    src = WarehouseSource(reader_url, servers.warehouse_url)
+    return WorkspaceReaders(servers.warehouse_url, load_secret_key(settings))
+
+
+@pytest.fixture(scope="module")
+def source(readers: WorkspaceReaders) -> Iterator[WarehouseSource]:
+    src = WarehouseSource(readers)
     yield src
     src.close()
 
@@ -92,39 +99,6 @@ def test_a_scope_without_projects_sees_nothing(source, tenants):
     assert rows == [[0]]
 
 
-def test_session_set_does_not_carry_over(source, tenants):
-    a, b = tenants
-    forged = f"{b.workspace_id}:{b.project.id}.{'0' * 64}"
-    run(source, a, f"set sqlbook.scope = '{forged}'", kind="show")
-    assert visible_names(source, a) == {"a-secret-event": 7}
-
-
-def test_set_config_in_the_statement_sees_nothing(source, tenants):
-    a, b = tenants
-    forged = f"{b.workspace_id}:{b.project.id}.{'0' * 64}"
-    rows = run(
-        source,
-        a,
-        "select set_config('sqlbook.scope', $1, true),"
-        " (select count(*) from events where event_name = 'b-secret-event')",
-        (forged,),
-    )
-    assert rows[0][1] == 0
-
-
-def test_own_signature_with_another_workspace_body_sees_nothing(source, tenants):
-    a, b = tenants
-    rows = run(
-        source,
-        a,
-        "select set_config('sqlbook.scope', $1 || '.' || split_part("
-        "current_setting('sqlbook.scope'), '.', 2), true),"
-        " (select count(*) from events where event_name = 'b-secret-event')",
-        (f"{b.workspace_id}:{b.project.id}",),
-    )
-    assert rows[0][1] == 0
-
-
 @pytest.mark.parametrize(
     "statement",
     ["set role postgres", "set session authorization postgres"],
@@ -136,7 +110,7 @@ def test_role_changes_are_refused(source, tenants, statement):
 
 
 @pytest.mark.parametrize(
-    "statement", ["reset role", "reset all", "reset sqlbook.scope", "set role none"]
+    "statement", ["reset role", "reset all", "reset session authorization", "set role none"]
 )
 def test_reset_changes_nothing(source, tenants, statement):
     a, _ = tenants
@@ -150,21 +124,6 @@ def test_a_second_statement_is_refused_by_the_server(source, tenants):
         run(source, a, "select 1; select count(*) from events")
     with pytest.raises(QueryFailed, match="multiple commands"):
         run(source, a, "select 1; select count(*) from events", kind="call")
-
-
-def test_do_block_cannot_widen_the_scope(source, tenants):
-    a, b = tenants
-    forged = f"{b.workspace_id}:{b.project.id}.{'0' * 64}"
-    with pytest.raises(QueryFailed) as raised:
-        run(
-            source,
-            a,
-            "do $$ begin perform set_config('sqlbook.scope', '" + forged + "', true);"
-            " raise exception 'seen %', (select count(*) from events"
-            " where event_name = 'b-secret-event'); end $$",
-            kind="call",
-        )
-    assert raised.value.message == "seen 0"
 
 
 @pytest.mark.parametrize(
@@ -191,23 +150,33 @@ def test_do_block_cannot_widen_the_scope(source, tenants):
         ("select * from events for update", "read-only transaction"),
         ("select * from meta.api_tokens", "permission denied"),
         ("select * from meta.datasources", "permission denied|does not exist"),
-        ("select * from sqlbook_guard.scope_key", "permission denied"),
+        ("select * from sqlbook_guard.locks for update", "permission denied"),
+        ("select * from sqlbook_guard.workspace_readers", "permission denied"),
         ("select pg_cancel_backend(pg_backend_pid())", "permission denied"),
         ("select pg_terminate_backend(1)", "permission denied"),
-        ("select set_config('default_transaction_read_only', 'off', false)", ""),
+        ("do $$ begin perform 1; end $$", "permission denied"),
     ],
 )
 def test_escape_attempts_fail(source, tenants, statement, error):
     a, _ = tenants
     kind = "select" if statement.lstrip().lower().startswith(("select", "with")) else "call"
-    if error == "":
-        # allowed to run, but the next query still runs read-only and scoped
-        run(source, a, statement, kind=kind)
-        with pytest.raises(QueryFailed, match="read-only transaction"):
-            run(source, a, "create temp table t as select 1", kind="call")
-        return
     with pytest.raises(QueryFailed, match=error):
         run(source, a, statement, kind=kind)
+
+
+def test_a_session_made_read_write_still_runs_read_only(readers, tenants):
+    """On the very same connection (a pool of one), a session setting cannot lift the
+    read-only transaction of the next query."""
+    a, _ = tenants
+    single = WarehouseSource(readers, max_connections=1)
+    try:
+        run(single, a, "select set_config('default_transaction_read_only', 'off', false)")
+        pid = run(single, a, "select pg_backend_pid()")
+        with pytest.raises(QueryFailed, match="read-only transaction"):
+            run(single, a, "create temp table t as select 1", kind="call")
+        assert run(single, a, "select pg_backend_pid()") == pid  # the same session all along
+    finally:
+        single.close()
 
 
 @pytest.mark.parametrize(
@@ -246,31 +215,32 @@ def test_catalog_statistics_show_no_other_tenant_values(source, tenants):
     assert rows == [[0]]
 
 
-def test_other_sessions_query_text_is_not_visible(source, tenants):
+def test_other_sessions_query_text_is_not_visible(source, tenants, servers):
     a, b = tenants
     marker = f"tenant-b-marker-{uuid.uuid4().hex[:8]}"
-    errors: list[BaseException] = []
-
-    def slow_b() -> None:
-        try:
-            run(source, b, f"select pg_sleep(3), '{marker}'")
-        except BaseException as err:  # noqa: BLE001 - reported by the test thread
-            errors.append(err)
-
-    thread = threading.Thread(target=slow_b)
-    thread.start()
+    thread, raised = _run_in_thread(lambda: run(source, b, f"select pg_sleep(3), '{marker}'"))
     try:
-        deadline = time.monotonic() + 10
-        while not source._running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        rows = run(
-            source, a, "select count(*) from pg_stat_activity where query like $1", (f"%{marker}%",)
-        )
-        assert rows == [[0]]
+        # positive control: the statement is running, and a privileged session sees it
+        with psycopg.connect(servers.warehouse_url, autocommit=True) as owner:
+            deadline = time.monotonic() + 10
+            seen = 0
+            while not seen and time.monotonic() < deadline:
+                row = owner.execute(
+                    "select count(*) from pg_stat_activity where query like %s"
+                    " and state = 'active' and pid <> pg_backend_pid()",
+                    (f"%{marker}%",),
+                ).fetchone()
+                seen = row[0] if row else 0
+            assert seen == 1, "tenant B's statement never showed up as running"
+        for sql in (
+            "select count(*) from pg_stat_activity where query like $1",
+            "select count(*) from pg_stat_get_activity(null) where query like $1",
+        ):
+            with pytest.raises(QueryFailed, match="permission denied"):
+                run(source, a, sql, (f"%{marker}%",))
     finally:
         thread.join(30)
-    assert not errors
+    assert not raised
 
 
 def test_functions_and_procedures_run_as_the_reader(source, tenants, servers):
@@ -359,23 +329,31 @@ def test_a_capped_result_stops_the_statement_and_the_next_query_works(source, te
     ]
 
 
-def test_the_scope_check_leaves_parallel_plans_possible(servers, sqlbook_home, source, tenants):
-    """A parallel-unsafe function anywhere in a query (the RLS policy included) rules
-    out parallel plans for all of it; the scope function is parallel restricted, so a
-    reader's query may still get a Gather (made cheap here, for a small table)."""
+def test_the_policy_is_a_constant_and_leaves_parallel_plans_possible(
+    readers, source, tenants, servers
+):
+    """The policy of a workspace's role is its project ids, written out: nothing to
+    evaluate per query (no function, no subquery, no setting), and a reader's query may
+    still get a parallel plan (made cheap here, for a small table)."""
     a, _ = tenants
-    reader_url, _, _ = warehouse_scope.reader_login(
-        make_settings(servers, sqlbook_home), servers.warehouse_url
-    )
-    with psycopg.connect(reader_url) as conn:
+    run(source, a, "select 1")  # the role and its policies exist from the first query on
+    with psycopg.connect(servers.warehouse_url) as conn:
+        quals = conn.execute(
+            "select tablename, qual from pg_policies where %s = any (roles)",
+            (readers.role(a.workspace_id),),
+        ).fetchall()
+    assert sorted(t for t, _ in quals) == ["events", "person_distinct_ids", "persons"]
+    for _, qual in quals:
+        assert qual == f"(project_id = ANY ('{{{a.project.id}}}'::bigint[]))"
+    with psycopg.connect(readers.login_url(scope_of(a))) as conn:
         for setting in ("parallel_setup_cost", "parallel_tuple_cost"):
             conn.execute(f"set {setting} = 0")
         conn.execute("set min_parallel_table_scan_size = 0")
-        for name, value in source._scope_settings(scope_of(a)):  # noqa: SLF001
-            conn.execute("select set_config(%s, %s, true)", (name, value))
         plan = "\n".join(r[0] for r in conn.execute("explain select count(*) from events"))
         assert "Gather" in plan, plan
-        assert conn.execute("select count(*) from events").fetchone() == (7,)
+        assert conn.execute(
+            "select count(*) from events where event_name like '%-secret-event'"
+        ).fetchone() == (7,)
 
 
 def test_columns_and_values_are_json_ready(source, tenants):
@@ -496,3 +474,236 @@ def test_errors_are_query_errors(source, tenants):
     with pytest.raises(QueryError) as raised:
         run(source, a, "select * from no_such_table")
     assert raised.value.status == 400 and "no_such_table" in raised.value.message
+
+
+# -- what one workspace could observe of another (issue 11, finding 2) -----------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # volume and activity of every tenant together
+        "select n_live_tup from pg_stat_user_tables where relname like 'events%'",
+        "select n_live_tup from pg_stat_all_tables where relname like 'events%'",
+        "select seq_scan from pg_stat_user_tables",
+        "select heap_blks_read from pg_statio_user_tables",
+        "select pg_stat_get_live_tuples('events'::regclass)",
+        "select pg_stat_get_numscans('events'::regclass)",
+        "select count(*) from pg_locks",
+        "select pg_current_snapshot()",
+        "select txid_current_snapshot()",
+        "select pg_current_wal_lsn()",
+        "select pg_relation_size('events')",
+        "select pg_total_relation_size('events')",
+        "select reltuples from pg_class where relname like 'events%'",
+        "select relpages from pg_class where relname = 'events'",
+        "select * from pg_class where relname = 'events'",
+        # locks a reader could hold against sqlbook's own writers or other tenants
+        "select pg_advisory_lock(1)",
+        "select pg_try_advisory_lock(1)",
+        "select pg_advisory_xact_lock(1)",
+        "select pg_advisory_lock_shared(1, 2)",
+        # SQL text run out of sight of the statement checks
+        "select query_to_xml('explain analyze select * from events', true, false, '')",
+        "select table_to_xml('events', true, false, '')",
+        "select ts_stat('select to_tsvector(distinct_id) from events')",
+    ],
+)
+def test_statistics_locks_and_dynamic_sql_are_not_for_readers(source, tenants, statement):
+    a, _ = tenants
+    with pytest.raises(QueryFailed, match="permission denied"):
+        run(source, a, statement)
+
+
+def test_catalog_names_and_types_stay_readable(source, tenants):
+    """The catalog columns that clients and autocomplete need are still there."""
+    a, _ = tenants
+    rows = run(
+        source,
+        a,
+        "select c.relname, c.relkind from pg_class c where c.relname = 'events'",
+    )
+    assert rows == [["events", "p"]]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "explain analyze select * from events where distinct_id ^@ $1",
+        "explain (analyze, costs off) select * from events where distinct_id ^@ $1",
+        "explain (analyse true, costs false) select * from events where distinct_id ^@ $1",
+        "explain select * from events where distinct_id ^@ $1",
+        "explain (format json) select * from events where distinct_id ^@ $1",
+        "explain verbose select * from events where distinct_id ^@ $1",
+    ],
+)
+def test_explain_that_counts_rows_is_refused(source, tenants, sql):
+    a, _ = tenants
+    with pytest.raises(QueryRejected, match="ANALYZE is not allowed|needs COSTS OFF"):
+        run(source, a, sql, ("user-1",), kind="explain")
+
+
+def test_explain_costs_off_shows_the_plan(source, tenants):
+    a, _ = tenants
+    rows = run(
+        source,
+        a,
+        "explain (costs off) select count(*) from events where distinct_id ^@ $1",
+        ("user-1",),
+        kind="explain",
+    )
+    plan = "\n".join(r[0] for r in rows)
+    assert "events" in plan and "cost=" not in plan and "rows=" not in plan
+
+
+def test_a_leakproof_prefix_probe_finds_nothing_of_another_workspace(source, tenants, servers):
+    """`^@` and `=` on text are leakproof, so PostgreSQL may run them before the policy;
+    with a constant policy the probe's answers are identical whether or not another
+    workspace has a matching row: no count, no plan difference to observe."""
+    a, b = tenants
+    secret = f"ceo-{uuid.uuid4().hex[:6]}@victim.example"
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
+            " received_at) values (gen_random_uuid(), %s, 'vip', %s, now(), now())",
+            (a.project.id, secret),
+        )
+    probe = "select count(*) from events where distinct_id ^@ $1"
+    plan = "explain (costs off) select * from events where distinct_id ^@ $1"
+    hit, miss = secret[:6], "zz-none"
+    assert run(source, b, probe, (hit,)) == run(source, b, probe, (miss,)) == [[0]]
+    plans = [
+        str(run(source, b, plan, (value,), kind="explain")).replace(value, "<v>")
+        for value in (hit, miss)
+    ]
+    assert plans[0] == plans[1]
+    assert run(source, a, probe, (secret[:6],)) == [[1]]
+
+
+def test_roles_follow_the_workspaces_projects(source, tenants, servers):
+    a, _ = tenants
+    extra = 10**12 + uuid.uuid4().int % 10**6  # a project the workspace gains
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        _insert_events(conn, extra, "a-extra-event", 3)
+    try:
+        wider = Scope(a.workspace_id, (a.project.id, extra))
+        rows = source.run(
+            "select event_name, count(*) from events where event_name like 'a-%' group by 1"
+            " order by 1",
+            (),
+            query_id=uuid.uuid4().hex,
+            limits=LIMITS,
+            scope=wider,
+        ).rows
+        assert rows == [["a-extra-event", 3], ["a-secret-event", 7]]
+        # and back: the policy is rewritten again when the set shrinks
+        assert visible_names(source, a) == {"a-secret-event": 7}
+        assert run(source, a, "select count(*) from events where event_name = 'a-extra-event'") == [
+            [0]
+        ]
+    finally:
+        with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+            conn.execute("delete from events where project_id = %s", (extra,))
+
+
+# -- session state left on a pooled connection (issue 11, finding 3) --------------------
+
+_POISON = (
+    "select set_config('TimeZone', 'Pacific/Kiritimati', false),"
+    " set_config('search_path', 'pg_catalog', false),"
+    " set_config('row_security', 'off', false),"
+    " set_config('DateStyle', 'SQL, DMY', false)"
+)
+
+
+def test_session_settings_do_not_outlive_the_query(readers, tenants):
+    """On the same connection (a pool of one), what a query set for the session is gone
+    by the next query: time zone, search_path, row_security."""
+    a, _ = tenants
+    single = WarehouseSource(readers, max_connections=1)
+    try:
+        pid = run(single, a, "select pg_backend_pid()")
+        run(single, a, _POISON)
+        assert run(single, a, "select pg_backend_pid()") == pid
+        rows = run(
+            single,
+            a,
+            "select current_setting('TimeZone'), current_setting('search_path'),"
+            " date_trunc('day', timestamptz '2026-01-01 20:00:00+00')::text,"
+            " (select count(*) from events where event_name = 'a-secret-event')",
+        )
+        assert rows == [["UTC", '"$user", public', "2026-01-01 00:00:00+00", 7]]
+    finally:
+        single.close()
+
+
+def test_one_workspace_never_shares_a_session_with_another(source, tenants):
+    a, b = tenants
+    for _ in range(3):
+        run(source, b, _POISON)
+    rows = run(
+        source,
+        a,
+        "select current_setting('TimeZone'), current_user, count(*) from events"
+        " where event_name = 'a-secret-event'",
+    )
+    assert rows[0][0] == "UTC" and rows[0][2] == 7
+    assert rows[0][1] == source.readers.role(a.workspace_id)
+
+
+def test_session_advisory_locks_are_released(own_postgres):
+    """A registered PostgreSQL source (its login may take advisory locks): a lock taken
+    by one query does not stay with the pooled session for the next one."""
+    _, url = own_postgres
+    src = PostgresSource(url, max_connections=1)
+    scope = Scope(1)
+    try:
+        src.run(
+            "select pg_advisory_lock(42), set_config('TimeZone', 'Asia/Tokyo', false)",
+            (),
+            query_id="lock",
+            limits=LIMITS,
+            scope=scope,
+        )
+        held = src.run(
+            "select (select count(*) from pg_locks where locktype = 'advisory'"
+            " and pid = pg_backend_pid()), current_setting('TimeZone')",
+            (),
+            query_id="check",
+            limits=LIMITS,
+            scope=scope,
+        ).rows
+        assert held == [[0, "UTC"]]
+    finally:
+        src.close()
+
+
+def test_ingestion_locks_are_rows_readers_cannot_take(source, tenants, servers):
+    """Partition DDL and persons serialise on rows of sqlbook_guard.locks (a reader can
+    neither see nor lock them; its advisory locks are refused), so no tenant can stall
+    ingestion by holding a lock."""
+    from connectors.warehouse.postgres import PostgresWarehouse
+
+    a, _ = tenants
+    with pytest.raises(QueryFailed, match="permission denied"):
+        run(source, a, "select pg_advisory_lock(1397836866)")  # the lock id ingestion used
+    created = PostgresWarehouse(servers.warehouse_url).ensure_partitions(
+        [datetime.date(2001, 2, 3)]
+    )
+    assert created == ["events_p20010201_20010301"] or created == []
+
+
+def test_the_embedded_server_wants_a_password_from_everyone(servers):
+    """Every login needs a password (SCRAM), the superuser's included: a socket login
+    without one is refused."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(servers.database_url)
+    assert parts.password
+    without = urlunsplit(parts._replace(netloc=f"postgres@{parts.hostname or ''}"))
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(without, connect_timeout=3).close()
+    with psycopg.connect(servers.database_url, connect_timeout=3) as conn:
+        assert conn.execute("select current_setting('password_encryption')").fetchone() == (
+            "scram-sha-256",
+        )
