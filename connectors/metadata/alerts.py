@@ -33,6 +33,19 @@ class AlertRecord:
     updated_at: datetime
 
 
+def _storable(value: Any) -> Any:
+    """`value` as jsonb can hold it: PostgreSQL refuses a NUL character in any string
+    (ClickHouse strings and `json` cells may hold one), and the refusal would quote the
+    row values around it. NUL becomes U+FFFD, the replacement character."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
 class AlertStore:
     def __init__(self, store: MetadataStore, box: SecretBox):
         self._store = store
@@ -151,7 +164,7 @@ class AlertStore:
                     evaluation["state"],
                     evaluation["reason"],
                     test,
-                    Jsonb(evaluation),
+                    Jsonb(_storable(evaluation)),
                     run_id,
                 ),
             )

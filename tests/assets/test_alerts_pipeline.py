@@ -216,6 +216,13 @@ def test_dagster_keeps_ids_states_and_counts_never_sql_values_or_targets(
             f"select distinct_id::int as who, '{secrets['SQL text']}' as tag "
             "from events where event_name = $1",
         )
+        # a value PostgreSQL cannot keep in jsonb (a NUL character, as ClickHouse strings
+        # and `json` cells hold): storing the history once failed the run with it
+        unstorable = alert(
+            "unstorable",
+            """select ('{"v": "' || distinct_id || '\\u0000"}')::json as who, """
+            f"'{secrets['SQL text']}' as tag from events where event_name = $1",
+        )
 
     recorder.respond(500, body=secrets["delivery answer"], times=3, path=hook)
     make_due(servers, fires)
@@ -224,9 +231,11 @@ def test_dagster_keeps_ids_states_and_counts_never_sql_values_or_targets(
     assert victim in first_try.body.decode()  # the workspace's own channel gets the value
     make_due(servers, fails)
     failed = evaluate_due(instance, sqlbook, fails)
+    make_due(servers, unstorable)
+    stored_anyway = evaluate_due(instance, sqlbook, unstorable)
 
     runs = [r.run_id for r in instance.get_runs()]
-    assert len(runs) == 2
+    assert len(runs) == 3
     stored = "\n".join(text for run_id in runs for text in stored_for_run(instance, run_id))
     assert str(fires) in stored and "triggered" in stored  # the records were read
     leaked = [what for what, text in secrets.items() if text in stored]
@@ -235,3 +244,4 @@ def test_dagster_keeps_ids_states_and_counts_never_sql_values_or_targets(
     assert fired["state"] == fired["notification"] == "triggered" and fired["matched_rows"] == 1
     assert (fired["deliveries_ok"], fired["deliveries_failed"]) == (0, 1)
     assert (failed["state"], failed["error"]) == ("error", "query_failed")
+    assert stored_anyway["state"] == "triggered"
