@@ -18,6 +18,7 @@ from api.routes import (
     queries,
     script,
     sessions,
+    tokens,
     webui,
     workspace,
 )
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(script.router)
     app.include_router(sessions.router)
+    app.include_router(tokens.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
     return app
 

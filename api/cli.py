@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from api import credentials
 from connectors.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.metadata.store import TokenInfo
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -27,7 +32,7 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    view = credentials.public_view(settings, entry)
+    view = credentials.public_view(settings, entry, database_password=args.database_password)
     # a new one-time code on every call; null when the API is not running
     view["ui_login_url"] = credentials.login_link(view)
     if view["ui_login_url"] is None:
@@ -66,13 +71,73 @@ def cmd_workspaces_create(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"sqlbook: {err}", file=sys.stderr)
                 return 1
         credentials.save(settings, created, urls.warehouse_url)
-    print(
-        json.dumps(
-            credentials.public_view(settings, credentials.load_all(settings)[created.workspace]),
-            indent=2,
-        )
-    )
+    # what the new workspace's admin is handed: no server URL with credentials
+    entry = credentials.load_all(settings)[created.workspace]
+    print(json.dumps(credentials.tenant_view(settings, entry), indent=2))
     return 0
+
+
+def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
+    """`sqlbook tokens list|create|revoke|rotate`: the operator's hand on a workspace's API
+    tokens, straight in the database (the API need not run)."""
+    from connectors.metadata import MetadataStore, upgrade
+    from connectors.metadata.store import LastAdminToken, TokenRevoked
+    from connectors.servers import start_servers
+
+    with start_servers(settings, redis=False) as urls:
+        upgrade(urls.database_url)
+        with MetadataStore(urls.database_url) as store:
+            workspace_id = store.workspace_id(args.workspace)
+            if workspace_id is None:
+                return _fail(f"no workspace {args.workspace!r}")
+            if args.action == "list":
+                _print([_token_json(t) for t in store.tokens(workspace_id)])
+                return 0
+            if args.action == "create":
+                name = args.name.strip()
+                if not 1 <= len(name) <= 100:
+                    return _fail("NAME must have 1 to 100 characters")
+                made = store.create_token(workspace_id, name, args.role)
+                _print({**_token_json(made.info), "token": made.token})
+                return 0
+            # the token credentials.json holds for this workspace, if that is the one
+            saved = credentials.load_all(settings).get(args.workspace, {}).get("api_token")
+            is_saved = saved is not None and store.token_id(saved) == args.id
+            try:
+                if args.action == "revoke":
+                    info = store.revoke_token(workspace_id, args.id)
+                    out = None if info is None else _token_json(info)
+                    if info is not None and is_saved:
+                        credentials.forget(settings, args.workspace)
+                        print(
+                            f"sqlbook: removed workspace {args.workspace!r} (its token is"
+                            f" revoked) from {credentials.credentials_path(settings)}",
+                            file=sys.stderr,
+                        )
+                else:
+                    new = store.rotate_token(workspace_id, args.id)
+                    out = None if new is None else {**_token_json(new.info), "token": new.token}
+                    if new is not None and is_saved:
+                        credentials.set_api_token(settings, args.workspace, new.token)
+            except (LastAdminToken, TokenRevoked) as err:
+                return _fail(str(err))
+            if out is None:
+                return _fail(f"no token {args.id} in workspace {args.workspace!r}")
+            _print(out)
+    return 0
+
+
+def _token_json(info: TokenInfo) -> dict[str, object]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(info).items()}
+
+
+def _print(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _fail(message: str) -> int:
+    print(f"sqlbook: {message}", file=sys.stderr)
+    return 1
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -125,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     )
     cred = sub.add_parser("credentials", help="print a workspace's keys and URLs as JSON")
     cred.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
+    cred.add_argument(
+        "--database-password",
+        action="store_true",
+        help="print database_url with its password (redacted by default)",
+    )
     cred.set_defaults(func=cmd_credentials)
     ws = sub.add_parser("workspaces", help="manage workspaces").add_subparsers(
         dest="action", required=True
@@ -132,6 +202,20 @@ def parser() -> argparse.ArgumentParser:
     create = ws.add_parser("create", help="create a workspace with a project, key and token")
     create.add_argument("name")
     create.set_defaults(func=cmd_workspaces_create)
+    tokens = sub.add_parser(
+        "tokens", help="list, create, revoke or rotate a workspace's API tokens"
+    ).add_subparsers(dest="action", required=True)
+    t_list = tokens.add_parser("list", help="the workspace's tokens (never their secrets)")
+    t_create = tokens.add_parser("create", help="a new token; its secret is printed once")
+    t_create.add_argument("name")
+    t_create.add_argument("--role", choices=("member", "admin"), default="member")
+    t_revoke = tokens.add_parser("revoke", help="revoke a token at once (not the last admin)")
+    t_rotate = tokens.add_parser("rotate", help="a new secret, same name and role; old revoked")
+    for cmd in (t_revoke, t_rotate):
+        cmd.add_argument("id", type=int, help="the token's id (`sqlbook tokens list`)")
+    for cmd in (t_list, t_create, t_revoke, t_rotate):
+        cmd.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
+        cmd.set_defaults(func=cmd_tokens)
     build = sub.add_parser("build-ui", help="build ui/dist when its sources changed")
     build.add_argument("--force", action="store_true", help="build even if nothing changed")
     build.set_defaults(func=cmd_build_ui)

@@ -1,6 +1,10 @@
 """Credentials of the workspaces created on this install, kept in `<home>/credentials.json`
 (mode 0600): API tokens are stored hashed in the database, so this file holds the only
-clear copy, as a password manager would."""
+clear copy, as a password manager would.
+
+Two views of an entry: the operator's (`sqlbook credentials`: with the warehouse's URL,
+its password redacted) and the tenant's (`sqlbook workspaces create`: what may be handed
+to a workspace's admin — no server URL with credentials, no operator console)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.metadata.store import NewWorkspace
+from connectors.servers import redact
 from connectors.settings import Settings
 
 DEFAULT_WORKSPACE = "default"
@@ -47,6 +53,22 @@ def set_database_url(settings: Settings, database_url: str) -> None:
     _write(settings, everything)
 
 
+def set_api_token(settings: Settings, workspace: str, api_token: str) -> None:
+    """The workspace's token was rotated: keep the file's copy working."""
+    everything = load_all(settings)
+    if workspace in everything:
+        everything[workspace]["api_token"] = api_token
+        _write(settings, everything)
+
+
+def forget(settings: Settings, workspace: str) -> None:
+    """The workspace's token was revoked: the file must not keep handing it out (for the
+    default workspace, `sqlbook up` issues a new admin token on its next start)."""
+    everything = load_all(settings)
+    if everything.pop(workspace, None) is not None:
+        _write(settings, everything)
+
+
 def _write(settings: Settings, everything: dict[str, dict[str, Any]]) -> None:
     path = credentials_path(settings)
     tmp = path.with_suffix(".tmp")
@@ -56,16 +78,51 @@ def _write(settings: Settings, everything: dict[str, dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def public_view(settings: Settings, entry: dict[str, Any]) -> dict[str, Any]:
-    """The object `sqlbook credentials` prints."""
-    api_url = settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
+def api_url(settings: Settings) -> str:
+    """The API's address for clients and links: `SQLBOOK_PUBLIC_API_URL`, else where it
+    binds. Never taken from a request's `Host` header."""
+    if settings.public_api_url:
+        return settings.public_api_url.rstrip("/")
+    return _local_url(settings.api_host, settings.api_port)
+
+
+def api_origin(settings: Settings) -> str:
+    """`scheme://host[:port]` of `api_url`: what a browser sends as `Origin` from its pages."""
+    parts = urlsplit(api_url(settings))
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def tenant_view(settings: Settings, entry: dict[str, Any]) -> dict[str, Any]:
+    """What a workspace's admin may be given (`sqlbook workspaces create` prints it): its
+    key, its token and the API's URL. Not the warehouse's URL (the owner's login) nor the
+    Dagster UI (an operator console showing every workspace)."""
     return {
         "workspace": entry["workspace"],
         "project_key": entry["project_key"],
         "api_token": entry["api_token"],
-        "api_url": api_url,
-        "dagster_url": f"http://{settings.dagster_host}:{settings.dagster_port}",
-        "database_url": entry["database_url"],
+        "api_url": api_url(settings),
+    }
+
+
+def public_view(
+    settings: Settings, entry: dict[str, Any], *, database_password: bool = False
+) -> dict[str, Any]:
+    """The operator's object (`sqlbook credentials` prints it): the tenant's view plus the
+    Dagster UI and the warehouse's URL, its password redacted unless asked for."""
+    database_url = str(entry["database_url"])
+    return {
+        **tenant_view(settings, entry),
+        "dagster_url": _local_url(settings.dagster_host, settings.dagster_port),
+        "database_url": database_url if database_password else redact(database_url),
     }
 
 

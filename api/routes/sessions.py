@@ -1,18 +1,26 @@
 """Signing in to the web UI until accounts exist: `POST /api/login-links` (bearer token)
-mints a one-time login link; `GET /login?code=…` trades it for an HttpOnly session cookie;
-`GET /api/session` says who is signed in; `POST /api/session/logout` ends it."""
+mints a one-time login link; `GET /login?code=…` asks the browser's user to confirm whose
+sign-in it is; the confirmation's same-origin `POST /login` trades the code for an
+HttpOnly session cookie; `GET /api/session` says who is signed in;
+`POST /api/session/logout` ends it.
+
+Confirming guards against login CSRF: a link (or a cross-site form) planted by someone
+else would otherwise sign the browser in to *their* workspace, where whatever the user
+types next (SQL, a connection's password) lands."""
 
 from __future__ import annotations
 
 import html
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.credentials import api_origin, api_url
 from api.deps import SESSION_COOKIE, CurrentToken, State
 
 router = APIRouter(tags=["web UI sign-in"])
@@ -27,6 +35,22 @@ class SessionPublic(BaseModel):
     workspace: str
     role: str
     actor: str
+    token_id: int
+
+
+# The sign-in pages: no caching, no Referer carrying the code elsewhere, no framing (a
+# framed confirmation could be clicked by a trick), no script, forms only to this origin.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+_MAX_FORM_BYTES = 4096
 
 
 @router.post("/api/login-links", status_code=201, response_model=LoginLink)
@@ -42,28 +66,55 @@ async def create_login_link(
     code, expires_at = await run_in_threadpool(
         state.sessions.issue_login_code, token.token_id, state.settings.ui_login_code_ttl_seconds
     )
-    base = state.settings.public_api_url or str(request.base_url)
-    return LoginLink(url=f"{base.rstrip('/')}/login?code={code}", expires_at=expires_at)
+    # the configured address, never the request's Host header (which the caller writes)
+    return LoginLink(url=f"{api_url(state.settings)}/login?code={code}", expires_at=expires_at)
 
 
 @router.get("/login", include_in_schema=False)
-async def login(request: Request, state: State, code: Annotated[str, Query()] = "") -> Response:
+async def confirm_login(state: State, code: Annotated[str, Query()] = "") -> Response:
+    """A page naming whose sign-in the link opens, with a button that POSTs the code.
+    Nothing is used up and no cookie is set here."""
+    owner = await run_in_threadpool(state.sessions.code_owner, code) if code else None
+    if owner is None:
+        return _link_does_not_work()
+    question = (
+        f"Sign in to workspace <b>{html.escape(owner.workspace)}</b> as token "
+        f"<b>{html.escape(owner.name)}</b> (<code>{html.escape(owner.prefix)}…</code>,"
+        f" {html.escape(owner.role)})?"
+    )
+    form = (
+        "<form method=post action=/login>"
+        f"<input type=hidden name=code value='{html.escape(code, quote=True)}'>"
+        "<button type=submit style='font:inherit;padding:.4em 1.2em'>Sign in</button>"
+        "</form><p style='color:#555'>Did not open this link yourself? Close this page:"
+        " someone may be trying to sign your browser in to their workspace.</p>"
+    )
+    return HTMLResponse(_page("Sign in to sqlbook", question, form), headers=_PAGE_HEADERS)
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request, state: State) -> Response:
+    """The confirmation's form: from a page of this origin only (a cross-site form gets
+    403 and leaves the code unused); then the code is used up and the cookie set."""
+    if not _same_origin(request, state):
+        return HTMLResponse(
+            _page(
+                "Sign-in refused",
+                "The sign-in did not come from sqlbook's own page. Open the login link"
+                " again and press <b>Sign in</b> there.",
+            ),
+            status_code=403,
+            headers=_PAGE_HEADERS,
+        )
+    code = await _form_code(request)
     session_id = None
     if code:
         session_id = await run_in_threadpool(
             state.sessions.redeem, code, state.settings.ui_session_ttl_seconds
         )
     if session_id is None:
-        return HTMLResponse(
-            _page(
-                "This login link does not work",
-                "It was used already, has expired or was never issued. Run "
-                "<code>sqlbook credentials</code> and open its <code>ui_login_url</code>.",
-            ),
-            status_code=401,
-            headers={"Cache-Control": "no-store"},
-        )
-    # 303 to `/` takes the code out of the address bar and the history
+        return _link_does_not_work()
+    # 303 to `/` takes the browser off the form (a reload does not POST it again)
     response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
     response.set_cookie(
         SESSION_COOKIE,
@@ -79,7 +130,9 @@ async def login(request: Request, state: State, code: Annotated[str, Query()] = 
 
 @router.get("/api/session", response_model=SessionPublic)
 async def read_session(token: CurrentToken) -> SessionPublic:
-    return SessionPublic(workspace=token.workspace, role=token.role, actor=token.actor)
+    return SessionPublic(
+        workspace=token.workspace, role=token.role, actor=token.actor, token_id=token.token_id
+    )
 
 
 @router.post("/api/session/logout", status_code=204)
@@ -91,14 +144,47 @@ async def logout(request: Request, _token: CurrentToken, state: State) -> Respon
     return response
 
 
+def _same_origin(request: Request, state: State) -> bool:
+    """The browser says the form was posted from this origin: `Origin` equal to the public
+    origin, or `Sec-Fetch-Site: same-origin` (neither header can be set by a page)."""
+    origin = request.headers.get("origin", "").rstrip("/").lower()
+    if origin and origin == api_origin(state.settings):
+        return True
+    return request.headers.get("sec-fetch-site", "").lower() == "same-origin"
+
+
+async def _form_code(request: Request) -> str:
+    """`code` of an application/x-www-form-urlencoded body of at most 4 KiB ("" if not)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            return ""
+    values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+    return (values.get("code") or [""])[0]
+
+
+def _link_does_not_work() -> HTMLResponse:
+    return HTMLResponse(
+        _page(
+            "This login link does not work",
+            "It was used already, has expired or was never issued. Run "
+            "<code>sqlbook credentials</code> and open its <code>ui_login_url</code>.",
+        ),
+        status_code=401,
+        headers=_PAGE_HEADERS,
+    )
+
+
 def _served_over_https(request: Request, state: State) -> bool:
     public = state.settings.public_api_url or ""
     return request.url.scheme == "https" or public.startswith("https://")
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, text: str, extra: str = "") -> str:
+    """`text` and `extra` are HTML: whatever in them came from outside is escaped."""
     return (
         "<!doctype html><meta charset=utf-8><title>sqlbook</title>"
         "<body style='font:16px system-ui;max-width:40em;margin:4em auto'>"
-        f"<h1>{html.escape(title)}</h1><p>{body}</p></body>"
+        f"<h1>{html.escape(title)}</h1><p>{text}</p>{extra}</body>"
     )

@@ -40,6 +40,20 @@ class BrowserSessions:
         assert row is not None
         return code, row["expires_at"]
 
+    def code_owner(self, code: str) -> TokenOwner | None:
+        """Whose sign-in the code would open (the confirmation page names it), without
+        using the code up. None when it is unknown, used or expired."""
+        with self._store.connection() as conn:
+            row = conn.execute(
+                f"select {OWNER_COLUMNS} from meta.login_codes c"
+                " join meta.api_tokens t on t.id = c.token_id"
+                " join meta.workspaces w on w.id = t.workspace_id"
+                " where c.code_hash = %s and c.used_at is null and c.expires_at > now()"
+                " and t.revoked_at is null",
+                (hash_token(code),),
+            ).fetchone()
+        return None if row is None else owner_from_row(row)
+
     def redeem(self, code: str, session_ttl_seconds: float) -> str | None:
         """The new session id, or None when the code is unknown, used or expired. The
         update marks the code used in the same statement that checks it: single use even

@@ -7,7 +7,8 @@ import hashlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
@@ -80,6 +81,41 @@ class NewWorkspace:
 
 class WorkspaceExists(Exception):
     pass
+
+
+TokenRole = Literal["admin", "member"]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An API token as its workspace's admins see it: never its secret, nor its hash."""
+
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just made, with the only copy of its secret in clear."""
+
+    info: TokenInfo
+    token: str
+
+
+class LastAdminToken(Exception):
+    """Revoking this token would leave its workspace without an admin token."""
+
+
+class TokenRevoked(Exception):
+    """The token was revoked already: it cannot be rotated."""
+
+
+_TOKEN_INFO = "id, name, role, token_prefix, created_at, last_used_at, revoked_at"
 
 
 def hash_token(token: str) -> str:
@@ -211,6 +247,75 @@ class MetadataStore:
             return None
         return owner_from_row(row)
 
+    def tokens(self, workspace_id: int) -> list[TokenInfo]:
+        """The workspace's tokens, active first, then newest first."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"select {_TOKEN_INFO} from meta.api_tokens where workspace_id = %s"
+                " order by revoked_at is not null, created_at desc, id desc",
+                (workspace_id,),
+            ).fetchall()
+        return [_token_info(r) for r in rows]
+
+    def create_token(self, workspace_id: int, name: str, role: TokenRole) -> NewToken:
+        with self._pool.connection() as conn:
+            return _insert_token(conn, workspace_id, name, role)
+
+    def revoke_token(self, workspace_id: int, token_id: int) -> TokenInfo | None:
+        """Revoke the workspace's token `token_id` (None: no such token in this workspace).
+        Its web UI sessions and login codes stop working with it (they are looked up
+        through the token). Revoking a revoked token changes nothing. Raises LastAdminToken
+        rather than leave the workspace without an admin token."""
+        with self._pool.connection() as conn, conn.transaction():
+            token = _lock_token(conn, workspace_id, token_id)
+            if token is None or token["revoked_at"] is not None:
+                return _token_info(token) if token else None
+            if token["role"] == "admin":
+                others = conn.execute(
+                    "select count(*) as n from meta.api_tokens where workspace_id = %s"
+                    " and role = 'admin' and revoked_at is null and id <> %s",
+                    (workspace_id, token_id),
+                ).fetchone()
+                assert others is not None
+                if others["n"] == 0:
+                    raise LastAdminToken(
+                        f"token {token_id} is the workspace's last admin token: create or"
+                        " rotate an admin token instead, so the workspace keeps an admin"
+                    )
+            row = conn.execute(
+                f"update meta.api_tokens set revoked_at = now() where id = %s"
+                f" returning {_TOKEN_INFO}",
+                (token_id,),
+            ).fetchone()
+        assert row is not None
+        return _token_info(row)
+
+    def rotate_token(self, workspace_id: int, token_id: int) -> NewToken | None:
+        """A new secret with the same name and role; the old one is revoked in the same
+        transaction (no grace period: a rotation is what one does when a secret leaked).
+        None: no such token in this workspace; TokenRevoked when it is revoked already."""
+        with self._pool.connection() as conn, conn.transaction():
+            token = _lock_token(conn, workspace_id, token_id)
+            if token is None:
+                return None
+            if token["revoked_at"] is not None:
+                raise TokenRevoked(
+                    f"token {token_id} is revoked: create a new token instead of rotating it"
+                )
+            conn.execute("update meta.api_tokens set revoked_at = now() where id = %s", (token_id,))
+            return _insert_token(conn, workspace_id, token["name"], token["role"])
+
+    def token_id(self, token: str) -> int | None:
+        """The id of the token with this secret, revoked or not."""
+        row = self._one(
+            "select id from meta.api_tokens where token_hash = %s", (hash_token(token),)
+        )
+        return None if row is None else int(row["id"])
+
+    def workspace_id(self, name: str) -> int | None:
+        row = self._one("select id from meta.workspaces where name = %s", (name,))
+        return None if row is None else int(row["id"])
+
     def update_project_policy(
         self, workspace_id: int, project_id: int, policy: ProjectPolicy
     ) -> Project | None:
@@ -231,6 +336,44 @@ class MetadataStore:
 
     def ping(self) -> None:
         self._one("select 1", ())
+
+
+def _insert_token(
+    conn: psycopg.Connection[Any], workspace_id: int, name: str, role: str
+) -> NewToken:
+    token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = conn.execute(
+        "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
+        f" values (%s, %s, %s, %s, %s) returning {_TOKEN_INFO}",
+        (workspace_id, name, hash_token(token), token[:12], role),
+    ).fetchone()
+    assert row is not None
+    return NewToken(_token_info(row), token)
+
+
+def _lock_token(
+    conn: psycopg.Connection[Any], workspace_id: int, token_id: int
+) -> dict[str, Any] | None:
+    """The token's row, after locking its workspace's row: revocations and rotations of
+    one workspace run one at a time, so two admins revoking each other's tokens at once
+    cannot leave it without an admin token."""
+    conn.execute("select 1 from meta.workspaces where id = %s for update", (workspace_id,))
+    return conn.execute(  # type: ignore[no-any-return]
+        f"select {_TOKEN_INFO} from meta.api_tokens where workspace_id = %s and id = %s",
+        (workspace_id, token_id),
+    ).fetchone()
+
+
+def _token_info(row: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        prefix=row["token_prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 def _project(row: dict[str, Any]) -> Project:
