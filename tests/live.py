@@ -31,10 +31,12 @@ def serve_api(settings: Settings) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
+    # uvicorn's thread ends when startup fails (its error is on stderr); the deadline is
+    # only for a start that hangs
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
+    assert server.started, "uvicorn did not start (see the captured stderr)"
     try:
         yield f"http://127.0.0.1:{settings.api_port}"
     finally:

@@ -55,6 +55,23 @@ def test_redis_left_running_is_adopted_and_stopped(tmp_path: Path) -> None:
         third.stop()
 
 
+def test_capture_redis_fsyncs_every_write_and_never_evicts(servers: ServerUrls) -> None:
+    """The running capture Redis (not its config file): the append-only file fsynced on
+    every write, so an XADD that capture acknowledged survives a power loss, and writes
+    refused when full rather than events evicted. The Redis fault drills cannot tell
+    `appendfsync always` from `no` (a killed process loses nothing the kernel holds), so
+    the policy itself is what is checked."""
+    assert "redis" in servers.embedded
+    with redis.Redis.from_url(servers.redis_url, decode_responses=True) as client:
+        config: dict[str, str] = {}
+        for name in ("appendonly", "appendfsync", "maxmemory-policy", "maxmemory"):
+            config.update(client.config_get(name))
+    assert config.pop("appendonly") == "yes"
+    assert config.pop("appendfsync") == "always"
+    assert config.pop("maxmemory-policy") == "noeviction"
+    assert int(config.pop("maxmemory")) > 0  # full means 503 "buffer full", not swap
+
+
 def test_postgres_forgets_handles_of_killed_processes(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path)
     pg.start()
