@@ -49,6 +49,21 @@ class CaptureLimits:
     max_body_bytes: int
     max_event_bytes: int
     max_batch_events: int
+    # How many times its compressed size a body may expand to (past RATIO_FLOOR_BYTES);
+    # 0 = only max_body_bytes bounds it.
+    max_compression_ratio: float = 100.0
+
+    def inflate_limit(self, compressed_bytes: int) -> int:
+        """How large a body of `compressed_bytes` may become once decompressed."""
+        if self.max_compression_ratio <= 0:
+            return self.max_body_bytes
+        by_ratio = max(RATIO_FLOOR_BYTES, int(compressed_bytes * self.max_compression_ratio))
+        return min(self.max_body_bytes, by_ratio)
+
+
+# Below this size a decompressed body is fine whatever its ratio (a small batch of similar
+# events compresses far better than 100:1, and costs nothing to parse).
+RATIO_FLOOR_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,12 +90,12 @@ def decompress(raw: bytes, content_encoding: str | None, limits: CaptureLimits) 
     """The body as sent before any Content-Encoding (or gzip found by its magic bytes),
     refusing a body over the size limit before or after decompression."""
     if len(raw) > limits.max_body_bytes:
-        raise CaptureError(400, "body", f"larger than the {_mib(limits.max_body_bytes)} limit")
+        raise CaptureError(413, "body", f"larger than the {_mib(limits.max_body_bytes)} limit")
     encoding = (content_encoding or "").lower().strip()
     if encoding in ("gzip", "x-gzip") or raw[:2] == GZIP_MAGIC:
-        return gunzip(raw, limits.max_body_bytes)
+        return gunzip(raw, limits)
     if encoding == "deflate":
-        return _inflate(zlib.decompressobj(), raw, limits.max_body_bytes, "deflate")
+        return _inflate(zlib.decompressobj(), raw, limits, "deflate")
     if encoding not in ("", "identity"):
         raise CaptureError(415, "Content-Encoding", f"unsupported encoding {encoding!r}")
     return raw
@@ -97,13 +112,15 @@ def _has_long_number(raw: bytes) -> bool:
 
 
 def parse_json(raw: bytes) -> Any:
-    """UTF-8 JSON that PostgreSQL's jsonb can hold, or a CaptureError naming `body`."""
+    """UTF-8 JSON that PostgreSQL's jsonb can hold, or a CaptureError naming the field."""
     if not raw.strip():
         raise CaptureError(400, "body", "empty request body")
     # orjson parses several times faster; it refuses what we refuse too (NaN, 1e400, lone
     # surrogates, deep nesting) but reads integers beyond 64 bits as floats, so bodies with
     # long digit runs, and everything it refuses, take the exact path below (and its
-    # precise error message).
+    # precise error message). That path is bounded too: an integer costs one short
+    # Python call (at most 20 digits are ever converted), and integers beyond 64 bits are
+    # refused with the field that holds them, as PostHog does.
     if not _has_long_number(raw):
         try:
             return orjson.loads(raw)
@@ -113,16 +130,72 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CaptureError(400, "body", f"not UTF-8 text (byte {err.start})") from err
+    oversized: list[_Oversized] = []
+
+    def int64(digits: str) -> int | _Oversized:
+        value = _int64(digits)
+        if isinstance(value, _Oversized):
+            oversized.append(value)
+        return value
+
     try:
-        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        payload = json.loads(
+            text, parse_float=_finite_float, parse_constant=_no_constant, parse_int=int64
+        )
     except json.JSONDecodeError as err:
         raise CaptureError(
             400, "body", f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
     except RecursionError as err:
         raise CaptureError(400, "body", "JSON nested too deeply") from err
-    except ValueError as err:  # from the hooks below, or an integer of over 4300 digits
+    except ValueError as err:  # from the hooks below
         raise CaptureError(400, "body", f"unusable number: {err}") from err
+    if oversized:
+        path, value = _first_oversized(payload)
+        raise CaptureError(
+            400,
+            path,
+            f"unusable number: integer {value.digits[:24]}{'…' if len(value.digits) > 24 else ''}"
+            " does not fit in 64 bits; send it as a string",
+        )
+    return payload
+
+
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class _Oversized:
+    """An integer literal beyond 64 bits, kept as text until its field is named."""
+
+    digits: str
+
+
+def _int64(digits: str) -> int | _Oversized:
+    if len(digits) > 21:  # a sign and 20 digits: anything longer is out of range
+        return _Oversized(digits)
+    value = int(digits)
+    if value < INT64_MIN or value > UINT64_MAX:
+        return _Oversized(digits)
+    return value
+
+
+def _first_oversized(payload: Any) -> tuple[str, _Oversized]:
+    """The JSON path of the first oversized integer (walked only to name the field)."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _Oversized):
+            return path or "body", value
+        if isinstance(value, dict):
+            items = [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{path or 'body'}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    raise AssertionError("an oversized integer was parsed but not found")
 
 
 def _finite_float(text: str) -> float:
@@ -137,12 +210,14 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def gunzip(raw: bytes, limit: int) -> bytes:
-    return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limit, "gzip")
+def gunzip(raw: bytes, limits: CaptureLimits) -> bytes:
+    return _inflate(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), raw, limits, "gzip")
 
 
-def _inflate(decompressor: Any, raw: bytes, limit: int, kind: str) -> bytes:
-    """Decompress, refusing to expand past `limit` (a zip bomb costs us nothing)."""
+def _inflate(decompressor: Any, raw: bytes, limits: CaptureLimits, kind: str) -> bytes:
+    """Decompress, never producing more than the body may expand to (`max_length`): a
+    decompression bomb costs the bytes it is allowed, no more."""
+    limit = limits.inflate_limit(len(raw))
     try:
         out = decompressor.decompress(raw, limit + 1)
     except zlib.error as err:
@@ -150,7 +225,16 @@ def _inflate(decompressor: Any, raw: bytes, limit: int, kind: str) -> bytes:
     if not decompressor.eof and not decompressor.unconsumed_tail and len(out) <= limit:
         raise CaptureError(400, "body", f"truncated {kind} data")
     if len(out) > limit or decompressor.unconsumed_tail:
-        raise CaptureError(400, "body", f"larger than the {_mib(limit)} limit once decompressed")
+        if limit < limits.max_body_bytes:
+            raise CaptureError(
+                413,
+                "body",
+                f"compression ratio over {limits.max_compression_ratio:g}:1 ({len(raw)} bytes of"
+                f" {kind} expand past {_mib(limit)}); send smaller batches",
+            )
+        raise CaptureError(
+            413, "body", f"larger than the {_mib(limits.max_body_bytes)} limit once decompressed"
+        )
     return out
 
 

@@ -130,7 +130,17 @@ def posthog_request(
         _posthog_event(event, _path(request.field, i), sent_at)
         for i, event in enumerate(request.events)
     ]
-    return CaptureRequest(request.api_key, events, request.field, sent_at)
+    key = request.api_key
+    query_key = posthog_query_key(query)
+    if key and query_key and key != query_key:
+        raise CaptureError(400, "api_key", "differs from the key in the query string")
+    return CaptureRequest(key or query_key, events, request.field, sent_at)
+
+
+def posthog_query_key(query: Mapping[str, str]) -> str | None:
+    """The project key when it travels in the URL (`?api_key=` or `?token=`): known before
+    the body is read, so an unknown key costs no decompression."""
+    return query.get("api_key") or query.get("token") or None
 
 
 def decode_posthog_body(
@@ -201,12 +211,12 @@ def _form_data(data: bytes, compression: str | None, limits: CaptureLimits) -> b
     if compression == "lz64":
         raise _lz64()
     if data[:2] == GZIP_MAGIC:
-        return gunzip(data, limits.max_body_bytes)
+        return gunzip(data, limits)
     if _looks_like_json(data):
         return data
     decoded = _unbase64(data, "data", limits)
     if decoded[:2] == GZIP_MAGIC:
-        return gunzip(decoded, limits.max_body_bytes)
+        return gunzip(decoded, limits)
     if compression == "gzip":
         raise CaptureError(400, "data", "compression=gzip-js but data is not gzip")
     return decoded
@@ -222,7 +232,7 @@ def _unbase64(text: bytes, field: str, limits: CaptureLimits) -> bytes:
     except (binascii.Error, ValueError) as err:
         raise CaptureError(400, field, f"not valid base64: {err}") from err
     if len(out) > limits.max_body_bytes:
-        raise CaptureError(400, field, "larger than the body limit once decoded")
+        raise CaptureError(413, field, "larger than the body limit once decoded")
     return out
 
 

@@ -129,9 +129,9 @@ def test_body_over_the_limit_is_rejected(
             content=gzip.compress(json.dumps(big).encode()),
             headers={"Content-Encoding": "gzip"},
         )
-    assert plain.status_code == 400 and plain.json()["field"] == "body"
+    assert plain.status_code == 413 and plain.json()["field"] == "body"
     assert "2000 byte limit" in plain.json()["detail"]
-    assert bomb.status_code == 400 and "once decompressed" in bomb.json()["detail"]
+    assert bomb.status_code == 413 and "once decompressed" in bomb.json()["detail"]
     assert redis_client.xlen(stream_key) == 0
 
 

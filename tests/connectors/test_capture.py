@@ -168,20 +168,20 @@ def test_decode_plain_and_gzip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "encoding", "message"),
+    ("raw", "encoding", "status", "message"),
     [
-        (b"{not json", None, "malformed JSON at line 1"),
-        (b"", None, "empty"),
-        (b"\xff\xfe{}", None, "UTF-8"),
-        (b"\x1f\x8bgarbage", None, "invalid gzip"),
-        (b"x" * 10_001, None, "limit"),
-        (gzip.compress(b" " * 50_000 + b"{}"), "gzip", "once decompressed"),
+        (b"{not json", None, 400, "malformed JSON at line 1"),
+        (b"", None, 400, "empty"),
+        (b"\xff\xfe{}", None, 400, "UTF-8"),
+        (b"\x1f\x8bgarbage", None, 400, "invalid gzip"),
+        (b"x" * 10_001, None, 413, "limit"),
+        (gzip.compress(b" " * 50_000 + b"{}"), "gzip", 413, "once decompressed"),
     ],
 )
-def test_decode_rejections(raw: bytes, encoding: str | None, message: str) -> None:
+def test_decode_rejections(raw: bytes, encoding: str | None, status: int, message: str) -> None:
     with pytest.raises(CaptureError) as err:
         decode_body(raw, encoding, LIMITS)
-    assert err.value.status == 400 and err.value.field == "body"
+    assert err.value.status == status and err.value.field == "body"
     assert message in err.value.message
 
 
