@@ -169,7 +169,7 @@ class _Chunk:
             self.report.lag_seconds = round(
                 (time.time() * 1000 - id_ms(self.entries[0].entry.id)) / 1000, 3
             )
-        self.report.deleted_entries += self.stream.delete([r.entry.id for r in self.entries])
+        self.report.deleted_entries += self.stream.delete([r.entry for r in self.entries])
         self.entries = []
         self.rows = 0
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,45 +9,115 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-# Rate limit and append in one atomic step: a rejected request leaves no trace, an
+# Admission and append in one atomic step: a rejected request leaves no trace, an
 # accepted one is counted exactly once. With `appendfsync always` the entry is on disk
 # before Redis replies, so the caller may answer 200.
+#
+# KEYS: 1 the stream, 2 the project's rate buckets (hash), 3 the client's rate bucket in
+# that project (hash), 4 the bytes each project holds in the stream (hash).
+# ARGV: 1 events, 2 payload bytes, 3 project id, 4 payload, 5 most entries in the stream,
+# 6 events a minute, 7 bytes a minute, 8 events a minute from one client, 9 most bytes one
+# project may hold in the stream. A limit of 0 is no limit.
+#
+# Rate limits are token buckets (a minute's allowance at most, refilled continuously by
+# Redis' clock), so no answer depends on where a request falls in a wall-clock minute. A
+# request larger than a bucket passes when the bucket is full, leaving it in debt.
 _APPEND = """
+redis.replicate_commands()
 local n = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local backlog = tonumber(ARGV[5])
-if backlog > 0 then
-  local waiting = redis.call('XLEN', KEYS[1])
-  if waiting >= backlog then return {-2, waiting} end
+local size = tonumber(ARGV[2])
+local project = ARGV[3]
+local max_entries = tonumber(ARGV[5])
+local share = tonumber(ARGV[9])
+
+local waiting = redis.call('XLEN', KEYS[1])
+if waiting == 0 then redis.call('DEL', KEYS[4]) end  -- heals any drift in the accounting
+if max_entries > 0 and waiting >= max_entries then return {-2, waiting} end
+if share > 0 then
+  local held = math.max(0, tonumber(redis.call('HGET', KEYS[4], project) or '0'))
+  if held > 0 and held + size > share then return {-3, held} end
 end
-if limit > 0 then
-  local used = redis.call('INCRBY', KEYS[2], n)
-  if used == n then redis.call('EXPIRE', KEYS[2], 120) end
-  if used > limit then
-    redis.call('DECRBY', KEYS[2], n)
-    return {-1, redis.call('TTL', KEYS[2])}
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local buckets = {
+  {KEYS[2], 'ev', tonumber(ARGV[6]), n, 'events'},
+  {KEYS[2], 'by', tonumber(ARGV[7]), size, 'bytes'},
+  {KEYS[3], 'ev', tonumber(ARGV[8]), n, 'client'},
+}
+local wait, refused = 0, nil
+for _, b in ipairs(buckets) do
+  local limit = b[3]
+  if limit > 0 then
+    local rate = limit / 60000
+    local state = redis.call('HMGET', b[1], b[2], b[2] .. 't')
+    local tokens = tonumber(state[1])
+    if tokens == nil then
+      tokens = limit
+    else
+      tokens = math.min(limit, tokens + math.max(0, now - tonumber(state[2])) * rate)
+    end
+    b[6] = tokens - b[4]
+    if b[4] > tokens and tokens < limit then
+      local ms = math.ceil((math.min(b[4], limit) - tokens) / rate)
+      if ms > wait then wait, refused = ms, b[5] end
+    end
   end
 end
-return {1, redis.call('XADD', KEYS[1], '*', 'p', ARGV[3], 'n', ARGV[1], 'e', ARGV[4])}
+if refused then return {-1, wait, refused} end
+for _, b in ipairs(buckets) do
+  if b[3] > 0 then
+    redis.call('HSET', b[1], b[2], tostring(b[6]), b[2] .. 't', now)
+    -- gone once full again: a missing bucket is a full one
+    local full_in = math.ceil((b[3] - b[6]) / (b[3] / 60000)) + 1000
+    if redis.call('PTTL', b[1]) < full_in then redis.call('PEXPIRE', b[1], full_in) end
+  end
+end
+redis.call('HINCRBY', KEYS[4], project, size)
+return {1, redis.call('XADD', KEYS[1], '*', 'p', project, 'n', ARGV[1], 'b', ARGV[2], 'e', ARGV[4])}
 """
-
-WINDOW_SECONDS = 60
 
 
 class BacklogFull(Exception):
     """Ingestion is this far behind: shed load instead of growing the stream."""
 
-    def __init__(self, waiting: int):
-        super().__init__(
-            f"ingestion backlog full ({waiting} requests waiting); nothing was stored, retry later"
-        )
+    def __init__(self, waiting: int, project_bytes: int | None = None):
+        if project_bytes is None:
+            message = f"ingestion backlog full ({waiting} requests waiting)"
+        else:
+            message = (
+                f"this project's share of the ingestion backlog is full ({project_bytes} bytes"
+                " waiting)"
+            )
+        super().__init__(f"{message}; nothing was stored, retry later")
         self.waiting = waiting
 
 
+_REFUSED = {
+    "events": "events per minute of this project",
+    "bytes": "bytes per minute of this project",
+    "client": "events per minute from this client (its share of the project's limit)",
+}
+
+
 class RateLimited(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"rate limit exceeded; retry after {retry_after} s")
+    def __init__(self, retry_after: int, limit: str = "events"):
+        super().__init__(
+            f"rate limit exceeded ({_REFUSED.get(limit, limit)}); retry after {retry_after} s"
+        )
         self.retry_after = retry_after
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class CaptureQuota:
+    """What one project may put in the stream. 0 = no limit."""
+
+    events_per_minute: int = 0
+    bytes_per_minute: int = 0
+    client_events_per_minute: int = 0  # per client IP (IPv6: per /64)
+    backlog_entries: int = 0  # all projects together
+    project_backlog_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,21 +165,46 @@ class CaptureStreamWriter:
         self,
         project_id: int,
         rows: list[dict[str, Any]],
-        limit_per_minute: int,
+        limit_per_minute: int | CaptureQuota,
         max_backlog: int = 0,
+        *,
+        client: str | None = None,
     ) -> str:
-        window = int(time.time()) // WINDOW_SECONDS
-        counter = f"{self._key}:rate:{project_id}:{window}"
+        """Append one request's rows, unless a limit refuses them (RateLimited,
+        BacklogFull). `client`: what identifies the sender (its IP), for its share."""
+        quota = (
+            limit_per_minute
+            if isinstance(limit_per_minute, CaptureQuota)
+            else CaptureQuota(events_per_minute=limit_per_minute, backlog_entries=max_backlog)
+        )
         payload = orjson.dumps(rows, default=str)
-        status, value = await self._append(
-            keys=[self._key, counter],
-            args=[len(rows), limit_per_minute, project_id, payload, max_backlog],
+        per_client = quota.client_events_per_minute if client else 0
+        status, value, *detail = await self._append(
+            keys=[
+                self._key,
+                f"{self._key}:rate:{project_id}",
+                f"{self._key}:rate:{project_id}:client:{client or '-'}",
+                f"{self._key}:backlog",
+            ],
+            args=[
+                len(rows),
+                len(payload),
+                project_id,
+                payload,
+                quota.backlog_entries,
+                quota.events_per_minute,
+                quota.bytes_per_minute,
+                per_client,
+                quota.project_backlog_bytes,
+            ],
         )
         if status == -2:
             raise BacklogFull(int(value))
+        if status == -3:
+            raise BacklogFull(0, project_bytes=int(value))
         if status == -1:
-            ttl = int(value)
-            raise RateLimited(retry_after=max(1, min(ttl, WINDOW_SECONDS) if ttl > 0 else 1))
+            retry_after = max(1, math.ceil(int(value) / 1000))
+            raise RateLimited(retry_after, _text(detail[0]) if detail else "events")
         return _text(value)
 
 
@@ -160,8 +255,23 @@ class CaptureStreamReader:
         fields: dict[Any, Any] = {**entry.fields, "source_id": entry.id, "error": error[:2000]}
         return _text(self._client.xadd(f"{self._key}:dead", fields))
 
-    def delete(self, ids: list[str], chunk: int = 1000) -> int:
+    def delete(self, entries: Sequence[StreamEntry | str], chunk: int = 1000) -> int:
+        """Delete ingested entries, and give their projects back the share of the backlog
+        they held. The release goes in the same round trip, right behind the XDEL, so only
+        a crash between the two commands can leave bytes counted; what is counted is
+        forgotten whenever the stream is empty. (Ids alone release nothing.)"""
         deleted = 0
-        for i in range(0, len(ids), chunk):
-            deleted += int(self._client.xdel(self._key, *ids[i : i + chunk]))
+        for i in range(0, len(entries), chunk):
+            part = entries[i : i + chunk]
+            held: dict[int, int] = {}
+            for entry in part:
+                if isinstance(entry, StreamEntry) and entry.project_id >= 0:
+                    size = int(entry.fields.get("b") or 0)
+                    held[entry.project_id] = held.get(entry.project_id, 0) + size
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xdel(self._key, *[e.id if isinstance(e, StreamEntry) else e for e in part])
+            for project_id, size in held.items():
+                if size:
+                    pipe.hincrby(f"{self._key}:backlog", str(project_id), -size)
+            deleted += int(pipe.execute()[0])
         return deleted

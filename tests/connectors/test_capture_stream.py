@@ -1,0 +1,138 @@
+"""The capture stream's admission script (rate limits, backlog shares) against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from connectors.ingest import ingest_range
+from connectors.metadata import NewWorkspace
+from connectors.servers import ServerUrls
+from connectors.stream import BacklogFull, CaptureStreamReader, CaptureStreamWriter, RateLimited
+from connectors.stream.capture_stream import CaptureQuota
+from connectors.warehouse import PostgresWarehouse
+from tests.streams import append, event_batch
+
+
+def rows(n: int, pad: int = 0) -> list[dict[str, Any]]:
+    return [{"event_name": "x", "properties": {"pad": "p" * pad}} for _ in range(n)]
+
+
+def attempt(
+    url: str, key: str, project: int, batch: list[dict[str, Any]], quota: CaptureQuota, **kw: Any
+) -> str:
+    """'ok', or the name of what refused the batch."""
+
+    async def go() -> str:
+        client = aredis.Redis.from_url(url)
+        try:
+            await CaptureStreamWriter(client, key).append(project, batch, quota, **kw)
+            return "ok"
+        except RateLimited as err:
+            return f"429 {err.limit}"
+        except BacklogFull:
+            return "503"
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_the_rate_limit_is_per_project(servers: ServerUrls, stream_key: str) -> None:
+    """A limit keyed without the project would refuse project 2 here."""
+    quota = CaptureQuota(events_per_minute=10)
+    url = servers.redis_url
+    assert attempt(url, stream_key, 1, rows(10), quota) == "ok"
+    assert attempt(url, stream_key, 1, rows(1), quota) == "429 events"
+    assert attempt(url, stream_key, 2, rows(10), quota) == "ok"
+    assert attempt(url, stream_key, 2, rows(1), quota) == "429 events"
+
+
+def test_a_request_larger_than_the_bucket_passes_only_when_it_is_full(
+    servers: ServerUrls, stream_key: str
+) -> None:
+    quota = CaptureQuota(events_per_minute=10)
+    url = servers.redis_url
+    assert attempt(url, stream_key, 1, rows(25), quota) == "ok"  # full bucket: into debt
+    assert attempt(url, stream_key, 1, rows(1), quota) == "429 events"
+
+
+def test_each_client_has_a_share_of_its_project(servers: ServerUrls, stream_key: str) -> None:
+    quota = CaptureQuota(events_per_minute=100, client_events_per_minute=20)
+    url = servers.redis_url
+    assert attempt(url, stream_key, 1, rows(20), quota, client="a") == "ok"
+    assert attempt(url, stream_key, 1, rows(1), quota, client="a") == "429 client"
+    assert attempt(url, stream_key, 1, rows(20), quota, client="b") == "ok"
+    # the share is of one project: the same client in another project starts afresh
+    assert attempt(url, stream_key, 2, rows(20), quota, client="a") == "ok"
+    # no known client address: only the project's limit applies
+    assert attempt(url, stream_key, 1, rows(50), quota) == "ok"
+
+
+def test_a_refused_request_takes_nothing_from_any_bucket(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    quota = CaptureQuota(events_per_minute=10, bytes_per_minute=2_000)
+    url = servers.redis_url
+    assert attempt(url, stream_key, 1, rows(2, pad=600), quota) == "ok"
+    assert attempt(url, stream_key, 1, rows(2, pad=600), quota) == "429 bytes"
+    assert attempt(url, stream_key, 1, rows(8), quota) == "ok"  # its events were not taken
+    assert redis_client.xlen(stream_key) == 2
+
+
+def test_ingestion_gives_a_project_its_backlog_share_back(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    quota = CaptureQuota(project_backlog_bytes=5_000)
+    url = servers.redis_url
+    assert [attempt(url, stream_key, 7, rows(1, pad=2_000), quota) for _ in range(3)] == [
+        "ok",
+        "ok",
+        "503",
+    ]
+    assert attempt(url, stream_key, 8, rows(1, pad=2_000), quota) == "ok"
+    reader = CaptureStreamReader(redis_client, stream_key)
+    sevens = [e for e in reader.read("-", "+") if e.project_id == 7]
+    assert reader.delete(sevens[:1]) == 1
+    assert attempt(url, stream_key, 7, rows(1, pad=2_000), quota) == "ok"
+    held = redis_client.hgetall(f"{stream_key}:backlog")
+    waiting = {p: 0 for p in (7, 8)}
+    for entry in reader.read("-", "+"):
+        waiting[entry.project_id] += int(entry.fields["b"])
+    assert {int(k): int(v) for k, v in held.items()} == waiting
+
+
+def test_counted_bytes_are_forgotten_once_the_stream_is_empty(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """Entries removed behind the accounting's back (XTRIM, ids only) cannot lock a project
+    out for good."""
+    quota = CaptureQuota(project_backlog_bytes=3_000)
+    url = servers.redis_url
+    assert attempt(url, stream_key, 7, rows(1, pad=2_000), quota) == "ok"
+    assert attempt(url, stream_key, 7, rows(1, pad=2_000), quota) == "503"
+    redis_client.xtrim(stream_key, maxlen=0)
+    assert attempt(url, stream_key, 7, rows(1, pad=2_000), quota) == "ok"
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 1000])
+def test_ingest_range_releases_the_backlog_it_deletes(
+    servers: ServerUrls,
+    stream_key: str,
+    redis_client: redis.Redis,
+    workspace: NewWorkspace,
+    chunk_rows: int,
+) -> None:
+    project = workspace.project.id
+    warehouse = PostgresWarehouse(servers.warehouse_url)
+    for _ in range(3):
+        append(servers.redis_url, stream_key, project, event_batch(2))
+    assert int(redis_client.hget(f"{stream_key}:backlog", str(project)) or 0) > 0
+    reader = CaptureStreamReader(redis_client, stream_key)
+    report = ingest_range(reader, warehouse, "-", "+", chunk_rows=chunk_rows)
+    assert report.deleted_entries == 3
+    assert int(redis_client.hget(f"{stream_key}:backlog", str(project)) or 0) == 0
