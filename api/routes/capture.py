@@ -8,20 +8,40 @@ is a success only once Redis has the events on disk (or they were dropped on pur
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import anyio
 import psycopg
 import psycopg_pool
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers, QueryParams
 
 from api.deps import State
-from connectors.capture import CaptureError, CaptureRequest, Origin, parse_ip, to_rows
+from connectors.capture import (
+    CaptureError,
+    CaptureLimits,
+    CaptureRequest,
+    Origin,
+    parse_ip,
+    to_rows,
+)
 from connectors.capture_policy import allowed_origin, is_bot, wants_no_tracking
+from connectors.metadata.store import Project
+from connectors.settings import Settings
 from connectors.stream import BacklogFull, RateLimited
-from connectors.wire_formats import posthog_request, segment_request
+from connectors.stream.capture_stream import CaptureQuota
+from connectors.wire_formats import (
+    posthog_query_key,
+    posthog_request,
+    segment_key,
+    segment_request,
+)
 
 router = APIRouter(tags=["capture"])
 
@@ -69,38 +89,101 @@ def _error(
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise CaptureError(400, "body", f"larger than the {limit} byte limit")
+        raise CaptureError(413, "body", f"larger than the {limit} byte limit")
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise CaptureError(400, "body", f"larger than the {limit} byte limit")
+            raise CaptureError(413, "body", f"larger than the {limit} byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-Decoder = Callable[[Request, bytes, State], CaptureRequest]
+@dataclass(frozen=True)
+class _Capture:
+    """What capture derives from the settings once per app: its limits, and the bound on
+    bodies decoded at once (so a flood of bodies cannot take every worker thread)."""
+
+    limits: CaptureLimits
+    quota: CaptureQuota
+    decoding: anyio.CapacityLimiter
+
+    @classmethod
+    def of(cls, request: Request, state: State) -> _Capture:
+        made: _Capture | None = getattr(request.app.state, "capture", None)
+        if made is None:
+            settings: Settings = state.settings
+            made = cls(
+                limits=replace(
+                    state.limits, max_compression_ratio=settings.capture_max_compression_ratio
+                ),
+                quota=CaptureQuota(
+                    events_per_minute=settings.capture_rate_limit_per_minute,
+                    bytes_per_minute=settings.capture_rate_limit_bytes_per_minute,
+                    client_events_per_minute=int(
+                        settings.capture_rate_limit_per_minute
+                        * settings.capture_rate_limit_ip_share
+                    ),
+                    backlog_entries=settings.capture_max_backlog_entries,
+                    project_backlog_bytes=settings.capture_project_backlog_bytes,
+                ),
+                decoding=anyio.CapacityLimiter(settings.capture_decode_concurrency),
+            )
+            request.app.state.capture = made
+        return made
 
 
-def _posthog(request: Request, raw: bytes, state: State) -> CaptureRequest:
+def _client_id(host: str | None, salt: str) -> str | None:
+    """Who sent the request, for its share of the project's rate limit: the address
+    uvicorn made of the connection (X-Forwarded-For only from a proxy it trusts), an IPv6
+    one by its /64 (what one subscriber usually holds), hashed with the project's salt so
+    Redis never holds an address."""
+    ip = parse_ip(host)
+    if ip is None:
+        return None
+    address = ipaddress.ip_address(ip)
+    network = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if address.version == 6 else ip
+    return hashlib.sha256(f"{salt}\x00{network}".encode()).hexdigest()[:24]
+
+
+# (headers, query, body, limits) → the request's events; runs in a worker thread
+Decoder = Callable[[Headers, QueryParams, bytes, CaptureLimits], CaptureRequest]
+# (headers, query) → the key when it travels outside the body, checked before the body
+OutsideKey = Callable[[Headers, QueryParams], str | None]
+
+
+@dataclass(frozen=True)
+class _Wire:
+    decode: Decoder
+    outside_key: OutsideKey
+
+
+def _posthog_decode(
+    headers: Headers, query: QueryParams, raw: bytes, limits: CaptureLimits
+) -> CaptureRequest:
     return posthog_request(
         raw,
-        content_type=request.headers.get("content-type"),
-        content_encoding=request.headers.get("content-encoding"),
-        query=request.query_params,
-        limits=state.limits,
+        content_type=headers.get("content-type"),
+        content_encoding=headers.get("content-encoding"),
+        query=query,
+        limits=limits,
     )
 
 
-def _segment(message_type: str | None) -> Decoder:
-    def decode(request: Request, raw: bytes, state: State) -> CaptureRequest:
+POSTHOG = _Wire(_posthog_decode, lambda _headers, query: posthog_query_key(query))
+
+
+def _segment(message_type: str | None) -> _Wire:
+    def decode(
+        headers: Headers, _query: QueryParams, raw: bytes, limits: CaptureLimits
+    ) -> CaptureRequest:
         batch = segment_request(
             raw,
-            content_encoding=request.headers.get("content-encoding"),
-            authorization=request.headers.get("authorization"),
+            content_encoding=headers.get("content-encoding"),
+            authorization=headers.get("authorization"),
             message_type=message_type,
-            limits=state.limits,
+            limits=limits,
         )
         if not batch.api_key:
             raise CaptureError(
@@ -110,49 +193,76 @@ def _segment(message_type: str | None) -> Decoder:
             )
         return batch
 
-    return decode
+    return _Wire(decode, lambda headers, _query: segment_key(headers.get("authorization"), None))
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response):
+        self.response = response
+
+
+async def _project(state: State, key: str, cors: dict[str, str]) -> Project:
+    try:
+        project = await state.capture_keys.project(key)
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+        raise _Refused(
+            _error(
+                503,
+                "metadata database unavailable; retry later",
+                headers={**cors, "Retry-After": "5"},
+            )
+        ) from None
+    if project is None:
+        raise _Refused(_error(401, "api_key: unknown capture key", "api_key", cors))
+    return project
 
 
 async def _capture(
-    request: Request, state: State, decode: Decoder, success: dict[str, object]
+    request: Request, state: State, wire: _Wire, success: dict[str, object]
 ) -> Response:
     received_at = datetime.now(UTC)
     web_origin = request.headers.get("origin")
     # until the project is known, let a browser read our error (it holds nothing secret)
     cors = _cors(web_origin or "*")
+    capture = _Capture.of(request, state)
+    headers, query = request.headers, request.query_params
     try:
-        raw = await _read_body(request, state.limits.max_body_bytes)
-        batch = decode(request, raw, state)
+        # A key outside the body (query, Authorization) is checked before the body is even
+        # read: an unknown one costs no decompression.
+        outside_key = wire.outside_key(headers, query)
+        project = await _project(state, outside_key, cors) if outside_key else None
+        raw = await _read_body(request, capture.limits.max_body_bytes)
+        batch = await anyio.to_thread.run_sync(
+            wire.decode, headers, query, raw, capture.limits, limiter=capture.decoding
+        )
+        del raw
         if not batch.api_key:
             return _error(401, "api_key: missing; send the project's capture key", "api_key", cors)
-        try:
-            project = await state.capture_keys.project(batch.api_key)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
-            return _error(
-                503,
-                "metadata database unavailable; retry later",
-                headers={**cors, "Retry-After": "5"},
-            )
-        if project is None:
-            return _error(401, "api_key: unknown capture key", "api_key", cors)
+        if project is None or batch.api_key != outside_key:
+            project = await _project(state, batch.api_key, cors)
         policy = project.policy
         allow = allowed_origin(policy, web_origin)
         if allow is None:
             # the origin is echoed so the SDK can read the 403 and stop retrying
             return _error(403, f"origin {web_origin} is not allowed for this project", headers=cors)
         cors = _cors(allow)
-        if policy.respect_dnt and wants_no_tracking(dict(request.headers)):
+        if policy.respect_dnt and wants_no_tracking(dict(headers)):
             return _success(request, success, cors)  # as if stored: DNT is not an error
-        request_agent = request.headers.get("user-agent")
+        request_agent = headers.get("user-agent")
+        host = request.client.host if request.client else None
         origin = Origin(
             project_id=project.id,
             salt=project.salt,
-            ip=parse_ip(request.client.host if request.client else None),
+            ip=parse_ip(host),
             user_agent=request_agent,
             received_at=received_at,
             anonymize_ip=policy.anonymize_ip,
         )
-        rows = to_rows(batch.events, origin, batch.field, state.limits)
+        rows = await anyio.to_thread.run_sync(
+            to_rows, batch.events, origin, batch.field, capture.limits, limiter=capture.decoding
+        )
+    except _Refused as refused:
+        return refused.response
     except CaptureError as err:
         return _error(err.status, str(err), err.field or None, cors)
     robot = is_bot(request_agent)
@@ -160,10 +270,7 @@ async def _capture(
     if kept:
         try:
             await state.stream.append(
-                project.id,
-                kept,
-                state.settings.capture_rate_limit_per_minute,
-                state.settings.capture_max_backlog_entries,
+                project.id, kept, capture.quota, client=_client_id(host, project.salt)
             )
         except BacklogFull as err:
             return _error(503, str(err), headers={**cors, "Retry-After": "10"})
@@ -204,10 +311,10 @@ async def _preflight(request: Request) -> Response:
 
 
 def _endpoint(
-    name: str, decode: Decoder, success: dict[str, object]
+    name: str, wire: _Wire, success: dict[str, object]
 ) -> Callable[..., Awaitable[Response]]:
     async def endpoint(request: Request, state: State) -> Response:
-        return await _capture(request, state, decode, success)
+        return await _capture(request, state, wire, success)
 
     endpoint.__name__ = name  # the OpenAPI operation id
     return endpoint
@@ -223,7 +330,7 @@ def _route(path: str, endpoint: Callable[..., Awaitable[Response]], summary: str
 
 
 for _path in POSTHOG_PATHS:
-    _route(_path, _endpoint("posthog", _posthog, {"status": 1}), f"PostHog capture ({_path})")
+    _route(_path, _endpoint("posthog", POSTHOG, {"status": 1}), f"PostHog capture ({_path})")
 for _path, _type in SEGMENT_PATHS.items():
     _route(
         _path,
