@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         default=30.0, description="How long the API caches a capture key lookup."
     )
     capture_rate_limit_bytes_per_minute: int = Field(
-        default=512 * 1024 * 1024,
+        default=1024 * 1024 * 1024,
         ge=0,
         description="Bytes of events (as stored in the stream) per project per minute; 0 = off.",
     )

@@ -55,6 +55,8 @@ class Stack:
             SQLBOOK_API_PORT=str(self.api_port),
             SQLBOOK_DAGSTER_PORT=str(self.dagster_port),
             SQLBOOK_CAPTURE_RATE_LIMIT_PER_MINUTE="0",
+            SQLBOOK_CAPTURE_RATE_LIMIT_BYTES_PER_MINUTE="0",
+            SQLBOOK_CAPTURE_PROJECT_BACKLOG_BYTES="0",
             SQLBOOK_DATASOURCE_ALLOW_CHDB="true",
             PYTHONUNBUFFERED="1",
         )
