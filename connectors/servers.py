@@ -146,7 +146,9 @@ def start_servers(settings: Settings, *, redis: bool = True) -> Iterator[ServerU
         if settings.cache_redis_url and redis:
             cache_redis_url = settings.cache_redis_url
             check_redis(cache_redis_url)
-        elif not redis:
+        elif not redis or settings.redis_url:
+            # an external stream Redis and no result Redis: results share it (the
+            # operator sets its memory policy); "" = the stream's Redis
             cache_redis_url = settings.cache_redis_url or ""
         else:
             cache = EmbeddedRedis(
