@@ -4,7 +4,8 @@ Two families, each with its own routes (api/routes/capture.py):
 
 **PostHog** (posthog-js, posthog-python, posthog-node …) on ``/capture``, ``/e``,
 ``/i/v0/e``, ``/track``, ``/batch``. Bodies: one event, a JSON array of events, or
-``{"api_key" | "token", "batch": [...], "sent_at"}``; gzip by ``Content-Encoding``, by
+``{"api_key" | "token", "batch": [...], "sent_at"}`` (the key may instead come in the
+query, ``?api_key=`` or ``?token=``; both must then agree); gzip by ``Content-Encoding``, by
 magic bytes or by ``?compression=gzip-js``; or a form ``data=<base64 JSON>`` with
 ``compression`` absent / ``base64`` (base64 JSON) or ``gzip-js`` (the data is gzip).
 Events are PostHog's own shape already, so they pass through — ``$identify``, ``$set``,

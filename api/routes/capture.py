@@ -1,9 +1,13 @@
 """Capture: what PostHog's and Segment's SDKs send, on the paths they send it to.
 
-Every path runs one pipeline: read body → decode (gzip, form) → map to internal events
+Every path runs one pipeline: key outside the body (query, Authorization), if any → its
+project → read body → decode (gzip, form) and map to internal events
 (`connectors.wire_formats`) → key → project → the project's policy (CORS, Do-Not-Track,
-IP anonymisation, robots) → rows (`connectors.capture.to_rows`) → Redis stream. The answer
-is a success only once Redis has the events on disk (or they were dropped on purpose).
+IP anonymisation, robots) → rows (`connectors.capture.to_rows`) → Redis stream, through
+the stream's limits (events and bytes per project, events per client IP, the project's
+share of the backlog). Decoding and mapping run in worker threads, a few at a time, never
+on the event loop. The answer is a success only once Redis has the events on disk (or
+they were dropped on purpose).
 """
 
 from __future__ import annotations
