@@ -2,13 +2,16 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, type Datasource, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
 import { ConnectionForm } from "./ConnectionForm";
 import { Editor, type EditorHandle } from "./Editor";
-import { cellText, formatAge, formatDuration, toCsv, toTsv } from "./format";
+import { cellText, elapsedSince, formatAge, formatDuration, runningLabel, toCsv, toTsv } from "./format";
 import { type HistoryEntry, loadHistory, saveHistory } from "./history";
 import { ResultGrid } from "./ResultGrid";
+import { TokensPage } from "./Tokens";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
 
 type Run =
   | { state: "idle" }
+  // `started`: performance.now() when this browser submitted (a monotonic clock of its own:
+  // no server time, no wall clock that can step back)
   | { state: "running"; queryId?: string; started: number; cancelling?: boolean }
   | { state: "done"; result: QueryResult }
   | { state: "error"; error: ApiError }
@@ -19,6 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function App() {
   const [session, setSession] = useState<Session | null | "signed-out">(null);
   const [problem, setProblem] = useState<string | null>(null);
+  const route = useRoute();
   useEffect(() => {
     api.session().then(setSession, (err: ApiError) => {
       if (err.status === 401) setSession("signed-out");
@@ -28,7 +32,30 @@ export function App() {
   if (problem) return <div className="centered error">{problem}</div>;
   if (session === null) return <div className="centered">Loading…</div>;
   if (session === "signed-out") return <SignIn />;
-  return <Workbench session={session} onSignedOut={() => setSession("signed-out")} />;
+  const signOut = () => setSession("signed-out");
+  return (
+    <>
+      {/* the workbench stays mounted under other pages: its editor and results survive */}
+      <Workbench session={session} onSignedOut={signOut} />
+      {route === "tokens" && (
+        <div className="page-overlay">
+          <TokensPage session={session} onSignedOut={signOut} />
+        </div>
+      )}
+    </>
+  );
+}
+
+/** The page the URL names: `#/tokens`, else the editor. */
+function useRoute(): string {
+  const read = () => window.location.hash.replace(/^#\/?/, "");
+  const [route, setRoute] = useState(read);
+  useEffect(() => {
+    const onChange = () => setRoute(read());
+    window.addEventListener("hashchange", onChange);
+    return () => window.removeEventListener("hashchange", onChange);
+  }, []);
+  return route;
 }
 
 function SignIn() {
@@ -49,7 +76,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
   const [schemaError, setSchemaError] = useState<string | null>(null);
   const [params, setParams] = useState<Param[]>([]);
   const [run, setRun] = useState<Run>({ state: "idle" });
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(() => performance.now());
   const [history, setHistory] = useState<HistoryEntry[]>(loadHistory);
   const [adding, setAdding] = useState(false);
   const [notice, setNotice] = useState<string | null>(null);
@@ -86,7 +113,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
   useEffect(() => saveHistory(history), [history]);
   useEffect(() => {
     if (run.state !== "running") return;
-    const t = setInterval(() => setNow(Date.now()), 100);
+    const t = setInterval(() => setNow(performance.now()), 100);
     return () => clearInterval(t);
   }, [run.state]);
 
@@ -107,11 +134,12 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
       return;
     }
     const token = ++runToken.current;
-    const started = Date.now();
+    const started = performance.now();
+    setNow(started); // the timer must not start from the previous run's last tick
     setSelected(null);
     setViewer(null);
     setRun({ state: "running", started });
-    const entry: HistoryEntry = { sql, params, datasource: source, at: started, status: "running" };
+    const entry: HistoryEntry = { sql, params, datasource: source, at: Date.now(), status: "running" };
     const finish = (patch: Partial<HistoryEntry>) =>
       setHistory((h) => [{ ...entry, ...patch }, ...h].slice(0, 100));
     try {
@@ -132,7 +160,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
           return;
         }
         if (job.status === "cancelled") {
-          setRun({ state: "cancelled", after: Date.now() - started });
+          setRun({ state: "cancelled", after: elapsedSince(started, performance.now()) });
           finish({ status: "cancelled" });
           return;
         }
@@ -221,6 +249,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
         </label>
         {session.role === "admin" && <button onClick={() => setAdding(true)}>+ Add connection</button>}
         <span className="spacer" />
+        {session.role === "admin" && <a href="#/tokens">Tokens</a>}
         <span className="who">
           {session.workspace} · {session.role}
         </span>
@@ -271,7 +300,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
           {run.state === "running" && (
             <>
               <span className="elapsed" role="timer">
-                Running… {formatDuration(now - run.started)}
+                {runningLabel(run.started, now)}
               </span>
               <button onClick={() => void cancel()} disabled={!run.queryId || run.cancelling}>
                 {run.cancelling ? "Cancelling…" : "Cancel"}

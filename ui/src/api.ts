@@ -81,6 +81,23 @@ export interface Session {
   workspace: string;
   role: string;
   actor: string;
+  token_id: number;
+}
+
+/** An API token as admins see it (never its secret, once made). */
+export interface Token {
+  id: number;
+  name: string;
+  role: "admin" | "member";
+  prefix: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+/** A token just created or rotated: `token` is the secret, shown this once. */
+export interface NewToken extends Token {
+  token: string;
 }
 
 export interface Datasource {
@@ -139,6 +156,10 @@ export const api = {
     request<{ query_id: string }>("POST", "/api/queries", { sql, params, datasource }),
   job: (id: string) => request<QueryJob>("GET", `/api/queries/${encodeURIComponent(id)}`),
   cancel: (id: string) => request<unknown>("DELETE", `/api/queries/${encodeURIComponent(id)}`),
+  tokens: () => request<Token[]>("GET", "/api/tokens"),
+  createToken: (name: string, role: Token["role"]) => request<NewToken>("POST", "/api/tokens", { name, role }),
+  revokeToken: (id: number) => request<Token>("DELETE", `/api/tokens/${id}`),
+  rotateToken: (id: number) => request<NewToken>("POST", `/api/tokens/${id}/rotate`),
 };
 
 /** The failed job's error as an ApiError (async errors carry `message` and `status`). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cellText, compareCells, formatAge, formatDuration, toCsv, toTsv } from "./format";
+import { cellText, compareCells, elapsedSince, formatAge, formatDuration, runningLabel, toCsv, toTsv } from "./format";
 
 describe("toCsv", () => {
   it("quotes what needs quoting and leaves NULL empty", () => {
@@ -40,5 +40,21 @@ describe("cellText and durations", () => {
     expect(formatDuration(125_000)).toBe("2 min 5 s");
     expect(formatAge(12.3)).toBe("12 s ago");
     expect(formatAge(300)).toBe("5 min ago");
+  });
+});
+
+describe("the running timer", () => {
+  it("never reads a negative time", () => {
+    // a start time later than the clock read (a stale "now", a clock set back): 0, not -745 ms
+    expect(runningLabel(10_745, 10_000)).toBe("Running… 0 ms");
+    expect(formatDuration(-745)).toBe("0 ms");
+    expect(formatDuration(Number.NaN)).toBe("0 ms");
+    expect(elapsedSince(500, 200)).toBe(0);
+  });
+  it("counts up from the submission", () => {
+    expect(runningLabel(1000, 1000)).toBe("Running… 0 ms");
+    expect(runningLabel(1000, 1745)).toBe("Running… 745 ms");
+    expect(runningLabel(1000, 3500)).toBe("Running… 2.5 s");
+    expect(elapsedSince(200, 500)).toBe(300);
   });
 });

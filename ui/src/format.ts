@@ -52,7 +52,9 @@ function numeric(v: unknown): number | null {
   return null;
 }
 
+/** A duration as people read it; never negative (a negative or unknown one reads 0 ms). */
 export function formatDuration(ms: number): string {
+  if (!(ms > 0)) return "0 ms";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
   const s = Math.floor(ms / 1000);
@@ -63,4 +65,16 @@ export function formatAge(seconds: number): string {
   if (seconds < 60) return `${Math.round(seconds)} s ago`;
   if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
   return `${(seconds / 3600).toFixed(1)} h ago`;
+}
+
+/** Milliseconds since `started`, both read from the same monotonic clock
+ * (`performance.now()`), so the browser's wall clock moving (NTP, the user) or a clock
+ * read before the start cannot make it negative. */
+export function elapsedSince(started: number, now: number): number {
+  return Math.max(0, now - started);
+}
+
+/** The editor's timer while a query runs. */
+export function runningLabel(started: number, now: number): string {
+  return `Running… ${formatDuration(elapsedSince(started, now))}`;
 }

@@ -1,0 +1,186 @@
+import { useCallback, useEffect, useState } from "react";
+import { ApiError, type NewToken, type Session, type Token, api } from "./api";
+
+type Pending = { action: "revoke" | "rotate"; token: Token };
+
+/** The workspace's API tokens (admins): list, create (the secret shown once, with Copy),
+ * rotate and revoke, each after a confirmation. */
+export function TokensPage({ session, onSignedOut }: { session: Session; onSignedOut(): void }) {
+  const [tokens, setTokens] = useState<Token[] | null>(null);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [name, setName] = useState("");
+  const [role, setRole] = useState<Token["role"]>("member");
+  const [made, setMade] = useState<{ token: NewToken; signedOut: boolean } | null>(null);
+  const [pending, setPending] = useState<Pending | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [copied, setCopied] = useState<string | null>(null);
+
+  const fail = useCallback(
+    (err: unknown) => {
+      const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
+      if (e.status === 401) onSignedOut();
+      else setProblem(e.message);
+    },
+    [onSignedOut],
+  );
+  const load = useCallback(() => {
+    api.tokens().then(setTokens, fail);
+  }, [fail]);
+  useEffect(load, [load]);
+
+  async function create(e: React.FormEvent) {
+    e.preventDefault();
+    setProblem(null);
+    setBusy(true);
+    try {
+      setMade({ token: await api.createToken(name.trim(), role), signedOut: false });
+      setCopied(null);
+      setName("");
+      load();
+    } catch (err) {
+      fail(err);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function confirm() {
+    if (!pending) return;
+    const { action, token } = pending;
+    const own = token.id === session.token_id;
+    setProblem(null);
+    setBusy(true);
+    try {
+      if (action === "revoke") {
+        await api.revokeToken(token.id);
+        setPending(null);
+        // this browser's session went with its token
+        if (own) onSignedOut();
+        else load();
+      } else {
+        const rotated = await api.rotateToken(token.id);
+        setPending(null);
+        setCopied(null);
+        setMade({ token: rotated, signedOut: own });
+        if (!own) load();
+      }
+    } catch (err) {
+      setPending(null);
+      fail(err);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function copy(secret: string) {
+    try {
+      await navigator.clipboard.writeText(secret);
+      setCopied("Copied.");
+    } catch (err) {
+      setCopied(`Could not copy: ${String(err)}`);
+    }
+  }
+
+  return (
+    <div className="page" role="region" aria-label="API tokens">
+      <div className="page-head">
+        <h2>API tokens of {session.workspace}</h2>
+        <a href="#/">← Back to the editor</a>
+      </div>
+      <form className="row token-create" onSubmit={(e) => void create(e)}>
+        <input aria-label="Token name" placeholder="name, e.g. ci-reader" value={name} maxLength={100} onChange={(e) => setName(e.target.value)} />
+        <select aria-label="Role" value={role} onChange={(e) => setRole(e.target.value as Token["role"])}>
+          <option value="member">member</option>
+          <option value="admin">admin</option>
+        </select>
+        <button className="primary" type="submit" disabled={busy || !name.trim()}>
+          Create token
+        </button>
+      </form>
+      {problem && (
+        <div className="error-box" role="alert">
+          <pre>{problem}</pre>
+        </div>
+      )}
+      {made && (
+        <div className="new-token" role="region" aria-label="New token">
+          <p>
+            Token <b>{made.token.name}</b> ({made.token.role}): copy it now, it is not shown again.
+          </p>
+          <div className="row">
+            <code data-testid="new-token">{made.token.token}</code>
+            <button onClick={() => void copy(made.token.token)}>Copy</button>
+            <button onClick={() => (made.signedOut ? onSignedOut() : setMade(null))}>Done</button>
+            {copied && <span role="status">{copied}</span>}
+          </div>
+          {made.signedOut && <p className="hint">This browser was signed in with the old secret, so it is signed out: open a new login link after copying.</p>}
+        </div>
+      )}
+      {tokens && (
+        <table className="tokens">
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Role</th>
+              <th>Prefix</th>
+              <th>Created</th>
+              <th>Last used</th>
+              <th>Status</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {tokens.map((t) => (
+              <tr key={t.id} data-token-id={t.id} className={t.revoked_at ? "revoked" : ""}>
+                <td>
+                  {t.name}
+                  {t.id === session.token_id && <small className="hint"> (this browser)</small>}
+                </td>
+                <td>{t.role}</td>
+                <td>
+                  <code>{t.prefix}…</code>
+                </td>
+                <td>{when(t.created_at)}</td>
+                <td>{t.last_used_at ? when(t.last_used_at) : "never"}</td>
+                <td title={t.revoked_at ? `revoked ${when(t.revoked_at)}` : undefined}>{t.revoked_at ? "revoked" : "active"}</td>
+                <td className="actions">
+                  {!t.revoked_at && (
+                    <>
+                      <button onClick={() => setPending({ action: "rotate", token: t })}>Rotate</button>
+                      <button onClick={() => setPending({ action: "revoke", token: t })}>Revoke</button>
+                    </>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {pending && (
+        <div className="modal" role="dialog" aria-label={pending.action === "revoke" ? "Revoke token" : "Rotate token"}>
+          <div className="modal-body">
+            <p>{confirmText(pending, session)}</p>
+            <div className="row">
+              <button className="primary" disabled={busy} onClick={() => void confirm()}>
+                {pending.action === "revoke" ? "Revoke" : "Rotate"}
+              </button>
+              <button onClick={() => setPending(null)}>Cancel</button>
+            </div>
+          </div>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function confirmText({ action, token }: Pending, session: Session): string {
+  const what = `${token.name} (${token.prefix}…, ${token.role})`;
+  const own = token.id === session.token_id ? " This browser signed in with it and will be signed out." : "";
+  return action === "revoke"
+    ? `Revoke token ${what}? Whatever uses it is refused from now on.${own}`
+    : `Rotate token ${what}? It gets a new secret; the old one is refused from now on.${own}`;
+}
+
+function when(iso: string): string {
+  return new Date(iso).toLocaleString();
+}
