@@ -3,26 +3,39 @@ Secrets go in and never come out: responses show host, port, database and user o
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException
+from psycopg import conninfo
 from pydantic import BaseModel, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
 from connectors.metadata.datasources import DatasourceExists, DatasourceRecord
+from connectors.outbound import OutboundPolicy
 from connectors.warehouse.registry import (
     WAREHOUSE,
     DatasourceInvalid,
     DatasourceNotFound,
+    NewDatasource,
     build_source,
     check_new,
     datasource_key,
+    own_server_urls,
 )
 from connectors.warehouse.runner import SourceOptions
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
+
+# A DNS name (letters, digits, dots, hyphens, underscores) or an IP address; nothing that
+# could end the host part of a URL or start an option.
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")
 
 
 class DatasourceOptions(BaseModel):
@@ -37,7 +50,7 @@ class DatasourceCreate(BaseModel):
     kind: Literal["postgres", "clickhouse"]
     url: SecretStr | None = Field(default=None, description="A full connection URL, or fields:")
     host: str | None = None
-    port: int | None = None
+    port: int | None = Field(default=None, description="1-65535")
     database: str | None = None
     user: str | None = None
     password: SecretStr | None = None
@@ -50,19 +63,31 @@ class DatasourceCreate(BaseModel):
             return "'warehouse' is the built-in data source's name"
         if self.url is None and not self.host:
             return "give either url or host (with port, database, user, password)"
+        if self.url is not None and not self.url.get_secret_value().strip():
+            return "url: empty (give a connection URL, or host, port, database, user)"
+        if self.port is not None and not 1 <= self.port <= 65535:
+            return "port: must be 1-65535"
+        if self.url is None and self.host and not _HOST.fullmatch(self.host):
+            return "host: a host name or IP address"
         return None
 
     def connection_url(self) -> str:
+        """The URL as given, or one made of the fields (each quoted, so no field can add
+        options of its own)."""
         if self.url is not None:
             return self.url.get_secret_value()
-        from urllib.parse import quote
-
-        scheme = "postgresql" if self.kind == "postgres" else "clickhouse"
+        password = self.password.get_secret_value() if self.password is not None else None
+        if self.kind == "postgres":
+            fields = {"host": self.host, "port": self.port, "dbname": self.database}
+            return conninfo.make_conninfo(
+                "", **{k: v for k, v in fields.items() if v}, user=self.user, password=password
+            )
         auth = quote(self.user or "", safe="")
-        if self.password is not None:
-            auth += ":" + quote(self.password.get_secret_value(), safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
         port = f":{self.port}" if self.port else ""
-        return f"{scheme}://{auth}@{self.host}{port}/{quote(self.database or '', safe='')}"
+        return f"clickhouse://{auth}@{host}{port}/{quote(self.database or '', safe='')}"
 
 
 class DatasourcePublic(BaseModel):
@@ -107,20 +132,12 @@ async def list_datasources(token: CurrentToken, state: State) -> list[Datasource
 async def create_datasource(
     body: DatasourceCreate, token: AdminToken, state: State
 ) -> DatasourcePublic:
-    settings = state.settings
-    own = _own_servers(state)
-
     if problem := body.problem():
         raise HTTPException(400, problem)
 
     def create() -> DatasourceRecord:
+        new = _checked(state, body)
         try:
-            new = check_new(
-                body.kind,
-                body.connection_url(),
-                own_servers=own,
-                allow_chdb=settings.datasource_allow_chdb,
-            )
             return state.datasources.create(
                 token.workspace_id,
                 name=body.name.strip(),
@@ -129,8 +146,6 @@ async def create_datasource(
                 public_config=new.public_config,
                 options=body.options.model_dump(exclude_none=True),
             )
-        except DatasourceInvalid as err:
-            raise HTTPException(400, str(err)) from err
         except DatasourceExists as err:
             raise HTTPException(409, str(err)) from err
 
@@ -146,16 +161,15 @@ async def test_new_datasource(
         raise HTTPException(400, problem)
 
     def test() -> dict[str, Any]:
-        try:
-            new = check_new(
-                body.kind,
-                body.connection_url(),
-                own_servers=_own_servers(state),
-                allow_chdb=state.settings.datasource_allow_chdb,
-            )
-        except DatasourceInvalid as err:
-            raise HTTPException(400, str(err)) from err
-        source = build_source(new.kind, new.url, SourceOptions(), 1)
+        new = _checked(state, body)
+        source = build_source(
+            new.kind,
+            new.url,
+            SourceOptions(),
+            1,
+            policy=OutboundPolicy.from_settings(state.settings),
+            own_servers=own_server_urls(state.settings),
+        )
         try:
             source.test()
         finally:
@@ -211,9 +225,19 @@ async def reset_datasource(ref: str, token: CurrentToken, state: State) -> dict[
     return await run_in_threadpool(reset)
 
 
-def _own_servers(state: State) -> list[str]:
-    s = state.settings
-    return [u for u in (s.database_url, s.warehouse_url, s.dagster_database_url) if u]
+def _checked(state: State, body: DatasourceCreate) -> NewDatasource:
+    """check_new for a request: 400 naming the field; the URL is never logged or shown."""
+    settings = state.settings
+    try:
+        return check_new(
+            body.kind,
+            body.connection_url(),
+            own_servers=own_server_urls(settings),
+            allow_chdb=settings.datasource_allow_chdb,
+            policy=OutboundPolicy.from_settings(settings),
+        )
+    except DatasourceInvalid as err:
+        raise HTTPException(400, str(err)) from None
 
 
 def _record(state: State, workspace_id: int, ref: str) -> DatasourceRecord:

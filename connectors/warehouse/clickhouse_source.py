@@ -62,9 +62,12 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+from clickhouse_connect.driver.httputil import get_pool_manager_options
 from clickhouse_connect.driver.query import QueryContext
 from clickhouse_connect.driver.summary import QuerySummary
+from urllib3 import PoolManager
 
+from connectors.outbound import OutboundPolicy, OutboundRefused, OutboundUnreachable
 from connectors.warehouse import placeholders
 from connectors.warehouse.errors import (
     ParameterError,
@@ -168,6 +171,15 @@ class _Conn:
     client: Client
     readonly: int  # the session's own readonly level: 0, 1 or 2
     generation: int
+    pool: PoolManager | None = None  # the client's own HTTP connections (closed with it)
+
+
+class _NoRedirects(PoolManager):
+    """A ClickHouse server never redirects; following one would take a request (and its
+    credentials) to an address the outbound policy never saw."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
+        return super().urlopen(method, url, redirect=False, **kw)
 
 
 @dataclass
@@ -212,8 +224,20 @@ class ClickHouseSource(DataSource):
         *,
         database: str | None = None,
         settings: dict[str, Any] | None = None,
+        policy: OutboundPolicy | None = None,
     ):
+        """`policy`: where a workspace member aimed the URL (the API), the outbound policy
+        checks the host now and on every new connection, which goes to the checked
+        address. None (an operator's own config) checks nothing."""
         target = parse_url(url)
+        self._policy = policy
+        if policy is not None and not target.chdb:
+            try:
+                policy.resolve(target.host, target.port)
+            except OutboundRefused as err:
+                raise SourceUnavailable(f"cannot reach ClickHouse source: {err}") from None
+            except OutboundUnreachable:
+                pass  # a new client checks again, and fails like any unreachable server
         self._target = replace(target, database=database) if database else target
         self._settings = dict(settings or {})  # applied to every client's session
         self._secrets = [s for s in (url, target.password) if len(s) >= 3]
@@ -492,6 +516,7 @@ class ClickHouseSource(DataSource):
                 raise SourceUnavailable("cannot reach ClickHouse source: the source is closed")
             generation = self._generation
         client: Client | None = None
+        pool: PoolManager | None = None
         try:
             if t.chdb:
                 client = clickhouse_connect.get_client(
@@ -501,8 +526,20 @@ class ClickHouseSource(DataSource):
                     show_clickhouse_errors="scrub",
                 )
             else:
+                host, pinned = t.host, dict[str, Any]()
+                if self._policy is not None:
+                    # connect to the address the policy checked; the name still goes in
+                    # Host, SNI and the certificate check
+                    host = self._policy.resolve(t.host, t.port)[0]
+                    tls = get_pool_manager_options(verify=True)
+                    if host != t.host:
+                        pinned = {"server_host_name": t.host}
+                        if t.interface == "https":
+                            tls.update(server_hostname=t.host, assert_hostname=t.host)
+                    pool = _NoRedirects(**tls)
+                    pinned["pool_mgr"] = pool
                 client = clickhouse_connect.get_client(
-                    host=t.host,
+                    host=host,
                     port=t.port,
                     username=t.username,
                     password=t.password,
@@ -514,14 +551,19 @@ class ClickHouseSource(DataSource):
                     connect_timeout=CONNECT_TIMEOUT_S,
                     send_receive_timeout=READ_TIMEOUT_S,
                     show_clickhouse_errors="scrub",
-                    dedicated_pool=True,
+                    dedicated_pool=pool is None,
+                    **pinned,
                 )
             level = client.query("SELECT toUInt8(getSetting('readonly'))").result_rows[0][0]
+        except OutboundRefused as ex:
+            raise SourceUnavailable(f"cannot reach ClickHouse source: {ex}") from None
         except Exception as ex:
             if client is not None:
-                _close_quietly(client)
+                _close_quietly(client, pool)
+            elif pool is not None:
+                pool.clear()
             raise self._unavailable(ex) from ex
-        return _Conn(client, int(level), generation)
+        return _Conn(client, int(level), generation, pool)
 
     def _acquire(self) -> _Conn:
         with self._lock:
@@ -534,7 +576,7 @@ class ClickHouseSource(DataSource):
             if reuse and not self._closed and conn.generation == self._generation:
                 self._idle.append(conn)
                 return
-        _close_quietly(conn.client)
+        _close_quietly(conn.client, conn.pool)
 
     def _control_client(self) -> Client:
         """The client KILL QUERY goes through, never one a query is blocked on."""
@@ -552,14 +594,14 @@ class ClickHouseSource(DataSource):
         with self._lock:
             self._closed = self._closed or closing
             self._generation += 1
-            dropped = [c.client for c in self._idle]
+            dropped = list(self._idle)
             self._idle = []
         with self._control_lock:
             if self._control is not None:
-                dropped.append(self._control.client)
+                dropped.append(self._control)
                 self._control = None
-        for client in dropped:  # clients running a query now are closed when they return
-            _close_quietly(client)
+        for conn in dropped:  # clients running a query now are closed when they return
+            _close_quietly(conn.client, conn.pool)
 
     # ---- errors ------------------------------------------------------------------
 
@@ -644,6 +686,20 @@ class ClickHouseSource(DataSource):
     def _reason(self, ex: BaseException) -> str:
         if isinstance(ex, SourceUnavailable):
             return ex.message.removeprefix("cannot reach ClickHouse source: ")
+        if not self._target.chdb:
+            # A ClickHouse server's own answer carries its code in a header (the `code`
+            # clickhouse-connect sets); that may be shown. Anything else (refused, timed
+            # out, TLS, an HTTP status or page from some other server) reads the same, so
+            # the message cannot be used to scan ports; the detail goes to the log.
+            if isinstance(ex, ClickHouseError) and isinstance(getattr(ex, "code", None), int):
+                return self._scrub(_boil(str(ex)))
+            log.warning(
+                "cannot reach ClickHouse source %s:%s: %s",
+                self._target.host,
+                self._target.port,
+                self._scrub(" ".join(str(ex).split())[:300]) or type(ex).__name__,
+            )
+            return "connection failed"
         if _error_code(ex) is not None or (
             isinstance(ex, ClickHouseError) and not isinstance(ex, OperationalError)
         ):
@@ -815,8 +871,10 @@ def _boil(message: str) -> str:
     return text.rstrip(" .:") or "ClickHouse returned an error"
 
 
-def _close_quietly(client: Client) -> None:
+def _close_quietly(client: Client, pool: PoolManager | None = None) -> None:
     try:
         client.close()
+        if pool is not None:
+            pool.clear()
     except Exception:
         log.debug("closing a ClickHouse client failed", exc_info=True)

@@ -112,15 +112,16 @@ def parse(url: str) -> dict[str, Any]:
 
 
 def check_keys(params: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key not in ALLOWED_KEYS:
-            raise ConninfoInvalid(
-                "url",
-                f"option {key!r} is not allowed (it reads files or credentials of the "
-                "sqlbook server, or changes the session)",
-            )
-        if key == "sslrootcert" and str(value) != "system":
-            raise ConninfoInvalid("url", "sslrootcert may only be 'system'")
+    refused = sorted(key for key in params if key not in ALLOWED_KEYS)
+    if refused:
+        names = ", ".join(repr(k) for k in refused)
+        raise ConninfoInvalid(
+            "url",
+            f"option{'s' if len(refused) > 1 else ''} {names} not allowed (they read files "
+            "or credentials of the sqlbook server, or change the session)",
+        )
+    if "sslrootcert" in params and str(params["sslrootcert"]) != "system":
+        raise ConninfoInvalid("url", "sslrootcert may only be 'system' (the system's CAs)")
 
 
 def _split(value: Any) -> list[str]:

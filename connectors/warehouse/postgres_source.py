@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -152,6 +153,10 @@ class PostgresSource(DataSource):
         target = where(url) or "the data source"
         if err.sqlstate and err.diag.message_primary:  # a PostgreSQL server answered
             return f"{target}: {err.diag.message_primary}"
+        # libpq's "… failed: FATAL:  <message>": a PostgreSQL server's ErrorResponse
+        answered = re.search(r"failed: (?:FATAL|ERROR):\s+([^\n]+)", str(err))
+        if answered:
+            return f"{target}: {answered.group(1).strip()}"
         log.warning("cannot connect to %s: %s", target, _first_line(str(err)))
         return f"cannot connect to {target}"
 

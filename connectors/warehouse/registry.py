@@ -7,22 +7,27 @@ id) into a live source, building it once and rebuilding it when its record chang
 
 from __future__ import annotations
 
-import os
-import socket
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from psycopg import conninfo
-
 from connectors.metadata.datasources import DatasourceRecord, DatasourceStore
+from connectors.outbound import OutboundPolicy, OutboundRefused, OutboundUnreachable
 from connectors.secrets import SecretBox
+from connectors.settings import Settings
+from connectors.warehouse import libpq
+from connectors.warehouse.errors import SourceUnavailable
 from connectors.warehouse.runner import SourceOptions, Target
 from connectors.warehouse.source import DataSource
 
+log = logging.getLogger(__name__)
+
 WAREHOUSE = "warehouse"
+# Where an endpoint goes, found before the workspace's policy judges it.
+_ANYWHERE_BUT_METADATA = OutboundPolicy(allow_private=True)
 KINDS = ("postgres", "clickhouse")
 _CLICKHOUSE_SCHEMES = ("clickhouse", "clickhouses", "http", "https", "chdb")
 
@@ -42,50 +47,119 @@ class NewDatasource:
     public_config: dict[str, Any]
 
 
-def check_new(kind: str, url: str, *, own_servers: list[str], allow_chdb: bool) -> NewDatasource:
-    """Validate a URL for `kind`; returns what may be shown (no password)."""
+def check_new(
+    kind: str,
+    url: str,
+    *,
+    own_servers: list[str],
+    allow_chdb: bool,
+    policy: OutboundPolicy | None = None,
+) -> NewDatasource:
+    """Validate a URL for `kind`; returns what may be shown (no password). Messages start
+    with the request field they are about (`url: …`, `port: …`) and never repeat the URL."""
+    policy = policy or OutboundPolicy()
     if kind == "postgres":
-        try:
-            params = conninfo.conninfo_to_dict(url)
-        except Exception as err:
-            raise DatasourceInvalid(f"not a PostgreSQL connection URL: {_scrub(err, url)}") from err
-        port = str(params.get("port") or "5432")
-        if not all(p.strip().isdigit() for p in port.split(",")):
-            raise DatasourceInvalid(
-                f"not a PostgreSQL connection URL: port {port!r} is not a number"
-            )
-        if _same_server(params, own_servers):
-            raise DatasourceInvalid(
-                "that server holds sqlbook's own databases; query the built-in "
-                "'warehouse' data source instead"
-            )
-        public: dict[str, Any] = {
-            "host": params.get("host") or params.get("hostaddr") or "localhost",
-            "port": int(port) if port.isdigit() else port,
-            "database": params.get("dbname") or params.get("user") or "",
-            "user": params.get("user") or "",
-        }
-        return NewDatasource(kind, url, public)
+        return _check_postgres(url, own_servers, policy)
     if kind == "clickhouse":
+        return _check_clickhouse(url, allow_chdb, policy)
+    raise DatasourceInvalid(f"kind: unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def _check_postgres(url: str, own_servers: list[str], policy: OutboundPolicy) -> NewDatasource:
+    try:
+        params = libpq.parse(url)
+        libpq.check_keys(params)
+        found = libpq.endpoints(params)
+        _postgres_reaches(found, own_servers, policy, allow_unresolved=True)
+    except libpq.ConninfoInvalid as err:
+        raise DatasourceInvalid(str(err)) from None
+    first = found[0]
+    public: dict[str, Any] = {
+        "host": first.host or first.hostaddr,
+        "port": first.port,
+        "database": params.get("dbname") or params.get("user") or "",
+        "user": params.get("user") or "",
+    }
+    if len(found) > 1:
+        public["hosts"] = [e.where() for e in found]
+    return NewDatasource("postgres", url, public)
+
+
+def _postgres_reaches(
+    found: list[libpq.Endpoint],
+    own_servers: list[str],
+    policy: OutboundPolicy,
+    *,
+    allow_unresolved: bool,
+) -> list[libpq.Reach]:
+    """Where each endpoint connects, checked by the policy and against sqlbook's own
+    servers (refused always, whatever the policy). A name that does not resolve is
+    skipped when `allow_unresolved` (registration), else SourceUnavailable."""
+    own = libpq.own_reaches(own_servers)
+    reaches = []
+    for endpoint in found:
+        try:
+            # sqlbook's own servers first (refused whatever the policy), then the policy
+            r = libpq.reach(endpoint, _ANYWHERE_BUT_METADATA)
+            if libpq.is_own(r, own):
+                raise libpq.ConninfoInvalid(
+                    "url",
+                    "that server holds sqlbook's own databases; query the built-in "
+                    "'warehouse' data source instead",
+                )
+            libpq.judge(r, policy)
+        except OutboundRefused as err:
+            raise libpq.ConninfoInvalid("url", str(err)) from None
+        except OutboundUnreachable:
+            if allow_unresolved:
+                continue
+            log.info("data source host %s does not resolve", endpoint.host)
+            raise SourceUnavailable(f"cannot connect to {endpoint.where()}") from None
+        reaches.append(r)
+    return reaches
+
+
+def _check_clickhouse(url: str, allow_chdb: bool, policy: OutboundPolicy) -> NewDatasource:
+    try:
         parts = urlsplit(url)
-        if parts.scheme not in _CLICKHOUSE_SCHEMES:
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise DatasourceInvalid("url: not a ClickHouse URL (bad host or port)") from None
+    if parts.scheme not in _CLICKHOUSE_SCHEMES:
+        raise DatasourceInvalid(
+            "url: a ClickHouse URL starts with clickhouse://, clickhouses://, http(s):// or chdb://"
+        )
+    if parts.scheme == "chdb":
+        if not allow_chdb:
             raise DatasourceInvalid(
-                "a ClickHouse URL starts with clickhouse://, clickhouses://, http(s):// or chdb://"
+                "url: chdb:// data sources run inside the API process and can read its "
+                "files; set SQLBOOK_DATASOURCE_ALLOW_CHDB=true to allow them"
             )
-        if parts.scheme == "chdb" and not allow_chdb:
-            raise DatasourceInvalid(
-                "chdb:// data sources run inside the API process and can read its files; "
-                "set SQLBOOK_DATASOURCE_ALLOW_CHDB=true to allow them"
-            )
-        public = {
-            "host": parts.hostname or ("memory" if parts.scheme == "chdb" else ""),
-            "port": parts.port,
-            "database": parts.path.strip("/") if parts.scheme != "chdb" else parts.path,
-            "user": parts.username or "",
-            "scheme": parts.scheme,
-        }
-        return NewDatasource(kind, url, public)
-    raise DatasourceInvalid(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    else:
+        if not host:
+            raise DatasourceInvalid("url: no host given")
+        try:
+            policy.resolve(host, port or 8123)
+        except OutboundRefused as err:
+            raise DatasourceInvalid(f"url: {err}") from None
+        except OutboundUnreachable:
+            pass  # checked again (and pinned) on every connection
+    public = {
+        "host": host or ("memory" if parts.scheme == "chdb" else ""),
+        "port": port,
+        "database": parts.path.strip("/") if parts.scheme != "chdb" else parts.path,
+        "user": parts.username or "",
+        "scheme": parts.scheme,
+    }
+    return NewDatasource("clickhouse", url, public)
+
+
+def own_server_urls(settings: Settings) -> list[str]:
+    """The PostgreSQL servers sqlbook itself uses: no data source may point at them."""
+    s = settings
+    urls = (s.database_url, s.warehouse_url, s.dagster_database_url)
+    return [u for u in urls if u]
 
 
 def datasource_key(ref: str | int) -> int | str:
@@ -94,17 +168,31 @@ def datasource_key(ref: str | int) -> int | str:
 
 
 def build_source(
-    kind: str, url: str, options: SourceOptions, default_concurrency: int
+    kind: str,
+    url: str,
+    options: SourceOptions,
+    default_concurrency: int,
+    *,
+    policy: OutboundPolicy | None = None,
+    own_servers: list[str] | None = None,
 ) -> DataSource:
+    """A live source for a stored URL, checked again now (DNS may answer differently
+    than at registration) and pinned to the addresses that were checked."""
+    policy = policy or OutboundPolicy()
     concurrency = options.concurrency or default_concurrency
     if kind == "postgres":
         from connectors.warehouse.postgres_source import PostgresSource
 
-        return PostgresSource(url, max_connections=concurrency)
+        try:
+            found = libpq.endpoints(libpq.parse(url))
+            reaches = _postgres_reaches(found, own_servers or [], policy, allow_unresolved=False)
+        except libpq.ConninfoInvalid as err:
+            raise SourceUnavailable(f"cannot connect: {err}") from None
+        return PostgresSource(libpq.pinned(url, reaches), max_connections=concurrency)
     if kind == "clickhouse":
         from connectors.warehouse.clickhouse_source import ClickHouseSource
 
-        return ClickHouseSource(url)
+        return ClickHouseSource(url, policy=policy)
     raise DatasourceInvalid(f"unknown kind {kind!r}")
 
 
@@ -126,7 +214,11 @@ class SourceRegistry:
         store: DatasourceStore,
         box: SecretBox,
         default_concurrency: int,
+        policy: OutboundPolicy | None = None,
+        own_servers: list[str] | None = None,
     ):
+        self._policy = policy or OutboundPolicy()
+        self._own_servers = list(own_servers or [])
         self._warehouse = Target(WAREHOUSE, WAREHOUSE, None, warehouse)
         self._store = store
         self._box = box
@@ -146,7 +238,12 @@ class SourceRegistry:
                 return live[1]
         options = options_of(record)
         source = build_source(
-            record.kind, record.url(self._box), options, self._default_concurrency
+            record.kind,
+            record.url(self._box),
+            options,
+            self._default_concurrency,
+            policy=self._policy,
+            own_servers=self._own_servers,
         )
         target = Target(f"ds:{record.id}", record.name, record.id, source, options)
         with self._lock:
@@ -168,38 +265,3 @@ class SourceRegistry:
         for _, target in live:
             target.source.close()
         self._warehouse.source.close()
-
-
-def _same_server(params: dict[str, Any], own_servers: list[str]) -> bool:
-    mine = _endpoints(params)
-    for url in own_servers:
-        try:
-            if mine & _endpoints(conninfo.conninfo_to_dict(url)):
-                return True
-        except Exception:
-            continue
-    return False
-
-
-def _endpoints(params: dict[str, Any]) -> set[tuple[str, str]]:
-    """(resolved host or socket dir, port) pairs a libpq connection string may reach."""
-    port = str(params.get("port") or "5432")
-    hosts = str(params.get("host") or params.get("hostaddr") or "localhost").split(",")
-    out: set[tuple[str, str]] = set()
-    for host in hosts:
-        host = host.strip()
-        if host.startswith("/"):
-            out.add((os.path.realpath(host), port))
-            continue
-        try:
-            for info in socket.getaddrinfo(host, None):
-                out.add((str(info[4][0]), port))
-        except OSError:
-            out.add((host, port))
-    return out
-
-
-def _scrub(err: Exception, url: str) -> str:
-    message = str(err).splitlines()[0] if str(err) else type(err).__name__
-    password = urlsplit(url).password if "://" in url else None
-    return message.replace(password, "***") if password else message
