@@ -22,8 +22,9 @@ from connectors.warehouse.source import Scope
 
 log = logging.getLogger(__name__)
 
-# Results bigger than this are not cached: they would crowd out many small ones.
-MAX_ENTRY_BYTES = 8 * 1024 * 1024
+# Results bigger than this (as JSON) are not cached: they would crowd out many small
+# ones. SQLBOOK_QUERY_RESULT_MAX_BYTES sets it for the query path.
+MAX_ENTRY_BYTES = 16 * 1024 * 1024
 
 
 def cache_key(
@@ -49,8 +50,9 @@ class ResultCache:
     answered until `put` has written it, so the client's next request finds it even
     though the (fsynced) write happens after the answer, off the query's path."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, *, max_entry_bytes: int = MAX_ENTRY_BYTES):
         self._redis = client
+        self.max_entry_bytes = max_entry_bytes
         self._lock = threading.Lock()
         self._held: dict[str, tuple[QueryResult, float]] = {}
 
@@ -78,16 +80,20 @@ class ResultCache:
         result.cache = {"hit": True, "age_s": round(time.time() - entry["stored_at"], 1)}
         return result
 
-    def put(self, key: str, result: QueryResult, ttl_s: int) -> bool:
+    def put(self, key: str, result: QueryResult, ttl_s: int, serialized: str | None = None) -> bool:
+        """Store `result` (`serialized`: its `to_dict()` as JSON, when the caller has it)
+        for `ttl_s`; False if not stored: ttl 0, bigger than `max_entry_bytes`, Redis down."""
         try:
             if ttl_s <= 0:
                 return False
             with self._lock:
                 held = self._held.get(key)
             stored_at = held[1] if held is not None and held[0] is result else time.time()
-            raw = json.dumps({"stored_at": stored_at, "result": result.to_dict()})
-            if len(raw) > MAX_ENTRY_BYTES:
+            if serialized is None:
+                serialized = json.dumps(result.to_dict())
+            if len(serialized) > self.max_entry_bytes:
                 return False
+            raw = f'{{"stored_at": {json.dumps(stored_at)}, "result": {serialized}}}'
             try:
                 self._redis.set(key, raw, ex=ttl_s)
             except redis.RedisError as err:

@@ -71,3 +71,11 @@ class SourceUnavailable(QueryError):
 class QueueFull(QueryError):
     status = 503
     code = "queue_full"
+
+
+class ResultTooLarge(QueryError):
+    """A result bigger than what may be kept (SQLBOOK_QUERY_RESULT_MAX_BYTES): an async
+    query's result is not stored; the user asks for fewer rows or columns."""
+
+    status = 413
+    code = "result_too_large"

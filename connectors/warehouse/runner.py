@@ -5,7 +5,13 @@ cancel, audit.
 - Timeout and row cap come from the request, else the data source, else the defaults,
   and never exceed the installation's caps.
 - Each data source has a concurrency cap (per process): further queries wait in line
-  (status "queued"), up to a queue limit, instead of piling onto the database.
+  (status "queued") instead of piling onto the database. The line is fair between
+  workspaces (`fair_queue.py`): slots go round robin across workspaces, a workspace runs
+  at most a share of the shared warehouse's slots, and the queue limit is per workspace.
+- What is kept in Redis is bounded: a cache lifetime of at most `max_cache_ttl_s`, and
+  no result bigger than `result_max_bytes` (as JSON) — such a result still answers a
+  waiting caller, but is not cached, and an async query's is not stored (it fails with
+  `result_too_large`).
 - A query's status lives in Redis (`sqlbook:query:<id>`), so any API process can report
   it and ask for its cancellation; the process running it polls for that request and
   cancels in the database. A watchdog also cancels a statement that outlives its
@@ -40,8 +46,10 @@ from connectors.warehouse.errors import (
     QueryRejected,
     QueryTimeout,
     QueueFull,
+    ResultTooLarge,
     SourceUnavailable,
 )
+from connectors.warehouse.fair_queue import FairQueue, Ticket
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.source import DataSource, QueryLimits, Scope
 
@@ -101,8 +109,12 @@ class RunnerDefaults:
     max_rows: int = 10_000
     max_rows_limit: int = 100_000
     concurrency: int = 4
-    queue_limit: int = 200
+    # queries one workspace runs at once on a shared source; None: concurrency - 1
+    workspace_concurrency: int | None = None
+    queue_limit: int = 200  # waiting queries per workspace and data source
     cache_ttl_s: int = 60
+    max_cache_ttl_s: int = 86_400
+    result_max_bytes: int = 16 * 1024 * 1024  # as JSON; larger ones are not kept in Redis
     job_ttl_s: int = 3600
 
 
@@ -117,17 +129,18 @@ class _Prepared:
     cache_ttl_s: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Active:
+    """A query from the moment it is queued until its run has ended."""
+
     prepared: _Prepared
+    line: FairQueue
+    answer: Future[QueryResult]
+    record_job: bool
+    ticket: Ticket | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # its statement is being sent to (or runs in) the database
     deadline: float | None = None  # monotonic; set when the statement starts
-
-
-@dataclass
-class _Slot:
-    semaphore: threading.Semaphore
-    waiting: int = 0
 
 
 class QueryRunner:
@@ -141,11 +154,11 @@ class QueryRunner:
     ):
         self.defaults = defaults
         self._redis = redis_client
-        self._cache = ResultCache(redis_client)
+        self._cache = ResultCache(redis_client, max_entry_bytes=defaults.result_max_bytes)
         self._audit = audit
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="query")
         self._lock = threading.Lock()
-        self._slots: dict[str, _Slot] = {}
+        self._lines: dict[str, FairQueue] = {}
         self._active: dict[str, _Active] = {}
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
@@ -158,9 +171,10 @@ class QueryRunner:
 
     def close(self) -> None:
         self._stop.set()
-        for active in list(self._active.values()):
-            active.cancel_requested.set()
-            self._cancel_in_database(active)
+        with self._lock:
+            actives = list(self._active.values())
+        for active in actives:
+            self._cancel_active(active)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._watchdog.join(timeout=2)
         self._audit_queue.put(None)
@@ -234,8 +248,7 @@ class QueryRunner:
     def cancel(self, query_id: str, workspace_id: int) -> dict[str, Any] | None:
         active = self._active.get(query_id)
         if active is not None and active.prepared.request.actor.workspace_id == workspace_id:
-            active.cancel_requested.set()
-            self._cancel_in_database(active)
+            self._cancel_active(active)
             with contextlib.suppress(SourceUnavailable):
                 if self.job(query_id, workspace_id) is not None:
                     self._write_job(query_id, {"cancel": "1"})
@@ -244,12 +257,30 @@ class QueryRunner:
         if job is None:
             return None
         if job["status"] in ("queued", "running"):
+            # running in another API process: its watchdog reads the flag
             self._write_job(query_id, {"cancel": "1"})
             active = self._active.get(query_id)
             if active is not None:
-                active.cancel_requested.set()
-                self._cancel_in_database(active)
+                self._cancel_active(active)
         return job
+
+    def check_source_options(self, options: SourceOptions) -> None:
+        """Refuse options a data source may not be registered with (ParameterError)."""
+        d = self.defaults
+        if options.timeout_s is not None and not 0 < options.timeout_s <= d.max_timeout_s:
+            raise ParameterError(
+                f"options.timeout_s must be more than 0 and at most {d.max_timeout_s:g} s, "
+                f"got {options.timeout_s:g}"
+            )
+        if options.max_rows is not None and not 0 < options.max_rows <= d.max_rows_limit:
+            raise ParameterError(
+                f"options.max_rows must be between 1 and {d.max_rows_limit}, got {options.max_rows}"
+            )
+        ttl = options.cache_ttl_s
+        if ttl is not None and not 0 <= ttl <= d.max_cache_ttl_s:
+            raise ParameterError(
+                f"options.cache_ttl_s must be between 0 and {d.max_cache_ttl_s} s, got {ttl}"
+            )
 
     # -- preparing -----------------------------------------------------------------
 
@@ -259,10 +290,10 @@ class QueryRunner:
             checked = guard.check_sql(request.sql, request.target.source.dialect, request.params)
             params = guard.check_params(request.params, checked.param_count)
             limits = self._limits(request)
+            ttl = self._cache_ttl(request)
         except (QueryRejected, ParameterError) as err:
             self._record(request, query_id, time.time(), 0.0, None, err)
             raise
-        ttl = _first(request.cache_ttl_s, request.target.options.cache_ttl_s)
         return _Prepared(
             request=request,
             query_id=query_id,
@@ -272,7 +303,7 @@ class QueryRunner:
             cache_key=cache_key(
                 request.target.key, checked.normalized, params, request.scope, limits.max_rows
             ),
-            cache_ttl_s=int(ttl if ttl is not None else self.defaults.cache_ttl_s),
+            cache_ttl_s=ttl,
         )
 
     def _limits(self, request: QueryRequest) -> QueryLimits:
@@ -290,66 +321,94 @@ class QueryRunner:
             )
         return QueryLimits(timeout_s=float(timeout), max_rows=int(max_rows))
 
+    def _cache_ttl(self, request: QueryRequest) -> int:
+        """The request's lifetime (refused beyond the cap), else the source's (a source
+        registered before the cap was lowered is held to it), else the default."""
+        d = self.defaults
+        if request.cache_ttl_s is not None:
+            if not 0 <= request.cache_ttl_s <= d.max_cache_ttl_s:
+                raise ParameterError(
+                    f"cache_ttl_s must be between 0 and {d.max_cache_ttl_s} s, "
+                    f"got {request.cache_ttl_s}"
+                )
+            return int(request.cache_ttl_s)
+        ttl = _first(request.target.options.cache_ttl_s, d.cache_ttl_s)
+        return max(0, min(int(ttl), d.max_cache_ttl_s))
+
     # -- running -------------------------------------------------------------------
 
     def _schedule(self, prepared: _Prepared, *, record_job: bool) -> Future[QueryResult]:
-        if prepared.request.use_cache:
+        request = prepared.request
+        if request.use_cache:
             hit = self._cache.get(prepared.cache_key)
             if hit is not None:
                 hit.query_id = prepared.query_id
-                self._record(prepared.request, prepared.query_id, time.time(), 0.0, hit, None)
+                self._record(request, prepared.query_id, time.time(), 0.0, hit, None)
                 if record_job:
                     self._finish_job(prepared.query_id, hit, None)
                 done: Future[QueryResult] = Future()
                 done.set_result(hit)
                 return done
-        slot = self._slot(prepared.request.target)
+        active = _Active(prepared, self._line(request.target), Future(), record_job)
+        active.ticket = Ticket(request.actor.workspace_id, lambda: self._begin(active))
         with self._lock:
-            if slot.waiting >= self.defaults.queue_limit:
-                err = QueueFull(
-                    f"data source {prepared.request.target.name!r} has "
-                    f"{slot.waiting} queries waiting; try again shortly"
+            self._active[prepared.query_id] = active
+        try:
+            active.line.enqueue(active.ticket)  # may start it at once
+        except QueueFull as err:
+            with self._lock:
+                self._active.pop(prepared.query_id, None)
+            if record_job:
+                self._finish_job(prepared.query_id, None, err)
+            self._record(request, prepared.query_id, time.time(), 0.0, None, err)
+            raise
+        return active.answer
+
+    def _line(self, target: Target) -> FairQueue:
+        """The source's line, built once (resized when its options changed). Only the
+        built-in warehouse is shared by workspaces; a registered source belongs to one."""
+        concurrency = target.options.concurrency or self.defaults.concurrency
+        per_workspace = concurrency
+        if target.datasource_id is None:
+            per_workspace = self.defaults.workspace_concurrency or max(concurrency - 1, 1)
+        with self._lock:
+            line = self._lines.get(target.key)
+            if line is None:
+                line = self._lines[target.key] = FairQueue(
+                    target.name,
+                    concurrency=concurrency,
+                    workspace_concurrency=per_workspace,
+                    queue_limit=self.defaults.queue_limit,
                 )
-                if record_job:
-                    self._finish_job(prepared.query_id, None, err)
-                raise err
-            slot.waiting += 1
-            self._active[prepared.query_id] = _Active(prepared)
-        answer: Future[QueryResult] = Future()
-        self._pool.submit(self._run, prepared, slot, record_job, answer)
-        return answer
+                return line
+        line.resize(concurrency=concurrency, workspace_concurrency=per_workspace)
+        return line
 
-    def _slot(self, target: Target) -> _Slot:
-        with self._lock:
-            slot = self._slots.get(target.key)
-            if slot is None:
-                size = target.options.concurrency or self.defaults.concurrency
-                slot = self._slots[target.key] = _Slot(threading.Semaphore(size))
-            return slot
+    def _begin(self, active: _Active) -> None:
+        """A slot was granted (or the query was withdrawn from line): run it on a worker."""
+        try:
+            self._pool.submit(self._run, active)
+        except RuntimeError:  # the pool is shut down: the runner is closing
+            self._run(active)
 
-    def _run(
-        self, prepared: _Prepared, slot: _Slot, record_job: bool, answer: Future[QueryResult]
-    ) -> None:
-        """Runs the query and answers it; the cache write, the job status (for submitted
-        queries: "done" before the slot is freed) and the audit row come after."""
-        active = self._active[prepared.query_id]
+    def _run(self, active: _Active) -> None:
+        """Runs the query and answers it. The audit row is queued just before the answer
+        (so rows come in the order answers were given); the cache write and the job
+        status (for submitted queries: "done" before the slot is freed) come after."""
+        prepared, record_job = active.prepared, active.record_job
         request = prepared.request
-        acquired = False
         started = time.time()
         result: QueryResult | None = None
         error: QueryError | None = None
+        serialized: str | None = None
         try:
-            while not (acquired := slot.semaphore.acquire(timeout=_POLL_S)):
-                if active.cancel_requested.is_set() or self._stop.is_set():
-                    break
-            with self._lock:
-                slot.waiting -= 1
             if active.cancel_requested.is_set() or self._stop.is_set():
                 raise QueryCancelled("query was cancelled before it started")
             if record_job:
                 self._write_job(prepared.query_id, {"status": "running", "started_at": _now()})
             started = time.time()
             active.deadline = time.monotonic() + prepared.limits.timeout_s + WATCHDOG_GRACE_S
+            active.started = True
             result = request.target.source.run(
                 prepared.checked.sql,
                 prepared.params,
@@ -358,32 +417,52 @@ class QueryRunner:
                 scope=request.scope,
                 kind=prepared.checked.kind,
             )
-            self._cache.hold(prepared.cache_key, result, prepared.cache_ttl_s)
-            answer.set_result(result)
-            self._cache.put(prepared.cache_key, result, prepared.cache_ttl_s)
+            if record_job:  # no one waits: the size decides before anything is kept
+                serialized = json.dumps(result.to_dict())
+                if len(serialized) > self._max_bytes:
+                    error = _too_large(len(serialized), self._max_bytes)
+            if error is None:
+                self._cache.hold(prepared.cache_key, result, prepared.cache_ttl_s)
         except QueryError as err:
             if isinstance(err, QueryCancelled) and not active.cancel_requested.is_set():
                 # stopped by the watchdog, not by a user
                 err = QueryTimeout(f"query exceeded {prepared.limits.timeout_s:g} s")
             error = err
-            answer.set_exception(err)
         except Exception as err:  # a bug or an unexpected driver error: keep the message
             log.exception("query %s failed unexpectedly", prepared.query_id)
             error = QueryFailed(f"internal error running the query: {type(err).__name__}")
             error.__cause__ = err
-            if not answer.done():
-                answer.set_exception(error)
+        duration_ms = (time.time() - started) * 1000
+        self._record(request, prepared.query_id, started, duration_ms, result, error)
+        if error is None and result is not None:
+            active.answer.set_result(result)
+        else:
+            active.answer.set_exception(error or QueryFailed("the query gave no result"))
+        try:
+            if error is None and result is not None:
+                self._cache.put(prepared.cache_key, result, prepared.cache_ttl_s, serialized)
         finally:
-            duration_ms = (time.time() - started) * 1000
             with self._lock:
                 self._active.pop(prepared.query_id, None)
             # The status says "done" before the slot goes to the next query, so no one
             # ever sees more queries "running" on a source than its cap.
             if record_job:
-                self._finish_job(prepared.query_id, result, error)
-            if acquired:
-                slot.semaphore.release()
-            self._record(request, prepared.query_id, started, duration_ms, result, error)
+                self._finish_job(prepared.query_id, result, error, serialized)
+            if active.ticket is not None:
+                active.line.release(active.ticket)
+
+    @property
+    def _max_bytes(self) -> int:
+        return self.defaults.result_max_bytes
+
+    def _cancel_active(self, active: _Active) -> None:
+        """A waiting query leaves the line (its run reports it cancelled); a started one
+        is cancelled in the database."""
+        active.cancel_requested.set()
+        if active.ticket is not None and active.line.withdraw(active.ticket):
+            self._begin(active)
+        else:
+            self._cancel_in_database(active)
 
     def _cancel_in_database(self, active: _Active) -> None:
         try:
@@ -407,14 +486,13 @@ class QueryRunner:
                 flags = [None] * len(running)
             now = time.monotonic()
             for (_, active), flag in zip(running, flags, strict=True):
-                if flag:
-                    active.cancel_requested.set()
-                started = active.deadline is not None
-                if started and active.cancel_requested.is_set():
+                if flag and not active.cancel_requested.is_set():
+                    self._cancel_active(active)  # asked through another API process
+                elif active.started and active.cancel_requested.is_set():
                     # again every tick until the run ends: a cancel that arrived before
                     # the statement reached the database found nothing to stop
                     self._cancel_in_database(active)
-                elif started and now > (active.deadline or now):
+                elif active.started and now > (active.deadline or now):
                     active.deadline = None  # once
                     self._cancel_in_database(active)
 
@@ -435,12 +513,21 @@ class QueryRunner:
             log.warning("query %s: status not recorded: %s", query_id, err)
 
     def _finish_job(
-        self, query_id: str, result: QueryResult | None, error: QueryError | None
+        self,
+        query_id: str,
+        result: QueryResult | None,
+        error: QueryError | None,
+        serialized: str | None = None,
     ) -> None:
+        """The final status; a result only if it is within `result_max_bytes`."""
         fields: dict[str, Any] = {"finished_at": _now()}
-        if result is not None:
-            fields.update(status="done", result=json.dumps(result.to_dict()))
-        elif error is not None:
+        if error is None and result is not None:
+            serialized = serialized or json.dumps(result.to_dict())
+            if len(serialized) > self._max_bytes:
+                error = _too_large(len(serialized), self._max_bytes)
+            else:
+                fields.update(status="done", result=serialized)
+        if error is not None:
             status = "cancelled" if isinstance(error, QueryCancelled) else "failed"
             fields.update(status=status, error=json.dumps(error_body(error)))
         self._write_job(query_id, fields)
@@ -505,3 +592,12 @@ def _jsonable(value: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _too_large(size: int, limit: int) -> ResultTooLarge:
+    return ResultTooLarge(
+        f"the result is {size / 1048576:.1f} MiB as JSON, more than the "
+        f"{limit / 1048576:g} MiB an async query's result may keep; lower max_rows or "
+        "select fewer columns (or run it with POST /api/query, which returns it without "
+        "keeping it)"
+    )
