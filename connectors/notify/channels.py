@@ -12,13 +12,21 @@ Config keys, by `type`:
 
 Webhook URLs, tokens, secrets and header values are secrets: they are held as SecretStr and
 never appear in a config error or a Delivery's error.
+
+Every HTTP request goes through one client (`_post`) that applies the outbound policy
+(connectors/outbound.py) to the target: the host is resolved, every address checked, and
+the connection made to a checked address (TLS still verifies the name). Redirects are not
+followed: a receiver that redirects is refused with its status (a redirect would carry the
+body, its signature and the bot token to a place nobody configured). A failed delivery is
+named by its HTTP status (and for Slack by one of its documented error codes), never by
+the response body, which may hold anything the target chose to show; details go to the
+server log at most.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import re
@@ -33,6 +41,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from pydantic import (
     BaseModel,
@@ -44,12 +53,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.webhook import WebhookClient
 
 from connectors.notify import render
 from connectors.notify.model import Channel, Delivery, DeliveryError, Notification
+from connectors.outbound import OutboundPolicy, OutboundRefused, OutboundUnreachable
 from connectors.settings import Settings
 
 HTTP_TIMEOUT_S = 10.0
@@ -57,10 +64,7 @@ MAX_BACKOFF_S = 30.0
 SLACK_API_URL = "https://slack.com/api/"
 USER_AGENT = "sqlbook-alerts"
 
-# slack_sdk logs request URLs at DEBUG (a webhook URL is a secret); failures are reported in
-# the Delivery instead, so its logger is quiet.
-_slack_log = logging.getLogger("connectors.notify.slack_sdk")
-_slack_log.setLevel(logging.CRITICAL)
+log = logging.getLogger(__name__)
 
 
 class ChannelConfigError(ValueError):
@@ -271,13 +275,14 @@ def parse_channel_config(name: str, config: Mapping[str, Any]) -> ChannelConfig:
 def build_channel(name: str, config: Mapping[str, Any], settings: Settings) -> Channel:
     """The Channel for one config mapping; raises ChannelConfigError naming channel and field."""
     cfg = parse_channel_config(name, config)
+    policy = OutboundPolicy.from_settings(settings)
     if isinstance(cfg, SlackConfig):
-        return SlackChannel(name, cfg)
+        return SlackChannel(name, cfg, policy)
     if isinstance(cfg, EmailConfig):
-        return EmailChannel(name, cfg, settings)
+        return EmailChannel(name, cfg, settings)  # SMTP is the operator's server
     if isinstance(cfg, WebhookConfig):
-        return WebhookChannel(name, cfg)
-    return TeamsChannel(name, cfg)
+        return WebhookChannel(name, cfg, policy)
+    return TeamsChannel(name, cfg, policy)
 
 
 # --- secrets out of messages -----------------------------------------------------------------
@@ -337,27 +342,152 @@ def _retry_after(headers: Mapping[str, Any] | httpx.Headers) -> float | None:
 
 
 def _status_error(
-    prefix: str, status: int, detail: str, retry_after: float | None
+    prefix: str, status: int, code: str | None, retry_after: float | None
 ) -> DeliveryError:
-    detail = render.one_line(detail, 200)
-    message = f"{prefix}: HTTP {status}" + (f": {detail}" if detail else "")
+    """`code`: a documented error code of the service (Slack's), never a response body."""
+    message = f"{prefix}: HTTP {status}" + (f": {code}" if code else "")
     if status == 429:
         return RateLimited(message, retry_after)
     return DeliveryError(message, retryable=status >= 500 or status == 408)
+
+
+# --- HTTP through the outbound policy ---------------------------------------------------
+
+
+class _PolicyBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, opened only to addresses the outbound policy checked."""
+
+    def __init__(self, policy: OutboundPolicy):
+        self._policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        failure: Exception | None = None
+        for address in self._policy.resolve(host, port):
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
+                failure = err
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        raise OutboundRefused("unix sockets are not reachable from a channel")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _PolicyTransport(httpx.HTTPTransport):
+    """httpx's transport with the policy's network backend; no proxy from the environment
+    (a proxy would resolve the name itself, where the policy cannot look)."""
+
+    def __init__(self, policy: OutboundPolicy):
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=_PolicyBackend(policy),
+            max_connections=4,
+        )
+
+
+def _post(
+    prefix: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    policy: OutboundPolicy,
+    *,
+    accept: Callable[[httpx.Response], None] | None = None,
+) -> httpx.Response:
+    """POST through the policy; a non-2xx answer is a DeliveryError naming the status
+    (`accept` may look at a 2xx answer and raise its own)."""
+    host = urlsplit(url).hostname or "?"
+    try:
+        with httpx.Client(transport=_PolicyTransport(policy), timeout=HTTP_TIMEOUT_S) as client:
+            resp = client.post(url, content=body, headers=headers, follow_redirects=False)
+    except OutboundRefused as exc:
+        raise DeliveryError(f"{prefix}: {exc}", retryable=False) from None
+    except (OutboundUnreachable, httpx.HTTPError) as exc:  # worth a retry
+        log.warning("%s to %s failed: %s", prefix, host, _network_error(exc))
+        raise DeliveryError(f"{prefix}: connection failed", retryable=True) from None
+    if 200 <= resp.status_code < 300:
+        if accept is not None:
+            accept(resp)
+        return resp
+    code = _slack_code(resp.text.strip()) if prefix.startswith("slack") else None
+    raise _status_error(prefix, resp.status_code, code, _retry_after(resp.headers))
 
 
 # --- Slack -----------------------------------------------------------------------------------
 
 # Web API errors that a retry may fix; any other `ok: false` is final.
 _SLACK_RETRYABLE = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+# Slack's documented error codes (chat.postMessage and incoming webhooks): the only text of
+# an answer a Delivery repeats.
+_SLACK_CODES = _SLACK_RETRYABLE | {
+    "access_denied",
+    "account_inactive",
+    "action_prohibited",
+    "as_user_not_supported",
+    "channel_is_archived",
+    "channel_not_found",
+    "ekm_access_denied",
+    "invalid_arguments",
+    "invalid_auth",
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "invalid_charset",
+    "invalid_form_data",
+    "invalid_payload",
+    "invalid_token",
+    "is_archived",
+    "missing_scope",
+    "msg_too_long",
+    "no_active_hooks",
+    "no_permission",
+    "no_service",
+    "no_service_id",
+    "no_team",
+    "no_text",
+    "not_allowed_token_type",
+    "not_authed",
+    "not_in_channel",
+    "posting_to_general_channel_denied",
+    "rate_limited",
+    "ratelimited",
+    "restricted_action",
+    "team_access_not_granted",
+    "team_disabled",
+    "token_expired",
+    "token_revoked",
+    "too_many_attachments",
+    "user_not_found",
+}
+
+
+def _slack_code(text: str) -> str | None:
+    return text if text in _SLACK_CODES else None
 
 
 class SlackChannel(_SecretChannel):
     type: ClassVar[str] = "slack"
 
-    def __init__(self, name: str, config: SlackConfig):
+    def __init__(self, name: str, config: SlackConfig, policy: OutboundPolicy | None = None):
         super().__init__(name)
         self.config = config
+        self.policy = policy or OutboundPolicy()
 
     def secrets(self) -> list[str]:
         return [s.get_secret_value() for s in (self.config.webhook_url, self.config.token) if s]
@@ -366,56 +496,50 @@ class SlackChannel(_SecretChannel):
         text = render.slack_text(notification)
         blocks = render.slack_blocks(notification)
         if self.config.webhook_url is not None:
-            self._send_webhook(self.config.webhook_url.get_secret_value(), text, blocks)
+            body = json.dumps({"text": text, "blocks": blocks}, ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+            _post(
+                "slack webhook",
+                self.config.webhook_url.get_secret_value(),
+                body,
+                headers,
+                self.policy,
+            )
         else:
             self._post_message(text, blocks)
 
-    def _send_webhook(self, url: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        client = WebhookClient(
-            url,
-            timeout=int(HTTP_TIMEOUT_S),
-            logger=_slack_log,
-            retry_handlers=[],
-            user_agent_prefix=USER_AGENT,
-        )
-        try:
-            resp = client.send(text=text, blocks=blocks)
-        except (OSError, http.client.HTTPException, SlackClientError, ValueError) as exc:
-            raise DeliveryError(f"slack webhook: {_network_error(exc)}") from None
-        if 200 <= resp.status_code < 300:
-            return
-        raise _status_error(
-            "slack webhook", resp.status_code, resp.body or "", _retry_after(resp.headers or {})
-        )
-
     def _post_message(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        """chat.postMessage of the Web API (https://api.slack.com/methods/chat.postMessage)."""
         assert self.config.token is not None and self.config.channel is not None
-        client = WebClient(
-            token=self.config.token.get_secret_value(),
-            base_url=self.config.base_url or SLACK_API_URL,
-            timeout=int(HTTP_TIMEOUT_S),
-            logger=_slack_log,
-            retry_handlers=[],
-            user_agent_prefix=USER_AGENT,
-        )
-        try:
-            client.chat_postMessage(channel=self.config.channel, text=text, blocks=blocks)
-        except SlackApiError as exc:
-            raise _slack_api_error(exc) from None
-        except (OSError, http.client.HTTPException, SlackClientError, ValueError) as exc:
-            raise DeliveryError(f"slack: {_network_error(exc)}") from None
+        base = (self.config.base_url or SLACK_API_URL).rstrip("/")
+        body = json.dumps(
+            {"channel": self.config.channel, "text": text, "blocks": blocks}, ensure_ascii=False
+        ).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Authorization": f"Bearer {self.config.token.get_secret_value()}",
+            "User-Agent": USER_AGENT,
+        }
+        _post("slack", f"{base}/chat.postMessage", body, headers, self.policy, accept=_slack_ok)
 
 
-def _slack_api_error(exc: SlackApiError) -> DeliveryError:
-    resp = exc.response
-    status = int(getattr(resp, "status_code", 0) or 0)
-    data = getattr(resp, "data", None)
+def _slack_ok(resp: httpx.Response) -> None:
+    """A 2xx Web API answer is `{"ok": true, …}` or `{"ok": false, "error": code}`."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("ok") is True:
+        return
     code = str(data.get("error", "")) if isinstance(data, dict) else ""
-    headers = getattr(resp, "headers", None) or {}
-    if status == 429 or code == "ratelimited":
-        return RateLimited(f"slack: rate limited (HTTP {status})", _retry_after(headers))
-    message = f"slack: {render.one_line(code, 200) or 'request failed'} (HTTP {status})"
-    return DeliveryError(message, retryable=status >= 500 or code in _SLACK_RETRYABLE)
+    if code in ("ratelimited", "rate_limited"):
+        raise RateLimited(
+            f"slack: rate limited (HTTP {resp.status_code})", _retry_after(resp.headers)
+        )
+    shown = _slack_code(code) or "the Web API refused the message"
+    raise DeliveryError(
+        f"slack: {shown} (HTTP {resp.status_code})", retryable=code in _SLACK_RETRYABLE
+    )
 
 
 def _network_error(exc: BaseException) -> str:
@@ -427,18 +551,6 @@ def _network_error(exc: BaseException) -> str:
 # --- plain HTTP (webhook, Teams) -------------------------------------------------------------
 
 
-def _post(prefix: str, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    try:
-        resp = httpx.post(
-            url, content=body, headers=headers, timeout=HTTP_TIMEOUT_S, follow_redirects=False
-        )
-    except httpx.HTTPError as exc:  # connect/read errors and timeouts: worth a retry
-        raise DeliveryError(f"{prefix}: {_network_error(exc)}") from None
-    if 200 <= resp.status_code < 300:
-        return resp
-    raise _status_error(prefix, resp.status_code, resp.text, _retry_after(resp.headers))
-
-
 def sign(secret: str, body: bytes) -> str:
     """The X-Sqlbook-Signature of `body`: `sha256=<hex HMAC-SHA256(secret, body)>`."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -447,9 +559,10 @@ def sign(secret: str, body: bytes) -> str:
 class WebhookChannel(_SecretChannel):
     type: ClassVar[str] = "webhook"
 
-    def __init__(self, name: str, config: WebhookConfig):
+    def __init__(self, name: str, config: WebhookConfig, policy: OutboundPolicy | None = None):
         super().__init__(name)
         self.config = config
+        self.policy = policy or OutboundPolicy()
 
     def secrets(self) -> list[str]:
         out = [self.config.url.get_secret_value()]
@@ -471,15 +584,16 @@ class WebhookChannel(_SecretChannel):
         if self.config.secret is not None:
             headers["X-Sqlbook-Timestamp"] = str(int(time.time()))
             headers["X-Sqlbook-Signature"] = sign(self.config.secret.get_secret_value(), body)
-        _post("webhook", self.config.url.get_secret_value(), body, headers)
+        _post("webhook", self.config.url.get_secret_value(), body, headers, self.policy)
 
 
 class TeamsChannel(_SecretChannel):
     type: ClassVar[str] = "teams"
 
-    def __init__(self, name: str, config: TeamsConfig):
+    def __init__(self, name: str, config: TeamsConfig, policy: OutboundPolicy | None = None):
         super().__init__(name)
         self.config = config
+        self.policy = policy or OutboundPolicy()
 
     def secrets(self) -> list[str]:
         return [self.config.webhook_url.get_secret_value()]
@@ -487,11 +601,17 @@ class TeamsChannel(_SecretChannel):
     def send(self, notification: Notification) -> None:
         body = json.dumps(render.teams_card(notification), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        resp = _post("teams", self.config.webhook_url.get_secret_value(), body, headers)
-        # The legacy connector answers 200 with an error text when Teams refused the card.
+        resp = _post(
+            "teams", self.config.webhook_url.get_secret_value(), body, headers, self.policy
+        )
+        # The legacy connector answers 200 with an error text when Teams refused the card;
+        # the text is not repeated (the URL may point anywhere).
         answer = resp.text.strip()
         if answer not in ("", "1") and "error" in answer.lower():
-            raise DeliveryError(f"teams: {render.one_line(answer, 200)}", retryable="429" in answer)
+            raise DeliveryError(
+                f"teams: the connector refused the card (HTTP {resp.status_code})",
+                retryable="429" in answer,
+            )
 
 
 # --- email -----------------------------------------------------------------------------------

@@ -691,6 +691,11 @@ class _Runner:
         self.sources = {
             name: _build_source(ds) for name, ds in config.datasources.items() if name in used
         }
+        # The file is the operator's own (operators are trusted): its receivers may be on
+        # private addresses unless SQLBOOK_OUTBOUND_ALLOW_PRIVATE says otherwise. Link-local
+        # and metadata addresses stay refused.
+        if "outbound_allow_private" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"outbound_allow_private": True})
         try:
             self.channels: dict[str, Channel] = {
                 name: build_channel(name, cfg, settings) for name, cfg in config.channels.items()

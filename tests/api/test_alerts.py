@@ -19,11 +19,20 @@ from connectors.warehouse.service import open_query_service
 from tests.conftest import make_settings
 from tests.notify_receivers import Recorder, recorder_fixture  # noqa: F401 - fixture
 
+RECEIVER_SECRET = "internal-secret-5c1e"
+
 SECRET_PATH = "/services/T000/B000/hook-secret-token"
 
 
 def auth(ws: NewWorkspace) -> dict[str, str]:
     return {"Authorization": f"Bearer {ws.api_token}"}
+
+
+@pytest.fixture
+def client(client_with):
+    """The receivers listen on 127.0.0.1: allowed explicitly (the default refuses it)."""
+    with client_with(outbound_allow_private=True) as c:
+        yield c
 
 
 def alert_body(recorder: Recorder, name: str = "too-many-errors", **overrides: Any) -> dict:
@@ -145,7 +154,7 @@ def test_evaluations_notify_once_per_change(
     client, workspace, recorder, servers, sqlbook_home, metadata: MetadataStore
 ):
     """What each Dagster evaluation run does, three times over changing data."""
-    settings = make_settings(servers, sqlbook_home)
+    settings = make_settings(servers, sqlbook_home, outbound_allow_private=True)
     alert_id = client.post(
         "/api/alerts",
         json=alert_body(recorder, name=f"a-{uuid.uuid4().hex[:6]}"),
@@ -192,7 +201,7 @@ def test_evaluations_notify_once_per_change(
 def test_a_failing_query_is_the_error_state(
     client, workspace, recorder, servers, sqlbook_home, metadata
 ):
-    settings = make_settings(servers, sqlbook_home)
+    settings = make_settings(servers, sqlbook_home, outbound_allow_private=True)
     body = alert_body(
         recorder, sql="select count(*) as n from events where timestamp > $1", params=["not-a-date"]
     )
@@ -209,3 +218,60 @@ def test_a_failing_query_is_the_error_state(
     assert "invalid input syntax" in (evaluation.error or "")
     (post,) = recorder.wait_for(1, path=SECRET_PATH)
     assert "Query failed" in post.body.decode()
+
+
+def _history_rows(metadata: MetadataStore, alert_id: int) -> str:
+    with metadata.connection() as conn:
+        rows = conn.execute(
+            "select evaluation::text from meta.alert_history where alert_id = %s", (alert_id,)
+        ).fetchall()
+    return "\n".join(str(next(iter(r.values())) if isinstance(r, dict) else r[0]) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        {"type": "slack", "webhook_url": "{url}" + SECRET_PATH},
+        {"type": "webhook", "url": "{url}/hook"},
+        {"type": "teams", "webhook_url": "{url}/teams"},
+    ],
+)
+def test_a_failing_receiver_is_named_by_its_status_only(
+    client, workspace, recorder, servers, metadata: MetadataStore, channel
+):
+    """An internal service's answer never comes back: not in the test response, not in
+    meta.alert_history."""
+    recorder.respond(500, times=10, body=f"{RECEIVER_SECRET}: aws_secret_access_key=abc")
+    config = {k: v.format(url=recorder.url) for k, v in channel.items()}
+    body = alert_body(recorder, name=f"a-{uuid.uuid4().hex[:6]}", channels={"ops": config})
+    alert = client.post("/api/alerts", json=body, headers=auth(workspace)).json()
+    r = client.post(f"/api/alerts/{alert['id']}/test", headers=auth(workspace))
+    assert r.status_code == 200, r.text
+    (delivery,) = r.json()["deliveries"]
+    assert not delivery["ok"] and "HTTP 500" in delivery["error"]
+    assert RECEIVER_SECRET not in r.text and "aws_secret" not in r.text
+    history = _history_rows(metadata, alert["id"])
+    assert "HTTP 500" in history and RECEIVER_SECRET not in history
+    listed = client.get(f"/api/alerts/{alert['id']}/history", headers=auth(workspace)).text
+    assert RECEIVER_SECRET not in listed
+
+
+def test_the_same_receiver_is_refused_by_default(client_with, workspace, recorder):
+    with client_with() as strict:
+        body = alert_body(recorder, name=f"a-{uuid.uuid4().hex[:6]}")
+        alert = strict.post("/api/alerts", json=body, headers=auth(workspace)).json()
+        r = strict.post(f"/api/alerts/{alert['id']}/test", headers=auth(workspace))
+    (delivery,) = r.json()["deliveries"]
+    assert not delivery["ok"]
+    assert "loopback address; set SQLBOOK_OUTBOUND_ALLOW_PRIVATE=true" in delivery["error"]
+    assert recorder.requests == []
+
+
+def test_link_local_is_refused_even_when_private_is_allowed(client, workspace, recorder):
+    channels = {"ops": {"type": "webhook", "url": "http://169.254.169.254/latest/meta-data/"}}
+    body = alert_body(recorder, name=f"a-{uuid.uuid4().hex[:6]}", channels=channels)
+    alert = client.post("/api/alerts", json=body, headers=auth(workspace)).json()
+    r = client.post(f"/api/alerts/{alert['id']}/test", headers=auth(workspace))
+    (delivery,) = r.json()["deliveries"]
+    assert not delivery["ok"] and delivery["attempts"] == 1
+    assert "a cloud metadata address" in delivery["error"]

@@ -85,6 +85,8 @@ def env(
         "SQLBOOK_SMTP_HOST": smtp.host,
         "SQLBOOK_SMTP_PORT": str(smtp.port),
         "SQLBOOK_SMTP_SECURITY": "none",
+        # the receivers are on 127.0.0.1 (also the runner's default: see below)
+        "SQLBOOK_OUTBOUND_ALLOW_PRIVATE": "true",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -98,6 +100,7 @@ def settings_for(env: dict[str, str]) -> Settings:
         smtp_host=env["SQLBOOK_SMTP_HOST"],
         smtp_port=int(env["SQLBOOK_SMTP_PORT"]),
         smtp_security="none",
+        outbound_allow_private=env["SQLBOOK_OUTBOUND_ALLOW_PRIVATE"] == "true",
     )
 
 
@@ -151,7 +154,7 @@ def test_example_notifies_once_then_resolves(
     code, out, _ = cli(config, state, capsys)
     assert code == 0
     assert out.splitlines()[0] == "signups-dropped: triggered (n < 10 (first row): 3)"
-    time.sleep(0.2)
+    # the run delivers before it returns: the counts are final
     assert len(recorder.to(SLACK_PATH)) == 1
     assert len(recorder.to(HOOK_PATH)) == 1
     assert len(smtp.messages) == 1
@@ -166,6 +169,39 @@ def test_example_notifies_once_then_resolves(
     assert "Resolved" in resolved.json["text"]
     assert "Resolved" in smtp.wait_for(2)[1].message["Subject"]
     assert json.loads(state.read_text())["signups-dropped"]["memory"]["announced"] == "ok"
+
+
+@pytest.mark.parametrize("setting", [None, "false"])
+def test_the_operators_runner_allows_private_receivers_unless_told_not_to(
+    own_postgres: tuple[Any, str],
+    env: dict[str, str],
+    recorder: Recorder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str | None,
+) -> None:
+    """`sqlbook alerts run` reads the operator's own file: its receivers on private
+    addresses are allowed by default; SQLBOOK_OUTBOUND_ALLOW_PRIVATE=false refuses them."""
+    _, url = own_postgres
+    monkeypatch.setenv("WAREHOUSE_URL", url)
+    if setting is None:
+        monkeypatch.delenv("SQLBOOK_OUTBOUND_ALLOW_PRIVATE")
+    else:
+        monkeypatch.setenv("SQLBOOK_OUTBOUND_ALLOW_PRIVATE", setting)
+    make_events(url, signups=3, refunds=1)
+    config = tmp_path / "alerts.yaml"
+    config.write_text(EXAMPLE)
+
+    code, out, _ = cli(config, tmp_path / "state.json", capsys)
+
+    hook_line = out.splitlines()[1]
+    if setting is None:
+        assert hook_line == "any-refund: triggered (1 row returned) → hook ok"
+        assert len(recorder.to(HOOK_PATH)) == 1
+    else:
+        assert "hook failed" in hook_line and "loopback address" in hook_line
+        assert recorder.requests == []
 
 
 def test_failing_query_is_an_error_sent_to_the_owner(

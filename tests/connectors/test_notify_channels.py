@@ -63,7 +63,12 @@ def notification(**overrides: Any) -> Notification:
 
 
 def settings_for(tmp_path: Path, server: SMTPReceiver | None = None, **extra: Any) -> Settings:
-    values: dict[str, Any] = {"home": tmp_path, "smtp_security": "none"}
+    """The receivers listen on 127.0.0.1: allowed explicitly (the default refuses it)."""
+    values: dict[str, Any] = {
+        "home": tmp_path,
+        "smtp_security": "none",
+        "outbound_allow_private": True,
+    }
     if server is not None:
         values.update(smtp_host=server.host, smtp_port=server.port)
     values.update(extra)
@@ -98,7 +103,7 @@ def closed_port() -> int:
 # --- Slack -----------------------------------------------------------------------------------
 
 
-def test_slack_webhook_sends_blocks_through_slack_sdk(recorder: Recorder, tmp_path: Path) -> None:
+def test_slack_webhook_sends_blocks(recorder: Recorder, tmp_path: Path) -> None:
     url = f"{recorder.url}/services/T000/B000/hooksecret123"
     ch = build_channel("team", {"type": "slack", "webhook_url": url}, settings_for(tmp_path))
 
@@ -264,7 +269,7 @@ def test_unreachable_webhook_is_retried_then_reported(tmp_path: Path) -> None:
     [result] = deliver([ch], notification(), backoff_s=FAST)
 
     assert (result.ok, result.attempts) == (False, 3)
-    assert result.error is not None and result.error.startswith("webhook: ConnectError")
+    assert result.error == "webhook: connection failed"
     assert "secretish-path" not in result.error
 
 
@@ -547,3 +552,95 @@ def test_email_starttls_against_a_plain_server_is_a_final_error(
     assert (result.ok, result.attempts) == (False, 1)
     assert result.error is not None and "STARTTLS" in result.error
     assert smtp.messages == []
+
+
+# --- outbound policy and what a failure repeats ------------------------------------------
+
+
+CHANNEL_CONFIGS = {
+    "webhook": lambda url: {"type": "webhook", "url": f"{url}/hook"},
+    "teams": lambda url: {"type": "teams", "webhook_url": f"{url}/teams"},
+    "slack webhook": lambda url: {"type": "slack", "webhook_url": f"{url}/services/T/B/x"},
+    "slack bot": lambda url: {"type": "slack", "token": "xoxb-t", "channel": "#a", "base_url": url},
+}
+
+
+@pytest.mark.parametrize("kind", list(CHANNEL_CONFIGS))
+def test_a_failing_receiver_body_is_never_repeated(
+    recorder: Recorder, tmp_path: Path, kind: str
+) -> None:
+    recorder.respond(500, times=10, body="internal-secret-7f3a: db password hunter2")
+    ch = build_channel("c", CHANNEL_CONFIGS[kind](recorder.url), settings_for(tmp_path))
+
+    result = deliver_one(ch, notification(), attempts=2, backoff_s=FAST)
+
+    assert not result.ok and result.error is not None
+    assert "HTTP 500" in result.error
+    assert "internal-secret" not in result.error and "hunter2" not in result.error
+
+
+def test_slack_shows_documented_codes_only(recorder: Recorder, tmp_path: Path) -> None:
+    recorder.respond(404, body="channel_not_found")
+    hook = build_channel(
+        "c", CHANNEL_CONFIGS["slack webhook"](recorder.url), settings_for(tmp_path)
+    )
+    assert deliver_one(hook, notification()).error == "slack webhook: HTTP 404: channel_not_found"
+
+    recorder.slack_error("internal-secret-7f3a")
+    bot = build_channel("c", CHANNEL_CONFIGS["slack bot"](recorder.url), settings_for(tmp_path))
+    error = deliver_one(bot, notification()).error
+    assert error is not None and "internal-secret" not in error and "HTTP 200" in error
+
+
+def test_teams_refusal_text_is_not_repeated(recorder: Recorder, tmp_path: Path) -> None:
+    recorder.respond(200, body="Error: internal-secret-7f3a")
+    ch = build_channel("c", CHANNEL_CONFIGS["teams"](recorder.url), settings_for(tmp_path))
+    error = deliver_one(ch, notification(), attempts=1).error
+    assert error is not None and "internal-secret" not in error
+
+
+@pytest.mark.parametrize("kind", list(CHANNEL_CONFIGS))
+def test_private_receivers_need_the_operator(recorder: Recorder, tmp_path: Path, kind: str) -> None:
+    strict = settings_for(tmp_path, outbound_allow_private=False)
+    ch = build_channel("c", CHANNEL_CONFIGS[kind](recorder.url), strict)
+
+    result = deliver_one(ch, notification(), attempts=3, backoff_s=FAST)
+
+    assert (result.ok, result.attempts) == (False, 1)  # a refusal is final
+    assert result.error is not None
+    assert "127.0.0.1 is a loopback address" in result.error
+    assert "SQLBOOK_OUTBOUND_ALLOW_PRIVATE=true" in result.error
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://0.0.0.0:1/"],
+)
+def test_metadata_addresses_are_refused_even_when_private_is_allowed(
+    tmp_path: Path, url: str
+) -> None:
+    ch = build_channel("c", {"type": "webhook", "url": url}, settings_for(tmp_path))
+    result = deliver_one(ch, notification(), attempts=3, backoff_s=FAST)
+    assert (result.ok, result.attempts) == (False, 1)
+    assert result.error is not None
+    assert "metadata" in result.error or "unspecified" in result.error
+
+
+def test_a_name_is_checked_after_resolution(tmp_path: Path) -> None:
+    strict = settings_for(tmp_path, outbound_allow_private=False)
+    ch = build_channel("c", {"type": "webhook", "url": "http://localhost:9/x"}, strict)
+    result = deliver_one(ch, notification(), attempts=1)
+    assert result.error == (
+        "webhook: host localhost resolves to a loopback address; "
+        "set SQLBOOK_OUTBOUND_ALLOW_PRIVATE=true to allow it"
+    )
+
+
+def test_redirects_are_not_followed(recorder: Recorder, tmp_path: Path) -> None:
+    recorder.respond(307, headers={"Location": f"{recorder.url}/elsewhere"}, times=3)
+    for kind in ("webhook", "slack webhook"):
+        ch = build_channel("c", CHANNEL_CONFIGS[kind](recorder.url), settings_for(tmp_path))
+        result = deliver_one(ch, notification(), attempts=1)
+        assert result.error is not None and "HTTP 307" in result.error
+    assert [r.path for r in recorder.requests] == ["/hook", "/services/T/B/x"]
