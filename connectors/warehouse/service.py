@@ -12,12 +12,13 @@ from redis.retry import Retry
 from connectors.metadata.audit import AuditLog
 from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.store import MetadataStore
+from connectors.outbound import OutboundPolicy
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 from connectors.warehouse.postgres_source import WarehouseSource
-from connectors.warehouse.registry import SourceRegistry
-from connectors.warehouse.scope import WorkspaceReaders
+from connectors.warehouse.registry import SourceRegistry, own_server_urls
 from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults
+from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import Scope
 
 
@@ -28,8 +29,11 @@ def runner_defaults(settings: Settings) -> RunnerDefaults:
         max_rows=settings.query_max_rows,
         max_rows_limit=settings.query_max_rows_limit,
         concurrency=settings.query_concurrency,
+        workspace_concurrency=settings.query_workspace_concurrency,
         queue_limit=settings.query_queue_limit,
         cache_ttl_s=settings.query_cache_ttl_seconds,
+        max_cache_ttl_s=settings.query_cache_max_ttl_seconds,
+        result_max_bytes=settings.query_result_max_bytes,
         job_ttl_s=settings.query_result_ttl_seconds,
     )
 
@@ -93,9 +97,16 @@ def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryServ
         store=datasources,
         box=box,
         default_concurrency=settings.query_concurrency,
+        policy=OutboundPolicy.from_settings(settings),
+        own_servers=own_server_urls(settings),
     )
+    # Results (cache entries, async statuses) live apart from the capture stream, so they
+    # never take the stream's memory; the same Redis only when no result Redis is set.
     sync_redis = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        settings.cache_redis_url or settings.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
     )
     audit = AuditLog(metadata)
     runner = QueryRunner(defaults=runner_defaults(settings), redis_client=sync_redis, audit=audit)
