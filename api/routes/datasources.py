@@ -134,6 +134,7 @@ async def create_datasource(
 ) -> DatasourcePublic:
     if problem := body.problem():
         raise HTTPException(400, problem)
+    state.runner.check_source_options(SourceOptions(**body.options.model_dump()))
 
     def create() -> DatasourceRecord:
         new = _checked(state, body)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -361,3 +362,124 @@ def test_cancel_of_a_queued_query_never_runs_it(client_with, pair):
         job = wait_status(api, a, second, {"cancelled", "done", "failed"})
         assert job["status"] == "cancelled" and "before it started" in job["error"]["message"]
         assert wait_status(api, a, first, {"done", "failed"})["status"] == "done"
+
+
+# -- issue 11: what one workspace may keep in the result Redis and take of the slots ----
+
+
+@pytest.mark.parametrize("route", ["/api/query", "/api/queries"])
+def test_a_cache_lifetime_beyond_the_cap_is_400(api, pair, route):
+    a, _ = pair
+    years = 31 * 365 * 86400
+    r = api.post(route, json={"sql": "select 1", "cache_ttl_s": years}, headers=auth(a))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "bad_parameter"
+    assert r.json()["detail"] == f"cache_ttl_s must be between 0 and 86400 s, got {years}"
+    r = api.post(route, json={"sql": "select 1", "cache_ttl_s": 86400}, headers=auth(a))
+    assert r.status_code in (200, 202), r.text
+
+
+def test_a_data_source_cache_lifetime_beyond_the_cap_is_400(client_with, pair):
+    a, _ = pair
+    with client_with(query_cache_max_ttl_seconds=600) as api:
+        r = api.post(
+            "/api/datasources",
+            json={
+                "name": f"ttl-{uuid.uuid4().hex[:6]}",
+                "kind": "postgres",
+                "url": "postgresql://u:p@db.example.com:5432/shop",
+                "options": {"cache_ttl_s": 601},
+            },
+            headers=auth(a),
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "bad_parameter"
+    assert r.json()["detail"] == "options.cache_ttl_s must be between 0 and 600 s, got 601"
+
+
+BIG_SQL = "select g, repeat('x', 100) as pad from generate_series(1, 50) g"
+
+
+def test_an_async_result_over_the_size_cap_is_not_kept(client_with, pair, servers):
+    a, _ = pair
+    with client_with(query_result_max_bytes=2000) as api:
+        sql = f"{BIG_SQL} /* {uuid.uuid4().hex} */"
+        r = api.post("/api/queries", json={"sql": sql}, headers=auth(a))
+        qid = r.json()["query_id"]
+        job = wait_status(api, a, qid, {"done", "failed", "cancelled"})
+        assert job["status"] == "failed" and "result" not in job
+        assert job["error"]["error"] == "result_too_large"
+        assert "lower max_rows or select fewer columns" in job["error"]["message"]
+        store = redis.Redis.from_url(servers.redis_url)
+        assert store.hget(f"sqlbook:query:{qid}", "result") is None
+        store.close()
+        # a caller waiting for it gets it all, but it is not cached
+        body = query(api, a, sql).json()
+        assert body["row_count"] == 50 and body["cache"] == {"hit": False}
+
+
+def other_db(url: str, db: int) -> str:
+    """The same Redis server, another database number (unix:// or redis:// URL)."""
+    if url.startswith("unix://"):
+        return f"{url.partition('?')[0]}?db={db}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+def test_results_and_statuses_live_in_the_result_redis(client_with, pair, servers):
+    a, _ = pair
+    results_url = other_db(servers.redis_url, 5)
+    with client_with(cache_redis_url=results_url) as api:
+        sql = f"select 7 as seven /* {uuid.uuid4().hex} */"
+        qid = api.post("/api/queries", json={"sql": sql}, headers=auth(a)).json()["query_id"]
+        assert wait_status(api, a, qid, {"done", "failed"})["status"] == "done"
+        results, stream = redis.Redis.from_url(results_url), redis.Redis.from_url(servers.redis_url)
+        try:
+            assert results.exists(f"sqlbook:query:{qid}") == 1
+            assert stream.exists(f"sqlbook:query:{qid}") == 0
+            assert any(True for _ in results.scan_iter("sqlbook:result:*", count=1000))
+        finally:
+            results.close()
+            stream.close()
+        assert query(api, a, sql).json()["cache"]["hit"] is True
+
+
+def test_one_workspace_filling_its_queue_does_not_refuse_another(client_with, pair):
+    a, b = pair
+    with client_with(query_concurrency=1, query_queue_limit=1) as api:
+
+        def submit(ws: NewWorkspace, sql: str) -> Any:
+            return api.post("/api/queries", json={"sql": sql, "cache": False}, headers=auth(ws))
+
+        running = submit(b, "select pg_sleep(60)").json()["query_id"]
+        waiting = submit(b, "select pg_sleep(60), 2").json()["query_id"]
+        full = submit(b, "select 3")
+        assert full.status_code == 503 and full.json()["error"] == "queue_full"
+        mine = submit(a, "select 'a' as mine")
+        assert mine.status_code == 202, mine.text
+        for qid in (waiting, running):
+            api.delete(f"/api/queries/{qid}", headers=auth(b))
+        job = wait_status(api, a, mine.json()["query_id"], {"done", "failed", "cancelled"})
+        assert job["status"] == "done" and job["result"]["rows"] == [["a"]]
+
+
+def test_a_workspace_s_one_query_starts_before_another_s_queued_ones(client_with, pair):
+    """B holds the only slot and has two more queued; A's one query, sent after them,
+    runs next. The slot is freed by a cancel, not by the clock."""
+    a, b = pair
+    with client_with(query_concurrency=1) as api:
+
+        def submit(ws: NewWorkspace, sql: str) -> str:
+            r = api.post("/api/queries", json={"sql": sql, "cache": False}, headers=auth(ws))
+            assert r.status_code == 202, r.text
+            return r.json()["query_id"]
+
+        holder = submit(b, "select pg_sleep(60)")
+        b_queued = [submit(b, f"select {i}") for i in range(2)]
+        a_query = submit(a, "select 'a'")
+        assert wait_status(api, b, holder, {"running"})["status"] == "running"
+        api.delete(f"/api/queries/{holder}", headers=auth(b))
+        jobs = {q: wait_status(api, b, q, {"done", "failed"}) for q in b_queued}
+        jobs[a_query] = wait_status(api, a, a_query, {"done", "failed"})
+        assert {j["status"] for j in jobs.values()} == {"done"}
+        order = sorted(jobs, key=lambda q: jobs[q]["started_at"])
+        assert order == [a_query, *b_queued]
