@@ -28,7 +28,12 @@ class QueryCreate(BaseModel):
     timeout_s: float | None = Field(default=None, description="Statement timeout (capped).")
     max_rows: int | None = Field(default=None, description="Row cap; more → truncated.")
     cache: bool = Field(default=True, description="false: skip the result cache.")
-    cache_ttl_s: int | None = Field(default=None, ge=0, description="Keep this result N s.")
+    cache_ttl_s: int | None = Field(
+        default=None,
+        ge=0,
+        description="Keep this result N s (0: don't); at most "
+        "SQLBOOK_QUERY_CACHE_MAX_TTL_SECONDS (86400 by default), 400 bad_parameter beyond.",
+    )
 
 
 class QueryQueued(BaseModel):
@@ -66,6 +71,10 @@ async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dic
 
 @router.post("/api/queries", status_code=202, response_model=QueryQueued)
 async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> QueryQueued:
+    """Queue it in this workspace's line for the data source (503 queue_full when that
+    line is full); a result bigger than SQLBOOK_QUERY_RESULT_MAX_BYTES as JSON is not
+    kept: the query ends `failed` with `result_too_large`."""
+
     def submit() -> str:
         return state.runner.submit(build_request(body, token, state))
 

@@ -175,7 +175,8 @@ class QueryRunner:
             actives = list(self._active.values())
         for active in actives:
             self._cancel_active(active)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # not cancel_futures: a run not begun yet still answers (cancelled) and frees its slot
+        self._pool.shutdown(wait=True)
         self._watchdog.join(timeout=2)
         self._audit_queue.put(None)
         self._audit_writer.join(timeout=30)

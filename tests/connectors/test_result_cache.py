@@ -57,3 +57,17 @@ def test_put_releases_the_held_result_even_when_it_is_not_stored(
     assert cache.put(key, fresh, 60)  # an older write does not release a newer result
     got = cache.get(key)
     assert got is not None and got.rows == [[3]]
+
+
+def test_a_result_bigger_than_the_entry_cap_is_neither_stored_nor_kept(
+    redis_client: redis.Redis,
+) -> None:
+    cache = ResultCache(redis_client, max_entry_bytes=200)
+    big, key = result(1), f"sqlbook:test:result:{uuid.uuid4().hex}"
+    big.rows = [["x" * 300]]
+    cache.hold(key, big, 60)
+    assert cache.put(key, big, 60) is False
+    assert redis_client.exists(key) == 0 and cache.get(key) is None  # released, not stored
+    small_key = f"sqlbook:test:result:{uuid.uuid4().hex}"
+    assert cache.put(small_key, result(2), 60) is True
+    assert redis_client.ttl(small_key) > 0
