@@ -28,21 +28,7 @@ from connectors.warehouse import PostgresWarehouse
 from tests.conftest import make_settings
 from tests.live import free_port, serve_api
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = pytest.mark.e2e
 
 # The site: one HTML shell for every path, so reloads work. Links navigate with
 # history.pushState as SPA routers do, and set the title afterwards as they do.
@@ -119,16 +105,6 @@ def api(servers: ServerUrls, sqlbook_home: Path) -> Iterator[LiveApi]:
         yield LiveApi(url, stream_key)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def project(metadata: MetadataStore) -> NewWorkspace:
     return metadata.create_workspace(f"ws-{uuid.uuid4().hex[:10]}")
@@ -161,25 +137,86 @@ def stream_rows(redis_url: str, stream_key: str, project_id: int) -> list[dict[s
         client.close()
 
 
-def wait_for(page: Any, check: Callable[[], bool], seconds: float = 15.0) -> None:
+def wait_for(page: Any, what: str, check: Callable[[], bool], seconds: float = 30.0) -> None:
     """Wait in Playwright's loop: the sync API delivers events (requests seen, routes to
-    answer) only while it is called, never during a time.sleep."""
+    answer) only while it is called, never during a time.sleep. The deadline is for a
+    broken page, not a measure of speed."""
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the browser's events")
-        page.wait_for_timeout(100)
+            raise AssertionError(f"waited {seconds:.0f} s for {what}")
+        page.wait_for_timeout(50)
 
 
-def settle(page: Any, servers: ServerUrls, api: LiveApi, project_id: int, expected: int) -> None:
-    """Wait for `expected` events in the stream, then a moment more: a duplicate or a late
-    event would land within it."""
+# A request the test makes from the page to the API (its health check, answered 200),
+# after whatever the page has scheduled so far: the script defers a page view by
+# setTimeout 0, and timers of equal delay run in order.
+SEND_MARKER = """url => new Promise(done => setTimeout(() => {
+  fetch(url, {mode: "no-cors", cache: "no-store"}).catch(() => {}).finally(done);
+}, 0))"""
 
-    def landed() -> bool:
-        return len(stream_rows(servers.redis_url, api.stream_key, project_id)) >= expected
 
-    wait_for(page, landed)
-    page.wait_for_timeout(1000)
+class Captures:
+    """The page's requests to the capture endpoint in the order the browser issued them,
+    and what became of each: its HTTP status, or "failed" when no answer came."""
+
+    def __init__(self, page: Any, api: LiveApi):
+        self.page = page
+        self.endpoint = f"{api.url}/e"
+        self.marker_prefix = f"{api.url}/health?marker="
+        self.requests: list[Any] = []
+        self._outcome: dict[int, int | str] = {}  # id(request) → status or "failed"
+        page.on("request", self._issued)
+        page.on("response", lambda r: self._answered(r.request, r.status))
+        page.on("requestfailed", lambda r: self._answered(r, "failed"))
+
+    def _tracked(self, request: Any) -> bool:
+        return str(request.url).startswith((self.endpoint, self.marker_prefix))
+
+    def _issued(self, request: Any) -> None:
+        if self._tracked(request):
+            self.requests.append(request)
+
+    def _answered(self, request: Any, outcome: int | str) -> None:
+        if self._tracked(request):
+            self._outcome.setdefault(id(request), outcome)
+
+    def _page_requests(self) -> list[Any]:
+        return [r for r in self.requests if str(r.url).startswith(self.endpoint)]
+
+    @property
+    def sent(self) -> list[str]:
+        """URLs of the page's capture requests (not the test's markers)."""
+        return [r.url for r in self._page_requests()]
+
+    @property
+    def bodies(self) -> list[str]:
+        return [r.post_data or "" for r in self._page_requests()]
+
+    @property
+    def methods(self) -> list[str]:
+        return [r.method for r in self._page_requests()]
+
+    @property
+    def outcomes(self) -> list[int | str]:
+        """What became of each of the page's requests answered so far."""
+        return [self._outcome[id(r)] for r in self._page_requests() if id(r) in self._outcome]
+
+    def settle(self) -> None:
+        """Return once every capture request the page has made is answered, up to a
+        marker request sent after everything the page had scheduled: anything the script
+        sends (a duplicate page view, a deferred one) was issued before the marker, so
+        once the marker is seen and all before it are answered, what they stored is in
+        the stream. Only a retry after a failed send comes later (2 s on): tests check
+        outcomes for failures, and wait for the retry where they expect one."""
+        marker = f"{self.marker_prefix}{uuid.uuid4().hex}"
+        self.page.evaluate(SEND_MARKER, marker)
+
+        def settled() -> bool:
+            seen = any(r.url == marker for r in self.requests)
+            return seen and all(id(r) in self._outcome for r in self.requests)
+
+        wait_for(self.page, "every capture request of the page to be answered", settled)
 
 
 def ingest_and_read(servers: ServerUrls, api: LiveApi, project_id: int) -> list[dict[str, Any]]:
@@ -203,20 +240,6 @@ def ingest_and_read(servers: ServerUrls, api: LiveApi, project_id: int) -> list[
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def capture_requests(page: Any, api: LiveApi) -> tuple[list[str], list[int]]:
-    """URLs of the capture requests the page makes (beacons and fetches), and the status
-    codes of the answers."""
-    sent: list[str] = []
-    statuses: list[int] = []
-
-    def capture(url: str) -> bool:
-        return url.startswith(f"{api.url}/e")
-
-    page.on("request", lambda r: sent.append(r.url) if capture(r.url) else None)
-    page.on("response", lambda r: statuses.append(r.status) if capture(r.url) else None)
-    return sent, statuses
-
-
 def test_pageviews_events_and_identify_land_in_the_warehouse(
     browser: Any, site: Site, api: LiveApi, servers: ServerUrls, project: NewWorkspace
 ) -> None:
@@ -224,27 +247,28 @@ def test_pageviews_events_and_identify_land_in_the_warehouse(
     assert "data-persist" not in snippet and "data-dnt" not in snippet
     context = browser.new_context()
     page = context.new_page()
-    sent, statuses = capture_requests(page, api)
+    captures = Captures(page, api)
     problems: list[str] = []
     page.on(
         "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
     )
     page.on("pageerror", lambda err: problems.append(str(err)))
     page.goto(f"{site.origin}/")
-    wait_for(page, lambda: len(sent) >= 2)  # the page view and the call queued before load
+    # the page view and the call queued before load
+    wait_for(page, "2 capture requests", lambda: len(captures.sent) >= 2)
     page.click("#to-pricing")
-    wait_for(page, lambda: len(sent) >= 3)
+    wait_for(page, "the page view of /pricing", lambda: len(captures.sent) >= 3)
     # the same URL again, or only a new #fragment: no page view
     page.evaluate("history.replaceState({scroll: 1}, '', location.href)")
     page.evaluate("history.pushState(null, '', '/pricing')")
     page.evaluate("history.pushState(null, '', '/pricing#faq')")
     page.evaluate("history.back()")  # popstate back to /pricing
     page.click("#signup")
-    wait_for(page, lambda: len(sent) >= 4)
+    wait_for(page, "the signup event", lambda: len(captures.sent) >= 4)
     page.evaluate("sqlbook('identify', 'user-42', {email: 'ada@example.com'})")
-    wait_for(page, lambda: len(sent) >= 5)
+    wait_for(page, "the identify event", lambda: len(captures.sent) >= 5)
     page.click("#to-home")
-    wait_for(page, lambda: len(sent) >= 6)
+    wait_for(page, "the page view of /", lambda: len(captures.sent) >= 6)
     page.evaluate("sqlbook('upgraded', {plan: 'team', seats: 3})")
 
     # nothing kept in the browser: no cookie, no storage
@@ -252,11 +276,11 @@ def test_pageviews_events_and_identify_land_in_the_warehouse(
         page.evaluate("Object.keys(localStorage).length + Object.keys(sessionStorage).length") == 0
     )
     assert context.cookies() == []
-    settle(page, servers, api, project.project.id, 7)
+    captures.settle()
     context.close()
     assert problems == []
-    assert all(url.startswith(f"{api.url}/e?beacon=1") for url in sent)
-    assert len(sent) == 7 and set(statuses) == {204}
+    assert all(url.startswith(f"{api.url}/e?beacon=1") for url in captures.sent)
+    assert len(captures.sent) == 7 and captures.outcomes == [204] * 7
 
     rows = ingest_and_read(servers, api, project.project.id)
     by_name: dict[str, list[dict[str, Any]]] = {}
@@ -309,18 +333,19 @@ def test_persisted_anonymous_id_when_the_project_allows_it(
     assert 'data-persist="1"' in snippet
     context = browser.new_context()
     page = context.new_page()
-    sent, statuses = capture_requests(page, api)
+    captures = Captures(page, api)
     page.goto(f"{site.origin}/")
-    wait_for(page, lambda: len(sent) >= 2)
+    wait_for(page, "2 capture requests", lambda: len(captures.sent) >= 2)
     stored = page.evaluate("localStorage.getItem('sqlbook_id')")
     assert uuid.UUID(stored)
     page.reload()  # the same visitor on the next page load
-    wait_for(page, lambda: len(sent) >= 4)
+    wait_for(page, "2 more after the reload", lambda: len(captures.sent) >= 4)
     page.evaluate("sqlbook('identify', 'user-7')")
-    wait_for(page, lambda: len(sent) >= 5)
+    wait_for(page, "the identify event", lambda: len(captures.sent) >= 5)
     assert context.cookies() == []
-    settle(page, servers, api, project.project.id, 5)
+    captures.settle()
     context.close()
+    assert len(captures.sent) == 5 and captures.outcomes == [204] * 5
 
     rows = ingest_and_read(servers, api, project.project.id)
     assert len(rows) == 5
@@ -336,14 +361,14 @@ def test_a_disallowed_origin_lands_nothing(
     configure(api, site, project, cors_origins=["https://shop.example"])
     context = browser.new_context()
     page = context.new_page()
-    sent, statuses = capture_requests(page, api)
+    captures = Captures(page, api)
     page.goto(f"{site.origin}/")
     page.click("#to-pricing")
     page.click("#signup")
-    wait_for(page, lambda: len(statuses) >= 4)  # the browser did send: the API refused
-    page.wait_for_timeout(1000)
+    captures.settle()
     context.close()
-    assert len(sent) == 4 and set(statuses) == {403}
+    # the browser did send (the page views, the queued call, signup): the API refused
+    assert captures.outcomes == [403] * 4
     assert stream_rows(servers.redis_url, api.stream_key, project.project.id) == []
     assert ingest_and_read(servers, api, project.project.id) == []
 
@@ -372,7 +397,7 @@ def test_do_not_track_sends_nothing(
     context = browser.new_context(extra_http_headers={"DNT": "1"})
     context.add_init_script(DNT_INIT)
     page = context.new_page()
-    sent, statuses = capture_requests(page, api)
+    captures = Captures(page, api)
     scripts: list[str] = []
     page.on("requestfinished", lambda r: scripts.append(r.url) if "/t.js" in r.url else None)
     page.goto(f"{site.origin}/")
@@ -380,16 +405,16 @@ def test_do_not_track_sends_nothing(
     page.click("#to-pricing")
     page.click("#signup")
     page.evaluate("sqlbook('identify', 'user-9', {email: 'dnt@example.com'})")
+    # the script ran: under DNT the queue stub is replaced by a no-op, else it is running
+    wait_for(page, "t.js to load", lambda: scripts == [f"{api.url}/t.js"])
+    page.wait_for_function("typeof sqlbook == 'function' && !sqlbook.q")
+    captures.settle()
     if where == "browser":
-        page.wait_for_timeout(1500)
-        assert scripts == [f"{api.url}/t.js"]
-        # the script ran (the queue stub is replaced by a no-op), and sent nothing
-        assert page.evaluate("typeof sqlbook == 'function' && !sqlbook.q && !sqlbook.version")
-        assert sent == []
+        assert page.evaluate("!sqlbook.version")  # the no-op, which sent nothing
+        assert captures.sent == []
     else:
-        wait_for(page, lambda: len(statuses) >= 5)
-        page.wait_for_timeout(1000)
-        assert len(sent) == 5 and set(statuses) == {204}  # a success: nothing to retry
+        # a success: nothing to retry
+        assert captures.outcomes == [204] * 5
     context.close()
     assert stream_rows(servers.redis_url, api.stream_key, project.project.id) == []
     assert ingest_and_read(servers, api, project.project.id) == []
@@ -404,8 +429,7 @@ def test_fetch_fallback_retries_with_the_same_uuid(
     context = browser.new_context()
     context.add_init_script("Navigator.prototype.sendBeacon = () => false")
     page = context.new_page()
-    seen: list[tuple[str, str, str]] = []
-    page.on("request", lambda r: seen.append((r.method, r.url, r.post_data or "")))
+    captures = Captures(page, api)
     failed: list[str] = []
 
     def fail_the_first(route: Any) -> None:
@@ -417,14 +441,16 @@ def test_fetch_fallback_retries_with_the_same_uuid(
 
     page.route(f"{api.url}/e", fail_the_first)
     page.goto(f"{site.origin}/")
-    settle(page, servers, api, project.project.id, 2)
+    # the page view, the queued call, and (2 s after the failure) one retry
+    wait_for(page, "the retry of the failed send", lambda: len(captures.sent) >= 3)
+    captures.settle()  # the retry answered 200: the script schedules nothing more
     context.close()
 
-    captures = [(m, u, body) for m, u, body in seen if u.startswith(f"{api.url}/e")]
-    assert {(m, u) for m, u, _ in captures} == {("POST", f"{api.url}/e")}  # no OPTIONS
-    assert len(captures) == 3  # the page view, the queued call, and one retry
+    assert set(captures.methods) == {"POST"}  # no OPTIONS: no preflight
+    assert set(captures.sent) == {f"{api.url}/e"}
+    assert sorted(map(str, captures.outcomes)) == ["200", "200", "failed"]
     (first,) = failed
-    assert [body for _, _, body in captures].count(first) == 2
+    assert captures.bodies.count(first) == 2
     rows = ingest_and_read(servers, api, project.project.id)
     assert sorted(r["event_name"] for r in rows) == ["$pageview", "early"]
     assert json.loads(first)["uuid"] in {r["event_id"] for r in rows}
