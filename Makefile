@@ -41,9 +41,9 @@ bench-ingest: $(STAMP)
 bench-queries: $(STAMP)
 	$(BIN)/python -m tests.bench --phases queries $(BENCH_ARGS)
 
-# the bench code at tiny sizes, no stack (< 20 s); not part of `make test`
+# the bench code at tiny sizes, no stack (< 20 s); `make test` runs it too
 bench-smoke: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench/smoke_bench.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/bench/test_smoke_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,11 +1,11 @@
 """The bench code at tiny sizes, without a `sqlbook up`: on the session's embedded
 PostgreSQL and Redis, an API served in this process, chDB in worker processes.
 
-    make bench-smoke   # = python -m pytest tests/bench/smoke_bench.py
+    make bench-smoke   # = python -m pytest tests/bench/test_smoke_bench.py
 
-Not collected by `make test` (the name is not test_*.py). It checks that each phase's
-code runs and that its figures are sane (events counted, baselines measured, the same rows
-from every query path), never how fast anything is.
+Part of `make test` too, so a change that breaks `make bench` fails the suite. It checks
+that each phase's code runs and that its figures are sane (events counted, baselines
+measured, the same rows from every query path), never how fast anything is.
 """
 
 from __future__ import annotations
