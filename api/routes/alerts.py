@@ -1,27 +1,106 @@
 """Alerts: rules on a query, checked on a schedule by Dagster's alert sensor.
 
-Bodies are validated here rather than by FastAPI's model binding, whose 422 would echo
-the input back — channel configurations hold webhook URLs and tokens."""
+Bodies are pydantic models on a `ValidatedRoute`, so an invalid one is a 400 naming the
+field and never echoes the input — channel configurations hold webhook URLs and tokens.
+What the schema cannot say (the SQL, the data source's name, a channel's URL) is checked
+by the handler, also a 400."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query
-from pydantic import ValidationError
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import Field, SkipValidation, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
+from api.schemas import AUTHENTICATED, MAX_ID, ValidatedRoute, partial, problems, resource_id
 from connectors.metadata.alerts import AlertExists, AlertRecord
 from connectors.notify.alert import AlertSpec
+from connectors.notify.channels import ChannelConfig
+from connectors.notify.schedule import Schedule
 from connectors.notify.stored import check_alert, evaluate_stored, public_channels
 from connectors.warehouse.errors import QueryError
 from connectors.warehouse.registry import DatasourceNotFound
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+router = APIRouter(
+    prefix="/api/alerts", tags=["alerts"], route_class=ValidatedRoute, responses=AUTHENTICATED
+)
 
-_OWN_FIELDS = ("channels", "enabled")
+AlertId = Annotated[int, resource_id("alert")]
+
+_TIMEZONE = {"type": "string", "default": "UTC", "description": "An IANA time zone."}
+_SCHEDULE = {
+    "description": "When the alert is evaluated: a cron expression in a time zone, or an"
+    " interval of at least 10 s.",
+    "anyOf": [
+        {
+            "type": "string",
+            "minLength": 1,
+            "description": "`*/5 * * * *` (cron, UTC) or `30s`, `10m`, `1h`, `1d`",
+        },
+        {
+            "type": "object",
+            "properties": {"cron": {"type": "string"}, "timezone": _TIMEZONE},
+            "required": ["cron"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "every": {"type": "string", "pattern": r"^\s*\d+\s*(s|sec|m|min|h|d)\s*$"},
+                "timezone": _TIMEZONE,
+            },
+            "required": ["every"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "every_seconds": {"type": "integer", "minimum": 10},
+                "timezone": _TIMEZONE,
+            },
+            "required": ["every_seconds"],
+            "additionalProperties": False,
+        },
+    ],
+}
+
+
+if TYPE_CHECKING:
+    ChannelConfigs = dict[str, dict[str, Any]]
+else:
+    # The schema shows each channel's configuration by type; the handler gets the
+    # mapping as sent and checks it with check_alert, whose messages repeat no secret.
+    ChannelConfigs = dict[str, SkipValidation[ChannelConfig]]
+
+
+class AlertCreate(AlertSpec):
+    """An alert with its channels configured inline: name → configuration."""
+
+    schedule: Annotated[Schedule, WithJsonSchema(_SCHEDULE)]
+    channels: Annotated[ChannelConfigs, Field(min_length=1)]  # type: ignore[assignment]
+    enabled: bool = True
+
+    def spec(self) -> AlertSpec:
+        fields = {name: getattr(self, name) for name in AlertSpec.model_fields}
+        return AlertSpec.model_validate({**fields, "channels": list(self.channels)})
+
+
+if TYPE_CHECKING:
+    AlertUpdate = AlertCreate
+else:
+    AlertUpdate = partial(AlertCreate, "AlertUpdate")
+
+_REFUSED = problems(
+    400,
+    409,
+    e400="Not a valid alert: `detail` names the field — also for what the schema cannot"
+    " say: the SQL (checked as a query would be), an unknown data source, a channel's URL"
+    " or address, an owner_channel that is not one of the channels, a cron expression.",
+    e409="An alert of this name exists in the workspace.",
+)
 
 
 def _problem(err: ValidationError) -> str:
@@ -32,27 +111,18 @@ def _problem(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _validated(state: State, workspace_id: int, body: dict[str, Any]) -> tuple[AlertSpec, dict]:
-    channels = body.get("channels")
-    if not isinstance(channels, dict) or not channels:
-        raise HTTPException(
-            400, "channels: give a mapping of channel name → configuration (type, …)"
-        )
-    fields = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
-    try:
-        spec = AlertSpec.model_validate({**fields, "channels": list(channels)})
-    except ValidationError as err:
-        raise HTTPException(400, _problem(err)) from None
+def _validated(state: State, workspace_id: int, body: AlertCreate) -> AlertSpec:
+    spec = body.spec()
     try:
         target = state.sources.target(workspace_id, spec.datasource)
-        check_alert(spec, channels, target.source.dialect)
+        check_alert(spec, body.channels, target.source.dialect)
     except DatasourceNotFound as err:
         raise HTTPException(400, f"datasource: {err}") from None
     except QueryError as err:
         raise HTTPException(400, f"sql: {err.message}") from None
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
-    return spec, channels
+    return spec
 
 
 def _public(record: AlertRecord) -> dict[str, Any]:
@@ -84,17 +154,14 @@ async def list_alerts(token: CurrentToken, state: State) -> list[dict[str, Any]]
     return [_public(r) for r in records]
 
 
-@router.post("", status_code=201)
-async def create_alert(
-    token: CurrentToken, state: State, body: Annotated[dict[str, Any], Body()]
-) -> dict[str, Any]:
+@router.post("", status_code=201, responses=_REFUSED)
+async def create_alert(token: CurrentToken, state: State, body: AlertCreate) -> dict[str, Any]:
     def create() -> AlertRecord:
-        spec, channels = _validated(state, token.workspace_id, body)
-        enabled = bool(body.get("enabled", True))
-        due = spec.schedule.next_after(datetime.now(UTC)) if enabled else None
+        spec = _validated(state, token.workspace_id, body)
+        due = spec.schedule.next_after(datetime.now(UTC)) if body.enabled else None
         try:
             return state.alerts.create(
-                token.workspace_id, spec.model_dump(mode="json"), channels, enabled, due
+                token.workspace_id, spec.model_dump(mode="json"), body.channels, body.enabled, due
             )
         except AlertExists as err:
             raise HTTPException(409, str(err)) from None
@@ -102,33 +169,40 @@ async def create_alert(
     return _public(await run_in_threadpool(create))
 
 
-@router.get("/{alert_id}")
-async def read_alert(alert_id: int, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.get("/{alert_id}", responses=problems(404))
+async def read_alert(alert_id: AlertId, token: CurrentToken, state: State) -> dict[str, Any]:
     return _public(await run_in_threadpool(_get, state, token.workspace_id, alert_id))
 
 
-@router.patch("/{alert_id}")
+@router.patch("/{alert_id}", responses={**_REFUSED, **problems(404)})
 async def update_alert(
-    alert_id: int, token: CurrentToken, state: State, body: Annotated[dict[str, Any], Body()]
+    alert_id: AlertId,
+    token: CurrentToken,
+    state: State,
+    body: AlertUpdate,
 ) -> dict[str, Any]:
     def update() -> AlertRecord:
         current = _get(state, token.workspace_id, alert_id)
-        merged = {**current.spec, "channels": current.channels, "enabled": current.enabled}
-        merged.update(body)
-        spec, channels = _validated(state, token.workspace_id, merged)
-        enabled = bool(merged.get("enabled", True))
+        given = {name: getattr(body, name) for name in body.model_fields_set}
+        try:
+            merged = AlertCreate.model_validate(
+                {**current.spec, "channels": current.channels, "enabled": current.enabled, **given}
+            )
+        except ValidationError as err:
+            raise HTTPException(400, _problem(err)) from None
+        spec = _validated(state, token.workspace_id, merged)
         schedule_changed = spec.schedule.model_dump() != current.spec.get("schedule")
         due = current.next_due_at
-        if enabled and (due is None or schedule_changed):
+        if merged.enabled and (due is None or schedule_changed):
             due = spec.schedule.next_after(datetime.now(UTC))
         try:
             record = state.alerts.update(
                 token.workspace_id,
                 alert_id,
                 spec.model_dump(mode="json"),
-                channels,
-                enabled,
-                due if enabled else None,
+                merged.channels,
+                merged.enabled,
+                due if merged.enabled else None,
             )
         except AlertExists as err:
             raise HTTPException(409, str(err)) from None
@@ -138,14 +212,14 @@ async def update_alert(
     return _public(await run_in_threadpool(update))
 
 
-@router.delete("/{alert_id}", status_code=204)
-async def delete_alert(alert_id: int, token: CurrentToken, state: State) -> None:
+@router.delete("/{alert_id}", status_code=204, responses=problems(404))
+async def delete_alert(alert_id: AlertId, token: CurrentToken, state: State) -> None:
     if not await run_in_threadpool(state.alerts.delete, token.workspace_id, alert_id):
         raise HTTPException(404, f"no alert {alert_id} in this workspace")
 
 
-@router.post("/{alert_id}/test")
-async def test_alert(alert_id: int, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.post("/{alert_id}/test", responses=problems(404))
+async def test_alert(alert_id: AlertId, token: CurrentToken, state: State) -> dict[str, Any]:
     """Evaluate now and send to every channel whatever the state; the alert's own state
     and schedule are left as they were."""
 
@@ -159,13 +233,15 @@ async def test_alert(alert_id: int, token: CurrentToken, state: State) -> dict[s
     return await run_in_threadpool(test)
 
 
-@router.get("/{alert_id}/history")
+@router.get("/{alert_id}/history", responses=problems(404))
 async def alert_history(
-    alert_id: int,
+    alert_id: AlertId,
     token: CurrentToken,
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: int | None = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Page: entries older than this id")
+    ] = None,
 ) -> dict[str, Any]:
     def history() -> dict[str, Any]:
         _get(state, token.workspace_id, alert_id)

@@ -14,24 +14,39 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, State
+from api.schemas import AUTHENTICATED, MAX_ID, DateTime, ValidatedRoute
 from connectors.metadata.audit import AUDIT_COLUMNS, AuditFilter
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(
+    prefix="/api/audit", tags=["audit"], route_class=ValidatedRoute, responses=AUTHENTICATED
+)
 
 CSV_MAX_ROWS = 100_000
 
 
-@router.get("", response_model=None)
+@router.get(
+    "",
+    response_model=None,
+    responses={
+        200: {
+            "description": "`{items, next_before}` as JSON, or every match as CSV"
+            f" (at most {CSV_MAX_ROWS:,} rows) with `format=csv`.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def read_audit(
     token: AdminToken,
     state: State,
     status: Literal["ok", "error", "rejected", "timeout", "cancelled", "unavailable"] | None = None,
     datasource: str | None = None,
-    token_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    token_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    since: DateTime | None = None,
+    until: DateTime | None = None,
     q: Annotated[str | None, Query(description="Text the SQL contains")] = None,
-    before: Annotated[int | None, Query(description="Page: entries older than this id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Page: entries older than this id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | StreamingResponse:

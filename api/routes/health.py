@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import State
@@ -11,7 +14,17 @@ from api.deps import State
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: str = Field(description='"ok", or "down: <error type>"')
+    database: str = Field(description='"ok", or "down: <error type>"')
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A server is down (`degraded`)."}},
+)
 async def health(state: State) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -12,21 +12,58 @@ key's project for up to SQLBOOK_CAPTURE_KEY_CACHE_SECONDS.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
 from api.routes.script import snippet
+from api.schemas import AUTHENTICATED, ValidatedRoute, partial, problems, resource_id
 from connectors.capture_policy import ProjectPolicy, normalize_origin
 from connectors.metadata.store import Project
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = APIRouter(
+    prefix="/api/projects", tags=["projects"], route_class=ValidatedRoute, responses=AUTHENTICATED
+)
+
+ProjectId = Annotated[int, resource_id("project")]
 
 MAX_ORIGINS = 100
 POLICY_FIELDS = ("cors_origins", "respect_dnt", "persist_anonymous_id", "anonymize_ip")
+
+# scheme://host[:port], or "*". Shown in the schema; parse_origins checks it, so that
+# its 400 names the origin at fault (and the port's range).
+_ORIGIN = (
+    r"^\s*(\*|[Hh][Tt][Tt][Pp][Ss]?://(\[[0-9A-Fa-f:.]+\]|[^/\s?#@:\[\]]+)(:[0-9]{1,5})?/?)\s*$"
+)
+
+
+class ProjectSettings(BaseModel):
+    """A project's capture settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cors_origins: Annotated[
+        list[Annotated[str, Field(json_schema_extra={"pattern": _ORIGIN})]],
+        Field(
+            min_length=1,
+            max_length=MAX_ORIGINS,
+            description='Origins whose browsers may send events, or ["*"] (alone) for any.',
+        ),
+    ]
+    respect_dnt: StrictBool = Field(description="Drop events from browsers that send Do-Not-Track.")
+    persist_anonymous_id: StrictBool = Field(
+        description="t.js keeps its anonymous id in localStorage."
+    )
+    anonymize_ip: StrictBool = Field(description="Store client IPs with their last octets zeroed.")
+
+
+if TYPE_CHECKING:
+    ProjectUpdate = ProjectSettings
+else:
+    ProjectUpdate = partial(ProjectSettings, "ProjectUpdate", min_fields=1)
 
 
 class ProjectPublic(BaseModel):
@@ -79,22 +116,12 @@ def parse_origins(value: Any) -> tuple[str, ...]:
     return tuple(origins)
 
 
-def patched_policy(policy: ProjectPolicy, body: dict[str, Any]) -> ProjectPolicy:
-    unknown = sorted(set(body) - set(POLICY_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"{unknown[0]}: not a project setting; settable: {', '.join(POLICY_FIELDS)}"
-        )
-    if not body:
+def patched_policy(policy: ProjectPolicy, body: ProjectUpdate) -> ProjectPolicy:
+    if not body.model_fields_set:
         raise ValueError(f"nothing to change; settable: {', '.join(POLICY_FIELDS)}")
-    changes: dict[str, Any] = {}
-    for name, value in body.items():
-        if name == "cors_origins":
-            changes[name] = parse_origins(value)
-        elif not isinstance(value, bool):
-            raise ValueError(f"{name}: must be true or false")
-        else:
-            changes[name] = value
+    changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+    if "cors_origins" in changes:
+        changes["cors_origins"] = parse_origins(changes["cors_origins"])
     return dataclasses.replace(policy, **changes)
 
 
@@ -111,12 +138,18 @@ async def list_projects(token: CurrentToken, state: State) -> list[ProjectPublic
     return [ProjectPublic.of(p) for p in projects]
 
 
-@router.patch("/{project_id}", response_model=ProjectPublic)
+@router.patch(
+    "/{project_id}",
+    response_model=ProjectPublic,
+    responses=problems(
+        400,
+        404,
+        e400="Not valid settings: `detail` names the field (an origin that is not one, "
+        '"*" beside other origins, no field at all).',
+    ),
+)
 async def update_project(
-    project_id: int,
-    token: AdminToken,
-    state: State,
-    body: Annotated[dict[str, Any], Body()],
+    project_id: ProjectId, token: AdminToken, state: State, body: ProjectUpdate
 ) -> ProjectPublic:
     def update() -> Project:
         current = _project(state, token.workspace_id, project_id)
@@ -135,9 +168,9 @@ async def update_project(
     return ProjectPublic.of(project)
 
 
-@router.get("/{project_id}/snippet", response_model=Snippet)
+@router.get("/{project_id}/snippet", response_model=Snippet, responses=problems(404))
 async def read_snippet(
-    project_id: int, token: CurrentToken, state: State, request: Request
+    project_id: ProjectId, token: CurrentToken, state: State, request: Request
 ) -> Snippet:
     project = await run_in_threadpool(_project, state, token.workspace_id, project_id)
     api_url = state.settings.public_api_url or str(request.base_url)

@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from api.schemas import problems
 from connectors.metadata.store import Project
 
 router = APIRouter(tags=["tracking script"])
@@ -26,6 +28,7 @@ router = APIRouter(tags=["tracking script"])
 LATEST_MAX_AGE = 86_400
 IMMUTABLE = "public, max-age=31536000, immutable"
 _HEADER = re.compile(r"^// sqlbook-js (\S+) src:([0-9a-f]+)")
+_NO_VERSION = problems(404, e404="This API serves another version; /t.js is the current one.")
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,28 @@ def _serve(request: Request, cache_control: str) -> Response:
     )
 
 
-@router.api_route("/t.js", methods=["GET", "HEAD"])
+_SCRIPT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The script (gzip when accepted); HEAD: its headers only.",
+        "content": {"application/javascript": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "If-None-Match named this script."},
+}
+
+
+@router.get("/t.js", response_class=Response, responses=_SCRIPT)
+@router.head("/t.js", response_class=Response, responses=_SCRIPT, operation_id="head_t_js")
 async def latest_script(request: Request) -> Response:
     return _serve(request, f"public, max-age={LATEST_MAX_AGE}")
 
 
-@router.api_route("/t/{version}.js", methods=["GET", "HEAD"])
+@router.get("/t/{version}.js", response_class=Response, responses={**_SCRIPT, **_NO_VERSION})
+@router.head(
+    "/t/{version}.js",
+    response_class=Response,
+    responses={**_SCRIPT, **_NO_VERSION},
+    operation_id="head_t_version_js",
+)
 async def versioned_script(version: str, request: Request) -> Response:
     if version != script().version:
         raise HTTPException(
