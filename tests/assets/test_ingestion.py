@@ -206,12 +206,14 @@ def test_a_run_stops_after_max_rows_and_leaves_the_rest(
     assert count(servers.warehouse_url, FAKE + 108) == 60
 
 
-def test_a_following_run_ingests_what_arrives_after_its_range_until_idle(
+def test_a_following_run_ingests_what_arrives_after_its_range(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis
 ) -> None:
     """With `follow`, entries appended while the run is going are committed (and deleted
-    from the stream) by that run, without a new range; the run ends once idle."""
+    from the stream) by that run, without a new range. The idle limit is far longer than
+    the test, so a slow machine cannot end the run between batches; it ends at max_rows."""
     import threading
+    import time
 
     from connectors.ingest import IngestReport, ingest_range
     from connectors.stream import CaptureStreamReader
@@ -223,33 +225,63 @@ def test_a_following_run_ingests_what_arrives_after_its_range_until_idle(
     reports: list[IngestReport] = []
     run = threading.Thread(
         target=lambda: reports.append(
-            ingest_range(reader, warehouse, first, first, follow=(60.0, 2.0))
+            ingest_range(reader, warehouse, first, first, max_rows=18, follow=(600.0, 600.0))
         )
     )
     run.start()
 
     def wait_for_rows(expected: int) -> None:
-        for _ in range(100):
-            if count(servers.warehouse_url, project) >= expected:
-                break
-            run.join(0.1)
+        deadline = time.monotonic() + 60
+        while count(servers.warehouse_url, project) < expected:
+            assert run.is_alive(), f"the run ended before {expected} rows"
+            assert time.monotonic() < deadline, f"waited 60 s for {expected} rows"
+            run.join(0.05)
         assert count(servers.warehouse_url, project) == expected
 
     wait_for_rows(5)
     later, total = [], 5
     for n in (3, 4, 6):
         # each batch becomes queryable while the same run is still following
+        assert run.is_alive()
         later.append(append(servers.redis_url, stream_key, project, event_batch(n)))
         total += n
         wait_for_rows(total)
-        assert run.is_alive()
-    run.join(30)  # idle for 2 s: the run ends by itself
+    run.join(60)  # 18 rows: max_rows reached, the run ends by itself
     assert not run.is_alive()
     (report,) = reports
     assert (report.rows, report.inserted, report.duplicates) == (18, 18, 0)
     assert (report.start_id, report.requested_end_id, report.end_id) == (first, first, later[-1])
     assert report.complete and report.projects == 1
     assert redis_client.xlen(stream_key) == 0
+
+
+def test_a_following_run_ends_once_idle(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """Nothing arrives after the range: the run ends after its idle limit (well before
+    its overall one), with what the range held."""
+    import threading
+
+    from connectors.ingest import IngestReport, ingest_range
+    from connectors.stream import CaptureStreamReader
+
+    project = FAKE + 111
+    first = append(servers.redis_url, stream_key, project, event_batch(4))
+    reader = CaptureStreamReader(redis_client, stream_key)
+    reports: list[IngestReport] = []
+    run = threading.Thread(
+        target=lambda: reports.append(
+            ingest_range(
+                reader, PostgresWarehouse(servers.warehouse_url), first, first, follow=(600.0, 0.5)
+            )
+        )
+    )
+    run.start()
+    run.join(120)  # the deadline is for a run that never ends: 600 s of following
+    assert not run.is_alive(), "a following run with nothing to follow did not end when idle"
+    (report,) = reports
+    assert (report.rows, report.end_id) == (4, first) and report.complete
+    assert count(servers.warehouse_url, project) == 4
 
 
 def test_a_following_run_stops_at_max_rows(
