@@ -142,3 +142,10 @@ def test_waits_after_a_failed_run(
     result, _ = evaluate(instance, servers.redis_url, stream_key, None)
     assert isinstance(result, dg.SkipReason), result
     assert "last 1 ingestion run(s) failed; retrying in" in (result.skip_message or "")
+    # once the delay is over (the failure's end moved 11 s back), the range is retried
+    with instance.run_storage.connect() as conn:  # type: ignore[attr-defined]
+        conn.exec_driver_sql("update runs set end_time = end_time - 11")
+    result, _ = evaluate(instance, servers.redis_url, stream_key, None)
+    assert isinstance(result, dg.SensorResult), result
+    (request,) = result.run_requests or []
+    assert request.tags["sqlbook/retry"] == "false"  # no cursor yet: the first request
