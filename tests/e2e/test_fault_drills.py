@@ -810,7 +810,15 @@ def test_the_same_batch_twice_is_stored_once(
             assert post_batch(http, ledger, project.capture_key, batch)
             if not same_run:
                 ingest_pending(servers.redis_url, stream_key, servers.warehouse_url)
-            time.sleep(0.01)  # a later receive time for the copy
+    if same_run:  # the drill's premise: two copies of each event wait, stamped alike or not
+        with redis.Redis.from_url(servers.redis_url) as client:
+            reader = CaptureStreamReader(client, stream_key)
+            copies = [row for entry in reader.read("-", "+") for row in entry.rows]
+        stamps: dict[str, set[str]] = {}
+        for row in copies:
+            stamps.setdefault(row["event_id"], set()).add(row["timestamp"])
+        assert len(copies) == 2 * len(batch) and len(stamps) == len(batch)
+        assert {len(s) for s in stamps.values()} == ({1} if timestamp else {2})
     ingest_pending(servers.redis_url, stream_key, servers.warehouse_url)
     assert ledger.answers["200"] == 2
     counts = stored(servers.warehouse_url, project.id)
