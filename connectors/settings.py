@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="Share of a project's events per minute one client IP (IPv6: one /64) "
         "may use; 0 = no per-IP limit.",
     )
+    capture_rate_limit_ip_received_bytes_per_minute: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Bytes of capture request bodies, as received (before decompression and "
+        "parsing), one client IP (IPv6: one /64) may send per minute, whatever the project; "
+        "0 = off.",
+    )
     capture_project_backlog_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=0,

@@ -1,13 +1,14 @@
 """Capture: what PostHog's and Segment's SDKs send, on the paths they send it to.
 
 Every path runs one pipeline: key outside the body (query, Authorization), if any → its
-project → read body → decode (gzip, form) and map to internal events
-(`connectors.wire_formats`) → key → project → the project's policy (CORS, Do-Not-Track,
-IP anonymisation, robots) → rows (`connectors.capture.to_rows`) → Redis stream, through
-the stream's limits (events and bytes per project, events per client IP, the project's
-share of the backlog). Decoding and mapping run in worker threads, a few at a time, never
-on the event loop. The answer is a success only once Redis has the events on disk (or
-they were dropped on purpose).
+project → read body → its bytes as received, charged to the client IP (and to that
+project) → decode (gzip, form) and map to internal events (`connectors.wire_formats`) →
+key → project → the project's policy (CORS, Do-Not-Track, IP anonymisation, robots) →
+rows (`connectors.capture.to_rows`) → Redis stream, through the stream's limits (events
+and bytes per project, events per client IP, the project's share of the backlog).
+Everything from decoding to rows runs in one worker-thread call, a few at a time, never on
+the event loop. The answer is a success only once Redis has the events on disk (or they
+were dropped on purpose).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import psycopg
@@ -37,6 +39,7 @@ from connectors.capture import (
 )
 from connectors.capture_policy import allowed_origin, is_bot, wants_no_tracking
 from connectors.metadata.store import Project
+from connectors.secrets import derive, load_secret_key
 from connectors.settings import Settings
 from connectors.stream import BacklogFull, RateLimited
 from connectors.stream.capture_stream import CaptureQuota
@@ -106,12 +109,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 @dataclass(frozen=True)
 class _Capture:
-    """What capture derives from the settings once per app: its limits, and the bound on
-    bodies decoded at once (so a flood of bodies cannot take every worker thread)."""
+    """What capture derives from the settings once per app: its limits, the bound on
+    bodies decoded at once (so a flood of bodies cannot take every worker thread), and the
+    salt of client addresses counted across projects (the same in every API process)."""
 
     limits: CaptureLimits
     quota: CaptureQuota
     decoding: anyio.CapacityLimiter
+    client_salt: str
 
     @classmethod
     def of(cls, request: Request, state: State) -> _Capture:
@@ -131,18 +136,24 @@ class _Capture:
                     ),
                     backlog_entries=settings.capture_max_backlog_entries,
                     project_backlog_bytes=settings.capture_project_backlog_bytes,
+                    client_received_bytes_per_minute=(
+                        settings.capture_rate_limit_ip_received_bytes_per_minute
+                    ),
+                    # as received, a body is about its rows' size, or less once gzipped
+                    project_received_bytes_per_minute=settings.capture_rate_limit_bytes_per_minute,
                 ),
                 decoding=anyio.CapacityLimiter(settings.capture_decode_concurrency),
+                client_salt=derive(load_secret_key(settings), "capture-client").hex(),
             )
             request.app.state.capture = made
         return made
 
 
 def _client_id(host: str | None, salt: str) -> str | None:
-    """Who sent the request, for its share of the project's rate limit: the address
-    uvicorn made of the connection (X-Forwarded-For only from a proxy it trusts), an IPv6
-    one by its /64 (what one subscriber usually holds), hashed with the project's salt so
-    Redis never holds an address."""
+    """Who sent the request, for the limits per client: the address uvicorn made of the
+    connection (X-Forwarded-For only from a proxy it trusts), an IPv6 one by its /64 (what
+    one subscriber usually holds), hashed with a salt (the project's, or the installation's
+    for limits across projects) so Redis never holds an address."""
     ip = parse_ip(host)
     if ip is None:
         return None
@@ -221,6 +232,93 @@ async def _project(state: State, key: str, cors: dict[str, str]) -> Project:
     return project
 
 
+def _stream_refusal(err: Exception, cors: dict[str, str]) -> Response:
+    """The answer when the stream's Redis refuses or fails: nothing was stored."""
+    if isinstance(err, BacklogFull):
+        return _error(503, str(err), headers={**cors, "Retry-After": "10"})
+    if isinstance(err, RateLimited):
+        return _error(429, str(err), headers={**cors, "Retry-After": str(err.retry_after)})
+    if "OOM command" in str(err):  # maxmemory reached (inside a script: a plain error)
+        return _error(
+            503,
+            "event buffer (Redis) is full: ingestion is behind; nothing was stored, retry later",
+            headers={**cors, "Retry-After": "10"},
+        )
+    # Never a success for an event that is not stored: the client keeps it and retries.
+    return _error(
+        503,
+        "event buffer (Redis) unavailable; retry later with the same event uuids"
+        " (an event that did reach the buffer is stored once)",
+        headers={**cors, "Retry-After": "5"},
+    )
+
+
+_STREAM_ERRORS = (BacklogFull, RateLimited, redis.RedisError, OSError)
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A capture request whose body was read and paid for, as a worker thread takes it."""
+
+    state: State
+    wire: _Wire
+    headers: Headers
+    query: QueryParams
+    raw: bytes
+    limits: CaptureLimits
+    received_at: datetime
+    web_origin: str | None
+    host: str | None
+    outside_key: str | None
+    project: Project | None  # the outside key's
+
+
+@dataclass(frozen=True)
+class _Shaped:
+    project: Project
+    rows: list[dict[str, Any]] | None  # None: the sender asked not to be tracked
+    cors: dict[str, str]
+
+
+def _shape(received: _Received) -> _Shaped:
+    """Decode, find the project, apply its policy and shape the rows, in one worker-thread
+    call: each hop between the event loop and a thread costs about what parsing a small
+    batch does. Every refusal is raised as _Refused, with its answer."""
+    cors = _cors(received.web_origin or "*")
+    try:
+        batch = received.wire.decode(
+            received.headers, received.query, received.raw, received.limits
+        )
+        if not batch.api_key:
+            raise _Refused(
+                _error(401, "api_key: missing; send the project's capture key", "api_key", cors)
+            )
+        project = received.project
+        if project is None or batch.api_key != received.outside_key:
+            # a key in the body: looked up on the event loop (cached; rarely PostgreSQL)
+            project = anyio.from_thread.run(_project, received.state, batch.api_key, cors)
+        policy = project.policy
+        allow = allowed_origin(policy, received.web_origin)
+        if allow is None:
+            # the origin is echoed so the SDK can read the 403 and stop retrying
+            refusal = f"origin {received.web_origin} is not allowed for this project"
+            raise _Refused(_error(403, refusal, headers=cors))
+        cors = _cors(allow)
+        if policy.respect_dnt and wants_no_tracking(dict(received.headers)):
+            return _Shaped(project, None, cors)  # as if stored: DNT is not an error
+        origin = Origin(
+            project_id=project.id,
+            salt=project.salt,
+            ip=parse_ip(received.host),
+            user_agent=received.headers.get("user-agent"),
+            received_at=received.received_at,
+            anonymize_ip=policy.anonymize_ip,
+        )
+        return _Shaped(project, to_rows(batch.events, origin, batch.field, received.limits), cors)
+    except CaptureError as err:
+        raise _Refused(_error(err.status, str(err), err.field or None, cors)) from None
+
+
 async def _capture(
     request: Request, state: State, wire: _Wire, success: dict[str, object]
 ) -> Response:
@@ -230,71 +328,46 @@ async def _capture(
     cors = _cors(web_origin or "*")
     capture = _Capture.of(request, state)
     headers, query = request.headers, request.query_params
+    host = request.client.host if request.client else None
     try:
         # A key outside the body (query, Authorization) is checked before the body is even
         # read: an unknown one costs no decompression.
         outside_key = wire.outside_key(headers, query)
         project = await _project(state, outside_key, cors) if outside_key else None
         raw = await _read_body(request, capture.limits.max_body_bytes)
-        batch = await anyio.to_thread.run_sync(
-            wire.decode, headers, query, raw, capture.limits, limiter=capture.decoding
-        )
-        del raw
-        if not batch.api_key:
-            return _error(401, "api_key: missing; send the project's capture key", "api_key", cors)
-        if project is None or batch.api_key != outside_key:
-            project = await _project(state, batch.api_key, cors)
-        policy = project.policy
-        allow = allowed_origin(policy, web_origin)
-        if allow is None:
-            # the origin is echoed so the SDK can read the 403 and stop retrying
-            return _error(403, f"origin {web_origin} is not allowed for this project", headers=cors)
-        cors = _cors(allow)
-        if policy.respect_dnt and wants_no_tracking(dict(headers)):
-            return _success(request, success, cors)  # as if stored: DNT is not an error
-        request_agent = headers.get("user-agent")
-        host = request.client.host if request.client else None
-        origin = Origin(
-            project_id=project.id,
-            salt=project.salt,
-            ip=parse_ip(host),
-            user_agent=request_agent,
-            received_at=received_at,
-            anonymize_ip=policy.anonymize_ip,
-        )
-        rows = await anyio.to_thread.run_sync(
-            to_rows, batch.events, origin, batch.field, capture.limits, limiter=capture.decoding
-        )
+        # Every limit on what the body holds applies only once it is parsed, and parsing
+        # holds the GIL (about 0.2 s for 20 MiB of JSON): the bytes as received are paid
+        # for first, by the client IP and by the project its key names.
+        try:
+            await state.stream.receive(
+                len(raw),
+                capture.quota,
+                client=_client_id(host, capture.client_salt),
+                project_id=project.id if project else None,
+            )
+        except _STREAM_ERRORS as err:
+            return _stream_refusal(err, cors)
+        received = _Received(
+            state, wire, headers, query, raw, capture.limits, received_at, web_origin, host,
+            outside_key, project,
+        )  # fmt: skip
+        shaped = await anyio.to_thread.run_sync(_shape, received, limiter=capture.decoding)
     except _Refused as refused:
         return refused.response
     except CaptureError as err:
         return _error(err.status, str(err), err.field or None, cors)
-    robot = is_bot(request_agent)
+    project, rows, cors = shaped.project, shaped.rows, shaped.cors
+    if rows is None:
+        return _success(request, success, cors)
+    robot = is_bot(headers.get("user-agent"))
     kept = [row for row in rows if not robot and not is_bot(row["user_agent"])]
     if kept:
         try:
             await state.stream.append(
                 project.id, kept, capture.quota, client=_client_id(host, project.salt)
             )
-        except BacklogFull as err:
-            return _error(503, str(err), headers={**cors, "Retry-After": "10"})
-        except RateLimited as err:
-            return _error(429, str(err), headers={**cors, "Retry-After": str(err.retry_after)})
-        except (redis.RedisError, OSError) as err:
-            if "OOM command" in str(err):  # maxmemory reached (inside the script: a plain error)
-                return _error(
-                    503,
-                    "event buffer (Redis) is full: ingestion is behind; nothing was stored,"
-                    " retry later",
-                    headers={**cors, "Retry-After": "10"},
-                )
-            # Never a success for an event that is not stored: the client keeps it and retries.
-            return _error(
-                503,
-                "event buffer (Redis) unavailable; retry later with the same event uuids"
-                " (an event that did reach the buffer is stored once)",
-                headers={**cors, "Retry-After": "5"},
-            )
+        except _STREAM_ERRORS as err:
+            return _stream_refusal(err, cors)
     if len(kept) < len(rows):  # robots: a success, so a crawler has nothing to retry
         cors = {**cors, DROPPED_HEADER: str(len(rows) - len(kept))}
     return _success(request, success, cors)

@@ -9,6 +9,60 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
+# Token buckets, shared by every script below: a minute's allowance at most, refilled
+# continuously by Redis' clock, so no answer depends on where a request falls in a
+# wall-clock minute. A request larger than a bucket passes when the bucket is full, leaving
+# it in debt. A bucket is {hash, field, limit a minute (0 = none), cost, name}.
+#
+# Their state is not propagated to the AOF or replicas (REPL_NONE): it is not worth an
+# fsync of its own under `appendfsync always`, and after a restart every bucket is full.
+_BUCKETS = """
+redis.replicate_commands()
+
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+
+-- The longest wait (ms) and the name of the bucket that imposes it; nil if all have room.
+local function shortfall(buckets, now)
+  local wait, refused = 0, nil
+  for _, b in ipairs(buckets) do
+    local limit = b[3]
+    if limit > 0 then
+      local rate = limit / 60000
+      local state = redis.call('HMGET', b[1], b[2], b[2] .. 't')
+      local tokens = tonumber(state[1])
+      if tokens == nil then
+        tokens = limit
+      else
+        tokens = math.min(limit, tokens + math.max(0, now - tonumber(state[2])) * rate)
+      end
+      b[6] = tokens - b[4]
+      if b[4] > tokens and tokens < limit then
+        local ms = math.ceil((math.min(b[4], limit) - tokens) / rate)
+        if ms > wait then wait, refused = ms, b[5] end
+      end
+    end
+  end
+  return wait, refused
+end
+
+-- Take every bucket's cost (after `shortfall` found room in all of them).
+local function spend(buckets, now)
+  redis.set_repl(redis.REPL_NONE)
+  for _, b in ipairs(buckets) do
+    if b[3] > 0 then
+      redis.call('HSET', b[1], b[2], tostring(b[6]), b[2] .. 't', now)
+      -- gone once full again: a missing bucket is a full one
+      local full_in = math.ceil((b[3] - b[6]) / (b[3] / 60000)) + 1000
+      if redis.call('PTTL', b[1]) < full_in then redis.call('PEXPIRE', b[1], full_in) end
+    end
+  end
+  redis.set_repl(redis.REPL_ALL)
+end
+"""
+
 # Admission and append in one atomic step: a rejected request leaves no trace, an
 # accepted one is counted exactly once. With `appendfsync always` the entry is on disk
 # before Redis replies, so the caller may answer 200.
@@ -18,12 +72,9 @@ import redis.asyncio as aredis
 # ARGV: 1 events, 2 payload bytes, 3 project id, 4 payload, 5 most entries in the stream,
 # 6 events a minute, 7 bytes a minute, 8 events a minute from one client, 9 most bytes one
 # project may hold in the stream. A limit of 0 is no limit.
-#
-# Rate limits are token buckets (a minute's allowance at most, refilled continuously by
-# Redis' clock), so no answer depends on where a request falls in a wall-clock minute. A
-# request larger than a bucket passes when the bucket is full, leaving it in debt.
-_APPEND = """
-redis.replicate_commands()
+_APPEND = (
+    _BUCKETS
+    + """
 local n = tonumber(ARGV[1])
 local size = tonumber(ARGV[2])
 local project = ARGV[3]
@@ -38,44 +89,39 @@ if share > 0 then
   if held > 0 and held + size > share then return {-3, held} end
 end
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = now_ms()
 local buckets = {
   {KEYS[2], 'ev', tonumber(ARGV[6]), n, 'events'},
   {KEYS[2], 'by', tonumber(ARGV[7]), size, 'bytes'},
   {KEYS[3], 'ev', tonumber(ARGV[8]), n, 'client'},
 }
-local wait, refused = 0, nil
-for _, b in ipairs(buckets) do
-  local limit = b[3]
-  if limit > 0 then
-    local rate = limit / 60000
-    local state = redis.call('HMGET', b[1], b[2], b[2] .. 't')
-    local tokens = tonumber(state[1])
-    if tokens == nil then
-      tokens = limit
-    else
-      tokens = math.min(limit, tokens + math.max(0, now - tonumber(state[2])) * rate)
-    end
-    b[6] = tokens - b[4]
-    if b[4] > tokens and tokens < limit then
-      local ms = math.ceil((math.min(b[4], limit) - tokens) / rate)
-      if ms > wait then wait, refused = ms, b[5] end
-    end
-  end
-end
+local wait, refused = shortfall(buckets, now)
 if refused then return {-1, wait, refused} end
-for _, b in ipairs(buckets) do
-  if b[3] > 0 then
-    redis.call('HSET', b[1], b[2], tostring(b[6]), b[2] .. 't', now)
-    -- gone once full again: a missing bucket is a full one
-    local full_in = math.ceil((b[3] - b[6]) / (b[3] / 60000)) + 1000
-    if redis.call('PTTL', b[1]) < full_in then redis.call('PEXPIRE', b[1], full_in) end
-  end
-end
+spend(buckets, now)
 redis.call('HINCRBY', KEYS[4], project, size)
 return {1, redis.call('XADD', KEYS[1], '*', 'p', project, 'n', ARGV[1], 'b', ARGV[2], 'e', ARGV[4])}
 """
+)
+
+# A request body's bytes as received, charged before anything decodes it: what a client
+# may make the API decompress and parse. KEYS: 1 the client's received bytes (across
+# projects), 2 the project's rate buckets (when its key came outside the body). ARGV: 1
+# bytes received, 2 bytes a minute from one client, 3 bytes a minute for the project.
+_RECEIVE = (
+    _BUCKETS
+    + """
+local size = tonumber(ARGV[1])
+local now = now_ms()
+local buckets = {
+  {KEYS[1], 'rb', tonumber(ARGV[2]), size, 'received_client'},
+  {KEYS[2], 'rb', tonumber(ARGV[3]), size, 'received_project'},
+}
+local wait, refused = shortfall(buckets, now)
+if refused then return {-1, wait, refused} end
+spend(buckets, now)
+return {1, 0}
+"""
+)
 
 
 class BacklogFull(Exception):
@@ -97,6 +143,10 @@ _REFUSED = {
     "events": "events per minute of this project",
     "bytes": "bytes per minute of this project",
     "client": "events per minute from this client (its share of the project's limit)",
+    "received_client": "bytes of request bodies per minute from this client IP, counted as"
+    " received, before decoding",
+    "received_project": "bytes of request bodies per minute for this project key, counted as"
+    " received, before decoding",
 }
 
 
@@ -118,6 +168,10 @@ class CaptureQuota:
     client_events_per_minute: int = 0  # per client IP (IPv6: per /64)
     backlog_entries: int = 0  # all projects together
     project_backlog_bytes: int = 0
+    # request bodies as received, before decoding: per client IP across projects, and per
+    # project when its key comes outside the body
+    client_received_bytes_per_minute: int = 0
+    project_received_bytes_per_minute: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +214,27 @@ class CaptureStreamWriter:
         self._client = client
         self._key = key
         self._append = client.register_script(_APPEND)
+        self._receive = client.register_script(_RECEIVE)
+
+    async def receive(
+        self, size: int, quota: CaptureQuota, *, client: str | None, project_id: int | None
+    ) -> None:
+        """Charge a request body's `size` in bytes, as received, to its client (its IP) and
+        to its project when the key came outside the body, before the body is decoded; a
+        spent budget raises RateLimited and the refused body is charged nothing."""
+        per_client = quota.client_received_bytes_per_minute if client else 0
+        per_project = quota.project_received_bytes_per_minute if project_id is not None else 0
+        if not per_client and not per_project:
+            return
+        status, value, *detail = await self._receive(
+            keys=[
+                f"{self._key}:rate:received:{client or '-'}",
+                f"{self._key}:rate:{project_id if project_id is not None else '-'}",
+            ],
+            args=[size, per_client, per_project],
+        )
+        if status == -1:
+            raise _rate_limited(value, detail)
 
     async def append(
         self,
@@ -203,9 +278,14 @@ class CaptureStreamWriter:
         if status == -3:
             raise BacklogFull(0, project_bytes=int(value))
         if status == -1:
-            retry_after = max(1, math.ceil(int(value) / 1000))
-            raise RateLimited(retry_after, _text(detail[0]) if detail else "events")
+            raise _rate_limited(value, detail)
         return _text(value)
+
+
+def _rate_limited(wait_ms: Any, detail: list[Any]) -> RateLimited:
+    """A script's refusal {-1, wait in ms, bucket name} as the exception."""
+    retry_after = max(1, math.ceil(int(wait_ms) / 1000))
+    return RateLimited(retry_after, _text(detail[0]) if detail else "events")
 
 
 class CaptureStreamReader:

@@ -76,10 +76,10 @@ def test_a_decompression_bomb_is_413_and_other_requests_are_served_meanwhile(
     waited_for_health: list[bool] = []
     real_gunzip = connectors.capture.gunzip
 
-    def gunzip_after_health(raw: bytes, limit: int, *args: Any, **kwargs: Any) -> bytes:
+    def gunzip_after_health(raw: bytes, limits: connectors.capture.CaptureLimits) -> bytes:
         decompressing.set()
         waited_for_health.append(health_answered.wait(timeout=10))
-        return real_gunzip(raw, limit, *args, **kwargs)
+        return real_gunzip(raw, limits)
 
     monkeypatch.setattr(connectors.capture, "gunzip", gunzip_after_health)
     body = bomb(workspace.project.capture_key)
@@ -310,3 +310,67 @@ def test_one_client_ip_is_throttled_while_other_ips_of_the_project_get_through(
     assert same_v6_net.status_code == 429
     assert "from this client" in same_v6_net.json()["detail"]
     assert redis_client.xlen(stream_key) == 4
+
+
+# --- a body's bytes are paid for before it is decoded -----------------------------------
+
+
+def test_a_client_ip_over_its_received_bytes_gets_429_before_its_body_is_parsed(
+    serve: Serve, workspace: NewWorkspace, redis_client: redis.Redis, stream_key: str
+) -> None:
+    """Parsing holds the GIL, so the budget is spent before it: a body that parsing would
+    refuse (400) is a 429 once its IP is over budget. Another IP of the same project still
+    captures; a budget keyed without the IP would refuse it."""
+    key = workspace.project.capture_key
+    padded = {**event("big"), "properties": {"pad": "p" * 12_000}}
+    valid = json.dumps({"api_key": key, "batch": [padded]}).encode()
+    not_json = b'{"api_key": "%s", "batch": [' % key.encode() + b"x" * 12_000
+    small = json.dumps({"api_key": key, "batch": [event("small")]}).encode()
+
+    def send(ip: str, body: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{url}/capture", content=body, headers={"X-Forwarded-For": ip}, timeout=10
+        )
+
+    with serve(capture_rate_limit_ip_received_bytes_per_minute=20_000) as url:
+        first = send("203.0.113.7", valid)
+        refused = send("203.0.113.7", not_json)
+        other_ip = send("198.51.100.20", valid)
+        after = send("203.0.113.7", small)  # the refused body took nothing
+        parsed = send("192.0.2.1", not_json)  # within its budget, the same body is parsed
+    assert (first.status_code, other_ip.status_code, after.status_code) == (200, 200, 200)
+    assert refused.status_code == 429, refused.text
+    assert "from this client IP" in refused.json()["detail"]
+    assert "before decoding" in refused.json()["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert parsed.status_code == 400 and parsed.json()["field"] == "body"
+    assert [r["event_name"] for r in entries(redis_client, stream_key)] == ["big", "big", "small"]
+
+
+def test_a_key_outside_the_body_makes_its_project_pay_for_received_bytes(
+    serve: Serve, metadata: MetadataStore, redis_client: redis.Redis, stream_key: str
+) -> None:
+    """With the key in the query, the project is known before the body is read: many IPs
+    together cannot make the API parse more than the project's bytes a minute."""
+    a = metadata.create_workspace(f"ws-{uuid.uuid4().hex[:10]}").project.capture_key
+    b = metadata.create_workspace(f"ws-{uuid.uuid4().hex[:10]}").project.capture_key
+    not_json = b"[" + b"x" * 12_000
+
+    def send(ip: str, key: str) -> httpx.Response:
+        return httpx.post(
+            f"{url}/capture",
+            params={"api_key": key},
+            content=not_json,
+            headers={"X-Forwarded-For": ip},
+            timeout=10,
+        )
+
+    with serve(capture_rate_limit_bytes_per_minute=20_000) as url:
+        first = send("203.0.113.7", a)
+        second = send("198.51.100.20", a)
+        other_project = send("198.51.100.20", b)
+    assert first.status_code == 400, first.text  # parsed, and paid for
+    assert second.status_code == 429, second.text
+    assert "for this project key" in second.json()["detail"]
+    assert other_project.status_code == 400
+    assert redis_client.xlen(stream_key) == 0

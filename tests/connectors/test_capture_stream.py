@@ -136,3 +136,60 @@ def test_ingest_range_releases_the_backlog_it_deletes(
     report = ingest_range(reader, warehouse, "-", "+", chunk_rows=chunk_rows)
     assert report.deleted_entries == 3
     assert int(redis_client.hget(f"{stream_key}:backlog", str(project)) or 0) == 0
+
+
+def receive(
+    url: str, key: str, size: int, quota: CaptureQuota, *, client: str, project: int | None = None
+) -> str:
+    """'ok', or the name of what refused a body of `size` bytes before decoding."""
+
+    async def go() -> str:
+        redis_client = aredis.Redis.from_url(url)
+        try:
+            await CaptureStreamWriter(redis_client, key).receive(
+                size, quota, client=client, project_id=project
+            )
+            return "ok"
+        except RateLimited as err:
+            return f"429 {err.limit}"
+        finally:
+            await redis_client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_received_bytes_are_paid_by_the_client_whatever_the_project(
+    servers: ServerUrls, stream_key: str, redis_client: redis.Redis
+) -> None:
+    """A budget keyed without the client would refuse client b here."""
+    quota = CaptureQuota(client_received_bytes_per_minute=10_000)
+    url = servers.redis_url
+    assert receive(url, stream_key, 6_000, quota, client="a") == "ok"
+    assert receive(url, stream_key, 6_000, quota, client="a") == "429 received_client"
+    assert receive(url, stream_key, 3_000, quota, client="a") == "ok"  # the refused took nothing
+    assert receive(url, stream_key, 6_000, quota, client="b") == "ok"
+    # one budget per client across projects: what a client makes the API parse
+    assert receive(url, stream_key, 6_000, quota, client="a", project=2) == "429 received_client"
+    assert redis_client.xlen(stream_key) == 0
+
+
+def test_received_bytes_are_paid_by_the_project_when_its_key_is_known(
+    servers: ServerUrls, stream_key: str
+) -> None:
+    quota = CaptureQuota(project_received_bytes_per_minute=10_000)
+    url = servers.redis_url
+    assert receive(url, stream_key, 8_000, quota, client="a", project=1) == "ok"
+    assert receive(url, stream_key, 8_000, quota, client="b", project=1) == "429 received_project"
+    assert receive(url, stream_key, 8_000, quota, client="b", project=2) == "ok"
+    # the key in the body (the project unknown before decoding): only the client pays
+    assert receive(url, stream_key, 8_000, quota, client="b") == "ok"
+
+
+def test_a_body_larger_than_the_received_budget_passes_only_when_it_is_full(
+    servers: ServerUrls, stream_key: str
+) -> None:
+    """The stream's bucket rule: one large request is never refused for ever."""
+    quota = CaptureQuota(client_received_bytes_per_minute=1_000)
+    url = servers.redis_url
+    assert receive(url, stream_key, 5_000, quota, client="a") == "ok"  # full: into debt
+    assert receive(url, stream_key, 1, quota, client="a") == "429 received_client"
