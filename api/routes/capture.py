@@ -397,20 +397,186 @@ def _endpoint(
     return endpoint
 
 
-def _route(path: str, endpoint: Callable[..., Awaitable[Response]], summary: str) -> None:
+# -- what the OpenAPI document says (the handlers read the raw body: gzip, forms, the
+# SDKs' several shapes; these schemas describe those shapes, not a pydantic model) --------
+
+_KEY = {"type": "string", "minLength": 1, "maxLength": 200}
+_PROBLEM = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "field": {"type": "string"}},
+    "required": ["detail"],
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _PROBLEM}}}
+
+
+_REFUSALS: dict[str | int, dict[str, Any]] = {
+    400: _problem("a malformed body or event; `field` names it and nothing was stored"),
+    401: _problem("no capture key, or one no project has"),
+    403: _problem("the page's origin is not on the project's allowlist"),
+    413: _problem("the body, its decompressed size or an event is over its limit"),
+    415: _problem("a Content-Encoding other than gzip, deflate or identity"),
+    429: _problem("a rate limit; Retry-After says when to try again"),
+    503: _problem("Redis is down or the backlog is full; retry with the same event ids"),
+}
+_POSTHOG_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "minLength": 1, "maxLength": 400},
+        "distinct_id": {"type": ["string", "integer"]},
+        "properties": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "uuid": {"type": "string", "format": "uuid"},
+        "api_key": _KEY,
+        "token": _KEY,
+    },
+    "required": ["event"],
+}
+_POSTHOG_BODY = {
+    "anyOf": [
+        _POSTHOG_EVENT,
+        {"type": "array", "items": _POSTHOG_EVENT, "minItems": 1, "maxItems": 10_000},
+        {
+            "type": "object",
+            "properties": {
+                "api_key": _KEY,
+                "token": _KEY,
+                "sent_at": {"type": "string", "format": "date-time"},
+                "batch": {
+                    "type": "array",
+                    "items": _POSTHOG_EVENT,
+                    "minItems": 1,
+                    "maxItems": 10_000,
+                },
+            },
+            "required": ["batch"],
+        },
+    ]
+}
+_SEGMENT_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["track", "identify", "page", "screen", "group", "alias"],
+        },
+        "userId": {"type": ["string", "integer"]},
+        "anonymousId": {"type": ["string", "integer"]},
+        "event": {"type": "string", "minLength": 1, "maxLength": 400},
+        "properties": {"type": "object"},
+        "traits": {"type": "object"},
+        "messageId": {"type": "string", "minLength": 1},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "writeKey": _KEY,
+    },
+}
+_SEGMENT_BODY = {
+    "anyOf": [
+        _SEGMENT_MESSAGE,
+        {
+            "type": "object",
+            "properties": {
+                "batch": {"type": "array", "items": _SEGMENT_MESSAGE, "maxItems": 10_000},
+                "writeKey": _KEY,
+            },
+            "required": ["batch"],
+        },
+    ]
+}
+_QUERY_KEYS = [
+    {"name": "api_key", "in": "query", "required": False, "schema": _KEY},
+    {"name": "token", "in": "query", "required": False, "schema": _KEY},
+]
+
+
+def _openapi(wire: str) -> tuple[dict[str, Any], dict[int | str, dict[str, Any]]]:
+    """The request as the SDKs send it; the key may travel in the body, the query
+    (PostHog) or `Authorization: Basic base64(key:)` (Segment)."""
+    if wire == "posthog":
+        parameters: list[dict[str, Any]] = [
+            *_QUERY_KEYS,
+            {
+                "name": "compression",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["gzip-js", "base64"]},
+            },
+            {
+                "name": "beacon",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["1"]},
+                "description": "1: answer 204 without a body (sendBeacon)",
+            },
+        ]
+        content: dict[str, Any] = {
+            "application/json": {"schema": _POSTHOG_BODY},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "data": {"type": "string", "description": "base64 or gzip-js JSON"},
+                        "compression": {"type": "string", "enum": ["gzip-js", "base64"]},
+                    },
+                    "required": ["data"],
+                }
+            },
+        }
+        ok: dict[str, Any] = {"status": {"type": "integer", "enum": [1]}}
+    else:
+        parameters = []
+        content = {"application/json": {"schema": _SEGMENT_BODY}}
+        ok = {"success": {"type": "boolean", "enum": [True]}}
+    extra: dict[str, Any] = {
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": content},
+    }
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "stored (or dropped on purpose: a crawler, Do-Not-Track)",
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "properties": ok, "required": list(ok)}
+                }
+            },
+        },
+        **({204: {"description": "stored (`?beacon=1`)"}} if wire == "posthog" else {}),
+        **_REFUSALS,
+    }
+    return extra, responses
+
+
+def _route(
+    path: str, endpoint: Callable[..., Awaitable[Response]], summary: str, wire: str
+) -> None:
+    extra, responses = _openapi(wire)
     for variant in (path, path + "/"):
         shown = variant == path
         router.add_api_route(
-            variant, endpoint, methods=["POST"], include_in_schema=shown, summary=summary
+            variant,
+            endpoint,
+            methods=["POST"],
+            include_in_schema=shown,
+            summary=summary,
+            openapi_extra=extra,
+            responses=responses,
         )
         router.add_api_route(variant, _preflight, methods=["OPTIONS"], include_in_schema=False)
 
 
 for _path in POSTHOG_PATHS:
-    _route(_path, _endpoint("posthog", POSTHOG, {"status": 1}), f"PostHog capture ({_path})")
+    _route(
+        _path,
+        _endpoint("posthog", POSTHOG, {"status": 1}),
+        f"PostHog capture ({_path})",
+        "posthog",
+    )
 for _path, _type in SEGMENT_PATHS.items():
     _route(
         _path,
         _endpoint("segment", _segment(_type), {"success": True}),
         f"Segment HTTP API ({_path})",
+        "segment",
     )
