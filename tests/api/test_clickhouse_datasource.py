@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 import pytest
 
 from connectors.metadata import NewWorkspace
+from connectors.warehouse.clickhouse_source import ClickHouseSource
+from tests.waiting import poll, wait_until
 
 
 def auth(ws: NewWorkspace) -> dict[str, str]:
@@ -95,26 +97,44 @@ def test_chdb_source_query_schema_and_cancel(client_with, workspace, chdb_url):
         clicks = next(t for t in schema["tables"] if t["name"] == "clicks")
         assert [c["name"] for c in clicks["columns"]] == ["id", "page", "at"]
 
-        qid = api.post(
-            "/api/queries",
-            json={
-                "sql": "select sum(number) from numbers(1e13)",
-                "datasource": "clicks",
-                "timeout_s": 120,
-                "cache": False,
-            },
-            headers=auth(workspace),
-        ).json()["query_id"]
-        deadline = time.monotonic() + 30
-        while api.get(f"/api/queries/{qid}", headers=auth(workspace)).json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
-        assert api.delete(f"/api/queries/{qid}", headers=auth(workspace)).status_code == 200
-        while (job := api.get(f"/api/queries/{qid}", headers=auth(workspace)).json())["status"] in (
-            "queued",
-            "running",
-        ):
-            assert time.monotonic() < deadline + 30
-            time.sleep(0.05)
-        assert job["status"] == "cancelled"
+        probe = clickhouse_connect.get_client(dsn=chdb_url)  # the same engine, in-process
+        try:
+            qid = api.post(
+                "/api/queries",
+                json={
+                    "sql": "select sum(number) from numbers(1e13)",
+                    "datasource": "clicks",
+                    "timeout_s": 120,
+                    "cache": False,
+                },
+                headers=auth(workspace),
+            ).json()["query_id"]
+            # Cancel once the engine runs it: a cancel before that would be the watchdog's
+            # case, not this one.
+            wait_until(
+                "the query in chDB's system.processes", lambda: in_process_list(probe, qid) == 1
+            )
+            assert api.delete(f"/api/queries/{qid}", headers=auth(workspace)).status_code == 200
+            job = poll(
+                "the cancelled query's job to end",
+                lambda: api.get(f"/api/queries/{qid}", headers=auth(workspace)).json(),
+                lambda job: job["status"] not in ("queued", "running"),
+            )
+            assert job["status"] == "cancelled", job
+            wait_until(
+                "the query to leave chDB's system.processes",
+                lambda: in_process_list(probe, qid) == 0,
+            )
+        finally:
+            probe.close()
+
+
+def in_process_list(probe: Any, query_id: str) -> int:
+    """How many statements of the job `query_id` the engine is running: in chDB the
+    source tags each statement with a comment derived from the id."""
+    return int(
+        probe.query(
+            "select count() from system.processes where startsWith(query, {tag:String})",
+            parameters={"tag": ClickHouseSource._tag(query_id)},
+        ).result_rows[0][0]
+    )

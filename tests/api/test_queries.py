@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -22,6 +21,7 @@ from connectors.metadata.store import hash_token
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
 from tests.conftest import ClientFactory
+from tests.waiting import poll
 
 
 def auth(ws: NewWorkspace) -> dict[str, str]:
@@ -149,12 +149,12 @@ def test_row_cap_and_request_override(api, pair):
 
 
 def wait_status(api: TestClient, ws: NewWorkspace, qid: str, wanted: set[str]) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        job = api.get(f"/api/queries/{qid}", headers=auth(ws)).json()
-        if job["status"] in wanted or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
+    """The job once its status is one of `wanted`."""
+    return poll(
+        f"query {qid} to be {' or '.join(sorted(wanted))}",
+        lambda: api.get(f"/api/queries/{qid}", headers=auth(ws)).json(),
+        lambda job: job.get("status") in wanted,
+    )
 
 
 def test_async_query_result(api, pair):
@@ -204,23 +204,24 @@ def test_queries_past_the_cap_wait_in_line(client_with, pair, servers):
             ).json()["query_id"]
             for i in range(3)
         ]
-        seen = set()
-        deadline = time.monotonic() + 60
+        seen: set[tuple[str, ...]] = set()
         store = redis.Redis.from_url(servers.redis_url)
-        while time.monotonic() < deadline:
+
+        def snapshot() -> tuple[str, ...]:
             # one atomic read of all three statuses (three GETs would not be a snapshot)
             with store.pipeline(transaction=True) as pipe:
                 for q in ids:
                     pipe.hget(f"sqlbook:query:{q}", "status")
-                statuses = [s.decode() for s in pipe.execute()]
-            seen.add(tuple(statuses))
-            assert statuses.count("running") <= 1
-            if all(s == "done" for s in statuses):
-                break
-            time.sleep(0.05)
-        store.close()
-        assert all(s == "done" for s in statuses)
-        assert any("queued" in s and "running" in s for s in seen)
+                statuses = tuple(s.decode() for s in pipe.execute())
+            seen.add(statuses)
+            assert statuses.count("running") <= 1, statuses
+            return statuses
+
+        try:
+            poll("all three queries to be done", snapshot, lambda st: set(st) == {"done"})
+        finally:
+            store.close()
+        assert any("queued" in s and "running" in s for s in seen), seen
         for q in ids:  # and the API reports the same
             assert api.get(f"/api/queries/{q}", headers=auth(a)).json()["status"] == "done"
 

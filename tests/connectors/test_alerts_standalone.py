@@ -27,6 +27,7 @@ from tests.notify_receivers import (  # noqa: F401  (fixtures)
     smtp_fixture,
     verify_signature,
 )
+from tests.waiting import wait_until
 
 SLACK_PATH = "/slack/T000/B000/abcdefghijklmnop"
 HOOK_PATH = "/hook"
@@ -249,11 +250,23 @@ def test_failing_query_is_an_error_sent_to_the_owner(
     assert recorder.to(SLACK_PATH) == []  # errors go to the owner channel only
     assert json.loads(state.read_text())["broken"]["memory"]["state"] == "error"
 
-    # Still failing: still exit 3, but the owner is not told twice.
-    code, _, _ = cli(config, state, capsys)
+    # Still failing: still exit 3, but the owner is not told twice. The state file keeps
+    # the evaluation that decided so: the error state, no notification, nothing sent.
+    code, out, _ = cli(config, state, capsys)
     assert code == 3
-    time.sleep(0.2)
-    assert len(recorder.to(HOOK_PATH)) == 1
+    assert out.strip() == line.split(" → ")[0]  # no "→": no channel was sent to
+    last = json.loads(state.read_text())["broken"]["last"]
+    assert (last["state"], last["reason"], last["deliveries"]) == ("error", None, [])
+
+    # A later notice to the same receiver: the table exists now, the owner is told of the
+    # recovery. Once it has arrived, the owner's notices are exactly error, resolved.
+    make_events(url, signups=0)
+    code, out, _ = cli(config, state, capsys)
+    assert code == 0
+    assert out.startswith("broken: ok (n = 0") and out.rstrip().endswith("→ resolved: hook ok")
+    notices = recorder.wait_for(2, path=HOOK_PATH)
+    assert [n.json["reason"] for n in notices] == ["error", "resolved"]
+    assert recorder.to(SLACK_PATH) == []
 
 
 # --- config errors ---------------------------------------------------------------------------
@@ -569,6 +582,7 @@ class Clock:
         self.moment = start
         self.limit = start
         self.sleeps: list[float] = []
+        self._held: set[tuple[datetime, float]] = set()
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -576,23 +590,23 @@ class Clock:
             return self.moment
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
         with self._lock:
+            self.sleeps.append(seconds)
             if self.moment + timedelta(seconds=seconds) <= self.limit:
                 self.moment += timedelta(seconds=seconds)
                 return
-        time.sleep(0.005)
+            self._held.add((self.moment, seconds))
+        time.sleep(0.005)  # held back: let the test thread run
+
+    def held(self, at: datetime, seconds: float) -> bool:
+        """The loop asked, at `at`, to sleep `seconds`, and the limit held it there: it had
+        looked at the clock at `at` and found nothing due."""
+        with self._lock:
+            return (at, seconds) in self._held
 
     def allow(self, until: datetime) -> None:
         with self._lock:
             self.limit = until
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_loop_evaluates_on_schedule_and_stops_cleanly(
@@ -639,31 +653,42 @@ def test_loop_evaluates_on_schedule_and_stops_cleanly(
         return (entry.get("last") or {}).get("evaluated_at")
 
     # At start: both alerts evaluated; the triggered one sent to Slack.
-    wait_until(lambda: evaluated_at("signups-dropped") == start.isoformat())
-    wait_until(lambda: evaluated_at("any-refund") == start.isoformat())
+    wait_until(
+        "the first evaluation of signups-dropped in the state file",
+        lambda: evaluated_at("signups-dropped") == start.isoformat(),
+    )
+    wait_until(
+        "the first evaluation of any-refund in the state file",
+        lambda: evaluated_at("any-refund") == start.isoformat(),
+    )
     assert len(recorder.wait_for(1, path=SLACK_PATH)) == 1
     saved = json.loads(state_path.read_text())
     assert saved["signups-dropped"]["next_due"] == (start + timedelta(seconds=10)).isoformat()
     assert saved["any-refund"]["next_due"] == (start + timedelta(minutes=10)).isoformat()
 
-    # Not due yet: time stands still just before the next evaluation, nothing happens.
+    # Not due yet: time stands still half a second before the next evaluation. Once the
+    # loop has asked, at 9.5 s, to sleep the half second left, it has looked at the clock
+    # there and decided: nothing was evaluated.
     clock.allow(start + timedelta(seconds=9.5))
-    wait_until(lambda: clock.now() == start + timedelta(seconds=9.5))
-    time.sleep(0.1)
+    wait_until(
+        "the loop to wait at 9.5 s for the evaluation due at 10 s",
+        lambda: clock.held(start + timedelta(seconds=9.5), 0.5),
+    )
     assert evaluated_at("signups-dropped") == start.isoformat()
 
     # Ten seconds on, with the condition cleared: evaluated again, resolved sent.
     add_signups(url, 10)
     clock.allow(start + timedelta(seconds=10))
     wait_until(
-        lambda: evaluated_at("signups-dropped") == (start + timedelta(seconds=10)).isoformat()
+        "the evaluation of signups-dropped at 10 s in the state file",
+        lambda: evaluated_at("signups-dropped") == (start + timedelta(seconds=10)).isoformat(),
     )
     assert "Resolved" in recorder.wait_for(2, path=SLACK_PATH)[1].json["text"]
     assert evaluated_at("any-refund") == start.isoformat()  # its interval is 10 minutes
 
     stop.set()
-    thread.join(5)
-    assert not thread.is_alive()
+    thread.join(30)
+    assert not thread.is_alive(), "the loop did not end within 30 s of the stop"
     assert result == [0]
     assert clock.sleeps and max(clock.sleeps) <= standalone.SLEEP_STEP_S
     assert len(recorder.to(SLACK_PATH)) == 2
@@ -674,7 +699,9 @@ def test_loop_evaluates_on_schedule_and_stops_cleanly(
 def test_loop_stops_with_a_real_sleep(
     env: dict[str, str], recorder: Recorder, tmp_path: Path
 ) -> None:
-    """Default `now`/`sleep`: a stop set after the first evaluation ends the loop quickly."""
+    """Default `now`/`sleep`: a stop set after the first evaluation ends the loop long
+    before the next evaluation (in an hour) is due: the loop sleeps in short steps and
+    looks at the stop between them."""
     config_path = tmp_path / "alerts.yaml"
     config_path.write_text(
         variant(
@@ -683,7 +710,7 @@ def test_loop_stops_with_a_real_sleep(
                 d["channels"].pop("oncall-mail"),
                 d["channels"]["ops-slack"].update(webhook_url=env["SLACK_WEBHOOK_URL"]),
                 d["alerts"][0].update(
-                    sql="select 1 as n", params=[], schedule="10s", channels=["ops-slack"]
+                    sql="select 1 as n", params=[], schedule="1h", channels=["ops-slack"]
                 ),
             )
         )
@@ -704,9 +731,12 @@ def test_loop_stops_with_a_real_sleep(
     )
     thread.start()
     recorder.wait_for(1, path=SLACK_PATH)
-    wait_until(state_path.exists)
-    started = time.monotonic()
+    wait_until("the state file after the first evaluation", state_path.exists)
     stop.set()
-    thread.join(5)
-    assert not thread.is_alive()
-    assert time.monotonic() - started < 2 * standalone.SLEEP_STEP_S + 0.5
+    thread.join(30)
+    assert not thread.is_alive(), (
+        "the loop did not end within 30 s of the stop: it sleeps until the next evaluation "
+        "(in an hour) instead of in steps of SLEEP_STEP_S"
+    )
+    (entry,) = json.loads(state_path.read_text()).values()
+    assert entry["last"]["state"] == "triggered"  # evaluated once, at start

@@ -29,6 +29,7 @@ from connectors.warehouse.errors import (
 )
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.source import QueryLimits, Scope
+from tests.waiting import wait_until
 
 ROWS = 5000
 NAMES = ("pageview", "signup", "purchase", "click")
@@ -273,16 +274,19 @@ def run_in_thread(
 
 
 def wait_until_running(env: Env, query_id: str, thread: threading.Thread) -> None:
-    """Until the engine lists the query (chDB: by the tag the source puts in front)."""
+    """Until the engine lists the query (chDB: by the tag the source puts in front), or
+    its run has ended (the caller's check of the outcome then says how)."""
     tag = ClickHouseSource._tag(query_id)
-    for _ in range(200):
-        found = env.admin.query(
-            "select count() from system.processes where startsWith(query, {t:String})",
-            parameters={"t": tag},
-        ).result_rows[0][0]
-        if found or not thread.is_alive():
-            return
-        threading.Event().wait(0.05)
+
+    def listed() -> bool:
+        return bool(
+            env.admin.query(
+                "select count() from system.processes where startsWith(query, {t:String})",
+                parameters={"t": tag},
+            ).result_rows[0][0]
+        )
+
+    wait_until(f"query {query_id} in system.processes", lambda: listed() or not thread.is_alive())
 
 
 def test_cancel_stops_a_running_query(env: Env) -> None:
@@ -290,8 +294,8 @@ def test_cancel_stops_a_running_query(env: Env) -> None:
     thread, outcome = run_in_thread(env.source, SLOW, query_id)
     wait_until_running(env, query_id, thread)
     assert env.source.cancel(query_id) is True
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the cancelled query's run did not end within 60 s"
     assert isinstance(outcome.get("error"), QueryCancelled)
     assert outcome["error"].message == "query was cancelled"
     assert env.run("select 1").rows == [[1]]  # the pool is fine afterwards
@@ -391,7 +395,8 @@ def test_a_readonly_session_still_keeps_time_and_cancels(env: Env) -> None:
         thread, outcome = run_in_thread(source, SLOW, query_id)
         wait_until_running(env, query_id, thread)
         assert source.cancel(query_id) is True
-        thread.join(timeout=30)
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the cancelled query's run did not end within 60 s"
         assert isinstance(outcome.get("error"), QueryCancelled)
     finally:
         source.close()

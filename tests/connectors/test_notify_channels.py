@@ -282,7 +282,7 @@ def test_a_slow_channel_does_not_hold_up_a_fast_one(recorder: Recorder, tmp_path
     worker = threading.Thread(target=lambda: results.extend(deliver([slow, fast], notification())))
     worker.start()
     try:
-        assert held.arrived.wait(10)
+        assert held.arrived.wait(60), "the slow request never reached the receiver"
         # The slow request is parked in the receiver; the fast one still gets through.
         recorder.wait_for(1, path="/fast")
         assert worker.is_alive()

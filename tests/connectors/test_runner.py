@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from connectors.warehouse.runner import (
     Target,
 )
 from connectors.warehouse.source import DataSource, QueryLimits, SchemaTable, Scope
+from tests.waiting import poll
 
 A, B = 101, 102  # workspaces
 
@@ -132,7 +132,10 @@ class HeldSource(DataSource):
         self._gates[query_id].set()
 
     def next_entered(self) -> str:
-        return self.entered.get(timeout=30)
+        try:
+            return self.entered.get(timeout=60)
+        except queue.Empty:
+            raise AssertionError("waited 60 s for a query to reach the data source") from None
 
     def run(
         self,
@@ -192,14 +195,14 @@ def request(source: DataSource, workspace_id: int, sql: str, **options: Any) -> 
 
 
 def final_job(runner: QueryRunner, query_id: str, workspace_id: int) -> dict[str, Any]:
-    """The job once it has ended, or as it is after 30 s."""
-    deadline = time.monotonic() + 30
-    while True:
-        job = runner.job(query_id, workspace_id)
-        assert job is not None
-        if job["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.02)
+    """The job once it has ended (done, failed or cancelled)."""
+    job = poll(
+        f"query {query_id} to end",
+        lambda: runner.job(query_id, workspace_id),
+        lambda job: job is None or job["status"] in ("done", "failed", "cancelled"),
+    )
+    assert job is not None, f"query {query_id} is unknown to the runner"
+    return job
 
 
 def test_queued_queries_start_round_robin_across_workspaces(source, redis_client):
