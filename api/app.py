@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aredis
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from api.routes import (
     alerts,
@@ -23,6 +29,7 @@ from api.routes import (
     workspace,
 )
 from api.routes import audit as audit_routes
+from api.schemas import invalid_request, published
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
 from connectors.metadata.alerts import AlertStore
@@ -80,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             metadata.close()
 
     app = FastAPI(title="sqlbook", version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(QueryError, query_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.include_router(capture.router)
     app.include_router(health.router)
     app.include_router(workspace.router)
@@ -93,6 +102,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(tokens.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = published(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -102,6 +118,34 @@ async def query_error(_request: Request, err: QueryError) -> JSONResponse:
     return JSONResponse(
         {"detail": err.message, **err.detail()}, status_code=err.status, headers=headers
     )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def http_error(request: Request, err: HTTPException) -> Response:
+    """FastAPI's answer, but a 405's `Allow` names the methods of every route of the path:
+    Starlette lists only those of the first route it matched (GET /api/alerts, not POST)."""
+    if err.status_code == 405:
+        scope = request.scope
+        allowed = [
+            method
+            for method in _METHODS
+            if any(
+                route.matches({**_bare(scope), "method": method})[0] is Match.FULL
+                for route in request.app.router.routes
+                if not isinstance(route, Mount)  # a static mount takes every method
+            )
+        ]
+        if allowed:
+            err.headers = {**(err.headers or {}), "Allow": ", ".join(allowed)}
+    return await http_exception_handler(request, err)
+
+
+def _bare(scope: Scope) -> Scope:
+    """The request's scope as the router first saw it, before a route added its own."""
+    keys = ("type", "path", "raw_path", "root_path", "headers", "query_string", "app")
+    return {key: scope[key] for key in keys if key in scope}
 
 
 def app_from_environment() -> FastAPI:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.state import AppState
@@ -22,12 +23,26 @@ SESSION_COOKIE = "sqlbook_session"
 CSRF_HEADER = "X-Sqlbook-CSRF"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# Declares the scheme in /openapi.json; `current_token` reads the header itself, because
+# HTTPBearer answers None both without one and for another scheme, which the session
+# path must tell apart (a header that is not a bearer token is a 401, cookie or not).
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description="An API token (`sqlbook credentials`, `POST /api/tokens`). The web UI"
+    f" sends its session cookie ({SESSION_COOKIE}) instead, with the {CSRF_HEADER} header"
+    " on anything but GET.",
+)
+
 
 async def current_token(
-    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    state: State,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> TokenOwner:
     """The bearer token's owner; without an Authorization header, the web UI session's
     (its cookie), which must carry the CSRF header on anything that changes state."""
+    authorization = request.headers.get("authorization")
     session_id = request.cookies.get(SESSION_COOKIE)
     if authorization is None and session_id:
         return await _session_owner(request, state, session_id)

@@ -1,9 +1,9 @@
 """Alerts: rules on a query, checked on a schedule by Dagster's alert sensor.
 
-Bodies are pydantic models on a `ValidatedRoute`, so an invalid one is a 400 naming the
-field and never echoes the input — channel configurations hold webhook URLs and tokens.
-What the schema cannot say (the SQL, the data source's name, a channel's URL) is checked
-by the handler, also a 400."""
+Bodies are pydantic models, so an invalid one is a 400 naming the field that never echoes
+the input (api/schemas.py `invalid_request`) — channel configurations hold webhook URLs
+and tokens. What the schema cannot say (the SQL, the data source's name, a channel's URL)
+is checked by the handler, also a 400."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import Field, SkipValidation, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
-from api.schemas import AUTHENTICATED, MAX_ID, ValidatedRoute, partial, problems, resource_id
+from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.metadata.alerts import AlertExists, AlertRecord
 from connectors.notify.alert import AlertSpec
 from connectors.notify.channels import ChannelConfig
@@ -24,9 +24,7 @@ from connectors.notify.stored import check_alert, evaluate_stored, public_channe
 from connectors.warehouse.errors import QueryError
 from connectors.warehouse.registry import DatasourceNotFound
 
-router = APIRouter(
-    prefix="/api/alerts", tags=["alerts"], route_class=ValidatedRoute, responses=AUTHENTICATED
-)
+router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTHENTICATED)
 
 AlertId = Annotated[int, resource_id("alert")]
 

@@ -9,12 +9,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from psycopg import conninfo
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.json_schema import JsonDict
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
+from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.datasources import DatasourceExists, DatasourceRecord
 from connectors.outbound import OutboundPolicy
 from connectors.warehouse.registry import (
@@ -31,11 +33,29 @@ from connectors.warehouse.runner import SourceOptions
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/datasources", tags=["datasources"])
+router = APIRouter(prefix="/api/datasources", tags=["datasources"], responses=AUTHENTICATED)
 
 # A DNS name (letters, digits, dots, hyphens, underscores) or an IP address; nothing that
 # could end the host part of a URL or start an option.
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")
+
+Ref = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=100,
+        pattern=NO_NUL,
+        description="'warehouse', a data source's name or id.",
+    ),
+]
+
+# The JSON Schema of what `DatasourceCreate.problem` checks (its messages are clearer).
+_URL_OR_HOST: JsonDict = {
+    "anyOf": [
+        {"required": ["url"], "properties": {"url": {"type": "string"}}},
+        {"required": ["host"], "properties": {"host": {"type": "string"}}},
+    ]
+}
 
 
 class DatasourceOptions(BaseModel):
@@ -46,28 +66,38 @@ class DatasourceOptions(BaseModel):
 
 
 class DatasourceCreate(BaseModel):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    """A connection: `url`, or `host` with the other fields."""
+
+    model_config = ConfigDict(json_schema_extra=_URL_OR_HOST)
+
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
     kind: Literal["postgres", "clickhouse"]
-    url: SecretStr | None = Field(default=None, description="A full connection URL, or fields:")
-    host: str | None = None
-    port: int | None = Field(default=None, description="1-65535")
+    url: SecretStr | None = Field(
+        default=None,
+        description="A full connection URL, or fields:",
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
+    )
+    host: str | None = Field(
+        default=None,
+        description="A host name or IP address.",
+        json_schema_extra={"pattern": f"^({_HOST.pattern})$"},
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
     database: str | None = None
     user: str | None = None
     password: SecretStr | None = None
     options: DatasourceOptions = Field(default_factory=DatasourceOptions)
 
     def problem(self) -> str | None:
-        """Checked in the handler, not by a pydantic validator, whose 422 would echo the
-        whole body (password included) back."""
+        """What the schema says of url and host (`_URL_OR_HOST`, their patterns), with
+        the words a person filling in the form needs; and the name 'warehouse'."""
         if self.name.strip().lower() == WAREHOUSE:
             return "'warehouse' is the built-in data source's name"
         if self.url is None and not self.host:
             return "give either url or host (with port, database, user, password)"
         if self.url is not None and not self.url.get_secret_value().strip():
             return "url: empty (give a connection URL, or host, port, database, user)"
-        if self.port is not None and not 1 <= self.port <= 65535:
-            return "port: must be 1-65535"
-        if self.url is None and self.host and not _HOST.fullmatch(self.host):
+        if self.host is not None and not _HOST.fullmatch(self.host):
             return "host: a host name or IP address"
         return None
 
@@ -88,6 +118,24 @@ class DatasourceCreate(BaseModel):
         host = f"[{self.host}]" if ":" in (self.host or "") else self.host
         port = f":{self.port}" if self.port else ""
         return f"clickhouse://{auth}@{host}{port}/{quote(self.database or '', safe='')}"
+
+
+_REFUSED = problems(
+    400,
+    model=QueryProblem,
+    e400="Not a connection this workspace may register: `detail` names the field — also"
+    " for what the schema cannot say: a URL that is not one of the kind's, an address the"
+    " outbound policy refuses or one of sqlbook's own servers, the name 'warehouse',"
+    " options beyond the operator's caps (`bad_parameter`).",
+)
+_NOT_FOUND = problems(404, e404="No data source of this name or id in the workspace.")
+_UNREACHABLE = problems(
+    400,
+    503,
+    model=QueryProblem,
+    e400="The database refused (`query_failed`: a wrong password, an unknown database).",
+    e503="`datasource_unavailable`: cannot connect to host:port.",
+)
 
 
 class DatasourcePublic(BaseModel):
@@ -128,7 +176,12 @@ async def list_datasources(token: CurrentToken, state: State) -> list[Datasource
     return [_warehouse_public(), *(_public(r) for r in records)]
 
 
-@router.post("", status_code=201, response_model=DatasourcePublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasourcePublic,
+    responses={**_REFUSED, **problems(409, e409="A data source of this name exists.")},
+)
 async def create_datasource(
     body: DatasourceCreate, token: AdminToken, state: State
 ) -> DatasourcePublic:
@@ -153,7 +206,7 @@ async def create_datasource(
     return _public(await run_in_threadpool(create))
 
 
-@router.post("/test")
+@router.post("/test", responses={**_UNREACHABLE, **_REFUSED})
 async def test_new_datasource(
     body: DatasourceCreate, token: AdminToken, state: State
 ) -> dict[str, Any]:
@@ -180,15 +233,19 @@ async def test_new_datasource(
     return await run_in_threadpool(test)
 
 
-@router.get("/{ref}", response_model=DatasourcePublic)
-async def read_datasource(ref: str, token: CurrentToken, state: State) -> DatasourcePublic:
+@router.get("/{ref}", response_model=DatasourcePublic, responses=_NOT_FOUND)
+async def read_datasource(ref: Ref, token: CurrentToken, state: State) -> DatasourcePublic:
     if ref == WAREHOUSE:
         return _warehouse_public()
     return _public(await run_in_threadpool(_record, state, token.workspace_id, ref))
 
 
-@router.delete("/{ref}", status_code=204)
-async def delete_datasource(ref: str, token: AdminToken, state: State) -> None:
+@router.delete(
+    "/{ref}",
+    status_code=204,
+    responses={**_NOT_FOUND, **problems(400, e400="The built-in warehouse cannot be removed.")},
+)
+async def delete_datasource(ref: Ref, token: AdminToken, state: State) -> None:
     if ref == WAREHOUSE:
         raise HTTPException(400, "the built-in warehouse cannot be removed")
     record = await run_in_threadpool(_record, state, token.workspace_id, ref)
@@ -196,8 +253,8 @@ async def delete_datasource(ref: str, token: AdminToken, state: State) -> None:
     await run_in_threadpool(state.sources.forget, record.id)
 
 
-@router.post("/{ref}/test")
-async def test_datasource(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.post("/{ref}/test", responses={**_NOT_FOUND, **_UNREACHABLE})
+async def test_datasource(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
     def test() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         target.source.test()
@@ -206,8 +263,11 @@ async def test_datasource(ref: str, token: CurrentToken, state: State) -> dict[s
     return await run_in_threadpool(test)
 
 
-@router.get("/{ref}/schema")
-async def read_schema(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.get(
+    "/{ref}/schema",
+    responses={**_NOT_FOUND, **_UNREACHABLE, **problems(408, model=QueryProblem)},
+)
+async def read_schema(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
     def schema() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         tables = target.source.schema(state.queries.scope(token.workspace_id, token.project_ids))
@@ -216,8 +276,8 @@ async def read_schema(ref: str, token: CurrentToken, state: State) -> dict[str, 
     return await run_in_threadpool(schema)
 
 
-@router.post("/{ref}/reset")
-async def reset_datasource(ref: str, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.post("/{ref}/reset", responses={**_NOT_FOUND, **_UNREACHABLE})
+async def reset_datasource(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
     def reset() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         target.source.reset()

@@ -20,13 +20,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
 from api.routes.script import snippet
-from api.schemas import AUTHENTICATED, ValidatedRoute, partial, problems, resource_id
+from api.schemas import AUTHENTICATED, partial, problems, resource_id
 from connectors.capture_policy import ProjectPolicy, normalize_origin
 from connectors.metadata.store import Project
 
-router = APIRouter(
-    prefix="/api/projects", tags=["projects"], route_class=ValidatedRoute, responses=AUTHENTICATED
-)
+router = APIRouter(prefix="/api/projects", tags=["projects"], responses=AUTHENTICATED)
 
 ProjectId = Annotated[int, resource_id("project")]
 

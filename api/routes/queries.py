@@ -8,23 +8,46 @@ import asyncio
 from concurrent.futures import Future
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
+from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.store import TokenOwner
 from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor, QueryRequest
 
-router = APIRouter(tags=["queries"])
+router = APIRouter(tags=["queries"], responses=AUTHENTICATED)
+
+QueryId = Annotated[
+    str, Path(min_length=1, max_length=64, description="The id POST /api/queries answered.")
+]
+
+# What the schema cannot say: the SQL and its parameters are checked as the data
+# source's dialect reads them; timeout_s, max_rows and cache_ttl_s against the caps.
+_REFUSED = problems(
+    400,
+    model=QueryProblem,
+    e400="`query_rejected` (not a read-only query), `bad_parameter` (parameters that do not"
+    " fit the SQL; timeout_s, max_rows or cache_ttl_s beyond the caps), `query_failed` (the"
+    " database's own error, with `position`/`line`/`column` when it points at a token);"
+    " without `error`, a body that does not validate.",
+)
+_NO_SOURCE = problems(404, e404="No data source of this name or id in the workspace.")
+_NO_QUERY = problems(404, e404="No such query in this workspace (or no longer kept).")
+_STORE_DOWN = problems(
+    503, model=QueryProblem, e503="The query status store (Redis) is unreachable."
+)
 
 
 class QueryCreate(BaseModel):
     sql: Annotated[str, Field(min_length=1, max_length=1_000_000)]
     params: list[Any] = Field(default_factory=list, description="Bound to $1, $2, …")
-    datasource: str | int = Field(default="warehouse", description="'warehouse', a name or id")
+    datasource: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)] | int = Field(
+        default="warehouse", description="'warehouse', a name or id"
+    )
     timeout_s: float | None = Field(default=None, description="Statement timeout (capped).")
     max_rows: int | None = Field(default=None, description="Row cap; more → truncated.")
     cache: bool = Field(default=True, description="false: skip the result cache.")
@@ -60,7 +83,22 @@ def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRe
         raise HTTPException(404, str(err)) from err
 
 
-@router.post("/api/query")
+@router.post(
+    "/api/query",
+    responses={
+        **_REFUSED,
+        **_NO_SOURCE,
+        **problems(
+            408,
+            409,
+            503,
+            model=QueryProblem,
+            e409="Cancelled by DELETE /api/queries/{id} (`query_cancelled`).",
+            e503="`datasource_unavailable` (cannot connect, or the connection was lost:"
+            " run it again) or `queue_full` (this workspace's line for the data source).",
+        ),
+    },
+)
 async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dict[str, Any]:
     def start() -> Future[QueryResult]:  # one worker-thread hop for checks and the cache
         return state.runner.start(build_request(body, token, state))
@@ -69,7 +107,21 @@ async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dic
     return result.to_dict()
 
 
-@router.post("/api/queries", status_code=202, response_model=QueryQueued)
+@router.post(
+    "/api/queries",
+    status_code=202,
+    response_model=QueryQueued,
+    responses={
+        **_REFUSED,
+        **_NO_SOURCE,
+        **problems(
+            503,
+            model=QueryProblem,
+            e503="`queue_full` (this workspace's line for the data source), or"
+            " `datasource_unavailable` (the query status store is unreachable).",
+        ),
+    },
+)
 async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> QueryQueued:
     """Queue it in this workspace's line for the data source (503 queue_full when that
     line is full); a result bigger than SQLBOOK_QUERY_RESULT_MAX_BYTES as JSON is not
@@ -82,16 +134,16 @@ async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> 
     return QueryQueued(query_id=query_id, status="queued")
 
 
-@router.get("/api/queries/{query_id}")
-async def read_query(query_id: str, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.get("/api/queries/{query_id}", responses={**_NO_QUERY, **_STORE_DOWN})
+async def read_query(query_id: QueryId, token: CurrentToken, state: State) -> dict[str, Any]:
     job = await run_in_threadpool(state.runner.job, query_id, token.workspace_id)
     if job is None:
         raise HTTPException(404, f"no query {query_id!r} (finished queries are kept for a while)")
     return job
 
 
-@router.delete("/api/queries/{query_id}")
-async def cancel_query(query_id: str, token: CurrentToken, state: State) -> dict[str, Any]:
+@router.delete("/api/queries/{query_id}", responses={**_NO_QUERY, **_STORE_DOWN})
+async def cancel_query(query_id: QueryId, token: CurrentToken, state: State) -> dict[str, Any]:
     job = await run_in_threadpool(state.runner.cancel, query_id, token.workspace_id)
     if job is None:
         raise HTTPException(404, f"no query {query_id!r}")

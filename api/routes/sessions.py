@@ -15,15 +15,17 @@ from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.credentials import api_origin, api_url
 from api.deps import SESSION_COOKIE, CurrentToken, State
+from api.schemas import AUTHENTICATED
 
-router = APIRouter(tags=["web UI sign-in"])
+# The two /login pages are left out of the schema: they answer HTML to a browser.
+router = APIRouter(tags=["web UI sign-in"], responses=AUTHENTICATED)
 
 
 class LoginLink(BaseModel):
@@ -54,13 +56,8 @@ _MAX_FORM_BYTES = 4096
 
 
 @router.post("/api/login-links", status_code=201, response_model=LoginLink)
-async def create_login_link(
-    request: Request,
-    token: CurrentToken,
-    state: State,
-    authorization: Annotated[str | None, Header()] = None,
-) -> LoginLink:
-    if authorization is None:
+async def create_login_link(request: Request, token: CurrentToken, state: State) -> LoginLink:
+    if "authorization" not in request.headers:
         # a session must not mint codes that outlive it
         raise HTTPException(403, "login links are made with an API token, not a UI session")
     code, expires_at = await run_in_threadpool(

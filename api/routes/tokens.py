@@ -6,22 +6,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, State
+from api.schemas import AUTHENTICATED, NO_NUL, problems, resource_id
 from connectors.metadata.store import LastAdminToken, NewToken, TokenInfo, TokenRevoked, TokenRole
 
-router = APIRouter(prefix="/api/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/tokens", tags=["tokens"], responses=AUTHENTICATED)
 
-TokenId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The token's id.")]
+TokenId = Annotated[int, resource_id("token")]
+_NOT_FOUND = problems(404, e404="No token of this id in the workspace.")
 
 
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL),
+    ]
     role: TokenRole = Field(description="`admin` manages the workspace; `member` queries.")
 
 
@@ -65,7 +70,14 @@ async def create_token(body: TokenCreate, admin: AdminToken, state: State) -> To
     return TokenCreated.of_new(new)
 
 
-@router.delete("/{token_id}", response_model=TokenPublic)
+@router.delete(
+    "/{token_id}",
+    response_model=TokenPublic,
+    responses={
+        **_NOT_FOUND,
+        **problems(409, e409="The workspace's last admin token cannot be revoked."),
+    },
+)
 async def revoke_token(token_id: TokenId, admin: AdminToken, state: State) -> TokenPublic:
     """Revoke at once: the token, its web UI sessions and its login links get 401 from the
     next request on. Revoking a revoked token changes nothing; the workspace's last admin
@@ -79,7 +91,12 @@ async def revoke_token(token_id: TokenId, admin: AdminToken, state: State) -> To
     return TokenPublic.of(info)
 
 
-@router.post("/{token_id}/rotate", status_code=201, response_model=TokenCreated)
+@router.post(
+    "/{token_id}/rotate",
+    status_code=201,
+    response_model=TokenCreated,
+    responses={**_NOT_FOUND, **problems(409, e409="A revoked token cannot be rotated.")},
+)
 async def rotate_token(token_id: TokenId, admin: AdminToken, state: State) -> TokenCreated:
     """A new secret with the same name and role; the old one is revoked at once (no grace
     period), with its web UI sessions."""

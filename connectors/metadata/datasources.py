@@ -71,6 +71,8 @@ class DatasourceStore:
 
     def get(self, workspace_id: int, ref: int | str) -> DatasourceRecord | None:
         column = "id" if isinstance(ref, int) else "name"
+        if (isinstance(ref, int) and not 0 < ref < 2**63) or "\x00" in str(ref):
+            return None  # ids are bigints, and PostgreSQL text holds no NUL
         with self._store.connection() as conn:
             row = conn.execute(
                 f"select * from meta.datasources where workspace_id = %s and {column} = %s",

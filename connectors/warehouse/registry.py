@@ -164,7 +164,9 @@ def own_server_urls(settings: Settings) -> list[str]:
 
 def datasource_key(ref: str | int) -> int | str:
     """A reference to a registered source as the store looks it up: an id or a name."""
-    return int(ref) if isinstance(ref, int) or str(ref).isdigit() else str(ref)
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):  # not '²' or '٣'
+        return int(ref)
+    return ref
 
 
 def build_source(

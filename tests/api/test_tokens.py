@@ -87,19 +87,20 @@ def test_create_a_member_token_that_works_and_is_not_admin(client, workspace):
 )
 def test_bad_create_bodies_name_the_field(client, workspace, body, field):
     r = client.post("/api/tokens", json=body, headers=auth(workspace))
-    assert r.status_code == 422, r.text
-    assert [e["loc"] for e in r.json()["detail"]] == [["body", field]]
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith(f"{field}: "), r.text
+    assert "sqb_at_mine" not in r.text  # never the input
 
 
 @pytest.mark.parametrize("token_id", ["0", "-1", "abc", str(2**63), "1.5"])
-def test_bad_token_ids_are_422_not_500(client, workspace, token_id):
+def test_bad_token_ids_are_400_not_500(client, workspace, token_id):
     for method, path in (
         ("DELETE", f"/api/tokens/{token_id}"),
         ("POST", f"/api/tokens/{token_id}/rotate"),
     ):
         r = client.request(method, path, headers=auth(workspace))
-        assert r.status_code == 422, (method, path, r.text)
-        assert r.json()["detail"][0]["loc"] == ["path", "token_id"]
+        assert r.status_code == 400, (method, path, r.text)
+        assert r.json()["detail"].startswith("token_id: "), r.text
 
 
 def test_revoked_token_gets_401_at_once_and_its_sessions_end(client, workspace):
