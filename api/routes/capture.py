@@ -517,7 +517,12 @@ def _openapi(wire: str) -> tuple[dict[str, Any], dict[int | str, dict[str, Any]]
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "data": {"type": "string", "description": "base64 or gzip-js JSON"},
+                        "data": {
+                            "type": "string",
+                            "minLength": 1,
+                            "contentEncoding": "base64",
+                            "description": "the JSON body above, base64 or gzip-js encoded",
+                        },
                         "compression": {"type": "string", "enum": ["gzip-js", "base64"]},
                     },
                     "required": ["data"],

@@ -218,6 +218,8 @@ class MetadataStore:
         return self._one("select 1 from meta.workspaces where name = %s", (name,)) is not None
 
     def project_for_capture_key(self, key: str) -> Project | None:
+        if "\x00" in key:  # PostgreSQL text cannot hold NUL; no key we issue has one
+            return None
         row = self._one("select * from meta.projects where capture_key = %s", (key,))
         return _project(row) if row else None
 
