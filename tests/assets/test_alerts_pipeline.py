@@ -33,7 +33,12 @@ def make_due(servers: ServerUrls, alert_id: int) -> None:
 
 
 @pytest.fixture
-def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
+def sqlbook(
+    servers: ServerUrls, sqlbook_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> SqlbookResource:
+    # the receivers are on loopback: allowed as an operator would allow them (the run's
+    # Settings come from the environment, like a Dagster run's)
+    monkeypatch.setenv("SQLBOOK_OUTBOUND_ALLOW_PRIVATE", "true")
     return SqlbookResource(
         database_url=servers.database_url,
         warehouse_url=servers.warehouse_url,
