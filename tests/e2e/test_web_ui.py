@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -19,37 +18,20 @@ import psycopg
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
 from tests.conftest import make_settings
+from tests.e2e.web import WAIT_MS, LiveApi, sign_in
 from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
-
-WAIT_MS = 30_000  # generous: 2 shared cores
-expect.set_options(timeout=WAIT_MS)
-
-
-@dataclass
-class LiveUi:
-    url: str
-    workspace: NewWorkspace
-
-    def login_link(self) -> str:
-        r = httpx.post(
-            f"{self.url}/api/login-links",
-            headers={"Authorization": f"Bearer {self.workspace.api_token}"},
-            timeout=30,
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["url"])
 
 
 @pytest.fixture(scope="module")
 def live_ui(
     ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
-) -> Iterator[LiveUi]:
+) -> Iterator[LiveApi]:
     ws = metadata.create_workspace(f"ui-{uuid.uuid4().hex[:8]}")
     PostgresWarehouse(servers.warehouse_url).ensure_partitions([date(2026, 6, 1)])
     with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
@@ -75,11 +57,11 @@ def live_ui(
         outbound_allow_private=True,
     )
     with serve_api(settings) as url:
-        yield LiveUi(url, ws)
+        yield LiveApi(url, ws)
 
 
 @pytest.fixture
-def page(browser, live_ui: LiveUi) -> Iterator[Page]:
+def page(browser, live_ui: LiveApi) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_ui.url)
     p = context.new_page()
@@ -90,13 +72,6 @@ def page(browser, live_ui: LiveUi) -> Iterator[Page]:
     yield p
     assert p.evaluate("window.__noReload") is True
     context.close()
-
-
-def sign_in(page: Page, link: str) -> None:
-    """Open a login link and confirm on its page, as a person does."""
-    page.goto(link)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
 
 
 def write_sql(page: Page, sql: str) -> None:
@@ -118,7 +93,7 @@ def column_texts(page: Page, col: int, rows: int) -> list[str]:
     return [cells.nth(i).locator("[role=gridcell]").nth(col).inner_text() for i in range(rows)]
 
 
-def audit_status(live_ui: LiveUi, text: str) -> str | None:
+def audit_status(live_ui: LiveApi, text: str) -> str | None:
     """The audit row's status (written by a background thread: wait for it to appear)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -144,7 +119,7 @@ def row_count(page: Page) -> Locator:
     return meta(page).locator("span").first
 
 
-def test_signed_out_browser_is_told_how_to_sign_in(browser, live_ui: LiveUi):
+def test_signed_out_browser_is_told_how_to_sign_in(browser, live_ui: LiveApi):
     context = browser.new_context()
     p = context.new_page()
     p.goto(live_ui.url)
@@ -239,7 +214,7 @@ def test_syntax_error_marked_then_fixed_without_reload(page: Page):
     expect(row_count(page)).to_have_text("1 row")
 
 
-def test_cancel_really_cancels(page: Page, live_ui: LiveUi):
+def test_cancel_really_cancels(page: Page, live_ui: LiveApi):
     marker = uuid.uuid4().hex
     write_sql(page, f"select pg_sleep(30) /* {marker} */")
     run(page)

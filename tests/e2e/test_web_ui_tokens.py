@@ -7,43 +7,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
+from tests.e2e.web import WAIT_MS, LiveApi, sign_in
 from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
-
-WAIT_MS = 30_000  # generous: 2 shared cores
-expect.set_options(timeout=WAIT_MS)
-
-
-@dataclass
-class LiveApi:
-    url: str
-    workspace: NewWorkspace
-
-    def login_link(self, token: str | None = None) -> str:
-        r = httpx.post(
-            f"{self.url}/api/login-links",
-            headers={"Authorization": f"Bearer {token or self.workspace.api_token}"},
-            timeout=30,
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["url"])
-
-    def status_with(self, token: str) -> int:
-        """What the API answers this token (200 while it works, 401 once revoked)."""
-        return httpx.get(
-            f"{self.url}/api/session", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).status_code
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +38,6 @@ def context(browser, live_api: LiveApi) -> Iterator[object]:
     ctx.set_default_timeout(WAIT_MS)
     yield ctx
     ctx.close()
-
-
-def sign_in(page: Page, link: str) -> None:
-    """Open a login link and confirm on its page, as a person does."""
-    page.goto(link)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def test_login_link_asks_first_and_a_cross_site_form_cannot_use_it(context, live_api: LiveApi):
