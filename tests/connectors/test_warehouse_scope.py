@@ -717,3 +717,18 @@ def test_the_embedded_server_wants_a_password_from_everyone(servers):
         assert conn.execute("select current_setting('password_encryption')").fetchone() == (
             "scram-sha-256",
         )
+
+
+def test_a_workspace_login_reaches_the_warehouse_database_only(readers, source, tenants):
+    """On the embedded server, a workspace's role logs in to the app database and nowhere
+    else (not Dagster's, not `postgres`)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    a, _ = tenants
+    url = readers.login_url(scope_of(a))
+    for database in ("dagster", "postgres"):
+        other = urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(other, connect_timeout=3).close()
+    with psycopg.connect(url, connect_timeout=3) as conn:  # positive control
+        assert conn.execute("select current_user").fetchone() == (readers.role(a.workspace_id),)
