@@ -732,3 +732,23 @@ def test_a_workspace_login_reaches_the_warehouse_database_only(readers, source, 
             psycopg.connect(other, connect_timeout=3).close()
     with psycopg.connect(url, connect_timeout=3) as conn:  # positive control
         assert conn.execute("select current_user").fetchone() == (readers.role(a.workspace_id),)
+
+
+def test_an_upgrade_retires_the_shared_reader(servers):
+    """An installation from before per-workspace logins had one role reading every
+    workspace through a signed setting: installing again removes it and its policy."""
+    from connectors.warehouse.scope import install_readers
+
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        conn.execute("create role sqlbook_reader login password 'old'")
+        conn.execute("grant select on events to sqlbook_reader")
+        conn.execute(
+            "create policy events_by_workspace on events for select to sqlbook_reader using (true)"
+        )
+        install_readers(conn)
+        assert conn.execute(
+            "select count(*) from pg_roles where rolname = 'sqlbook_reader'"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "select count(*) from pg_policies where policyname = 'events_by_workspace'"
+        ).fetchone() == (0,)
