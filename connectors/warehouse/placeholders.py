@@ -10,7 +10,7 @@ tokenizer cannot read `$n`, which is why this is not done on sqlglot's tokens.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
@@ -26,32 +26,60 @@ class Placeholder:
 
 def find(sql: str, dialect: str = "postgres") -> list[Placeholder]:
     """Every `$n` outside literals and comments, in order of appearance."""
+    return [item for item in _scan(sql, dialect) if isinstance(item, Placeholder)]
+
+
+def code_spans(sql: str, dialect: str = "postgres") -> list[tuple[int, int]]:
+    """The [start, end) stretches of `sql` outside string literals, quoted identifiers,
+    dollar-quoted bodies and comments, in order: where SQL words (and `$n`) are."""
+    spans: list[tuple[int, int]] = []
+    last = 0
+    for item in _scan(sql, dialect):
+        if isinstance(item, _Skipped):
+            if item.start > last:
+                spans.append((last, item.start))
+            last = item.end
+    if last < len(sql):
+        spans.append((last, len(sql)))
+    return spans
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    start: int  # a literal, quoted identifier, dollar-quoted body or comment
+    end: int
+
+
+def _scan(sql: str, dialect: str) -> Iterator[Placeholder | _Skipped]:
     backslash_escapes = dialect == "clickhouse"
-    found: list[Placeholder] = []
     i, n = 0, len(sql)
     while i < n:
         ch = sql[i]
+        start = i
         if ch == "-" and sql.startswith("--", i) or ch == "#" and dialect == "clickhouse":
             end = sql.find("\n", i)
             i = n if end < 0 else end + 1
+            yield _Skipped(start, i)
         elif ch == "/" and sql.startswith("/*", i):
             i = _skip_block_comment(sql, i)
+            yield _Skipped(start, i)
         elif ch in "'\"`":
             i = _skip_quoted(sql, i, ch, backslash_escapes or _is_escape_string(sql, i))
+            yield _Skipped(start, i)
         elif ch == "$":
             tag = _DOLLAR_TAG.match(sql, i)
             param = _PARAM.match(sql, i)
             if param and not _is_identifier_char(sql, i - 1):
-                found.append(Placeholder(i, param.end(), int(param.group(1))))
+                yield Placeholder(i, param.end(), int(param.group(1)))
                 i = param.end()
             elif tag and dialect == "postgres" and not _is_identifier_char(sql, i - 1):
                 close = sql.find(tag.group(0), tag.end())
                 i = n if close < 0 else close + len(tag.group(0))
+                yield _Skipped(start, i)
             else:
                 i += 1
         else:
             i += 1
-    return found
 
 
 def substitute(sql: str, replace: Callable[[Placeholder], str], dialect: str = "postgres") -> str:
