@@ -5,6 +5,11 @@ the two leaves entries that a later run inserts again, and the warehouse's dupli
 check turns that replay into zero new rows. A range is moved in chunks of about
 `chunk_rows` rows, so a run's memory stays bounded however large its range is.
 
+Between the commit and the delete, the data version of each project in the chunk is
+bumped (`DataVersions`), so cached warehouse results over those projects stop being
+answered. A failed bump fails the run before the delete: the replay inserts nothing new
+but bumps again, so no commit goes unannounced.
+
 An entry the warehouse refuses for its data (the edge validates, so this is a bug or a
 foreign writer) is moved to the dead-letter stream instead of blocking every range after
 it. A server that is down is not the data's fault: that error fails the run and the range
@@ -23,6 +28,7 @@ import psycopg
 
 from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.postgres import Stamped, prepare_rows
 
 CHUNK_ROWS = 20_000
@@ -132,10 +138,15 @@ class _Chunk:
     """The entries read but not yet committed, and the run's accounting of them."""
 
     def __init__(
-        self, stream: CaptureStreamReader, warehouse: PostgresWarehouse, report: IngestReport
+        self,
+        stream: CaptureStreamReader,
+        warehouse: PostgresWarehouse,
+        report: IngestReport,
+        versions: DataVersions | None = None,
     ):
         self.stream = stream
         self.warehouse = warehouse
+        self.versions = versions
         self.report = report
         self.entries: list[_Ready] = []
         self.rows = 0
@@ -169,6 +180,8 @@ class _Chunk:
             self.report.lag_seconds = round(
                 (time.time() * 1000 - id_ms(self.entries[0].entry.id)) / 1000, 3
             )
+        if self.versions is not None:
+            self.versions.bump(r.entry.project_id for r in good)
         self.report.deleted_entries += self.stream.delete([r.entry for r in self.entries])
         self.entries = []
         self.rows = 0
@@ -191,6 +204,7 @@ def ingest_range(
     chunk_rows: int = CHUNK_ROWS,
     max_rows: int = MAX_ROWS_PER_RUN,
     follow: tuple[float, float] = (0.0, 0.0),
+    versions: DataVersions | None = None,
 ) -> IngestReport:
     """Ingest the entries between `start_id` and `end_id`, stopping at a chunk boundary
     once `max_rows` rows are done (so a run over a large backlog stays short).
@@ -199,9 +213,12 @@ def ingest_range(
     range, a batch every FOLLOW_BATCH_SECONDS at most, until `seconds` are over, nothing
     came for `idle_seconds`, or `max_rows` are done. Under a steady stream an event is then
     queryable about a second after capture, instead of after a sensor tick and a run
-    launch (several seconds each)."""
+    launch (several seconds each).
+
+    `versions`: bumped for the chunk's projects after each commit (the Dagster asset
+    always passes them; without, cached warehouse results wait for their TTL)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
-    chunk = _Chunk(stream, warehouse, report)
+    chunk = _Chunk(stream, warehouse, report, versions)
     ahead = _Prefetch(stream.read(start_id, end_id), chunk_rows)
     try:
         for ready in ahead:

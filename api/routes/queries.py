@@ -5,6 +5,7 @@ get an id), GET /api/queries/{id} (status, then the result), DELETE /api/queries
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from concurrent.futures import Future
 from typing import Annotated, Any
 
@@ -64,6 +65,42 @@ class QueryQueued(BaseModel):
     status: str
 
 
+class ResultColumn(BaseModel):
+    name: str
+    type: str = Field(description="The data source's own type name.")
+
+
+class CacheInfo(BaseModel):
+    hit: bool
+    age_s: float | None = Field(default=None, description="On a hit: seconds since it was run.")
+
+
+class QueryResultPublic(BaseModel):
+    columns: list[ResultColumn]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool = Field(description="More rows than max_rows: the rest were not fetched.")
+    elapsed_ms: float
+    query_id: str
+    cache: CacheInfo
+    data_as_of: dt.datetime = Field(
+        description="When this result was computed (its statement's start, UTC); a cached "
+        "result keeps the time of the run it came from. A cached warehouse result is never "
+        "older than the last ingestion commit for the workspace's projects."
+    )
+
+
+class QueryStatus(BaseModel):
+    query_id: str
+    status: str = Field(description="queued, running, done, failed or cancelled")
+    datasource: str | None = None
+    submitted_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: QueryResultPublic | None = Field(default=None, description="When done.")
+    error: dict[str, Any] | None = Field(default=None, description="When failed or cancelled.")
+
+
 def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRequest:
     """Blocking (it may read the metadata database): call it in a worker thread."""
     try:
@@ -85,7 +122,9 @@ def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRe
 
 @router.post(
     "/api/query",
+    response_model=None,  # documented, not re-validated: rows may be many
     responses={
+        200: {"model": QueryResultPublic},
         **_REFUSED,
         **_NO_SOURCE,
         **problems(
@@ -134,7 +173,11 @@ async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> 
     return QueryQueued(query_id=query_id, status="queued")
 
 
-@router.get("/api/queries/{query_id}", responses={**_NO_QUERY, **_STORE_DOWN})
+@router.get(
+    "/api/queries/{query_id}",
+    response_model=None,
+    responses={200: {"model": QueryStatus}, **_NO_QUERY, **_STORE_DOWN},
+)
 async def read_query(query_id: QueryId, token: CurrentToken, state: State) -> dict[str, Any]:
     job = await run_in_threadpool(state.runner.job, query_id, token.workspace_id)
     if job is None:

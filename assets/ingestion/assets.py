@@ -4,10 +4,12 @@ import os
 import socket
 
 import dagster as dg
+import redis
 from pydantic import Field
 
 from assets.resources import CaptureStreamResource, WarehouseResource
 from connectors.ingest import ingest_range
+from connectors.warehouse.data_versions import DataVersions
 
 capture_stream = dg.AssetSpec(
     "capture_stream",
@@ -19,6 +21,14 @@ capture_stream = dg.AssetSpec(
 
 WORKER_PID_TAG = "sqlbook/worker_pid"
 WORKER_HOST_TAG = "sqlbook/worker_host"
+
+
+def data_versions(capture_stream: CaptureStreamResource) -> DataVersions:
+    """Beside the stream: the query runner reads them from there (see data_versions.py)."""
+    client = redis.Redis.from_url(
+        capture_stream.redis_url, socket_timeout=30, socket_connect_timeout=5
+    )
+    return DataVersions(client, capture_stream.stream_key)
 
 
 class IngestRange(dg.Config):
@@ -62,6 +72,7 @@ def events(
         config.start_id,
         config.end_id,
         follow=(capture_stream.follow_seconds, capture_stream.follow_idle_seconds),
+        versions=data_versions(capture_stream),
     )
     context.log.info(
         f"stream {report.start_id}..{report.end_id} (range asked: ..{report.requested_end_id}): "
@@ -106,9 +117,18 @@ def events(
     "$set, $set_once and $create_alias from the events just ingested; aliases merge persons.",
 )
 def persons(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    capture_stream: CaptureStreamResource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    report = warehouse.client().update_persons()
+    client = warehouse.client()
+    # The projects whose persons this run may change (staged updates are committed with
+    # their events, before this read), so cached results over `persons` go stale with it.
+    with client.connect(autocommit=True) as conn:
+        pending = [r[0] for r in conn.execute("select distinct project_id from person_updates")]
+    report = client.update_persons()
+    if report.updates:
+        data_versions(capture_stream).bump(pending)
     context.log.info(
         f"{report.updates} staged updates: {report.persons_created} new persons, "
         f"{report.merged} merged, {report.properties_changed} properties changed"

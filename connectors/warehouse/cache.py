@@ -2,8 +2,10 @@
 
 The key covers everything that decides a result: the data source, the SQL as sqlglot
 normalises it, the bound parameters, the row cap and the scope (workspace and projects),
-so two workspaces never share an entry. A Redis outage makes every lookup a miss; the
-query itself still runs.
+so two workspaces never share an entry. For the built-in warehouse it also covers the
+data versions of the scope's projects (`data_versions.py`): ingestion bumps them after
+each commit, so a cached result is never answered once new rows are queryable. A Redis
+outage makes every lookup a miss; the query itself still runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -28,7 +31,12 @@ MAX_ENTRY_BYTES = 16 * 1024 * 1024
 
 
 def cache_key(
-    source_key: str, normalized_sql: str, params: list[Any], scope: Scope, max_rows: int
+    source_key: str,
+    normalized_sql: str,
+    params: list[Any],
+    scope: Scope,
+    max_rows: int,
+    data_versions: tuple[str, ...] = (),
 ) -> str:
     material = json.dumps(
         [
@@ -38,6 +46,7 @@ def cache_key(
             scope.workspace_id,
             sorted(scope.project_ids),
             max_rows,
+            *([list(data_versions)] if data_versions else []),
         ],
         sort_keys=True,
         default=str,
@@ -77,6 +86,8 @@ class ResultCache:
             return None
         entry = json.loads(raw)
         result = QueryResult.from_dict(entry["result"])
+        if result.data_as_of is None:  # stored before results said it
+            result.data_as_of = datetime.fromtimestamp(entry["stored_at"], UTC).isoformat()
         result.cache = {"hit": True, "age_s": round(time.time() - entry["stored_at"], 1)}
         return result
 

@@ -27,6 +27,9 @@ class QueryResult:
     elapsed_ms: float
     query_id: str
     cache: dict[str, Any] = field(default_factory=lambda: {"hit": False})
+    # When the result was computed (ISO 8601, UTC): its statement's start; a cache hit
+    # keeps the time of the run it came from. Set by the runner.
+    data_as_of: str | None = None
 
     @property
     def row_count(self) -> int:
@@ -41,6 +44,7 @@ class QueryResult:
             "elapsed_ms": round(self.elapsed_ms, 3),
             "query_id": self.query_id,
             "cache": self.cache,
+            "data_as_of": self.data_as_of,
         }
 
     @classmethod
@@ -52,6 +56,7 @@ class QueryResult:
             elapsed_ms=data["elapsed_ms"],
             query_id=data["query_id"],
             cache=data.get("cache", {"hit": False}),
+            data_as_of=data.get("data_as_of"),
         )
 
 

@@ -8,6 +8,11 @@ cancel, audit.
   (status "queued") instead of piling onto the database. The line is fair between
   workspaces (`fair_queue.py`): slots go round robin across workspaces, a workspace runs
   at most a share of the shared warehouse's slots, and the queue limit is per workspace.
+- A cached result of the built-in warehouse is keyed on the data versions of the
+  scope's projects, which ingestion bumps after each commit: a repeated query sees new
+  rows as soon as they are queryable. When the versions cannot be read, the query runs
+  without the cache (neither read nor written). Registered sources keep their TTLs.
+- Each result says when it was computed (`data_as_of`); a cache hit keeps that time.
 - What is kept in Redis is bounded: a cache lifetime of at most `max_cache_ttl_s`, and
   no result bigger than `result_max_bytes` (as JSON) — such a result still answers a
   waiting caller, but is not cached, and an async query's is not stored (it fails with
@@ -38,6 +43,7 @@ import redis
 from connectors.metadata.audit import AuditEntry, AuditLog
 from connectors.warehouse import guard
 from connectors.warehouse.cache import ResultCache, cache_key
+from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.errors import (
     ParameterError,
     QueryCancelled,
@@ -125,7 +131,7 @@ class _Prepared:
     checked: guard.CheckedSql
     params: list[Any]
     limits: QueryLimits
-    cache_key: str
+    cache_key: str | None  # None: the cache is not used (the data versions are unknown)
     cache_ttl_s: int
 
 
@@ -150,10 +156,14 @@ class QueryRunner:
         defaults: RunnerDefaults,
         redis_client: redis.Redis,
         audit: AuditLog | None,
+        data_versions: DataVersions | None = None,
         max_workers: int = 32,
     ):
+        """`data_versions`: where ingestion announces new rows; without it, cached
+        warehouse results live out their TTL (tests of the runner alone)."""
         self.defaults = defaults
         self._redis = redis_client
+        self._versions = data_versions
         self._cache = ResultCache(redis_client, max_entry_bytes=defaults.result_max_bytes)
         self._audit = audit
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="query")
@@ -242,6 +252,8 @@ class QueryRunner:
                 out[name] = job[name]
         if "result" in job:
             out["result"] = json.loads(job["result"])
+            # kept before results said when they were computed
+            out["result"].setdefault("data_as_of", job.get("started_at"))
         if "error" in job:
             out["error"] = json.loads(job["error"])
         return out
@@ -301,10 +313,36 @@ class QueryRunner:
             checked=checked,
             params=params,
             limits=limits,
-            cache_key=cache_key(
-                request.target.key, checked.normalized, params, request.scope, limits.max_rows
-            ),
+            cache_key=self._cache_key(request, checked.normalized, params, limits, ttl),
             cache_ttl_s=ttl,
+        )
+
+    def _cache_key(
+        self,
+        request: QueryRequest,
+        normalized_sql: str,
+        params: list[Any],
+        limits: QueryLimits,
+        ttl: int,
+    ) -> str | None:
+        """None when the cache is neither read nor written: not asked for, or the data
+        versions of a warehouse query's projects cannot be read (then a cached result
+        might hide rows committed since)."""
+        if not request.use_cache and ttl <= 0:
+            return None
+        versions: tuple[str, ...] = ()
+        if request.target.datasource_id is None and self._versions is not None:
+            read = self._versions.read(request.scope.project_ids)
+            if read is None:
+                return None
+            versions = read
+        return cache_key(
+            request.target.key,
+            normalized_sql,
+            params,
+            request.scope,
+            limits.max_rows,
+            versions,
         )
 
     def _limits(self, request: QueryRequest) -> QueryLimits:
@@ -340,7 +378,7 @@ class QueryRunner:
 
     def _schedule(self, prepared: _Prepared, *, record_job: bool) -> Future[QueryResult]:
         request = prepared.request
-        if request.use_cache:
+        if request.use_cache and prepared.cache_key is not None:
             hit = self._cache.get(prepared.cache_key)
             if hit is not None:
                 hit.query_id = prepared.query_id
@@ -418,11 +456,12 @@ class QueryRunner:
                 scope=request.scope,
                 kind=prepared.checked.kind,
             )
+            result.data_as_of = datetime.fromtimestamp(started, UTC).isoformat()
             if record_job:  # no one waits: the size decides before anything is kept
                 serialized = json.dumps(result.to_dict())
                 if len(serialized) > self._max_bytes:
                     error = _too_large(len(serialized), self._max_bytes)
-            if error is None:
+            if error is None and prepared.cache_key is not None:
                 self._cache.hold(prepared.cache_key, result, prepared.cache_ttl_s)
         except QueryError as err:
             if isinstance(err, QueryCancelled) and not active.cancel_requested.is_set():
@@ -440,7 +479,7 @@ class QueryRunner:
         else:
             active.answer.set_exception(error or QueryFailed("the query gave no result"))
         try:
-            if error is None and result is not None:
+            if error is None and result is not None and prepared.cache_key is not None:
                 self._cache.put(prepared.cache_key, result, prepared.cache_ttl_s, serialized)
         finally:
             with self._lock:

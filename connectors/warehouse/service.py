@@ -15,6 +15,7 @@ from connectors.metadata.store import MetadataStore
 from connectors.outbound import OutboundPolicy
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
+from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.postgres_source import WarehouseSource
 from connectors.warehouse.registry import SourceRegistry, own_server_urls
 from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults
@@ -47,6 +48,7 @@ class QueryService:
     audit: AuditLog
     box: SecretBox
     _redis: redis.Redis
+    _stream_redis: redis.Redis
 
     def request(
         self,
@@ -80,6 +82,7 @@ class QueryService:
         self.runner.close()
         self.sources.close()
         self._redis.close()
+        self._stream_redis.close()
 
 
 def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryService:
@@ -108,6 +111,21 @@ def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryServ
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),
     )
+    # The data versions ingestion bumps live beside the capture stream; a query reads
+    # them once (one HMGET) and runs uncached when they cannot be read.
+    stream_redis = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=2,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
     audit = AuditLog(metadata)
-    runner = QueryRunner(defaults=runner_defaults(settings), redis_client=sync_redis, audit=audit)
-    return QueryService(metadata, datasources, sources, runner, audit, box, sync_redis)
+    runner = QueryRunner(
+        defaults=runner_defaults(settings),
+        redis_client=sync_redis,
+        audit=audit,
+        data_versions=DataVersions(stream_redis, settings.stream_key),
+    )
+    return QueryService(
+        metadata, datasources, sources, runner, audit, box, sync_redis, stream_redis
+    )
