@@ -10,7 +10,8 @@ what `connectors.warehouse.placeholders` knows, for both dialects):
   [[ … ]]           an optional clause: dropped whole when any parameter inside is
                     unset, kept (without the brackets) otherwise. Clauses don't nest.
                     Brackets with no `{{…}}` inside are left alone, so ClickHouse's
-                    `[[1, 2]]` and `a[b[1]]` keep working.
+                    `[[1, 2]]` and `a[b[1]]` keep working; a nested array literal that
+                    holds a parameter is written `[ [{{x}}] ]`, with a space.
 
 Binding. Each distinct reference becomes one `$n` (a parameter used twice binds once)
 and its value goes to the executor beside the text, never into it: `$n` is what the

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, NamedTuple
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -167,8 +167,12 @@ def resolve(
     (aware, in `time_zone`), DateRange, a list of those (multi), or None when unset.
 
     `now` (aware; the present by default) and `time_zone` (a zoneinfo name, the
-    project's) anchor relative dates. Raises InvalidParameter."""
-    zone = ZoneInfo(time_zone)
+    project's) anchor relative dates. Raises InvalidParameter for a value, ValueError
+    for an unknown time zone or a naive `now` (the caller's mistake, not the user's)."""
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {time_zone!r}") from None
     now = datetime.now(UTC) if now is None else now
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

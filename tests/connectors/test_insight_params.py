@@ -1057,3 +1057,10 @@ def test_every_type_binds_on_clickhouse(chdb_source: ClickHouseSource) -> None:
         kind=checked.kind,
     )
     assert [[bool(v) for v in row] for row in result.rows] == [[True] * 9]
+
+
+def test_the_time_zone_and_now_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        resolve([], {}, now=NOW, time_zone="Mars/Olympus")
+    with pytest.raises(ValueError, match="now must be timezone-aware"):
+        resolve([], {}, now=datetime(2026, 1, 1))
