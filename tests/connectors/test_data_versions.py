@@ -198,10 +198,14 @@ def test_a_bump_changes_only_its_projects_and_a_lost_hash_starts_a_new_epoch(
     redis_client: redis.Redis, versions
 ) -> None:
     versions.bump([MINE, OTHER])
-    epoch, mine, other = versions.read([MINE, OTHER]) or ()
+    read = versions.read([MINE, OTHER])
+    assert read is not None
+    epoch, mine, other = read
     versions.bump([OTHER])
     assert versions.read([OTHER, MINE]) == (epoch, mine, str(int(other) + 1))
     redis_client.delete(versions.key)  # lost (a Redis without persistence restarted)
     versions.bump([MINE])
-    new_epoch, mine_again = versions.read([MINE]) or ()
+    read = versions.read([MINE])
+    assert read is not None
+    new_epoch, mine_again = read
     assert mine_again == mine and new_epoch != epoch  # same count, never the same key
