@@ -180,9 +180,14 @@ class _Chunk:
             self.report.lag_seconds = round(
                 (time.time() * 1000 - id_ms(self.entries[0].entry.id)) / 1000, 3
             )
-        if self.versions is not None:
-            self.versions.bump(r.entry.project_id for r in good)
-        self.report.deleted_entries += self.stream.delete([r.entry for r in self.entries])
+        # the bump rides behind the XDEL in one round trip: the commit is announced
+        # exactly when its entries leave the stream (a crash before leaves both to the
+        # replay, which bumps again)
+        versions, projects = self.versions, [r.entry.project_id for r in good]
+        self.report.deleted_entries += self.stream.delete(
+            [r.entry for r in self.entries],
+            also=None if versions is None else lambda pipe: versions.queue(pipe, projects),
+        )
         self.entries = []
         self.rows = 0
 
@@ -215,8 +220,9 @@ def ingest_range(
     queryable about a second after capture, instead of after a sensor tick and a run
     launch (several seconds each).
 
-    `versions`: bumped for the chunk's projects after each commit (the Dagster asset
-    always passes them; without, cached warehouse results wait for their TTL)."""
+    `versions`: bumped for the chunk's projects after each commit, in the round trip that
+    deletes its entries (the Dagster asset always passes them; without, cached warehouse
+    results wait for their TTL)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
     chunk = _Chunk(stream, warehouse, report, versions)
     ahead = _Prefetch(stream.read(start_id, end_id), chunk_rows)

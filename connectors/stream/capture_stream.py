@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,11 +335,17 @@ class CaptureStreamReader:
         fields: dict[Any, Any] = {**entry.fields, "source_id": entry.id, "error": error[:2000]}
         return _text(self._client.xadd(f"{self._key}:dead", fields))
 
-    def delete(self, entries: Sequence[StreamEntry | str], chunk: int = 1000) -> int:
+    def delete(
+        self,
+        entries: Sequence[StreamEntry | str],
+        chunk: int = 1000,
+        also: Callable[[redis.client.Pipeline], object] | None = None,
+    ) -> int:
         """Delete ingested entries, and give their projects back the share of the backlog
         they held. The release goes in the same round trip, right behind the XDEL, so only
         a crash between the two commands can leave bytes counted; what is counted is
-        forgotten whenever the stream is empty. (Ids alone release nothing.)"""
+        forgotten whenever the stream is empty. (Ids alone release nothing.) `also` adds
+        commands of the caller's to the first round trip, behind its XDEL."""
         deleted = 0
         for i in range(0, len(entries), chunk):
             part = entries[i : i + chunk]
@@ -353,5 +359,7 @@ class CaptureStreamReader:
             for project_id, size in held.items():
                 if size:
                     pipe.hincrby(f"{self._key}:backlog", str(project_id), -size)
+            if also is not None and i == 0:
+                also(pipe)
             deleted += int(pipe.execute()[0])
         return deleted

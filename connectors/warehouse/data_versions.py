@@ -38,14 +38,21 @@ class DataVersions:
         """After a commit that may have changed these projects' rows. Raises RedisError:
         the caller must not treat its rows as done (ingestion then keeps the stream
         entries, and the replay bumps again)."""
+        pipe = self._redis.pipeline(transaction=False)
+        if self.queue(pipe, project_ids):
+            pipe.execute()
+
+    def queue(self, pipe: redis.client.Pipeline, project_ids: Iterable[int]) -> bool:
+        """The bump as commands on `pipe` (a pipeline on the stream's Redis): ingestion
+        sends them in the round trip that deletes the ingested entries. False if there
+        is nothing to bump."""
         ids = sorted({p for p in project_ids if p >= 0})
         if not ids:
-            return
-        pipe = self._redis.pipeline(transaction=False)
+            return False
         pipe.hsetnx(self.key, _EPOCH, uuid.uuid4().hex)
         for project_id in ids:
             pipe.hincrby(self.key, str(project_id), 1)
-        pipe.execute()
+        return True
 
     def read(self, project_ids: Iterable[int]) -> tuple[str, ...] | None:
         """The epoch and the versions of `project_ids` (sorted by id), in one round trip;

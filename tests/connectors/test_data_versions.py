@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -114,19 +115,28 @@ def test_ingesting_rows_for_the_scope_s_project_ends_the_cached_result(
         run.close()
 
 
+class _CrashBeforeDelete(CaptureStreamReader):
+    """Ingestion dying after its commit, before the round trip that deletes the entries
+    and bumps their projects."""
+
+    def delete(self, *args: Any, **kwargs: Any) -> int:
+        raise redis.ConnectionError("the run died here")
+
+
 def test_a_replayed_range_bumps_again_so_a_lost_bump_is_recovered(
     servers: ServerUrls, stream_key: str, redis_client: redis.Redis, versions
 ) -> None:
-    """The bump comes after the commit and before the delete: if it fails, the entries
-    stay, and their replay (no new rows) announces the commit."""
+    """The bump rides with the delete, after the commit: if the run dies before it, the
+    entries stay, and their replay (no new rows) announces the commit."""
     entry = append(servers.redis_url, stream_key, MINE, event_batch(2, "replayed"))
     before = versions.read([MINE])
-    broken = DataVersions(redis.Redis.from_url(DOWN), stream_key)
-    reader = CaptureStreamReader(redis_client, stream_key)
     warehouse = PostgresWarehouse(servers.warehouse_url)
     with pytest.raises(redis.ConnectionError):
-        ingest_range(reader, warehouse, entry, entry, versions=broken)
+        ingest_range(
+            _CrashBeforeDelete(redis_client, stream_key), warehouse, entry, entry, versions=versions
+        )
     assert versions.read([MINE]) == before and redis_client.xlen(stream_key) == 1
+    reader = CaptureStreamReader(redis_client, stream_key)
     replay = ingest_range(reader, warehouse, entry, entry, versions=versions)
     assert (replay.inserted, replay.duplicates) == (0, 2)
     assert versions.read([MINE]) != before and redis_client.xlen(stream_key) == 0
