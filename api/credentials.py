@@ -83,7 +83,7 @@ def api_url(settings: Settings) -> str:
     binds. Never taken from a request's `Host` header."""
     if settings.public_api_url:
         return settings.public_api_url.rstrip("/")
-    return _local_url(settings.api_host, settings.api_port)
+    return local_url(settings.api_host, settings.api_port)
 
 
 def api_origin(settings: Settings) -> str:
@@ -92,7 +92,7 @@ def api_origin(settings: Settings) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _local_url(host: str, port: int) -> str:
+def local_url(host: str, port: int) -> str:
     """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
@@ -121,7 +121,7 @@ def public_view(
     database_url = str(entry["database_url"])
     return {
         **tenant_view(settings, entry),
-        "dagster_url": _local_url(settings.dagster_host, settings.dagster_port),
+        "dagster_url": local_url(settings.dagster_host, settings.dagster_port),
         "database_url": database_url if database_password else redact(database_url),
     }
 

@@ -91,12 +91,6 @@ def dagster_command(settings: Settings) -> list[str]:
     ]
 
 
-def local_url(host: str, port: int) -> str:
-    """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
-    reach = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
-    return f"http://{reach}:{port}"
-
-
 def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
     """Migrate, install the warehouse, make sure the default workspace has credentials.
     Returns the default workspace's credentials as `sqlbook credentials` prints them."""
@@ -284,8 +278,8 @@ def _run_stack(settings: Settings, home: Path) -> int:
         }
         try:
             deadline = time.monotonic() + 180
-            api = local_url(settings.api_host, settings.api_port)
-            dagster = local_url(settings.dagster_host, settings.dagster_port)
+            api = credentials.local_url(settings.api_host, settings.api_port)
+            dagster = credentials.local_url(settings.dagster_host, settings.dagster_port)
             api_ok = _wait_http(f"{api}/health", deadline, procs)
             dagster_ok = _wait_http(f"{dagster}/server_info", deadline, procs)
             if not (api_ok and dagster_ok):
