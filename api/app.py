@@ -18,12 +18,17 @@ from starlette.types import Scope
 from api.routes import (
     alerts,
     capture,
+    charts,
     datasources,
+    folders,
     health,
+    insight_exports,
+    insights,
     projects,
     queries,
     script,
     sessions,
+    snapshots,
     tokens,
     webui,
     workspace,
@@ -32,8 +37,11 @@ from api.routes import audit as audit_routes
 from api.schemas import invalid_request, published
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
+from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
+from connectors.metadata.insights import InsightStore
 from connectors.metadata.sessions import BrowserSessions
+from connectors.metadata.snapshots import SnapshotStore
 from connectors.metadata.store import MetadataStore
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
@@ -78,6 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
             queries=service,
             alerts=AlertStore(metadata, service.box),
             sessions=BrowserSessions(metadata),
+            insights=InsightStore(metadata, trash_days=settings.insight_trash_days),
+            snapshots=SnapshotStore(metadata),
+            plugins=PluginRegistry(metadata, settings.plugin_dirs()),
         )
         try:
             yield
@@ -101,6 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(script.router)
     app.include_router(sessions.router)
     app.include_router(tokens.router)
+    app.include_router(folders.router)
+    app.include_router(insight_exports.router)  # before insights: /{id}/export.csv
+    app.include_router(charts.router)
+    app.include_router(snapshots.router)
+    app.include_router(insights.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 
     def openapi() -> dict[str, Any]:

@@ -9,10 +9,13 @@ import redis.asyncio as aredis
 from starlette.concurrency import run_in_threadpool
 
 from connectors.capture import CaptureLimits
+from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
 from connectors.metadata.datasources import DatasourceStore
+from connectors.metadata.insights import InsightStore
 from connectors.metadata.sessions import BrowserSessions
+from connectors.metadata.snapshots import SnapshotStore
 from connectors.metadata.store import MetadataStore, Project
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
@@ -65,3 +68,6 @@ class AppState:
     queries: QueryService
     alerts: AlertStore
     sessions: BrowserSessions
+    insights: InsightStore
+    snapshots: SnapshotStore
+    plugins: PluginRegistry

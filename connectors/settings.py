@@ -200,6 +200,15 @@ class Settings(BaseSettings):
         default=None, description="Built web UI served at `/`. Default: `ui/dist` of this checkout."
     )
 
+    plugins_dir: Path | None = Field(
+        default=None,
+        description="A folder of visualization plugins (one sub-folder each: manifest.json and"
+        " template.json), offered to every workspace beside the bundled ones in deploy/plugins.",
+    )
+    insight_trash_days: int = Field(
+        default=30, ge=1, description="Days a deleted insight stays restorable in the trash."
+    )
+
     smtp_host: str | None = Field(default=None, description="SMTP server for email alerts.")
     smtp_port: int = Field(default=587, description="SMTP port.")
     smtp_security: str = Field(
@@ -216,6 +225,11 @@ class Settings(BaseSettings):
         if self.ui_dist is not None:
             return self.ui_dist
         return Path(__file__).resolve().parents[1] / "ui" / "dist"
+
+    def plugin_dirs(self) -> list[Path]:
+        """The bundled plugins first, then SQLBOOK_PLUGINS_DIR's (which may replace one)."""
+        bundled = Path(__file__).resolve().parents[1] / "deploy" / "plugins"
+        return [bundled] + ([self.plugins_dir] if self.plugins_dir is not None else [])
 
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()
