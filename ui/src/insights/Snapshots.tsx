@@ -1,5 +1,190 @@
-/** An insight's snapshot schedules and its latest stored snapshot. */
-export function SnapshotsPanel(props: { insightId: number; params: Record<string, unknown> }) {
-  void props;
-  return <section className="insight-panel" aria-label="Snapshots" />;
+import { useCallback, useEffect, useState } from "react";
+import { ApiError, type QueryResult } from "../api";
+import { type LatestSnapshot, type SnapshotSchedule, insightApi } from "../insightApi";
+import { ResultGrid } from "../ResultGrid";
+import { paramsText } from "./alertForm";
+import { CRON_PRESETS, asOfLabel, browserTimeZone, cronText } from "./snapshotTime";
+import { CronInput, TimeZoneInput } from "./ScheduleFields";
+import "./panels.css";
+
+/** An insight's snapshot schedules (Dagster stores its result on each: cron, time zone,
+ * parameter values) and the latest stored snapshot, which can be shown instead of a live
+ * run. */
+export function SnapshotsPanel({ insightId, params }: { insightId: number; params: Record<string, unknown> }) {
+  const [schedules, setSchedules] = useState<SnapshotSchedule[] | null>(null);
+  const [latest, setLatest] = useState<LatestSnapshot | null | "none">(null);
+  const [showing, setShowing] = useState(false);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [deleting, setDeleting] = useState<SnapshotSchedule | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const load = useCallback(() => {
+    insightApi.snapshots(insightId).then(setSchedules, (err: ApiError) => setProblem(err.message));
+    insightApi.latestSnapshot(insightId).then(setLatest, (err: ApiError) => {
+      if (err.status === 404) setLatest("none");
+      else setProblem(err.message);
+    });
+  }, [insightId]);
+  useEffect(load, [load]);
+
+  async function setEnabled(s: SnapshotSchedule, enabled: boolean) {
+    setProblem(null);
+    try {
+      const updated = await insightApi.updateSnapshot(insightId, s.id, { enabled });
+      setSchedules((list) => list?.map((x) => (x.id === s.id ? updated : x)) ?? null);
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    }
+  }
+
+  async function remove(s: SnapshotSchedule) {
+    setProblem(null);
+    setBusy(true);
+    try {
+      await insightApi.deleteSnapshot(insightId, s.id);
+      setDeleting(null);
+      load();
+    } catch (err) {
+      setDeleting(null);
+      setProblem((err as ApiError).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <section className="insight-panel snapshots" aria-label="Snapshots">
+      <div className="panel-head">
+        <h3>Snapshots</h3>
+        <button type="button" className="link" onClick={load} title="reload the schedules and the latest snapshot">
+          ↻
+        </button>
+      </div>
+      {problem && (
+        <div className="error-box" role="alert">
+          {problem}
+        </div>
+      )}
+      <LatestView latest={latest} showing={showing} onToggle={() => setShowing((s) => !s)} />
+      <ScheduleForm insightId={insightId} params={params} onCreated={load} />
+      {schedules && schedules.length === 0 && <p className="hint">No snapshot schedules yet.</p>}
+      {schedules && schedules.length > 0 && (
+        <table className="panel-table">
+          <thead>
+            <tr>
+              <th>Schedule</th>
+              <th>Time zone</th>
+              <th>Parameters</th>
+              <th>Next</th>
+              <th>Enabled</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {schedules.map((s) => (
+              <tr key={s.id} data-schedule-id={s.id}>
+                <td>
+                  {s.name ? <b>{s.name} </b> : null}
+                  {cronText(s.cron)}
+                </td>
+                <td>{s.timezone}</td>
+                <td>{paramsText(s.params)}</td>
+                <td>{s.enabled && s.next_due_at ? new Date(s.next_due_at).toLocaleString() : "—"}</td>
+                <td>
+                  <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} onChange={(e) => void setEnabled(s, e.target.checked)} />
+                </td>
+                <td className="actions">
+                  <button type="button" onClick={() => setDeleting(s)}>
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {deleting && (
+        <div className="modal" role="dialog" aria-label="Delete snapshot schedule">
+          <div className="modal-body">
+            <p>Delete the snapshot schedule {cronText(deleting.cron)} ({deleting.timezone})? Its stored snapshots go with it.</p>
+            <div className="row">
+              <button className="primary" disabled={busy} onClick={() => void remove(deleting)}>
+                Delete
+              </button>
+              <button onClick={() => setDeleting(null)}>Cancel</button>
+            </div>
+          </div>
+        </div>
+      )}
+    </section>
+  );
+}
+
+function LatestView({ latest, showing, onToggle }: { latest: LatestSnapshot | null | "none"; showing: boolean; onToggle(): void }) {
+  const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
+  if (latest === null) return <p className="hint">Loading…</p>;
+  if (latest === "none") return <p className="hint">No snapshot stored yet: the first one is taken when a schedule is next due.</p>;
+  const asOf = latest.data_as_of ?? latest.taken_at;
+  const result: QueryResult = { ...latest, elapsed_ms: latest.elapsed_ms ?? 0, query_id: latest.query_id ?? "" };
+  return (
+    <div className="latest-snapshot" role="region" aria-label="Latest snapshot">
+      <div className="row">
+        <span className="as-of" title={`taken ${new Date(latest.taken_at).toLocaleString()}, data as of ${new Date(asOf).toLocaleString()}`}>
+          {asOfLabel(asOf, new Date())}
+        </span>
+        <span className="hint">
+          {latest.row_count.toLocaleString()} {latest.row_count === 1 ? "row" : "rows"}
+          {latest.truncated ? " (truncated)" : ""}
+          {latest.parameters ? ` · ${paramsText(latest.parameters)}` : ""}
+        </span>
+        <button type="button" onClick={onToggle}>
+          {showing ? "Hide snapshot" : "Show snapshot"}
+        </button>
+      </div>
+      {showing && (
+        <div className="snapshot-grid">
+          <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={() => undefined} />
+        </div>
+      )}
+    </div>
+  );
+}
+
+function ScheduleForm({ insightId, params, onCreated }: { insightId: number; params: Record<string, unknown>; onCreated(): void }) {
+  const [cron, setCron] = useState(CRON_PRESETS[1].cron);
+  const [timezone, setTimezone] = useState(browserTimeZone);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function create(e: React.FormEvent) {
+    e.preventDefault();
+    setProblem(null);
+    setBusy(true);
+    try {
+      await insightApi.createSnapshot(insightId, { cron: cron.trim(), timezone: timezone.trim() || "UTC", params });
+      onCreated();
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <form className="snapshot-form" aria-label="New snapshot schedule" onSubmit={(e) => void create(e)}>
+      <div className="row">
+        <CronInput value={cron} invalid={problem?.startsWith("cron")} onChange={setCron} />
+        <TimeZoneInput value={timezone} invalid={problem?.startsWith("timezone")} onChange={setTimezone} />
+        <button type="submit" disabled={busy || !cron.trim()}>
+          Add schedule
+        </button>
+      </div>
+      <p className="hint">With this page's parameter values: {paramsText(params)}</p>
+      {problem && (
+        <div className="field-problem" role="alert">
+          {problem}
+        </div>
+      )}
+    </form>
+  );
 }

@@ -1,0 +1,311 @@
+"""The insight page's side panels in a real browser: headless Chromium on the real API
+(uvicorn) over the session's embedded PostgreSQL and Redis. Revisions are listed, two are
+compared (SQL as a unified diff, settings as changed fields) and an older one is restored
+as a new revision; an alert on the insight is created with the page's parameter values,
+tested into the local Slack receiver, refused with the API's reason next to the field,
+disabled and deleted; a snapshot schedule is added and listed, and the latest stored
+snapshot is shown with its "data as of" time."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from psycopg.types.json import Jsonb
+
+from connectors.metadata import MetadataStore
+from connectors.servers import ServerUrls
+from tests.conftest import make_settings
+from tests.e2e.web import WAIT_MS, LiveApi, sign_in
+from tests.live import free_port, serve_api
+from tests.notify_receivers import Recorder, recorder_fixture  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.e2e
+
+SLACK_PATH = "/services/T000/B000/insight-panel-hook"
+
+
+@pytest.fixture(scope="module")
+def live_api(
+    ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
+) -> Iterator[LiveApi]:
+    # the Slack receiver listens on 127.0.0.1, which the outbound policy refuses by default
+    settings = make_settings(
+        servers,
+        sqlbook_home,
+        api_port=free_port(),
+        ui_dist=ui_dist,
+        outbound_allow_private=True,
+    )
+    with serve_api(settings) as url:
+        yield LiveApi(url, metadata.create_workspace(f"panels-{uuid.uuid4().hex[:8]}"))
+
+
+@pytest.fixture
+def page(browser, live_api: LiveApi) -> Iterator[Page]:
+    # UTC, so the test knows which wall-clock time "data as of" shows
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000}, timezone_id="UTC")
+    ctx.set_default_timeout(WAIT_MS)
+    page = ctx.new_page()
+    sign_in(page, live_api.login_link())
+    yield page
+    ctx.close()
+
+
+class Api:
+    """The insight API as a script uses it, with the workspace's admin token."""
+
+    def __init__(self, live: LiveApi):
+        self.url = live.url
+        self.headers = {"Authorization": f"Bearer {live.workspace.api_token}"}
+
+    def call(self, method: str, path: str, body: Any = None, expect_status: int = 200) -> Any:
+        r = httpx.request(method, f"{self.url}{path}", json=body, headers=self.headers, timeout=60)
+        assert r.status_code == expect_status, r.text
+        return r.json() if r.content else None
+
+    def insight(self, **body: Any) -> dict[str, Any]:
+        defaults = {
+            "name": f"panel-{uuid.uuid4().hex[:6]}",
+            "description": "",
+            "datasource": "warehouse",
+            "parameters": [],
+        }
+        return self.call("POST", "/api/insights", {**defaults, **body}, 201)  # type: ignore[no-any-return]
+
+
+def open_insight(page: Page, live_api: LiveApi, insight_id: int, query: str = "") -> None:
+    page.goto(f"{live_api.url}/insights/{insight_id}{query}")
+
+
+def test_compare_two_revisions_and_restore_an_older_one(page: Page, live_api: LiveApi):
+    api = Api(live_api)
+    first = api.insight(sql="select 1 as n", name=f"rev-{uuid.uuid4().hex[:6]}")
+    iid = first["id"]
+    second = api.call(
+        "PATCH", f"/api/insights/{iid}", {"version": first["version"], "sql": "select 2 as n"}
+    )
+    third = api.call(
+        "PATCH",
+        f"/api/insights/{iid}",
+        {"version": second["version"], "sql": "select 3 as n", "description": "three"},
+    )
+    v1, v3 = first["version"], third["version"]
+
+    open_insight(page, live_api, iid)
+    panel = page.get_by_role("region", name="Revisions")
+    rows = panel.locator("tr[data-version]")
+    expect(rows).to_have_count(3)
+    # newest first, the current one marked
+    expect(rows.nth(0)).to_have_attribute("data-version", str(v3))
+    expect(rows.nth(0)).to_contain_text("(current)")
+    expect(rows.nth(2)).to_have_attribute("data-version", str(v1))
+
+    # compare the first and the last: the SQL as a unified diff, the description as a field
+    panel.get_by_label(f"select v{v3}").check()
+    panel.get_by_label(f"select v{v1}").check()
+    panel.get_by_role("button", name=f"Compare v{v1} → v{v3}").click()
+    diff = panel.get_by_role("region", name=f"Changes from v{v1} to v{v3}")
+    expect(diff.locator(".diff-del")).to_have_text(["-select 1 as n"])
+    expect(diff.locator(".diff-add")).to_have_text(["+select 3 as n"])
+    change = diff.locator("table.changes tbody tr", has_text="description")
+    expect(change.locator("td")).to_have_text(["description", '""', "three"])
+
+    # restore v1: a new revision, restored from v1, the page shows its SQL again
+    panel.locator(f"tr[data-version='{v1}']").get_by_role("button", name="Restore").click()
+    dialog = page.get_by_role("dialog", name="Restore revision")
+    expect(dialog).to_contain_text(f"Restore v{v1}")
+    dialog.get_by_role("button", name="Restore").click()
+    expect(rows).to_have_count(4)
+    expect(rows.nth(0)).to_have_attribute("data-version", str(v3 + 1))
+    expect(rows.nth(0)).to_contain_text(f"restored from v{v1}")
+    expect(rows.nth(0)).to_contain_text("(current)")
+    expect(diff).to_have_count(0)
+    expect(page.get_by_role("main")).to_contain_text("select 1 as n")
+
+    now = api.call("GET", f"/api/insights/{iid}")
+    assert (now["version"], now["sql"], now["description"]) == (v3 + 1, "select 1 as n", "")
+    listed = api.call("GET", f"/api/insights/{iid}/revisions")
+    assert [(r["version"], r["restored_from"]) for r in listed][:2] == [(v3 + 1, v1), (v3, None)]
+
+
+def test_a_restore_that_races_another_save_says_so(page: Page, live_api: LiveApi):
+    api = Api(live_api)
+    first = api.insight(sql="select 1 as n")
+    iid = first["id"]
+    api.call("PATCH", f"/api/insights/{iid}", {"version": first["version"], "sql": "select 2 as n"})
+    open_insight(page, live_api, iid)
+    panel = page.get_by_role("region", name="Revisions")
+    expect(panel.locator("tr[data-version]")).to_have_count(2)
+    # someone else saves while this page shows version 2
+    api.call("PATCH", f"/api/insights/{iid}", {"version": 2, "sql": "select 9 as n"})
+    panel.locator("tr[data-version='1']").get_by_role("button", name="Restore").click()
+    page.get_by_role("dialog", name="Restore revision").get_by_role(
+        "button", name="Restore"
+    ).click()
+    expect(panel.get_by_role("alert")).to_contain_text(
+        "Not restored: someone else saved this insight meanwhile"
+    )
+    # nothing was lost: their save is the current version, no restore was made
+    now = api.call("GET", f"/api/insights/{iid}")
+    assert (now["version"], now["sql"]) == (3, "select 9 as n")
+
+
+def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
+    page: Page, live_api: LiveApi, recorder: Recorder
+):
+    api = Api(live_api)
+    insight = api.insight(
+        sql="select {{k}}::int as n",
+        parameters=[{"name": "k", "type": "number", "default": 1}],
+    )
+    iid = insight["id"]
+    open_insight(page, live_api, iid, "?p.k=7")
+    panel = page.get_by_role("region", name="Alerts")
+    expect(panel).to_contain_text("No alerts on this insight yet.")
+    name = f"k-high-{uuid.uuid4().hex[:6]}"
+
+    # a webhook URL the API refuses: its reason next to the channels, nothing created
+    panel.get_by_role("button", name="+ New alert").click()
+    form = panel.get_by_role("form", name="New alert")
+    expect(form).to_contain_text("k=7")
+    form.get_by_label("Alert name").fill(name)
+    form.get_by_label("Column").fill("n")
+    form.get_by_label("Operator").select_option(">")
+    form.get_by_label("Value").fill("5")
+    form.get_by_label("Cron").fill("0 9 * * 1-5")
+    form.get_by_label("Time zone").fill("Europe/Berlin")
+    form.get_by_label("Channel name").fill("ops")
+    form.get_by_label("Webhook URL").fill("ftp://example.com/hook")
+    form.get_by_role("button", name="Create alert").click()
+    channels = form.locator("fieldset", has=page.locator("legend", has_text="Channels"))
+    expect(channels.get_by_role("alert")).to_contain_text("webhook_url")
+    expect(channels.get_by_label("Webhook URL")).to_have_attribute("aria-invalid", "true")
+    assert api.call("GET", f"/api/alerts?insight={iid}") == []
+
+    form.get_by_label("Webhook URL").fill(recorder.url + SLACK_PATH)
+    form.get_by_role("button", name="Create alert").click()
+    expect(form).to_have_count(0)
+    row = panel.locator("tr[data-alert-id]", has_text=name)
+    expect(row.locator("td").nth(1)).to_have_text("n > 5")
+    expect(row.locator("td").nth(2)).to_have_text("0 9 * * 1-5 (Europe/Berlin)")
+    expect(row.locator("td").nth(3)).to_have_text("k=7")
+    expect(row.locator("td").nth(4)).to_have_text("ops (slack)")
+    [stored] = api.call("GET", f"/api/alerts?insight={iid}")
+    assert stored["insight"]["id"] == iid
+    assert float(stored["insight"]["params"]["k"]) == 7
+    assert stored["schedule"]["timezone"] == "Europe/Berlin"
+    assert "insight-panel-hook" not in str(stored)
+
+    # Test: evaluated now, sent to Slack whatever the state
+    row.get_by_role("button", name="Test").click()
+    result = row.get_by_role("status")
+    expect(result).to_contain_text("Test: triggered")
+    expect(result).to_contain_text("Sent to 1 of 1 channel: ops ok")
+    [post] = recorder.wait_for(1, path=SLACK_PATH)
+    assert name in post.body.decode()
+
+    # disable, then enable again, through the checkbox
+    row.get_by_label(f"enable {name}").uncheck()
+    expect(row.get_by_label(f"enable {name}")).not_to_be_checked()
+    assert api.call("GET", f"/api/alerts/{stored['id']}")["enabled"] is False
+
+    # edit: the rule changes, the channels (secrets masked) are kept
+    row.get_by_role("button", name="Edit").click()
+    edit = panel.get_by_role("form", name=f"Edit alert {name}")
+    expect(edit).to_contain_text("ops (slack) — kept as they are")
+    edit.get_by_label("Value").fill("10")
+    edit.get_by_role("button", name="Save alert").click()
+    expect(row.locator("td").nth(1)).to_have_text("n > 10")
+    again = api.call("GET", f"/api/alerts/{stored['id']}")
+    assert again["rule"]["value"] == 10 and again["channels"]["ops"]["type"] == "slack"
+
+    row.get_by_role("button", name="Delete").click()
+    page.get_by_role("dialog", name="Delete alert").get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    assert api.call("GET", f"/api/alerts?insight={iid}") == []
+
+
+def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
+    page: Page, live_api: LiveApi, metadata: MetadataStore
+):
+    api = Api(live_api)
+    insight = api.insight(
+        sql="select {{k}}::int as n",
+        parameters=[{"name": "k", "type": "number", "default": 1}],
+    )
+    iid = insight["id"]
+    open_insight(page, live_api, iid, "?p.k=3")
+    panel = page.get_by_role("region", name="Snapshots")
+    expect(panel).to_contain_text("No snapshot stored yet")
+    form = panel.get_by_role("form", name="New snapshot schedule")
+    form.get_by_label("Cron").fill("0 6 * * *")
+    form.get_by_label("Time zone").fill("Europe/Berlin")
+    form.get_by_role("button", name="Add schedule").click()
+    row = panel.locator("tr[data-schedule-id]")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(0)).to_have_text("0 6 * * *")
+    expect(row.locator("td").nth(1)).to_have_text("Europe/Berlin")
+    expect(row.locator("td").nth(2)).to_have_text("k=3")
+    [schedule] = api.call("GET", f"/api/insights/{iid}/snapshots")
+    assert schedule["cron"] == "0 6 * * *" and float(schedule["params"]["k"]) == 3
+
+    # a bad cron: the API's reason under the form
+    form.get_by_label("Cron").fill("every morning")
+    form.get_by_role("button", name="Add schedule").click()
+    expect(form.get_by_role("alert")).to_contain_text("cron")
+    expect(row).to_have_count(1)
+
+    # what Dagster stores for the schedule, then the page shows it
+    as_of = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    store_snapshot(metadata, schedule["id"], iid, insight["version"], as_of)
+    panel.get_by_role("button", name="↻").click()
+    latest = panel.get_by_role("region", name="Latest snapshot")
+    expect(latest.locator(".as-of")).to_have_text(f"data as of {as_of_text(as_of)}")
+    latest.get_by_role("button", name="Show snapshot").click()
+    grid = latest.get_by_test_id("result-grid")
+    expect(grid.locator(".grid-th")).to_have_text(["n"])
+    expect(grid.locator(".grid-td")).to_have_text(["3"])
+
+    # disable, then delete
+    row.get_by_role("checkbox").uncheck()
+    expect(row.get_by_role("checkbox")).not_to_be_checked()
+    assert api.call("GET", f"/api/insights/{iid}/snapshots")[0]["enabled"] is False
+    row.get_by_role("button", name="Delete").click()
+    page.get_by_role("dialog", name="Delete snapshot schedule").get_by_role(
+        "button", name="Delete"
+    ).click()
+    expect(row).to_have_count(0)
+    assert api.call("GET", f"/api/insights/{iid}/snapshots") == []
+
+
+def as_of_text(at: datetime) -> str:
+    """What the panel shows for `at` in a UTC browser (the day only when not today)."""
+    today = datetime.now(UTC).date()
+    if at.date() == today:
+        return at.strftime("%H:%M")
+    return f"{at.day} {at.strftime('%b')} {at.strftime('%H:%M')}"
+
+
+def store_snapshot(
+    metadata: MetadataStore, schedule_id: int, insight_id: int, version: int, as_of: datetime
+) -> None:
+    """The row the `insight_snapshots` asset writes when a partition materialises."""
+    result = {
+        "columns": [{"name": "n", "type": "int4"}],
+        "rows": [[3]],
+        "row_count": 1,
+        "truncated": False,
+    }
+    with metadata.connection() as conn:
+        conn.execute(
+            "insert into meta.insight_snapshots (schedule_id, insight_id, insight_version,"
+            " taken_at, data_as_of, params, result) values (%s, %s, %s, %s, %s, %s, %s)",
+            (schedule_id, insight_id, version, as_of, as_of, Jsonb({"k": 3}), Jsonb(result)),
+        )
