@@ -28,6 +28,7 @@ class Project:
     capture_key: str
     salt: str
     policy: ProjectPolicy = ProjectPolicy()
+    time_zone: str = "UTC"  # an IANA name: where the project's relative dates resolve
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,25 @@ class MetadataStore:
         )
         return _project(row) if row else None
 
+    def update_project_time_zone(
+        self, workspace_id: int, project_id: int, time_zone: str
+    ) -> Project | None:
+        row = self._one(
+            "update meta.projects set time_zone = %s where workspace_id = %s and id = %s"
+            " returning *",
+            (time_zone, workspace_id, project_id),
+        )
+        return _project(row) if row else None
+
+    def workspace_time_zone(self, workspace_id: int) -> str:
+        """The time zone of the workspace's first project (lowest id): where its
+        insights' relative dates resolve. UTC when it has no project."""
+        row = self._one(
+            "select time_zone from meta.projects where workspace_id = %s order by id limit 1",
+            (workspace_id,),
+        )
+        return str(row["time_zone"]) if row else "UTC"
+
     def ping(self) -> None:
         self._one("select 1", ())
 
@@ -391,4 +411,5 @@ def _project(row: dict[str, Any]) -> Project:
             persist_anonymous_id=bool(row.get("persist_anonymous_id")),
             anonymize_ip=bool(row.get("anonymize_ip")),
         ),
+        time_zone=row.get("time_zone") or "UTC",
     )
