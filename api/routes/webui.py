@@ -1,5 +1,8 @@
-"""The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/`, revalidated on
-every load, and the content-hashed files under `/assets/`, cached for a year."""
+"""The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/` and at the
+single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`: a link or a
+reload lands on the page it names), revalidated on every load, and the content-hashed
+files under `/assets/`, cached for a year. Only those paths: anything else, `/api/…` above
+all, keeps its own answer (an unknown API path is the API's JSON 404)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+# the paths the web UI's router owns (ui/src/App.tsx)
+APP_PATHS = ("/", "/editor", "/tokens", "/insights", "/insights/{page:path}")
 
 
 class _HashedAssets(StaticFiles):
@@ -24,7 +29,6 @@ class _HashedAssets(StaticFiles):
 def mount(app: FastAPI, dist: Path) -> None:
     index = dist / "index.html"
 
-    @app.get("/", include_in_schema=False)
     async def web_ui() -> Response:
         if not index.is_file():
             return PlainTextResponse(
@@ -37,4 +41,6 @@ def mount(app: FastAPI, dist: Path) -> None:
             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
+    for path in APP_PATHS:
+        app.add_api_route(path, web_ui, methods=["GET"], include_in_schema=False)
     app.mount("/assets", _HashedAssets(directory=dist / "assets", check_dir=False), "assets")

@@ -1,10 +1,15 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, type Datasource, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
+import { Link, Route, Switch, useLocation } from "wouter";
+import { ApiError, type Datasource, type Insight, type ParameterSpec, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
 import { ConnectionForm } from "./ConnectionForm";
 import { Editor, type EditorHandle } from "./Editor";
 import { cellText, elapsedSince, formatAge, formatDuration, runningLabel, toCsv, toTsv } from "./format";
 import { type HistoryEntry, loadHistory, saveHistory } from "./history";
 import { ResultGrid } from "./ResultGrid";
+import { InsightPage } from "./insights/InsightPage";
+import { InsightsPage } from "./insights/InsightsPage";
+import { SaveInsightDialog, editorSpecs } from "./insights/SaveInsightDialog";
+import { fitSpecs } from "./insights/urlParams";
 import { TokensPage } from "./Tokens";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
 
@@ -22,7 +27,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function App() {
   const [session, setSession] = useState<Session | null | "signed-out">(null);
   const [problem, setProblem] = useState<string | null>(null);
-  const route = useRoute();
+  // the insight the editor is changing ("Edit SQL" on an insight page), with a counter so
+  // opening the same one again reloads its text
+  const [editing, setEditing] = useState<{ insight: Insight; opened: number } | null>(null);
+  const [, navigate] = useLocation();
+  useHashRedirect();
   useEffect(() => {
     api.session().then(setSession, (err: ApiError) => {
       if (err.status === 401) setSession("signed-out");
@@ -33,29 +42,70 @@ export function App() {
   if (session === null) return <div className="centered">Loading…</div>;
   if (session === "signed-out") return <SignIn />;
   const signOut = () => setSession("signed-out");
+  const editInsight = (insight: Insight) => {
+    setEditing((e) => ({ insight, opened: (e?.opened ?? 0) + 1 }));
+    navigate("/");
+  };
   return (
     <>
       {/* the workbench stays mounted under other pages: its editor and results survive */}
-      <Workbench session={session} onSignedOut={signOut} />
-      {route === "tokens" && (
-        <div className="page-overlay">
-          <TokensPage session={session} onSignedOut={signOut} />
-        </div>
-      )}
+      <Workbench
+        session={session}
+        onSignedOut={signOut}
+        editing={editing}
+        onEditing={(insight) => setEditing((e) => (insight ? { insight, opened: e?.opened ?? 0 } : null))}
+      />
+      <Switch>
+        <Route path="/tokens">
+          <div className="page-overlay">
+            <TokensPage session={session} onSignedOut={signOut} />
+          </div>
+        </Route>
+        <Route path="/insights">
+          <div className="page-overlay">
+            <InsightsPage onSignedOut={signOut} />
+          </div>
+        </Route>
+        <Route path="/insights/:id">
+          {(params) => (
+            <div className="page-overlay">
+              <InsightPage key={params.id} id={Number(params.id)} onSignedOut={signOut} onEditSql={editInsight} />
+            </div>
+          )}
+        </Route>
+      </Switch>
     </>
   );
 }
 
-/** The page the URL names: `#/tokens`, else the editor. */
-function useRoute(): string {
-  const read = () => window.location.hash.replace(/^#\/?/, "");
-  const [route, setRoute] = useState(read);
+/** Links from before the routed app (`#/tokens`, `#/`) land on their path. */
+function useHashRedirect() {
+  const [, navigate] = useLocation();
   useEffect(() => {
-    const onChange = () => setRoute(read());
-    window.addEventListener("hashchange", onChange);
-    return () => window.removeEventListener("hashchange", onChange);
-  }, []);
-  return route;
+    const redirect = () => {
+      const hash = window.location.hash;
+      if (hash.startsWith("#/")) navigate(hash.slice(1) || "/", { replace: true });
+    };
+    redirect();
+    window.addEventListener("hashchange", redirect);
+    return () => window.removeEventListener("hashchange", redirect);
+  }, [navigate]);
+}
+
+/** The pages a signed-in person moves between. */
+function Nav() {
+  const [pathname] = useLocation();
+  const here = (path: string) => (pathname === path || pathname.startsWith(`${path}/`) ? "page" : undefined);
+  return (
+    <nav className="nav" aria-label="Pages">
+      <Link href="/" aria-current={pathname === "/" || pathname === "/editor" ? "page" : undefined}>
+        Editor
+      </Link>
+      <Link href="/insights" aria-current={here("/insights")}>
+        Insights
+      </Link>
+    </nav>
+  );
 }
 
 function SignIn() {
@@ -68,8 +118,19 @@ function SignIn() {
   );
 }
 
-function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): void }) {
+interface WorkbenchProps {
+  session: Session;
+  onSignedOut(): void;
+  editing: { insight: Insight; opened: number } | null;
+  onEditing(insight: Insight | null): void;
+}
+
+function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps) {
   const editor = useRef<EditorHandle>(null);
+  const [, navigate] = useLocation();
+  // `{{name}}` parameters of the editor's SQL (their specs, for saving as an insight)
+  const [specs, setSpecs] = useState<ParameterSpec[]>([]);
+  const [saveDialog, setSaveDialog] = useState(false);
   const [sources, setSources] = useState<Datasource[]>([]);
   const [source, setSource] = useState<string>("warehouse");
   const [tables, setTables] = useState<SchemaTable[]>([]);
@@ -201,6 +262,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
     editor.current?.setText("");
     editor.current?.clearError();
     setParams([]);
+    setSpecs([]);
     setRun({ state: "idle" });
     setSelected(null);
     setViewer(null);
@@ -214,7 +276,23 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
     editor.current?.focus();
   }
 
-  const onEditorChange = useCallback((text: string) => setParams((p) => fitParams(p, parameterCount(text))), []);
+  const onEditorChange = useCallback((text: string) => {
+    setParams((p) => fitParams(p, parameterCount(text)));
+    setSpecs((s) => fitSpecs(s, text));
+  }, []);
+
+  // "Edit SQL" on an insight page: its text, source and parameters come into the editor
+  const openedInsight = editing?.opened ?? 0;
+  useEffect(() => {
+    if (!editing || openedInsight === 0) return;
+    const { insight } = editing;
+    setSource(String(insight.datasource));
+    editor.current?.setText(insight.sql);
+    editor.current?.clearError();
+    setParams(fitParams([], parameterCount(insight.sql)));
+    setSpecs(fitSpecs(insight.parameters, insight.sql));
+    // only when an insight is opened (again), not when a save bumps its version
+  }, [openedInsight]); // eslint-disable-line react-hooks/exhaustive-deps
 
   async function copy(text: string, what: string) {
     try {
@@ -237,6 +315,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
     <div className="app">
       <header className="topbar">
         <strong>sqlbook</strong>
+        <Nav />
         <label className="source-picker">
           Data source{" "}
           <select aria-label="Data source" value={source} onChange={(e) => setSource(e.target.value)}>
@@ -249,7 +328,7 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
         </label>
         {session.role === "admin" && <button onClick={() => setAdding(true)}>+ Add connection</button>}
         <span className="spacer" />
-        {session.role === "admin" && <a href="#/tokens">Tokens</a>}
+        {session.role === "admin" && <Link href="/tokens">Tokens</Link>}
         <span className="who">
           {session.workspace} · {session.role}
         </span>
@@ -268,6 +347,17 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
       <main className="main">
         <section className="editor-row">
           <Editor ref={editor} initial={history[0]?.sql ?? "select event_name, count(*) from events group by 1 order by 2 desc"} tables={tables} dialect={dialect} onRun={() => void execute()} onChange={onEditorChange} />
+          {specs.length > 0 && (
+            <div className="params" aria-label="Named parameters">
+              <div className="params-title">Named parameters</div>
+              {specs.map((p) => (
+                <div className="param" key={p.name}>
+                  <code>{`{{${p.name}}}`}</code> <small>{p.multi ? `${p.type}, multi` : p.type}</small>
+                </div>
+              ))}
+              <p className="hint">Queries with named parameters run from their insight page: Save as insight, then set the values there.</p>
+            </div>
+          )}
           {params.length > 0 && (
             <div className="params" aria-label="Parameters">
               <div className="params-title">Parameters</div>
@@ -320,6 +410,9 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
               <button onClick={() => download(toCsv(names, result.rows))}>Download CSV</button>
             </>
           )}
+          <button onClick={() => setSaveDialog(true)} title={editing ? `save into “${editing.insight.name}” (version ${editing.insight.version}) or as a new insight` : "save the SQL as a named insight"}>
+            {editing ? `Save “${editing.insight.name}”…` : "Save as insight…"}
+          </button>
           <button onClick={() => void reset()} title="drop this data source's connections and clear the editor and results">
             Reset session
           </button>
@@ -383,6 +476,20 @@ function Workbench({ session, onSignedOut }: { session: Session; onSignedOut(): 
           ))}
         </ol>
       </aside>
+      {saveDialog && (
+        <SaveInsightDialog
+          sql={editor.current?.text() ?? ""}
+          datasource={source}
+          specs={specs.length ? specs : editorSpecs(params)}
+          editing={editing?.insight ?? null}
+          onClose={() => setSaveDialog(false)}
+          onSaved={(insight) => {
+            setSaveDialog(false);
+            onEditing(insight);
+            navigate(`/insights/${insight.id}`);
+          }}
+        />
+      )}
       {adding && (
         <ConnectionForm
           onClose={() => setAdding(false)}

@@ -122,6 +122,7 @@ export interface QueryResult {
   elapsed_ms: number;
   query_id: string;
   cache?: { hit: boolean; age_s?: number };
+  data_as_of?: string | null;
 }
 
 export interface QueryJob {
@@ -140,6 +141,144 @@ export interface NewConnection {
   database?: string;
   user?: string;
   password?: string;
+}
+
+// ---- insights (issue 12): folders, insights, charts; the shapes of the contract ----
+
+export interface Folder {
+  id: number;
+  name: string;
+  parent_id: number | null;
+  path: string;
+  insight_count: number;
+}
+
+export type ParameterType = "text" | "number" | "boolean" | "date" | "datetime" | "date_range" | "enum";
+export const PARAMETER_TYPES: ParameterType[] = ["text", "number", "boolean", "date", "datetime", "date_range", "enum"];
+
+export type Scalar = string | number | boolean;
+
+/** Enum options taken from another insight's first column, cascading by `filter_by`. */
+export interface OptionsFromInsight {
+  insight_id: number;
+  filter_by?: Record<string, string>;
+}
+
+export interface ParameterSpec {
+  name: string;
+  type: ParameterType;
+  multi?: boolean;
+  default?: unknown;
+  required?: boolean;
+  min?: number | string | null;
+  max?: number | string | null;
+  pattern?: string | null;
+  options?: Scalar[] | OptionsFromInsight | null;
+}
+
+export type ChartType = "table" | "number" | "bar" | "line" | "area" | "pie" | "scatter" | "plugin";
+export const CHART_TYPES: ChartType[] = ["table", "number", "bar", "line", "area", "pie", "scatter", "plugin"];
+export type ChartSort = "none" | "x" | "-x" | "y" | "-y";
+
+export interface Visualization {
+  type: ChartType;
+  x?: string | null;
+  y?: string[];
+  series?: string | null;
+  stacked?: boolean;
+  horizontal?: boolean;
+  donut?: boolean;
+  sort?: ChartSort;
+  x_title?: string | null;
+  y_title?: string | null;
+  number_format?: string | null;
+  date_format?: string | null;
+  colors?: string[];
+  plugin?: string | null;
+  props?: Record<string, unknown>;
+}
+
+/** Where a click on a column's value leads: to another insight with parameters taken
+ * from the clicked row (`{column}`) or constants (`{value}`), or to a URL template. */
+export type ClickAction =
+  | { column: string; type: "insight"; insight_id: number; params: Record<string, { column: string } | { value: unknown }> }
+  | { column: string; type: "url"; url: string };
+
+export interface InsightBody {
+  name: string;
+  description: string;
+  folder_id: number | null;
+  datasource: string | number;
+  sql: string;
+  parameters: ParameterSpec[];
+  visualization: Visualization;
+  click_actions: ClickAction[];
+}
+
+export interface Insight extends InsightBody {
+  id: number;
+  version: number;
+  created_by: string;
+  created_at: string;
+  updated_by: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+export interface InsightRunResult extends QueryResult {
+  insight_id: number;
+  version: number;
+  parameters: Record<string, unknown>;
+}
+
+export interface Plugin {
+  name: string;
+  version?: string;
+  description?: string;
+  props?: Record<string, unknown> | { name: string; type?: string; default?: unknown }[];
+  columns?: unknown;
+  [key: string]: unknown;
+}
+
+export interface InsightQuery {
+  q?: string;
+  folder?: number | "root";
+  trashed?: boolean;
+}
+
+function insightListPath(query: InsightQuery): string {
+  const qs = new URLSearchParams();
+  if (query.q) qs.set("q", query.q);
+  if (query.folder !== undefined) qs.set("folder", String(query.folder));
+  if (query.trashed) qs.set("trashed", "true");
+  const text = qs.toString();
+  return text ? `/api/insights?${text}` : "/api/insights";
+}
+
+export const insightsApi = {
+  folders: () => request<Folder[]>("GET", "/api/folders"),
+  createFolder: (name: string, parent_id: number | null) => request<Folder>("POST", "/api/folders", { name, parent_id }),
+  updateFolder: (id: number, patch: { name?: string; parent_id?: number | null }) => request<Folder>("PATCH", `/api/folders/${id}`, patch),
+  deleteFolder: (id: number) => request<void>("DELETE", `/api/folders/${id}`),
+  list: (query: InsightQuery = {}) => request<Insight[]>("GET", insightListPath(query)),
+  get: (id: number) => request<Insight>("GET", `/api/insights/${id}`),
+  create: (body: InsightBody) => request<Insight>("POST", "/api/insights", body),
+  update: (id: number, version: number, patch: Partial<InsightBody>) => request<Insight>("PATCH", `/api/insights/${id}`, { ...patch, version }),
+  trash: (id: number) => request<void>("DELETE", `/api/insights/${id}`),
+  deletePermanently: (id: number) => request<void>("DELETE", `/api/insights/${id}?permanent=true`),
+  restore: (id: number) => request<Insight>("POST", `/api/insights/${id}/restore`),
+  duplicate: (id: number, body: { name?: string; folder_id?: number | null } = {}) => request<Insight>("POST", `/api/insights/${id}/duplicate`, body),
+  run: (id: number, params: Record<string, unknown>) => request<InsightRunResult>("POST", `/api/insights/${id}/run`, { params, cache: true }),
+  options: (id: number, name: string, query: string) =>
+    request<{ options: Scalar[] }>("GET", `/api/insights/${id}/parameters/${encodeURIComponent(name)}/options${query ? `?${query}` : ""}`),
+  plugins: () => request<Plugin[]>("GET", "/api/plugins"),
+  chartSpec: (visualization: Visualization, columns: { name: string; type: string }[]) =>
+    request<{ spec: Record<string, unknown> }>("POST", "/api/charts/spec", { visualization, columns }),
+};
+
+/** A save refused because someone else saved first (HTTP 409 `version_conflict`). */
+export function isVersionConflict(err: unknown): boolean {
+  return err instanceof ApiError && err.status === 409;
 }
 
 export const api = {

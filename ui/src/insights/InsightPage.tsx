@@ -1,0 +1,422 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { Link, useLocation, useSearch } from "wouter";
+import { ApiError, type ClickAction, type Folder, type Insight, type InsightRunResult, type Visualization, insightsApi, isVersionConflict } from "../api";
+import { formatAge, formatDuration } from "../format";
+import { ResultGrid } from "../ResultGrid";
+import { ClickActionsEditor, completeActions } from "./ClickActionsEditor";
+import { InsightAlertsPanel } from "./InsightAlerts";
+import { InsightChart } from "./InsightChart";
+import { ParameterForm } from "./ParameterForm";
+import { RevisionsPanel } from "./Revisions";
+import { folderLabel } from "./SaveInsightDialog";
+import { SnapshotsPanel } from "./Snapshots";
+import {
+  type FormValue,
+  type FormValues,
+  type InsightView,
+  actionForDatum,
+  drillTarget,
+  isAbsoluteRange,
+  isEmptyValue,
+  pageSearch,
+  rowObjects,
+  runParams,
+  searchPairs,
+  valuesFromSearch,
+  viewFromSearch,
+} from "./urlParams";
+import { VisualizationEditor } from "./VisualizationEditor";
+
+type Run = { state: "idle" } | { state: "running" } | { state: "done"; result: InsightRunResult } | { state: "error"; error: ApiError };
+type Tab = "history" | "alerts" | "snapshots";
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** An insight: its parameters (the URL carries their values), Run, the result as a table
+ * or a chart, chart and drill-down settings, CSV/XLSX export, and the History / Alerts /
+ * Snapshots panels. */
+export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSignedOut(): void; onEditSql(insight: Insight): void }) {
+  const [insight, setInsight] = useState<Insight | null>(null);
+  const [loadProblem, setLoadProblem] = useState<string | null>(null);
+  const [folders, setFolders] = useState<Folder[]>([]);
+  const [run, setRun] = useState<Run>({ state: "idle" });
+  const [runKey, setRunKey] = useState(1);
+  const [conflict, setConflict] = useState(false);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [draftVis, setDraftVis] = useState<Visualization>({ type: "table" });
+  const [editingChart, setEditingChart] = useState(false);
+  const [draftActions, setDraftActions] = useState<ClickAction[]>([]);
+  const [editingActions, setEditingActions] = useState(false);
+  const [renaming, setRenaming] = useState<{ name: string; description: string } | null>(null);
+  const [tab, setTab] = useState<Tab | null>(null);
+  const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
+  const [, navigate] = useLocation();
+  const search = useSearch();
+  const runToken = useRef(0);
+  // the query string of the last run: edits replace the current history entry, a run
+  // with other values adds one, so Back returns to the previous run's values
+  const lastRunSearch = useRef(window.location.search);
+
+  const fail = useCallback(
+    (err: unknown): ApiError => {
+      const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
+      if (e.status === 401) onSignedOut();
+      return e;
+    },
+    [onSignedOut],
+  );
+
+  const adopt = useCallback((next: Insight) => {
+    setInsight(next);
+    setDraftVis(next.visualization ?? { type: "table" });
+    setDraftActions(next.click_actions ?? []);
+    setConflict(false);
+  }, []);
+
+  useEffect(() => {
+    insightsApi.get(id).then(adopt, (err) => setLoadProblem(fail(err).status === 404 ? `There is no insight #${id} in this workspace (or it is in the trash).` : fail(err).message));
+    insightsApi.folders().then(setFolders, () => setFolders([]));
+  }, [id, adopt, fail]);
+
+  // Back/Forward land on another run's values: run them
+  useEffect(() => {
+    const onPop = () => {
+      lastRunSearch.current = window.location.search;
+      setRunKey((k) => k + 1);
+    };
+    window.addEventListener("popstate", onPop);
+    return () => window.removeEventListener("popstate", onPop);
+  }, []);
+
+  const specs = useMemo(() => insight?.parameters ?? [], [insight]);
+  const values = useMemo(() => valuesFromSearch(`?${search}`, specs), [search, specs]);
+  const params = useMemo(() => runParams(values, specs), [values, specs]);
+  const view: InsightView = viewFromSearch(`?${search}`) ?? (insight && insight.visualization?.type !== "table" ? "chart" : "table");
+  const path = `/insights/${id}`;
+
+  const hasInsight = insight !== null;
+  useEffect(() => {
+    if (!hasInsight) return;
+    const token = ++runToken.current;
+    const current = valuesFromSearch(window.location.search, specs);
+    setRun({ state: "running" });
+    setSelected(null);
+    insightsApi.run(id, runParams(current, specs)).then(
+      (result) => runToken.current === token && setRun({ state: "done", result }),
+      (err) => runToken.current === token && setRun({ state: "error", error: fail(err) }),
+    );
+    // runs when the page opens and on Run / Back / Forward (runKey), not on every edit
+  }, [hasInsight, runKey, id]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  function setValue(name: string, value: FormValue) {
+    navigate(`${path}${pageSearch({ ...values, [name]: value }, specs, viewFromSearch(`?${search}`) ?? undefined)}`, { replace: true });
+  }
+
+  function setView(next: InsightView) {
+    navigate(`${path}${pageSearch(values, specs, next)}`, { replace: true });
+    if (next === "chart" && draftVis.type === "table") setEditingChart(true);
+  }
+
+  function runNow() {
+    const now = pageSearch(values, specs, viewFromSearch(`?${search}`) ?? undefined);
+    const paramsOf = (s: string) => new URLSearchParams([...new URLSearchParams(s)].filter(([k]) => k.startsWith("p."))).toString();
+    if (paramsOf(now) !== paramsOf(lastRunSearch.current)) {
+      // the entry being edited goes back to the last run's values; the new run gets its own
+      navigate(`${path}${lastRunSearch.current}`, { replace: true });
+      navigate(`${path}${now}`);
+    }
+    lastRunSearch.current = now;
+    setRunKey((k) => k + 1);
+  }
+
+  async function patch(fields: Partial<Insight>, what: string): Promise<boolean> {
+    if (!insight) return false;
+    try {
+      const saved = await insightsApi.update(insight.id, insight.version, fields);
+      // keep drafts that were not part of this save
+      setInsight(saved);
+      setConflict(false);
+      setNotice(`${what} saved (version ${saved.version}).`);
+      return true;
+    } catch (err) {
+      if (isVersionConflict(err)) setConflict(true);
+      else setNotice(`${what} not saved: ${fail(err).message}`);
+      return false;
+    }
+  }
+
+  /** After a 409: the newest version; drafts (chart, drill-down, name) stay as typed. */
+  async function reload() {
+    try {
+      const latest = await insightsApi.get(id);
+      setInsight(latest);
+      setConflict(false);
+      setNotice(`Reloaded version ${latest.version} (saved by ${latest.updated_by}); your unsaved changes are kept — save again to apply them on top.`);
+    } catch (err) {
+      setNotice(`Reload failed: ${fail(err).message}`);
+    }
+  }
+
+  async function trash() {
+    if (!insight) return;
+    try {
+      await insightsApi.trash(insight.id);
+      navigate("/insights");
+    } catch (err) {
+      setNotice(`Could not move to the trash: ${fail(err).message}`);
+    }
+  }
+
+  async function duplicate() {
+    if (!insight) return;
+    try {
+      const copy = await insightsApi.duplicate(insight.id, { name: `${insight.name} (copy)` });
+      navigate(`/insights/${copy.id}`);
+    } catch (err) {
+      setNotice(`Could not duplicate: ${fail(err).message}`);
+    }
+  }
+
+  const result = run.state === "done" ? run.result : null;
+  const rows = useMemo(() => (result ? rowObjects(result.columns, result.rows) : []), [result]);
+  const actions = editingActions ? completeActions(draftActions) : (insight?.click_actions ?? []);
+
+  function follow(action: ClickAction | null | undefined, row: Record<string, unknown>) {
+    if (!action) return;
+    const target = drillTarget(action, row);
+    if (!target) {
+      setNotice(`The link of ${action.column} is not an http(s) URL: not opened.`);
+      return;
+    }
+    if (target.kind === "insight") navigate(target.path);
+    else window.open(target.url, "_blank", "noopener,noreferrer");
+  }
+
+  if (loadProblem)
+    return (
+      <div className="page insight-page">
+        <Link href="/insights">← Insights</Link>
+        <p className="error">{loadProblem}</p>
+      </div>
+    );
+  if (!insight) return <div className="page insight-page">Loading…</div>;
+
+  // exports take the same `p.…` values (an absolute range not filled in counts as unset)
+  const exportValues: FormValues = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, isAbsoluteRange(v) && (!v.from || !v.to) ? "" : v]));
+  const exportQuery = new URLSearchParams(searchPairs(exportValues, specs)).toString();
+  const exportHref = (ext: "csv" | "xlsx") => `/api/insights/${insight.id}/export.${ext}${exportQuery ? `?${exportQuery}` : ""}`;
+  const folder = folders.find((f) => f.id === insight.folder_id);
+  const chartDirty = !same(draftVis, insight.visualization);
+  const actionsDirty = !same(completeActions(draftActions), insight.click_actions ?? []);
+  const clickable = new Set(actions.map((a) => a.column));
+
+  return (
+    <div className="page insight-page" aria-label="Insight" role="region">
+      <div className="crumbs">
+        <Link href="/insights">← Insights</Link>
+        {folder && (
+          <>
+            {" / "}
+            <Link href={`/insights?folder=${folder.id}`}>{folderLabel(folder)}</Link>
+          </>
+        )}
+      </div>
+      {renaming ? (
+        <form
+          className="insight-rename"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void patch({ name: renaming.name.trim(), description: renaming.description }, "Name").then((ok) => ok && setRenaming(null));
+          }}
+        >
+          <input aria-label="Insight name" value={renaming.name} onChange={(e) => setRenaming({ ...renaming, name: e.target.value })} required />
+          <textarea aria-label="Description" rows={2} value={renaming.description} onChange={(e) => setRenaming({ ...renaming, description: e.target.value })} />
+          <button type="submit" className="primary">
+            Save
+          </button>
+          <button type="button" onClick={() => setRenaming(null)}>
+            Cancel
+          </button>
+        </form>
+      ) : (
+        <div className="page-head">
+          <div>
+            <h2>{insight.name}</h2>
+            {insight.description && <p className="description">{insight.description}</p>}
+            <small className="hint">
+              #{insight.id} · version {insight.version} · {String(insight.datasource)} · saved by {insight.updated_by}
+            </small>
+          </div>
+          <div className="row">
+            <button onClick={() => setRenaming({ name: insight.name, description: insight.description })}>Rename</button>
+            <select
+              aria-label="Move to folder"
+              value={insight.folder_id === null ? "" : String(insight.folder_id)}
+              onChange={(e) => void patch({ folder_id: e.target.value ? Number(e.target.value) : null }, "Folder")}
+            >
+              <option value="">(no folder)</option>
+              {folders.map((f) => (
+                <option key={f.id} value={String(f.id)}>
+                  {folderLabel(f)}
+                </option>
+              ))}
+            </select>
+            <button onClick={() => onEditSql(insight)}>Edit SQL</button>
+            <button onClick={() => void duplicate()}>Duplicate</button>
+            <button onClick={() => void trash()}>Move to trash</button>
+          </div>
+        </div>
+      )}
+      {conflict && (
+        <div className="notice conflict" role="alert">
+          Not saved: this insight was changed by someone else — reload to get their version (what you changed here stays).{" "}
+          <button onClick={() => void reload()}>Reload</button>
+        </div>
+      )}
+      {notice && (
+        <div className="notice" role="status">
+          {notice}{" "}
+          <button className="link" onClick={() => setNotice(null)} aria-label="dismiss">
+            ×
+          </button>
+        </div>
+      )}
+      <details className="insight-sql">
+        <summary>SQL</summary>
+        <pre>{insight.sql}</pre>
+      </details>
+
+      <div className="insight-controls">
+        <ParameterForm specs={specs} values={values} onChange={setValue} insightId={insight.id} />
+        <div className="toolbar">
+          <button className="primary" onClick={runNow} disabled={run.state === "running"}>
+            ▶ Run
+          </button>
+          <div className="segmented-buttons" role="group" aria-label="View">
+            <button aria-pressed={view === "table"} onClick={() => setView("table")}>
+              Table
+            </button>
+            <button aria-pressed={view === "chart"} onClick={() => setView("chart")}>
+              Chart
+            </button>
+          </div>
+          <button aria-expanded={editingChart} onClick={() => setEditingChart(!editingChart)}>
+            Edit chart
+          </button>
+          <button aria-expanded={editingActions} onClick={() => setEditingActions(!editingActions)}>
+            Drill-down
+          </button>
+          <span className="spacer" />
+          <a className="button" href={exportHref("csv")} download>
+            Download CSV
+          </a>
+          <a className="button" href={exportHref("xlsx")} download>
+            Download XLSX
+          </a>
+        </div>
+      </div>
+
+      {editingChart && (
+        <section className="panel" aria-label="Chart editor">
+          <VisualizationEditor value={draftVis} columns={result?.columns ?? []} onChange={setDraftVis} />
+          <div className="row">
+            <button className="primary" disabled={!chartDirty} onClick={() => void patch({ visualization: draftVis }, "Chart")}>
+              Save chart
+            </button>
+            <button disabled={!chartDirty} onClick={() => setDraftVis(insight.visualization)}>
+              Discard
+            </button>
+          </div>
+        </section>
+      )}
+      {editingActions && (
+        <section className="panel" aria-label="Drill-down editor">
+          <ClickActionsEditor actions={draftActions} columns={result?.columns.map((c) => c.name) ?? []} selfId={insight.id} onChange={setDraftActions} />
+          <div className="row">
+            <button className="primary" disabled={!actionsDirty} onClick={() => void patch({ click_actions: completeActions(draftActions) }, "Drill-down")}>
+              Save drill-down
+            </button>
+          </div>
+        </section>
+      )}
+
+      <section className="insight-result" aria-label="Result">
+        {run.state === "running" && <div className="info">Running…</div>}
+        {run.state === "error" && (
+          <div className="error-box" role="alert">
+            <strong>Query failed</strong>
+            <pre>{run.error.message}</pre>
+          </div>
+        )}
+        {result && (
+          <>
+            <div className="result-meta" data-testid="result-meta">
+              <span>
+                {result.row_count.toLocaleString()} {result.row_count === 1 ? "row" : "rows"}
+              </span>
+              <span>{formatDuration(result.elapsed_ms)}</span>
+              {result.data_as_of && (
+                <span className="as-of" data-testid="data-as-of" title={result.data_as_of}>
+                  data as of {new Date(result.data_as_of).toLocaleString()}
+                </span>
+              )}
+              {result.truncated && <span className="warn">truncated at {result.row_count.toLocaleString()} rows</span>}
+              {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
+              {clickable.size > 0 && <span className="hint">click a value of {[...clickable].join(", ")} to drill down</span>}
+            </div>
+            {view === "chart" ? (
+              draftVis.type === "table" ? (
+                <div className="info">This insight has no chart yet: pick a chart type in the chart editor.</div>
+              ) : (
+                <InsightChart
+                  visualization={draftVis}
+                  columns={result.columns}
+                  rows={rows}
+                  onMarkClick={actions.length ? (datum) => follow(actionForDatum(actions, datum, [draftVis.x, draftVis.series]), datum) : undefined}
+                />
+              )
+            ) : (
+              <div className="result-body insight-table">
+                <ResultGrid
+                  result={result}
+                  selected={selected}
+                  onSelect={(at) => {
+                    setSelected(at);
+                    const column = result.columns[at.col]?.name;
+                    follow(
+                      actions.find((a) => a.column === column),
+                      rows[at.row] ?? {},
+                    );
+                  }}
+                  onSelectCell={() => undefined}
+                />
+              </div>
+            )}
+          </>
+        )}
+      </section>
+
+      {/* UI-B's panels: revisions, alerts on this insight, snapshots */}
+      <div className="tabs" role="tablist" aria-label="Insight panels">
+        {(["history", "alerts", "snapshots"] as const).map((t) => (
+          <button key={t} role="tab" aria-selected={tab === t} onClick={() => setTab(tab === t ? null : t)}>
+            {t === "history" ? "History" : t === "alerts" ? "Alerts" : "Snapshots"}
+          </button>
+        ))}
+      </div>
+      {tab === "history" && (
+        <RevisionsPanel
+          insightId={insight.id}
+          version={insight.version}
+          onRestored={(restored: Insight) => {
+            adopt(restored);
+            setRunKey((k) => k + 1);
+          }}
+        />
+      )}
+      {tab === "alerts" && <InsightAlertsPanel insightId={insight.id} params={params} />}
+      {tab === "snapshots" && <SnapshotsPanel insightId={insight.id} params={params} />}
+      {specs.some((s) => s.required && isEmptyValue(values[s.name])) && <p className="hint">Fill in the required parameters (*) before running.</p>}
+    </div>
+  );
+}

@@ -1,0 +1,162 @@
+import { useEffect, useMemo, useState } from "react";
+import { ApiError, type Folder, type Insight, type ParameterSpec, insightsApi, isVersionConflict } from "../api";
+import type { Param } from "../sql";
+import { parameterCount } from "../sql";
+import { ParameterEditor } from "./ParameterEditor";
+import { fitSpecs, positionalToNamed } from "./urlParams";
+
+/** The editor's positional parameters as named ones (`$1` → `{{p1}}`), typed as the
+ * editor typed them and defaulting to what was entered there. */
+export function editorSpecs(params: Param[]): ParameterSpec[] {
+  return params.map((p, i): ParameterSpec => {
+    const name = `p${i + 1}`;
+    switch (p.type) {
+      case "number":
+        return { name, type: "number", multi: false, required: false, default: p.value.trim() === "" || !Number.isFinite(Number(p.value)) ? null : Number(p.value) };
+      case "boolean":
+        return { name, type: "boolean", multi: false, required: false, default: p.value === "" ? null : p.value === "true" };
+      case "json list": {
+        let list: unknown = null;
+        try {
+          list = JSON.parse(p.value);
+        } catch {
+          list = null;
+        }
+        const items = Array.isArray(list) ? list : [];
+        const numbers = items.length > 0 && items.every((x) => typeof x === "number");
+        return { name, type: numbers ? "number" : "text", multi: true, required: false, default: items.length ? items : null };
+      }
+      default:
+        return { name, type: "text", multi: false, required: false, default: p.type === "null" || p.value === "" ? null : p.value };
+    }
+  });
+}
+
+export function folderLabel(f: Folder): string {
+  return f.path || f.name;
+}
+
+/** Save the editor's SQL as a new insight, or into the one being edited (PATCH with the
+ * version it was opened at: a 409 says someone else saved first and keeps every field). */
+export function SaveInsightDialog({
+  sql: editorSql,
+  datasource,
+  specs: initialSpecs,
+  editing,
+  onClose,
+  onSaved,
+}: {
+  sql: string;
+  datasource: string;
+  specs: ParameterSpec[];
+  editing: Insight | null;
+  onClose(): void;
+  onSaved(insight: Insight): void;
+}) {
+  // `$1` queries become `{{p1}}` ones: an insight's parameters have names
+  const positional = parameterCount(editorSql) > 0 && !/\{\{/.test(editorSql);
+  const sql = useMemo(() => (positional ? positionalToNamed(editorSql) : editorSql), [positional, editorSql]);
+  const [mode, setMode] = useState<"create" | "update">(editing ? "update" : "create");
+  const [base, setBase] = useState<Insight | null>(editing);
+  const [name, setName] = useState(editing?.name ?? "");
+  const [description, setDescription] = useState(editing?.description ?? "");
+  const [folderId, setFolderId] = useState<number | null>(editing?.folder_id ?? null);
+  const [specs, setSpecs] = useState<ParameterSpec[]>(() => fitSpecs(initialSpecs, sql));
+  const [folders, setFolders] = useState<Folder[]>([]);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [conflict, setConflict] = useState(false);
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    insightsApi.folders().then(setFolders, (err: ApiError) => setProblem(err.message));
+  }, []);
+
+  async function save(e: React.FormEvent) {
+    e.preventDefault();
+    setBusy(true);
+    setProblem(null);
+    setConflict(false);
+    const body = { name: name.trim(), description, folder_id: folderId, datasource, sql, parameters: specs };
+    try {
+      if (mode === "update" && base) onSaved(await insightsApi.update(base.id, base.version, body));
+      else onSaved(await insightsApi.create({ ...body, visualization: { type: "table" }, click_actions: [] }));
+    } catch (err) {
+      if (isVersionConflict(err)) setConflict(true);
+      else setProblem(err instanceof ApiError ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  /** Takes the newest version's number; what was typed here stays. */
+  async function reload() {
+    if (!base) return;
+    try {
+      const latest = await insightsApi.get(base.id);
+      setBase(latest);
+      setConflict(false);
+      setProblem(`Reloaded: “${latest.name}” is at version ${latest.version} (by ${latest.updated_by}). Your changes are kept; Save puts them on top.`);
+    } catch (err) {
+      setProblem(err instanceof ApiError ? err.message : String(err));
+    }
+  }
+
+  return (
+    <div className="modal" role="dialog" aria-label="Save as insight">
+      <form className="modal-body wide" onSubmit={(e) => void save(e)}>
+        <h2>{mode === "update" && base ? `Save “${base.name}”` : "Save as insight"}</h2>
+        {editing && (
+          <div className="segmented">
+            <label>
+              <input type="radio" checked={mode === "update"} onChange={() => setMode("update")} /> Update “{editing.name}”
+            </label>
+            <label>
+              <input type="radio" checked={mode === "create"} onChange={() => setMode("create")} /> Save as a new insight
+            </label>
+          </div>
+        )}
+        <label>
+          Name <input aria-label="Insight name" value={name} onChange={(e) => setName(e.target.value)} required maxLength={200} />
+        </label>
+        <label>
+          Description <textarea aria-label="Description" value={description} onChange={(e) => setDescription(e.target.value)} rows={2} />
+        </label>
+        <label>
+          Folder{" "}
+          <select aria-label="Folder" value={folderId === null ? "" : String(folderId)} onChange={(e) => setFolderId(e.target.value ? Number(e.target.value) : null)}>
+            <option value="">(no folder)</option>
+            {folders.map((f) => (
+              <option key={f.id} value={String(f.id)}>
+                {folderLabel(f)}
+              </option>
+            ))}
+          </select>
+        </label>
+        {positional && <p className="hint">Positional parameters get names: $1 becomes {"{{p1}}"}, $2 {"{{p2}}"}…</p>}
+        <div className="params-title">Parameters</div>
+        <ParameterEditor specs={specs} onChange={setSpecs} />
+        {conflict && (
+          <p className="error" role="alert">
+            Not saved: this insight was changed by someone else — reload to save on top of their version. Nothing you typed is lost.{" "}
+            <button type="button" onClick={() => void reload()}>
+              Reload
+            </button>
+          </p>
+        )}
+        {problem && (
+          <p className={problem.startsWith("Reloaded") ? "hint" : "error"} role="status">
+            {problem}
+          </p>
+        )}
+        <div className="row">
+          <button type="submit" className="primary" disabled={busy || !name.trim()}>
+            Save
+          </button>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </div>
+  );
+}
