@@ -1,5 +1,5 @@
 """Sensors and schedules: the capture stream triggers ingestion runs; due alerts trigger
-evaluation runs."""
+evaluation runs; due insight snapshot schedules trigger snapshot runs."""
 
 import socket
 import time
@@ -11,7 +11,10 @@ import psutil
 from assets.alerts import ALERT_PARTITIONS, alert_partitions, evaluate_alerts_job
 from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
 from assets.ingestion.assets import WORKER_HOST_TAG, WORKER_PID_TAG
+from assets.insights import SNAPSHOT_PARTITIONS, snapshot_insights_job, snapshot_partitions
+from assets.insights.assets import snapshot_stores
 from assets.resources import CaptureStreamResource, SqlbookResource
+from connectors.notify.schedule import Schedule
 from connectors.stream import id_ms
 
 # One ingestion run at a time: every range starts at the oldest entry still in the stream,
@@ -186,3 +189,54 @@ def alert_sensor(
         if new_keys
         else [],
     )
+
+
+@dg.sensor(
+    job=snapshot_insights_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keep one `insight_snapshots` partition per snapshot schedule (added for new "
+    "schedules, deleted for removed ones) and launch a `snapshot_insights` run for every "
+    "enabled schedule that is due, moving its next due time on (an occurrence that comes "
+    "while the schedule's previous snapshot still runs is skipped).",
+)
+def insight_snapshot_sensor(
+    context: dg.SensorEvaluationContext, sqlbook: SqlbookResource
+) -> dg.SensorResult | dg.SkipReason:
+    now = datetime.now(UTC)
+    requests: list[dg.RunRequest] = []
+    with snapshot_stores(sqlbook) as (store, _):
+        existing = {str(i) for i in store.schedule_ids()}
+        due = store.due(now)
+        running = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=snapshot_insights_job.name, statuses=_IN_FLIGHT)
+        )
+        in_flight = {run.tags.get("dagster/partition") for run in running}
+        for schedule in due:
+            assert schedule.next_due_at is not None
+            following = Schedule(cron=schedule.cron, timezone=schedule.timezone).next_after(now)
+            if not store.advance(schedule.id, schedule.next_due_at, following):
+                continue  # changed or moved on by someone else since it was read
+            if str(schedule.id) in in_flight:
+                continue
+            requests.append(
+                dg.RunRequest(
+                    partition_key=str(schedule.id),
+                    run_key=f"{schedule.id}@{schedule.next_due_at.isoformat()}",
+                    tags={
+                        "sqlbook/snapshot_schedule": str(schedule.id),
+                        "sqlbook/due_at": schedule.next_due_at.isoformat(),
+                    },
+                )
+            )
+    known = set(context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS))
+    wanted = existing | {str(r.partition_key) for r in requests}
+    added, removed = sorted(wanted - known), sorted(known - wanted)
+    if not requests and not added and not removed:
+        return dg.SkipReason("no snapshot is due")
+    partitions: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+    if added:
+        partitions.append(snapshot_partitions.build_add_request(added))
+    if removed:
+        partitions.append(snapshot_partitions.build_delete_request(removed))
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partitions)

@@ -33,16 +33,16 @@ class AlertRecord:
     updated_at: datetime
 
 
-def _storable(value: Any) -> Any:
+def storable(value: Any) -> Any:
     """`value` as jsonb can hold it: PostgreSQL refuses a NUL character in any string
     (ClickHouse strings and `json` cells may hold one), and the refusal would quote the
     row values around it. NUL becomes U+FFFD, the replacement character."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_storable(v) for v in value]
+        return [storable(v) for v in value]
     return value
 
 
@@ -117,11 +117,15 @@ class AlertStore:
             row = conn.execute(query, args).fetchone()
         return self._record(row) if row else None
 
-    def all(self, workspace_id: int) -> list[AlertRecord]:
+    def all(self, workspace_id: int, *, insight_id: int | None = None) -> list[AlertRecord]:
+        """The workspace's alerts (only those on the insight `insight_id`, when given)."""
+        query = "select * from meta.alerts where workspace_id = %s"
+        args: tuple[Any, ...] = (workspace_id,)
+        if insight_id is not None:
+            query += " and spec @> %s"
+            args += (Jsonb({"insight": {"id": insight_id}}),)
         with self._store.connection() as conn:
-            rows = conn.execute(
-                "select * from meta.alerts where workspace_id = %s order by name", (workspace_id,)
-            ).fetchall()
+            rows = conn.execute(query + " order by name", args).fetchall()
         return [self._record(r) for r in rows]
 
     def delete(self, workspace_id: int, alert_id: int) -> bool:
@@ -164,7 +168,7 @@ class AlertStore:
                     evaluation["state"],
                     evaluation["reason"],
                     test,
-                    Jsonb(_storable(evaluation)),
+                    Jsonb(storable(evaluation)),
                     run_id,
                 ),
             )
