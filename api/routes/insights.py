@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
@@ -36,9 +36,11 @@ from connectors.insights.parameters import InvalidParameter, ParameterList
 from connectors.insights.service import (
     ClickAction,
     InsightInvalid,
+    changed_fields,
     check_definition,
     prepare_run,
     specs_of,
+    sql_diff,
 )
 from connectors.insights.urlparams import params_from_query
 from connectors.insights.visualization import Visualization
@@ -46,6 +48,7 @@ from connectors.metadata.insights import (
     FolderNotFound,
     InsightNotFound,
     InsightRecord,
+    NotInTrash,
     VersionConflict,
 )
 from connectors.metadata.store import TokenOwner
@@ -394,3 +397,326 @@ async def run_insight(
         "version": insight.version,
         "parameters": prepared.shown,
     }
+
+
+@router.delete(
+    "/{insight_id}",
+    status_code=204,
+    responses={
+        **problems(
+            404,
+            409,
+            e404="No such insight in this workspace (with permanent=true: in its trash).",
+            e409="permanent=true for an insight that is not in the trash.",
+        )
+    },
+)
+async def delete_insight(
+    insight_id: InsightId,
+    token: CurrentToken,
+    state: State,
+    permanent: Annotated[
+        bool, Query(description="Delete for good: only an insight in the trash.")
+    ] = False,
+) -> None:
+    """To the trash (restorable for SQLBOOK_INSIGHT_TRASH_DAYS days), or for good."""
+
+    def delete() -> bool:
+        if not permanent:
+            return state.insights.trash(token.workspace_id, insight_id, token.actor)
+        try:
+            return state.insights.delete_permanently(token.workspace_id, insight_id)
+        except NotInTrash as err:
+            raise HTTPException(409, str(err)) from None
+
+    if not await run_in_threadpool(delete):
+        raise HTTPException(404, f"no insight {insight_id} in this workspace")
+
+
+@router.post(
+    "/{insight_id}/restore",
+    response_model=InsightPublic,
+    responses=problems(404, e404="No such insight in this workspace's trash."),
+)
+async def restore_insight(
+    insight_id: InsightId, token: CurrentToken, state: State
+) -> InsightPublic:
+    """Out of the trash, as it was (same version)."""
+    restored = await run_in_threadpool(state.insights.restore, token.workspace_id, insight_id)
+    if restored is None:
+        raise HTTPException(404, f"no insight {insight_id} in this workspace's trash")
+    return InsightPublic.of(restored)
+
+
+class InsightCopy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = Field(default=None, description='Default: "Copy of <name>".')
+    folder_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
+        default=None, description="Left out: the original's folder; null: the top level."
+    )
+
+
+@router.post(
+    "/{insight_id}/duplicate",
+    status_code=201,
+    response_model=InsightPublic,
+    responses={
+        **_NOT_FOUND,
+        **problems(400, e400="`detail` names the field (a folder not in the workspace)."),
+    },
+)
+async def duplicate_insight(
+    insight_id: InsightId, token: CurrentToken, state: State, body: InsightCopy | None = None
+) -> InsightPublic:
+    """A new insight (revision 1) with the same definition."""
+    body = body or InsightCopy()
+
+    def duplicate() -> InsightRecord:
+        original = insight_or_404(state, token, insight_id)
+        copy = original.body()
+        copy["name"] = body.name or f"Copy of {original.name}"[:200]
+        if "folder_id" in body.model_fields_set:
+            copy["folder_id"] = body.folder_id
+        try:
+            return state.insights.create(token.workspace_id, copy, token.actor)
+        except FolderNotFound as err:
+            raise HTTPException(400, str(err)) from None
+
+    return InsightPublic.of(await run_in_threadpool(duplicate))
+
+
+class Options(BaseModel):
+    options: list[Any] = Field(description="The values a user may pick, in order.")
+
+
+ParameterName = Annotated[
+    str, Path(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63, description="A parameter.")
+]
+
+
+@router.get(
+    "/{insight_id}/parameters/{name}/options",
+    response_model=Options,
+    responses={
+        **problems(
+            400,
+            model=QueryProblem,
+            e400="The parameter is not an enum, a `p.…` value does not fit (`detail` names"
+            " it), or the options insight refused to run.",
+        ),
+        **problems(404, e404="No such insight in this workspace, or no such parameter."),
+        **problems(408, 503, model=QueryProblem),
+    },
+)
+async def parameter_options(
+    insight_id: InsightId, name: ParameterName, token: CurrentToken, state: State, request: Request
+) -> Options:
+    """An enum parameter's options: its list, or the first column of the insight it takes
+    them from, run with the parameters its `filter_by` maps from this insight's values
+    (`p.<name>=…` in the query string): cascading filters."""
+
+    def options() -> list[Any]:
+        insight = insight_or_404(state, token, insight_id)
+        spec = next((s for s in specs_of(insight) if s.name == name), None)
+        if spec is None:
+            raise HTTPException(404, f"insight {insight_id} has no parameter {name}")
+        if spec.type != "enum" or spec.options is None:
+            raise HTTPException(400, f"{name}: not an enum, it has no options")
+        if isinstance(spec.options, list):
+            return list(spec.options)
+        given = query_params(request, insight)
+        # The options insight runs with values only: its own enum parameters are not
+        # looked up, so options that point back at this insight cannot loop.
+        source = state.insights.get(token.workspace_id, spec.options.insight_id)
+        if source is None or source.id == insight.id:
+            raise HTTPException(
+                400, f"{name}: the options insight {spec.options.insight_id} is gone"
+            )
+        filters = {
+            theirs: given[ours] for theirs, ours in spec.options.filter_by.items() if ours in given
+        }
+        try:
+            prepared = prepare_run(
+                state.queries, source, filters, actor_of(token), token.project_ids
+            )
+        except DatasourceNotFound as err:
+            raise HTTPException(400, f"{name}: the options insight's datasource: {err}") from None
+        result = state.runner.execute(prepared.request).to_dict()
+        values: list[Any] = []
+        for row in result["rows"]:
+            if row and row[0] is not None and row[0] not in values:
+                values.append(row[0])
+        return values
+
+    return Options(options=await run_in_threadpool(options))
+
+
+class RevisionPublic(BaseModel):
+    version: int
+    created_by: str
+    created_at: dt.datetime
+    restored_from: int | None = Field(description="The revision this one restored, if any.")
+
+
+class RevisionBody(RevisionPublic):
+    body: dict[str, Any] = Field(
+        description="name, description, folder_id, datasource, sql, parameters,"
+        " visualization, click_actions as saved."
+    )
+
+
+class Change(BaseModel):
+    field: str = Field(
+        description="A dotted path: name, visualization.x, parameters.region.default …"
+    )
+    before: Any
+    after: Any
+
+
+class RevisionDiff(BaseModel):
+    version: int
+    against: int
+    sql_diff: str = Field(description="A unified diff from `against`'s SQL to `version`'s.")
+    changes: list[Change] = Field(description="Every other changed field, before → after.")
+
+
+class RevisionRestore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)] = Field(
+        description="The insight's current version (409 if it is not)."
+    )
+
+
+RevisionVersion = Annotated[
+    int, Path(ge=1, le=2**31 - 1, description="A revision: the insight's version it made.")
+]
+_NO_REVISION = problems(404, e404="No such insight in this workspace, or no such revision.")
+
+
+def _revision(state: AppState, token: TokenOwner, insight_id: int, version: int) -> Any:
+    insight_or_404(state, token, insight_id)
+    revision = state.insights.revision(insight_id, version)
+    if revision is None:
+        raise HTTPException(404, f"insight {insight_id} has no revision {version}")
+    return revision
+
+
+@router.get("/{insight_id}/revisions", response_model=list[RevisionPublic], responses=_NOT_FOUND)
+async def list_revisions(
+    insight_id: InsightId, token: CurrentToken, state: State
+) -> list[RevisionPublic]:
+    """Every save, newest first; kept without a limit."""
+
+    def revisions() -> list[Any]:
+        insight_or_404(state, token, insight_id)
+        return state.insights.revisions(insight_id)
+
+    return [
+        RevisionPublic(
+            version=r.version,
+            created_by=r.created_by,
+            created_at=r.created_at,
+            restored_from=r.restored_from,
+        )
+        for r in await run_in_threadpool(revisions)
+    ]
+
+
+@router.get(
+    "/{insight_id}/revisions/{version}", response_model=RevisionBody, responses=_NO_REVISION
+)
+async def read_revision(
+    insight_id: InsightId, version: RevisionVersion, token: CurrentToken, state: State
+) -> RevisionBody:
+    r = await run_in_threadpool(_revision, state, token, insight_id, version)
+    return RevisionBody(
+        version=r.version,
+        created_by=r.created_by,
+        created_at=r.created_at,
+        restored_from=r.restored_from,
+        body=r.body,
+    )
+
+
+@router.get(
+    "/{insight_id}/revisions/{version}/diff",
+    response_model=RevisionDiff,
+    responses={
+        **_NO_REVISION,
+        **problems(400, e400="against: version 1 has no earlier revision to compare with."),
+    },
+)
+async def diff_revision(
+    insight_id: InsightId,
+    version: RevisionVersion,
+    token: CurrentToken,
+    state: State,
+    against: Annotated[
+        int | None,
+        Query(
+            ge=1, le=2**31 - 1, description="The revision to compare with; default: the one before."
+        ),
+    ] = None,
+) -> RevisionDiff:
+    if against is None and version == 1:
+        raise HTTPException(400, "against: version 1 has no earlier revision; give against")
+    other = version - 1 if against is None else against
+
+    def diff() -> RevisionDiff:
+        after = _revision(state, token, insight_id, version)
+        before = _revision(state, token, insight_id, other)
+        return RevisionDiff(
+            version=version,
+            against=other,
+            sql_diff=sql_diff(
+                before.body.get("sql", ""),
+                after.body.get("sql", ""),
+                f"version {other}",
+                f"version {version}",
+            ),
+            changes=[Change(**c) for c in changed_fields(before.body, after.body)],
+        )
+
+    return await run_in_threadpool(diff)
+
+
+@router.post(
+    "/{insight_id}/revisions/{version}/restore",
+    response_model=InsightPublic,
+    responses={
+        **_NO_REVISION,
+        **_CONFLICT,
+        **problems(
+            400,
+            e400="The revision no longer saves as it is (its data source or a click action's"
+            " insight is gone): `detail` names the field.",
+        ),
+    },
+)
+async def restore_revision(
+    insight_id: InsightId,
+    version: RevisionVersion,
+    token: CurrentToken,
+    state: State,
+    body: RevisionRestore,
+) -> Any:
+    """Save that revision's definition as a new version (`restored_from` = it). A folder
+    deleted since leaves the insight where it is."""
+
+    def restore() -> InsightRecord:
+        revision = _revision(state, token, insight_id, version)
+        definition = dict(revision.body)
+        folder_id = definition.get("folder_id")
+        if folder_id is not None and state.insights.folder(token.workspace_id, folder_id) is None:
+            definition.pop("folder_id")
+        return save_changes(
+            state, token, insight_id, body.version, definition, restored_from=version
+        )
+
+    try:
+        restored = await run_in_threadpool(restore)
+    except VersionConflict as err:
+        return _conflict(err)
+    return InsightPublic.of(restored)

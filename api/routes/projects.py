@@ -1,18 +1,24 @@
 """/api/projects — a workspace's projects, their capture settings, and the install snippet.
 
     GET   /api/projects                  projects with capture key and policy (any token)
+    GET   /api/projects/{id}             one of them
     PATCH /api/projects/{id}             change any of cors_origins, respect_dnt,
-                                         persist_anonymous_id, anonymize_ip (admin token)
+                                         persist_anonymous_id, anonymize_ip, time_zone
+                                         (admin token)
     GET   /api/projects/{id}/snippet     {"html": "<script defer src=…/t.js data-key=…>"}
 
-A PATCH takes effect in this API process at once; other API processes cache a capture
+`time_zone` (an IANA name, UTC unless set) is where relative dates of insights resolve
+("today", "last_7_days"): the workspace's first project's. A PATCH takes effect in this
+API process at once; other API processes cache a capture
 key's project for up to SQLBOOK_CAPTURE_KEY_CACHE_SECONDS.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import available_timezones
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -20,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
 from api.routes.script import snippet
-from api.schemas import AUTHENTICATED, partial, problems, resource_id
+from api.schemas import AUTHENTICATED, NO_NUL, partial, problems, resource_id
 from connectors.capture_policy import ProjectPolicy, normalize_origin
 from connectors.metadata.store import Project
 
@@ -56,6 +62,11 @@ class ProjectSettings(BaseModel):
         description="t.js keeps its anonymous id in localStorage."
     )
     anonymize_ip: StrictBool = Field(description="Store client IPs with their last octets zeroed.")
+    time_zone: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] = Field(
+        default="UTC",
+        description="An IANA time zone (Europe/Berlin): where insights' relative dates"
+        " (today, last_7_days …) resolve — the workspace's first project's.",
+    )
 
 
 if TYPE_CHECKING:
@@ -72,6 +83,7 @@ class ProjectPublic(BaseModel):
     respect_dnt: bool
     persist_anonymous_id: bool
     anonymize_ip: bool
+    time_zone: str
 
     @classmethod
     def of(cls, project: Project) -> ProjectPublic:
@@ -83,6 +95,7 @@ class ProjectPublic(BaseModel):
             respect_dnt=project.policy.respect_dnt,
             persist_anonymous_id=project.policy.persist_anonymous_id,
             anonymize_ip=project.policy.anonymize_ip,
+            time_zone=project.time_zone,
         )
 
 
@@ -116,11 +129,31 @@ def parse_origins(value: Any) -> tuple[str, ...]:
 
 def patched_policy(policy: ProjectPolicy, body: ProjectUpdate) -> ProjectPolicy:
     if not body.model_fields_set:
-        raise ValueError(f"nothing to change; settable: {', '.join(POLICY_FIELDS)}")
-    changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+        settable = ", ".join((*POLICY_FIELDS, "time_zone"))
+        raise ValueError(f"nothing to change; settable: {settable}")
+    changes: dict[str, Any] = {
+        name: getattr(body, name) for name in body.model_fields_set if name in POLICY_FIELDS
+    }
     if "cors_origins" in changes:
         changes["cors_origins"] = parse_origins(changes["cors_origins"])
     return dataclasses.replace(policy, **changes)
+
+
+def checked_time_zone(value: str) -> str:
+    """An IANA time zone name zoneinfo knows, else ValueError naming time_zone."""
+    name = value.strip()
+    if name not in _time_zones():
+        raise ValueError(
+            f"time_zone: {value!r} is not an IANA time zone (such as UTC or Europe/Berlin)"
+        )
+    return name
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    # The names zoneinfo can load: a bare ZoneInfo(name) would also read a directory
+    # ("America") or any file name under the zone path.
+    return frozenset(available_timezones())
 
 
 def _project(state: State, workspace_id: int, project_id: int) -> Project:
@@ -143,7 +176,7 @@ async def list_projects(token: CurrentToken, state: State) -> list[ProjectPublic
         400,
         404,
         e400="Not valid settings: `detail` names the field (an origin that is not one, "
-        '"*" beside other origins, no field at all).',
+        '"*" beside other origins, a time zone zoneinfo does not know, no field at all).',
     ),
 )
 async def update_project(
@@ -153,8 +186,13 @@ async def update_project(
         current = _project(state, token.workspace_id, project_id)
         try:
             policy = patched_policy(current.policy, body)
+            time_zone = None
+            if "time_zone" in body.model_fields_set:
+                time_zone = checked_time_zone(body.time_zone)
         except ValueError as err:
             raise HTTPException(400, str(err)) from None
+        if time_zone is not None and time_zone != current.time_zone:
+            state.metadata.update_project_time_zone(token.workspace_id, project_id, time_zone)
         updated = state.metadata.update_project_policy(token.workspace_id, project_id, policy)
         if updated is None:
             raise HTTPException(404, f"no project {project_id} in this workspace")
@@ -163,6 +201,12 @@ async def update_project(
     project = await run_in_threadpool(update)
     # This process serves the new policy from the next request on.
     state.capture_keys.forget(project.capture_key)
+    return ProjectPublic.of(project)
+
+
+@router.get("/{project_id}", response_model=ProjectPublic, responses=problems(404))
+async def read_project(project_id: ProjectId, token: CurrentToken, state: State) -> ProjectPublic:
+    project = await run_in_threadpool(_project, state, token.workspace_id, project_id)
     return ProjectPublic.of(project)
 
 

@@ -21,6 +21,7 @@ A date range cannot stand for one `$n`, so it is refused there.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -328,3 +329,58 @@ def shown_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
+
+
+# ---- revisions ------------------------------------------------------------------------
+
+
+def sql_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    """A unified diff of two SQL texts ("" when they are the same)."""
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True),
+        after.splitlines(keepends=True),
+        fromfile=before_name,
+        tofile=after_name,
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What differs between two definitions, but the SQL (see `sql_diff`): one entry per
+    changed leaf, `field` a dotted path — `visualization.x`, `parameters.region.default`
+    (parameters by name), `click_actions.0.url` — with its `before` and `after` (null
+    where there was none)."""
+    found: list[dict[str, Any]] = []
+    for name in sorted(set(before) | set(after)):
+        if name != "sql":
+            _compare(name, before.get(name), after.get(name), found)
+    return found
+
+
+def _compare(path: str, before: Any, after: Any, found: list[dict[str, Any]]) -> None:
+    if before == after and type(before) is type(after):
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in list(before) + [k for k in after if k not in before]:
+            _compare(f"{path}.{key}", before.get(key), after.get(key), found)
+        return
+    if _named_list(before) and _named_list(after):
+        by_name = {item["name"]: item for item in before}
+        later = {item["name"]: item for item in after}
+        for key in list(by_name) + [k for k in later if k not in by_name]:
+            _compare(f"{path}.{key}", by_name.get(key), later.get(key), found)
+        return
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            _compare(f"{path}.{i}", b, a, found)
+        return
+    found.append({"field": path, "before": before, "after": after})
+
+
+def _named_list(value: Any) -> bool:
+    """A list of specs with distinct names (an insight's parameters)."""
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value
+    ):
+        return False
+    return len({item["name"] for item in value}) == len(value)
