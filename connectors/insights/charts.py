@@ -34,13 +34,14 @@ from connectors.insights.visualization import Visualization
 if TYPE_CHECKING:
     from connectors.insights.plugins import Plugin
 
-# The Vega-Lite the spec is written for: the newest 5.x vl-convert bundles; the web UI
-# renders it with vega-embed and the same major version.
+# The Vega-Lite the spec is written for: the web UI renders it with vega-embed and
+# vega-lite 6 (ui/package.json); the server with the newest 6.x vl-convert bundles.
+VEGA_LITE_MAJOR = 6
 VEGA_LITE_VERSION = max(
-    (v for v in vl_convert.get_vegalite_versions() if v.startswith("5.")),
+    (v for v in vl_convert.get_vegalite_versions() if v.startswith(f"{VEGA_LITE_MAJOR}.")),
     key=lambda v: tuple(int(p) for p in v.split(".")),
 )
-VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
+VEGA_LITE_SCHEMA = f"https://vega.github.io/schema/vega-lite/v{VEGA_LITE_MAJOR}.json"
 
 Encoding = Literal["quantitative", "temporal", "nominal"]
 ImageFormat = Literal["png", "svg"]

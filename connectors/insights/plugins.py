@@ -359,8 +359,10 @@ def _try_draw(plugin: Plugin) -> None:
 
 
 def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else "error"
+    """vl-convert's message without its banner and JavaScript stack."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    said = [ln for ln in lines if ln and not ln.startswith("at ") and "conversion failed" not in ln]
+    return said[0][:300] if said else "error"
 
 
 def parse_plugin(
