@@ -45,7 +45,25 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     **{f"POST {path}": _FORM_DATA for path in ("/capture", "/e", "/i/v0/e", "/track", "/batch")},
     "POST /api/alerts": "the SQL (checked as a query), the data source, channel URLs, cron",
     "PATCH /api/alerts/{alert_id}": "as POST /api/alerts, on the merged alert",
-    "PATCH /api/projects/{project_id}": "an origin's port over 65535; '*' beside origins",
+    "PATCH /api/projects/{project_id}": "an origin's port over 65535; '*' beside origins;"
+    " a time zone zoneinfo does not know",
+    # insights (api/routes/insights.py, folders.py): ids the workspace does not hold, and
+    # what the data source's dialect makes of the SQL
+    "POST /api/folders": "a parent_id that is not a folder of the workspace",
+    "PATCH /api/folders/{folder_id}": "a parent_id not of the workspace, or under itself;"
+    " no field at all",
+    "POST /api/insights": "the SQL (compiled for the data source's dialect, every {{name}}"
+    " declared, one read query), the data source, folder and click-action insights of the"
+    " workspace, an enum's options insight",
+    "PATCH /api/insights/{insight_id}": "as POST /api/insights, on the merged insight",
+    "POST /api/insights/{insight_id}/run": "parameter values checked against the insight's"
+    " specs (unknown, wrong type, not an option), max_rows beyond the operator's cap",
+    "POST /api/insights/{insight_id}/duplicate": "a folder_id not of the workspace",
+    "GET /api/insights/{insight_id}/parameters/{name}/options": "a parameter that is not an"
+    " enum; p.… values the specs refuse",
+    "GET /api/insights/{insight_id}/revisions/{version}/diff": "version 1 without `against`",
+    "POST /api/insights/{insight_id}/revisions/{version}/restore": "a revision that no longer"
+    " saves as it is (its data source or a click action's insight is gone)",
     "POST /api/query": "the SQL (read-only, as the dialect parses it), parameters that do not"
     " fit it, timeout_s/max_rows/cache_ttl_s beyond the operator's caps",
     "POST /api/queries": "as POST /api/query",
