@@ -18,6 +18,8 @@ Decisions where the issue is silent:
   latest first, whatever order the query returned them in.
 - table has no chart: asking for one is a ChartError on `visualization.type` (the
   result's table is the export, export.csv / export.xlsx).
+- A result without columns (an empty result may come so) draws "No rows", whatever
+  the visualization names; with columns and no rows, the chart is drawn empty.
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ def chart_spec(
             "visualization.type",
             "a table has no chart: pick a chart type, or export the table (export.csv, .xlsx)",
         )
-    if visualization.type == "plugin":
+    if not names:  # an empty result may come without its columns
+        body = _nothing()
+    elif visualization.type == "plugin":
         if plugin is None:
             raise ChartError("visualization.plugin", f"no plugin named {visualization.plugin!r}")
         body = plugin.spec(visualization.props, types)
@@ -157,8 +161,6 @@ class _Chart:
         self._check(vis.series, "visualization.series")
         for i, column in enumerate(vis.y):
             self._check(column, f"visualization.y.{i}")
-        if not names:
-            raise ChartError("visualization", "the result has no columns to draw")
         self.x = vis.x or names[0]
         if vis.y:
             self.y = list(vis.y)
@@ -490,6 +492,15 @@ def _number(chart: _Chart) -> dict[str, Any]:
         "layer": layers,
         "view": {"stroke": None},
     }
+
+
+def _nothing() -> dict[str, Any]:
+    message = {
+        "data": {"values": [{}]},  # its own: the result has no row to draw it for
+        "mark": {"type": "text", "fontSize": 16, "color": "#888"},
+        "encoding": {"text": {"value": "No rows"}},
+    }
+    return {"layer": [message], "view": {"stroke": None}}
 
 
 _BUILDERS: dict[str, Callable[[_Chart], dict[str, Any]]] = {

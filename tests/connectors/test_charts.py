@@ -302,6 +302,11 @@ def test_a_column_the_result_lacks_is_refused_naming_the_field(settings, field) 
     assert str(caught.value).startswith(f"{field}: ")
 
 
+def test_a_result_without_columns_draws_no_rows() -> None:
+    spec = chart_spec(Visualization(type="bar", x="day", y=["n"]), [], [])
+    assert ">No rows<" in render(spec, "svg").decode()
+
+
 def test_no_numeric_column_to_draw() -> None:
     with pytest.raises(ChartError) as caught:
         chart_spec(Visualization(type="bar"), [{"name": "a", "type": "text"}], None)
