@@ -30,7 +30,7 @@ export function App() {
   // the insight the editor is changing ("Edit SQL" on an insight page), with a counter so
   // opening the same one again reloads its text
   const [editing, setEditing] = useState<{ insight: Insight; opened: number } | null>(null);
-  const [, navigate] = useLocation();
+  const [pathname, navigate] = useLocation();
   useHashRedirect();
   useEffect(() => {
     api.session().then(setSession, (err: ApiError) => {
@@ -54,6 +54,7 @@ export function App() {
         onSignedOut={signOut}
         editing={editing}
         onEditing={(insight) => setEditing((e) => (insight ? { insight, opened: e?.opened ?? 0 } : null))}
+        covered={pathname !== "/" && pathname !== "/editor"}
       />
       <Switch>
         <Route path="/tokens">
@@ -123,9 +124,12 @@ interface WorkbenchProps {
   onSignedOut(): void;
   editing: { insight: Insight; opened: number } | null;
   onEditing(insight: Insight | null): void;
+  /** another page is shown over it: its panes leave the accessibility tree and focus order */
+  covered: boolean;
 }
 
-function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps) {
+function Workbench({ session, onSignedOut, editing, onEditing, covered }: WorkbenchProps) {
+  const under = covered ? { inert: true, "aria-hidden": true } : {};
   const editor = useRef<EditorHandle>(null);
   const [, navigate] = useLocation();
   // `{{name}}` parameters of the editor's SQL (their specs, for saving as an insight)
@@ -286,7 +290,8 @@ function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps)
   useEffect(() => {
     if (!editing || openedInsight === 0) return;
     const { insight } = editing;
-    setSource(String(insight.datasource));
+    const ds = String(insight.datasource);
+    setSource(String(sources.find((s) => String(s.id) === ds || s.name === ds)?.id ?? ds));
     editor.current?.setText(insight.sql);
     editor.current?.clearError();
     setParams(fitParams([], parameterCount(insight.sql)));
@@ -334,7 +339,7 @@ function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps)
         </span>
         <button onClick={() => void logout()}>Sign out</button>
       </header>
-      <aside className="sidebar" aria-label="Schema">
+      <aside className="sidebar" aria-label="Schema" {...under}>
         <div className="sidebar-head">
           <span>Schema</span>
           <button className="link" onClick={loadSchema} title="reload the schema">
@@ -344,7 +349,7 @@ function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps)
         {schemaError && <p className="error">{schemaError}</p>}
         <SchemaTree tables={tables} onInsert={(name) => editor.current?.insert(name)} />
       </aside>
-      <main className="main">
+      <main className="main" {...under}>
         <section className="editor-row">
           <Editor ref={editor} initial={history[0]?.sql ?? "select event_name, count(*) from events group by 1 order by 2 desc"} tables={tables} dialect={dialect} onRun={() => void execute()} onChange={onEditorChange} />
           {specs.length > 0 && (
@@ -457,7 +462,7 @@ function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps)
           )}
         </section>
       </main>
-      <aside className="history" aria-label="History">
+      <aside className="history" aria-label="History" {...under}>
         <div className="sidebar-head">History</div>
         {history.length === 0 && <p className="hint">Queries you run appear here.</p>}
         <ol>
@@ -480,7 +485,7 @@ function Workbench({ session, onSignedOut, editing, onEditing }: WorkbenchProps)
         <SaveInsightDialog
           sql={editor.current?.text() ?? ""}
           datasource={source}
-          specs={specs.length ? specs : editorSpecs(params)}
+          specs={specs.length ? specs : editorSpecs(params, editing?.insight.parameters)}
           editing={editing?.insight ?? null}
           onClose={() => setSaveDialog(false)}
           onSaved={(insight) => {

@@ -231,13 +231,26 @@ export interface InsightRunResult extends QueryResult {
   parameters: Record<string, unknown>;
 }
 
+export interface PluginProp {
+  type?: string; // color | boolean | number | string …
+  default?: unknown;
+  title?: string;
+}
+
+/** A visualization plugin: its manifest (typed props with defaults, the column roles it
+ * needs) and its Vega-Lite template. */
 export interface Plugin {
   name: string;
-  version?: string;
-  description?: string;
-  props?: Record<string, unknown> | { name: string; type?: string; default?: unknown }[];
-  columns?: unknown;
-  [key: string]: unknown;
+  source?: "bundled" | "folder" | "uploaded";
+  manifest: {
+    name: string;
+    version?: string;
+    title?: string;
+    description?: string;
+    props?: Record<string, PluginProp>;
+    columns?: { role: string; type?: string; description?: string }[];
+  };
+  template?: Record<string, unknown>;
 }
 
 export interface InsightQuery {

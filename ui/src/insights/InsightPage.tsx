@@ -28,7 +28,6 @@ import {
 import { VisualizationEditor } from "./VisualizationEditor";
 
 type Run = { state: "idle" } | { state: "running" } | { state: "done"; result: InsightRunResult } | { state: "error"; error: ApiError };
-type Tab = "history" | "alerts" | "snapshots";
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -48,7 +47,6 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const [draftActions, setDraftActions] = useState<ClickAction[]>([]);
   const [editingActions, setEditingActions] = useState(false);
   const [renaming, setRenaming] = useState<{ name: string; description: string } | null>(null);
-  const [tab, setTab] = useState<Tab | null>(null);
   const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
   const [, navigate] = useLocation();
   const search = useSearch();
@@ -194,12 +192,17 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
 
   if (loadProblem)
     return (
-      <div className="page insight-page">
+      <main className="page insight-page" aria-label="Insight">
         <Link href="/insights">← Insights</Link>
         <p className="error">{loadProblem}</p>
-      </div>
+      </main>
     );
-  if (!insight) return <div className="page insight-page">Loading…</div>;
+  if (!insight)
+    return (
+      <main className="page insight-page" aria-label="Insight">
+        Loading…
+      </main>
+    );
 
   // exports take the same `p.…` values (an absolute range not filled in counts as unset)
   const exportValues: FormValues = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, isAbsoluteRange(v) && (!v.from || !v.to) ? "" : v]));
@@ -211,7 +214,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const clickable = new Set(actions.map((a) => a.column));
 
   return (
-    <div className="page insight-page" aria-label="Insight" role="region">
+    <main className="page insight-page" aria-label="Insight">
       <div className="crumbs">
         <Link href="/insights">← Insights</Link>
         {folder && (
@@ -396,27 +399,34 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
         )}
       </section>
 
-      {/* UI-B's panels: revisions, alerts on this insight, snapshots */}
-      <div className="tabs" role="tablist" aria-label="Insight panels">
-        {(["history", "alerts", "snapshots"] as const).map((t) => (
-          <button key={t} role="tab" aria-selected={tab === t} onClick={() => setTab(tab === t ? null : t)}>
-            {t === "history" ? "History" : t === "alerts" ? "Alerts" : "Snapshots"}
-          </button>
-        ))}
+      {/* the insight's panels (UI-B: ./Revisions, ./InsightAlerts, ./Snapshots), each a region of its own */}
+      <div className="insight-panels">
+        <nav aria-label="Insight panels">
+          {/* buttons, not #anchors: the page URL stays the shareable one */}
+          {(["history", "alerts", "snapshots"] as const).map((panel) => (
+            <button key={panel} className="link" onClick={() => document.getElementById(`insight-${panel}`)?.scrollIntoView({ behavior: "smooth" })}>
+              {panel === "history" ? "History" : panel === "alerts" ? "Alerts" : "Snapshots"}
+            </button>
+          ))}
+        </nav>
+        <div id="insight-history">
+          <RevisionsPanel
+            insightId={insight.id}
+            version={insight.version}
+            onRestored={(restored: Insight) => {
+              adopt(restored);
+              setRunKey((k) => k + 1);
+            }}
+          />
+        </div>
+        <div id="insight-alerts">
+          <InsightAlertsPanel insightId={insight.id} params={params} />
+        </div>
+        <div id="insight-snapshots">
+          <SnapshotsPanel insightId={insight.id} params={params} />
+        </div>
       </div>
-      {tab === "history" && (
-        <RevisionsPanel
-          insightId={insight.id}
-          version={insight.version}
-          onRestored={(restored: Insight) => {
-            adopt(restored);
-            setRunKey((k) => k + 1);
-          }}
-        />
-      )}
-      {tab === "alerts" && <InsightAlertsPanel insightId={insight.id} params={params} />}
-      {tab === "snapshots" && <SnapshotsPanel insightId={insight.id} params={params} />}
       {specs.some((s) => s.required && isEmptyValue(values[s.name])) && <p className="hint">Fill in the required parameters (*) before running.</p>}
-    </div>
+    </main>
   );
 }

@@ -1,15 +1,18 @@
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useState } from "react";
 import { ApiError, type Folder, type Insight, type ParameterSpec, insightsApi, isVersionConflict } from "../api";
 import type { Param } from "../sql";
 import { parameterCount } from "../sql";
 import { ParameterEditor } from "./ParameterEditor";
-import { fitSpecs, positionalToNamed } from "./urlParams";
+import { fitSpecs, namedParameters } from "./urlParams";
 
-/** The editor's positional parameters as named ones (`$1` → `{{p1}}`), typed as the
- * editor typed them and defaulting to what was entered there. */
-export function editorSpecs(params: Param[]): ParameterSpec[] {
+/** The specs of the editor's positional parameters: `$1` is the insight's parameter `p1`
+ * (the API binds p1, p2 … in order), typed as the editor typed it and defaulting to what
+ * was entered there — or, for an insight opened from its page, its own spec. */
+export function editorSpecs(params: Param[], saved: ParameterSpec[] = []): ParameterSpec[] {
   return params.map((p, i): ParameterSpec => {
     const name = `p${i + 1}`;
+    const kept = saved.find((s) => s.name === name);
+    if (kept) return kept;
     switch (p.type) {
       case "number":
         return { name, type: "number", multi: false, required: false, default: p.value.trim() === "" || !Number.isFinite(Number(p.value)) ? null : Number(p.value) };
@@ -53,15 +56,15 @@ export function SaveInsightDialog({
   onClose(): void;
   onSaved(insight: Insight): void;
 }) {
-  // `$1` queries become `{{p1}}` ones: an insight's parameters have names
-  const positional = parameterCount(editorSql) > 0 && !/\{\{/.test(editorSql);
-  const sql = useMemo(() => (positional ? positionalToNamed(editorSql) : editorSql), [positional, editorSql]);
+  // a `$1` query is saved as written: its parameters are p1, p2 … in order
+  const sql = editorSql;
+  const positional = parameterCount(sql) > 0 && namedParameters(sql).length === 0;
   const [mode, setMode] = useState<"create" | "update">(editing ? "update" : "create");
   const [base, setBase] = useState<Insight | null>(editing);
   const [name, setName] = useState(editing?.name ?? "");
   const [description, setDescription] = useState(editing?.description ?? "");
   const [folderId, setFolderId] = useState<number | null>(editing?.folder_id ?? null);
-  const [specs, setSpecs] = useState<ParameterSpec[]>(() => fitSpecs(initialSpecs, sql));
+  const [specs, setSpecs] = useState<ParameterSpec[]>(() => (positional ? initialSpecs : fitSpecs(initialSpecs, sql)));
   const [folders, setFolders] = useState<Folder[]>([]);
   const [problem, setProblem] = useState<string | null>(null);
   const [conflict, setConflict] = useState(false);
@@ -132,7 +135,7 @@ export function SaveInsightDialog({
             ))}
           </select>
         </label>
-        {positional && <p className="hint">Positional parameters get names: $1 becomes {"{{p1}}"}, $2 {"{{p2}}"}…</p>}
+        {positional && <p className="hint">Positional parameters are named by their place: $1 is p1, $2 is p2…</p>}
         <div className="params-title">Parameters</div>
         <ParameterEditor specs={specs} onChange={setSpecs} />
         {conflict && (

@@ -14,7 +14,7 @@ let pluginList: Promise<Plugin[]> | null = null;
 /** The installed visualization plugins (`GET /api/plugins`), asked once a page load. */
 function loadPlugins(): Promise<Plugin[]> {
   pluginList ??= insightsApi.plugins().then(
-    (r) => (Array.isArray(r) ? r : ((r as { plugins?: Plugin[] }).plugins ?? [])),
+    (r) => r,
     (err) => {
       pluginList = null;
       throw err;
@@ -45,8 +45,6 @@ export function VisualizationEditor({
 }) {
   const [plugins, setPlugins] = useState<Plugin[]>([]);
   const [pluginProblem, setPluginProblem] = useState<string | null>(null);
-  const [propsText, setPropsText] = useState(() => JSON.stringify(value.props ?? {}, null, 2));
-  const [propsProblem, setPropsProblem] = useState<string | null>(null);
   const [colorsText, setColorsText] = useState(() => (value.colors ?? []).join(", "));
   useEffect(() => {
     loadPlugins().then(setPlugins, (err: Error) => setPluginProblem(err.message));
@@ -55,7 +53,8 @@ export function VisualizationEditor({
   const set = (patch: Partial<Visualization>) => onChange({ ...value, ...patch });
   const text = (v: string) => (v.trim() === "" ? null : v);
   const type = value.type;
-  const axes = type !== "table" && type !== "number";
+  const axes = type !== "table" && type !== "number" && type !== "plugin";
+  const plugin = plugins.find((p) => p.name === value.plugin);
 
   return (
     <div className="vis-editor" aria-label="Chart settings" role="group">
@@ -74,14 +73,15 @@ export function VisualizationEditor({
             <option value="">choose…</option>
             {plugins.map((p) => (
               <option key={p.name} value={p.name}>
-                {p.name}
-                {p.version ? ` ${p.version}` : ""}
+                {p.manifest?.title ?? p.name}
+                {p.manifest?.version ? ` ${p.manifest.version}` : ""}
               </option>
             ))}
           </select>
           {pluginProblem && <span className="error"> {pluginProblem}</span>}
         </label>
       )}
+      {plugin?.manifest.description && <p className="hint">{plugin.manifest.description}</p>}
       {(axes || type === "number") && (
         <>
           {type !== "number" && (
@@ -161,7 +161,7 @@ export function VisualizationEditor({
           )}
         </>
       )}
-      {type !== "table" && (
+      {type !== "table" && type !== "plugin" && (
         <>
           <label>
             Number format{" "}
@@ -192,28 +192,50 @@ export function VisualizationEditor({
           </label>
         </>
       )}
-      {type === "plugin" && (
-        <label className="block">
-          Plugin props (JSON)
-          <textarea
-            aria-label="Plugin props"
-            rows={4}
-            value={propsText}
-            onChange={(e) => {
-              setPropsText(e.target.value);
-              try {
-                const parsed: unknown = JSON.parse(e.target.value || "{}");
-                if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("an object, e.g. {\"steps\": 5}");
-                setPropsProblem(null);
-                set({ props: parsed as Record<string, unknown> });
-              } catch (err) {
-                setPropsProblem(`not JSON: ${(err as Error).message}`);
-              }
-            }}
-          />
-          {propsProblem && <span className="error">{propsProblem}</span>}
-        </label>
-      )}
+      {type === "plugin" && plugin && <PluginSettings plugin={plugin} value={value} columns={names} onChange={onChange} />}
     </div>
+  );
+}
+
+/** A plugin's column roles (each mapped to a result column) and its typed props. */
+function PluginSettings({ plugin, value, columns, onChange }: { plugin: Plugin; value: Visualization; columns: string[]; onChange(v: Visualization): void }) {
+  const props = value.props ?? {};
+  const roles = (props.columns ?? {}) as Record<string, string>;
+  const setProp = (name: string, v: unknown) => onChange({ ...value, props: { ...props, [name]: v } });
+  return (
+    <>
+      {(plugin.manifest.columns ?? []).map((c) => (
+        <label key={c.role} title={c.description}>
+          {c.role}{" "}
+          <select aria-label={`Column for ${c.role}`} value={roles[c.role] ?? ""} onChange={(e) => setProp("columns", { ...roles, [c.role]: e.target.value || undefined })}>
+            <option value="">choose…</option>
+            {columns.map((n) => (
+              <option key={n}>{n}</option>
+            ))}
+          </select>
+        </label>
+      ))}
+      {Object.entries(plugin.manifest.props ?? {}).map(([name, spec]) => {
+        const current = name in props ? props[name] : spec.default;
+        const label = spec.title ?? name;
+        if (spec.type === "boolean")
+          return (
+            <label key={name} className="inline">
+              <input type="checkbox" aria-label={label} checked={Boolean(current)} onChange={(e) => setProp(name, e.target.checked)} /> {label}
+            </label>
+          );
+        return (
+          <label key={name}>
+            {label}{" "}
+            <input
+              aria-label={label}
+              type={spec.type === "number" || spec.type === "integer" ? "number" : "text"}
+              value={current === undefined || current === null ? "" : String(current)}
+              onChange={(e) => setProp(name, spec.type === "number" || spec.type === "integer" ? (e.target.value === "" ? undefined : Number(e.target.value)) : e.target.value)}
+            />
+          </label>
+        );
+      })}
+    </>
   );
 }

@@ -8,7 +8,6 @@ import {
   linkSearch,
   namedParameters,
   pageSearch,
-  positionalToNamed,
   runParams,
   valuesFromSearch,
   viewFromSearch,
@@ -77,12 +76,6 @@ describe("SQL parameters", () => {
       /* {{not}} */ from t where r = any({{ region }}) [[ and c = {{country}} ]]
       and ts >= {{range.start}} and ts < {{range.end}} and r2 = any({{region}}) and x = $$ {{dollar}} $$`;
     expect(namedParameters(sql)).toEqual([{ name: "region" }, { name: "country" }, { name: "range", part: "start" }]);
-  });
-
-  it("turns $n into {{pn}} outside strings", () => {
-    expect(positionalToNamed("select $1::int + $12, '$1', $tag$ $2 $tag$ from t where a$1 = 1")).toBe(
-      "select {{p1}}::int + {{p12}}, '$1', $tag$ $2 $tag$ from t where a$1 = 1",
-    );
   });
 
   it("keeps the specs still named, adds new ones", () => {

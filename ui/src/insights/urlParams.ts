@@ -216,22 +216,6 @@ export function namedParameters(sql: string): NamedReference[] {
   return [...found.values()];
 }
 
-/** The SQL with each `$n` (outside strings and comments) as `{{pn}}`: an editor query
- * with positional parameters becomes an insight whose parameters have names. */
-export function positionalToNamed(sql: string): string {
-  const edits: { at: number; length: number; name: string }[] = [];
-  scanCode(sql, (i) => {
-    if (sql[i] !== "$" || /[A-Za-z0-9_]/.test(sql[i - 1] ?? "")) return 0;
-    const m = /^\$(\d+)/.exec(sql.slice(i, i + 12));
-    if (!m) return 0;
-    edits.push({ at: i, length: m[0].length, name: `p${m[1]}` });
-    return m[0].length;
-  });
-  let out = sql;
-  for (const e of edits.reverse()) out = out.slice(0, e.at) + `{{${e.name}}}` + out.slice(e.at + e.length);
-  return out;
-}
-
 /** Keeps the specs of parameters still in the SQL (in its order), adds a text one for
  * each new name (a date range for `{{x.start}}`/`{{x.end}}`). */
 export function fitSpecs(specs: ParameterSpec[], sql: string): ParameterSpec[] {
