@@ -332,6 +332,8 @@ async def update_insight(
 ) -> Any:
     """Rename, move (folder_id), edit: a new revision. `version` must be the current one."""
     fields = body.model_fields_set - {"version"}
+    if not fields:
+        raise HTTPException(400, "body: nothing to change besides the version")
     changes = body.model_dump(mode="json", include=fields)
     if "datasource" in changes:
         changes["datasource"] = str(changes["datasource"])

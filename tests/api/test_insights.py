@@ -527,3 +527,37 @@ def test_relative_dates_resolve_in_the_workspace_time_zone(client, workspace):
     assert result["parameters"]["day"] == today
     assert result["parameters"]["range"]["from"] == f"{today}T00:00:00+14:00"
     assert result["rows"][0][0] == today
+
+
+def test_an_insight_on_clickhouse_binds_typed_parameters(client_with, workspace, tmp_path):
+    """Compiled for the data source's dialect: dates and multi-value on chDB."""
+    import clickhouse_connect
+
+    url = f"chdb://{tmp_path / 'chdb'}"
+    ch = clickhouse_connect.get_client(dsn=url)
+    ch.command("create table visits (page String, day Date) engine = MergeTree order by day")
+    ch.command(
+        "insert into visits values ('/a', '2026-01-01'), ('/b', '2026-01-02'), ('/a', '2026-01-03')"
+    )
+    ch.close()
+    with client_with(datasource_allow_chdb=True) as api:
+        r = api.post(
+            "/api/datasources",
+            json={"name": "ch", "kind": "clickhouse", "url": url},
+            headers=auth(workspace),
+        )
+        assert r.status_code == 201, r.text
+        insight = create(
+            api,
+            workspace,
+            datasource="ch",
+            sql="select page, count() as n from visits where day >= {{since}}"
+            " [[ and has({{pages}}, page) ]] group by page order by page",
+            parameters=[
+                {"name": "since", "type": "date", "default": "2026-01-02"},
+                {"name": "pages", "type": "text", "multi": True},
+            ],
+        )
+        assert run(api, workspace, insight["id"])["rows"] == [["/a", 1], ["/b", 1]]
+        result = run(api, workspace, insight["id"], params={"pages": ["/a"], "since": "2026-01-01"})
+        assert result["rows"] == [["/a", 2]]
