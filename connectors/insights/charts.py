@@ -529,13 +529,7 @@ def render(spec: dict[str, Any], fmt: ImageFormat, scale: float = 1) -> bytes:
             )
         svg = vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION, allowed_base_urls=[])
         return svg.encode()
-    except ValueError as err:
-        raise RenderError(str(err)) from err
-
-
-def compile_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The Vega spec Vega-Lite compiles `spec` to; RenderError when it does not."""
-    try:
-        return dict(vl_convert.vegalite_to_vega(spec, vl_version=VEGA_LITE_VERSION))
-    except ValueError as err:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # a Rust panic in vl-convert is a BaseException
         raise RenderError(str(err)) from err

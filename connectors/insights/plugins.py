@@ -308,7 +308,7 @@ def check_template(manifest: Manifest, template: Any) -> dict[str, Any]:
                 if key in node:
                     if len(node) != 1:
                         raise PluginError(where, f"a {key} placeholder is an object of one key")
-                    if node[key] not in declared:
+                    if not isinstance(node[key], str) or node[key] not in declared:
                         raise PluginError(
                             where, f"{key} {node[key]!r} is not declared in the manifest"
                         )

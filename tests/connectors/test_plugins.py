@@ -268,3 +268,11 @@ def test_uploads_belong_to_one_workspace(metadata: MetadataStore) -> None:
     assert registry.delete(other.workspace_id, "my-funnel") is False
     assert registry.delete(one.workspace_id, "my-funnel") is True
     assert registry.get(one.workspace_id, "my-funnel") is None
+
+
+def test_a_placeholder_naming_something_not_a_string_is_refused() -> None:
+    manifest, template = funnel_files()
+    template["layer"][0]["mark"]["color"] = {"$prop": ["color"]}
+    with pytest.raises(PluginError) as caught:
+        parse_plugin(manifest, template, "uploaded")
+    assert caught.value.field == "template.layer.0.mark.color"
