@@ -1,4 +1,5 @@
-"""The audit of query executions: one row per execution, whatever its outcome."""
+"""The audit of query executions: one row per execution, whatever its outcome; an
+export's row says its kind (export_csv, export_xlsx), its insight and the rows sent."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ AUDIT_COLUMNS = (
     "status",
     "error",
     "cache_hit",
+    "kind",
+    "insight_id",
 )
 
 
@@ -45,6 +48,8 @@ class AuditEntry:
     status: str
     error: str | None = None
     cache_hit: bool = False
+    kind: str = "query"  # "query", "export_csv" or "export_xlsx"
+    insight_id: int | None = None  # the insight an export (or a run) came from
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ class AuditLog:
             conn.execute(
                 "insert into meta.query_audit (workspace_id, token_id, actor, datasource_id,"
                 " datasource, query_id, sql, params, started_at, duration_ms, row_count,"
-                " status, error, cache_hit)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " status, error, cache_hit, kind, insight_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     entry.workspace_id,
                     entry.token_id,
@@ -84,6 +89,8 @@ class AuditLog:
                     entry.status,
                     entry.error,
                     entry.cache_hit,
+                    entry.kind,
+                    entry.insight_id,
                 ),
             )
 

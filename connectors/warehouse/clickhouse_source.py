@@ -49,12 +49,14 @@ there (their results are small).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -79,8 +81,10 @@ from connectors.warehouse.errors import (
 )
 from connectors.warehouse.results import Column, QueryResult, json_value
 from connectors.warehouse.source import (
+    STREAM_BATCH_ROWS,
     DataSource,
     QueryLimits,
+    RowStream,
     SchemaColumn,
     SchemaTable,
     Scope,
@@ -191,6 +195,13 @@ class _Running:
 
 
 @dataclass(frozen=True)
+class _Execution:
+    statement: _Statement
+    context: QueryContext
+    running: _Running
+
+
+@dataclass(frozen=True)
 class _Span:
     """A `$n` at [old_start, old_end) of the user's SQL became [new_start, new_end)."""
 
@@ -264,13 +275,86 @@ class ClickHouseSource(DataSource):
         kind: str = "select",
     ) -> QueryResult:
         started = time.perf_counter()
+        with self._executing(sql, params, query_id, limits.timeout_s) as (conn, ex):
+            names, types, rows, truncated = self._fetch(conn.client, ex.context, limits, ex.running)
+            if not names:  # an empty result may come without its header
+                names, types = self._describe(conn, ex.statement)
+        return QueryResult(
+            columns=[Column(n, t) for n, t in zip(names, types, strict=True)],
+            rows=rows,
+            truncated=truncated,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            query_id=query_id,
+        )
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        query_id: str,
+        timeout_s: float,
+        scope: Scope,
+        kind: str = "select",
+        batch_rows: int = STREAM_BATCH_ROWS,
+        text: bool = False,
+    ) -> Iterator[RowStream]:
+        """Blocks as the server sends them (clickhouse-connect's row block stream, the
+        same typed parameters and settings as `run`), cut into batches of `batch_rows`.
+        `max_execution_time` (and the watchdog) bound the whole statement, reading
+        included. Values are always Python values (`text` is not offered)."""
+        with self._executing(sql, params, query_id, timeout_s) as (conn, ex):
+            if not ex.context.streaming:  # chDB's SHOW, DESCRIBE, EXPLAIN (small)
+                whole = conn.client.query(context=ex.context)
+                columns = [
+                    Column(n, t.name)
+                    for n, t in zip(whole.column_names, whole.column_types, strict=True)
+                ]
+                rows = list(whole.result_rows)
+                yield RowStream(columns, iter([rows] if rows else []))
+                return
+            with conn.client.query_row_block_stream(context=ex.context) as blocks:
+                first = next(iter(blocks), None)  # the header comes with the first block
+                result = blocks.source
+                names = list(result.column_names)
+                types = [t.name for t in result.column_types]
+                if not names:
+                    names, types = self._describe(conn, ex.statement)
+                finished = False
+
+                def batches() -> Iterator[list[Sequence[Any]]]:
+                    nonlocal finished
+                    pending = [first] if first is not None else []
+                    for block in itertools.chain(pending, blocks):
+                        for at in range(0, len(block), batch_rows):
+                            yield block[at : at + batch_rows]
+                    finished = True
+
+                try:
+                    yield RowStream(
+                        [Column(n, t) for n, t in zip(names, types, strict=True)], batches()
+                    )
+                finally:
+                    if not finished and not self._target.chdb:
+                        # closing an HTTP stream reads the rest of the response: stop it first
+                        self._kill_quietly(ex.running.kill_key)
+
+    @contextlib.contextmanager
+    def _executing(
+        self, sql: str, params: Sequence[Any], query_id: str, timeout_s: float
+    ) -> Iterator[tuple[_Conn, _Execution]]:
+        """A client of its own, the statement's query context (refused if it is not a
+        read), the watchdog and the cancel registration for the time of the `with`;
+        ClickHouse's errors raised inside come out as QueryErrors."""
         statement = self._statement(sql, params, query_id)
         # chDB streams only SELECTs; SHOW, DESCRIBE and EXPLAIN (small) come whole
         streaming = not self._target.chdb or _first_word(statement.text) not in _WHOLE
         running = _Running(statement.prefix if self._target.chdb else query_id)
+        limits = QueryLimits(timeout_s=timeout_s, max_rows=0)
         with self._lock:
             self._running[query_id] = running
-        watchdog = threading.Timer(limits.timeout_s + TIMEOUT_GRACE_S, self._expire, (running,))
+        watchdog = threading.Timer(timeout_s + TIMEOUT_GRACE_S, self._expire, (running,))
         watchdog.daemon = True
         watchdog.start()
         conn: _Conn | None = None
@@ -284,19 +368,18 @@ class ClickHouseSource(DataSource):
                 context = conn.client.create_query_context(
                     query=statement.sent,
                     parameters=statement.binds or None,
-                    settings=self._query_settings(conn, limits.timeout_s, query_id),
+                    settings=self._query_settings(conn, timeout_s, query_id),
                     streaming=streaming,
                 )
                 if context.is_insert or context.is_command:
                     raise QueryFailed("Only reads can run on this source: it is read-only")
-                names, types, rows, truncated = self._fetch(conn.client, context, limits, running)
-                if not names:  # an empty result may come without its header
-                    names, types = self._describe(conn, statement)
+                yield conn, _Execution(statement, context, running)
             except ClickHouseError as ex:
                 error = self._translate(ex, limits, statement, running)
                 reuse = not isinstance(error, SourceUnavailable)
                 raise error from ex
-            except QueryError:
+            except QueryError as ex:
+                reuse = not isinstance(ex, SourceUnavailable)
                 raise
             except OSError as ex:
                 reuse = False
@@ -312,13 +395,6 @@ class ClickHouseSource(DataSource):
                     del self._running[query_id]
             if conn is not None:
                 self._release(conn, reuse)
-        return QueryResult(
-            columns=[Column(n, t) for n, t in zip(names, types, strict=True)],
-            rows=rows,
-            truncated=truncated,
-            elapsed_ms=(time.perf_counter() - started) * 1000,
-            query_id=query_id,
-        )
 
     def cancel(self, query_id: str) -> bool:
         with self._lock:

@@ -23,6 +23,8 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.adapt import Loader
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from connectors.warehouse import guard
@@ -35,8 +37,10 @@ from connectors.warehouse.errors import (
 from connectors.warehouse.results import Column, QueryResult, json_value
 from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import (
+    STREAM_BATCH_ROWS,
     DataSource,
     QueryLimits,
+    RowStream,
     SchemaColumn,
     SchemaTable,
     Scope,
@@ -182,35 +186,16 @@ class PostgresSource(DataSource):
         kind: str = "select",
     ) -> QueryResult:
         started = time.perf_counter()
-        try:
+        with self._translated(query_id, limits.timeout_s, sql, kind):
             self._check_statement(sql, kind)
             with self._connection(scope) as conn, self._tracked(query_id, conn.info.backend_pid):
                 with conn.transaction():
-                    _set_local(
-                        conn, [("statement_timeout", str(max(int(limits.timeout_s * 1000), 1)))]
-                    )
+                    _set_local(conn, [("statement_timeout", _ms(limits.timeout_s))])
                     if self._take_cancelled(query_id):  # cancelled before it began
                         raise QueryCancelled("query was cancelled")
                     fields, rows, truncated = self._fetch(conn, sql, list(params), kind, limits)
                 # after the transaction: a result cut at the row cap cancelled it
                 columns = self._columns(conn, fields)
-        except pg_errors.QueryCanceled as err:
-            if self._take_cancelled(query_id):
-                raise QueryCancelled("query was cancelled") from err
-            if "statement timeout" in str(err):
-                raise QueryTimeout(f"query exceeded {limits.timeout_s:g} s") from err
-            raise QueryCancelled("query was cancelled in the database") from err
-        except psycopg.OperationalError as err:
-            if self._take_cancelled(query_id):
-                raise QueryCancelled("query was cancelled") from err
-            raise SourceUnavailable(
-                f"lost the connection to the data source ({_first_line(str(err))}); "
-                "run the query again"
-            ) from err
-        except psycopg.Error as err:
-            raise _failed(err, sql, kind) from err
-        finally:
-            self._take_cancelled(query_id)
         return QueryResult(
             columns=columns,
             rows=[[json_value(v) for v in row] for row in rows],
@@ -218,6 +203,122 @@ class PostgresSource(DataSource):
             elapsed_ms=(time.perf_counter() - started) * 1000,
             query_id=query_id,
         )
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        query_id: str,
+        timeout_s: float,
+        scope: Scope,
+        kind: str = "select",
+        batch_rows: int = STREAM_BATCH_ROWS,
+        text: bool = False,
+    ) -> Iterator[RowStream]:
+        """A SELECT is read through a server-side cursor (DECLARE … then FETCH a batch at
+        a time) in the READ ONLY transaction, on the same pool, role and guards as `run`:
+        a batch is all that is ever in memory, and the database waits while the reader
+        sends what it has. `timeout_s` is each FETCH's statement_timeout, and also how
+        long the transaction may sit idle between two (a reader that stops reading), so
+        a long download is not cut while a stalled one is. Other kinds (SHOW, EXPLAIN,
+        CALL: small results) are read whole. With `text`, values come as PostgreSQL's
+        text output (what COPY … CSV writes; booleans as true/false)."""
+        with self._translated(query_id, timeout_s, sql, kind, stream=True):
+            self._check_statement(sql, kind)
+            with (
+                self._connection(scope) as conn,
+                self._tracked(query_id, conn.info.backend_pid),
+                conn.transaction(),
+            ):
+                limit = _ms(timeout_s)
+                _set_local(
+                    conn,
+                    [
+                        ("statement_timeout", limit),
+                        ("idle_in_transaction_session_timeout", limit),
+                    ],
+                )
+                if self._take_cancelled(query_id):
+                    raise QueryCancelled("query was cancelled")
+                cursor: psycopg.Cursor[Any] | psycopg.ServerCursor[Any]
+                if kind == "select":
+                    cursor = psycopg.RawServerCursor(conn, "sqlbook_export")
+                else:
+                    cursor = psycopg.RawCursor(conn)
+                with cursor:
+                    cursor.execute(sql, list(params), binary=not text)
+                    fields = _fields(cursor) if cursor.description is not None else []
+                    if text:
+                        for _, oid, _, _ in fields:
+                            loader = _BoolText if oid == _BOOL_OID else TextLoader
+                            cursor.adapters.register_loader(oid, loader)
+                    columns = self._columns(conn, fields)
+                    batches = self._batches(cursor, query_id, timeout_s, sql, kind, batch_rows)
+                    yield RowStream(columns, batches, text=text)
+
+    def _batches(
+        self,
+        cursor: psycopg.Cursor[Any] | psycopg.ServerCursor[Any],
+        query_id: str,
+        timeout_s: float,
+        sql: str,
+        kind: str,
+        batch_rows: int,
+    ) -> Iterator[list[Sequence[Any]]]:
+        if cursor.description is None:
+            return
+        while True:
+            # pg_cancel_backend stops a FETCH; between two, this does
+            if query_id in self._cancelled:
+                raise QueryCancelled("query was cancelled")
+            with self._translated(query_id, timeout_s, sql, kind, stream=True, forget=False):
+                batch = cursor.fetchmany(batch_rows)
+            if not batch:
+                return
+            yield batch
+
+    @contextlib.contextmanager
+    def _translated(
+        self,
+        query_id: str,
+        timeout_s: float,
+        sql: str,
+        kind: str,
+        *,
+        stream: bool = False,
+        forget: bool = True,
+    ) -> Iterator[None]:
+        """psycopg's errors as QueryErrors; `forget`: the query's cancel request too."""
+        try:
+            yield
+        except pg_errors.QueryCanceled as err:
+            if self._take_cancelled(query_id):
+                raise QueryCancelled("query was cancelled") from err
+            if "statement timeout" in str(err):
+                raise QueryTimeout(f"query exceeded {timeout_s:g} s") from err
+            raise QueryCancelled("query was cancelled in the database") from err
+        except pg_errors.IdleInTransactionSessionTimeout as err:
+            raise QueryTimeout(
+                f"the export stopped: nothing was read from it for {timeout_s:g} s"
+            ) from err
+        except psycopg.OperationalError as err:
+            if self._take_cancelled(query_id):
+                raise QueryCancelled("query was cancelled") from err
+            if stream and "idle-in-transaction" in str(err):
+                raise QueryTimeout(
+                    f"the export stopped: nothing was read from it for {timeout_s:g} s"
+                ) from err
+            raise SourceUnavailable(
+                f"lost the connection to the data source ({_first_line(str(err))}); "
+                "run the query again"
+            ) from err
+        except psycopg.Error as err:
+            raise _failed(err, sql, kind) from err
+        finally:
+            if forget:
+                self._take_cancelled(query_id)
 
     def _check_statement(self, sql: str, kind: str) -> None:
         """What this source refuses beyond the SQL guard (raises QueryRejected)."""
@@ -412,6 +513,20 @@ def _fields(cursor: psycopg.Cursor[Any]) -> list[_Field]:
         (d.name, d.type_code, cursor.pgresult.fmod(i), d.type_display)
         for i, d in enumerate(cursor.description)
     ]
+
+
+_BOOL_OID = 16
+
+
+class _BoolText(Loader):
+    """A boolean as the text `true`/`false` (PostgreSQL's own output is t/f)."""
+
+    def load(self, data: Any) -> str:
+        return "true" if bytes(data) == b"t" else "false"
+
+
+def _ms(seconds: float) -> str:
+    return str(max(int(seconds * 1000), 1))
 
 
 def _set_local(conn: psycopg.Connection[Any], settings: list[tuple[str, str]]) -> None:

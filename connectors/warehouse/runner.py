@@ -22,6 +22,9 @@ cancel, audit.
   cancels in the database. A watchdog also cancels a statement that outlives its
   timeout by a margin, should the database's own timeout not fire.
 - Every execution, including refused and cached ones, writes an audit row.
+- Exports (`stream`) take a slot in the same fair line as queries, for as long as the
+  database is being read, and read every row (no row cap, no cache); their audit row
+  says the export's kind, its insight and the rows the caller actually sent on.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,8 +60,8 @@ from connectors.warehouse.errors import (
     SourceUnavailable,
 )
 from connectors.warehouse.fair_queue import FairQueue, Ticket
-from connectors.warehouse.results import QueryResult
-from connectors.warehouse.source import DataSource, QueryLimits, Scope
+from connectors.warehouse.results import Column, QueryResult
+from connectors.warehouse.source import STREAM_BATCH_ROWS, DataSource, QueryLimits, Scope
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,29 @@ class _Prepared:
     limits: QueryLimits
     cache_key: str | None  # None: the cache is not used (the data versions are unknown)
     cache_ttl_s: int
+
+
+class ExportAborted(QueryCancelled):
+    """The reader of an export went away (a client that disconnected): the export ends,
+    audited as cancelled with the rows sent until then."""
+
+
+@dataclass(eq=False)
+class Export:
+    """An export's rows while it holds its slot: read `batches`, count what was really
+    sent on in `rows_sent` (the audit row's count). `finish_query` ends the database
+    part early (frees the connection and the slot) when the rows were all read but the
+    export goes on (an XLSX file still being sent)."""
+
+    query_id: str
+    columns: list[Column]
+    batches: Iterator[list[Sequence[Any]]]
+    text: bool
+    rows_sent: int = 0
+    _finish: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def finish_query(self) -> None:
+        self._finish.close()
 
 
 @dataclass(eq=False)
@@ -237,6 +264,122 @@ class QueryRunner:
         )
         self._schedule(prepared, record_job=True)
         return prepared.query_id
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        request: QueryRequest,
+        *,
+        kind: str,
+        insight_id: int | None = None,
+        query_id: str | None = None,
+        batch_rows: int = STREAM_BATCH_ROWS,
+        text: bool = False,
+    ) -> Iterator[Export]:
+        """Every row of `request`, for an export (`kind` "export_csv" or "export_xlsx"):
+        checked like a query (a refusal raises here), then it waits for a slot in the
+        workspace's fair line like a query (QueueFull when the line is full), and holds
+        it until the `with` ends or `finish_query()`. No row cap and no cache; the
+        statement timeout is the request's, else the installation's maximum
+        (`max_timeout_s`), applied as the source can (PostgreSQL: to each batch it
+        computes). `cancel(query_id, workspace)` stops it (waiting or running); so does
+        `close()`. One audit row when the `with` ends, whatever the outcome: `kind`,
+        `insight_id` and `rows_sent` as the caller counted it; an exception out of the
+        `with` (ExportAborted for a reader that went away) is the audit's outcome."""
+        query_id = query_id or uuid.uuid4().hex
+        started = time.time()
+        rows = 0
+        error: QueryError | None = None
+        try:
+            prepared = self._prepare_export(request, query_id)
+        except QueryError as err:
+            self._record(
+                request, query_id, started, 0.0, None, err, kind=kind, insight_id=insight_id
+            )
+            raise
+        granted = threading.Event()
+        active = _Active(prepared, self._line(request.target), Future(), record_job=False)
+        active.ticket = Ticket(request.actor.workspace_id, granted.set)
+        with self._lock:
+            self._active[query_id] = active
+        export: Export | None = None
+        try:
+            active.line.enqueue(active.ticket)
+            granted.wait()  # a cancel while waiting withdraws the ticket and sets it too
+            if active.cancel_requested.is_set() or self._stop.is_set():
+                raise QueryCancelled("export was cancelled before it started")
+            started = time.time()
+            active.started = True  # no runner deadline: the source bounds each batch
+            with contextlib.ExitStack() as held:
+                held.callback(self._release_export, active)
+                rows_stream = held.enter_context(
+                    request.target.source.stream(
+                        prepared.checked.sql,
+                        prepared.params,
+                        query_id=query_id,
+                        timeout_s=prepared.limits.timeout_s,
+                        scope=request.scope,
+                        kind=prepared.checked.kind,
+                        batch_rows=batch_rows,
+                        text=text,
+                    )
+                )
+                export = Export(
+                    query_id, rows_stream.columns, rows_stream.batches, rows_stream.text
+                )
+                export._finish = held.pop_all()
+                with export._finish:
+                    yield export
+        except QueryError as err:
+            error = err
+            raise
+        except GeneratorExit:  # the generator reading it was closed half way
+            error = ExportAborted("the export's reader stopped before the end")
+            raise
+        except Exception as err:
+            log.exception("export %s failed unexpectedly", query_id)
+            error = QueryFailed(f"internal error running the export: {type(err).__name__}")
+            raise
+        finally:
+            self._release_export(active)
+            rows = export.rows_sent if export is not None else 0
+            self._record(
+                request,
+                query_id,
+                started,
+                (time.time() - started) * 1000,
+                None,
+                error,
+                kind=kind,
+                insight_id=insight_id,
+                row_count=rows,
+            )
+
+    def _prepare_export(self, request: QueryRequest, query_id: str) -> _Prepared:
+        d = self.defaults
+        checked = guard.check_sql(request.sql, request.target.source.dialect, request.params)
+        params = guard.check_params(request.params, checked.param_count)
+        timeout = request.timeout_s if request.timeout_s is not None else d.max_timeout_s
+        if not 0 < timeout <= d.max_timeout_s:
+            raise ParameterError(
+                f"timeout must be more than 0 and at most {d.max_timeout_s:g} s, got {timeout:g}"
+            )
+        return _Prepared(
+            request=request,
+            query_id=query_id,
+            checked=checked,
+            params=params,
+            limits=QueryLimits(timeout_s=float(timeout), max_rows=0),
+            cache_key=None,
+            cache_ttl_s=0,
+        )
+
+    def _release_export(self, active: _Active) -> None:
+        """The export's slot goes back (once; a ticket never granted is withdrawn)."""
+        with self._lock:
+            self._active.pop(active.prepared.query_id, None)
+        if active.ticket is not None and not active.line.withdraw(active.ticket):
+            active.line.release(active.ticket)
 
     def job(self, query_id: str, workspace_id: int) -> dict[str, Any] | None:
         try:
@@ -500,7 +643,7 @@ class QueryRunner:
         is cancelled in the database."""
         active.cancel_requested.set()
         if active.ticket is not None and active.line.withdraw(active.ticket):
-            self._begin(active)
+            active.ticket.start()  # a query's run (or an export's wait) reports the cancel
         else:
             self._cancel_in_database(active)
 
@@ -580,9 +723,15 @@ class QueryRunner:
         duration_ms: float,
         result: QueryResult | None,
         error: QueryError | None,
+        *,
+        kind: str = "query",
+        insight_id: int | None = None,
+        row_count: int | None = None,
     ) -> None:
         if self._audit is None:
             return
+        if row_count is None and result is not None:
+            row_count = result.row_count
         entry = AuditEntry(
             workspace_id=request.actor.workspace_id,
             token_id=request.actor.token_id,
@@ -594,10 +743,12 @@ class QueryRunner:
             params=[_jsonable(p) for p in request.params],
             started_at=datetime.fromtimestamp(started, UTC),
             duration_ms=round(duration_ms, 3),
-            row_count=result.row_count if result is not None else None,
+            row_count=row_count,
             status=audit_status(error),
             error=error.message if error is not None else None,
             cache_hit=bool(result is not None and result.cache.get("hit")),
+            kind=kind,
+            insight_id=insight_id,
         )
         self._audit_queue.put(entry)
 
