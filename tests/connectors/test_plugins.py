@@ -186,7 +186,7 @@ def template_with(change: Any) -> dict[str, Any]:
         ),
         (
             template_with(lambda t: t["layer"].append({"mark": {"type": "image", "url": "x"}})),
-            "template.layer.2.mark.url",
+            "template.layer.3.mark.url",
             "not a URL",
         ),
         (template_with(lambda t: t.update(layer=5)), "template", "compile"),
