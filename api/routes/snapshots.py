@@ -256,7 +256,7 @@ async def latest_snapshot(
     }
 
 
-@router.get("/{insight_id}/snapshots/{schedule_id}", responses=_NO_SCHEDULE)
+@router.get("/{insight_id}/snapshots/{schedule_id:int}", responses=_NO_SCHEDULE)
 async def read_snapshot_schedule(
     insight_id: InsightId, schedule_id: ScheduleId, token: CurrentToken, state: State
 ) -> SnapshotSchedulePublic:
@@ -264,7 +264,7 @@ async def read_snapshot_schedule(
     return _public(schedule)
 
 
-@router.patch("/{insight_id}/snapshots/{schedule_id}", responses={**_REFUSED, **_NO_SCHEDULE})
+@router.patch("/{insight_id}/snapshots/{schedule_id:int}", responses={**_REFUSED, **_NO_SCHEDULE})
 async def update_snapshot_schedule(
     insight_id: InsightId,
     schedule_id: ScheduleId,
@@ -308,7 +308,7 @@ async def update_snapshot_schedule(
     return _public(await run_in_threadpool(update))
 
 
-@router.delete("/{insight_id}/snapshots/{schedule_id}", status_code=204, responses=_NO_SCHEDULE)
+@router.delete("/{insight_id}/snapshots/{schedule_id:int}", status_code=204, responses=_NO_SCHEDULE)
 async def delete_snapshot_schedule(
     insight_id: InsightId, schedule_id: ScheduleId, token: CurrentToken, state: State
 ) -> None:
@@ -322,7 +322,7 @@ async def delete_snapshot_schedule(
     await run_in_threadpool(delete)
 
 
-@router.get("/{insight_id}/snapshots/{schedule_id}/results", responses=_NO_SCHEDULE)
+@router.get("/{insight_id}/snapshots/{schedule_id:int}/results", responses=_NO_SCHEDULE)
 async def snapshot_results(
     insight_id: InsightId,
     schedule_id: ScheduleId,
