@@ -28,6 +28,7 @@ from api.routes import (
     queries,
     script,
     sessions,
+    shared_charts,
     snapshots,
     tokens,
     webui,
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(insight_exports.router)  # before insights: /{id}/export.csv
     app.include_router(charts.router)
     app.include_router(snapshots.router)
+    app.include_router(shared_charts.router)
     app.include_router(insights.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 

@@ -1,4 +1,5 @@
-"""Alerts: rules on a query, checked on a schedule by Dagster's alert sensor.
+"""Alerts: rules on a query — or on an insight with parameter values (`insight`), which
+runs the insight's current SQL — checked on a schedule by Dagster's alert sensor.
 
 Bodies are pydantic models, so an invalid one is a 400 naming the field that never echoes
 the input (api/schemas.py `invalid_request`) — channel configurations hold webhook URLs
@@ -15,12 +16,16 @@ from pydantic import Field, SkipValidation, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
+from api.routes.insights import actor_of
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
+from connectors.insights.parameters import InvalidParameter
+from connectors.insights.service import prepare_run
 from connectors.metadata.alerts import AlertExists, AlertRecord
-from connectors.notify.alert import AlertSpec
+from connectors.metadata.store import TokenOwner
+from connectors.notify.alert import AlertSpec, InsightRef
 from connectors.notify.channels import ChannelConfig
 from connectors.notify.schedule import Schedule
-from connectors.notify.stored import check_alert, evaluate_stored, public_channels
+from connectors.notify.stored import check_alert, check_channels, evaluate_stored, public_channels
 from connectors.warehouse.errors import QueryError
 from connectors.warehouse.registry import DatasourceNotFound
 
@@ -96,7 +101,9 @@ _REFUSED = problems(
     409,
     e400="Not a valid alert: `detail` names the field — also for what the schema cannot"
     " say: the SQL (checked as a query would be), an unknown data source, a channel's URL"
-    " or address, an owner_channel that is not one of the channels, a cron expression.",
+    " or address, an owner_channel that is not one of the channels, a cron expression;"
+    " both or neither of `sql` and `insight`, an insight not in the workspace"
+    " (`insight.id`), a value its parameter does not take (`insight.params.<name>`).",
     e409="An alert of this name exists in the workspace.",
 )
 
@@ -109,10 +116,17 @@ def _problem(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _validated(state: State, workspace_id: int, body: AlertCreate) -> AlertSpec:
+def _validated(state: State, token: TokenOwner, body: AlertCreate) -> AlertSpec:
     spec = body.spec()
+    if spec.insight is not None:
+        _check_insight(state, token, spec.insight)
+        try:
+            check_channels(spec, body.channels)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        return spec
     try:
-        target = state.sources.target(workspace_id, spec.datasource)
+        target = state.sources.target(token.workspace_id, spec.datasource)
         check_alert(spec, body.channels, target.source.dialect)
     except DatasourceNotFound as err:
         raise HTTPException(400, f"datasource: {err}") from None
@@ -121,6 +135,23 @@ def _validated(state: State, workspace_id: int, body: AlertCreate) -> AlertSpec:
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
     return spec
+
+
+def _check_insight(state: State, token: TokenOwner, ref: InsightRef) -> None:
+    """The insight is the workspace's and takes these values (resolved and compiled as a
+    run would, not run)."""
+    insight = state.insights.get(token.workspace_id, ref.id)
+    if insight is None:
+        raise HTTPException(400, f"insight.id: no insight {ref.id} in this workspace")
+    actor = actor_of(token)
+    try:
+        prepare_run(state.queries, insight, ref.params, actor, token.project_ids)
+    except InvalidParameter as err:
+        raise HTTPException(400, f"insight.params.{err.message}") from None
+    except QueryError as err:
+        raise HTTPException(400, f"insight.params: {err.message}") from None
+    except DatasourceNotFound as err:
+        raise HTTPException(400, f"insight.id: the insight's {err}") from None
 
 
 def _public(record: AlertRecord) -> dict[str, Any]:
@@ -147,15 +178,23 @@ def _get(state: State, workspace_id: int, alert_id: int) -> AlertRecord:
 
 
 @router.get("")
-async def list_alerts(token: CurrentToken, state: State) -> list[dict[str, Any]]:
-    records = await run_in_threadpool(state.alerts.all, token.workspace_id)
+async def list_alerts(
+    token: CurrentToken,
+    state: State,
+    insight: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only the alerts on this insight.")
+    ] = None,
+) -> list[dict[str, Any]]:
+    records = await run_in_threadpool(
+        lambda: state.alerts.all(token.workspace_id, insight_id=insight)
+    )
     return [_public(r) for r in records]
 
 
 @router.post("", status_code=201, responses=_REFUSED)
 async def create_alert(token: CurrentToken, state: State, body: AlertCreate) -> dict[str, Any]:
     def create() -> AlertRecord:
-        spec = _validated(state, token.workspace_id, body)
+        spec = _validated(state, token, body)
         due = spec.schedule.next_after(datetime.now(UTC)) if body.enabled else None
         try:
             return state.alerts.create(
@@ -188,7 +227,7 @@ async def update_alert(
             )
         except ValidationError as err:
             raise HTTPException(400, _problem(err)) from None
-        spec = _validated(state, token.workspace_id, merged)
+        spec = _validated(state, token, merged)
         schedule_changed = spec.schedule.model_dump() != current.spec.get("schedule")
         due = current.next_due_at
         if merged.enabled and (due is None or schedule_changed):

@@ -19,14 +19,37 @@ from connectors.notify.state import FAILING, FIRING, OK, Decision, Memory, Noise
 from connectors.warehouse.errors import QueryError
 from connectors.warehouse.results import QueryResult
 
+MAX_ID = 2**63 - 1
+
+
+class InsightRef(BaseModel):
+    """What an alert on an insight runs: the insight's current SQL with these values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[int, Field(ge=1, le=MAX_ID, description="The insight's id.")]
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameter values by name, as POST /api/insights/{id}/run takes them;"
+        " a parameter left out takes its default.",
+    )
+
 
 class AlertSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    datasource: str | int = "warehouse"
-    sql: Annotated[str, Field(min_length=1)]
-    params: list[Any] = Field(default_factory=list)
+    datasource: str | int = Field(
+        default="warehouse", description="With sql: where it runs ('warehouse', a name or id)."
+    )
+    sql: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="The query (`$1`-style parameters in params); or `insight`."
+    )
+    params: list[Any] = Field(default_factory=list, description="With sql: bound to $1, $2, …")
+    insight: InsightRef | None = Field(
+        default=None,
+        description="Instead of sql, params and datasource: an insight and parameter values.",
+    )
     rule: RuleSpec
     schedule: Schedule
     channels: Annotated[list[str], Field(min_length=1)]
@@ -38,6 +61,20 @@ class AlertSpec(BaseModel):
     rearm_seconds: Annotated[int, Field(ge=1)] | None = None
     muted_until: datetime | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _sql_or_insight(self) -> AlertSpec:
+        if self.insight is None:
+            if self.sql is None:
+                raise ValueError("sql: required (or insight: an insight and its parameters)")
+            return self
+        if self.sql is not None:
+            raise ValueError("insight: give either sql (with params, datasource) or insight")
+        if self.params:
+            raise ValueError("params: an alert on an insight takes its values in insight.params")
+        if self.datasource != "warehouse":
+            raise ValueError("datasource: an alert on an insight runs on the insight's")
+        return self
 
     @model_validator(mode="after")
     def _owner_is_a_channel(self) -> AlertSpec:
@@ -106,10 +143,12 @@ def evaluate(
     test: bool = False,
     attempts: int = 3,
     backoff_s: float = 0.5,
+    illustrate: Callable[[Notification, QueryResult | None], Notification] | None = None,
 ) -> Evaluation:
     """One evaluation. Never raises for a failing query, rule or channel: each is part of
     the outcome. `test` sends to every channel whatever the state and leaves the memory
-    as it was."""
+    as it was. `illustrate` may add to a notification about to be sent (an insight's
+    chart); it must not raise."""
     started = time.perf_counter()
     result: QueryResult | None = None
     error: str | None = None
@@ -144,11 +183,11 @@ def evaluate(
     )
     if decision.reason is not None:
         targets = _targets(spec, decision, channels)
+        notification = _notification(spec, evaluation, datasource_name, link)
+        if illustrate is not None:
+            notification = illustrate(notification, result)
         evaluation.deliveries = deliver(
-            targets,
-            _notification(spec, evaluation, datasource_name, link),
-            attempts=attempts,
-            backoff_s=backoff_s,
+            targets, notification, attempts=attempts, backoff_s=backoff_s
         )
     delivered = any(d.ok for d in evaluation.deliveries)
     observed = condition.observed if condition else None
@@ -177,7 +216,7 @@ def _notification(
         summary=evaluation.summary,
         evaluated_at=evaluation.evaluated_at,
         datasource=datasource,
-        sql=spec.sql,
+        sql=spec.sql or "",
         values=evaluation.values,
         matched_rows=evaluation.matched_rows,
         columns=evaluation.columns,

@@ -641,7 +641,22 @@ class EmailChannel(_SecretChannel):
         domain = parseaddr(self.settings.smtp_from)[1].rpartition("@")[2] or None
         msg["Message-ID"] = make_msgid(domain=domain)
         msg.set_content(render.text(notification))
-        msg.add_alternative(render.html(notification), subtype="html")
+        if notification.chart_png is None:
+            msg.add_alternative(render.html(notification), subtype="html")
+            return msg
+        # The chart goes inline beside the HTML (multipart/related), which names it by
+        # its Content-ID; text-only readers see the text part.
+        cid = make_msgid(domain=domain)
+        msg.add_alternative(render.html(notification, chart_cid=cid[1:-1]), subtype="html")
+        html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
+        html_part.add_related(
+            notification.chart_png,
+            "image",
+            "png",
+            cid=cid,
+            disposition="inline",
+            filename="chart.png",
+        )
         return msg
 
     def send(self, notification: Notification) -> None:

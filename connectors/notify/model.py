@@ -33,7 +33,11 @@ class Notification:
     rows: list[list[Any]] = field(default_factory=list)  # the first MAX_ROWS_SHOWN rows
     row_count: int = 0
     error: str | None = None
-    link: str | None = None  # back to the alert in sqlbook, when known
+    link: str | None = None  # back to the alert (or the insight page) in sqlbook, when known
+    # An alert on an insight: the insight's chart as a PNG (email attaches it inline) and a
+    # signed, expiring URL of the same picture (Slack shows it in an image block).
+    chart_png: bytes | None = field(default=None, repr=False)
+    chart_url: str | None = field(default=None, repr=False)
 
     @property
     def title(self) -> str:
@@ -63,6 +67,7 @@ class Notification:
             "sql": self.sql,
             "error": self.error,
             "link": self.link,
+            "chart_url": self.chart_url,
             "evaluated_at": self.evaluated_at.isoformat(),
         }
 

@@ -41,6 +41,7 @@ SLACK_TEXT_LIMIT = 3000  # a section's text
 SLACK_FIELD_LIMIT = 2000  # one field of a section
 SLACK_HEADER_LIMIT = 150  # a header's plain_text
 SLACK_FALLBACK_LIMIT = 3000  # the notification text (the API allows far more; keep it short)
+SLACK_URL_LIMIT = 3000  # an image block's image_url, a button's url
 TEAMS_TABLE_LIMIT = 8000
 
 _WS = re.compile(r"\s+")
@@ -188,6 +189,10 @@ def context_line(n: Notification) -> str:
     return f"Data source: {n.datasource} · evaluated {format_time(n.evaluated_at)}"
 
 
+def chart_alt(n: Notification) -> str:
+    return f"Chart of {n.rule_name}"
+
+
 def footer_text(n: Notification) -> str:
     total = max(n.row_count, len(n.rows))
     return f"{context_line(n)} · {total} row{'' if total == 1 else 's'}"
@@ -231,7 +236,8 @@ def theme_color(n: Notification) -> str:
     return _COLORS.get(n.reason, "#6e7781")
 
 
-def html(n: Notification) -> str:
+def html(n: Notification, *, chart_cid: str | None = None) -> str:
+    """`chart_cid`: the Content-ID (without brackets) of the chart attached beside it."""
     e = _html.escape
     color = theme_color(n)
     out = [
@@ -242,6 +248,11 @@ def html(n: Notification) -> str:
         f'<h2 style="border-left: 4px solid {color}; padding-left: 8px;">{e(n.title)}</h2>',
         f"<p>{e(n.summary)}</p>",
     ]
+    if chart_cid:
+        out.append(
+            f'<p><img src="cid:{e(chart_cid, quote=True)}" alt="{e(chart_alt(n), quote=True)}"'
+            ' style="max-width: 100%;"></p>'
+        )
     items = value_items(n)
     if items:
         out.append('<table style="border-collapse: collapse; margin-bottom: 12px;">')
@@ -322,6 +333,10 @@ def slack_blocks(n: Notification) -> list[dict[str, Any]]:
             },
         },
     ]
+    if n.chart_url and len(n.chart_url) <= SLACK_URL_LIMIT:
+        blocks.append(
+            {"type": "image", "image_url": n.chart_url, "alt_text": one_line(chart_alt(n), 2000)}
+        )
     items = value_items(n)
     if items:
         blocks.append(

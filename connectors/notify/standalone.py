@@ -435,6 +435,9 @@ class _Validator:
                 for line in _pydantic_problems(err):
                     self.problem(where, line)
                 continue
+            if spec.sql is None:
+                self.problem(where, "insight: alerts on insights live in sqlbook; give sql")
+                continue
             ok = True
             if spec.name in seen:
                 self.problem(where, f"name: duplicate alert name (also alerts[{seen[spec.name]}])")
@@ -634,6 +637,7 @@ def _query_runner(
     )
 
     def run_query() -> QueryResult:
+        assert spec.sql is not None  # the config refuses alerts on insights
         checked = check_sql(spec.sql, _dialect(ds), spec.params)
         try:
             return source.run(

@@ -3,14 +3,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.insights.plugins import PluginRegistry
+from connectors.insights.service import prepare_run
 from connectors.metadata.alerts import AlertRecord, AlertStore
-from connectors.notify.alert import AlertSpec, Evaluation, evaluate
+from connectors.metadata.insights import InsightRecord, InsightStore
+from connectors.notify.alert import AlertSpec, Evaluation, InsightRef, evaluate
 from connectors.notify.channels import build_channel, parse_channel_config
+from connectors.notify.insight_links import chart_url, insight_page_url, public_base
+from connectors.notify.model import Notification
+from connectors.notify.pictures import chart_png
 from connectors.notify.state import Memory
+from connectors.secrets import load_secret_key
 from connectors.settings import Settings
 from connectors.warehouse.errors import QueryFailed
 from connectors.warehouse.guard import check_sql
@@ -18,6 +27,8 @@ from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor
 from connectors.warehouse.service import QueryService
+
+log = logging.getLogger(__name__)
 
 
 def public_channels(channels: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -28,8 +39,8 @@ def public_channels(channels: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
     }
 
 
-def check_alert(spec: AlertSpec, channels: Mapping[str, Mapping[str, Any]], dialect: str) -> None:
-    """Raises ValueError (ChannelConfigError, QueryRejected …) naming what is wrong."""
+def check_channels(spec: AlertSpec, channels: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raises ValueError (ChannelConfigError …) naming what is wrong."""
     missing = [c for c in spec.channels if c not in channels]
     if missing:
         raise ValueError(
@@ -38,12 +49,18 @@ def check_alert(spec: AlertSpec, channels: Mapping[str, Mapping[str, Any]], dial
         )
     for name, config in channels.items():
         parse_channel_config(name, config)
+
+
+def check_alert(spec: AlertSpec, channels: Mapping[str, Mapping[str, Any]], dialect: str) -> None:
+    """An alert with its own SQL. Raises ValueError (ChannelConfigError, QueryRejected …)
+    naming what is wrong."""
+    check_channels(spec, channels)
+    assert spec.sql is not None
     check_sql(spec.sql, dialect, spec.params)
 
 
 def link_to(settings: Settings, alert_id: int) -> str:
-    base = settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
-    return f"{base.rstrip('/')}/api/alerts/{alert_id}"
+    return f"{public_base(settings)}/api/alerts/{alert_id}"
 
 
 def evaluate_stored(
@@ -60,15 +77,17 @@ def evaluate_stored(
     now = now or datetime.now(UTC)
     spec = AlertSpec.model_validate(alert.spec)
     channels = {name: build_channel(name, cfg, settings) for name, cfg in alert.channels.items()}
+    actor = Actor(alert.workspace_id, None, f"alert {spec.name} (#{alert.id})")
 
     def run_query() -> QueryResult:
+        assert spec.sql is not None
         try:
             request = queries.request(
                 alert.workspace_id,
                 spec.datasource,
                 spec.sql,
                 spec.params,
-                Actor(alert.workspace_id, None, f"alert {spec.name} (#{alert.id})"),
+                actor,
                 timeout_s=spec.timeout_s,
                 use_cache=False,
                 cache_ttl_s=0,
@@ -77,15 +96,21 @@ def evaluate_stored(
             raise QueryFailed(str(err)) from err
         return queries.runner.execute(request)
 
+    on_insight = (
+        None
+        if spec.insight is None
+        else _OnInsight(alert, spec, spec.insight, queries, settings, actor, now)
+    )
     evaluation = evaluate(
         spec,
-        run_query=run_query,
+        run_query=run_query if on_insight is None else on_insight.run_query,
         channels=channels,
         memory=Memory.from_dict(alert.memory),
         now=now,
         datasource_name=str(spec.datasource),
         link=link_to(settings, alert.id),
         test=test,
+        illustrate=None if on_insight is None else on_insight.illustrate,
     )
     store.record(
         alert.id,
@@ -96,3 +121,65 @@ def evaluate_stored(
         run_id=run_id,
     )
     return evaluation
+
+
+@dataclass
+class _OnInsight:
+    """An alert on an insight: runs the insight's current SQL with the alert's values
+    (through `prepare_run`, as the API's run does), and sends the insight's page with
+    those values and its chart."""
+
+    alert: AlertRecord
+    spec: AlertSpec
+    ref: InsightRef
+    queries: QueryService
+    settings: Settings
+    actor: Actor
+    now: datetime
+    insight: InsightRecord | None = None
+
+    def run_query(self) -> QueryResult:
+        insight = InsightStore(self.queries.metadata).get(self.alert.workspace_id, self.ref.id)
+        if insight is None:
+            raise QueryFailed(f"insight {self.ref.id} was deleted (or is in the trash)")
+        self.insight = insight
+        try:
+            prepared = prepare_run(
+                self.queries, insight, self.ref.params, self.actor, None, use_cache=False
+            )
+        except DatasourceNotFound as err:
+            raise QueryFailed(f"the insight's data source: {err}") from err
+        request = replace(prepared.request, timeout_s=self.spec.timeout_s, cache_ttl_s=0)
+        return self.queries.runner.execute(request)
+
+    def illustrate(self, notification: Notification, result: QueryResult | None) -> Notification:
+        notification = replace(
+            notification,
+            link=insight_page_url(self.settings, self.ref.id, self.ref.params),
+            datasource=self.insight.datasource if self.insight else notification.datasource,
+            sql=self.insight.sql if self.insight else notification.sql,
+        )
+        if self.insight is None or result is None:
+            return notification
+        try:
+            plugins = PluginRegistry(self.queries.metadata, self.settings.plugin_dirs())
+            png = chart_png(self.insight, result, plugins)
+            if png is None:
+                return notification
+            url = chart_url(
+                self.settings,
+                load_secret_key(self.settings),
+                self.alert.workspace_id,
+                self.ref.id,
+                self.ref.params,
+                self.now,
+            )
+        except Exception as err:  # the text still goes out
+            log.warning(
+                "alert %s: the chart of insight %s could not be drawn (%s); sent without it",
+                self.alert.id,
+                self.ref.id,
+                type(err).__name__,
+            )
+            return notification
+        return replace(notification, chart_png=png, chart_url=url)
