@@ -64,6 +64,14 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "GET /api/insights/{insight_id}/revisions/{version}/diff": "version 1 without `against`",
     "POST /api/insights/{insight_id}/revisions/{version}/restore": "a revision that no longer"
     " saves as it is (its data source or a click action's insight is gone)",
+    # charts (api/routes/charts.py): what the result's columns and Vega-Lite make of it
+    "POST /api/plugins": "a template whose placeholders name undeclared props or columns, or"
+    " that does not compile as Vega-Lite with the manifest's defaults",
+    "POST /api/charts/spec": "a visualization naming a column the columns lack, a table (no"
+    " chart), a plugin the workspace does not have, props its manifest refuses",
+    "GET /api/insights/{insight_id}/chart.png": "p.… values the specs refuse, a visualization"
+    " that does not fit the result",
+    "GET /api/insights/{insight_id}/chart.svg": "as chart.png",
     "POST /api/query": "the SQL (read-only, as the dialect parses it), parameters that do not"
     " fit it, timeout_s/max_rows/cache_ttl_s beyond the operator's caps",
     "POST /api/queries": "as POST /api/query",
