@@ -288,7 +288,7 @@ def prepare_run(
     Blocking (it may read the metadata database): call it in a worker thread."""
     if not isinstance(params, Mapping):
         raise ParameterError('params: give the values by name: {"name": value}')
-    time_zone = queries.metadata.workspace_time_zone(insight.workspace_id)
+    time_zone = insight.time_zone or queries.metadata.workspace_time_zone(insight.workspace_id)
     specs = specs_of(insight)
     resolved = resolve(specs, params, now=now, time_zone=time_zone)
     target = queries.sources.target(insight.workspace_id, insight.datasource)

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -104,6 +104,9 @@ class InsightRecord:
     updated_by: str
     updated_at: datetime
     deleted_at: datetime | None
+    # The workspace's time zone (its first project's) when read with `get`, where the
+    # insight's relative dates resolve; None when not read (prepare_run looks it up).
+    time_zone: str | None = field(default=None, compare=False)
 
     def body(self) -> dict[str, Any]:
         """The definition a revision keeps."""
@@ -260,8 +263,10 @@ class InsightStore:
         """The insight, unless it is in the trash or belongs to another workspace."""
         with self._store.connection() as conn:
             row = conn.execute(
-                "select * from meta.insights where workspace_id = %s and id = %s"
-                " and deleted_at is null",
+                "select i.*, (select p.time_zone from meta.projects p"
+                " where p.workspace_id = i.workspace_id order by p.id limit 1) as time_zone"
+                " from meta.insights i where i.workspace_id = %s and i.id = %s"
+                " and i.deleted_at is null",
                 (workspace_id, insight_id),
             ).fetchone()
         return _insight(row) if row else None
@@ -517,6 +522,7 @@ def _insight(row: dict[str, Any]) -> InsightRecord:
         updated_by=row["updated_by"],
         updated_at=row["updated_at"],
         deleted_at=row["deleted_at"],
+        time_zone=row.get("time_zone"),
     )
 
 
