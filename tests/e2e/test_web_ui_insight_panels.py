@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from psycopg.types.json import Jsonb
 
 from connectors.metadata import MetadataStore
+from connectors.metadata.snapshots import SnapshotStore
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
@@ -80,8 +80,10 @@ class Api:
         return self.call("POST", "/api/insights", {**defaults, **body}, 201)  # type: ignore[no-any-return]
 
 
-def open_insight(page: Page, live_api: LiveApi, insight_id: int, query: str = "") -> None:
+def open_panel(page: Page, live_api: LiveApi, insight_id: int, panel: str, query: str = "") -> None:
+    """The insight's page, once its panel `panel` (Revisions, Alerts, Snapshots) shows."""
     page.goto(f"{live_api.url}/insights/{insight_id}{query}")
+    expect(page.get_by_role("region", name=panel)).to_be_visible()
 
 
 def test_compare_two_revisions_and_restore_an_older_one(page: Page, live_api: LiveApi):
@@ -98,7 +100,7 @@ def test_compare_two_revisions_and_restore_an_older_one(page: Page, live_api: Li
     )
     v1, v3 = first["version"], third["version"]
 
-    open_insight(page, live_api, iid)
+    open_panel(page, live_api, iid, "Revisions")
     panel = page.get_by_role("region", name="Revisions")
     rows = panel.locator("tr[data-version]")
     expect(rows).to_have_count(3)
@@ -127,7 +129,7 @@ def test_compare_two_revisions_and_restore_an_older_one(page: Page, live_api: Li
     expect(rows.nth(0)).to_contain_text(f"restored from v{v1}")
     expect(rows.nth(0)).to_contain_text("(current)")
     expect(diff).to_have_count(0)
-    expect(page.get_by_role("main")).to_contain_text("select 1 as n")
+    expect(page.locator(".insight-sql pre")).to_have_text("select 1 as n")
 
     now = api.call("GET", f"/api/insights/{iid}")
     assert (now["version"], now["sql"], now["description"]) == (v3 + 1, "select 1 as n", "")
@@ -140,7 +142,7 @@ def test_a_restore_that_races_another_save_says_so(page: Page, live_api: LiveApi
     first = api.insight(sql="select 1 as n")
     iid = first["id"]
     api.call("PATCH", f"/api/insights/{iid}", {"version": first["version"], "sql": "select 2 as n"})
-    open_insight(page, live_api, iid)
+    open_panel(page, live_api, iid, "Revisions")
     panel = page.get_by_role("region", name="Revisions")
     expect(panel.locator("tr[data-version]")).to_have_count(2)
     # someone else saves while this page shows version 2
@@ -166,7 +168,7 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
         parameters=[{"name": "k", "type": "number", "default": 1}],
     )
     iid = insight["id"]
-    open_insight(page, live_api, iid, "?p.k=7")
+    open_panel(page, live_api, iid, "Alerts", "?p.k=7")
     panel = page.get_by_role("region", name="Alerts")
     expect(panel).to_contain_text("No alerts on this insight yet.")
     name = f"k-high-{uuid.uuid4().hex[:6]}"
@@ -178,7 +180,7 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
     form.get_by_label("Alert name").fill(name)
     form.get_by_label("Column").fill("n")
     form.get_by_label("Operator").select_option(">")
-    form.get_by_label("Value").fill("5")
+    form.get_by_label("Value", exact=True).fill("5")
     form.get_by_label("Cron").fill("0 9 * * 1-5")
     form.get_by_label("Time zone").fill("Europe/Berlin")
     form.get_by_label("Channel name").fill("ops")
@@ -212,15 +214,17 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
     assert name in post.body.decode()
 
     # disable, then enable again, through the checkbox
-    row.get_by_label(f"enable {name}").uncheck()
-    expect(row.get_by_label(f"enable {name}")).not_to_be_checked()
+    enabled = row.get_by_label(f"enable {name}")
+    enabled.uncheck()
+    expect(enabled).not_to_be_checked()
+    expect(enabled).to_be_enabled()  # disabled while the change is saved
     assert api.call("GET", f"/api/alerts/{stored['id']}")["enabled"] is False
 
     # edit: the rule changes, the channels (secrets masked) are kept
     row.get_by_role("button", name="Edit").click()
     edit = panel.get_by_role("form", name=f"Edit alert {name}")
     expect(edit).to_contain_text("ops (slack) — kept as they are")
-    edit.get_by_label("Value").fill("10")
+    edit.get_by_label("Value", exact=True).fill("10")
     edit.get_by_role("button", name="Save alert").click()
     expect(row.locator("td").nth(1)).to_have_text("n > 10")
     again = api.call("GET", f"/api/alerts/{stored['id']}")
@@ -241,7 +245,7 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
         parameters=[{"name": "k", "type": "number", "default": 1}],
     )
     iid = insight["id"]
-    open_insight(page, live_api, iid, "?p.k=3")
+    open_panel(page, live_api, iid, "Snapshots", "?p.k=3")
     panel = page.get_by_role("region", name="Snapshots")
     expect(panel).to_contain_text("No snapshot stored yet")
     form = panel.get_by_role("form", name="New snapshot schedule")
@@ -264,7 +268,7 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
 
     # what Dagster stores for the schedule, then the page shows it
     as_of = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    store_snapshot(metadata, schedule["id"], iid, insight["version"], as_of)
+    store_snapshot(metadata, schedule["id"], insight["version"], as_of)
     panel.get_by_role("button", name="↻").click()
     latest = panel.get_by_role("region", name="Latest snapshot")
     expect(latest.locator(".as-of")).to_have_text(f"data as of {as_of_text(as_of)}")
@@ -274,8 +278,10 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     expect(grid.locator(".grid-td")).to_have_text(["3"])
 
     # disable, then delete
-    row.get_by_role("checkbox").uncheck()
-    expect(row.get_by_role("checkbox")).not_to_be_checked()
+    enabled = row.get_by_role("checkbox")
+    enabled.uncheck()
+    expect(enabled).not_to_be_checked()
+    expect(enabled).to_be_enabled()  # disabled while the change is saved
     assert api.call("GET", f"/api/insights/{iid}/snapshots")[0]["enabled"] is False
     row.get_by_role("button", name="Delete").click()
     page.get_by_role("dialog", name="Delete snapshot schedule").get_by_role(
@@ -294,18 +300,21 @@ def as_of_text(at: datetime) -> str:
 
 
 def store_snapshot(
-    metadata: MetadataStore, schedule_id: int, insight_id: int, version: int, as_of: datetime
+    metadata: MetadataStore, schedule_id: int, version: int, as_of: datetime
 ) -> None:
-    """The row the `insight_snapshots` asset writes when a partition materialises."""
+    """What the `insight_snapshots` asset stores when the schedule's partition materialises."""
+    store = SnapshotStore(metadata)
+    schedule = store.schedule(schedule_id)
+    assert schedule is not None
     result = {
         "columns": [{"name": "n", "type": "int4"}],
         "rows": [[3]],
         "row_count": 1,
         "truncated": False,
+        "elapsed_ms": 1.0,
+        "query_id": "snapshot-test",
+        "parameters": {"k": 3},
     }
-    with metadata.connection() as conn:
-        conn.execute(
-            "insert into meta.insight_snapshots (schedule_id, insight_id, insight_version,"
-            " taken_at, data_as_of, params, result) values (%s, %s, %s, %s, %s, %s, %s)",
-            (schedule_id, insight_id, version, as_of, as_of, Jsonb({"k": 3}), Jsonb(result)),
-        )
+    store.record(
+        schedule, insight_version=version, data_as_of=as_of, result=result, error=None, run_id=None
+    )

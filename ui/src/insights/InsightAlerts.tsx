@@ -33,6 +33,7 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
   const [tested, setTested] = useState<Record<number, AlertEvaluation | { error: string } | "running">>({});
   const [deleting, setDeleting] = useState<Alert | null>(null);
   const [busy, setBusy] = useState(false);
+  const [saving, setSaving] = useState<number[]>([]); // ids whose enabled flag is being saved
 
   const load = useCallback(() => {
     insightApi.alerts(insightId).then(setAlerts, (err: ApiError) => setProblem(err.message));
@@ -51,11 +52,17 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
 
   async function setEnabled(alert: Alert, enabled: boolean) {
     setProblem(null);
+    // the box follows the click at once; the API's answer (or the old state) replaces it
+    const put = (next: Alert) => setAlerts((list) => list?.map((a) => (a.id === alert.id ? next : a)) ?? null);
+    put({ ...alert, enabled });
+    setSaving((ids) => [...ids, alert.id]);
     try {
-      const updated = await insightApi.updateAlert(alert.id, { enabled });
-      setAlerts((list) => list?.map((a) => (a.id === alert.id ? updated : a)) ?? null);
+      put(await insightApi.updateAlert(alert.id, { enabled }));
     } catch (err) {
+      put(alert);
       setProblem((err as ApiError).message);
+    } finally {
+      setSaving((ids) => ids.filter((id) => id !== alert.id));
     }
   }
 
@@ -131,7 +138,7 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
                     <span className={`badge ${a.state}`}>{a.state}</span>
                   </td>
                   <td>
-                    <input type="checkbox" aria-label={`enable ${a.name}`} checked={a.enabled} onChange={(e) => void setEnabled(a, e.target.checked)} />
+                    <input type="checkbox" aria-label={`enable ${a.name}`} checked={a.enabled} disabled={saving.includes(a.id)} onChange={(e) => void setEnabled(a, e.target.checked)} />
                   </td>
                   <td className="actions">
                     <button type="button" disabled={result === "running"} onClick={() => void test(a)} title="run it now and send to every channel, whatever the state">

@@ -17,6 +17,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
   const [problem, setProblem] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<SnapshotSchedule | null>(null);
   const [busy, setBusy] = useState(false);
+  const [saving, setSaving] = useState<number[]>([]); // ids whose enabled flag is being saved
 
   const load = useCallback(() => {
     insightApi.snapshots(insightId).then(setSchedules, (err: ApiError) => setProblem(err.message));
@@ -29,11 +30,17 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
 
   async function setEnabled(s: SnapshotSchedule, enabled: boolean) {
     setProblem(null);
+    // the box follows the click at once; the API's answer (or the old state) replaces it
+    const put = (next: SnapshotSchedule) => setSchedules((list) => list?.map((x) => (x.id === s.id ? next : x)) ?? null);
+    put({ ...s, enabled });
+    setSaving((ids) => [...ids, s.id]);
     try {
-      const updated = await insightApi.updateSnapshot(insightId, s.id, { enabled });
-      setSchedules((list) => list?.map((x) => (x.id === s.id ? updated : x)) ?? null);
+      put(await insightApi.updateSnapshot(insightId, s.id, { enabled }));
     } catch (err) {
+      put(s);
       setProblem((err as ApiError).message);
+    } finally {
+      setSaving((ids) => ids.filter((id) => id !== s.id));
     }
   }
 
@@ -91,7 +98,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
                 <td>{paramsText(s.params)}</td>
                 <td>{s.enabled && s.next_due_at ? new Date(s.next_due_at).toLocaleString() : "—"}</td>
                 <td>
-                  <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} onChange={(e) => void setEnabled(s, e.target.checked)} />
+                  <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} disabled={saving.includes(s.id)} onChange={(e) => void setEnabled(s, e.target.checked)} />
                 </td>
                 <td className="actions">
                   <button type="button" onClick={() => setDeleting(s)}>
@@ -142,7 +149,7 @@ function LatestView({ latest, showing, onToggle }: { latest: LatestSnapshot | nu
         </button>
       </div>
       {showing && (
-        <div className="snapshot-grid">
+        <div className="snapshot-grid" style={{ height: gridHeight(latest.rows.length) }}>
           <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={() => undefined} />
         </div>
       )}
@@ -187,4 +194,9 @@ function ScheduleForm({ insightId, params, onCreated }: { insightId: number; par
       )}
     </form>
   );
+}
+
+/** Tall enough for a few rows without scrolling; the grid scrolls past a dozen. */
+function gridHeight(rows: number): number {
+  return Math.min(280, 40 + 29 * Math.max(rows, 1));
 }
