@@ -35,6 +35,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -493,6 +494,17 @@ class SlackChannel(_SecretChannel):
         return [s.get_secret_value() for s in (self.config.webhook_url, self.config.token) if s]
 
     def send(self, notification: Notification) -> None:
+        try:
+            self._send(notification)
+        except DeliveryError as err:
+            # Slack fetches an image block's picture before it accepts the message and
+            # refuses the whole message when it cannot: send the text without it.
+            if notification.chart_url is None or "invalid_blocks" not in str(err):
+                raise
+            log.warning("slack refused the chart's image block; sending without it")
+            self._send(replace(notification, chart_url=None))
+
+    def _send(self, notification: Notification) -> None:
         text = render.slack_text(notification)
         blocks = render.slack_blocks(notification)
         if self.config.webhook_url is not None:

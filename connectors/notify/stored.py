@@ -166,13 +166,19 @@ class _OnInsight:
             png = chart_png(self.insight, result, plugins)
             if png is None:
                 return notification
-            url = chart_url(
-                self.settings,
-                load_secret_key(self.settings),
-                self.alert.workspace_id,
-                self.ref.id,
-                self.ref.params,
-                self.now,
+            # Slack fetches the picture from this URL: only an address the operator says
+            # clients reach will do (where the API binds is usually loopback).
+            url = (
+                chart_url(
+                    self.settings,
+                    load_secret_key(self.settings),
+                    self.alert.workspace_id,
+                    self.ref.id,
+                    self.ref.params,
+                    self.now,
+                )
+                if self.settings.public_api_url
+                else None
             )
         except Exception as err:  # the text still goes out
             log.warning(

@@ -11,13 +11,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
+from assets.resources import SqlbookResource
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.notify.insight_links import query_items, read_chart, sign_chart
 from connectors.secrets import load_secret_key
 from tests.api.test_insights import add_events, auth, create
+from tests.assets.test_alerts_pipeline import (  # noqa: F401 - sqlbook is a fixture
+    evaluate_due,
+    make_due,
+    sqlbook,
+    stored_for_run,
+)
 from tests.conftest import ClientFactory
 from tests.notify_receivers import (  # noqa: F401 - fixtures
     Recorder,
@@ -288,3 +296,80 @@ def test_the_link_carries_every_kind_of_value() -> None:
         ("p.cleared", ""),
         ("p.unset", ""),
     ]
+
+
+def test_slack_refusing_the_image_still_gets_the_text(
+    client_with: ClientFactory, workspace: NewWorkspace, servers, recorder: Recorder
+) -> None:
+    add_events(servers, workspace, [("signup", "FR")])
+    recorder.respond(400, body="invalid_blocks", path=HOOK)
+    with client_with(outbound_allow_private=True, public_api_url=PUBLIC) as api:
+        insight = create(api, workspace)
+        alert = post_alert(api, workspace, alert_body(recorder, insight["id"]))
+        r = api.post(f"/api/alerts/{alert['id']}/test", headers=auth(workspace))
+        assert r.status_code == 200 and r.json()["deliveries"][0]["ok"], r.text
+    refused, sent = recorder.wait_for(2, path=HOOK)
+    assert "image" in [b["type"] for b in refused.json["blocks"]]
+    assert "image" not in [b["type"] for b in sent.json["blocks"]]
+    assert sent.json["text"] == refused.json["text"]
+
+
+def test_without_a_public_url_slack_gets_no_image_block(
+    client_with: ClientFactory, workspace: NewWorkspace, servers, recorder: Recorder
+) -> None:
+    """Slack fetches the picture itself: where the API binds (loopback, usually) will not
+    do, so only SQLBOOK_PUBLIC_API_URL makes an image block; the link still goes."""
+    add_events(servers, workspace, [("signup", "FR")])
+    with client_with(outbound_allow_private=True, api_port=8765) as api:
+        insight = create(api, workspace)
+        alert = post_alert(api, workspace, alert_body(recorder, insight["id"]))
+        r = api.post(f"/api/alerts/{alert['id']}/test", headers=auth(workspace))
+        assert r.status_code == 200 and r.json()["deliveries"][0]["ok"], r.text
+    (message,) = recorder.wait_for(1, path=HOOK)
+    blocks = message.json["blocks"]
+    assert "image" not in [b["type"] for b in blocks]
+    (button,) = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert button["url"].startswith(f"http://127.0.0.1:8765/insights/{insight['id']}?p.country=")
+
+
+def test_the_dagster_run_evaluates_the_insights_current_sql(
+    client_with: ClientFactory,
+    workspace: NewWorkspace,
+    servers,
+    recorder: Recorder,
+    sqlbook: SqlbookResource,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the alert sensor and the `alert_evaluations` asset, as the daemon runs it
+    (the run's Settings come from the environment): an edit of the insight after the
+    alert was made is what runs; Dagster keeps no parameter value."""
+    monkeypatch.setenv("SQLBOOK_PUBLIC_API_URL", PUBLIC)
+    instance = dg.DagsterInstance.ephemeral()
+    marker = f"FR-{workspace.workspace}"
+    add_events(servers, workspace, [("signup", marker), ("refund", marker), ("refund", marker)])
+    with client_with(outbound_allow_private=True, public_api_url=PUBLIC) as api:
+        insight = create(api, workspace)
+        body = alert_body(recorder, insight["id"], schedule={"every": "10m"})
+        body["insight"]["params"] = {"country": [marker]}
+        body["rule"] = {"type": "threshold", "column": "n", "op": ">=", "value": 2}
+        alert = post_alert(api, workspace, body)
+        # after the alert: the event's default changes (signup: 1 row, refund: 2)
+        event = {**insight["parameters"][0], "default": "refund"}
+        r = api.patch(
+            f"/api/insights/{insight['id']}",
+            json={"version": 1, "parameters": [event, insight["parameters"][1]]},
+            headers=auth(workspace),
+        )
+        assert r.status_code == 200, r.text
+
+    make_due(servers, alert["id"])
+    facts = evaluate_due(instance, sqlbook, alert["id"])
+    assert (facts["state"], facts["notification"]) == ("triggered", "triggered")
+    assert (facts["deliveries_ok"], facts["row_count"]) == (1, 1)
+    (message,) = recorder.wait_for(1, path=HOOK)
+    kinds = [b["type"] for b in message.json["blocks"]]
+    assert "image" in kinds and "actions" in kinds
+    stored = "\n".join(
+        text for run in instance.get_runs() for text in stored_for_run(instance, run.run_id)
+    )
+    assert str(alert["id"]) in stored and marker not in stored
