@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -36,6 +35,7 @@ from connectors.insights.parameters import InvalidParameter, ParameterList
 from connectors.insights.service import (
     ClickAction,
     InsightInvalid,
+    InsightLookup,
     changed_fields,
     check_definition,
     prepare_run,
@@ -211,14 +211,12 @@ def actor_of(token: TokenOwner) -> Actor:
     return Actor(token.workspace_id, token.token_id, token.actor)
 
 
-def _lookup(state: AppState, workspace_id: int) -> Any:
-    def names(insight_id: int) -> Sequence[str] | None:
+def _lookup(state: AppState, workspace_id: int) -> InsightLookup:
+    def parameters(insight_id: int) -> list[dict[str, Any]] | None:
         found = state.insights.get(workspace_id, insight_id)
-        if found is None:
-            return None
-        return [str(p.get("name")) for p in found.parameters]
+        return None if found is None else found.parameters
 
-    return names
+    return parameters
 
 
 def _checked(

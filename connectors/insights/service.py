@@ -112,8 +112,9 @@ def specs_of(insight: InsightRecord) -> list[ParameterSpec]:
 
 # ---- saving ---------------------------------------------------------------------------
 
-# insight id → its parameter names, or None when it is not in the workspace
-InsightLookup = Callable[[int], Sequence[str] | None]
+# insight id → its parameters (as stored), or None when it is not in the workspace
+InsightLookup = Callable[[int], Sequence[Mapping[str, Any]] | None]
+_VISUALIZATION: TypeAdapter[Visualization] = TypeAdapter(Visualization)
 
 
 def check_definition(
@@ -140,9 +141,10 @@ def check_definition(
             source = spec.options.insight_id
             if source == insight_id:
                 raise InsightInvalid(where, "an insight cannot take its options from itself")
-            names = lookup(source)
-            if names is None:
+            theirs_specs = lookup(source)
+            if theirs_specs is None:
                 raise InsightInvalid(where, f"no insight {source} in this workspace")
+            names = {p.get("name") for p in theirs_specs}
             for theirs in spec.options.filter_by:
                 if theirs not in names:
                     raise InsightInvalid(
@@ -151,24 +153,11 @@ def check_definition(
                     )
     sql = str(definition["sql"])
     _check_sql(sql, dialect, specs)
-    visualization = _validated(
-        TypeAdapter(Visualization), definition.get("visualization", {}), "visualization"
-    )
+    visualization = _validated(_VISUALIZATION, definition.get("visualization", {}), "visualization")
     actions = _validated(_ACTIONS, definition.get("click_actions", []), "click_actions")
     for i, action in enumerate(actions):
         if isinstance(action, OpenInsight):
-            names = lookup(action.insight_id)
-            if names is None:
-                raise InsightInvalid(
-                    f"click_actions.{i}.insight_id",
-                    f"no insight {action.insight_id} in this workspace",
-                )
-            for name in action.params:
-                if name not in names:
-                    raise InsightInvalid(
-                        f"click_actions.{i}.params.{name}",
-                        f"insight {action.insight_id} has no parameter {name}",
-                    )
+            _check_target(action, lookup(action.insight_id), f"click_actions.{i}")
     return {
         "name": definition["name"],
         "description": definition.get("description", ""),
@@ -180,6 +169,28 @@ def check_definition(
         | {"type": visualization.type},
         "click_actions": [a.model_dump(mode="json") for a in actions],
     }
+
+
+def _check_target(
+    action: OpenInsight, parameters: Sequence[Mapping[str, Any]] | None, where: str
+) -> None:
+    """The target insight is in the workspace, takes each parameter the action fills,
+    and takes each constant given (a column's value is checked when clicked)."""
+    if parameters is None:
+        raise InsightInvalid(
+            f"{where}.insight_id", f"no insight {action.insight_id} in this workspace"
+        )
+    by_name = {str(p.get("name")): p for p in parameters}
+    for name, source in action.params.items():
+        if name not in by_name:
+            raise InsightInvalid(
+                f"{where}.params.{name}", f"insight {action.insight_id} has no parameter {name}"
+            )
+        if isinstance(source, Constant):
+            try:
+                resolve([ParameterSpec.model_validate(by_name[name])], {name: source.value})
+            except InvalidParameter as err:
+                raise InsightInvalid(f"{where}.params.{name}.value", err.message) from None
 
 
 def _storable(value: Any, where: str) -> None:

@@ -440,6 +440,13 @@ def test_click_actions_open_insights_of_the_workspace(client, workspace, metadat
         headers=auth(workspace),
     )
     assert r.status_code == 400 and r.json()["detail"].startswith("click_actions.0.params.nope")
+    r = client.post(
+        "/api/insights",
+        json={**SIGNUPS, "click_actions": [{**action, "params": {"event": {"value": 7}}}]},
+        headers=auth(workspace),
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("click_actions.0.params.event.value: event: expected text")
     other = metadata.create_workspace(f"ws-{uuid.uuid4().hex[:10]}")
     r = client.post(
         "/api/insights", json={**SIGNUPS, "click_actions": [action]}, headers=auth(other)
