@@ -35,13 +35,16 @@ SLACK_PATH = "/services/T000/B000/insight-panel-hook"
 def live_api(
     ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
 ) -> Iterator[LiveApi]:
-    # the Slack receiver listens on 127.0.0.1, which the outbound policy refuses by default
+    # the Slack receiver listens on 127.0.0.1, which the outbound policy refuses by default;
+    # a public URL makes Slack messages carry the chart picture and a link to the page
+    port = free_port()
     settings = make_settings(
         servers,
         sqlbook_home,
-        api_port=free_port(),
+        api_port=port,
         ui_dist=ui_dist,
         outbound_allow_private=True,
+        public_api_url=f"http://127.0.0.1:{port}",
     )
     with serve_api(settings) as url:
         yield LiveApi(url, metadata.create_workspace(f"panels-{uuid.uuid4().hex[:8]}"))
@@ -164,8 +167,9 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
 ):
     api = Api(live_api)
     insight = api.insight(
-        sql="select {{k}}::int as n",
+        sql="select 'k' as label, {{k}}::int as n",
         parameters=[{"name": "k", "type": "number", "default": 1}],
+        visualization={"type": "bar", "x": "label", "y": ["n"]},
     )
     iid = insight["id"]
     open_panel(page, live_api, iid, "Alerts", "?p.k=7")
@@ -212,6 +216,13 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
     expect(result).to_contain_text("Sent to 1 of 1 channel: ops ok")
     [post] = recorder.wait_for(1, path=SLACK_PATH)
     assert name in post.body.decode()
+    blocks = post.json["blocks"]
+    # the chart as Slack fetches it (no session), the link opens the page with k=7
+    [image] = [b for b in blocks if b["type"] == "image"]
+    picture = httpx.get(image["image_url"], timeout=60)
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    [button] = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert button["url"] == f"{live_api.url}/insights/{iid}?p.k=7"
 
     # disable, then enable again, through the checkbox
     enabled = row.get_by_label(f"enable {name}")
@@ -234,6 +245,12 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
     page.get_by_role("dialog", name="Delete alert").get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0)
     assert api.call("GET", f"/api/alerts?insight={iid}") == []
+
+    # the Slack message's link in a fresh page: the insight with the values that fired
+    page.goto(button["url"])
+    page.get_by_role("button", name="Table", exact=True).click()
+    grid = page.locator(".insight-table").get_by_test_id("result-grid")
+    expect(grid.locator(".grid-td")).to_have_text(["k", "7"])
 
 
 def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(

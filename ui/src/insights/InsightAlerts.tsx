@@ -134,8 +134,9 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
                   <td>{scheduleText(a.schedule)}</td>
                   <td>{paramsText(a.insight?.params ?? {})}</td>
                   <td>{Object.entries(a.channels).map(([name, c]) => `${name} (${c.type})`).join(", ")}</td>
-                  <td>
+                  <td title={a.last_evaluated_at ? `last checked ${new Date(a.last_evaluated_at).toLocaleString()}` : "not checked yet"}>
                     <span className={`badge ${a.state}`}>{a.state}</span>
+                    {a.enabled && a.next_due_at && <small className="hint"> next {new Date(a.next_due_at).toLocaleString()}</small>}
                   </td>
                   <td>
                     <input type="checkbox" aria-label={`enable ${a.name}`} checked={a.enabled} disabled={saving.includes(a.id)} onChange={(e) => void setEnabled(a, e.target.checked)} />
