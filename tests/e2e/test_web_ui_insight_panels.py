@@ -160,6 +160,11 @@ def test_a_restore_that_races_another_save_says_so(page: Page, live_api: LiveApi
     # nothing was lost: their save is the current version, no restore was made
     now = api.call("GET", f"/api/insights/{iid}")
     assert (now["version"], now["sql"]) == (3, "select 9 as n")
+    # the page takes their version on, and shows it
+    panel.get_by_role("button", name="Load the current version").click()
+    expect(panel.get_by_role("alert")).to_have_count(0)
+    expect(panel.locator("tr[data-version='3']")).to_contain_text("(current)")
+    expect(page.locator(".insight-sql pre")).to_have_text("select 9 as n")
 
 
 def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(

@@ -170,6 +170,7 @@ export interface LatestSnapshot extends Omit<QueryResult, "elapsed_ms" | "query_
 const insight = (id: number) => `/api/insights/${id}`;
 
 export const insightApi = {
+  insight: (id: number) => request<InsightAtVersion>("GET", insight(id)),
   revisions: (id: number) => request<Revision[]>("GET", `${insight(id)}/revisions`),
   diff: (id: number, version: number, against: number) =>
     request<RevisionDiff>("GET", `${insight(id)}/revisions/${version}/diff?against=${against}`),

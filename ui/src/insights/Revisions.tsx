@@ -51,11 +51,24 @@ export function RevisionsPanel({ insightId, version, onRestored }: { insightId: 
       setRestoring(null);
       const e = err as ApiError;
       if (e.status === 409) {
-        setConflict(`Not restored: someone else saved this insight meanwhile (${e.message}). Reload the insight to see their version, then restore again if you still want v${rev.version}.`);
+        setConflict(`Not restored: someone else saved this insight meanwhile (${e.message}). Load their version, then restore again if you still want v${rev.version}.`);
         load();
       } else {
         setProblem(e.message);
       }
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function adoptCurrent() {
+    setBusy(true);
+    try {
+      onRestored(await insightApi.insight(insightId));
+      setConflict(null);
+      load();
+    } catch (err) {
+      setProblem((err as ApiError).message);
     } finally {
       setBusy(false);
     }
@@ -76,7 +89,10 @@ export function RevisionsPanel({ insightId, version, onRestored }: { insightId: 
       )}
       {conflict && (
         <div className="error-box conflict" role="alert">
-          {conflict}
+          {conflict}{" "}
+          <button type="button" disabled={busy} onClick={() => void adoptCurrent()}>
+            Load the current version
+          </button>
         </div>
       )}
       {revisions === null && !problem && <p className="hint">Loading…</p>}
