@@ -238,6 +238,8 @@ class PostgresSource(DataSource):
                     [
                         ("statement_timeout", limit),
                         ("idle_in_transaction_session_timeout", limit),
+                        # every row is read: plan the cursor for all of them, not the first 10 %
+                        ("cursor_tuple_fraction", "1"),
                     ],
                 )
                 if self._take_cancelled(query_id):
@@ -248,7 +250,7 @@ class PostgresSource(DataSource):
                 else:
                     cursor = psycopg.RawCursor(conn)
                 with cursor:
-                    cursor.execute(sql, list(params), binary=not text)
+                    cursor.execute(sql, list(params))  # text format, typed as `run` reads
                     fields = _fields(cursor) if cursor.description is not None else []
                     if text:
                         for _, oid, _, _ in fields:

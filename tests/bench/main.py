@@ -17,6 +17,9 @@ Phases (each figure next to a baseline measured in the same run):
               database, on PostgreSQL and ClickHouse (chDB), at several table sizes.
 5. memory     peak RSS of the API process and of the ingestion run (sampled every 100 ms,
               and the kernel's VmHWM); baselines: the API idle after start, small runs.
+6. exports    an insight's CSV export of 1M rows through the API vs COPY (query) TO STDOUT
+              WITH CSV of the same query; the API's peak RSS during it vs its idle RSS;
+              XLSX rows/s.
 
 Timings are measured and reported, never asserted.
 """
@@ -36,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import capture, freshness, ingestion, loadgen, overload, queries
+from tests.bench import capture, exports, freshness, ingestion, loadgen, overload, queries
 from tests.bench.report import build_rows, memory_summary
 from tests.bench.stack import (
     Dagster,
@@ -61,7 +64,7 @@ from tests.bench.util import (
     write_json,
 )
 
-PHASES = ("capture", "ingestion", "freshness", "overload", "queries")
+PHASES = ("capture", "ingestion", "freshness", "overload", "queries", "exports")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -135,6 +138,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--ch-sizes", default="1M,10M", help="ClickHouse (chDB) table sizes")
     g.add_argument("--query-warmup", type=int, default=1)
     g.add_argument("--query-reps", type=int, default=7)
+    g = p.add_argument_group("exports")
+    g.add_argument("--export-rows", default="1M", help="rows of the CSV export")
+    g.add_argument("--export-xlsx-rows", default="100k", help="rows of the XLSX export")
+    g.add_argument("--export-reps", type=int, default=3, help="CSV exports (and COPYs) timed")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -149,6 +156,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ingest_events = parse_size(args.ingest_events)
     args.pg_sizes = [parse_size(x) for x in args.pg_sizes.split(",") if x.strip()]
     args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
+    args.export_rows = parse_size(args.export_rows)
+    args.export_xlsx_rows = parse_size(args.export_xlsx_rows)
     return args
 
 
@@ -352,6 +361,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile_seconds > 0 and "queries" in results:
                 sampler.mark("query-profile")
                 phase("query_profile", queries.profile_api, info, args.profile_seconds)
+        if "exports" in args.phases:
+            sampler.mark("exports")
+            phase(
+                "exports",
+                exports.measure,
+                info,
+                args.export_rows,
+                args.export_xlsx_rows,
+                args.export_reps,
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -390,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if sampler is not None:
         doc["memory"] = memory_summary(sampler)
         doc["memory_processes"] = sampler.report()
-    rows = build_rows(doc)
+    rows = build_rows(doc) + exports.table_rows(results.get("exports"))
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()
     doc["total_seconds"] = rnd(time.monotonic() - began, 1)
