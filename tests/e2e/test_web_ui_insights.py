@@ -382,7 +382,7 @@ def test_folders_search_move_trash_and_restore(page: Page, live_ui: LiveApi):
     row = region.locator("table.insights tbody tr", has_text=f"Kept {word}")
     row.get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0)
-    tree.get_by_role("button", name="🗑 Trash").click()
+    tree.get_by_role("button", name="Trash", exact=True).click()
     expect(page).to_have_url(f"{live_ui.url}/insights?trash=1")
     trashed = region.locator("table.insights tbody tr", has_text=f"Kept {word}")
     trashed.get_by_role("button", name="Restore").click()

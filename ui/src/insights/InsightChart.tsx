@@ -64,7 +64,12 @@ export function InsightChart({
         if (!result) return;
         finalize = result.finalize;
         if (!live) return result.finalize();
-        await result.view.data("table", rows).runAsync();
+        try {
+          await result.view.data("table", rows).runAsync();
+        } catch (err) {
+          // a result without rows (or columns) is drawn as "No rows", with no dataset to bind
+          if (rows.length) throw err;
+        }
         result.view.addEventListener("click", (_event, item) => {
           const datum = (item as { datum?: unknown } | null | undefined)?.datum;
           if (datum && typeof datum === "object") clicked.current?.(datum as Record<string, unknown>);

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type Folder, type Insight, insightsApi } from "../api";
 import { folderLabel } from "./SaveInsightDialog";
@@ -67,15 +67,21 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
   }, [fail]);
   useEffect(loadFolders, [loadFolders]);
 
+  // the answer to the latest request only: typing a search sends one per keystroke
+  const latest = useRef(0);
   const loadInsights = useCallback(() => {
     const p = placeFrom(new URLSearchParams(placeKey));
+    const asked = ++latest.current;
     insightsApi
       .list({
         q: q || undefined,
         trashed: p.kind === "trash" || undefined,
         folder: p.kind === "root" ? "root" : p.kind === "folder" ? p.id : undefined,
       })
-      .then(setInsights, fail);
+      .then(
+        (list) => asked === latest.current && setInsights(list),
+        (err) => asked === latest.current && fail(err),
+      );
   }, [placeKey, q, fail]);
   useEffect(loadInsights, [loadInsights]);
 
@@ -107,7 +113,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
         {list.map((f) => (
           <li key={f.id} role="treeitem" aria-selected={place.kind === "folder" && place.id === f.id}>
             <button className={`folder${place.kind === "folder" && place.id === f.id ? " current" : ""}`} onClick={() => go({ kind: "folder", id: f.id })}>
-              📁 {f.name} <small>{f.insight_count}</small>
+              {f.name} <small>{f.insight_count}</small>
             </button>
             {tree(f.id, depth + 1)}
           </li>
@@ -140,7 +146,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
           </button>
           {tree(null, 0)}
           <button className={`folder${place.kind === "trash" ? " current" : ""}`} onClick={() => go({ kind: "trash" })}>
-            🗑 Trash
+            Trash
           </button>
           <form
             className="new-folder"
@@ -184,18 +190,21 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
               ) : (
                 <button onClick={() => setRenaming(current.name)}>Rename folder</button>
               )}
-              <select
-                aria-label="Move folder to"
-                value={current.parent_id === null ? "" : String(current.parent_id)}
-                onChange={(e) => void act(() => insightsApi.updateFolder(current.id, { parent_id: e.target.value ? Number(e.target.value) : null }), "folders")}
-              >
-                <option value="">(top level)</option>
-                {movableTo.map((f) => (
-                  <option key={f.id} value={String(f.id)}>
-                    {folderLabel(f)}
-                  </option>
-                ))}
-              </select>
+              <label className="inline">
+                Move to
+                <select
+                  aria-label="Move folder to"
+                  value={current.parent_id === null ? "" : String(current.parent_id)}
+                  onChange={(e) => void act(() => insightsApi.updateFolder(current.id, { parent_id: e.target.value ? Number(e.target.value) : null }), "folders")}
+                >
+                  <option value="">(top level)</option>
+                  {movableTo.map((f) => (
+                    <option key={f.id} value={String(f.id)}>
+                      {folderLabel(f)}
+                    </option>
+                  ))}
+                </select>
+              </label>
               <button
                 onClick={() =>
                   void act(async () => {
@@ -235,30 +244,32 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
                       {new Date((place.kind === "trash" ? it.deleted_at : it.updated_at) ?? it.updated_at).toLocaleString()}
                       <div className="hint">{it.updated_by}</div>
                     </td>
-                    <td className="actions">
-                      {place.kind === "trash" ? (
-                        <>
-                          <button onClick={() => void act(() => insightsApi.restore(it.id))}>Restore</button>
-                          <button onClick={() => void act(() => insightsApi.deletePermanently(it.id))}>Delete forever</button>
-                        </>
-                      ) : (
-                        <>
-                          <select
-                            aria-label={`Move ${it.name}`}
-                            value={it.folder_id === null ? "" : String(it.folder_id)}
-                            onChange={(e) => void act(() => insightsApi.update(it.id, it.version, { folder_id: e.target.value ? Number(e.target.value) : null }))}
-                          >
-                            <option value="">(no folder)</option>
-                            {folders.map((f) => (
-                              <option key={f.id} value={String(f.id)}>
-                                {folderLabel(f)}
-                              </option>
-                            ))}
-                          </select>
-                          <button onClick={() => void act(() => insightsApi.duplicate(it.id, { name: `${it.name} (copy)` }))}>Duplicate</button>
-                          <button onClick={() => void act(() => insightsApi.trash(it.id))}>Delete</button>
-                        </>
-                      )}
+                    <td>
+                      <div className="actions">
+                        {place.kind === "trash" ? (
+                          <>
+                            <button onClick={() => void act(() => insightsApi.restore(it.id))}>Restore</button>
+                            <button onClick={() => void act(() => insightsApi.deletePermanently(it.id))}>Delete forever</button>
+                          </>
+                        ) : (
+                          <>
+                            <select
+                              aria-label={`Move ${it.name}`}
+                              value={it.folder_id === null ? "" : String(it.folder_id)}
+                              onChange={(e) => void act(() => insightsApi.update(it.id, it.version, { folder_id: e.target.value ? Number(e.target.value) : null }))}
+                            >
+                              <option value="">(no folder)</option>
+                              {folders.map((f) => (
+                                <option key={f.id} value={String(f.id)}>
+                                  {folderLabel(f)}
+                                </option>
+                              ))}
+                            </select>
+                            <button onClick={() => void act(() => insightsApi.duplicate(it.id, { name: `${it.name} (copy)` }))}>Duplicate</button>
+                            <button onClick={() => void act(() => insightsApi.trash(it.id))}>Delete</button>
+                          </>
+                        )}
+                      </div>
                     </td>
                   </tr>
                 ))}

@@ -49,7 +49,9 @@ export function VisualizationEditor({
   useEffect(() => {
     loadPlugins().then(setPlugins, (err: Error) => setPluginProblem(err.message));
   }, []);
-  const names = columns.map((c) => c.name);
+  // the result's columns, and those the settings name (a result without rows may come
+  // without its columns: the settings must not read as unset then)
+  const names = [...new Set([...columns.map((c) => c.name), ...[value.x, value.series, ...(value.y ?? [])].filter((n): n is string => Boolean(n))])];
   const set = (patch: Partial<Visualization>) => onChange({ ...value, ...patch });
   const text = (v: string) => (v.trim() === "" ? null : v);
   const type = value.type;
