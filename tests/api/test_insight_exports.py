@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import clickhouse_connect
 import httpx
 import openpyxl
 import psycopg
@@ -212,3 +213,48 @@ def test_a_client_gone_mid_download_frees_the_slot(servers, sqlbook_home, stream
         (row,) = poll("the abandoned export's audit row", export_row, bool)
         assert row["insight_id"] == insight_id and row["error"].startswith("the client went away")
         assert 0 <= row["row_count"] < 3_000_000
+
+
+@pytest.fixture(scope="module")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"chdb://{tmp_path_factory.mktemp('chdb-exports-api') / 'data'}"
+    admin = clickhouse_connect.get_client(dsn=url)
+    admin.command(
+        "create table visits (id UInt64, page String, at DateTime64(3, 'UTC'))"
+        " engine = MergeTree order by id"
+    )
+    admin.command(
+        "insert into visits select number, concat('/p', toString(number % 3)),"
+        " toDateTime64('2026-01-01 00:00:00', 3, 'UTC') + number from numbers(5000)"
+    )
+    admin.close()
+    return url
+
+
+def test_a_clickhouse_insight_exports_with_typed_parameters(client_with, workspace, chdb_url):
+    with client_with(datasource_allow_chdb=True, query_max_rows=100) as api:
+        r = api.post(
+            "/api/datasources",
+            json={"name": "visits", "kind": "clickhouse", "url": chdb_url},
+            headers=auth(workspace),
+        )
+        assert r.status_code == 201, r.text
+        insight = create(
+            api,
+            workspace,
+            name="Visits",
+            datasource="visits",
+            sql="select id, page, at from visits where page = {{page}} order by id",
+            parameters=[{"name": "page", "type": "text", "default": "/p0"}],
+        )
+        r = api.get(f"/api/insights/{insight['id']}/export.csv?p.page=/p1", headers=auth(workspace))
+        assert r.status_code == 200, r.text
+        lines = r.text.splitlines()
+        assert lines[:2] == ["id,page,at", "1,/p1,2026-01-01 00:00:01"]
+        assert len(lines) == 1 + 1667  # past the row cap of 100
+
+        r = api.get(f"/api/insights/{insight['id']}/export.xlsx", headers=auth(workspace))
+        assert r.status_code == 200, r.text
+        rows = list(openpyxl.load_workbook(io.BytesIO(r.content))["Sheet 1"].values)
+        assert rows[0] == ("id", "page", "at") and len(rows) == 1 + 1667
+        assert rows[1][:2] == (0, "/p0")
