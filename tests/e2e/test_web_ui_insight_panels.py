@@ -279,6 +279,7 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     expect(row.locator("td").nth(0)).to_have_text("0 6 * * *")
     expect(row.locator("td").nth(1)).to_have_text("Europe/Berlin")
     expect(row.locator("td").nth(2)).to_have_text("k=3")
+    expect(row.locator("td").nth(3)).to_have_text("not yet")
     [schedule] = api.call("GET", f"/api/insights/{iid}/snapshots")
     assert schedule["cron"] == "0 6 * * *" and float(schedule["params"]["k"]) == 3
 
@@ -298,6 +299,14 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     grid = latest.get_by_test_id("result-grid")
     expect(grid.locator(".grid-th")).to_have_text(["n"])
     expect(grid.locator(".grid-td")).to_have_text(["3"])
+    expect(row.locator("td").nth(3)).to_contain_text("· 1 row")
+
+    # a run that failed shows on its schedule; the latest snapshot stays the one with data
+    store_snapshot(metadata, schedule["id"], insight["version"], None)
+    panel.get_by_role("button", name="↻").click()
+    expect(row.locator("td").nth(3)).to_contain_text("failed")
+    expect(row.locator("td").nth(3)).to_contain_text(": division by zero")
+    expect(latest.locator(".as-of")).to_have_text(f"data as of {as_of_text(as_of)}")
 
     # disable, then delete
     enabled = row.get_by_role("checkbox")
@@ -322,9 +331,10 @@ def as_of_text(at: datetime) -> str:
 
 
 def store_snapshot(
-    metadata: MetadataStore, schedule_id: int, version: int, as_of: datetime
+    metadata: MetadataStore, schedule_id: int, version: int, as_of: datetime | None
 ) -> None:
-    """What the `insight_snapshots` asset stores when the schedule's partition materialises."""
+    """What the `insight_snapshots` asset stores when the schedule's partition materialises:
+    the result as of `as_of`, or (None) the error of a run whose query failed."""
     store = SnapshotStore(metadata)
     schedule = store.schedule(schedule_id)
     assert schedule is not None
@@ -337,6 +347,12 @@ def store_snapshot(
         "query_id": "snapshot-test",
         "parameters": {"k": 3},
     }
+    error = {"code": "query_failed", "message": "division by zero"}
     store.record(
-        schedule, insight_version=version, data_as_of=as_of, result=result, error=None, run_id=None
+        schedule,
+        insight_version=version,
+        data_as_of=as_of,
+        result=result if as_of else None,
+        error=None if as_of else error,
+        run_id=None,
     )

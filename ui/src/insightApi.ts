@@ -165,6 +165,19 @@ export interface LatestSnapshot extends Omit<QueryResult, "elapsed_ms" | "query_
   parameters?: Record<string, unknown>;
 }
 
+/** One stored snapshot of a schedule, without its rows: what it held, or why it failed. */
+export interface SnapshotRun {
+  id: number;
+  schedule_id: number;
+  insight_version: number;
+  taken_at: string;
+  data_as_of: string | null;
+  params: Record<string, unknown>;
+  row_count: number | null;
+  error: { code: string; message: string } | null;
+  run_id: string | null;
+}
+
 // --- calls -----------------------------------------------------------------------------
 
 const insight = (id: number) => `/api/insights/${id}`;
@@ -190,5 +203,7 @@ export const insightApi = {
   updateSnapshot: (id: number, sid: number, body: Partial<SnapshotScheduleBody>) =>
     request<SnapshotSchedule>("PATCH", `${insight(id)}/snapshots/${sid}`, body),
   deleteSnapshot: (id: number, sid: number) => request<void>("DELETE", `${insight(id)}/snapshots/${sid}`),
+  snapshotRuns: (id: number, sid: number, limit = 1) =>
+    request<SnapshotRun[]>("GET", `${insight(id)}/snapshots/${sid}/results?limit=${limit}`),
   latestSnapshot: (id: number) => request<LatestSnapshot>("GET", `${insight(id)}/snapshots/latest`),
 };

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState } from "react";
 import { ApiError, type QueryResult } from "../api";
-import { type LatestSnapshot, type SnapshotSchedule, insightApi } from "../insightApi";
+import { type LatestSnapshot, type SnapshotRun, type SnapshotSchedule, insightApi } from "../insightApi";
 import { ResultGrid } from "../ResultGrid";
 import { paramsText } from "./alertForm";
 import { CRON_PRESETS, asOfLabel, browserTimeZone, cronText } from "./snapshotTime";
@@ -19,8 +19,19 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
   const [busy, setBusy] = useState(false);
   const [saving, setSaving] = useState<number[]>([]); // ids whose enabled flag is being saved
 
+  const [lastRuns, setLastRuns] = useState<Record<number, SnapshotRun | null>>({});
+
   const load = useCallback(() => {
-    insightApi.snapshots(insightId).then(setSchedules, (err: ApiError) => setProblem(err.message));
+    insightApi.snapshots(insightId).then(
+      (list) => {
+        setSchedules(list);
+        // each schedule's newest run, so a failing one shows (the latest snapshot skips failures)
+        void Promise.all(list.map((s) => insightApi.snapshotRuns(insightId, s.id).then((runs) => [s.id, runs[0] ?? null] as const, () => [s.id, null] as const))).then((pairs) =>
+          setLastRuns(Object.fromEntries(pairs)),
+        );
+      },
+      (err: ApiError) => setProblem(err.message),
+    );
     insightApi.latestSnapshot(insightId).then(setLatest, (err: ApiError) => {
       if (err.status === 404) setLatest("none");
       else setProblem(err.message);
@@ -82,6 +93,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
               <th>Schedule</th>
               <th>Time zone</th>
               <th>Parameters</th>
+              <th>Last run</th>
               <th>Next</th>
               <th>Enabled</th>
               <th />
@@ -96,6 +108,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
                 </td>
                 <td>{s.timezone}</td>
                 <td>{paramsText(s.params)}</td>
+                <td className={lastRuns[s.id]?.error ? "error" : undefined}>{lastRunText(lastRuns[s.id])}</td>
                 <td>{s.enabled && s.next_due_at ? new Date(s.next_due_at).toLocaleString() : "—"}</td>
                 <td>
                   <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} disabled={saving.includes(s.id)} onChange={(e) => void setEnabled(s, e.target.checked)} />
@@ -199,4 +212,12 @@ function ScheduleForm({ insightId, params, onCreated }: { insightId: number; par
 /** Tall enough for a few rows without scrolling; the grid scrolls past a dozen. */
 function gridHeight(rows: number): number {
   return Math.min(280, 40 + 29 * Math.max(rows, 1));
+}
+
+function lastRunText(run: SnapshotRun | null | undefined): string {
+  if (!run) return "not yet";
+  const when = new Date(run.taken_at).toLocaleString();
+  if (run.error) return `failed ${when}: ${run.error.message}`;
+  const n = run.row_count ?? 0;
+  return `${when} · ${n.toLocaleString()} ${n === 1 ? "row" : "rows"}`;
 }
