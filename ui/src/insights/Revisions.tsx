@@ -97,40 +97,42 @@ export function RevisionsPanel({ insightId, version, onRestored }: { insightId: 
       )}
       {revisions === null && !problem && <p className="hint">Loading…</p>}
       {revisions && (
-        <table className="panel-table">
-          <thead>
-            <tr>
-              <th aria-label="compare" />
-              <th>Version</th>
-              <th>By</th>
-              <th>When</th>
-              <th />
-            </tr>
-          </thead>
-          <tbody>
-            {revisions.map((r) => (
-              <tr key={r.version} data-version={r.version} className={r.version === version ? "current" : ""}>
-                <td>
-                  <input type="checkbox" aria-label={`select v${r.version}`} checked={selected.includes(r.version)} onChange={() => setSelected((s) => toggleSelected(s, r.version))} />
-                </td>
-                <td>
-                  v{r.version}
-                  {r.version === version && <small className="hint"> (current)</small>}
-                  {r.restored_from != null && <small className="hint"> restored from v{r.restored_from}</small>}
-                </td>
-                <td>{r.created_by}</td>
-                <td title={r.created_at}>{when(r.created_at)}</td>
-                <td className="actions">
-                  {r.version !== version && (
-                    <button type="button" disabled={busy} onClick={() => setRestoring(r)}>
-                      Restore
-                    </button>
-                  )}
-                </td>
+        <div className="revision-list">
+          <table className="panel-table">
+            <thead>
+              <tr>
+                <th aria-label="compare" />
+                <th>Version</th>
+                <th>By</th>
+                <th>When</th>
+                <th />
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {revisions.map((r) => (
+                <tr key={r.version} data-version={r.version} className={r.version === version ? "current" : ""}>
+                  <td>
+                    <input type="checkbox" aria-label={`select v${r.version}`} checked={selected.includes(r.version)} onChange={() => setSelected((s) => toggleSelected(s, r.version))} />
+                  </td>
+                  <td>
+                    v{r.version}
+                    {r.version === version && <small className="hint"> (current)</small>}
+                    {r.restored_from != null && <small className="hint"> restored from v{r.restored_from}</small>}
+                  </td>
+                  <td>{r.created_by}</td>
+                  <td title={r.created_at}>{when(r.created_at)}</td>
+                  <td className="actions">
+                    {r.version !== version && (
+                      <button type="button" disabled={busy} onClick={() => setRestoring(r)}>
+                        Restore
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
       {diff && <DiffView diff={diff} onClose={() => setDiff(null)} />}
       {restoring && (
