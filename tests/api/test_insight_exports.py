@@ -214,6 +214,22 @@ def test_a_client_gone_mid_download_frees_the_slot(servers, sqlbook_home, stream
         assert row["insight_id"] == insight_id and row["error"].startswith("the client went away")
         assert 0 <= row["row_count"] < 3_000_000
 
+        # the query id in the answer's headers cancels a running export: the download is cut
+        # short (a chunked body without its end), and the slot is free again
+        url = f"/api/insights/{insight_id}/export.csv?p.upto=3000000"
+        with http.stream("GET", url, headers=auth(ws)) as r:
+            assert r.status_code == 200
+            chunks = r.iter_raw()
+            assert next(chunks) == b"n,label,day\n"
+            query_id = r.headers[QUERY_ID_HEADER]
+            cancel = http.delete(f"/api/queries/{query_id}", headers=auth(ws))
+            assert cancel.json() == {"query_id": query_id, "status": "cancelling"}
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in chunks:
+                    pass
+        r = http.post("/api/query", json={"sql": "select 43", "cache": False}, headers=auth(ws))
+        assert r.json()["rows"] == [[43]]
+
 
 @pytest.fixture(scope="module")
 def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
