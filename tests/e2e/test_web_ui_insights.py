@@ -405,6 +405,9 @@ def test_a_save_that_races_another_keeps_the_text(page: Page, live_ui: LiveApi):
     main.get_by_role("button", name="Edit SQL").click()
     expect(page).to_have_url(f"{live_ui.url}/")
     expect(page.locator(".cm-content")).to_have_text("select $1::int as n")
+    # its parameter p1 is the editor's $1, typed and filled with the default
+    expect(page.get_by_label("type of $1")).to_have_value("number")
+    expect(page.get_by_label("$1", exact=True)).to_have_value("1")
     write_sql(page, "select $1::int * 2 as n")
     # someone else saves meanwhile
     api.call("PATCH", f"/api/insights/{insight['id']}", {"version": 1, "description": "theirs"})
@@ -419,6 +422,45 @@ def test_a_save_that_races_another_keeps_the_text(page: Page, live_ui: LiveApi):
     now = api.call("GET", f"/api/insights/{insight['id']}")
     assert (now["version"], now["sql"]) == (3, "select $1::int * 2 as n")
     expect(main.get_by_role("gridcell").first).to_have_text("2")
+
+    # the chart too: a save on top of someone else's is refused, the settings stay
+    main.get_by_role("button", name="Edit chart").click()
+    editor = main.get_by_role("region", name="Chart editor")
+    editor.get_by_label("Chart type").select_option("number")
+    api.call("PATCH", f"/api/insights/{insight['id']}", {"version": 3, "description": "again"})
+    editor.get_by_role("button", name="Save chart").click()
+    expect(main.get_by_role("alert")).to_contain_text("changed by someone else")
+    expect(editor.get_by_label("Chart type")).to_have_value("number")
+    main.get_by_role("alert").get_by_role("button", name="Reload").click()
+    editor.get_by_role("button", name="Save chart").click()
+    expect(notice(page)).to_contain_text("Chart saved (version 5)")
+    now = api.call("GET", f"/api/insights/{insight['id']}")
+    assert (now["description"], now["visualization"]["type"]) == ("again", "number")
+
+
+def test_a_plugin_chart_from_the_picker(page: Page, live_ui: LiveApi):
+    api = Api(live_ui)
+    insight = api.insight(
+        sql="select event_name as step, count(*)::int as n from events group by 1 order by 1"
+    )
+    page.goto(f"{live_ui.url}/insights/{insight['id']}?view=chart")
+    main = page.get_by_role("main", name="Insight")
+    expect(main.get_by_test_id("result-meta").locator("span").first).to_have_text("3 rows")
+    editor = main.get_by_role("region", name="Chart editor")  # opens: no chart yet
+    editor.get_by_label("Chart type").select_option("plugin")
+    editor.get_by_label("Plugin").select_option("funnel-bar")
+    editor.get_by_label("Column for step").select_option("step")
+    editor.get_by_label("Column for count").select_option("n")
+    editor.get_by_label("Bar colour").fill("#e45756")
+    chart = main.get_by_test_id("chart")
+    expect(chart).to_have_attribute("data-drawn", "true")
+    expect(chart.locator("svg")).to_contain_text("signup")
+    editor.get_by_role("button", name="Save chart").click()
+    expect(notice(page)).to_contain_text("Chart saved")
+    vis = api.call("GET", f"/api/insights/{insight['id']}")["visualization"]
+    assert (vis["type"], vis["plugin"]) == ("plugin", "funnel-bar")
+    assert vis["props"]["columns"] == {"step": "step", "count": "n"}
+    assert vis["props"]["color"] == "#e45756"
 
 
 def test_old_hash_links_and_app_paths_land_on_their_page(page: Page, live_ui: LiveApi):

@@ -294,7 +294,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     setSource(String(sources.find((s) => String(s.id) === ds || s.name === ds)?.id ?? ds));
     editor.current?.setText(insight.sql);
     editor.current?.clearError();
-    setParams(fitParams([], parameterCount(insight.sql)));
+    setParams(positionalParams(insight.parameters, parameterCount(insight.sql)));
     setSpecs(fitSpecs(insight.parameters, insight.sql));
     // only when an insight is opened (again), not when a save bumps its version
   }, [openedInsight]); // eslint-disable-line react-hooks/exhaustive-deps
@@ -507,6 +507,21 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
         />
       )}
     </div>
+  );
+}
+
+/** The editor's `$n` inputs for a positional insight: p1, p2 … typed and filled with their
+ * defaults, so Run in the editor runs what the insight runs. */
+function positionalParams(specs: ParameterSpec[], count: number): Param[] {
+  return fitParams(
+    Array.from({ length: count }, (_, i) => specs.find((s) => s.name === `p${i + 1}`)).map((s): Param => {
+      if (!s) return { type: "text", value: "" };
+      const d = s.default;
+      if (s.multi || Array.isArray(d)) return { type: "json list", value: d === null || d === undefined ? "" : JSON.stringify(Array.isArray(d) ? d : [d]) };
+      if (s.type === "number" || s.type === "boolean") return { type: s.type, value: d === null || d === undefined ? "" : String(d) };
+      return { type: "text", value: d === null || d === undefined ? "" : String(d) };
+    }),
+    count,
   );
 }
 

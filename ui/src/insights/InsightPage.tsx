@@ -92,6 +92,12 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const view: InsightView = viewFromSearch(`?${search}`) ?? (insight && insight.visualization?.type !== "table" ? "chart" : "table");
   const path = `/insights/${id}`;
 
+  // the chart view of an insight without a chart opens where to make one
+  const noChartYet = insight !== null && view === "chart" && draftVis.type === "table";
+  useEffect(() => {
+    if (noChartYet) setEditingChart(true);
+  }, [noChartYet]);
+
   const hasInsight = insight !== null;
   useEffect(() => {
     if (!hasInsight) return;
@@ -112,7 +118,6 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
 
   function setView(next: InsightView) {
     navigate(`${path}${pageSearch(values, specs, next)}`, { replace: true });
-    if (next === "chart" && draftVis.type === "table") setEditingChart(true);
   }
 
   function runNow() {
@@ -212,6 +217,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const chartDirty = !same(draftVis, insight.visualization);
   const actionsDirty = !same(completeActions(draftActions), insight.click_actions ?? []);
   const clickable = new Set(actions.map((a) => a.column));
+  const chartEditorOpen = editingChart;
 
   return (
     <main className="page insight-page" aria-label="Insight">
@@ -303,7 +309,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               Chart
             </button>
           </div>
-          <button aria-expanded={editingChart} onClick={() => setEditingChart(!editingChart)}>
+          <button aria-expanded={chartEditorOpen} onClick={() => setEditingChart(!chartEditorOpen)}>
             Edit chart
           </button>
           <button aria-expanded={editingActions} onClick={() => setEditingActions(!editingActions)}>
@@ -319,7 +325,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
         </div>
       </div>
 
-      {editingChart && (
+      {chartEditorOpen && (
         <section className="panel" aria-label="Chart editor">
           <VisualizationEditor value={draftVis} columns={result?.columns ?? []} onChange={setDraftVis} />
           <div className="row">
