@@ -475,3 +475,45 @@ def test_old_hash_links_and_app_paths_land_on_their_page(page: Page, live_ui: Li
     expect(page.get_by_role("button", name="▶ Run")).to_be_visible()
     page.goto(f"{live_ui.url}/insights/999999999")
     expect(page.get_by_role("main", name="Insight")).to_contain_text("There is no insight")
+
+
+def test_enum_options_from_another_insight_and_required_values(page: Page, live_ui: LiveApi):
+    api = Api(live_ui)
+    names = api.insight(sql="select distinct event_name from events order by 1")
+    insight = api.insight(
+        sql="select event_name, count(*)::int as n from events"
+        " where event_name = any({{names}}) group by 1 order by 1",
+        parameters=[
+            {
+                "name": "names",
+                "type": "enum",
+                "multi": True,
+                "required": True,
+                "options": {"insight_id": names["id"]},
+            }
+        ],
+    )
+    page.goto(f"{live_ui.url}/insights/{insight['id']}")
+    main = page.get_by_role("main", name="Insight")
+    # nothing chosen yet: the run names the parameter, exports wait for it
+    expect(main.get_by_role("alert")).to_contain_text("names")
+    expect(main.get_by_text("Set names to export")).to_be_visible()
+    expect(main.get_by_role("link", name="Download CSV")).to_have_count(0)
+    choice = main.get_by_label("names", exact=True)
+    expect(choice.locator("option")).to_have_text(["login", "pageview", "signup"])
+    choice.select_option(["login", "signup"])
+    main.get_by_role("button", name="▶ Run").click()
+    expect(main.get_by_test_id("result-meta").locator("span").first).to_have_text("2 rows")
+    assert query_of(page.url) == [("p.names", "login"), ("p.names", "signup")]
+    expect(main.get_by_role("link", name="Download CSV")).to_have_attribute(
+        "href", f"/api/insights/{insight['id']}/export.csv?p.names=login&p.names=signup"
+    )
+
+
+def test_the_editor_points_named_parameters_to_the_insight_page(page: Page):
+    write_sql(page, "select {{n}}::int as n")
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_role("alert")).to_contain_text(
+        "This query names its parameters ({{n}}): save it as an insight"
+    )

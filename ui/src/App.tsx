@@ -9,7 +9,7 @@ import { ResultGrid } from "./ResultGrid";
 import { InsightPage } from "./insights/InsightPage";
 import { InsightsPage } from "./insights/InsightsPage";
 import { SaveInsightDialog, editorSpecs } from "./insights/SaveInsightDialog";
-import { fitSpecs } from "./insights/urlParams";
+import { fitSpecs, namedParameters } from "./insights/urlParams";
 import { TokensPage } from "./Tokens";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
 
@@ -191,6 +191,13 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     const { sql, offset } = ed.runnable();
     if (!sql.trim()) return;
     ed.clearError();
+    const named = namedParameters(sql);
+    if (named.length) {
+      // the editor binds $1…; {{name}} values are typed on the insight's page
+      const list = named.map((r) => `{{${r.name}}}`).join(", ");
+      setRun({ state: "error", error: new ApiError(`This query names its parameters (${list}): save it as an insight (“Save as insight…”) and run it from its page, where their values are set.`, 400, "bad_parameter") });
+      return;
+    }
     let values: unknown[];
     try {
       values = fitParams(params, parameterCount(sql)).map(paramValue);

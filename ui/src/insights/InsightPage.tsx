@@ -217,6 +217,8 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const chartDirty = !same(draftVis, insight.visualization);
   const actionsDirty = !same(completeActions(draftActions), insight.click_actions ?? []);
   const clickable = new Set(actions.map((a) => a.column));
+  // required parameters without a value: a run or an export would be refused for them
+  const missing = specs.filter((s) => s.required && isEmptyValue(values[s.name])).map((s) => s.name);
   const chartEditorOpen = editingChart;
 
   return (
@@ -316,12 +318,18 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
             Drill-down
           </button>
           <span className="spacer" />
-          <a className="button" href={exportHref("csv")} download>
-            Download CSV
-          </a>
-          <a className="button" href={exportHref("xlsx")} download>
-            Download XLSX
-          </a>
+          {missing.length ? (
+            <span className="hint">Set {missing.join(", ")} to export</span>
+          ) : (
+            <>
+              <a className="button" href={exportHref("csv")} download>
+                Download CSV
+              </a>
+              <a className="button" href={exportHref("xlsx")} download>
+                Download XLSX
+              </a>
+            </>
+          )}
         </div>
       </div>
 
@@ -432,7 +440,6 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
           <SnapshotsPanel insightId={insight.id} params={params} />
         </div>
       </div>
-      {specs.some((s) => s.required && isEmptyValue(values[s.name])) && <p className="hint">Fill in the required parameters (*) before running.</p>}
     </main>
   );
 }
