@@ -57,6 +57,7 @@ InsightId = Annotated[int, resource_id("insight")]
 
 QUERY_ID_HEADER = "X-Sqlbook-Query-Id"
 _DEPTH = 4  # chunks between the database thread and the socket
+_DISCONNECT_CHECK_S = 1.0  # before the answer starts: how often the client is looked for
 
 _HEADERS = {
     "Content-Disposition": {
@@ -287,7 +288,15 @@ async def _export(
         # answer once the first rows (or the end) are in: an early error is a real status
         # (an XLSX file is whole before its first chunk)
         while not ready or (fmt == "csv" and not any(c.rows for c in ready)):
-            item = await pipe.queue.get()
+            try:
+                item = await asyncio.wait_for(pipe.queue.get(), _DISCONNECT_CHECK_S)
+            except TimeoutError:
+                # waiting in line, or an XLSX file being written: a client gone meanwhile
+                # stops the export now rather than when its first bytes are sent
+                if await request.is_disconnected():
+                    await run_in_threadpool(state.runner.cancel, query_id, token.workspace_id)
+                    raise ExportAborted("the client went away before the first rows") from None
+                continue
             if isinstance(item, BaseException):
                 raise item
             if item is _END:

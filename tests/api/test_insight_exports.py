@@ -230,6 +230,24 @@ def test_a_client_gone_mid_download_frees_the_slot(servers, sqlbook_home, stream
         r = http.post("/api/query", json={"sql": "select 43", "cache": False}, headers=auth(ws))
         assert r.json()["rows"] == [[43]]
 
+        # an export waiting in line for the slot, whose client goes away, leaves the line
+        with http.stream("GET", url, headers=auth(ws)) as holding:
+            held = holding.iter_raw()  # (kept: a dropped iterator closes the connection)
+            assert next(held) == b"n,label,day\n"
+            with socket.create_connection((host.hostname, host.port)) as sock:
+                sock.sendall(
+                    f"GET /api/insights/{insight_id}/export.xlsx HTTP/1.1\r\n"
+                    f"Host: {host.netloc}\r\nAuthorization: Bearer {ws.api_token}\r\n\r\n".encode()
+                )
+
+            def waited() -> list[dict[str, Any]]:
+                r = http.get("/api/audit", headers=auth(ws), params={"status": "cancelled"})
+                return [a for a in r.json()["items"] if a["kind"] == "export_xlsx"]
+
+            (row,) = poll("the export that waited in line to be dropped", waited, bool)
+            assert row["error"] == "export was cancelled before it started"
+            assert row["row_count"] == 0
+
 
 @pytest.fixture(scope="module")
 def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
