@@ -133,6 +133,7 @@ def test_list_projects_with_their_policy(
             "respect_dnt": False,
             "persist_anonymous_id": False,
             "anonymize_ip": False,
+            "time_zone": "UTC",
         }
     ]
     me = client.get("/api/workspace", headers=auth(workspace.api_token)).json()
