@@ -76,6 +76,16 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
     insightsApi.folders().then(setFolders, () => setFolders([]));
   }, [id, adopt, fail]);
 
+  const title = insight?.name;
+  useEffect(() => {
+    if (!title) return;
+    const before = document.title;
+    document.title = `${title} · sqlbook`;
+    return () => {
+      document.title = before;
+    };
+  }, [title]);
+
   // Back/Forward land on another run's values: run them
   useEffect(() => {
     const onPop = () => {
