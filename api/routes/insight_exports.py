@@ -307,15 +307,18 @@ async def _export(
         pipe.stop()
         raise
     ext = "csv" if fmt == "csv" else "xlsx"
+    headers = {
+        "Content-Disposition": content_disposition(insight.name, ext),
+        QUERY_ID_HEADER: query_id,
+        "Cache-Control": "no-store",
+    }
+    if ready and ready[0].file_size is not None:  # a whole file (XLSX): downloads show progress
+        headers["Content-Length"] = str(ready[0].file_size)
     return _ExportResponse(
         pipe,
         ready,
         media_type=CSV_MEDIA_TYPE if fmt == "csv" else XLSX_MEDIA_TYPE,
-        headers={
-            "Content-Disposition": content_disposition(insight.name, ext),
-            QUERY_ID_HEADER: query_id,
-            "Cache-Control": "no-store",
-        },
+        headers=headers,
     )
 
 

@@ -66,10 +66,11 @@ class QueryRows(Rows, Protocol):
 @dataclass(frozen=True)
 class Chunk:
     """Bytes of the file, and how many data rows they complete (what the audit counts
-    once the chunk was sent)."""
+    once the chunk was sent); a file whose size is known says it in its first chunk."""
 
     data: bytes
     rows: int
+    file_size: int | None = None
 
 
 # ---- CSV ------------------------------------------------------------------------------
@@ -156,12 +157,14 @@ def xlsx_chunks(
         path = Path(folder) / "export.xlsx"
         rows = write_xlsx(export.columns, export.batches, path, time_zone, sheet_rows)
         export.finish_query()
+        size: int | None = path.stat().st_size
         with path.open("rb") as file:
             data = file.read(FILE_CHUNK_BYTES)
             while data:
                 following = file.read(FILE_CHUNK_BYTES)
-                yield Chunk(data, 0 if following else rows)
+                yield Chunk(data, 0 if following else rows, size)
                 data = following
+                size = None
 
 
 def write_xlsx(

@@ -110,6 +110,7 @@ def test_xlsx_is_a_workbook_with_typed_cells(client, workspace):
     )
     assert r.headers["content-disposition"].startswith('attachment; filename="Numbers')
     assert r.headers["content-disposition"].endswith(".xlsx")
+    assert r.headers["content-length"] == str(len(r.content))
     book = openpyxl.load_workbook(io.BytesIO(r.content))
     assert book.sheetnames == ["Sheet 1"]
     rows = list(book["Sheet 1"].values)
