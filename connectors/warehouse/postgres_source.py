@@ -23,7 +23,8 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.adapt import Loader
+from psycopg import pq
+from psycopg.adapt import Loader, PyFormat, Transformer
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -356,8 +357,8 @@ class PostgresSource(DataSource):
                         break
             finally:
                 stream.close()
-            if not fields and cursor.description is not None:  # no rows, still columns
-                fields = _fields(cursor)
+            if not fields:  # no rows: the stream drops the result that names the columns
+                fields = _described(conn, sql, params)
         return fields, rows[: limits.max_rows], len(rows) > limits.max_rows
 
     def _columns(self, conn: psycopg.Connection[Any], fields: list[_Field]) -> list[Column]:
@@ -507,6 +508,27 @@ def _discard_session_state(conn: psycopg.Connection[Any]) -> None:
 
 # A result column: name, type oid, type modifier, psycopg's display name of the type.
 _Field = tuple[str, int, int, str]
+
+
+def _described(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> list[_Field]:
+    """The columns `sql` returns, asked of the server without running it (Parse and
+    Describe of the unnamed statement, its parameters typed as the run's were)."""
+    tx = Transformer(conn)
+    tx.dump_sequence(params, [PyFormat.AUTO] * len(params))  # as `stream` sends them
+    pgconn = conn.pgconn
+    prepared = pgconn.prepare(b"", sql.encode(conn.info.encoding), tx.types)
+    if prepared.status != pq.ExecStatus.COMMAND_OK:
+        return []
+    described = pgconn.describe_prepared(b"")
+    if described.status != pq.ExecStatus.COMMAND_OK:
+        return []
+    fields = []
+    for i in range(described.nfields):
+        oid = described.ftype(i)
+        info = conn.adapters.types.get(oid)
+        name = (described.fname(i) or b"").decode(conn.info.encoding)
+        fields.append((name, oid, described.fmod(i), info.name if info else str(oid)))
+    return fields
 
 
 def _fields(cursor: psycopg.Cursor[Any]) -> list[_Field]:

@@ -77,6 +77,16 @@ def test_query_returns_the_documented_shape(api, pair):
     assert body["cache"] == {"hit": False}
 
 
+def test_a_result_without_rows_still_has_its_columns(api, pair):
+    """A chart or a grid of an empty result still knows the columns it would have."""
+    a, _ = pair
+    sql = COUNT_SQL.replace("timestamp > $1", "timestamp > $1 and false")
+    r = query(api, a, sql, "2026-01-01", datasource="warehouse")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == []
+    assert [c["name"] for c in r.json()["columns"]] == ["event_name", "n"]
+
+
 def test_each_token_sees_its_own_workspace(api, pair):
     a, b = pair
     assert query(api, b, COUNT_SQL, "2026-01-01").json()["rows"] == [["signup", 5]]
