@@ -20,6 +20,9 @@ Phases (each figure next to a baseline measured in the same run):
 6. exports    an insight's CSV export of 1M rows through the API vs COPY (query) TO STDOUT
               WITH CSV of the same query; the API's peak RSS during it vs its idle RSS;
               XLSX rows/s.
+7. insights   POST /api/insights/{id}/run vs POST /api/query of the same SQL and value
+              (both cached, both uncached): the run's overhead; chart.png of a 1,000-point
+              line chart through the API vs the same spec drawn in process.
 
 Timings are measured and reported, never asserted.
 """
@@ -39,7 +42,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import capture, exports, freshness, ingestion, loadgen, overload, queries
+from tests.bench import (
+    capture,
+    exports,
+    freshness,
+    ingestion,
+    insights,
+    loadgen,
+    overload,
+    queries,
+)
 from tests.bench.report import build_rows, memory_summary
 from tests.bench.stack import (
     Dagster,
@@ -64,7 +76,7 @@ from tests.bench.util import (
     write_json,
 )
 
-PHASES = ("capture", "ingestion", "freshness", "overload", "queries", "exports")
+PHASES = ("capture", "ingestion", "freshness", "overload", "queries", "exports", "insights")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -142,6 +154,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--export-rows", default="1M", help="rows of the CSV export")
     g.add_argument("--export-xlsx-rows", default="100k", help="rows of the XLSX export")
     g.add_argument("--export-reps", type=int, default=3, help="CSV exports (and COPYs) timed")
+    g = p.add_argument_group("insights")
+    g.add_argument("--insight-reps", type=int, default=300, help="timed runs of each pair")
+    g.add_argument("--chart-reps", type=int, default=30, help="timed chart.png requests")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -371,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.export_xlsx_rows,
                 args.export_reps,
             )
+        if "insights" in args.phases:
+            sampler.mark("insights")
+            phase("insights", insights.measure, info, 20, args.insight_reps, args.chart_reps)
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -409,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     if sampler is not None:
         doc["memory"] = memory_summary(sampler)
         doc["memory_processes"] = sampler.report()
-    rows = build_rows(doc) + exports.table_rows(results.get("exports"))
+    rows = (
+        build_rows(doc)
+        + exports.table_rows(results.get("exports"))
+        + insights.table_rows(results.get("insights"))
+    )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()
     doc["total_seconds"] = rnd(time.monotonic() - began, 1)

@@ -26,7 +26,7 @@ from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
-from tests.bench import capture, ingestion, loadgen, queries
+from tests.bench import capture, exports, ingestion, insights, loadgen, queries
 from tests.bench.report import build_rows
 from tests.bench.stack import MemorySampler, StackInfo
 from tests.bench.util import format_table
@@ -150,3 +150,25 @@ def test_queries_every_path_same_rows(servers, sqlbook_home, workspace, stream_k
     rows = build_rows({"results": {"queries": out}})
     assert any(r.figure == "ch 4k (d) API p50" for r in rows)
     assert replace(rows[0]).ratio is not None
+
+
+def test_exports_and_insights_phases(servers, sqlbook_home, workspace, stream_key):
+    """The exports phase (CSV and XLSX through the API against COPY) and the insights
+    phase (run against /api/query, chart.png against an in-process render) at tiny sizes."""
+    port = free_port()
+    settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        exported = exports.measure(info, rows=2000, xlsx_rows=500, reps=1)
+        measured = insights.measure(info, warmup=1, reps=3, chart_reps=1)
+    assert exported["rows"] == 2000 and exported["csv_rows_per_second"] > 0
+    assert exported["copy_rows_per_second"] > 0 and exported["xlsx_rows_per_second"] > 0
+    for key in ("cached", "uncached"):
+        entry = measured[key]
+        assert entry["insight_run_p50_ms"] > 0 and entry["query_p50_ms"] > 0
+    assert measured["cached"]["cache_hits"] == {"insight": 3, "query": 3}
+    assert measured["uncached"]["cache_hits"] == {"insight": 0, "query": 0}
+    assert measured["chart"]["png_bytes"] > 0 and measured["chart"]["api_png_p50_ms"] > 0
+    table = format_table(exports.table_rows(exported) + insights.table_rows(measured))
+    assert "insight run p50 (cached)" in table and "chart.png 1,000-point line p50" in table
+    assert "export.csv" in table
