@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from connectors.metadata.store import NewWorkspace
 from connectors.servers import redact
-from connectors.settings import Settings
+from connectors.settings import Settings, api_url, local_url
 
 DEFAULT_WORKSPACE = "default"
 
@@ -78,27 +78,10 @@ def _write(settings: Settings, everything: dict[str, dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def api_url(settings: Settings) -> str:
-    """The API's address for clients and links: `SQLBOOK_PUBLIC_API_URL`, else where it
-    binds. Never taken from a request's `Host` header."""
-    if settings.public_api_url:
-        return settings.public_api_url.rstrip("/")
-    return local_url(settings.api_host, settings.api_port)
-
-
 def api_origin(settings: Settings) -> str:
     """`scheme://host[:port]` of `api_url`: what a browser sends as `Origin` from its pages."""
     parts = urlsplit(api_url(settings))
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def local_url(host: str, port: int) -> str:
-    """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
-    if host in ("", "0.0.0.0", "::", "[::]"):
-        host = "127.0.0.1"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def tenant_view(settings: Settings, entry: dict[str, Any]) -> dict[str, Any]:

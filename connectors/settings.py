@@ -235,3 +235,20 @@ class Settings(BaseSettings):
         home = self.home.expanduser().resolve()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)  # when made here: its owner's only
         return home
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a server bound to `host` (a wildcard: over loopback)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def api_url(settings: Settings) -> str:
+    """The API's address for clients and links (credentials, login links, alert links):
+    `SQLBOOK_PUBLIC_API_URL`, else where it binds. Never taken from a request's `Host`."""
+    if settings.public_api_url:
+        return settings.public_api_url.rstrip("/")
+    return local_url(settings.api_host, settings.api_port)

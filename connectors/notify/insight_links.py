@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from connectors.settings import Settings
+from connectors.settings import Settings, api_url
 
 # How long a chart link in a notification works.
 CHART_LINK_TTL = timedelta(days=7)
@@ -31,16 +31,8 @@ _KEY_PURPOSE = b"sqlbook shared chart link v1"
 
 
 def public_base(settings: Settings) -> str:
-    """The API's address for links: `SQLBOOK_PUBLIC_API_URL`, else where it binds (a
-    wildcard address through loopback), as api/credentials.py `api_url` says it."""
-    if settings.public_api_url:
-        return settings.public_api_url.rstrip("/")
-    host = settings.api_host
-    if host in ("", "0.0.0.0", "::", "[::]"):
-        host = "127.0.0.1"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{settings.api_port}"
+    """The API's address for links (`connectors.settings.api_url`)."""
+    return api_url(settings)
 
 
 def query_items(params: Mapping[str, Any]) -> list[tuple[str, str]]:
