@@ -304,6 +304,10 @@ def check_template(manifest: Manifest, template: Any) -> dict[str, Any]:
                 raise PluginError(
                     f"{where}.url", "a plugin reads only the insight's result, not a URL"
                 )
+            if "href" in node:  # a link channel: a click would open what a result holds
+                raise PluginError(
+                    f"{where}.href", "a plugin cannot make links (click actions do that)"
+                )
             for key, declared in (("$prop", manifest.props), ("$column", roles)):
                 if key in node:
                     if len(node) != 1:

@@ -189,6 +189,11 @@ def template_with(change: Any) -> dict[str, Any]:
             "template.layer.3.mark.url",
             "not a URL",
         ),
+        (
+            template_with(lambda t: t["encoding"].update(href={"$column": "step"})),
+            "template.encoding.href",
+            "cannot make links",
+        ),
         (template_with(lambda t: t.update(layer=5)), "template", "compile"),
         (
             template_with(lambda t: t["transform"].append({"calculate": "(((", "as": "x"})),
