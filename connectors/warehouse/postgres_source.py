@@ -45,6 +45,7 @@ from connectors.warehouse.source import (
     SchemaColumn,
     SchemaTable,
     Scope,
+    read_ahead,
 )
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,8 @@ class PostgresSource(DataSource):
                             cursor.adapters.register_loader(oid, loader)
                     columns = self._columns(conn, fields)
                     batches = self._batches(cursor, query_id, timeout_s, sql, kind, batch_rows)
-                    yield RowStream(columns, batches, text=text)
+                    with read_ahead(batches, name=f"fetch-{query_id[:8]}") as ahead:
+                        yield RowStream(columns, ahead, text=text)
 
     def _batches(
         self,
