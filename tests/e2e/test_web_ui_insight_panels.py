@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -295,8 +296,10 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     panel.get_by_role("button", name="↻").click()
     latest = panel.get_by_role("region", name="Latest snapshot")
     expect(latest.locator(".as-of")).to_have_text(f"data as of {as_of_text(as_of)}")
-    latest.get_by_role("button", name="Show snapshot").click()
-    grid = latest.get_by_test_id("result-grid")
+    expect(latest).to_contain_text("1 row · k=3")
+    latest.get_by_role("button", name="Show on the page").click()
+    expect(latest).to_contain_text("shown on the page")
+    grid = page.locator(".insight-table").get_by_test_id("result-grid")
     expect(grid.locator(".grid-th")).to_have_text(["n"])
     expect(grid.locator(".grid-td")).to_have_text(["3"])
     expect(row.locator("td").nth(3)).to_contain_text("· 1 row")
@@ -322,6 +325,80 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     assert api.call("GET", f"/api/insights/{iid}/snapshots") == []
 
 
+def test_the_page_shows_the_latest_snapshot_instead_of_running_live(
+    page: Page, live_api: LiveApi, metadata: MetadataStore
+):
+    api = Api(live_api)
+    insight = api.insight(
+        sql="select 'live' as label, {{k}}::int as n",
+        parameters=[{"name": "k", "type": "number", "default": 1}],
+        visualization={"type": "bar", "x": "label", "y": ["n"]},
+    )
+    iid = insight["id"]
+    schedule = api.call(
+        "POST", f"/api/insights/{iid}/snapshots", {"cron": "0 9 * * *", "params": {"k": 4}}, 201
+    )
+    # what Dagster stored at the schedule's last run: two rows, not what a live run gives
+    as_of = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    stored = {
+        "columns": [{"name": "label", "type": "text"}, {"name": "n", "type": "int4"}],
+        "rows": [["a", 4], ["b", 8]],
+        "row_count": 2,
+        "truncated": False,
+        "elapsed_ms": 2.0,
+        "query_id": "snapshot-page",
+        "parameters": {"k": 4},
+    }
+    store_snapshot(metadata, schedule["id"], insight["version"], as_of, stored)
+
+    # the page runs live, and offers the snapshot
+    page.goto(f"{live_api.url}/insights/{iid}?view=table")
+    main = page.get_by_role("main", name="Insight")
+    table = main.locator(".insight-table").get_by_test_id("result-grid")
+    expect(table.locator(".grid-td")).to_have_text(["live", "1"])
+    main.get_by_role(
+        "button", name=f"Show latest snapshot (data as of {as_of_text(as_of)})"
+    ).click()
+
+    # its rows in the main result area under a banner that says so; no live run
+    banner = main.get_by_test_id("snapshot-banner")
+    expect(banner).to_contain_text(f"Snapshot — data as of {as_of_text(as_of)}, values: k=4")
+    expect(table.locator(".grid-td")).to_have_text(["a", "4", "b", "8"])
+    expect(main.get_by_test_id("result-meta").locator("span").first).to_have_text("2 rows")
+    assert ("source", "snapshot") in query_of(page.url)
+
+    # the chart of the snapshot's rows
+    main.get_by_role("button", name="Chart", exact=True).click()
+    chart = main.get_by_test_id("chart")
+    expect(chart.locator('path[aria-label*="label: a;"]')).to_have_count(1)
+    expect(chart.locator('path[aria-label*="label: b;"]')).to_have_count(1)
+    assert {("view", "chart"), ("source", "snapshot")} <= set(query_of(page.url))
+    expect(banner).to_be_visible()
+
+    # a shared link opens the snapshot view as it is
+    shared = page.url
+    fresh = page.context.new_page()
+    fresh.goto(shared)
+    fresh_main = fresh.get_by_role("main", name="Insight")
+    expect(fresh_main.get_by_test_id("snapshot-banner")).to_contain_text("values: k=4")
+    expect(
+        fresh_main.get_by_test_id("chart").locator('path[aria-label*="label: b;"]')
+    ).to_have_count(1)
+    fresh.close()
+
+    # Run live: back to the query's own result, the URL without the source
+    banner.get_by_role("button", name="Run live").click()
+    expect(banner).to_have_count(0)
+    expect(chart.locator('path[aria-label*="label: live;"]')).to_have_count(1)
+    assert "source" not in dict(query_of(page.url))
+    main.get_by_role("button", name="Table", exact=True).click()
+    expect(table.locator(".grid-td")).to_have_text(["live", "1"])
+
+
+def query_of(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
 def as_of_text(at: datetime) -> str:
     """What the panel shows for `at` in a UTC browser (the day only when not today)."""
     today = datetime.now(UTC).date()
@@ -331,14 +408,19 @@ def as_of_text(at: datetime) -> str:
 
 
 def store_snapshot(
-    metadata: MetadataStore, schedule_id: int, version: int, as_of: datetime | None
+    metadata: MetadataStore,
+    schedule_id: int,
+    version: int,
+    as_of: datetime | None,
+    result: dict[str, Any] | None = None,
 ) -> None:
     """What the `insight_snapshots` asset stores when the schedule's partition materialises:
-    the result as of `as_of`, or (None) the error of a run whose query failed."""
+    the result as of `as_of` (by default one row, n = 3), or (None) the error of a run whose
+    query failed."""
     store = SnapshotStore(metadata)
     schedule = store.schedule(schedule_id)
     assert schedule is not None
-    result = {
+    result = result or {
         "columns": [{"name": "n", "type": "int4"}],
         "rows": [[3]],
         "row_count": 1,

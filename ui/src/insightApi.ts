@@ -162,7 +162,12 @@ export interface LatestSnapshot extends Omit<QueryResult, "elapsed_ms" | "query_
   taken_at: string;
   data_as_of: string | null;
   schedule_id: number;
+  snapshot_id?: number;
+  version?: number;
+  /** the resolved values, as JSON */
   parameters?: Record<string, unknown>;
+  /** the schedule's values, as given (`last_7_days`) */
+  params?: Record<string, unknown>;
 }
 
 /** One stored snapshot of a schedule, without its rows: what it held, or why it failed. */

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type ClickAction, type Folder, type Insight, type InsightRunResult, type Visualization, insightsApi, isVersionConflict } from "../api";
 import { formatAge, formatDuration } from "../format";
+import { type LatestSnapshot, insightApi } from "../insightApi";
 import { ResultGrid } from "../ResultGrid";
 import { ClickActionsEditor, completeActions } from "./ClickActionsEditor";
 import { InsightAlertsPanel } from "./InsightAlerts";
@@ -10,10 +11,12 @@ import { ParameterForm } from "./ParameterForm";
 import { RevisionsPanel } from "./Revisions";
 import { folderLabel } from "./SaveInsightDialog";
 import { SnapshotsPanel } from "./Snapshots";
+import { asOfLabel, snapshotAsOf, snapshotAsRun, snapshotBanner } from "./snapshotTime";
 import {
   type FormValue,
   type FormValues,
   type InsightView,
+  type ResultSource,
   actionForDatum,
   drillTarget,
   isAbsoluteRange,
@@ -22,6 +25,7 @@ import {
   rowObjects,
   runParams,
   searchPairs,
+  sourceFromSearch,
   valuesFromSearch,
   viewFromSearch,
 } from "./urlParams";
@@ -31,9 +35,12 @@ type Run = { state: "idle" } | { state: "running" } | { state: "done"; result: I
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+/** The latest stored snapshot: not asked yet, none stored, or the one. */
+type Latest = LatestSnapshot | "none" | null;
+
 /** An insight: its parameters (the URL carries their values), Run, the result as a table
- * or a chart, chart and drill-down settings, CSV/XLSX export, and the History / Alerts /
- * Snapshots panels. */
+ * or a chart — of a live run, or of the latest stored snapshot (`source=snapshot`) — chart
+ * and drill-down settings, CSV/XLSX export, and the History / Alerts / Snapshots panels. */
 export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSignedOut(): void; onEditSql(insight: Insight): void }) {
   const [insight, setInsight] = useState<Insight | null>(null);
   const [loadProblem, setLoadProblem] = useState<string | null>(null);
@@ -48,6 +55,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const [editingActions, setEditingActions] = useState(false);
   const [renaming, setRenaming] = useState<{ name: string; description: string } | null>(null);
   const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
+  const [latest, setLatest] = useState<Latest>(null);
   const [, navigate] = useLocation();
   const search = useSearch();
   const runToken = useRef(0);
@@ -70,6 +78,14 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
     setDraftActions(next.click_actions ?? []);
     setConflict(false);
   }, []);
+
+  const loadLatest = useCallback(() => {
+    insightApi.latestSnapshot(id).then(setLatest, (err) => {
+      const e = fail(err);
+      setLatest(e.status === 404 ? "none" : null);
+    });
+  }, [id, fail]);
+  useEffect(loadLatest, [loadLatest]);
 
   useEffect(() => {
     insightsApi.get(id).then(adopt, (err) => setLoadProblem(fail(err).status === 404 ? `There is no insight #${id} in this workspace (or it is in the trash).` : fail(err).message));
@@ -100,6 +116,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const values = useMemo(() => valuesFromSearch(`?${search}`, specs), [search, specs]);
   const params = useMemo(() => runParams(values, specs), [values, specs]);
   const view: InsightView = viewFromSearch(`?${search}`) ?? (insight && insight.visualization?.type !== "table" ? "chart" : "table");
+  const source: ResultSource = sourceFromSearch(`?${search}`);
   const path = `/insights/${id}`;
 
   // the chart view of an insight without a chart opens where to make one
@@ -112,9 +129,14 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   useEffect(() => {
     if (!hasInsight) return;
     const token = ++runToken.current;
+    setSelected(null);
+    // a page showing the stored snapshot does not run the query until "Run live"
+    if (sourceFromSearch(window.location.search) === "snapshot") {
+      setRun({ state: "idle" });
+      return;
+    }
     const current = valuesFromSearch(window.location.search, specs);
     setRun({ state: "running" });
-    setSelected(null);
     insightsApi.run(id, runParams(current, specs)).then(
       (result) => runToken.current === token && setRun({ state: "done", result }),
       (err) => runToken.current === token && setRun({ state: "error", error: fail(err) }),
@@ -123,17 +145,33 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   }, [hasInsight, runKey, id]); // eslint-disable-line react-hooks/exhaustive-deps
 
   function setValue(name: string, value: FormValue) {
-    navigate(`${path}${pageSearch({ ...values, [name]: value }, specs, viewFromSearch(`?${search}`) ?? undefined)}`, { replace: true });
+    navigate(`${path}${pageSearch({ ...values, [name]: value }, specs, viewFromSearch(`?${search}`) ?? undefined, source)}`, { replace: true });
   }
 
   function setView(next: InsightView) {
-    navigate(`${path}${pageSearch(values, specs, next)}`, { replace: true });
+    navigate(`${path}${pageSearch(values, specs, next, source)}`, { replace: true });
   }
 
+  /** The latest snapshot in the result area instead of a live run (its own history entry,
+   * so Back returns to the live result). */
+  function showSnapshot() {
+    runToken.current += 1; // a live run still going no longer lands
+    setRun({ state: "idle" });
+    setSelected(null);
+    const next = pageSearch(values, specs, viewFromSearch(`?${search}`) ?? undefined, "snapshot");
+    navigate(`${path}${next}`);
+    lastRunSearch.current = next;
+    loadLatest();
+  }
+
+  /** Run (and "Run live" over a snapshot): runs the query with the form's values. */
   function runNow() {
     const now = pageSearch(values, specs, viewFromSearch(`?${search}`) ?? undefined);
     const paramsOf = (s: string) => new URLSearchParams([...new URLSearchParams(s)].filter(([k]) => k.startsWith("p."))).toString();
-    if (paramsOf(now) !== paramsOf(lastRunSearch.current)) {
+    if (source === "snapshot") {
+      // back to live: the snapshot stays one Back away
+      navigate(`${path}${now}`);
+    } else if (paramsOf(now) !== paramsOf(lastRunSearch.current)) {
       // the entry being edited goes back to the last run's values; the new run gets its own
       navigate(`${path}${lastRunSearch.current}`, { replace: true });
       navigate(`${path}${now}`);
@@ -190,7 +228,9 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
     }
   }
 
-  const result = run.state === "done" ? run.result : null;
+  const snapshot = latest !== null && latest !== "none" ? latest : null;
+  const snapshotResult = useMemo(() => (snapshot ? snapshotAsRun(snapshot, id) : null), [snapshot, id]);
+  const result = source === "snapshot" ? snapshotResult : run.state === "done" ? run.result : null;
   const rows = useMemo(() => (result ? rowObjects(result.columns, result.rows) : []), [result]);
   const actions = editingActions ? completeActions(draftActions) : (insight?.click_actions ?? []);
 
@@ -321,6 +361,11 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               Chart
             </button>
           </div>
+          {snapshot && source === "live" && (
+            <button onClick={showSnapshot} title={`the result stored ${new Date(snapshot.taken_at).toLocaleString()}, instead of running the query`}>
+              Show latest snapshot ({asOfLabel(snapshotAsOf(snapshot), new Date())})
+            </button>
+          )}
           <button aria-expanded={chartEditorOpen} onClick={() => setEditingChart(!chartEditorOpen)}>
             Edit chart
           </button>
@@ -368,8 +413,22 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
       )}
 
       <section className="insight-result" aria-label="Result">
-        {run.state === "running" && <div className="info">Running…</div>}
-        {run.state === "error" && (
+        {source === "snapshot" && (
+          <div className="snapshot-banner" role="status" data-testid="snapshot-banner">
+            <span>
+              {snapshot
+                ? snapshotBanner(snapshot, new Date())
+                : latest === "none"
+                  ? "No snapshot of this insight is stored yet: run it live, or add a snapshot schedule below."
+                  : "Loading the latest snapshot…"}
+            </span>
+            <button className="primary" onClick={runNow}>
+              Run live
+            </button>
+          </div>
+        )}
+        {source === "live" && run.state === "running" && <div className="info">Running…</div>}
+        {source === "live" && run.state === "error" && (
           <div className="error-box" role="alert">
             <strong>Query failed</strong>
             <pre>{run.error.message}</pre>
@@ -381,8 +440,8 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               <span>
                 {result.row_count.toLocaleString()} {result.row_count === 1 ? "row" : "rows"}
               </span>
-              <span>{formatDuration(result.elapsed_ms)}</span>
-              {result.data_as_of && (
+              {source === "live" && <span>{formatDuration(result.elapsed_ms)}</span>}
+              {source === "live" && result.data_as_of && (
                 <span className="as-of" data-testid="data-as-of" title={result.data_as_of}>
                   data as of {new Date(result.data_as_of).toLocaleString()}
                 </span>
@@ -447,7 +506,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
           <InsightAlertsPanel insightId={insight.id} params={params} />
         </div>
         <div id="insight-snapshots">
-          <SnapshotsPanel insightId={insight.id} params={params} />
+          <SnapshotsPanel insightId={insight.id} params={params} latest={latest} showing={source === "snapshot"} onShowLatest={showSnapshot} onReload={loadLatest} />
         </div>
       </div>
     </main>

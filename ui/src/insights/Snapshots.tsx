@@ -1,19 +1,30 @@
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, type QueryResult } from "../api";
+import { ApiError } from "../api";
 import { type LatestSnapshot, type SnapshotRun, type SnapshotSchedule, insightApi } from "../insightApi";
-import { ResultGrid } from "../ResultGrid";
 import { paramsText } from "./alertForm";
-import { CRON_PRESETS, asOfLabel, browserTimeZone, cronText } from "./snapshotTime";
+import { CRON_PRESETS, asOfLabel, browserTimeZone, cronText, snapshotAsOf, snapshotValuesText } from "./snapshotTime";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
 
 /** An insight's snapshot schedules (Dagster stores its result on each: cron, time zone,
- * parameter values) and the latest stored snapshot, which can be shown instead of a live
- * run. */
-export function SnapshotsPanel({ insightId, params }: { insightId: number; params: Record<string, unknown> }) {
+ * parameter values) and the latest stored snapshot, which the page can show instead of a
+ * live run (the page loads it: `latest`, and reloads it with `onReload`). */
+export function SnapshotsPanel({
+  insightId,
+  params,
+  latest,
+  showing,
+  onShowLatest,
+  onReload,
+}: {
+  insightId: number;
+  params: Record<string, unknown>;
+  latest: LatestSnapshot | null | "none";
+  showing: boolean;
+  onShowLatest(): void;
+  onReload(): void;
+}) {
   const [schedules, setSchedules] = useState<SnapshotSchedule[] | null>(null);
-  const [latest, setLatest] = useState<LatestSnapshot | null | "none">(null);
-  const [showing, setShowing] = useState(false);
   const [problem, setProblem] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<SnapshotSchedule | null>(null);
   const [busy, setBusy] = useState(false);
@@ -32,12 +43,12 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
       },
       (err: ApiError) => setProblem(err.message),
     );
-    insightApi.latestSnapshot(insightId).then(setLatest, (err: ApiError) => {
-      if (err.status === 404) setLatest("none");
-      else setProblem(err.message);
-    });
   }, [insightId]);
   useEffect(load, [load]);
+  const reload = () => {
+    load();
+    onReload();
+  };
 
   async function setEnabled(s: SnapshotSchedule, enabled: boolean) {
     setProblem(null);
@@ -74,7 +85,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
     <section className="insight-panel snapshots" aria-label="Snapshots">
       <div className="panel-head">
         <h3>Snapshots</h3>
-        <button type="button" className="link" onClick={load} title="reload the schedules and the latest snapshot">
+        <button type="button" className="link" onClick={reload} title="reload the schedules and the latest snapshot">
           ↻
         </button>
       </div>
@@ -83,7 +94,7 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
           {problem}
         </div>
       )}
-      <LatestView latest={latest} showing={showing} onToggle={() => setShowing((s) => !s)} />
+      <LatestView latest={latest} showing={showing} onShow={onShowLatest} />
       <ScheduleForm insightId={insightId} params={params} onCreated={load} />
       {schedules && schedules.length === 0 && <p className="hint">No snapshot schedules yet.</p>}
       {schedules && schedules.length > 0 && (
@@ -140,12 +151,10 @@ export function SnapshotsPanel({ insightId, params }: { insightId: number; param
   );
 }
 
-function LatestView({ latest, showing, onToggle }: { latest: LatestSnapshot | null | "none"; showing: boolean; onToggle(): void }) {
-  const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
+function LatestView({ latest, showing, onShow }: { latest: LatestSnapshot | null | "none"; showing: boolean; onShow(): void }) {
   if (latest === null) return <p className="hint">Loading…</p>;
   if (latest === "none") return <p className="hint">No snapshot stored yet: the first one is taken when a schedule is next due.</p>;
-  const asOf = latest.data_as_of ?? latest.taken_at;
-  const result: QueryResult = { ...latest, elapsed_ms: latest.elapsed_ms ?? 0, query_id: latest.query_id ?? "" };
+  const asOf = snapshotAsOf(latest);
   return (
     <div className="latest-snapshot" role="region" aria-label="Latest snapshot">
       <div className="row">
@@ -154,18 +163,16 @@ function LatestView({ latest, showing, onToggle }: { latest: LatestSnapshot | nu
         </span>
         <span className="hint">
           {latest.row_count.toLocaleString()} {latest.row_count === 1 ? "row" : "rows"}
-          {latest.truncated ? " (truncated)" : ""}
-          {latest.parameters ? ` · ${paramsText(latest.parameters)}` : ""}
+          {latest.truncated ? " (truncated)" : ""} · {snapshotValuesText(latest)}
         </span>
-        <button type="button" onClick={onToggle}>
-          {showing ? "Hide snapshot" : "Show snapshot"}
-        </button>
+        {showing ? (
+          <span className="hint">shown on the page</span>
+        ) : (
+          <button type="button" onClick={onShow}>
+            Show on the page
+          </button>
+        )}
       </div>
-      {showing && (
-        <div className="snapshot-grid" style={{ height: gridHeight(latest.rows.length) }}>
-          <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={() => undefined} />
-        </div>
-      )}
     </div>
   );
 }
@@ -207,11 +214,6 @@ function ScheduleForm({ insightId, params, onCreated }: { insightId: number; par
       )}
     </form>
   );
-}
-
-/** Tall enough for a few rows without scrolling; the grid scrolls past a dozen. */
-function gridHeight(rows: number): number {
-  return Math.min(280, 40 + 29 * Math.max(rows, 1));
 }
 
 function lastRunText(run: SnapshotRun | null | undefined): string {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { Alert } from "../insightApi";
 import { DraftProblem, alertBody, draftFromAlert, emptyDraft, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { changeText, comparePair, diffLines, revisionLabel, toggleSelected } from "./revisionDiff";
-import { asOfLabel, cronText } from "./snapshotTime";
+import { asOfLabel, cronText, snapshotAsRun, snapshotBanner } from "./snapshotTime";
 
 describe("diffLines", () => {
   it("tells file headers, hunks, additions, removals and context apart", () => {
@@ -184,5 +184,31 @@ describe("asOfLabel", () => {
     expect(asOfLabel("2026-12-02T23:30:00Z", now, "Europe/Berlin")).toBe("data as of 00:30");
     expect(asOfLabel("2025-12-31T08:00:00Z", now, "UTC")).toBe("data as of 31 Dec 2025 08:00");
     expect(asOfLabel("nonsense", now, "UTC")).toBe("data as of an unknown time");
+  });
+});
+
+describe("the latest snapshot on the page", () => {
+  const latest = {
+    columns: [{ name: "n", type: "int4" }],
+    rows: [[3]],
+    row_count: 1,
+    truncated: false,
+    taken_at: "2026-12-03T09:01:00Z",
+    data_as_of: "2026-12-03T09:00:00Z",
+    schedule_id: 5,
+    version: 2,
+    parameters: { range: { from: "2026-11-26", to: "2026-12-03" } },
+    params: { range: "last_7_days" },
+  };
+  const now = new Date("2026-12-03T14:00:00Z");
+  it("says when its data is from and with which values (the schedule's own)", () => {
+    expect(snapshotBanner(latest, now, "UTC")).toBe("Snapshot — data as of 09:00, values: range=last_7_days");
+    expect(snapshotBanner({ ...latest, data_as_of: null, params: undefined }, now, "UTC")).toBe(
+      'Snapshot — data as of 09:01, values: range={"from":"2026-11-26","to":"2026-12-03"}',
+    );
+  });
+  it("becomes a run result the table and chart take", () => {
+    const run = snapshotAsRun(latest, 42);
+    expect(run).toMatchObject({ insight_id: 42, version: 2, rows: [[3]], elapsed_ms: 0, data_as_of: "2026-12-03T09:00:00Z" });
   });
 });

@@ -1,5 +1,8 @@
 // How fresh a stored snapshot is, as its panel says it: "data as of 09:00".
 
+import type { InsightRunResult } from "../api";
+import type { LatestSnapshot } from "../insightApi";
+import { paramsText } from "./alertForm";
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 interface Wall {
@@ -63,4 +66,38 @@ export const CRON_PRESETS: { label: string; cron: string }[] = [
 export function cronText(cron: string): string {
   const preset = CRON_PRESETS.find((p) => p.cron === cron.trim().replace(/\s+/g, " "));
   return preset ? `${preset.label} (${preset.cron})` : cron;
+}
+
+/** When a snapshot's data is from: its query's time, else when it was stored. */
+export function snapshotAsOf(latest: LatestSnapshot): string {
+  return latest.data_as_of ?? latest.taken_at;
+}
+
+/** The values a snapshot ran with, as the page says them: the schedule's own (`range=
+ * last_7_days`) when known, else the resolved ones. */
+export function snapshotValuesText(latest: LatestSnapshot): string {
+  const given = latest.params ?? latest.parameters ?? {};
+  return paramsText(given);
+}
+
+/** "Snapshot — data as of 09:00, values: k=3": the banner over a snapshot the page shows. */
+export function snapshotBanner(latest: LatestSnapshot, now: Date, timeZone?: string): string {
+  return `Snapshot — ${asOfLabel(snapshotAsOf(latest), now, timeZone)}, values: ${snapshotValuesText(latest)}`;
+}
+
+/** A stored snapshot in the shape of a live run, for the page's table and chart. */
+export function snapshotAsRun(latest: LatestSnapshot, insightId: number): InsightRunResult {
+  return {
+    columns: latest.columns,
+    rows: latest.rows,
+    row_count: latest.row_count,
+    truncated: latest.truncated,
+    elapsed_ms: latest.elapsed_ms ?? 0,
+    query_id: latest.query_id ?? "",
+    cache: latest.cache,
+    data_as_of: snapshotAsOf(latest),
+    insight_id: insightId,
+    version: latest.version ?? 0,
+    parameters: latest.parameters ?? {},
+  };
 }

@@ -9,6 +9,7 @@ import {
   namedParameters,
   pageSearch,
   runParams,
+  sourceFromSearch,
   valuesFromSearch,
   viewFromSearch,
 } from "./urlParams";
@@ -48,6 +49,17 @@ describe("page URL parameters", () => {
     expect(pageSearch({ region: [], range: "", n: "", flag: "" }, specs)).toBe("?p.region=&p.range=&p.flag=");
     expect(valuesFromSearch("?p.region=&p.region=", specs).region).toEqual([]);
     expect(viewFromSearch("?view=nonsense")).toBeNull();
+  });
+
+  it("says when the page shows the latest snapshot instead of running live", () => {
+    const values = { region: ["EU"], range: "today", n: "", flag: "true" };
+    const search = pageSearch(values, specs, "chart", "snapshot");
+    expect(search).toBe("?p.region=EU&p.range=today&p.flag=true&view=chart&source=snapshot");
+    expect(sourceFromSearch(search)).toBe("snapshot");
+    expect(valuesFromSearch(search, specs)).toEqual(values);
+    expect(pageSearch(values, specs, "chart", "live")).not.toContain("source");
+    expect(sourceFromSearch("?view=table")).toBe("live");
+    expect(sourceFromSearch("?source=elsewhere")).toBe("live");
   });
 
   it("encodes values that need it", () => {

@@ -113,10 +113,15 @@ export function searchPairs(values: FormValues, specs: ParameterSpec[]): [string
 
 export type InsightView = "table" | "chart";
 
-/** The insight page's query string: its parameter values, then `view` when given. */
-export function pageSearch(values: FormValues, specs: ParameterSpec[], view?: InsightView): string {
+/** Where the page's result comes from: a live run, or the latest stored snapshot. */
+export type ResultSource = "live" | "snapshot";
+
+/** The insight page's query string: its parameter values, then `view` when given, then
+ * `source=snapshot` when the page shows the latest snapshot (live is the default, unsaid). */
+export function pageSearch(values: FormValues, specs: ParameterSpec[], view?: InsightView, source?: ResultSource): string {
   const qs = new URLSearchParams(searchPairs(values, specs));
   if (view) qs.set("view", view);
+  if (source === "snapshot") qs.set("source", "snapshot");
   const out = qs.toString();
   return out ? `?${out}` : "";
 }
@@ -124,6 +129,11 @@ export function pageSearch(values: FormValues, specs: ParameterSpec[], view?: In
 export function viewFromSearch(search: string): InsightView | null {
   const v = new URLSearchParams(search).get("view");
   return v === "chart" || v === "table" ? v : null;
+}
+
+/** `source=snapshot` shows the latest snapshot; anything else (or nothing) runs live. */
+export function sourceFromSearch(search: string): ResultSource {
+  return new URLSearchParams(search).get("source") === "snapshot" ? "snapshot" : "live";
 }
 
 /** `{"params": …}` of a run (and what the alerts and snapshots panels are given): every
