@@ -290,6 +290,31 @@ def test_snapshot_schedule_added_listed_and_the_latest_snapshot_shown(
     expect(form.get_by_role("alert")).to_contain_text("cron")
     expect(row).to_have_count(1)
 
+    # edit it: a bad time zone is refused next to its field, then a new cron and name
+    row.get_by_role("button", name="Edit").click()
+    edit = panel.get_by_role("form", name=f"Edit snapshot schedule {schedule['id']}")
+    expect(edit.get_by_label("Cron")).to_have_value("0 6 * * *")
+    edit.get_by_label("Time zone").fill("Mars/Olympus")
+    edit.get_by_role("button", name="Save schedule").click()
+    problem = edit.get_by_role("alert")
+    expect(problem).to_contain_text("timezone")
+    # shown right after the field it names
+    expect(edit.locator("label:has-text('Time zone') + .field-problem")).to_have_count(1)
+    expect(edit.get_by_label("Time zone")).to_have_attribute("aria-invalid", "true")
+    edit.get_by_label("Time zone").fill("Europe/Berlin")
+    edit.get_by_label("Cron").fill("30 7 * * 1-5")
+    edit.get_by_label("Schedule name").fill("weekday mornings")
+    edit.get_by_role("button", name="Save schedule").click()
+    expect(edit).to_have_count(0)
+    expect(row.locator("td").nth(0)).to_have_text("weekday mornings 30 7 * * 1-5")
+    [schedule] = api.call("GET", f"/api/insights/{iid}/snapshots")
+    assert (schedule["cron"], schedule["name"], schedule["timezone"]) == (
+        "30 7 * * 1-5",
+        "weekday mornings",
+        "Europe/Berlin",
+    )
+    assert float(schedule["params"]["k"]) == 3  # its own values kept
+
     # what Dagster stores for the schedule, then the page shows it
     as_of = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     store_snapshot(metadata, schedule["id"], insight["version"], as_of)

@@ -1,8 +1,8 @@
-import { useCallback, useEffect, useState } from "react";
+import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type LatestSnapshot, type SnapshotRun, type SnapshotSchedule, insightApi } from "../insightApi";
 import { paramsText } from "./alertForm";
-import { CRON_PRESETS, asOfLabel, browserTimeZone, cronText, snapshotAsOf, snapshotValuesText } from "./snapshotTime";
+import { CRON_PRESETS, type ScheduleField, asOfLabel, browserTimeZone, cronText, scheduleProblemField, snapshotAsOf, snapshotValuesText } from "./snapshotTime";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
 
@@ -27,6 +27,7 @@ export function SnapshotsPanel({
   const [schedules, setSchedules] = useState<SnapshotSchedule[] | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<SnapshotSchedule | null>(null);
+  const [editing, setEditing] = useState<number | null>(null); // the schedule being edited
   const [busy, setBusy] = useState(false);
   const [saving, setSaving] = useState<number[]>([]); // ids whose enabled flag is being saved
 
@@ -95,7 +96,7 @@ export function SnapshotsPanel({
         </div>
       )}
       <LatestView latest={latest} showing={showing} onShow={onShowLatest} />
-      <ScheduleForm insightId={insightId} params={params} onCreated={load} />
+      <ScheduleForm insightId={insightId} params={params} onSaved={load} />
       {schedules && schedules.length === 0 && <p className="hint">No snapshot schedules yet.</p>}
       {schedules && schedules.length > 0 && (
         <table className="panel-table">
@@ -112,7 +113,8 @@ export function SnapshotsPanel({
           </thead>
           <tbody>
             {schedules.map((s) => (
-              <tr key={s.id} data-schedule-id={s.id}>
+              <Fragment key={s.id}>
+              <tr data-schedule-id={s.id}>
                 <td>
                   {s.name ? <b>{s.name} </b> : null}
                   {cronText(s.cron)}
@@ -125,11 +127,31 @@ export function SnapshotsPanel({
                   <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} disabled={saving.includes(s.id)} onChange={(e) => void setEnabled(s, e.target.checked)} />
                 </td>
                 <td className="actions">
+                  <button type="button" aria-expanded={editing === s.id} onClick={() => setEditing(editing === s.id ? null : s.id)}>
+                    Edit
+                  </button>
                   <button type="button" onClick={() => setDeleting(s)}>
                     Delete
                   </button>
                 </td>
               </tr>
+              {editing === s.id && (
+                <tr className="editing">
+                  <td colSpan={7}>
+                    <ScheduleForm
+                      insightId={insightId}
+                      params={params}
+                      schedule={s}
+                      onSaved={() => {
+                        setEditing(null);
+                        load();
+                      }}
+                      onCancel={() => setEditing(null)}
+                    />
+                  </td>
+                </tr>
+              )}
+              </Fragment>
             ))}
           </tbody>
         </table>
@@ -177,19 +199,45 @@ function LatestView({ latest, showing, onShow }: { latest: LatestSnapshot | null
   );
 }
 
-function ScheduleForm({ insightId, params, onCreated }: { insightId: number; params: Record<string, unknown>; onCreated(): void }) {
-  const [cron, setCron] = useState(CRON_PRESETS[1].cron);
-  const [timezone, setTimezone] = useState(browserTimeZone);
+/** A new schedule (with the page's parameter values), or one being edited: its name, cron,
+ * time zone, and — when asked — the page's values instead of its own. The API's 400 shows
+ * next to the field it names. */
+function ScheduleForm({
+  insightId,
+  params,
+  schedule,
+  onSaved,
+  onCancel,
+}: {
+  insightId: number;
+  params: Record<string, unknown>;
+  schedule?: SnapshotSchedule;
+  onSaved(): void;
+  onCancel?(): void;
+}) {
+  const [name, setName] = useState(schedule?.name ?? "");
+  const [cron, setCron] = useState(schedule?.cron ?? CRON_PRESETS[1].cron);
+  const [timezone, setTimezone] = useState(schedule?.timezone ?? browserTimeZone);
+  const [pageValues, setPageValues] = useState(!schedule); // a new schedule takes the page's
   const [problem, setProblem] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const field = problem ? scheduleProblemField(problem) : null;
+  const problemAt = (f: ScheduleField) =>
+    problem && field === f ? (
+      <span className="field-problem" role="alert">
+        {problem}
+      </span>
+    ) : null;
 
-  async function create(e: React.FormEvent) {
+  async function save(e: React.FormEvent) {
     e.preventDefault();
     setProblem(null);
     setBusy(true);
+    const body = { name: name.trim(), cron: cron.trim(), timezone: timezone.trim() || "UTC" };
     try {
-      await insightApi.createSnapshot(insightId, { cron: cron.trim(), timezone: timezone.trim() || "UTC", params });
-      onCreated();
+      if (schedule) await insightApi.updateSnapshot(insightId, schedule.id, pageValues ? { ...body, params } : body);
+      else await insightApi.createSnapshot(insightId, { ...body, params });
+      onSaved();
     } catch (err) {
       setProblem((err as ApiError).message);
     } finally {
@@ -198,16 +246,36 @@ function ScheduleForm({ insightId, params, onCreated }: { insightId: number; par
   }
 
   return (
-    <form className="snapshot-form" aria-label="New snapshot schedule" onSubmit={(e) => void create(e)}>
+    <form className="snapshot-form" aria-label={schedule ? `Edit snapshot schedule ${schedule.id}` : "New snapshot schedule"} onSubmit={(e) => void save(e)}>
       <div className="row">
-        <CronInput value={cron} invalid={problem?.startsWith("cron")} onChange={setCron} />
-        <TimeZoneInput value={timezone} invalid={problem?.startsWith("timezone")} onChange={setTimezone} />
-        <button type="submit" disabled={busy || !cron.trim()}>
-          Add schedule
+        <label>
+          Schedule name
+          <input value={name} placeholder="(optional)" aria-invalid={field === "name" || undefined} onChange={(e) => setName(e.target.value)} />
+        </label>
+        {problemAt("name")}
+        <CronInput value={cron} invalid={field === "cron"} onChange={setCron} />
+        {problemAt("cron")}
+        <TimeZoneInput value={timezone} invalid={field === "timezone"} onChange={setTimezone} />
+        {problemAt("timezone")}
+        <button type="submit" className={schedule ? "primary" : undefined} disabled={busy || !cron.trim()}>
+          {schedule ? "Save schedule" : "Add schedule"}
         </button>
+        {onCancel && (
+          <button type="button" onClick={onCancel}>
+            Cancel
+          </button>
+        )}
       </div>
-      <p className="hint">With this page's parameter values: {paramsText(params)}</p>
-      {problem && (
+      {schedule ? (
+        <label className="hint">
+          <input type="checkbox" checked={pageValues} onChange={(e) => setPageValues(e.target.checked)} />
+          Use this page's parameter values ({paramsText(params)}) instead of its own ({paramsText(schedule.params)})
+        </label>
+      ) : (
+        <p className="hint">With this page's parameter values: {paramsText(params)}</p>
+      )}
+      {problemAt("params")}
+      {problem && field === null && (
         <div className="field-problem" role="alert">
           {problem}
         </div>

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { Alert } from "../insightApi";
 import { DraftProblem, alertBody, draftFromAlert, emptyDraft, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { changeText, comparePair, diffLines, revisionLabel, toggleSelected } from "./revisionDiff";
-import { asOfLabel, cronText, snapshotAsRun, snapshotBanner } from "./snapshotTime";
+import { asOfLabel, cronText, scheduleProblemField, snapshotAsRun, snapshotBanner } from "./snapshotTime";
 
 describe("diffLines", () => {
   it("tells file headers, hunks, additions, removals and context apart", () => {
@@ -211,4 +211,16 @@ describe("the latest snapshot on the page", () => {
     const run = snapshotAsRun(latest, 42);
     expect(run).toMatchObject({ insight_id: 42, version: 2, rows: [[3]], elapsed_ms: 0, data_as_of: "2026-12-03T09:00:00Z" });
   });
+});
+
+describe("scheduleProblemField", () => {
+  it.each([
+    ["cron: not a cron expression", "cron"],
+    ["timezone: unknown time zone Mars/Base", "timezone"],
+    ["params.k: 'x' is not a number", "params"],
+    ["params: too many", "params"],
+    ["name: String should have at most 200 characters", "name"],
+    ["no snapshot schedule 3 of insight 4", null],
+    ["cronjob", null],
+  ])("%s → %s", (message, field) => expect(scheduleProblemField(message)).toBe(field));
 });

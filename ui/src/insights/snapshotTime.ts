@@ -101,3 +101,12 @@ export function snapshotAsRun(latest: LatestSnapshot, insightId: number): Insigh
     parameters: latest.parameters ?? {},
   };
 }
+
+export type ScheduleField = "name" | "cron" | "timezone" | "params";
+
+/** Which field of a snapshot schedule an API 400 names ("cron: …", "params.k: …",
+ * "timezone: …"); null when it names none of them. */
+export function scheduleProblemField(message: string): ScheduleField | null {
+  const m = /^\s*(?:body\.)?(name|cron|timezone|params)\b/.exec(message);
+  return m ? (m[1] as ScheduleField) : null;
+}
