@@ -230,6 +230,22 @@ def test_alert_on_the_insight_created_tested_into_slack_disabled_and_deleted(
     [button] = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
     assert button["url"] == f"{live_api.url}/insights/{iid}?p.k=7"
 
+    # the test is in the alert's history, shown when its row is expanded
+    row.get_by_role("button", name=f"history of {name}").click()
+    history = panel.get_by_role("region", name=f"History of {name}")
+    entries = history.locator("li[data-history-id]")
+    expect(entries).to_have_count(1)
+    expect(entries.first).to_contain_text("test")
+    expect(entries.first).to_contain_text("triggered")
+    expect(entries.first).to_contain_text("sent to ops")
+    # a second test while it is open: listed on top
+    row.get_by_role("button", name="Test").click()
+    expect(entries).to_have_count(2)
+    [newest, _] = api.call("GET", f"/api/alerts/{stored['id']}/history")["items"]
+    assert newest["test"] is True
+    expect(entries.first).to_have_attribute("data-history-id", str(newest["id"]))
+    recorder.wait_for(2, path=SLACK_PATH)
+
     # disable, then enable again, through the checkbox
     enabled = row.get_by_label(f"enable {name}")
     enabled.uncheck()

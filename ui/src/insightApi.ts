@@ -131,6 +131,25 @@ export interface AlertEvaluation {
   duration_ms: number;
 }
 
+/** One evaluation of an alert, as its history keeps it (newest first). */
+export interface AlertHistoryEntry {
+  id: number;
+  evaluated_at: string;
+  previous_state: string;
+  state: string;
+  reason: string | null;
+  test: boolean;
+  /** what the evaluation answered (rows may be left out of what is kept) */
+  evaluation: Partial<AlertEvaluation> | null;
+  run_id?: string | null;
+}
+
+export interface AlertHistoryPage {
+  items: AlertHistoryEntry[];
+  /** pass as `before` for the older entries; null when there are none */
+  next_before: number | null;
+}
+
 // --- snapshots -------------------------------------------------------------------------
 
 export interface SnapshotSchedule {
@@ -201,6 +220,8 @@ export const insightApi = {
     request<Alert>("PATCH", `/api/alerts/${alertId}`, body),
   deleteAlert: (alertId: number) => request<void>("DELETE", `/api/alerts/${alertId}`),
   testAlert: (alertId: number) => request<AlertEvaluation>("POST", `/api/alerts/${alertId}/test`),
+  alertHistory: (alertId: number, limit = 10, before?: number | null) =>
+    request<AlertHistoryPage>("GET", `/api/alerts/${alertId}/history?limit=${limit}${before ? `&before=${before}` : ""}`),
 
   snapshots: (id: number) => request<SnapshotSchedule[]>("GET", `${insight(id)}/snapshots`),
   createSnapshot: (id: number, body: SnapshotScheduleBody) =>

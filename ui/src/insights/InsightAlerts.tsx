@@ -1,7 +1,7 @@
-import { useCallback, useEffect, useState } from "react";
+import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
-import { type Alert, type AlertEvaluation, CHANNEL_TYPES, type ChannelType, RULE_OPS, RULE_TYPES, type RuleOp, type RuleType, insightApi } from "../insightApi";
-import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
+import { type Alert, type AlertEvaluation, type AlertHistoryEntry, CHANNEL_TYPES, type ChannelType, RULE_OPS, RULE_TYPES, type RuleOp, type RuleType, insightApi } from "../insightApi";
+import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, historyText, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { browserTimeZone } from "./snapshotTime";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
@@ -34,6 +34,8 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
   const [deleting, setDeleting] = useState<Alert | null>(null);
   const [busy, setBusy] = useState(false);
   const [saving, setSaving] = useState<number[]>([]); // ids whose enabled flag is being saved
+  const [expanded, setExpanded] = useState<number[]>([]); // ids whose history shows
+  const [tests, setTests] = useState<Record<number, number>>({}); // tests done, per alert: its history reloads
 
   const load = useCallback(() => {
     insightApi.alerts(insightId).then(setAlerts, (err: ApiError) => setProblem(err.message));
@@ -48,6 +50,7 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
     } catch (err) {
       setTested((t) => ({ ...t, [alert.id]: { error: (err as ApiError).message } }));
     }
+    setTests((n) => ({ ...n, [alert.id]: (n[alert.id] ?? 0) + 1 }));
   }
 
   async function setEnabled(alert: Alert, enabled: boolean) {
@@ -127,9 +130,23 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
           <tbody>
             {alerts.map((a) => {
               const result = tested[a.id];
+              const open = expanded.includes(a.id);
               return (
-                <tr key={a.id} data-alert-id={a.id}>
-                  <td>{a.name}</td>
+                <Fragment key={a.id}>
+                <tr data-alert-id={a.id}>
+                  <td>
+                    <button
+                      type="button"
+                      className="link"
+                      aria-expanded={open}
+                      aria-label={`history of ${a.name}`}
+                      title="its recent checks and tests"
+                      onClick={() => setExpanded((ids) => (open ? ids.filter((id) => id !== a.id) : [...ids, a.id]))}
+                    >
+                      {open ? "▾" : "▸"}
+                    </button>{" "}
+                    {a.name}
+                  </td>
                   <td>{ruleText(a.rule)}</td>
                   <td>{scheduleText(a.schedule)}</td>
                   <td>{paramsText(a.insight?.params ?? {})}</td>
@@ -154,6 +171,14 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
                     {result && result !== "running" && <TestResult result={result} />}
                   </td>
                 </tr>
+                {open && (
+                  <tr className="alert-history-row">
+                    <td colSpan={8}>
+                      <AlertHistory alert={a} reloadKey={tests[a.id] ?? 0} />
+                    </td>
+                  </tr>
+                )}
+                </Fragment>
               );
             })}
           </tbody>
@@ -173,6 +198,67 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
         </div>
       )}
     </section>
+  );
+}
+
+/** An alert's recent evaluations, newest first (scheduled checks and tests), with "Older"
+ * to page back; reloaded when `reloadKey` changes (after a test). */
+function AlertHistory({ alert, reloadKey }: { alert: Alert; reloadKey: number }) {
+  const [items, setItems] = useState<AlertHistoryEntry[] | null>(null);
+  const [next, setNext] = useState<number | null>(null);
+  const [problem, setProblem] = useState<string | null>(null);
+
+  useEffect(() => {
+    let live = true;
+    setProblem(null);
+    insightApi.alertHistory(alert.id).then(
+      (page) => {
+        if (!live) return;
+        setItems(page.items);
+        setNext(page.next_before);
+      },
+      (err: ApiError) => live && setProblem(err.message),
+    );
+    return () => {
+      live = false;
+    };
+  }, [alert.id, reloadKey]);
+
+  async function older() {
+    if (next === null) return;
+    try {
+      const page = await insightApi.alertHistory(alert.id, 10, next);
+      setItems((list) => [...(list ?? []), ...page.items]);
+      setNext(page.next_before);
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    }
+  }
+
+  return (
+    <div className="alert-history" role="region" aria-label={`History of ${alert.name}`}>
+      {problem && (
+        <div className="field-problem" role="alert">
+          {problem}
+        </div>
+      )}
+      {items === null && !problem && <p className="hint">Loading…</p>}
+      {items && items.length === 0 && <p className="hint">Not checked yet: the first check is {alert.next_due_at ? new Date(alert.next_due_at).toLocaleString() : "when it is enabled"}.</p>}
+      {items && items.length > 0 && (
+        <ol className="history-list">
+          {items.map((h) => (
+            <li key={h.id} data-history-id={h.id} className={h.test ? "test" : undefined}>
+              <time dateTime={h.evaluated_at}>{new Date(h.evaluated_at).toLocaleString()}</time> <span className={`badge ${h.state}`}>{h.state}</span> {historyText(h)}
+            </li>
+          ))}
+        </ol>
+      )}
+      {next !== null && (
+        <button type="button" className="link" onClick={() => void older()}>
+          Older
+        </button>
+      )}
+    </div>
   );
 }
 

@@ -240,3 +240,21 @@ export function paramsText(params: Record<string, unknown>): string {
     .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}`)
     .join(" · ");
 }
+
+/** One line of an alert's history: "ok → triggered · test · 3 rows above 5 · sent to ops" —
+ * the state change, whether it was a test, and what the evaluation said. */
+export function historyText(entry: {
+  previous_state: string;
+  state: string;
+  reason: string | null;
+  test: boolean;
+  evaluation: { summary?: string; error?: string | null; deliveries?: { channel: string; ok: boolean }[] } | null;
+}): string {
+  const parts = [entry.previous_state === entry.state ? entry.state : `${entry.previous_state} → ${entry.state}`];
+  if (entry.test) parts.push("test");
+  const summary = entry.evaluation?.error ?? entry.evaluation?.summary ?? entry.reason;
+  if (summary) parts.push(summary);
+  const deliveries = entry.evaluation?.deliveries ?? [];
+  if (deliveries.length) parts.push(`sent to ${deliveries.map((d) => `${d.channel}${d.ok ? "" : " (failed)"}`).join(", ")}`);
+  return parts.join(" · ");
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Alert } from "../insightApi";
-import { DraftProblem, alertBody, draftFromAlert, emptyDraft, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
+import { DraftProblem, alertBody, draftFromAlert, emptyDraft, historyText, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { changeText, comparePair, diffLines, revisionLabel, toggleSelected } from "./revisionDiff";
 import { asOfLabel, cronText, scheduleProblemField, snapshotAsRun, snapshotBanner } from "./snapshotTime";
 
@@ -223,4 +223,21 @@ describe("scheduleProblemField", () => {
     ["no snapshot schedule 3 of insight 4", null],
     ["cronjob", null],
   ])("%s → %s", (message, field) => expect(scheduleProblemField(message)).toBe(field));
+});
+
+describe("historyText", () => {
+  it("says the state change, a test, what it found and where it went", () => {
+    const entry = {
+      previous_state: "ok",
+      state: "triggered",
+      reason: "n > 5",
+      test: true,
+      evaluation: { summary: "n is 7 (> 5)", error: null, deliveries: [{ channel: "ops", ok: true }, { channel: "mail", ok: false }] },
+    };
+    expect(historyText(entry)).toBe("ok → triggered · test · n is 7 (> 5) · sent to ops, mail (failed)");
+  });
+  it("keeps a steady state short and prefers the error", () => {
+    expect(historyText({ previous_state: "ok", state: "ok", reason: null, test: false, evaluation: null })).toBe("ok");
+    expect(historyText({ previous_state: "ok", state: "error", reason: "x", test: false, evaluation: { error: "division by zero" } })).toBe("ok → error · division by zero");
+  });
 });
