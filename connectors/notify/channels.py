@@ -8,7 +8,9 @@ Config keys, by `type`:
 - ``email``: ``to`` (list of addresses), ``subject_prefix``. SMTP comes from Settings.
 - ``webhook``: ``url``, ``secret`` (signs the body: ``X-Sqlbook-Signature: sha256=<hex>``,
   HMAC-SHA256 of the raw body bytes, plus ``X-Sqlbook-Timestamp``), ``headers``.
-- ``teams``: ``webhook_url`` (Office 365 connector; gets a MessageCard).
+- ``teams``: ``webhook_url`` (Office 365 connector; gets a MessageCard; an alert on an
+  insight adds its chart as a section image when the chart has a public URL, and sends the
+  card again without it if Teams refuses the payload).
 
 Webhook URLs, tokens, secrets and header values are secrets: they are held as SecretStr and
 never appear in a config error or a Delivery's error.
@@ -411,9 +413,10 @@ def _post(
     policy: OutboundPolicy,
     *,
     accept: Callable[[httpx.Response], None] | None = None,
+    refuse: Callable[[httpx.Response], None] | None = None,
 ) -> httpx.Response:
     """POST through the policy; a non-2xx answer is a DeliveryError naming the status
-    (`accept` may look at a 2xx answer and raise its own)."""
+    (`accept` may look at a 2xx answer and raise its own, `refuse` at a non-2xx one)."""
     host = urlsplit(url).hostname or "?"
     try:
         with httpx.Client(transport=_PolicyTransport(policy), timeout=HTTP_TIMEOUT_S) as client:
@@ -427,6 +430,8 @@ def _post(
         if accept is not None:
             accept(resp)
         return resp
+    if refuse is not None:
+        refuse(resp)
     code = _slack_code(resp.text.strip()) if prefix.startswith("slack") else None
     raise _status_error(prefix, resp.status_code, code, _retry_after(resp.headers))
 
@@ -599,6 +604,21 @@ class WebhookChannel(_SecretChannel):
         _post("webhook", self.config.url.get_secret_value(), body, headers, self.policy)
 
 
+class _CardRefused(DeliveryError):
+    """Teams answered that the card itself is wrong (its "Bad payload received …" 400)."""
+
+
+def _teams_refusal(resp: httpx.Response) -> None:
+    """A 4xx (not 408/429) whose text names the payload: the card was refused. The text
+    is not repeated (the URL may point anywhere)."""
+    if resp.status_code in (408, 429) or not 400 <= resp.status_code < 500:
+        return
+    if "payload" in resp.text.lower():
+        raise _CardRefused(
+            f"teams: the connector refused the card (HTTP {resp.status_code})", retryable=False
+        )
+
+
 class TeamsChannel(_SecretChannel):
     type: ClassVar[str] = "teams"
 
@@ -611,10 +631,26 @@ class TeamsChannel(_SecretChannel):
         return [self.config.webhook_url.get_secret_value()]
 
     def send(self, notification: Notification) -> None:
+        try:
+            self._send(notification)
+        except _CardRefused:
+            # As for Slack: a card Teams will not take with the chart's image goes again
+            # without it, so the text always arrives.
+            if notification.chart_url is None:
+                raise
+            log.warning("teams refused the card with the chart's image; sending without it")
+            self._send(replace(notification, chart_url=None))
+
+    def _send(self, notification: Notification) -> None:
         body = json.dumps(render.teams_card(notification), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         resp = _post(
-            "teams", self.config.webhook_url.get_secret_value(), body, headers, self.policy
+            "teams",
+            self.config.webhook_url.get_secret_value(),
+            body,
+            headers,
+            self.policy,
+            refuse=_teams_refusal,
         )
         # The legacy connector answers 200 with an error text when Teams refused the card;
         # the text is not repeated (the URL may point anywhere).

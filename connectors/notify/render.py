@@ -43,6 +43,7 @@ SLACK_HEADER_LIMIT = 150  # a header's plain_text
 SLACK_FALLBACK_LIMIT = 3000  # the notification text (the API allows far more; keep it short)
 SLACK_URL_LIMIT = 3000  # an image block's image_url, a button's url
 TEAMS_TABLE_LIMIT = 8000
+TEAMS_URL_LIMIT = 3000  # a section image's URL (kept as short as Slack's)
 
 _WS = re.compile(r"\s+")
 
@@ -388,7 +389,8 @@ def slack_blocks(n: Notification) -> list[dict[str, Any]]:
 
 def teams_card(n: Notification) -> dict[str, Any]:
     """A legacy MessageCard. Its text fields take Markdown and some HTML, so user data is
-    HTML-escaped; the title is shown as plain text."""
+    HTML-escaped; the title is shown as plain text. An alert on an insight with a chart URL
+    shows the chart as a section image, after the summary (where Slack shows it)."""
     e = _html.escape
     main: dict[str, Any] = {
         "activityTitle": e(n.summary),
@@ -399,6 +401,11 @@ def teams_card(n: Notification) -> dict[str, Any]:
     if items:
         main["facts"] = [{"name": e(k), "value": e(v)} for k, v in items]
     sections: list[dict[str, Any]] = [main]
+    if n.chart_url and len(n.chart_url) <= TEAMS_URL_LIMIT:
+        # The connector card's section image: Teams fetches the picture from the URL (the
+        # signed chart link, made only when SQLBOOK_PUBLIC_API_URL says where clients
+        # reach the API).
+        sections.append({"images": [{"image": n.chart_url, "title": one_line(chart_alt(n), 200)}]})
     if n.error:
         sections.append({"title": "Error", "text": f"<pre>{e(n.error)}</pre>", "markdown": True})
     tbl = table_text(n, max_chars=TEAMS_TABLE_LIMIT)
