@@ -517,3 +517,63 @@ def test_the_editor_points_named_parameters_to_the_insight_page(page: Page):
     expect(page.get_by_role("alert")).to_contain_text(
         "This query names its parameters ({{n}}): save it as an insight"
     )
+
+
+def test_parameter_checks_and_cascading_options_saved_from_the_editor(page: Page, live_ui: LiveApi):
+    api = Api(live_ui)
+    # the insight whose first column gives an enum's options, filtered by its own parameter
+    names = api.insight(
+        sql="select distinct event_name from events where event_name like {{prefix}} || '%'",
+        parameters=[{"name": "prefix", "type": "text", "default": ""}],
+    )
+    write_sql(
+        page,
+        "select count(*)::int as n from events where event_name = {{name}}"
+        " and distinct_id like {{code}} || '%' and {{k}}::int > 0 and {{start}}::date is not null"
+        " and left(event_name, 1) = {{initial}}",
+    )
+    page.get_by_role("button", name="Save as insight…").click()
+    dialog = page.get_by_role("dialog", name="Save as insight")
+    dialog.get_by_label("Insight name").fill(f"Checked {uuid.uuid4().hex[:6]}")
+
+    # a number's min and max, a date's min, a text's pattern
+    dialog.get_by_label("type of k").select_option("number")
+    dialog.get_by_label("min of k").fill("1")
+    dialog.get_by_label("max of k").fill("0")
+    expect(dialog.get_by_text("min 1 is greater than max 0")).to_be_visible()
+    dialog.get_by_label("max of k").fill("10")
+    expect(dialog.get_by_text("min 1 is greater than max 0")).to_have_count(0)
+    dialog.get_by_label("type of start").select_option("date")
+    dialog.get_by_label("min of start").fill("2026-01-01")
+    dialog.get_by_label("pattern of code").fill("(user")
+    expect(dialog.get_by_label("pattern of code")).to_have_attribute("aria-invalid", "true")
+    dialog.get_by_label("pattern of code").fill("user-[0-9]{2}")
+
+    # an enum of the other insight's first column, filtered by our `initial`
+    dialog.get_by_label("type of name").select_option("enum")
+    dialog.get_by_label("options insight of name").fill(str(names["id"]))
+    filters = dialog.get_by_role("group", name="filter options of name")
+    filters.get_by_role("button", name="+ filter by a parameter").click()
+    # their parameters are offered; the first is filled in
+    expect(filters.get_by_label("their parameter 1 of name")).to_have_value("prefix")
+    filters.get_by_label("our parameter 1 of name").select_option("initial")
+    dialog.get_by_role("button", name="Save").click()
+    expect(page).to_have_url(re.compile(r"/insights/\d+"))
+
+    insight_id = int(urlsplit(page.url).path.rsplit("/", 1)[1])
+    saved = {p["name"]: p for p in api.call("GET", f"/api/insights/{insight_id}")["parameters"]}
+    assert (saved["k"]["type"], saved["k"]["min"], saved["k"]["max"]) == ("number", 1, 10)
+    assert (saved["start"]["type"], saved["start"]["min"]) == ("date", "2026-01-01")
+    assert saved["code"]["pattern"] == "user-[0-9]{2}"
+    assert saved["name"]["options"] == {
+        "insight_id": names["id"],
+        "filter_by": {"prefix": "initial"},
+    }
+    assert saved["initial"].get("min") is None and saved["initial"].get("pattern") is None
+
+    # the checks hold on the page: a k under its min is refused naming it
+    main = page.get_by_role("main", name="Insight")
+    main.get_by_label("k", exact=True).fill("0")
+    main.get_by_role("button", name="▶ Run").click()
+    expect(main.get_by_role("alert")).to_contain_text("k")
+    expect(main.get_by_role("alert")).to_contain_text("minimum")
