@@ -82,7 +82,9 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const loadLatest = useCallback(() => {
     insightApi.latestSnapshot(id).then(setLatest, (err) => {
       const e = fail(err);
-      setLatest(e.status === 404 ? "none" : null);
+      // 404: none stored yet; another failure is said once and counts as none
+      if (e.status !== 404) setNotice(`Could not load the latest snapshot: ${e.message}`);
+      setLatest("none");
     });
   }, [id, fail]);
   useEffect(loadLatest, [loadLatest]);
@@ -417,7 +419,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
           <div className="snapshot-banner" role="status" data-testid="snapshot-banner">
             <span>
               {snapshot
-                ? snapshotBanner(snapshot, new Date())
+                ? `${snapshotBanner(snapshot, new Date())}${snapshot.version && snapshot.version !== insight.version ? ` (taken of version ${snapshot.version}; the insight is now at version ${insight.version})` : ""}`
                 : latest === "none"
                   ? "No snapshot of this insight is stored yet: run it live, or add a snapshot schedule below."
                   : "Loading the latest snapshot…"}

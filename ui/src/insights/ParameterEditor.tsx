@@ -146,7 +146,7 @@ function Checks({ spec, onChange }: { spec: ParameterSpec; onChange(spec: Parame
             <input
               aria-label={`${field} of ${name}`}
               inputMode={spec.type === "number" ? "decimal" : undefined}
-              size={spec.type === "number" ? 6 : 14}
+              size={spec.type === "number" ? 6 : 18}
               placeholder={placeholder}
               value={text[field]}
               aria-invalid={Boolean(problem) || undefined}
