@@ -434,6 +434,13 @@ def test_the_page_shows_the_latest_snapshot_instead_of_running_live(
     assert "source" not in dict(query_of(page.url))
     main.get_by_role("button", name="Table", exact=True).click()
     expect(table.locator(".grid-td")).to_have_text(["live", "1"])
+    # Back returns to the snapshot (its own history entry), Forward to the live run
+    page.go_back()
+    expect(banner).to_be_visible()
+    expect(chart.locator('path[aria-label*="label: a;"]')).to_have_count(1)
+    page.go_forward()
+    expect(banner).to_have_count(0)
+    expect(table.locator(".grid-td")).to_have_text(["live", "1"])
 
 
 def query_of(url: str) -> list[tuple[str, str]]:
