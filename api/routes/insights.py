@@ -3,7 +3,8 @@
 A body is checked by its pydantic model (a 400 naming the field), then by
 `connectors.insights.service.check_definition` for what the schema cannot say: the data
 source exists, the SQL compiles with every `{{name}}` declared and is one read query,
-click actions point at insights of the workspace. A PATCH carries the `version` it was
+click actions point at insights of the workspace, a plugin chart's plugin exists for the
+workspace and its props fit the manifest. A PATCH carries the `version` it was
 based on; another save since is a 409 `version_conflict`, never a silent overwrite.
 An insight of another workspace is a 404."""
 
@@ -32,6 +33,7 @@ from api.schemas import (
 )
 from api.state import AppState
 from connectors.insights.parameters import InvalidParameter, ParameterList
+from connectors.insights.plugins import Plugin
 from connectors.insights.service import (
     ClickAction,
     InsightInvalid,
@@ -176,7 +178,9 @@ _INVALID = problems(
     e400="Not a valid insight: `detail` names the field — also for what the schema cannot"
     " say: an unknown data source, a {{name}} the parameters do not declare, SQL that is"
     " not one read query, a click action's insight not in the workspace, a folder not in"
-    " the workspace.",
+    " the workspace, a plugin chart's plugin the workspace does not have"
+    " (`visualization.plugin`) or a prop its manifest does not declare or type"
+    " (`visualization.props.<name>`).",
 )
 _NOT_FOUND = problems(404, e404="No such insight in this workspace (or it is in the trash).")
 _RUN_REFUSED = problems(
@@ -220,15 +224,25 @@ def _lookup(state: AppState, workspace_id: int) -> InsightLookup:
 
 
 def _checked(
-    state: AppState, token: TokenOwner, definition: dict[str, Any], insight_id: int | None
+    state: AppState,
+    token: TokenOwner,
+    definition: dict[str, Any],
+    current: InsightRecord | None,
 ) -> dict[str, Any]:
+    """`definition` checked for saving over `current` (None: a new insight)."""
+
+    def plugin(name: str) -> Plugin | None:
+        return state.plugins.get(token.workspace_id, name)
+
     try:
         return check_definition(
             state.queries,
             token.workspace_id,
             definition,
             _lookup(state, token.workspace_id),
-            insight_id=insight_id,
+            insight_id=None if current is None else current.id,
+            plugins=plugin,
+            saved_visualization=None if current is None else current.visualization,
         )
     except InsightInvalid as err:
         raise HTTPException(400, str(err)) from None
@@ -253,7 +267,7 @@ def save_changes(
     current = insight_or_404(state, token, insight_id)
     if current.version != version:
         raise VersionConflict(current.version)
-    definition = _checked(state, token, current.body() | changes, insight_id)
+    definition = _checked(state, token, current.body() | changes, current)
     try:
         return state.insights.update(
             token.workspace_id,

@@ -208,6 +208,14 @@ class Plugin:
             spec["transform"] = [*parse, *spec.get("transform", [])]
         return spec
 
+    def check_props(self, props: Mapping[str, Any]) -> None:
+        """What can be checked of a visualization's `props` without a result (at save):
+        each prop is declared and of its type, `columns` maps declared roles to column
+        names. The same checks the spec makes when it is drawn; ChartError naming the prop
+        (`visualization.props.color`, `visualization.props.columns.step`)."""
+        self._props(props)
+        self._role_mapping(props.get("columns"))
+
     def _props(self, given: Mapping[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name in given:
@@ -223,20 +231,26 @@ class Plugin:
                 raise ChartError(f"visualization.props.{name}", str(err)) from None
         return values
 
-    def _columns(self, mapping: Any, types: Mapping[str, Encoding]) -> dict[str, str]:
+    def _role_mapping(self, mapping: Any) -> dict[str, Any]:
+        """`props.columns`: {declared role: a column name}; ChartError naming the role."""
         if mapping is None:
-            mapping = {}
+            return {}
         if not isinstance(mapping, dict):
             raise ChartError(
                 "visualization.props.columns", "should map each column role to a result column"
             )
-        roles = {c.role: c for c in self.manifest.columns}
-        for role in mapping:
+        roles = {c.role for c in self.manifest.columns}
+        for role, column in mapping.items():
+            where = f"visualization.props.columns.{role}"
             if role not in roles:
-                raise ChartError(
-                    f"visualization.props.columns.{role}",
-                    f"plugin {self.name} has no column role {role!r}",
-                )
+                raise ChartError(where, f"plugin {self.name} has no column role {role!r}")
+            if column is not None and not isinstance(column, str):
+                raise ChartError(where, "should be a result column's name")
+        return mapping
+
+    def _columns(self, mapping: Any, types: Mapping[str, Encoding]) -> dict[str, str]:
+        mapping = self._role_mapping(mapping)
+        roles = {c.role: c for c in self.manifest.columns}
         names = list(types)
         chosen: dict[str, str] = {}
         for position, role in enumerate(roles.values()):

@@ -5,8 +5,9 @@ for the one executor.
 `InsightInvalid` naming its field): the data source exists, the parameters are valid
 specs, the SQL compiles for the data source's dialect with every `{{name}}` declared
 (compiled once with every value unset, and read by the guard as a query would be), the
-visualization is valid, each click action's target insight exists in the workspace and
-its URL template can only produce an http(s) or same-site URL.
+visualization is valid (a plugin chart names a plugin the workspace has, with props its
+manifest declares and types), each click action's target insight exists in the
+workspace and its URL template can only produce an http(s) or same-site URL.
 
 `prepare_run` resolves a run's values (defaults, relative dates in the workspace's time
 zone), compiles the SQL for the data source's dialect, and returns the `QueryRequest`
@@ -30,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from connectors.insights.charts import ChartError
 from connectors.insights.compiler import CompiledSql, compile_sql
 from connectors.insights.parameters import (
     DateRange,
@@ -40,6 +42,7 @@ from connectors.insights.parameters import (
     ParameterSpec,
     resolve,
 )
+from connectors.insights.plugins import Plugin
 from connectors.insights.visualization import ColumnName, Visualization
 from connectors.metadata.insights import InsightRecord
 from connectors.warehouse import guard, placeholders
@@ -114,6 +117,9 @@ def specs_of(insight: InsightRecord) -> list[ParameterSpec]:
 
 # insight id → its parameters (as stored), or None when it is not in the workspace
 InsightLookup = Callable[[int], Sequence[Mapping[str, Any]] | None]
+# plugin name → the plugin the workspace draws with (bundled, SQLBOOK_PLUGINS_DIR or
+# uploaded to it: `PluginRegistry.get`), or None
+PluginLookup = Callable[[str], Plugin | None]
 _VISUALIZATION: TypeAdapter[Visualization] = TypeAdapter(Visualization)
 
 
@@ -124,9 +130,17 @@ def check_definition(
     lookup: InsightLookup,
     *,
     insight_id: int | None = None,
+    plugins: PluginLookup | None = None,
+    saved_visualization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The definition as stored (JSON), or InsightInvalid. `definition` holds every
-    field of an insight body; `insight_id` is the insight being saved, if it exists."""
+    field of an insight body; `insight_id` is the insight being saved, if it exists.
+
+    A plugin chart names a plugin `plugins` finds, and its props are checked against
+    the plugin's manifest (`Plugin.check_props`, the checks it is drawn with). Not when
+    the visualization is the one saved already (`saved_visualization`): a rename or a
+    move of an insight whose uploaded plugin was deleted since still saves (it shows the
+    error when drawn, until it picks another chart)."""
     for name in ("parameters", "visualization", "click_actions"):
         _storable(definition.get(name), name)
     datasource = str(definition.get("datasource", "warehouse"))
@@ -154,6 +168,11 @@ def check_definition(
     sql = str(definition["sql"])
     _check_sql(sql, dialect, specs)
     visualization = _validated(_VISUALIZATION, definition.get("visualization", {}), "visualization")
+    stored_visualization = visualization.model_dump(mode="json", exclude_defaults=True) | {
+        "type": visualization.type
+    }
+    if plugins is not None and stored_visualization != saved_visualization:
+        _check_plugin(visualization, plugins)
     actions = _validated(_ACTIONS, definition.get("click_actions", []), "click_actions")
     for i, action in enumerate(actions):
         if isinstance(action, OpenInsight):
@@ -165,10 +184,25 @@ def check_definition(
         "datasource": datasource,
         "sql": sql,
         "parameters": [s.model_dump(mode="json", exclude_none=True) for s in specs],
-        "visualization": visualization.model_dump(mode="json", exclude_defaults=True)
-        | {"type": visualization.type},
+        "visualization": stored_visualization,
         "click_actions": [a.model_dump(mode="json") for a in actions],
     }
+
+
+def _check_plugin(visualization: Visualization, plugins: PluginLookup) -> None:
+    if visualization.type != "plugin" or visualization.plugin is None:
+        return  # another type keeps a plugin's settings unchecked (switching back loses none)
+    plugin = plugins(visualization.plugin)
+    if plugin is None:
+        raise InsightInvalid(
+            "visualization.plugin",
+            f"no plugin named {visualization.plugin!r} in this workspace (bundled, in"
+            " SQLBOOK_PLUGINS_DIR or uploaded: GET /api/plugins lists them)",
+        )
+    try:
+        plugin.check_props(visualization.props)
+    except ChartError as err:
+        raise InsightInvalid(err.field, err.message) from None
 
 
 def _check_target(
