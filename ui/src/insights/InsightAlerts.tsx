@@ -133,51 +133,51 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
               const open = expanded.includes(a.id);
               return (
                 <Fragment key={a.id}>
-                <tr data-alert-id={a.id}>
-                  <td>
-                    <button
-                      type="button"
-                      className="link"
-                      aria-expanded={open}
-                      aria-label={`history of ${a.name}`}
-                      title="its recent checks and tests"
-                      onClick={() => setExpanded((ids) => (open ? ids.filter((id) => id !== a.id) : [...ids, a.id]))}
-                    >
-                      {open ? "▾" : "▸"}
-                    </button>{" "}
-                    {a.name}
-                  </td>
-                  <td>{ruleText(a.rule)}</td>
-                  <td>{scheduleText(a.schedule)}</td>
-                  <td>{paramsText(a.insight?.params ?? {})}</td>
-                  <td>{Object.entries(a.channels).map(([name, c]) => `${name} (${c.type})`).join(", ")}</td>
-                  <td title={a.last_evaluated_at ? `last checked ${new Date(a.last_evaluated_at).toLocaleString()}` : "not checked yet"}>
-                    <span className={`badge ${a.state}`}>{a.state}</span>
-                    {a.enabled && a.next_due_at && <small className="hint"> next {new Date(a.next_due_at).toLocaleString()}</small>}
-                  </td>
-                  <td>
-                    <input type="checkbox" aria-label={`enable ${a.name}`} checked={a.enabled} disabled={saving.includes(a.id)} onChange={(e) => void setEnabled(a, e.target.checked)} />
-                  </td>
-                  <td className="actions">
-                    <button type="button" disabled={result === "running"} onClick={() => void test(a)} title="run it now and send to every channel, whatever the state">
-                      {result === "running" ? "Testing…" : "Test"}
-                    </button>
-                    <button type="button" onClick={() => setEditing({ mode: "edit", alert: a })}>
-                      Edit
-                    </button>
-                    <button type="button" onClick={() => setDeleting(a)}>
-                      Delete
-                    </button>
-                    {result && result !== "running" && <TestResult result={result} />}
-                  </td>
-                </tr>
-                {open && (
-                  <tr className="alert-history-row">
-                    <td colSpan={8}>
-                      <AlertHistory alert={a} reloadKey={tests[a.id] ?? 0} />
+                  <tr data-alert-id={a.id}>
+                    <td>
+                      <button
+                        type="button"
+                        className="link"
+                        aria-expanded={open}
+                        aria-label={`history of ${a.name}`}
+                        title="its recent checks and tests"
+                        onClick={() => setExpanded((ids) => (open ? ids.filter((id) => id !== a.id) : [...ids, a.id]))}
+                      >
+                        {open ? "▾" : "▸"}
+                      </button>{" "}
+                      {a.name}
+                    </td>
+                    <td>{ruleText(a.rule)}</td>
+                    <td>{scheduleText(a.schedule)}</td>
+                    <td>{paramsText(a.insight?.params ?? {})}</td>
+                    <td>{Object.entries(a.channels).map(([name, c]) => `${name} (${c.type})`).join(", ")}</td>
+                    <td title={a.last_evaluated_at ? `last checked ${new Date(a.last_evaluated_at).toLocaleString()}` : "not checked yet"}>
+                      <span className={`badge ${a.state}`}>{a.state}</span>
+                      {a.enabled && a.next_due_at && <small className="hint"> next {new Date(a.next_due_at).toLocaleString()}</small>}
+                    </td>
+                    <td>
+                      <input type="checkbox" aria-label={`enable ${a.name}`} checked={a.enabled} disabled={saving.includes(a.id)} onChange={(e) => void setEnabled(a, e.target.checked)} />
+                    </td>
+                    <td className="actions">
+                      <button type="button" disabled={result === "running"} onClick={() => void test(a)} title="run it now and send to every channel, whatever the state">
+                        {result === "running" ? "Testing…" : "Test"}
+                      </button>
+                      <button type="button" onClick={() => setEditing({ mode: "edit", alert: a })}>
+                        Edit
+                      </button>
+                      <button type="button" onClick={() => setDeleting(a)}>
+                        Delete
+                      </button>
+                      {result && result !== "running" && <TestResult result={result} />}
                     </td>
                   </tr>
-                )}
+                  {open && (
+                    <tr className="alert-history-row">
+                      <td colSpan={8}>
+                        <AlertHistory alert={a} reloadKey={tests[a.id] ?? 0} />
+                      </td>
+                    </tr>
+                  )}
                 </Fragment>
               );
             })}

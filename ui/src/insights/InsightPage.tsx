@@ -379,6 +379,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
             <span className="hint">Set {missing.join(", ")} to export</span>
           ) : (
             <>
+              {source === "snapshot" && <span className="hint">exports run live:</span>}
               <a className="button" href={exportHref("csv")} download>
                 Download CSV
               </a>

@@ -114,43 +114,43 @@ export function SnapshotsPanel({
           <tbody>
             {schedules.map((s) => (
               <Fragment key={s.id}>
-              <tr data-schedule-id={s.id}>
-                <td>
-                  {s.name ? <b>{s.name} </b> : null}
-                  {cronText(s.cron)}
-                </td>
-                <td>{s.timezone}</td>
-                <td>{paramsText(s.params)}</td>
-                <td className={lastRuns[s.id]?.error ? "error" : undefined}>{lastRunText(lastRuns[s.id])}</td>
-                <td>{s.enabled && s.next_due_at ? new Date(s.next_due_at).toLocaleString() : "—"}</td>
-                <td>
-                  <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} disabled={saving.includes(s.id)} onChange={(e) => void setEnabled(s, e.target.checked)} />
-                </td>
-                <td className="actions">
-                  <button type="button" aria-expanded={editing === s.id} onClick={() => setEditing(editing === s.id ? null : s.id)}>
-                    Edit
-                  </button>
-                  <button type="button" onClick={() => setDeleting(s)}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
-              {editing === s.id && (
-                <tr className="editing">
-                  <td colSpan={7}>
-                    <ScheduleForm
-                      insightId={insightId}
-                      params={params}
-                      schedule={s}
-                      onSaved={() => {
-                        setEditing(null);
-                        load();
-                      }}
-                      onCancel={() => setEditing(null)}
-                    />
+                <tr data-schedule-id={s.id}>
+                  <td>
+                    {s.name ? <b>{s.name} </b> : null}
+                    {cronText(s.cron)}
+                  </td>
+                  <td>{s.timezone}</td>
+                  <td>{paramsText(s.params)}</td>
+                  <td className={lastRuns[s.id]?.error ? "error" : undefined}>{lastRunText(lastRuns[s.id])}</td>
+                  <td>{s.enabled && s.next_due_at ? new Date(s.next_due_at).toLocaleString() : "—"}</td>
+                  <td>
+                    <input type="checkbox" aria-label={`enable schedule ${s.id}`} checked={s.enabled} disabled={saving.includes(s.id)} onChange={(e) => void setEnabled(s, e.target.checked)} />
+                  </td>
+                  <td className="actions">
+                    <button type="button" aria-expanded={editing === s.id} onClick={() => setEditing(editing === s.id ? null : s.id)}>
+                      Edit
+                    </button>
+                    <button type="button" onClick={() => setDeleting(s)}>
+                      Delete
+                    </button>
                   </td>
                 </tr>
-              )}
+                {editing === s.id && (
+                  <tr className="editing">
+                    <td colSpan={7}>
+                      <ScheduleForm
+                        insightId={insightId}
+                        params={params}
+                        schedule={s}
+                        onSaved={() => {
+                          setEditing(null);
+                          load();
+                        }}
+                        onCancel={() => setEditing(null)}
+                      />
+                    </td>
+                  </tr>
+                )}
               </Fragment>
             ))}
           </tbody>
