@@ -71,7 +71,12 @@ export function VisualizationEditor({
       {type === "plugin" && (
         <label>
           Plugin{" "}
-          <select aria-label="Plugin" value={value.plugin ?? ""} onChange={(e) => set({ plugin: text(e.target.value) })}>
+          {/* another plugin: the props were the last one's (the API refuses undeclared props) */}
+          <select
+            aria-label="Plugin"
+            value={value.plugin ?? ""}
+            onChange={(e) => set({ plugin: text(e.target.value), props: e.target.value === value.plugin ? value.props : {} })}
+          >
             <option value="">choose…</option>
             {plugins.map((p) => (
               <option key={p.name} value={p.name}>
