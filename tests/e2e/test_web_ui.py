@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import httpx
@@ -20,9 +19,8 @@ from playwright.sync_api import Locator, Page, expect
 
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
-from connectors.warehouse import PostgresWarehouse
 from tests.conftest import make_settings
-from tests.e2e.web import WAIT_MS, LiveApi, sign_in
+from tests.e2e.web import WAIT_MS, LiveApi, add_events_of_a_day, sign_in
 from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
@@ -33,21 +31,9 @@ def live_ui(
     ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
 ) -> Iterator[LiveApi]:
     ws = metadata.create_workspace(f"ui-{uuid.uuid4().hex[:8]}")
-    PostgresWarehouse(servers.warehouse_url).ensure_partitions([date(2026, 6, 1)])
-    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
-        for i in range(30):
-            conn.execute(
-                "insert into events (event_id, project_id, event_name, distinct_id, properties,"
-                " timestamp, received_at) values (gen_random_uuid(), %s, %s, %s, %s::jsonb,"
-                " '2026-06-01T00:00:00Z'::timestamptz + %s * interval '1 minute', now())",
-                (
-                    ws.project.id,
-                    ["signup", "pageview", "login"][i % 3],
-                    f"user-{i:02d}",
-                    f'{{"plan": "pro", "n": {i}}}',
-                    i,
-                ),
-            )
+    add_events_of_a_day(
+        servers.warehouse_url, ws.project.id, properties=lambda i: {"plan": "pro", "n": i}
+    )
     # the connection test adds a PostgreSQL on loopback, as an operator who allows it would
     settings = make_settings(
         servers,

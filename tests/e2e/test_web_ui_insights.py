@@ -13,28 +13,25 @@ import csv
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import openpyxl
-import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
-from connectors.warehouse import PostgresWarehouse
 from tests.conftest import make_settings
-from tests.e2e.web import WAIT_MS, LiveApi, sign_in
+from tests.e2e.web import EVENT_NAMES, WAIT_MS, LiveApi, add_events_of_a_day, sign_in
 from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
 
 # 30 events on 2026-06-01 (UTC): 10 each of signup, pageview, login
-EVENTS = ["signup", "pageview", "login"]
+EVENTS = list(EVENT_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +39,7 @@ def live_ui(
     ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
 ) -> Iterator[LiveApi]:
     ws = metadata.create_workspace(f"insights-ui-{uuid.uuid4().hex[:8]}")
-    PostgresWarehouse(servers.warehouse_url).ensure_partitions([date(2026, 6, 1)])
-    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
-        for i in range(30):
-            conn.execute(
-                "insert into events (event_id, project_id, event_name, distinct_id, properties,"
-                " timestamp, received_at) values (gen_random_uuid(), %s, %s, %s, '{}'::jsonb,"
-                " '2026-06-01T00:00:00Z'::timestamptz + %s * interval '1 minute', now())",
-                (ws.project.id, EVENTS[i % 3], f"user-{i:02d}", i),
-            )
+    add_events_of_a_day(servers.warehouse_url, ws.project.id)
     settings = make_settings(servers, sqlbook_home, api_port=free_port(), ui_dist=ui_dist)
     with serve_api(settings) as url:
         yield LiveApi(url, ws)

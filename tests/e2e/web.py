@@ -3,12 +3,18 @@ person does (open the one-time link, confirm on its page)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import httpx
+import psycopg
 from playwright.sync_api import Page, expect
 
 from connectors.metadata import NewWorkspace
+from connectors.warehouse import PostgresWarehouse
 
 WAIT_MS = 30_000  # generous: 2 shared cores
 expect.set_options(timeout=WAIT_MS)
@@ -40,3 +46,25 @@ def sign_in(page: Page, link: str) -> None:
     page.goto(link)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
+
+
+EVENT_NAMES = ("signup", "pageview", "login")
+
+
+def add_events_of_a_day(
+    warehouse_url: str,
+    project_id: int,
+    count: int = 30,
+    properties: Callable[[int], dict[str, Any]] = lambda _i: {},
+) -> None:
+    """`count` events one minute apart from 2026-06-01 00:00 UTC: signup, pageview,
+    login in turn, distinct ids user-00, user-01 …"""
+    PostgresWarehouse(warehouse_url).ensure_partitions([date(2026, 6, 1)])
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for i in range(count):
+            conn.execute(
+                "insert into events (event_id, project_id, event_name, distinct_id, properties,"
+                " timestamp, received_at) values (gen_random_uuid(), %s, %s, %s, %s::jsonb,"
+                " '2026-06-01T00:00:00Z'::timestamptz + %s * interval '1 minute', now())",
+                (project_id, EVENT_NAMES[i % 3], f"user-{i:02d}", json.dumps(properties(i)), i),
+            )
