@@ -25,13 +25,10 @@ from playwright.sync_api import Page, expect
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
-from tests.e2e.web import EVENT_NAMES, WAIT_MS, LiveApi, add_events_of_a_day, sign_in
+from tests.e2e.web import WAIT_MS, LiveApi, add_events_of_a_day, sign_in
 from tests.live import free_port, serve_api
 
 pytestmark = pytest.mark.e2e
-
-# 30 events on 2026-06-01 (UTC): 10 each of signup, pageview, login
-EVENTS = list(EVENT_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +36,7 @@ def live_ui(
     ui_dist: Path, servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
 ) -> Iterator[LiveApi]:
     ws = metadata.create_workspace(f"insights-ui-{uuid.uuid4().hex[:8]}")
-    add_events_of_a_day(servers.warehouse_url, ws.project.id)
+    add_events_of_a_day(servers.warehouse_url, ws.project.id)  # 10 each of signup, pageview, login
     settings = make_settings(servers, sqlbook_home, api_port=free_port(), ui_dist=ui_dist)
     with serve_api(settings) as url:
         yield LiveApi(url, ws)
