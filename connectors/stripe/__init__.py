@@ -1,0 +1,1 @@
+"""Stripe: webhook signatures now; the dlt source and event handling join here (issue 13)."""
