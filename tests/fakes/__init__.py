@@ -1,0 +1,1 @@
+"""Faithful fake provider servers for connector tests (loopback, deterministic clock and data)."""
