@@ -1,16 +1,27 @@
-"""A fake Stripe API on 127.0.0.1 for connector tests: the real list envelope, cursors,
-`created` filters, expansions, error bodies, 30-day event retention, fault injection (429
-storms, 500s, data changing between pages) and a webhook emitter that signs like Stripe.
+"""A fake Stripe API on 127.0.0.1 for connector tests, speaking the shapes a sync depends on.
 
     with StripeFake.running(clock=1_764_000_000) as fake:
-        fake.add_key("sk_test_abc")
+        fake.add_key("sk_test_abc")  # or add_key("rk_live_…", permissions=["charges"])
         cus = fake.create_customer(email="a@example.com")
         fake.create_charge(amount=1200, currency="jpy", customer=cus["id"])
         httpx.get(f"{fake.url}/v1/charges", headers={"Authorization": "Bearer sk_test_abc"})
 
-Read-only over HTTP (what a sync needs); every change goes through the Python API, which
-also records the `event` Stripe would emit for it. Deterministic: ids come from a seeded RNG
-and time from `FakeClock`, which only moves when a test calls `advance`.
+HTTP (GET only; every change goes through the Python API, which records the `event` Stripe
+would emit for it): `/v1/<resource>` lists and `/v1/<resource>/<id>` for charges, customers,
+subscriptions, subscription_items (`?subscription=` required), invoices (+ `/lines`), refunds,
+balance_transactions, products, prices and events. Lists answer `{"object": "list", "url",
+"has_more", "data"}` newest first, with `limit` 1–100, `starting_after` / `ending_before`,
+`created` / `created[gt|gte|lt|lte]`, `expand[]` (`data.` prefix on lists), each list's own
+filters (unknown parameters are a 400 as in Stripe), and the default of subscriptions leaving
+canceled ones out. Events older than 30 days are gone. Errors carry Stripe's bodies: 401
+unknown key, 403 restricted key lacking the permission, 404 / 400 `resource_missing`, and
+the injected 429 (`storm`) and 5xx (`fail`). Test-mode and live-mode data are apart.
+
+Tests steer it with `advance` (the clock), `after_page` (change data while a client pages),
+`requests` (what was asked), `sign` / `deliver` (webhooks signed like Stripe's, duplicated,
+shuffled, delayed), `seed_charges` / `seed_customers` (bulk, for the bench) and `reset`.
+Deterministic: ids come from a seeded RNG and time from `FakeClock`, which moves only when a
+test says so.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import hmac
 import json
 import random
 import re
+import socket
 import string
 import threading
 import time
@@ -37,8 +49,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from tests.live import free_port
 
 API_VERSION = "2024-06-20"
 EVENT_RETENTION_S = 30 * 86_400
@@ -78,6 +88,30 @@ EXPANDABLE = frozenset(
     }
 )
 _ALNUM = string.ascii_letters + string.digits
+# list parameters that keep the objects whose field equals the value
+LIST_FILTERS = (
+    "customer", "charge", "product", "subscription", "type", "source", "status", "active",
+    "email", "currency", "payment_intent",
+)  # fmt: skip
+# the parameters each list takes besides limit, cursors, created and expand (Stripe answers 400
+# to any other); those not in LIST_FILTERS are accepted and ignored
+LIST_PARAMS: dict[str, frozenset[str]] = {
+    "charges": frozenset({"customer", "payment_intent", "transfer_group"}),
+    "customers": frozenset({"email", "test_clock"}),
+    "subscriptions": frozenset(
+        {"customer", "price", "status", "collection_method", "current_period_end",
+         "current_period_start", "test_clock", "automatic_tax"}
+    ),
+    "subscription_items": frozenset({"subscription"}),
+    "invoices": frozenset({"customer", "status", "subscription", "collection_method", "due_date"}),
+    "refunds": frozenset({"charge", "payment_intent"}),
+    "balance_transactions": frozenset({"type", "source", "currency", "payout"}),
+    "products": frozenset({"active", "ids", "shippable", "url", "type"}),
+    "prices": frozenset({"active", "product", "currency", "type", "recurring", "lookup_keys"}),
+    "events": frozenset({"type", "types", "delivery_success"}),
+    "invoice_lines": frozenset(),
+}  # fmt: skip
+PAGING_PARAMS = frozenset({"limit", "starting_after", "ending_before", "created", "expand"})
 
 
 class FakeClock:
@@ -258,14 +292,17 @@ class StripeFake:
     def running(cls, **kwargs: Any) -> Iterator[StripeFake]:
         """The fake served by uvicorn on a free loopback port, in a daemon thread."""
         fake = cls(**kwargs)
-        port = free_port()
+        # bound here and handed to uvicorn, so no other process can take the port meanwhile
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
         app = Starlette(
             routes=[Route("/v1/{rest:path}", fake._endpoint, methods=["GET", "POST", "DELETE"])]
         )
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         )
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
@@ -277,6 +314,7 @@ class StripeFake:
         finally:
             server.should_exit = True
             thread.join(10)
+            sock.close()
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -327,7 +365,7 @@ class StripeFake:
         return obj
 
     def _event_prefix(self, obj: Obj) -> str:
-        return EVENT_PREFIX.get(obj["object"], obj["object"])
+        return EVENT_PREFIX.get(obj["object"], str(obj["object"]))
 
     def _base(
         self, prefix: str, kind: str, live: bool, created: int | None, meta: Obj | None
@@ -696,7 +734,7 @@ class StripeFake:
         """`n` customers created evenly over the `span_s` seconds before now (no events)."""
         with self._lock:
             now = self.clock()
-            objs = [
+            objs: list[Obj] = [
                 {
                     "id": f"cus_{self._token(24)}",
                     "object": "customer",
@@ -718,7 +756,7 @@ class StripeFake:
                 for i in range(n)
             ]
             self._bulk("customers", objs, live)
-        return [o["id"] for o in objs]
+        return [str(o["id"]) for o in objs]
 
     def seed_charges(
         self,
@@ -734,7 +772,7 @@ class StripeFake:
         with self._lock:
             now = self.clock()
             rand = self._rng.randrange
-            objs = []
+            objs: list[Obj] = []
             for i in range(n):
                 amount = rand(100, 100_000)
                 objs.append(
@@ -764,7 +802,7 @@ class StripeFake:
                     }
                 )
             self._bulk("charges", objs, live)
-        return [o["id"] for o in objs]
+        return [str(o["id"]) for o in objs]
 
     def _bulk(self, resource: str, objs: list[Obj], live: bool) -> None:
         with self._lock:
@@ -943,12 +981,15 @@ class StripeFake:
         if method == "GET" and parts and parts[0] in RESOURCES:
             self._authorize(key, parts[0])
             if len(parts) == 1:
+                _reject_unknown(params, PAGING_PARAMS | LIST_PARAMS[parts[0]])
                 if parts[0] == "subscription_items" and not _param(params, "subscription"):
                     raise _invalid("Missing required param: subscription.", param="subscription")
                 return self._list(parts[0], path, params, key.livemode)
             if len(parts) == 2:
+                _reject_unknown(params, frozenset({"expand"}))
                 return self._retrieve(parts[0], parts[1], params, key.livemode)
             if len(parts) == 3 and parts[0] == "invoices" and parts[2] == "lines":
+                _reject_unknown(params, PAGING_PARAMS | LIST_PARAMS["invoice_lines"])
                 invoice = self._retrieve("invoices", parts[1], [], key.livemode)
                 return self._list_embedded(invoice["lines"], path, params)
         raise StripeError(
@@ -1066,26 +1107,33 @@ class StripeFake:
         return {"object": "list", "data": page, "has_more": start + limit < len(data), "url": url}
 
     def _filter(self, resource: str, params: list[tuple[str, str]]) -> Callable[[Obj], bool] | None:
-        tests: list[Callable[[Obj], bool]] = []
-        for name in ("customer", "charge", "product", "subscription", "type", "source"):
-            value = _param(params, name)
-            if value is not None and not (resource == "events" and name == "type"):
-                tests.append(lambda o, n=name, v=value: o.get(n) == v)
-        if (active := _param(params, "active")) is not None:
-            tests.append(lambda o, v=active == "true": o.get("active") == v)
-        if resource == "subscriptions":
-            status = _param(params, "status")
-            if status is None:
-                tests.append(lambda o: o["status"] not in ("canceled", "incomplete_expired"))
-            elif status != "all":
-                tests.append(lambda o, v=status: o["status"] == v)
-        elif (status := _param(params, "status")) is not None:
-            tests.append(lambda o, v=status: o.get("status") == v)
+        """The list parameters that narrow a list besides `created`, as one predicate."""
+        equals: dict[str, Any] = {
+            name: value for name in LIST_FILTERS if (value := _param(params, name)) is not None
+        }
+        if "active" in equals:
+            equals["active"] = equals["active"] == "true"
+        hidden: tuple[str, ...] = ()
+        if resource == "subscriptions":  # canceled ones only with status=all (or =canceled)
+            if "status" not in equals:
+                hidden = ("canceled", "incomplete_expired")
+            elif equals["status"] == "all":
+                del equals["status"]
+        event_type = None
         if resource == "events":
-            tests.extend(_event_type_filter(params))
-        if not tests:
+            equals.pop("type", None)
+            event_type = _event_type_filter(params)
+        if not equals and not hidden and event_type is None:
             return None
-        return lambda o: all(t(o) for t in tests)
+
+        def keep(obj: Obj) -> bool:
+            return (
+                all(obj.get(k) == v for k, v in equals.items())
+                and obj.get("status") not in hidden
+                and (event_type is None or event_type(obj["type"]))
+            )
+
+        return keep
 
     def _expand(self, obj: Obj, steps: list[str], live: bool, path: str, depth: int = 0) -> Obj:
         if depth >= 4:
@@ -1137,6 +1185,12 @@ def _array(params: list[tuple[str, str]], name: str) -> list[str]:
     return [v for k, v in params if pattern.match(k)]
 
 
+def _reject_unknown(params: list[tuple[str, str]], allowed: frozenset[str]) -> None:
+    for name, _ in params:
+        if name.split("[", 1)[0] not in allowed:
+            raise _invalid(f"Received unknown parameter: {name}", param=name)
+
+
 def _int(value: str, param: str) -> int:
     try:
         return int(value)
@@ -1177,17 +1231,16 @@ def _created_bounds(coll: _Collection, params: list[tuple[str, str]]) -> tuple[i
     return lo, max(lo, hi)
 
 
-def _event_type_filter(params: list[tuple[str, str]]) -> list[Callable[[Obj], bool]]:
+def _event_type_filter(params: list[tuple[str, str]]) -> Callable[[str], bool] | None:
     single, many = _param(params, "type"), _array(params, "types")
     if single and many:
         raise _invalid("You cannot specify both `type` and `types`.", param="types")
     if len(many) > MAX_EVENT_TYPES:
         raise _invalid(f"You may pass at most {MAX_EVENT_TYPES} values for `types`.", param="types")
     if single:
-        # `type` accepts one wildcard: "charge.*"
+        # `type` takes a wildcard: "charge.*"
         pattern = re.compile("^" + re.escape(single).replace(r"\*", ".*") + "$")
-        return [lambda o: bool(pattern.match(o["type"]))]
+        return lambda kind: bool(pattern.match(kind))
     if many:
-        wanted = set(many)
-        return [lambda o: o["type"] in wanted]
-    return []
+        return set(many).__contains__
+    return None

@@ -115,6 +115,9 @@ def test_cursor_errors(fake: StripeFake) -> None:
     error = response.json()["error"]
     assert error["message"] == "No such charge: 'ch_x'"
     assert error["type"] == "invalid_request_error" and error["param"] == "starting_after"
+    unknown = get(fake, "/v1/charges", status="succeeded")
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["message"] == "Received unknown parameter: status"
     both = get(fake, "/v1/charges", starting_after="ch_a", ending_before="ch_b")
     assert both.status_code == 400 and "only one" in both.json()["error"]["message"]
 
