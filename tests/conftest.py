@@ -72,6 +72,16 @@ def warehouse_conn(servers: ServerUrls) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def insert_events(conn: psycopg.Connection, project_id: int, name: str, n: int) -> None:
+    """`n` events named `name` for a project, now, from distinct ids user-1 … user-n."""
+    conn.execute(
+        "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
+        " received_at) select gen_random_uuid(), %s, %s, 'user-' || g, now(), now()"
+        " from generate_series(1, %s) g",
+        (project_id, name, n),
+    )
+
+
 def make_settings(urls: ServerUrls, home: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "home": home,

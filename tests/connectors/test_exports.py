@@ -46,17 +46,8 @@ from connectors.warehouse.runner import (
 )
 from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import DataSource, Scope
-from tests.conftest import make_settings
+from tests.conftest import insert_events, make_settings
 from tests.waiting import wait_until
-
-
-def _insert_events(conn: psycopg.Connection[Any], project_id: int, name: str, n: int) -> None:
-    conn.execute(
-        "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
-        " received_at) select gen_random_uuid(), %s, %s, 'user-' || g, now(), now()"
-        " from generate_series(1, %s) g",
-        (project_id, name, n),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +55,8 @@ def tenants(servers: ServerUrls, metadata: MetadataStore) -> tuple[NewWorkspace,
     a = metadata.create_workspace(f"export-a-{uuid.uuid4().hex[:8]}")
     b = metadata.create_workspace(f"export-b-{uuid.uuid4().hex[:8]}")
     with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
-        _insert_events(conn, a.project.id, "a-export-event", 30)
-        _insert_events(conn, b.project.id, "b-export-event", 40)
+        insert_events(conn, a.project.id, "a-export-event", 30)
+        insert_events(conn, b.project.id, "b-export-event", 40)
     return a, b
 
 

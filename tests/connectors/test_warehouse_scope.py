@@ -28,18 +28,9 @@ from connectors.warehouse.errors import (
 from connectors.warehouse.postgres_source import PostgresSource, WarehouseSource
 from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import QueryLimits, Scope
-from tests.conftest import make_settings
+from tests.conftest import insert_events, make_settings
 
 LIMITS = QueryLimits(timeout_s=10, max_rows=10_000)
-
-
-def _insert_events(conn: psycopg.Connection[Any], project_id: int, name: str, n: int) -> None:
-    conn.execute(
-        "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
-        " received_at) select gen_random_uuid(), %s, %s, 'user-' || g, now(), now()"
-        " from generate_series(1, %s) g",
-        (project_id, name, n),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +38,8 @@ def tenants(servers: ServerUrls, metadata: MetadataStore) -> tuple[NewWorkspace,
     a = metadata.create_workspace(f"scope-a-{uuid.uuid4().hex[:8]}")
     b = metadata.create_workspace(f"scope-b-{uuid.uuid4().hex[:8]}")
     with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
-        _insert_events(conn, a.project.id, "a-secret-event", 7)
-        _insert_events(conn, b.project.id, "b-secret-event", 11)
+        insert_events(conn, a.project.id, "a-secret-event", 7)
+        insert_events(conn, b.project.id, "b-secret-event", 11)
         conn.execute("analyze events")
     return a, b
 
@@ -594,7 +585,7 @@ def test_roles_follow_the_workspaces_projects(source, tenants, servers):
     a, _ = tenants
     extra = 10**12 + uuid.uuid4().int % 10**6  # a project the workspace gains
     with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
-        _insert_events(conn, extra, "a-extra-event", 3)
+        insert_events(conn, extra, "a-extra-event", 3)
     try:
         wider = Scope(a.workspace_id, (a.project.id, extra))
         rows = source.run(
