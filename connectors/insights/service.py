@@ -344,9 +344,9 @@ def prepare_run(
             bound = _positional_params(insight.sql, target.source.dialect, specs, resolved)
         except InsightInvalid as err:  # saved before the rule, or a spec edited in SQL
             raise ParameterError(str(err)) from None
-    request = queries.request(
+    request = queries.request_on(
+        target,
         insight.workspace_id,
-        insight.datasource,
         compiled.sql,
         bound,
         actor,

@@ -18,7 +18,7 @@ from connectors.settings import Settings
 from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.postgres_source import WarehouseSource
 from connectors.warehouse.registry import SourceRegistry, own_server_urls
-from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults
+from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults, Target
 from connectors.warehouse.scope import WorkspaceReaders
 from connectors.warehouse.source import Scope
 
@@ -63,6 +63,20 @@ class QueryService:
         """A request scoped to the workspace's projects (raises DatasourceNotFound);
         `project_ids` when the caller has read them already (with the API token)."""
         target = self.sources.target(workspace_id, datasource)
+        return self.request_on(target, workspace_id, sql, params, actor, project_ids, **options)
+
+    def request_on(
+        self,
+        target: Target,
+        workspace_id: int,
+        sql: str,
+        params: list[object],
+        actor: Actor,
+        project_ids: tuple[int, ...] | None = None,
+        **options: object,
+    ) -> QueryRequest:
+        """`request` on a target the caller has looked up already (a registered data
+        source's lookup reads the metadata database)."""
         return QueryRequest(
             sql=sql,
             params=params,
