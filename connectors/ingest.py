@@ -18,14 +18,14 @@ stays for the next one.
 
 from __future__ import annotations
 
-import queue
-import threading
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import psycopg
 
+from connectors.read_ahead import read_ahead
 from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
 from connectors.warehouse.data_versions import DataVersions
@@ -77,61 +77,21 @@ def _prepare(entry: StreamEntry) -> _Ready:
         return _Ready(replace(entry, error=f"{type(err).__name__}: {err}"), None)
 
 
-class _Prefetch:
-    """Reads and prepares entries in a thread, about one chunk ahead (`ahead_rows`), so
-    that decoding and preparing the next chunk overlaps with the database inserting this
-    one (the thread holds the GIL only while the main one waits on PostgreSQL). Memory:
-    a prepared row costs a few KB of Python objects, so the lead is bounded in rows."""
-
-    _END = object()
-
-    def __init__(self, entries: Iterator[StreamEntry], ahead_rows: int = CHUNK_ROWS):
-        self._page_rows = max(ahead_rows // 8, 1)
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._fill, args=(entries,), name="ingest-prefetch", daemon=True
-        )
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _fill(self, entries: Iterator[StreamEntry]) -> None:
-        try:
-            page: list[_Ready] = []
-            rows = 0
-            for entry in entries:
-                page.append(_prepare(entry))
-                rows += len(entry.rows)
-                if rows >= self._page_rows:
-                    if not self._put(page):
-                        return  # closed: the reader stopped early
-                    page, rows = [], 0
-            if page and not self._put(page):
-                return
-            self._put(self._END)
-        except Exception as err:  # noqa: BLE001 - raised again in the reading thread
-            self._put(err)
-
-    def __iter__(self) -> Iterator[_Ready]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield from item  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+def _pages(entries: Iterator[StreamEntry], page_rows: int) -> Iterator[list[_Ready]]:
+    """Entries read and prepared, in pages of about `page_rows` rows. Ingestion reads
+    them ahead (`read_ahead`, about one chunk: 8 pages of an eighth), so that decoding and
+    preparing the next chunk overlaps with the database inserting this one. Memory: a
+    prepared row costs a few KB of Python objects, so the lead is bounded in rows."""
+    page: list[_Ready] = []
+    rows = 0
+    for entry in entries:
+        page.append(_prepare(entry))
+        rows += len(entry.rows)
+        if rows >= page_rows:
+            yield page
+            page, rows = [], 0
+    if page:
+        yield page
 
 
 class _Chunk:
@@ -225,17 +185,15 @@ def ingest_range(
     results wait for their TTL)."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
     chunk = _Chunk(stream, warehouse, report, versions)
-    ahead = _Prefetch(stream.read(start_id, end_id), chunk_rows)
-    try:
-        for ready in ahead:
+    pages = _pages(stream.read(start_id, end_id), max(chunk_rows // 8, 1))
+    with read_ahead(pages, depth=8, name="ingest-prefetch", join_timeout=5) as ahead:
+        for ready in itertools.chain.from_iterable(ahead):
             if report.rows >= max_rows and not chunk.entries:
                 report.complete = False
                 break
             chunk.add(ready)
             if chunk.rows >= chunk_rows:
                 chunk.flush()
-    finally:
-        ahead.close()
     chunk.flush()
     if follow[0] > 0 and report.complete:
         after = report.end_id if report.entries else end_id

@@ -28,6 +28,7 @@ from psycopg.adapt import Loader, PyFormat, Transformer
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from connectors.read_ahead import read_ahead
 from connectors.warehouse import guard
 from connectors.warehouse.errors import (
     QueryCancelled,
@@ -45,7 +46,6 @@ from connectors.warehouse.source import (
     SchemaColumn,
     SchemaTable,
     Scope,
-    read_ahead,
 )
 
 log = logging.getLogger(__name__)

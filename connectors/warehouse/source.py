@@ -9,14 +9,11 @@ the runner's per-source cap) and `cancel` from another thread while `run` is blo
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from connectors.warehouse.errors import QueryFailed
 from connectors.warehouse.results import Column, QueryResult
@@ -24,62 +21,6 @@ from connectors.warehouse.results import Column, QueryResult
 # Rows per batch a stream yields: small enough that a batch of wide rows stays a few MB,
 # large enough that the per-batch costs (a FETCH round trip, a chunk on the socket) fade.
 STREAM_BATCH_ROWS = 2_000
-
-
-T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def read_ahead(
-    items: Iterator[T], depth: int = 2, name: str = "read-ahead"
-) -> Iterator[Iterator[T]]:
-    """`items` read by a thread of their own, up to `depth` ahead of the reader: the
-    database computes and sends the next batch while the caller formats this one (the
-    driver waits on its socket without the GIL). Their errors are raised to the reader in
-    order. On exit the thread is stopped and joined, and `items` closed in it, so the
-    cursor behind them is done with before its connection is released."""
-    box: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def offer(kind: str, value: Any) -> bool:
-        while not stop.is_set():
-            try:
-                box.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump() -> None:
-        try:
-            for item in items:
-                if not offer("item", item):
-                    return
-            offer("end", None)
-        except BaseException as err:  # handed to the reader, raised there
-            offer("error", err)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
-
-    def read() -> Iterator[T]:
-        while True:
-            kind, value = box.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-
-    thread = threading.Thread(target=pump, name=name, daemon=True)
-    thread.start()
-    try:
-        yield read()
-    finally:
-        stop.set()
-        thread.join()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.warehouse.source import read_ahead
+from connectors.read_ahead import read_ahead
 
 
 def test_items_arrive_in_order_then_end() -> None:
