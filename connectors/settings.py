@@ -221,6 +221,39 @@ class Settings(BaseSettings):
     )
     smtp_timeout_seconds: float = Field(default=15.0, description="SMTP connect/send timeout.")
 
+    # Connector syncs (README "Connectors").
+    stripe_api_url: str = Field(
+        default="https://api.stripe.com",
+        description="Stripe's API (an outbound proxy, or a test server, can stand in).",
+    )
+    ga4_api_url: str = Field(
+        default="https://analyticsdata.googleapis.com",
+        description="The Google Analytics Data API. The token URL comes from each service "
+        "account key's `token_uri`.",
+    )
+    connector_max_retries: int = Field(
+        default=6,
+        ge=0,
+        description="Retries of one provider request on 429/5xx/timeouts (honouring "
+        "Retry-After and Stripe-Should-Retry) before a sync fails.",
+    )
+    connector_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Timeout of one provider request."
+    )
+    stripe_default_schedule: str = Field(
+        default="0 * * * *",
+        description="Cron (UTC) of a new Stripe connection's incremental sync; webhooks "
+        "merge changes in between.",
+    )
+    ga4_default_schedule: str = Field(
+        default="0 5 * * *", description="Cron (UTC) of a new GA4 connection's sync."
+    )
+    ga4_default_history_days: int = Field(
+        default=365,
+        ge=1,
+        description="How many days a new GA4 connection's first sync fetches.",
+    )
+
     def ui_dist_dir(self) -> Path:
         if self.ui_dist is not None:
             return self.ui_dist
@@ -230,6 +263,11 @@ class Settings(BaseSettings):
         """The bundled plugins first, then SQLBOOK_PLUGINS_DIR's (which may replace one)."""
         bundled = Path(__file__).resolve().parents[1] / "deploy" / "plugins"
         return [bundled] + ([self.plugins_dir] if self.plugins_dir is not None else [])
+
+    def dlt_dir(self) -> Path:
+        """dlt's local working folders (one pipeline per connection); its state of record
+        is in the warehouse, restored from there before each run."""
+        return self.ensure_home() / "dlt"
 
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()
