@@ -22,6 +22,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from connectors.connections.tables import install_connector_tables
 from connectors.warehouse import persons, scope
 
 EVENT_COLUMNS = (
@@ -161,6 +162,12 @@ class PostgresWarehouse:
             persons.install(conn)
             scope.install_guard(conn)
             return persons.update_persons(conn)
+
+    def install_connector_tables(self) -> None:
+        """The connector schemas and tables (stripe, ga4), before row-level security covers
+        them (connectors/connections/tables.py)."""
+        with self._session() as conn:
+            install_connector_tables(conn)
 
     def install_readers(self) -> None:
         """Row-level security on the scoped tables and what workspace readers may not use

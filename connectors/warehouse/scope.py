@@ -34,6 +34,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from connectors.connections.tables import all_tables
 from connectors.secrets import derived_password, load_secret_key
 from connectors.settings import Settings
 from connectors.warehouse.errors import SourceUnavailable
@@ -42,11 +43,19 @@ from connectors.warehouse.source import Scope
 log = logging.getLogger(__name__)
 
 GUARD_SCHEMA = "sqlbook_guard"
-# Tables holding per-project rows, and the column naming the project.
-SCOPED_TABLES: dict[str, str] = {
+# sqlbook's own tables holding per-project rows (schema public), and the column naming the
+# project.
+CORE_TABLES: dict[str, str] = {
     "events": "project_id",
     "persons": "project_id",
     "person_distinct_ids": "project_id",
+}
+# Every scoped table: the core ones and the connector tables, schema-qualified
+# ("stripe.charges"); a reader gets usage on a connector schema, never on dlt's own tables
+# in it.
+SCOPED_TABLES: dict[str, str] = {
+    **CORE_TABLES,
+    **{spec.name: "project_id" for spec in all_tables()},
 }
 # Row locks that serialise sqlbook's own writers (partition DDL, persons, reader roles).
 # Rows in a table no reader can see, unlike advisory locks, which any session may take.
@@ -126,7 +135,16 @@ def role_prefix(warehouse_url: str) -> str:
 
 
 def _policy_name(table: str, workspace_id: int) -> str:
-    return f"{table}_ws_{workspace_id}"
+    return f"{table.replace('.', '_')}_ws_{workspace_id}"
+
+
+def _table(table: str) -> sql.Identifier:
+    """ "events" or "stripe.charges" as an identifier."""
+    return sql.Identifier(*table.split("."))
+
+
+def _schema(table: str) -> str | None:
+    return table.split(".", 1)[0] if "." in table else None
 
 
 def _with_login(url: str, role: str, password: str) -> str:
@@ -220,7 +238,13 @@ def sync_reader(
             (workspace_id,),
         ).fetchone()
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
-        if row is not None and exists and tuple(row[1]) == projects and row[2] == tag:
+        if (
+            row is not None
+            and exists
+            and tuple(row[1]) == projects
+            and row[2] == tag
+            and _has_every_policy(conn, workspace_id)
+        ):
             return False
         ident = sql.Identifier(role)
         verb = "alter" if exists else "create"
@@ -250,10 +274,36 @@ def sync_reader(
     return True
 
 
+def _has_every_policy(conn: psycopg.Connection[Any], workspace_id: int) -> bool:
+    """Whether the workspace has its policy on every scoped table (a table added by an
+    upgrade has none yet)."""
+    row = conn.execute(
+        "select count(distinct p.polrelid) from pg_policy p"
+        " where p.polname = any (%s)"
+        " and p.polrelid in (select to_regclass(t) from unnest(%s::text[]) t)",
+        (
+            [_policy_name(t, workspace_id) for t in SCOPED_TABLES],
+            list(SCOPED_TABLES),
+        ),
+    ).fetchone()
+    return row is not None and row[0] == len(SCOPED_TABLES)
+
+
 def _scope_table(
     conn: psycopg.Connection[Any], table: str, workspace_id: int, role: str, using: sql.Composable
 ) -> None:
-    name = sql.Identifier(table)
+    name = _table(table)
+    schema = _schema(table)
+    if schema is not None:
+        usable = conn.execute(
+            "select has_schema_privilege(%s, %s, 'usage')", (role, schema)
+        ).fetchone()
+        if not (usable and usable[0]):
+            conn.execute(
+                sql.SQL("grant usage on schema {} to {}").format(
+                    sql.Identifier(schema), sql.Identifier(role)
+                )
+            )
     policy = sql.Identifier(_policy_name(table, workspace_id))
     state = conn.execute(
         "select c.relrowsecurity, has_table_privilege(%s, c.oid, 'select'),"
@@ -320,9 +370,7 @@ def install_readers(conn: psycopg.Connection[Any]) -> None:
         if row is None:
             raise RuntimeError(f"the warehouse table {table!r} does not exist")
         if not row[0]:
-            conn.execute(
-                sql.SQL("alter table {} enable row level security").format(sql.Identifier(table))
-            )
+            conn.execute(sql.SQL("alter table {} enable row level security").format(_table(table)))
     _retire_shared_reader(conn)
     if _is_superuser(conn):
         _harden(conn)
@@ -337,7 +385,7 @@ def _retire_shared_reader(conn: psycopg.Connection[Any]) -> None:
     """Before per-workspace logins, one role `sqlbook_reader` read every workspace
     through a signed setting; its policies, function and key go."""
     with conn.transaction():
-        for table in SCOPED_TABLES:
+        for table in CORE_TABLES:
             conn.execute(
                 sql.SQL("drop policy if exists {} on {}").format(
                     sql.Identifier(f"{table}_by_workspace"), sql.Identifier(table)
@@ -348,7 +396,7 @@ def _retire_shared_reader(conn: psycopg.Connection[Any]) -> None:
     if conn.execute("select 1 from pg_roles where rolname = 'sqlbook_reader'").fetchone():
         try:
             with conn.transaction():
-                for table in SCOPED_TABLES:
+                for table in CORE_TABLES:
                     conn.execute(
                         sql.SQL("revoke all on {} from sqlbook_reader").format(
                             sql.Identifier(table)
