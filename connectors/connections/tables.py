@@ -214,6 +214,12 @@ def purge_connection(warehouse_url: str, connection_id: int) -> dict[str, int]:
                     sql.SQL("delete from {} where pipeline_name = %s").format(state),
                     (f"{schema}_connection_{int(connection_id)}",),
                 )
+            # dlt's staging dataset of the connection (destination.staging_dataset_layout)
+            conn.execute(
+                sql.SQL("drop schema if exists {} cascade").format(
+                    sql.Identifier(f"{schema}_staging_{int(connection_id)}")
+                )
+            )
     return deleted
 
 

@@ -1,0 +1,85 @@
+"""The dlt destination and pipeline of a connection: the warehouse's PostgreSQL, dataset
+(schema) named after the connector kind, one pipeline per connection.
+
+The warehouse URL is libpq's (an embedded server's host is a unix-socket directory in
+the query: `postgresql://u:p@/db?host=/tmp/dir`), which dlt's URL parser does not take:
+its credentials are built field by field here, the socket directory passed on as libpq's
+`host` parameter. The password lives only in the credentials object dlt connects with.
+
+dlt's local working folder is dropped each time a pipeline is made, so the state of record
+(the cursors) is what the last successful load committed to the warehouse: a failed or
+killed run leaves nothing behind that a later run would load or trust.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dlt
+from dlt.destinations.impl.postgres.configuration import PostgresCredentials
+from psycopg import conninfo
+
+from connectors.settings import Settings
+
+# libpq parameters that are neither host, port, database nor login: passed on as given
+_PASSED_ON = ("sslmode", "sslrootcert", "application_name", "client_encoding")
+
+
+def dlt_credentials(warehouse_url: str) -> PostgresCredentials:
+    params: dict[str, Any] = conninfo.conninfo_to_dict(warehouse_url)
+    creds = PostgresCredentials()
+    creds.database = str(params.get("dbname") or params.get("user") or "postgres")
+    creds.username = str(params.get("user") or "postgres")
+    creds.password = str(params.get("password") or "")
+    host = str(params.get("host") or "")
+    port = str(params.get("port") or "").split(",")[0]
+    creds.port = int(port or 5432)
+    query: dict[str, Any] = {k: str(params[k]) for k in _PASSED_ON if params.get(k)}
+    if not host or host.startswith("/"):
+        creds.host = "localhost"  # dlt wants a host; libpq's `host` parameter wins
+        if host:
+            query["host"] = host
+    else:
+        creds.host = host
+    creds.query = query
+    creds.resolve()
+    return creds
+
+
+def staging_dataset_layout(connection_id: int) -> str:
+    """dlt merges through a staging dataset it empties at each load: one per connection,
+    so two connections loading at once into the same tables never share one."""
+    return f"%s_staging_{int(connection_id)}"
+
+
+def dlt_destination(warehouse_url: str, *, connection_id: int | None = None) -> Any:
+    options: dict[str, Any] = {}
+    if connection_id is not None:
+        options["staging_dataset_name_layout"] = staging_dataset_layout(connection_id)
+    return dlt.destinations.postgres(credentials=dlt_credentials(warehouse_url), **options)
+
+
+def pipeline_name(kind: str, connection_id: int) -> str:
+    return f"{kind}_connection_{int(connection_id)}"
+
+
+def connection_pipeline(
+    kind: str, connection_id: int, settings: Settings, warehouse_url: str
+) -> dlt.Pipeline:
+    """A fresh pipeline for one sync of the connection: its state and schema are restored
+    from the warehouse when it runs."""
+    _quiet_dlt()
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name(kind, connection_id),
+        pipelines_dir=str(settings.dlt_dir()),
+        destination=dlt_destination(warehouse_url, connection_id=connection_id),
+        dataset_name=kind,
+    )
+    pipeline.drop()
+    return pipeline
+
+
+def _quiet_dlt() -> None:
+    # dlt logs each load step at INFO; ours says what a sync did (counts, cursors only)
+    logging.getLogger("dlt").setLevel(logging.WARNING)
