@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { Suspense, lazy, useCallback, useEffect, useRef, useState } from "react";
 import { Link, Route, Switch, useLocation } from "wouter";
 import { ApiError, type Datasource, type Insight, type ParameterSpec, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
 import { ConnectionForm } from "./ConnectionForm";
@@ -12,6 +12,8 @@ import { SaveInsightDialog, editorSpecs } from "./insights/SaveInsightDialog";
 import { fitSpecs, namedParameters } from "./insights/urlParams";
 import { TokensPage } from "./Tokens";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
+
+const ConnectionsPage = lazy(() => import("./connections/ConnectionsPage").then((m) => ({ default: m.ConnectionsPage })));
 
 type Run =
   | { state: "idle" }
@@ -67,6 +69,13 @@ export function App() {
             <InsightsPage onSignedOut={signOut} />
           </div>
         </Route>
+        <Route path="/connections">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <ConnectionsPage session={session} onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
         <Route path="/insights/:id">
           {(params) => (
             <div className="page-overlay">
@@ -104,6 +113,9 @@ function Nav() {
       </Link>
       <Link href="/insights" aria-current={here("/insights")}>
         Insights
+      </Link>
+      <Link href="/connections" aria-current={here("/connections")}>
+        Connections
       </Link>
     </nav>
   );

@@ -1,0 +1,280 @@
+"""The Connections page in a real browser: headless Chromium (tests/e2e/conftest.py) on the
+real API (uvicorn) over the session's embedded PostgreSQL and Redis, with the Stripe fake
+(tests/fakes/stripe_api.py) standing in for api.stripe.com. An admin adds a Stripe
+connection (Test credentials shows what Stripe said; a wrong key shows Stripe's refusal
+and stores nothing), sees it listed, asks for a sync, reads its status with the webhook URL,
+renames it, sets a webhook secret, and deletes it after a confirmation. No secret ever
+comes back: not in the page, not in what the API answers. A member only reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from connectors.metadata import MetadataStore
+from connectors.servers import ServerUrls
+from tests.conftest import make_settings
+from tests.e2e.web import WAIT_MS, LiveApi, sign_in
+from tests.fakes.stripe_api import StripeFake
+from tests.live import free_port, serve_api
+
+pytestmark = pytest.mark.e2e
+
+GOOD_KEY = "sk_test_" + "GoodKey4Sqlbook" * 2
+RESTRICTED_KEY = "rk_test_" + "Restricted4Sqlbook" * 2
+WRONG_KEY = "sk_test_" + "WrongKey4Sqlbook" * 2
+WEBHOOK_SECRET = "whsec_" + "UiWebhookSecret" * 2
+
+
+@pytest.fixture(scope="module")
+def stripe() -> Iterator[StripeFake]:
+    with StripeFake.running() as fake:
+        fake.add_key(GOOD_KEY)
+        fake.add_key(RESTRICTED_KEY, permissions=["charges", "customers"])
+        fake.create_customer(email="ui@example.com")
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def live_ui(
+    ui_dist: Path,
+    servers: ServerUrls,
+    sqlbook_home: Path,
+    metadata: MetadataStore,
+    stripe: StripeFake,
+) -> Iterator[LiveApi]:
+    ws = metadata.create_workspace(f"conn-ui-{uuid.uuid4().hex[:8]}")
+    settings = make_settings(
+        servers,
+        sqlbook_home,
+        api_port=free_port(),
+        ui_dist=ui_dist,
+        stripe_api_url=stripe.url,
+        outbound_allow_private=True,
+    )
+    with serve_api(settings) as url:
+        yield LiveApi(url, ws)
+
+
+@pytest.fixture
+def context(browser, live_ui: LiveApi) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_ui.url)
+    ctx.set_default_timeout(WAIT_MS)
+    yield ctx
+    ctx.close()
+
+
+class Api:
+    """The connections API as a script uses it, with the workspace's admin token."""
+
+    def __init__(self, live: LiveApi):
+        self.url = live.url
+        self.headers = {"Authorization": f"Bearer {live.workspace.api_token}"}
+
+    def get(self, path: str) -> httpx.Response:
+        r = httpx.get(f"{self.url}{path}", headers=self.headers, timeout=60)
+        assert r.status_code == 200, r.text
+        return r
+
+
+def open_connections(page: Page) -> Locator:
+    page.get_by_role("navigation", name="Pages").get_by_role("link", name="Connections").click()
+    region = page.get_by_role("region", name="Connections")
+    expect(region.locator("h2")).to_have_text("Connections")
+    return region
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in (GOOD_KEY, RESTRICTED_KEY, WRONG_KEY, WEBHOOK_SECRET):
+            assert secret not in text
+
+
+def test_add_test_sync_status_edit_delete_a_stripe_connection(context, live_ui: LiveApi):
+    api = Api(live_ui)
+    page = context.new_page()
+    sign_in(page, live_ui.login_link())
+    page.evaluate("window.__noReload = true")
+    region = open_connections(page)
+    expect(region.get_by_text("No connections yet.")).to_be_visible()
+    assert page.url == f"{live_ui.url}/connections"
+
+    region.get_by_role("button", name="Add connection", exact=True).click()
+    dialog = page.get_by_role("dialog", name="New connection")
+    expect(dialog.get_by_label("Source")).to_have_value("stripe")
+    dialog.get_by_label("Name", exact=True).fill("billing")
+
+    # a wrong key: Stripe's refusal is shown, for Test and for Save, and nothing is stored
+    dialog.get_by_label("API key").fill(WRONG_KEY)
+    expect(dialog.get_by_text("test mode, secret key")).to_be_visible()
+    dialog.get_by_role("button", name="Test credentials").click()
+    refusal = dialog.get_by_role("alert")
+    expect(refusal).to_contain_text("Invalid API Key provided")
+    dialog.get_by_role("button", name="Save").click()
+    expect(refusal).to_contain_text("Invalid API Key provided")
+    expect(dialog).to_be_visible()
+    assert api.get("/api/connections").json() == []
+    assert_no_secret(refusal.inner_text())
+
+    # a publishable key is caught before asking Stripe
+    dialog.get_by_label("API key").fill("pk_test_abc")
+    dialog.get_by_role("button", name="Test credentials").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("publishable key")
+
+    # a restricted key that reads only charges and customers: what would be skipped, and why
+    dialog.get_by_label("API key").fill(RESTRICTED_KEY)
+    dialog.get_by_role("button", name="Test credentials").click()
+    checked = dialog.get_by_role("status")
+    expect(checked).to_contain_text("test mode, restricted key")
+    expect(checked.locator("ul.skips li").first).to_contain_text("will be skipped")
+
+    # the good key: Stripe's answer, then saved
+    dialog.get_by_label("API key").fill(GOOD_KEY)
+    dialog.get_by_role("button", name="Test credentials").click()
+    checked = dialog.get_by_role("status")
+    expect(checked).to_have_class("check-outcome ok-box")
+    expect(checked).to_contain_text("test mode, secret key")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_have_count(0)
+    expect(region.get_by_role("status")).to_contain_text("Added billing.")
+
+    # listed: kind, name, state, last sync, next run
+    listed = api.get("/api/connections").json()
+    assert [c["name"] for c in listed] == ["billing"]
+    cid = listed[0]["id"]
+    row = region.locator(f"table.connections tbody tr[data-connection-id='{cid}']")
+    cells = row.locator("td")
+    expect(cells.nth(0)).to_have_text("Stripe")
+    expect(cells.nth(1)).to_contain_text("billing")
+    expect(cells.nth(1)).to_contain_text(f"test mode, secret key …{GOOD_KEY[-4:]}")
+    expect(cells.nth(2)).to_have_text("never synced")
+    expect(cells.nth(3)).to_have_text("never")
+    next_run = api.get(f"/api/connections/{cid}/status").json()["next_run"]
+    assert next_run
+    expect(cells.nth(4)).to_have_text(
+        page.evaluate("iso => new Date(iso).toLocaleString()", next_run)
+    )
+
+    # its status opened on save, in the URL: never synced, the webhook URL to give Stripe
+    expect(page).to_have_url(f"{live_ui.url}/connections?status={cid}")
+    status = page.get_by_role("region", name="Status of billing")
+    expect(status.get_by_test_id("status-state")).to_have_text("never synced")
+    expect(status.get_by_test_id("status-last-sync")).to_have_text("never")
+    expect(status.get_by_test_id("status-pending-webhooks")).to_have_text("0")
+    expect(status.get_by_test_id("webhook-url")).to_have_text(
+        f"{live_ui.url}/webhooks/stripe/{cid}"
+    )
+    expect(status).to_contain_text("No signing secret is set yet")
+    status.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == (
+        f"{live_ui.url}/webhooks/stripe/{cid}"
+    )
+
+    # Sync now: asked for, and the list and the status say so
+    row.get_by_role("button", name="Sync now").click()
+    expect(region.get_by_role("status").first).to_contain_text("A sync of billing is requested")
+    expect(cells.nth(2)).to_have_text("sync requested")
+    expect(status.get_by_test_id("status-state")).to_have_attribute("data-state", "queued")
+    body = api.get(f"/api/connections/{cid}/status").json()
+    assert body["state"] == "queued"
+
+    # closing and reopening the status panel
+    status.get_by_role("button", name="Close status").click()
+    expect(status).to_have_count(0)
+    expect(page).to_have_url(f"{live_ui.url}/connections")
+    row.get_by_role("button", name="Status").click()
+    expect(status.get_by_test_id("status-state")).to_have_text("sync requested")
+
+    # edit: the secrets are write-only (empty, never prefilled); rename and add a webhook secret
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit billing")
+    expect(edit.get_by_label("Name", exact=True)).to_have_value("billing")
+    expect(edit.get_by_label("New API key")).to_have_value("")
+    expect(edit.get_by_label("New API key")).to_have_attribute("type", "password")
+    expect(edit.get_by_label("New webhook secret")).to_have_value("")
+    expect(edit.get_by_label("New webhook secret")).to_have_attribute("type", "password")
+    edit.get_by_label("Name", exact=True).fill("billing-eu")
+    edit.get_by_label("New webhook secret").fill(WEBHOOK_SECRET)
+    edit.get_by_role("button", name="Save").click()
+    expect(edit).to_have_count(0)
+    expect(cells.nth(1)).to_contain_text("billing-eu")
+    status = page.get_by_role("region", name="Status of billing-eu")
+    expect(status).to_contain_text("A signing secret is set.")
+    stored = api.get(f"/api/connections/{cid}").json()
+    assert stored["name"] == "billing-eu" and stored["config"]["has_webhook_secret"] is True
+
+    # a key of the other mode is refused before it is sent
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit billing-eu")
+    edit.get_by_label("New API key").fill("rk_live_" + "x" * 24)
+    edit.get_by_role("button", name="Save").click()
+    expect(edit.get_by_role("alert")).to_contain_text("a live-mode key needs a connection")
+    edit.get_by_role("button", name="Cancel").click()
+
+    # pause: the list says paused instead of a next run
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit billing-eu")
+    edit.get_by_label("Paused").check()
+    edit.get_by_role("button", name="Save").click()
+    expect(edit).to_have_count(0)
+    expect(cells.nth(4)).to_have_text("paused")
+    assert api.get(f"/api/connections/{cid}").json()["paused"] is True
+
+    # no secret anywhere: the page, the list, the connection, its status
+    assert_no_secret(
+        page.content(),
+        api.get("/api/connections").text,
+        api.get(f"/api/connections/{cid}").text,
+        api.get(f"/api/connections/{cid}/status").text,
+    )
+
+    # delete: Cancel keeps it, Delete removes it after saying what goes with it
+    row.get_by_role("button", name="Delete").click()
+    confirm = page.get_by_role("dialog", name="Delete connection")
+    expect(confirm).to_contain_text("Delete Stripe connection billing-eu?")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_count(1)
+    row.get_by_role("button", name="Delete").click()
+    confirm.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    expect(region.get_by_text("No connections yet.")).to_be_visible()
+    expect(page.get_by_role("region", name="Status of billing-eu")).to_have_count(0)
+    assert api.get("/api/connections").json() == []
+
+    # the editor underneath was never unloaded
+    region.get_by_role("link", name="← Back to the editor").click()
+    expect(region).to_have_count(0)
+    assert page.evaluate("window.__noReload") is True
+
+
+def test_a_member_reads_connections_and_changes_nothing(
+    context, live_ui: LiveApi, metadata: MetadataStore
+):
+    created = httpx.post(
+        f"{live_ui.url}/api/connections",
+        json={"kind": "stripe", "name": "read-only-view", "api_key": GOOD_KEY},
+        headers={"Authorization": f"Bearer {live_ui.workspace.api_token}"},
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text
+    member = metadata.create_token(live_ui.workspace.workspace_id, "viewer", "member")
+    page = context.new_page()
+    sign_in(page, live_ui.login_link(member.token))
+    region = open_connections(page)
+    row = region.locator("table.connections tbody tr", has_text="read-only-view")
+    expect(row.locator("td").nth(2)).to_have_text("never synced")
+    expect(region.get_by_role("button", name="Add connection", exact=True)).to_have_count(0)
+    for action in ("Sync now", "Edit", "Delete"):
+        expect(row.get_by_role("button", name=action)).to_have_count(0)
+    row.get_by_role("button", name="Status").click()
+    status = page.get_by_role("region", name="Status of read-only-view")
+    expect(status.get_by_test_id("status-state")).to_have_text("never synced")
+    expect(status.get_by_role("button", name="Sync now")).to_have_count(0)
+    assert_no_secret(page.content())
