@@ -17,7 +17,10 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from connectors.connections.types import Skipped, SyncReport
 from connectors.metadata import MetadataStore
+from connectors.metadata.connections import ConnectionStore
+from connectors.secrets import SecretBox
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
@@ -254,16 +257,104 @@ def test_add_test_sync_status_edit_delete_a_stripe_connection(context, live_ui: 
     assert page.evaluate("window.__noReload") is True
 
 
-def test_a_member_reads_connections_and_changes_nothing(
-    context, live_ui: LiveApi, metadata: MetadataStore
-):
+def create_stripe(live: LiveApi, name: str) -> dict[str, Any]:
     created = httpx.post(
-        f"{live_ui.url}/api/connections",
-        json={"kind": "stripe", "name": "read-only-view", "api_key": GOOD_KEY},
-        headers={"Authorization": f"Bearer {live_ui.workspace.api_token}"},
+        f"{live.url}/api/connections",
+        json={"kind": "stripe", "name": name, "api_key": GOOD_KEY},
+        headers={"Authorization": f"Bearer {live.workspace.api_token}"},
         timeout=60,
     )
     assert created.status_code == 201, created.text
+    return created.json()  # type: ignore[no-any-return]
+
+
+def test_the_status_follows_a_sync_and_tells_its_results(
+    context, live_ui: LiveApi, metadata: MetadataStore
+):
+    """What Dagster's sync writes (here written as it does, through the ConnectionStore)
+    shows up: the page follows a requested sync while it is queued and running, then the
+    status tells the last sync and the last success, the cursor, what was skipped and why,
+    the last error, pending webhook events and refused credentials."""
+    cid = create_stripe(live_ui, "synced")["id"]
+    store = ConnectionStore(metadata, SecretBox(b"k" * 48))  # no secret is read here
+    page = context.new_page()
+    sign_in(page, live_ui.login_link())
+    region = open_connections(page)
+    row = region.locator(f"table.connections tbody tr[data-connection-id='{cid}']")
+    state = row.locator("td").nth(2)
+    expect(state).to_have_text("never synced")
+
+    # asked for: the page reads the state again by itself while the sync is on its way
+    row.get_by_role("button", name="Sync now").click()
+    expect(state).to_have_text("sync requested")
+    taken = store.take_sync_request(cid)  # as the sensor does, before it starts the run
+    assert taken is not None and taken["mode"] == "incremental"
+    sync_id = store.start_sync(cid, run_id="run-ui-1", mode="full")
+    expect(state).to_have_text("syncing")
+    store.finish_sync(
+        sync_id,
+        status="succeeded",
+        report=SyncReport(
+            "full",
+            rows={"charges": 3, "customers": 2},
+            cursor={"events_cursor": 1_764_547_200, "backfill_done": True},
+            skipped=[Skipped("refunds", "the key has no read permission for Stripe refunds")],
+        ),
+        error=None,
+    )
+    expect(state).to_have_text("ok")
+    expect(row.locator("td").nth(3)).to_contain_text("full, succeeded, 5 rows")
+
+    # a later sync fails; a webhook event waits to be merged
+    failed = store.start_sync(cid, run_id="run-ui-2", mode="incremental")
+    store.finish_sync(
+        failed,
+        status="failed",
+        report=None,
+        error={"code": "stripe_unavailable", "message": "Stripe could not be reached (503)"},
+    )
+    store.record_webhook(
+        cid,
+        {
+            "id": "evt_ui_1",
+            "type": "charge.refunded",
+            "created": 1_764_547_300,
+            "livemode": False,
+            "data": {"object": {"id": "ch_ui_1", "object": "charge"}},
+        },
+    )
+    row.get_by_role("button", name="Status").click()
+    status = page.get_by_role("region", name="Status of synced")
+    expect(status.get_by_test_id("status-state")).to_have_text("failed")
+    expect(status.get_by_test_id("status-last-sync")).to_contain_text("incremental, failed")
+    expect(status.get_by_test_id("status-last-sync")).to_contain_text("run run-ui-2")
+    expect(status.get_by_test_id("status-pending-webhooks")).to_have_text("1")
+    expect(status.get_by_label("Last error")).to_contain_text("Stripe could not be reached (503)")
+    expect(status.get_by_label("Skipped resources")).to_contain_text(
+        "refunds: the key has no read permission for Stripe refunds"
+    )
+    cursor = status.get_by_role("table", name="Cursor")
+    expect(cursor.locator("tr", has_text="events_cursor")).to_contain_text(
+        "2025-12-01T00:00:00Z (1764547200)"
+    )
+    expect(cursor.locator("tr", has_text="backfill_done")).to_contain_text("true")
+    expect(status).to_contain_text("full, succeeded, 5 rows")
+
+    # Stripe refused the key: the status says so, and what happens until it is replaced
+    store.set_auth_error(
+        cid, {"code": "auth", "message": "the Stripe API key was refused (401): Invalid API Key"}
+    )
+    status.get_by_role("button", name="Refresh").click()
+    expect(status.get_by_test_id("status-state")).to_have_text("credentials refused")
+    refused = status.get_by_role("alert", name="Credentials refused")
+    expect(refused).to_contain_text("the Stripe API key was refused (401): Invalid API Key")
+    expect(refused).to_contain_text("Scheduled and webhook syncs wait")
+
+
+def test_a_member_reads_connections_and_changes_nothing(
+    context, live_ui: LiveApi, metadata: MetadataStore
+):
+    create_stripe(live_ui, "read-only-view")
     member = metadata.create_token(live_ui.workspace.workspace_id, "viewer", "member")
     page = context.new_page()
     sign_in(page, live_ui.login_link(member.token))

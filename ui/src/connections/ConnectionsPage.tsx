@@ -74,6 +74,11 @@ export function ConnectionsPage({ session, onSignedOut }: { session: Session; on
     return () => clearTimeout(t);
   }, [busyIds, statuses, loadStatus]);
 
+  // opening a status reads it afresh (the list's copy may be minutes old)
+  useEffect(() => {
+    if (shown !== null) void loadStatus(shown);
+  }, [shown, loadStatus]);
+
   const show = (id: number | null) => navigate(id ? `/connections?status=${id}` : "/connections");
 
   async function syncNow(c: Connection, mode: "incremental" | "full" = "incremental") {

@@ -129,8 +129,21 @@ export function EditConnectionDialog({ connection: c, onSaved, onClose, onSigned
             <p className="hint">
               Property {c.config.property_id}, read as {c.config.client_email}. Replace the key only to rotate it:
             </p>
-            <ServiceAccountField label="New service-account key" value={serviceAccount} onChange={(k) => (setServiceAccount(k), setOutcome(null))} />
-            <ReportsEditor drafts={drafts} onChange={(d) => (setDrafts(d), setOutcome(null))} />
+            <ServiceAccountField
+              label="New service-account key"
+              value={serviceAccount}
+              onChange={(k) => {
+                setServiceAccount(k);
+                setOutcome(null);
+              }}
+            />
+            <ReportsEditor
+              drafts={drafts}
+              onChange={(d) => {
+                setDrafts(d);
+                setOutcome(null);
+              }}
+            />
           </>
         )}
         {outcome && <CheckOutcome outcome={outcome} />}
