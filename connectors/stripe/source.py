@@ -1,0 +1,571 @@
+"""The Stripe dlt source of one connection: one resource per warehouse table, rows merged
+(upsert) on `(connection_id, id)` so one connection's sync never touches another's rows.
+
+What a run reads depends on its mode (`SyncMode`) and on the state dlt restored from the
+warehouse (committed with the last successful load, so it never runs ahead of the data):
+
+- "full" (the first sync, the reconcile when the events cursor is older than Stripe's
+  30-day event retention, or on request): every object of each resource. Afterwards the
+  sync marks rows no longer listed as deleted (`post["reconcile"]` in the state).
+- "incremental" (the schedule): objects created since each resource's `created` cursor,
+  plus every object an event since the events cursor (`/v1/events`) or a pending webhook
+  event names, re-fetched by id, since an event's copy is rendered at the API version of
+  its time and lists only find objects by `created`.
+- "webhooks": only the pending webhook events' objects.
+
+A re-fetch answering a deleted stub or 404 marks the row deleted (the sync does, keeping
+its last known state). Children (`subscription_items`, `invoice_lines`) come from their
+parent's embedded list, the rest fetched when it `has_more`.
+
+Cursors are kept by hand in the resource and source state (not `dlt.sources.incremental`,
+which would drop re-fetched old objects): per resource the newest `created` listed and the
+ids listed at that second (so a boundary second is not loaded twice); per source the events
+cursor likewise, and `backfill_done`.
+
+Rows stream page by page as lists; nothing holds more than a page of objects, and the
+Stripe client is only made when a resource is first iterated (dagster-dlt builds the
+source with `client_factory=None` at definition load).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import dlt
+from dlt.extract import DltSource
+
+from connectors.connections.tables import dlt_columns
+from connectors.connections.types import Skipped, SyncMode
+from connectors.stripe.client import (
+    StripeClient,
+    StripePermissionError,
+    StripeRequestError,
+)
+from connectors.stripe.tables import BY_TABLE
+
+Obj = dict[str, Any]
+Row = dict[str, Any]
+
+SOURCE_NAME = "stripe"
+EVENT_RETENTION_S = 30 * 86_400
+# a cursor older than this (retention less an hour's margin) may have missed events: full
+FULL_AFTER_S = EVENT_RETENTION_S - 3_600
+# margin below "now" for a full sync's events cursor when there is no event to anchor on
+CLOCK_MARGIN_S = 300
+BATCH = 100
+# ids remembered at a cursor's second (more are simply loaded again: the upsert is idempotent)
+MAX_IDS_AT_CURSOR = 1_000
+
+PARENTS = (
+    "products",
+    "prices",
+    "customers",
+    "charges",
+    "refunds",
+    "balance_transactions",
+    "subscriptions",
+    "invoices",
+)
+CHILDREN = {"subscription_items": "subscriptions", "invoice_lines": "invoices"}
+RESOURCE_NAMES = (*PARENTS, *CHILDREN)
+# Stripe object name (an event's `data.object.object`) -> resource
+OBJECT_RESOURCE = {
+    "product": "products",
+    "price": "prices",
+    "customer": "customers",
+    "charge": "charges",
+    "refund": "refunds",
+    "balance_transaction": "balance_transactions",
+    "subscription": "subscriptions",
+    "invoice": "invoices",
+}
+# list filters a resource needs to list everything
+LIST_PARAMS: dict[str, dict[str, Any]] = {"subscriptions": {"status": "all"}}
+UPSERT = {"disposition": "merge", "strategy": "upsert"}
+
+
+@dataclass
+class SyncLog:
+    """What a run of the source did, for the sync's report and after-load steps."""
+
+    mode: SyncMode | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    deleted: dict[str, list[str]] = field(default_factory=dict)
+    listed_all: list[str] = field(default_factory=list)
+
+    def count(self, table: str, n: int) -> None:
+        self.rows[table] = self.rows.get(table, 0) + n
+
+    def skip(self, resource: str, reason: str) -> None:
+        if not any(s.resource == resource for s in self.skipped):
+            self.skipped.append(Skipped(resource, reason))
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) else None
+
+
+def _id(value: Any) -> Any:
+    """An expandable field's id, whether Stripe sent the id or the object."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def _row_of(resource: str, o: Obj) -> Row:
+    get = o.get
+    if resource == "charges":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "amount": get("amount"),
+            "amount_captured": get("amount_captured"),
+            "amount_refunded": get("amount_refunded"),
+            "currency": get("currency"),
+            "status": get("status"),
+            "paid": get("paid"),
+            "refunded": get("refunded"),
+            "customer": _id(get("customer")),
+            "invoice": _id(get("invoice")),
+            "payment_intent": _id(get("payment_intent")),
+            "balance_transaction": _id(get("balance_transaction")),
+            "description": get("description"),
+            "failure_code": get("failure_code"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    if resource == "customers":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "email": get("email"),
+            "name": get("name"),
+            "currency": get("currency"),
+            "balance": get("balance"),
+            "delinquent": get("delinquent"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    if resource == "subscriptions":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "customer": _id(get("customer")),
+            "status": get("status"),
+            "current_period_start": _ts(get("current_period_start")),
+            "current_period_end": _ts(get("current_period_end")),
+            "cancel_at_period_end": get("cancel_at_period_end"),
+            "canceled_at": _ts(get("canceled_at")),
+            "ended_at": _ts(get("ended_at")),
+            "trial_end": _ts(get("trial_end")),
+            "currency": get("currency"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    if resource == "invoices":
+        period = {"start": get("period_start"), "end": get("period_end")}
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "customer": _id(get("customer")),
+            "subscription": _id(get("subscription")),
+            "status": get("status"),
+            "currency": get("currency"),
+            "amount_due": get("amount_due"),
+            "amount_paid": get("amount_paid"),
+            "amount_remaining": get("amount_remaining"),
+            "subtotal": get("subtotal"),
+            "total": get("total"),
+            "tax": get("tax"),
+            "period_start": _ts(period["start"]),
+            "period_end": _ts(period["end"]),
+            "paid": get("paid"),
+            "number": get("number"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    if resource == "refunds":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "charge": _id(get("charge")),
+            "amount": get("amount"),
+            "currency": get("currency"),
+            "status": get("status"),
+            "reason": get("reason"),
+            "livemode": get("livemode"),
+        }
+    if resource == "balance_transactions":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "available_on": _ts(get("available_on")),
+            "amount": get("amount"),
+            "fee": get("fee"),
+            "net": get("net"),
+            "currency": get("currency"),
+            "type": get("type"),
+            "status": get("status"),
+            "source": _id(get("source")),
+            "reporting_category": get("reporting_category"),
+            # balance transactions carry no livemode: the key's mode is theirs
+            "livemode": get("livemode"),
+        }
+    if resource == "products":
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "name": get("name"),
+            "active": get("active"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    if resource == "prices":
+        recurring = get("recurring") or {}
+        return {
+            "id": o["id"],
+            "created": _ts(get("created")),
+            "product": _id(get("product")),
+            "active": get("active"),
+            "currency": get("currency"),
+            "unit_amount": get("unit_amount"),
+            "type": get("type"),
+            "recurring_interval": recurring.get("interval"),
+            "recurring_interval_count": recurring.get("interval_count"),
+            "livemode": get("livemode"),
+            "deleted": False,
+        }
+    raise ValueError(f"not a Stripe parent resource: {resource}")
+
+
+def _item_row(item: Obj, subscription: Obj) -> Row:
+    price = item.get("price") or {}
+    return {
+        "id": item["id"],
+        "subscription": subscription["id"],
+        "price": _id(price),
+        "product": _id(price.get("product")) if isinstance(price, dict) else None,
+        "quantity": item.get("quantity"),
+        "created": _ts(item.get("created")),
+        "livemode": subscription.get("livemode"),
+    }
+
+
+def _line_row(line: Obj, invoice: Obj) -> Row:
+    price = line.get("price") or {}
+    period = line.get("period") or {}
+    return {
+        "id": line["id"],
+        "invoice": invoice["id"],
+        "subscription": _id(line.get("subscription")),
+        "price": _id(price),
+        "product": _id(price.get("product")) if isinstance(price, dict) else None,
+        "amount": line.get("amount"),
+        "currency": line.get("currency"),
+        "quantity": line.get("quantity"),
+        "period_start": _ts(period.get("start")),
+        "period_end": _ts(period.get("end")),
+        "livemode": line.get("livemode", invoice.get("livemode")),
+    }
+
+
+class _Run:
+    """What the resources of one run share: the client, the clock, the effective mode and
+    the changed objects (computed once, by whichever resource asks first)."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], StripeClient] | None,
+        *,
+        connection_id: int,
+        project_id: int,
+        mode: SyncMode,
+        pending: Sequence[dict[str, Any]],
+        now: Callable[[], float],
+        log: SyncLog,
+    ) -> None:
+        self._factory = client_factory
+        self._client: StripeClient | None = None
+        self.connection_id = int(connection_id)
+        self.project_id = int(project_id)
+        self.requested: SyncMode = mode
+        self.pending = pending
+        self.now = now
+        self.log = log
+        self.started: float | None = None
+        self.fetched_at: datetime | None = None
+        self.mode: SyncMode | None = None
+        self.changed: dict[str, dict[str, None]] | None = None
+
+    @property
+    def client(self) -> StripeClient:
+        if self._client is None:
+            if self._factory is None:
+                raise RuntimeError("the Stripe source was built without a client (definitions)")
+            self._client = self._factory()
+        return self._client
+
+    # --- the run's decisions, made once --------------------------------------------------
+
+    def begin(self) -> None:
+        if self.mode is not None:
+            return
+        self.started = self.now()
+        # our own clock, not Stripe's (`now`): a full sync's reconcile compares it with
+        # the fetched_at of rows earlier runs wrote
+        self.fetched_at = datetime.now(UTC)
+        state = dlt.current.source_state()
+        cursor = state.get("events_cursor")
+        mode = self.requested
+        if mode == "incremental" and (
+            not state.get("backfill_done")
+            or (cursor is not None and cursor < self.started - FULL_AFTER_S)
+        ):
+            mode = "full"
+        self.mode = self.log.mode = mode
+        state["post"] = {"fetched_at": self.fetched_at.isoformat(), "reconcile": [], "deleted": {}}
+        if mode == "full":
+            state["backfill_done"] = True
+            self._anchor_events(state)
+            self.changed = {}
+        elif mode == "incremental":
+            self.changed = self._changes_from_events(state)
+            self._add_pending(self.changed)
+        else:
+            self.changed = {}
+            self._add_pending(self.changed)
+
+    def _anchor_events(self, state: dict[str, Any]) -> None:
+        """A full sync reads everything as of now: later changes are the events after the
+        newest one there is now."""
+        assert self.started is not None
+        try:
+            newest = next(self.client.events(limit=1), None)
+        except StripePermissionError as err:
+            self.log.skip("events", str(err))
+            return
+        if newest is None:
+            state["events_cursor"] = int(self.started) - CLOCK_MARGIN_S
+            state["event_ids_at"] = []
+            return
+        top = int(newest["created"])
+        at_top = [e["id"] for e in self.client.events(created_gt=top - 1) if e["created"] == top]
+        state["events_cursor"] = top
+        state["event_ids_at"] = at_top[:MAX_IDS_AT_CURSOR]
+
+    def _changes_from_events(self, state: dict[str, Any]) -> dict[str, dict[str, None]]:
+        changed: dict[str, dict[str, None]] = {}
+        cursor = state.get("events_cursor")
+        if cursor is None:
+            cursor = int(self.started or 0) - CLOCK_MARGIN_S
+        seen = set(state.get("event_ids_at") or ())
+        top, at_top = int(cursor), [e for e in seen]
+        try:
+            for event in self.client.events(created_gt=int(cursor) - 1):
+                created = int(event["created"])
+                if created > top:
+                    top, at_top = created, []
+                if created == top:
+                    at_top.append(event["id"])
+                if event["id"] in seen or event.get("livemode") != self.client.livemode:
+                    continue
+                obj = (event.get("data") or {}).get("object") or {}
+                resource = OBJECT_RESOURCE.get(str(obj.get("object")))
+                if resource and obj.get("id"):
+                    changed.setdefault(resource, {})[str(obj["id"])] = None
+        except StripePermissionError as err:
+            self.log.skip("events", str(err))
+            return changed
+        state["events_cursor"] = top
+        state["event_ids_at"] = at_top[-MAX_IDS_AT_CURSOR:]
+        return changed
+
+    def _add_pending(self, changed: dict[str, dict[str, None]]) -> None:
+        for event in self.pending:
+            if event.get("livemode") is not None and bool(event["livemode"]) != (
+                self.client.livemode
+            ):
+                continue
+            kind = str(event.get("object_type") or "")
+            resource = OBJECT_RESOURCE.get(kind) or (kind if kind in PARENTS else None)
+            object_id = event.get("object_id")
+            if resource and object_id:
+                changed.setdefault(resource, {})[str(object_id)] = None
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def stamp(self, row: Row, raw: Obj) -> Row:
+        row["project_id"] = self.project_id
+        row["connection_id"] = self.connection_id
+        row["fetched_at"] = self.fetched_at
+        row["raw"] = raw
+        if row.get("livemode") is None:
+            row["livemode"] = self.client.livemode
+        return row
+
+    def parent(self, resource: str) -> Iterator[list[Row]]:
+        self.begin()
+        assert self.changed is not None
+        changed = self.changed.get(resource, {})
+        try:
+            if self.mode != "webhooks":
+                yield from self._listed(resource, changed)
+            yield from self._refetched(resource, changed)
+        except StripePermissionError as err:
+            self.log.skip(resource, str(err))
+            for child, parent in CHILDREN.items():
+                if parent == resource:
+                    self.log.skip(child, str(err))
+
+    def _listed(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row]]:
+        state = dlt.current.resource_state(resource)
+        full = self.mode == "full"
+        cursor = None if full else state.get("created")
+        seen = set() if full else set(state.get("ids_at") or ())
+        top: int | None = cursor
+        at_top: list[str] = list(seen)
+        batch: list[Row] = []
+        for obj in self.client.list(resource, created_gte=cursor, params=LIST_PARAMS.get(resource)):
+            object_id = obj["id"]
+            created = obj.get("created")
+            if isinstance(created, int):
+                if top is None or created > top:
+                    top, at_top = created, []
+                if created == top and len(at_top) < MAX_IDS_AT_CURSOR:
+                    at_top.append(object_id)
+            if object_id in seen:  # loaded by the last run, at the cursor's second
+                continue
+            changed.pop(object_id, None)  # listed now: as fresh as a re-fetch
+            batch.append(self.stamp(_row_of(resource, obj), obj))
+            if len(batch) >= BATCH:
+                self.log.count(resource, len(batch))
+                yield batch
+                batch = []
+        if batch:
+            self.log.count(resource, len(batch))
+            yield batch
+        state["created"] = top
+        state["ids_at"] = at_top
+        if full:
+            self.log.listed_all.append(resource)
+            dlt.current.source_state()["post"]["reconcile"].append(resource)
+
+    def _refetched(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row]]:
+        batch: list[Row] = []
+        deleted: list[str] = []
+        for object_id in list(changed):
+            try:
+                obj = self.client.retrieve(resource, object_id)
+            except StripeRequestError as err:
+                if err.status != 404:
+                    raise
+                deleted.append(object_id)
+                continue
+            if obj.get("deleted"):
+                deleted.append(object_id)
+                continue
+            batch.append(self.stamp(_row_of(resource, obj), obj))
+            if len(batch) >= BATCH:
+                self.log.count(resource, len(batch))
+                yield batch
+                batch = []
+        if batch:
+            self.log.count(resource, len(batch))
+            yield batch
+        if deleted:
+            self.log.deleted.setdefault(resource, []).extend(deleted)
+            post = dlt.current.source_state()["post"]["deleted"]
+            post.setdefault(resource, []).extend(deleted)
+
+    def subscription_items(self, rows: Iterable[Row]) -> Iterator[list[Row]]:
+        out: list[Row] = []
+        for row in rows:
+            sub = row["raw"]
+            embedded = sub.get("items") or {}
+            items: Iterable[Obj] = embedded.get("data") or []
+            if embedded.get("has_more"):
+                items = self.client.list("subscription_items", params={"subscription": sub["id"]})
+            out += [self.stamp(_item_row(item, sub), item) for item in items]
+        if out:
+            self.log.count("subscription_items", len(out))
+            yield out
+
+    def invoice_lines(self, rows: Iterable[Row]) -> Iterator[list[Row]]:
+        out: list[Row] = []
+        for row in rows:
+            invoice = row["raw"]
+            embedded = invoice.get("lines") or {}
+            lines: Iterable[Obj] = embedded.get("data") or []
+            if embedded.get("has_more"):
+                lines = self.client.list(f"invoices/{invoice['id']}/lines")
+            out += [self.stamp(_line_row(line, invoice), line) for line in lines]
+        if out:
+            self.log.count("invoice_lines", len(out))
+            yield out
+
+
+def _hints(table: str) -> dict[str, Any]:
+    spec = BY_TABLE[table]
+    return {
+        "name": table,
+        "table_name": table,
+        "write_disposition": UPSERT,
+        "primary_key": list(spec.primary_key),
+        "columns": dlt_columns(spec),
+    }
+
+
+def stripe_source(
+    client_factory: Callable[[], StripeClient] | None,
+    *,
+    connection_id: int,
+    project_id: int,
+    mode: SyncMode,
+    pending: Sequence[dict[str, Any]] = (),
+    now: Callable[[], float] = time.time,
+    log: SyncLog | None = None,
+) -> DltSource:
+    """The source of one connection's sync. No I/O until a resource is iterated."""
+    run = _Run(
+        client_factory,
+        connection_id=connection_id,
+        project_id=project_id,
+        mode=mode,
+        pending=pending,
+        now=now,
+        log=log if log is not None else SyncLog(),
+    )
+    parents = {name: dlt.resource(_parent_rows(run, name), **_hints(name)) for name in PARENTS}
+    items = dlt.transformer(data_from=parents["subscriptions"], **_hints("subscription_items"))(
+        _flatten(run.subscription_items)
+    )
+    lines = dlt.transformer(data_from=parents["invoices"], **_hints("invoice_lines"))(
+        _flatten(run.invoice_lines)
+    )
+    return _stripe([*parents.values(), items, lines])
+
+
+def _parent_rows(run: _Run, resource: str) -> Callable[[], Iterator[list[Row]]]:
+    def rows() -> Iterator[list[Row]]:
+        yield from run.parent(resource)
+
+    rows.__name__ = resource
+    return rows
+
+
+def _flatten(
+    children: Callable[[Iterable[Row]], Iterator[list[Row]]],
+) -> Callable[[Any], Iterator[list[Row]]]:
+    def rows(parent_rows: Any) -> Iterator[list[Row]]:
+        batch = parent_rows if isinstance(parent_rows, list) else [parent_rows]
+        yield from children(batch)
+
+    return rows
+
+
+@dlt.source(name=SOURCE_NAME, max_table_nesting=0)
+def _stripe(resources: list[Any]) -> Any:
+    return resources
