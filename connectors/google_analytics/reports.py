@@ -253,3 +253,9 @@ def rows_of(page: dict[str, Any]) -> Iterator[tuple[date, dict[str, str], dict[s
             for (name, kind), v in zip(metrics, row.get("metricValues") or [], strict=False)
         }
         yield day, dims, numbers
+
+
+def check_reports(raw: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """User-defined reports as a connection's config keeps them (JSON, `date` first);
+    ReportSpecError naming each problem."""
+    return [spec.model_dump(mode="json") for spec in parse_reports(raw)]
