@@ -1,6 +1,6 @@
 import { useId, useState } from "react";
 import type { ServiceAccountKey } from "../connectionApi";
-import { MAX_DIMENSIONS, MAX_METRICS, type ReportDraft, emptyDraft, parseServiceAccount } from "./model";
+import { DEFAULT_REPORTS, MAX_DIMENSIONS, MAX_METRICS, type ReportDraft, emptyDraft, parseServiceAccount } from "./model";
 
 export interface LoadedKey {
   key: ServiceAccountKey;
@@ -78,8 +78,8 @@ export function ReportsEditor({ drafts, onChange }: { drafts: ReportDraft[]; onC
     <fieldset className="reports">
       <legend>Own reports (optional)</legend>
       <p className="hint">
-        The default reports (by date, source/medium, landing page, country/device) are always synced. Add your own with GA4 API names, comma-separated: up to {MAX_DIMENSIONS}{" "}
-        dimensions (date included) and {MAX_METRICS} metrics. Rows land in <code>ga4.report_rows</code>.
+        The default reports ({DEFAULT_REPORTS.map((r) => `ga4.${r}`).join(", ")}) are always synced. Add your own with GA4 API names, comma-separated: up to {MAX_DIMENSIONS}{" "}
+        dimensions (date, always the first, included) and {MAX_METRICS} metrics. Their rows land in <code>ga4.report_rows</code>.
       </p>
       {drafts.map((d, i) => (
         <div className="report-row" key={i}>

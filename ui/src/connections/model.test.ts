@@ -100,18 +100,18 @@ describe("parseServiceAccount", () => {
 });
 
 describe("reportsFrom", () => {
-  it("splits names, puts date first when missing, drops blank rows", () => {
+  it("splits names, puts date first (once), drops blank rows", () => {
     expect(
       reportsFrom([
-        { name: "by_campaign", dimensions: "sessionCampaignName, sessionSource", metrics: "sessions totalUsers" },
+        { name: "by_campaign", dimensions: "sessionCampaignName, date, sessionSource", metrics: "sessions totalUsers" },
         { name: "", dimensions: "date", metrics: "" },
-        { name: "daily", dimensions: "date,country", metrics: "sessions" },
+        { name: "by_country", dimensions: "date,country", metrics: "sessions" },
       ]),
     ).toEqual({
       ok: true,
       reports: [
         { name: "by_campaign", dimensions: ["date", "sessionCampaignName", "sessionSource"], metrics: ["sessions", "totalUsers"] },
-        { name: "daily", dimensions: ["date", "country"], metrics: ["sessions"] },
+        { name: "by_country", dimensions: ["date", "country"], metrics: ["sessions"] },
       ],
     });
   });
@@ -123,6 +123,8 @@ describe("reportsFrom", () => {
     [{ name: "x", dimensions: "date", metrics: many(11, "m") }, "at most 10 metrics"],
     [{ name: "x", dimensions: "date, country", metrics: "" }, "at least one metric"],
     [{ name: "x", dimensions: "country,country", metrics: "sessions" }, "dimension is named twice"],
+    [{ name: "daily", dimensions: "date", metrics: "sessions" }, "daily is the name of a default report"],
+    [{ name: "report_rows", dimensions: "date", metrics: "sessions" }, "name of a default report"],
   ])("refuses %o", (draft, why) => {
     const r = reportsFrom([draft]);
     expect(r.ok).toBe(false);

@@ -63,6 +63,9 @@ export interface ReportDraft {
 export const REPORT_NAME = /^[a-z][a-z0-9_]{0,40}$/;
 export const MAX_DIMENSIONS = 9; // date included
 export const MAX_METRICS = 10;
+/** The default reports' tables (and the one user-defined reports share): not a report's name. */
+export const DEFAULT_REPORTS = ["daily", "traffic_sources", "landing_pages", "geo_devices"];
+const RESERVED_NAMES = new Set([...DEFAULT_REPORTS, "report_rows"]);
 
 const names = (text: string) =>
   text
@@ -89,9 +92,11 @@ export function reportsFrom(drafts: ReportDraft[]): { ok: true; reports: ReportS
     if (!name && !metrics.length && (!dimensions.length || (dimensions.length === 1 && dimensions[0] === "date"))) continue;
     const which = name ? `report ${name}` : `report ${i + 1}`;
     if (!REPORT_NAME.test(name)) return { ok: false, problem: `${which}: a name is a lowercase letter, then up to 40 lowercase letters, digits or _` };
+    if (RESERVED_NAMES.has(name)) return { ok: false, problem: `${which}: ${name} is the name of a default report` };
     if (seen.has(name)) return { ok: false, problem: `${which}: two reports have this name` };
     seen.add(name);
-    const withDate = dimensions.includes("date") ? dimensions : ["date", ...dimensions];
+    // date comes first, once, as the API stores it
+    const withDate = ["date", ...dimensions.filter((d) => d !== "date")];
     if (new Set(withDate).size !== withDate.length) return { ok: false, problem: `${which}: a dimension is named twice` };
     if (withDate.length > MAX_DIMENSIONS) return { ok: false, problem: `${which}: at most ${MAX_DIMENSIONS} dimensions, date included (GA4's limit)` };
     if (!metrics.length) return { ok: false, problem: `${which}: at least one metric (e.g. sessions, totalUsers)` };
