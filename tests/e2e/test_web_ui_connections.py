@@ -1,13 +1,16 @@
 """The Connections page in a real browser: headless Chromium (tests/e2e/conftest.py) on the
 real API (uvicorn) over the session's embedded PostgreSQL and Redis, with the Stripe fake
-(tests/fakes/stripe_api.py) standing in for api.stripe.com. An admin adds a Stripe
+(tests/fakes/stripe_api.py) standing in for api.stripe.com and the Google fake for Google's
+token endpoint and the GA4 Data API. An admin adds a Stripe
 connection (Test credentials shows what Stripe said; a wrong key shows Stripe's refusal
 and stores nothing), sees it listed, asks for a sync, reads its status with the webhook URL,
-renames it, sets a webhook secret, and deletes it after a confirmation. No secret ever
+renames it, sets a webhook secret, and deletes it after a confirmation; a GA4 connection
+takes its service-account key from a file or pasted, and reports of one's own. No secret ever
 comes back: not in the page, not in what the API answers. A member only reads."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ from connectors.secrets import SecretBox
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
+from tests.fakes.google_api import GoogleFake
 from tests.fakes.stripe_api import StripeFake
 from tests.live import free_port, serve_api
 
@@ -45,30 +49,42 @@ def stripe() -> Iterator[StripeFake]:
 
 
 @pytest.fixture(scope="module")
-def live_ui(
+def google() -> Iterator[GoogleFake]:
+    with GoogleFake.running(time_zone="Europe/Berlin") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def api_url(
     ui_dist: Path,
     servers: ServerUrls,
     sqlbook_home: Path,
-    metadata: MetadataStore,
     stripe: StripeFake,
-) -> Iterator[LiveApi]:
-    ws = metadata.create_workspace(f"conn-ui-{uuid.uuid4().hex[:8]}")
+    google: GoogleFake,
+) -> Iterator[str]:
     settings = make_settings(
         servers,
         sqlbook_home,
         api_port=free_port(),
         ui_dist=ui_dist,
         stripe_api_url=stripe.url,
-        outbound_allow_private=True,
+        ga4_api_url=google.data_api_url,
+        outbound_allow_private=True,  # the fakes are on loopback
     )
     with serve_api(settings) as url:
-        yield LiveApi(url, ws)
+        yield url
 
 
 @pytest.fixture
-def context(browser, live_ui: LiveApi) -> Iterator[Any]:
+def live_ui(api_url: str, metadata: MetadataStore) -> LiveApi:
+    """A workspace of its own for each test: its connections list starts empty."""
+    return LiveApi(api_url, metadata.create_workspace(f"conn-ui-{uuid.uuid4().hex[:8]}"))
+
+
+@pytest.fixture
+def context(browser, api_url: str) -> Iterator[Any]:
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
-    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_ui.url)
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=api_url)
     ctx.set_default_timeout(WAIT_MS)
     yield ctx
     ctx.close()
@@ -369,3 +385,96 @@ def test_a_member_reads_connections_and_changes_nothing(
     expect(status.get_by_test_id("status-state")).to_have_text("never synced")
     expect(status.get_by_role("button", name="Sync now")).to_have_count(0)
     assert_no_secret(page.content())
+
+
+def test_add_and_edit_a_ga4_connection(
+    context, live_ui: LiveApi, google: GoogleFake, tmp_path: Path
+):
+    api = Api(live_ui)
+    key = google.service_account(property_ids=["424242"], name="ui-reader")
+    key_file = tmp_path / "sqlbook-ga4-key.json"
+    key_file.write_text(json.dumps(key))
+    private = key["private_key"].splitlines()[1]  # a line of the key's body
+    page = context.new_page()
+    sign_in(page, live_ui.login_link())
+    region = open_connections(page)
+    region.get_by_role("button", name="Add connection", exact=True).click()
+    dialog = page.get_by_role("dialog", name="New connection")
+    dialog.get_by_label("Source").select_option("ga4")
+    dialog.get_by_label("Name", exact=True).fill("website")
+    dialog.get_by_label("Property id").fill("G-ABC123")
+
+    # pasted: something that is not a key file says so; a key file leaves the field once read
+    pasted = dialog.get_by_label("Service-account key JSON")
+    pasted.fill("{not json")
+    expect(dialog.locator(".field-problem")).to_contain_text("not JSON")
+    pasted.fill(json.dumps(key))
+    loaded = dialog.get_by_role("group", name="Service-account key")
+    expect(loaded).to_contain_text(f"{key['client_email']} (project sqlbook-test) — loaded")
+    expect(dialog.get_by_label("Service-account key JSON")).to_have_count(0)
+    assert private not in page.content()
+    loaded.get_by_role("button", name="Remove").click()
+    # from its file
+    dialog.get_by_label("Key file").set_input_files(str(key_file))
+    expect(loaded).to_contain_text(key["client_email"])
+    assert private not in page.content()
+
+    # a measurement id is not a property id; a property the account may not read is refused
+    dialog.get_by_role("button", name="Test credentials").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("digits only")
+    dialog.get_by_label("Property id").fill("999999")
+    dialog.get_by_role("button", name="Test credentials").click()
+    refusal = dialog.get_by_role("alert")
+    expect(refusal).to_contain_text("999999")  # Google's refusal names the property
+    assert private not in refusal.inner_text()
+    dialog.get_by_label("Property id").fill("424242")
+    dialog.get_by_role("button", name="Test credentials").click()
+    checked = dialog.get_by_role("status")
+    expect(checked).to_have_class("check-outcome ok-box")
+    expect(checked).to_contain_text(
+        f"{key['client_email']} can read GA4 property 424242 (time zone Europe/Berlin)"
+    )
+
+    # a report of one's own: checked as typed rules say, date put first
+    dialog.get_by_role("button", name="Add report").click()
+    dialog.get_by_label("Report 1 name").fill("By Campaign")
+    dialog.get_by_label("Report 1 dimensions").fill("sessionCampaignName")
+    dialog.get_by_label("Report 1 metrics").fill("sessions, totalUsers")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("report By Campaign: a name is")
+    dialog.get_by_label("Report 1 name").fill("by_campaign")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_have_count(0)
+
+    stored = next(c for c in api.get("/api/connections").json() if c["name"] == "website")
+    assert stored["config"]["property_id"] == "424242"
+    assert stored["config"]["client_email"] == key["client_email"]
+    assert stored["config"]["reports"] == [
+        {
+            "name": "by_campaign",
+            "dimensions": ["date", "sessionCampaignName"],
+            "metrics": ["sessions", "totalUsers"],
+        }
+    ]
+    row = region.locator(f"table.connections tbody tr[data-connection-id='{stored['id']}']")
+    expect(row.locator("td").nth(0)).to_have_text("Google Analytics 4")
+    expect(row.locator("td").nth(1)).to_contain_text(f"property 424242, {key['client_email']}")
+    status = page.get_by_role("region", name="Status of website")
+    expect(status.get_by_test_id("status-state")).to_have_text("never synced")
+    expect(status.get_by_label("Webhook URL")).to_have_count(0)  # Stripe only
+
+    # edit: the reports come back to change, the key does not; the report is dropped
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit website")
+    expect(edit.get_by_label("Report 1 dimensions")).to_have_value("date, sessionCampaignName")
+    expect(edit.get_by_label("New service-account key JSON")).to_have_value("")
+    edit.get_by_role("button", name="Remove report 1").click()
+    edit.get_by_role("button", name="Save").click()
+    expect(edit).to_have_count(0)
+    assert api.get(f"/api/connections/{stored['id']}").json()["config"]["reports"] == []
+    for text in (
+        page.content(),
+        api.get("/api/connections").text,
+        api.get(f"/api/connections/{stored['id']}/status").text,
+    ):
+        assert private not in text and "PRIVATE KEY" not in text
