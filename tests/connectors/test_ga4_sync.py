@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 from psycopg.rows import dict_row
 
 from connectors.connections.types import SyncReport
@@ -29,9 +30,10 @@ from connectors.google_analytics.errors import (
 )
 from connectors.google_analytics.source import RESOURCE_NAMES, ga4_source
 from connectors.google_analytics.sync import sync_ga4
+from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import ClientFactory, make_settings
 from tests.fakes.google_api import GoogleFake
 
 PROPERTY = "123456789"
@@ -317,6 +319,36 @@ def test_two_connections_share_the_tables_and_stay_apart(sync: Syncer, key: dict
     assert {r["sessions"] for r in theirs["daily"]} != {r["sessions"] for r in mine}
 
 
+def test_each_workspace_queries_only_its_own_ga4_rows(
+    sync: Syncer, key: dict[str, str], metadata: MetadataStore, client_with: ClientFactory
+) -> None:
+    a = metadata.create_workspace(f"ga4-a-{next(_ids)}")
+    b = metadata.create_workspace(f"ga4-b-{next(_ids)}")
+    conn_a = Connection(next(_ids), a.project.id, {"property_id": PROPERTY})
+    conn_b = Connection(next(_ids), b.project.id, {"property_id": OTHER_PROPERTY})
+    sync(conn_a, key)
+    sync(conn_b, key)
+
+    def ask(ws: NewWorkspace, text: str) -> Any:
+        headers = {"Authorization": f"Bearer {ws.api_token}"}
+        r = api.post("/api/query", json={"sql": text, "params": []}, headers=headers)
+        return r
+
+    with client_with() as api:
+        for ws, conn in ((a, conn_a), (b, conn_b)):
+            r = ask(ws, "select connection_id, sum(sessions) from ga4.daily group by 1")
+            assert r.status_code == 200, r.text
+            mine = sum(row["sessions"] for row in sync.rows("daily", conn))
+            assert r.json()["rows"] == [[conn.id, mine]]
+            r = ask(
+                ws, "select count(*) from ga4.report_rows where project_id <> " + str(ws.project.id)
+            )
+            assert r.json()["rows"] == [[0]]
+        # dlt's own tables in the schema (made by the loads above) are not for readers
+        r = ask(a, "select count(*) from ga4._dlt_pipeline_state")
+        assert r.status_code == 400 and "permission denied" in r.text
+
+
 # --- user-defined reports -------------------------------------------------------------------
 
 
@@ -389,6 +421,32 @@ def test_a_failed_sync_loads_nothing_and_keeps_the_cursor(
     # the cursor is still the 19th: from the 20th, not from 3 days before the 26th
     assert sync.report_calls(calls)[0]["dateRanges"][0]["startDate"] == "2026-11-20"
     assert report.cursor["daily"] == "2026-11-25"
+
+
+def test_a_load_that_fails_does_not_move_the_cursor(sync: Syncer, key: dict[str, str]) -> None:
+    conn = connection()
+    sync(conn, key)
+    sync.fake.now = NOW + timedelta(days=6)
+    block = f"ga4_test_block_{conn.id}"
+    with psycopg.connect(sync.servers.warehouse_url, autocommit=True) as db:
+        # the warehouse refuses this connection's daily rows: the load fails after the fetch
+        db.execute(
+            f"alter table ga4.daily add constraint {block}"
+            f" check (connection_id <> {conn.id}) not valid"
+        )
+        try:
+            with pytest.raises(PipelineStepFailed):
+                sync(conn, key)
+        finally:
+            db.execute(f"alter table ga4.daily drop constraint {block}")
+
+    calls = len(sync.fake.calls(":runReport"))
+    report = sync(conn, key)
+
+    # the failed load's state never counted: from the day after the first sync's cursor
+    assert sync.report_calls(calls)[0]["dateRanges"][0]["startDate"] == "2026-11-20"
+    assert report.cursor["daily"] == "2026-11-25"
+    assert [r["date"] for r in sync.rows("daily", conn)] == days("2026-11-11", "2026-11-26")
 
 
 def test_quota_exhaustion_backs_off_and_completes(sync: Syncer, key: dict[str, str]) -> None:
