@@ -19,6 +19,7 @@ from api.routes import (
     alerts,
     capture,
     charts,
+    connections,
     datasources,
     folders,
     health,
@@ -30,6 +31,7 @@ from api.routes import (
     sessions,
     shared_charts,
     snapshots,
+    stripe_webhooks,
     tokens,
     webui,
     workspace,
@@ -40,6 +42,7 @@ from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
 from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
+from connectors.metadata.connections import ConnectionStore
 from connectors.metadata.insights import InsightStore
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.snapshots import SnapshotStore
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
             insights=InsightStore(metadata, trash_days=settings.insight_trash_days),
             snapshots=SnapshotStore(metadata),
             plugins=PluginRegistry(metadata, settings.plugin_dirs()),
+            connections=ConnectionStore(metadata, service.box),
         )
         try:
             yield
@@ -119,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(shared_charts.router)
     app.include_router(insights.router)
+    app.include_router(connections.router)
+    app.include_router(stripe_webhooks.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 
     def openapi() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from connectors.capture import CaptureLimits
 from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
+from connectors.metadata.connections import ConnectionStore
 from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.insights import InsightStore
 from connectors.metadata.sessions import BrowserSessions
@@ -71,3 +72,4 @@ class AppState:
     insights: InsightStore
     snapshots: SnapshotStore
     plugins: PluginRegistry
+    connections: ConnectionStore

@@ -78,6 +78,17 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "POST /api/datasources": "the URL (the kind's form, an address the outbound policy or"
     " sqlbook's own servers rule out), the name 'warehouse', options beyond the caps",
     "POST /api/datasources/test": "as POST /api/datasources, and the database's own refusal",
+    # connections (api/routes/connections.py): what the provider makes of the credentials
+    "POST /api/connections": "the provider's answer to the credentials (a key Stripe refuses,"
+    " a service-account key Google refuses, a token_uri the outbound policy refuses), a"
+    " project not of the workspace, a schedule that is no cron expression, GA4 reports"
+    " (a default report's name, a repeated metric or dimension)",
+    "POST /api/connections/test": "as POST /api/connections, the credentials",
+    "PATCH /api/connections/{connection_id}": "as POST /api/connections, on the connection;"
+    " a Stripe key of the other mode; fields of the other kind",
+    # the Stripe-Signature is an HMAC of the raw body with the connection's signing secret
+    "POST /webhooks/stripe/{connection_id}": "the Stripe-Signature, the event's livemode;"
+    " a connection without a signing secret",
 }
 
 # A 503 these handlers give when the server the request names cannot be reached: the
@@ -85,6 +96,8 @@ REFUSED_FOR_MEANING: dict[str, str] = {
 # unknown host, a closed port), documented; not a fault of sqlbook's.
 UNREACHABLE_TARGET: dict[str, str] = {
     "POST /api/datasources/test": "the host and port in the body",
+    "POST /api/connections": "Stripe's API (SQLBOOK_STRIPE_API_URL), the token_uri in the body",
+    "POST /api/connections/test": "as POST /api/connections",
 }
 
 # Paths another path's template also matches: `Allow` rightly names that one's methods too.
