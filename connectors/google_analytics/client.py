@@ -78,7 +78,13 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def google_error(response: httpx.Response) -> tuple[str | None, str]:
-    """(status name, message) of a google.rpc.Status body, or of an OAuth error body."""
+    """(status name, message) of a google.rpc.Status body, or of an OAuth error body; the
+    message cut at 500 characters (a token URI is user input: its server's answer too)."""
+    name, message = _google_error(response)
+    return (name[:100] if name else None), message[:500]
+
+
+def _google_error(response: httpx.Response) -> tuple[str | None, str]:
     try:
         body = response.json()
     except ValueError:
@@ -87,7 +93,8 @@ def google_error(response: httpx.Response) -> tuple[str | None, str]:
         return None, f"HTTP {response.status_code}"
     error = body.get("error")
     if isinstance(error, dict):
-        return error.get("status"), str(error.get("message") or response.reason_phrase)
+        status, message = error.get("status"), error.get("message")
+        return (str(status) if status else None), str(message or response.reason_phrase)
     if isinstance(error, str):  # the token endpoint: {"error", "error_description"}
         return error, str(body.get("error_description") or error)
     return None, response.reason_phrase or f"HTTP {response.status_code}"

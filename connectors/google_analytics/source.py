@@ -104,12 +104,11 @@ class _Fetch:
             state["time_zone"] = self.client().time_zone()
         return str(state["time_zone"])
 
-    def note_time_zone(self, page: dict[str, Any]) -> str:
+    def note_time_zone(self, page: dict[str, Any]) -> None:
+        """Every answer says the property's time zone: the latest one is kept."""
         zone = (page.get("metadata") or {}).get("timeZone")
-        state = dlt.current.source_state()
         if zone:
-            state["time_zone"] = str(zone)
-        return str(state.get("time_zone") or "UTC")
+            dlt.current.source_state()["time_zone"] = str(zone)
 
     def today(self, zone: str) -> date:
         return self.now().astimezone(ZoneInfo(zone)).date()
