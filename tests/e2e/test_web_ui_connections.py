@@ -478,3 +478,35 @@ def test_add_and_edit_a_ga4_connection(
         api.get(f"/api/connections/{stored['id']}/status").text,
     ):
         assert private not in text and "PRIVATE KEY" not in text
+
+
+def test_an_edit_made_over_another_change_is_refused_and_says_so(context, live_ui: LiveApi):
+    cid = create_stripe(live_ui, "shared")["id"]
+    page = context.new_page()
+    sign_in(page, live_ui.login_link())
+    region = open_connections(page)
+    row = region.locator(f"table.connections tbody tr[data-connection-id='{cid}']")
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit shared")
+    # meanwhile a script renames it
+    renamed = httpx.patch(
+        f"{live_ui.url}/api/connections/{cid}",
+        json={"name": "shared-by-script"},
+        headers={"Authorization": f"Bearer {live_ui.workspace.api_token}"},
+        timeout=60,
+    )
+    assert renamed.status_code == 200, renamed.text
+    edit.get_by_label("Schedule (cron, UTC)").fill("*/15 * * * *")
+    edit.get_by_role("button", name="Save").click()
+    expect(edit.get_by_role("alert")).to_contain_text("Someone changed this connection meanwhile")
+    edit.get_by_role("button", name="Cancel").click()
+    stored = Api(live_ui).get(f"/api/connections/{cid}").json()
+    assert stored["name"] == "shared-by-script" and stored["schedule"] == "0 * * * *"
+    # opened again, the current version saves
+    expect(row.locator("td").nth(1)).to_contain_text("shared-by-script")
+    row.get_by_role("button", name="Edit").click()
+    edit = page.get_by_role("dialog", name="Edit shared-by-script")
+    edit.get_by_label("Schedule (cron, UTC)").fill("*/15 * * * *")
+    edit.get_by_role("button", name="Save").click()
+    expect(edit).to_have_count(0)
+    assert Api(live_ui).get(f"/api/connections/{cid}").json()["schedule"] == "*/15 * * * *"

@@ -220,7 +220,10 @@ export function ConnectionsPage({ session, onSignedOut }: { session: Session; on
       {editing && (
         <EditConnectionDialog
           connection={editing}
-          onClose={() => setEditing(null)}
+          onClose={() => {
+            setEditing(null);
+            load(); // an edit refused for someone else's change reopens on the current version
+          }}
           onSignedOut={onSignedOut}
           onSaved={(c) => {
             setEditing(null);

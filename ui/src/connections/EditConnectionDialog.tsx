@@ -18,7 +18,7 @@ export function EditConnectionDialog({ connection: c, onSaved, onClose, onSigned
   function fail(err: unknown) {
     const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
     if (e.status === 401) onSignedOut();
-    const message = e.status === 409 ? `${e.message}\nSomeone changed this connection meanwhile: close this form and open it again to edit the current version.` : e.message;
+    const message = e.status === 409 ? `${e.message}\nSomeone changed this connection meanwhile: Cancel, then Edit again to change the current version.` : e.message;
     setOutcome({ ok: false, message });
   }
 
