@@ -5,6 +5,17 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.alerts import alert_evaluations, evaluate_alerts_job
+from assets.connectors import (
+    connector_freshness_job,
+    ga4_api,
+    ga4_connection_tables,
+    ga4_freshness,
+    ga4_sync_job,
+    stripe_api,
+    stripe_connection_tables,
+    stripe_freshness,
+    stripe_sync_job,
+)
 from assets.ingestion import (
     capture_stream,
     events,
@@ -14,6 +25,11 @@ from assets.ingestion import (
     prune_ingestion_runs_job,
 )
 from assets.insights import insight_snapshots, snapshot_insights_job
+from orchestration.connectors import (
+    connection_sync_sensor,
+    connector_freshness_schedule,
+    stripe_webhook_sensor,
+)
 from orchestration.resources import resources
 from orchestration.sensors import (
     alert_sensor,
@@ -24,16 +40,40 @@ from orchestration.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[capture_stream, events, persons, alert_evaluations, insight_snapshots],
+    assets=[
+        capture_stream,
+        events,
+        persons,
+        alert_evaluations,
+        insight_snapshots,
+        stripe_api,
+        stripe_connection_tables,
+        ga4_api,
+        ga4_connection_tables,
+    ],
+    asset_checks=[stripe_freshness, ga4_freshness],
     jobs=[
         ingest_job,
         events_partitions_job,
         prune_ingestion_runs_job,
         evaluate_alerts_job,
         snapshot_insights_job,
+        stripe_sync_job,
+        ga4_sync_job,
+        connector_freshness_job,
     ],
-    sensors=[ingest_sensor, alert_sensor, insight_snapshot_sensor],
-    schedules=[events_partitions_schedule, prune_ingestion_runs_schedule],
+    sensors=[
+        ingest_sensor,
+        alert_sensor,
+        insight_snapshot_sensor,
+        connection_sync_sensor,
+        stripe_webhook_sensor,
+    ],
+    schedules=[
+        events_partitions_schedule,
+        prune_ingestion_runs_schedule,
+        connector_freshness_schedule,
+    ],
     resources=resources(),
     executor=dg.in_process_executor,
 )

@@ -4,6 +4,7 @@ sensor uses them (so definitions load with no environment at all)."""
 from __future__ import annotations
 
 import dagster as dg
+from dagster_dlt import DagsterDltResource
 
 from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.settings import Settings
@@ -21,4 +22,6 @@ def resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(url=dg.EnvVar("SQLBOOK_WAREHOUSE_URL")),
         # settings come from the SQLBOOK_* environment when a run or sensor uses them
         "sqlbook": SqlbookResource(),
+        # runs the connectors' dlt pipelines (sources and pipelines are made per run)
+        "dlt": DagsterDltResource(),
     }

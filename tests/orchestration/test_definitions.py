@@ -33,8 +33,19 @@ def test_definitions_load_without_environment() -> None:
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"capture_stream", "events"} <= set(loaded["assets"])
     assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
-    assert loaded["schedules"] == ["events_partitions_ahead", "prune_ingestion_runs"]
+    assert loaded["schedules"] == [
+        "connector_freshness",
+        "events_partitions_ahead",
+        "prune_ingestion_runs",
+    ]
     assert "ingest_events" in loaded["jobs"]
+    # the connector tables sit beside `events`, downstream of their provider's API
+    assert {"stripe_api", "stripe_charges", "stripe_invoice_lines", "ga4_api", "ga4_daily"} <= set(
+        loaded["assets"]
+    )
+    assert ["connection_sync_sensor", "RUNNING"] in loaded["sensors"]
+    assert ["stripe_webhook_sensor", "RUNNING"] in loaded["sensors"]
+    assert {"stripe_connection_sync", "ga4_connection_sync"} <= set(loaded["jobs"])
 
 
 def test_ingestion_runs_follow_the_stream_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:

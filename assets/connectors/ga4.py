@@ -1,0 +1,122 @@
+"""Google Analytics 4 as Dagster assets: one asset per table (`ga4_daily`,
+`ga4_traffic_sources`, …, `ga4_report_rows` for user-defined reports; group `connectors`),
+one dynamic partition per GA4 connection. Each run re-fetches the last days GA revises and
+replaces them whole. The sensors that add partitions and request runs are in
+orchestration/connectors.py."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from assets.connectors.freshness import freshness_check
+from assets.connectors.sync import (
+    ConnectorTranslator,
+    DltRunner,
+    Event,
+    Failed,
+    connector_specs,
+    find,
+    source_asset,
+    sync_partition,
+)
+from assets.resources import SqlbookResource
+from connectors.connections.types import SyncReport
+from connectors.google_analytics.errors import GoogleAuthError, GoogleError, GoogleUnavailable
+from connectors.google_analytics.source import ga4_source
+from connectors.metadata.connections import ConnectionRecord, ConnectionStore
+from connectors.settings import Settings
+
+GA4_PARTITIONS = "ga4_connections"
+ga4_partitions = dg.DynamicPartitionsDefinition(name=GA4_PARTITIONS)
+ga4_translator = ConnectorTranslator(kind="ga4")
+
+ga4_api = source_asset(
+    "ga4",
+    "The Google Analytics 4 property behind each GA4 connection (the Data API's runReport).",
+)
+
+# Built without a client: no I/O, no key.
+_specs, _checks = connector_specs(
+    ga4_source(None, connection_id=0, project_id=0, reports=[], start_date=None),
+    ga4_translator,
+)
+
+
+def classify(err: BaseException) -> Failed | None:
+    """What the connection's status says about a failed sync (the GA4 connector's errors
+    never carry the private key, an assertion or a token)."""
+    if (auth := find(err, (GoogleAuthError,))) is not None:
+        return Failed("auth_failed", str(auth), auth=True)
+    if (down := find(err, (GoogleUnavailable,))) is not None:
+        return Failed("google_unavailable", str(down), transient=True)
+    if (other := find(err, (GoogleError,))) is not None:
+        return Failed("google_error", str(other))
+    return None
+
+
+def sync_step(
+    store: ConnectionStore,
+    conn: ConnectionRecord,
+    secrets: dict[str, Any],
+    settings: Settings,
+    mode: str,
+    runner: DltRunner,
+) -> SyncReport:
+    from connectors.google_analytics.sync import sync_ga4
+
+    assert settings.warehouse_url, "SQLBOOK_WAREHOUSE_URL is not set"
+    return sync_ga4(
+        conn,
+        secrets,
+        settings=settings,
+        warehouse_url=settings.warehouse_url,
+        run=runner,
+        # `webhooks` is Stripe's; for GA4 it is an ordinary incremental sync
+        mode="full" if mode == "full" else "incremental",
+    )
+
+
+@dg.multi_asset(
+    name="ga4_sync",
+    specs=_specs,
+    check_specs=_checks,
+    partitions_def=ga4_partitions,
+    can_subset=True,
+    description="Sync one GA4 connection (partition = connection id) into schema `ga4`.",
+)
+def ga4_connection_tables(
+    context: dg.AssetExecutionContext, dlt: DagsterDltResource, sqlbook: SqlbookResource
+) -> Iterator[Event]:
+    yield from sync_partition(
+        context,
+        kind="ga4",
+        dlt=dlt,
+        sqlbook=sqlbook,
+        translator=ga4_translator,
+        sync=sync_step,
+        classify=classify,
+    )
+
+
+ga4_freshness = freshness_check("ga4", [spec.key for spec in _specs])
+
+ga4_sync_job = dg.define_asset_job(
+    "ga4_connection_sync",
+    # the tables and their per-sync checks; freshness runs on its own schedule
+    selection=dg.AssetSelection.assets(ga4_connection_tables)
+    - dg.AssetSelection.checks(ga4_freshness),
+    partitions_def=ga4_partitions,
+    executor_def=dg.in_process_executor,
+    tags={"dagster/max_runtime": 3 * 3600, "sqlbook/connector": "ga4"},
+)
+
+__all__ = [
+    "GA4_PARTITIONS",
+    "ga4_api",
+    "ga4_connection_tables",
+    "ga4_freshness",
+    "ga4_partitions",
+    "ga4_sync_job",
+]

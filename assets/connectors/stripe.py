@@ -1,0 +1,126 @@
+"""Stripe as Dagster assets: one asset per table (`stripe_charges`, `stripe_customers`, …,
+group `connectors`), one dynamic partition per Stripe connection. A run syncs the
+partition's connection in the mode its `sqlbook/sync_mode` tag names (`incremental` by
+default; `full` reconciles; `webhooks` merges only the pending webhook events). The sensors
+that add partitions and request runs are in orchestration/connectors.py."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from assets.connectors.freshness import freshness_check
+from assets.connectors.sync import (
+    ConnectorTranslator,
+    DltRunner,
+    Event,
+    Failed,
+    connector_specs,
+    find,
+    source_asset,
+    sync_partition,
+)
+from assets.resources import SqlbookResource
+from connectors.connections.types import SyncReport
+from connectors.metadata.connections import ConnectionRecord, ConnectionStore
+from connectors.settings import Settings
+from connectors.stripe.client import StripeAuthError, StripeError, StripeUnavailable
+from connectors.stripe.source import stripe_source
+
+STRIPE_PARTITIONS = "stripe_connections"
+stripe_partitions = dg.DynamicPartitionsDefinition(name=STRIPE_PARTITIONS)
+stripe_translator = ConnectorTranslator(kind="stripe")
+
+stripe_api = source_asset(
+    "stripe",
+    "The Stripe account behind each Stripe connection (its API and webhook events).",
+)
+
+# Built without a client: no I/O, no key (the resources and their names are what counts).
+_specs, _checks = connector_specs(
+    stripe_source(None, connection_id=0, project_id=0, mode="incremental"), stripe_translator
+)
+
+
+def classify(err: BaseException) -> Failed | None:
+    """What the connection's status says about a failed sync (StripeClient's messages
+    never carry the key)."""
+    if (auth := find(err, (StripeAuthError,))) is not None:
+        return Failed("auth_failed", str(auth), auth=True)
+    if (down := find(err, (StripeUnavailable,))) is not None:
+        return Failed("stripe_unavailable", str(down), transient=True)
+    if (other := find(err, (StripeError,))) is not None:
+        return Failed("stripe_error", str(other))
+    return None
+
+
+def sync_step(
+    store: ConnectionStore,
+    conn: ConnectionRecord,
+    secrets: dict[str, Any],
+    settings: Settings,
+    mode: str,
+    runner: DltRunner,
+) -> SyncReport:
+    from connectors.stripe.sync import sync_stripe
+
+    assert settings.warehouse_url, "SQLBOOK_WAREHOUSE_URL is not set"
+    # pending webhook events ride along every mode: their objects are re-fetched by id
+    pending = store.pending_webhooks(conn.id)
+    report = sync_stripe(
+        conn,
+        secrets,
+        settings=settings,
+        warehouse_url=settings.warehouse_url,
+        mode=mode,  # type: ignore[arg-type]
+        pending=pending,
+        run=runner,
+    )
+    if pending:
+        store.mark_webhooks_processed(conn.id, [str(e["event_id"]) for e in pending])
+    return report
+
+
+@dg.multi_asset(
+    name="stripe_sync",
+    specs=_specs,
+    check_specs=_checks,
+    partitions_def=stripe_partitions,
+    can_subset=True,
+    description="Sync one Stripe connection (partition = connection id) into schema `stripe`.",
+)
+def stripe_connection_tables(
+    context: dg.AssetExecutionContext, dlt: DagsterDltResource, sqlbook: SqlbookResource
+) -> Iterator[Event]:
+    yield from sync_partition(
+        context,
+        kind="stripe",
+        dlt=dlt,
+        sqlbook=sqlbook,
+        translator=stripe_translator,
+        sync=sync_step,
+        classify=classify,
+    )
+
+
+stripe_freshness = freshness_check("stripe", [spec.key for spec in _specs])
+
+stripe_sync_job = dg.define_asset_job(
+    "stripe_connection_sync",
+    # the tables and their per-sync checks; freshness runs on its own schedule
+    selection=dg.AssetSelection.assets(stripe_connection_tables)
+    - dg.AssetSelection.checks(stripe_freshness),
+    partitions_def=stripe_partitions,
+    executor_def=dg.in_process_executor,
+    tags={"dagster/max_runtime": 6 * 3600, "sqlbook/connector": "stripe"},
+)
+
+__all__ = [
+    "STRIPE_PARTITIONS",
+    "stripe_api",
+    "stripe_connection_tables",
+    "stripe_freshness",
+    "stripe_partitions",
+    "stripe_sync_job",
+]
