@@ -23,6 +23,9 @@ Phases (each figure next to a baseline measured in the same run):
 7. insights   POST /api/insights/{id}/run vs POST /api/query of the same SQL and value
               (both cached, both uncached): the run's overhead; chart.png of a 1,000-point
               line chart through the API vs the same spec drawn in process.
+8. connectors a full Stripe sync of 100k charges (+ customers) from the local fake vs the
+              same pages fetched raw, and its peak RSS at 1/5 of the size; the webhook
+              receiver's requests/s and p99 at 8 senders vs GET /api/health.
 
 Timings are measured and reported, never asserted.
 """
@@ -44,6 +47,7 @@ from typing import Any
 
 from tests.bench import (
     capture,
+    connectors,
     exports,
     freshness,
     ingestion,
@@ -76,7 +80,16 @@ from tests.bench.util import (
     write_json,
 )
 
-PHASES = ("capture", "ingestion", "freshness", "overload", "queries", "exports", "insights")
+PHASES = (
+    "capture",
+    "ingestion",
+    "freshness",
+    "overload",
+    "queries",
+    "exports",
+    "insights",
+    "connectors",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -157,6 +170,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("insights")
     g.add_argument("--insight-reps", type=int, default=300, help="timed runs of each pair")
     g.add_argument("--chart-reps", type=int, default=30, help="timed chart.png requests")
+    g = p.add_argument_group("connectors")
+    g.add_argument("--stripe-charges", default="100k", help="charges the Stripe sync loads")
+    g.add_argument("--stripe-customers", default="10k", help="customers beside them")
+    g.add_argument("--webhook-seconds", type=float, default=10.0, help="per webhook/baseline run")
+    g.add_argument("--webhook-senders", type=int, default=8, help="concurrent webhook senders")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -173,6 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
     args.export_rows = parse_size(args.export_rows)
     args.export_xlsx_rows = parse_size(args.export_xlsx_rows)
+    args.stripe_charges = parse_size(args.stripe_charges)
+    args.stripe_customers = parse_size(args.stripe_customers)
     return args
 
 
@@ -389,6 +409,18 @@ def main(argv: list[str] | None = None) -> int:
         if "insights" in args.phases:
             sampler.mark("insights")
             phase("insights", insights.measure, info, 20, args.insight_reps, args.chart_reps)
+        if "connectors" in args.phases:
+            sampler.mark("connectors")
+            phase(
+                "connectors",
+                lambda: connectors.measure(
+                    info,
+                    charges=args.stripe_charges,
+                    customers=args.stripe_customers,
+                    senders=args.webhook_senders,
+                    webhook_seconds=args.webhook_seconds,
+                ),
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -431,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         build_rows(doc)
         + exports.table_rows(results.get("exports"))
         + insights.table_rows(results.get("insights"))
+        + connectors.table_rows(results.get("connectors"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()

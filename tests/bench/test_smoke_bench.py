@@ -26,7 +26,7 @@ from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
-from tests.bench import capture, exports, ingestion, insights, loadgen, queries
+from tests.bench import capture, connectors, exports, ingestion, insights, loadgen, queries
 from tests.bench.report import build_rows
 from tests.bench.stack import MemorySampler, StackInfo
 from tests.bench.util import format_table
@@ -172,3 +172,24 @@ def test_exports_and_insights_phases(servers, sqlbook_home, workspace, stream_ke
     table = format_table(exports.table_rows(exported) + insights.table_rows(measured))
     assert "insight run p50 (cached)" in table and "chart.png 1,000-point line p50" in table
     assert "export.csv" in table
+
+
+def test_connectors_phase(servers, sqlbook_home, workspace, stream_key):
+    """The connectors phase at tiny sizes: a full Stripe sync (in its own process) against
+    the raw fetch of the same pages, its peak RSS at two sizes, and the webhook receiver
+    against GET /api/health, every answered event stored."""
+    port = free_port()
+    settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        out = connectors.measure(info, charges=500, customers=50, senders=2, webhook_seconds=0.5)
+    for size in ("small", "large"):
+        entry = out[size]
+        assert entry["sync_objects"] == entry["objects"] > 0, entry
+        assert entry["sync_rows"]["charges"] == out["charges"] // (5 if size == "small" else 1)
+        assert entry["sync_peak_rss_mb"] > 0 and entry["raw_objects_per_second"] > 0
+    hooks = out["webhooks"]
+    assert hooks["webhook_ok"] > 0 and hooks["webhook_failed"] == 0
+    assert hooks["stored"] == hooks["webhook_ok"]
+    table = format_table(connectors.table_rows(out))
+    assert "stripe sync 500 charges objects/s" in table and "webhook p99" in table

@@ -1,0 +1,54 @@
+"""One full Stripe sync in a process of its own, for the `connectors` bench phase:
+`python -m tests.bench.connector_sync_worker <connection id>` with the SQLBOOK_*
+environment; prints one JSON line (objects, seconds, rows per table, peak RSS)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import psutil
+
+
+def main(connection_id: int) -> None:
+    from connectors.metadata.connections import ConnectionStore
+    from connectors.metadata.store import MetadataStore
+    from connectors.secrets import SecretBox, load_secret_key
+    from connectors.settings import Settings
+    from connectors.stripe.sync import sync_stripe
+
+    settings = Settings()
+    assert settings.database_url and settings.warehouse_url
+    box = SecretBox(load_secret_key(settings))
+    with MetadataStore(settings.database_url, max_size=2) as metadata:
+        record = ConnectionStore(metadata, box).get_any(connection_id)
+        assert record is not None, connection_id
+        start_rss = psutil.Process().memory_info().rss
+        began = time.perf_counter()
+        report = sync_stripe(
+            record,
+            record.secrets(box),
+            settings=settings,
+            warehouse_url=settings.warehouse_url,
+            mode="full",
+        )
+        seconds = time.perf_counter() - began
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = dict(report.rows)
+    print(
+        json.dumps(
+            {
+                "objects": rows.get("charges", 0) + rows.get("customers", 0),
+                "seconds": seconds,
+                "rows": rows,
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "start_rss_mb": round(start_rss / 2**20, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
