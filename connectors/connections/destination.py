@@ -70,6 +70,7 @@ def connection_pipeline(
     """A fresh pipeline for one sync of the connection: its state and schema are restored
     from the warehouse when it runs."""
     _quiet_dlt()
+    _arrow_rows_like_json_rows()
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name(kind, connection_id),
         pipelines_dir=str(settings.dlt_dir()),
@@ -78,6 +79,15 @@ def connection_pipeline(
     )
     pipeline.drop()
     return pipeline
+
+
+def _arrow_rows_like_json_rows() -> None:
+    # dlt gives rows it normalises `_dlt_load_id` and `_dlt_id`, Arrow tables not by
+    # default; the connector tables require both (not null)
+    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
+    dlt.config["normalize.parquet_normalizer.add_dlt_id"] = True
+    # the files live for one run on local disk: compressing them only costs CPU
+    dlt.config["data_writer.disable_compression"] = True
 
 
 def _quiet_dlt() -> None:

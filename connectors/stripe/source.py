@@ -36,10 +36,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dlt
+import orjson
+import pyarrow as pa
 from dlt.extract import DltSource
 
 from connectors.connections.tables import dlt_columns
 from connectors.connections.types import Skipped, SyncMode
+from connectors.read_ahead import read_ahead
 from connectors.stripe.client import (
     StripeClient,
     StripePermissionError,
@@ -56,7 +59,7 @@ EVENT_RETENTION_S = 30 * 86_400
 FULL_AFTER_S = EVENT_RETENTION_S - 3_600
 # margin below "now" for a full sync's events cursor when there is no event to anchor on
 CLOCK_MARGIN_S = 300
-BATCH = 100
+BATCH = 1_000  # objects a batch (ten pages)
 # ids remembered at a cursor's second (more are simply loaded again: the upsert is idempotent)
 MAX_IDS_AT_CURSOR = 1_000
 
@@ -71,6 +74,8 @@ PARENTS = (
     "invoices",
 )
 CHILDREN = {"subscription_items": "subscriptions", "invoice_lines": "invoices"}
+# parents yielded as rows (their children are read from the objects), the rest as Arrow
+ROW_RESOURCES = frozenset(CHILDREN.values())
 RESOURCE_NAMES = (*PARENTS, *CHILDREN)
 # Stripe object name (an event's `data.object.object`) -> resource
 OBJECT_RESOURCE = {
@@ -106,6 +111,28 @@ class SyncLog:
             self.skipped.append(Skipped(resource, reason))
 
 
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "boolean": pa.bool_(),
+    "timestamptz": _TIMESTAMP,
+    "jsonb": pa.string(),  # the object as JSON text; the column is jsonb
+}
+# columns that are not the object's field of the same name
+_NESTED = {
+    "recurring_interval": ("recurring", "interval"),
+    "recurring_interval_count": ("recurring", "interval_count"),
+}
+# columns holding another object's id, or the object when it was expanded
+_EXPANDABLE = frozenset(
+    {"customer", "invoice", "payment_intent", "balance_transaction", "subscription", "charge",
+     "source", "product", "price"}
+)  # fmt: skip
+# columns every table has, filled by the run rather than read from the object
+_STAMPED = ("project_id", "connection_id", "fetched_at", "raw", "deleted")
+
+
 def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if isinstance(value, int) else None
 
@@ -115,130 +142,72 @@ def _id(value: Any) -> Any:
     return value.get("id") if isinstance(value, dict) else value
 
 
-def _row_of(resource: str, o: Obj) -> Row:
-    get = o.get
-    if resource == "charges":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "amount": get("amount"),
-            "amount_captured": get("amount_captured"),
-            "amount_refunded": get("amount_refunded"),
-            "currency": get("currency"),
-            "status": get("status"),
-            "paid": get("paid"),
-            "refunded": get("refunded"),
-            "customer": _id(get("customer")),
-            "invoice": _id(get("invoice")),
-            "payment_intent": _id(get("payment_intent")),
-            "balance_transaction": _id(get("balance_transaction")),
-            "description": get("description"),
-            "failure_code": get("failure_code"),
-            "livemode": get("livemode"),
+def _values(column: str, objs: Sequence[Obj]) -> list[Any]:
+    """A column's values: the object's field (an expanded object reduced to its id)."""
+    nested = _NESTED.get(column)
+    if nested is not None:
+        outer, inner = nested
+        return [(o.get(outer) or {}).get(inner) for o in objs]
+    if column in _EXPANDABLE:
+        return [v["id"] if isinstance(v, dict) else v for v in [o.get(column) for o in objs]]
+    return [o.get(column) for o in objs]
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    project_id: int
+    connection_id: int
+    fetched_at: datetime
+    livemode: bool
+
+
+def _arrow(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> pa.Table:
+    """A batch of objects as an Arrow table of the resource's columns, built column by
+    column (dlt then writes it without normalising row by row)."""
+    n = len(objs)
+    columns: dict[str, pa.Array] = {
+        "project_id": pa.array([stamp.project_id] * n, pa.int64()),
+        "connection_id": pa.array([stamp.connection_id] * n, pa.int64()),
+        "fetched_at": pa.array([stamp.fetched_at] * n, _TIMESTAMP),
+    }
+    for column, sql_type in BY_TABLE[resource].columns:
+        if column == "raw":
+            array = pa.array([orjson.dumps(o) for o in objs], pa.string())
+        elif column == "deleted":
+            array = pa.array([False] * n, pa.bool_())
+        elif column == "livemode":
+            values = [o.get("livemode") for o in objs]
+            array = pa.array([stamp.livemode if v is None else v for v in values], pa.bool_())
+        elif sql_type == "timestamptz":
+            seconds = pa.array(_values(column, objs), pa.int64())
+            array = seconds.cast(pa.timestamp("s", tz="UTC")).cast(_TIMESTAMP)
+        else:
+            array = pa.array(_values(column, objs), _ARROW_TYPES[sql_type])
+        columns[column] = array
+    return pa.table(columns)
+
+
+def _rows(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> list[Row]:
+    """The same as `_arrow`, as rows (`raw` the object itself)."""
+    spec = BY_TABLE[resource]
+    out: list[Row] = []
+    for o in objs:
+        row: Row = {
+            "project_id": stamp.project_id,
+            "connection_id": stamp.connection_id,
+            "fetched_at": stamp.fetched_at,
+            "raw": o,
             "deleted": False,
         }
-    if resource == "customers":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "email": get("email"),
-            "name": get("name"),
-            "currency": get("currency"),
-            "balance": get("balance"),
-            "delinquent": get("delinquent"),
-            "livemode": get("livemode"),
-            "deleted": False,
-        }
-    if resource == "subscriptions":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "customer": _id(get("customer")),
-            "status": get("status"),
-            "current_period_start": _ts(get("current_period_start")),
-            "current_period_end": _ts(get("current_period_end")),
-            "cancel_at_period_end": get("cancel_at_period_end"),
-            "canceled_at": _ts(get("canceled_at")),
-            "ended_at": _ts(get("ended_at")),
-            "trial_end": _ts(get("trial_end")),
-            "currency": get("currency"),
-            "livemode": get("livemode"),
-            "deleted": False,
-        }
-    if resource == "invoices":
-        period = {"start": get("period_start"), "end": get("period_end")}
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "customer": _id(get("customer")),
-            "subscription": _id(get("subscription")),
-            "status": get("status"),
-            "currency": get("currency"),
-            "amount_due": get("amount_due"),
-            "amount_paid": get("amount_paid"),
-            "amount_remaining": get("amount_remaining"),
-            "subtotal": get("subtotal"),
-            "total": get("total"),
-            "tax": get("tax"),
-            "period_start": _ts(period["start"]),
-            "period_end": _ts(period["end"]),
-            "paid": get("paid"),
-            "number": get("number"),
-            "livemode": get("livemode"),
-            "deleted": False,
-        }
-    if resource == "refunds":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "charge": _id(get("charge")),
-            "amount": get("amount"),
-            "currency": get("currency"),
-            "status": get("status"),
-            "reason": get("reason"),
-            "livemode": get("livemode"),
-        }
-    if resource == "balance_transactions":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "available_on": _ts(get("available_on")),
-            "amount": get("amount"),
-            "fee": get("fee"),
-            "net": get("net"),
-            "currency": get("currency"),
-            "type": get("type"),
-            "status": get("status"),
-            "source": _id(get("source")),
-            "reporting_category": get("reporting_category"),
-            # balance transactions carry no livemode: the key's mode is theirs
-            "livemode": get("livemode"),
-        }
-    if resource == "products":
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "name": get("name"),
-            "active": get("active"),
-            "livemode": get("livemode"),
-            "deleted": False,
-        }
-    if resource == "prices":
-        recurring = get("recurring") or {}
-        return {
-            "id": o["id"],
-            "created": _ts(get("created")),
-            "product": _id(get("product")),
-            "active": get("active"),
-            "currency": get("currency"),
-            "unit_amount": get("unit_amount"),
-            "type": get("type"),
-            "recurring_interval": recurring.get("interval"),
-            "recurring_interval_count": recurring.get("interval_count"),
-            "livemode": get("livemode"),
-            "deleted": False,
-        }
-    raise ValueError(f"not a Stripe parent resource: {resource}")
+        for column, sql_type in spec.columns:
+            if column in _STAMPED:
+                continue
+            value = _values(column, (o,))[0]
+            if column == "livemode" and value is None:
+                value = stamp.livemode
+            row[column] = _ts(value) if sql_type == "timestamptz" else value
+        out.append(row)
+    return out
 
 
 def _item_row(item: Obj, subscription: Obj) -> Row:
@@ -397,6 +366,19 @@ class _Run:
 
     # --- rows ----------------------------------------------------------------------------
 
+    @property
+    def _stamp(self) -> _Stamp:
+        assert self.fetched_at is not None
+        return _Stamp(self.project_id, self.connection_id, self.fetched_at, self.client.livemode)
+
+    def items(self, resource: str, objs: list[Obj]) -> list[Row] | pa.Table:
+        """A batch as dlt takes it fastest: an Arrow table (no row-by-row normalising), but
+        rows for the parents whose children are read from the raw objects."""
+        self.log.count(resource, len(objs))
+        if resource in ROW_RESOURCES:
+            return _rows(resource, objs, self._stamp)
+        return _arrow(resource, objs, self._stamp)
+
     def stamp(self, row: Row, raw: Obj) -> Row:
         row["project_id"] = self.project_id
         row["connection_id"] = self.connection_id
@@ -406,7 +388,7 @@ class _Run:
             row["livemode"] = self.client.livemode
         return row
 
-    def parent(self, resource: str) -> Iterator[list[Row]]:
+    def parent(self, resource: str) -> Iterator[list[Row] | pa.Table]:
         self.begin()
         assert self.changed is not None
         changed = self.changed.get(resource, {})
@@ -420,41 +402,40 @@ class _Run:
                 if parent == resource:
                     self.log.skip(child, str(err))
 
-    def _listed(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row]]:
+    def _listed(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row] | pa.Table]:
         state = dlt.current.resource_state(resource)
         full = self.mode == "full"
         cursor = None if full else state.get("created")
         seen = set() if full else set(state.get("ids_at") or ())
         top: int | None = cursor
         at_top: list[str] = list(seen)
-        batch: list[Row] = []
-        for obj in self.client.list(resource, created_gte=cursor, params=LIST_PARAMS.get(resource)):
-            object_id = obj["id"]
-            created = obj.get("created")
-            if isinstance(created, int):
-                if top is None or created > top:
-                    top, at_top = created, []
-                if created == top and len(at_top) < MAX_IDS_AT_CURSOR:
-                    at_top.append(object_id)
-            if object_id in seen:  # loaded by the last run, at the cursor's second
-                continue
-            changed.pop(object_id, None)  # listed now: as fresh as a re-fetch
-            batch.append(self.stamp(_row_of(resource, obj), obj))
-            if len(batch) >= BATCH:
-                self.log.count(resource, len(batch))
-                yield batch
-                batch = []
-        if batch:
-            self.log.count(resource, len(batch))
-            yield batch
+        listing = self.client.list(resource, created_gte=cursor, params=LIST_PARAMS.get(resource))
+        # the next pages are fetched while this batch is converted and written
+        with read_ahead(_chunks(listing, BATCH), depth=2, name=f"stripe-{resource}") as chunks:
+            for chunk in chunks:
+                batch: list[Obj] = []
+                for obj in chunk:
+                    object_id = obj["id"]
+                    created = obj.get("created")
+                    if isinstance(created, int):
+                        if top is None or created > top:
+                            top, at_top = created, []
+                        if created == top and len(at_top) < MAX_IDS_AT_CURSOR:
+                            at_top.append(object_id)
+                    if object_id in seen:  # loaded by the last run, at the cursor's second
+                        continue
+                    changed.pop(object_id, None)  # listed now: as fresh as a re-fetch
+                    batch.append(obj)
+                if batch:
+                    yield self.items(resource, batch)
         state["created"] = top
         state["ids_at"] = at_top
         if full:
             self.log.listed_all.append(resource)
             dlt.current.source_state()["post"]["reconcile"].append(resource)
 
-    def _refetched(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row]]:
-        batch: list[Row] = []
+    def _refetched(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row] | pa.Table]:
+        batch: list[Obj] = []
         deleted: list[str] = []
         for object_id in list(changed):
             try:
@@ -467,14 +448,12 @@ class _Run:
             if obj.get("deleted"):
                 deleted.append(object_id)
                 continue
-            batch.append(self.stamp(_row_of(resource, obj), obj))
+            batch.append(obj)
             if len(batch) >= BATCH:
-                self.log.count(resource, len(batch))
-                yield batch
+                yield self.items(resource, batch)
                 batch = []
         if batch:
-            self.log.count(resource, len(batch))
-            yield batch
+            yield self.items(resource, batch)
         if deleted:
             self.log.deleted.setdefault(resource, []).extend(deleted)
             post = dlt.current.source_state()["post"]["deleted"]
@@ -507,15 +486,29 @@ class _Run:
             yield out
 
 
+def _chunks(objs: Iterable[Obj], size: int) -> Iterator[list[Obj]]:
+    batch: list[Obj] = []
+    for obj in objs:
+        batch.append(obj)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _hints(table: str) -> dict[str, Any]:
     spec = BY_TABLE[table]
-    return {
+    hints: dict[str, Any] = {
         "name": table,
         "table_name": table,
         "write_disposition": UPSERT,
         "primary_key": list(spec.primary_key),
         "columns": dlt_columns(spec),
     }
+    if table in PARENTS and table not in ROW_RESOURCES:
+        hints["file_format"] = "csv"  # Arrow batches go to PostgreSQL by COPY
+    return hints
 
 
 def stripe_source(
@@ -548,8 +541,8 @@ def stripe_source(
     return _stripe([*parents.values(), items, lines])
 
 
-def _parent_rows(run: _Run, resource: str) -> Callable[[], Iterator[list[Row]]]:
-    def rows() -> Iterator[list[Row]]:
+def _parent_rows(run: _Run, resource: str) -> Callable[[], Iterator[list[Row] | pa.Table]]:
+    def rows() -> Iterator[list[Row] | pa.Table]:
         yield from run.parent(resource)
 
     rows.__name__ = resource
