@@ -75,12 +75,9 @@ class TableSpec:
 
 def all_tables() -> list[TableSpec]:
     # imported here: the connectors' table modules import TableSpec from this one
+    from connectors.google_analytics.tables import TABLES as GA4
     from connectors.stripe.tables import TABLES as STRIPE
 
-    try:
-        from connectors.google_analytics.tables import TABLES as GA4
-    except ImportError:  # until the GA4 connector lands
-        GA4 = []
     return [*STRIPE, *GA4]
 
 
