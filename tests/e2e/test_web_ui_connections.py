@@ -435,14 +435,21 @@ def test_add_and_edit_a_ga4_connection(
         f"{key['client_email']} can read GA4 property 424242 (time zone Europe/Berlin)"
     )
 
-    # a report of one's own: checked as typed rules say, date put first
+    # a report of one's own: checked as typed, then by Google on Save; date put first
     dialog.get_by_role("button", name="Add report").click()
-    dialog.get_by_label("Report 1 name").fill("By Campaign")
+    dialog.get_by_label("Report 1 name").fill("By Source")
     dialog.get_by_label("Report 1 dimensions").fill("sessionCampaignName")
     dialog.get_by_label("Report 1 metrics").fill("sessions, totalUsers")
     dialog.get_by_role("button", name="Save").click()
-    expect(dialog.get_by_role("alert")).to_contain_text("report By Campaign: a name is")
-    dialog.get_by_label("Report 1 name").fill("by_campaign")
+    expect(dialog.get_by_role("alert")).to_contain_text("report By Source: a name is")
+    dialog.get_by_label("Report 1 name").fill("by_source")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog.get_by_role("alert")).to_contain_text(
+        "report by_source: Google answered 400 (INVALID_ARGUMENT): Field sessionCampaignName"
+        " is not a valid dimension"
+    )
+    assert [c for c in api.get("/api/connections").json() if c["name"] == "website"] == []
+    dialog.get_by_label("Report 1 dimensions").fill("sessionSourceMedium")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_have_count(0)
 
@@ -451,8 +458,8 @@ def test_add_and_edit_a_ga4_connection(
     assert stored["config"]["client_email"] == key["client_email"]
     assert stored["config"]["reports"] == [
         {
-            "name": "by_campaign",
-            "dimensions": ["date", "sessionCampaignName"],
+            "name": "by_source",
+            "dimensions": ["date", "sessionSourceMedium"],
             "metrics": ["sessions", "totalUsers"],
         }
     ]
@@ -466,7 +473,7 @@ def test_add_and_edit_a_ga4_connection(
     # edit: the reports come back to change, the key does not; the report is dropped
     row.get_by_role("button", name="Edit").click()
     edit = page.get_by_role("dialog", name="Edit website")
-    expect(edit.get_by_label("Report 1 dimensions")).to_have_value("date, sessionCampaignName")
+    expect(edit.get_by_label("Report 1 dimensions")).to_have_value("date, sessionSourceMedium")
     expect(edit.get_by_label("New service-account key JSON")).to_have_value("")
     edit.get_by_role("button", name="Remove report 1").click()
     edit.get_by_role("button", name="Save").click()
