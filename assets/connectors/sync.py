@@ -242,80 +242,91 @@ def sync_partition(
     selected = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
     facts: dict[str, Any] = {"connection_id": connection_id, "mode": mode}
     with connection_store(sqlbook) as (store, settings, box):
-        conn = store.get_any(connection_id)
-        if conn is None or conn.kind != kind:
-            context.log.info(f"{kind} connection {connection_id} no longer exists; nothing to do")
-            yield from _observe(context, selected, {**facts, "state": "deleted"})
+        if not selected:  # only checks were asked for: check what is there, sync nothing
+            yield from _checks(context, kind, connection_id, translator, settings, {})
             return
-        facts |= {"workspace_id": conn.workspace_id, "project_id": conn.project_id}
-        runner = DltRunner(context, dlt, translator)
+        # the lock first, then the connection: a delete waits for the lock, so a connection
+        # read under it stays until the sync row is written
         with store.sync_lock(connection_id) as held:
-            if not held:
+            conn = store.get_any(connection_id) if held else None
+            if conn is None or conn.kind != kind:
+                state = "locked" if not held else "deleted"
                 context.log.info(
-                    f"{kind} connection {connection_id}: another sync holds its lock; this run "
-                    "ends without syncing"
+                    f"{kind} connection {connection_id}: "
+                    + (
+                        "another sync holds its lock; this run ends without syncing"
+                        if not held
+                        else "no longer exists; nothing to do"
+                    )
                 )
-                yield from _observe(context, selected, {**facts, "state": "locked"})
+                yield from _observe(context, selected, {**facts, "state": state})
                 return
+            facts |= {"workspace_id": conn.workspace_id, "project_id": conn.project_id}
             sync_id = store.start_sync(connection_id, run_id=context.run_id, mode=mode)
             facts["sync_id"] = sync_id
-            opened = conn.secrets(box)
-            secrets = _secret_texts(opened)
+            secrets = conn.secrets(box)
+            runner = DltRunner(context, dlt, translator)
             try:
-                report = sync(store, conn, opened, settings, mode, runner)
+                report = sync(store, conn, secrets, settings, mode, runner)
             except BaseException as err:
-                failed = classify(err) or Failed(
-                    "sync_failed",
-                    f"the sync failed ({_root(err).__class__.__name__}); the operator finds "
-                    f"the details in Dagster run {context.run_id}",
-                )
-                message = _redact(failed.message, secrets)
-                store.finish_sync(
-                    sync_id,
-                    status="failed",
-                    report=None,
-                    error={"code": failed.code, "message": message},
-                )
-                if failed.auth:
-                    store.set_auth_error(
-                        connection_id,
-                        {
-                            "code": failed.code,
-                            "message": message,
-                            "at": datetime.now(UTC).isoformat(),
-                        },
-                    )
-                    raise dg.Failure(
-                        description=f"{kind} connection {connection_id}: the provider refused "
-                        f"the credentials ({message}); scheduled syncs wait until they are "
-                        "replaced or a sync is asked for",
-                        metadata={**facts, "error": failed.code},
-                        allow_retries=False,
-                    ) from None
-                leaks = isinstance(err, Exception) and _leaks(err, secrets)
-                if (failed.transient or transient(err)) and context.retry_number < MAX_RETRIES:
-                    wait = retry_wait(context.retry_number)
-                    context.log.warning(
-                        f"{kind} connection {connection_id}: {message}; trying again in "
-                        f"{wait:.0f} s"
-                    )
-                    retry = dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait)
-                    if leaks:
-                        raise retry from None
-                    raise retry from err
-                if leaks:
-                    raise dg.Failure(
-                        description=f"{kind} connection {connection_id}: {message}",
-                        metadata={**facts, "error": failed.code},
-                        allow_retries=False,
-                    ) from None
-                raise
+                _failed(context, store, kind, conn, sync_id, err, classify, secrets, facts)
+                raise  # the error itself is what Dagster should see (else _failed raised)
             store.finish_sync(sync_id, status="succeeded", report=report, error=None)
+    facts["mode"] = report.mode  # the sync may have chosen `full`
     context.log.info(
         f"{kind} connection {connection_id} synced ({report.mode}): "
         f"{sum(report.rows.values())} row(s), {len(report.skipped)} resource(s) skipped"
     )
     yield from _results(context, kind, selected, runner, report, facts, translator, settings)
+
+
+def _failed(
+    context: dg.AssetExecutionContext,
+    store: ConnectionStore,
+    kind: str,
+    conn: ConnectionRecord,
+    sync_id: int,
+    err: BaseException,
+    classify: Callable[[BaseException], Failed | None],
+    secrets: Mapping[str, Any],
+    facts: Mapping[str, Any],
+) -> None:
+    """Record a failed sync (and refused credentials on the connection), then raise what
+    Dagster should see: a Failure without retries for refused credentials, a retry request
+    for a passing fault, else the error itself (a Failure in its place if its text would
+    show a credential)."""
+    failed = classify(err) or Failed(
+        "sync_failed",
+        f"the sync failed ({_root(err).__class__.__name__}); the operator finds the details "
+        f"in Dagster run {context.run_id}",
+    )
+    texts = _secret_texts(secrets)
+    message = _redact(failed.message, texts)
+    error = {"code": failed.code, "message": message}
+    store.finish_sync(sync_id, status="failed", report=None, error=error)
+    where = f"{kind} connection {conn.id}"
+    if failed.auth:
+        store.set_auth_error(conn.id, {**error, "at": datetime.now(UTC).isoformat()})
+        raise dg.Failure(
+            description=f"{where}: the provider refused the credentials ({message}); "
+            "scheduled syncs wait until they are replaced or a sync is asked for",
+            metadata={**facts, "error": failed.code},
+            allow_retries=False,
+        ) from None
+    leaks = isinstance(err, Exception) and _leaks(err, texts)
+    if (failed.transient or transient(err)) and context.retry_number < MAX_RETRIES:
+        wait = retry_wait(context.retry_number)
+        context.log.warning(f"{where}: {message}; trying again in {wait:.0f} s")
+        retry = dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait)
+        if leaks:
+            raise retry from None
+        raise retry from err
+    if leaks:
+        raise dg.Failure(
+            description=f"{where}: {message}",
+            metadata={**facts, "error": failed.code},
+            allow_retries=False,
+        ) from None
 
 
 def _observe(
@@ -375,12 +386,30 @@ def _results(
                 [{"resource": s.resource, "reason": s.reason} for s in report.skipped]
             )
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+    loaded = {table: int(_table_value(report.rows, kind, table) or 0) for _, table in synced}
+    yield from _checks(context, kind, connection_id, translator, settings, loaded, stats)
+
+
+def _checks(
+    context: dg.AssetExecutionContext,
+    kind: str,
+    connection_id: int,
+    translator: ConnectorTranslator,
+    settings: Settings,
+    loaded: Mapping[str, int],
+    stats: Mapping[str, TableStats] | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """The selected checks of the tables: keys unique for the connection, and rows there
+    when the sync loaded some (`loaded`: rows per table this run wrote)."""
     wanted = context.selected_asset_check_keys
-    for key, table in synced:
+    tables = sorted({translator.table_of(k.asset_key) for k in wanted})
+    if stats is None:
+        stats = table_stats(kind, connection_id, tables, settings.warehouse_url)
+    for table in tables:
         found = stats.get(table)
         if found is None:
             continue
-        loaded = int(_table_value(report.rows, kind, table) or 0)
+        key = dg.AssetKey(f"{kind}_{table}")
         if dg.AssetCheckKey(key, "no_duplicate_keys") in wanted:
             yield dg.AssetCheckResult(
                 asset_key=key,
@@ -393,12 +422,17 @@ def _results(
                 },
             )
         if dg.AssetCheckKey(key, "rows_after_sync") in wanted:
+            rows_loaded = loaded.get(table, 0)
             yield dg.AssetCheckResult(
                 asset_key=key,
                 check_name="rows_after_sync",
-                passed=found.rows > 0 or loaded == 0,
+                passed=found.rows > 0 or rows_loaded == 0,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"connection_id": connection_id, "rows": found.rows, "loaded": loaded},
+                metadata={
+                    "connection_id": connection_id,
+                    "rows": found.rows,
+                    "loaded": rows_loaded,
+                },
             )
 
 

@@ -20,9 +20,12 @@ from assets.connectors import (
     GA4_PARTITIONS,
     STRIPE_PARTITIONS,
     ga4_connection_tables,
+    stripe_api,
     stripe_connection_tables,
+    stripe_freshness,
 )
 from assets.resources import SqlbookResource
+from connectors.connections.types import SyncReport
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.secrets import SecretBox, load_secret_key
@@ -279,6 +282,17 @@ def test_stripe_partition_backfills_then_merges_webhook_events(
     assert backfill["status"] == "succeeded" and backfill["mode"] == "full"
     assert backfill["rows"]["charges"] == 2 and backfill["run_id"] == first.run_id
 
+    # the next scheduled run starts from the cursor the backfill committed (dagster#25733):
+    # nothing new to load, and no second backfill
+    listed = len(stripe.requests_to("/v1/charges"))
+    again = materialize(stripe_connection_tables, conn, sqlbook, instance, STRIPE_PARTITIONS)
+    assert again.success
+    assert facts(again, "stripe_sync")["stripe_charges"]["rows"] == 0
+    incremental = store.syncs(conn.id)[0]
+    assert (incremental["mode"], incremental["status"]) == ("incremental", "succeeded")
+    assert incremental["cursor"] == backfill["cursor"]
+    assert len(stripe.requests_to("/v1/charges")) == listed + 1  # one page, `created` filtered
+
     # a webhook event arrives: a `webhooks` run re-fetches the customer and marks it merged
     stripe.advance(60)
     stripe.update(cus["id"], email="ada@new.example")
@@ -352,3 +366,92 @@ def test_stripe_revoked_key_sets_auth_error(
     refused = store.get_any(conn.id)
     assert refused is not None and refused.auth_error is not None
     assert key not in "\n".join(stored_for_run(instance, result.run_id))
+
+
+def test_freshness_names_active_connections_without_a_recent_success(
+    store: ConnectionStore,
+    workspace: NewWorkspace,
+    sqlbook: SqlbookResource,
+    servers: ServerUrls,
+) -> None:
+    def made(**changes: Any) -> ConnectionRecord:
+        conn = stripe_connection(store, workspace, f"sk_test_{uuid.uuid4().hex}", "whsec_x")
+        if changes:
+            store.update(workspace.workspace_id, conn.id, **changes)
+        with psycopg.connect(servers.database_url, autocommit=True) as db:
+            db.execute(
+                "update meta.connections set created_at = now() - interval '3 hours' where id = %s",
+                (conn.id,),
+            )
+        return conn
+
+    stale, fresh, paused = made(), made(), made(paused=True)
+    synced = store.start_sync(fresh.id, run_id=None, mode="incremental")
+    store.finish_sync(synced, status="succeeded", report=SyncReport("incremental"), error=None)
+    new = stripe_connection(store, workspace, f"sk_test_{uuid.uuid4().hex}", "whsec_x")
+
+    result = dg.materialize(
+        [stripe_api, stripe_connection_tables, stripe_freshness],
+        selection=dg.AssetSelection.checks(stripe_freshness),
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"dlt": DagsterDltResource(), "sqlbook": sqlbook},
+    )
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.asset_key.to_user_string() for e in evaluations} >= {
+        "stripe_charges",
+        "stripe_invoice_lines",
+    }
+    (charges,) = [e for e in evaluations if e.asset_key == dg.AssetKey("stripe_charges")]
+    assert charges.check_name == "connections_fresh" and not charges.passed
+    named = charges.metadata["stale_connections"].value
+    assert isinstance(named, list)
+    assert stale.id in named  # hourly, and nothing for 3 hours
+    assert fresh.id not in named and paused.id not in named
+    assert new.id not in named  # created just now: its first sync is not late yet
+
+
+def test_a_report_google_refuses_fails_at_once_and_says_why(
+    google: GoogleFake,
+    store: ConnectionStore,
+    workspace: NewWorkspace,
+    sqlbook: SqlbookResource,
+) -> None:
+    key = google.service_account(property_ids=[PROPERTY])
+    conn = ga4_connection(store, workspace, key)
+    refused = [{"name": "by_browser", "dimensions": ["date", "browser"], "metrics": ["sessions"]}]
+    store.update(workspace.workspace_id, conn.id, config={**conn.config, "reports": refused})
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = materialize(ga4_connection_tables, conn, sqlbook, instance, GA4_PARTITIONS)
+    assert not result.success
+    (sync,) = store.syncs(conn.id)  # no retry: asking again gets the same answer
+    assert sync["status"] == "failed" and sync["error"]["code"] == "google_error"
+    assert "browser is not a valid dimension" in sync["error"]["message"]
+    after = store.get_any(conn.id)
+    assert after is not None and after.auth_error is None  # the credentials are fine
+
+
+def test_an_error_quoting_a_credential_reaches_neither_dagster_nor_the_status(
+    stripe: StripeFake,
+    store: ConnectionStore,
+    workspace: NewWorkspace,
+    sqlbook: SqlbookResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import connectors.stripe.sync
+
+    key = stripe.add_key(f"sk_test_{uuid.uuid4().hex}")
+    conn = stripe_connection(store, workspace, key, f"whsec_{uuid.uuid4().hex}")
+
+    def careless(_conn: Any, secrets: dict[str, Any], **_: Any) -> Any:
+        raise RuntimeError(f"could not use {secrets['api_key']}")
+
+    monkeypatch.setattr(connectors.stripe.sync, "sync_stripe", careless)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(stripe_connection_tables, conn, sqlbook, instance, STRIPE_PARTITIONS)
+    assert not result.success
+    assert key not in "\n".join(stored_for_run(instance, result.run_id))
+    (sync,) = store.syncs(conn.id)
+    assert sync["error"]["code"] == "sync_failed" and key not in sync["error"]["message"]
+    assert "RuntimeError" in sync["error"]["message"]
