@@ -22,7 +22,10 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import httpcore
+import httpx
 
 if TYPE_CHECKING:
     from connectors.settings import Settings
@@ -236,3 +239,54 @@ __all__ = [
     "embedded_ipv4",
     "same_socket_dir",
 ]
+
+
+# --- HTTP through the policy (channels, connectors' token endpoints) ---------------------
+
+
+class _PolicyBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, opened only to addresses the outbound policy checked."""
+
+    def __init__(self, policy: OutboundPolicy):
+        self._policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        failure: Exception | None = None
+        for address in self._policy.resolve(host, port):
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
+                failure = err
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        raise OutboundRefused("unix sockets are not reachable this way")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class PolicyTransport(httpx.HTTPTransport):
+    """httpx's transport with the policy's network backend; no proxy from the environment
+    (a proxy would resolve the name itself, where the policy cannot look)."""
+
+    def __init__(self, policy: OutboundPolicy):
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=_PolicyBackend(policy),
+            max_connections=4,
+        )

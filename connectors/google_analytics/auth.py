@@ -38,8 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from connectors.google_analytics.client import google_error, send_with_retries
 from connectors.google_analytics.errors import GoogleAuthError, GoogleUnavailable
-from connectors.notify.channels import _PolicyTransport
-from connectors.outbound import OutboundPolicy, OutboundRefused, OutboundUnreachable
+from connectors.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    OutboundUnreachable,
+    PolicyTransport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +181,7 @@ class ServiceAccountCredentials:
         what = f"the token endpoint {host}"
         try:
             with httpx.Client(
-                transport=_PolicyTransport(self._policy),
+                transport=PolicyTransport(self._policy),
                 timeout=self._timeout_s,
                 follow_redirects=False,
                 headers={"User-Agent": "sqlbook-ga4-connector"},

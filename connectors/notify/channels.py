@@ -44,7 +44,6 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 from pydantic import (
     BaseModel,
@@ -59,7 +58,12 @@ from pydantic import (
 
 from connectors.notify import render
 from connectors.notify.model import Channel, Delivery, DeliveryError, Notification
-from connectors.outbound import OutboundPolicy, OutboundRefused, OutboundUnreachable
+from connectors.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    OutboundUnreachable,
+    PolicyTransport,
+)
 from connectors.settings import Settings
 
 HTTP_TIMEOUT_S = 10.0
@@ -357,54 +361,6 @@ def _status_error(
 # --- HTTP through the outbound policy ---------------------------------------------------
 
 
-class _PolicyBackend(httpcore.NetworkBackend):
-    """httpcore's sockets, opened only to addresses the outbound policy checked."""
-
-    def __init__(self, policy: OutboundPolicy):
-        self._policy = policy
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        failure: Exception | None = None
-        for address in self._policy.resolve(host, port):
-            try:
-                return self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
-                failure = err
-        assert failure is not None
-        raise failure
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        raise OutboundRefused("unix sockets are not reachable from a channel")
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _PolicyTransport(httpx.HTTPTransport):
-    """httpx's transport with the policy's network backend; no proxy from the environment
-    (a proxy would resolve the name itself, where the policy cannot look)."""
-
-    def __init__(self, policy: OutboundPolicy):
-        super().__init__(trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            network_backend=_PolicyBackend(policy),
-            max_connections=4,
-        )
-
-
 def _post(
     prefix: str,
     url: str,
@@ -419,7 +375,7 @@ def _post(
     (`accept` may look at a 2xx answer and raise its own, `refuse` at a non-2xx one)."""
     host = urlsplit(url).hostname or "?"
     try:
-        with httpx.Client(transport=_PolicyTransport(policy), timeout=HTTP_TIMEOUT_S) as client:
+        with httpx.Client(transport=PolicyTransport(policy), timeout=HTTP_TIMEOUT_S) as client:
             resp = client.post(url, content=body, headers=headers, follow_redirects=False)
     except OutboundRefused as exc:
         raise DeliveryError(f"{prefix}: {exc}", retryable=False) from None
