@@ -15,7 +15,14 @@ from starlette.types import Scope
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 # the paths the web UI's router owns (ui/src/App.tsx)
-APP_PATHS = ("/", "/editor", "/tokens", "/insights", "/insights/{page:path}")
+APP_PATHS = (
+    "/",
+    "/editor",
+    "/tokens",
+    "/insights",
+    "/insights/{page:path}",
+    "/connections",
+)
 
 
 class _HashedAssets(StaticFiles):

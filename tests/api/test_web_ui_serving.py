@@ -42,6 +42,8 @@ def test_app_paths_serve_the_index_and_the_api_keeps_its_404s(client_with, tmp_p
             "/insights/",
             "/insights/42",
             "/insights/42?p.region=EU&p.region=US&p.range=last_30_days&view=chart",
+            "/connections",
+            "/connections?status=3",
         ):
             r = client.get(path)
             assert r.status_code == 200 and "<title>sqlbook</title>" in r.text, path

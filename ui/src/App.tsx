@@ -574,21 +574,24 @@ function ErrorBox({ error }: { error: ApiError }) {
 function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name: string): void }) {
   const [open, setOpen] = useState<Record<string, boolean>>({});
   const [filter, setFilter] = useState("");
-  const shown = tables.filter((t) => !filter || t.name.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
+  const shown = tables.filter((t) => !filter || `${t.schema}.${t.name}`.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
+  // few tables: all open; else the default schema's (events, persons) when it has few
+  const publicTables = tables.filter((t) => t.schema === "public").length;
   return (
     <div className="schema">
       <input className="filter" placeholder="filter tables and columns" value={filter} onChange={(e) => setFilter(e.target.value)} aria-label="filter schema" />
       <ul>
         {shown.map((t) => {
           const key = `${t.schema}.${t.name}`;
-          const isOpen = open[key] ?? (tables.length <= 3 || Boolean(filter));
+          const label = t.schema === "public" ? t.name : key;
+          const isOpen = open[key] ?? (tables.length <= 3 || (t.schema === "public" && publicTables <= 3) || Boolean(filter));
           return (
             <li key={key}>
-              <button className="twisty" onClick={() => setOpen({ ...open, [key]: !isOpen })} aria-label={`${isOpen ? "collapse" : "expand"} ${t.name}`}>
+              <button className="twisty" onClick={() => setOpen({ ...open, [key]: !isOpen })} aria-label={`${isOpen ? "collapse" : "expand"} ${label}`}>
                 {isOpen ? "▾" : "▸"}
               </button>
-              <button className="table-name" onClick={() => onInsert(t.schema === "public" ? t.name : key)} title={`insert ${t.name} (${t.kind})`}>
-                {t.name}
+              <button className="table-name" onClick={() => onInsert(label)} title={`insert ${label} (${t.kind})`}>
+                {label}
               </button>
               <small> {t.kind !== "table" ? t.kind : ""}</small>
               {isOpen && (
