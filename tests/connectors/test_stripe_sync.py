@@ -474,3 +474,30 @@ def test_a_custom_runner_shares_the_steps_around_the_load(sync, stripe, conn):
     report = sync(conn, key, run=runner)
     assert calls == [f"stripe_connection_{conn.id}"] * 2
     assert report.deleted == {"customers": 1}
+
+
+def test_a_run_killed_between_extract_and_load_leaves_nothing_a_later_run_trusts(
+    sync, stripe, conn
+):
+    """What a killed run extracted stays on local disk; the next run starts from what the
+    warehouse committed, re-reads the window and loads each object once."""
+    key = stripe.add_key("sk_test_between0001")
+    seed(stripe)
+    sync(conn, key)
+    committed = sync.stored_cursor(conn)
+    stripe.advance(3_600)
+    later = stripe.create_charge(amount=777, currency="jpy")
+
+    def killed(source, pipeline):  # type: ignore[no-untyped-def]
+        pipeline.extract(source)
+        pipeline.normalize()
+        raise KeyboardInterrupt  # the process dies before the load
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(conn, key, run=killed)
+    assert sync.stored_cursor(conn) == committed
+    report = sync(conn, key)
+    assert report.rows["charges"] == 1
+    assert sync.one(conn, "charges", later["id"], "amount") == (777,)
+    assert [r for r in sync.rows(conn, "charges") if r[0] == later["id"]] == [(later["id"],)]
+    assert sum(sync(conn, key).rows.values()) == 0
