@@ -560,20 +560,25 @@ async def connection_status(
 
     def status() -> ConnectionStatus:
         record = connection_or_404(state, token, connection_id)
-        syncs = state.connections.syncs(record.id, limit=1)
+        syncs = state.connections.syncs(record.id, limit=10)
         last = syncs[0] if syncs else None
+        # a run that found another one syncing ("skipped") says nothing of the state
+        decisive = next((s for s in syncs if s["status"] != "skipped"), last)
         success = state.connections.last_success(record.id)
         return ConnectionStatus(
             connection=ConnectionPublic.of(record),
-            state=_state(record, last),
+            state=_state(record, decisive),
             last_sync=SyncPublic(**last) if last else None,
             last_success=SyncPublic(**success) if success else None,
             rows=_rows(warehouse_url, record),
             cursor=success["cursor"] if success else {},
             last_error=record.auth_error
-            or (last["error"] if last and last["status"] == "failed" else None),
+            or (decisive["error"] if decisive and decisive["status"] == "failed" else None),
             skipped=success["skipped"] if success else [],
-            next_run=next_run(record.schedule, paused=record.paused),
+            # the schedule skips a connection whose credentials were refused
+            next_run=next_run(
+                record.schedule, paused=record.paused or record.auth_error is not None
+            ),
             pending_webhooks=state.connections.pending_webhook_count(record.id)
             if record.kind == "stripe"
             else 0,

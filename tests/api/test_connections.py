@@ -253,6 +253,7 @@ def test_a_new_key_is_checked_and_clears_the_refusal(
     _store(api).set_auth_error(cid, {"code": "auth_failed", "message": "Invalid API Key"})
     status = api.get(f"/api/connections/{cid}/status", headers=_auth(workspace)).json()
     assert status["state"] == "auth_failed" and status["last_error"]["code"] == "auth_failed"
+    assert status["next_run"] is None  # the schedule waits for new credentials
     refused = api.patch(
         f"/api/connections/{cid}",
         json={"api_key": "rk_test_UnknownToStripe0000"},
@@ -403,7 +404,10 @@ def test_status_says_where_the_syncs_stand(
     store.finish_sync(
         failed, status="failed", report=None, error={"code": "unavailable", "message": "503"}
     )
+    skipped = store.start_sync(cid, run_id="run-c", mode="incremental")
+    store.finish_sync(skipped, status="skipped", report=None, error=None)
     after = api.get(url, headers=_auth(workspace)).json()
+    assert after["last_sync"]["id"] == skipped
     assert after["state"] == "failed" and after["last_error"]["code"] == "unavailable"
     assert after["cursor"] == {"events_cursor": 1_764_547_200}  # the last success's
 
