@@ -411,7 +411,7 @@ async def test_connection(
     credentials: Credentials = body.credentials()
     check = await run_in_threadpool(check_credentials, state.settings, credentials)
     if not check.ok:
-        raise HTTPException(check.status, check.message)
+        raise _check_refused(check.status, check.message)
     return CredentialCheckPublic(ok=True, message=check.message, details=check.details)
 
 
@@ -626,7 +626,13 @@ def _refused_as_http(make: Any) -> Any:
     except ConnectionInvalid as err:
         raise HTTPException(400, str(err)) from None
     except CredentialsRefused as err:
-        raise HTTPException(err.check.status, err.check.message) from None
+        raise _check_refused(err.check.status, err.check.message) from None
+
+
+def _check_refused(status: int, message: str) -> HTTPException:
+    """The provider's answer to a credential check: 400 refused, 503 unreachable."""
+    headers = {"Retry-After": "30"} if status == 503 else None
+    return HTTPException(status, message, headers=headers)
 
 
 def _etag(record: ConnectionRecord) -> str:

@@ -180,6 +180,7 @@ def test_stripe_unreachable_is_a_503(client_with: ClientFactory, workspace: NewW
         for path in ("/api/connections/test", "/api/connections"):
             response = api.post(path, json=_body(), headers=_auth(workspace))
             assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "30"
             assert "Stripe could not be reached" in response.json()["detail"]
             assert KEY not in response.text
 
