@@ -28,7 +28,7 @@ import dlt
 import psycopg
 from psycopg import sql
 
-from connectors.connections.destination import connection_pipeline
+from connectors.connections.destination import connection_pipeline, pipeline_name
 from connectors.connections.types import SyncMode, SyncReport
 from connectors.settings import Settings
 from connectors.stripe.client import StripeAuthError, StripeClient, StripeError
@@ -104,6 +104,7 @@ def sync_stripe(
         client.close()
     state = _source_state(pipeline)
     deleted = _after_load(warehouse_url, conn.id, state.get("post"))
+    _prune_state(warehouse_url, conn.id)
     report = SyncReport(
         mode=sync_log.mode or mode,
         rows=_rows(sync_log),
@@ -222,6 +223,19 @@ def _after_load(
             )
             _add(counts, child, cur.rowcount)
     return counts
+
+
+def _prune_state(warehouse_url: str, connection_id: int, keep: int = 5) -> None:
+    """dlt adds a state row per load that changed the state; all but the newest few of the
+    connection's pipeline are history no run reads."""
+    with psycopg.connect(warehouse_url, connect_timeout=10) as db:
+        db.execute(
+            "delete from stripe._dlt_pipeline_state s where s.pipeline_name = %(name)s"
+            " and s.created_at < (select min(created_at) from (select created_at"
+            " from stripe._dlt_pipeline_state where pipeline_name = %(name)s"
+            " order by created_at desc limit %(keep)s) newest)",
+            {"name": pipeline_name("stripe", connection_id), "keep": keep},
+        )
 
 
 def _add(counts: dict[str, int], table: str, n: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -501,3 +503,31 @@ def test_a_run_killed_between_extract_and_load_leaves_nothing_a_later_run_trusts
     assert sync.one(conn, "charges", later["id"], "amount") == (777,)
     assert [r for r in sync.rows(conn, "charges") if r[0] == later["id"]] == [(later["id"],)]
     assert sum(sync(conn, key).rows.values()) == 0
+
+
+def test_a_refused_warehouse_login_shows_no_password(servers, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    bad = re.sub(r"postgres:[^@]*@", "postgres:WrongSecret123@", servers.warehouse_url)
+    assert "WrongSecret123" in bad
+    pipeline = connection_pipeline("stripe", next(_ids), settings, bad)
+    with pytest.raises(Exception) as raised:
+        pipeline.sync_destination()
+    shown = "".join(traceback.format_exception(raised.value)) + caplog.text
+    assert "password authentication failed" in shown
+    assert "WrongSecret123" not in shown
+
+
+def test_only_the_newest_states_are_kept(sync, stripe, conn, servers):
+    key = stripe.add_key("sk_test_prune0001")
+    seed(stripe)
+    for _ in range(8):
+        stripe.advance(60)
+        stripe.create_charge(amount=100)
+        sync(conn, key)
+    with psycopg.connect(servers.warehouse_url) as db:
+        (kept,) = db.execute(
+            "select count(*) from stripe._dlt_pipeline_state where pipeline_name = %s",
+            (f"stripe_connection_{conn.id}",),
+        ).fetchone()
+    assert kept == 5
+    assert sync.stored_cursor(conn)["created"]["charges"] == "2025-12-01T00:08:00+00:00"
