@@ -30,7 +30,14 @@ from connectors.settings import Settings
 
 GA4_PARTITIONS = "ga4_connections"
 ga4_partitions = dg.DynamicPartitionsDefinition(name=GA4_PARTITIONS)
-ga4_translator = ConnectorTranslator(kind="ga4")
+ga4_translator = ConnectorTranslator(
+    kind="ga4",
+    about=(
+        "A Google Analytics 4 report in the warehouse table `{table}` for every GA4 "
+        "connection (one partition each): a row per day (the property's time zone) and "
+        "dimension values; each sync replaces the last days GA revises."
+    ),
+)
 
 ga4_api = source_asset(
     "ga4",

@@ -30,7 +30,14 @@ from connectors.stripe.source import stripe_source
 
 STRIPE_PARTITIONS = "stripe_connections"
 stripe_partitions = dg.DynamicPartitionsDefinition(name=STRIPE_PARTITIONS)
-stripe_translator = ConnectorTranslator(kind="stripe")
+stripe_translator = ConnectorTranslator(
+    kind="stripe",
+    about=(
+        "Stripe objects in the warehouse table `{table}` for every Stripe connection (one "
+        "partition each): one row per object per connection, its typed columns and the "
+        "whole object in `raw`; updates and deletions merged (deleted rows kept, marked)."
+    ),
+)
 
 stripe_api = source_asset(
     "stripe",

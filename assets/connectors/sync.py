@@ -94,20 +94,27 @@ def source_asset(kind: str, description: str) -> dg.AssetSpec:
 @dataclass
 class ConnectorTranslator(DagsterDltTranslator):
     """dlt resource `charges` of the Stripe source → asset `stripe_charges` (table
-    `stripe.charges`) in group `connectors`, downstream of `stripe_api`."""
+    `stripe.charges`) in group `connectors`, downstream of `stripe_api`; a child table
+    (a dlt transformer, like `subscription_items`) downstream of its parent's asset."""
 
     kind: str = "stripe"
+    # what a table of this connector holds, "{table}" filled in
+    about: str = "`{table}`: one partition per connection."
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         resource = data.resource
         table = resource.table_name if isinstance(resource.table_name, str) else resource.name
-        description = self._default_description_fn(resource)
+        upstream = f"{self.kind}_api"
+        if resource.is_transformer:
+            pipe = resource._pipe  # noqa: SLF001 — as dagster-dlt's own default does
+            while pipe.has_parent:
+                pipe = pipe.parent
+            upstream = f"{self.kind}_{pipe.name}"
         return dg.AssetSpec(
             key=dg.AssetKey(f"{self.kind}_{resource.name}"),
-            deps=[dg.AssetKey(f"{self.kind}_api")],
+            deps=[dg.AssetKey(upstream)],
             group_name=GROUP,
-            description=(description or "").strip()
-            or f"{self.kind}.{table}: one partition per connection",
+            description=self.about.format(table=f"{self.kind}.{table}"),
             kinds={"dlt", "postgres", self.kind},
             metadata=dict(TableMetadataSet(table_name=f"{self.kind}.{table}")),
         )
@@ -239,7 +246,7 @@ def sync_partition(
     mode = context.run.tags.get(SYNC_MODE_TAG, "incremental")
     if mode not in SYNC_MODES:
         mode = "incremental"
-    selected = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
+    selected = _parents_first(context.assets_def, context.selected_asset_keys)
     facts: dict[str, Any] = {"connection_id": connection_id, "mode": mode}
     with connection_store(sqlbook) as (store, settings, box):
         if not selected:  # only checks were asked for: check what is there, sync nothing
@@ -278,6 +285,20 @@ def sync_partition(
         f"{sum(report.rows.values())} row(s), {len(report.skipped)} resource(s) skipped"
     )
     yield from _results(context, kind, selected, runner, report, facts, translator, settings)
+
+
+def _parents_first(
+    assets_def: dg.AssetsDefinition, keys: Iterable[dg.AssetKey]
+) -> list[dg.AssetKey]:
+    """The keys with each table after the tables it is made from (a multi-asset yields its
+    assets in that order), else by name."""
+    deps = assets_def.asset_deps
+
+    def depth(key: dg.AssetKey) -> int:
+        inside = [d for d in deps.get(key, ()) if d in deps and d != key]
+        return 1 + max((depth(d) for d in inside), default=0)
+
+    return sorted(keys, key=lambda k: (depth(k), k.to_user_string()))
 
 
 def _failed(

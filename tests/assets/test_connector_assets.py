@@ -278,6 +278,10 @@ def test_stripe_partition_backfills_then_merges_webhook_events(
     assert charges["cursor"] and charges["cursor"] == seen["stripe_customers"]["cursor"]
     checks = first.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
+    # lineage: the API → each table; a child table → its parent's
+    deps = stripe_connection_tables.asset_deps
+    assert deps[dg.AssetKey("stripe_charges")] == {dg.AssetKey("stripe_api")}
+    assert deps[dg.AssetKey("stripe_invoice_lines")] == {dg.AssetKey("stripe_invoices")}
     (backfill,) = store.syncs(conn.id)
     assert backfill["status"] == "succeeded" and backfill["mode"] == "full"
     assert backfill["rows"]["charges"] == 2 and backfill["run_id"] == first.run_id
