@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg
 import pytest
+from dagster_dlt import DagsterDltResource
 
-from assets.connectors import GA4_PARTITIONS, STRIPE_PARTITIONS
+from assets.connectors import GA4_PARTITIONS, STRIPE_PARTITIONS, stripe_connection_tables
 from assets.resources import SqlbookResource
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
@@ -26,6 +28,8 @@ from orchestration.connectors import (
     due_occurrence,
     stripe_webhook_sensor,
 )
+from tests.conftest import ClientFactory
+from tests.fakes.stripe_api import StripeFake
 
 HOURLY = "0 * * * *"
 
@@ -310,3 +314,86 @@ def test_due_occurrence(schedule: str, last: str, now: str, due: str | None) -> 
 
     found = due_occurrence(schedule, at(last), at(now))
     assert found == (at(due) if due else None)
+
+
+def test_from_the_api_through_the_sensors_to_the_warehouse_and_the_status(
+    client_with: ClientFactory,
+    workspace: NewWorkspace,
+    instance: dg.DagsterInstance,
+    sqlbook: SqlbookResource,
+    servers: ServerUrls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = {"Authorization": f"Bearer {workspace.api_token}"}
+
+    def run(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            [stripe_connection_tables],
+            partition_key=request.partition_key,
+            instance=instance,
+            resources={"dlt": DagsterDltResource(), "sqlbook": sqlbook},
+            tags=request.tags,
+        )
+        assert result.success
+        return result
+
+    with StripeFake.running(clock=int(time.time())) as fake:
+        monkeypatch.setenv("SQLBOOK_STRIPE_API_URL", fake.url)
+        key = fake.add_key(f"sk_test_{uuid.uuid4().hex}")
+        secret = f"whsec_{uuid.uuid4().hex}"
+        cus = fake.create_customer(email="ada@example.com")
+        fake.create_charge(amount=990, currency="eur", customer=cus["id"])
+        with client_with(stripe_api_url=fake.url, outbound_allow_private=True) as api:
+            created = api.post(
+                "/api/connections",
+                json={"kind": "stripe", "name": "Stripe", "api_key": key, "webhook_secret": secret},
+                headers=headers,
+            )
+            assert created.status_code == 201, created.text
+            conn_id = str(created.json()["id"])
+
+            # the sensor sees the new connection: its partition and its first sync
+            runs, cursor, added, _ = tick(instance, sqlbook)
+            assert conn_id in added
+            first = run(runs[conn_id])
+            status = api.get(f"/api/connections/{conn_id}/status", headers=headers).json()
+            assert status["state"] == "ok", status
+            assert status["rows"]["stripe.charges"] == 1
+            assert status["last_sync"]["run_id"] == first.run_id
+
+            # Stripe posts a signed event; the webhook sensor's run merges it
+            fake.advance(30)
+            fake.update(cus["id"], email="ada@new.example")
+            (event,) = fake.events(types=["customer.updated"])
+            body = fake.webhook_body(event)
+            posted = api.post(
+                f"/webhooks/stripe/{conn_id}",
+                content=body,
+                headers={"Stripe-Signature": fake.sign(body, secret)},
+            )
+            assert posted.status_code == 200, posted.text
+            assert (
+                api.get(f"/api/connections/{conn_id}/status", headers=headers).json()[
+                    "pending_webhooks"
+                ]
+                == 1
+            )
+            hooks, _, _, _ = tick(instance, sqlbook, sensor=stripe_webhook_sensor)
+            assert hooks[conn_id].tags["sqlbook/sync_mode"] == "webhooks"
+            run(hooks[conn_id])
+            status = api.get(f"/api/connections/{conn_id}/status", headers=headers).json()
+            assert status["pending_webhooks"] == 0 and status["last_sync"]["mode"] == "webhooks"
+            with psycopg.connect(servers.warehouse_url) as w:
+                email = w.execute(
+                    "select email from stripe.customers where connection_id = %s", (int(conn_id),)
+                ).fetchone()
+            assert email == ("ada@new.example",)
+
+            # "sync now" with a full reconcile: the next tick asks for it
+            asked = api.post(
+                f"/api/connections/{conn_id}/sync", json={"mode": "full"}, headers=headers
+            )
+            assert asked.status_code == 202, asked.text
+            runs, _, _, _ = tick(instance, sqlbook, cursor)
+            assert runs[conn_id].tags["sqlbook/sync_mode"] == "full"
+            assert runs[conn_id].tags["sqlbook/sync_trigger"] == "request"
