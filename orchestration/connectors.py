@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -129,8 +129,8 @@ def plan_syncs(
     cursor: Mapping[str, str],
     now: datetime,
     busy: set[str],
-    take_request: Any,
-    never_synced: Any,
+    take_request: Callable[[int], dict[str, Any] | None],
+    never_synced: Callable[[int], bool],
 ) -> Plan:
     """Decide each connection's run. `take_request(id)` takes (reads and clears) a pending
     "sync now" request; `never_synced(id)` says whether a connection has no sync yet."""
