@@ -57,7 +57,9 @@ def dlt_destination(warehouse_url: str, *, connection_id: int | None = None) -> 
     options: dict[str, Any] = {}
     if connection_id is not None:
         options["staging_dataset_name_layout"] = staging_dataset_layout(connection_id)
-    return dlt.destinations.postgres(credentials=dlt_credentials(warehouse_url), **options)
+    return dlt.destinations.postgres(
+        credentials=dlt_credentials(warehouse_url), create_indexes=False, **options
+    )
 
 
 def pipeline_name(kind: str, connection_id: int) -> str:

@@ -59,7 +59,7 @@ EVENT_RETENTION_S = 30 * 86_400
 FULL_AFTER_S = EVENT_RETENTION_S - 3_600
 # margin below "now" for a full sync's events cursor when there is no event to anchor on
 CLOCK_MARGIN_S = 300
-BATCH = 1_000  # objects a batch (ten pages)
+BATCH = 2_500  # objects a batch (25 pages)
 # ids remembered at a cursor's second (more are simply loaded again: the upsert is idempotent)
 MAX_IDS_AT_CURSOR = 1_000
 
