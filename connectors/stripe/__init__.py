@@ -1,1 +1,2 @@
-"""Stripe: webhook signatures now; the dlt source and event handling join here (issue 13)."""
+"""Stripe: the read client, webhook signatures, the warehouse tables, the credential check
+and the dlt source and sync (README "Connectors")."""

@@ -25,16 +25,25 @@ def main(connection_id: int) -> None:
     with MetadataStore(settings.database_url, max_size=2) as metadata:
         record = ConnectionStore(metadata, box).get_any(connection_id)
         assert record is not None, connection_id
+        store = ConnectionStore(metadata, box)
         start_rss = psutil.Process().memory_info().rss
-        began = time.perf_counter()
-        report = sync_stripe(
-            record,
-            record.secrets(box),
-            settings=settings,
-            warehouse_url=settings.warehouse_url,
-            mode="full",
-        )
-        seconds = time.perf_counter() - began
+        deadline = time.monotonic() + 300
+        while True:  # a sync the sensor started before the connection was paused ends first
+            with store.sync_lock(connection_id) as held:
+                if held:
+                    began = time.perf_counter()
+                    report = sync_stripe(
+                        record,
+                        record.secrets(box),
+                        settings=settings,
+                        warehouse_url=settings.warehouse_url,
+                        mode="full",
+                    )
+                    seconds = time.perf_counter() - began
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"connection {connection_id}: its sync lock stayed held")
+            time.sleep(1)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = dict(report.rows)
     print(

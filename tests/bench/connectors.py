@@ -79,6 +79,9 @@ def _create_connection(store: Any, info: StackInfo, name: str) -> int:
         secrets={"api_key": API_KEY, "webhook_secrets": [WEBHOOK_SECRET]},
         schedule="0 * * * *",
     )
+    # paused: the stack's Dagster sensor must not sync it beside the bench's own sync
+    # (the worker also holds the connection's sync lock, as a Dagster run does)
+    store.update(info.workspace_id, record.id, paused=True)
     return int(record.id)
 
 
