@@ -315,7 +315,7 @@ class ConnectionStatus(BaseModel):
     webhook_url: str | None
 
 
-class VersionProblem(Problem):
+class ConnectionVersionProblem(Problem):
     error: Literal["version_conflict"] = "version_conflict"
     current_version: int = Field(description="The connection's version now: reload, reapply.")
 
@@ -333,7 +333,7 @@ _REFUSED = problems(
 _NAME_TAKEN = problems(409, e409="A connection of this name exists in the workspace.")
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {
-        "model": VersionProblem,
+        "model": ConnectionVersionProblem,
         "description": "Changed by someone else since (or the name is taken).",
     }
 }
