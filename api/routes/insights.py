@@ -183,6 +183,12 @@ _INVALID = problems(
     " (`visualization.props.<name>`).",
 )
 _NOT_FOUND = problems(404, e404="No such insight in this workspace (or it is in the trash).")
+_UNREACHABLE = problems(
+    503,
+    model=QueryProblem,
+    e503="`datasource_unavailable`: the data source the insight names cannot be reached to"
+    " check its SQL.",
+)
 _RUN_REFUSED = problems(
     400,
     model=QueryProblem,
@@ -317,7 +323,12 @@ async def list_insights(
     return [InsightPublic.of(i) for i in await run_in_threadpool(search)]
 
 
-@router.post("", status_code=201, response_model=InsightPublic, responses=_INVALID)
+@router.post(
+    "",
+    status_code=201,
+    response_model=InsightPublic,
+    responses={**_INVALID, **_UNREACHABLE},
+)
 async def create_insight(token: CurrentToken, state: State, body: InsightCreate) -> InsightPublic:
     def create() -> InsightRecord:
         definition = _checked(state, token, body.model_dump(mode="json"), None)
@@ -337,7 +348,7 @@ async def read_insight(insight_id: InsightId, token: CurrentToken, state: State)
 @router.patch(
     "/{insight_id}",
     response_model=InsightPublic,
-    responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
+    responses={**_INVALID, **_NOT_FOUND, **_CONFLICT, **_UNREACHABLE},
 )
 async def update_insight(
     insight_id: InsightId, token: CurrentToken, state: State, body: InsightUpdate

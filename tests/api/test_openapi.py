@@ -96,6 +96,8 @@ REFUSED_FOR_MEANING: dict[str, str] = {
 # unknown host, a closed port), documented; not a fault of sqlbook's.
 UNREACHABLE_TARGET: dict[str, str] = {
     "POST /api/datasources/test": "the host and port in the body",
+    "POST /api/insights": "the data source the body names, when registered and unreachable",
+    "PATCH /api/insights/{insight_id}": "as POST /api/insights",
     "POST /api/connections": "Stripe's API (SQLBOOK_STRIPE_API_URL), the token_uri in the body",
     "POST /api/connections/test": "as POST /api/connections",
 }
