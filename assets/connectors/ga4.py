@@ -4,24 +4,19 @@ one dynamic partition per GA4 connection. Each run re-fetches the last days GA r
 replaces them whole. The sensors that add partitions and request runs are in
 orchestration/connectors.py."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster_dlt import DagsterDltResource
 
-from assets.connectors.freshness import freshness_check
+from assets.connectors.factory import connector_definitions
 from assets.connectors.sync import (
     ConnectorTranslator,
     DltRunner,
-    Event,
     Failed,
     connector_specs,
     find,
     source_asset,
-    sync_partition,
 )
-from assets.resources import SqlbookResource
 from connectors.connections.types import SyncReport
 from connectors.google_analytics.errors import GoogleAuthError, GoogleError, GoogleUnavailable
 from connectors.google_analytics.source import ga4_source
@@ -85,39 +80,20 @@ def sync_step(
     )
 
 
-@dg.multi_asset(
-    name="ga4_sync",
+_definitions = connector_definitions(
+    "ga4",
+    partitions=ga4_partitions,
     specs=_specs,
-    check_specs=_checks,
-    partitions_def=ga4_partitions,
-    can_subset=True,
+    checks=_checks,
+    translator=ga4_translator,
+    sync=sync_step,
+    classify=classify,
     description="Sync one GA4 connection (partition = connection id) into schema `ga4`.",
+    max_runtime_s=3 * 3600,
 )
-def ga4_connection_tables(
-    context: dg.AssetExecutionContext, dlt: DagsterDltResource, sqlbook: SqlbookResource
-) -> Iterator[Event]:
-    yield from sync_partition(
-        context,
-        kind="ga4",
-        dlt=dlt,
-        sqlbook=sqlbook,
-        translator=ga4_translator,
-        sync=sync_step,
-        classify=classify,
-    )
-
-
-ga4_freshness = freshness_check("ga4", [spec.key for spec in _specs])
-
-ga4_sync_job = dg.define_asset_job(
-    "ga4_connection_sync",
-    # the tables and their per-sync checks; freshness runs on its own schedule
-    selection=dg.AssetSelection.assets(ga4_connection_tables)
-    - dg.AssetSelection.checks(ga4_freshness),
-    partitions_def=ga4_partitions,
-    executor_def=dg.in_process_executor,
-    tags={"dagster/max_runtime": 3 * 3600, "sqlbook/connector": "ga4"},
-)
+ga4_connection_tables = _definitions.tables
+ga4_freshness = _definitions.freshness
+ga4_sync_job = _definitions.job
 
 __all__ = [
     "GA4_PARTITIONS",

@@ -4,24 +4,19 @@ partition's connection in the mode its `sqlbook/sync_mode` tag names (`increment
 default; `full` reconciles; `webhooks` merges only the pending webhook events). The sensors
 that add partitions and request runs are in orchestration/connectors.py."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster_dlt import DagsterDltResource
 
-from assets.connectors.freshness import freshness_check
+from assets.connectors.factory import connector_definitions
 from assets.connectors.sync import (
     ConnectorTranslator,
     DltRunner,
-    Event,
     Failed,
     connector_specs,
     find,
     source_asset,
-    sync_partition,
 )
-from assets.resources import SqlbookResource
 from connectors.connections.types import SyncReport
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.settings import Settings
@@ -89,39 +84,20 @@ def sync_step(
     return report
 
 
-@dg.multi_asset(
-    name="stripe_sync",
+_definitions = connector_definitions(
+    "stripe",
+    partitions=stripe_partitions,
     specs=_specs,
-    check_specs=_checks,
-    partitions_def=stripe_partitions,
-    can_subset=True,
+    checks=_checks,
+    translator=stripe_translator,
+    sync=sync_step,
+    classify=classify,
     description="Sync one Stripe connection (partition = connection id) into schema `stripe`.",
+    max_runtime_s=6 * 3600,
 )
-def stripe_connection_tables(
-    context: dg.AssetExecutionContext, dlt: DagsterDltResource, sqlbook: SqlbookResource
-) -> Iterator[Event]:
-    yield from sync_partition(
-        context,
-        kind="stripe",
-        dlt=dlt,
-        sqlbook=sqlbook,
-        translator=stripe_translator,
-        sync=sync_step,
-        classify=classify,
-    )
-
-
-stripe_freshness = freshness_check("stripe", [spec.key for spec in _specs])
-
-stripe_sync_job = dg.define_asset_job(
-    "stripe_connection_sync",
-    # the tables and their per-sync checks; freshness runs on its own schedule
-    selection=dg.AssetSelection.assets(stripe_connection_tables)
-    - dg.AssetSelection.checks(stripe_freshness),
-    partitions_def=stripe_partitions,
-    executor_def=dg.in_process_executor,
-    tags={"dagster/max_runtime": 6 * 3600, "sqlbook/connector": "stripe"},
-)
+stripe_connection_tables = _definitions.tables
+stripe_freshness = _definitions.freshness
+stripe_sync_job = _definitions.job
 
 __all__ = [
     "STRIPE_PARTITIONS",
