@@ -177,7 +177,7 @@ def test_exports_and_insights_phases(servers, sqlbook_home, workspace, stream_ke
 def test_connectors_phase(servers, sqlbook_home, workspace, stream_key):
     """The connectors phase at tiny sizes: a full Stripe sync (in its own process) against
     the raw fetch of the same pages, its peak RSS at two sizes, and the webhook receiver
-    against GET /api/health, every answered event stored."""
+    against GET /health, every answered event stored."""
     port = free_port()
     settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
     info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
@@ -191,5 +191,6 @@ def test_connectors_phase(servers, sqlbook_home, workspace, stream_key):
     hooks = out["webhooks"]
     assert hooks["webhook_ok"] > 0 and hooks["webhook_failed"] == 0
     assert hooks["stored"] == hooks["webhook_ok"]
+    assert hooks["health_ok"] > 0 and hooks["health_failed"] == 0
     table = format_table(connectors.table_rows(out))
     assert "stripe sync 500 charges objects/s" in table and "webhook p99" in table
