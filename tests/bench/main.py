@@ -25,7 +25,7 @@ Phases (each figure next to a baseline measured in the same run):
               line chart through the API vs the same spec drawn in process.
 8. connectors a full Stripe sync of 100k charges (+ customers) from the local fake vs the
               same pages fetched raw, and its peak RSS at 1/5 of the size; the webhook
-              receiver's requests/s and p99 at 8 senders vs GET /api/health.
+              receiver's requests/s and p99 at 8 senders vs GET /health.
 
 Timings are measured and reported, never asserted.
 """
