@@ -33,6 +33,10 @@ only made when a resource is first iterated (dagster-dlt builds the source with
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +46,11 @@ from typing import Any
 import dlt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from dlt.common.configuration.container import Container
+from dlt.common.pipeline import PipelineContext
+from dlt.common.schema.utils import dlt_id_column, dlt_load_id_column
 from dlt.extract import DltSource
 
 from connectors.connections.tables import dlt_columns
@@ -162,18 +171,27 @@ class _Stamp:
     connection_id: int
     fetched_at: datetime
     livemode: bool
+    load_id: str = ""
 
 
 def _arrow(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> pa.Table:
     """A batch of objects as an Arrow table of the resource's columns, built column by
-    column (dlt then writes it without normalising row by row)."""
+    column, with the two columns dlt gives each row it loads: `_dlt_load_id` and `_dlt_id`
+    (the row's key, `<connection_id>:<id>`, as dlt derives an upserted row's id from its
+    primary key)."""
     n = len(objs)
+    ids = pa.array([o["id"] for o in objs], pa.string())
     columns: dict[str, pa.Array] = {
         "project_id": pa.array([stamp.project_id] * n, pa.int64()),
         "connection_id": pa.array([stamp.connection_id] * n, pa.int64()),
         "fetched_at": pa.array([stamp.fetched_at] * n, _TIMESTAMP),
+        "_dlt_load_id": pa.array([stamp.load_id] * n, pa.string()),
+        "_dlt_id": pc.binary_join_element_wise(f"{stamp.connection_id}:", ids, ""),
+        "id": ids,
     }
     for column, sql_type in BY_TABLE[resource].columns:
+        if column == "id":
+            continue
         if column == "raw":
             array = pa.array([orjson.dumps(o) for o in objs], pa.string())
         elif column == "deleted":
@@ -372,15 +390,27 @@ class _Run:
     @property
     def _stamp(self) -> _Stamp:
         assert self.fetched_at is not None
-        return _Stamp(self.project_id, self.connection_id, self.fetched_at, self.client.livemode)
+        load_id = str(dlt.current.load_package_state()["load_id"])
+        return _Stamp(
+            self.project_id, self.connection_id, self.fetched_at, self.client.livemode, load_id
+        )
 
-    def items(self, resource: str, objs: list[Obj]) -> list[Row] | pa.Table:
-        """A batch as dlt takes it fastest: an Arrow table (no row-by-row normalising), but
-        rows for the parents whose children are read from the raw objects."""
+    def items(self, resource: str, objs: list[Obj], files: _Files) -> Iterator[Any]:
+        """A batch as dlt takes it fastest: for most resources a CSV file of the batch
+        (built as an Arrow table) that dlt imports as it is and PostgreSQL COPYs, so no row
+        is normalised by dlt nor rewritten between its steps; rows for the parents whose
+        children are read from the raw objects."""
         self.log.count(resource, len(objs))
         if resource in ROW_RESOURCES:
-            return _rows(resource, objs, self._stamp)
-        return _arrow(resource, objs, self._stamp)
+            yield _rows(resource, objs, self._stamp)
+            return
+        path = files.write(_arrow(resource, objs, self._stamp))
+        try:
+            yield dlt.mark.with_file_import(path, "csv", len(objs))
+        finally:
+            # dlt hard-linked (or copied) it into its load package when it took the item
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def stamp(self, row: Row, raw: Obj) -> Row:
         row["project_id"] = self.project_id
@@ -391,21 +421,22 @@ class _Run:
             row["livemode"] = self.client.livemode
         return row
 
-    def parent(self, resource: str) -> Iterator[list[Row] | pa.Table]:
+    def parent(self, resource: str) -> Iterator[Any]:
         self.begin()
         assert self.changed is not None
         changed = self.changed.get(resource, {})
-        try:
-            if self.mode != "webhooks":
-                yield from self._listed(resource, changed)
-            yield from self._refetched(resource, changed)
-        except StripePermissionError as err:
-            self.log.skip(resource, str(err))
-            for child, parent in CHILDREN.items():
-                if parent == resource:
-                    self.log.skip(child, str(err))
+        with _Files(resource) as files:
+            try:
+                if self.mode != "webhooks":
+                    yield from self._listed(resource, changed, files)
+                yield from self._refetched(resource, changed, files)
+            except StripePermissionError as err:
+                self.log.skip(resource, str(err))
+                for child, parent in CHILDREN.items():
+                    if parent == resource:
+                        self.log.skip(child, str(err))
 
-    def _listed(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row] | pa.Table]:
+    def _listed(self, resource: str, changed: dict[str, None], files: _Files) -> Iterator[Any]:
         state = dlt.current.resource_state(resource)
         full = self.mode == "full"
         cursor = None if full else state.get("created")
@@ -430,13 +461,13 @@ class _Run:
                     changed.pop(object_id, None)  # listed now: as fresh as a re-fetch
                     batch.append(obj)
                 if batch:
-                    yield self.items(resource, batch)
+                    yield from self.items(resource, batch, files)
         state["created"] = top
         state["ids_at"] = at_top
         if full:
             dlt.current.source_state()["post"]["reconcile"].append(resource)
 
-    def _refetched(self, resource: str, changed: dict[str, None]) -> Iterator[list[Row] | pa.Table]:
+    def _refetched(self, resource: str, changed: dict[str, None], files: _Files) -> Iterator[Any]:
         batch: list[Obj] = []
         deleted: list[str] = []
         for object_id in list(changed):
@@ -452,10 +483,10 @@ class _Run:
                 continue
             batch.append(obj)
             if len(batch) >= BATCH:
-                yield self.items(resource, batch)
+                yield from self.items(resource, batch, files)
                 batch = []
         if batch:
-            yield self.items(resource, batch)
+            yield from self.items(resource, batch, files)
         if deleted:
             self.log.deleted.setdefault(resource, []).extend(deleted)
             post = dlt.current.source_state()["post"]["deleted"]
@@ -488,6 +519,41 @@ class _Run:
             yield out
 
 
+class _Files:
+    """A resource's batch files for one run, in a directory of their own under dlt's
+    working folder (the same file system, so dlt hard-links them into its package);
+    removed when the resource is done."""
+
+    _OPTIONS = pa_csv.WriteOptions(include_header=True, quoting_style="needed")
+
+    def __init__(self, resource: str) -> None:
+        self.resource = resource
+        self._dir: str | None = None
+        self._n = 0
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def write(self, table: pa.Table) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix=f"{self.resource}-", dir=_working_dir())
+        self._n += 1
+        path = os.path.join(self._dir, f"{self._n}.csv")
+        pa_csv.write_csv(table, path, self._OPTIONS)
+        return path
+
+
+def _working_dir() -> str | None:
+    """The running pipeline's working folder (None: the system's temporary folder)."""
+    context = Container()[PipelineContext]
+    return str(context.pipeline().working_dir) if context.is_active() else None
+
+
 def _chunks(objs: Iterable[Obj], size: int) -> Iterator[list[Obj]]:
     batch: list[Obj] = []
     for obj in objs:
@@ -509,7 +575,9 @@ def _hints(table: str) -> dict[str, Any]:
         "columns": dlt_columns(spec),
     }
     if table in PARENTS and table not in ROW_RESOURCES:
-        hints["file_format"] = "csv"  # Arrow batches go to PostgreSQL by COPY
+        # the batch files (CSV, COPYed into PostgreSQL) carry dlt's own columns too
+        hints["file_format"] = "csv"
+        hints["columns"].update({"_dlt_load_id": dlt_load_id_column(), "_dlt_id": dlt_id_column()})
     return hints
 
 
@@ -543,8 +611,8 @@ def stripe_source(
     return _stripe([*parents.values(), items, lines])
 
 
-def _parent_rows(run: _Run, resource: str) -> Callable[[], Iterator[list[Row] | pa.Table]]:
-    def rows() -> Iterator[list[Row] | pa.Table]:
+def _parent_rows(run: _Run, resource: str) -> Callable[[], Iterator[Any]]:
+    def rows() -> Iterator[Any]:
         yield from run.parent(resource)
 
     rows.__name__ = resource
