@@ -73,6 +73,9 @@ FULL_AFTER_S = EVENT_RETENTION_S - 3_600
 # margin below "now" for a full sync's events cursor when there is no event to anchor on
 CLOCK_MARGIN_S = 300
 BATCH = 2_500  # objects a batch (25 pages)
+# rows of a batch file dlt imports (Arrow resources): a few per table load in parallel,
+# and dlt's work per file (a load job each) stays small
+FILE_ROWS = 25_000
 # ids remembered at a cursor's second (more are simply loaded again: the upsert is idempotent)
 MAX_IDS_AT_CURSOR = 1_000
 
@@ -123,12 +126,10 @@ class SyncLog:
             self.skipped.append(Skipped(resource, reason))
 
 
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {
     "text": pa.string(),
     "bigint": pa.int64(),
     "boolean": pa.bool_(),
-    "timestamptz": _TIMESTAMP,
     "jsonb": pa.string(),  # the object as JSON text; the column is jsonb
 }
 # columns that are not the object's field of the same name
@@ -176,15 +177,16 @@ class _Stamp:
 
 def _arrow(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> pa.Table:
     """A batch of objects as an Arrow table of the resource's columns, built column by
-    column, with the two columns dlt gives each row it loads: `_dlt_load_id` and `_dlt_id`
-    (the row's key, `<connection_id>:<id>`, as dlt derives an upserted row's id from its
-    primary key)."""
+    column, to be written as CSV for PostgreSQL's COPY: with the two columns dlt gives each
+    row it loads, `_dlt_load_id` and `_dlt_id` (the row's key, `<connection_id>:<id>`, as
+    dlt derives an upserted row's id from its primary key), and timestamps as UTC text
+    (Arrow formats a zoned timestamp many times slower than a plain one)."""
     n = len(objs)
     ids = pa.array([o["id"] for o in objs], pa.string())
     columns: dict[str, pa.Array] = {
         "project_id": pa.array([stamp.project_id] * n, pa.int64()),
         "connection_id": pa.array([stamp.connection_id] * n, pa.int64()),
-        "fetched_at": pa.array([stamp.fetched_at] * n, _TIMESTAMP),
+        "fetched_at": pa.array([stamp.fetched_at.isoformat()] * n, pa.string()),
         "_dlt_load_id": pa.array([stamp.load_id] * n, pa.string()),
         "_dlt_id": pc.binary_join_element_wise(f"{stamp.connection_id}:", ids, ""),
         "id": ids,
@@ -193,7 +195,8 @@ def _arrow(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> pa.Table:
         if column == "id":
             continue
         if column == "raw":
-            array = pa.array([orjson.dumps(o) for o in objs], pa.string())
+            # str, not bytes: Arrow takes a list of str several times faster
+            array = pa.array([orjson.dumps(o).decode() for o in objs], pa.string())
         elif column == "deleted":
             array = pa.array([False] * n, pa.bool_())
         elif column == "livemode":
@@ -201,7 +204,8 @@ def _arrow(resource: str, objs: Sequence[Obj], stamp: _Stamp) -> pa.Table:
             array = pa.array([stamp.livemode if v is None else v for v in values], pa.bool_())
         elif sql_type == "timestamptz":
             seconds = pa.array(_values(column, objs), pa.int64())
-            array = seconds.cast(pa.timestamp("s", tz="UTC")).cast(_TIMESTAMP)
+            text = seconds.cast(pa.timestamp("s")).cast(pa.string())  # "2024-06-20 10:00:00"
+            array = pc.binary_join_element_wise(text, "Z", "")
         else:
             array = pa.array(_values(column, objs), _ARROW_TYPES[sql_type])
         columns[column] = array
@@ -404,13 +408,7 @@ class _Run:
         if resource in ROW_RESOURCES:
             yield _rows(resource, objs, self._stamp)
             return
-        path = files.write(_arrow(resource, objs, self._stamp))
-        try:
-            yield dlt.mark.with_file_import(path, "csv", len(objs))
-        finally:
-            # dlt hard-linked (or copied) it into its load package when it took the item
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        yield from _imported(files, files.add(_arrow(resource, objs, self._stamp)))
 
     def stamp(self, row: Row, raw: Obj) -> Row:
         row["project_id"] = self.project_id
@@ -435,6 +433,7 @@ class _Run:
                 for child, parent in CHILDREN.items():
                     if parent == resource:
                         self.log.skip(child, str(err))
+            yield from _imported(files, files.close())
 
     def _listed(self, resource: str, changed: dict[str, None], files: _Files) -> Iterator[Any]:
         state = dlt.current.resource_state(resource)
@@ -520,9 +519,10 @@ class _Run:
 
 
 class _Files:
-    """A resource's batch files for one run, in a directory of their own under dlt's
-    working folder (the same file system, so dlt hard-links them into its package);
-    removed when the resource is done."""
+    """A resource's batch files for one run: batches appended to a CSV file until it holds
+    `FILE_ROWS` rows, in a directory of their own under dlt's working folder (the same file
+    system, so dlt hard-links a file into its package rather than copying it); the
+    directory is removed when the resource is done."""
 
     _OPTIONS = pa_csv.WriteOptions(include_header=True, quoting_style="needed")
 
@@ -530,22 +530,53 @@ class _Files:
         self.resource = resource
         self._dir: str | None = None
         self._n = 0
+        self._writer: pa_csv.CSVWriter | None = None
+        self._path = ""
+        self.rows = 0
 
     def __enter__(self) -> _Files:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def write(self, table: pa.Table) -> str:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix=f"{self.resource}-", dir=_working_dir())
-        self._n += 1
-        path = os.path.join(self._dir, f"{self._n}.csv")
-        pa_csv.write_csv(table, path, self._OPTIONS)
-        return path
+    def add(self, table: pa.Table) -> str | None:
+        """Append a batch; the file's path once it is full (closed), else None."""
+        if self._writer is None:
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix=f"{self.resource}-", dir=_working_dir())
+            self._n += 1
+            self._path = os.path.join(self._dir, f"{self._n}.csv")
+            self._writer = pa_csv.CSVWriter(self._path, table.schema, write_options=self._OPTIONS)
+            self.rows = 0
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+        return self.close() if self.rows >= FILE_ROWS else None
+
+    def close(self) -> str | None:
+        """Close the file being written; its path (None when there is none)."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._writer = None
+        return self._path
+
+
+def _imported(files: _Files, path: str | None) -> Iterator[Any]:
+    """A full (closed) batch file, handed to dlt to import as it is."""
+    if path is None:
+        return
+    try:
+        yield dlt.mark.with_file_import(path, "csv", files.rows)
+    finally:
+        # dlt hard-linked (or copied) it into its load package when it took the item
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _working_dir() -> str | None:
