@@ -23,9 +23,13 @@ ids listed at that second (so a boundary second is not loaded twice); per source
 cursor likewise, and `backfill_done`.
 
 Objects stream in batches of `BATCH` (the next pages fetched by a read-ahead thread while
-one batch is converted), so memory does not grow with the account. The high-volume
-resources yield each batch as an Arrow table built column by column and loaded by COPY
-(dlt normalises rows one by one, which was most of a sync's time); subscriptions and
+one batch is converted), so memory does not grow with the account. Each resource's listing
+starts at once and the resources take turns (a resource with nothing for dlt yet yields
+None, and dlt's round robin moves on), so their pages are fetched concurrently. The
+high-volume resources turn each batch into an Arrow table built column by column, appended
+to a CSV file that dlt imports as it is (`dlt.mark.with_file_import`) and loads by COPY:
+dlt neither normalises those rows one by one nor rewrites them between its steps; the file
+carries the `_dlt_load_id` and `_dlt_id` columns dlt would have added. Subscriptions and
 invoices yield rows, since their children are read from the objects. The Stripe client is
 only made when a resource is first iterated (dagster-dlt builds the source with
 `client_factory=None` at definition load).
@@ -408,7 +412,10 @@ class _Run:
         if resource in ROW_RESOURCES:
             yield _rows(resource, objs, self._stamp)
             return
-        yield from _imported(files, files.add(_arrow(resource, objs, self._stamp)))
+        path = files.add(_arrow(resource, objs, self._stamp))
+        if path is None:
+            yield None  # nothing for dlt yet: it polls the other resources meanwhile
+        yield from _imported(files, path)
 
     def stamp(self, row: Row, raw: Obj) -> Row:
         row["project_id"] = self.project_id
@@ -445,6 +452,7 @@ class _Run:
         listing = self.client.list(resource, created_gte=cursor, params=LIST_PARAMS.get(resource))
         # the next pages are fetched while this batch is converted and written
         with read_ahead(_chunks(listing, BATCH), depth=2, name=f"stripe-{resource}") as chunks:
+            yield None  # dlt goes on to start the other resources' listings meanwhile
             for chunk in chunks:
                 batch: list[Obj] = []
                 for obj in chunk:
