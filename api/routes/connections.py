@@ -52,6 +52,7 @@ from connectors.metadata.connections import (
     VersionConflict,
 )
 from connectors.metadata.store import TokenOwner
+from connectors.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +245,12 @@ class ConnectionPublic(BaseModel):
     updated_at: datetime
     version: int
     webhook_url: str | None = Field(
-        description="Stripe: the path to give Stripe as the webhook endpoint (on the API's"
-        " public address)."
+        description="Stripe: the webhook endpoint to give Stripe: absolute on"
+        " SQLBOOK_PUBLIC_API_URL when that is set, else the path on the API's address."
     )
 
     @classmethod
-    def of(cls, record: ConnectionRecord) -> ConnectionPublic:
+    def of(cls, record: ConnectionRecord, settings: Settings) -> ConnectionPublic:
         return cls(
             id=record.id,
             kind=record.kind,
@@ -263,7 +264,7 @@ class ConnectionPublic(BaseModel):
             created_at=record.created_at,
             updated_at=record.updated_at,
             version=record.version,
-            webhook_url=webhook_url(record),
+            webhook_url=webhook_url(record, settings),
         )
 
 
@@ -339,8 +340,13 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
-def webhook_url(record: ConnectionRecord) -> str | None:
-    return f"/webhooks/stripe/{record.id}" if record.kind == "stripe" else None
+def webhook_url(record: ConnectionRecord, settings: Settings) -> str | None:
+    """Stripe's endpoint for the connection: absolute on SQLBOOK_PUBLIC_API_URL when set
+    (never from the request's Host), else the path, which the web UI puts on its origin."""
+    if record.kind != "stripe":
+        return None
+    path = f"/webhooks/stripe/{record.id}"
+    return f"{settings.public_api_url.rstrip('/')}{path}" if settings.public_api_url else path
 
 
 def connection_or_404(state: AppState, token: TokenOwner, connection_id: int) -> ConnectionRecord:
@@ -353,7 +359,7 @@ def connection_or_404(state: AppState, token: TokenOwner, connection_id: int) ->
 @router.get("", response_model=list[ConnectionPublic])
 async def list_connections(token: CurrentToken, state: State) -> list[ConnectionPublic]:
     records = await run_in_threadpool(state.connections.list, token.workspace_id)
-    return [ConnectionPublic.of(r) for r in records]
+    return [ConnectionPublic.of(r, state.settings) for r in records]
 
 
 @router.post(
@@ -399,7 +405,7 @@ async def create_connection(
     record = await run_in_threadpool(create)
     log.info("connection %s (%s) created by %s", record.id, record.kind, token.actor)
     response.headers["ETag"] = _etag(record)
-    return ConnectionPublic.of(record)
+    return ConnectionPublic.of(record, state.settings)
 
 
 @router.post("/test", response_model=CredentialCheckPublic, responses=_REFUSED)
@@ -421,7 +427,7 @@ async def read_connection(
 ) -> ConnectionPublic:
     record = await run_in_threadpool(connection_or_404, state, token, connection_id)
     response.headers["ETag"] = _etag(record)
-    return ConnectionPublic.of(record)
+    return ConnectionPublic.of(record, state.settings)
 
 
 @router.patch(
@@ -493,7 +499,7 @@ async def update_connection(
             status_code=409,
         )
     response.headers["ETag"] = _etag(record)
-    return ConnectionPublic.of(record)
+    return ConnectionPublic.of(record, state.settings)
 
 
 @router.delete(
@@ -566,7 +572,7 @@ async def connection_status(
         decisive = next((s for s in syncs if s["status"] != "skipped"), last)
         success = state.connections.last_success(record.id)
         return ConnectionStatus(
-            connection=ConnectionPublic.of(record),
+            connection=ConnectionPublic.of(record, state.settings),
             state=_state(record, decisive),
             last_sync=SyncPublic(**last) if last else None,
             last_success=SyncPublic(**success) if success else None,
@@ -582,7 +588,7 @@ async def connection_status(
             pending_webhooks=state.connections.pending_webhook_count(record.id)
             if record.kind == "stripe"
             else 0,
-            webhook_url=webhook_url(record),
+            webhook_url=webhook_url(record, state.settings),
         )
 
     return await run_in_threadpool(status)

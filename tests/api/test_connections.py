@@ -587,3 +587,23 @@ def _create_ga4(api: TestClient, google: GoogleFake, ws: NewWorkspace) -> int:
     response = api.post("/api/connections", json=_ga4_body(key), headers=_auth(ws))
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
+
+
+def test_the_webhook_url_is_absolute_on_the_public_api_url(
+    client_with: ClientFactory, stripe: StripeFake, workspace: NewWorkspace
+) -> None:
+    """Behind a proxy the status shows the address Stripe must call, from the setting
+    (never from the request's Host header)."""
+    with client_with(
+        stripe_api_url=stripe.url,
+        outbound_allow_private=True,
+        public_api_url="https://sqlbook.example.com/",
+    ) as api:
+        connection = _create(api, workspace)
+        expected = f"https://sqlbook.example.com/webhooks/stripe/{connection['id']}"
+        assert connection["webhook_url"] == expected
+        status = api.get(
+            f"/api/connections/{connection['id']}/status",
+            headers={**_auth(workspace), "Host": "attacker.example"},
+        )
+        assert status.json()["webhook_url"] == expected
