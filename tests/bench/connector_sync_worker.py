@@ -12,6 +12,20 @@ import time
 import psutil
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak RSS. Not `ru_maxrss`: Linux carries the exec'ing parent's
+    high-water mark into it (subprocess vforks, so a child of a 500 MB bench reports at
+    least 500 MB); VmHWM is this process's own."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main(connection_id: int) -> None:
     from connectors.metadata.connections import ConnectionStore
     from connectors.metadata.store import MetadataStore
@@ -44,7 +58,7 @@ def main(connection_id: int) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"connection {connection_id}: its sync lock stayed held")
             time.sleep(1)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = _peak_rss_kb()
     rows = dict(report.rows)
     print(
         json.dumps(
