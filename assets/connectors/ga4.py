@@ -12,9 +12,8 @@ from assets.connectors.factory import connector_definitions
 from assets.connectors.sync import (
     ConnectorTranslator,
     DltRunner,
-    Failed,
     connector_specs,
-    find,
+    provider_errors,
     source_asset,
 )
 from connectors.connections.types import SyncReport
@@ -46,16 +45,9 @@ _specs, _checks = connector_specs(
 )
 
 
-def classify(err: BaseException) -> Failed | None:
-    """What the connection's status says about a failed sync (the GA4 connector's errors
-    never carry the private key, an assertion or a token)."""
-    if (auth := find(err, (GoogleAuthError,))) is not None:
-        return Failed("auth_failed", str(auth), auth=True)
-    if (down := find(err, (GoogleUnavailable,))) is not None:
-        return Failed("google_unavailable", str(down), transient=True)
-    if (other := find(err, (GoogleError,))) is not None:
-        return Failed("google_error", str(other))
-    return None
+classify = provider_errors(
+    "google", auth=GoogleAuthError, unavailable=GoogleUnavailable, base=GoogleError
+)
 
 
 def sync_step(

@@ -12,9 +12,8 @@ from assets.connectors.factory import connector_definitions
 from assets.connectors.sync import (
     ConnectorTranslator,
     DltRunner,
-    Failed,
     connector_specs,
-    find,
+    provider_errors,
     source_asset,
 )
 from connectors.connections.types import SyncReport
@@ -45,16 +44,9 @@ _specs, _checks = connector_specs(
 )
 
 
-def classify(err: BaseException) -> Failed | None:
-    """What the connection's status says about a failed sync (StripeClient's messages
-    never carry the key)."""
-    if (auth := find(err, (StripeAuthError,))) is not None:
-        return Failed("auth_failed", str(auth), auth=True)
-    if (down := find(err, (StripeUnavailable,))) is not None:
-        return Failed("stripe_unavailable", str(down), transient=True)
-    if (other := find(err, (StripeError,))) is not None:
-        return Failed("stripe_error", str(other))
-    return None
+classify = provider_errors(
+    "stripe", auth=StripeAuthError, unavailable=StripeUnavailable, base=StripeError
+)
 
 
 def sync_step(

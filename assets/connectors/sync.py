@@ -32,6 +32,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from psycopg import sql
 
 from assets.resources import SqlbookResource
+from connectors.connections.destination import error_chain, find_error
 from connectors.connections.types import SyncMode, SyncReport
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.metadata.store import MetadataStore
@@ -216,6 +217,29 @@ class Failed:
     transient: bool = False  # worth another try later
 
 
+def provider_errors(
+    provider: str,
+    *,
+    auth: type[BaseException],
+    unavailable: type[BaseException],
+    base: type[BaseException],
+) -> Callable[[BaseException], Failed | None]:
+    """What the connection's status says about a failed sync, from a connector's error
+    classes (whose messages never carry a credential): refused credentials, the provider
+    unreachable after the client's retries (worth another try), any other refusal."""
+
+    def classify(err: BaseException) -> Failed | None:
+        if (refused := find_error(err, auth)) is not None:
+            return Failed("auth_failed", str(refused), auth=True)
+        if (down := find_error(err, unavailable)) is not None:
+            return Failed(f"{provider}_unavailable", str(down), transient=True)
+        if (other := find_error(err, base)) is not None:
+            return Failed(f"{provider}_error", str(other))
+        return None
+
+    return classify
+
+
 def transient(err: BaseException) -> bool:
     """A network or database hiccup somewhere in the chain (dlt wraps the load's)."""
     types: list[type[BaseException]] = [
@@ -228,7 +252,7 @@ def transient(err: BaseException) -> bool:
         import psycopg2
 
         types.append(psycopg2.OperationalError)
-    return find(err, tuple(types)) is not None
+    return find_error(err, tuple(types)) is not None
 
 
 def sync_partition(
@@ -514,30 +538,6 @@ def _secret_texts(secrets: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """The exception, what it wraps (dlt's PipelineStepFailed keeps it as `.exception`),
-    its causes and contexts."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [err]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        wrapped = getattr(current, "exception", None)
-        todo += [
-            wrapped if isinstance(wrapped, BaseException) else None,
-            current.__cause__,
-            current.__context__,
-        ]
-
-
-def find(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The first exception of `types` in `err`'s chain."""
-    return next((e for e in _chain(err) if isinstance(e, types)), None)
-
-
 def _root(err: BaseException) -> BaseException:
     wrapped = getattr(err, "exception", None)
     return wrapped if isinstance(wrapped, BaseException) else err
@@ -546,7 +546,7 @@ def _root(err: BaseException) -> BaseException:
 def _leaks(err: BaseException, secrets: Sequence[str]) -> bool:
     if not secrets:
         return False
-    text = "\n".join(f"{e!r} {e}" for e in _chain(err))
+    text = "\n".join(f"{e!r} {e}" for e in error_chain(err))
     return any(secret in text for secret in secrets)
 
 
@@ -567,7 +567,7 @@ __all__ = [
     "Failed",
     "connection_store",
     "connector_specs",
-    "find",
+    "provider_errors",
     "source_asset",
     "sync_partition",
     "table_stats",

@@ -14,13 +14,18 @@ killed run leaves nothing behind that a later run would load or trust.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import dlt
 from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from psycopg import conninfo
 
 from connectors.settings import Settings
+
+E = TypeVar("E", bound=BaseException)
+# How a sync runs its pipeline: `run_pipeline`, or Dagster's runner through dagster-dlt.
+Runner = Callable[[Any, dlt.Pipeline], Any]
 
 # libpq parameters that are neither host, port, database nor login: passed on as given
 _PASSED_ON = ("sslmode", "sslrootcert", "application_name", "client_encoding")
@@ -104,3 +109,32 @@ def _quiet_dlt() -> None:
     logger.setLevel(logging.WARNING)
     if _expected_arrow_difference not in logger.filters:
         logger.addFilter(_expected_arrow_difference)
+
+
+def run_pipeline(source: Any, pipeline: dlt.Pipeline) -> Any:
+    """The default `Runner`: dlt's own run."""
+    return pipeline.run(source)
+
+
+def error_chain(err: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps (dlt's PipelineStepFailed and ResourceExtractionError
+    keep it as `.exception`), its causes and contexts; each once."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = getattr(current, "exception", None)
+        todo += [
+            current.__context__,
+            current.__cause__,
+            wrapped if isinstance(wrapped, BaseException) else None,
+        ]
+
+
+def find_error(err: BaseException, kind: type[E] | tuple[type[E], ...]) -> E | None:
+    """The first exception of `kind` in `err`'s chain (under dlt's wrappers)."""
+    return next((e for e in error_chain(err) if isinstance(e, kind)), None)

@@ -27,7 +27,7 @@ import dlt
 import psycopg
 from psycopg import sql
 
-from connectors.connections.destination import connection_pipeline
+from connectors.connections.destination import Runner, connection_pipeline, find_error, run_pipeline
 from connectors.connections.tables import TableSpec
 from connectors.connections.types import SyncMode, SyncReport
 from connectors.google_analytics.auth import ServiceAccountCredentials, parse_service_account
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 KIND = "ga4"
 LOOKBACK_DAYS = 3
 
-Runner = Callable[[Any, dlt.Pipeline], Any]
-
 
 class GA4Connection(Protocol):
     """What a sync reads of a connection (connectors.metadata.connections.ConnectionRecord)."""
@@ -62,10 +60,6 @@ class GA4Connection(Protocol):
 
     @property
     def config(self) -> dict[str, Any]: ...
-
-
-def _default_run(source: Any, pipeline: dlt.Pipeline) -> Any:
-    return pipeline.run(source)
 
 
 def sync_ga4(
@@ -121,9 +115,9 @@ def sync_ga4(
     )
     pipeline = connection_pipeline(KIND, conn.id, settings, warehouse_url)
     try:
-        (run or _default_run)(source, pipeline)
+        (run or run_pipeline)(source, pipeline)
     except Exception as exc:
-        cause = google_cause(exc)
+        cause = find_error(exc, GoogleError)
         if cause is not None:
             raise cause from None
         raise
@@ -139,27 +133,6 @@ def sync_ga4(
     report = SyncReport(mode=effective, rows=rows, cursor=cursor_of(state), deleted=deleted)
     log.info("ga4: connection %s synced: rows %s, cursor %s", conn.id, report.rows, report.cursor)
     return report
-
-
-def google_cause(exc: BaseException) -> GoogleError | None:
-    """The GoogleError behind dlt's wrappers (PipelineStepFailed → ResourceExtractionError
-    → …), if any."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, GoogleError):
-            return current
-        inner = getattr(current, "exception", None)
-        todo += [
-            current.__cause__,
-            current.__context__,
-            inner if isinstance(inner, BaseException) else None,
-        ]
-    return None
 
 
 def source_state(pipeline: dlt.Pipeline) -> dict[str, Any]:

@@ -28,7 +28,13 @@ import dlt
 import psycopg
 from psycopg import sql
 
-from connectors.connections.destination import connection_pipeline, pipeline_name
+from connectors.connections.destination import (
+    Runner,
+    connection_pipeline,
+    find_error,
+    pipeline_name,
+    run_pipeline,
+)
 from connectors.connections.types import SyncMode, SyncReport
 from connectors.settings import Settings
 from connectors.stripe.client import StripeAuthError, StripeClient, StripeError
@@ -46,13 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[Any, dlt.Pipeline], Any]
 # a parent's foreign key column in each child table
 _CHILD_KEY = {"subscription_items": "subscription", "invoice_lines": "invoice"}
-
-
-def _run_pipeline(source: Any, pipeline: dlt.Pipeline) -> Any:
-    return pipeline.run(source)
 
 
 def sync_stripe(
@@ -94,9 +95,9 @@ def sync_stripe(
             log=sync_log,
         )
         try:
-            (run or _run_pipeline)(source, pipeline)
+            (run or run_pipeline)(source, pipeline)
         except Exception as err:
-            cause = _stripe_error(err)
+            cause = find_error(err, StripeError)
             if cause is not None:
                 raise cause from err
             raise
@@ -152,23 +153,6 @@ def cursor_of(state: dict[str, Any]) -> dict[str, Any]:
             if isinstance(r, dict) and r.get("created") is not None
         },
     }
-
-
-def _stripe_error(err: BaseException) -> StripeError | None:
-    """The Stripe error under dlt's wrappers (PipelineStepFailed, ResourceExtractionError)."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, StripeError):
-            return current
-        seen.add(id(current))
-        inner = getattr(current, "exception", None)
-        current = (
-            inner
-            if isinstance(inner, BaseException)
-            else (current.__cause__ or current.__context__)
-        )
-    return None
 
 
 def _after_load(
