@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -18,6 +19,9 @@ from connectors.metadata import MetadataStore, NewWorkspace, upgrade
 from connectors.servers import APP_DATABASE, ServerUrls, ensure_database, start_servers
 from connectors.settings import Settings
 from connectors.warehouse.setup import install_warehouse
+
+if TYPE_CHECKING:
+    from assets.resources import SqlbookResource
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,19 @@ def servers(sqlbook_home: Path) -> Iterator[ServerUrls]:
         upgrade(urls.database_url)
         install_warehouse(urls.warehouse_url)
         yield urls
+
+
+@pytest.fixture
+def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
+    """The Dagster resource a run gets, on the session's servers (asset and sensor tests)."""
+    from assets.resources import SqlbookResource
+
+    return SqlbookResource(
+        database_url=servers.database_url,
+        warehouse_url=servers.warehouse_url,
+        redis_url=servers.redis_url,
+        home=str(sqlbook_home),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -33,18 +32,11 @@ def make_due(servers: ServerUrls, alert_id: int) -> None:
 
 
 @pytest.fixture
-def sqlbook(
-    servers: ServerUrls, sqlbook_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> SqlbookResource:
+def sqlbook(sqlbook: SqlbookResource, monkeypatch: pytest.MonkeyPatch) -> SqlbookResource:
     # the receivers are on loopback: allowed as an operator would allow them (the run's
     # Settings come from the environment, like a Dagster run's)
     monkeypatch.setenv("SQLBOOK_OUTBOUND_ALLOW_PRIVATE", "true")
-    return SqlbookResource(
-        database_url=servers.database_url,
-        warehouse_url=servers.warehouse_url,
-        redis_url=servers.redis_url,
-        home=str(sqlbook_home),
-    )
+    return sqlbook
 
 
 def requested(instance: dg.DagsterInstance, sqlbook: SqlbookResource) -> dict[str, dg.RunRequest]:

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -35,16 +34,6 @@ from tests.fakes.google_api import GoogleFake
 from tests.fakes.stripe_api import StripeFake
 
 PROPERTY = "424242"
-
-
-@pytest.fixture
-def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
-    return SqlbookResource(
-        database_url=servers.database_url,
-        warehouse_url=servers.warehouse_url,
-        redis_url=servers.redis_url,
-        home=str(sqlbook_home),
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,16 +23,6 @@ from orchestration.sensors import insight_snapshot_sensor
 from tests.api.test_insights import add_events, auth, create
 from tests.assets.test_alerts_pipeline import stored_for_run
 from tests.conftest import ClientFactory
-
-
-@pytest.fixture
-def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
-    return SqlbookResource(
-        database_url=servers.database_url,
-        warehouse_url=servers.warehouse_url,
-        redis_url=servers.redis_url,
-        home=str(sqlbook_home),
-    )
 
 
 def make_due(servers: ServerUrls, schedule_id: int) -> datetime:

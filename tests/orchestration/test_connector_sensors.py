@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -32,16 +31,6 @@ from tests.conftest import ClientFactory
 from tests.fakes.stripe_api import StripeFake
 
 HOURLY = "0 * * * *"
-
-
-@pytest.fixture
-def sqlbook(servers: ServerUrls, sqlbook_home: Path) -> SqlbookResource:
-    return SqlbookResource(
-        database_url=servers.database_url,
-        warehouse_url=servers.warehouse_url,
-        redis_url=servers.redis_url,
-        home=str(sqlbook_home),
-    )
 
 
 @pytest.fixture
