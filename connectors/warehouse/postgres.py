@@ -22,6 +22,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from connectors.analytics import model as analytics_model
 from connectors.connections.tables import install_connector_tables
 from connectors.warehouse import persons, scope
 
@@ -153,6 +154,7 @@ class PostgresWarehouse:
             if row is None or row[0] is None:
                 conn.execute(_SCHEMA)
             persons.install(conn)
+            analytics_model.install(conn)
             scope.install_guard(conn)
             self._ensure_partitions(conn, days_starting(datetime.now(UTC).date(), days_ahead + 1))
 

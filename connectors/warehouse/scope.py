@@ -49,6 +49,15 @@ CORE_TABLES: dict[str, str] = {
     "events": "project_id",
     "persons": "project_id",
     "person_distinct_ids": "project_id",
+    # analytics (connectors/analytics/model.py)
+    "sessions": "project_id",
+    "rollup_events_hourly": "project_id",
+    "rollup_persons_daily": "project_id",
+    "rollup_sessions_hourly": "project_id",
+    "rollup_pages_daily": "project_id",
+    "rollup_sources_daily": "project_id",
+    "rollup_devices_daily": "project_id",
+    "rollup_days": "project_id",
 }
 # Every scoped table: the core ones and the connector tables, schema-qualified
 # ("stripe.charges"); a reader gets usage on a connector schema, never on dlt's own tables
