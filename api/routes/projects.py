@@ -4,24 +4,31 @@
     GET   /api/projects/{id}             one of them
     PATCH /api/projects/{id}             change any of cors_origins, respect_dnt,
                                          persist_anonymous_id, anonymize_ip, time_zone
-                                         (admin token)
+                                         (or its alias timezone), week_start,
+                                         session_timeout_minutes, event_retention_days,
+                                         aggregate_retention_days (admin token)
     GET   /api/projects/{id}/snippet     {"html": "<script defer src=…/t.js data-key=…>"}
 
 `time_zone` (an IANA name, UTC unless set) is where relative dates of insights resolve
-("today", "last_7_days"): the workspace's first project's. A PATCH takes effect in this
-API process at once; other API processes cache a capture
-key's project for up to SQLBOOK_CAPTURE_KEY_CACHE_SECONDS.
+("today", "last_7_days"): the workspace's first project's; analytics buckets its local
+days, weeks (starting on `week_start`) and months in it. `session_timeout_minutes` is the
+inactivity that ends a session sqlbook derives (events without `$session_id`);
+`event_retention_days` / `aggregate_retention_days` how long raw events / sessions and
+rollups are kept (null: forever). Every value a PATCH changes is a row of the audit (kind
+`settings`: who, when, the field, before and after). A PATCH takes effect in this API
+process at once; other API processes cache a capture key's project for up to
+SQLBOOK_CAPTURE_KEY_CACHE_SECONDS.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CurrentToken, State
@@ -36,6 +43,15 @@ ProjectId = Annotated[int, resource_id("project")]
 
 MAX_ORIGINS = 100
 POLICY_FIELDS = ("cors_origins", "respect_dnt", "persist_anonymous_id", "anonymize_ip")
+ANALYTICS_FIELDS = (
+    "week_start",
+    "session_timeout_minutes",
+    "event_retention_days",
+    "aggregate_retention_days",
+)
+SETTABLE = (*POLICY_FIELDS, "time_zone", "timezone", *ANALYTICS_FIELDS)
+MAX_RETENTION_DAYS = 36_500
+RetentionDays = Annotated[StrictInt, Field(ge=1, le=MAX_RETENTION_DAYS)] | None
 
 # scheme://host[:port], or "*". Shown in the schema; parse_origins checks it, so that
 # its 400 names the origin at fault (and the port's range).
@@ -65,7 +81,27 @@ class ProjectSettings(BaseModel):
     time_zone: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] = Field(
         default="UTC",
         description="An IANA time zone (Europe/Berlin): where insights' relative dates"
-        " (today, last_7_days …) resolve — the workspace's first project's.",
+        " (today, last_7_days …) resolve — the workspace's first project's — and where"
+        " analytics buckets local days, weeks and months.",
+    )
+    timezone: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] | None = Field(
+        default=None, description="The same as time_zone (give one of them)."
+    )
+    week_start: Literal["sunday", "monday"] = Field(
+        default="sunday", description="The first day of the project's weeks in analytics."
+    )
+    session_timeout_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = Field(
+        default=60,
+        description="Inactivity (minutes) that ends a session sqlbook derives for events"
+        " sent without $session_id (30 behaves like GA/PostHog).",
+    )
+    event_retention_days: RetentionDays = Field(
+        default=90,
+        description="Raw events are kept this many days (whole daily partitions are dropped"
+        " once rollups exist for them); null: forever.",
+    )
+    aggregate_retention_days: RetentionDays = Field(
+        default=None, description="Sessions and rollups are kept this many days; null: forever."
     )
 
 
@@ -84,6 +120,11 @@ class ProjectPublic(BaseModel):
     persist_anonymous_id: bool
     anonymize_ip: bool
     time_zone: str
+    timezone: str = Field(description="The same as time_zone.")
+    week_start: str
+    session_timeout_minutes: int
+    event_retention_days: int | None
+    aggregate_retention_days: int | None
 
     @classmethod
     def of(cls, project: Project) -> ProjectPublic:
@@ -96,6 +137,11 @@ class ProjectPublic(BaseModel):
             persist_anonymous_id=project.policy.persist_anonymous_id,
             anonymize_ip=project.policy.anonymize_ip,
             time_zone=project.time_zone,
+            timezone=project.time_zone,
+            week_start=project.week_start,
+            session_timeout_minutes=project.session_timeout_minutes,
+            event_retention_days=project.event_retention_days,
+            aggregate_retention_days=project.aggregate_retention_days,
         )
 
 
@@ -129,8 +175,7 @@ def parse_origins(value: Any) -> tuple[str, ...]:
 
 def patched_policy(policy: ProjectPolicy, body: ProjectUpdate) -> ProjectPolicy:
     if not body.model_fields_set:
-        settable = ", ".join((*POLICY_FIELDS, "time_zone"))
-        raise ValueError(f"nothing to change; settable: {settable}")
+        raise ValueError(f"nothing to change; settable: {', '.join(SETTABLE)}")
     changes: dict[str, Any] = {
         name: getattr(body, name) for name in body.model_fields_set if name in POLICY_FIELDS
     }
@@ -139,12 +184,41 @@ def patched_policy(policy: ProjectPolicy, body: ProjectUpdate) -> ProjectPolicy:
     return dataclasses.replace(policy, **changes)
 
 
-def checked_time_zone(value: str) -> str:
+def settings_changes(current: Project, body: ProjectUpdate) -> dict[str, Any]:
+    """The columns a PATCH sets (checked; ValueError naming the field)."""
+    given = body.model_fields_set
+    policy = patched_policy(current.policy, body)
+    changes: dict[str, Any] = {
+        name: list(v) if isinstance(v := getattr(policy, name), tuple) else v
+        for name in POLICY_FIELDS
+        if name in given
+    }
+    zones = {
+        name: checked_time_zone(value, name)
+        for name in ("time_zone", "timezone")
+        if name in given and (value := getattr(body, name)) is not None
+    }
+    if "timezone" in given and body.timezone is None:
+        raise ValueError("timezone: must be an IANA time zone, not null")
+    if len(set(zones.values())) > 1:
+        raise ValueError("timezone: differs from time_zone; give one of them")
+    if zones:
+        changes["time_zone"] = next(iter(zones.values()))
+    for name in ANALYTICS_FIELDS:
+        if name in given:
+            value = getattr(body, name)
+            if value is None and name in ("week_start", "session_timeout_minutes"):
+                raise ValueError(f"{name}: must not be null")
+            changes[name] = value
+    return changes
+
+
+def checked_time_zone(value: str, field: str = "time_zone") -> str:
     """An IANA time zone name zoneinfo knows, else ValueError naming time_zone."""
     name = value.strip()
     if name not in _time_zones():
         raise ValueError(
-            f"time_zone: {value!r} is not an IANA time zone (such as UTC or Europe/Berlin)"
+            f"{field}: {value!r} is not an IANA time zone (such as UTC or Europe/Berlin)"
         )
     return name
 
@@ -176,7 +250,9 @@ async def list_projects(token: CurrentToken, state: State) -> list[ProjectPublic
         400,
         404,
         e400="Not valid settings: `detail` names the field (an origin that is not one, "
-        '"*" beside other origins, a time zone zoneinfo does not know, no field at all).',
+        '"*" beside other origins, a time zone zoneinfo does not know, time_zone and timezone'
+        " that differ, a week_start other than sunday/monday, a session timeout outside"
+        " 1..1440 minutes, a retention outside 1..36500 days, no field at all).",
     ),
 )
 async def update_project(
@@ -185,18 +261,15 @@ async def update_project(
     def update() -> Project:
         current = _project(state, token.workspace_id, project_id)
         try:
-            policy = patched_policy(current.policy, body)
-            time_zone = None
-            if "time_zone" in body.model_fields_set:
-                time_zone = checked_time_zone(body.time_zone)
+            changes = settings_changes(current, body)
         except ValueError as err:
             raise HTTPException(400, str(err)) from None
-        if time_zone is not None and time_zone != current.time_zone:
-            state.metadata.update_project_time_zone(token.workspace_id, project_id, time_zone)
-        updated = state.metadata.update_project_policy(token.workspace_id, project_id, policy)
-        if updated is None:
+        saved = state.metadata.update_project_settings(
+            token.workspace_id, project_id, changes, actor=token.actor, token_id=token.token_id
+        )
+        if saved is None:
             raise HTTPException(404, f"no project {project_id} in this workspace")
-        return updated
+        return saved[1]
 
     project = await run_in_threadpool(update)
     # This process serves the new policy from the next request on.

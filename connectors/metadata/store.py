@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from connectors.capture_policy import ProjectPolicy
@@ -29,6 +32,10 @@ class Project:
     salt: str
     policy: ProjectPolicy = ProjectPolicy()
     time_zone: str = "UTC"  # an IANA name: where the project's relative dates resolve
+    week_start: str = "sunday"  # or "monday": the first day of the project's weeks
+    session_timeout_minutes: int = 60  # inactivity that ends a derived session
+    event_retention_days: int | None = 90  # raw events kept this long; None: forever
+    aggregate_retention_days: int | None = None  # sessions and rollups; None: forever
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,20 @@ class NewToken:
 
 class LastAdminToken(Exception):
     """Revoking this token would leave its workspace without an admin token."""
+
+
+# The project columns `update_project_settings` sets (and audits).
+PROJECT_SETTINGS = (
+    "cors_origins",
+    "respect_dnt",
+    "persist_anonymous_id",
+    "anonymize_ip",
+    "time_zone",
+    "week_start",
+    "session_timeout_minutes",
+    "event_retention_days",
+    "aggregate_retention_days",
+)
 
 
 class TokenRevoked(Exception):
@@ -347,6 +368,74 @@ class MetadataStore:
         )
         return _project(row) if row else None
 
+    def update_project_settings(
+        self,
+        workspace_id: int,
+        project_id: int,
+        changes: dict[str, Any],
+        *,
+        actor: str,
+        token_id: int | None,
+    ) -> tuple[Project, Project] | None:
+        """Set the columns of `changes` (names of PROJECT_SETTINGS) on the workspace's
+        project, and audit each value that changed: one `meta.query_audit` row of kind
+        `settings` per field (`sql` says what changed, `params` holds project_id, field,
+        before and after), in the same transaction. (before, after); None when there is
+        no such project."""
+        unknown = set(changes) - set(PROJECT_SETTINGS)
+        if unknown:
+            raise ValueError(f"not project settings: {', '.join(sorted(unknown))}")
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "select * from meta.projects where workspace_id = %s and id = %s for update",
+                (workspace_id, project_id),
+            ).fetchone()
+            if row is None:
+                return None
+            changed = {
+                name: value
+                for name, value in changes.items()
+                if _comparable(row.get(name)) != _comparable(value)
+            }
+            after = row
+            if changed:
+                assignments = ", ".join(f"{name} = %s" for name in changed)  # fixed names
+                after = conn.execute(
+                    f"update meta.projects set {assignments} where id = %s returning *",
+                    (*changed.values(), project_id),
+                ).fetchone()
+                assert after is not None
+            started = datetime.now(UTC)
+            for name in changed:
+                before_value = _comparable(row.get(name))
+                after_value = _comparable(after.get(name))
+                conn.execute(
+                    "insert into meta.query_audit (workspace_id, token_id, actor,"
+                    " datasource, query_id, sql, params, started_at, duration_ms,"
+                    " row_count, status, kind) values (%s, %s, %s, 'metadata', %s, %s, %s,"
+                    " %s, 0, 1, 'ok', 'settings')",
+                    (
+                        workspace_id,
+                        token_id,
+                        actor,
+                        uuid.uuid4().hex,
+                        f"project {project_id}: {name} {json.dumps(before_value)}"
+                        f" -> {json.dumps(after_value)}",
+                        Jsonb(
+                            [
+                                {
+                                    "project_id": project_id,
+                                    "field": name,
+                                    "before": before_value,
+                                    "after": after_value,
+                                }
+                            ]
+                        ),
+                        started,
+                    ),
+                )
+        return _project(row), _project(after)
+
     def workspace_time_zone(self, workspace_id: int) -> str:
         """The time zone of the workspace's first project (lowest id): where its
         insights' relative dates resolve. UTC when it has no project."""
@@ -412,4 +501,13 @@ def _project(row: dict[str, Any]) -> Project:
             anonymize_ip=bool(row.get("anonymize_ip")),
         ),
         time_zone=row.get("time_zone") or "UTC",
+        week_start=row.get("week_start") or "sunday",
+        session_timeout_minutes=row.get("session_timeout_minutes") or 60,
+        event_retention_days=row.get("event_retention_days", 90),
+        aggregate_retention_days=row.get("aggregate_retention_days"),
     )
+
+
+def _comparable(value: Any) -> Any:
+    """A project column's value as JSON (cors_origins a list, not a tuple)."""
+    return list(value) if isinstance(value, list | tuple) else value

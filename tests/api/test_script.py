@@ -134,6 +134,11 @@ def test_list_projects_with_their_policy(
             "persist_anonymous_id": False,
             "anonymize_ip": False,
             "time_zone": "UTC",
+            "timezone": "UTC",
+            "week_start": "sunday",
+            "session_timeout_minutes": 60,
+            "event_retention_days": 90,
+            "aggregate_retention_days": None,
         }
     ]
     me = client.get("/api/workspace", headers=auth(workspace.api_token)).json()
