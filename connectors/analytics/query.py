@@ -1,0 +1,879 @@
+"""The shared compiler kit of the analytics kinds (trends, funnel, retention, paths, sessions).
+
+Every kind compiles a JSON definition into ONE PostgreSQL statement built with sqlglot: fixed
+SQL fragments (no user values) are parsed from templates in which `__name` placeholders are
+replaced by expression nodes, and every user value enters as a bound parameter (`$n`, what
+`/api/query` and the runner take) through `Params.bind` — a property name, a filter value or a
+regex can never change the statement's structure.
+
+Semantics shared by the kinds (see the analytics contract):
+- the person of an event is `coalesce(pdi.person_id::text, e.distinct_id)` (persons merged
+  by identify/alias count once);
+- the session of an event is `e.session_id`, else derived per (project, distinct_id) at gaps
+  longer than the project's timeout and cut into 24 h pieces (`sessionize`);
+- buckets are local to the project's time zone: day/week/month buckets are local calendar
+  periods (keys `YYYY-MM-DD` of their first day), hour buckets are the instants at which a
+  local hour starts (keys: epoch seconds), so both hours of a DST fall-back are kept apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlglot
+from sqlglot import exp
+
+from connectors.insights import periods
+
+DIALECT = "postgres"
+NULL_MARKER = "$$_posthog_breakdown_null_$$"
+OTHER_MARKER = "$$_posthog_breakdown_other_$$"
+MARKER_LABELS = {NULL_MARKER: "None", OTHER_MARKER: "Other"}
+INTERVALS = ("hour", "day", "week", "month")
+WEEK_STARTS = ("sunday", "monday")
+MAX_BUCKETS = 5000
+MICRO = timedelta(microseconds=1)
+
+
+# --- context and errors ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    project_id: int
+    time_zone: str = "UTC"
+    week_start: str = "sunday"  # or "monday"
+    session_timeout_minutes: int = 60
+    now: datetime | None = None  # UTC-aware; None = datetime.now(UTC)
+    # UTC days (between the two given, inclusive) whose rollups are clean; None = no rollups
+    clean_days: Callable[[date, date], frozenset[date]] | None = None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.time_zone)
+
+    def current(self) -> datetime:
+        now = self.now or datetime.now(UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        return now.astimezone(UTC)
+
+    def check(self) -> None:
+        _zone(self.time_zone)
+        if self.week_start not in WEEK_STARTS:
+            raise DefinitionError("week_start", "must be 'sunday' or 'monday'")
+        if not 1 <= int(self.session_timeout_minutes) <= 1440:
+            raise DefinitionError("session_timeout_minutes", "must be between 1 and 1440")
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise DefinitionError("time_zone", f"unknown time zone {name!r}") from error
+
+
+class DefinitionError(ValueError):
+    """A definition that cannot be compiled; `field` is a dotted path (`series.0.math`)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+# --- definition helpers ---------------------------------------------------------------
+
+
+def require_mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DefinitionError(field, "must be an object")
+    return value
+
+
+def require_list(value: Any, field: str, *, min_items: int = 0, max_items: int = 1000) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise DefinitionError(field, "must be a list")
+    if len(value) < min_items:
+        raise DefinitionError(field, f"needs at least {min_items} item(s)")
+    if len(value) > max_items:
+        raise DefinitionError(field, f"takes at most {max_items} items")
+    return list(value)
+
+
+def choice(value: Any, options: Sequence[str], field: str, default: str | None = None) -> str:
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or value not in options:
+        raise DefinitionError(field, "must be one of " + ", ".join(repr(o) for o in options))
+    return value
+
+
+def positive_int(value: Any, field: str, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise DefinitionError(field, f"must be an integer between 1 and {maximum}")
+    return value
+
+
+def event_name(value: Any, field: str) -> str | None:
+    """An event name, or None for "all events" (PostHog's `null` event)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 400:
+        raise DefinitionError(field, "must be an event name (text) or null for all events")
+    return value
+
+
+# --- spans ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """[start, end) as UTC instants; `first_day`/`last_day` the local days it touches;
+    `whole_days` when both ends are local midnights."""
+
+    start: datetime
+    end: datetime
+    first_day: date
+    last_day: date
+    whole_days: bool
+    time_zone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.time_zone)
+
+    def utc_days(self) -> list[date]:
+        """The UTC days the span touches."""
+        first = self.start.astimezone(UTC).date()
+        last = (self.end - MICRO).astimezone(UTC).date()
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def previous(self) -> Span:
+        """The period of the same length just before this one (whole local days when this
+        is whole local days)."""
+        if self.whole_days:
+            days = (self.last_day - self.first_day).days + 1
+            first = self.first_day - timedelta(days=days)
+            return _span(midnight(first, self.zone), midnight(self.first_day, self.zone), self.zone)
+        length = self.end - self.start
+        return _span(self.start - length, self.start, self.zone)
+
+
+def midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of local `day`, in UTC."""
+    return periods.midnight(day, zone).astimezone(UTC)
+
+
+def _span(start: datetime, end: datetime, zone: ZoneInfo) -> Span:
+    first = start.astimezone(zone).date()
+    last = (end - MICRO).astimezone(zone).date()
+    whole = start == midnight(first, zone) and end == midnight(last + timedelta(days=1), zone)
+    return Span(start.astimezone(UTC), end.astimezone(UTC), first, last, whole, zone.key)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_RELATIVE = re.compile(r"-?(\d{1,5})\s*(h|d|w|m|q|y)")
+
+
+def _add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    year, month = index // 12, index % 12 + 1
+    for last in (31, 30, 29, 28):
+        try:
+            return date(year, month, min(day.day, last))
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def _point(value: Any, ctx: Context, field: str) -> tuple[str, Any]:
+    """("day", date) | ("instant", aware datetime) | ("range", (start, end))."""
+    zone, now = ctx.zone, ctx.current()
+    today = now.astimezone(zone).date()
+    if isinstance(value, Mapping):
+        preset = value.get("preset")
+        if isinstance(preset, str) and preset in periods.PRESETS:
+            first, after = periods.PRESETS[preset](today)
+            return "range", (midnight(first, zone), midnight(after, zone))
+        raise DefinitionError(field, "unknown preset; one of " + ", ".join(periods.PRESETS))
+    if not isinstance(value, str) or not value.strip():
+        raise DefinitionError(field, "must be a date, a date-time or a relative date")
+    text = value.strip()
+    lower = text.lower()
+    if lower in periods.PRESETS and lower not in ("today", "yesterday"):
+        first, after = periods.PRESETS[lower](today)
+        return "range", (midnight(first, zone), midnight(after, zone))
+    if lower in ("today", "yesterday"):
+        return "day", today - timedelta(days=1 if lower == "yesterday" else 0)
+    if lower == "now":
+        return "instant", now
+    match = _RELATIVE.fullmatch(lower)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        if unit == "h":
+            return "instant", now - timedelta(hours=amount)
+        if unit == "d":
+            return "day", today - timedelta(days=amount)
+        if unit == "w":
+            return "day", today - timedelta(weeks=amount)
+        months = {"m": 1, "q": 3, "y": 12}[unit] * amount
+        return "day", _add_months(today, -months)
+    day = periods.relative_date(lower, now, zone)
+    if day is not None:
+        return "day", day
+    moment = periods.relative_datetime(lower, now, zone)
+    if moment is not None:
+        return "instant", moment.astimezone(UTC)
+    if _DAY.fullmatch(text):
+        try:
+            return "day", date.fromisoformat(text)
+        except ValueError as error:
+            raise DefinitionError(field, f"not a date: {text!r}") from error
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise DefinitionError(
+            field, "must be YYYY-MM-DD, an ISO date-time, a relative date (-7d) or a preset"
+        ) from error
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return "instant", parsed.astimezone(UTC)
+
+
+def resolve_span(date_from: Any, date_to: Any, ctx: Context, field: str = "date_from") -> Span:
+    """The span a definition's `date_from`/`date_to` name: a day is that whole local day
+    (`date_to`'s included), a date-time is that instant (`date_to`'s included), a preset
+    (`{"preset": "last_7_days"}` or its name) its whole range; missing `date_to` = now."""
+    zone = ctx.zone
+    to_field = "date_to" if field == "date_from" else f"{field}_to"
+    if date_from is None:
+        raise DefinitionError(field, "is required")
+    kind, value = _point(date_from, ctx, field)
+    if kind == "range":
+        start, preset_end = value
+    else:
+        start = midnight(value, zone) if kind == "day" else value
+        preset_end = None
+    if date_to is None:
+        end = preset_end if preset_end is not None else ctx.current()
+    else:
+        kind, value = _point(date_to, ctx, to_field)
+        if kind == "range":
+            end = value[1]
+        elif kind == "day":
+            end = midnight(value + timedelta(days=1), zone)
+        else:
+            end = value + MICRO  # an instant `date_to` is included
+    if end <= start:
+        raise DefinitionError(to_field, "must be after date_from")
+    if end - start > timedelta(days=3700):
+        raise DefinitionError(field, "the range is limited to about ten years")
+    return _span(start, end, zone)
+
+
+# --- buckets --------------------------------------------------------------------------
+
+
+class Bucket(NamedTuple):
+    label: str  # "2026-01-05" (day/week/month: the first day) or local ISO with offset (hour)
+    start: datetime  # the local start, aware in the project's zone
+    key: str  # what `bucket_key` gives in SQL for it
+
+
+def week_start_of(day: date, week_start: str) -> date:
+    if week_start == "monday":
+        return day - timedelta(days=day.weekday())
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def buckets(span: Span, interval: str, ctx: Context) -> list[Bucket]:
+    """Every bucket of `interval` the span touches, in order (so missing ones are zeros)."""
+    zone = ctx.zone
+    found: list[Bucket] = []
+    if interval == "hour":
+        local = span.start.astimezone(zone)
+        moment = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        while moment < span.end:
+            found.append(
+                Bucket(
+                    moment.astimezone(zone).isoformat(),
+                    moment.astimezone(zone),
+                    str(int(moment.timestamp())),
+                )
+            )
+            moment += timedelta(hours=1)
+            _too_many(found)
+        return found
+    if interval == "day":
+        day = span.first_day
+        step: Callable[[date], date] = lambda d: d + timedelta(days=1)  # noqa: E731
+    elif interval == "week":
+        day = week_start_of(span.first_day, ctx.week_start)
+        step = lambda d: d + timedelta(days=7)  # noqa: E731
+    elif interval == "month":
+        day = span.first_day.replace(day=1)
+        step = lambda d: _add_months(d, 1)  # noqa: E731
+    else:
+        raise DefinitionError("interval", "must be one of " + ", ".join(INTERVALS))
+    while day <= span.last_day:
+        found.append(Bucket(day.isoformat(), periods.midnight(day, zone), day.isoformat()))
+        day = step(day)
+        _too_many(found)
+    return found
+
+
+def bucket_last_day(bucket: Bucket, interval: str) -> date:
+    first = bucket.start.date()
+    if interval == "week":
+        return first + timedelta(days=6)
+    if interval == "month":
+        return _add_months(first, 1) - timedelta(days=1)
+    return first
+
+
+def _too_many(found: list[Bucket]) -> None:
+    if len(found) > MAX_BUCKETS:
+        raise DefinitionError("interval", f"more than {MAX_BUCKETS} buckets; use a longer one")
+
+
+# --- SQL building ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(template: str, statement: bool) -> exp.Expression:
+    return cast(exp.Expression, sqlglot.parse_one(template, read=DIALECT))
+
+
+def tpl(template: str, **nodes: exp.Expression) -> exp.Expression:
+    """`template` (fixed SQL text, never user values) parsed, with each column or table
+    named `__name` replaced by `nodes["name"]`."""
+    tree = _parsed(template, False).copy()
+    missing = set(nodes)
+
+    def sub(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and not node.table and node.name.startswith("__"):
+            name = node.name[2:]
+            missing.discard(name)
+            return nodes[name].copy()
+        if isinstance(node, exp.Table) and node.name.startswith("__"):
+            name = node.name[2:]
+            missing.discard(name)
+            replacement = nodes[name].copy()
+            if not isinstance(replacement, exp.Table | exp.Subquery):
+                replacement = exp.Subquery(this=replacement)
+            alias = node.args.get("alias")
+            if alias is not None:
+                replacement.set("alias", alias.copy())
+            return replacement
+        return node
+
+    result = tree.transform(sub)
+    if missing:
+        raise KeyError(f"template has no placeholder for {sorted(missing)}")
+    return result
+
+
+def to_sql(tree: exp.Expression) -> str:
+    return tree.sql(dialect=DIALECT)
+
+
+class Params:
+    """Bound parameters of one statement: `bind(value)` → `$n` (cast when asked)."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._index: dict[tuple[str, str, str | None], int] = {}
+
+    def bind(self, value: Any, cast: str | None = None) -> exp.Expression:
+        if isinstance(value, datetime):
+            value = value.isoformat()
+            cast = cast or "timestamptz"
+        elif isinstance(value, date):
+            value = value.isoformat()
+            cast = cast or "date"
+        elif isinstance(value, tuple):
+            value = list(value)
+        key = (type(value).__name__, repr(value), cast)
+        number = self._index.get(key)
+        if number is None:
+            self.values.append(value)
+            number = self._index[key] = len(self.values)
+        node: exp.Expression = exp.Parameter(this=exp.Literal.number(number))
+        if cast:
+            node = exp.Cast(this=node, to=exp.DataType.build(cast, dialect=DIALECT))
+        return node
+
+
+def column(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table)
+
+
+def literal(value: Any) -> exp.Expression:
+    """A sqlglot literal for a value the compiler computed (never raw user text)."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+def and_(conditions: Iterable[exp.Expression | None]) -> exp.Expression | None:
+    items = [c for c in conditions if c is not None]
+    if not items:
+        return None
+    return cast(exp.Expression, exp.and_(*items)) if len(items) > 1 else items[0]
+
+
+# --- events, persons ------------------------------------------------------------------
+
+
+def person_expr(event_alias: str = "e", pdi_alias: str = "pdi") -> exp.Expression:
+    """The person of an event: the merged person id, else the distinct id itself."""
+    return tpl(
+        "coalesce(cast(__pid as text), __did)",
+        pid=column("person_id", pdi_alias),
+        did=column("distinct_id", event_alias),
+    )
+
+
+def persons_join(
+    select: exp.Select,
+    *,
+    event_alias: str = "e",
+    properties: bool = False,
+    pdi_alias: str = "pdi",
+    person_alias: str = "p",
+) -> exp.Select:
+    """`select` with the person joins: person_distinct_ids (and persons for properties)."""
+    select = select.join(
+        exp.to_table("person_distinct_ids").as_(pdi_alias),
+        on=f"{pdi_alias}.project_id = {event_alias}.project_id"
+        f" and {pdi_alias}.distinct_id = {event_alias}.distinct_id",
+        join_type="left",
+        dialect=DIALECT,
+    )
+    if properties:
+        select = select.join(
+            exp.to_table("persons").as_(person_alias),
+            on=f"{person_alias}.project_id = {pdi_alias}.project_id"
+            f" and {person_alias}.person_id = {pdi_alias}.person_id",
+            join_type="left",
+            dialect=DIALECT,
+        )
+    return select
+
+
+def events_scope(
+    ctx: Context,
+    params: Params,
+    start: datetime,
+    end: datetime,
+    *,
+    alias: str = "e",
+    event: str | None = None,
+) -> exp.Expression:
+    """project, [start, end), and the event name when one is given."""
+    cond = tpl(
+        "__pid = __project and __ts >= __start and __ts < __end",
+        pid=column("project_id", alias),
+        project=params.bind(ctx.project_id, "bigint"),
+        ts=column("timestamp", alias),
+        start=params.bind(start),
+        end=params.bind(end),
+    )
+    if event is not None:
+        cond = exp.and_(  # type: ignore[assignment]
+            cond, exp.EQ(this=column("event_name", alias), expression=params.bind(event, "text"))
+        )
+    return cond
+
+
+# --- properties and filters -----------------------------------------------------------
+
+PROPERTY_TYPES = ("event", "person", "session")
+_SPECIAL_EVENT_COLUMNS = {
+    "distinct_id": "distinct_id",
+    "$session_id": "session_id",
+    "event": "event_name",
+    "$event": "event_name",
+    "$lib": "lib",
+    "$user_agent": "user_agent",
+}
+
+OPERATORS = {
+    "equals": "exact",
+    "exact": "exact",
+    "eq": "exact",
+    "not": "is_not",
+    "is_not": "is_not",
+    "neq": "is_not",
+    "contains": "icontains",
+    "icontains": "icontains",
+    "not_contains": "not_icontains",
+    "not_icontains": "not_icontains",
+    "regex": "regex",
+    "not_regex": "not_regex",
+    "is_set": "is_set",
+    "is_not_set": "is_not_set",
+    "gt": "gt",
+    "gte": "gte",
+    "lt": "lt",
+    "lte": "lte",
+    "in": "in",
+    "not_in": "not_in",
+}
+
+_NUMERIC = r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,3})?\s*$"
+
+
+def property_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 400:
+        raise DefinitionError(field, "must be a property name")
+    return value
+
+
+def property_expr(
+    name: str,
+    params: Params,
+    *,
+    type: str = "event",
+    event_alias: str = "e",
+    person_alias: str = "p",
+) -> exp.Expression:
+    """The text form of a property: `properties ->> name` of the event or its person."""
+    if type == "person":
+        props = column("properties", person_alias)
+    else:
+        special = _SPECIAL_EVENT_COLUMNS.get(name)
+        if special:
+            return column(special, event_alias)
+        props = column("properties", event_alias)
+    return exp.Paren(this=tpl("__props ->> __key", props=props, key=params.bind(name, "text")))
+
+
+def numeric(text: exp.Expression) -> exp.Expression:
+    """The number a text value holds, NULL when it holds none (non-numeric is ignored)."""
+    return tpl(
+        "case when __x ~ __re and pg_input_is_valid(__x, 'float8') then cast(__x as float8) end",
+        x=text,
+        re=exp.Literal.string(_NUMERIC),
+    )
+
+
+def _text_value(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise DefinitionError(field, "must be text, a number or a boolean")
+
+
+def _number_value(value: Any, field: str) -> float:
+    if isinstance(value, bool):
+        raise DefinitionError(field, "must be a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise DefinitionError(field, "must be a number")
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filter_types(filters: Any) -> set[str]:
+    """The property types a filter list uses ("event", "person")."""
+    if not isinstance(filters, list | tuple):
+        return set()
+    return {str(f.get("type") or "event") for f in filters if isinstance(f, Mapping)}
+
+
+def property_filter(
+    filters: Any,
+    params: Params,
+    *,
+    field: str,
+    event_alias: str = "e",
+    person_alias: str = "p",
+) -> exp.Expression | None:
+    """All `filters` ANDed (None when there are none). Each is `{"property", "operator",
+    "value"?, "type": "event"|"person"}`; person filters need `persons_join(properties=True)`."""
+    if filters is None:
+        return None
+    items = require_list(filters, field, max_items=100)
+    conditions: list[exp.Expression] = []
+    for index, item in enumerate(items):
+        where = f"{field}.{index}"
+        item = require_mapping(item, where)
+        name = property_name(item.get("property", item.get("key")), f"{where}.property")
+        ptype = choice(item.get("type"), ("event", "person"), f"{where}.type", "event")
+        op_name = item.get("operator") or "exact"
+        if not isinstance(op_name, str) or op_name not in OPERATORS:
+            raise DefinitionError(
+                f"{where}.operator", "must be one of " + ", ".join(sorted(OPERATORS))
+            )
+        op = OPERATORS[op_name]
+        value = item.get("value")
+        text = property_expr(
+            name, params, type=ptype, event_alias=event_alias, person_alias=person_alias
+        )
+        conditions.append(_condition(op, text, value, params, f"{where}.value"))
+    return and_(conditions)
+
+
+def _condition(
+    op: str, text: exp.Expression, value: Any, params: Params, field: str
+) -> exp.Expression:
+    if op in ("exact", "is_not", "in", "not_in"):
+        if isinstance(value, list | tuple):
+            if not value:
+                raise DefinitionError(field, "needs at least one value")
+            values = [_text_value(v, field) for v in value]
+            cond = tpl("__x = any(__v)", x=text, v=params.bind(values, "text[]"))
+        elif op in ("in", "not_in"):
+            raise DefinitionError(field, "must be a list")
+        else:
+            cond = tpl("__x = __v", x=text, v=params.bind(_text_value(value, field), "text"))
+        if op in ("is_not", "not_in"):  # PostHog: a missing property is "not" any value
+            return tpl("(__x is null or not (__c))", x=text, c=cond)
+        return cond
+    if op in ("icontains", "not_icontains"):
+        pattern = "%" + _like_escape(_text_value(value, field)) + "%"
+        cond = tpl("__x ilike __v escape '\\'", x=text, v=params.bind(pattern, "text"))
+        if op == "not_icontains":
+            return tpl("(__x is null or not (__c))", x=text, c=cond)
+        return cond
+    if op in ("regex", "not_regex"):
+        if not isinstance(value, str):
+            raise DefinitionError(field, "must be a regular expression (text)")
+        cond = tpl("__x ~ __v", x=text, v=params.bind(value, "text"))
+        if op == "not_regex":
+            return tpl("(__x is null or not (__c))", x=text, c=cond)
+        return cond
+    if op == "is_set":
+        return tpl("__x is not null", x=text)
+    if op == "is_not_set":
+        return tpl("__x is null", x=text)
+    number = params.bind(_number_value(value, field), "float8")
+    sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+    return tpl(f"__n {sign} __v", n=numeric(text), v=number)
+
+
+# --- time -----------------------------------------------------------------------------
+
+
+def local_trunc(ts: exp.Expression, interval: str, ctx: Context, params: Params) -> exp.Expression:
+    """The start of the bucket holding `ts`: for hours the instant (timestamptz) a local hour
+    starts; for day/week/month the local timestamp (without time zone) of its first day."""
+    tz = params.bind(ctx.time_zone, "text")
+    if interval == "hour":
+        return tpl("date_trunc('hour', __ts, __tz)", ts=ts, tz=tz)
+    if interval == "week" and ctx.week_start == "sunday":
+        return tpl(
+            "date_trunc('week', (__ts at time zone __tz) + interval '1 day') - interval '1 day'",
+            ts=ts,
+            tz=tz,
+        )
+    if interval not in INTERVALS:
+        raise DefinitionError("interval", "must be one of " + ", ".join(INTERVALS))
+    return tpl(f"date_trunc('{interval}', __ts at time zone __tz)", ts=ts, tz=tz)
+
+
+def local_day(ts: exp.Expression, ctx: Context, params: Params) -> exp.Expression:
+    return tpl("cast(__ts at time zone __tz as date)", ts=ts, tz=params.bind(ctx.time_zone, "text"))
+
+
+def bucket_key(ts: exp.Expression, interval: str, ctx: Context, params: Params) -> exp.Expression:
+    """The text key (`Bucket.key`) of the bucket holding `ts`."""
+    start = local_trunc(ts, interval, ctx, params)
+    if interval == "hour":
+        return tpl("cast(cast(extract(epoch from __b) as bigint) as text)", b=start)
+    return tpl("to_char(__b, 'YYYY-MM-DD')", b=start)
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+def session_key(alias: str = "s") -> exp.Expression:
+    """The session id of a row of `sessionize(...)` (its `session_key` column)."""
+    return column("session_key", alias)
+
+
+def sessionize(inner: exp.Expression, ctx: Context, params: Params) -> exp.Select:
+    """`inner` (a SELECT giving at least project_id, distinct_id, timestamp, session_id)
+    wrapped so each row also carries `session_key`: its session_id when set, else the
+    derived session (gaps > timeout start a new one, cut into 24 h pieces from its first
+    event; id `s_` || md5(project || ':' || distinct id || ':' || epoch of the piece's first
+    event)) — the contract's rule, with window functions. Also `session_start`: the first
+    event's time of a derived piece (NULL for client sessions).
+
+    Derived sessions are computed over the rows `inner` yields: give it enough history
+    before the range (e.g. `timeout + 24 h`) so a session crossing the range start keeps
+    its boundaries."""
+    timeout = params.bind(int(ctx.session_timeout_minutes), "int")
+    step1 = tpl(
+        """
+        select s1.*, case when lag(s1.timestamp) over (
+            partition by s1.project_id, s1.distinct_id, s1.session_id is null
+            order by s1.timestamp) >= s1.timestamp - __timeout * interval '1 minute'
+          then 0 else 1 end as _new
+        from __inner as s1
+        """,
+        timeout=timeout,
+        inner=inner,
+    )
+    step2 = tpl(
+        """
+        select s2.*, sum(s2._new) over (
+            partition by s2.project_id, s2.distinct_id, s2.session_id is null
+            order by s2.timestamp rows between unbounded preceding and current row) as _gap
+        from __inner as s2
+        """,
+        inner=step1,
+    )
+    step3 = tpl(
+        """
+        select s3.*, floor(extract(epoch from s3.timestamp - min(s3.timestamp) over (
+            partition by s3.project_id, s3.distinct_id, s3.session_id is null, s3._gap))
+            / 86400) as _piece
+        from __inner as s3
+        """,
+        inner=step2,
+    )
+    step4 = tpl(
+        """
+        select s4.*, min(s4.timestamp) over (
+            partition by s4.project_id, s4.distinct_id, s4.session_id is null, s4._gap,
+            s4._piece) as _piece_start
+        from __inner as s4
+        """,
+        inner=step3,
+    )
+    step5 = tpl(
+        """
+        select s5.*, coalesce(s5.session_id, 's_' || md5(cast(s5.project_id as text) || ':'
+            || s5.distinct_id || ':' || cast(extract(epoch from s5._piece_start) as text)))
+            as session_key,
+          case when s5.session_id is null then s5._piece_start end as session_start
+        from __inner as s5
+        """,
+        inner=step4,
+    )
+    assert isinstance(step5, exp.Select)
+    return step5
+
+
+# --- compiled statements --------------------------------------------------------------
+
+
+def _identity_table(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    return columns, rows
+
+
+@dataclass
+class Compiled:
+    sql: str
+    params: list[Any]
+    shape: Callable[[list[str], list[list[Any]]], dict[str, Any]]
+    table: Callable[[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]] = field(
+        default=_identity_table
+    )
+    source: str = "events"  # "events" | "rollups" | "mixed"
+    tree: exp.Expression | None = field(default=None, repr=False, compare=False)
+
+    def display_sql(self) -> str:
+        """The statement formatted, with its parameters inlined as literals."""
+        tree = (
+            self.tree.copy() if self.tree is not None else sqlglot.parse_one(self.sql, read=DIALECT)
+        )
+
+        def inline(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Parameter):
+                number = int(node.this.this) if isinstance(node.this, exp.Literal) else 0
+                if 1 <= number <= len(self.params):
+                    return _literal_of(self.params[number - 1])
+            return node
+
+        return tree.transform(inline).sql(dialect=DIALECT, pretty=True)
+
+
+def _literal_of(value: Any) -> exp.Expression:
+    if isinstance(value, list):
+        return exp.Array(expressions=[_literal_of(v) for v in value])
+    return literal(value)
+
+
+def compiled(
+    tree: exp.Expression,
+    params: Params,
+    shape: Callable[[list[str], list[list[Any]]], dict[str, Any]],
+    table: Callable[[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]] | None = None,
+    source: str = "events",
+) -> Compiled:
+    return Compiled(
+        sql=to_sql(tree),
+        params=list(params.values),
+        shape=shape,
+        table=table or _identity_table,
+        source=source,
+        tree=tree,
+    )
+
+
+def rows_as_dicts(columns: list[str], rows: list[list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row, strict=False)) for row in rows]
+
+
+def number(value: Any) -> float | int:
+    """A JSON-ish number from a database value (Decimal, str, None → 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(result) if result.is_integer() and abs(result) < 2**53 else result
+
+
+def whole_hour_offsets(span: Span) -> bool:
+    """True when the zone's UTC offset is a whole number of hours across the span."""
+    zone = span.zone
+    moment = span.start
+    while moment < span.end:
+        offset = moment.astimezone(zone).utcoffset() or timedelta()
+        if offset.total_seconds() % 3600:
+            return False
+        moment += timedelta(hours=6)
+    offset = (span.end - MICRO).astimezone(zone).utcoffset() or timedelta()
+    return not offset.total_seconds() % 3600
+
+
+def zero_offset(span: Span) -> bool:
+    """True when local days are UTC days across the whole span."""
+    zone = span.zone
+    moment = span.start
+    while moment < span.end:
+        if (moment.astimezone(zone).utcoffset() or timedelta()) != timedelta():
+            return False
+        moment += timedelta(hours=6)
+    return (span.end - MICRO).astimezone(zone).utcoffset() == timedelta()
