@@ -1,0 +1,323 @@
+"""Daily rollups: a UTC day's sessions and aggregates, replaced in one transaction.
+
+`refresh_day(conn, D)` runs, in one REPEATABLE READ transaction (every statement sees
+the same events):
+1. the sessions starting on D (connectors/analytics/sessions.py), replacing `sessions`;
+2. every `rollup_*` table's rows of D, built from the raw events of D and the day's
+   sessions (kept in a temporary table, so no statement recomputes them);
+3. the `rollup_days` markers of D: `refreshed_at = now()`, and `dirty_since` cleared where
+   it is not later than the transaction's start, for every project of the day.
+
+Two refreshes of the same day take turns (a session-level advisory lock); running one
+twice gives the same rows. `check_day` compares a day's rows with the raw events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from connectors.analytics import sessions
+from connectors.analytics.model import ROLLUP_TABLES
+from connectors.analytics.sessions import page_sql
+
+__all__ = ["ROLLUP_TABLES", "CheckResult", "DayReport", "check_day", "refresh_day"]
+
+_LOCK_CLASS = 0x5E55  # pg_advisory_lock(class, day) for refreshes of one day
+
+
+@dataclass(frozen=True)
+class DayReport:
+    day: date
+    sessions: int
+    rows: dict[str, int]
+    events: int
+    projects: list[int]
+    markers_cleared: bool = True  # False: an insert raced the refresh; the day stays dirty
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    expected: Any
+    actual: Any
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PERSON = "coalesce(pdi.person_id::text, {alias}.distinct_id)"
+
+
+def _pdi(alias: str) -> str:
+    return (
+        f"left join person_distinct_ids pdi on pdi.project_id = {alias}.project_id"
+        f" and pdi.distinct_id = {alias}.distinct_id"
+    )
+
+
+# The day's own events, narrow, once (events per name, persons, pageviews by page).
+_DAY_EVENTS = f"""
+create temp table _de on commit drop as
+select e.project_id, e.event_name, date_trunc('hour', e.timestamp) as hour,
+       {PERSON.format(alias="e")} as person,
+       case when e.event_name = '$pageview' then {page_sql("e.properties")} end as page
+from events e {_pdi("e")}
+where e.timestamp >= %(d0)s and e.timestamp < %(d1)s
+"""
+
+_SESSION_PERSONS = f"""
+create temp table _sp on commit drop as
+select s.project_id, s.session_id, date_trunc('hour', s.started_at) as hour,
+       {PERSON.format(alias="s")} as person, s.pageview_count, s.bounced, s.duration_s,
+       s.entry_page, s.exit_page, s.referring_domain, s.utm_source, s.utm_medium,
+       s.utm_campaign, s.browser, s.os, s.device_type
+from sessions s {_pdi("s")}
+where s.day = %(day)s and s.project_id = any(%(projects)s)
+"""
+
+_ROLLUPS: dict[str, str] = {
+    "rollup_events_hourly": """
+        insert into rollup_events_hourly (project_id, day, hour, event_name, events)
+        select project_id, %(day)s, hour, event_name, count(*) from _de group by 1, 3, 4
+    """,
+    "rollup_persons_daily": """
+        insert into rollup_persons_daily (project_id, day, event_name, persons)
+        select project_id, %(day)s, coalesce(event_name, ''), count(distinct person)
+        from _de group by grouping sets ((project_id, event_name), (project_id))
+    """,
+    "rollup_sessions_hourly": """
+        insert into rollup_sessions_hourly (project_id, day, hour, sessions, pageviews,
+            bounces, duration_s, visitors)
+        select project_id, %(day)s, hour, count(*), sum(pageview_count),
+               count(*) filter (where bounced), sum(duration_s), count(distinct person)
+        from _sp group by 1, 3
+    """,
+    "rollup_pages_daily": """
+        insert into rollup_pages_daily (project_id, day, pathname, pageviews, visitors,
+            entries, exits)
+        select project_id, %(day)s, pathname, sum(pageviews), sum(visitors), sum(entries),
+               sum(exits)
+        from (
+            select project_id, page as pathname, count(*) as pageviews,
+                   count(distinct person) as visitors, 0 as entries, 0 as exits
+            from _de where page is not null group by 1, 2
+            union all
+            select project_id, entry_page, 0, 0, count(*), 0
+            from _sp where entry_page is not null group by 1, 2
+            union all
+            select project_id, exit_page, 0, 0, 0, count(*)
+            from _sp where exit_page is not null group by 1, 2
+        ) u group by 1, 3
+    """,
+    "rollup_sources_daily": """
+        insert into rollup_sources_daily (project_id, day, referring_domain, utm_source,
+            utm_medium, utm_campaign, sessions, visitors, bounces)
+        select project_id, %(day)s, coalesce(referring_domain, ''), coalesce(utm_source, ''),
+               coalesce(utm_medium, ''), coalesce(utm_campaign, ''), count(*),
+               count(distinct person), count(*) filter (where bounced)
+        from _sp group by 1, 3, 4, 5, 6
+    """,
+    "rollup_devices_daily": """
+        insert into rollup_devices_daily (project_id, day, browser, os, device_type,
+            sessions, visitors)
+        select project_id, %(day)s, coalesce(browser, ''), coalesce(os, ''),
+               coalesce(device_type, ''), count(*), count(distinct person)
+        from _sp group by 1, 3, 4, 5
+    """,
+}
+
+_MARKERS = """
+insert into rollup_days as r (project_id, day, dirty_since, refreshed_at)
+select project_id, %(day)s, null, now() from unnest(%(projects)s::bigint[]) p (project_id)
+on conflict (project_id, day) do update
+set refreshed_at = now(),
+    dirty_since = case when r.dirty_since <= now() then null else r.dirty_since end
+"""
+
+
+def refresh_day(
+    conn: psycopg.Connection[Any],
+    day: date,
+    *,
+    session_timeouts: Mapping[int, int] | None = None,
+    default_timeout_minutes: int = 60,
+) -> DayReport:
+    """Recompute `day`'s sessions and rollups (and its markers) in one transaction.
+    `conn`: the warehouse owner's, in autocommit."""
+    params = sessions.day_params(day, session_timeouts, default_timeout_minutes)
+    key = (day - date(2000, 1, 1)).days
+    conn.execute("select pg_advisory_lock(%s, %s)", (_LOCK_CLASS, key))
+    try:
+        conn.execute("begin isolation level repeatable read")
+        try:
+            report = _refresh(conn, day, params)
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        conn.execute("commit")
+        return report
+    finally:
+        conn.execute("select pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, key))
+
+
+def _refresh(conn: psycopg.Connection[Any], day: date, params: dict[str, Any]) -> DayReport:
+    conn.execute("set local timezone = 'UTC'")
+    conn.execute("set local work_mem = '128MB'")
+    rows: dict[str, int] = {}
+    sessions.compute_day(conn, params)
+    conn.execute(_DAY_EVENTS, params)
+    found = conn.execute(
+        "select array(select distinct project_id from (select project_id from _de"
+        " union select project_id from _se union select project_id from rollup_days"
+        " where day = %(day)s) u order by 1), (select count(*) from _de)",
+        params,
+    ).fetchone()
+    assert found is not None
+    projects, events = list(found[0]), int(found[1])
+    params["projects"] = projects
+    rows["sessions"] = sessions.write_day(conn, params)
+    conn.execute(_SESSION_PERSONS, params)
+    for table, insert in _ROLLUPS.items():
+        conn.execute(
+            f"delete from {table} where project_id = any(%(projects)s) and day = %(day)s",
+            params,
+        )
+        rows[table] = conn.execute(insert, params).rowcount
+    cleared = _mark(conn, params)
+    return DayReport(
+        day=day,
+        sessions=rows["sessions"],
+        rows=rows,
+        events=events,
+        projects=projects,
+        markers_cleared=cleared,
+    )
+
+
+def _mark(conn: psycopg.Connection[Any], params: dict[str, Any]) -> bool:
+    """Mark the day refreshed for its projects. An insert that committed after this
+    transaction's snapshot (so its events are not in these rollups) and touched a marker
+    makes the update fail to serialize: the day then stays dirty for the next refresh."""
+    conn.execute("savepoint markers")
+    try:
+        conn.execute(_MARKERS, params)
+    except pg_errors.SerializationFailure:
+        conn.execute("rollback to savepoint markers")
+        return False
+    conn.execute("release savepoint markers")
+    return True
+
+
+# check_day: per table, (key columns, expected from the raw events / the day's sessions
+# recomputed, actual in the table), each a query of (key..., values...) rows.
+_BOUNCED = (
+    "pageview_count = 1 and ended_at - started_at"
+    f" < make_interval(secs => {sessions.BOUNCE_SECONDS})"
+)
+_CHECKS: dict[str, tuple[int, str, str]] = {
+    "sessions": (
+        2,
+        "select project_id, sid, event_count, pageview_count, started_at, ended_at from _s0",
+        "select project_id, session_id, event_count, pageview_count, started_at, ended_at"
+        " from sessions where day = %(day)s",
+    ),
+    "rollup_events_hourly": (
+        3,
+        "select project_id, event_name, hour, count(*) from _de group by 1, 2, 3",
+        "select project_id, event_name, hour, events from rollup_events_hourly where day = %(day)s",
+    ),
+    "rollup_persons_daily": (
+        2,
+        "select project_id, coalesce(event_name, ''), count(distinct person) from _de"
+        " group by grouping sets ((project_id, event_name), (project_id))",
+        "select project_id, event_name, persons from rollup_persons_daily where day = %(day)s",
+    ),
+    "rollup_sessions_hourly": (
+        2,
+        "select project_id, date_trunc('hour', started_at), count(*), sum(pageview_count),"
+        f" count(*) filter (where {_BOUNCED}) from _s0 group by 1, 2",
+        "select project_id, hour, sessions, pageviews, bounces from rollup_sessions_hourly"
+        " where day = %(day)s",
+    ),
+    "rollup_pages_daily": (
+        2,
+        "select project_id, page, count(*) from _de where page is not null group by 1, 2",
+        "select project_id, pathname, pageviews from rollup_pages_daily"
+        " where day = %(day)s and pageviews > 0",
+    ),
+    "rollup_sources_daily": (
+        1,
+        "select project_id, count(*), count(*) filter (where {b}) from _s0 group by 1",
+        "select project_id, sum(sessions), sum(bounces) from rollup_sources_daily"
+        " where day = %(day)s group by 1",
+    ),
+    "rollup_devices_daily": (
+        1,
+        "select project_id, count(*) from _s0 group by 1",
+        "select project_id, sum(sessions) from rollup_devices_daily where day = %(day)s group by 1",
+    ),
+}
+_CHECKS["rollup_sources_daily"] = (
+    1,
+    _CHECKS["rollup_sources_daily"][1].format(b=_BOUNCED),
+    _CHECKS["rollup_sources_daily"][2],
+)
+
+
+def check_day(
+    conn: psycopg.Connection[Any],
+    day: date,
+    *,
+    session_timeouts: Mapping[int, int] | None = None,
+    default_timeout_minutes: int = 60,
+) -> dict[str, CheckResult]:
+    """Compare `day`'s sessions and rollups with the raw events (read only: the day's
+    sessions are recomputed in a transaction that is rolled back). Per table, rows by
+    key: `expected`/`actual` are the numbers of keys, `detail` names the first
+    differences. Persons are resolved as they are now, so a merge of persons since the
+    refresh shows as a difference in persons."""
+    params = sessions.day_params(day, session_timeouts, default_timeout_minutes)
+    results: dict[str, CheckResult] = {}
+    conn.execute("begin isolation level repeatable read")
+    try:
+        conn.execute("set local timezone = 'UTC'")
+        sessions.compute_day(conn, params)
+        conn.execute(_DAY_EVENTS, params)
+        for table, (keys, expected_sql, actual_sql) in _CHECKS.items():
+            results[table] = _compare(conn, keys, expected_sql, actual_sql, params)
+    finally:
+        conn.execute("rollback")
+    return results
+
+
+def _compare(
+    conn: psycopg.Connection[Any],
+    keys: int,
+    expected_sql: str,
+    actual_sql: str,
+    params: dict[str, Any],
+) -> CheckResult:
+    expected = _keyed(conn.execute(expected_sql, params).fetchall(), keys)
+    actual = _keyed(conn.execute(actual_sql, params).fetchall(), keys)
+    missing = sorted((k for k in expected if k not in actual), key=repr)
+    extra = sorted((k for k in actual if k not in expected), key=repr)
+    differ = sorted((k for k in expected if k in actual and expected[k] != actual[k]), key=repr)
+    problems = [f"missing {k!r}: {expected[k]!r}" for k in missing[:3]]
+    problems += [f"unexpected {k!r}: {actual[k]!r}" for k in extra[:3]]
+    problems += [f"{k!r}: expected {expected[k]!r}, got {actual[k]!r}" for k in differ[:3]]
+    count = len(missing) + len(extra) + len(differ)
+    detail = f"{count} keys differ: " + "; ".join(problems) if count else "matches the raw events"
+    return CheckResult(passed=count == 0, expected=len(expected), actual=len(actual), detail=detail)
+
+
+def _keyed(rows: list[tuple[Any, ...]], keys: int) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    return {
+        tuple(row[:keys]): tuple(int(v) if isinstance(v, Decimal) else v for v in row[keys:])
+        for row in rows
+    }
