@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     ingest_follow_idle_seconds: float = Field(
         default=10.0, description="A run following the stream ends after this long idle."
     )
+    rollup_refresh_cron: str = Field(
+        default="*/2 * * * *",
+        description="How often the sessions and rollups of days that got events are refreshed "
+        "(cron, UTC; Dagster's automation sensor checks every 30 s).",
+    )
 
     stream_key: str = Field(
         default="sqlbook:events", description="Redis stream of captured events."

@@ -25,12 +25,14 @@ from assets.ingestion import (
     prune_ingestion_runs_job,
 )
 from assets.insights import insight_snapshots, snapshot_insights_job
+from assets.rollups import analytics_day, event_days, retention_job
 from orchestration.connectors import (
     connection_sync_sensor,
     connector_freshness_schedule,
     stripe_webhook_sensor,
 )
 from orchestration.resources import resources
+from orchestration.rollups import retention_schedule, rollup_automation_sensor
 from orchestration.sensors import (
     alert_sensor,
     events_partitions_schedule,
@@ -44,6 +46,8 @@ defs = dg.Definitions(
         capture_stream,
         events,
         persons,
+        event_days,
+        analytics_day,
         alert_evaluations,
         insight_snapshots,
         stripe_api,
@@ -61,6 +65,7 @@ defs = dg.Definitions(
         stripe_sync_job,
         ga4_sync_job,
         connector_freshness_job,
+        retention_job,
     ],
     sensors=[
         ingest_sensor,
@@ -68,11 +73,13 @@ defs = dg.Definitions(
         insight_snapshot_sensor,
         connection_sync_sensor,
         stripe_webhook_sensor,
+        rollup_automation_sensor,
     ],
     schedules=[
         events_partitions_schedule,
         prune_ingestion_runs_schedule,
         connector_freshness_schedule,
+        retention_schedule,
     ],
     resources=resources(),
     executor=dg.in_process_executor,

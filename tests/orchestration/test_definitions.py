@@ -35,6 +35,7 @@ def test_definitions_load_without_environment() -> None:
     assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
     assert loaded["schedules"] == [
         "connector_freshness",
+        "data_retention",
         "events_partitions_ahead",
         "prune_ingestion_runs",
     ]

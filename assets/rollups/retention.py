@@ -1,0 +1,109 @@
+"""Data retention (seed 001): once a day, raw events older than each project's
+`event_retention_days` go — whole `events` partitions dropped, never row by row, after the
+sessions and rollups of their days exist — and sessions/rollups older than
+`aggregate_retention_days` are deleted. Projects keep everything by default."""
+
+import dataclasses
+from datetime import UTC, date, datetime
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import SqlbookResource, WarehouseResource
+from assets.rollups.projects import ProjectSettings, project_settings
+
+
+class RetentionConfig(dg.Config):
+    today: str | None = Field(
+        default=None,
+        description="The UTC day to expire as of (ISO date); empty = today. For trying a "
+        "policy out, or catching up.",
+    )
+
+
+def policies(settings: dict[int, ProjectSettings]) -> dict[int, Any]:
+    """Each project's RetentionPolicy; projects keeping everything are left out."""
+    from connectors.analytics.retention import RetentionPolicy
+
+    return {
+        pid: RetentionPolicy(
+            event_days=s.event_retention_days, aggregate_days=s.aggregate_retention_days
+        )
+        for pid, s in settings.items()
+        if s.event_retention_days is not None or s.aggregate_retention_days is not None
+    }
+
+
+def _metadata(report: Any) -> dict[str, Any]:
+    """A RetentionReport's fields as run metadata: numbers as they are, lists as JSON
+    (plus their length), dates as text."""
+    out: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(report).items():
+        if isinstance(value, bool | int | float | str) or value is None:
+            out[name] = value
+        elif isinstance(value, list | tuple | set | dict):
+            out[name] = dg.MetadataValue.json(_plain(value))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+@dg.op(description="Expire events and aggregates past each project's retention.")
+def expire_old_data(
+    context: dg.OpExecutionContext,
+    config: RetentionConfig,
+    warehouse: WarehouseResource,
+    sqlbook: SqlbookResource,
+) -> dg.Output[int]:
+    from connectors.analytics.retention import expire
+    from connectors.analytics.rollups import refresh_day
+
+    today = date.fromisoformat(config.today) if config.today else datetime.now(UTC).date()
+    settings = project_settings(sqlbook)
+    chosen = policies(settings)
+    timeouts = {pid: s.session_timeout_minutes for pid, s in settings.items()}
+    refreshed: list[str] = []
+    client = warehouse.client()
+    with client.connect(autocommit=True) as conn, client.connect(autocommit=True) as rollups:
+        conn.execute("set timezone to 'UTC'")
+        rollups.execute("set timezone to 'UTC'")
+
+        def ensure_rollups(day: date) -> None:
+            # its own connection: expire() may be inside a transaction on `conn`
+            report = refresh_day(rollups, day, session_timeouts=timeouts)
+            refreshed.append(day.isoformat())
+            context.log.info(
+                f"{day}: sessions and rollups refreshed before its events expire "
+                f"({report.events} events, {report.sessions} sessions)"
+            )
+
+        report = expire(conn, chosen, today=today, ensure_rollups=ensure_rollups)
+    metadata = {
+        "today": today.isoformat(),
+        "projects_with_policy": len(chosen),
+        "days_refreshed_first": dg.MetadataValue.json(refreshed),
+        **_metadata(report),
+    }
+    context.log.info(f"retention as of {today}: {report}")
+    return dg.Output(len(refreshed), metadata=metadata)
+
+
+@dg.job(
+    name="data_retention",
+    description="Drop expired `events` partitions (after refreshing the rollups of their "
+    "days) and delete aggregates past retention, per project (meta.projects).",
+    executor_def=dg.in_process_executor,
+)
+def retention_job() -> None:
+    expire_old_data()
