@@ -1,8 +1,9 @@
 """The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/` and at the
-single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`: a link or a
-reload lands on the page it names), revalidated on every load, and the content-hashed
-files under `/assets/`, cached for a year. Only those paths: anything else, `/api/…` above
-all, keeps its own answer (an unknown API path is the API's JSON 404)."""
+single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`, `/web`,
+`/analytics/…`: a link or a reload lands on the page it names), revalidated on every
+load, and the content-hashed files under `/assets/`, cached for a year. Only those paths:
+anything else, `/api/…` above all, keeps its own answer (an unknown API path is the API's
+JSON 404)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ APP_PATHS = (
     "/insights",
     "/insights/{page:path}",
     "/connections",
+    "/web",
+    "/analytics",
+    "/analytics/{page:path}",
 )
 
 

@@ -8,11 +8,14 @@ import { type HistoryEntry, loadHistory, saveHistory } from "./history";
 import { ResultGrid } from "./ResultGrid";
 import { InsightPage } from "./insights/InsightPage";
 import { InsightsPage } from "./insights/InsightsPage";
+import { InsightRoute } from "./analytics/InsightRoute";
 import { SaveInsightDialog, editorSpecs } from "./insights/SaveInsightDialog";
 import { fitSpecs, namedParameters } from "./insights/urlParams";
 import { TokensPage } from "./Tokens";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
 
+const AnalyticsRoute = lazy(() => import("./analytics/routes").then((m) => ({ default: m.AnalyticsRoute })));
+const WebPage = lazy(() => import("./analytics/routes").then((m) => ({ default: m.WebPage })));
 const ConnectionsPage = lazy(() => import("./connections/ConnectionsPage").then((m) => ({ default: m.ConnectionsPage })));
 
 type Run =
@@ -79,7 +82,32 @@ export function App() {
         <Route path="/insights/:id">
           {(params) => (
             <div className="page-overlay">
-              <InsightPage key={params.id} id={Number(params.id)} onSignedOut={signOut} onEditSql={editInsight} />
+              <InsightRoute key={params.id} id={Number(params.id)}>
+                <InsightPage id={Number(params.id)} onSignedOut={signOut} onEditSql={editInsight} />
+              </InsightRoute>
+            </div>
+          )}
+        </Route>
+        <Route path="/web">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <WebPage onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
+        <Route path="/analytics">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <AnalyticsRoute kind="trends" onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
+        <Route path="/analytics/:kind">
+          {(params) => (
+            <div className="page-overlay">
+              <Suspense fallback={<div className="page">Loading…</div>}>
+                <AnalyticsRoute kind={params.kind} onSignedOut={signOut} />
+              </Suspense>
             </div>
           )}
         </Route>
@@ -108,6 +136,12 @@ function Nav() {
   const here = (path: string) => (pathname === path || pathname.startsWith(`${path}/`) ? "page" : undefined);
   return (
     <nav className="nav" aria-label="Pages">
+      <Link href="/web" aria-current={here("/web")}>
+        Web analytics
+      </Link>
+      <Link href="/analytics/trends" aria-current={here("/analytics")}>
+        Analytics
+      </Link>
       <Link href="/" aria-current={pathname === "/" || pathname === "/editor" ? "page" : undefined}>
         Editor
       </Link>
