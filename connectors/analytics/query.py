@@ -369,6 +369,8 @@ def tpl(template: str, **nodes: exp.Expression) -> exp.Expression:
             name = node.name[2:]
             missing.discard(name)
             replacement = nodes[name].copy()
+            if isinstance(replacement, exp.Values):  # keeps its own alias (with columns)
+                return replacement
             if not isinstance(replacement, exp.Table | exp.Subquery):
                 replacement = exp.Subquery(this=replacement)
             alias = node.args.get("alias")

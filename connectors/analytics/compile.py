@@ -1,0 +1,41 @@
+"""One entry point for every analytics kind: `compile_analytics(kind, definition, ctx)`.
+
+The kinds' modules are imported when first used, so a kind still being built (or failing
+to import) does not take the others down."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connectors.analytics.query import Compiled, Context, DefinitionError
+
+KINDS = ("trends", "funnel", "retention", "paths", "sessions")
+
+# kind → (module, function)
+_COMPILERS: dict[str, tuple[str, str]] = {
+    "trends": ("connectors.analytics.trends", "compile_trends"),
+    "funnel": ("connectors.analytics.funnels", "compile_funnel"),
+    "retention": ("connectors.analytics.cohorts", "compile_retention"),
+    "paths": ("connectors.analytics.paths", "compile_paths"),
+    "sessions": ("connectors.analytics.web", "compile_sessions"),
+}
+
+
+def compiler(kind: str) -> Callable[[Mapping[str, Any], Context], Compiled]:
+    if kind not in _COMPILERS:
+        raise DefinitionError("kind", "must be one of " + ", ".join(KINDS))
+    module_name, function = _COMPILERS[kind]
+    module = importlib.import_module(module_name)
+    found: Callable[[Mapping[str, Any], Context], Compiled] = getattr(module, function)
+    return found
+
+
+def compile_analytics(kind: str, definition: Mapping[str, Any], ctx: Context) -> Compiled:
+    """The one SQL statement answering `definition` of `kind` (DefinitionError when the
+    definition is not valid; its field is the definition's dotted path)."""
+    if not isinstance(definition, Mapping):
+        raise DefinitionError("definition", "must be an object")
+    ctx.check()
+    return compiler(kind)(definition, ctx)
