@@ -105,6 +105,25 @@ def test_events_of_a_day_while_nothing_changed_elsewhere_request_nothing_else(
     assert only(ticks.next_cron_tick()) == {"2020-01-01"}
 
 
+def test_a_day_being_refreshed_waits_for_the_tick_after_its_run(
+    servers: ServerUrls, sqlbook: SqlbookResource, instance: dg.DagsterInstance
+) -> None:
+    defs = defs_for(servers, sqlbook)
+    ticks = Ticks(instance, defs)
+    # a run of 2022-03-15 in progress (as the daemon would have launched it)
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_implicit_global_asset_job_def(),
+        asset_selection=set(analytics_day.keys),
+        tags={"dagster/partition": "2022-03-15"},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    report_event_days(instance, date(2022, 3, 15))
+    assert only(ticks.next_cron_tick()) == {"2022-03-14"}  # not the one in progress
+    instance.report_run_failed(run)  # it ends (how does not matter)
+    assert only(ticks.tick(timedelta(seconds=30))) == set()  # between cron ticks
+    assert only(ticks.next_cron_tick()) == {"2022-03-15"}  # still dirty: now it goes
+
+
 def test_a_refresh_does_not_request_its_days_again(
     servers: ServerUrls, sqlbook: SqlbookResource, instance: dg.DagsterInstance
 ) -> None:
