@@ -13,23 +13,29 @@ from connectors.analytics.query import Compiled, Context, DefinitionError
 
 KINDS = ("trends", "funnel", "retention", "paths", "sessions")
 
-# kind → (module, function)
-_COMPILERS: dict[str, tuple[str, str]] = {
-    "trends": ("connectors.analytics.trends", "compile_trends"),
-    "funnel": ("connectors.analytics.funnels", "compile_funnel"),
-    "retention": ("connectors.analytics.cohorts", "compile_retention"),
-    "paths": ("connectors.analytics.paths", "compile_paths"),
-    "sessions": ("connectors.analytics.web", "compile_sessions"),
+# kind → (module, the function names it may use, first found wins)
+_COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "trends": ("connectors.analytics.trends", ("compile_trends",)),
+    "funnel": ("connectors.analytics.funnels", ("compile_funnel", "compile_funnels", "compile")),
+    "retention": (
+        "connectors.analytics.cohorts",
+        ("compile_retention", "compile_cohorts", "compile"),
+    ),
+    "paths": ("connectors.analytics.paths", ("compile_paths", "compile")),
+    "sessions": ("connectors.analytics.web", ("compile_sessions", "compile_web")),
 }
 
 
 def compiler(kind: str) -> Callable[[Mapping[str, Any], Context], Compiled]:
     if kind not in _COMPILERS:
         raise DefinitionError("kind", "must be one of " + ", ".join(KINDS))
-    module_name, function = _COMPILERS[kind]
+    module_name, names = _COMPILERS[kind]
     module = importlib.import_module(module_name)
-    found: Callable[[Mapping[str, Any], Context], Compiled] = getattr(module, function)
-    return found
+    for name in names:
+        found: Callable[[Mapping[str, Any], Context], Compiled] | None = getattr(module, name, None)
+        if found is not None:
+            return found
+    raise NotImplementedError(f"{module_name} has no {names[0]}()")
 
 
 def compile_analytics(kind: str, definition: Mapping[str, Any], ctx: Context) -> Compiled:

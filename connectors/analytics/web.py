@@ -1,0 +1,420 @@
+"""Web analytics (the `sessions` kind): visitors, sessions, pageviews, bounce rate, duration,
+top pages, entry/exit pages, referrers, UTM, devices — one SQL statement whose single row is
+a JSON object (`json_build_object` of subqueries over shared CTEs).
+
+Request `{"date_from", "date_to"?, "limit"? (rows per panel, default 10), "filters"?,
+"interval"?}` → `{"totals": {"visitors", "sessions", "pageviews", "bounce_rate",
+"avg_duration_seconds", "views_per_session"}, "series": {"buckets", "visitors", "sessions",
+"pageviews"}, "top_pages", "entry_pages", "exit_pages", "referrers", "utm_sources",
+"utm_mediums", "utm_campaigns", "browsers", "os", "devices"}`; each panel a list of
+`{"value", "visitors", "pageviews"?, "sessions"?}`.
+
+Two sources, the same definitions:
+- `rollups`: the range is whole local days, every UTC day it touches is clean
+  (`ctx.clean_days`) and there are no filters → the `sessions` table (sessions starting in
+  the range; visitors = distinct persons, resolved now) and, for top pages,
+  `rollup_pages_daily` when the zone is at UTC+0 over the range (its days are UTC days;
+  a page's visitors are then the sum of its daily visitors), else the range's pageview events.
+- `events`: otherwise, sessions computed inline from raw events (`query.sessionize`, with
+  a look-back of timeout + 24 h and a look-ahead of 24 h so sessions crossing the edges keep
+  their boundaries); filters apply to the events before they are grouped into sessions.
+
+Definitions: a session is counted in the bucket/range where it starts; its pageviews are
+its `$pageview` events (totals and series), bounce = exactly one pageview and under 10 s,
+duration = last event - first event; entry/exit page = first/last pageview's page;
+referrer/UTM/browser/OS/device are the first event's. Top pages count `$pageview` events in
+the range by their page (`$pathname`, else the path of `$current_url`). Raw events carry
+no parsed user agent: the `events` source takes `$browser`/`$os`/`$device_type` when sent,
+else a coarse classification of the user agent in SQL (the `sessions` table has
+ua-parser's), and does not percent-decode UTM values read from a URL's query string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlglot import exp
+
+from connectors.analytics.query import (
+    Bucket,
+    Compiled,
+    Context,
+    Params,
+    Span,
+    bucket_key,
+    buckets,
+    choice,
+    column,
+    compiled,
+    events_scope,
+    number,
+    positive_int,
+    property_filter,
+    require_list,
+    require_mapping,
+    resolve_span,
+    sessionize,
+    tpl,
+    zero_offset,
+)
+
+BOUNCE_SECONDS = 10
+DEFAULT_LIMIT = 10
+PANELS = (
+    "top_pages",
+    "entry_pages",
+    "exit_pages",
+    "referrers",
+    "utm_sources",
+    "utm_mediums",
+    "utm_campaigns",
+    "browsers",
+    "os",
+    "devices",
+)
+
+# The page, referrer and UTM rules of connectors/analytics/sessions.py, as fixed SQL.
+PAGE = (
+    "coalesce(nullif(__props ->> '$pathname', ''), case when (__props ->> '$current_url')"
+    " ~ '^[A-Za-z][A-Za-z0-9+.-]*://' then coalesce(nullif(substring((__props ->>"
+    " '$current_url') from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')"
+    " when (__props ->> '$current_url') <> '' then nullif(substring((__props ->>"
+    " '$current_url') from '^([^?#]*)'), '') end)"
+)
+REFERRER = "nullif(nullif(__props ->> '$referrer', ''), '$direct')"
+HOST = (
+    "nullif(lower(substring(__url from"
+    " '^(?:[A-Za-z][A-Za-z0-9+.-]*:)?//(?:[^@/?#]*@)?(\\[[^]]*\\]|[^:/?#]*)')), '')"
+)
+UTM = (
+    "coalesce(nullif(__props ->> '{name}', ''), replace(nullif(substring(__props ->>"
+    " '$current_url' from '[?&]{name}=([^&#]*)'), ''), '+', ' '))"
+)
+BROWSER = """coalesce(nullif(__props ->> '$browser', ''), case
+  when __ua is null or __ua = '' then null
+  when __ua ~* '(bot|crawl|spider|slurp)' then null
+  when __ua ~ 'Edg(e|A|iOS)?/' then 'Edge'
+  when __ua ~ '(OPR/|Opera)' then 'Opera'
+  when __ua ~ 'FxiOS/' then 'Firefox iOS'
+  when __ua ~ 'Firefox/' and __ua ~ 'Mobile' then 'Firefox Mobile'
+  when __ua ~ 'Firefox/' then 'Firefox'
+  when __ua ~ 'CriOS/' then 'Chrome Mobile iOS'
+  when __ua ~ 'Chrome/' and __ua ~ 'Mobile' then 'Chrome Mobile'
+  when __ua ~ 'Chrome/' then 'Chrome'
+  when __ua ~ 'Version/.*Mobile.*Safari/' then 'Mobile Safari'
+  when __ua ~ 'Version/.*Safari/' then 'Safari'
+end)"""
+OS = """coalesce(nullif(__props ->> '$os', ''), case
+  when __ua is null or __ua = '' then null
+  when __ua ~ '(iPhone|iPad|iPod)' then 'iOS'
+  when __ua ~ 'Android' then 'Android'
+  when __ua ~ 'Windows' then 'Windows'
+  when __ua ~ '(Macintosh|Mac OS X)' then 'Mac OS X'
+  when __ua ~ 'CrOS' then 'Chrome OS'
+  when __ua ~ 'Ubuntu' then 'Ubuntu'
+  when __ua ~ 'Linux' then 'Linux'
+end)"""
+DEVICE = """coalesce(nullif(__props ->> '$device_type', ''), case
+  when __ua is null or __ua = '' then null
+  when __ua ~* '(bot|crawl|spider|slurp|headless)' then 'Bot'
+  when __ua ~* '(iPad|tablet|kindle|playbook)' then 'Tablet'
+  when __ua ~ 'Android' and __ua !~ 'Mobile' then 'Tablet'
+  when __ua ~ '(Mobile|iPhone|iPod|Android)' then 'Mobile'
+  when __ua ~ '(Windows|Macintosh|Mac OS X|CrOS|Linux)' then 'Desktop'
+end)"""
+
+
+def compile_sessions(definition: Mapping[str, Any], ctx: Context) -> Compiled:
+    ctx.check()
+    definition = require_mapping(definition, "definition")
+    span = resolve_span(definition.get("date_from"), definition.get("date_to"), ctx)
+    interval = choice(
+        definition.get("interval"), ("hour", "day", "week", "month"), "interval", "day"
+    )
+    limit = positive_int(definition.get("limit"), "limit", DEFAULT_LIMIT, 1000)
+    filters = definition.get("filters", definition.get("properties"))
+    if filters is not None:
+        require_list(filters, "filters", max_items=100)
+    bucket_list = buckets(span, interval, ctx)
+    params = Params()
+    use_rollups = _clean(span, ctx) and not filters
+    if use_rollups:
+        tree = _from_sessions_table(span, interval, limit, ctx, params)
+        source = "rollups"
+    else:
+        tree = _from_events(span, interval, limit, filters, ctx, params)
+        source = "events"
+    shape = _shaper(bucket_list)
+    return compiled(tree, params, shape, _tabler(shape), source=source)
+
+
+def _clean(span: Span, ctx: Context) -> bool:
+    if ctx.clean_days is None or not span.whole_days:
+        return False
+    days = span.utc_days()
+    return set(days) <= set(ctx.clean_days(days[0], days[-1]))
+
+
+# --- from raw events ------------------------------------------------------------------
+
+
+def _from_events(
+    span: Span, interval: str, limit: int, filters: Any, ctx: Context, params: Params
+) -> exp.Expression:
+    lookback = timedelta(minutes=ctx.session_timeout_minutes) + timedelta(hours=24)
+    inner = tpl(
+        "select e.* from events as e where __scope",
+        scope=events_scope(ctx, params, span.start - lookback, span.end + timedelta(hours=24)),
+    )
+    events = exp.Subquery(
+        this=sessionize(inner, ctx, params), alias=exp.TableAlias(this=exp.to_identifier("e"))
+    )
+    props = column("properties", "e")
+    ua = column("user_agent", "e")
+    where = property_filter(filters, params, field="filters")
+    ev = tpl(
+        f"""
+        select e.session_key, e.timestamp, e.event_name, e.distinct_id,
+          coalesce(cast(pdi.person_id as text), e.distinct_id) as person,
+          case when e.event_name = '$pageview' then {PAGE} end as page,
+          {REFERRER} as referrer,
+          {UTM.format(name="utm_source")} as utm_source,
+          {UTM.format(name="utm_medium")} as utm_medium,
+          {UTM.format(name="utm_campaign")} as utm_campaign,
+          {BROWSER} as browser, {OS} as os, {DEVICE} as device_type
+        from __events as e
+        left join person_distinct_ids as pdi
+          on pdi.project_id = e.project_id and pdi.distinct_id = e.distinct_id
+        left join persons as p on p.project_id = pdi.project_id and p.person_id = pdi.person_id
+        where __where
+        """,
+        events=events,
+        props=props,
+        ua=ua,
+        where=where if where is not None else exp.true(),
+    )
+    ses = tpl(
+        """
+        select session_key, min(timestamp) as started_at, max(timestamp) as ended_at,
+          (array_agg(person order by timestamp))[1] as person,
+          (count(*) filter (where event_name = '$pageview')) as pageview_count,
+          (array_agg(page order by timestamp) filter (where event_name = '$pageview'))[1]
+            as entry_page,
+          (array_agg(page order by timestamp desc) filter (where event_name = '$pageview'))[1]
+            as exit_page,
+          (array_agg(referrer order by timestamp))[1] as referrer,
+          (array_agg(utm_source order by timestamp))[1] as utm_source,
+          (array_agg(utm_medium order by timestamp))[1] as utm_medium,
+          (array_agg(utm_campaign order by timestamp))[1] as utm_campaign,
+          (array_agg(browser order by timestamp))[1] as browser,
+          (array_agg(os order by timestamp))[1] as os,
+          (array_agg(device_type order by timestamp))[1] as device_type
+        from ev group by session_key
+        having min(timestamp) >= __start and min(timestamp) < __end
+        """,
+        start=params.bind(span.start),
+        end=params.bind(span.end),
+    )
+    sp = tpl(
+        f"""
+        select s.*, extract(epoch from s.ended_at - s.started_at) as duration_s,
+          s.pageview_count = 1 and s.ended_at - s.started_at < interval '{BOUNCE_SECONDS} seconds'
+            as bounced,
+          {HOST} as referring_domain
+        from ses as s
+        """,
+        url=column("referrer", "s"),
+    )
+    pages = tpl(
+        """
+        select page as value, count(distinct person) as visitors, count(*) as pageviews
+        from ev where event_name = '$pageview' and page is not null
+          and timestamp >= __start and timestamp < __end
+        group by 1
+        """,
+        start=params.bind(span.start),
+        end=params.bind(span.end),
+    )
+    return _statement({"ev": ev, "ses": ses, "sp": sp}, pages, span, interval, limit, ctx, params)
+
+
+# --- from the sessions table (+ page rollups) -----------------------------------------
+
+
+def _from_sessions_table(
+    span: Span, interval: str, limit: int, ctx: Context, params: Params
+) -> exp.Expression:
+    days = span.utc_days()
+    project = params.bind(ctx.project_id, "bigint")
+    sp = tpl(
+        """
+        select s.session_id as session_key, s.started_at, s.ended_at, s.duration_s,
+          s.pageview_count, s.entry_page, s.exit_page, s.referrer, s.referring_domain,
+          s.utm_source, s.utm_medium, s.utm_campaign, s.browser, s.os, s.device_type,
+          s.bounced, coalesce(cast(pdi.person_id as text), s.distinct_id) as person
+        from sessions as s
+        left join person_distinct_ids as pdi
+          on pdi.project_id = s.project_id and pdi.distinct_id = s.distinct_id
+        where s.project_id = __project and s.day >= __first and s.day <= __last
+          and s.started_at >= __start and s.started_at < __end
+        """,
+        project=project,
+        first=params.bind(days[0]),
+        last=params.bind(days[-1]),
+        start=params.bind(span.start),
+        end=params.bind(span.end),
+    )
+    if zero_offset(span):
+        pages = tpl(
+            """
+            select r.pathname as value, sum(r.visitors) as visitors,
+              sum(r.pageviews) as pageviews
+            from rollup_pages_daily as r
+            where r.project_id = __project and r.day >= __first and r.day <= __last
+              and r.pageviews > 0
+            group by 1
+            """,
+            project=project,
+            first=params.bind(days[0]),
+            last=params.bind(days[-1]),
+        )
+    else:
+        pages = tpl(
+            f"""
+            select {PAGE} as value,
+              count(distinct coalesce(cast(pdi.person_id as text), e.distinct_id)) as visitors,
+              count(*) as pageviews
+            from events as e
+            left join person_distinct_ids as pdi
+              on pdi.project_id = e.project_id and pdi.distinct_id = e.distinct_id
+            where __scope and {PAGE} is not null
+            group by 1
+            """,
+            props=column("properties", "e"),
+            scope=events_scope(ctx, params, span.start, span.end, event="$pageview"),
+        )
+    return _statement({"sp": sp}, pages, span, interval, limit, ctx, params)
+
+
+# --- the statement ----------------------------------------------------------------------
+
+
+def _panel(source: str, value: str, limit: int, *, pageviews: bool, sessions: bool) -> str:
+    fields = ["'value', value", "'visitors', visitors"]
+    inner = [f"{value} as value", "count(distinct person) as visitors"]
+    if sessions:
+        fields.append("'sessions', sessions")
+        inner.append("count(*) as sessions")
+    if pageviews:
+        fields.append("'pageviews', pageviews")
+        inner.append("sum(pageview_count) as pageviews")
+    return (
+        f"(select coalesce(json_agg(json_build_object({', '.join(fields)})"
+        f" order by visitors desc, value nulls last), '[]'::json) from ("
+        f"select {', '.join(inner)} from {source} group by 1"
+        f" order by 2 desc, 1 nulls last limit {int(limit)}) as t)"
+    )
+
+
+def _statement(
+    ctes: dict[str, exp.Expression],
+    pages: exp.Expression,
+    span: Span,
+    interval: str,
+    limit: int,
+    ctx: Context,
+    params: Params,
+) -> exp.Expression:
+    key = bucket_key(column("started_at"), interval, ctx, params)
+    panels = {
+        "entry_pages": _panel("sp", "entry_page", limit, pageviews=False, sessions=True),
+        "exit_pages": _panel("sp", "exit_page", limit, pageviews=False, sessions=True),
+        "referrers": _panel("sp", "referring_domain", limit, pageviews=False, sessions=True),
+        "utm_sources": _panel("sp", "utm_source", limit, pageviews=False, sessions=True),
+        "utm_mediums": _panel("sp", "utm_medium", limit, pageviews=False, sessions=True),
+        "utm_campaigns": _panel("sp", "utm_campaign", limit, pageviews=False, sessions=True),
+        "browsers": _panel("sp", "browser", limit, pageviews=False, sessions=True),
+        "os": _panel("sp", "os", limit, pageviews=False, sessions=True),
+        "devices": _panel("sp", "device_type", limit, pageviews=False, sessions=True),
+    }
+    with_sql = ", ".join(f"{name} as (select * from __{name} as x_{name})" for name in ctes)
+    body = f"""
+    with {with_sql}, pg as (select * from __pages as x_pages)
+    select json_build_object(
+      'totals', (select json_build_object(
+          'visitors', count(distinct person), 'sessions', count(*),
+          'pageviews', coalesce(sum(pageview_count), 0),
+          'bounces', count(*) filter (where bounced),
+          'duration', coalesce(sum(duration_s), 0)) from sp),
+      'series', (select coalesce(json_agg(json_build_object('bucket', bucket,
+          'visitors', visitors, 'sessions', sessions, 'pageviews', pageviews)), '[]'::json)
+        from (select __key as bucket, count(distinct person) as visitors,
+          count(*) as sessions, sum(pageview_count) as pageviews from sp group by 1) as b),
+      'top_pages', (select coalesce(json_agg(json_build_object('value', value,
+          'visitors', visitors, 'pageviews', pageviews)
+          order by visitors desc, pageviews desc, value), '[]'::json)
+        from (select * from pg order by visitors desc, pageviews desc, value
+          limit {int(limit)}) as t),
+      {", ".join(f"'{name}', {sql}" for name, sql in panels.items())}
+    ) as result
+    """
+    return tpl(body, pages=pages, key=key, **ctes)
+
+
+# --- shaping ------------------------------------------------------------------------------
+
+
+def _result(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    if not rows:
+        return {}
+    value = rows[0][columns.index("result") if "result" in columns else 0]
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    return dict(value or {})
+
+
+def _shaper(bucket_list: list[Bucket]) -> Callable[[list[str], list[list[Any]]], dict[str, Any]]:
+    def shape(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+        data = _result(columns, rows)
+        raw = data.get("totals") or {}
+        sessions = number(raw.get("sessions"))
+        pageviews = number(raw.get("pageviews"))
+        totals = {
+            "visitors": number(raw.get("visitors")),
+            "sessions": sessions,
+            "pageviews": pageviews,
+            "bounce_rate": (number(raw.get("bounces")) / sessions) if sessions else 0,
+            "avg_duration_seconds": (float(raw.get("duration") or 0) / sessions) if sessions else 0,
+            "views_per_session": (pageviews / sessions) if sessions else 0,
+        }
+        points = {str(p["bucket"]): p for p in data.get("series") or []}
+        series: dict[str, Any] = {"buckets": [b.label for b in bucket_list]}
+        for name in ("visitors", "sessions", "pageviews"):
+            series[name] = [number((points.get(b.key) or {}).get(name)) for b in bucket_list]
+        body: dict[str, Any] = {"totals": totals, "series": series}
+        for panel in PANELS:
+            body[panel] = [
+                {k: (v if k == "value" else number(v)) for k, v in item.items()}
+                for item in data.get(panel) or []
+            ]
+        return body
+
+    return shape
+
+
+def _tabler(
+    shape: Callable[[list[str], list[list[Any]]], dict[str, Any]],
+) -> Callable[[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]]:
+    def table(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+        body = shape(columns, rows)
+        series = body["series"]
+        out = [
+            [bucket, series["visitors"][i], series["sessions"][i], series["pageviews"][i]]
+            for i, bucket in enumerate(series["buckets"])
+        ]
+        return ["bucket", "visitors", "sessions", "pageviews"], out
+
+    return table
