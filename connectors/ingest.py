@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
@@ -29,7 +30,7 @@ from connectors.read_ahead import read_ahead
 from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
 from connectors.warehouse import PostgresWarehouse
 from connectors.warehouse.data_versions import DataVersions
-from connectors.warehouse.postgres import Stamped, prepare_rows
+from connectors.warehouse.postgres import EVENT_COLUMNS, Stamped, prepare_rows
 
 CHUNK_ROWS = 20_000
 MAX_ROWS_PER_RUN = 1_000_000
@@ -38,6 +39,10 @@ MAX_ROWS_PER_RUN = 1_000_000
 # the half second of latency this adds).
 FOLLOW_READ_COUNT = 500
 FOLLOW_BATCH_SECONDS = 0.5
+
+_PROJECT_ID = EVENT_COLUMNS.index("project_id")
+# A project's event retention in days (None: forever).
+Retention = Callable[[int], int | None]
 
 # Errors that say "these rows", not "this server".
 _DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError, TypeError)
@@ -57,6 +62,8 @@ class IngestReport:
     dead_lettered: int = 0
     lag_seconds: float | None = None  # age of the oldest entry when its rows were committed
     projects: int = 0
+    days: list[str] = field(default_factory=list)  # ISO UTC days that got rows, sorted
+    expired: int = 0  # rows older than their project's event retention: acked, not stored
 
 
 @dataclass(frozen=True)
@@ -103,14 +110,18 @@ class _Chunk:
         warehouse: PostgresWarehouse,
         report: IngestReport,
         versions: DataVersions | None = None,
+        retention: Retention | None = None,
     ):
         self.stream = stream
         self.warehouse = warehouse
         self.versions = versions
         self.report = report
+        self.retention = retention
         self.entries: list[_Ready] = []
         self.rows = 0
         self.projects: set[int] = set()
+        self.days: set[date] = set()
+        self._kept_days: dict[int, int | None] = {}  # the run asks once per project
 
     def add(self, ready: _Ready) -> None:
         entry = ready.entry
@@ -125,7 +136,7 @@ class _Chunk:
     def flush(self) -> None:
         if not self.entries:
             return
-        good = [r for r in self.entries if r.rows is not None]
+        good = [self._unexpired(r) for r in self.entries if r.rows is not None]
         for bad in (r.entry for r in self.entries if r.rows is None):
             self._dead_letter(bad, bad.error or "")
         try:
@@ -155,6 +166,27 @@ class _Chunk:
         result = self.warehouse.insert_prepared([row for r in ready for row in r.rows or ()])
         self.report.inserted += result.inserted
         self.report.duplicates += result.duplicates
+        self.days.update(day for day, count in result.days.items() if count)
+        self.report.days = sorted(day.isoformat() for day in self.days)
+
+    def _unexpired(self, ready: _Ready) -> _Ready:
+        """The entry with the rows their project still keeps; the others are counted in
+        `expired` (and acked with the entry like the rest: a late event past the
+        retention is accepted, not stored)."""
+        if self.retention is None or not ready.rows:
+            return ready
+        now = datetime.now(UTC)
+        kept: list[Stamped] = []
+        for row in ready.rows:
+            project = row[1][_PROJECT_ID]
+            if project not in self._kept_days:
+                self._kept_days[project] = self.retention(project)
+            days = self._kept_days[project]
+            if days is not None and row[0] < now - timedelta(days=days):
+                self.report.expired += 1
+            else:
+                kept.append(row)
+        return ready if len(kept) == len(ready.rows) else _Ready(ready.entry, kept)
 
     def _dead_letter(self, entry: StreamEntry, error: str) -> None:
         self.stream.dead_letter(entry, error)
@@ -170,6 +202,7 @@ def ingest_range(
     max_rows: int = MAX_ROWS_PER_RUN,
     follow: tuple[float, float] = (0.0, 0.0),
     versions: DataVersions | None = None,
+    retention: Retention | None = None,
 ) -> IngestReport:
     """Ingest the entries between `start_id` and `end_id`, stopping at a chunk boundary
     once `max_rows` rows are done (so a run over a large backlog stays short).
@@ -182,9 +215,13 @@ def ingest_range(
 
     `versions`: bumped for the chunk's projects after each commit, in the round trip that
     deletes its entries (the Dagster asset always passes them; without, cached warehouse
-    results wait for their TTL)."""
+    results wait for their TTL).
+
+    `retention`: a project's event retention in days (None: keeps everything); a row older
+    than `now - days` is not inserted but counted in `expired` (and acked). Without it,
+    every row is kept. The report's `days` are the UTC days that got rows."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
-    chunk = _Chunk(stream, warehouse, report, versions)
+    chunk = _Chunk(stream, warehouse, report, versions, retention)
     pages = _pages(stream.read(start_id, end_id), max(chunk_rows // 8, 1))
     with read_ahead(pages, depth=8, name="ingest-prefetch", join_timeout=5) as ahead:
         for ready in itertools.chain.from_iterable(ahead):

@@ -62,7 +62,8 @@ create table if not exists person_updates (
 );
 """
 
-# The tail of the ingestion INSERT: `ins` is the set of rows actually inserted.
+# The tail of the ingestion INSERT: `ins` is the set of rows actually inserted. Its
+# result: (UTC day, rows inserted) per day.
 STAGE_FROM_INSERTED = """
 , seen as (
     insert into person_updates (project_id, distinct_id, first_seen, last_seen)
@@ -81,8 +82,17 @@ STAGE_FROM_INSERTED = """
     where jsonb_typeof(properties -> '$set') = 'object'
        or jsonb_typeof(properties -> '$set_once') = 'object'
        or event_name in ('$identify', '$create_alias')
+), dirty as (
+    -- the rollups of each (project, UTC day) that got rows, and of the day before (a
+    -- session starting then may run into it), are stale from now on (rollup_days)
+    insert into rollup_days as r (project_id, day, dirty_since)
+    select distinct ins.project_id, d.day, now() from ins
+    cross join lateral (values ((ins.timestamp at time zone 'UTC')::date),
+                               ((ins.timestamp at time zone 'UTC')::date - 1)) d (day)
+    order by 1, 2
+    on conflict (project_id, day) do update set dirty_since = coalesce(r.dirty_since, now())
 )
-select count(*) from ins
+select (timestamp at time zone 'UTC')::date as day, count(*) from ins group by 1 order by 1
 """
 
 BATCH = 50_000

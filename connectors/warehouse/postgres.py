@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -78,6 +78,7 @@ _ANALYZE_AFTER_ROWS = 1_000
 class InsertResult:
     inserted: int
     duplicates: int
+    days: dict[date, int] = field(default_factory=dict)  # UTC day -> rows inserted
 
 
 def utc_day(value: str | datetime) -> date:
@@ -183,15 +184,7 @@ class PostgresWarehouse:
 
     def _partitions(self, conn: psycopg.Connection[Any]) -> list[tuple[date, date]]:
         """(first day, day after the last) of every partition, in order."""
-        found = []
-        for (bound,) in conn.execute(
-            "select pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
-            " join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass"
-        ):
-            m = _BOUND.search(bound or "")
-            if m:
-                found.append((utc_day(m.group(1)), utc_day(m.group(2))))
-        return sorted(found)
+        return sorted((lo, hi) for _, lo, hi in partitions(conn))
 
     def _ensure_partitions(
         self, conn: psycopg.Connection[Any], days: Iterable[date], today: date | None = None
@@ -244,17 +237,20 @@ class PostgresWarehouse:
             _, bounds = self._ensure_partitions(
                 conn, {ts.astimezone(UTC).date() for ts, _ in stamped}
             )
-            inserted = sum(
-                self._insert_group(conn, group, bounds) for group in _time_groups(stamped)
-            )
-        return InsertResult(inserted=inserted, duplicates=len(prepared) - inserted)
+            days: dict[date, int] = {}
+            for group in _time_groups(stamped):
+                for day, count in self._insert_group(conn, group, bounds).items():
+                    days[day] = days.get(day, 0) + count
+        inserted = sum(days.values())
+        return InsertResult(inserted=inserted, duplicates=len(prepared) - inserted, days=days)
 
     def _insert_group(
         self,
         conn: psycopg.Connection[Any],
         group: list[Stamped],
         bounds: list[tuple[date, date]],
-    ) -> int:
+    ) -> dict[date, int]:
+        """Insert one group in a transaction; returns the rows inserted per UTC day."""
         columns = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
         with conn.transaction():
             # a chunk's sort and the inserted rows the persons step reads stay in memory
@@ -273,8 +269,9 @@ class PostgresWarehouse:
             # duplicate of one with the same id within a day of it. The constant bounds
             # let the planner keep only the partitions this group can touch.
             # The rows actually inserted also feed `person_updates` in this statement, so
-            # persons see each event exactly once (see persons.py).
-            row = conn.execute(
+            # persons see each event exactly once (see persons.py), and mark the days
+            # they fall on (and the days before) as stale in `rollup_days`.
+            days = conn.execute(
                 sql.SQL(
                     "with ins as (insert into events ({cols}) select {cols} from _ingest t"
                     " where not exists (select 1 from events e"
@@ -290,13 +287,14 @@ class PostgresWarehouse:
                     hi=sql.Literal(group[-1][0] + DUPLICATE_WINDOW),
                     window=sql.Literal(DUPLICATE_WINDOW),
                 )
-            ).fetchone()
-            inserted = int(row[0]) if row else 0
+            ).fetchall()
+        per_day = {day: int(count) for day, count in days}
+        inserted = sum(per_day.values())
         if inserted >= _ANALYZE_AFTER_ROWS:
             first, last = utc_day(group[0][0]), utc_day(group[-1][0])
             touched = [partition_name(lo, hi) for lo, hi in bounds if lo <= last and hi > first]
             self._refresh_statistics(conn, touched, inserted)
-        return inserted
+        return per_day
 
     def _refresh_statistics(
         self, conn: psycopg.Connection[Any], partitions: list[str], inserted: int
@@ -317,6 +315,19 @@ class PostgresWarehouse:
         ).fetchall()
         for (partition,) in stale:
             conn.execute(sql.SQL("analyze {}").format(sql.SQL(partition)))
+
+
+def partitions(conn: psycopg.Connection[Any]) -> list[tuple[str, date, date]]:
+    """(name, first day, day after the last) of every partition of `events`, in order."""
+    found = []
+    for name, bound in conn.execute(
+        "select c.relname::text, pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
+        " join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass"
+    ):
+        m = _BOUND.search(bound or "")
+        if m:
+            found.append((name, utc_day(m.group(1)), utc_day(m.group(2))))
+    return sorted(found, key=lambda p: (p[1], p[2]))
 
 
 def _covered(day: date, existing: list[tuple[date, date]]) -> bool:
