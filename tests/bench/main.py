@@ -26,6 +26,10 @@ Phases (each figure next to a baseline measured in the same run):
 8. connectors a full Stripe sync of 100k charges (+ customers) from the local fake vs the
               same pages fetched raw, and its peak RSS at 1/5 of the size; the webhook
               receiver's requests/s and p99 at 8 senders vs GET /health.
+9. analytics  10M generated events over 90 days: daily unique persons and a 3-step funnel
+              through POST /api/analytics on PostgreSQL (raw, and trends from rollups) vs
+              hand-written SQL; the compiled statements transpiled to ClickHouse on chDB vs
+              uniqExact/windowFunnel; refresh_day of one day vs insert_prepared of its events.
 
 Timings are measured and reported, never asserted.
 """
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import (
+    analytics,
     capture,
     connectors,
     exports,
@@ -89,6 +94,7 @@ PHASES = (
     "exports",
     "insights",
     "connectors",
+    "analytics",
 )
 
 
@@ -175,6 +181,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--stripe-customers", default="10k", help="customers beside them")
     g.add_argument("--webhook-seconds", type=float, default=10.0, help="per webhook/baseline run")
     g.add_argument("--webhook-senders", type=int, default=8, help="concurrent webhook senders")
+    g = p.add_argument_group("analytics")
+    g.add_argument("--analytics-events", default="10M", help="events generated over the days")
+    g.add_argument("--analytics-days", type=int, default=90, help="days the events span")
+    g.add_argument("--analytics-reps", type=int, default=5, help="timed runs of each pair")
+    g.add_argument(
+        "--analytics-slow-reps",
+        type=int,
+        default=3,
+        help=f"timed runs of a pair whose warm-up took over {analytics.SLOW_PAIR_S:g} s",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -193,6 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.export_xlsx_rows = parse_size(args.export_xlsx_rows)
     args.stripe_charges = parse_size(args.stripe_charges)
     args.stripe_customers = parse_size(args.stripe_customers)
+    args.analytics_events = parse_size(args.analytics_events)
     return args
 
 
@@ -421,6 +438,18 @@ def main(argv: list[str] | None = None) -> int:
                     webhook_seconds=args.webhook_seconds,
                 ),
             )
+        if "analytics" in args.phases:
+            sampler.mark("analytics")
+            phase(
+                "analytics",
+                lambda: analytics.measure(
+                    info,
+                    events=args.analytics_events,
+                    days=args.analytics_days,
+                    reps=args.analytics_reps,
+                    slow_reps=args.analytics_slow_reps,
+                ),
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -464,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         + exports.table_rows(results.get("exports"))
         + insights.table_rows(results.get("insights"))
         + connectors.table_rows(results.get("connectors"))
+        + analytics.table_rows(results.get("analytics"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()

@@ -26,7 +26,16 @@ from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.stream import CaptureStreamReader
 from connectors.warehouse import PostgresWarehouse
-from tests.bench import capture, connectors, exports, ingestion, insights, loadgen, queries
+from tests.bench import (
+    analytics,
+    capture,
+    connectors,
+    exports,
+    ingestion,
+    insights,
+    loadgen,
+    queries,
+)
 from tests.bench.report import build_rows
 from tests.bench.stack import MemorySampler, StackInfo
 from tests.bench.util import format_table
@@ -194,3 +203,33 @@ def test_connectors_phase(servers, sqlbook_home, workspace, stream_key):
     assert hooks["health_ok"] > 0 and hooks["health_failed"] == 0
     table = format_table(connectors.table_rows(out))
     assert "stripe sync 500 charges objects/s" in table and "webhook p99" in table
+
+
+def test_analytics_phase(servers, sqlbook_home, workspace, stream_key):
+    """The analytics phase at a tiny size: generated events COPYed into `events` and chDB,
+    one day through insert_prepared, trends and funnel through the API (or the compiler)
+    and hand-written on both engines, rollups refreshed; every path the same numbers."""
+    port = free_port()
+    settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        out = analytics.measure(
+            info, events=20_000, days=10, warmup=0, reps=1, slow_reps=1, truncate=False
+        )
+    load = out["load"]
+    assert load["events_loaded"] == 20_000 and load["chdb"]["rows"] == 20_000
+    assert load["holdout"]["inserted"] == load["holdout"]["rows"] > 0
+    pg = out["postgres"]
+    trends = pg["trends_raw"]["baseline_values"]
+    assert len(trends) == 10 and all(v > 0 for v in trends)
+    funnel = pg["funnel"]["baseline_values"]
+    assert funnel[0] >= funnel[1] >= funnel[2] > 0
+    assert out["clickhouse"]["postgres_agrees"] == {"trends": True, "funnel": True}
+    for key in ("trends_raw", "funnel", "trends_rollups"):
+        assert "error" not in pg[key], pg[key].get("error")
+        assert pg[key]["same_result"], (key, pg[key]["values"], pg[key]["baseline_values"])
+    assert pg["trends_rollups"]["source"] == "rollups"
+    assert pg["trends_rollups"]["rollup_direct_matches_raw"]
+    assert out["refresh"]["holdout"]["ratio"] is not None
+    table = format_table(analytics.table_rows(out))
+    assert "pg trends dau 90d, rollups, API p50" in table and "refresh_day of one day" in table
