@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from api.routes import (
     alerts,
+    analytics,
     capture,
     charts,
     connections,
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(shared_charts.router)
     app.include_router(insights.router)
     app.include_router(connections.router)
+    app.include_router(analytics.router)
     app.include_router(stripe_webhooks.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 

@@ -6,12 +6,19 @@ source exists, the SQL compiles with every `{{name}}` declared and is one read q
 click actions point at insights of the workspace, a plugin chart's plugin exists for the
 workspace and its props fit the manifest. A PATCH carries the `version` it was
 based on; another save since is a 409 `version_conflict`, never a silent overwrite.
-An insight of another workspace is a 404."""
+An insight of another workspace is a 404.
+
+An insight of an analytics kind (trends, funnel, retention, paths, sessions) carries its
+JSON `definition` (what POST /api/analytics/{kind} takes) instead of SQL; it is checked by
+compiling it (400 naming `definition.<field>`). Its run answers the compiled statement's
+tidy table as `columns`/`rows` (what exports, charts, alerts and snapshots see too), the
+builder's JSON as `analytics` and the SQL it ran as `sql`."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -80,9 +87,23 @@ class InsightCreate(BaseModel):
     datasource: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)] | int = Field(
         default="warehouse", description="'warehouse', a data source's name or id"
     )
-    sql: Annotated[str, Field(min_length=1, max_length=1_000_000, pattern=NO_NUL)]
+    kind: Literal["sql", "trends", "funnel", "retention", "paths", "sessions"] = Field(
+        default="sql",
+        description="sql: `sql` is the query; an analytics kind: `definition` is (and `sql`"
+        " is stored empty).",
+    )
+    sql: Annotated[str, Field(max_length=1_000_000, pattern=NO_NUL)] = Field(
+        default="", description="The query (kind sql: required)."
+    )
+    definition: dict[str, Any] | None = Field(
+        default=None,
+        description="An analytics kind's definition, as POST /api/analytics/{kind} takes it"
+        " (with `project_id` when the workspace has several projects).",
+    )
     parameters: ParameterList = Field(
-        default_factory=list, description="Typed parameters the SQL names as {{name}}."
+        default_factory=list,
+        description="Typed parameters the SQL names as {{name}}; an analytics insight's"
+        " are date ranges (the first one set overrides date_from/date_to).",
     )
     visualization: Visualization = Field(default_factory=Visualization)
     click_actions: list[ClickAction] = Field(default_factory=list, max_length=100)
@@ -113,6 +134,8 @@ class InsightPublic(BaseModel):
     parameters: list[dict[str, Any]]
     visualization: dict[str, Any]
     click_actions: list[dict[str, Any]]
+    kind: str
+    definition: dict[str, Any] | None
     version: int
     created_by: str
     created_at: dt.datetime
@@ -132,6 +155,8 @@ class InsightPublic(BaseModel):
             parameters=insight.parameters,
             visualization=insight.visualization,
             click_actions=insight.click_actions,
+            kind=insight.kind,
+            definition=insight.definition,
             version=insight.version,
             created_by=insight.created_by,
             created_at=insight.created_at,
@@ -167,6 +192,15 @@ class InsightRunResult(QueryResultPublic):
     parameters: dict[str, Any] = Field(
         description='The values it ran with: dates ISO 8601, a date range {"from", "to"}'
         " (to excluded)."
+    )
+    kind: str = Field(default="sql", description="The insight's kind.")
+    analytics: dict[str, Any] | None = Field(
+        default=None,
+        description="An analytics insight: the answer POST /api/analytics/{kind} gives"
+        " (columns/rows are its tidy table).",
+    )
+    sql: str | None = Field(
+        default=None, description="An analytics insight: the SQL it ran, values inlined."
     )
 
 
@@ -406,8 +440,10 @@ async def run_insight(
             )
         except DatasourceNotFound as err:
             raise HTTPException(400, f"datasource: {err} (the insight's)") from None
+        # an analytics insight's own result: both its table and its shape are made of it
+        request = replace(prepared.request, present=None)
         try:
-            return prepared, state.runner.start(prepared.request), insight
+            return prepared, state.runner.start(request), insight
         except QueryError as err:
             raise prepared.located(err) from None
 
@@ -416,11 +452,18 @@ async def run_insight(
         result = await asyncio.wrap_future(future)
     except QueryError as err:
         raise prepared.located(err) from None
+    extra: dict[str, Any] = {}
+    if prepared.analytics is not None:
+        analytics = prepared.analytics
+        extra = {"analytics": analytics.shape(result), **analytics.about()}
+        result = analytics.table(result)
     return {
         **result.to_dict(),
         "insight_id": insight.id,
         "version": insight.version,
         "parameters": prepared.shown,
+        "kind": insight.kind,
+        **extra,
     }
 
 
@@ -587,7 +630,7 @@ class RevisionPublic(BaseModel):
 class RevisionBody(RevisionPublic):
     body: dict[str, Any] = Field(
         description="name, description, folder_id, datasource, sql, parameters,"
-        " visualization, click_actions as saved."
+        " visualization, click_actions, kind, definition as saved."
     )
 
 
@@ -732,7 +775,8 @@ async def restore_revision(
 
     def restore() -> InsightRecord:
         revision = _revision(state, token, insight_id, version)
-        definition = dict(revision.body)
+        # revisions saved before insights had kinds are SQL insights
+        definition: dict[str, Any] = {"kind": "sql", "definition": None, **revision.body}
         folder_id = definition.get("folder_id")
         if folder_id is not None and state.insights.folder(token.workspace_id, folder_id) is None:
             definition.pop("folder_id")

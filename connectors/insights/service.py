@@ -18,6 +18,17 @@ Positional insights. SQL with no `{{…}}` runs as the editor sends it: its `$1 
 take the values of the declared parameters in order (the editor saves `$k` as a
 parameter `pk`, typed after the value it had), so `{"params": {"p1": "EU"}}` runs it.
 A date range cannot stand for one `$n`, so it is refused there.
+
+Analytics insights. An insight of kind trends, funnel, retention, paths or sessions keeps
+a JSON `definition` instead of SQL (`connectors.analytics.compile`): it is checked by
+compiling it (a refusal names `definition.<field>`), and every run compiles it with the
+project's settings (time zone, week start, session timeout) and the days whose rollups
+are clean, so the API's run, exports, alerts, charts and snapshots all run the same
+statement through the executor. Its parameters may only be date ranges: the first one
+set overrides the definition's `date_from`/`date_to`. The run's result is the compiled
+statement's tidy table (`Compiled.table`); `AnalyticsRun.shape` gives the builder's JSON.
+The definition may name its `project_id`; without one it runs on the workspace's first
+project (a workspace with several projects must name one when saving).
 """
 
 from __future__ import annotations
@@ -25,12 +36,14 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from connectors.analytics.compile import compile_analytics
+from connectors.analytics.query import Compiled, Context, DefinitionError
 from connectors.insights.charts import ChartError
 from connectors.insights.compiler import CompiledSql, compile_sql
 from connectors.insights.parameters import (
@@ -45,9 +58,11 @@ from connectors.insights.parameters import (
 from connectors.insights.plugins import Plugin
 from connectors.insights.visualization import ColumnName, Visualization
 from connectors.metadata.insights import InsightRecord
+from connectors.metadata.store import Project
 from connectors.warehouse import guard, placeholders
 from connectors.warehouse.errors import ParameterError, QueryError
 from connectors.warehouse.registry import DatasourceNotFound
+from connectors.warehouse.results import Column, QueryResult
 from connectors.warehouse.runner import Actor, QueryRequest
 from connectors.warehouse.service import QueryService
 
@@ -141,9 +156,14 @@ def check_definition(
     the visualization is the one saved already (`saved_visualization`): a rename or a
     move of an insight whose uploaded plugin was deleted since still saves (it shows the
     error when drawn, until it picks another chart)."""
-    for name in ("parameters", "visualization", "click_actions"):
+    for name in ("parameters", "visualization", "click_actions", "definition"):
         _storable(definition.get(name), name)
+    kind = str(definition.get("kind") or "sql")
+    if kind not in INSIGHT_KINDS:
+        raise InsightInvalid("kind", f"one of {', '.join(INSIGHT_KINDS)}")
     datasource = str(definition.get("datasource", "warehouse"))
+    if kind != "sql" and datasource != "warehouse":
+        raise InsightInvalid("datasource", f"an insight of kind {kind} runs on the warehouse")
     try:
         dialect = queries.sources.target(workspace_id, datasource).source.dialect
     except DatasourceNotFound as err:
@@ -165,8 +185,17 @@ def check_definition(
                         f"parameters.{i}.options.filter_by.{theirs}",
                         f"insight {source} has no parameter {theirs}",
                     )
-    sql = str(definition["sql"])
-    _check_sql(sql, dialect, specs)
+    analytics: dict[str, Any] | None = None
+    if kind == "sql":
+        sql = str(definition.get("sql") or "")
+        if not sql.strip():
+            raise InsightInvalid("sql", "an SQL insight needs its SQL")
+        _check_sql(sql, dialect, specs)
+    else:  # the SQL is what the definition compiles to, at each run
+        sql = ""
+        analytics = _check_analytics(
+            queries, workspace_id, kind, definition.get("definition"), specs
+        )
     visualization = _validated(_VISUALIZATION, definition.get("visualization", {}), "visualization")
     stored_visualization = visualization.model_dump(mode="json", exclude_defaults=True) | {
         "type": visualization.type
@@ -186,6 +215,8 @@ def check_definition(
         "parameters": [s.model_dump(mode="json", exclude_none=True) for s in specs],
         "visualization": stored_visualization,
         "click_actions": [a.model_dump(mode="json") for a in actions],
+        "kind": kind,
+        "definition": analytics,
     }
 
 
@@ -303,11 +334,13 @@ class PreparedRun:
     time_zone: str
     compiled: CompiledSql = field(repr=False)
     source_sql: str = field(repr=False, default="")
+    # an analytics insight's compiled definition (its request presents the tidy table)
+    analytics: AnalyticsRun | None = field(repr=False, default=None)
 
     def located(self, err: QueryError) -> QueryError:
         """`err` with its position (the database's, in the compiled SQL) moved to the
         insight's own text, so an editor can point at it."""
-        if err.position is None or isinstance(err, InvalidParameter):
+        if err.position is None or isinstance(err, InvalidParameter) or self.analytics:
             return err
         moved = self.compiled.source_position(err.position)
         err.position = moved
@@ -333,6 +366,17 @@ def prepare_run(
     Blocking (it may read the metadata database): call it in a worker thread."""
     if not isinstance(params, Mapping):
         raise ParameterError('params: give the values by name: {"name": value}')
+    if insight.kind in ANALYTICS_KINDS:
+        return _prepare_analytics(
+            queries,
+            insight,
+            params,
+            actor,
+            project_ids,
+            use_cache=use_cache,
+            max_rows=max_rows,
+            now=now,
+        )
     time_zone = insight.time_zone or queries.metadata.workspace_time_zone(insight.workspace_id)
     specs = specs_of(insight)
     resolved = resolve(specs, params, now=now, time_zone=time_zone)
@@ -374,6 +418,234 @@ def shown_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
+
+
+# ---- analytics kinds ------------------------------------------------------------------
+
+ANALYTICS_KINDS = ("trends", "funnel", "retention", "paths", "sessions")
+INSIGHT_KINDS = ("sql", *ANALYTICS_KINDS)
+
+# The UTC days (between two, inclusive) whose rollups are clean for a project, read
+# through the executor (the workspace's reader, row-level security) like the analytics
+# statement it decides on.
+CLEAN_DAYS_SQL = (
+    "select day::text as day from rollup_days where project_id = $1"
+    " and day between $2::date and $3::date"
+    " and refreshed_at is not null and dirty_since is null order by day"
+)
+
+
+class ProjectChoice(ValueError):
+    """The project an analytics question is about cannot be told: `field` names where it
+    is given; `missing`: the id names no project of the workspace (a 404, not a 400)."""
+
+    def __init__(self, field: str, problem: str, *, missing: bool = False):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.missing = missing
+
+
+def pick_project(
+    projects: Sequence[Project], project_id: Any, field: str = "project_id"
+) -> Project:
+    """The workspace's project `project_id`; when None, its only project. ProjectChoice
+    when it has several (name one), none, or `project_id` is not one of them."""
+    if project_id is None:
+        if len(projects) == 1:
+            return projects[0]
+        if not projects:
+            raise ProjectChoice(field, "this workspace has no project")
+        ids = ", ".join(str(p.id) for p in projects)
+        raise ProjectChoice(field, f"this workspace has {len(projects)} projects ({ids}): name one")
+    if isinstance(project_id, bool) or not isinstance(project_id, int):
+        raise ProjectChoice(field, "must be a project's id (an integer)")
+    for project in projects:
+        if project.id == project_id:
+            return project
+    raise ProjectChoice(field, f"no project {project_id} in this workspace", missing=True)
+
+
+def analytics_context(
+    queries: QueryService,
+    project: Project,
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+    *,
+    now: datetime | None = None,
+    use_cache: bool = True,
+) -> Context:
+    """The compilers' context for `project`: its time zone, week start and session
+    timeout, and `clean_days` answered by CLEAN_DAYS_SQL through the executor (as
+    `actor`, scoped like its queries). Blocking, when the compiler asks."""
+
+    def clean_days(first: date, last: date) -> frozenset[date]:
+        request = queries.request(
+            project.workspace_id,
+            "warehouse",
+            CLEAN_DAYS_SQL,
+            [project.id, first.isoformat(), last.isoformat()],
+            actor,
+            project_ids,
+            use_cache=use_cache,
+            max_rows=queries.runner.defaults.max_rows_limit,
+        )
+        result = queries.runner.execute(request)
+        return frozenset(date.fromisoformat(str(row[0])) for row in result.rows)
+
+    return Context(
+        project_id=project.id,
+        time_zone=project.time_zone,
+        week_start=project.week_start,
+        session_timeout_minutes=project.session_timeout_minutes,
+        now=now,
+        clean_days=clean_days,
+    )
+
+
+def compile_definition(kind: str, definition: Mapping[str, Any], ctx: Context) -> Compiled:
+    """`definition` (its `project_id` aside) compiled for `ctx`; DefinitionError."""
+    body = {key: value for key, value in definition.items() if key != "project_id"}
+    return compile_analytics(kind, body, ctx)
+
+
+@dataclass(frozen=True)
+class AnalyticsRun:
+    """A compiled analytics definition and what its statement's result becomes."""
+
+    kind: str
+    project: Project
+    compiled: Compiled = field(repr=False)
+
+    def table(self, result: QueryResult) -> QueryResult:
+        """The result as its tidy table (`Compiled.table`): what a saved insight shows,
+        exports, charts and alerts on."""
+        names, rows = self.compiled.table([c.name for c in result.columns], result.rows)
+        columns = [Column(name, _type_of(rows, i)) for i, name in enumerate(names)]
+        return replace(result, columns=columns, rows=[list(r) for r in rows])
+
+    def shape(self, result: QueryResult) -> dict[str, Any]:
+        """The builder's JSON (`Compiled.shape`) of the statement's own result."""
+        return self.compiled.shape([c.name for c in result.columns], result.rows)
+
+    def about(self) -> dict[str, Any]:
+        """What an answer says besides its data: the SQL it ran (parameters inlined, for
+        "view SQL" and "open as SQL insight"), where it read from, kind and project."""
+        return {
+            "sql": self.compiled.display_sql(),
+            "source": self.compiled.source,
+            "kind": self.kind,
+            "project_id": self.project.id,
+        }
+
+
+def _type_of(rows: Sequence[Sequence[Any]], index: int) -> str:
+    """A tidy column's type name, after its first value that is not null."""
+    for row in rows:
+        value = row[index] if index < len(row) else None
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            return "boolean"
+        if isinstance(value, int):
+            return "bigint"
+        if isinstance(value, float):
+            return "double precision"
+        return "text"
+    return "text"
+
+
+def _check_analytics(
+    queries: QueryService,
+    workspace_id: int,
+    kind: str,
+    definition: Any,
+    specs: Sequence[ParameterSpec],
+) -> dict[str, Any]:
+    """An analytics definition as stored: an object, its project_id (required when the
+    workspace has several projects) one of the workspace's, compiling for that project
+    (without rollups: nothing is read); only date-range parameters."""
+    if not isinstance(definition, Mapping):
+        raise InsightInvalid("definition", f"an insight of kind {kind} needs its definition")
+    projects = queries.metadata.projects(workspace_id)
+    try:
+        project = pick_project(projects, definition.get("project_id"), "definition.project_id")
+    except ProjectChoice as err:
+        raise InsightInvalid(err.field, str(err).split(": ", 1)[1]) from None
+    for i, spec in enumerate(specs):
+        if spec.type != "date_range":
+            raise InsightInvalid(
+                f"parameters.{i}.type",
+                "an analytics insight takes date_range parameters only (they set the"
+                " definition's date_from/date_to)",
+            )
+    ctx = Context(
+        project_id=project.id,
+        time_zone=project.time_zone,
+        week_start=project.week_start,
+        session_timeout_minutes=project.session_timeout_minutes,
+    )
+    try:
+        compile_definition(kind, definition, ctx)
+    except DefinitionError as err:
+        raise InsightInvalid(f"definition.{err.field}", err.problem) from None
+    return dict(definition)
+
+
+def _prepare_analytics(
+    queries: QueryService,
+    insight: InsightRecord,
+    params: Mapping[str, Any],
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+    *,
+    use_cache: bool,
+    max_rows: int | None,
+    now: datetime | None,
+) -> PreparedRun:
+    definition = dict(insight.definition or {})
+    projects = queries.metadata.projects(insight.workspace_id)
+    wanted = definition.get("project_id")
+    try:
+        project = pick_project(
+            projects[:1] if wanted is None else projects, wanted, "definition.project_id"
+        )
+    except ProjectChoice as err:
+        raise ParameterError(str(err)) from None
+    specs = specs_of(insight)
+    resolved = resolve(specs, params, now=now, time_zone=project.time_zone)
+    for value in resolved.values():
+        if isinstance(value, DateRange):  # the first one set overrides the definition's
+            definition["date_from"] = value.start.isoformat()
+            definition["date_to"] = (value.end - timedelta(microseconds=1)).isoformat()
+            break
+    ctx = analytics_context(queries, project, actor, project_ids, now=now, use_cache=use_cache)
+    try:
+        compiled = compile_definition(insight.kind, definition, ctx)
+    except DefinitionError as err:
+        raise ParameterError(f"definition.{err}") from None
+    run = AnalyticsRun(insight.kind, project, compiled)
+    target = queries.sources.target(insight.workspace_id, "warehouse")
+    request = queries.request_on(
+        target,
+        insight.workspace_id,
+        compiled.sql,
+        list(compiled.params),
+        actor,
+        project_ids,
+        use_cache=use_cache,
+        # every row of the statement: the tidy table is made of all of them
+        max_rows=queries.runner.defaults.max_rows_limit,
+        present=run.table,
+    )
+    return PreparedRun(
+        request=request,
+        resolved=resolved,
+        shown={name: shown_value(value) for name, value in resolved.items()},
+        time_zone=project.time_zone,
+        compiled=CompiledSql(compiled.sql, list(compiled.params)),
+        source_sql=compiled.sql,
+        analytics=run,
+    )
 
 
 # ---- revisions ------------------------------------------------------------------------

@@ -5,6 +5,9 @@
   moves and deletes of one workspace's folders run one at a time, so two concurrent
   moves cannot build a cycle either. A folder holding folders or insights cannot be
   deleted (FolderNotEmpty); the trashed insights it holds move to the top level.
+- An insight is of a `kind`: "sql" (its SQL, `definition` null) or one of the analytics
+  kinds (trends, funnel, retention, paths, sessions: its JSON `definition` compiles to the
+  SQL it runs; `sql` is empty). Revisions keep both.
 - An insight has a `version`, bumped by every save. `update` writes only if the version
   it was based on is still the current one — one UPDATE … WHERE version = %s, so of two
   racing saves exactly one wins and the other gets VersionConflict — and writes the
@@ -36,6 +39,8 @@ BODY_FIELDS = (
     "parameters",
     "visualization",
     "click_actions",
+    "kind",
+    "definition",
 )
 
 
@@ -104,6 +109,8 @@ class InsightRecord:
     updated_by: str
     updated_at: datetime
     deleted_at: datetime | None
+    kind: str = "sql"  # or an analytics kind: trends, funnel, retention, paths, sessions
+    definition: dict[str, Any] | None = None  # an analytics kind's definition
     # The workspace's time zone (its first project's) when read with `get`, where the
     # insight's relative dates resolve; None when not read (prepare_run looks it up).
     time_zone: str | None = field(default=None, compare=False)
@@ -288,9 +295,9 @@ class InsightStore:
         if q:
             where.append(
                 "(name ilike %s escape '\\' or description ilike %s escape '\\'"
-                " or sql ilike %s escape '\\')"
+                " or sql ilike %s escape '\\' or definition::text ilike %s escape '\\')"
             )
-            args += [like_pattern(q)] * 3
+            args += [like_pattern(q)] * 4
         if folder == "root":
             where.append("folder_id is null")
         elif folder is not None:
@@ -312,8 +319,9 @@ class InsightStore:
             try:
                 row = conn.execute(
                     "insert into meta.insights (workspace_id, folder_id, name, description,"
-                    " datasource, sql, parameters, visualization, click_actions, created_by,"
-                    " updated_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " datasource, sql, parameters, visualization, click_actions, kind,"
+                    " definition, created_by, updated_by)"
+                    " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " returning *",
                     (workspace_id, *_values(body), actor, actor),
                 ).fetchone()
@@ -345,7 +353,8 @@ class InsightStore:
                 row = conn.execute(
                     "update meta.insights set folder_id = %s, name = %s, description = %s,"
                     " datasource = %s, sql = %s, parameters = %s, visualization = %s,"
-                    " click_actions = %s, version = version + 1, updated_by = %s,"
+                    " click_actions = %s, kind = %s, definition = %s,"
+                    " version = version + 1, updated_by = %s,"
                     " updated_at = now() where workspace_id = %s and id = %s"
                     " and deleted_at is null and version = %s returning *",
                     (*_values(body), actor, workspace_id, insight_id, version),
@@ -471,6 +480,8 @@ def _values(body: Mapping[str, Any]) -> tuple[Any, ...]:
         Jsonb(body.get("parameters", [])),
         Jsonb(body.get("visualization", {"type": "table"})),
         Jsonb(body.get("click_actions", [])),
+        body.get("kind") or "sql",
+        None if body.get("definition") is None else Jsonb(body["definition"]),
     )
 
 
@@ -522,6 +533,8 @@ def _insight(row: dict[str, Any]) -> InsightRecord:
         updated_by=row["updated_by"],
         updated_at=row["updated_at"],
         deleted_at=row["deleted_at"],
+        kind=row.get("kind") or "sql",
+        definition=row.get("definition"),
         time_zone=row.get("time_zone"),
     )
 

@@ -25,6 +25,9 @@ cancel, audit.
 - Exports (`stream`) take a slot in the same fair line as queries, for as long as the
   database is being read, and read every row (no row cap, no cache); their audit row
   says the export's kind, its insight and the rows the caller actually sent on.
+- A request may carry `present`: what its caller makes of the database's result (an
+  analytics insight's tidy table). `execute`/`start` answer it presented and exports
+  write it; the cache and the audit keep the statement's own result.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,7 +63,7 @@ from connectors.warehouse.errors import (
     SourceUnavailable,
 )
 from connectors.warehouse.fair_queue import FairQueue, Ticket
-from connectors.warehouse.results import Column, QueryResult
+from connectors.warehouse.results import Column, QueryResult, json_value
 from connectors.warehouse.source import STREAM_BATCH_ROWS, DataSource, QueryLimits, Scope
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,12 @@ class QueryRequest:
     max_rows: int | None = None
     use_cache: bool = True
     cache_ttl_s: int | None = None
+    # The result as its caller shows it (a new QueryResult; the argument is not changed):
+    # applied to what `start`/`execute` answer and to an export's rows, not to what is
+    # cached or submitted.
+    present: Callable[[QueryResult], QueryResult] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,8 @@ class QueryRunner:
         Nothing is written to Redis for it (the caller waits for the answer); DELETE
         /api/queries/{id} still reaches it in this process."""
         prepared = self._prepare(request)
-        return self._schedule(prepared, record_job=False)
+        answer = self._schedule(prepared, record_job=False)
+        return answer if request.present is None else _presented(answer, request.present)
 
     def submit(self, request: QueryRequest) -> str:
         """Check at once (a refused query raises here), then queue; returns the id. The
@@ -321,12 +331,14 @@ class QueryRunner:
                         scope=request.scope,
                         kind=prepared.checked.kind,
                         batch_rows=batch_rows,
-                        text=text,
+                        text=text and request.present is None,
                     )
                 )
                 export = Export(
                     query_id, rows_stream.columns, rows_stream.batches, rows_stream.text
                 )
+                if request.present is not None:
+                    export = _presented_export(export, request.present)
                 export._finish = held.pop_all()
                 with export._finish:
                     yield export
@@ -751,6 +763,30 @@ class QueryRunner:
             insight_id=insight_id,
         )
         self._audit_queue.put(entry)
+
+
+def _presented(
+    answer: Future[QueryResult], present: Callable[[QueryResult], QueryResult]
+) -> Future[QueryResult]:
+    presented: Future[QueryResult] = Future()
+
+    def done(future: Future[QueryResult]) -> None:
+        try:
+            presented.set_result(present(future.result()))
+        except BaseException as err:  # the query's error, or the presenter's
+            presented.set_exception(err)
+
+    answer.add_done_callback(done)
+    return presented
+
+
+def _presented_export(export: Export, present: Callable[[QueryResult], QueryResult]) -> Export:
+    """Every row read (a presented result is small: an analytics table), presented, as
+    one batch of JSON values."""
+    rows = [[json_value(v) for v in row] for batch in export.batches for row in batch]
+    result = present(QueryResult(export.columns, rows, False, 0.0, export.query_id))
+    batch: list[Sequence[Any]] = list(result.rows)
+    return Export(export.query_id, result.columns, iter([batch]), False)
 
 
 def error_body(error: QueryError) -> dict[str, Any]:

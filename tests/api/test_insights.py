@@ -407,6 +407,8 @@ def test_revision_diff_and_restore_as_a_new_version(client, workspace):
         "parameters",
         "visualization",
         "click_actions",
+        "kind",
+        "definition",
     }
 
     stale = client.post(f"{path}/revisions/1/restore", json={"version": 1}, headers=auth(workspace))
