@@ -2,12 +2,15 @@
 
 import os
 import socket
+from datetime import UTC, datetime
 
 import dagster as dg
 import redis
 from pydantic import Field
 
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
+from assets.rollups.partitions import event_day_materializations, touched_days
+from assets.rollups.projects import project_settings
 from connectors.ingest import ingest_range
 from connectors.warehouse.data_versions import DataVersions
 
@@ -58,6 +61,7 @@ def events(
     config: IngestRange,
     capture_stream: CaptureStreamResource,
     warehouse: WarehouseResource,
+    sqlbook: SqlbookResource,
 ) -> dg.MaterializeResult:
     # Who runs this: the sensor fails a run whose worker died (kill -9, OOM) instead of
     # waiting for its max runtime; DefaultRunLauncher cannot check a worker's health.
@@ -66,6 +70,8 @@ def events(
     )
     client = warehouse.client()
     client.install()  # idempotent: the table, and partitions for the days ahead
+    # each project's event retention, read once per run (None: kept forever)
+    retention = {pid: s.event_retention_days for pid, s in project_settings(sqlbook).items()}
     report = ingest_range(
         capture_stream.reader(),
         client,
@@ -73,11 +79,23 @@ def events(
         config.end_id,
         follow=(capture_stream.follow_seconds, capture_stream.follow_idle_seconds),
         versions=data_versions(capture_stream),
+        retention=retention.get,
     )
+    # the UTC days that got rows: the analytics assets of those days (and the day before)
+    # are refreshed by their automation condition
+    days = touched_days(report.days, today=datetime.now(UTC).date())
+    for materialization in event_day_materializations(days):
+        context.log_event(materialization)
+    if days.outside:
+        context.log.warning(
+            f"rows inserted on {len(days.outside)} days outside the analytics partitions "
+            f"(before 2020-01-01 or in the future): {', '.join(days.outside[:10])}"
+        )
     context.log.info(
         f"stream {report.start_id}..{report.end_id} (range asked: ..{report.requested_end_id}): "
         f"{report.entries} entries, "
-        f"{report.inserted} rows inserted, {report.duplicates} already present"
+        f"{report.inserted} rows inserted, {report.duplicates} already present, "
+        f"{report.expired} older than their project's retention (not stored)"
     )
     if report.dead_lettered:
         context.log.warning(
@@ -97,6 +115,9 @@ def events(
             "lag_seconds": report.lag_seconds,
             "projects": report.projects,
             "dead_lettered": report.dead_lettered,
+            "expired": report.expired,
+            "event_days": dg.MetadataValue.json(days.reported),
+            "days_outside_partitions": len(days.outside),
         },
         check_results=[
             dg.AssetCheckResult(

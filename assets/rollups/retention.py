@@ -73,7 +73,6 @@ def expire_old_data(
     settings = project_settings(sqlbook)
     chosen = policies(settings)
     timeouts = {pid: s.session_timeout_minutes for pid, s in settings.items()}
-    refreshed: list[str] = []
     client = warehouse.client()
     with client.connect(autocommit=True) as conn, client.connect(autocommit=True) as rollups:
         conn.execute("set timezone to 'UTC'")
@@ -82,21 +81,34 @@ def expire_old_data(
         def ensure_rollups(day: date) -> None:
             # its own connection: expire() may be inside a transaction on `conn`
             report = refresh_day(rollups, day, session_timeouts=timeouts)
-            refreshed.append(day.isoformat())
             context.log.info(
                 f"{day}: sessions and rollups refreshed before its events expire "
                 f"({report.events} events, {report.sessions} sessions)"
             )
 
         report = expire(conn, chosen, today=today, ensure_rollups=ensure_rollups)
+    dropped = list(getattr(report, "partitions_dropped", []))
+    slices = list(getattr(report, "slices_deleted", []))
+    aggregates = dict(getattr(report, "aggregates_deleted", {}))
+    waiting = dict(getattr(report, "waiting", {}))
+    refreshed = list(getattr(report, "days_refreshed", []))
+    context.log.info(
+        f"retention as of {today} ({len(chosen)} projects with a policy): "
+        f"{len(dropped)} partitions dropped, {len(slices)} project slices deleted, "
+        f"{sum(aggregates.values())} aggregate rows deleted, {len(refreshed)} days refreshed "
+        f"first, {len(waiting)} partitions waiting"
+    )
     metadata = {
         "today": today.isoformat(),
         "projects_with_policy": len(chosen),
-        "days_refreshed_first": dg.MetadataValue.json(refreshed),
+        "partitions_dropped_count": len(dropped),
+        "slices_deleted_count": len(slices),
+        "aggregate_rows_deleted": sum(aggregates.values()),
+        "days_refreshed_count": len(refreshed),
+        "partitions_waiting_count": len(waiting),
         **_metadata(report),
     }
-    context.log.info(f"retention as of {today}: {report}")
-    return dg.Output(len(refreshed), metadata=metadata)
+    return dg.Output(len(dropped), metadata=metadata)
 
 
 @dg.job(

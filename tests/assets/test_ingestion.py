@@ -9,7 +9,7 @@ import psycopg
 import redis
 
 from assets.ingestion import events
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
@@ -28,6 +28,7 @@ def ingest(
         resources={
             "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
             "warehouse": WarehouseResource(url=warehouse_url),
+            "sqlbook": SqlbookResource(),  # no app database: every project keeps everything
         },
         raise_on_error=False,
     )
@@ -43,7 +44,12 @@ def count(url: str, project_id: int) -> int:
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    (mat,) = result.asset_materializations_for_node("events")
+    # the run also reports the `event_days` partitions it inserted rows into
+    (mat,) = [
+        m
+        for m in result.asset_materializations_for_node("events")
+        if m.asset_key == dg.AssetKey("events")
+    ]
     return {k: v.value for k, v in mat.metadata.items()}
 
 

@@ -121,7 +121,7 @@ def test_waits_after_a_failed_run(
     servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
 ) -> None:
     from assets.ingestion import events, ingest_job, persons
-    from assets.resources import WarehouseResource
+    from assets.resources import SqlbookResource, WarehouseResource
 
     append(servers.redis_url, stream_key, FAKE_PROJECT, event_batch(1))
     # a real failed `ingest_events` run: its warehouse URL points at nothing
@@ -133,6 +133,7 @@ def test_waits_after_a_failed_run(
                 redis_url=servers.redis_url, stream_key=stream_key
             ),
             "warehouse": WarehouseResource(url="postgresql://nobody@/nodb?host=/nonexistent"),
+            "sqlbook": SqlbookResource(),
         },
     )
     failed = defs.resolve_job_def("ingest_events").execute_in_process(
