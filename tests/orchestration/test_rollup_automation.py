@@ -105,6 +105,41 @@ def test_events_of_a_day_while_nothing_changed_elsewhere_request_nothing_else(
     assert only(ticks.next_cron_tick()) == {"2020-01-01"}
 
 
+def test_an_ingestion_run_makes_the_days_it_touched_dirty(
+    servers: ServerUrls, sqlbook: SqlbookResource, stream_key: str, instance: dg.DagsterInstance
+) -> None:
+    """The whole path: the `events` asset's own run reports event_days, and the next cron
+    tick requests those days (and the day before each) - no runless events involved."""
+    from assets.ingestion import events
+    from assets.resources import CaptureStreamResource
+    from tests.streams import FAKE_PROJECT, append, event_batch
+
+    defs = defs_for(servers, sqlbook)
+    ticks = Ticks(instance, defs)
+    old = date(2022, 5, 4)
+    project = FAKE_PROJECT + 4242  # no row in meta.projects: no retention
+    first = append(servers.redis_url, stream_key, project, event_batch(2))
+    last = append(
+        servers.redis_url, stream_key, project, event_batch(2, timestamp=f"{old}T08:00:00Z")
+    )
+    ingested = dg.materialize(
+        [events],
+        instance=instance,
+        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": first, "end_id": last}}}),
+        resources={
+            "capture_stream": CaptureStreamResource(
+                redis_url=servers.redis_url, stream_key=stream_key
+            ),
+            "warehouse": WarehouseResource(url=servers.warehouse_url),
+            "sqlbook": sqlbook,
+        },
+    )
+    assert ingested.success
+    today = datetime.now(UTC).date()
+    expected = {d.isoformat() for d in (old - timedelta(1), old, today - timedelta(1), today)}
+    assert only(ticks.next_cron_tick()) == expected
+
+
 def test_a_day_being_refreshed_waits_for_the_tick_after_its_run(
     servers: ServerUrls, sqlbook: SqlbookResource, instance: dg.DagsterInstance
 ) -> None:
