@@ -149,7 +149,9 @@ def test_trend_filter_interval_sql_save_and_reopen(page: Page, live_ui: LiveApi)
     api = Api(live_ui)
     folder = api.call("POST", "/api/folders", {"name": f"Growth {uuid.uuid4().hex[:6]}"}, 201)
 
-    page.get_by_role("navigation", name="Pages").get_by_role("link", name="Analytics").click()
+    page.get_by_role("navigation", name="Pages").get_by_role(
+        "link", name="Analytics", exact=True
+    ).click()
     expect(page).to_have_url(re.compile(r"/analytics/trends"))
     main = builder(page, "Trends")
     expect(main.get_by_text("Pick an event for every series.")).to_be_visible()

@@ -62,29 +62,35 @@ export function BuilderPage({ kind, onSignedOut }: { kind: BuilderKind; onSigned
   const [saving, setSaving] = useState(false);
   const runToken = useRef(0);
 
-  // a saved insight: its definition, unless the URL already carries an edited one
+  // a saved insight: its definition (on the first load, unless the URL already carries an
+  // edited one); the insight just saved here is not fetched again
+  const firstLoad = useRef(true);
+  const loadedId = insight?.id ?? null;
   useEffect(() => {
     if (insightId === null) {
       setInsight(null);
       return;
     }
+    if (loadedId === insightId) return;
     let live = true;
     analyticsApi.insight(insightId).then(
       (it) => {
         if (!live) return;
-        setInsight(it);
-        if (it.kind && it.kind !== kind && it.kind !== "sql") {
+        if (it.kind && it.kind !== kind && it.kind !== "sql" && it.kind !== "sessions") {
           navigate(`/analytics/${it.kind}?insight=${it.id}`, { replace: true });
           return;
         }
-        setDef((current) => current ?? definitionFromSearch(kind, window.location.search) ?? loadDefinition(kind, it.definition));
+        setInsight(it);
+        const fromUrl = firstLoad.current ? definitionFromSearch(kind, window.location.search) : null;
+        firstLoad.current = false;
+        setDef(fromUrl ?? loadDefinition(kind, it.definition));
       },
       (err) => live && setProblem(fail(err).message),
     );
     return () => {
       live = false;
     };
-  }, [insightId, kind, fail, navigate]);
+  }, [insightId, kind, fail, navigate]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const cleaned = useMemo(() => (def ? cleanDefinition(kind, def) : null), [kind, def]);
   const cleanedText = JSON.stringify(cleaned);

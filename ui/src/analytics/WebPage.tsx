@@ -116,9 +116,9 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
             </div>
             {spec && <VegaChart spec={spec} label={`${metric} over time`} testId="web-chart" />}
             <div className="web-panels">
-              <Panel title="Top pages" rows={result.top_pages} column="Page" extra="pageviews" />
-              <Panel title="Entry pages" rows={result.entry_pages} column="Page" extra="sessions" />
-              <Panel title="Exit pages" rows={result.exit_pages} column="Page" extra="sessions" />
+              <Panel title="Top pages" rows={result.top_pages} column="Page" />
+              <Panel title="Entry pages" rows={result.entry_pages} column="Page" />
+              <Panel title="Exit pages" rows={result.exit_pages} column="Page" />
               <Panel title="Referrers" rows={result.referrers} column="Source" empty="Direct / none" />
               <Tabbed
                 title="UTM"
@@ -163,8 +163,12 @@ function Total({ label, value, testId, active, onClick }: { label: string; value
   );
 }
 
-function Panel({ title, rows, column, extra, empty = "(none)" }: { title: string; rows: PanelRow[] | undefined; column: string; extra?: "pageviews" | "sessions"; empty?: string }) {
+const EXTRA_TITLES: Record<string, string> = { pageviews: "Pageviews", sessions: "Sessions", entries: "Entrances", exits: "Exits" };
+
+function Panel({ title, rows, column, empty = "(none)" }: { title: string; rows: PanelRow[] | undefined; column: string; empty?: string }) {
   const list = rows ?? [];
+  // the second number a panel's rows carry (pageviews of pages, sessions of entries …)
+  const extra = (["pageviews", "entries", "exits", "sessions"] as const).find((k) => list.some((r) => typeof (r as unknown as Record<string, unknown>)[k] === "number"));
   const max = Math.max(1, ...list.map((r) => r.visitors));
   return (
     <section className="web-panel" aria-label={title}>
@@ -177,7 +181,7 @@ function Panel({ title, rows, column, extra, empty = "(none)" }: { title: string
             <tr>
               <th>{column}</th>
               <th className="num">Visitors</th>
-              {extra && <th className="num">{extra === "pageviews" ? "Pageviews" : "Sessions"}</th>}
+              {extra && <th className="num">{EXTRA_TITLES[extra]}</th>}
             </tr>
           </thead>
           <tbody>
@@ -188,7 +192,7 @@ function Panel({ title, rows, column, extra, empty = "(none)" }: { title: string
                   <span>{r.value === null || r.value === "" ? empty : r.value}</span>
                 </td>
                 <td className="num">{formatNumber(r.visitors)}</td>
-                {extra && <td className="num">{formatNumber(r[extra] ?? null)}</td>}
+                {extra && <td className="num">{formatNumber(((r as unknown as Record<string, number | undefined>)[extra]) ?? null)}</td>}
               </tr>
             ))}
           </tbody>

@@ -206,7 +206,7 @@ export function RetentionForm({ def, onChange }: { def: RetentionDefinition; onC
     <div className="builder-form">
       <section className="builder-section" aria-label="Events">
         <h3>Cohorts</h3>
-        <div className="series-row" role="group" aria-label="Start event">
+        <div className="series-row" role="group" aria-label="Cohort start">
           <div className="row">
             <span className="field-title">Persons who did</span>
             <EventSelect label="Start event" value={def.start_event} onChange={(start_event) => set({ start_event })} />
@@ -217,7 +217,7 @@ export function RetentionForm({ def, onChange }: { def: RetentionDefinition; onC
           </div>
           <FilterList filters={def.start_filters} event={def.start_event} onChange={(start_filters) => set({ start_filters })} label="Start filters" />
         </div>
-        <div className="series-row" role="group" aria-label="Return event">
+        <div className="series-row" role="group" aria-label="Cohort return">
           <div className="row">
             <span className="field-title">and came back to do</span>
             <EventSelect label="Return event" value={def.return_event} onChange={(return_event) => set({ return_event })} />

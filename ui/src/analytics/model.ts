@@ -313,15 +313,15 @@ function alignCompare(result: TrendsResult): TrendPoint[] {
 
 export function trendsSpec(result: TrendsResult, display: "line" | "bar"): Spec {
   const values = result.series.some((s) => s.compare_label) ? alignCompare(result) : trendPoints(result);
-  const temporal = result.interval !== "hour" || values.every((v) => !Number.isNaN(Date.parse(v.bucket)));
+  // buckets as the API labels them, in its order (a time axis would invent ticks between them)
   return {
-    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     width: "container",
     height: 300,
     data: { values },
     mark: display === "line" ? { type: "line", point: true, tooltip: true } : { type: "bar", tooltip: true },
     encoding: {
-      x: { field: "bucket", type: display === "bar" || !temporal ? "ordinal" : "temporal", title: null, ...(display === "line" && temporal ? { timeUnit: result.interval === "hour" ? "yearmonthdatehours" : "yearmonthdate" } : {}) },
+      x: { field: "bucket", type: "ordinal", sort: null, title: null, axis: { labelAngle: 0, labelOverlap: true }, ...(display === "line" ? { scale: { type: "point", padding: 0.2 } } : {}) },
       y: { field: "value", type: "quantitative", title: null, ...(display === "bar" ? { stack: true } : {}) },
       color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom" } },
       ...(display === "bar" ? { xOffset: { field: "series" } } : {}),
@@ -345,7 +345,7 @@ export function funnelRows(steps: FunnelStep[]): { step: string; count: number; 
 export function funnelSpec(steps: FunnelStep[]): Spec {
   const values = funnelRows(steps);
   return {
-    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     width: "container",
     height: Math.max(120, 46 * values.length),
     data: { values },
@@ -408,13 +408,13 @@ export function nodeName(node: string): string {
 export function webSeriesSpec(series: SessionsResult["series"], metric: "visitors" | "pageviews" | "sessions"): Spec {
   const values = series.buckets.map((b, i) => ({ bucket: b, value: Number(series[metric][i] ?? 0) }));
   return {
-    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     width: "container",
     height: 220,
     data: { values },
     mark: { type: "area", line: true, color: "#0969da", opacity: 0.25, tooltip: true },
     encoding: {
-      x: { field: "bucket", type: "ordinal", title: null, axis: { labelAngle: 0, labelOverlap: true } },
+      x: { field: "bucket", type: "ordinal", sort: null, title: null, scale: { type: "point", padding: 0.1 }, axis: { labelAngle: 0, labelOverlap: true } },
       y: { field: "value", type: "quantitative", title: metric },
       tooltip: [
         { field: "bucket", type: "nominal" },

@@ -1,18 +1,16 @@
-import { useSearch } from "wouter";
 import { BUILDER_KINDS, type BuilderKind } from "../analyticsApi";
 import { BuilderPage } from "./BuilderPage";
 import { WebPage } from "./WebPage";
 
-/** `/analytics/:kind`: a builder, remounted when the kind or the opened insight changes. */
+/** `/analytics/:kind`: a builder, remounted when the kind changes. */
 export function AnalyticsRoute({ kind, onSignedOut }: { kind: string; onSignedOut(): void }) {
-  const insight = new URLSearchParams(useSearch()).get("insight") ?? "";
   if (!(BUILDER_KINDS as readonly string[]).includes(kind))
     return (
       <main className="page" aria-label="Analytics">
         <p className="error">There is no “{kind}” builder: pick one of {BUILDER_KINDS.join(", ")}.</p>
       </main>
     );
-  return <BuilderPage key={`${kind}:${insight}`} kind={kind as BuilderKind} onSignedOut={onSignedOut} />;
+  return <BuilderPage key={kind} kind={kind as BuilderKind} onSignedOut={onSignedOut} />;
 }
 
 export { WebPage };
