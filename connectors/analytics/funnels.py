@@ -15,7 +15,8 @@ Semantics follow PostHog's funnel UDF (aggregate_funnel) where it has one:
   range that passes the global filters) after the previous step.
 - unordered: the furthest step is the number of distinct steps done within one window
   (each window ending at one of the person's step events), capped by the number of
-  events in it; times to convert are between the sorted latest times of those steps.
+  events in it; times to convert are between the sorted earliest times of those steps in
+  the first window that got that far (PostHog's deque fronts).
   Exclusions are ignored (PostHog's unordered UDF does the same).
 - exclusions {event, from_step, to_step}: a chain is tainted by such an event strictly
   after its `from_step` and before its `to_step` (or, when it never reached `to_step`,
@@ -311,24 +312,13 @@ def _chained_records(
 
 
 def _unordered_records(rows: exp.Expression, n: int, w: exp.Expression) -> exp.Expression:
-    latest = ", ".join(
-        f"max(case when r.m{k} then r.t end) over (partition by r.pid order by r.t"
-        f" range between unbounded preceding and current row) as p{k}"
-        for k in range(n)
-    )
-    layer = tpl(
-        f"""select r.*, {latest},
-          count(*) over (partition by r.pid order by r.t
-            range between __w preceding and current row) as cnt
-        from __rows as r""",
-        rows=rows,
-        w=w,
-    )
-    present = [f"(u.p{k} is not null and u.p{k} >= u.t - __w)" for k in range(n)]
-    steps_done = " + ".join(f"case when {p} then 1 else 0 end" for p in present)
-    chain = (
-        "array[" + ", ".join(f"case when {p} then u.p{k} end" for k, p in enumerate(present)) + "]"
-    )
+    """Per step event: p_k = the earliest step-k time within [t - window, t] (PostHog's
+    deque fronts), cnt = the events in that window; lvl = distinct steps done - 1."""
+    frame = "over (partition by r.pid order by r.t range between __w preceding and current row)"
+    fronts = ", ".join(f"min(case when r.m{k} then r.t end) {frame} as p{k}" for k in range(n))
+    layer = tpl(f"select r.*, {fronts}, count(*) {frame} as cnt from __rows as r", rows=rows, w=w)
+    steps_done = " + ".join(f"case when u.p{k} is not null then 1 else 0 end" for k in range(n))
+    chain = "array[" + ", ".join(f"u.p{k}" for k in range(n)) + "]"
     lvl = f"case when u.fs < {n} then least({steps_done}, u.cnt) - 1 end"
     return tpl(
         f"""select u.*, {lvl} as lvl, {chain} as ch,
@@ -337,7 +327,6 @@ def _unordered_records(rows: exp.Expression, n: int, w: exp.Expression) -> exp.E
             over (partition by u.pid) as brn
         from __layer as u""",
         layer=layer,
-        w=w,
     )
 
 

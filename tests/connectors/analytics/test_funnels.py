@@ -55,7 +55,12 @@ def load(servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
     with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
         conn.execute("set timezone = 'UTC'")
 
-        def insert(events: list[Ev], *, persons: dict[str, str] | None = None) -> None:
+        def insert(
+            events: list[Ev],
+            *,
+            persons: dict[str, str] | None = None,
+            properties: dict[str, dict[str, Any]] | None = None,
+        ) -> None:
             warehouse._ensure_partitions(conn, {e.at.astimezone(UTC).date() for e in events})
             with conn.cursor() as cur:
                 cur.executemany(
@@ -80,6 +85,12 @@ def load(servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
                         "insert into person_distinct_ids (project_id, distinct_id, person_id)"
                         " values (%s, %s, %s)",
                         (project, distinct_id, uuid.uuid5(uuid.NAMESPACE_URL, person)),
+                    )
+                for person, props in (properties or {}).items():
+                    cur.execute(
+                        "insert into persons (project_id, person_id, properties, first_seen,"
+                        " last_seen) values (%s, %s, %s, now(), now())",
+                        (project, uuid.uuid5(uuid.NAMESPACE_URL, person), Jsonb(props)),
                     )
 
         yield insert
@@ -153,13 +164,13 @@ def reference(
                 if fs >= n:
                     continue
                 within = [r for r in rows if t - window <= r[0] <= t]
-                latest = {}
+                fronts = {}  # the earliest event of each step in the window
                 for k in range(n):
-                    hits = [r[0] for r in rows if r[0] <= t and k in r[3]]
-                    if hits and hits[-1] >= t - window:
-                        latest[k] = max(hits)
-                done = min(len(latest), len(within))
-                records.append((done - 1, sorted(latest.values())))
+                    hits = [r[0] for r in within if k in r[3]]
+                    if hits:
+                        fronts[k] = min(hits)
+                done = min(len(fronts), len(within))
+                records.append((done - 1, sorted(fronts.values())))
         else:
             best: list[tuple[float, ...] | None] = [None] * n
             for t, _, _, matched, _, _ in rows:
@@ -310,14 +321,17 @@ def test_unordered_counts_distinct_steps_in_one_window(load, conn, project):
             Ev("b", "y", at(minutes=1)),  # the same step twice is one step
             Ev("a", "z", at(hours=0)),
             Ev("c", "z", at(hours=3)),  # outside the 1 h window of a
+            Ev("a", "w", at(minutes=0)),
+            Ev("a", "w", at(minutes=10)),
+            Ev("b", "w", at(minutes=20)),  # times from the earliest a in the window
         ]
     )
     definition, ctx = funnel(
         project, ["a", "b", "c"], order="unordered", window={"amount": 1, "unit": "hour"}
     )
     body = answer(conn, compile_funnel(definition, ctx))
-    assert [s["count"] for s in body["steps"]] == [3, 1, 1]
-    assert body["steps"][1]["median_seconds_to_convert"] == 300.0
+    assert [s["count"] for s in body["steps"]] == [4, 2, 1]
+    assert body["steps"][1]["median_seconds_to_convert"] == 750.0  # x: 300, w: 1200
     assert body["steps"][2]["median_seconds_to_convert"] == 240.0
 
 
@@ -426,6 +440,34 @@ def test_breakdown_first_touch_with_null_and_other(load, conn, project):
         *run(conn, compile_funnel(definition, ctx))
     )
     assert columns[:3] == ["breakdown_value", "step", "event"] and len(rows) == 8
+
+
+def test_person_property_breakdown_and_filter(load, conn, project):
+    load(
+        [
+            Ev("a", "anon", at(hours=0)),
+            Ev("b", "known", at(hours=1)),
+            Ev("a", "other", at(hours=0)),
+            Ev("a", "nobody", at(hours=0)),  # no person row: null breakdown value
+            Ev("b", "nobody", at(hours=1)),
+        ],
+        persons={"anon": "p1", "known": "p1", "other": "p2", "nobody": "p3"},
+        properties={"p1": {"country": "NZ"}, "p2": {"country": "DE"}},
+    )
+    definition, ctx = funnel(
+        project, ["a", "b"], breakdown={"property": "country", "type": "person"}
+    )
+    compiled = compile_funnel(definition, ctx)
+    body = answer(conn, compiled)
+    groups = {g["breakdown_value"]: [s["count"] for s in g["steps"]] for g in body["breakdowns"]}
+    assert groups == {"NZ": [1, 1], "DE": [1, 0], NULL_MARKER: [1, 1]}
+    assert "PERCENTILE_CONT" in compiled.display_sql()
+    definition = {
+        **definition,
+        "filters": [{"property": "country", "type": "person", "operator": "is_set"}],
+    }
+    body = answer(conn, compile_funnel(definition, ctx))
+    assert [s["count"] for s in body["steps"]] == [2, 1]
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/Phoenix", "Asia/Tokyo"])
