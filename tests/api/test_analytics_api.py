@@ -304,3 +304,85 @@ def test_event_names_properties_and_values(
     ).json()
     assert plans == [{"value": "pro", "count": 3}, {"value": "free", "count": 1}]
     assert client.get("/api/analytics/values", headers=auth(workspace)).status_code == 400
+
+
+def test_funnel_retention_paths_and_sessions_answer_their_shapes(
+    client: TestClient, workspace: NewWorkspace, warehouse_conn: psycopg.Connection
+) -> None:
+    pid = workspace.project.id
+    pageviews(warehouse_conn, pid)
+    add(warehouse_conn, pid, "signup", "u1", "2026-01-05T10:30:00Z")
+    span = {"date_from": "2026-01-05", "date_to": "2026-01-07"}
+
+    funnel = post(
+        client,
+        workspace,
+        "funnel",
+        {"steps": [{"event": "$pageview"}, {"event": "signup"}], **span},
+    ).json()
+    assert [s["count"] for s in funnel["steps"]] == [2, 1]
+    assert funnel["steps"][1]["median_seconds_to_convert"] == 1800
+    assert "median_seconds_to_convert" not in funnel["steps"][0]
+    assert funnel["kind"] == "funnel" and "sql" in funnel
+
+    retention = post(
+        client,
+        workspace,
+        "retention",
+        {
+            "start_event": "$pageview",
+            "return_event": "$pageview",
+            "period": "day",
+            "periods": 3,
+            "mode": "recurring",
+            **span,
+        },
+    ).json()
+    assert retention["cohorts"][0] == {
+        "start": "2026-01-05",
+        "values": [2, 1, 0],
+        "percentages": [100.0, 50.0, 0.0],
+    }
+
+    paths = post(client, workspace, "paths", span).json()
+    assert [(e["source"], e["target"], e["value"]) for e in paths["edges"]] == [("1_/", "2_/a", 1)]
+
+    web = post(client, workspace, "sessions", span).json()
+    assert (web["totals"]["visitors"], web["totals"]["pageviews"]) == (2, 4)
+    assert web["series"]["buckets"] == ["2026-01-05", "2026-01-06", "2026-01-07"]
+    assert web["top_pages"][0] == {"value": "/", "visitors": 2, "pageviews": 3}
+
+
+def test_whole_clean_days_are_answered_from_the_rollups(
+    client: TestClient, workspace: NewWorkspace, warehouse_conn: psycopg.Connection
+) -> None:
+    from connectors.analytics.rollups import refresh_day
+
+    pid = workspace.project.id
+    for hour in (8, 9, 10):
+        add(warehouse_conn, pid, "$pageview", f"u{hour}", f"2026-01-08T{hour:02}:00:00Z")
+    add(warehouse_conn, pid, "$pageview", "u8", "2026-01-09T08:00:00Z")
+    definition = {
+        "series": [{"event": "$pageview", "math": "total"}],
+        "interval": "day",
+        "date_from": "2026-01-08",
+        "date_to": "2026-01-09",
+    }
+    raw = post(client, workspace, "trends", definition).json()
+    assert (raw["source"], raw["series"][0]["values"]) == ("events", [3, 1])
+    for day in (date(2026, 1, 8), date(2026, 1, 9)):
+        refresh_day(warehouse_conn, day)
+    rolled = client.post(
+        "/api/analytics/trends?cache=false", json=definition, headers=auth(workspace)
+    ).json()
+    assert rolled["source"] == "rollups"
+    assert "rollup_events_hourly" in rolled["sql"]
+    assert rolled["series"][0]["values"] == [3, 1]
+    # a filter needs the raw events
+    filtered = post(
+        client,
+        workspace,
+        "trends",
+        {**definition, "filters": [{"property": "$pathname", "operator": "is_not_set"}]},
+    ).json()
+    assert (filtered["source"], filtered["series"][0]["values"]) == ("events", [3, 1])
