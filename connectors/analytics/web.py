@@ -22,8 +22,9 @@ Two sources, the same definitions:
 Definitions: a session is counted in the bucket/range where it starts; its pageviews are
 its `$pageview` events (totals and series), bounce = exactly one pageview and under 10 s,
 duration = last event - first event; entry/exit page = first/last pageview's page;
-referrer/UTM/browser/OS/device are the first event's. Top pages count `$pageview` events in
-the range by their page (`$pathname`, else the path of `$current_url`). Raw events carry
+referrer/UTM/browser/OS/device are the first event's (ties at one timestamp broken by the
+event id, as the sessions table does). Top pages count `$pageview` events in the range by
+their page (`$pathname`, else the path of `$current_url`). Raw events carry
 no parsed user agent: the `events` source takes `$browser`/`$os`/`$device_type` when sent,
 else a coarse classification of the user agent in SQL (the `sessions` table has
 ua-parser's), and does not percent-decode UTM values read from a URL's query string.
@@ -177,7 +178,7 @@ def _from_events(
     where = property_filter(filters, params, field="filters")
     ev = tpl(
         f"""
-        select e.session_key, e.timestamp, e.event_name, e.distinct_id,
+        select e.session_key, e.timestamp, e.event_id, e.event_name, e.distinct_id,
           coalesce(cast(pdi.person_id as text), e.distinct_id) as person,
           case when e.event_name = '$pageview' then {PAGE} end as page,
           {REFERRER} as referrer,
@@ -199,19 +200,19 @@ def _from_events(
     ses = tpl(
         """
         select session_key, min(timestamp) as started_at, max(timestamp) as ended_at,
-          (array_agg(person order by timestamp))[1] as person,
+          (array_agg(person order by timestamp, event_id))[1] as person,
           (count(*) filter (where event_name = '$pageview')) as pageview_count,
-          (array_agg(page order by timestamp) filter (where event_name = '$pageview'))[1]
-            as entry_page,
-          (array_agg(page order by timestamp desc) filter (where event_name = '$pageview'))[1]
-            as exit_page,
-          (array_agg(referrer order by timestamp))[1] as referrer,
-          (array_agg(utm_source order by timestamp))[1] as utm_source,
-          (array_agg(utm_medium order by timestamp))[1] as utm_medium,
-          (array_agg(utm_campaign order by timestamp))[1] as utm_campaign,
-          (array_agg(browser order by timestamp))[1] as browser,
-          (array_agg(os order by timestamp))[1] as os,
-          (array_agg(device_type order by timestamp))[1] as device_type
+          (array_agg(page order by timestamp, event_id)
+            filter (where event_name = '$pageview'))[1] as entry_page,
+          (array_agg(page order by timestamp desc, event_id desc)
+            filter (where event_name = '$pageview'))[1] as exit_page,
+          (array_agg(referrer order by timestamp, event_id))[1] as referrer,
+          (array_agg(utm_source order by timestamp, event_id))[1] as utm_source,
+          (array_agg(utm_medium order by timestamp, event_id))[1] as utm_medium,
+          (array_agg(utm_campaign order by timestamp, event_id))[1] as utm_campaign,
+          (array_agg(browser order by timestamp, event_id))[1] as browser,
+          (array_agg(os order by timestamp, event_id))[1] as os,
+          (array_agg(device_type order by timestamp, event_id))[1] as device_type
         from ev group by session_key
         having min(timestamp) >= __start and min(timestamp) < __end
         """,
