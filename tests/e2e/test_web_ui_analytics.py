@@ -247,7 +247,25 @@ def test_trend_filter_interval_sql_save_and_reopen(page: Page, live_ui: LiveApi)
     expect(insight_page.get_by_role("heading", name=f"{name} (SQL)")).to_be_visible()
 
 
-def test_funnel_retention_and_paths(page: Page, live_ui: LiveApi):
+def test_breakdown_compare_funnel_retention_and_paths(page: Page, live_ui: LiveApi):
+    # signups broken down by plan: a row per value, the biggest first
+    page.goto(f"{live_ui.url}/analytics/trends")
+    main = builder(page, "Trends")
+    main.get_by_label("Event of series A").select_option("signup")
+    custom_range(main, D1, D3)
+    main.get_by_label("Breakdown property").fill("plan")
+    done(main)
+    rows = main.get_by_test_id("trends-table").locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(series_cells(main, "free")).to_have_text(["4", "2", "1", "1"])
+    expect(series_cells(main, "pro")).to_have_text(["2", "1", "1", "0"])
+    # compared with the three days before: nothing then
+    main.get_by_label("Breakdown property").fill("")
+    main.get_by_label("Compare to previous period").check()
+    done(main)
+    expect(series_cells(main, "signup")).to_have_text(["6", "3", "2", "1"])
+    expect(series_cells(main, "signup · (previous)")).to_have_text(["0", "0", "0", "0"])
+
     # a 2-step funnel: 6 persons signed up, 2 of them logged in afterwards
     page.goto(f"{live_ui.url}/analytics/funnel")
     main = builder(page, "Funnel")

@@ -105,7 +105,7 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
               <Total label="Sessions" value={formatNumber(totals.sessions)} testId="total-sessions" active={metric === "sessions"} onClick={() => setMetric("sessions")} />
               <Total label="Pageviews" value={formatNumber(totals.pageviews)} testId="total-pageviews" active={metric === "pageviews"} onClick={() => setMetric("pageviews")} />
               <Total label="Views per session" value={formatNumber(totals.views_per_session ?? (totals.sessions ? totals.pageviews / totals.sessions : null))} testId="total-views-per-session" />
-              <Total label="Bounce rate" value={formatPercent(totals.bounce_rate)} testId="total-bounce-rate" />
+              <Total label="Bounce rate" value={formatPercent(totals.bounce_rate === null ? null : totals.bounce_rate * 100)} testId="total-bounce-rate" />
               <Total label="Visit duration" value={formatSeconds(totals.avg_duration_seconds)} testId="total-duration" />
             </div>
             <div className="result-meta">

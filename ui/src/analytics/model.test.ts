@@ -24,6 +24,7 @@ import {
   retentionPercent,
   searchOf,
   searchOfRange,
+  stepRate,
   trendLabel,
   trendPoints,
   trendsSpec,
@@ -143,6 +144,7 @@ describe("answers", () => {
     expect(breakdownLabel(true)).toBe("true");
     expect(trendLabel(result.series[0])).toBe("signup · None");
     expect(trendLabel(result.series[1])).toBe("signup · (previous)");
+    expect(trendLabel({ label: "signup - pro", breakdown_value: "pro", buckets: [], values: [] })).toBe("signup - pro");
   });
 
   it("draws every bucket, the previous period on the current one's", () => {
@@ -157,7 +159,7 @@ describe("answers", () => {
   it("puts conversion on funnel bars", () => {
     const rows = funnelRows([
       { event: "signup", count: 10 },
-      { event: "pay", count: 4, conversion_rate: 0.4 },
+      { event: "pay", count: 4, conversion_rate: 40 },
       { event: "renew", name: "Renewal", count: 1 },
     ]);
     expect(rows.map((r) => r.step)).toEqual(["1. signup", "2. pay", "3. Renewal"]);
@@ -165,8 +167,12 @@ describe("answers", () => {
   });
 
   it("formats rates, durations and heat", () => {
-    expect(formatPercent(0.123)).toBe("12.3%");
+    expect(formatPercent(12.345)).toBe("12.3%");
+    expect(formatPercent(0.5)).toBe("0.5%");
     expect(formatPercent(45)).toBe("45%");
+    expect(stepRate(undefined, 1, 3)).toBeCloseTo(33.33, 1);
+    expect(stepRate(0.25, 1, 3)).toBe(0.25);
+    expect(stepRate(undefined, 1, 0)).toBe(0);
     expect(formatPercent(null)).toBe("—");
     expect(formatSeconds(42)).toBe("42s");
     expect(formatSeconds(125)).toBe("2m 5s");

@@ -255,7 +255,9 @@ export function seriesLetter(index: number): string {
 /** What a trend series is called in the legend and the table. */
 export function trendLabel(s: TrendsResult["series"][number]): string {
   const parts = [s.label];
-  if (s.breakdown_value !== undefined) parts.push(breakdownLabel(s.breakdown_value));
+  // the API's label names the breakdown value already ("pro", "signup - pro")
+  const shown = s.breakdown_value === undefined ? null : breakdownLabel(s.breakdown_value);
+  if (shown !== null && !s.label.includes(shown)) parts.push(shown);
   if (s.compare_label === "previous") parts.push("(previous)");
   return parts.join(" · ");
 }
@@ -265,11 +267,17 @@ export function formatNumber(n: number | null | undefined, digits = 2): string {
   return Number.isInteger(n) ? n.toLocaleString("en-US") : n.toLocaleString("en-US", { maximumFractionDigits: digits });
 }
 
-/** A rate given as 0..1 or 0..100 (both exist in the wild) as a percentage. */
-export function formatPercent(rate: number | null | undefined): string {
-  if (rate === null || rate === undefined || Number.isNaN(rate)) return "—";
-  const pct = rate <= 1 ? rate * 100 : rate;
-  return `${pct.toFixed(1).replace(/\.0$/, "")}%`;
+/** A percentage (0..100: the funnel's rates and retention's percentages are given so;
+ * the web page's bounce rate, a fraction, is multiplied first). */
+export function formatPercent(pct: number | null | undefined): string {
+  if (pct === null || pct === undefined || Number.isNaN(pct)) return "—";
+  return `${Number(pct).toFixed(1).replace(/\.0$/, "")}%`;
+}
+
+/** A step's conversion in percent: the API's, else computed from the counts. */
+export function stepRate(given: number | null | undefined, count: number, of: number | undefined): number {
+  if (given !== null && given !== undefined) return Number(given);
+  return of ? (100 * count) / of : 0;
 }
 
 export function formatSeconds(s: number | null | undefined): string {
@@ -337,7 +345,7 @@ export function trendsSpec(result: TrendsResult, display: "line" | "bar"): Spec 
 export function funnelRows(steps: FunnelStep[]): { step: string; count: number; conversion: string; label: string }[] {
   const first = steps[0]?.count ?? 0;
   return steps.map((s, i) => {
-    const rate = s.conversion_rate ?? (first ? s.count / first : 0);
+    const rate = stepRate(s.conversion_rate, s.count, first);
     return { step: `${i + 1}. ${s.name || s.event}`, count: s.count, conversion: formatPercent(rate), label: `${s.count.toLocaleString("en-US")} (${formatPercent(rate)})` };
   });
 }

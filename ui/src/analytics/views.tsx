@@ -1,6 +1,6 @@
 import { useMemo, useState } from "react";
 import type { FunnelResult, FunnelStep, PathsResult, RetentionResult, TrendsResult } from "../analyticsApi";
-import { breakdownLabel, formatNumber, formatPercent, formatSeconds, funnelSpec, heatColor, nodeName, pathColumns, retentionPercent, trendLabel, trendsSpec } from "./model";
+import { breakdownLabel, formatNumber, formatPercent, formatSeconds, funnelSpec, heatColor, nodeName, pathColumns, retentionPercent, stepRate, trendLabel, trendsSpec } from "./model";
 import { VegaChart } from "./VegaChart";
 
 export function TrendsView({ result }: { result: TrendsResult }) {
@@ -77,8 +77,8 @@ function FunnelTable({ steps }: { steps: FunnelStep[] }) {
             <td className="num" data-testid="step-count">
               {formatNumber(s.count)}
             </td>
-            <td className="num">{formatPercent(s.conversion_rate ?? (steps[0]?.count ? s.count / steps[0].count : 0))}</td>
-            <td className="num">{i === 0 ? "—" : formatPercent(s.step_conversion_rate ?? (steps[i - 1].count ? s.count / steps[i - 1].count : 0))}</td>
+            <td className="num">{formatPercent(stepRate(s.conversion_rate, s.count, steps[0]?.count))}</td>
+            <td className="num">{i === 0 ? "—" : formatPercent(stepRate(s.step_conversion_rate, s.count, steps[i - 1].count))}</td>
             <td className="num">{i === 0 ? "—" : formatNumber(s.dropoff ?? steps[i - 1].count - s.count)}</td>
             <td className="num">{i === 0 ? "—" : formatSeconds(s.median_seconds_to_convert)}</td>
             <td className="num">{i === 0 ? "—" : formatSeconds(s.average_seconds_to_convert)}</td>
@@ -132,7 +132,7 @@ export function RetentionView({ result }: { result: RetentionResult }) {
                 const pct = retentionPercent(c.values, c.percentages, i + 1);
                 return (
                   <td key={i} className="num heat" style={{ background: heatColor(pct), color: pct > 55 ? "#fff" : undefined }} title={`${formatNumber(v)} persons`}>
-                    {formatPercent(pct / 100)}
+                    {formatPercent(pct)}
                     <small>{formatNumber(v)}</small>
                   </td>
                 );
