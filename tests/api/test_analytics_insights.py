@@ -21,6 +21,8 @@ from api.routes.insight_exports import QUERY_ID_HEADER
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.warehouse.postgres import PostgresWarehouse
+from tests.conftest import ClientFactory
+from tests.notify_receivers import Recorder, recorder_fixture  # noqa: F401 - a fixture
 from tests.waiting import poll
 
 
@@ -262,3 +264,52 @@ def test_export_and_chart_of_an_analytics_insight_show_its_table(
     )
     assert chart.status_code == 200, chart.text
     assert chart.content.startswith(b"\x89PNG")
+
+
+def test_snapshots_and_alerts_run_the_analytics_table(
+    client_with: ClientFactory, workspace: NewWorkspace, pageviews: None, recorder: Recorder
+) -> None:
+    from assets.insights.assets import take_snapshot
+
+    with client_with(outbound_allow_private=True) as client:
+        insight = create(client, workspace)
+        made = client.post(
+            f"/api/insights/{insight['id']}/snapshots",
+            json={"cron": "0 9 * * *", "timezone": "UTC"},
+            headers=auth(workspace),
+        )
+        assert made.status_code == 201, made.text
+        state = client.app.state.sqlbook  # type: ignore[attr-defined]
+        schedule = state.snapshots.schedule(made.json()["id"])
+        record = state.insights.get(workspace.workspace_id, insight["id"])
+        taken = take_snapshot(
+            state.snapshots, state.queries, schedule, record, max_bytes=1 << 20, run_id=None
+        )
+        assert taken.row_count == 3
+        latest = client.get(
+            f"/api/insights/{insight['id']}/snapshots/latest", headers=auth(workspace)
+        ).json()
+        assert [c["name"] for c in latest["columns"]][3:] == ["bucket", "value"]
+        assert [row[3:] for row in latest["rows"]] == [
+            ["2026-01-05", 3],
+            ["2026-01-06", 1],
+            ["2026-01-07", 0],
+        ]
+
+        alert = client.post(
+            "/api/alerts",
+            json={
+                "name": "busy day",
+                "insight": {"id": insight["id"], "params": {}},
+                "rule": {"type": "threshold", "column": "value", "op": ">=", "value": 3},
+                "schedule": "*/5 * * * *",
+                "channels": {"ops": {"type": "slack", "webhook_url": recorder.url + "/hook"}},
+            },
+            headers=auth(workspace),
+        )
+        assert alert.status_code == 201, alert.text
+        tested = client.post(f"/api/alerts/{alert.json()['id']}/test", headers=auth(workspace))
+        assert tested.status_code == 200, tested.text
+        assert tested.json()["deliveries"][0]["ok"], tested.text
+    (sent,) = recorder.wait_for(1, path="/hook")
+    assert "busy day" in sent.body.decode()
