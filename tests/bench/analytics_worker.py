@@ -17,8 +17,8 @@ A product's 90 days, reproducible from the seed:
 - event ids are UUIDv7 (time-ordered, as posthog-js sends them), rows are written in
   time order.
 
-Written per UTC day: `day-YYYYMMDD.tsv` (PostgreSQL COPY text format, the `events`
-columns in order; ClickHouse reads it as TSV), renamed into place when complete so the
+Written per UTC day: `day-YYYYMMDD.tsv` (PostgreSQL COPY text format, TSV_COLUMNS;
+ClickHouse reads it as TSV), renamed into place when complete so the
 loaders take days while later ones are being written; `persons.csv` and `pdi.csv` (what
 `update_persons` would have made of these events: a person per `anon-<n>`, its `user-<n>`
 merged into it) and finally `summary.json` (or `error.txt`).
@@ -36,18 +36,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-EVENT_COLUMNS = (
+# the columns of a day file, in order (COPY and ClickHouse name them)
+TSV_COLUMNS = (
     "event_id",
-    "project_id",
-    "event_name",
-    "distinct_id",
-    "properties",
     "timestamp",
     "received_at",
+    "distinct_id",
+    "session_id",
+    "project_id",
+    "event_name",
+    "properties",
     "ip",
     "user_agent",
     "lib",
-    "session_id",
 )
 
 WEB_EVENTS = (
@@ -139,8 +140,10 @@ SERVER_UA = "posthog-python/3.7.4"
 DAY_S = 86400
 
 
-def _uuid_text(rng: np.random.Generator, ms: np.ndarray | None, n: int) -> pa.Array:
-    """UUID strings, vectorised: v7 (time-ordered by `ms`) or, without `ms`, v4."""
+def _uuid_text(
+    rng: np.random.Generator, ms: np.ndarray | None, n: int, suffix: bytes = b""
+) -> pa.Array:
+    """UUID strings (+ `suffix`), vectorised: v7 (time-ordered by `ms`) or, without, v4."""
     b = rng.integers(0, 256, (n, 16), dtype=np.uint8)
     if ms is not None:
         ms = ms.astype(np.int64)
@@ -152,34 +155,132 @@ def _uuid_text(rng: np.random.Generator, ms: np.ndarray | None, n: int) -> pa.Ar
     b[:, 8] = 0x80 | (b[:, 8] & 0x3F)
     digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
     pos = [i for i in range(36) if i not in (8, 13, 18, 23)]
-    out = np.empty((n, 36), dtype=np.uint8)
+    width = 36 + len(suffix)
+    out = np.empty((n, width), dtype=np.uint8)
     out[:, [8, 13, 18, 23]] = ord("-")
     out[:, pos[0::2]] = digits[b >> 4]
     out[:, pos[1::2]] = digits[b & 0x0F]
-    return pa.array(out.view("S36").ravel()).cast(pa.string())
+    out[:, 36:] = np.frombuffer(suffix, dtype=np.uint8)
+    return _flat(pa.array(out.view(f"S{width}").ravel()).cast(pa.string()))
 
 
-def _web_templates(with_session: bool) -> list[str]:
-    """Properties JSON of a web event by (page, environment, referrer); with a session,
-    the text stops before the session id's value (closed by the caller)."""
-    out = []
-    for path in PAGES:
-        for browser, os_name, device, _ in ENVIRONMENTS:
-            for referrer, utm in REFERRERS:
-                props: dict[str, Any] = {
-                    "$current_url": f"https://app.example.com{path}",
-                    "$pathname": path,
-                    "$host": "app.example.com",
-                    "$browser": browser,
-                    "$os": os_name,
-                    "$device_type": device,
-                    "$referrer": referrer,
-                    "$lib": "web",
-                    **utm,
-                }
-                text = json.dumps(props)
-                out.append(text[:-1] + ', "$session_id": "' if with_session else text)
-    return out
+def _web_props(page: str, env: int, ref: int) -> dict[str, Any]:
+    browser, os_name, device, _ = ENVIRONMENTS[env]
+    referrer, utm = REFERRERS[ref]
+    return {
+        "$current_url": f"https://app.example.com{page}",
+        "$pathname": page,
+        "$host": "app.example.com",
+        "$browser": browser,
+        "$os": os_name,
+        "$device_type": device,
+        "$referrer": referrer,
+        "$lib": "web",
+        **utm,
+    }
+
+
+class Vocab:
+    """A line is the concatenation of 7 segments, each taken from a small vocabulary (one
+    Arrow `take` per segment and one join per day, no per-row Python):
+
+        event_id\t | timestamp\treceived_at\t | distinct_id\t | session_id\t |
+        head | session id inside the JSON | tail
+
+    With a session id, head = `project\tname\t{"$session_id": "` and tail = the rest of
+    the properties and the columns after them; without, head is all of it (per name and
+    web template, per funnel event, per person for `$identify`) and the other two empty.
+    """
+
+    def __init__(self, project_id: int, n_persons: int, session_ids: pa.Array):
+        p = str(project_id)
+        self.n_persons = n_persons
+        self.distinct = pa.array(
+            [f"anon-{i}\t" for i in range(n_persons)] + [f"user-{i}\t" for i in range(n_persons)]
+        )
+        self.n_sessions = len(session_ids)
+        tabbed = _flat(pc.binary_join_element_wise(session_ids, "\t", ""))
+        self.sid_col = pa.concat_arrays([tabbed, pa.array(["\\N\t"])])
+        self.sid_json = pa.concat_arrays([session_ids, pa.array([""])])
+        n_web = len(WEB_EVENTS)
+        self.n_templates = len(PAGES) * len(ENVIRONMENTS) * len(REFERRERS)
+        heads = [f'{p}\t{name}\t{{"$session_id": "' for name, _ in WEB_EVENTS]
+        tails = []
+        plain: list[str] = [""] * (n_web * self.n_templates)
+        for t in range(self.n_templates):
+            page, rest = divmod(t, len(ENVIRONMENTS) * len(REFERRERS))
+            env, ref = divmod(rest, len(REFERRERS))
+            props = json.dumps(_web_props(PAGES[page], env, ref))
+            after = f"\t\\N\t{ENVIRONMENTS[env][3]}\tweb\n"
+            tails.append(f'", {props[1:]}{after}')
+            for k, (name, _) in enumerate(WEB_EVENTS):
+                plain[k * self.n_templates + t] = f"{p}\t{name}\t{props}{after}"
+        server = f"\t\\N\t{SERVER_UA}\tposthog-python\n"
+        funnel = {
+            "signup": '{"plan": "free", "$lib": "posthog-python"}',
+            "activate": '{"feature": "first_query", "$lib": "posthog-python"}',
+            "purchase": '{"plan": "pro", "revenue": 49, "currency": "USD",'
+            ' "$lib": "posthog-python"}',
+        }
+        self.plain_at = n_web
+        self.funnel_at = n_web + len(plain)
+        self.identify_at = self.funnel_at + len(FUNNEL)
+        identify = [
+            f"{p}\t$identify\t"
+            + json.dumps(
+                {"$anon_distinct_id": f"anon-{i}", "$set": {"email": f"user-{i}@example.com"}}
+            )
+            + server
+            for i in range(n_persons)
+        ]
+        self.head = pa.array(
+            heads + plain + [f"{p}\t{e}\t{funnel[e]}{server}" for e in FUNNEL] + identify
+        )
+        self.tail = pa.array([*tails, ""])
+
+    def lines(
+        self,
+        rng: np.random.Generator,
+        ts_us: np.ndarray,
+        person: np.ndarray,
+        name: np.ndarray,
+        sess: np.ndarray,
+        template: np.ndarray,
+        is_user: np.ndarray,
+        has_id: np.ndarray,
+    ) -> bytes:
+        n = len(ts_us)
+        if not n:
+            return b""
+        web = sess >= 0
+        n_web = len(WEB_EVENTS)
+        sid = np.where(has_id, sess, self.n_sessions)
+        head = np.where(
+            has_id,
+            name,
+            np.where(
+                web,
+                self.plain_at + np.minimum(name, n_web - 1) * self.n_templates + template,
+                np.where(
+                    name == IDENTIFY,
+                    self.identify_at + person,
+                    self.funnel_at + np.maximum(name - IDENTIFY - 1, 0),
+                ),
+            ),
+        )
+        tail = np.where(has_id, template, self.n_templates)
+        line = pc.binary_join_element_wise(
+            _uuid_text(rng, ts_us // 1000, n, b"\t"),
+            _time_text(ts_us),
+            pc.take(self.distinct, pa.array(person + self.n_persons * is_user)),
+            pc.take(self.sid_col, pa.array(sid)),
+            pc.take(self.head, pa.array(head)),
+            pc.take(self.sid_json, pa.array(sid)),
+            pc.take(self.tail, pa.array(tail)),
+            "",
+        )
+        chunks = line.chunks if isinstance(line, pa.ChunkedArray) else [line]
+        return b"".join(_string_bytes(c) for c in chunks)
 
 
 def generate(
@@ -237,7 +338,11 @@ def generate(
     s_ref = rng.integers(0, len(REFERRERS), n_sessions)
     s_has_id = rng.random(n_sessions) < 0.9
     w_sess = rng.integers(0, n_sessions, n_web)
-    w_ts = np.minimum(s_start[w_sess] + rng.random(n_web) * s_len[w_sess], span - 0.001)
+    w_ts = s_start[w_sess] + rng.random(n_web) * s_len[w_sess]
+    late = w_ts >= span  # a session running past the end: its events before the end
+    w_ts[late] = s_start[w_sess[late]] + rng.random(int(late.sum())) * (
+        span - s_start[w_sess[late]]
+    )
     w_name = rng.choice(len(WEB_EVENTS), n_web, p=[p for _, p in WEB_EVENTS])
     page_p = 1.0 / np.arange(1, len(PAGES) + 1) ** 0.9
     w_page = rng.choice(len(PAGES), n_web, p=page_p / page_p.sum())
@@ -254,54 +359,26 @@ def generate(
     n = len(ts)
     ts_us = int(start.timestamp() * 1_000_000) + (ts * 1_000_000).astype(np.int64)
 
-    anon = pa.array([f"anon-{i}" for i in range(n_persons)])
-    user = pa.array([f"user-{i}" for i in range(n_persons)])
     session_ids = _uuid_text(rng, (int(start.timestamp()) + s_start) * 1000, n_sessions)
-    with_sid = pa.array(_web_templates(True))
-    without_sid = pa.array(_web_templates(False))
-    user_agents = pa.array([e[3] for e in ENVIRONMENTS] + [SERVER_UA])
-    funnel_props = {
-        "$identify": None,  # per person
-        "signup": '{"plan": "free", "$lib": "posthog-python"}',
-        "activate": '{"feature": "first_query", "$lib": "posthog-python"}',
-        "purchase": '{"plan": "pro", "revenue": 49, "currency": "USD", "$lib": "posthog-python"}',
-    }
-    identify_props = pa.array(
-        [
-            json.dumps(
-                {"$anon_distinct_id": f"anon-{i}", "$set": {"email": f"user-{i}@example.com"}}
-            )
-            for i in range(n_persons)
-        ]
-    )
-    names = pa.array(NAMES)
-
+    vocab = Vocab(project_id, n_persons, session_ids)
+    n_ref, n_env = len(REFERRERS), len(ENVIRONMENTS)
     bounds = np.searchsorted(ts, np.arange(days + 1) * DAY_S, side="left")
     per_day: dict[str, int] = {}
     for d in range(days):
         lo, hi = int(bounds[d]), int(bounds[d + 1])
         day = (start + timedelta(days=d)).date()
-        data = _day_table(
+        day_sess = sess[lo:hi]
+        safe = np.where(day_sess >= 0, day_sess, 0)
+        template = (page[lo:hi] * n_env + s_env[safe]) * n_ref + s_ref[safe]
+        data = vocab.lines(
             rng,
-            project_id,
             ts_us[lo:hi],
             person[lo:hi],
             name[lo:hi],
-            sess[lo:hi],
-            page[lo:hi],
+            day_sess,
+            template,
             is_user[lo:hi],
-            s_env,
-            s_ref,
-            s_has_id,
-            anon,
-            user,
-            names,
-            session_ids,
-            with_sid,
-            without_sid,
-            user_agents,
-            funnel_props,
-            identify_props,
+            (day_sess >= 0) & s_has_id[safe],
         )
         _write_day(out, day, data)
         per_day[day.isoformat()] = hi - lo
@@ -360,66 +437,8 @@ def _iso(start: datetime, seconds: float) -> str:
     return (start + timedelta(seconds=float(seconds))).isoformat()
 
 
-def _day_table(
-    rng: np.random.Generator,
-    project_id: int,
-    ts_us: np.ndarray,
-    person: np.ndarray,
-    name: np.ndarray,
-    sess: np.ndarray,
-    page: np.ndarray,
-    is_user: np.ndarray,
-    s_env: np.ndarray,
-    s_ref: np.ndarray,
-    s_has_id: np.ndarray,
-    anon: pa.Array,
-    user: pa.Array,
-    names: pa.Array,
-    session_ids: pa.Array,
-    with_sid: pa.Array,
-    without_sid: pa.Array,
-    user_agents: pa.Array,
-    funnel_props: dict[str, str | None],
-    identify_props: pa.Array,
-) -> bytes:
-    n = len(ts_us)
-    web = sess >= 0
-    safe_sess = np.where(web, sess, 0)
-    env = np.where(web, s_env[safe_sess], len(ENVIRONMENTS))
-    has_id = web & s_has_id[safe_sess]
-    template = (page * len(ENVIRONMENTS) + np.minimum(env, len(ENVIRONMENTS) - 1)) * len(
-        REFERRERS
-    ) + s_ref[safe_sess]
-    sid = pc.take(session_ids, pa.array(safe_sess))
-    props = pc.if_else(
-        pa.array(has_id),
-        pc.binary_join_element_wise(pc.take(with_sid, pa.array(template)), sid, '"}', ""),
-        pc.take(without_sid, pa.array(template)),
-    )
-    for event, text in funnel_props.items():
-        mask = pa.array(name == NAMES.index(event))
-        value = pc.take(identify_props, pa.array(person)) if text is None else pa.scalar(text)
-        props = pc.if_else(mask, value, props)
-    text_ts = _time_text(ts_us)
-    sid_or_null = pc.if_else(pa.array(has_id), sid, pa.scalar("\\N"))
-    line = pc.binary_join_element_wise(
-        _uuid_text(rng, ts_us // 1000, n),
-        pa.scalar(str(project_id)),
-        pc.take(names, pa.array(name)),
-        pc.if_else(
-            pa.array(is_user), pc.take(user, pa.array(person)), pc.take(anon, pa.array(person))
-        ),
-        props,
-        text_ts,
-        text_ts,
-        pa.scalar("\\N"),
-        pc.take(user_agents, pa.array(env)),
-        pc.if_else(pa.array(web), pa.scalar("web"), pa.scalar("posthog-python")),
-        pc.binary_join_element_wise(sid_or_null, pa.scalar("\n"), ""),
-        "\t",
-    )
-    chunks = line.chunks if isinstance(line, pa.ChunkedArray) else [line]
-    return b"".join(_string_bytes(c) for c in chunks)
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def _string_bytes(arr: pa.Array) -> bytes:
@@ -432,12 +451,10 @@ def _string_bytes(arr: pa.Array) -> bytes:
 
 
 def _time_text(ts_us: np.ndarray) -> pa.Array:
-    """ISO 8601 UTC text (`2026-12-01T10:00:00.123456Z`) of microsecond timestamps,
-    built as bytes (Arrow's strftime is ~10x slower)."""
+    """`<ts>\t<ts>\t` (timestamp and received_at) per row, ISO 8601 UTC text
+    (`2026-12-01T10:00:00.123456Z`) built as bytes (Arrow's strftime is ~10x slower)."""
     n = len(ts_us)
-    out = np.empty((n, 27), dtype=np.uint8)
-    if not n:
-        return pa.array([], pa.string())
+    out = np.empty((n, 56), dtype=np.uint8)
     days = ts_us // 86_400_000_000
     us = ts_us - days * 86_400_000_000
     dates = np.array(
@@ -460,7 +477,9 @@ def _time_text(ts_us: np.ndarray) -> pa.Array:
     out[:, 13] = out[:, 16] = ord(":")
     out[:, 19] = ord(".")
     out[:, 26] = ord("Z")
-    return pa.array(out.view("S27").ravel()).cast(pa.string())
+    out[:, 27] = out[:, 55] = ord("\t")
+    out[:, 28:55] = out[:, 0:27]
+    return _flat(pa.array(out.view("S56").ravel()).cast(pa.string()))
 
 
 def _write_day(out: Path, day: date, data: bytes) -> None:
@@ -505,9 +524,9 @@ CH_TABLES = (
 ) engine = MergeTree order by (project_id, distinct_id)""",
 )
 TSV_STRUCTURE = (
-    "event_id String, project_id Int64, event_name String, distinct_id String,"
-    " properties String, timestamp String, received_at String, ip Nullable(String),"
-    " user_agent Nullable(String), lib Nullable(String), session_id Nullable(String)"
+    "event_id String, timestamp String, received_at String, distinct_id String,"
+    " session_id Nullable(String), project_id Int64, event_name String, properties String,"
+    " ip Nullable(String), user_agent Nullable(String), lib Nullable(String)"
 )
 
 
