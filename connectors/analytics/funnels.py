@@ -183,7 +183,8 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         where.append(tpl("e.event_name = any(__names)", names=params.bind(names, "text[]")))
     selects: list[exp.Expr] = [
         exp.alias_(person_expr(), "pid"),
-        exp.alias_(tpl("cast(extract(epoch from e.timestamp) as float8)"), "t"),
+        # exact microseconds, so the window's edge is compared exactly
+        exp.alias_(tpl("cast(extract(epoch from e.timestamp) * 1000000 as bigint)"), "t"),
         exp.alias_(column("event_id", "e"), "eid"),
     ]
     selects += [exp.alias_(c, f"m{i}") for i, c in enumerate(step_conds)]
@@ -205,7 +206,7 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     )
     rows = tpl(f"select r.*, row_number() over ({_ORDER}) as rn from __rows as r", rows=rows)
 
-    w = params.bind(float(window), "float8")
+    w = params.bind(window * 1_000_000, "bigint")
     if order == "unordered":
         rec = _unordered_records(rows, n, w)
     else:
@@ -338,7 +339,7 @@ def _persons(
     if not exclusions:
         return tpl(
             """select pid, max(mx) as lvl,
-              min(case when lvl = mx then array[cast(rn as float8)] || ch end) as k,
+              min(case when lvl = mx then array[cast(rn as bigint)] || ch end) as k,
               max(case when rn = brn then bv end) as bv
             from __rec as g group by pid having max(mx) is not null""",
             rec=rec,
@@ -356,7 +357,7 @@ def _persons(
         f"""with rec as (select * from __rec as r0),
           xr as (select * from rec where {any_x}),
           cand as (
-            select c.pid, c.lvl, array[cast(c.rn as float8)] || c.ch as k from rec as c
+            select c.pid, c.lvl, array[cast(c.rn as bigint)] || c.ch as k from rec as c
             where c.lvl = c.mx and not exists (
               select 1 from xr as x where x.pid = c.pid and ({excl}))),
           best as (select pid, lvl, min(k) as k from cand group by pid, lvl),
@@ -379,15 +380,17 @@ def _aggregate(
         )
         times = f"{sorted_times} as s"
         diffs = ", ".join(
-            f"case when lvl >= {j} then s[{j + 1}] - s[{j}] end as d{j}" for j in range(1, n)
+            f"case when lvl >= {j} then cast(s[{j + 1}] - s[{j}] as float8) / 1000000 end as d{j}"
+            for j in range(1, n)
         )
     else:
         times = "k as s"
         diffs = ", ".join(
             (
-                "case when lvl >= 1 then s[3] + s[2] end as d1"
+                "case when lvl >= 1 then cast(s[3] + s[2] as float8) / 1000000 end as d1"
                 if j == 1
-                else f"case when lvl >= {j} then s[{j + 2}] - s[{j + 1}] end as d{j}"
+                else f"case when lvl >= {j} then cast(s[{j + 2}] - s[{j + 1}] as float8) / 1000000"
+                f" end as d{j}"
             )
             for j in range(1, n)
         )

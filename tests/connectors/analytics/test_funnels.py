@@ -291,6 +291,22 @@ def test_window_edge_counts_and_one_second_past_does_not(load, conn, project):
     assert [s["count"] for s in body["steps"]] == [2, 2]
 
 
+def test_window_edge_is_exact_with_milliseconds(load, conn, project):
+    start = at(hours=5, milliseconds=123)
+    load(
+        [
+            Ev("a", "edge", start),
+            Ev("b", "edge", start + timedelta(hours=1)),
+            Ev("a", "late", start),
+            Ev("b", "late", start + timedelta(hours=1, microseconds=1)),
+        ]
+    )
+    definition, ctx = funnel(project, ["a", "b"], window={"amount": 60, "unit": "minute"})
+    body = answer(conn, compile_funnel(definition, ctx))
+    assert [s["count"] for s in body["steps"]] == [2, 1]
+    assert body["steps"][1]["median_seconds_to_convert"] == 3600.0
+
+
 def test_strict_needs_nothing_between_steps(load, conn, project):
     load(
         [
