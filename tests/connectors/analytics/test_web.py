@@ -365,3 +365,59 @@ def test_table_and_errors(url):
     with pytest.raises(DefinitionError) as raised:
         compile_analytics("heatmaps", {}, Context(project, now=NOW))
     assert raised.value.field == "kind"
+
+
+def test_compiled_statements_run_as_the_workspace_reader_under_rls(
+    url, servers, sqlbook_home, workspace
+):
+    """Through the warehouse source (read-only role, RLS): a workspace's reader gets its
+    own project's answer, raw and from the sessions table/rollups; another project's id
+    in the definition's context sees nothing."""
+    import uuid as uuid_
+
+    from connectors.secrets import load_secret_key
+    from connectors.warehouse.postgres_source import WarehouseSource
+    from connectors.warehouse.scope import WorkspaceReaders
+    from connectors.warehouse.source import QueryLimits, Scope
+    from tests.conftest import make_settings
+
+    project = workspace.project.id
+    rng = random.Random(9)
+    base = date(2005, 1, 1) + timedelta(days=rng.randrange(3000))
+    t0 = datetime(base.year, base.month, base.day, 10, tzinfo=UTC)
+    insert_events(
+        url,
+        project,
+        [pv("a", t0, "/"), pv("a", t0 + timedelta(minutes=1), "/x"), pv("b", t0, "/")],
+    )
+    _refresh(url, base - timedelta(days=1), base, base + timedelta(days=1))
+    readers = WorkspaceReaders(url, load_secret_key(make_settings(servers, sqlbook_home)))
+    source = WarehouseSource(readers)
+    clean = lambda lo, hi: frozenset(days(lo, (hi - lo).days + 1))  # noqa: E731
+    try:
+
+        def through_reader(kind: str, definition: dict[str, Any], ctx: Context) -> dict[str, Any]:
+            compiled = compile_analytics(kind, definition, ctx)
+            result = source.run(
+                compiled.sql,
+                compiled.params,
+                query_id=uuid_.uuid4().hex,
+                limits=QueryLimits(timeout_s=20, max_rows=10_000),
+                scope=Scope(workspace.workspace_id, (project,)),
+            )
+            names = [column.name for column in result.columns]
+            return compiled.shape(names, result.rows) | {"_source": compiled.source}
+
+        day = base.isoformat()
+        trend = {"series": [{"event": "$pageview"}, {"event": "$pageview", "math": "dau"}]}
+        for ctx in (Context(project, now=NOW), Context(project, now=NOW, clean_days=clean)):
+            body = through_reader("trends", {**trend, "date_from": day, "date_to": day}, ctx)
+            assert [s["values"] for s in body["series"]] == [[3], [2]]
+            sessions = through_reader("sessions", {"date_from": day, "date_to": day}, ctx)
+            assert sessions["totals"]["sessions"] == 2 and sessions["totals"]["pageviews"] == 3
+        assert body["_source"] == "rollups" and sessions["_source"] == "rollups"
+        other = Context(project + 1, now=NOW)
+        hidden = through_reader("trends", {**trend, "date_from": day, "date_to": day}, other)
+        assert [s["values"] for s in hidden["series"]] == [[0], [0]]
+    finally:
+        source.close()
