@@ -60,16 +60,22 @@ def _valid_cron(cron: str) -> bool:
 
 
 def rollup_condition(cron: str = DEFAULT_REFRESH_CRON) -> dg.AutomationCondition[Any]:
-    """Any partition (old days too) whose deps were updated since it was last requested,
-    at the next cron tick, unless a run or backfill of it is in progress (then at the tick
-    after it ends). The reset is the request, not the materialization: events that land
-    while a refresh runs mark the day again. `any_deps_updated` ignores `sessions` updated
-    by the run that also refreshed the rollups."""
+    """Any partition (old days too) whose `event_days` were updated since it was last
+    requested, at the next cron tick, unless a run or backfill of it is in progress (then
+    at the tick after it ends). The reset is the request, not the materialization: events
+    that land while a refresh runs mark the day again.
+
+    Only `event_days` counts as a dep here. The rollups also depend on `sessions`, but
+    that is written by the same run; Dagster's any_deps_updated recognises a parent
+    updated "by a run that also targeted this asset" only for the parent's latest
+    partition, so a run (or backfill) of several days would otherwise request all but the
+    last of them again, forever."""
     return (
         dg.AutomationCondition.cron_tick_passed(cron)
         & dg.AutomationCondition.any_deps_updated()
+        .allow(dg.AssetSelection.assets(event_days.key))
         .since(dg.AutomationCondition.newly_requested())
-        .with_label("deps updated since last requested")
+        .with_label("event_days updated since last requested")
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"refresh updated days ({cron})")
 
