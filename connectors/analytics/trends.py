@@ -359,7 +359,7 @@ def _series_query(
     clean = _rollup_plan(trends, series, span, ctx)
     if clean:
         raw_days = [d for d in span.utc_days() if d not in clean]
-        parts = [_rollup_query(series, period, span, clean, ctx, params)]
+        parts = [_rollup_query(series, period, span, clean, trends.interval, ctx, params)]
         if raw_days:
             parts.append(
                 _raw_query(
@@ -382,7 +382,7 @@ def _rollup_plan(
     trends: Trends, series: Series, span: Span, ctx: Context
 ) -> frozenset[date] | None:
     """The clean UTC days this series may read from rollups (None: rollups do not apply)."""
-    if ctx.clean_days is None or trends.interval != "day" or trends.breakdown is not None:
+    if ctx.clean_days is None or trends.breakdown is not None:
         return None
     if trends.filters or series.filters or not span.whole_days:
         return None
@@ -390,7 +390,7 @@ def _rollup_plan(
         if not whole_hour_offsets(span):  # local days are whole hourly rows
             return None
     elif series.math == "unique_persons":
-        if not zero_offset(span):  # local days are the rollup's UTC days
+        if trends.interval != "day" or not zero_offset(span):  # local days = UTC days
             return None
     else:
         return None
@@ -399,16 +399,19 @@ def _rollup_plan(
 
 
 def _rollup_query(
-    series: Series, period: int, span: Span, clean: frozenset[date], ctx: Context, params: Params
+    series: Series,
+    period: int,
+    span: Span,
+    clean: frozenset[date],
+    interval: str,
+    ctx: Context,
+    params: Params,
 ) -> exp.Expression:
     days = params.bind(sorted(d.isoformat() for d in clean), "date[]")
     project = params.bind(ctx.project_id, "bigint")
     if series.math == "total":
         table = "rollup_events_hourly"
-        key = tpl(
-            "to_char(date_trunc('day', r.hour at time zone __tz), 'YYYY-MM-DD')",
-            tz=params.bind(ctx.time_zone, "text"),
-        )
+        key = bucket_key(column("hour", "r"), interval, ctx, params)
         where = tpl(
             "r.project_id = __project and r.day = any(__days)"
             " and r.hour >= __start and r.hour < __end",

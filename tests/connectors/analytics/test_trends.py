@@ -572,6 +572,13 @@ def test_rollups_answer_for_clean_days_and_raw_events_for_the_rest(url):
     assert la_rollups.source == "rollups"
     la_raw = trends(url, Context(project, "America/Los_Angeles", now=NOW), la_def)
     assert answer(url, la_rollups)["series"] == la_raw["series"]
+    # totals by week and by hour from the hourly rollups too
+    for interval in ("week", "hour"):
+        by = {**la_def, "interval": interval}
+        from_rollups = compile_analytics("trends", by, la)
+        assert from_rollups.source == "rollups"
+        la_raw = trends(url, Context(project, "America/Los_Angeles", now=NOW), by)
+        assert answer(url, from_rollups)["series"] == la_raw["series"]
     # an event deleted after the refresh: the rollup answer still has it, proving it was read
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -595,7 +602,7 @@ def test_rollups_are_not_used_where_they_cannot_answer():
             "UTC",
         ),
         ({**base, "breakdown": {"property": "x"}}, "UTC"),
-        ({**base, "interval": "week"}, "UTC"),
+        ({**base, "interval": "week", "series": [{"event": "a", "math": "dau"}]}, "UTC"),
         ({**base, "date_from": "2026-07-01T10:00:00"}, "UTC"),
         ({**base, "series": [{"event": "a", "math": "dau"}]}, "Asia/Tokyo"),  # UTC days ≠ local
         ({**base, "series": [{"event": "a", "math": "weekly_active"}]}, "UTC"),
