@@ -257,6 +257,7 @@ def test_export_and_chart_of_an_analytics_insight_show_its_table(
     # written when the export's thread ends, just after the last chunk went out
     (row,) = poll("the export's audit row", audited, bool)
     assert (row["kind"], row["insight_id"], row["status"]) == ("export_csv", insight["id"], "ok")
+    assert row["row_count"] == 3  # the table's rows, as sent
 
     chart = client.get(
         f"/api/insights/{insight['id']}/chart.png?width=400&height=200&scale=1",
