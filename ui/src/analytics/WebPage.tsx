@@ -116,9 +116,9 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
             </div>
             {spec && <VegaChart spec={spec} label={`${metric} over time`} testId="web-chart" />}
             <div className="web-panels">
-              <Panel title="Top pages" rows={result.top_pages} column="Page" />
-              <Panel title="Entry pages" rows={result.entry_pages} column="Page" />
-              <Panel title="Exit pages" rows={result.exit_pages} column="Page" />
+              <Panel pagesOnly title="Top pages" rows={result.top_pages} column="Page" />
+              <Panel pagesOnly title="Entry pages" rows={result.entry_pages} column="Page" />
+              <Panel pagesOnly title="Exit pages" rows={result.exit_pages} column="Page" />
               <Panel title="Referrers" rows={result.referrers} column="Source" empty="Direct / none" />
               <Tabbed
                 title="UTM"
@@ -165,8 +165,9 @@ function Total({ label, value, testId, active, onClick }: { label: string; value
 
 const EXTRA_TITLES: Record<string, string> = { pageviews: "Pageviews", sessions: "Sessions", entries: "Entrances", exits: "Exits" };
 
-function Panel({ title, rows, column, empty = "(none)" }: { title: string; rows: PanelRow[] | undefined; column: string; empty?: string }) {
-  const list = rows ?? [];
+function Panel({ title, rows, column, empty = "(none)", pagesOnly = false }: { title: string; rows: PanelRow[] | undefined; column: string; empty?: string; pagesOnly?: boolean }) {
+  // page panels leave out sessions without a page (events other than pageviews only)
+  const list = (rows ?? []).filter((r) => !pagesOnly || (r.value !== null && r.value !== ""));
   // the second number a panel's rows carry (pageviews of pages, sessions of entries …)
   const extra = (["pageviews", "entries", "exits", "sessions"] as const).find((k) => list.some((r) => typeof (r as unknown as Record<string, unknown>)[k] === "number"));
   const max = Math.max(1, ...list.map((r) => r.visitors));

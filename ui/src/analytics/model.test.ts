@@ -5,6 +5,7 @@ import {
   NULL_BREAKDOWN,
   OTHER_BREAKDOWN,
   breakdownLabel,
+  bucketLabel,
   cleanDefinition,
   cleanFilters,
   daysBefore,
@@ -137,6 +138,13 @@ describe("answers", () => {
       { label: "signup", buckets: ["2025-12-30", "2025-12-31"], values: [1, 2], compare_label: "previous" },
     ],
   };
+
+  it("shortens hour buckets only", () => {
+    expect(bucketLabel("2026-11-26T13:00:00+00:00")).toBe("11-26 13:00");
+    expect(bucketLabel("2026-11-26 07:00")).toBe("11-26 07:00");
+    expect(bucketLabel("2026-11-26")).toBe("2026-11-26");
+    expect(bucketLabel("2026-11")).toBe("2026-11");
+  });
 
   it("labels breakdowns and compared series", () => {
     expect(breakdownLabel(NULL_BREAKDOWN)).toBe("None");

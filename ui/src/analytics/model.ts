@@ -292,6 +292,12 @@ export function formatSeconds(s: number | null | undefined): string {
 
 type Spec = Record<string, unknown>;
 
+/** A bucket as shown: an hour's "2026-11-26T13:00:00+00:00" as "11-26 13:00"; the rest as given. */
+export function bucketLabel(bucket: string): string {
+  const m = /^\d{4}-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})/.exec(bucket);
+  return m ? `${m[1]}-${m[2]} ${m[3]}:${m[4]}` : bucket;
+}
+
 export interface TrendPoint {
   bucket: string;
   value: number;
@@ -302,7 +308,7 @@ export function trendPoints(result: TrendsResult): TrendPoint[] {
   const out: TrendPoint[] = [];
   for (const s of result.series) {
     const label = trendLabel(s);
-    s.buckets.forEach((b, i) => out.push({ bucket: b, value: Number(s.values[i] ?? 0), series: label }));
+    s.buckets.forEach((b, i) => out.push({ bucket: bucketLabel(b), value: Number(s.values[i] ?? 0), series: label }));
   }
   return out;
 }
@@ -314,7 +320,7 @@ function alignCompare(result: TrendsResult): TrendPoint[] {
   const out: TrendPoint[] = [];
   for (const s of result.series) {
     const label = trendLabel(s);
-    s.values.forEach((v, i) => out.push({ bucket: current.buckets[i] ?? s.buckets[i], value: Number(v ?? 0), series: label }));
+    s.values.forEach((v, i) => out.push({ bucket: bucketLabel(current.buckets[i] ?? s.buckets[i]), value: Number(v ?? 0), series: label }));
   }
   return out;
 }
@@ -327,7 +333,7 @@ export function trendsSpec(result: TrendsResult, display: "line" | "bar"): Spec 
     width: "container",
     height: 300,
     data: { values },
-    mark: display === "line" ? { type: "line", point: true, tooltip: true } : { type: "bar", tooltip: true },
+    mark: display === "line" ? { type: "line", point: (result.series[0]?.buckets.length ?? 0) <= 60, tooltip: true } : { type: "bar", tooltip: true },
     encoding: {
       x: { field: "bucket", type: "ordinal", sort: null, title: null, axis: { labelAngle: 0, labelOverlap: true }, ...(display === "line" ? { scale: { type: "point", padding: 0.2 } } : {}) },
       y: { field: "value", type: "quantitative", title: null, ...(display === "bar" ? { stack: true } : {}) },

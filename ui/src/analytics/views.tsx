@@ -1,6 +1,6 @@
 import { useMemo, useState } from "react";
 import type { FunnelResult, FunnelStep, PathsResult, RetentionResult, TrendsResult } from "../analyticsApi";
-import { breakdownLabel, formatNumber, formatPercent, formatSeconds, funnelSpec, heatColor, nodeName, pathColumns, retentionPercent, stepRate, trendLabel, trendsSpec } from "./model";
+import { breakdownLabel, bucketLabel, formatNumber, formatPercent, formatSeconds, funnelSpec, heatColor, nodeName, pathColumns, retentionPercent, stepRate, trendLabel, trendsSpec } from "./model";
 import { VegaChart } from "./VegaChart";
 
 export function TrendsView({ result }: { result: TrendsResult }) {
@@ -27,8 +27,8 @@ export function TrendsView({ result }: { result: TrendsResult }) {
               <th>Series</th>
               <th className="num">Total</th>
               {buckets.map((b) => (
-                <th key={b} className="num">
-                  {b}
+                <th key={b} className="num" title={b}>
+                  {bucketLabel(b)}
                 </th>
               ))}
             </tr>
