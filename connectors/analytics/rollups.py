@@ -25,7 +25,6 @@ from psycopg import errors as pg_errors
 
 from connectors.analytics import sessions
 from connectors.analytics.model import ROLLUP_TABLES
-from connectors.analytics.sessions import page_sql
 
 __all__ = ["ROLLUP_TABLES", "CheckResult", "DayReport", "check_day", "refresh_day"]
 
@@ -61,24 +60,13 @@ def _pdi(alias: str) -> str:
     )
 
 
-# The day's own events, narrow, once (events per name, persons, pageviews by page).
+# The day's own events (read once by sessions.compute_day into `_w`) with their person.
 _DAY_EVENTS = f"""
 create temp table _de on commit drop as
-select e.project_id, e.event_name, date_trunc('hour', e.timestamp) as hour,
-       {PERSON.format(alias="e")} as person,
-       case when e.event_name = '$pageview' then {page_sql("e.properties")} end as page
-from events e {_pdi("e")}
-where e.timestamp >= %(d0)s and e.timestamp < %(d1)s
-"""
-
-_SESSION_PERSONS = f"""
-create temp table _sp on commit drop as
-select s.project_id, s.session_id, date_trunc('hour', s.started_at) as hour,
-       {PERSON.format(alias="s")} as person, s.pageview_count, s.bounced, s.duration_s,
-       s.entry_page, s.exit_page, s.referring_domain, s.utm_source, s.utm_medium,
-       s.utm_campaign, s.browser, s.os, s.device_type
-from sessions s {_pdi("s")}
-where s.day = %(day)s and s.project_id = any(%(projects)s)
+select w.project_id, w.event_name, date_trunc('hour', w.ts) as hour,
+       {PERSON.format(alias="w")} as person, w.page
+from _w w {_pdi("w")}
+where w.ts >= %(d0)s and w.ts < %(d1)s
 """
 
 _ROLLUPS: dict[str, str] = {
@@ -88,15 +76,20 @@ _ROLLUPS: dict[str, str] = {
     """,
     "rollup_persons_daily": """
         insert into rollup_persons_daily (project_id, day, event_name, persons)
-        select project_id, %(day)s, coalesce(event_name, ''), count(distinct person)
-        from _de group by grouping sets ((project_id, event_name), (project_id))
+        select project_id, %(day)s, coalesce(event_name, ''), count(*)
+        from (select distinct project_id, event_name, person from _de) d
+        group by project_id, event_name
+        union all
+        select project_id, %(day)s, '', count(*)
+        from (select distinct project_id, person from _de) d group by project_id
     """,
     "rollup_sessions_hourly": """
         insert into rollup_sessions_hourly (project_id, day, hour, sessions, pageviews,
             bounces, duration_s, visitors)
-        select project_id, %(day)s, hour, count(*), sum(pageview_count),
-               count(*) filter (where bounced), sum(duration_s), count(distinct person)
-        from _sp group by 1, 3
+        select project_id, %(day)s, date_trunc('hour', started_at), count(*),
+               sum(pageview_count), count(*) filter (where bounced), sum(duration_s),
+               count(distinct person)
+        from _sess group by 1, 3
     """,
     "rollup_pages_daily": """
         insert into rollup_pages_daily (project_id, day, pathname, pageviews, visitors,
@@ -104,15 +97,17 @@ _ROLLUPS: dict[str, str] = {
         select project_id, %(day)s, pathname, sum(pageviews), sum(visitors), sum(entries),
                sum(exits)
         from (
-            select project_id, page as pathname, count(*) as pageviews,
-                   count(distinct person) as visitors, 0 as entries, 0 as exits
-            from _de where page is not null group by 1, 2
+            select project_id, page as pathname, sum(n) as pageviews,
+                   count(*) as visitors, 0 as entries, 0 as exits
+            from (select project_id, page, person, count(*) as n from _de
+                  where page is not null group by 1, 2, 3) p
+            group by 1, 2
             union all
             select project_id, entry_page, 0, 0, count(*), 0
-            from _sp where entry_page is not null group by 1, 2
+            from _sess where entry_page is not null group by 1, 2
             union all
             select project_id, exit_page, 0, 0, 0, count(*)
-            from _sp where exit_page is not null group by 1, 2
+            from _sess where exit_page is not null group by 1, 2
         ) u group by 1, 3
     """,
     "rollup_sources_daily": """
@@ -121,14 +116,14 @@ _ROLLUPS: dict[str, str] = {
         select project_id, %(day)s, coalesce(referring_domain, ''), coalesce(utm_source, ''),
                coalesce(utm_medium, ''), coalesce(utm_campaign, ''), count(*),
                count(distinct person), count(*) filter (where bounced)
-        from _sp group by 1, 3, 4, 5, 6
+        from _sess group by 1, 3, 4, 5, 6
     """,
     "rollup_devices_daily": """
         insert into rollup_devices_daily (project_id, day, browser, os, device_type,
             sessions, visitors)
         select project_id, %(day)s, coalesce(browser, ''), coalesce(os, ''),
                coalesce(device_type, ''), count(*), count(distinct person)
-        from _sp group by 1, 3, 4, 5
+        from _sess group by 1, 3, 4, 5
     """,
 }
 
@@ -168,13 +163,13 @@ def refresh_day(
 
 def _refresh(conn: psycopg.Connection[Any], day: date, params: dict[str, Any]) -> DayReport:
     conn.execute("set local timezone = 'UTC'")
-    conn.execute("set local work_mem = '128MB'")
+    conn.execute("set local work_mem = '256MB'")
     rows: dict[str, int] = {}
     sessions.compute_day(conn, params)
     conn.execute(_DAY_EVENTS, params)
     found = conn.execute(
         "select array(select distinct project_id from (select project_id from _de"
-        " union select project_id from _se union select project_id from rollup_days"
+        " union select project_id from _sess union select project_id from rollup_days"
         " where day = %(day)s) u order by 1), (select count(*) from _de)",
         params,
     ).fetchone()
@@ -182,7 +177,6 @@ def _refresh(conn: psycopg.Connection[Any], day: date, params: dict[str, Any]) -
     projects, events = list(found[0]), int(found[1])
     params["projects"] = projects
     rows["sessions"] = sessions.write_day(conn, params)
-    conn.execute(_SESSION_PERSONS, params)
     for table, insert in _ROLLUPS.items():
         conn.execute(
             f"delete from {table} where project_id = any(%(projects)s) and day = %(day)s",
@@ -234,8 +228,8 @@ _CHECKS: dict[str, tuple[int, str, str]] = {
     ),
     "rollup_persons_daily": (
         2,
-        "select project_id, coalesce(event_name, ''), count(distinct person) from _de"
-        " group by grouping sets ((project_id, event_name), (project_id))",
+        "select project_id, event_name, count(distinct person) from _de group by 1, 2"
+        " union all select project_id, '', count(distinct person) from _de group by 1",
         "select project_id, event_name, persons from rollup_persons_daily where day = %(day)s",
     ),
     "rollup_sessions_hourly": (

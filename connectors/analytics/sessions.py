@@ -9,11 +9,17 @@ counted from its first event. The derived id is (`derived_id_sql`)
                 || extract(epoch from <the piece's first event>)::text)
 — a pure function of the events, so a replay or a recompute gives the same ids.
 
-A session belongs to the UTC day of its first event. `build_day` computes the sessions
-starting on day D into temporary tables of the current transaction from the events of
-D-2 .. D+2 (so an event arriving late for D-1 or D+1 changes D's sessions when D is
-refreshed again): `_se` (each event of those sessions: project, session, distinct id,
-time, name) and `_sess` (one row per session, with its attributes, as in `sessions`).
+A session belongs to the UTC day of its first event. `compute_day` computes the sessions
+starting on day D into temporary tables of the current transaction. It reads day D
+whole (narrow columns, and the page of each pageview), then the neighbouring days a
+step (the largest session timeout) at a time, only for the chains - derived distinct
+ids, client session ids - that reach the edge of what it has read, at most D-2 .. D+2:
+a derived session cannot continue through a longer gap, so this decides what reading
+D-2 .. D+2 whole would, at a fraction of the reading. A client session id resumed after
+a pause longer than the step across midnight counts as a new session on the next day
+(posthog-js itself rotates its session id after 30 minutes of inactivity). Late events
+for D-1 or D+1 change D's sessions when D is refreshed again. The properties of each
+session's first event are fetched by (partition, ctid), not by scanning them all.
 """
 
 from __future__ import annotations
@@ -86,19 +92,76 @@ def _timeouts(
     return [int(p) for p, _ in items], [int(m) for _, m in items]
 
 
-_SESSION_EVENTS = """
-create temp table _se on commit drop as
-with day_ids as (
-    select distinct project_id, distinct_id from events
-    where timestamp >= %(d0)s and timestamp < %(d1)s and session_id is null
-), w as (
-    select e.project_id, e.distinct_id, e.timestamp as ts, e.event_id, e.event_name,
-           make_interval(mins => coalesce(t.minutes, %(default)s)) as timeout
-    from events e
-    join day_ids k on k.project_id = e.project_id and k.distinct_id = e.distinct_id
+# The day's events, narrow (and the page of each pageview), with where each row lives
+# (partition, ctid) so that the few whose properties are needed are fetched directly.
+_NARROW = """
+select e.project_id, e.distinct_id, e.session_id, e.timestamp as ts, e.event_id,
+       e.event_name, e.tableoid::oid as tbl, e.ctid as tid,
+       case when e.event_name = '$pageview' then {page} end as page
+from events e
+""".replace("{page}", page_sql("e.properties"))
+
+_DAY_ROWS = (
+    "create temp table _w on commit drop as"
+    + _NARROW
+    + " where e.timestamp >= %(d0)s and e.timestamp < %(d1)s"
+)
+
+# The chains that may cross the day's edges: per derived (project, distinct id) and per
+# client (project, session id), the earliest and latest event known so far.
+_CHAINS = """
+create temp table _kd on commit drop as
+select project_id, distinct_id, min(ts) as first_ts, max(ts) as last_ts
+from _w where session_id is null group by 1, 2;
+create temp table _kc on commit drop as
+select project_id, session_id, min(ts) as first_ts, max(ts) as last_ts
+from _w where session_id is not null group by 1, 2;
+analyze _kd;
+analyze _kc
+"""
+
+# One slice [%(a)s, %(b)s) of a neighbouring day: the events of chains whose known end is
+# within a step of the slice ({near}: first_ts for the slices before the day, last_ts
+# after it) go into `_w`, and the chains' known ends move to them.
+_SLICE = (
+    "with ins as (insert into _w"
+    + _NARROW
+    + """ join _kd k on k.project_id = e.project_id and k.distinct_id = e.distinct_id
+ where e.timestamp >= %(a)s and e.timestamp < %(b)s and e.session_id is null
+   and {near}
+union all"""
+    + _NARROW
+    + """ join _kc k on k.project_id = e.project_id and k.session_id = e.session_id
+ where e.timestamp >= %(a)s and e.timestamp < %(b)s and e.session_id is not null
+   and {near}
+ returning project_id, distinct_id, session_id, ts
+), kd as (
+    update _kd k set first_ts = least(k.first_ts, n.f), last_ts = greatest(k.last_ts, n.l)
+    from (select project_id, distinct_id, min(ts) as f, max(ts) as l from ins
+          where session_id is null group by 1, 2) n
+    where n.project_id = k.project_id and n.distinct_id = k.distinct_id
+), kc as (
+    update _kc k set first_ts = least(k.first_ts, n.f), last_ts = greatest(k.last_ts, n.l)
+    from (select project_id, session_id, min(ts) as f, max(ts) as l from ins
+          where session_id is not null group by 1, 2) n
+    where n.project_id = k.project_id and n.session_id = k.session_id
+)
+select count(*) from ins"""
+)
+_SLICE_BEFORE = _SLICE.replace("{near}", "k.first_ts < %(b)s + %(step)s")
+_SLICE_AFTER = _SLICE.replace("{near}", "k.last_ts >= %(a)s - %(step)s")
+
+# The day's sessions, one row each: the events of the sessions starting on the day
+# (derived ones by the window rule, client ones whose first event is on the day), then
+# one sorted pass per session for its totals, first event and entry/exit pages.
+_SESSION_ROWS = """
+create temp table _s0 on commit drop as
+with w as (
+    select w.*, make_interval(mins => coalesce(t.minutes, %(default)s)) as timeout
+    from _w w
     left join unnest(%(tp)s::bigint[], %(tm)s::int[]) t (project_id, minutes)
-      on t.project_id = e.project_id
-    where e.timestamp >= %(lo)s and e.timestamp < %(hi)s and e.session_id is null
+      on t.project_id = w.project_id
+    where w.session_id is null
 ), breaks as (
     select *, coalesce(ts - lag(ts) over o > timeout, true) as brk
     from w window o as (partition by project_id, distinct_id order by ts, event_id)
@@ -113,60 +176,53 @@ with day_ids as (
 ), starts as (
     select *, max(case when pbrk then ts end) over o as p_start
     from piece_breaks window o as (partition by project_id, distinct_id order by ts, event_id)
-), day_sids as (
-    select distinct project_id, session_id from events
-    where timestamp >= %(d0)s and timestamp < %(d1)s and session_id is not null
 ), client as (
-    select e.project_id, e.session_id as sid, e.distinct_id, e.timestamp as ts, e.event_id,
-           e.event_name, min(e.timestamp) over (partition by e.project_id, e.session_id) as s_start
-    from events e
-    join day_sids k on k.project_id = e.project_id and k.session_id = e.session_id
-    where e.timestamp >= %(lo)s and e.timestamp < %(hi)s and e.session_id is not null
+    select *, min(ts) over (partition by project_id, session_id) as s_start
+    from _w where session_id is not null
+), se as (
+    select project_id, {derived} as sid, distinct_id, ts, event_id, event_name, tbl, tid, page
+    from starts where p_start >= %(d0)s and p_start < %(d1)s
+    union all
+    select project_id, session_id, distinct_id, ts, event_id, event_name, tbl, tid, page
+    from client where s_start >= %(d0)s and s_start < %(d1)s
+), rows as (
+    select project_id, sid, row_number() over s as rn,
+           first_value(distinct_id) over s as distinct_id,
+           first_value(tbl) over s as first_tbl, first_value(tid) over s as first_tid,
+           min(ts) over s as started_at, max(ts) over s as ended_at,
+           count(*) over s as event_count,
+           count(*) filter (where event_name = '$pageview') over s as pageview_count,
+           array_agg(page) filter (where event_name = '$pageview') over s as pages
+    from se
+    window s as (partition by project_id, sid order by ts, event_id
+                 rows between unbounded preceding and unbounded following)
 )
-select project_id, {derived} as sid, distinct_id, ts, event_id, event_name
-from starts where p_start >= %(d0)s and p_start < %(d1)s
-union all
-select project_id, sid, distinct_id, ts, event_id, event_name
-from client where s_start >= %(d0)s and s_start < %(d1)s
+select project_id, sid, distinct_id, started_at, ended_at, event_count::int,
+       pageview_count::int, first_tbl, first_tid, pages[1] as entry_page,
+       pages[cardinality(pages)] as exit_page
+from rows where rn = 1
 """.replace("{derived}", derived_id_sql("project_id", "distinct_id", "p_start"))
 
-_SESSION_ROWS = """
-create temp table _s0 on commit drop as
-select project_id, sid,
-       (array_agg(distinct_id order by ts, event_id))[1] as distinct_id,
-       min(ts) as started_at, max(ts) as ended_at, count(*)::int as event_count,
-       (count(*) filter (where event_name = '$pageview'))::int as pageview_count,
-       (array_agg(event_id order by ts, event_id))[1] as first_id,
-       (array_agg(event_id order by ts, event_id)
-            filter (where event_name = '$pageview'))[1] as entry_id,
-       min(ts) filter (where event_name = '$pageview') as entry_ts,
-       (array_agg(event_id order by ts desc, event_id desc)
-            filter (where event_name = '$pageview'))[1] as exit_id,
-       max(ts) filter (where event_name = '$pageview') as exit_ts
-from _se group by project_id, sid
+# Attributes of each session's first event (on the day), fetched by (partition, ctid).
+_ATTRIBUTES_TABLE = """
+create temp table _sa (project_id bigint, sid text, referrer text,
+    utm_source_p text, utm_source_q text, utm_medium_p text, utm_medium_q text,
+    utm_campaign_p text, utm_campaign_q text, browser_p text, os_p text,
+    device_type_p text, user_agent text) on commit drop
 """
-
-# Attributes of the first event (always on D) and the entry/exit pages.
 _ATTRIBUTES = """
-create temp table _sa on commit drop as
+insert into _sa
 select s.project_id, s.sid,
-       {referrer} as referrer,
-       {utm_source} as utm_source_p, {utm_source_q} as utm_source_q,
-       {utm_medium} as utm_medium_p, {utm_medium_q} as utm_medium_q,
-       {utm_campaign} as utm_campaign_p, {utm_campaign_q} as utm_campaign_q,
-       nullif(f.properties ->> '$browser', '') as browser_p,
-       nullif(f.properties ->> '$os', '') as os_p,
-       nullif(f.properties ->> '$device_type', '') as device_type_p,
-       f.user_agent,
-       (select {entry_page} from events en where en.project_id = s.project_id
-          and en.event_id = s.entry_id and en.timestamp = s.entry_ts
-          and en.timestamp >= %(d0)s and en.timestamp < %(hi)s) as entry_page,
-       (select {exit_page} from events ex where ex.project_id = s.project_id
-          and ex.event_id = s.exit_id and ex.timestamp = s.exit_ts
-          and ex.timestamp >= %(d0)s and ex.timestamp < %(hi)s) as exit_page
-from _s0 s
-join events f on f.project_id = s.project_id and f.event_id = s.first_id
- and f.timestamp = s.started_at and f.timestamp >= %(d0)s and f.timestamp < %(d1)s
+       {referrer},
+       {utm_source}, {utm_source_q}, {utm_medium}, {utm_medium_q},
+       {utm_campaign}, {utm_campaign_q},
+       nullif(f.properties ->> '$browser', ''),
+       nullif(f.properties ->> '$os', ''),
+       nullif(f.properties ->> '$device_type', ''),
+       f.user_agent
+from (select e.ctid as c, e.properties, e.user_agent from {{partition}} e
+      where e.ctid = any (array(select first_tid from _s0 where first_tbl = %(tbl)s))) f
+join _s0 s on s.first_tbl = %(tbl)s and s.first_tid = f.c
 """
 
 
@@ -177,34 +233,44 @@ def _attributes_sql() -> str:
         prop, query = utm_sql(props, name)
         utm[name] = prop
         utm[f"{name}_q"] = query
-    return _ATTRIBUTES.format(
-        referrer=referrer_sql(props),
-        entry_page=page_sql("en.properties"),
-        exit_page=page_sql("ex.properties"),
-        **utm,
-    )
+    return _ATTRIBUTES.format(referrer=referrer_sql(props), **utm)
 
 
-_INSERT_SESSIONS = """
-insert into sessions (project_id, day, session_id, distinct_id, started_at, ended_at,
-    duration_s, event_count, pageview_count, entry_page, exit_page, referrer,
-    referring_domain, utm_source, utm_medium, utm_campaign, browser, os, device_type, bounced)
-select s.project_id, %(day)s::date, s.sid, s.distinct_id, s.started_at, s.ended_at,
-       extract(epoch from s.ended_at - s.started_at)::double precision,
-       s.event_count, s.pageview_count, a.entry_page, a.exit_page, a.referrer,
-       {domain},
-       coalesce(a.utm_source_p, us.decoded), coalesce(a.utm_medium_p, um.decoded),
-       coalesce(a.utm_campaign_p, uc.decoded),
-       coalesce(a.browser_p, ua.browser), coalesce(a.os_p, ua.os),
-       coalesce(a.device_type_p, ua.device_type),
-       s.pageview_count = 1 and s.ended_at - s.started_at < make_interval(secs => {bounce})
+# Every session of the day with its attributes and its person (as resolved now).
+_SESSIONS = """
+create temp table _sess on commit drop as
+select s.project_id, s.sid as session_id, s.distinct_id, s.started_at, s.ended_at,
+       extract(epoch from s.ended_at - s.started_at)::double precision as duration_s,
+       s.event_count, s.pageview_count, s.entry_page, s.exit_page, a.referrer,
+       {domain} as referring_domain,
+       coalesce(a.utm_source_p, us.decoded) as utm_source,
+       coalesce(a.utm_medium_p, um.decoded) as utm_medium,
+       coalesce(a.utm_campaign_p, uc.decoded) as utm_campaign,
+       coalesce(a.browser_p, ua.browser) as browser, coalesce(a.os_p, ua.os) as os,
+       coalesce(a.device_type_p, ua.device_type) as device_type,
+       s.pageview_count = 1
+         and s.ended_at - s.started_at < make_interval(secs => {bounce}) as bounced,
+       coalesce(pdi.person_id::text, s.distinct_id) as person
 from _s0 s
-join _sa a on a.project_id = s.project_id and a.sid = s.sid
+left join _sa a on a.project_id = s.project_id and a.sid = s.sid
 left join _ua ua on ua.user_agent = a.user_agent
 left join _dec us on us.raw = a.utm_source_q
 left join _dec um on um.raw = a.utm_medium_q
 left join _dec uc on uc.raw = a.utm_campaign_q
+left join person_distinct_ids pdi
+  on pdi.project_id = s.project_id and pdi.distinct_id = s.distinct_id
 """.format(domain=host_sql("a.referrer"), bounce=BOUNCE_SECONDS)
+
+SESSION_COLUMNS = (
+    "project_id, day, session_id, distinct_id, started_at, ended_at, duration_s,"
+    " event_count, pageview_count, entry_page, exit_page, referrer, referring_domain,"
+    " utm_source, utm_medium, utm_campaign, browser, os, device_type, bounced"
+)
+_INSERT_SESSIONS = (
+    f"insert into sessions ({SESSION_COLUMNS}) select "
+    + SESSION_COLUMNS.replace(" day,", " %(day)s::date,")
+    + " from _sess"
+)
 
 
 def day_params(
@@ -214,6 +280,7 @@ def day_params(
 ) -> dict[str, Any]:
     d0 = _midnight(day)
     tp, tm = _timeouts(session_timeouts)
+    step = timedelta(minutes=max([int(default_timeout_minutes), *tm]))
     return {
         "day": day,
         "d0": d0,
@@ -223,18 +290,59 @@ def day_params(
         "tp": tp,
         "tm": tm,
         "default": int(default_timeout_minutes),
+        "step": step,
     }
 
 
 def compute_day(conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
     """The sessions starting on `params["day"]` into temporary tables of the caller's
-    transaction: `_se` (their events), `_s0` (one row each), `_sa` (first-event
-    attributes and entry/exit pages), `_ua`, `_dec` (parsed agents, decoded UTM values)."""
-    conn.execute(_SESSION_EVENTS, params)
+    transaction: `_w` (the day's events, narrow, and those of the neighbouring days
+    that continue its chains), `_s0` (one row
+    per session), `_sess` (with attributes and person, as in `sessions`)."""
+    conn.execute(_DAY_ROWS, params)
+    conn.execute(_CHAINS)
+    _follow_chains(conn, params)
     conn.execute(_SESSION_ROWS, params)
-    conn.execute(_attributes_sql(), params)
+    conn.execute(_ATTRIBUTES_TABLE)
+    tables = [r[0] for r in conn.execute("select distinct first_tbl from _s0")]
+    for tbl in tables:
+        _fetch_attributes(conn, int(tbl))
     _decode_user_agents(conn)
     _decode_query_values(conn)
+    conn.execute(_SESSIONS, params)
+
+
+def _fetch_attributes(conn: psycopg.Connection[Any], tbl: int) -> None:
+    row = conn.execute("select %s::oid::regclass::text", (tbl,)).fetchone()
+    assert row is not None
+    query = _attributes_sql().replace("{partition}", row[0])
+    conn.execute(query, {"tbl": tbl})
+
+
+def _follow_chains(conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
+    """Read the neighbouring days a step at a time, only for the chains (derived
+    distinct ids, client session ids) that reach the edge of what is read so far, until
+    none does or the lookback/lookahead ends. A derived session cannot continue through a
+    gap longer than the step (the largest timeout), so this reads what the contract's
+    D-2 .. D+2 would decide, without reading those days whole."""
+    step: timedelta = params["step"]
+    edge = params["d0"]
+    while edge > params["lo"]:
+        a = max(edge - step, params["lo"])
+        if not _read_slice(conn, _SLICE_BEFORE, {**params, "a": a, "b": edge}):
+            break
+        edge = a
+    edge = params["d1"]
+    while edge < params["hi"]:
+        b = min(edge + step, params["hi"])
+        if not _read_slice(conn, _SLICE_AFTER, {**params, "a": edge, "b": b}):
+            break
+        edge = b
+
+
+def _read_slice(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> int:
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def write_day(conn: psycopg.Connection[Any], params: dict[str, Any]) -> int:

@@ -151,7 +151,7 @@ def test_a_session_crossing_midnight_belongs_to_its_first_day(
             pageview(project, "u", late, "/a"),
             pageview(project, "u", late + timedelta(minutes=30), "/b"),
             pageview(project, "c", late, "/x", session_id="client-mid"),
-            pageview(project, "c", late + timedelta(hours=3), "/y", session_id="client-mid"),
+            pageview(project, "c", late + timedelta(minutes=40), "/y", session_id="client-mid"),
         ],
     )
     next_day = day + timedelta(days=1)
@@ -162,7 +162,30 @@ def test_a_session_crossing_midnight_belongs_to_its_first_day(
     assert got["u"]["day"] == day and got["u"]["event_count"] == 2
     assert got["u"]["exit_page"] == "/b"
     assert got["c"]["session_id"] == "client-mid" and got["c"]["exit_page"] == "/y"
-    assert got["c"]["duration_s"] == 3 * 3600.0
+    assert got["c"]["duration_s"] == 40 * 60.0
+
+
+def test_a_client_session_paused_longer_than_the_timeout_at_midnight_splits(
+    warehouse, warehouse_conn, project, day
+):
+    """Chains are followed across midnight through gaps up to the (largest) timeout; a
+    client id resumed after a longer pause counts as a new session on the next day -
+    every event in exactly one session, on both days' refreshes."""
+    late = at(day, 23, 50)
+    insert(
+        warehouse,
+        [
+            pageview(project, "c", late, "/x", session_id="client-long"),
+            pageview(project, "c", late + timedelta(hours=3), "/y", session_id="client-long"),
+        ],
+    )
+    refresh_day(warehouse_conn, day)
+    refresh_day(warehouse_conn, day + timedelta(days=1))
+    got = sessions_of(warehouse_conn, project)
+    assert [(s["day"], s["event_count"]) for s in got] == [
+        (day, 1),
+        (day + timedelta(days=1), 1),
+    ]
 
 
 def test_a_late_event_reopens_a_session_on_recompute(warehouse, warehouse_conn, project, day):
