@@ -4,6 +4,7 @@ computed here in Python from the events the test wrote."""
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -674,3 +675,43 @@ def test_table_and_display_sql(url):
     # the displayed SQL runs and gives the same rows
     with psycopg.connect(url) as conn:
         assert [list(r) for r in conn.execute(shown).fetchall()] == rows
+
+
+@pytest.mark.parametrize(
+    "evil",
+    ["x' or 1=1 --", "'); drop table events; --", 'a"b', "$2", "\\", "$$x$$", "e.properties"],
+)
+def test_user_text_anywhere_in_a_definition_never_changes_the_statement(url, evil):
+    def definition(text: str, number: int) -> dict[str, Any]:
+        return {
+            "series": [
+                {
+                    "event": text,
+                    "math": "sum",
+                    "math_property": text + "p",
+                    "filters": [
+                        {
+                            "property": text + "f",
+                            "operator": "regex",
+                            "value": re.escape(text) + "r",
+                        },
+                        {"property": text + "g", "operator": "gt", "value": number},
+                    ],
+                },
+                {"event": text + "2", "math": "weekly_active"},
+            ],
+            "breakdown": {"property": text + "b", "type": "person", "limit": 3},
+            "filters": [{"property": text + "h", "operator": "in", "value": [text, text + "i"]}],
+            "date_from": "2026-07-01",
+            "date_to": "2026-07-03",
+            "compare": True,
+            "formula": "A + B",
+        }
+
+    ctx = Context(new_project(), now=NOW)
+    benign = compile_analytics("trends", definition("plain", 1), ctx)
+    hostile = compile_analytics("trends", definition(evil, 2), ctx)
+    assert hostile.sql == benign.sql
+    assert evil in hostile.params
+    body = answer(url, hostile)  # runs, and finds nothing
+    assert all(v == 0 for s in body["series"] for v in s["values"])
