@@ -12,7 +12,9 @@ Semantics follow PostHog's funnel UDF (aggregate_funnel) where it has one:
   chain. A person counts at the furthest step any chain reached (first chain to get
   there gives the times to convert).
 - strict: as ordered, but a step must be the person's very next event (any event in the
-  range that passes the global filters) after the previous step.
+  range that passes the global filters) after the previous step; an event at the same
+  instant as a step event does not break the chain (PostHog walks such a group in step
+  order without its strict reset).
 - unordered: the furthest step is the number of distinct steps done within one window
   (each window ending at one of the person's step events), capped by the number of
   events in it; times to convert are between the sorted earliest times of those steps in
@@ -204,6 +206,20 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     rows = tpl(
         f"select b.*, case {first_step} else {n} end as fs from __base as b{keep}", base=base
     )
+    if order == "strict":
+        # PostHog walks events sharing a timestamp with a step event as one group in step
+        # order, ignoring the others: drop non-step events tied with one, and mark groups
+        # of events with different steps ("mixed": they reset no chain)
+        mask = " + ".join(f"case when m{i} then {2**i} else 0 end" for i in range(n))
+        peers = "over (partition by pid order by t range between current row and current row)"
+        rows = tpl(
+            f"""select t0.* from (
+              select r.*, bool_or(r.fs < {n}) {peers} as tied,
+                min({mask}) {peers} <> max({mask}) {peers} as mixed
+              from __rows as r) as t0
+            where t0.fs < {n} or not t0.tied""",
+            rows=rows,
+        )
     rows = tpl(f"select r.*, row_number() over ({_ORDER}) as rn from __rows as r", rows=rows)
 
     w = params.bind(window * 1_000_000, "bigint")
@@ -280,26 +296,25 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
 def _chained_records(
     rows: exp.Expression, n: int, w: exp.Expression, strict: bool
 ) -> exp.Expression:
-    """Per row: c_k = the chain reaching step k at this row (`[-start, t_1, …, t_k]`) and
-    a_k = the best chain at step k before this row (strict: the previous row's)."""
-    layer = rows
-    for k in range(n):
-        if k == 0:
-            chain = "case when q.m0 then array[-q.t] end"
-        else:
-            prev = f"q.a{k - 1}"
-            chain = (
-                f"case when q.m{k} and {prev} is not null and q.t + {prev}[1] <= __w"
-                f" then {prev} || q.t end"
-            )
-        cols = f"{chain} as c{k}"
-        if k < n - 1:
-            if strict:
-                cols += f", lag({chain}) over ({_ORDER}) as a{k}"
+    """Per row: c_k = the chain reaching step k at this row (`[-start, t_1, …, t_k]`)."""
+    layer = _strict_layers(rows, n, w) if strict else rows
+    if not strict:
+        # a_k = the best chain at step k before this row: the running minimum picks the
+        # latest start, then (same start) the earliest times
+        for k in range(n):
+            if k == 0:
+                chain = "case when q.m0 then array[-q.t] end"
             else:
+                prev = f"q.a{k - 1}"
+                chain = (
+                    f"case when q.m{k} and {prev} is not null and q.t + {prev}[1] <= __w"
+                    f" then {prev} || q.t end"
+                )
+            cols = f"{chain} as c{k}"
+            if k < n - 1:
                 cols += f", min({chain}) over {_BEFORE} as a{k}"
-        nodes = {"inner": layer, "w": w} if k else {"inner": layer}
-        layer = tpl(f"select q.*, {cols} from __inner as q", **nodes)
+            nodes = {"inner": layer, "w": w} if k else {"inner": layer}
+            layer = tpl(f"select q.*, {cols} from __inner as q", **nodes)
     level = " ".join(f"when c{k} is not null then {k}" for k in reversed(range(n)))
     chain = "coalesce(" + ", ".join(f"c{k}" for k in reversed(range(n))) + ")"
     return tpl(
@@ -310,6 +325,40 @@ def _chained_records(
         from __inner as z""",
         inner=layer,
     )
+
+
+def _strict_layers(rows: exp.Expression, n: int, w: exp.Expression) -> exp.Expression:
+    """Strict funnels as PostHog's walk has them: after an event, only the chains at the
+    steps it matched survive (so a repeated step event keeps its chain), except within a
+    group of events sharing a timestamp with different steps, which resets nothing. Per
+    step k: c_k = a new chain from the previous row's s_{k-1}; run_k numbers the stretches
+    where step-k chains survive; s_k = the best chain of the current stretch."""
+    layer = rows
+    frame = f"({_ORDER} rows between unbounded preceding and current row)"
+    for k in range(n):
+        survives = f"(q.m{k} or q.mixed)"
+        run = f"sum(case when {survives} then 0 else 1 end) over {frame} as run{k}"
+        if k == 0:
+            layer = tpl(f"select q.*, {run} from __inner as q", inner=layer)
+            new = "case when q.m0 then array[-q.t] end"
+        else:
+            layer = tpl(
+                f"select q.*, lag(q.s{k - 1}) over ({_ORDER}) as l{k}, {run} from __inner as q",
+                inner=layer,
+            )
+            new = (
+                f"case when q.m{k} and q.l{k} is not null and q.t + q.l{k}[1] <= __w"
+                f" then q.l{k} || q.t end"
+            )
+        best = f"min(case when {new} is not null then array[-q.run{k}] || {new} end) over {frame}"
+        nodes = {"inner": layer, "w": w} if k else {"inner": layer}
+        layer = tpl(f"select q.*, {new} as c{k}, {best} as b{k} from __inner as q", **nodes)
+        layer = tpl(
+            f"select q.*, case when {survives} and q.b{k}[1] = -q.run{k}"
+            f" then q.b{k}[2:{k + 2}] end as s{k} from __inner as q",
+            inner=layer,
+        )
+    return layer
 
 
 def _unordered_records(rows: exp.Expression, n: int, w: exp.Expression) -> exp.Expression:

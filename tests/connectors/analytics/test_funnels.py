@@ -158,6 +158,14 @@ def reference(
             fs = matched[0] if matched else n
             rows.append((ev.at.timestamp(), fs, ev.event_id, matched, excl, ev))
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        mixed: set[float] = set()
+        if order == "strict":  # a non-step event at a step event's instant is ignored
+            sets: dict[float, set[tuple[int, ...]]] = {}
+            for r in rows:
+                sets.setdefault(r[0], set()).add(tuple(r[3]))
+            mixed = {t for t, found in sets.items() if len(found) > 1}
+            stepped = {r[0] for r in rows if r[1] < n}
+            rows = [r for r in rows if r[1] < n or r[0] not in stepped]
         records: list[tuple[int, list[float]]] = []  # (level, absolute times)
         if order == "unordered":
             for t, fs, *_ in rows:
@@ -182,8 +190,13 @@ def reference(
                         new[k] = (*best[k - 1], t)  # type: ignore[misc]
                 for k, chain in new.items():
                     records.append((k, [-chain[0], *chain[1:]]))
-                if order == "strict":
-                    best = [new.get(k) for k in range(n)]
+                if order == "strict":  # chains survive at the steps this event matched
+                    best = [
+                        min((c for c in (new.get(k), best[k]) if c is not None), default=None)
+                        if k in matched or t in mixed
+                        else None
+                        for k in range(n)
+                    ]
                 else:
                     for k, chain in new.items():
                         best[k] = chain if best[k] is None else min(best[k], chain)  # type: ignore[type-var]
@@ -325,6 +338,29 @@ def test_strict_needs_nothing_between_steps(load, conn, project):
     assert [s["count"] for s in answer(conn, compile_funnel(definition, ctx))["steps"]] == [3, 2]
     definition["order"] = "ordered"
     assert [s["count"] for s in answer(conn, compile_funnel(definition, ctx))["steps"]] == [3, 3]
+
+
+def test_strict_keeps_a_chain_through_a_repeated_step_and_same_instant_noise(load, conn, project):
+    load(
+        [
+            Ev("a", "double", at(minutes=0)),
+            Ev("b", "double", at(minutes=1)),
+            Ev("b", "double", at(minutes=2)),  # the same step again: PostHog keeps the chain
+            Ev("c", "double", at(minutes=3)),
+            Ev("a", "tied", at(minutes=0)),
+            Ev("noise", "tied", at(minutes=1)),  # at the very instant of the next step
+            Ev("b", "tied", at(minutes=1)),
+            Ev("c", "tied", at(minutes=2)),
+            Ev("a", "broken", at(minutes=0)),
+            Ev("b", "broken", at(minutes=1)),
+            Ev("a", "broken", at(minutes=2)),  # another step between b and c
+            Ev("c", "broken", at(minutes=3)),
+        ]
+    )
+    definition, ctx = funnel(project, ["a", "b", "c"], order="strict")
+    body = answer(conn, compile_funnel(definition, ctx))
+    assert [s["count"] for s in body["steps"]] == [3, 3, 2]
+    assert body["steps"][2]["median_seconds_to_convert"] == 90.0  # double: 120, tied: 60
 
 
 def test_unordered_counts_distinct_steps_in_one_window(load, conn, project):
@@ -601,3 +637,92 @@ def test_random_persons_match_the_reference(load, conn, project, order, seed):
     check(body, expected[None])
     for group in body["breakdowns"]:
         check({"steps": group["steps"]}, expected[group["breakdown_value"]])
+
+
+def posthog_walk(
+    events: list[Ev], steps: list[RefStep], *, strict: bool, window: float
+) -> dict[str, tuple[int, list[float]]]:
+    """A second, independent reference: the walk of PostHog's funnel UDF (ordered and
+    strict, no exclusions) re-told in Python — per person, events grouped by timestamp,
+    `entered[k]` the chain that reached step k, updated only by a newer start. Gives
+    person → (furthest step, seconds between its steps)."""
+    n = len(steps)
+    people: dict[str, list[tuple[float, list[int], str]]] = {}
+    for ev in sorted(events, key=lambda e: (e.at, e.event_id)):
+        if not START <= ev.at < END:
+            continue
+        matched = [k + 1 for k, s in enumerate(steps) if s.matches(ev)]
+        if matched or strict:
+            people.setdefault(ev.distinct_id, []).append((ev.at.timestamp(), matched, ev.event_id))
+    out: dict[str, tuple[int, list[float]]] = {}
+    for person, rows in people.items():
+        top, times = _walk(rows, n, strict=strict, window=window)
+        if top:
+            out[person] = (top - 1, [times[k] - times[k - 1] for k in range(1, len(times))])
+    return out
+
+
+def _walk(
+    rows: list[tuple[float, list[int], str]], n: int, *, strict: bool, window: float
+) -> tuple[int, tuple[float, ...]]:
+    """One person's walk: (furthest step counted from 1, 0 for none; its chain's times)."""
+    entered: list[tuple[float, tuple[float, ...], tuple[str, ...]] | None] = [None] * (n + 1)
+    best: tuple[int, tuple[float, ...]] = (0, ())
+
+    def process(t: float, matched: list[int], eid: str, multiple: bool) -> None:
+        nonlocal best
+        for step in sorted(matched, reverse=True):
+            prev = entered[step - 1]
+            if prev is None or t - prev[0] > window:
+                continue
+            mine = entered[step]
+            if mine is not None and mine[0] == prev[0]:
+                continue  # this start already reached the step: keep its first time
+            if multiple and eid in prev[2]:
+                continue
+            chain = (prev[0], (*prev[1], t), (*prev[2], eid))
+            entered[step] = chain
+            if step > best[0]:
+                best = (step, chain[1])
+        if strict and not multiple:
+            for i in range(1, n + 1):
+                if i not in matched:
+                    entered[i] = None
+
+    i = 0
+    while i < len(rows):
+        j = i
+        while j < len(rows) and rows[j][0] == rows[i][0]:
+            j += 1
+        group = rows[i:j]
+        entered[0] = (group[0][0], (), ())
+        if len(group) == 1 or all(g[1] == group[0][1] for g in group):
+            for t, matched, eid in group:
+                process(t, matched, eid, False)
+        else:  # events at one instant with different steps: by step, no strict reset
+            flat = sorted(
+                ((t, [s], eid) for t, matched, eid in group for s in matched),
+                key=lambda x: x[1][0],
+            )
+            for t, matched, eid in flat:
+                process(t, matched, eid, True)
+        if entered[n] is not None:
+            break
+        i = j
+    return best
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+@pytest.mark.parametrize("order", ["ordered", "strict"])
+def test_random_persons_match_posthogs_walk(load, conn, project, order, seed):
+    events = random_events(seed, people=80)
+    load(events)
+    steps = [RefStep("a"), RefStep("b"), RefStep("c")]
+    definition, ctx = funnel(
+        project, ["a", "b", "c"], order=order, window={"amount": 3, "unit": "hour"}
+    )
+    body = answer(conn, compile_funnel(definition, ctx))
+    walked = posthog_walk(events, steps, strict=order == "strict", window=3 * 3600)
+    counts = [sum(1 for top, _ in walked.values() if top >= k) for k in range(3)]
+    times = [[d[k - 1] for top, d in walked.values() if top >= k] for k in range(1, 3)]
+    check(body, (counts, times))
