@@ -116,11 +116,8 @@ def _has_events(conn: psycopg.Connection[Any], day: date) -> bool:
     return bool(row and row[0])
 
 
-def _has_aggregates(conn: psycopg.Connection[Any], day: date) -> bool:
-    row = conn.execute(
-        "select exists (select 1 from rollup_days where day = %s and refreshed_at is not null)",
-        (day,),
-    ).fetchone()
+def _has_sessions(conn: psycopg.Connection[Any], day: date) -> bool:
+    row = conn.execute("select exists (select 1 from sessions where day = %s)", (day,)).fetchone()
     return bool(row and row[0])
 
 
@@ -163,7 +160,10 @@ def build_analytics_day(cron: str = DEFAULT_REFRESH_CRON) -> dg.AssetsDefinition
         with warehouse.client().connect(autocommit=True) as conn:
             conn.execute("set timezone to 'UTC'")
             for day in days:
-                if not _has_events(conn, day) and _has_aggregates(conn, day):
+                # sessions but no events left: retention dropped the day's partition.
+                # (A day with neither, like the day before one that got events, is
+                # refreshed: that clears its marker.)
+                if not _has_events(conn, day) and _has_sessions(conn, day):
                     context.log.warning(
                         f"{day}: no events left (expired), its sessions and rollups are kept"
                     )

@@ -308,6 +308,28 @@ def test_a_late_event_is_counted_by_the_next_refresh_of_its_day(
     assert len(rows["sessions"]) == 4
 
 
+def test_the_day_before_a_day_with_events_is_refreshed_even_without_events_of_its_own(
+    servers: ServerUrls, sqlbook: SqlbookResource, instance: dg.DagsterInstance
+) -> None:
+    project, day = project_id(), a_day(2021, 2023)
+    before = day - timedelta(days=1)
+    warehouse = PostgresWarehouse(servers.warehouse_url)
+    warehouse.insert_events(some_events(project, day))
+    assert refresh(servers, sqlbook, instance, before).success
+    # refreshed once (empty); a late event of `day` marks `before` dirty again
+    warehouse.insert_events([row(project, "signup", "dee", at(day, 15))])
+    result = refresh(servers, sqlbook, instance, before)
+    assert result.success
+    assert metadata(result, "sessions")["kept_expired_days"] == []
+    with psycopg.connect(servers.warehouse_url) as conn:
+        marker = conn.execute(
+            "select refreshed_at is not null and dirty_since is null from rollup_days"
+            " where project_id = %s and day = %s",
+            (project, before),
+        ).fetchone()
+    assert marker == (True,)  # marked dirty by the insert of `day`, clean again
+
+
 def test_a_range_is_one_run_refreshing_each_day(
     servers: ServerUrls, sqlbook: SqlbookResource, instance: dg.DagsterInstance
 ) -> None:
