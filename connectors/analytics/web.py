@@ -6,7 +6,8 @@ Request `{"date_from", "date_to"?, "limit"? (rows per panel, default 10), "filte
 "interval"?}` → `{"totals": {"visitors", "sessions", "pageviews", "bounce_rate",
 "avg_duration_seconds", "views_per_session"}, "series": {"buckets", "visitors", "sessions",
 "pageviews"}, "top_pages", "entry_pages", "exit_pages", "referrers", "utm_sources",
-"utm_mediums", "utm_campaigns", "browsers", "os", "devices"}`; each panel a list of
+"utm_mediums", "utm_campaigns", "browsers", "os", "devices"}`; `interval` defaults to hour
+for a range of a day or less, else day; each panel a list of
 `{"value", "visitors", "pageviews"?, "sessions"?}`.
 
 Two sources, the same definitions:
@@ -132,8 +133,13 @@ def compile_sessions(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     ctx.check()
     definition = require_mapping(definition, "definition")
     span = resolve_span(definition.get("date_from"), definition.get("date_to"), ctx)
+    # default: hours for a range of a day or less (today, yesterday), else days
+    short = span.end - span.start <= timedelta(hours=25)
     interval = choice(
-        definition.get("interval"), ("hour", "day", "week", "month"), "interval", "day"
+        definition.get("interval"),
+        ("hour", "day", "week", "month"),
+        "interval",
+        "hour" if short else "day",
     )
     limit = positive_int(definition.get("limit"), "limit", DEFAULT_LIMIT, 1000)
     filters = definition.get("filters", definition.get("properties"))

@@ -133,7 +133,9 @@ def test_raw_events_answer_matches_the_session_rules(url):
     events = _scenario(t)
     insert_events(url, project, events)
     compiled = compile_analytics(
-        "sessions", {"date_from": "2026-07-10", "date_to": "2026-07-10"}, Context(project, now=NOW)
+        "sessions",
+        {"date_from": "2026-07-10", "date_to": "2026-07-10", "interval": "day"},
+        Context(project, now=NOW),
     )
     assert compiled.source == "events"
     body = answer(url, compiled)
@@ -328,6 +330,16 @@ def test_hour_interval_and_empty_ranges(url):
     )
     assert body["series"]["sessions"] == [0, 1, 0, 1]
     assert len(body["series"]["buckets"]) == 4
+    # a range of one day is shown by the hour unless asked otherwise
+    day = web(
+        url,
+        Context(project, "Asia/Tokyo", now=NOW),
+        {"date_from": "2026-06-10", "date_to": "2026-06-10"},
+    )
+    assert len(day["series"]["buckets"]) == 24 and sum(day["series"]["sessions"]) == 0
+    day = web(url, Context(project, now=NOW), {"date_from": "2026-07-10", "date_to": "2026-07-10"})
+    assert day["series"]["buckets"][9] == "2026-07-10T09:00:00+00:00"
+    assert day["series"]["sessions"][9] == 1 and sum(day["series"]["sessions"]) == 2
     empty = web(
         url, Context(project, now=NOW), {"date_from": "2026-07-01", "date_to": "2026-07-02"}
     )
