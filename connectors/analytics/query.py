@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,6 +63,21 @@ class Context:
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
         return now.astimezone(UTC)
+
+    def remembering(self) -> Context:
+        """This context with `clean_days` asked at most once per (first, last): a
+        compiler may ask for the same days per series and period."""
+        ask = self.clean_days
+        if ask is None:
+            return self
+        seen: dict[tuple[date, date], frozenset[date]] = {}
+
+        def clean_days(first: date, last: date) -> frozenset[date]:
+            if (first, last) not in seen:
+                seen[(first, last)] = frozenset(ask(first, last))
+            return seen[(first, last)]
+
+        return replace(self, clean_days=clean_days)
 
     def check(self) -> None:
         _zone(self.time_zone)

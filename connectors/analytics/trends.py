@@ -274,6 +274,7 @@ def evaluate(tree: ast.Expression, values: Mapping[str, float]) -> float:
 
 def compile_trends(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     ctx.check()
+    ctx = ctx.remembering()
     trends = parse(definition, ctx)
     params = Params()
     periods: list[tuple[int, Span, list[Bucket]]] = [

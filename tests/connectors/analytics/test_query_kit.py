@@ -407,3 +407,27 @@ def test_templates_are_parsed_once_and_never_carry_values():
     # every user value goes through Params: a template with a quote in a value would not parse
     tree = tpl("select __x", x=exp.Literal.string("it's"))
     assert sqlglot.parse_one(to_sql(tree), read="postgres") is not None
+
+
+def test_clean_days_are_asked_once_per_range_by_a_compilation():
+    from connectors.analytics.compile import compile_analytics
+
+    asked: list[tuple[date, date]] = []
+
+    def clean_days(first: date, last: date) -> frozenset[date]:
+        asked.append((first, last))
+        return frozenset()
+
+    ctx = Context(1, now=NOW, clean_days=clean_days)
+    compiled = compile_analytics(
+        "trends",
+        {
+            "series": [{"event": "a"}, {"event": "b"}, {"event": "c", "math": "dau"}],
+            "date_from": "2026-07-01",
+            "date_to": "2026-07-07",
+            "compare": True,
+        },
+        ctx,
+    )
+    assert compiled.source == "events"
+    assert asked == [(date(2026, 7, 1), date(2026, 7, 7)), (date(2026, 6, 24), date(2026, 6, 30))]
