@@ -22,7 +22,8 @@ Semantics follow PostHog's funnel UDF (aggregate_funnel) where it has one:
   Exclusions are ignored (PostHog's unordered UDF does the same).
 - exclusions {event, from_step, to_step}: a chain is tainted by such an event strictly
   after its `from_step` and before its `to_step` (or, when it never reached `to_step`,
-  up to t_0 + window); a person whose every chain reaching their furthest step is
+  up to t_0 + window) — one at the very instant of a step event is ignored, as PostHog's
+  walk ignores it; a person whose every chain reaching their furthest step is
   tainted leaves the funnel altogether (PostHog drops them), not only those steps.
 - breakdown: first touch — the value on the person's earliest step event that has one;
   null/empty → PostHog's null marker, values beyond the top `limit` (by persons at
@@ -206,10 +207,10 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     rows = tpl(
         f"select b.*, case {first_step} else {n} end as fs from __base as b{keep}", base=base
     )
-    if order == "strict":
+    if order == "strict" or exclusions:
         # PostHog walks events sharing a timestamp with a step event as one group in step
-        # order, ignoring the others: drop non-step events tied with one, and mark groups
-        # of events with different steps ("mixed": they reset no chain)
+        # order, ignoring the others (exclusions too): drop non-step events tied with one,
+        # and mark groups of events with different steps ("mixed": they reset no chain)
         mask = " + ".join(f"case when m{i} then {2**i} else 0 end" for i in range(n))
         peers = "over (partition by pid order by t range between current row and current row)"
         rows = tpl(
@@ -310,13 +311,22 @@ def _chained_records(
                     f"case when q.m{k} and {prev} is not null and q.t + {prev}[1] <= __w"
                     f" then {prev} || q.t end"
                 )
-            cols = f"{chain} as c{k}"
-            if k < n - 1:
-                cols += f", min({chain}) over {_BEFORE} as a{k}"
+            cols = f"{chain} as c{k}, min({chain}) over {_BEFORE} as a{k}"
             nodes = {"inner": layer, "w": w} if k else {"inner": layer}
             layer = tpl(f"select q.*, {cols} from __inner as q", **nodes)
-    level = " ".join(f"when c{k} is not null then {k}" for k in reversed(range(n)))
-    chain = "coalesce(" + ", ".join(f"c{k}" for k in reversed(range(n))) + ")"
+    else:  # the chain each step had before this row
+        lags = ", ".join(f"lag(q.s{k}) over ({_ORDER}) as a{k}" for k in range(n))
+        layer = tpl(f"select q.*, {lags} from __inner as q", inner=layer)
+    # e_k: the chain reaching step k here when it is a new one (a start that had not
+    # reached step k yet) — a later event for the same start changes nothing (PostHog)
+    news = ", ".join(
+        f"case when q.c{k} is not null and (q.a{k} is null or q.a{k}[1] <> q.c{k}[1])"
+        f" then q.c{k} end as e{k}"
+        for k in range(n)
+    )
+    layer = tpl(f"select q.*, {news} from __inner as q", inner=layer)
+    level = " ".join(f"when e{k} is not null then {k}" for k in reversed(range(n)))
+    chain = "coalesce(" + ", ".join(f"e{k}" for k in reversed(range(n))) + ")"
     return tpl(
         f"""select z.*, case {level} end as lvl, {chain} as ch,
           max(case {level} end) over (partition by z.pid) as mx,

@@ -189,7 +189,8 @@ def reference(
                     elif best[k - 1] is not None and t + best[k - 1][0] <= window:  # type: ignore[index]
                         new[k] = (*best[k - 1], t)  # type: ignore[misc]
                 for k, chain in new.items():
-                    records.append((k, [-chain[0], *chain[1:]]))
+                    if best[k] is None or best[k][0] != chain[0]:  # type: ignore[index]
+                        records.append((k, [-chain[0], *chain[1:]]))  # a start's first reach
                 if order == "strict":  # chains survive at the steps this event matched
                     best = [
                         min((c for c in (new.get(k), best[k]) if c is not None), default=None)
@@ -205,13 +206,16 @@ def reference(
         top = max(level for level, _ in records)
         candidates = [times for level, times in records if level == top]
         if exclusions and order != "unordered":
+            stepped = {r[0] for r in rows if r[1] < n}  # exclusions tied with a step: ignored
 
-            def tainted(times: list[float], top: int = top, rows: list[Any] = rows) -> bool:
+            def tainted(
+                times: list[float], top: int = top, rows: list[Any] = rows, stepped: Any = stepped
+            ) -> bool:
                 for j, (_, lo, hi) in enumerate(exclusions):
                     if top < lo:
                         continue
                     for r in rows:
-                        if j not in r[4] or not r[0] > times[lo]:
+                        if j not in r[4] or not r[0] > times[lo] or r[0] in stepped:
                             continue
                         if (r[0] < times[hi]) if top >= hi else (r[0] <= times[0] + window):
                             return True
@@ -467,6 +471,30 @@ def test_exclusion_between_steps_drops_the_person(load, conn, project):
     )
     body = answer(conn, compile_funnel(definition, ctx))
     assert [s["count"] for s in body["steps"]] == [2, 2]
+
+
+def test_exclusion_later_step_range_ties_and_a_repeated_step(load, conn, project):
+    load(
+        [
+            Ev("a", "repeat", at(hours=0)),
+            Ev("b", "repeat", at(hours=1)),
+            Ev("x", "repeat", at(hours=2)),
+            Ev("b", "repeat", at(hours=3)),  # same start again: not a clean new chain
+            Ev("a", "ok", at(hours=0)),
+            Ev("b", "ok", at(hours=1)),
+            Ev("c", "ok", at(hours=2)),
+            Ev("x", "ok", at(hours=3)),
+            Ev("a", "tied", at(hours=0)),
+            Ev("b", "tied", at(hours=1)),
+            Ev("x", "tied", at(hours=1, minutes=30)),  # the same instant as c: ignored
+            Ev("c", "tied", at(hours=1, minutes=30)),
+        ]
+    )
+    definition, ctx = funnel(
+        project, ["a", "b", "c"], exclusions=[{"event": "x", "from_step": 1, "to_step": 2}]
+    )
+    body = answer(conn, compile_funnel(definition, ctx))
+    assert [s["count"] for s in body["steps"]] == [2, 2, 2]
 
 
 def test_breakdown_first_touch_with_null_and_other(load, conn, project):
