@@ -80,7 +80,7 @@ def compile_retention(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     start_event, start_filters = _entity(definition, "start_event")
     return_event, return_filters = _entity(definition, "return_event")
     period = choice(definition.get("period"), PERIODS, "period", "day")
-    periods = positive_int(definition.get("periods"), "periods", 8, MAX_PERIODS)
+    periods = positive_int(definition.get("periods"), "periods", 7, MAX_PERIODS)
     raw_mode = definition.get("mode")
     mode = choice(
         {"first": "first_time", "first_time_ever": "first_time"}.get(str(raw_mode), raw_mode),
