@@ -59,6 +59,8 @@ class Stack:
             SQLBOOK_CAPTURE_RATE_LIMIT_IP_RECEIVED_BYTES_PER_MINUTE="0",
             SQLBOOK_CAPTURE_PROJECT_BACKLOG_BYTES="0",
             SQLBOOK_DATASOURCE_ALLOW_CHDB="true",
+            # POST /api/analytics takes no timeout: raw 90-day questions at 10M run longer
+            SQLBOOK_QUERY_TIMEOUT_SECONDS="300",
             PYTHONUNBUFFERED="1",
         )
         return env
