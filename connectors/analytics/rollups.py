@@ -14,6 +14,7 @@ twice gives the same rows. `check_day` compares a day's rows with the raw events
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -60,28 +61,38 @@ def _pdi(alias: str) -> str:
     )
 
 
-# The day's own events (read once by sessions.compute_day into `_w`) with their person.
-_DAY_EVENTS = f"""
-create temp table _de on commit drop as
-select w.project_id, w.event_name, date_trunc('hour', w.ts) as hour,
-       {PERSON.format(alias="w")} as person, w.page
-from _w w {_pdi("w")}
-where w.ts >= %(d0)s and w.ts < %(d1)s
+# The day's own events (read once by sessions.compute_day into `_w`, with their person).
+_DE = (
+    "(select project_id, event_name, date_trunc('hour', ts) as hour, person, page from _w"
+    " where ts >= %(d0)s and ts < %(d1)s)"
+)
+# One pass over the day's events for every event-based rollup: events per (name, hour),
+# the distinct (name, person) and (page, person) pairs with their counts.
+_DAY_GROUPS = """
+create temp table _dg on commit drop as
+select project_id, event_name, date_trunc('hour', ts) as hour, person, page, count(*) as n,
+       grouping(event_name, date_trunc('hour', ts), person, page) as g
+from _w where ts >= %(d0)s and ts < %(d1)s
+group by grouping sets ((project_id, event_name, date_trunc('hour', ts)),
+                        (project_id, event_name, person), (project_id, page, person))
 """
+# grouping() bits (event_name, hour, person, page): 1 = not grouped by it
+_G_HOURLY = 0b0011
+_G_NAME_PERSON = 0b0101
+_G_PAGE_PERSON = 0b1100
 
 _ROLLUPS: dict[str, str] = {
     "rollup_events_hourly": """
         insert into rollup_events_hourly (project_id, day, hour, event_name, events)
-        select project_id, %(day)s, hour, event_name, count(*) from _de group by 1, 3, 4
+        select project_id, %(day)s, hour, event_name, n from _dg where g = {hourly}
     """,
     "rollup_persons_daily": """
         insert into rollup_persons_daily (project_id, day, event_name, persons)
         select project_id, %(day)s, coalesce(event_name, ''), count(*)
-        from (select distinct project_id, event_name, person from _de) d
-        group by project_id, event_name
+        from _dg where g = {name_person} group by project_id, event_name
         union all
-        select project_id, %(day)s, '', count(*)
-        from (select distinct project_id, person from _de) d group by project_id
+        select project_id, %(day)s, '', count(distinct person) from _dg
+        where g = {name_person} group by project_id
     """,
     "rollup_sessions_hourly": """
         insert into rollup_sessions_hourly (project_id, day, hour, sessions, pageviews,
@@ -99,8 +110,7 @@ _ROLLUPS: dict[str, str] = {
         from (
             select project_id, page as pathname, sum(n) as pageviews,
                    count(*) as visitors, 0 as entries, 0 as exits
-            from (select project_id, page, person, count(*) as n from _de
-                  where page is not null group by 1, 2, 3) p
+            from _dg where g = {page_person} and page is not null
             group by 1, 2
             union all
             select project_id, entry_page, 0, 0, count(*), 0
@@ -127,6 +137,13 @@ _ROLLUPS: dict[str, str] = {
     """,
 }
 
+_ROLLUPS = {
+    table: query.replace("{hourly}", str(_G_HOURLY))
+    .replace("{name_person}", str(_G_NAME_PERSON))
+    .replace("{page_person}", str(_G_PAGE_PERSON))
+    for table, query in _ROLLUPS.items()
+}
+
 _MARKERS = """
 insert into rollup_days as r (project_id, day, dirty_since, refreshed_at)
 select project_id, %(day)s, null, now() from unnest(%(projects)s::bigint[]) p (project_id)
@@ -147,6 +164,7 @@ def refresh_day(
     `conn`: the warehouse owner's, in autocommit."""
     params = sessions.day_params(day, session_timeouts, default_timeout_minutes)
     key = (day - date(2000, 1, 1)).days
+    _roomy_temp_buffers(conn)
     conn.execute("select pg_advisory_lock(%s, %s)", (_LOCK_CLASS, key))
     try:
         conn.execute("begin isolation level repeatable read")
@@ -161,16 +179,26 @@ def refresh_day(
         conn.execute("select pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, key))
 
 
+def _roomy_temp_buffers(conn: psycopg.Connection[Any]) -> None:
+    """The day's temporary tables (tens of MB for 100k+ events) stay in memory rather
+    than spilling to files: possible only before the session's first temporary table."""
+    # a session that has used temporary tables already keeps its size
+    with contextlib.suppress(psycopg.errors.InvalidParameterValue):
+        conn.execute("set temp_buffers = '256MB'")
+
+
 def _refresh(conn: psycopg.Connection[Any], day: date, params: dict[str, Any]) -> DayReport:
     conn.execute("set local timezone = 'UTC'")
     conn.execute("set local work_mem = '256MB'")
     rows: dict[str, int] = {}
     sessions.compute_day(conn, params)
-    conn.execute(_DAY_EVENTS, params)
+    conn.execute(_DAY_GROUPS, params)
     found = conn.execute(
-        "select array(select distinct project_id from (select project_id from _de"
-        " union select project_id from _sess union select project_id from rollup_days"
-        " where day = %(day)s) u order by 1), (select count(*) from _de)",
+        (
+            "select array(select distinct project_id from (select project_id from _DE_"
+            " union select project_id from _sess union select project_id from rollup_days"
+            " where day = %(day)s) u order by 1), (select count(*) from _DE_)"
+        ).replace("_DE_", _DE + " d"),
         params,
     ).fetchone()
     assert found is not None
@@ -223,13 +251,13 @@ _CHECKS: dict[str, tuple[int, str, str]] = {
     ),
     "rollup_events_hourly": (
         3,
-        "select project_id, event_name, hour, count(*) from _de group by 1, 2, 3",
+        "select project_id, event_name, hour, count(*) from _DE_ group by 1, 2, 3",
         "select project_id, event_name, hour, events from rollup_events_hourly where day = %(day)s",
     ),
     "rollup_persons_daily": (
         2,
-        "select project_id, event_name, count(distinct person) from _de group by 1, 2"
-        " union all select project_id, '', count(distinct person) from _de group by 1",
+        "select project_id, event_name, count(distinct person) from _DE_ group by 1, 2"
+        " union all select project_id, '', count(distinct person) from _DE_ group by 1",
         "select project_id, event_name, persons from rollup_persons_daily where day = %(day)s",
     ),
     "rollup_sessions_hourly": (
@@ -241,7 +269,7 @@ _CHECKS: dict[str, tuple[int, str, str]] = {
     ),
     "rollup_pages_daily": (
         2,
-        "select project_id, page, count(*) from _de where page is not null group by 1, 2",
+        "select project_id, page, count(*) from _DE_ where page is not null group by 1, 2",
         "select project_id, pathname, pageviews from rollup_pages_daily"
         " where day = %(day)s and pageviews > 0",
     ),
@@ -264,6 +292,12 @@ _CHECKS["rollup_sources_daily"] = (
 )
 
 
+_CHECKS = {
+    table: (keys, expected.replace("_DE_", _DE + " d"), actual)
+    for table, (keys, expected, actual) in _CHECKS.items()
+}
+
+
 def check_day(
     conn: psycopg.Connection[Any],
     day: date,
@@ -282,7 +316,6 @@ def check_day(
     try:
         conn.execute("set local timezone = 'UTC'")
         sessions.compute_day(conn, params)
-        conn.execute(_DAY_EVENTS, params)
         for table, (keys, expected_sql, actual_sql) in _CHECKS.items():
             results[table] = _compare(conn, keys, expected_sql, actual_sql, params)
     finally:

@@ -97,15 +97,20 @@ def _timeouts(
 _NARROW = """
 select e.project_id, e.distinct_id, e.session_id, e.timestamp as ts, e.event_id,
        e.event_name, e.tableoid::oid as tbl, e.ctid as tid,
-       case when e.event_name = '$pageview' then {page} end as page
+       case when e.event_name = '$pageview' then {page} end as page, {person} as person
 from events e
 """.replace("{page}", page_sql("e.properties"))
 
+# The day's rows carry their person (as resolved now) for the rollups; the neighbouring
+# days' rows (only there to continue chains) do not need one.
 _DAY_ROWS = (
     "create temp table _w on commit drop as"
-    + _NARROW
-    + " where e.timestamp >= %(d0)s and e.timestamp < %(d1)s"
+    + _NARROW.replace("{person}", "coalesce(pdi.person_id::text, e.distinct_id)")
+    + " left join person_distinct_ids pdi"
+    " on pdi.project_id = e.project_id and pdi.distinct_id = e.distinct_id"
+    " where e.timestamp >= %(d0)s and e.timestamp < %(d1)s"
 )
+_NARROW = _NARROW.replace("{person}", "null::text")
 
 # The chains that may cross the day's edges: per derived (project, distinct id) and per
 # client (project, session id), the earliest and latest event known so far.
@@ -176,15 +181,13 @@ with w as (
 ), starts as (
     select *, max(case when pbrk then ts end) over o as p_start
     from piece_breaks window o as (partition by project_id, distinct_id order by ts, event_id)
-), client as (
-    select *, min(ts) over (partition by project_id, session_id) as s_start
-    from _w where session_id is not null
 ), se as (
     select project_id, {derived} as sid, distinct_id, ts, event_id, event_name, tbl, tid, page
     from starts where p_start >= %(d0)s and p_start < %(d1)s
     union all
+    -- every client session seen; those not starting on the day are dropped below
     select project_id, session_id, distinct_id, ts, event_id, event_name, tbl, tid, page
-    from client where s_start >= %(d0)s and s_start < %(d1)s
+    from _w where session_id is not null
 ), rows as (
     select project_id, sid, row_number() over s as rn,
            first_value(distinct_id) over s as distinct_id,
@@ -200,7 +203,7 @@ with w as (
 select project_id, sid, distinct_id, started_at, ended_at, event_count::int,
        pageview_count::int, first_tbl, first_tid, pages[1] as entry_page,
        pages[cardinality(pages)] as exit_page
-from rows where rn = 1
+from rows where rn = 1 and started_at >= %(d0)s and started_at < %(d1)s
 """.replace("{derived}", derived_id_sql("project_id", "distinct_id", "p_start"))
 
 # Attributes of each session's first event (on the day), fetched by (partition, ctid).
