@@ -235,6 +235,14 @@ def test_trend_filter_interval_sql_save_and_reopen(page: Page, live_ui: LiveApi)
     expect(page).to_have_url(re.compile(rf"/analytics/trends\?insight={insight_id}"))
     expect(builder(page, "Trends").get_by_label("From", exact=True)).to_have_value(D1.isoformat())
 
+    # its insight page (alerts, exports, history) is one link away, and runs the definition
+    builder(page, "Trends").get_by_role("link", name=re.compile("insight page")).click()
+    expect(page).to_have_url(re.compile(rf"/insights/{insight_id}\?details=1$"))
+    insight_page = page.get_by_role("main", name="Insight")
+    expect(insight_page.get_by_role("heading", name=name)).to_be_visible()
+    expect(insight_page.get_by_test_id("result-meta")).to_be_visible()
+    page.go_back()
+
     # forked into an SQL insight: its page shows the statement
     main = builder(page, "Trends")
     done(main)

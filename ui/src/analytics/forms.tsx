@@ -1,6 +1,6 @@
 import type { FunnelDefinition, Interval, PathsDefinition, RetentionDefinition, TrendMath, TrendsDefinition, WindowUnit } from "../analyticsApi";
 import { needsProperty, seriesLetter } from "./model";
-import { BreakdownPicker, DateRange, EventSelect, FilterList } from "./pickers";
+import { BreakdownPicker, DateRange, EventSelect, FilterList, SuggestInput } from "./pickers";
 
 const MATHS: { value: TrendMath; label: string }[] = [
   { value: "total", label: "Total count" },
@@ -51,7 +51,7 @@ export function TrendsForm({ def, onChange }: { def: TrendsDefinition; onChange(
                   </option>
                 ))}
               </select>
-              {needsProperty(s.math) && <input aria-label={`Math property of series ${seriesLetter(i)}`} placeholder="numeric property" value={s.math_property ?? ""} onChange={(e) => setSeries(i, { math_property: e.target.value })} />}
+              {needsProperty(s.math) && <SuggestInput label={`Math property of series ${seriesLetter(i)}`} placeholder="numeric property" event={s.event} value={s.math_property ?? ""} onChange={(math_property) => setSeries(i, { math_property })} />}
               {def.series.length > 1 && (
                 <button type="button" className="link" aria-label={`Remove series ${seriesLetter(i)}`} onClick={() => set({ series: def.series.filter((_, j) => j !== i) })}>
                   ×
@@ -263,7 +263,11 @@ export function PathsForm({ def, onChange }: { def: PathsDefinition; onChange(d:
           </label>
           <label className="inline">
             Start at
-            <input aria-label="Start point" placeholder={def.path_type === "events" ? "an event (optional)" : "a page, e.g. /pricing (optional)"} value={def.start_point ?? ""} onChange={(e) => set({ start_point: e.target.value })} />
+            {def.path_type === "events" ? (
+              <EventSelect label="Start point" allowAny value={def.start_point ?? ""} onChange={(start_point) => set({ start_point })} />
+            ) : (
+              <SuggestInput label="Start point" placeholder="a page, e.g. /pricing (optional)" event="$pageview" valuesOf="$pathname" value={def.start_point ?? ""} onChange={(start_point) => set({ start_point })} />
+            )}
           </label>
           <label className="inline">
             Steps

@@ -13,10 +13,11 @@ export const CatalogContext = createContext<Catalog>({ projectId: null, events: 
 const propertyCache = new Map<string, Promise<string[]>>();
 const valueCache = new Map<string, Promise<string[]>>();
 
-function useProperties(event: string | undefined, type: "event" | "person"): string[] {
+function useProperties(event: string | undefined, type: "event" | "person", skip = false): string[] {
   const { projectId } = useContext(CatalogContext);
   const [names, setNames] = useState<string[]>([]);
   useEffect(() => {
+    if (skip) return;
     let live = true;
     const key = `${projectId}|${type}|${event ?? ""}`;
     let p = propertyCache.get(key);
@@ -28,7 +29,7 @@ function useProperties(event: string | undefined, type: "event" | "person"): str
     return () => {
       live = false;
     };
-  }, [projectId, event, type]);
+  }, [projectId, event, type, skip]);
   return names;
 }
 
@@ -188,6 +189,24 @@ export function DateRange({ dateFrom, dateTo, onChange }: { dateFrom: string; da
         </>
       )}
     </span>
+  );
+}
+
+/** A text input with suggestions: property names of an event, or values of a property. */
+export function SuggestInput({ label, value, onChange, placeholder, event, valuesOf }: { label: string; value: string; onChange(v: string): void; placeholder?: string; event?: string; valuesOf?: string }) {
+  const properties = useProperties(event, "event", Boolean(valuesOf));
+  const values = useValues(valuesOf ?? "", event, "event");
+  const id = useId();
+  const options = valuesOf ? values : properties;
+  return (
+    <>
+      <input aria-label={label} list={`${id}-s`} placeholder={placeholder} value={value} onChange={(e) => onChange(e.target.value)} />
+      <datalist id={`${id}-s`}>
+        {options.map((o) => (
+          <option key={o} value={o} />
+        ))}
+      </datalist>
+    </>
   );
 }
 
