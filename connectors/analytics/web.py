@@ -10,15 +10,17 @@ Request `{"date_from", "date_to"?, "limit"? (rows per panel, default 10), "filte
 for a range of a day or less, else day; each panel a list of
 `{"value", "visitors", "pageviews"?, "sessions"?}`.
 
-Two sources, the same definitions:
-- `rollups`: the range is whole local days, every UTC day it touches is clean
-  (`ctx.clean_days`) and there are no filters → the `sessions` table (sessions starting in
-  the range; visitors = distinct persons, resolved now) and, for top pages,
-  `rollup_pages_daily` when the zone is at UTC+0 over the range (its days are UTC days;
-  a page's visitors are then the sum of its daily visitors), else the range's pageview events.
-- `events`: otherwise, sessions computed inline from raw events (`query.sessionize`, with
-  a look-back of timeout + 24 h and a look-ahead of 24 h so sessions crossing the edges keep
-  their boundaries); filters apply to the events before they are grouped into sessions.
+Sources, the same definitions, chosen per UTC day the range touches (no filters):
+- a clean day (`ctx.clean_days`): its sessions from the `sessions` table (those starting in
+  the range; visitors = distinct persons, resolved now); pageviews by page from
+  `rollup_pages_daily` for clean days wholly inside the range when the zone is UTC+0 over it
+  (a page's visitors are then the sum of its daily visitors), else from `$pageview` events;
+- any other day: sessions computed inline from raw events (`query.sessionize`, with a
+  look-back of timeout + 24 h and a look-ahead of 24 h so sessions crossing the edges keep
+  their boundaries), keeping those that start on that day.
+`source` is "rollups" when every day was clean, "mixed" when some were, "events" otherwise.
+With filters everything is computed from raw events; filters apply to the events before
+they are grouped into sessions.
 
 Definitions: a session is counted in the bucket/range where it starts; its pageviews are
 its `$pageview` events (totals and series), bounce = exactly one pageview and under 10 s,
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
@@ -147,34 +149,66 @@ def compile_sessions(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         require_list(filters, "filters", max_items=100)
     bucket_list = buckets(span, interval, ctx)
     params = Params()
-    use_rollups = _clean(span, ctx) and not filters
-    if use_rollups:
-        tree = _from_sessions_table(span, interval, limit, ctx, params)
-        source = "rollups"
-    else:
-        tree = _from_events(span, interval, limit, filters, ctx, params)
-        source = "events"
+    days = span.utc_days()
+    clean: frozenset[date] = frozenset()
+    if ctx.clean_days is not None and not filters:
+        clean = frozenset(ctx.clean_days(days[0], days[-1])) & frozenset(days)
+    dirty = [d for d in days if d not in clean]
+    ctes: dict[str, exp.Expression] = {}
+    sessions_parts: list[exp.Expression] = []
+    pages: exp.Expression | None = None
+    if dirty:
+        lo = max(span.start, _utc_midnight(dirty[0]))
+        hi = min(span.end, _utc_midnight(dirty[-1] + timedelta(days=1)))
+        ev, ses = _raw_sessions(span, lo, hi, sorted(clean), filters, ctx, params)
+        ctes.update(ev=ev, ses=ses)
+        sessions_parts.append(_raw_session_rows())
+        if not clean:
+            pages = _raw_pages_from_ev(span, params)
+    if clean:
+        sessions_parts.append(_table_session_rows(span, sorted(clean), ctx, params))
+        pages = _pages_with_rollups(span, clean, ctx, params)
+    assert pages is not None
+    union = sessions_parts[0]
+    for part in sessions_parts[1:]:
+        union = exp.union(union, part, distinct=False)
+    ctes["sp"] = union
+    tree = _statement(ctes, pages, interval, limit, ctx, params)
+    source = "events" if not clean else ("rollups" if not dirty else "mixed")
     shape = _shaper(bucket_list)
     return compiled(tree, params, shape, _tabler(shape), source=source)
 
 
-def _clean(span: Span, ctx: Context) -> bool:
-    if ctx.clean_days is None or not span.whole_days:
-        return False
-    days = span.utc_days()
-    return set(days) <= set(ctx.clean_days(days[0], days[-1]))
+def _utc_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+# What `sp` (one row per session starting in the range) holds, from either source.
+SESSION_COLUMNS = (
+    "session_key, started_at, ended_at, duration_s, pageview_count, entry_page, exit_page,"
+    " referring_domain, utm_source, utm_medium, utm_campaign, browser, os, device_type,"
+    " bounced, person"
+)
 
 
 # --- from raw events ------------------------------------------------------------------
 
 
-def _from_events(
-    span: Span, interval: str, limit: int, filters: Any, ctx: Context, params: Params
-) -> exp.Expression:
+def _raw_sessions(
+    span: Span,
+    lo: datetime,
+    hi: datetime,
+    clean: list[date],
+    filters: Any,
+    ctx: Context,
+    params: Params,
+) -> tuple[exp.Expression, exp.Expression]:
+    """`ev` (the events around [lo, hi) with their session, person and attributes) and
+    `ses` (one row per session starting in [lo, hi) on a day that is not clean)."""
     lookback = timedelta(minutes=ctx.session_timeout_minutes) + timedelta(hours=24)
     inner = tpl(
         "select e.* from events as e where __scope",
-        scope=events_scope(ctx, params, span.start - lookback, span.end + timedelta(hours=24)),
+        scope=events_scope(ctx, params, lo - lookback, hi + timedelta(hours=24)),
     )
     events = exp.Subquery(
         this=sessionize(inner, ctx, params), alias=exp.TableAlias(this=exp.to_identifier("e"))
@@ -203,6 +237,17 @@ def _from_events(
         ua=ua,
         where=where if where is not None else exp.true(),
     )
+    having = tpl(
+        "min(timestamp) >= __lo and min(timestamp) < __hi",
+        lo=params.bind(lo),
+        hi=params.bind(hi),
+    )
+    if clean:
+        having = tpl(
+            "__h and not (cast(min(timestamp) at time zone 'UTC' as date) = any(__clean))",
+            h=having,
+            clean=params.bind([d.isoformat() for d in clean], "date[]"),
+        )
     ses = tpl(
         """
         select session_key, min(timestamp) as started_at, max(timestamp) as ended_at,
@@ -220,22 +265,30 @@ def _from_events(
           (array_agg(os order by timestamp, event_id))[1] as os,
           (array_agg(device_type order by timestamp, event_id))[1] as device_type
         from ev group by session_key
-        having min(timestamp) >= __start and min(timestamp) < __end
+        having __having
         """,
-        start=params.bind(span.start),
-        end=params.bind(span.end),
+        having=having,
     )
-    sp = tpl(
+    return ev, ses
+
+
+def _raw_session_rows() -> exp.Expression:
+    return tpl(
         f"""
-        select s.*, extract(epoch from s.ended_at - s.started_at) as duration_s,
-          s.pageview_count = 1 and s.ended_at - s.started_at < interval '{BOUNCE_SECONDS} seconds'
-            as bounced,
-          {HOST} as referring_domain
-        from ses as s
+        select {SESSION_COLUMNS} from (
+          select s.*, cast(extract(epoch from s.ended_at - s.started_at) as float8)
+              as duration_s,
+            s.pageview_count = 1
+              and s.ended_at - s.started_at < interval '{BOUNCE_SECONDS} seconds' as bounced,
+            {HOST} as referring_domain
+          from ses as s) as r
         """,
         url=column("referrer", "s"),
     )
-    pages = tpl(
+
+
+def _raw_pages_from_ev(span: Span, params: Params) -> exp.Expression:
+    return tpl(
         """
         select page as value, count(distinct person) as visitors, count(*) as pageviews
         from ev where event_name = '$pageview' and page is not null
@@ -245,65 +298,81 @@ def _from_events(
         start=params.bind(span.start),
         end=params.bind(span.end),
     )
-    return _statement({"ev": ev, "ses": ses, "sp": sp}, pages, span, interval, limit, ctx, params)
 
 
 # --- from the sessions table (+ page rollups) -----------------------------------------
 
 
-def _from_sessions_table(
-    span: Span, interval: str, limit: int, ctx: Context, params: Params
+def _table_session_rows(
+    span: Span, clean: list[date], ctx: Context, params: Params
 ) -> exp.Expression:
-    days = span.utc_days()
-    project = params.bind(ctx.project_id, "bigint")
-    sp = tpl(
-        """
-        select s.session_id as session_key, s.started_at, s.ended_at, s.duration_s,
-          s.pageview_count, s.entry_page, s.exit_page, s.referrer, s.referring_domain,
-          s.utm_source, s.utm_medium, s.utm_campaign, s.browser, s.os, s.device_type,
-          s.bounced, coalesce(cast(pdi.person_id as text), s.distinct_id) as person
-        from sessions as s
-        left join person_distinct_ids as pdi
-          on pdi.project_id = s.project_id and pdi.distinct_id = s.distinct_id
-        where s.project_id = __project and s.day >= __first and s.day <= __last
-          and s.started_at >= __start and s.started_at < __end
+    """The sessions of the clean days that start in the range, from the sessions table."""
+    return tpl(
+        f"""
+        select {SESSION_COLUMNS} from (
+          select s.session_id as session_key, s.started_at, s.ended_at, s.duration_s,
+            s.pageview_count, s.entry_page, s.exit_page, s.referring_domain, s.utm_source,
+            s.utm_medium, s.utm_campaign, s.browser, s.os, s.device_type, s.bounced,
+            coalesce(cast(pdi.person_id as text), s.distinct_id) as person
+          from sessions as s
+          left join person_distinct_ids as pdi
+            on pdi.project_id = s.project_id and pdi.distinct_id = s.distinct_id
+          where s.project_id = __project and s.day = any(__days)
+            and s.started_at >= __start and s.started_at < __end) as t
         """,
-        project=project,
-        first=params.bind(days[0]),
-        last=params.bind(days[-1]),
+        project=params.bind(ctx.project_id, "bigint"),
+        days=params.bind([d.isoformat() for d in clean], "date[]"),
         start=params.bind(span.start),
         end=params.bind(span.end),
     )
+
+
+def _pages_with_rollups(
+    span: Span, clean: frozenset[date], ctx: Context, params: Params
+) -> exp.Expression:
+    """Pageviews by page: `rollup_pages_daily` for the clean UTC days wholly inside the
+    range (when local days are UTC days), the range's `$pageview` events for the rest."""
+    inside: list[date] = []
     if zero_offset(span):
-        pages = tpl(
-            """
-            select r.pathname as value, sum(r.visitors) as visitors,
-              sum(r.pageviews) as pageviews
-            from rollup_pages_daily as r
-            where r.project_id = __project and r.day >= __first and r.day <= __last
-              and r.pageviews > 0
-            group by 1
-            """,
-            project=project,
-            first=params.bind(days[0]),
-            last=params.bind(days[-1]),
+        inside = sorted(
+            d
+            for d in clean
+            if _utc_midnight(d) >= span.start and _utc_midnight(d + timedelta(days=1)) <= span.end
         )
-    else:
-        pages = tpl(
-            f"""
-            select {PAGE} as value,
-              count(distinct coalesce(cast(pdi.person_id as text), e.distinct_id)) as visitors,
-              count(*) as pageviews
-            from events as e
-            left join person_distinct_ids as pdi
-              on pdi.project_id = e.project_id and pdi.distinct_id = e.distinct_id
-            where __scope and {PAGE} is not null
-            group by 1
-            """,
-            props=column("properties", "e"),
-            scope=events_scope(ctx, params, span.start, span.end, event="$pageview"),
-        )
-    return _statement({"sp": sp}, pages, span, interval, limit, ctx, params)
+    project = params.bind(ctx.project_id, "bigint")
+    raw = tpl(
+        f"""
+        select {PAGE} as value,
+          count(distinct coalesce(cast(pdi.person_id as text), e.distinct_id)) as visitors,
+          count(*) as pageviews
+        from events as e
+        left join person_distinct_ids as pdi
+          on pdi.project_id = e.project_id and pdi.distinct_id = e.distinct_id
+        where __scope and {PAGE} is not null
+          and not (cast(e.timestamp at time zone 'UTC' as date) = any(__inside))
+        group by 1
+        """,
+        props=column("properties", "e"),
+        scope=events_scope(ctx, params, span.start, span.end, event="$pageview"),
+        inside=params.bind([d.isoformat() for d in inside], "date[]"),
+    )
+    if not inside:
+        return raw
+    rolled = tpl(
+        """
+        select r.pathname as value, sum(r.visitors) as visitors, sum(r.pageviews) as pageviews
+        from rollup_pages_daily as r
+        where r.project_id = __project and r.day = any(__inside) and r.pageviews > 0
+        group by 1
+        """,
+        project=project,
+        inside=params.bind([d.isoformat() for d in inside], "date[]"),
+    )
+    return tpl(
+        "select value, sum(visitors) as visitors, sum(pageviews) as pageviews"
+        " from __u as u group by 1",
+        u=exp.union(rolled, raw, distinct=False),
+    )
 
 
 # --- the statement ----------------------------------------------------------------------
@@ -329,7 +398,6 @@ def _panel(source: str, value: str, limit: int, *, pageviews: bool, sessions: bo
 def _statement(
     ctes: dict[str, exp.Expression],
     pages: exp.Expression,
-    span: Span,
     interval: str,
     limit: int,
     ctx: Context,

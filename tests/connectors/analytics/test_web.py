@@ -284,9 +284,26 @@ def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(url, zo
     raw_visitors = {p["value"]: p["visitors"] for p in pages_raw}
     assert all(p["visitors"] >= raw_visitors[p["value"]] for p in pages_rollups)
     assert all(len(got[p]) <= 3 for p in got if p not in ("totals", "series"))
-    # a day not clean: raw events
+    # one day clean, one not: the sessions table for the first, raw events for the second
     partly = Context(project, zone, now=NOW, clean_days=lambda lo, hi: frozenset([span_days[1]]))
-    assert compile_analytics("sessions", definition, partly).source == "events"
+    mixed = compile_analytics("sessions", definition, partly)
+    assert mixed.source == "mixed"
+    got = answer(url, mixed)
+    assert got["totals"] == pytest.approx(raw["totals"])
+    assert got["series"] == raw["series"]
+    for panel in ("entry_pages", "exit_pages", "referrers", "utm_sources"):
+        assert got[panel] == raw[panel], (panel, got[panel], raw[panel])
+    # a range ending now (not whole days): clean days still come from the sessions table
+    now = datetime.combine(span_days[2], datetime.min.time(), UTC) + timedelta(hours=15)
+    open_ended = {"date_from": span_days[1].isoformat(), "interval": "day"}
+    ctx_now = Context(project, zone, now=now, clean_days=partly.clean_days)
+    compiled_now = compile_analytics("sessions", open_ended, ctx_now)
+    assert compiled_now.source == "mixed"
+    got = answer(url, compiled_now)
+    raw = web(url, Context(project, zone, now=now), open_ended)
+    pageviews = lambda body: {p["value"]: p["pageviews"] for p in body.pop("top_pages")}  # noqa: E731
+    assert pageviews(got) == pageviews(raw)  # visitors of a page: summed over days in rollups
+    assert got == raw
 
 
 def test_filters_apply_to_events_and_use_raw_events(url):
