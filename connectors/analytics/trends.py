@@ -22,10 +22,11 @@ Semantics (PostHog's where it has one):
   labelled `previous`, with the same number of buckets as the current one.
 - formula: letters A, B, … are the series in order (per breakdown value and period); only
   numbers, + - * / and parentheses; x/0 = 0.
-- rollups: `total`/`unique_persons` with interval day, no filters and no breakdown over whole
-  local days read `rollup_events_hourly` (zones with whole-hour offsets) and
-  `rollup_persons_daily` (zones at UTC+0 over the range) for the UTC days `ctx.clean_days`
-  reports clean, and raw events for the other days (`source` = "mixed" then).
+- rollups: series without filters or breakdown read `rollup_events_hourly` for `total` (any
+  interval, zones with whole-hour offsets; a clean UTC day unless an end of the range cuts
+  one of its hours) and `rollup_persons_daily` for `unique_persons` (interval day, zones at
+  UTC+0 over the range; clean days wholly inside the range), and raw events for the other
+  days in the same statement (`source` = "mixed" then).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import ast
 import math as _math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
@@ -382,13 +383,16 @@ def _series_query(
 def _rollup_plan(
     trends: Trends, series: Series, span: Span, ctx: Context
 ) -> frozenset[date] | None:
-    """The clean UTC days this series may read from rollups (None: rollups do not apply)."""
+    """The clean UTC days this series reads from rollups (None: rollups do not apply).
+
+    Totals read hourly rows: a clean day is used unless an end of the range cuts one of
+    its hours. Unique persons read daily rows: only clean days wholly inside the range."""
     if ctx.clean_days is None or trends.breakdown is not None:
         return None
-    if trends.filters or series.filters or not span.whole_days:
+    if trends.filters or series.filters:
         return None
     if series.math == "total":
-        if not whole_hour_offsets(span):  # local days are whole hourly rows
+        if not whole_hour_offsets(span):  # local buckets are whole hourly rows
             return None
     elif series.math == "unique_persons":
         if trends.interval != "day" or not zero_offset(span):  # local days = UTC days
@@ -396,7 +400,19 @@ def _rollup_plan(
     else:
         return None
     days = span.utc_days()
-    return frozenset(ctx.clean_days(days[0], days[-1])) & frozenset(days)
+    clean = frozenset(ctx.clean_days(days[0], days[-1])) & frozenset(days)
+
+    def usable(day: date) -> bool:
+        first = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        after = first + timedelta(days=1)
+        if series.math == "unique_persons":
+            return span.start <= first and after <= span.end
+        return all(
+            not first < edge < after or edge == edge.replace(minute=0, second=0, microsecond=0)
+            for edge in (span.start, span.end)
+        )
+
+    return frozenset(d for d in clean if usable(d))
 
 
 def _rollup_query(

@@ -580,6 +580,15 @@ def test_rollups_answer_for_clean_days_and_raw_events_for_the_rest(url):
         assert from_rollups.source == "rollups"
         la_raw = trends(url, Context(project, "America/Los_Angeles", now=NOW), by)
         assert answer(url, from_rollups)["series"] == la_raw["series"]
+    # a range ending now, in the middle of a day: the clean whole days from rollups, the
+    # rest (today, and a start cutting an hour) from events
+    now = first + timedelta(days=3, hours=13, minutes=20)
+    for start in (span_days[0].isoformat(), (first + timedelta(hours=5, minutes=30)).isoformat()):
+        open_ended = {"series": [{"event": "a"}, {"event": "a", "math": "dau"}], "date_from": start}
+        ctx_now = Context(project, now=now, clean_days=all_clean.clean_days)
+        partial = compile_analytics("trends", open_ended, ctx_now)
+        assert partial.source == "mixed"
+        assert answer(url, partial) == trends(url, Context(project, now=now), open_ended)
     # an event deleted after the refresh: the rollup answer still has it, proving it was read
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -604,7 +613,7 @@ def test_rollups_are_not_used_where_they_cannot_answer():
         ),
         ({**base, "breakdown": {"property": "x"}}, "UTC"),
         ({**base, "interval": "week", "series": [{"event": "a", "math": "dau"}]}, "UTC"),
-        ({**base, "date_from": "2026-07-01T10:00:00"}, "UTC"),
+        ({**base, "date_from": "2026-07-03T10:30:00"}, "UTC"),  # cuts the only day's hour
         ({**base, "series": [{"event": "a", "math": "dau"}]}, "Asia/Tokyo"),  # UTC days ≠ local
         ({**base, "series": [{"event": "a", "math": "weekly_active"}]}, "UTC"),
         (base, "Asia/Kolkata"),  # +05:30: local days are not whole UTC hours
