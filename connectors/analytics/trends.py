@@ -490,6 +490,13 @@ def _raw_query(
             start = span.start - timedelta(days=active_days)
         else:
             start = midnight(span.first_day - timedelta(days=active_days - 1), span.zone)
+    end = span.end
+    if exclude:  # read only the stretch of the days not taken from rollups
+        rest = [d for d in span.utc_days() if d not in set(exclude)]
+        first_rest = datetime(rest[0].year, rest[0].month, rest[0].day, tzinfo=UTC)
+        last_rest = datetime(rest[-1].year, rest[-1].month, rest[-1].day, tzinfo=UTC)
+        start = max(start, first_rest)
+        end = min(end, last_rest + timedelta(days=1))
     if sessions:
         lookback = timedelta(minutes=ctx.session_timeout_minutes) + timedelta(hours=24)
         inner = tpl(
@@ -515,7 +522,7 @@ def _raw_query(
             join_type="left",
         )
     conditions: list[exp.Expression | None] = [
-        events_scope(ctx, params, start, span.end, event=series.event),
+        events_scope(ctx, params, start, end, event=series.event),
         property_filter(series.filters, params, field=f"series.{series.index}.filters"),
         property_filter(trends.filters, params, field="filters"),
     ]
