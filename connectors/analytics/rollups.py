@@ -162,6 +162,10 @@ def refresh_day(
 ) -> DayReport:
     """Recompute `day`'s sessions and rollups (and its markers) in one transaction.
     `conn`: the warehouse owner's, in autocommit."""
+    if not conn.autocommit:
+        raise ValueError(
+            "refresh_day needs a connection in autocommit (it runs its own transaction)"
+        )
     params = sessions.day_params(day, session_timeouts, default_timeout_minutes)
     key = (day - date(2000, 1, 1)).days
     _roomy_temp_buffers(conn)
@@ -310,6 +314,8 @@ def check_day(
     key: `expected`/`actual` are the numbers of keys, `detail` names the first
     differences. Persons are resolved as they are now, so a merge of persons since the
     refresh shows as a difference in persons."""
+    if not conn.autocommit:
+        raise ValueError("check_day needs a connection in autocommit (it runs its own transaction)")
     params = sessions.day_params(day, session_timeouts, default_timeout_minutes)
     results: dict[str, CheckResult] = {}
     conn.execute("begin isolation level repeatable read")

@@ -68,9 +68,12 @@ def host_sql(url: str) -> str:
 
 def utm_sql(props: str, name: str) -> tuple[str, str]:
     """(the property, the raw (still URL-encoded) value in `$current_url`'s query)."""
+    url = f"({props} ->> '$current_url')"
     return (
         f"nullif({props} ->> '{name}', '')",
-        f"nullif(substring({props} ->> '$current_url' from '[?&]{name}=([^&#]*)'), '')",
+        # the regular expression only where the URL names it (strpos is far cheaper)
+        f"case when strpos({url}, '{name}=') > 0"
+        f" then nullif(substring({url} from '[?&]{name}=([^&#]*)'), '') end",
     )
 
 
@@ -182,16 +185,19 @@ with w as (
     select *, max(case when pbrk then ts end) over o as p_start
     from piece_breaks window o as (partition by project_id, distinct_id order by ts, event_id)
 ), se as (
-    select project_id, {derived} as sid, distinct_id, ts, event_id, event_name, tbl, tid, page
+    select project_id, {derived} as sid, distinct_id, ts, event_id, event_name, tbl, tid, page,
+           person
     from starts where p_start >= %(d0)s and p_start < %(d1)s
     union all
     -- every client session seen; those not starting on the day are dropped below
-    select project_id, session_id, distinct_id, ts, event_id, event_name, tbl, tid, page
+    select project_id, session_id, distinct_id, ts, event_id, event_name, tbl, tid, page,
+           person
     from _w where session_id is not null
 ), rows as (
     select project_id, sid, row_number() over s as rn,
            first_value(distinct_id) over s as distinct_id,
            first_value(tbl) over s as first_tbl, first_value(tid) over s as first_tid,
+           first_value(person) over s as person,
            min(ts) over s as started_at, max(ts) over s as ended_at,
            count(*) over s as event_count,
            count(*) filter (where event_name = '$pageview') over s as pageview_count,
@@ -200,7 +206,7 @@ with w as (
     window s as (partition by project_id, sid order by ts, event_id
                  rows between unbounded preceding and unbounded following)
 )
-select project_id, sid, distinct_id, started_at, ended_at, event_count::int,
+select project_id, sid, distinct_id, person, started_at, ended_at, event_count::int,
        pageview_count::int, first_tbl, first_tid, pages[1] as entry_page,
        pages[cardinality(pages)] as exit_page
 from rows where rn = 1 and started_at >= %(d0)s and started_at < %(d1)s
@@ -208,14 +214,17 @@ from rows where rn = 1 and started_at >= %(d0)s and started_at < %(d1)s
 
 # Attributes of each session's first event (on the day), fetched by (partition, ctid).
 _ATTRIBUTES_TABLE = """
-create temp table _sa (project_id bigint, sid text, referrer text,
+create temp table _sa (project_id bigint, sid text, distinct_id text, person text,
+    started_at timestamptz, ended_at timestamptz, event_count int, pageview_count int,
+    entry_page text, exit_page text, referrer text,
     utm_source_p text, utm_source_q text, utm_medium_p text, utm_medium_q text,
     utm_campaign_p text, utm_campaign_q text, browser_p text, os_p text,
     device_type_p text, user_agent text) on commit drop
 """
 _ATTRIBUTES = """
 insert into _sa
-select s.project_id, s.sid,
+select s.project_id, s.sid, s.distinct_id, s.person, s.started_at, s.ended_at,
+       s.event_count, s.pageview_count, s.entry_page, s.exit_page,
        {referrer},
        {utm_source}, {utm_source_q}, {utm_medium}, {utm_medium_q},
        {utm_campaign}, {utm_campaign_q},
@@ -239,29 +248,27 @@ def _attributes_sql() -> str:
     return _ATTRIBUTES.format(referrer=referrer_sql(props), **utm)
 
 
-# Every session of the day with its attributes and its person (as resolved now).
+# Every session of the day with its attributes and its person (that of its first event,
+# as resolved now).
 _SESSIONS = """
 create temp table _sess on commit drop as
-select s.project_id, s.sid as session_id, s.distinct_id, s.started_at, s.ended_at,
-       extract(epoch from s.ended_at - s.started_at)::double precision as duration_s,
-       s.event_count, s.pageview_count, s.entry_page, s.exit_page, a.referrer,
-       {domain} as referring_domain,
+select a.project_id, a.sid as session_id, a.distinct_id, a.started_at, a.ended_at,
+       extract(epoch from a.ended_at - a.started_at)::double precision as duration_s,
+       a.event_count, a.pageview_count, a.entry_page, a.exit_page, a.referrer,
+       case when a.referrer is not null then {domain} end as referring_domain,
        coalesce(a.utm_source_p, us.decoded) as utm_source,
        coalesce(a.utm_medium_p, um.decoded) as utm_medium,
        coalesce(a.utm_campaign_p, uc.decoded) as utm_campaign,
        coalesce(a.browser_p, ua.browser) as browser, coalesce(a.os_p, ua.os) as os,
        coalesce(a.device_type_p, ua.device_type) as device_type,
-       s.pageview_count = 1
-         and s.ended_at - s.started_at < make_interval(secs => {bounce}) as bounced,
-       coalesce(pdi.person_id::text, s.distinct_id) as person
-from _s0 s
-left join _sa a on a.project_id = s.project_id and a.sid = s.sid
+       a.pageview_count = 1
+         and a.ended_at - a.started_at < make_interval(secs => {bounce}) as bounced,
+       a.person
+from _sa a
 left join _ua ua on ua.user_agent = a.user_agent
 left join _dec us on us.raw = a.utm_source_q
 left join _dec um on um.raw = a.utm_medium_q
 left join _dec uc on uc.raw = a.utm_campaign_q
-left join person_distinct_ids pdi
-  on pdi.project_id = s.project_id and pdi.distinct_id = s.distinct_id
 """.format(domain=host_sql("a.referrer"), bounce=BOUNCE_SECONDS)
 
 SESSION_COLUMNS = (
