@@ -345,6 +345,12 @@ def test_web_analytics_totals_and_panels(
     web.get_by_role("group", name="Devices panels").get_by_role("button", name="Browsers").click()
     expect(web.get_by_role("region", name="Devices: Browsers")).to_contain_text("Chrome")
 
+    # by the week instead of the day: the same pageviews
+    web.get_by_role("group", name="Interval").get_by_role("button", name="week").click()
+    expect(page).to_have_url(f"{own.url}/web?range=7d&interval=week")
+    expect(web.get_by_role("button", name="week")).to_have_attribute("aria-pressed", "true")
+    expect(web.get_by_test_id("total-pageviews")).to_have_text("6")
+
     # a range without the events: zeros; the range is in the URL
     web.get_by_label("Date range").select_option("today")
     expect(page).to_have_url(f"{live_ui.url}/web?range=today")

@@ -1,9 +1,10 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useLocation, useSearch } from "wouter";
 import { ApiError } from "../api";
-import { type PanelRow, type SessionsDefinition, type SessionsResult, analyticsApi } from "../analyticsApi";
+import { type Interval, type PanelRow, type SessionsDefinition, type SessionsResult, analyticsApi } from "../analyticsApi";
 import { formatAge } from "../format";
 import { formatNumber, formatPercent, formatSeconds, presetRange, rangeFromSearch, searchOfRange, webSeriesSpec } from "./model";
+import { IntervalButtons } from "./forms";
 import { CatalogContext, DateRange } from "./pickers";
 import { useCatalog } from "./useCatalog";
 import { VegaChart } from "./VegaChart";
@@ -18,6 +19,8 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
   const search = useSearch();
   const [, navigate] = useLocation();
   const range = rangeFromSearch(`?${search}`);
+  const intervalParam = new URLSearchParams(search).get("interval");
+  const interval = (["hour", "day", "week", "month"] as const).find((i) => i === intervalParam);
   const [problem, setProblem] = useState<string | null>(null);
   const [result, setResult] = useState<SessionsResult | null>(null);
   const [running, setRunning] = useState(false);
@@ -50,7 +53,8 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
       (err) => setProblem(fail(err).message),
     );
   }, [insightParam, navigate, fail]);
-  const definition: SessionsDefinition = useMemo(() => ({ ...range, limit: 10 }), [range.date_from, range.date_to]); // eslint-disable-line react-hooks/exhaustive-deps
+  const definition: SessionsDefinition = useMemo(() => ({ ...range, limit: 10, ...(interval ? { interval } : {}) }), [range.date_from, range.date_to, interval]); // eslint-disable-line react-hooks/exhaustive-deps
+  const go = (r: { date_from: string; date_to?: string }, i: Interval | undefined) => navigate(`/web${searchOfRange(r)}${i ? `&interval=${i}` : ""}`, { replace: true });
 
   useEffect(() => {
     if (!catalog.ready) return;
@@ -89,7 +93,7 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
                 ))}
               </select>
             )}
-            <DateRange dateFrom={range.date_from} dateTo={range.date_to} onChange={(r) => navigate(`/web${searchOfRange(r)}`, { replace: true })} />
+            <DateRange dateFrom={range.date_from} dateTo={range.date_to} onChange={(r) => go(r, undefined)} />
           </div>
         </div>
         {problem && (
@@ -113,6 +117,10 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
               {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
               {result.data_as_of && <span>data as of {new Date(result.data_as_of).toLocaleString()}</span>}
               {running && <span>Updating…</span>}
+            </div>
+            <div className="row">
+              <span className="spacer" />
+              <IntervalButtons value={interval ?? guessInterval(result.series.buckets)} onChange={(i) => go(range, i)} />
             </div>
             {spec && <VegaChart spec={spec} label={`${metric} over time`} testId="web-chart" />}
             <div className="web-panels">
@@ -143,6 +151,15 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
       </main>
     </CatalogContext.Provider>
   );
+}
+
+/** The interval the API chose (hours for a day, else days …), read off its buckets. */
+function guessInterval(buckets: string[]): Interval {
+  const b = buckets[0] ?? "";
+  if (/[T ]\d{2}:\d{2}/.test(b)) return "hour";
+  if (/^\d{4}-\d{2}$/.test(b)) return "month";
+  if (buckets.length > 1 && /^\d{4}-\d{2}-\d{2}$/.test(b) && /^\d{4}-\d{2}-\d{2}$/.test(buckets[1]) && Date.parse(buckets[1]) - Date.parse(b) >= 6 * 86400e3) return "week";
+  return "day";
 }
 
 function Total({ label, value, testId, active, onClick }: { label: string; value: string; testId: string; active?: boolean; onClick?(): void }) {

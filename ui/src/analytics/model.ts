@@ -420,7 +420,7 @@ export function nodeName(node: string): string {
 }
 
 export function webSeriesSpec(series: SessionsResult["series"], metric: "visitors" | "pageviews" | "sessions"): Spec {
-  const values = series.buckets.map((b, i) => ({ bucket: b, value: Number(series[metric][i] ?? 0) }));
+  const values = series.buckets.map((b, i) => ({ bucket: bucketLabel(b), value: Number(series[metric][i] ?? 0) }));
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     width: "container",
