@@ -5,6 +5,7 @@ import socket
 from datetime import UTC, datetime
 
 import dagster as dg
+import psycopg
 import redis
 from pydantic import Field
 
@@ -32,6 +33,19 @@ def data_versions(capture_stream: CaptureStreamResource) -> DataVersions:
         capture_stream.redis_url, socket_timeout=30, socket_connect_timeout=5
     )
     return DataVersions(client, capture_stream.stream_key)
+
+
+def event_retention(
+    context: dg.AssetExecutionContext, sqlbook: SqlbookResource
+) -> dict[int, int | None]:
+    """Each project's event_retention_days. The app database out of reach does not stop
+    ingestion: the run keeps every row (the daily retention job expires them later)."""
+    try:
+        settings = project_settings(sqlbook)
+    except psycopg.OperationalError as err:
+        context.log.warning(f"project retention unknown ({err}); keeping every row this run")
+        return {}
+    return {pid: s.event_retention_days for pid, s in settings.items()}
 
 
 class IngestRange(dg.Config):
@@ -71,7 +85,7 @@ def events(
     client = warehouse.client()
     client.install()  # idempotent: the table, and partitions for the days ahead
     # each project's event retention, read once per run (None: kept forever)
-    retention = {pid: s.event_retention_days for pid, s in project_settings(sqlbook).items()}
+    retention = event_retention(context, sqlbook)
     report = ingest_range(
         capture_stream.reader(),
         client,

@@ -226,6 +226,32 @@ def test_ingestion_drops_events_older_than_the_projects_retention(
     assert reported == [now.date().isoformat()]
 
 
+def test_ingestion_goes_on_when_the_app_database_is_out_of_reach(
+    servers: ServerUrls, stream_key: str, instance: dg.DagsterInstance
+) -> None:
+    project = project_id()
+    entry = append(servers.redis_url, stream_key, project, event_batch(4))
+    result = dg.materialize(
+        [events],
+        instance=instance,
+        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": entry, "end_id": entry}}}),
+        resources={
+            "capture_stream": CaptureStreamResource(
+                redis_url=servers.redis_url, stream_key=stream_key
+            ),
+            "warehouse": WarehouseResource(url=servers.warehouse_url),
+            "sqlbook": SqlbookResource(database_url="postgresql://nobody@/nodb?host=/nonexistent"),
+        },
+    )
+    assert result.success  # retention unknown for this run: every row kept
+    mat = next(
+        m
+        for m in result.asset_materializations_for_node("events")
+        if m.asset_key == dg.AssetKey("events")
+    )
+    assert (mat.metadata["inserted"].value, mat.metadata["expired"].value) == (4, 0)
+
+
 # ------------------------------------------------------------------------------ rollups
 
 
