@@ -30,7 +30,8 @@ event id, as the sessions table does). Top pages count `$pageview` events in the
 their page (`$pathname`, else the path of `$current_url`). Raw events carry
 no parsed user agent: the `events` source takes `$browser`/`$os`/`$device_type` when sent,
 else a coarse classification of the user agent in SQL (the `sessions` table has
-ua-parser's), and does not percent-decode UTM values read from a URL's query string.
+ua-parser's), and percent-decodes UTM values read from a URL's query string in ASCII only
+(`%C3%A9` stays as is there; the sessions table decodes it as UTF-8).
 """
 
 from __future__ import annotations
@@ -93,9 +94,22 @@ HOST = (
     "nullif(lower(substring(__url from"
     " '^(?:[A-Za-z][A-Za-z0-9+.-]*:)?//(?:[^@/?#]*@)?(\\[[^]]*\\]|[^:/?#]*)')), '')"
 )
+# A query-string value percent-decoded ('+' is a space); %XX outside ASCII stays as is.
+DECODED = (
+    "nullif((select string_agg(case when r.m[1] is not null"
+    " and substr(r.m[1], 2, 1) between '0' and '7' and r.m[1] <> '%00'"
+    " then chr(cast(cast('x' || lpad(substr(r.m[1], 2), 8, '0') as bit(32)) as int))"
+    " else coalesce(r.m[1], r.m[2]) end, '' order by r.o)"
+    " from regexp_matches(replace(__raw, '+', ' '), '(%[0-9A-Fa-f]{{2}})|([^%]+|%)', 'g')"
+    " with ordinality as r(m, o)), '')"
+)
 UTM = (
-    "coalesce(nullif(__props ->> '{name}', ''), replace(nullif(substring(__props ->>"
-    " '$current_url' from '[?&]{name}=([^&#]*)'), ''), '+', ' '))"
+    "coalesce(nullif(__props ->> '{name}', ''), "
+    + DECODED.replace(
+        "__raw",
+        "nullif(substring(__props ->> '$current_url' from '[?&]{name}=([^&#]*)'), '')",
+    )
+    + ")"
 )
 BROWSER = """coalesce(nullif(__props ->> '$browser', ''), case
   when __ua is null or __ua = '' then null

@@ -69,7 +69,9 @@ def _scenario(t: datetime) -> list[Ev]:
             "$pageview",
             "c",
             m(110),
-            {"$current_url": "https://x.io/docs/a?utm_source=ads&utm_campaign=spring"},
+            {
+                "$current_url": "https://x.io/docs/a?utm_source=ads&utm_campaign=spring%20sale%21+now"
+            },
         ),
         # a client session id, across two distinct ids' events
         Ev(
@@ -166,7 +168,7 @@ def test_raw_events_answer_matches_the_session_rules(url):
         None: 5,
     }
     assert {r["value"] for r in body["utm_sources"]} == {"newsletter", "ads", None}
-    assert {r["value"] for r in body["utm_campaigns"]} == {"spring", None}
+    assert {r["value"] for r in body["utm_campaigns"]} == {"spring sale! now", None}
     browsers = {r["value"]: r["sessions"] for r in body["browsers"]}
     assert browsers["Mobile Safari"] == 1 and browsers["Firefox"] == 1  # property wins
     assert {r["value"]: r["sessions"] for r in body["devices"]}["Mobile"] == 1
@@ -249,6 +251,8 @@ def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(url, zo
             props["$referrer"] = rng.choice(["https://google.com/x", "https://t.co/y", "$direct"])
         if rng.random() < 0.2:
             props["utm_source"] = rng.choice(["ads", "mail"])
+        if rng.random() < 0.2:
+            props["$current_url"] = "https://x.io/p?utm_medium=e%2Dmail+list&utm_campaign=a%20b"
         ua = rng.choice([IPHONE, WINDOWS_CHROME, None])
         events.append(
             Ev(rng.choice(["$pageview", "$pageview", "click"]), did, ts, props, user_agent=ua)
@@ -271,7 +275,7 @@ def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(url, zo
     got = answer(url, from_rollups)
     assert got["totals"] == pytest.approx(raw["totals"])
     assert got["series"] == raw["series"]
-    for panel in ("entry_pages", "exit_pages", "referrers", "utm_sources"):
+    for panel in ("entry_pages", "exit_pages", "referrers", "utm_sources", "utm_mediums"):
         assert got[panel] == raw[panel], (panel, got[panel], raw[panel])
     # top pages: the same pageviews per page (from rollup_pages_daily in UTC, where a page's
     # visitors are the sum of its daily visitors, so at least the distinct count)
@@ -291,7 +295,7 @@ def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(url, zo
     got = answer(url, mixed)
     assert got["totals"] == pytest.approx(raw["totals"])
     assert got["series"] == raw["series"]
-    for panel in ("entry_pages", "exit_pages", "referrers", "utm_sources"):
+    for panel in ("entry_pages", "exit_pages", "referrers", "utm_sources", "utm_mediums"):
         assert got[panel] == raw[panel], (panel, got[panel], raw[panel])
     # a range ending now (not whole days): clean days still come from the sessions table
     now = datetime.combine(span_days[2], datetime.min.time(), UTC) + timedelta(hours=15)
