@@ -102,6 +102,7 @@ _QUANTILES = {"median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 _ACTIVE_DAYS = {"weekly_active": 7, "monthly_active": 30}
 MAX_SERIES = 20
 DEFAULT_LIMIT = 25
+MAX_POINTS = 100_000  # the executor's largest row cap: every point is a row
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,15 @@ def compile_trends(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         previous = trends.span.previous()
         prev_buckets = buckets(previous, trends.interval, ctx)
         periods.append((1, previous, prev_buckets))
+    points = len(trends.series) * len(periods) * len(periods[0][2])
+    if trends.breakdown:
+        points *= trends.breakdown.limit + 2  # the top values, Other and None
+    if points > MAX_POINTS:
+        raise DefinitionError(
+            "interval",
+            f"{points} points is more than {MAX_POINTS}: use a longer interval, a shorter"
+            " range, fewer series or a smaller breakdown limit",
+        )
     parts: list[exp.Expression] = []
     sources: set[str] = set()
     for series in trends.series:

@@ -652,6 +652,15 @@ def test_rollups_are_not_used_where_they_cannot_answer():
             "series.0.filters.0.value",
         ),
         ({"series": [{"event": "a"}], "date_from": "2020-01-01", "interval": "hour"}, "interval"),
+        (
+            {
+                "series": [{"event": "a"}],
+                "date_from": "2025-01-01",
+                "date_to": "2025-12-31",
+                "breakdown": {"property": "x", "limit": 500},
+            },
+            "interval",
+        ),
     ],
 )
 def test_invalid_definitions_name_the_field(definition, field):
