@@ -235,8 +235,9 @@ def _point(value: Any, ctx: Context, field: str) -> tuple[str, Any]:
     match = _RELATIVE.fullmatch(lower)
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        if unit == "h":
-            return "instant", now - timedelta(hours=amount)
+        if unit == "h":  # from the start of that hour (PostHog's), local hours
+            moment = (now - timedelta(hours=amount)).astimezone(zone)
+            return "instant", moment.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
         if unit == "d":
             return "day", today - timedelta(days=amount)
         if unit == "w":

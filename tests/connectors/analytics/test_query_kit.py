@@ -70,6 +70,8 @@ def test_instants_relative_dates_and_presets():
     assert (yesterday.first_day, yesterday.last_day) == (date(2026, 7, 14), date(2026, 7, 14))
     preset = resolve_span({"preset": "last_7_days"}, None, ctx)
     assert (preset.first_day, preset.last_day) == (date(2026, 7, 9), date(2026, 7, 15))
+    hours = resolve_span("-24h", None, ctx)  # from the start of that hour
+    assert hours.start == datetime(2026, 7, 14, 18, tzinfo=UTC) and hours.end == NOW
     month = resolve_span("-1m", "today", ctx)
     assert month.first_day == date(2026, 6, 15) and month.last_day == date(2026, 7, 15)
 
