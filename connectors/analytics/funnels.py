@@ -221,7 +221,18 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
             where t0.fs < {n} or not t0.tied""",
             rows=rows,
         )
+    # the exclusion events, read on their own (an anti-join below), so the per-step window
+    # passes carry the steps' events only
+    xrows = None
+    if exclusions:
+        xcols = ", ".join(f"x{j}" for j in range(len(exclusions)))
+        any_x = " or ".join(f"x{j}" for j in range(len(exclusions)))
+        xrows = tpl(f"select pid, t, {xcols} from __rows as xr0 where {any_x}", rows=rows)
     rows = tpl(f"select r.*, row_number() over ({_ORDER}) as rn from __rows as r", rows=rows)
+    if order == "strict" or exclusions:
+        # step events only from here; strict funnels see an event between two of them as
+        # a gap in rn (the row numbers of all the person's events)
+        rows = tpl(f"select r2.* from __rows as r2 where r2.fs < {n}", rows=rows)
 
     w = params.bind(window * 1_000_000, "bigint")
     if order == "unordered":
@@ -229,7 +240,7 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     else:
         rec = _chained_records(rows, n, w, strict=order == "strict")
 
-    persons = _persons(rec, n, exclusions, w, order)
+    persons = _persons(rec, n, exclusions, w, order, xrows)
     final = _aggregate(persons, n, limit, bd_name is not None, order)
 
     names = [s.name for s in steps]
@@ -315,7 +326,9 @@ def _chained_records(
             nodes = {"inner": layer, "w": w} if k else {"inner": layer}
             layer = tpl(f"select q.*, {cols} from __inner as q", **nodes)
     else:  # the chain each step had before this row
-        lags = ", ".join(f"lag(q.s{k}) over ({_ORDER}) as a{k}" for k in range(n))
+        lags = ", ".join(
+            f"case when not q.gap then lag(q.s{k}) over ({_ORDER}) end as a{k}" for k in range(n)
+        )
         layer = tpl(f"select q.*, {lags} from __inner as q", inner=layer)
     # e_k: the chain reaching step k here when it is a new one (a start that had not
     # reached step k yet) — a later event for the same start changes nothing (PostHog)
@@ -343,17 +356,23 @@ def _strict_layers(rows: exp.Expression, n: int, w: exp.Expression) -> exp.Expre
     group of events sharing a timestamp with different steps, which resets nothing. Per
     step k: c_k = a new chain from the previous row's s_{k-1}; run_k numbers the stretches
     where step-k chains survive; s_k = the best chain of the current stretch."""
-    layer = rows
+    layer = tpl(
+        f"select q.*, coalesce(lag(q.rn) over ({_ORDER}) <> q.rn - 1, true) as gap"
+        " from __inner as q",
+        inner=rows,
+    )
     frame = f"({_ORDER} rows between unbounded preceding and current row)"
     for k in range(n):
         survives = f"(q.m{k} or q.mixed)"
-        run = f"sum(case when {survives} then 0 else 1 end) over {frame} as run{k}"
+        # a new stretch starts at a row that ends the chains (or after a gap)
+        run = f"sum(case when {survives} and not q.gap then 0 else 1 end) over {frame} as run{k}"
         if k == 0:
             layer = tpl(f"select q.*, {run} from __inner as q", inner=layer)
             new = "case when q.m0 then array[-q.t] end"
         else:
             layer = tpl(
-                f"select q.*, lag(q.s{k - 1}) over ({_ORDER}) as l{k}, {run} from __inner as q",
+                f"select q.*, case when not q.gap then lag(q.s{k - 1}) over ({_ORDER}) end"
+                f" as l{k}, {run} from __inner as q",
                 inner=layer,
             )
             new = (
@@ -391,11 +410,16 @@ def _unordered_records(rows: exp.Expression, n: int, w: exp.Expression) -> exp.E
 
 
 def _persons(
-    rec: exp.Expression, n: int, exclusions: list[_Exclusion], w: exp.Expression, order: str
+    rec: exp.Expression,
+    n: int,
+    exclusions: list[_Exclusion],
+    w: exp.Expression,
+    order: str,
+    xrows: exp.Expression | None,
 ) -> exp.Expression:
     """One row per person counted: pid, lvl (furthest step), k (`[rn] || chain` of the
     first qualifying record at that step), bv (first-touch breakdown value)."""
-    if not exclusions:
+    if not exclusions or xrows is None:
         return tpl(
             """select pid, max(mx) as lvl,
               min(case when lvl = mx then array[cast(rn as bigint)] || ch end) as k,
@@ -411,10 +435,9 @@ def _persons(
             f" then x.t < c.ch[{x.hi + 1}] else x.t <= -c.ch[1] + __w end)"
         )
     excl = " or ".join(conds)
-    any_x = " or ".join(f"x{j}" for j in range(len(exclusions)))
     return tpl(
         f"""with rec as (select * from __rec as r0),
-          xr as (select * from rec where {any_x}),
+          xr as (select * from __xrows as x0),
           cand as (
             select c.pid, c.lvl, array[cast(c.rn as bigint)] || c.ch as k from rec as c
             where c.lvl = c.mx and not exists (
@@ -423,6 +446,7 @@ def _persons(
           firsts as (select pid, bv from rec where rn = brn)
         select b.pid, b.lvl, b.k, f.bv from best as b left join firsts as f on f.pid = b.pid""",
         rec=rec,
+        xrows=xrows,
         w=w,
     )
 
