@@ -3,7 +3,7 @@ import { useLocation, useSearch } from "wouter";
 import { ApiError } from "../api";
 import { type Interval, type PanelRow, type SessionsDefinition, type SessionsResult, analyticsApi } from "../analyticsApi";
 import { formatAge } from "../format";
-import { formatNumber, formatPercent, formatSeconds, presetRange, rangeFromSearch, searchOfRange, webSeriesSpec } from "./model";
+import { formatNumber, formatPercent, formatSeconds, guessInterval, presetRange, rangeFromSearch, searchOfRange, webSeriesSpec } from "./model";
 import { IntervalButtons } from "./forms";
 import { CatalogContext, DateRange } from "./pickers";
 import { useCatalog } from "./useCatalog";
@@ -151,15 +151,6 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
       </main>
     </CatalogContext.Provider>
   );
-}
-
-/** The interval the API chose (hours for a day, else days …), read off its buckets. */
-function guessInterval(buckets: string[]): Interval {
-  const b = buckets[0] ?? "";
-  if (/[T ]\d{2}:\d{2}/.test(b)) return "hour";
-  if (/^\d{4}-\d{2}$/.test(b)) return "month";
-  if (buckets.length > 1 && /^\d{4}-\d{2}-\d{2}$/.test(b) && /^\d{4}-\d{2}-\d{2}$/.test(buckets[1]) && Date.parse(buckets[1]) - Date.parse(b) >= 6 * 86400e3) return "week";
-  return "day";
 }
 
 function Total({ label, value, testId, active, onClick }: { label: string; value: string; testId: string; active?: boolean; onClick?(): void }) {

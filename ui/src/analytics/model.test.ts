@@ -13,6 +13,7 @@ import {
   definitionFromSearch,
   formatPercent,
   formatSeconds,
+  guessInterval,
   funnelRows,
   heatColor,
   loadDefinition,
@@ -138,6 +139,14 @@ describe("answers", () => {
       { label: "signup", buckets: ["2025-12-30", "2025-12-31"], values: [1, 2], compare_label: "previous" },
     ],
   };
+
+  it("reads the interval off the buckets", () => {
+    expect(guessInterval(["2026-11-26T13:00:00+00:00"])).toBe("hour");
+    expect(guessInterval(["2026-11-26", "2026-11-27"])).toBe("day");
+    expect(guessInterval(["2026-11-22", "2026-11-29"])).toBe("week");
+    expect(guessInterval(["2026-11"])).toBe("month");
+    expect(guessInterval([])).toBe("day");
+  });
 
   it("shortens hour buckets only", () => {
     expect(bucketLabel("2026-11-26T13:00:00+00:00")).toBe("11-26 13:00");

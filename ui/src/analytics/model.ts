@@ -2,6 +2,7 @@
 // definition in the URL, and the charts (Vega-Lite specs) of each kind's answer.
 import type {
   AnalyticsKind,
+  Interval,
   BuilderKind,
   Definitions,
   FunnelDefinition,
@@ -417,6 +418,15 @@ export function stepOf(node: string): number | null {
 /** "1_/pricing" → "/pricing" (the step is shown by the column). */
 export function nodeName(node: string): string {
   return node.replace(/^\d+_/, "");
+}
+
+/** The interval the API chose (hours for a day, else days …), read off its buckets. */
+export function guessInterval(buckets: string[]): Interval {
+  const b = buckets[0] ?? "";
+  if (/[T ]\d{2}:\d{2}/.test(b)) return "hour";
+  if (/^\d{4}-\d{2}$/.test(b)) return "month";
+  if (buckets.length > 1 && /^\d{4}-\d{2}-\d{2}$/.test(b) && /^\d{4}-\d{2}-\d{2}$/.test(buckets[1]) && Date.parse(buckets[1]) - Date.parse(b) >= 6 * 86400e3) return "week";
+  return "day";
 }
 
 export function webSeriesSpec(series: SessionsResult["series"], metric: "visitors" | "pageviews" | "sessions"): Spec {
