@@ -28,7 +28,6 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query
-from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -66,9 +65,7 @@ _QUERY_ERRORS = problems(
     e409="Cancelled by DELETE /api/queries/{id} (`query_cancelled`).",
     e503="`datasource_unavailable` or `queue_full` (this workspace's line).",
 )
-_NO_PROJECT = problems(
-    404, e404="No such project in this workspace (or no such kind, for POST /{kind})."
-)
+_NO_PROJECT = problems(404, e404="No such project in this workspace.")
 
 ProjectIdQuery = Annotated[
     int | None,
@@ -160,42 +157,34 @@ async def _query(
     return project, await asyncio.wrap_future(future)
 
 
-@router.post(
-    "/{kind}",
-    response_model=None,  # documented, not re-validated: answers vary by kind
-    responses={
-        200: {"model": AnalyticsAnswer},
-        **problems(
-            400,
-            model=QueryProblem,
-            e400="The definition does not compile (`detail` names the field:"
-            " `series.0.math_property: …`), `project_id` missing while the workspace has"
-            " several projects, or the query's own refusal.",
-        ),
-        **_NO_PROJECT,
-        **_QUERY_ERRORS,
-    },
-)
+_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": AnalyticsAnswer},
+    **problems(
+        400,
+        model=QueryProblem,
+        e400="The definition does not compile (`detail` names the field:"
+        " `series.0.math_property: …`), `project_id` missing while the workspace has"
+        " several projects, or the query's own refusal.",
+    ),
+    **problems(404, e404="No such project in this workspace."),
+    **_QUERY_ERRORS,
+}
+
+DefinitionBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The kind's definition (see the README's Analytics section), with"
+        ' `"project_id"` when the workspace has several projects.',
+        examples=[_EXAMPLE],
+    ),
+]
+CacheQuery = Annotated[bool, Query(description="false: skip the result cache.")]
+
+
 async def run_analytics(
-    kind: Annotated[
-        str,
-        PathParam(max_length=20, description="trends, funnel, retention, paths or sessions"),
-    ],
-    token: CurrentToken,
-    state: State,
-    definition: Annotated[
-        dict[str, Any],
-        Body(
-            description="The kind's definition (see the README's Analytics section), with"
-            ' `"project_id"` when the workspace has several projects.',
-            examples=[_EXAMPLE],
-        ),
-    ],
-    cache: Annotated[bool, Query(description="false: skip the result cache.")] = True,
+    kind: str, token: TokenOwner, state: AppState, definition: dict[str, Any], cache: bool
 ) -> dict[str, Any]:
-    """Run a definition without saving it; the answer carries the SQL it ran."""
-    if kind not in ANALYTICS_KINDS:
-        raise HTTPException(404, f"no analytics kind {kind!r}; one of {', '.join(ANALYTICS_KINDS)}")
+    """Compile `definition` of `kind` for its project and run it through the executor."""
 
     def start() -> tuple[AnalyticsRun, Any]:
         project = _project(state, token, definition.get("project_id"))
@@ -208,7 +197,9 @@ async def run_analytics(
         except (TypeError, KeyError, AttributeError, IndexError, ValueError) as err:
             # a compiler that met a shape it did not expect: the definition is at fault
             log.exception("analytics %s: a definition the compiler could not read", kind)
-            raise HTTPException(400, f"definition: not a valid {kind} definition") from err
+            raise HTTPException(
+                400, f"definition: not a valid {kind} definition ({type(err).__name__})"
+            ) from err
         request = state.queries.request(
             token.workspace_id,
             "warehouse",
@@ -233,6 +224,42 @@ async def run_analytics(
         "query_id": result.query_id,
         "truncated": result.truncated,
     }
+
+
+def _route(kind: str, summary: str) -> None:
+    """POST /api/analytics/<kind>: one route per kind (so another name is a 404, and
+    GET /events & co. advertise only GET)."""
+
+    async def run(
+        token: CurrentToken,
+        state: State,
+        definition: DefinitionBody,
+        cache: CacheQuery = True,
+    ) -> dict[str, Any]:
+        return await run_analytics(kind, token, state, definition, cache)
+
+    router.add_api_route(
+        f"/{kind}",
+        run,
+        methods=["POST"],
+        response_model=None,  # documented, not re-validated: answers vary by kind
+        responses=_RUN_RESPONSES,
+        name=f"run_{kind}",
+        operation_id=f"run_analytics_{kind}",
+        summary=summary,
+        description="Run a definition without saving it; the answer carries the SQL it ran.",
+    )
+
+
+for _kind, _summary in (
+    ("trends", "Trends: series of events over time"),
+    ("funnel", "Funnel: conversion through ordered steps"),
+    ("retention", "Retention: cohorts coming back"),
+    ("paths", "Paths: the top paths between pages or events"),
+    ("sessions", "Sessions: web analytics"),
+):
+    assert _kind in ANALYTICS_KINDS
+    _route(_kind, _summary)
 
 
 _EVENTS_SQL = (

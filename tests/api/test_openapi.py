@@ -72,6 +72,13 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "GET /api/insights/{insight_id}/chart.png": "p.… values the specs refuse, a visualization"
     " that does not fit the result",
     "GET /api/insights/{insight_id}/chart.svg": "as chart.png",
+    # analytics (api/routes/analytics.py): a definition is free-form JSON its kind's
+    # compiler reads (documented in the README), and the workspace's projects
+    **{
+        f"POST /api/analytics/{kind}": "a definition the kind's compiler refuses (a field"
+        " named in `detail`); no project_id while the workspace has several projects"
+        for kind in ("trends", "funnel", "retention", "paths", "sessions")
+    },
     "POST /api/query": "the SQL (read-only, as the dialect parses it), parameters that do not"
     " fit it, timeout_s/max_rows/cache_ttl_s beyond the operator's caps",
     "POST /api/queries": "as POST /api/query",
