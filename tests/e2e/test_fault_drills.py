@@ -37,7 +37,7 @@ import redis
 
 from api.stack import api_command
 from assets.ingestion import events, ingest_job, persons
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres, EmbeddedRedis
 from connectors.ingest import CHUNK_ROWS
 from connectors.metadata import NewWorkspace
@@ -274,6 +274,7 @@ def ingestion_job(redis_url: str, stream_key: str, warehouse_url: str) -> dg.Job
         resources={
             "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
             "warehouse": WarehouseResource(url=warehouse_url),
+            "sqlbook": SqlbookResource(),  # no app database here: no retention applies
         },
     )
     return defs.resolve_job_def(ingest_job.name)
@@ -325,7 +326,11 @@ def ingest_pending(
             raise_on_error=False,
         )
         assert result.success, result.get_step_failure_events()
-        (mat,) = result.asset_materializations_for_node("events")
+        (mat,) = [  # not the `event_days` partitions the run reports
+            m
+            for m in result.asset_materializations_for_node("events")
+            if m.asset_key == dg.AssetKey("events")
+        ]
         inserted += int(mat.metadata["inserted"].value)  # type: ignore[arg-type]
     pytest.fail("the stream never emptied")
 
@@ -462,7 +467,7 @@ RUN_WORKER = """
 import json, sys
 import dagster as dg
 from assets.ingestion import events, ingest_job, persons
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 
 redis_url, stream_key, warehouse_url, instance_dir, request = sys.argv[1:]
 request = json.loads(request)
@@ -472,6 +477,7 @@ job = dg.Definitions(
     resources={
         "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
         "warehouse": WarehouseResource(url=warehouse_url),
+        "sqlbook": SqlbookResource(),
     },
 ).resolve_job_def(ingest_job.name)
 instance = dg.DagsterInstance.local_temp(instance_dir)
