@@ -172,18 +172,19 @@ with w as (
     where w.session_id is null
 ), breaks as (
     select *, coalesce(ts - lag(ts) over o > timeout, true) as brk
-    from w window o as (partition by project_id, distinct_id order by ts, event_id)
+    from w window o as (partition by project_id, distinct_id collate "C" order by ts, event_id)
 ), gaps as (
     select *, max(case when brk then ts end) over o as g_start
-    from breaks window o as (partition by project_id, distinct_id order by ts, event_id)
+    from breaks window o as (partition by project_id, distinct_id collate "C" order by ts, event_id)
 ), pieces as (
     select *, floor(extract(epoch from ts - g_start) / 86400) as piece from gaps
 ), piece_breaks as (
     select *, coalesce(lag(g_start) over o <> g_start or lag(piece) over o <> piece, true) as pbrk
-    from pieces window o as (partition by project_id, distinct_id order by ts, event_id)
+    from pieces window o as (partition by project_id, distinct_id collate "C" order by ts, event_id)
 ), starts as (
     select *, max(case when pbrk then ts end) over o as p_start
-    from piece_breaks window o as (partition by project_id, distinct_id order by ts, event_id)
+    from piece_breaks
+    window o as (partition by project_id, distinct_id collate "C" order by ts, event_id)
 ), se as (
     select project_id, {derived} as sid, distinct_id, ts, event_id, event_name, tbl, tid, page,
            person
@@ -203,7 +204,7 @@ with w as (
            count(*) filter (where event_name = '$pageview') over s as pageview_count,
            array_agg(page) filter (where event_name = '$pageview') over s as pages
     from se
-    window s as (partition by project_id, sid order by ts, event_id
+    window s as (partition by project_id, sid collate "C" order by ts, event_id
                  rows between unbounded preceding and unbounded following)
 )
 select project_id, sid, distinct_id, person, started_at, ended_at, event_count::int,

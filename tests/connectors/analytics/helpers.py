@@ -11,7 +11,7 @@ from connectors.warehouse import PostgresWarehouse
 
 
 def new_project() -> int:
-    return random.randint(10**9, 2 * 10**9)
+    return random.randint(3 * 10**9, 4 * 10**9)
 
 
 def some_day(first_year: int = 2005, last_year: int = 2015) -> date:
