@@ -436,7 +436,7 @@ class Compiled:
             headers={"Authorization": f"Bearer {info.api_token}"},
         )
         paths = self.http.get("/openapi.json").json().get("paths", {})
-        self.api = "/api/analytics/{kind}" in paths
+        self.api = "/api/analytics/{kind}" in paths or "/api/analytics/trends" in paths
         self.path = "api" if self.api else "compile+WarehouseSource in process"
         self._source: Any = None
         self._owner: psycopg.Connection[Any] | None = None
@@ -512,7 +512,7 @@ class Compiled:
             limits=QueryLimits(timeout_s=600, max_rows=100_000),
             scope=Scope(workspace_id=self.info.workspace_id, project_ids=(self.plan.project_id,)),
         )
-        body = compiled.shape(result.columns, result.rows)
+        body = compiled.shape([c.name for c in result.columns], result.rows)
         took = time.perf_counter() - began
         return took, {
             "body": body,
