@@ -146,7 +146,7 @@ _ROLLUPS = {
 
 _MARKERS = """
 insert into rollup_days as r (project_id, day, dirty_since, refreshed_at)
-select project_id, %(day)s, null, now() from unnest(%(projects)s::bigint[]) p (project_id)
+select project_id, %(day)s, null, now() from unnest(%(marked)s::bigint[]) p (project_id)
 on conflict (project_id, day) do update
 set refreshed_at = now(),
     dirty_since = case when r.dirty_since <= now() then null else r.dirty_since end
@@ -197,17 +197,20 @@ def _refresh(conn: psycopg.Connection[Any], day: date, params: dict[str, Any]) -
     rows: dict[str, int] = {}
     sessions.compute_day(conn, params)
     conn.execute(_DAY_GROUPS, params)
+    # Rows are replaced for the projects with events on the day. A project without any
+    # (its events expired: retention dropped or deleted them after its rollups were
+    # made) keeps its sessions and rollups; its marker is still refreshed.
     found = conn.execute(
-        (
-            "select array(select distinct project_id from (select project_id from _DE_"
-            " union select project_id from _sess union select project_id from rollup_days"
-            " where day = %(day)s) u order by 1), (select count(*) from _DE_)"
-        ).replace("_DE_", _DE + " d"),
+        "select array(select distinct project_id from _w"
+        " where ts >= %(d0)s and ts < %(d1)s order by 1),"
+        " array(select project_id from rollup_days where day = %(day)s),"
+        " (select count(*) from _w where ts >= %(d0)s and ts < %(d1)s)",
         params,
     ).fetchone()
     assert found is not None
-    projects, events = list(found[0]), int(found[1])
+    projects, events = list(found[0]), int(found[2])
     params["projects"] = projects
+    params["marked"] = sorted(set(projects) | set(found[1]))
     rows["sessions"] = sessions.write_day(conn, params)
     for table, insert in _ROLLUPS.items():
         conn.execute(

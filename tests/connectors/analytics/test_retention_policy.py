@@ -110,6 +110,20 @@ def test_a_partition_shared_with_a_longer_retention_keeps_its_rows(
     assert (count(warehouse_conn, project), count(warehouse_conn, keeper)) == (0, 3)
     assert count(warehouse_conn, forever) == 3
     assert partition_of(warehouse_conn, day) == name
+    # the expired project's aggregates outlive its events, also when the day is
+    # refreshed again for the projects that still have events there
+    refresh_day(warehouse_conn, day)
+    kept = warehouse_conn.execute(
+        "select count(*), sum(event_count) from sessions where project_id = %s and day = %s",
+        (project, day),
+    ).fetchone()
+    assert kept == (3, 3)
+    persons = warehouse_conn.execute(
+        "select persons from rollup_persons_daily where project_id = %s and day = %s"
+        " and event_name = ''",
+        (project, day),
+    ).fetchone()
+    assert persons == (3,)
 
 
 def test_projects_without_a_policy_or_an_event_retention_keep_everything(
