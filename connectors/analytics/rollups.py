@@ -94,13 +94,16 @@ _ROLLUPS: dict[str, str] = {
         select project_id, %(day)s, '', count(distinct person) from _dg
         where g = {name_person} group by project_id
     """,
+    # distinct persons by hashing (key, person) first: count(distinct) would sort
     "rollup_sessions_hourly": """
         insert into rollup_sessions_hourly (project_id, day, hour, sessions, pageviews,
             bounces, duration_s, visitors)
-        select project_id, %(day)s, date_trunc('hour', started_at), count(*),
-               sum(pageview_count), count(*) filter (where bounced), sum(duration_s),
-               count(distinct person)
-        from _sess group by 1, 3
+        select project_id, %(day)s, hour, sum(n), sum(pv), sum(b), sum(d), count(*)
+        from (select project_id, date_trunc('hour', started_at) as hour, person,
+                     count(*) as n, sum(pageview_count) as pv,
+                     count(*) filter (where bounced) as b, sum(duration_s) as d
+              from _sess group by 1, 2, 3) p
+        group by 1, 3
     """,
     "rollup_pages_daily": """
         insert into rollup_pages_daily (project_id, day, pathname, pageviews, visitors,
@@ -123,17 +126,22 @@ _ROLLUPS: dict[str, str] = {
     "rollup_sources_daily": """
         insert into rollup_sources_daily (project_id, day, referring_domain, utm_source,
             utm_medium, utm_campaign, sessions, visitors, bounces)
-        select project_id, %(day)s, coalesce(referring_domain, ''), coalesce(utm_source, ''),
-               coalesce(utm_medium, ''), coalesce(utm_campaign, ''), count(*),
-               count(distinct person), count(*) filter (where bounced)
-        from _sess group by 1, 3, 4, 5, 6
+        select project_id, %(day)s, rd, us, um, uc, sum(n), count(*), sum(b)
+        from (select project_id, coalesce(referring_domain, '') as rd,
+                     coalesce(utm_source, '') as us, coalesce(utm_medium, '') as um,
+                     coalesce(utm_campaign, '') as uc, person, count(*) as n,
+                     count(*) filter (where bounced) as b
+              from _sess group by 1, 2, 3, 4, 5, 6) p
+        group by 1, 3, 4, 5, 6
     """,
     "rollup_devices_daily": """
         insert into rollup_devices_daily (project_id, day, browser, os, device_type,
             sessions, visitors)
-        select project_id, %(day)s, coalesce(browser, ''), coalesce(os, ''),
-               coalesce(device_type, ''), count(*), count(distinct person)
-        from _sess group by 1, 3, 4, 5
+        select project_id, %(day)s, b, o, d, sum(n), count(*)
+        from (select project_id, coalesce(browser, '') as b, coalesce(os, '') as o,
+                     coalesce(device_type, '') as d, person, count(*) as n
+              from _sess group by 1, 2, 3, 4, 5) p
+        group by 1, 3, 4, 5
     """,
 }
 
