@@ -247,9 +247,9 @@ def _point(value: Any, ctx: Context, field: str) -> tuple[str, Any]:
     day = periods.relative_date(lower, now, zone)
     if day is not None:
         return "day", day
-    moment = periods.relative_datetime(lower, now, zone)
-    if moment is not None:
-        return "instant", moment.astimezone(UTC)
+    relative = periods.relative_datetime(lower, now, zone)
+    if relative is not None:
+        return "instant", relative.astimezone(UTC)
     if _DAY.fullmatch(text):
         try:
             return "day", date.fromisoformat(text)
@@ -615,11 +615,29 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _is_group(value: Any) -> bool:
+    """PostHog's property group `{"type": "AND"|"OR", "values": [...]}`."""
+    return (
+        isinstance(value, Mapping)
+        and "values" in value
+        and "property" not in value
+        and "key" not in value
+    )
+
+
 def filter_types(filters: Any) -> set[str]:
-    """The property types a filter list uses ("event", "person")."""
+    """The property types a filter list (or group) uses ("event", "person")."""
+    if _is_group(filters):
+        return filter_types(filters.get("values"))
     if not isinstance(filters, list | tuple):
         return set()
-    return {str(f.get("type") or "event") for f in filters if isinstance(f, Mapping)}
+    found: set[str] = set()
+    for item in filters:
+        if _is_group(item):
+            found |= filter_types(item.get("values"))
+        elif isinstance(item, Mapping):
+            found.add(str(item.get("type") or "event"))
+    return found
 
 
 def property_filter(
@@ -631,13 +649,43 @@ def property_filter(
     person_alias: str = "p",
 ) -> exp.Expression | None:
     """All `filters` ANDed (None when there are none). Each is `{"property", "operator",
-    "value"?, "type": "event"|"person"}`; person filters need `persons_join(properties=True)`."""
+    "value"?, "type": "event"|"person"}` (PostHog's `key` for `property` too), or a group
+    `{"type": "AND"|"OR", "values": [filters or groups]}`; person filters need
+    `persons_join(properties=True)`."""
     if filters is None:
         return None
+    if _is_group(filters):
+        return _group(filters, params, field, event_alias, person_alias)
     items = require_list(filters, field, max_items=100)
+    return and_(_conditions(items, params, field, event_alias, person_alias))
+
+
+def _group(
+    group: Mapping[str, Any], params: Params, field: str, event_alias: str, person_alias: str
+) -> exp.Expression | None:
+    kind = str(group.get("type") or "AND").upper()
+    if kind not in ("AND", "OR"):
+        raise DefinitionError(f"{field}.type", "a property group is 'AND' or 'OR'")
+    items = require_list(group.get("values"), f"{field}.values", max_items=100)
+    conditions = _conditions(items, params, f"{field}.values", event_alias, person_alias)
+    if not conditions:
+        return None
+    if kind == "AND":
+        return and_(conditions)
+    return exp.Paren(this=exp.or_(*conditions)) if len(conditions) > 1 else conditions[0]
+
+
+def _conditions(
+    items: list[Any], params: Params, field: str, event_alias: str, person_alias: str
+) -> list[exp.Expression]:
     conditions: list[exp.Expression] = []
     for index, item in enumerate(items):
         where = f"{field}.{index}"
+        if _is_group(item):
+            grouped = _group(item, params, where, event_alias, person_alias)
+            if grouped is not None:
+                conditions.append(grouped)
+            continue
         item = require_mapping(item, where)
         name = property_name(item.get("property", item.get("key")), f"{where}.property")
         ptype = choice(item.get("type"), ("event", "person"), f"{where}.type", "event")
@@ -652,7 +700,12 @@ def property_filter(
             name, params, type=ptype, event_alias=event_alias, person_alias=person_alias
         )
         conditions.append(_condition(op, text, value, params, f"{where}.value"))
-    return and_(conditions)
+    return conditions
+
+
+def check_filters(filters: Any, field: str) -> None:
+    """Raise DefinitionError (naming `field`…) when `filters` is not a valid filter list."""
+    property_filter(filters, Params(), field=field)
 
 
 def _condition(

@@ -54,6 +54,7 @@ from connectors.analytics.query import (
     bucket_key,
     bucket_last_day,
     buckets,
+    check_filters,
     choice,
     column,
     compiled,
@@ -165,7 +166,7 @@ def parse(definition: Mapping[str, Any], ctx: Context) -> Trends:
             )
         filters = item.get("filters", item.get("properties"))
         if filters is not None:
-            require_list(filters, f"{where}.filters", max_items=100)
+            check_filters(filters, f"{where}.filters")
         name = item.get("name") or item.get("custom_name")
         label = name if isinstance(name, str) and name else (event or "All events")
         series.append(Series(index, event, math, prop, prop_type, filters, label))
@@ -185,7 +186,7 @@ def parse(definition: Mapping[str, Any], ctx: Context) -> Trends:
         formula_text = None
     filters = definition.get("filters", definition.get("properties"))
     if filters is not None:
-        require_list(filters, "filters", max_items=100)
+        check_filters(filters, "filters")
     return Trends(series, interval, span, breakdown, compare, formula, formula_text, filters)
 
 

@@ -51,6 +51,7 @@ from connectors.analytics.query import (
     Span,
     bucket_key,
     buckets,
+    check_filters,
     choice,
     column,
     compiled,
@@ -58,7 +59,6 @@ from connectors.analytics.query import (
     number,
     positive_int,
     property_filter,
-    require_list,
     require_mapping,
     resolve_span,
     sessionize,
@@ -160,7 +160,7 @@ def compile_sessions(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     limit = positive_int(definition.get("limit"), "limit", DEFAULT_LIMIT, 1000)
     filters = definition.get("filters", definition.get("properties"))
     if filters is not None:
-        require_list(filters, "filters", max_items=100)
+        check_filters(filters, "filters")
     bucket_list = buckets(span, interval, ctx)
     params = Params()
     days = span.utc_days()

@@ -433,3 +433,34 @@ def test_clean_days_are_asked_once_per_range_by_a_compilation():
     )
     assert compiled.source == "events"
     assert asked == [(date(2026, 7, 1), date(2026, 7, 7)), (date(2026, 6, 24), date(2026, 6, 30))]
+
+
+def test_posthog_property_groups_and_or(url, prop_project):
+    group = {
+        "type": "OR",
+        "values": [
+            {"type": "AND", "values": [{"key": "plan", "operator": "exact", "value": "pro"}]},
+            {
+                "type": "AND",
+                "values": [
+                    {"key": "n", "operator": "gt", "value": 5},
+                    {"key": "path", "operator": "icontains", "value": "docs"},
+                ],
+            },
+        ],
+    }
+    assert _filtered(url, prop_project, group) == [0, 3]
+    assert _filtered(
+        url, prop_project, [group, {"property": "n", "operator": "lt", "value": 10}]
+    ) == [3]
+    assert _filtered(url, prop_project, {"type": "AND", "values": []}) == list(range(len(PROPS)))
+    with pytest.raises(DefinitionError) as raised:
+        property_filter({"type": "XOR", "values": []}, Params(), field="filters")
+    assert raised.value.field == "filters.type"
+    with pytest.raises(DefinitionError) as raised:
+        property_filter(
+            {"type": "OR", "values": [{"type": "AND", "values": [{"key": "x", "operator": "?"}]}]},
+            Params(),
+            field="filters",
+        )
+    assert raised.value.field == "filters.values.0.values.0.operator"
