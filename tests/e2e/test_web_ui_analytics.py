@@ -241,6 +241,10 @@ def test_trend_filter_interval_sql_save_and_reopen(page: Page, live_ui: LiveApi)
     insight_page = page.get_by_role("main", name="Insight")
     expect(insight_page.get_by_role("heading", name=name)).to_be_visible()
     expect(insight_page.get_by_test_id("result-meta")).to_be_visible()
+    # using the page (its query string changes) keeps it there
+    insight_page.get_by_role("button", name="Chart", exact=True).click()
+    expect(page).to_have_url(re.compile(rf"/insights/{insight_id}\?view=chart$"))
+    expect(insight_page.get_by_role("heading", name=name)).to_be_visible()
     page.go_back()
 
     # forked into an SQL insight: its page shows the statement

@@ -7,7 +7,9 @@ import { analyticsApi } from "../analyticsApi";
  * insight with `?details=1` (its alerts, exports, history) — on the insight page. */
 export function InsightRoute({ id, children }: { id: number; children: ReactNode }) {
   const [, navigate] = useLocation();
-  const details = new URLSearchParams(useSearch()).get("details") === "1";
+  // read once: the insight page rewrites its query string (view, parameters) as it is used
+  const search = useSearch();
+  const [details] = useState(() => new URLSearchParams(search).get("details") === "1");
   const [checked, setChecked] = useState<number | null>(details ? id : null);
 
   useEffect(() => {
