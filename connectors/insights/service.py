@@ -34,6 +34,7 @@ project (a workspace with several projects must name one when saving).
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,8 @@ from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import Column, QueryResult
 from connectors.warehouse.runner import Actor, QueryRequest
 from connectors.warehouse.service import QueryService
+
+log = logging.getLogger(__name__)
 
 MAX_ID = 2**63 - 1
 
@@ -530,8 +533,13 @@ class AnalyticsRun:
     def about(self) -> dict[str, Any]:
         """What an answer says besides its data: the SQL it ran (parameters inlined, for
         "view SQL" and "open as SQL insight"), where it read from, kind and project."""
+        try:
+            shown = self.compiled.display_sql()
+        except Exception:  # never lose the answer over its display: the statement as run
+            log.exception("analytics %s: the SQL could not be formatted for display", self.kind)
+            shown = self.compiled.sql
         return {
-            "sql": self.compiled.display_sql(),
+            "sql": shown,
             "source": self.compiled.source,
             "kind": self.kind,
             "project_id": self.project.id,
