@@ -277,6 +277,14 @@ def test_breakdown_compare_funnel_retention_and_paths(page: Page, live_ui: LiveA
     done(main)
     expect(series_cells(main, "signup")).to_have_text(["6", "3", "2", "1"])
     expect(series_cells(main, "signup · (previous)")).to_have_text(["0", "0", "0", "0"])
+    # a formula over two series replaces them: signups + logins per day
+    main.get_by_label("Compare to previous period").uncheck()
+    main.get_by_role("button", name="+ Add series").click()
+    main.get_by_label("Event of series B").select_option("login")
+    main.get_by_label("Formula").fill("A + B")
+    done(main)
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td")).to_have_text(["9", "3", "4", "2"])
 
     # a 2-step funnel: 6 persons signed up, 2 of them logged in afterwards
     page.goto(f"{live_ui.url}/analytics/funnel")
