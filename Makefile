@@ -26,8 +26,13 @@ ui: $(STAMP)
 run: ui
 	$(BIN)/sqlbook up
 
+# In parallel (pytest-xdist): TEST_WORKERS processes, each with its own embedded PostgreSQL
+# and Redis (tests/conftest.py); a test file stays on one worker (--dist loadfile), so its
+# module fixtures (a browser, a live API) start once. `make test TEST_WORKERS=0` runs the
+# suite serially in one process; PYTEST_ARGS adds options (-x, -k …, a path).
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # One table on stdout, JSON in bench/results/<UTC timestamp>.json (+ latest.json).
 # Sizes are flags: make bench BENCH_ARGS="--ingest-events 2M --pg-sizes 1M,10M"

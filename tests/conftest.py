@@ -1,8 +1,14 @@
-"""Session fixtures: one real embedded PostgreSQL and one real Redis for the whole run."""
+"""Session fixtures: one real embedded PostgreSQL and one real Redis for the whole run.
+
+`make test` runs the suite under pytest-xdist: each worker is a session of its own, so
+each starts its own servers (data, unix sockets) under its own temp dir
+(`<basetemp>/popen-gwN/`); nothing but the web UI build (locked below) is shared."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +18,7 @@ import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from filelock import FileLock
 
 from api.app import create_app
 from connectors.embedded import EmbeddedPostgres
@@ -32,10 +39,17 @@ def sqlbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ui_dist() -> Path:
     """The web UI built once per session (`npm ci` when the lock changed, then Vite), as
-    `make run` builds it; nothing is rebuilt when ui/ has not changed."""
-    from api.ui_build import ensure_built
+    `make run` builds it; nothing is rebuilt when ui/ has not changed.
 
-    return ensure_built(say=lambda _line: None).dist
+    Under pytest-xdist every worker asks for it: a file lock in the system temp dir lets the
+    first build while the others wait, then find it up to date (Vite empties ui/dist
+    while it builds, so no worker may read it meanwhile). The lock is per checkout, not
+    per run, so two runs in one tree do not build over each other either."""
+    from api.ui_build import UI_DIR, ensure_built
+
+    digest = hashlib.sha256(str(UI_DIR).encode()).hexdigest()[:12]
+    with FileLock(Path(tempfile.gettempdir()) / f"sqlbook-ui-build-{digest}.lock"):
+        return ensure_built(say=lambda _line: None).dist
 
 
 @pytest.fixture(scope="session")
