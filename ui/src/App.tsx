@@ -609,7 +609,7 @@ function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name
   const [open, setOpen] = useState<Record<string, boolean>>({});
   const [filter, setFilter] = useState("");
   const shown = tables.filter((t) => !filter || `${t.schema}.${t.name}`.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
-  // few tables: all open; else the default schema's (events, persons) when it has few
+  // few tables: all open; else the default schema's when it has few, and `events` always
   const publicTables = tables.filter((t) => t.schema === "public").length;
   return (
     <div className="schema">
@@ -618,7 +618,7 @@ function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name
         {shown.map((t) => {
           const key = `${t.schema}.${t.name}`;
           const label = t.schema === "public" ? t.name : key;
-          const isOpen = open[key] ?? (tables.length <= 3 || (t.schema === "public" && publicTables <= 3) || Boolean(filter));
+          const isOpen = open[key] ?? (tables.length <= 3 || (t.schema === "public" && (publicTables <= 3 || t.name === "events")) || Boolean(filter));
           return (
             <li key={key}>
               <button className="twisty" onClick={() => setOpen({ ...open, [key]: !isOpen })} aria-label={`${isOpen ? "collapse" : "expand"} ${label}`}>
