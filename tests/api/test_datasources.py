@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from psycopg import conninfo
 
 from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.warehouse.scope import CORE_TABLES
 
 
 def auth(ws: NewWorkspace) -> dict[str, str]:
@@ -228,7 +229,10 @@ def test_warehouse_schema_and_test(client, workspace):
     assert client.post("/api/datasources/warehouse/test", headers=auth(workspace)).json()["ok"]
     schema = client.get("/api/datasources/warehouse/schema", headers=auth(workspace)).json()
     public = [t["name"] for t in schema["tables"] if t["schema"] == "public"]
-    assert public == ["events", "person_distinct_ids", "persons"]
+    # sqlbook's own tables: events, persons, sessions and the rollups, each under row-level
+    # security (a table here that no policy scopes would be a leak)
+    assert sorted(public) == sorted(CORE_TABLES)
+    assert {"events", "persons", "sessions", "rollup_events_hourly"} <= set(public)
     # the connector tables are listed too (empty until a connection syncs); dlt's own not
     others = {f"{t['schema']}.{t['name']}" for t in schema["tables"] if t["schema"] != "public"}
     assert {"stripe.charges", "stripe.customers", "ga4.daily", "ga4.report_rows"} <= others
