@@ -18,17 +18,19 @@ baseline so drift hits both alike, results compared:
 - funnel: signup → activate → purchase, ordered, 14-day window, step 0 in the 90 days.
 
 Paths:
-- PostgreSQL, raw: `POST /api/analytics/{kind}` with `"cache": false` before any rollup
-  refresh (no clean day: the compiled statement reads `events`); baseline: hand-written
+- PostgreSQL, raw: `POST /api/analytics/{kind}?cache=false` (the run and its clean-days
+  look-up both uncached) before any rollup refresh (no clean day: the compiled
+  statement reads `events`); baseline: hand-written
   SQL on a psycopg connection as the warehouse owner (the fastest form found: distinct
-  (day, distinct_id) first, then the person join; the funnel in one pass of window
-  functions: the latest step-0 time before each step, the chain's start carried to the
-  next step). Without the route (Part E not there), `compile_analytics` run through the
+  (day, distinct_id) first, then the person join; the funnel in two window passes:
+  the latest step-0 time before each step, the chain's start carried to the next
+  step). Without the route (an API without it), `compile_analytics` run through the
   API's data-source class in process (`WarehouseSource`, reader role, RLS), cache off
   by construction — the JSON says which (`api_path`).
 - PostgreSQL, rollups: after `refresh_day` of every day, the same trends request
-  (`source` should say rollups), against the same hand-written SQL on raw events (what
-  the rollups replace); the rollup table read directly is reported beside it.
+  (`source` should say rollups), against the hand-written SQL on raw events measured in
+  the raw pass (what the rollups replace); the rollup table read directly is reported
+  beside it.
 - chDB: the compiled PostgreSQL statements (parameters inlined: `display_sql`)
   transpiled by sqlglot to ClickHouse and run with `join_use_nulls = 1` (PostgreSQL's
   outer-join NULLs, which `coalesce(person, distinct_id)` needs), against hand-written
