@@ -324,7 +324,11 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
                 </option>
               ))}
             </select>
-            <button onClick={() => onEditSql(insight)}>Edit SQL</button>
+            {analyticsKind(insight) ? (
+              <Link href={builderHref(insight)} className="button">Edit in builder</Link>
+            ) : (
+              <button onClick={() => onEditSql(insight)}>Edit SQL</button>
+            )}
             <button onClick={() => void duplicate()}>Duplicate</button>
             <button onClick={() => void trash()}>Move to trash</button>
           </div>
@@ -514,4 +518,16 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
       </div>
     </main>
   );
+}
+
+/** An analytics insight's kind (trends, funnel …), or null for an SQL insight. */
+function analyticsKind(insight: Insight): string | null {
+  const kind = (insight as Insight & { kind?: string }).kind;
+  return kind && kind !== "sql" ? kind : null;
+}
+
+/** Where an analytics insight is edited: its kind's builder (web analytics for sessions). */
+function builderHref(insight: Insight): string {
+  const kind = analyticsKind(insight);
+  return kind === "sessions" ? `/web?insight=${insight.id}` : `/analytics/${kind}?insight=${insight.id}`;
 }
