@@ -11,7 +11,7 @@ import dagster as dg
 from fastapi.testclient import TestClient
 
 from assets.ingestion import events, persons
-from assets.resources import CaptureStreamResource, WarehouseResource
+from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from tests.conftest import ClientFactory
@@ -28,6 +28,7 @@ def materialize(servers: ServerUrls, stream_key: str, *selection: dg.AssetsDefin
                 redis_url=servers.redis_url, stream_key=stream_key
             ),
             "warehouse": WarehouseResource(url=servers.warehouse_url),
+            "sqlbook": SqlbookResource(),  # no app database: every project keeps everything
         },
     )
     assert result.success
