@@ -36,7 +36,7 @@ test: $(STAMP)
 
 # One table on stdout, JSON in bench/results/<UTC timestamp>.json (+ latest.json).
 # Sizes are flags: make bench BENCH_ARGS="--ingest-events 2M --pg-sizes 1M,10M"
-# (python -m tests.bench --help lists them). The default run takes under 10 minutes.
+# (python -m tests.bench --help lists them). The default run takes about 20 minutes (analytics at 10M events: 8-10).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
