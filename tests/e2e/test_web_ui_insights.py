@@ -403,6 +403,7 @@ def test_a_save_that_races_another_keeps_the_text(page: Page, live_ui: LiveApi):
     expect(dialog.get_by_role("alert")).to_contain_text("changed by someone else")
     assert api.call("GET", f"/api/insights/{insight['id']}")["sql"] == "select $1::int as n"
     dialog.get_by_role("button", name="Reload").click()
+    expect(dialog.get_by_role("status")).to_contain_text("is at version 2")
     dialog.get_by_role("button", name="Save").click()
     expect(page).to_have_url(f"{live_ui.url}/insights/{insight['id']}")
     now = api.call("GET", f"/api/insights/{insight['id']}")
@@ -418,6 +419,7 @@ def test_a_save_that_races_another_keeps_the_text(page: Page, live_ui: LiveApi):
     expect(main.get_by_role("alert")).to_contain_text("changed by someone else")
     expect(editor.get_by_label("Chart type")).to_have_value("number")
     main.get_by_role("alert").get_by_role("button", name="Reload").click()
+    expect(notice(page)).to_contain_text("Reloaded version 4")
     editor.get_by_role("button", name="Save chart").click()
     expect(notice(page)).to_contain_text("Chart saved (version 5)")
     now = api.call("GET", f"/api/insights/{insight['id']}")

@@ -94,6 +94,7 @@ export function SaveInsightDialog({
   /** Takes the newest version's number; what was typed here stays. */
   async function reload() {
     if (!base) return;
+    setBusy(true); // Save waits for the newest version number
     try {
       const latest = await insightsApi.get(base.id);
       setBase(latest);
@@ -101,6 +102,8 @@ export function SaveInsightDialog({
       setProblem(`Reloaded: “${latest.name}” is at version ${latest.version} (by ${latest.updated_by}). Your changes are kept; Save puts them on top.`);
     } catch (err) {
       setProblem(err instanceof ApiError ? err.message : String(err));
+    } finally {
+      setBusy(false);
     }
   }
 
