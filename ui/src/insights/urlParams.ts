@@ -70,12 +70,12 @@ function hasDefault(spec: ParameterSpec): boolean {
 }
 
 /** The widgets' values a page URL's query string names; a parameter it leaves out takes
- * its default, and `p.x=` (empty) clears it. */
-export function valuesFromSearch(search: string, specs: ParameterSpec[]): FormValues {
+ * its default, and `p.x=` (empty) clears it. `prefix` is `f.` for a dashboard's filters. */
+export function valuesFromSearch(search: string, specs: ParameterSpec[], prefix = "p."): FormValues {
   const qs = new URLSearchParams(search);
   const values: FormValues = {};
   for (const spec of specs) {
-    const key = `p.${spec.name}`;
+    const key = `${prefix}${spec.name}`;
     if (spec.type === "date_range" && (qs.has(`${key}.from`) || qs.has(`${key}.to`))) {
       values[spec.name] = { from: qs.get(`${key}.from`) ?? "", to: qs.get(`${key}.to`) ?? "" };
     } else if (!qs.has(key)) {
@@ -92,10 +92,10 @@ export function valuesFromSearch(search: string, specs: ParameterSpec[]): FormVa
 /** The `p.…` pairs of the values, in the order of the specs: a value set is written (a
  * list as the key repeated, an absolute range as `.from`/`.to`), an empty one only when it
  * clears a default (`p.x=`), so opening the URL gives back the same values. */
-export function searchPairs(values: FormValues, specs: ParameterSpec[]): [string, string][] {
+export function searchPairs(values: FormValues, specs: ParameterSpec[], prefix = "p."): [string, string][] {
   const pairs: [string, string][] = [];
   for (const spec of specs) {
-    const key = `p.${spec.name}`;
+    const key = `${prefix}${spec.name}`;
     const v = values[spec.name];
     if (isAbsoluteRange(v)) {
       // written even while half typed, so a custom range being entered stays custom
