@@ -39,6 +39,7 @@ export function ParameterWidget({
   values,
   specs,
   label = spec.name,
+  options: given,
 }: {
   spec: ParameterSpec;
   value: FormValue | undefined;
@@ -47,8 +48,11 @@ export function ParameterWidget({
   values?: FormValues;
   specs?: ParameterSpec[];
   label?: string;
+  /** an enum's options fetched by the caller (a dashboard filter's), instead of the insight's */
+  options?: Scalar[] | null;
 }) {
-  const options = useOptions(spec, insightId, values, specs);
+  const fetched = useOptions(spec, insightId, values, specs);
+  const options = given !== undefined && spec.type === "enum" ? given : fetched;
   if (spec.type === "date_range") return <DateRangeInput label={label} value={value ?? ""} onChange={onChange} />;
   const list = Array.isArray(value) ? value : value === undefined || value === "" ? [] : [String(value)];
   const one = Array.isArray(value) ? (value[0] ?? "") : isAbsoluteRange(value) ? "" : (value ?? "");
