@@ -30,6 +30,9 @@ Phases (each figure next to a baseline measured in the same run):
               through POST /api/analytics on PostgreSQL (raw, and trends from rollups) vs
               hand-written SQL; the compiled statements transpiled to ClickHouse on chDB vs
               uniqExact/windowFunnel; refresh_day of one day vs insert_prepared of its events.
+10. dashboards a 12-tile dashboard over the analytics data (reused when that phase ran at the
+              same size): all tiles through POST /api/dashboards/{id}/run cold, from the
+              cache and from snapshots vs each tile's query run directly; render.png.
 
 Timings are measured and reported, never asserted.
 """
@@ -53,6 +56,7 @@ from tests.bench import (
     analytics,
     capture,
     connectors,
+    dashboards,
     exports,
     freshness,
     ingestion,
@@ -95,6 +99,7 @@ PHASES = (
     "insights",
     "connectors",
     "analytics",
+    "dashboards",
 )
 
 
@@ -191,6 +196,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help=f"timed runs of a pair whose warm-up took over {analytics.SLOW_PAIR_S:g} s",
     )
+    g = p.add_argument_group("dashboards")
+    g.add_argument("--dashboards-events", default="10M", help="events under the dashboard")
+    g.add_argument("--dashboards-days", type=int, default=90, help="days the events span")
+    g.add_argument("--dashboards-reps", type=int, default=5, help="timed cold loads (+ direct)")
+    g.add_argument(
+        "--dashboards-warm-reps", type=int, default=30, help="timed cache and snapshot loads"
+    )
+    g.add_argument("--dashboards-render-reps", type=int, default=5, help="timed render.png")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -210,6 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.stripe_charges = parse_size(args.stripe_charges)
     args.stripe_customers = parse_size(args.stripe_customers)
     args.analytics_events = parse_size(args.analytics_events)
+    args.dashboards_events = parse_size(args.dashboards_events)
     return args
 
 
@@ -450,6 +464,20 @@ def main(argv: list[str] | None = None) -> int:
                     slow_reps=args.analytics_slow_reps,
                 ),
             )
+        if "dashboards" in args.phases:
+            sampler.mark("dashboards")
+            phase(
+                "dashboards",
+                lambda: dashboards.measure(
+                    info,
+                    events=args.dashboards_events,
+                    days=args.dashboards_days,
+                    reps=args.dashboards_reps,
+                    warm_reps=args.dashboards_warm_reps,
+                    render_reps=args.dashboards_render_reps,
+                    reuse=results.get("analytics"),
+                ),
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -494,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         + insights.table_rows(results.get("insights"))
         + connectors.table_rows(results.get("connectors"))
         + analytics.table_rows(results.get("analytics"))
+        + dashboards.table_rows(results.get("dashboards"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()
