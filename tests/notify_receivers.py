@@ -47,6 +47,21 @@ class Request:
 
 
 @dataclass
+class SlackFile:
+    """A file uploaded through the files upload v2 dance."""
+
+    file_id: str
+    filename: str
+    length: int  # as announced to files.getUploadURLExternal
+    data: bytes = b""
+    uploaded: bool = False
+    title: str | None = None
+    channel_id: str | None = None  # once shared by files.completeUploadExternal
+    initial_comment: str | None = None
+    alt_txt: str | None = None
+
+
+@dataclass
 class _Scripted:
     status: int
     body: bytes
@@ -66,6 +81,12 @@ class Recorder:
 
     By default it answers 200 `ok`; `chat.postMessage` (any path ending so) gets Slack's
     `{"ok": true, ...}`, or `{"ok": false, "error": ...}` after `slack_error(...)`.
+    It plays Slack's files upload v2 with its wire shapes: `files.getUploadURLExternal`
+    (form: filename, length) answers an `upload_url` on this server and a `file_id`; a POST
+    of the bytes there answers `OK - <length>`; `files.completeUploadExternal` (form: files
+    as JSON `[{"id", "title"}]`, channel_id, initial_comment) answers the shared files, or
+    `file_not_found` for an id whose bytes never came (or not as many as announced).
+    `uploads` holds what was shared: `SlackFile`s in order.
     `respond(status, times=N)` scripts the next N answers (optionally for one path only);
     `hold(path)` keeps requests to `path` waiting until `release()`.
     """
@@ -76,6 +97,7 @@ class Recorder:
         self._script: deque[_Scripted] = deque()
         self._holds: dict[str, _Hold] = {}
         self._slack_error: str | None = None
+        self.files: dict[str, SlackFile] = {}  # by file_id, in order of getUploadURLExternal
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -155,6 +177,12 @@ class Recorder:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
+    @property
+    def uploads(self) -> list[SlackFile]:
+        """The files shared in a channel by files.completeUploadExternal, in order."""
+        with self._lock:
+            return [f for f in self.files.values() if f.channel_id is not None]
+
     # the server side
 
     def _next_script(self, path: str) -> _Scripted | None:
@@ -169,8 +197,23 @@ class Recorder:
         scripted = self._next_script(req.path)
         if scripted is not None:
             return scripted.status, scripted.body, scripted.headers
-        if req.path.rsplit("?", 1)[0].endswith("/chat.postMessage"):
-            json_headers = {"Content-Type": "application/json; charset=utf-8"}
+        route = req.path.rsplit("?", 1)[0]
+        json_headers = {"Content-Type": "application/json; charset=utf-8"}
+        if route.endswith(("/files.getUploadURLExternal", "/files.completeUploadExternal")):
+            body = (
+                {"ok": False, "error": self._slack_error}
+                if self._slack_error
+                else self._files_upload(route.rsplit("/", 1)[1], req)
+            )
+            return 200, json.dumps(body).encode(), json_headers
+        if route.startswith("/upload/v1/"):
+            with self._lock:
+                file = self.files.get(route.rsplit("/", 1)[1])
+                if file is None:
+                    return 404, b"not found", {"Content-Type": "text/plain"}
+                file.data, file.uploaded = req.body, True
+            return 200, f"OK - {len(req.body)}".encode(), {"Content-Type": "text/plain"}
+        if route.endswith("/chat.postMessage"):
             if self._slack_error:
                 body = {"ok": False, "error": self._slack_error}
                 return 200, json.dumps(body).encode(), json_headers
@@ -183,6 +226,45 @@ class Recorder:
             }
             return 200, json.dumps(body).encode(), json_headers
         return 200, b"ok", {"Content-Type": "text/plain"}
+
+    def _files_upload(self, method: str, req: Request) -> dict[str, Any]:
+        """Slack's answers of files.getUploadURLExternal and files.completeUploadExternal."""
+        if not (req.header("Authorization") or "").startswith("Bearer "):
+            return {"ok": False, "error": "not_authed"}
+        args = req.form or (req.json if isinstance(req.json, dict) else {})
+        with self._lock:
+            if method == "files.getUploadURLExternal":
+                if not args.get("filename") or not str(args.get("length", "")).isdigit():
+                    return {"ok": False, "error": "invalid_arguments"}
+                file_id = f"F{len(self.files) + 1:010d}"
+                self.files[file_id] = SlackFile(
+                    file_id, args["filename"], int(args["length"]), alt_txt=args.get("alt_txt")
+                )
+                return {
+                    "ok": True,
+                    "upload_url": f"{self.url}/upload/v1/{file_id}",
+                    "file_id": file_id,
+                }
+            try:
+                entries = json.loads(args.get("files") or "")
+            except ValueError:
+                return {"ok": False, "error": "invalid_arguments"}
+            if not isinstance(entries, list) or not entries:
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = []
+            for entry in entries:
+                file = self.files.get(str(entry.get("id")))
+                if file is None or not file.uploaded or len(file.data) != file.length:
+                    return {"ok": False, "error": "file_not_found"}
+                shared.append((file, entry.get("title")))
+            for file, title in shared:
+                file.title = title
+                file.channel_id = args.get("channel_id")
+                file.initial_comment = args.get("initial_comment")
+            return {
+                "ok": True,
+                "files": [{"id": f.file_id, "title": f.title or f.filename} for f, _ in shared],
+            }
 
     def _record(self, handler: BaseHTTPRequestHandler) -> Request:
         length = int(handler.headers.get("Content-Length") or 0)

@@ -4,8 +4,13 @@
 Config keys, by `type`:
 
 - ``slack``: ``webhook_url`` (incoming webhook), or ``token`` + ``channel`` (bot, through
-  ``chat.postMessage``); ``base_url`` (Web API root, default Slack's) for the bot form.
+  ``chat.postMessage``; a notification with files — a dashboard subscription's pictures and
+  CSVs — is shared through Slack's files upload v2 with the message as its comment, which
+  needs a channel ID); ``base_url`` (Web API root, default Slack's) for the bot form. An
+  incoming webhook cannot carry files: it gets the text, the link and the picture's signed
+  URL as an image block.
 - ``email``: ``to`` (list of addresses), ``subject_prefix``. SMTP comes from Settings.
+  Pictures go inline (multipart/related, by Content-ID), other files as attachments.
 - ``webhook``: ``url``, ``secret`` (signs the body: ``X-Sqlbook-Signature: sha256=<hex>``,
   HMAC-SHA256 of the raw body bytes, plus ``X-Sqlbook-Timestamp``), ``headers``.
 - ``teams``: ``webhook_url`` (Office 365 connector; gets a MessageCard; an alert on an
@@ -42,7 +47,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from pydantic import (
@@ -406,6 +411,10 @@ _SLACK_CODES = _SLACK_RETRYABLE | {
     "channel_is_archived",
     "channel_not_found",
     "ekm_access_denied",
+    "file_not_found",
+    "file_upload_disabled",
+    "file_uploads_disabled",
+    "invalid_channel",
     "invalid_arguments",
     "invalid_auth",
     "invalid_blocks",
@@ -478,8 +487,55 @@ class SlackChannel(_SecretChannel):
                 headers,
                 self.policy,
             )
+        elif notification.attachments:
+            self._share_files(notification)
         else:
             self._post_message(text, blocks)
+
+    def _web_api(self, method: str, args: Mapping[str, str]) -> dict[str, Any]:
+        """One Web API call, form-encoded as Slack documents it; its `{"ok": true, …}`."""
+        assert self.config.token is not None
+        base = (self.config.base_url or SLACK_API_URL).rstrip("/")
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": f"Bearer {self.config.token.get_secret_value()}",
+            "User-Agent": USER_AGENT,
+        }
+        body = urlencode(args).encode()
+        resp = _post("slack", f"{base}/{method}", body, headers, self.policy, accept=_slack_ok)
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def _share_files(self, notification: Notification) -> None:
+        """Slack's files upload v2 (https://api.slack.com/messaging/files#uploading_files):
+        per file `files.getUploadURLExternal` (name, length) → POST the bytes to the
+        `upload_url` it answers → one `files.completeUploadExternal` sharing them all in the
+        channel with the message as `initial_comment`. The channel must be an ID there."""
+        assert self.config.channel is not None
+        shared: list[dict[str, str]] = []
+        for file in notification.attachments:
+            args = {"filename": file.filename, "length": str(len(file.data))}
+            if file.is_picture and file.title:
+                args["alt_txt"] = render.one_line(file.title, 1000)
+            ticket = self._web_api("files.getUploadURLExternal", args)
+            upload_url, file_id = ticket.get("upload_url"), ticket.get("file_id")
+            if not isinstance(upload_url, str) or not isinstance(file_id, str):
+                raise DeliveryError("slack: files.getUploadURLExternal answered no upload_url")
+            try:
+                upload_url = _http_url(upload_url)
+            except ValueError:
+                raise DeliveryError("slack: the upload_url is not an http(s) URL") from None
+            headers = {"Content-Type": "application/octet-stream", "User-Agent": USER_AGENT}
+            _post("slack upload", upload_url, file.data, headers, self.policy)
+            shared.append({"id": file_id, "title": file.title or file.filename})
+        self._web_api(
+            "files.completeUploadExternal",
+            {
+                "files": json.dumps(shared, ensure_ascii=False),
+                "channel_id": self.config.channel,
+                "initial_comment": render.slack_comment(notification),
+            },
+        )
 
     def _post_message(self, text: str, blocks: list[dict[str, Any]]) -> None:
         """chat.postMessage of the Web API (https://api.slack.com/methods/chat.postMessage)."""
@@ -645,22 +701,46 @@ class EmailChannel(_SecretChannel):
         domain = parseaddr(self.settings.smtp_from)[1].rpartition("@")[2] or None
         msg["Message-ID"] = make_msgid(domain=domain)
         msg.set_content(render.text(notification))
-        if notification.chart_png is None:
+        pictures = notification.pictures
+        if notification.chart_png is None and not pictures:
             msg.add_alternative(render.html(notification), subtype="html")
-            return msg
-        # The chart goes inline beside the HTML (multipart/related), which names it by
-        # its Content-ID; text-only readers see the text part.
-        cid = make_msgid(domain=domain)
-        msg.add_alternative(render.html(notification, chart_cid=cid[1:-1]), subtype="html")
-        html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
-        html_part.add_related(
-            notification.chart_png,
-            "image",
-            "png",
-            cid=cid,
-            disposition="inline",
-            filename="chart.png",
-        )
+        else:
+            # Pictures go inline beside the HTML (multipart/related), which names each by
+            # its Content-ID; text-only readers see the text part.
+            chart_cid = make_msgid(domain=domain) if notification.chart_png is not None else None
+            cids = [make_msgid(domain=domain) for _ in pictures]
+            msg.add_alternative(
+                render.html(
+                    notification,
+                    chart_cid=chart_cid[1:-1] if chart_cid else None,
+                    pictures=[(cid[1:-1], p) for cid, p in zip(cids, pictures, strict=True)],
+                ),
+                subtype="html",
+            )
+            html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
+            if notification.chart_png is not None:
+                html_part.add_related(
+                    notification.chart_png,
+                    "image",
+                    "png",
+                    cid=chart_cid,
+                    disposition="inline",
+                    filename="chart.png",
+                )
+            for cid, picture in zip(cids, pictures, strict=True):
+                maintype, subtype = _mime(picture.content_type)
+                html_part.add_related(
+                    picture.data,
+                    maintype,
+                    subtype,
+                    cid=cid,
+                    disposition="inline",
+                    filename=picture.filename,
+                )
+        # Files (CSV …) make the message multipart/mixed: the text/HTML first, then them.
+        for file in notification.files:
+            maintype, subtype = _mime(file.content_type)
+            msg.add_attachment(file.data, maintype, subtype, filename=file.filename)
         return msg
 
     def send(self, notification: Notification) -> None:
@@ -714,6 +794,12 @@ class EmailChannel(_SecretChannel):
                 f"email: recipients refused: {', '.join(sorted(refused))} (the others got it)",
                 retryable=False,
             )
+
+
+def _mime(content_type: str) -> tuple[str, str]:
+    """("text", "csv") of "text/csv; charset=utf-8" (parameters are set by the part)."""
+    maintype, _, subtype = content_type.partition(";")[0].strip().partition("/")
+    return maintype or "application", subtype or "octet-stream"
 
 
 def _smtp_reply(exc: smtplib.SMTPResponseException) -> str:

@@ -14,8 +14,26 @@ RESOLVED = "resolved"  # back to ok
 ERROR = "error"  # the query failed: goes to the owner channel
 DIGEST = "digest"  # an `always` rule: the result, every time
 TEST = "test"  # sent by POST /api/alerts/{id}/test
+SUBSCRIPTION = "subscription"  # a dashboard subscription's delivery
 
 MAX_ROWS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a notification. An `inline` picture is shown in the message (email:
+    beside the HTML as multipart/related, named by its Content-ID); the others are
+    attachments (email) or shared files (Slack's bot upload)."""
+
+    filename: str
+    content_type: str  # "image/png", "text/csv; charset=utf-8"
+    data: bytes = field(repr=False)
+    inline: bool = False
+    title: str | None = None  # what a person reads beside it (alt text, Slack's file title)
+
+    @property
+    def is_picture(self) -> bool:
+        return self.content_type.startswith("image/")
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,22 @@ class Notification:
     # signed, expiring URL of the same picture (Slack shows it in an image block).
     chart_png: bytes | None = field(default=None, repr=False)
     chart_url: str | None = field(default=None, repr=False)
+    # Files sent with it (a dashboard subscription: its pictures and CSV files). Channels
+    # that cannot carry files (webhook, Teams, a Slack incoming webhook) leave them out.
+    attachments: tuple[Attachment, ...] = field(default=(), repr=False)
+    # The footer line when it is not about one query (a dashboard: when and with which
+    # filters it was drawn); None: "Data source: … · evaluated … · N rows".
+    context: str | None = None
+
+    @property
+    def pictures(self) -> tuple[Attachment, ...]:
+        """The attachments shown in the message body."""
+        return tuple(a for a in self.attachments if a.inline and a.is_picture)
+
+    @property
+    def files(self) -> tuple[Attachment, ...]:
+        """The attachments sent as files (not shown inline)."""
+        return tuple(a for a in self.attachments if not (a.inline and a.is_picture))
 
     @property
     def title(self) -> str:
@@ -48,6 +82,7 @@ class Notification:
             ERROR: "Query failed",
             DIGEST: "Digest",
             TEST: "Test",
+            SUBSCRIPTION: "Dashboard",
         }.get(self.reason, self.reason)
         return f"[{label}] {self.rule_name}"
 

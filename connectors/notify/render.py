@@ -13,6 +13,7 @@ import html as _html
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -27,6 +28,7 @@ from connectors.notify.model import (
     RESOLVED,
     TEST,
     TRIGGERED,
+    Attachment,
     Notification,
 )
 
@@ -187,6 +189,8 @@ def value_items(n: Notification) -> list[tuple[str, str]]:
 
 
 def context_line(n: Notification) -> str:
+    if n.context is not None:
+        return n.context
     return f"Data source: {n.datasource} · evaluated {format_time(n.evaluated_at)}"
 
 
@@ -195,6 +199,8 @@ def chart_alt(n: Notification) -> str:
 
 
 def footer_text(n: Notification) -> str:
+    if n.context is not None:
+        return n.context
     total = max(n.row_count, len(n.rows))
     return f"{context_line(n)} · {total} row{'' if total == 1 else 's'}"
 
@@ -202,8 +208,14 @@ def footer_text(n: Notification) -> str:
 # --- plain text ------------------------------------------------------------------------------
 
 
+def files_line(n: Notification) -> str:
+    """`Attached: a.csv, b.csv` (empty when nothing is attached as a file)."""
+    names = [a.filename for a in n.files]
+    return f"Attached: {', '.join(names)}" if names else ""
+
+
 def text(n: Notification) -> str:
-    parts = [n.title, n.summary]
+    parts = [n.title, n.summary, files_line(n)]
     items = value_items(n)
     if items:
         parts.append("Values:\n" + "\n".join(f"  {k}: {v}" for k, v in items))
@@ -237,8 +249,14 @@ def theme_color(n: Notification) -> str:
     return _COLORS.get(n.reason, "#6e7781")
 
 
-def html(n: Notification, *, chart_cid: str | None = None) -> str:
-    """`chart_cid`: the Content-ID (without brackets) of the chart attached beside it."""
+def html(
+    n: Notification,
+    *,
+    chart_cid: str | None = None,
+    pictures: Sequence[tuple[str, Attachment]] = (),
+) -> str:
+    """`chart_cid`: the Content-ID (without brackets) of the chart attached beside it;
+    `pictures`: (Content-ID, picture) of the notification's inline pictures, shown in order."""
     e = _html.escape
     color = theme_color(n)
     out = [
@@ -254,6 +272,14 @@ def html(n: Notification, *, chart_cid: str | None = None) -> str:
             f'<p><img src="cid:{e(chart_cid, quote=True)}" alt="{e(chart_alt(n), quote=True)}"'
             ' style="max-width: 100%;"></p>'
         )
+    for cid, picture in pictures:
+        alt = picture.title or picture.filename
+        out.append(
+            f'<p><img src="cid:{e(cid, quote=True)}" alt="{e(alt, quote=True)}"'
+            ' style="max-width: 100%;"></p>'
+        )
+    if n.files:
+        out.append(f'<p style="color: #6e7781;">{e(files_line(n))}</p>')
     items = value_items(n)
     if items:
         out.append('<table style="border-collapse: collapse; margin-bottom: 12px;">')
@@ -314,6 +340,18 @@ def slack_code(raw: str, limit: int) -> str:
 def slack_text(n: Notification) -> str:
     """The notification text of a Slack message (shown where blocks are not)."""
     return truncate(f"{n.title}: {n.summary}", SLACK_FALLBACK_LIMIT)
+
+
+def slack_comment(n: Notification) -> str:
+    """The mrkdwn message shared with uploaded files (Slack's `initial_comment`): title,
+    summary and the link back."""
+    parts = [f"*{slack_fit(one_line(n.title, SLACK_HEADER_LIMIT), SLACK_HEADER_LIMIT * 2)}*"]
+    if n.summary:
+        parts.append(slack_fit(n.summary, SLACK_TEXT_LIMIT))
+    parts.append(slack_fit(footer_text(n), SLACK_TEXT_LIMIT))
+    if n.link and len(n.link) <= SLACK_URL_LIMIT and not any(c in n.link for c in "<>|"):
+        parts.append(f"<{n.link}|Open in sqlbook>")
+    return "\n".join(parts)
 
 
 def slack_blocks(n: Notification) -> list[dict[str, Any]]:
