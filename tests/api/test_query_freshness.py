@@ -11,25 +11,21 @@ import dagster as dg
 from fastapi.testclient import TestClient
 
 from assets.ingestion import events, persons
-from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from tests.conftest import ClientFactory
+from tests.ingestion_runs import ingest_stream
 from tests.streams import FAKE_PROJECT, append, event_batch
 from tests.waiting import poll
 
 
 def materialize(servers: ServerUrls, stream_key: str, *selection: dg.AssetsDefinition) -> None:
-    result = dg.materialize(
-        [events, persons],
-        selection=list(selection),
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": SqlbookResource(),  # no app database: every project keeps everything
-        },
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        assets=(events, persons),
+        selection=selection,
     )
     assert result.success
 

@@ -8,11 +8,10 @@ import dagster as dg
 import psycopg
 import redis
 
-from assets.ingestion import events
-from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from connectors.embedded import EmbeddedPostgres
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
+from tests.ingestion_runs import ingest_stream
 from tests.streams import FAKE_PROJECT as FAKE
 from tests.streams import append, event_batch
 
@@ -21,16 +20,8 @@ def ingest(
     redis_url: str, stream_key: str, warehouse_url: str, start: str | None, end: str | None
 ) -> dg.ExecuteInProcessResult:
     """Materialise `events` for a range; without one, as the UI's "Materialize" does."""
-    config = {"start_id": start, "end_id": end} if start and end else {}
-    return dg.materialize(
-        [events],
-        run_config=dg.RunConfig(ops={"events": {"config": config}}),
-        resources={
-            "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
-            "warehouse": WarehouseResource(url=warehouse_url),
-            "sqlbook": SqlbookResource(),  # no app database: every project keeps everything
-        },
-        raise_on_error=False,
+    return ingest_stream(
+        redis_url, stream_key, warehouse_url, start=start, end=end, raise_on_error=False
     )
 
 

@@ -14,13 +14,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from assets.ingestion import events
-from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
+from assets.resources import SqlbookResource, WarehouseResource
 from assets.rollups import CHECK_NAME, analytics_day, retention_job
 from connectors.analytics.model import ROLLUP_TABLES
 from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
+from tests.ingestion_runs import ingest_stream
 from tests.streams import FAKE_PROJECT, append, event_batch
 
 
@@ -149,17 +149,14 @@ def test_ingestion_reports_exactly_the_days_it_inserted_rows_into(
     append(servers.redis_url, stream_key, project, event_batch(2, timestamp=at(old, 13)))
     before_start = event_batch(1, timestamp=at(date(2019, 6, 1), 1))
     last = append(servers.redis_url, stream_key, project, before_start)
-    result = dg.materialize(
-        [events],
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        start=first,
+        end=last,
+        sqlbook=sqlbook,
         instance=instance,
-        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": first, "end_id": last}}}),
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": sqlbook,
-        },
     )
     assert result.success
     reported = sorted(
@@ -199,17 +196,14 @@ def test_ingestion_drops_events_older_than_the_projects_retention(
         project,
         event_batch(3, timestamp=(now - timedelta(days=45)).isoformat()),
     )
-    result = dg.materialize(
-        [events],
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        start=first,
+        end=last,
+        sqlbook=sqlbook,
         instance=instance,
-        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": first, "end_id": last}}}),
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": sqlbook,
-        },
     )
     assert result.success
     mat = next(
@@ -231,17 +225,14 @@ def test_ingestion_goes_on_when_the_app_database_is_out_of_reach(
 ) -> None:
     project = project_id()
     entry = append(servers.redis_url, stream_key, project, event_batch(4))
-    result = dg.materialize(
-        [events],
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        start=entry,
+        end=entry,
+        sqlbook=SqlbookResource(database_url="postgresql://nobody@/nodb?host=/nonexistent"),
         instance=instance,
-        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": entry, "end_id": entry}}}),
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": SqlbookResource(database_url="postgresql://nobody@/nodb?host=/nonexistent"),
-        },
     )
     assert result.success  # retention unknown for this run: every row kept
     mat = next(

@@ -8,11 +8,12 @@ import uuid
 import dagster as dg
 
 from assets.ingestion import events, persons
-from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
+from assets.resources import SqlbookResource
 from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from tests.assets.test_alerts_pipeline import stored_for_run
 from tests.conftest import ClientFactory
+from tests.ingestion_runs import ingest_stream
 
 
 def test_ingestion_runs_keep_counts_not_captured_values(
@@ -41,16 +42,13 @@ def test_ingestion_runs_keep_counts_not_captured_values(
             assert r.status_code == 200, r.text
 
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [events, persons],
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        sqlbook=sqlbook,
         instance=instance,
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": sqlbook,
-        },
+        assets=(events, persons),
     )
     assert result.success
     (mat,) = [

@@ -110,8 +110,7 @@ def test_an_ingestion_run_makes_the_days_it_touched_dirty(
 ) -> None:
     """The whole path: the `events` asset's own run reports event_days, and the next cron
     tick requests those days (and the day before each) - no runless events involved."""
-    from assets.ingestion import events
-    from assets.resources import CaptureStreamResource
+    from tests.ingestion_runs import ingest_stream
     from tests.streams import FAKE_PROJECT, append, event_batch
 
     defs = defs_for(servers, sqlbook)
@@ -122,17 +121,14 @@ def test_an_ingestion_run_makes_the_days_it_touched_dirty(
     last = append(
         servers.redis_url, stream_key, project, event_batch(2, timestamp=f"{old}T08:00:00Z")
     )
-    ingested = dg.materialize(
-        [events],
+    ingested = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        servers.warehouse_url,
+        start=first,
+        end=last,
+        sqlbook=sqlbook,
         instance=instance,
-        run_config=dg.RunConfig(ops={"events": {"config": {"start_id": first, "end_id": last}}}),
-        resources={
-            "capture_stream": CaptureStreamResource(
-                redis_url=servers.redis_url, stream_key=stream_key
-            ),
-            "warehouse": WarehouseResource(url=servers.warehouse_url),
-            "sqlbook": sqlbook,
-        },
     )
     assert ingested.success
     today = datetime.now(UTC).date()
