@@ -4,6 +4,7 @@ import { type Dashboard, type Tile, dashboardApi } from "../dashboardApi";
 import { ParameterEditor } from "../insights/ParameterEditor";
 import type { FilterSpec } from "./filterUrl";
 import { compatibleParameters, filterNameProblem, keptMappings, mappingProblem, tileBody } from "./filterMapping";
+import "../insights/panels.css";
 import "./dashboard-panels.css";
 
 function tileLabel(tile: Tile): string {

@@ -1,0 +1,206 @@
+import { useCallback, useEffect, useState } from "react";
+import { ApiError } from "../api";
+import { type Dashboard, type DashboardRevision, dashboardApi } from "../dashboardApi";
+import { revisionLabel } from "../insights/revisionDiff";
+import "../insights/panels.css";
+import "./dashboard-panels.css";
+
+function when(iso: string): string {
+  return new Date(iso).toLocaleString();
+}
+
+/** "layout, tiles" — what a save changed, as the API sums it up. */
+export function changedText(rev: DashboardRevision): string {
+  if (rev.version === 1 && !rev.changed?.length) return "created";
+  return rev.changed?.length ? rev.changed.join(", ") : "nothing";
+}
+
+/** The dashboard's revisions, newest first, each with what it changed (layout, tiles,
+ * filters, name …): view one (its stored body), or restore it, which saves it as a new
+ * revision (with the version it was based on: a save from elsewhere meanwhile is a 409). */
+export function DashboardRevisions({ dashboard, onRestored, onClose }: { dashboard: Dashboard; onRestored(d: Dashboard): void; onClose(): void }) {
+  const [revisions, setRevisions] = useState<DashboardRevision[] | null>(null);
+  const [viewing, setViewing] = useState<DashboardRevision | null>(null);
+  const [restoring, setRestoring] = useState<DashboardRevision | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [problem, setProblem] = useState<string | null>(null);
+  const [conflict, setConflict] = useState<string | null>(null);
+  const version = dashboard.version;
+
+  const load = useCallback(() => {
+    dashboardApi.revisions(dashboard.id).then(setRevisions, (err: ApiError) => setProblem(err.message));
+  }, [dashboard.id]);
+  // `version` changes on every save: the list follows it
+  useEffect(() => load(), [load, version]);
+
+  async function view(rev: DashboardRevision) {
+    setProblem(null);
+    try {
+      setViewing(await dashboardApi.revision(dashboard.id, rev.version));
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    }
+  }
+
+  async function restore(rev: DashboardRevision) {
+    setProblem(null);
+    setConflict(null);
+    setBusy(true);
+    try {
+      const restored = await dashboardApi.restoreRevision(dashboard.id, rev.version, version);
+      setRestoring(null);
+      setViewing(null);
+      onRestored(restored);
+    } catch (err) {
+      setRestoring(null);
+      const e = err as ApiError;
+      if (e.status === 409) {
+        setConflict(`Not restored: someone else saved this dashboard meanwhile (${e.message}). Load their version, then restore again if you still want v${rev.version}.`);
+        load();
+      } else setProblem(e.message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function adoptCurrent() {
+    setBusy(true);
+    try {
+      onRestored(await dashboardApi.get(dashboard.id));
+      setConflict(null);
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <section className="dashboard-panel revisions" aria-label="Dashboard history">
+      <div className="panel-head">
+        <h3>History</h3>
+        <button type="button" className="link" aria-label="close the history" onClick={onClose}>
+          ×
+        </button>
+      </div>
+      {problem && (
+        <div className="error-box" role="alert">
+          {problem}
+        </div>
+      )}
+      {conflict && (
+        <div className="error-box conflict" role="alert">
+          {conflict}{" "}
+          <button type="button" disabled={busy} onClick={() => void adoptCurrent()}>
+            Load the current version
+          </button>
+        </div>
+      )}
+      {revisions === null && !problem && <p className="hint">Loading…</p>}
+      {revisions && (
+        <div className="revision-list">
+          <table className="panel-table">
+            <thead>
+              <tr>
+                <th>Version</th>
+                <th>By</th>
+                <th>When</th>
+                <th>Changed</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {revisions.map((r) => (
+                <tr key={r.version} data-version={r.version} className={r.version === version ? "current" : ""}>
+                  <td>
+                    v{r.version}
+                    {r.version === version && <small className="hint"> (current)</small>}
+                    {r.restored_from != null && <small className="hint"> restored from v{r.restored_from}</small>}
+                  </td>
+                  <td>{r.created_by}</td>
+                  <td title={r.created_at}>{when(r.created_at)}</td>
+                  <td className="changed-list">{changedText(r)}</td>
+                  <td className="actions">
+                    <button type="button" onClick={() => void view(r)}>
+                      View
+                    </button>
+                    {r.version !== version && (
+                      <button type="button" disabled={busy} onClick={() => setRestoring(r)}>
+                        Restore
+                      </button>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {viewing && <RevisionView revision={viewing} onClose={() => setViewing(null)} />}
+      {restoring && (
+        <div className="modal" role="dialog" aria-label="Restore revision">
+          <div className="modal-body">
+            <p>
+              Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? Its layout, tiles and filters are saved as a new revision, v{version + 1}; nothing is lost.
+            </p>
+            <div className="row">
+              <button className="primary" disabled={busy} onClick={() => void restore(restoring)}>
+                Restore
+              </button>
+              <button onClick={() => setRestoring(null)}>Cancel</button>
+            </div>
+          </div>
+        </div>
+      )}
+    </section>
+  );
+}
+
+/** One revision as stored: name, filters, tiles and their places. */
+function RevisionView({ revision, onClose }: { revision: DashboardRevision; onClose(): void }) {
+  const body = revision.body;
+  return (
+    <div className="revision-diff" role="region" aria-label={`Revision v${revision.version}`}>
+      <div className="panel-head">
+        <h4>{revisionLabel(revision, when)}</h4>
+        <button type="button" className="link" onClick={onClose} aria-label="close the revision">
+          ×
+        </button>
+      </div>
+      {!body ? (
+        <p className="hint">The API gave no body for this revision.</p>
+      ) : (
+        <>
+          <div>
+            <strong>{body.name}</strong> {body.description && <span className="hint">— {body.description}</span>}
+          </div>
+          <div className="diff-title">Filters</div>
+          <p className="hint">{body.filters?.length ? body.filters.map((f) => `${f.name} (${f.type}${f.multi ? ", multi" : ""})`).join(", ") : "none"}</p>
+          <div className="diff-title">Tiles</div>
+          <table className="panel-table">
+            <thead>
+              <tr>
+                <th>Tile</th>
+                <th>Place (x, y, w × h)</th>
+                <th>Mappings</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(body.tiles ?? []).map((t, i) => (
+                <tr key={t.id ?? i}>
+                  <td>{t.insight_id != null ? `${t.title || "insight"} #${t.insight_id}` : `text: ${(t.text ?? "").slice(0, 40)}`}</td>
+                  <td>{t.layout ? `${t.layout.x}, ${t.layout.y}, ${t.layout.w} × ${t.layout.h}` : ""}</td>
+                  <td>
+                    {Object.entries(t.mappings ?? {})
+                      .map(([f, p]) => `${f} → ${p}`)
+                      .join(", ")}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+    </div>
+  );
+}
