@@ -3,6 +3,7 @@ import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type ClickAction, type Folder, type Insight, type InsightRunResult, type Visualization, insightsApi, isVersionConflict } from "../api";
 import { formatAge, formatDuration } from "../format";
 import { type LatestSnapshot, insightApi } from "../insightApi";
+import { AddToDashboardDialog } from "../dashboards/AddToDashboardDialog";
 import { ResultGrid } from "../ResultGrid";
 import { ClickActionsEditor, completeActions } from "./ClickActionsEditor";
 import { InsightAlertsPanel } from "./InsightAlerts";
@@ -56,6 +57,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   const [renaming, setRenaming] = useState<{ name: string; description: string } | null>(null);
   const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
   const [latest, setLatest] = useState<Latest>(null);
+  const [addingToDashboard, setAddingToDashboard] = useState(false);
   const [, navigate] = useLocation();
   const search = useSearch();
   const runToken = useRef(0);
@@ -330,6 +332,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               <button onClick={() => onEditSql(insight)}>Edit SQL</button>
             )}
             <button onClick={() => void duplicate()}>Duplicate</button>
+            <button onClick={() => setAddingToDashboard(true)}>Add to dashboard</button>
             <button onClick={() => void trash()}>Move to trash</button>
           </div>
         </div>
@@ -516,6 +519,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
           <SnapshotsPanel insightId={insight.id} params={params} latest={latest} showing={source === "snapshot"} onShowLatest={showSnapshot} onReload={loadLatest} />
         </div>
       </div>
+      {addingToDashboard && <AddToDashboardDialog insightId={insight.id} folderId={insight.folder_id} onClose={() => setAddingToDashboard(false)} />}
     </main>
   );
 }
