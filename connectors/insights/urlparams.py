@@ -9,7 +9,8 @@
 
 Values stay text here; `resolve` types and checks them against the specs, as it does
 for `run`'s JSON `{"params": …}` (which this produces). Keys that do not start with
-`p.` are the route's own (width, height …) and are left alone.
+`p.` are the route's own (width, height …) and are left alone. A dashboard's filters
+are written the same way with the prefix `f.` (`prefix=FILTER_PREFIX`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,23 @@ from typing import Any
 from connectors.insights.parameters import InvalidParameter, ParameterSpec
 
 PREFIX = "p."
+FILTER_PREFIX = "f."  # a dashboard's filters
 _ENDS = ("from", "to")
 
 
 def params_from_query(
-    items: Iterable[tuple[str, str]], specs: Sequence[ParameterSpec]
+    items: Iterable[tuple[str, str]], specs: Sequence[ParameterSpec], prefix: str = PREFIX
 ) -> dict[str, Any]:
-    """The `p.…` items as `run` takes them: {name: value | [values] | {"from", "to"}}.
-    Raises InvalidParameter naming an unknown parameter, a single-value one given twice,
-    or a date range given half or both ways."""
+    """The `p.…` (`prefix`) items as `run` takes them: {name: value | [values] |
+    {"from", "to"}}. Raises InvalidParameter naming an unknown parameter, a single-value
+    one given twice, or a date range given half or both ways."""
     by_name = {s.name: s for s in specs}
     given: dict[str, list[str]] = {}
     ends: dict[str, dict[str, str]] = {}
     for key, value in items:
-        if not key.startswith(PREFIX):
+        if not key.startswith(prefix):
             continue
-        name, _, end = key[len(PREFIX) :].partition(".")
+        name, _, end = key[len(prefix) :].partition(".")
         spec = by_name.get(name)
         if spec is None:
             raise InvalidParameter(name or key, "unknown parameter")
@@ -60,14 +62,18 @@ def params_from_query(
             params[name] = values[0]
     for name, parts in ends.items():
         if name in params:
-            raise InvalidParameter(name, f"give p.{name} or p.{name}.from and .to, not both")
+            raise InvalidParameter(
+                name, f"give {prefix}{name} or {prefix}{name}.from and .to, not both"
+            )
         if set(parts) != set(_ENDS):
-            raise InvalidParameter(name, f"a date range needs both p.{name}.from and p.{name}.to")
+            raise InvalidParameter(
+                name, f"a date range needs both {prefix}{name}.from and {prefix}{name}.to"
+            )
         params[name] = {"from": parts["from"], "to": parts["to"]}
     return params
 
 
-def query_from_params(shown: dict[str, Any]) -> list[tuple[str, str]]:
+def query_from_params(shown: dict[str, Any], prefix: str = PREFIX) -> list[tuple[str, str]]:
     """The reverse, for links (an alert's "open the insight" URL): JSON values as `run`
     answers them in `parameters` → `p.` items."""
     items: list[tuple[str, str]] = []
@@ -75,11 +81,11 @@ def query_from_params(shown: dict[str, Any]) -> list[tuple[str, str]]:
         if value is None:
             continue
         if isinstance(value, dict):
-            items += [(f"{PREFIX}{name}.{end}", str(value[end])) for end in _ENDS if end in value]
+            items += [(f"{prefix}{name}.{end}", str(value[end])) for end in _ENDS if end in value]
         elif isinstance(value, list):
-            items += [(PREFIX + name, _text(v)) for v in value]
+            items += [(prefix + name, _text(v)) for v in value]
         else:
-            items.append((PREFIX + name, _text(value)))
+            items.append((prefix + name, _text(value)))
     return items
 
 
