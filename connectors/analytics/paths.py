@@ -42,22 +42,15 @@ from connectors.analytics.query import (
     sessionize,
     tpl,
 )
+from connectors.analytics.sessions import page_sql
 
 PATH_TYPES = ("$pageview", "events", "all")
 _ALIASES = {"pageview": "$pageview", "pages": "$pageview", "custom_event": "events"}
 MAX_STEPS = 20
 MAX_EDGES = 1000
 
-# `$pathname`, else the path of `$current_url` ('/' for an absolute URL without one) —
-# the same rule as the sessions table's pages
-_PAGE = (
-    "coalesce(nullif(e.properties ->> '$pathname', ''),"
-    " case when (e.properties ->> '$current_url') ~ '^[A-Za-z][A-Za-z0-9+.-]*://'"
-    " then coalesce(nullif(substring(e.properties ->> '$current_url'"
-    " from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')"
-    " when (e.properties ->> '$current_url') <> ''"
-    " then nullif(substring(e.properties ->> '$current_url' from '^([^?#]*)'), '') end)"
-)
+# the page of an event: the sessions table's rule
+_PAGE = page_sql("e.properties")
 
 
 def compile_paths(definition: Mapping[str, Any], ctx: Context) -> Compiled:

@@ -65,6 +65,7 @@ from connectors.analytics.query import (
     tpl,
     zero_offset,
 )
+from connectors.analytics.sessions import page_sql
 
 BOUNCE_SECONDS = 10
 DEFAULT_LIMIT = 10
@@ -82,13 +83,7 @@ PANELS = (
 )
 
 # The page, referrer and UTM rules of connectors/analytics/sessions.py, as fixed SQL.
-PAGE = (
-    "coalesce(nullif(__props ->> '$pathname', ''), case when (__props ->> '$current_url')"
-    " ~ '^[A-Za-z][A-Za-z0-9+.-]*://' then coalesce(nullif(substring((__props ->>"
-    " '$current_url') from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')"
-    " when (__props ->> '$current_url') <> '' then nullif(substring((__props ->>"
-    " '$current_url') from '^([^?#]*)'), '') end)"
-)
+PAGE = page_sql("__props")
 REFERRER = "nullif(nullif(__props ->> '$referrer', ''), '$direct')"
 HOST = (
     "nullif(lower(substring(__url from"
