@@ -225,6 +225,11 @@ class Settings(BaseSettings):
         default="sqlbook <alerts@localhost>", description="From: address of alert emails."
     )
     smtp_timeout_seconds: float = Field(default=15.0, description="SMTP connect/send timeout.")
+    subscription_allowed_domains: str = Field(
+        default="",
+        description="Email domains dashboard subscriptions may send to, a comma list "
+        "(`example.com,example.org`: those domains exactly, not their subdomains). Empty: any.",
+    )
 
     # Connector syncs (README "Connectors").
     stripe_api_url: str = Field(
@@ -258,6 +263,13 @@ class Settings(BaseSettings):
         ge=1,
         description="How many days a new GA4 connection's first sync fetches.",
     )
+
+    def allowed_subscription_domains(self) -> list[str]:
+        """SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS as lower-case domains ([]: any)."""
+        parts = (
+            d.strip().lower().lstrip("@") for d in self.subscription_allowed_domains.split(",")
+        )
+        return [d for d in parts if d]
 
     def ui_dist_dir(self) -> Path:
         if self.ui_dist is not None:
