@@ -217,18 +217,35 @@ export function SubscriptionsPanel({ dashboard, onClose, values }: { dashboard: 
 /** A subscription's deliveries, newest first (scheduled ones and "send now"). */
 function DeliveryHistory({ dashboardId, subscription, reloadKey }: { dashboardId: number; subscription: Subscription; reloadKey: number }) {
   const [items, setItems] = useState<SubscriptionDelivery[] | null>(null);
+  const [next, setNext] = useState<number | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
     setProblem(null);
     panelsApi.history(dashboardId, subscription.id).then(
-      (list) => live && setItems(list),
+      (page) => {
+        if (!live) return;
+        setItems(page.items);
+        setNext(page.next_before);
+      },
       (err: ApiError) => live && setProblem(err.message),
     );
     return () => {
       live = false;
     };
   }, [dashboardId, subscription.id, reloadKey]);
+
+  async function older() {
+    if (next === null) return;
+    try {
+      const page = await panelsApi.history(dashboardId, subscription.id, 10, next);
+      setItems((list) => [...(list ?? []), ...page.items]);
+      setNext(page.next_before);
+    } catch (err) {
+      setProblem((err as ApiError).message);
+    }
+  }
+
   return (
     <div className="alert-history" role="region" aria-label={`Deliveries of ${subscription.name}`}>
       {problem && (
@@ -246,6 +263,11 @@ function DeliveryHistory({ dashboardId, subscription, reloadKey }: { dashboardId
             </li>
           ))}
         </ol>
+      )}
+      {next !== null && (
+        <button type="button" className="link" onClick={() => void older()}>
+          Older
+        </button>
       )}
     </div>
   );

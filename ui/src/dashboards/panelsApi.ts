@@ -55,6 +55,12 @@ export interface SubscriptionDelivery {
   run_id?: string | null;
 }
 
+export interface DeliveryPage {
+  items: SubscriptionDelivery[];
+  /** pass as `before` for the older deliveries; null when there are none */
+  next_before: number | null;
+}
+
 const base = (id: number) => `/api/dashboards/${id}`;
 const subs = (id: number) => `${base(id)}/subscriptions`;
 
@@ -68,6 +74,7 @@ export const panelsApi = {
   updateSubscription: (id: number, sid: number, body: Partial<SubscriptionBody>) =>
     request<Subscription>("PATCH", `${subs(id)}/${sid}`, body),
   deleteSubscription: (id: number, sid: number) => request<void>("DELETE", `${subs(id)}/${sid}`),
-  history: (id: number, sid: number) => request<SubscriptionDelivery[]>("GET", `${subs(id)}/${sid}/history`),
+  history: (id: number, sid: number, limit = 10, before?: number | null) =>
+    request<DeliveryPage>("GET", `${subs(id)}/${sid}/history?limit=${limit}${before ? `&before=${before}` : ""}`),
   send: (id: number, sid: number) => request<SubscriptionDelivery>("POST", `${subs(id)}/${sid}/send`),
 };
