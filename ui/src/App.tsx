@@ -16,6 +16,8 @@ import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramVa
 
 const AnalyticsRoute = lazy(() => import("./analytics/routes").then((m) => ({ default: m.AnalyticsRoute })));
 const WebPage = lazy(() => import("./analytics/routes").then((m) => ({ default: m.WebPage })));
+const DashboardsPage = lazy(() => import("./dashboards/DashboardsPage").then((m) => ({ default: m.DashboardsPage })));
+const DashboardPage = lazy(() => import("./dashboards/DashboardPage").then((m) => ({ default: m.DashboardPage })));
 const ConnectionsPage = lazy(() => import("./connections/ConnectionsPage").then((m) => ({ default: m.ConnectionsPage })));
 
 type Run =
@@ -88,6 +90,22 @@ export function App() {
             </div>
           )}
         </Route>
+        <Route path="/dashboards">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <DashboardsPage onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
+        <Route path="/dashboards/:id">
+          {(params) => (
+            <div className="page-overlay">
+              <Suspense fallback={<div className="page">Loading…</div>}>
+                <DashboardPage key={params.id} id={Number(params.id)} onSignedOut={signOut} />
+              </Suspense>
+            </div>
+          )}
+        </Route>
         <Route path="/web">
           <div className="page-overlay">
             <Suspense fallback={<div className="page">Loading…</div>}>
@@ -147,6 +165,9 @@ function Nav() {
       </Link>
       <Link href="/insights" aria-current={here("/insights")}>
         Insights
+      </Link>
+      <Link href="/dashboards" aria-current={here("/dashboards")}>
+        Dashboards
       </Link>
       <Link href="/connections" aria-current={here("/connections")}>
         Connections
