@@ -21,6 +21,7 @@ from api.routes import (
     capture,
     charts,
     connections,
+    dashboards,
     datasources,
     folders,
     health,
@@ -41,6 +42,7 @@ from api.routes import audit as audit_routes
 from api.schemas import invalid_request, published
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
+from connectors.dashboards.store import DashboardStore
 from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.connections import ConnectionStore
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             alerts=AlertStore(metadata, service.box),
             sessions=BrowserSessions(metadata),
             insights=InsightStore(metadata, trash_days=settings.insight_trash_days),
+            dashboards=DashboardStore(metadata),
             snapshots=SnapshotStore(metadata),
             plugins=PluginRegistry(metadata, settings.plugin_dirs()),
             connections=ConnectionStore(metadata, service.box),
@@ -124,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(shared_charts.router)
     app.include_router(insights.router)
+    app.include_router(dashboards.router)
     app.include_router(connections.router)
     app.include_router(analytics.router)
     app.include_router(stripe_webhooks.router)

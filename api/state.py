@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 from starlette.concurrency import run_in_threadpool
 
 from connectors.capture import CaptureLimits
+from connectors.dashboards.store import DashboardStore
 from connectors.insights.plugins import PluginRegistry
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
@@ -70,6 +71,7 @@ class AppState:
     alerts: AlertStore
     sessions: BrowserSessions
     insights: InsightStore
+    dashboards: DashboardStore
     snapshots: SnapshotStore
     plugins: PluginRegistry
     connections: ConnectionStore

@@ -76,6 +76,12 @@ class SnapshotSchedulePublic(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    dashboard_id: int | None = Field(
+        default=None,
+        description="A dashboard tile's schedule: the dashboard keeps it in step with its"
+        " snapshot schedule (PATCH and DELETE refuse it: edit the dashboard).",
+    )
+    tile_id: int | None = Field(default=None, description="The dashboard's tile it snapshots.")
 
 
 class SnapshotLatestPublic(BaseModel):
@@ -129,6 +135,9 @@ _REFUSED = problems(
 )
 _NO_INSIGHT = problems(404, e404="No such insight in this workspace (or it is in the trash).")
 _NO_SCHEDULE = problems(404, e404="No such insight, or no such schedule of it.")
+_MANAGED = problems(
+    409, e409="The schedule is a dashboard tile's (`dashboard_id`): managed by that dashboard."
+)
 
 
 def _public(schedule: SnapshotSchedule) -> SnapshotSchedulePublic:
@@ -144,7 +153,19 @@ def _public(schedule: SnapshotSchedule) -> SnapshotSchedulePublic:
         created_by=schedule.created_by,
         created_at=schedule.created_at,
         updated_at=schedule.updated_at,
+        dashboard_id=schedule.dashboard_id,
+        tile_id=schedule.tile_id,
     )
+
+
+def _unmanaged(schedule: SnapshotSchedule) -> None:
+    """A dashboard tile's schedule changes with its dashboard only: a 409 otherwise."""
+    if schedule.dashboard_id is not None:
+        raise HTTPException(
+            409,
+            f"snapshot schedule {schedule.id} is managed by dashboard {schedule.dashboard_id}"
+            f" (tile {schedule.tile_id}): change the dashboard's snapshot schedule instead",
+        )
 
 
 def _timing(cron: str, timezone: str) -> Schedule:
@@ -264,7 +285,10 @@ async def read_snapshot_schedule(
     return _public(schedule)
 
 
-@router.patch("/{insight_id}/snapshots/{schedule_id:int}", responses={**_REFUSED, **_NO_SCHEDULE})
+@router.patch(
+    "/{insight_id}/snapshots/{schedule_id:int}",
+    responses={**_REFUSED, **_NO_SCHEDULE, **_MANAGED},
+)
 async def update_snapshot_schedule(
     insight_id: InsightId,
     schedule_id: ScheduleId,
@@ -274,6 +298,7 @@ async def update_snapshot_schedule(
 ) -> SnapshotSchedulePublic:
     def update() -> SnapshotSchedule:
         insight, current = _schedule_or_404(state, token, insight_id, schedule_id)
+        _unmanaged(current)
         given = {name: getattr(body, name) for name in body.model_fields_set}
         merged = SnapshotScheduleCreate.model_validate(
             {
@@ -308,14 +333,19 @@ async def update_snapshot_schedule(
     return _public(await run_in_threadpool(update))
 
 
-@router.delete("/{insight_id}/snapshots/{schedule_id:int}", status_code=204, responses=_NO_SCHEDULE)
+@router.delete(
+    "/{insight_id}/snapshots/{schedule_id:int}",
+    status_code=204,
+    responses={**_NO_SCHEDULE, **_MANAGED},
+)
 async def delete_snapshot_schedule(
     insight_id: InsightId, schedule_id: ScheduleId, token: CurrentToken, state: State
 ) -> None:
     """Its stored snapshots go with it; Dagster drops its partition at the next tick."""
 
     def delete() -> None:
-        insight_or_404(state, token, insight_id)
+        _, schedule = _schedule_or_404(state, token, insight_id, schedule_id)
+        _unmanaged(schedule)
         if not state.snapshots.delete_schedule(token.workspace_id, insight_id, schedule_id):
             raise HTTPException(404, f"no snapshot schedule {schedule_id} of insight {insight_id}")
 

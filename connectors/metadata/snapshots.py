@@ -8,10 +8,12 @@ schedule are kept."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from connectors.metadata.alerts import storable
@@ -35,6 +37,22 @@ class SnapshotSchedule:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    # a dashboard tile's schedule, kept in step by its dashboard (not edited on its own)
+    dashboard_id: int | None = None
+    tile_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TileSchedule:
+    """The schedule a dashboard wants for one of its insight tiles."""
+
+    tile_id: int
+    insight_id: int
+    name: str
+    cron: str
+    timezone: str
+    params: dict[str, Any]
+    next_due_at: datetime  # taken when the row is new or its cron or time zone changed
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,67 @@ class SnapshotStore:
         return [_snapshot(r) for r in rows]
 
 
+def sync_tile_schedules(
+    conn: psycopg.Connection[dict[str, Any]],
+    workspace_id: int,
+    dashboard_id: int,
+    wanted: Sequence[TileSchedule],
+    actor: str,
+) -> None:
+    """Make the dashboard's tile schedules exactly `wanted`, on `conn` (in the caller's
+    transaction): rows of tiles no longer wanted go (their snapshots with them), a tile
+    now on another insight starts afresh, changed ones are updated in place (keeping
+    their snapshots; a new due time only when the cron or time zone changed)."""
+    rows = conn.execute(
+        f"{_SCHEDULE} where dashboard_id = %s for update", (dashboard_id,)
+    ).fetchall()
+    current = {r["tile_id"]: r for r in rows}
+    by_tile = {w.tile_id: w for w in wanted}
+    gone = [
+        r["id"]
+        for tile_id, r in current.items()
+        if tile_id not in by_tile or by_tile[tile_id].insight_id != r["insight_id"]
+    ]
+    if gone:
+        conn.execute("delete from meta.insight_snapshot_schedules where id = any(%s)", (gone,))
+    for want in wanted:
+        row = current.get(want.tile_id)
+        if row is None or row["id"] in gone:
+            conn.execute(
+                "insert into meta.insight_snapshot_schedules (workspace_id, insight_id, name,"
+                " cron, timezone, params, enabled, next_due_at, created_by, dashboard_id,"
+                " tile_id) values (%s, %s, %s, %s, %s, %s, true, %s, %s, %s, %s)",
+                (
+                    workspace_id,
+                    want.insight_id,
+                    want.name,
+                    want.cron,
+                    want.timezone,
+                    Jsonb(want.params),
+                    want.next_due_at,
+                    actor,
+                    dashboard_id,
+                    want.tile_id,
+                ),
+            )
+            continue
+        retimed = (row["cron"], row["timezone"]) != (want.cron, want.timezone)
+        if not retimed and (row["name"], row["params"]) == (want.name, want.params):
+            continue
+        conn.execute(
+            "update meta.insight_snapshot_schedules set name = %s, cron = %s, timezone = %s,"
+            " params = %s, enabled = true, next_due_at = %s, updated_at = now() where id = %s",
+            (
+                want.name,
+                want.cron,
+                want.timezone,
+                Jsonb(want.params),
+                want.next_due_at if retimed else row["next_due_at"],
+                row["id"],
+            ),
+        )
+
+
 def _schedule(row: dict[str, Any]) -> SnapshotSchedule:
     return SnapshotSchedule(
         id=row["id"],
@@ -261,6 +340,8 @@ def _schedule(row: dict[str, Any]) -> SnapshotSchedule:
         created_by=row["created_by"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        dashboard_id=row.get("dashboard_id"),
+        tile_id=row.get("tile_id"),
     )
 
 
