@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import type { Scalar } from "../api";
 import { ParameterWidget } from "../insights/ParameterForm";
-import type { FormValue, FormValues } from "../insights/urlParams";
+import { type FormValue, type FormValues, isAbsoluteRange } from "../insights/urlParams";
 import { type FilterSpec, defaultFilterValues, filterSearch, linkedOptionsQuery, normalizeFilterValues } from "./filterUrl";
 import { panelsApi } from "./panelsApi";
 import "./dashboard-panels.css";
@@ -9,6 +9,10 @@ import "./dashboard-panels.css";
 /** Typed values wait for a pause (or Enter, or leaving the field) before the tiles re-run;
  * a pick from a list applies at once. */
 const TYPING_PAUSE_MS = 600;
+
+function incompleteRange(v: FormValue | undefined): boolean {
+  return isAbsoluteRange(v) && (!v.from || !v.to);
+}
 
 function typed(spec: FilterSpec): boolean {
   if (spec.multi || spec.type === "enum" || spec.type === "boolean" || spec.type === "date_range") return false;
@@ -47,8 +51,10 @@ export function FilterBar({
   const flush = () => {
     window.clearTimeout(timer.current);
     const next = pending.current;
+    // a custom range being entered waits for both its ends: half of one is no view to run
+    if (!next || filters.some((f) => incompleteRange(next[f.name]) && JSON.stringify(next[f.name]) !== JSON.stringify(given[f.name]))) return;
     pending.current = null;
-    if (next) onChange(next);
+    onChange(next);
   };
 
   const change = (spec: FilterSpec, v: FormValue) => {
