@@ -21,6 +21,7 @@ from api.routes import (
     capture,
     charts,
     connections,
+    dashboard_subscriptions,
     dashboards,
     datasources,
     folders,
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(shared_charts.router)
     app.include_router(insights.router)
+    app.include_router(dashboard_subscriptions.router)
     app.include_router(dashboards.router)
     app.include_router(connections.router)
     app.include_router(analytics.router)
