@@ -607,29 +607,35 @@ def measure(
 
         # render.png
         log("dashboards: GET render.png")
-        renders: list[float] = []
-        size: tuple[int, int] = (0, 0)
-        png_bytes = 0
-        for i in range(1 + render_reps):
-            took, png = client.render(dash_id)
-            if i >= 1:
-                renders.append(took)
-            size, png_bytes = png_size(png), len(png)
-        out["render_png"] = {
-            **_summary(renders),
-            "p50_s": rnd(percentile(renders, 50), 3),
-            "width": size[0],
-            "height": size[1],
-            "bytes": png_bytes,
-        }
-        log(
-            f"  render.png p50 {out['render_png']['p50_s']} s ({size[0]}x{size[1]},"
-            f" {png_bytes:,} B)"
-        )
+        try:
+            out["render_png"] = measure_render(client, dash_id, render_reps)
+        except Exception as err:  # the load figures above stand without it
+            out["render_png"] = {"error": f"{type(err).__name__}: {str(err)[:800]}"}
+            log(f"  render.png FAILED: {out['render_png']['error']}")
     finally:
         if direct is not None:
             direct.close()
         client.close()
+    return out
+
+
+def measure_render(client: Client, dashboard_id: int, reps: int) -> dict[str, Any]:
+    """render.png `reps` times after one untimed render (which may run tiles live)."""
+    renders: list[float] = []
+    png = b""
+    for i in range(1 + reps):
+        took, png = client.render(dashboard_id)
+        if i >= 1:
+            renders.append(took)
+    width, height = png_size(png)
+    out = {
+        **_summary(renders),
+        "p50_s": rnd(percentile(renders, 50), 3),
+        "width": width,
+        "height": height,
+        "bytes": len(png),
+    }
+    log(f"  render.png p50 {out['p50_s']} s ({width}x{height}, {len(png):,} B)")
     return out
 
 
@@ -695,7 +701,7 @@ def table_rows(result: dict[str, Any] | None) -> list[Row]:
             )
     png = result.get("render_png")
     warm = result.get("warm")
-    if png:
+    if png and "error" not in png:
         rows.append(
             Row(
                 f"{label}: render.png p50",
@@ -707,4 +713,6 @@ def table_rows(result: dict[str, Any] | None) -> list[Row]:
                 note=f"{png['width']}x{png['height']} px",
             )
         )
+    elif png:
+        rows.append(Row(f"{label}: render.png p50", None, note=png["error"][:120]))
     return rows
