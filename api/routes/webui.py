@@ -1,9 +1,9 @@
 """The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/` and at the
 single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`, `/web`,
-`/analytics/…`: a link or a reload lands on the page it names), revalidated on every
-load, and the content-hashed files under `/assets/`, cached for a year. Only those paths:
-anything else, `/api/…` above all, keeps its own answer (an unknown API path is the API's
-JSON 404)."""
+`/analytics/…`, `/dashboards`, `/dashboards/…`: a link or a reload lands on the page it
+names), revalidated on every load, and the content-hashed files under `/assets/`, cached
+for a year. Only those paths: anything else, `/api/…` above all, keeps its own answer (an
+unknown API path is the API's JSON 404)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ APP_PATHS = (
     "/web",
     "/analytics",
     "/analytics/{page:path}",
+    "/dashboards",
+    "/dashboards/{page:path}",
 )
 
 
