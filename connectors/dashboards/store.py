@@ -224,32 +224,20 @@ class DashboardStore:
         body["name"] = name or f"Copy of {original.name}"[:200]
         if folder_id != "same":
             body["folder_id"] = folder_id
-        copies: dict[int, int] = {}
+        copies: dict[int, int] = {}  # original insight id → its copy's, as they are made
         try:
             if insights is not None:
-                for insight_id in dict.fromkeys(t["insight_id"] for t in original.tiles):
-                    found = (
-                        None
-                        if insight_id is None
-                        else insights.get(original.workspace_id, insight_id)
-                    )
-                    if found is None:
-                        continue
-                    copy = found.body() | {
-                        "name": f"{found.name[:193]} (copy)",
-                        "folder_id": body["folder_id"],
-                    }
-                    copies[found.id] = insights.create(original.workspace_id, copy, actor).id
+                _copy_insights(insights, original, body["folder_id"], actor, copies)
             body["tiles"] = [
                 {**t, "id": None, "insight_id": copies.get(t["insight_id"], t["insight_id"])}
                 for t in original.tiles
             ]
             return self.create(original.workspace_id, body, actor)
         except Exception:
-            assert insights is not None or not copies
-            for copy_id in copies.values():
-                insights.trash(original.workspace_id, copy_id, actor)  # type: ignore[union-attr]
-                insights.delete_permanently(original.workspace_id, copy_id)  # type: ignore[union-attr]
+            if insights is not None:
+                for copy_id in copies.values():
+                    insights.trash(original.workspace_id, copy_id, actor)
+                    insights.delete_permanently(original.workspace_id, copy_id)
             raise
 
     # ---- revisions --------------------------------------------------------------------
@@ -313,6 +301,21 @@ def changed(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[
     if any(i in old and old[i].get("layout") != t.get("layout") for i, t in new.items()):
         found.append("layout")
     return found
+
+
+def _copy_insights(
+    insights: InsightStore,
+    original: DashboardRecord,
+    folder_id: int | None,
+    actor: str,
+    copies: dict[int, int],
+) -> None:
+    """A copy of each live insight of `original`'s tiles (once each) into `copies`."""
+    for insight_id in dict.fromkeys(t["insight_id"] for t in original.tiles):
+        found = None if insight_id is None else insights.get(original.workspace_id, insight_id)
+        if found is not None:
+            copy = found.body() | {"name": f"{found.name[:193]} (copy)", "folder_id": folder_id}
+            copies[found.id] = insights.create(original.workspace_id, copy, actor).id
 
 
 def _without_layout(tile: Mapping[str, Any]) -> dict[str, Any]:
