@@ -16,6 +16,7 @@ from assets.connectors import (
     stripe_freshness,
     stripe_sync_job,
 )
+from assets.dashboards import dashboard_subscriptions, deliver_dashboard_subscriptions_job
 from assets.ingestion import (
     capture_stream,
     events,
@@ -31,6 +32,7 @@ from orchestration.connectors import (
     connector_freshness_schedule,
     stripe_webhook_sensor,
 )
+from orchestration.dashboards import dashboard_subscription_sensor
 from orchestration.resources import resources
 from orchestration.rollups import retention_schedule, rollup_automation_sensor
 from orchestration.sensors import (
@@ -50,6 +52,7 @@ defs = dg.Definitions(
         analytics_day,
         alert_evaluations,
         insight_snapshots,
+        dashboard_subscriptions,
         stripe_api,
         stripe_connection_tables,
         ga4_api,
@@ -62,6 +65,7 @@ defs = dg.Definitions(
         prune_ingestion_runs_job,
         evaluate_alerts_job,
         snapshot_insights_job,
+        deliver_dashboard_subscriptions_job,
         stripe_sync_job,
         ga4_sync_job,
         connector_freshness_job,
@@ -71,6 +75,7 @@ defs = dg.Definitions(
         ingest_sensor,
         alert_sensor,
         insight_snapshot_sensor,
+        dashboard_subscription_sensor,
         connection_sync_sensor,
         stripe_webhook_sensor,
         rollup_automation_sensor,

@@ -25,7 +25,6 @@ from api.routes.alerts import ChannelConfigs
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.dashboards.model import DashboardRecord
 from connectors.dashboards.render import render_dashboard
-from connectors.dashboards.store import DashboardStore
 from connectors.dashboards.subscriptions import (
     DeliveryRecord,
     InvalidSubscription,
@@ -73,12 +72,12 @@ _REFUSED = problems(
 )
 
 
-def _stores(state: State) -> tuple[SubscriptionStore, DashboardStore]:
-    return SubscriptionStore(state.metadata, state.queries.box), DashboardStore(state.metadata)
+def _store(state: State) -> SubscriptionStore:
+    return SubscriptionStore(state.metadata, state.queries.box)
 
 
 def _dashboard(state: State, workspace_id: int, dashboard_id: int) -> DashboardRecord:
-    dashboard = DashboardStore(state.metadata).get(workspace_id, dashboard_id)
+    dashboard = state.dashboards.get(workspace_id, dashboard_id)
     if dashboard is None:
         raise HTTPException(404, f"no dashboard {dashboard_id} in this workspace")
     return dashboard
@@ -128,7 +127,7 @@ async def list_subscriptions(
 ) -> list[dict[str, Any]]:
     def listed() -> list[SubscriptionRecord]:
         _dashboard(state, token.workspace_id, dashboard_id)
-        return _stores(state)[0].of_dashboard(token.workspace_id, dashboard_id)
+        return _store(state).of_dashboard(token.workspace_id, dashboard_id)
 
     return [s.public() for s in await run_in_threadpool(listed)]
 
@@ -140,7 +139,7 @@ async def create_subscription(
     def create() -> SubscriptionRecord:
         dashboard = _dashboard(state, token.workspace_id, dashboard_id)
         channels = _checked(state, body, dashboard)
-        store = _stores(state)[0]
+        store = _store(state)
         return store.create(token.workspace_id, dashboard_id, body, channels, token.actor)
 
     return (await run_in_threadpool(create)).public()
@@ -151,7 +150,7 @@ async def read_subscription(
     dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CurrentToken, state: State
 ) -> dict[str, Any]:
     def read() -> SubscriptionRecord:
-        return _subscription(_stores(state)[0], token.workspace_id, dashboard_id, subscription_id)
+        return _subscription(_store(state), token.workspace_id, dashboard_id, subscription_id)
 
     return (await run_in_threadpool(read)).public()
 
@@ -166,7 +165,7 @@ async def update_subscription(
 ) -> dict[str, Any]:
     def update() -> SubscriptionRecord:
         dashboard = _dashboard(state, token.workspace_id, dashboard_id)
-        store = _stores(state)[0]
+        store = _store(state)
         current = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         given = {name: getattr(body, name) for name in body.model_fields_set}
         if "channels" in given:
@@ -205,7 +204,7 @@ async def delete_subscription(
     dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CurrentToken, state: State
 ) -> None:
     def delete() -> None:
-        store = _stores(state)[0]
+        store = _store(state)
         store.delete(_subscription(store, token.workspace_id, dashboard_id, subscription_id))
 
     await run_in_threadpool(delete)
@@ -226,7 +225,7 @@ async def subscription_history(
     (ok, attempts, error), counts of tiles, tile errors, pictures and CSV files."""
 
     def history() -> dict[str, Any]:
-        store = _stores(state)[0]
+        store = _store(state)
         _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         rows = store.history(subscription_id, limit + 1, before)
         items = rows[:limit]
@@ -247,7 +246,7 @@ async def send_subscription(
 
     def send() -> DeliveryRecord:
         dashboard = _dashboard(state, token.workspace_id, dashboard_id)
-        store = _stores(state)[0]
+        store = _store(state)
         subscription = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         return deliver_subscription(
             subscription,
@@ -299,7 +298,7 @@ async def shared_dashboard_picture(token: PictureToken, state: State) -> Respons
             raise HTTPException(403, str(err)) from None
         except PictureLinkExpired as err:
             raise HTTPException(404, str(err)) from None
-        dashboard = DashboardStore(state.metadata).get(grant.workspace_id, grant.dashboard_id)
+        dashboard = state.dashboards.get(grant.workspace_id, grant.dashboard_id)
         if dashboard is None:
             raise HTTPException(404, "this dashboard no longer exists")
         actor = Actor(grant.workspace_id, None, f"shared picture link of dashboard {dashboard.id}")
