@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useLocation, useSearch } from "wouter";
-import { ApiError, type Folder, insightsApi, isVersionConflict } from "../api";
+import { ApiError, isVersionConflict } from "../api";
 import {
   type AnalyticsInsight,
   BUILDER_KINDS,
@@ -18,7 +18,7 @@ import {
   analyticsApi,
 } from "../analyticsApi";
 import { formatAge, formatDuration } from "../format";
-import { folderLabel } from "../insights/SaveInsightDialog";
+import { SaveFields, type SaveMode, useFolders } from "../insights/SaveFields";
 import { FunnelForm, PathsForm, RetentionForm, TrendsForm } from "./forms";
 import { KIND_LABELS, cleanDefinition, defaultDefinition, definitionFromSearch, loadDefinition, notReady, searchOf } from "./model";
 import { CatalogContext } from "./pickers";
@@ -267,17 +267,13 @@ function SaveAnalyticsDialog({
   onSaved(saved: AnalyticsInsight, created: boolean): void;
   fail(err: unknown): ApiError;
 }) {
-  const [mode, setMode] = useState<"update" | "create">(insight ? "update" : "create");
+  const [mode, setMode] = useState<SaveMode>(insight ? "update" : "create");
   const [name, setName] = useState(insight?.name ?? "");
   const [description, setDescription] = useState(insight?.description ?? "");
   const [folderId, setFolderId] = useState<number | null>(insight?.folder_id ?? null);
-  const [folders, setFolders] = useState<Folder[]>([]);
   const [problem, setProblem] = useState<string | null>(null);
+  const folders = useFolders((err) => setProblem(fail(err).message));
   const [busy, setBusy] = useState(false);
-
-  useEffect(() => {
-    insightsApi.folders().then(setFolders, (err) => setProblem(fail(err).message));
-  }, [fail]);
 
   async function save(e: React.FormEvent) {
     e.preventDefault();
@@ -298,33 +294,18 @@ function SaveAnalyticsDialog({
     <div className="modal" role="dialog" aria-label="Save insight">
       <form className="modal-body" onSubmit={(e) => void save(e)}>
         <h2>{mode === "update" && insight ? `Save “${insight.name}”` : `Save as a ${KIND_LABELS[kind].toLowerCase()} insight`}</h2>
-        {insight && (
-          <div className="segmented">
-            <label>
-              <input type="radio" checked={mode === "update"} onChange={() => setMode("update")} /> Update “{insight.name}”
-            </label>
-            <label>
-              <input type="radio" checked={mode === "create"} onChange={() => setMode("create")} /> Save as a new insight
-            </label>
-          </div>
-        )}
-        <label>
-          Name <input aria-label="Insight name" value={name} onChange={(e) => setName(e.target.value)} required maxLength={200} />
-        </label>
-        <label>
-          Description <textarea aria-label="Description" value={description} onChange={(e) => setDescription(e.target.value)} rows={2} />
-        </label>
-        <label>
-          Folder{" "}
-          <select aria-label="Folder" value={folderId === null ? "" : String(folderId)} onChange={(e) => setFolderId(e.target.value ? Number(e.target.value) : null)}>
-            <option value="">(no folder)</option>
-            {folders.map((f) => (
-              <option key={f.id} value={String(f.id)}>
-                {folderLabel(f)}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SaveFields
+          editingName={insight?.name ?? null}
+          mode={mode}
+          onMode={setMode}
+          name={name}
+          onName={setName}
+          description={description}
+          onDescription={setDescription}
+          folderId={folderId}
+          onFolder={setFolderId}
+          folders={folders}
+        />
         {problem && (
           <p className="error" role="alert">
             {problem}

@@ -1,8 +1,9 @@
-import { useEffect, useState } from "react";
-import { ApiError, type Folder, type Insight, type ParameterSpec, insightsApi, isVersionConflict } from "../api";
+import { useState } from "react";
+import { ApiError, type Insight, type ParameterSpec, insightsApi, isVersionConflict } from "../api";
 import type { Param } from "../sql";
 import { parameterCount } from "../sql";
 import { ParameterEditor } from "./ParameterEditor";
+import { SaveFields, type SaveMode, useFolders } from "./SaveFields";
 import { fitSpecs, namedParameters } from "./urlParams";
 
 /** The specs of the editor's positional parameters: `$1` is the insight's parameter `p1`
@@ -35,9 +36,7 @@ export function editorSpecs(params: Param[], saved: ParameterSpec[] = []): Param
   });
 }
 
-export function folderLabel(f: Folder): string {
-  return f.path || f.name;
-}
+export { folderLabel } from "./SaveFields";
 
 /** Save the editor's SQL as a new insight, or into the one being edited (PATCH with the
  * version it was opened at: a 409 says someone else saved first and keeps every field). */
@@ -59,20 +58,16 @@ export function SaveInsightDialog({
   // a `$1` query is saved as written: its parameters are p1, p2 … in order
   const sql = editorSql;
   const positional = parameterCount(sql) > 0 && namedParameters(sql).length === 0;
-  const [mode, setMode] = useState<"create" | "update">(editing ? "update" : "create");
+  const [mode, setMode] = useState<SaveMode>(editing ? "update" : "create");
   const [base, setBase] = useState<Insight | null>(editing);
   const [name, setName] = useState(editing?.name ?? "");
   const [description, setDescription] = useState(editing?.description ?? "");
   const [folderId, setFolderId] = useState<number | null>(editing?.folder_id ?? null);
   const [specs, setSpecs] = useState<ParameterSpec[]>(() => (positional ? initialSpecs : fitSpecs(initialSpecs, sql)));
-  const [folders, setFolders] = useState<Folder[]>([]);
   const [problem, setProblem] = useState<string | null>(null);
+  const folders = useFolders((err) => setProblem(err instanceof ApiError ? err.message : String(err)));
   const [conflict, setConflict] = useState(false);
   const [busy, setBusy] = useState(false);
-
-  useEffect(() => {
-    insightsApi.folders().then(setFolders, (err: ApiError) => setProblem(err.message));
-  }, []);
 
   async function save(e: React.FormEvent) {
     e.preventDefault();
@@ -111,33 +106,18 @@ export function SaveInsightDialog({
     <div className="modal" role="dialog" aria-label="Save as insight">
       <form className="modal-body wide" onSubmit={(e) => void save(e)}>
         <h2>{mode === "update" && base ? `Save “${base.name}”` : "Save as insight"}</h2>
-        {editing && (
-          <div className="segmented">
-            <label>
-              <input type="radio" checked={mode === "update"} onChange={() => setMode("update")} /> Update “{editing.name}”
-            </label>
-            <label>
-              <input type="radio" checked={mode === "create"} onChange={() => setMode("create")} /> Save as a new insight
-            </label>
-          </div>
-        )}
-        <label>
-          Name <input aria-label="Insight name" value={name} onChange={(e) => setName(e.target.value)} required maxLength={200} />
-        </label>
-        <label>
-          Description <textarea aria-label="Description" value={description} onChange={(e) => setDescription(e.target.value)} rows={2} />
-        </label>
-        <label>
-          Folder{" "}
-          <select aria-label="Folder" value={folderId === null ? "" : String(folderId)} onChange={(e) => setFolderId(e.target.value ? Number(e.target.value) : null)}>
-            <option value="">(no folder)</option>
-            {folders.map((f) => (
-              <option key={f.id} value={String(f.id)}>
-                {folderLabel(f)}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SaveFields
+          editingName={editing?.name ?? null}
+          mode={mode}
+          onMode={setMode}
+          name={name}
+          onName={setName}
+          description={description}
+          onDescription={setDescription}
+          folderId={folderId}
+          onFolder={setFolderId}
+          folders={folders}
+        />
         {positional && <p className="hint">Positional parameters are named by their place: $1 is p1, $2 is p2…</p>}
         <div className="params-title">Parameters</div>
         <ParameterEditor specs={specs} onChange={setSpecs} />
