@@ -489,9 +489,11 @@ def measure(
     warmup: int = 1,
     truncate: bool = True,
     reuse: dict[str, Any] | None = None,
+    profile_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """`reuse`: the analytics phase's result of this run, when its data (same events and
-    days, every day refreshed) can serve; `truncate` as analytics.measure takes it."""
+    days, every day refreshed) can serve; `truncate` as analytics.measure takes it;
+    `profile_seconds` > 0: py-spy on the API (its own process) during warm loads."""
     out: dict[str, Any] = {"events": events, "days": days, "reps": reps, "warm_reps": warm_reps}
     if (
         reuse
@@ -586,6 +588,8 @@ def measure(
             took, body = client.run(dash_id, cache=True, snapshots=False)
             warm.add(took, body, i >= 1)
         out["warm"] = warm.report()
+        if profile_seconds > 0:
+            out["warm_profile"] = profile_warm(client, info, dash_id, profile_seconds)
         log(
             f"  warm p50 {out['warm']['p50_ms']} ms (p95 {out['warm']['p95_ms']});"
             f" {dict(warm.sources)}"
@@ -616,6 +620,40 @@ def measure(
         if direct is not None:
             direct.close()
         client.close()
+    return out
+
+
+def profile_warm(
+    client: Client, info: StackInfo, dashboard_id: int, seconds: float
+) -> dict[str, Any]:
+    """py-spy (idle threads too: waits on PostgreSQL and Redis show) on the API while
+    warm loads loop: where a load from the cache spends its time. Not timed figures."""
+    from tests.bench.capture import py_spy, start_py_spy, summarize_collapsed
+
+    exe = py_spy()
+    if exe is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    path = Path(tempfile.mkdtemp(prefix="sqlbook-bench-prof-")) / "api-dashboard-warm.txt"
+    log(f"  py-spy on the API during warm loads, {seconds:g} s")
+    spy = start_py_spy(exe, info.api_pid, seconds, path, idle=True)
+    count = 0
+    try:
+        time.sleep(0.5)
+        deadline = time.monotonic() + seconds - 0.5
+        while time.monotonic() < deadline:
+            client.run(dashboard_id, cache=True, snapshots=False)
+            count += 1
+        text, _ = spy.communicate(timeout=60)
+        if not path.exists():
+            return {"skipped": f"py-spy failed: {text.decode(errors='replace')[-500:]}"}
+        out = summarize_collapsed(path.read_text())
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+        shutil.rmtree(path.parent, ignore_errors=True)
+    out["loads_under_profiler"] = count
+    top = ", ".join(f"{x['function']} {x['pct']}%" for x in out["project_lines_top"][:5])
+    log(f"  {count} warm loads profiled; by line of sqlbook code: {top}")
     return out
 
 

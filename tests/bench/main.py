@@ -476,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                     warm_reps=args.dashboards_warm_reps,
                     render_reps=args.dashboards_render_reps,
                     reuse=results.get("analytics"),
+                    profile_seconds=args.profile_seconds,
                 ),
             )
         ok = not doc["errors"]
