@@ -108,12 +108,13 @@ export function filterRunValues(values: Record<string, unknown>, filters: Filter
 export function tileInsightUrl(tile: MappedTile, filters: FilterSpec[], values: Record<string, unknown>): string {
   if (tile.insight_id === null || tile.insight_id === undefined) return "";
   const form = normalizeFilterValues(values, filters);
-  const byName = new Map(filters.map((f) => [f.name, f]));
+  const mappings = tile.mappings ?? {};
   const qs = new URLSearchParams();
-  for (const [filter, param] of Object.entries(tile.mappings ?? {})) {
-    const spec = byName.get(filter);
-    if (!spec || !param) continue;
-    const v = form[filter];
+  // in the filters' order (as the dashboard's own URL), whatever order the mappings came in
+  for (const spec of filters) {
+    const param = mappings[spec.name];
+    if (!param) continue;
+    const v = form[spec.name];
     if (isEmptyValue(v)) {
       if (!isEmptyValue(defaultValue(spec))) qs.append(`p.${param}`, "");
     } else if (Array.isArray(v)) {
