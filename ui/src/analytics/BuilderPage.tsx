@@ -21,7 +21,7 @@ import { formatAge, formatDuration } from "../format";
 import { SaveFields, type SaveMode, useFolders } from "../insights/SaveFields";
 import { FunnelForm, PathsForm, RetentionForm, TrendsForm } from "./forms";
 import { KIND_LABELS, cleanDefinition, defaultDefinition, definitionFromSearch, loadDefinition, notReady, searchOf } from "./model";
-import { CatalogContext } from "./pickers";
+import { CatalogContext, ProjectPicker } from "./pickers";
 import { useCatalog } from "./useCatalog";
 import { FunnelView, PathsView, RetentionView, TrendsView } from "./views";
 import "./analytics.css";
@@ -146,15 +146,7 @@ export function BuilderPage({ kind, onSignedOut }: { kind: BuilderKind; onSigned
             )}
           </div>
           <div className="row">
-            {catalog.projects.length > 1 && (
-              <select aria-label="Project" value={catalog.projectId ?? ""} onChange={(e) => catalog.setProjectId(Number(e.target.value))}>
-                {catalog.projects.map((p) => (
-                  <option key={p.id} value={p.id}>
-                    {p.name}
-                  </option>
-                ))}
-              </select>
-            )}
+            <ProjectPicker catalog={catalog} />
           </div>
         </div>
         {!insight && (

@@ -5,7 +5,7 @@ import { type Interval, type PanelRow, type SessionsDefinition, type SessionsRes
 import { formatAge } from "../format";
 import { formatNumber, formatPercent, formatSeconds, guessInterval, presetRange, rangeFromSearch, searchOfRange, webSeriesSpec } from "./model";
 import { IntervalButtons } from "./forms";
-import { CatalogContext, DateRange } from "./pickers";
+import { CatalogContext, DateRange, ProjectPicker } from "./pickers";
 import { useCatalog } from "./useCatalog";
 import { VegaChart } from "./VegaChart";
 import "./analytics.css";
@@ -84,15 +84,7 @@ export function WebPage({ onSignedOut }: { onSignedOut(): void }) {
         <div className="page-head">
           <h2>Web analytics</h2>
           <div className="row">
-            {catalog.projects.length > 1 && (
-              <select aria-label="Project" value={catalog.projectId ?? ""} onChange={(e) => catalog.setProjectId(Number(e.target.value))}>
-                {catalog.projects.map((p) => (
-                  <option key={p.id} value={p.id}>
-                    {p.name}
-                  </option>
-                ))}
-              </select>
-            )}
+            <ProjectPicker catalog={catalog} />
             <DateRange dateFrom={range.date_from} dateTo={range.date_to} onChange={(r) => go(r, undefined)} />
           </div>
         </div>

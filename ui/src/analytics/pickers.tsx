@@ -1,5 +1,5 @@
 import { createContext, useContext, useEffect, useId, useState } from "react";
-import { type Breakdown, type EventName, type Operator, type PropertyFilter, analyticsApi, valueOptions } from "../analyticsApi";
+import { type Breakdown, type EventName, type Operator, type Project, type PropertyFilter, analyticsApi, valueOptions } from "../analyticsApi";
 import { DATE_PRESETS, DAY_RE, daysBefore, presetOf, presetRange } from "./model";
 
 /** What every picker of a builder needs: the project asked about and its event names. */
@@ -9,6 +9,20 @@ export interface Catalog {
 }
 
 export const CatalogContext = createContext<Catalog>({ projectId: null, events: [] });
+
+/** The project picker of the analytics pages: shown when the workspace has several. */
+export function ProjectPicker({ catalog }: { catalog: { projects: Project[]; projectId: number | null; setProjectId(id: number): void } }) {
+  if (catalog.projects.length < 2) return null;
+  return (
+    <select aria-label="Project" value={catalog.projectId ?? ""} onChange={(e) => catalog.setProjectId(Number(e.target.value))}>
+      {catalog.projects.map((p) => (
+        <option key={p.id} value={p.id}>
+          {p.name}
+        </option>
+      ))}
+    </select>
+  );
+}
 
 const propertyCache = new Map<string, Promise<string[]>>();
 const valueCache = new Map<string, Promise<string[]>>();
