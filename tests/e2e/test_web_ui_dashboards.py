@@ -331,6 +331,25 @@ def test_tile_error_retry_drill_title_tv_and_print(page: Page, live_ui: LiveApi)
         page.get_by_role("main", name="Insight").get_by_role("heading", name=counts["name"])
     ).to_be_visible()
 
+    # "Add to dashboard" on the insight page: the insight becomes the dashboard's last tile
+    page.get_by_role("button", name="Add to dashboard").click()
+    dialog = page.get_by_role("dialog", name="Add to dashboard")
+    dialog.get_by_label("Dashboard", exact=True).select_option(label=f"Ops {suffix}")
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog.get_by_role("status")).to_contain_text(f"Added to Ops {suffix}")
+    dialog.get_by_role("button", name="Close").click()
+    tiles = api.call("GET", f"/api/dashboards/{d['id']}")["tiles"]
+    assert [t["insight_id"] for t in tiles] == [
+        counts["id"],
+        users["id"],
+        broken["id"],
+        counts["id"],
+    ]
+    latest = api.call("GET", f"/api/dashboards/{d['id']}")
+    api.call(
+        "DELETE", f"/api/dashboards/{d['id']}/tiles/{tiles[-1]['id']}?version={latest['version']}"
+    )
+
     page.goto(f"{live_ui.url}/dashboards/{d['id']}")
     # a phone's width: one column, the tiles stacked in reading order
     page.set_viewport_size({"width": 600, "height": 1000})
