@@ -30,6 +30,7 @@ from tests.bench import (
     analytics,
     capture,
     connectors,
+    dashboards,
     exports,
     ingestion,
     insights,
@@ -233,3 +234,32 @@ def test_analytics_phase(servers, sqlbook_home, workspace, stream_key):
     assert out["refresh"]["holdout"]["ratio"] is not None
     table = format_table(analytics.table_rows(out))
     assert "pg trends dau 90d, rollups, API p50" in table and "refresh_day of one day" in table
+
+
+def test_dashboards_phase(servers, sqlbook_home, workspace, stream_key):
+    """The dashboards phase at a tiny size: the analytics data loaded and refreshed, the
+    12-tile dashboard made through the API, loaded cold (every tile live), from the cache
+    and from snapshots (every tile from its snapshot), each tile also run directly with
+    the same rows, and render.png."""
+    port = free_port()
+    settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        out = dashboards.measure(
+            info, events=5_000, days=10, reps=1, warm_reps=2, render_reps=1, truncate=False
+        )
+    assert out["tiles"] == 12 and not out["data"]["reused_analytics_data"]
+    for key in ("cold", "warm", "snapshots"):
+        entry = out[key]
+        assert entry["tile_error_count"] == 0, (key, entry["tile_errors"])
+        assert entry["tiles_per_run"] == [12], (key, entry["tiles_per_run"])
+        assert entry["all_from_expected_source"], (key, entry["sources"])
+    assert out["direct"]["same_rows_as_dashboard"] == {
+        str(t): True for t in out["direct"]["per_tile"]
+    }
+    taken = out["snapshots_taken"]
+    assert taken["schedules"] == 12 and taken["errors"] == []
+    assert out["render_png"]["width"] > 0 and out["render_png"]["bytes"] > 0
+    table = format_table(dashboards.table_rows(out))
+    assert "12 tiles: (a) cold (cache off, no snapshot) p50" in table
+    assert "(c) from snapshots p95" in table and "render.png p50" in table
