@@ -250,11 +250,12 @@ class QueryRunner:
         """Run and wait. Raises QueryError subclasses."""
         return self.start(request).result()
 
-    def start(self, request: QueryRequest) -> Future[QueryResult]:
+    def start(self, request: QueryRequest, *, query_id: str | None = None) -> Future[QueryResult]:
         """Check (a refused query raises here) and start; the future gives the result.
         Nothing is written to Redis for it (the caller waits for the answer); DELETE
-        /api/queries/{id} still reaches it in this process."""
-        prepared = self._prepare(request)
+        /api/queries/{id} still reaches it in this process, and so does `cancel` with
+        the `query_id` given here (one the caller made: a fresh uuid4 hex)."""
+        prepared = self._prepare(request, query_id)
         answer = self._schedule(prepared, record_job=False)
         return answer if request.present is None else _presented(answer, request.present)
 
@@ -452,8 +453,8 @@ class QueryRunner:
 
     # -- preparing -----------------------------------------------------------------
 
-    def _prepare(self, request: QueryRequest) -> _Prepared:
-        query_id = uuid.uuid4().hex
+    def _prepare(self, request: QueryRequest, query_id: str | None = None) -> _Prepared:
+        query_id = query_id or uuid.uuid4().hex
         try:
             checked = guard.check_sql(request.sql, request.target.source.dialect, request.params)
             params = guard.check_params(request.params, checked.param_count)
