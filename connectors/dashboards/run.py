@@ -12,12 +12,24 @@ mappings runs with no values: the dashboard's filters do not touch it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+import uuid
+from collections.abc import Collection, Generator, Iterator, Mapping
+from concurrent.futures import Future, as_completed
+from dataclasses import dataclass, replace
 from typing import Any
 
-from connectors.dashboards.model import DashboardRecord
+from connectors.dashboards.model import DashboardRecord, TileOutcome
 from connectors.insights.parameters import InvalidParameter, ParameterSpec, resolve
-from connectors.insights.service import SPECS, shown_value
+from connectors.insights.service import SPECS, PreparedRun, prepare_run, shown_value
+from connectors.metadata.insights import InsightRecord, InsightStore
+from connectors.metadata.snapshots import SnapshotStore
+from connectors.warehouse.errors import QueryError
+from connectors.warehouse.registry import DatasourceNotFound
+from connectors.warehouse.results import QueryResult
+from connectors.warehouse.runner import Actor
+from connectors.warehouse.service import QueryService
 
 
 def filter_specs(dashboard: DashboardRecord) -> list[ParameterSpec]:
@@ -57,3 +69,277 @@ def check_filter_values(
         problem = err.message.removeprefix(f"{err.parameter}: ")
         raise InvalidParameter(f"filters.{err.parameter}", problem) from None
     return {name: shown_value(value) for name, value in resolved.items()}
+
+
+# ---- running the tiles ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A tile whose query was started: what its answer is presented with."""
+
+    tile_id: int
+    insight: InsightRecord
+    prepared: PreparedRun
+    query_id: str  # to cancel it
+
+
+def run_dashboard(
+    queries: QueryService,
+    insights: InsightStore,
+    snapshots: SnapshotStore,
+    dashboard: DashboardRecord,
+    values: Mapping[str, Any],
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+    *,
+    use_cache: bool = True,
+    use_snapshots: bool = False,
+    tile_ids: Collection[int] | None = None,
+    max_rows: int | None = None,
+) -> TileRuns:
+    """Each insight tile's outcome (of `tile_ids`, when given) as it finishes: tiles that
+    cannot run and tiles served from a snapshot first, then the others in the order
+    their queries end. Every query is started before the first outcome is given, on the
+    executor's fair line (the data source's concurrency cap decides how many run at
+    once). `values` are the dashboard's filter values, checked by check_filter_values
+    beforehand. Blocking: iterate in a worker thread; `cancel()` from any thread."""
+    wanted = None if tile_ids is None else set(tile_ids)
+
+    def start() -> Iterator[TileOutcome | tuple[Future[QueryResult], _Running]]:
+        for tile in dashboard.tiles:
+            if tile.get("insight_id") is None:
+                continue
+            if wanted is None or tile["id"] in wanted:
+                yield _start_tile(
+                    queries,
+                    insights,
+                    snapshots if use_snapshots else None,
+                    dashboard,
+                    tile,
+                    values,
+                    actor,
+                    project_ids,
+                    use_cache=use_cache,
+                    max_rows=max_rows,
+                )
+
+    return TileRuns(start(), queries, dashboard.workspace_id)
+
+
+class TileRuns(Iterator[TileOutcome]):
+    """A dashboard run's tile outcomes as they come. `cancel()` (from any thread: the
+    reader went away) stops the queries still waiting or running, whose tiles then end
+    with `query_cancelled`; closing the iterator early does the same."""
+
+    def __init__(
+        self,
+        starts: Iterator[TileOutcome | tuple[Future[QueryResult], _Running]],
+        queries: QueryService,
+        workspace_id: int,
+    ):
+        self._queries = queries
+        self._workspace_id = workspace_id
+        self._lock = threading.Lock()
+        self._running: dict[Future[QueryResult], _Running] = {}
+        self._cancelled = False
+        self._outcomes = self._run(starts)
+
+    def __next__(self) -> TileOutcome:
+        return next(self._outcomes)
+
+    def close(self) -> None:
+        self._outcomes.close()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            running = list(self._running.items())
+        for future, tile in running:
+            if not future.done():
+                self._queries.runner.cancel(tile.query_id, self._workspace_id)
+
+    def _run(
+        self, starts: Iterator[TileOutcome | tuple[Future[QueryResult], _Running]]
+    ) -> Generator[TileOutcome]:
+        began = time.monotonic()
+        ready: list[TileOutcome] = []
+        try:
+            for started in starts:
+                if isinstance(started, TileOutcome):
+                    ready.append(replace(started, elapsed_ms=_since(began)))
+                    continue
+                with self._lock:
+                    self._running[started[0]] = started[1]
+                    cancelled = self._cancelled
+                if cancelled:  # cancelled while the tiles were starting
+                    self.cancel()
+            yield from ready
+            for future in as_completed(self._running):
+                outcome = _finished(future, self._running[future])
+                yield replace(outcome, elapsed_ms=_since(began))
+        finally:
+            self.cancel()
+
+
+def _since(began: float) -> float:
+    return (time.monotonic() - began) * 1000
+
+
+def _failed(tile: Mapping[str, Any], code: str, message: str, **shown: Any) -> TileOutcome:
+    return TileOutcome(
+        tile_id=tile["id"],
+        insight_id=tile.get("insight_id"),
+        source=None,
+        error={"code": code, "message": message},
+        params=shown,
+    )
+
+
+def _start_tile(
+    queries: QueryService,
+    insights: InsightStore,
+    snapshots: SnapshotStore | None,
+    dashboard: DashboardRecord,
+    tile: Mapping[str, Any],
+    values: Mapping[str, Any],
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+    *,
+    use_cache: bool,
+    max_rows: int | None,
+) -> TileOutcome | tuple[Future[QueryResult], _Running]:
+    """The tile's query started, or its outcome when it does not need to run (served
+    from a snapshot) or cannot (insight gone, a value refused, the query refused)."""
+    insight_id = int(tile["insight_id"])
+    insight = insights.get(dashboard.workspace_id, insight_id)
+    if insight is None:  # trashed, deleted (or never this workspace's: same answer)
+        return _failed(
+            tile, "insight_missing", f"insight {insight_id} is in the trash or was deleted"
+        )
+    try:
+        prepared = prepare_run(
+            queries,
+            insight,
+            tile_params(dashboard, tile, values),
+            actor,
+            project_ids,
+            use_cache=use_cache,
+            max_rows=max_rows,
+        )
+    except InvalidParameter as err:
+        return _failed(tile, "invalid_parameter", _with_filter(err, tile))
+    except DatasourceNotFound as err:
+        return _failed(tile, "datasource_not_found", f"datasource: {err} (the insight's)")
+    except QueryError as err:
+        return _failed(tile, err.code, err.message)
+    if snapshots is not None:
+        served = _from_snapshot(snapshots, dashboard, tile, insight, prepared)
+        if served is not None:
+            return served
+    # an analytics insight's own result: both its table and its shape are made of it
+    request = replace(prepared.request, present=None)
+    query_id = uuid.uuid4().hex
+    try:
+        future = queries.runner.start(request, query_id=query_id)
+    except QueryError as err:
+        err = prepared.located(err)
+        return _failed(tile, err.code, err.message, **prepared.shown)
+    return future, _Running(tile["id"], insight, prepared, query_id)
+
+
+def _with_filter(err: InvalidParameter, tile: Mapping[str, Any]) -> str:
+    """The insight's refusal, saying which dashboard filter gave the value."""
+    mappings: Mapping[str, str] = tile.get("mappings") or {}
+    given_by = [name for name, parameter in mappings.items() if parameter == err.parameter]
+    if not given_by:
+        return err.message
+    return f"{err.message} (the value of filter {given_by[0]})"
+
+
+def _finished(future: Future[QueryResult], running: _Running) -> TileOutcome:
+    prepared, insight = running.prepared, running.insight
+    try:
+        result = future.result()
+    except QueryError as err:
+        err = prepared.located(err)
+        return TileOutcome(
+            tile_id=running.tile_id,
+            insight_id=insight.id,
+            source=None,
+            error={"code": err.code, "message": err.message},
+            params=prepared.shown,
+        )
+    return TileOutcome(
+        tile_id=running.tile_id,
+        insight_id=insight.id,
+        source="cache" if result.cache.get("hit") else "live",
+        result=insight_answer(insight, prepared, result),
+        data_as_of=result.data_as_of,
+        params=prepared.shown,
+    )
+
+
+def insight_answer(
+    insight: InsightRecord, prepared: PreparedRun, result: QueryResult
+) -> dict[str, Any]:
+    """What POST /api/insights/{id}/run answers for this run's `result` (the statement's
+    own result: an analytics insight presents its tidy table and the builder's shape)."""
+    extra: dict[str, Any] = {}
+    if prepared.analytics is not None:
+        analytics = prepared.analytics
+        extra = {"analytics": analytics.shape(result), **analytics.about()}
+        result = analytics.table(result)
+    return {
+        **result.to_dict(),
+        "insight_id": insight.id,
+        "version": insight.version,
+        "parameters": prepared.shown,
+        "kind": insight.kind,
+        **extra,
+    }
+
+
+def _from_snapshot(
+    snapshots: SnapshotStore,
+    dashboard: DashboardRecord,
+    tile: Mapping[str, Any],
+    insight: InsightRecord,
+    prepared: PreparedRun,
+) -> TileOutcome | None:
+    """The tile's newest snapshot (of the schedule the dashboard keeps for it) when it
+    holds this insight version run with the same values as this run; else None."""
+    schedule = next(
+        (
+            s
+            for s in snapshots.schedules(dashboard.workspace_id, insight.id)
+            if s.dashboard_id == dashboard.id and s.tile_id == tile["id"]
+        ),
+        None,
+    )
+    if schedule is None:
+        return None
+    snapshot = snapshots.latest(dashboard.workspace_id, insight.id, schedule.id)
+    if snapshot is None or snapshot.result is None:
+        return None
+    if snapshot.insight_version != insight.version:
+        return None
+    if snapshot.result.get("parameters") != prepared.shown:
+        return None
+    about = {} if prepared.analytics is None else prepared.analytics.about()
+    data_as_of = snapshot.data_as_of or snapshot.taken_at
+    return TileOutcome(
+        tile_id=tile["id"],
+        insight_id=insight.id,
+        source="snapshot",
+        result={
+            **snapshot.result,
+            "insight_id": insight.id,
+            "version": snapshot.insight_version,
+            "kind": insight.kind,
+            **about,
+            "snapshot": {"id": snapshot.id, "taken_at": snapshot.taken_at.isoformat()},
+        },
+        data_as_of=data_as_of.isoformat(),
+        params=prepared.shown,
+    )
