@@ -21,6 +21,7 @@ from api.routes import (
     capture,
     charts,
     connections,
+    dashboard_runs,
     dashboard_subscriptions,
     dashboards,
     datasources,
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(insights.router)
     app.include_router(dashboard_subscriptions.router)
     app.include_router(dashboards.router)
+    app.include_router(dashboard_runs.router)
     app.include_router(connections.router)
     app.include_router(analytics.router)
     app.include_router(stripe_webhooks.router)
