@@ -21,6 +21,7 @@ from api.routes import (
     capture,
     charts,
     connections,
+    dashboard_renders,
     dashboard_runs,
     dashboard_subscriptions,
     dashboards,
@@ -131,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(insights.router)
     app.include_router(dashboard_subscriptions.router)
     app.include_router(dashboards.router)
+    app.include_router(dashboard_renders.router)
     app.include_router(dashboard_runs.router)
     app.include_router(connections.router)
     app.include_router(analytics.router)
