@@ -7,9 +7,14 @@ workspaces see 404."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +22,9 @@ from assets.insights.assets import take_snapshot
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.servers import ServerUrls
 from tests.api.test_insights import add_events, auth, create
+from tests.conftest import make_settings
+from tests.live import free_port, serve_api
+from tests.waiting import wait_until
 
 # Signups by country; the country given as `country` …
 BY_COUNTRY: dict[str, Any] = {
@@ -335,3 +343,67 @@ def test_another_workspace_sees_404_and_cannot_reach_an_insight_through_a_tile(
     )
     assert r.status_code == 400, r.text
     assert f"no insight {mine['id']} in this workspace" in r.json()["detail"]
+
+
+def test_a_client_gone_mid_stream_cancels_the_tiles_still_running(
+    servers: ServerUrls, sqlbook_home: Path, stream_key: str, metadata: MetadataStore
+) -> None:
+    """Long timeouts: only the cancel ends the slow tile's query soon."""
+    ws = metadata.create_workspace(f"dash-gone-{uuid.uuid4().hex[:8]}")
+    marker = f"slow-{uuid.uuid4().hex[:12]}"
+    settings = make_settings(
+        servers,
+        sqlbook_home,
+        api_port=free_port(),
+        stream_key=stream_key,
+        query_timeout_seconds=600,
+        query_max_timeout_seconds=600,
+    )
+    with serve_api(settings) as base, httpx.Client(base_url=base, timeout=120) as http:
+        ids = []
+        for name, sql in (
+            ("slow", f"select '{marker}' as who, pg_sleep(300)"),
+            ("fast", "select 1"),
+        ):
+            r = http.post(
+                "/api/insights",
+                json={"name": name, "sql": sql, "visualization": {"type": "table"}},
+                headers=auth(ws),
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        r = http.post(
+            "/api/dashboards",
+            json={"name": "d", "tiles": [{"insight_id": i} for i in ids]},
+            headers=auth(ws),
+        )
+        assert r.status_code == 201, r.text
+        body = json.dumps({"cache": False}).encode()
+        host = urlsplit(base)
+        with socket.create_connection((host.hostname, host.port)) as sock:
+            sock.sendall(
+                f"POST /api/dashboards/{r.json()['id']}/run HTTP/1.1\r\nHost: {host.netloc}\r\n"
+                f"Authorization: Bearer {ws.api_token}\r\nAccept: application/x-ndjson\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while b'"tile_id"' not in received:  # the fast tile's line
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200")
+
+            def running() -> int:
+                with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+                    row = conn.execute(
+                        "select count(*) from pg_stat_activity where state = 'active'"
+                        " and query like %s and query not like '%%pg_stat_activity%%'",
+                        (f"%{marker}%",),
+                    ).fetchone()
+                assert row is not None
+                return int(row[0])
+
+            wait_until("the slow tile's query to run", lambda: running() == 1)
+        # hung up: the stream notices while waiting for the slow tile and cancels it
+        wait_until("the slow tile's query to be cancelled", lambda: running() == 0)
