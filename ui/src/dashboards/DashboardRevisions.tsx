@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type Dashboard, type DashboardRevision, dashboardApi } from "../dashboardApi";
 import { revisionLabel } from "../insights/revisionDiff";
+import { PanelHead, PanelMessages, usePanelCall } from "./panelParts";
 import "../insights/panels.css";
 import "./dashboard-panels.css";
 
@@ -22,81 +23,43 @@ export function DashboardRevisions({ dashboard, onRestored, onClose }: { dashboa
   const [revisions, setRevisions] = useState<DashboardRevision[] | null>(null);
   const [viewing, setViewing] = useState<DashboardRevision | null>(null);
   const [restoring, setRestoring] = useState<DashboardRevision | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [problem, setProblem] = useState<string | null>(null);
-  const [conflict, setConflict] = useState<string | null>(null);
+  const [loadProblem, setLoadProblem] = useState<string | null>(null);
+  const { busy, problem, conflict, run } = usePanelCall();
   const version = dashboard.version;
 
   const load = useCallback(() => {
-    dashboardApi.revisions(dashboard.id).then(setRevisions, (err: ApiError) => setProblem(err.message));
+    dashboardApi.revisions(dashboard.id).then(setRevisions, (err: ApiError) => setLoadProblem(err.message));
   }, [dashboard.id]);
   // `version` changes on every save: the list follows it
   useEffect(() => load(), [load, version]);
 
   async function view(rev: DashboardRevision) {
-    setProblem(null);
-    try {
-      setViewing(await dashboardApi.revision(dashboard.id, rev.version));
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    }
+    const found = await run(() => dashboardApi.revision(dashboard.id, rev.version));
+    if (found) setViewing(found);
   }
 
   async function restore(rev: DashboardRevision) {
-    setProblem(null);
-    setConflict(null);
-    setBusy(true);
-    try {
-      const restored = await dashboardApi.restoreRevision(dashboard.id, rev.version, version);
-      setRestoring(null);
+    setRestoring(null);
+    const restored = await run(
+      () => dashboardApi.restoreRevision(dashboard.id, rev.version, version),
+      (m) => `Not restored: someone else saved this dashboard meanwhile (${m}). Load their version, then restore again if you still want v${rev.version}.`,
+    );
+    if (restored) {
       setViewing(null);
       onRestored(restored);
-    } catch (err) {
-      setRestoring(null);
-      const e = err as ApiError;
-      if (e.status === 409) {
-        setConflict(`Not restored: someone else saved this dashboard meanwhile (${e.message}). Load their version, then restore again if you still want v${rev.version}.`);
-        load();
-      } else setProblem(e.message);
-    } finally {
-      setBusy(false);
-    }
+    } else load();
   }
 
   async function adoptCurrent() {
-    setBusy(true);
-    try {
-      onRestored(await dashboardApi.get(dashboard.id));
-      setConflict(null);
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    } finally {
-      setBusy(false);
-    }
+    const current = await run(() => dashboardApi.get(dashboard.id));
+    if (current) onRestored(current);
   }
 
   return (
     <section className="dashboard-panel revisions" aria-label="Dashboard history">
-      <div className="panel-head">
-        <h3>History</h3>
-        <button type="button" className="link" aria-label="close the history" onClick={onClose}>
-          ×
-        </button>
-      </div>
-      {problem && (
-        <div className="error-box" role="alert">
-          {problem}
-        </div>
-      )}
-      {conflict && (
-        <div className="error-box conflict" role="alert">
-          {conflict}{" "}
-          <button type="button" disabled={busy} onClick={() => void adoptCurrent()}>
-            Load the current version
-          </button>
-        </div>
-      )}
-      {revisions === null && !problem && <p className="hint">Loading…</p>}
+      <PanelHead title="History" closeLabel="close the history" onClose={onClose} />
+      <PanelMessages problem={problem ?? loadProblem} conflict={conflict} busy={busy} action="Load the current version" onAction={() => void adoptCurrent()} />
+      {revisions === null && !loadProblem && <p className="hint">Loading…</p>}
       {revisions && (
         <div className="revision-list">
           <table className="panel-table">

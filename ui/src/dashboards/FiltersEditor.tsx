@@ -1,8 +1,9 @@
 import { useState } from "react";
-import { ApiError, PARAMETER_TYPES, type ParameterType } from "../api";
+import { PARAMETER_TYPES, type ParameterType } from "../api";
 import { type Dashboard, type Tile, dashboardApi } from "../dashboardApi";
 import { ParameterEditor } from "../insights/ParameterEditor";
 import type { FilterSpec } from "./filterUrl";
+import { PanelHead, PanelMessages, usePanelCall } from "./panelParts";
 import { compatibleParameters, filterNameProblem, keptMappings, mappingProblem, tileBody } from "./filterMapping";
 import "../insights/panels.css";
 import "./dashboard-panels.css";
@@ -26,9 +27,7 @@ export function FiltersEditor({ dashboard, onSaved, onClose }: { dashboard: Dash
   const [newName, setNewName] = useState("");
   const [newType, setNewType] = useState<ParameterType>("date_range");
   const [nameProblem, setNameProblem] = useState<string | null>(null);
-  const [problem, setProblem] = useState<string | null>(null);
-  const [conflict, setConflict] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, problem, conflict, run } = usePanelCall();
   // a row keyed by a count, so a filter removed and added again starts fresh
   const [generation, setGeneration] = useState(0);
 
@@ -55,47 +54,23 @@ export function FiltersEditor({ dashboard, onSaved, onClose }: { dashboard: Dash
   }
 
   async function save() {
-    setProblem(null);
-    setConflict(null);
-    setBusy(true);
-    try {
-      const tiles = base.tiles.map((t) => tileBody(t, t.insight_id === null ? {} : keptMappings(mappings[t.id] ?? {}, names)));
-      const saved = await dashboardApi.patch(base.id, base.version, { filters, tiles });
-      onSaved(saved);
-    } catch (err) {
-      const e = err as ApiError;
-      if (e.status === 409) setConflict(`Not saved: someone else changed this dashboard meanwhile (${e.message}).`);
-      else setProblem(e.message);
-    } finally {
-      setBusy(false);
-    }
+    const tiles = base.tiles.map((t) => tileBody(t, t.insight_id === null ? {} : keptMappings(mappings[t.id] ?? {}, names)));
+    const saved = await run(() => dashboardApi.patch(base.id, base.version, { filters, tiles }), (m) => `Not saved: someone else changed this dashboard meanwhile (${m}).`);
+    if (saved) onSaved(saved);
   }
 
   async function reload() {
-    setBusy(true);
-    try {
-      const current = await dashboardApi.get(base.id);
-      setBase(current);
-      setFilters(current.filters);
-      setMappings(startingMappings(current));
-      setGeneration((g) => g + 1);
-      setConflict(null);
-      setProblem(null);
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    } finally {
-      setBusy(false);
-    }
+    const current = await run(() => dashboardApi.get(base.id));
+    if (!current) return;
+    setBase(current);
+    setFilters(current.filters);
+    setMappings(startingMappings(current));
+    setGeneration((g) => g + 1);
   }
 
   return (
     <section className="dashboard-panel filters-editor" aria-label="Filters editor">
-      <div className="panel-head">
-        <h3>Filters</h3>
-        <button type="button" className="link" aria-label="close the filters editor" onClick={onClose}>
-          ×
-        </button>
-      </div>
+      <PanelHead title="Filters" closeLabel="close the filters editor" onClose={onClose} />
       {filters.length === 0 ? (
         <p className="hint">No filters yet: add one, then map it onto the tiles it should drive.</p>
       ) : (
@@ -176,19 +151,7 @@ export function FiltersEditor({ dashboard, onSaved, onClose }: { dashboard: Dash
         )}
       </fieldset>
 
-      {problem && (
-        <div className="error-box" role="alert">
-          {problem}
-        </div>
-      )}
-      {conflict && (
-        <div className="error-box conflict" role="alert">
-          {conflict}{" "}
-          <button type="button" disabled={busy} onClick={() => void reload()}>
-            Reload (your changes here are lost)
-          </button>
-        </div>
-      )}
+      <PanelMessages problem={problem} conflict={conflict} busy={busy} action="Reload (your changes here are lost)" onAction={() => void reload()} />
       <div className="row">
         <button type="button" className="primary" disabled={busy} onClick={() => void save()}>
           Save filters

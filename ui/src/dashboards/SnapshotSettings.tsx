@@ -1,8 +1,8 @@
 import { useState } from "react";
-import { ApiError } from "../api";
 import { type Dashboard, dashboardApi } from "../dashboardApi";
 import { CronInput, TimeZoneInput } from "../insights/ScheduleFields";
 import { browserTimeZone, cronText } from "../insights/snapshotTime";
+import { PanelHead, PanelMessages, usePanelCall } from "./panelParts";
 import "../insights/panels.css";
 import "./dashboard-panels.css";
 
@@ -14,52 +14,30 @@ export function SnapshotSettings({ dashboard, onSaved, onClose }: { dashboard: D
   const [on, setOn] = useState(Boolean(dashboard.snapshot_cron));
   const [cron, setCron] = useState(dashboard.snapshot_cron ?? "0 6 * * *");
   const [zone, setZone] = useState(dashboard.snapshot_timezone || browserTimeZone());
-  const [problem, setProblem] = useState<string | null>(null);
-  const [conflict, setConflict] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, problem, conflict, run } = usePanelCall();
   const field = problem ? /^\s*(?:body\.)?(snapshot_cron|snapshot_timezone)\b/.exec(problem)?.[1] : undefined;
 
   async function save() {
-    setProblem(null);
-    setConflict(null);
-    setBusy(true);
-    try {
-      const patch = on ? { snapshot_cron: cron.trim(), snapshot_timezone: zone.trim() || "UTC" } : { snapshot_cron: null };
-      const saved = await dashboardApi.patch(base.id, base.version, patch);
+    const patch = on ? { snapshot_cron: cron.trim(), snapshot_timezone: zone.trim() || "UTC" } : { snapshot_cron: null };
+    const saved = await run(() => dashboardApi.patch(base.id, base.version, patch), (m) => `Not saved: someone else changed this dashboard meanwhile (${m}).`);
+    if (saved) {
       setBase(saved);
       onSaved(saved);
-    } catch (err) {
-      const e = err as ApiError;
-      if (e.status === 409) setConflict(`Not saved: someone else changed this dashboard meanwhile (${e.message}).`);
-      else setProblem(e.message);
-    } finally {
-      setBusy(false);
     }
   }
 
   async function reload() {
-    setBusy(true);
-    try {
-      const current = await dashboardApi.get(base.id);
+    const current = await run(() => dashboardApi.get(base.id));
+    if (current) {
       setBase(current);
-      setConflict(null);
       onSaved(current);
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    } finally {
-      setBusy(false);
     }
   }
 
   const tiles = base.tiles.filter((t) => t.insight_id !== null).length;
   return (
     <section className="dashboard-panel snapshot-settings" aria-label="Snapshot schedule">
-      <div className="panel-head">
-        <h3>Snapshots</h3>
-        <button type="button" className="link" aria-label="close the snapshot settings" onClick={onClose}>
-          ×
-        </button>
-      </div>
+      <PanelHead title="Snapshots" closeLabel="close the snapshot settings" onClose={onClose} />
       <p className="hint">
         {base.snapshot_cron
           ? `Now: ${cronText(base.snapshot_cron)} in ${base.snapshot_timezone}, for ${tiles} insight ${tiles === 1 ? "tile" : "tiles"} with the filters' defaults.`
@@ -81,19 +59,7 @@ export function SnapshotSettings({ dashboard, onSaved, onClose }: { dashboard: D
           <TimeZoneInput value={zone} invalid={field === "snapshot_timezone"} onChange={setZone} />
         </div>
       )}
-      {problem && (
-        <div className="error-box" role="alert">
-          {problem}
-        </div>
-      )}
-      {conflict && (
-        <div className="error-box conflict" role="alert">
-          {conflict}{" "}
-          <button type="button" disabled={busy} onClick={() => void reload()}>
-            Reload
-          </button>
-        </div>
-      )}
+      <PanelMessages problem={problem} conflict={conflict} busy={busy} action="Reload" onAction={() => void reload()} />
       <div className="row">
         <button type="button" className="primary" disabled={busy} onClick={() => void save()}>
           Save schedule

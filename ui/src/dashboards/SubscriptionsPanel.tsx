@@ -2,9 +2,11 @@ import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import type { Dashboard, Tile } from "../dashboardApi";
 import { DraftProblem } from "../insights/alertForm";
+import { PagedHistory } from "../insights/PagedHistory";
 import { CronInput, TimeZoneInput } from "../insights/ScheduleFields";
 import { browserTimeZone, cronText } from "../insights/snapshotTime";
 import { filterRunValues, readFilterValues } from "./filterUrl";
+import { PanelHead } from "./panelParts";
 import { type Subscription, type SubscriptionDelivery, panelsApi } from "./panelsApi";
 import {
   type SubscriptionChannelDraft,
@@ -89,19 +91,13 @@ export function SubscriptionsPanel({ dashboard, onClose, values }: { dashboard: 
 
   return (
     <section className="dashboard-panel subscriptions" aria-label="Subscriptions">
-      <div className="panel-head">
-        <h3>Subscriptions</h3>
-        <div className="row">
-          {!editing && (
-            <button type="button" onClick={() => setEditing({ mode: "create" })}>
-              + New subscription
-            </button>
-          )}
-          <button type="button" className="link" aria-label="close the subscriptions" onClick={onClose}>
-            ×
+      <PanelHead title="Subscriptions" closeLabel="close the subscriptions" onClose={onClose}>
+        {!editing && (
+          <button type="button" onClick={() => setEditing({ mode: "create" })}>
+            + New subscription
           </button>
-        </div>
-      </div>
+        )}
+      </PanelHead>
       {problem && (
         <div className="error-box" role="alert">
           {problem}
@@ -216,60 +212,18 @@ export function SubscriptionsPanel({ dashboard, onClose, values }: { dashboard: 
 
 /** A subscription's deliveries, newest first (scheduled ones and "send now"). */
 function DeliveryHistory({ dashboardId, subscription, reloadKey }: { dashboardId: number; subscription: Subscription; reloadKey: number }) {
-  const [items, setItems] = useState<SubscriptionDelivery[] | null>(null);
-  const [next, setNext] = useState<number | null>(null);
-  const [problem, setProblem] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    setProblem(null);
-    panelsApi.history(dashboardId, subscription.id).then(
-      (page) => {
-        if (!live) return;
-        setItems(page.items);
-        setNext(page.next_before);
-      },
-      (err: ApiError) => live && setProblem(err.message),
-    );
-    return () => {
-      live = false;
-    };
-  }, [dashboardId, subscription.id, reloadKey]);
-
-  async function older() {
-    if (next === null) return;
-    try {
-      const page = await panelsApi.history(dashboardId, subscription.id, 10, next);
-      setItems((list) => [...(list ?? []), ...page.items]);
-      setNext(page.next_before);
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    }
-  }
-
   return (
-    <div className="alert-history" role="region" aria-label={`Deliveries of ${subscription.name}`}>
-      {problem && (
-        <div className="field-problem" role="alert">
-          {problem}
-        </div>
+    <PagedHistory<SubscriptionDelivery>
+      label={`Deliveries of ${subscription.name}`}
+      load={(before) => panelsApi.history(dashboardId, subscription.id, 10, before)}
+      reloadKey={`${dashboardId}:${subscription.id}:${reloadKey}`}
+      empty={`Not sent yet: the first delivery is ${subscription.next_due_at ? new Date(subscription.next_due_at).toLocaleString() : "when it is enabled"}.`}
+      entry={(d) => (
+        <>
+          <time dateTime={d.sent_at}>{new Date(d.sent_at).toLocaleString()}</time> <span className={`badge ${d.status}`}>{d.status}</span> {deliveryText(d)}
+        </>
       )}
-      {items === null && !problem && <p className="hint">Loading…</p>}
-      {items && items.length === 0 && <p className="hint">Not sent yet: the first delivery is {subscription.next_due_at ? new Date(subscription.next_due_at).toLocaleString() : "when it is enabled"}.</p>}
-      {items && items.length > 0 && (
-        <ol className="history-list">
-          {items.map((d) => (
-            <li key={d.id} data-delivery-id={d.id}>
-              <time dateTime={d.sent_at}>{new Date(d.sent_at).toLocaleString()}</time> <span className={`badge ${d.status}`}>{d.status}</span> {deliveryText(d)}
-            </li>
-          ))}
-        </ol>
-      )}
-      {next !== null && (
-        <button type="button" className="link" onClick={() => void older()}>
-          Older
-        </button>
-      )}
-    </div>
+    />
   );
 }
 

@@ -4,6 +4,7 @@
 // ui/src/dashboardApi.ts.
 
 import { type Scalar, request } from "../api";
+import type { HistoryPage } from "../insights/PagedHistory";
 
 export type SubscriptionChannel =
   | { type: "email"; to: string[] }
@@ -55,12 +56,6 @@ export interface SubscriptionDelivery {
   run_id?: string | null;
 }
 
-export interface DeliveryPage {
-  items: SubscriptionDelivery[];
-  /** pass as `before` for the older deliveries; null when there are none */
-  next_before: number | null;
-}
-
 const base = (id: number) => `/api/dashboards/${id}`;
 const subs = (id: number) => `${base(id)}/subscriptions`;
 
@@ -75,6 +70,6 @@ export const panelsApi = {
     request<Subscription>("PATCH", `${subs(id)}/${sid}`, body),
   deleteSubscription: (id: number, sid: number) => request<void>("DELETE", `${subs(id)}/${sid}`),
   history: (id: number, sid: number, limit = 10, before?: number | null) =>
-    request<DeliveryPage>("GET", `${subs(id)}/${sid}/history?limit=${limit}${before ? `&before=${before}` : ""}`),
+    request<HistoryPage<SubscriptionDelivery>>("GET", `${subs(id)}/${sid}/history?limit=${limit}${before ? `&before=${before}` : ""}`),
   send: (id: number, sid: number) => request<SubscriptionDelivery>("POST", `${subs(id)}/${sid}/send`),
 };

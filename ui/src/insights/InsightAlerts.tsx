@@ -3,6 +3,7 @@ import { ApiError } from "../api";
 import { type Alert, type AlertEvaluation, type AlertHistoryEntry, CHANNEL_TYPES, type ChannelType, RULE_OPS, RULE_TYPES, type RuleOp, type RuleType, insightApi } from "../insightApi";
 import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, historyText, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { browserTimeZone } from "./snapshotTime";
+import { PagedHistory } from "./PagedHistory";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
 
@@ -204,61 +205,19 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
 /** An alert's recent evaluations, newest first (scheduled checks and tests), with "Older"
  * to page back; reloaded when `reloadKey` changes (after a test). */
 function AlertHistory({ alert, reloadKey }: { alert: Alert; reloadKey: number }) {
-  const [items, setItems] = useState<AlertHistoryEntry[] | null>(null);
-  const [next, setNext] = useState<number | null>(null);
-  const [problem, setProblem] = useState<string | null>(null);
-
-  useEffect(() => {
-    let live = true;
-    setProblem(null);
-    insightApi.alertHistory(alert.id).then(
-      (page) => {
-        if (!live) return;
-        setItems(page.items);
-        setNext(page.next_before);
-      },
-      (err: ApiError) => live && setProblem(err.message),
-    );
-    return () => {
-      live = false;
-    };
-  }, [alert.id, reloadKey]);
-
-  async function older() {
-    if (next === null) return;
-    try {
-      const page = await insightApi.alertHistory(alert.id, 10, next);
-      setItems((list) => [...(list ?? []), ...page.items]);
-      setNext(page.next_before);
-    } catch (err) {
-      setProblem((err as ApiError).message);
-    }
-  }
-
   return (
-    <div className="alert-history" role="region" aria-label={`History of ${alert.name}`}>
-      {problem && (
-        <div className="field-problem" role="alert">
-          {problem}
-        </div>
+    <PagedHistory<AlertHistoryEntry>
+      label={`History of ${alert.name}`}
+      load={(before) => insightApi.alertHistory(alert.id, 10, before)}
+      reloadKey={`${alert.id}:${reloadKey}`}
+      empty={`Not checked yet: the first check is ${alert.next_due_at ? new Date(alert.next_due_at).toLocaleString() : "when it is enabled"}.`}
+      entryClass={(h) => (h.test ? "test" : undefined)}
+      entry={(h) => (
+        <>
+          <time dateTime={h.evaluated_at}>{new Date(h.evaluated_at).toLocaleString()}</time> <span className={`badge ${h.state}`}>{h.state}</span> {historyText(h)}
+        </>
       )}
-      {items === null && !problem && <p className="hint">Loading…</p>}
-      {items && items.length === 0 && <p className="hint">Not checked yet: the first check is {alert.next_due_at ? new Date(alert.next_due_at).toLocaleString() : "when it is enabled"}.</p>}
-      {items && items.length > 0 && (
-        <ol className="history-list">
-          {items.map((h) => (
-            <li key={h.id} data-history-id={h.id} className={h.test ? "test" : undefined}>
-              <time dateTime={h.evaluated_at}>{new Date(h.evaluated_at).toLocaleString()}</time> <span className={`badge ${h.state}`}>{h.state}</span> {historyText(h)}
-            </li>
-          ))}
-        </ol>
-      )}
-      {next !== null && (
-        <button type="button" className="link" onClick={() => void older()}>
-          Older
-        </button>
-      )}
-    </div>
+    />
   );
 }
 
