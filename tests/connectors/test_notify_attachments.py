@@ -63,6 +63,15 @@ def settings_for(tmp_path: Path, server: SMTPReceiver | None = None) -> Settings
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def bot(recorder: Recorder) -> dict[str, str]:
+    return {
+        "type": "slack",
+        "token": "xoxb-test-token-9",
+        "channel": "C0123456789",
+        "base_url": f"{recorder.url}/api/",
+    }
+
+
 def test_pictures_and_files_split_by_inline() -> None:
     n = notification()
     assert [a.filename for a in n.pictures] == ["dashboard.png"]
@@ -113,12 +122,7 @@ def test_email_without_attachments_is_unchanged(smtp: SMTPReceiver, tmp_path: Pa
 
 
 def test_slack_bot_uploads_files_with_upload_v2(recorder: Recorder, tmp_path: Path) -> None:
-    config = {
-        "type": "slack",
-        "token": "xoxb-test-token-9",
-        "channel": "C0123456789",
-        "base_url": f"{recorder.url}/api/",
-    }
+    config = bot(recorder)
     ch = build_channel("bot", config, settings_for(tmp_path))
 
     [result] = deliver([ch], notification())
@@ -153,12 +157,7 @@ def test_slack_bot_uploads_files_with_upload_v2(recorder: Recorder, tmp_path: Pa
 def test_slack_upload_refusal_names_the_code_not_the_token(
     recorder: Recorder, tmp_path: Path
 ) -> None:
-    config = {
-        "type": "slack",
-        "token": "xoxb-test-token-9",
-        "channel": "C0123456789",
-        "base_url": f"{recorder.url}/api/",
-    }
+    config = bot(recorder)
     recorder.slack_error("channel_not_found")
     ch = build_channel("bot", config, settings_for(tmp_path))
 
@@ -169,12 +168,7 @@ def test_slack_upload_refusal_names_the_code_not_the_token(
 
 
 def test_slack_upload_failure_is_retried(recorder: Recorder, tmp_path: Path) -> None:
-    config = {
-        "type": "slack",
-        "token": "xoxb-test-token-9",
-        "channel": "C0123456789",
-        "base_url": f"{recorder.url}/api/",
-    }
+    config = bot(recorder)
     ch = build_channel("bot", config, settings_for(tmp_path))
     recorder.respond(503, path="/upload/v1/F0000000001")
 
