@@ -112,6 +112,8 @@ class LayoutUpdate(BaseModel):
         min_length=1,
         max_length=100,
         description='{"<tile id>": {x, y, w, h}}: every tile, or some (the others keep theirs).',
+        # keys are tile ids only (pydantic says so with patternProperties alone)
+        json_schema_extra={"additionalProperties": False},
     )
 
 

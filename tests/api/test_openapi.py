@@ -64,6 +64,23 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "GET /api/insights/{insight_id}/revisions/{version}/diff": "version 1 without `against`",
     "POST /api/insights/{insight_id}/revisions/{version}/restore": "a revision that no longer"
     " saves as it is (its data source or a click action's insight is gone)",
+    # dashboards (api/routes/dashboards.py): the grid, the workspace's insights and folders,
+    # a tile's parameters, and what a cron and a time zone are
+    "POST /api/dashboards": "a tile off the 12 columns (x + w) or overlapping another, a"
+    " tile with both or neither of insight_id and text, a tile's insight not of the"
+    " workspace or in the trash, a mapping onto a parameter the insight lacks or of another"
+    " type, a folder or an enum filter's options insight not of the workspace, the snapshot"
+    " cron and time zone",
+    "PATCH /api/dashboards/{dashboard_id}": "as POST /api/dashboards, on the merged"
+    " dashboard; tile ids not of the dashboard; no field at all",
+    "POST /api/dashboards/{dashboard_id}/tiles": "as a tile of POST /api/dashboards",
+    "PATCH /api/dashboards/{dashboard_id}/tiles/{tile_id}": "as POST …/tiles, on the merged"
+    " tile; no field at all",
+    "PUT /api/dashboards/{dashboard_id}/layout": "a tile id not of the dashboard, a place"
+    " off the 12 columns or overlapping another tile",
+    "POST /api/dashboards/{dashboard_id}/duplicate": "a folder_id not of the workspace",
+    "POST /api/dashboards/{dashboard_id}/revisions/{version}/restore": "a revision that no"
+    " longer saves as it is (a tile's insight is gone since)",
     # charts (api/routes/charts.py): what the result's columns and Vega-Lite make of it
     "POST /api/plugins": "a template whose placeholders name undeclared props or columns, or"
     " that does not compile as Vega-Lite with the manifest's defaults",
