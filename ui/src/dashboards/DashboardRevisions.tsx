@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type Dashboard, type DashboardRevision, dashboardApi } from "../dashboardApi";
 import { revisionLabel } from "../insights/revisionDiff";
+import { ConfirmDialog } from "../insights/ConfirmDialog";
 import { PanelHead, PanelMessages, usePanelCall } from "./panelParts";
 import "../insights/panels.css";
 import "./dashboard-panels.css";
@@ -101,19 +102,9 @@ export function DashboardRevisions({ dashboard, onRestored, onClose }: { dashboa
       )}
       {viewing && <RevisionView revision={viewing} onClose={() => setViewing(null)} />}
       {restoring && (
-        <div className="modal" role="dialog" aria-label="Restore revision">
-          <div className="modal-body">
-            <p>
-              Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? Its layout, tiles and filters are saved as a new revision, v{version + 1}; nothing is lost.
-            </p>
-            <div className="row">
-              <button className="primary" disabled={busy} onClick={() => void restore(restoring)}>
-                Restore
-              </button>
-              <button onClick={() => setRestoring(null)}>Cancel</button>
-            </div>
-          </div>
-        </div>
+        <ConfirmDialog label="Restore revision" action="Restore" busy={busy} onConfirm={() => void restore(restoring)} onCancel={() => setRestoring(null)}>
+          Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? Its layout, tiles and filters are saved as a new revision, v{version + 1}; nothing is lost.
+        </ConfirmDialog>
       )}
     </section>
   );

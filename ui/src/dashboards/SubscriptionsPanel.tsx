@@ -2,6 +2,7 @@ import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import type { Dashboard, Tile } from "../dashboardApi";
 import { DraftProblem } from "../insights/alertForm";
+import { ConfirmDialog } from "../insights/ConfirmDialog";
 import { PagedHistory } from "../insights/PagedHistory";
 import { CronInput, TimeZoneInput } from "../insights/ScheduleFields";
 import { browserTimeZone, cronText } from "../insights/snapshotTime";
@@ -194,17 +195,9 @@ export function SubscriptionsPanel({ dashboard, onClose, values }: { dashboard: 
         </table>
       )}
       {deleting && (
-        <div className="modal" role="dialog" aria-label="Delete subscription">
-          <div className="modal-body">
-            <p>Delete the subscription {deleting.name}? Nothing more is sent and its history goes with it.</p>
-            <div className="row">
-              <button className="primary" disabled={busy} onClick={() => void remove(deleting)}>
-                Delete
-              </button>
-              <button onClick={() => setDeleting(null)}>Cancel</button>
-            </div>
-          </div>
-        </div>
+        <ConfirmDialog label="Delete subscription" action="Delete" busy={busy} onConfirm={() => void remove(deleting)} onCancel={() => setDeleting(null)}>
+          Delete the subscription {deleting.name}? Nothing more is sent and its history goes with it.
+        </ConfirmDialog>
       )}
     </section>
   );

@@ -3,6 +3,7 @@ import { ApiError } from "../api";
 import { type Alert, type AlertEvaluation, type AlertHistoryEntry, CHANNEL_TYPES, type ChannelType, RULE_OPS, RULE_TYPES, type RuleOp, type RuleType, insightApi } from "../insightApi";
 import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, historyText, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { browserTimeZone } from "./snapshotTime";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { PagedHistory } from "./PagedHistory";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
@@ -186,17 +187,9 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
         </table>
       )}
       {deleting && (
-        <div className="modal" role="dialog" aria-label="Delete alert">
-          <div className="modal-body">
-            <p>Delete the alert {deleting.name}? It stops checking and its history goes with it.</p>
-            <div className="row">
-              <button className="primary" disabled={busy} onClick={() => void remove(deleting)}>
-                Delete
-              </button>
-              <button onClick={() => setDeleting(null)}>Cancel</button>
-            </div>
-          </div>
-        </div>
+        <ConfirmDialog label="Delete alert" action="Delete" busy={busy} onConfirm={() => void remove(deleting)} onCancel={() => setDeleting(null)}>
+          Delete the alert {deleting.name}? It stops checking and its history goes with it.
+        </ConfirmDialog>
       )}
     </section>
   );

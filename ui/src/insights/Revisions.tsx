@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type InsightAtVersion, type Revision, type RevisionDiff, insightApi } from "../insightApi";
 import { changeText, comparePair, diffLines, toggleSelected } from "./revisionDiff";
+import { ConfirmDialog } from "./ConfirmDialog";
 import "./panels.css";
 
 /** An insight's revisions, newest first: pick any two to see their diff (SQL as a unified
@@ -136,19 +137,9 @@ export function RevisionsPanel({ insightId, version, onRestored }: { insightId: 
       )}
       {diff && <DiffView diff={diff} onClose={() => setDiff(null)} />}
       {restoring && (
-        <div className="modal" role="dialog" aria-label="Restore revision">
-          <div className="modal-body">
-            <p>
-              Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? It is saved as a new revision, v{version + 1}; nothing is lost.
-            </p>
-            <div className="row">
-              <button className="primary" disabled={busy} onClick={() => void restore(restoring)}>
-                Restore
-              </button>
-              <button onClick={() => setRestoring(null)}>Cancel</button>
-            </div>
-          </div>
-        </div>
+        <ConfirmDialog label="Restore revision" action="Restore" busy={busy} onConfirm={() => void restore(restoring)} onCancel={() => setRestoring(null)}>
+          Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? It is saved as a new revision, v{version + 1}; nothing is lost.
+        </ConfirmDialog>
       )}
     </section>
   );

@@ -2,6 +2,7 @@ import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type LatestSnapshot, type SnapshotRun, type SnapshotSchedule, insightApi } from "../insightApi";
 import { paramsText } from "./alertForm";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { CRON_PRESETS, type ScheduleField, asOfLabel, browserTimeZone, cronText, scheduleProblemField, snapshotAsOf, snapshotValuesText } from "./snapshotTime";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
@@ -157,17 +158,9 @@ export function SnapshotsPanel({
         </table>
       )}
       {deleting && (
-        <div className="modal" role="dialog" aria-label="Delete snapshot schedule">
-          <div className="modal-body">
-            <p>Delete the snapshot schedule {cronText(deleting.cron)} ({deleting.timezone})? Its stored snapshots go with it.</p>
-            <div className="row">
-              <button className="primary" disabled={busy} onClick={() => void remove(deleting)}>
-                Delete
-              </button>
-              <button onClick={() => setDeleting(null)}>Cancel</button>
-            </div>
-          </div>
-        </div>
+        <ConfirmDialog label="Delete snapshot schedule" action="Delete" busy={busy} onConfirm={() => void remove(deleting)} onCancel={() => setDeleting(null)}>
+          Delete the snapshot schedule {cronText(deleting.cron)} ({deleting.timezone})? Its stored snapshots go with it.
+        </ConfirmDialog>
       )}
     </section>
   );
