@@ -335,22 +335,8 @@ def _tile(tile: dict[str, Any], **extra: Any) -> TilePublic:
 
 
 def _fields(d: DashboardRecord) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "name": d.name,
-        "description": d.description,
-        "folder_id": d.folder_id,
-        "filters": d.filters,
-        "refresh_seconds": d.refresh_seconds,
-        "snapshot_cron": d.snapshot_cron,
-        "snapshot_timezone": d.snapshot_timezone,
-        "version": d.version,
-        "created_by": d.created_by,
-        "created_at": d.created_at,
-        "updated_by": d.updated_by,
-        "updated_at": d.updated_at,
-        "deleted_at": d.deleted_at,
-    }
+    """The record's fields DashboardPublic shows as they are (all but the tiles)."""
+    return {name: getattr(d, name) for name in DashboardPublic.model_fields if name != "tiles"}
 
 
 def listed(d: DashboardRecord) -> DashboardListed:
