@@ -100,7 +100,7 @@ class DashboardStore:
         Tiles without an id get one. Raises FolderNotFound."""
         with self._store.connection() as conn, conn.transaction():
             _check_folder(conn, workspace_id, body.get("folder_id"))
-            tiles = _with_ids(conn, body["tiles"])
+            tiles = _with_ids(conn, body.get("tiles", []))
             try:
                 row = conn.execute(
                     "insert into meta.dashboards (workspace_id, folder_id, name, description,"
@@ -132,7 +132,7 @@ class DashboardStore:
         FolderNotFound; on any of them nothing is written."""
         with self._store.connection() as conn, conn.transaction():
             _check_folder(conn, workspace_id, body.get("folder_id"))
-            tiles = _with_ids(conn, body["tiles"])
+            tiles = _with_ids(conn, body.get("tiles", []))
             try:
                 # The check and the write are one statement: a concurrent save of the
                 # same row waits, then sees the new version and matches nothing.
@@ -333,15 +333,18 @@ def _check_folder(conn: psycopg.Connection[Any], workspace_id: int, folder_id: i
         raise FolderNotFound(f"folder_id: no folder {folder_id} in this workspace")
 
 
-def _with_ids(conn: psycopg.Connection[Any], tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_ids(
+    conn: psycopg.Connection[Any], tiles: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The tiles, each new one (no id) with the next id of meta.dashboard_tile_ids."""
     out = []
     for tile in tiles:
-        if tile.get("id") is None:
+        given = dict(tile)
+        if given.get("id") is None:
             row = conn.execute("select nextval('meta.dashboard_tile_ids') as id").fetchone()
             assert row is not None
-            tile = {**tile, "id": row["id"]}
-        out.append(tile)
+            given["id"] = row["id"]
+        out.append(given)
     return out
 
 
