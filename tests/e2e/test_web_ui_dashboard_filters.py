@@ -7,7 +7,7 @@ global date range and two values of the multi filter change every mapped tile an
 the unmapped one; the URL opened in a fresh page gives the same view; the linked
 filter's options narrow; a subscription is created (an address outside the allowed
 domains is refused with the API's message first); restoring the first revision takes
-the filters away again."""
+the filters away again; a filters save that races another save is refused and reloads."""
 
 from __future__ import annotations
 
@@ -322,3 +322,25 @@ def test_filters_mapped_onto_tiles_url_linked_options_subscription_and_restore(
     assert restored["version"] == saved["version"] + 1
     assert restored["filters"] == []
     assert [t["mappings"] for t in restored["tiles"]] == [{}, {}, {}]
+
+    # a save in the filters editor that races another save is refused and offers a reload
+    page.get_by_role("toolbar", name="Dashboard actions").get_by_role(
+        "button", name="Filters"
+    ).click()
+    editor = page.get_by_role("region", name="Filters editor")
+    add_filter("extra", "text")
+    api.call(
+        "PATCH",
+        f"/api/dashboards/{dashboard['id']}",
+        {"version": restored["version"], "description": "changed elsewhere"},
+    )
+    editor.get_by_role("button", name="Save filters").click()
+    expect(editor.get_by_role("alert")).to_contain_text("someone else changed this dashboard")
+    editor.get_by_role("button", name="Reload (your changes here are lost)").click()
+    expect(editor.get_by_label("type of extra")).to_have_count(0)
+    add_filter("extra", "text")
+    editor.get_by_role("button", name="Save filters").click()
+    expect(editor).to_have_count(0)
+    latest = api.call("GET", f"/api/dashboards/{dashboard['id']}")
+    assert [f["name"] for f in latest["filters"]] == ["extra"]
+    assert latest["description"] == "changed elsewhere"
