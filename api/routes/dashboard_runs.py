@@ -30,7 +30,7 @@ from api.schemas import AUTHENTICATED, QueryProblem, problems
 from connectors.dashboards.model import DashboardRecord
 from connectors.dashboards.run import TileRuns, check_filter_values, filter_specs, run_dashboard
 from connectors.insights.parameters import InvalidParameter
-from connectors.insights.service import prepare_run
+from connectors.insights.service import options_from_insight
 from connectors.insights.urlparams import FILTER_PREFIX, params_from_query
 from connectors.notify.render import json_default
 from connectors.warehouse.registry import DatasourceNotFound
@@ -254,21 +254,13 @@ async def filter_options(
             raise HTTPException(
                 400, f"filters.{name}: the options insight {spec.options.insight_id} is gone"
             )
-        values = {
-            theirs: given[ours] for theirs, ours in spec.options.filter_by.items() if ours in given
-        }
         try:
-            prepared = prepare_run(
-                state.queries, source, values, actor_of(token), token.project_ids
+            return options_from_insight(
+                state.queries, source, spec.options, given, actor_of(token), token.project_ids
             )
         except DatasourceNotFound as err:
             raise HTTPException(
                 400, f"filters.{name}: the options insight's datasource: {err}"
             ) from None
-        found: list[Any] = []
-        for row in state.runner.execute(prepared.request).rows:
-            if row and row[0] is not None and row[0] not in found:
-                found.append(row[0])
-        return found
 
     return Options(options=await run_in_threadpool(options))

@@ -47,7 +47,9 @@ from connectors.insights.service import (
     InsightLookup,
     changed_fields,
     check_definition,
+    options_from_insight,
     prepare_run,
+    run_answer,
     specs_of,
     sql_diff,
 )
@@ -452,19 +454,7 @@ async def run_insight(
         result = await asyncio.wrap_future(future)
     except QueryError as err:
         raise prepared.located(err) from None
-    extra: dict[str, Any] = {}
-    if prepared.analytics is not None:
-        analytics = prepared.analytics
-        extra = {"analytics": analytics.shape(result), **analytics.about()}
-        result = analytics.table(result)
-    return {
-        **result.to_dict(),
-        "insight_id": insight.id,
-        "version": insight.version,
-        "parameters": prepared.shown,
-        "kind": insight.kind,
-        **extra,
-    }
+    return run_answer(insight, prepared, result)
 
 
 @router.delete(
@@ -601,21 +591,12 @@ async def parameter_options(
             raise HTTPException(
                 400, f"{name}: the options insight {spec.options.insight_id} is gone"
             )
-        filters = {
-            theirs: given[ours] for theirs, ours in spec.options.filter_by.items() if ours in given
-        }
         try:
-            prepared = prepare_run(
-                state.queries, source, filters, actor_of(token), token.project_ids
+            return options_from_insight(
+                state.queries, source, spec.options, given, actor_of(token), token.project_ids
             )
         except DatasourceNotFound as err:
             raise HTTPException(400, f"{name}: the options insight's datasource: {err}") from None
-        result = state.runner.execute(prepared.request).to_dict()
-        values: list[Any] = []
-        for row in result["rows"]:
-            if row and row[0] is not None and row[0] not in values:
-                values.append(row[0])
-        return values
 
     return Options(options=await run_in_threadpool(options))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from connectors.dashboards.model import DashboardRecord, TileOutcome
 from connectors.insights.parameters import InvalidParameter, ParameterSpec, resolve
-from connectors.insights.service import SPECS, PreparedRun, prepare_run, shown_value
+from connectors.insights.service import SPECS, PreparedRun, prepare_run, run_answer, shown_value
 from connectors.metadata.insights import InsightRecord, InsightStore
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.warehouse.errors import QueryError
@@ -274,30 +274,10 @@ def _finished(future: Future[QueryResult], running: _Running) -> TileOutcome:
         tile_id=running.tile_id,
         insight_id=insight.id,
         source="cache" if result.cache.get("hit") else "live",
-        result=insight_answer(insight, prepared, result),
+        result=run_answer(insight, prepared, result),
         data_as_of=result.data_as_of,
         params=prepared.shown,
     )
-
-
-def insight_answer(
-    insight: InsightRecord, prepared: PreparedRun, result: QueryResult
-) -> dict[str, Any]:
-    """What POST /api/insights/{id}/run answers for this run's `result` (the statement's
-    own result: an analytics insight presents its tidy table and the builder's shape)."""
-    extra: dict[str, Any] = {}
-    if prepared.analytics is not None:
-        analytics = prepared.analytics
-        extra = {"analytics": analytics.shape(result), **analytics.about()}
-        result = analytics.table(result)
-    return {
-        **result.to_dict(),
-        "insight_id": insight.id,
-        "version": insight.version,
-        "parameters": prepared.shown,
-        "kind": insight.kind,
-        **extra,
-    }
 
 
 def _from_snapshot(

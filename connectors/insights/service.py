@@ -411,6 +411,48 @@ def prepare_run(
     )
 
 
+def run_answer(
+    insight: InsightRecord, prepared: PreparedRun, result: QueryResult
+) -> dict[str, Any]:
+    """What POST /api/insights/{id}/run answers for `result`, the run's statement result
+    (an analytics insight's request started with `present=None`): an analytics insight
+    presents its tidy table and adds the builder's shape and the SQL it ran."""
+    extra: dict[str, Any] = {}
+    if prepared.analytics is not None:
+        analytics = prepared.analytics
+        extra = {"analytics": analytics.shape(result), **analytics.about()}
+        result = analytics.table(result)
+    return {
+        **result.to_dict(),
+        "insight_id": insight.id,
+        "version": insight.version,
+        "parameters": prepared.shown,
+        "kind": insight.kind,
+        **extra,
+    }
+
+
+def options_from_insight(
+    queries: QueryService,
+    source: InsightRecord,
+    options: OptionsFromInsight,
+    given: Mapping[str, Any],
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+) -> list[Any]:
+    """An enum's options taken from `source` (the insight `options` names): the distinct
+    values of its first column, in order, when it runs with the values `filter_by` maps
+    from `given` (the values on the asking side: an insight's parameters, a dashboard's
+    filters): cascading choices. Raises DatasourceNotFound, QueryError. Blocking."""
+    values = {theirs: given[ours] for theirs, ours in options.filter_by.items() if ours in given}
+    prepared = prepare_run(queries, source, values, actor, project_ids)
+    found: list[Any] = []
+    for row in queries.runner.execute(prepared.request).rows:
+        if row and row[0] is not None and row[0] not in found:
+            found.append(row[0])
+    return found
+
+
 def shown_value(value: Any) -> Any:
     """A resolved value as JSON: dates ISO 8601, a date range {"from", "to"} (the
     instants of its half-open span: `to` is excluded)."""

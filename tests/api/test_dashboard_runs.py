@@ -182,21 +182,12 @@ def test_a_failing_tile_answers_its_error_and_the_others_their_rows(client, work
 
 
 def test_ndjson_gives_a_line_per_tile_as_each_finishes(client, workspace):
-    slow = create(
-        client,
-        workspace,
-        name="slow",
-        sql="select 'slow' as who from (select pg_sleep(1.5)) s",
-        parameters=[],
-        visualization={"type": "table"},
-    )
-    fast = create(
-        client,
-        workspace,
-        name="fast",
-        sql="select 'fast' as who",
-        parameters=[],
-        visualization={"type": "table"},
+    slow, fast = (
+        create(client, workspace, **EVERYONE | {"name": name, "sql": sql})
+        for name, sql in (
+            ("slow", "select 'slow' as who from (select pg_sleep(1.5)) s"),
+            ("fast", "select 'fast' as who"),
+        )
     )
     board = new_dashboard(
         client,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from assets.insights.assets import take_snapshot
 from connectors.dashboards.model import DashboardRecord, TileOutcome
-from connectors.dashboards.run import check_filter_values, run_dashboard, tile_params
+from connectors.dashboards.run import TileRuns, check_filter_values, run_dashboard, tile_params
 from connectors.insights.parameters import InvalidParameter
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.metadata.insights import InsightRecord, InsightStore
@@ -149,14 +149,25 @@ def test_filter_values_shown_with_defaults_applied() -> None:
 
 
 @pytest.fixture
-def queries(
+def queries_with(
     servers: ServerUrls, sqlbook_home: Path, metadata: MetadataStore
-) -> Iterator[QueryService]:
-    service = open_query_service(make_settings(servers, sqlbook_home), metadata)
-    try:
-        yield service
-    finally:
+) -> Iterator[Callable[..., QueryService]]:
+    """`queries_with(query_timeout_seconds=600)`: the query path with some settings."""
+    opened: list[QueryService] = []
+
+    def make(**overrides: Any) -> QueryService:
+        settings = make_settings(servers, sqlbook_home, **overrides)
+        opened.append(open_query_service(settings, metadata))
+        return opened[-1]
+
+    yield make
+    for service in opened:
         service.close()
+
+
+@pytest.fixture
+def queries(queries_with: Callable[..., QueryService]) -> QueryService:
+    return queries_with()
 
 
 @pytest.fixture
@@ -368,81 +379,46 @@ def test_snapshots_serve_matching_values_and_version_and_the_rest_runs(
     assert rerun[1].result is not None and rerun[1].result["rows"] == [[2]]
 
 
-def test_a_run_closed_early_cancels_the_queries_still_running(
-    servers, sqlbook_home, metadata, insights, snapshots, workspace, warehouse_conn
-):
+@pytest.fixture
+def slow_run(queries_with, insights, snapshots, workspace) -> tuple[TileRuns, str]:
+    """A run of a slow tile (pg_sleep(300), its SQL marked) and a fast one, under long
+    timeouts (only a cancel ends the slow query soon): (the run, the marker)."""
+    queries = queries_with(query_timeout_seconds=600, query_max_timeout_seconds=600)
     marker = f"slow-{uuid.uuid4().hex[:12]}"
-    # long timeouts: only the cancel can end the slow query soon
-    settings = make_settings(
-        servers, sqlbook_home, query_timeout_seconds=600, query_max_timeout_seconds=600
-    )
-    queries = open_query_service(settings, metadata)
-    try:
-        slow = new_insight(
-            insights,
-            workspace,
-            {"name": "slow", "sql": f"select '{marker}' as who, pg_sleep(300)", "parameters": []},
-        )
-        fast = new_insight(
-            insights, workspace, {"name": "fast", "sql": "select 'fast' as who", "parameters": []}
-        )
-        board = dashboard(
-            [],
-            [{"insight_id": slow.id}, {"insight_id": fast.id}],
-            workspace_id=workspace.workspace_id,
-        )
-        outcomes = run_dashboard(
-            queries, insights, snapshots, board, {}, Actor(workspace.workspace_id, None, "t"), None
-        )
-        first = next(outcomes)
-        assert first.result is not None and first.result["rows"] == [["fast"]]
-
-        def running() -> int:
-            row = warehouse_conn.execute(
-                "select count(*) from pg_stat_activity where state = 'active' and query like %s"
-                " and query not like %s",
-                (f"%{marker}%", "%pg_stat_activity%"),
-            ).fetchone()
-            return int(row[0])
-
-        wait_until("the slow tile's query to run", lambda: running() == 1)
-        outcomes.close()
-        wait_until("the slow tile's query to be cancelled", lambda: running() == 0)
-    finally:
-        queries.close()
+    slow_sql = f"select '{marker}' as who, pg_sleep(300)"
+    slow = new_insight(insights, workspace, {"name": "slow", "sql": slow_sql})
+    fast = new_insight(insights, workspace, {"name": "fast", "sql": "select 'fast' as who"})
+    tiles = [{"insight_id": slow.id}, {"insight_id": fast.id}]
+    board = dashboard([], tiles, workspace_id=workspace.workspace_id)
+    actor = Actor(workspace.workspace_id, None, "t")
+    return run_dashboard(queries, insights, snapshots, board, {}, actor, None), marker
 
 
-def test_cancel_from_another_thread_ends_the_waiting_tiles_as_cancelled(
-    servers, sqlbook_home, metadata, insights, snapshots, workspace
-):
-    settings = make_settings(
-        servers, sqlbook_home, query_timeout_seconds=600, query_max_timeout_seconds=600
-    )
-    queries = open_query_service(settings, metadata)
-    try:
-        slow = new_insight(
-            insights,
-            workspace,
-            {"name": "slow", "sql": "select 'slow' as who, pg_sleep(300)", "parameters": []},
-        )
-        fast = new_insight(
-            insights, workspace, {"name": "fast", "sql": "select 'fast' as who", "parameters": []}
-        )
-        board = dashboard(
-            [],
-            [{"insight_id": slow.id}, {"insight_id": fast.id}],
-            workspace_id=workspace.workspace_id,
-        )
-        outcomes = run_dashboard(
-            queries, insights, snapshots, board, {}, Actor(workspace.workspace_id, None, "t"), None
-        )
-        assert next(outcomes).tile_id == 2
-        canceller = threading.Thread(target=outcomes.cancel)
-        canceller.start()
-        last = next(outcomes)  # woken by the cancel, not by the query's end
-        canceller.join()
-        assert last.tile_id == 1 and last.source is None
-        assert last.error is not None and last.error["code"] == "query_cancelled"
-        assert list(outcomes) == []
-    finally:
-        queries.close()
+def test_a_run_closed_early_cancels_the_queries_still_running(slow_run, warehouse_conn):
+    outcomes, marker = slow_run
+    first = next(outcomes)
+    assert first.result is not None and first.result["rows"] == [["fast"]]
+
+    def running() -> int:
+        row = warehouse_conn.execute(
+            "select count(*) from pg_stat_activity where state = 'active' and query like %s"
+            " and query not like %s",
+            (f"%{marker}%", "%pg_stat_activity%"),
+        ).fetchone()
+        return int(row[0])
+
+    wait_until("the slow tile's query to run", lambda: running() == 1)
+    outcomes.close()
+    wait_until("the slow tile's query to be cancelled", lambda: running() == 0)
+
+
+def test_cancel_from_another_thread_ends_the_waiting_tiles_as_cancelled(slow_run):
+    outcomes, _ = slow_run
+    assert next(outcomes).tile_id == 2
+    canceller = threading.Thread(target=outcomes.cancel)
+    canceller.start()
+    last = next(outcomes)  # woken by the cancel, not by the query's end
+    canceller.join()
+    assert last.tile_id == 1 and last.source is None
+    assert last.error is not None and last.error["code"] == "query_cancelled"
+    assert list(outcomes) == []
