@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken, State
@@ -52,7 +52,7 @@ MASK = "**********"  # how a SecretStr is shown
 class SubscriptionCreate(SubscriptionSpec):
     """A subscription with its channels inline: name → email or Slack configuration."""
 
-    channels: ChannelConfigs  # type: ignore[assignment]
+    channels: Annotated[ChannelConfigs, Field(min_length=1, max_length=20)]  # type: ignore[assignment]
 
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.dashboards.model import DashboardRecord, TileOutcome
 from connectors.dashboards.render import render_dashboard, render_tile
@@ -93,16 +93,25 @@ class SubscriptionSpec(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        Schedule(cron=value)  # the one cron check alerts and snapshots use
-        return value.strip()
+        return _scheduled(cron=value.strip()).cron or value
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        return Schedule(cron="* * * * *", timezone=value).timezone
+        return _scheduled(cron="* * * * *", timezone=value).timezone
 
     def schedule(self) -> Schedule:
         return Schedule(cron=self.cron, timezone=self.timezone)
+
+
+def _scheduled(**fields: str) -> Schedule:
+    """A Schedule (the one cron and time zone check alerts and snapshots use); its
+    refusal as a ValueError of this field."""
+    try:
+        return Schedule(**fields)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problem = err.errors(include_input=False, include_url=False)[0]["msg"]
+        raise ValueError(problem.removeprefix("Value error, ")) from None
 
 
 class InvalidSubscription(ValueError):
