@@ -7,7 +7,8 @@ global date range and two values of the multi filter change every mapped tile an
 the unmapped one; the URL opened in a fresh page gives the same view; the linked
 filter's options narrow; a subscription is created (an address outside the allowed
 domains is refused with the API's message first); restoring the first revision takes
-the filters away again; a filters save that races another save is refused and reloads."""
+the filters away again; a filters save that races another save is refused and reloads;
+the snapshot schedule is set and cleared."""
 
 from __future__ import annotations
 
@@ -344,3 +345,25 @@ def test_filters_mapped_onto_tiles_url_linked_options_subscription_and_restore(
     latest = api.call("GET", f"/api/dashboards/{dashboard['id']}")
     assert [f["name"] for f in latest["filters"]] == ["extra"]
     assert latest["description"] == "changed elsewhere"
+
+    # the snapshot schedule: on, with a cron and a time zone; then off again
+    actions = page.get_by_role("toolbar", name="Dashboard actions")
+    actions.get_by_role("button", name="Snapshots").click()
+    snapshots = page.get_by_role("region", name="Snapshot schedule")
+    expect(snapshots).to_contain_text("Now: off")
+    snapshots.get_by_label("On a schedule").check()
+    snapshots.get_by_label("Cron").fill("30 5 * * *")
+    snapshots.get_by_label("Time zone").fill("Europe/Berlin")
+    snapshots.get_by_role("button", name="Save schedule").click()
+    expect(snapshots).to_have_count(0)
+    scheduled = api.call("GET", f"/api/dashboards/{dashboard['id']}")
+    assert (scheduled["snapshot_cron"], scheduled["snapshot_timezone"]) == (
+        "30 5 * * *",
+        "Europe/Berlin",
+    )
+    actions.get_by_role("button", name="Snapshots").click()
+    expect(snapshots).to_contain_text("Now: 30 5 * * * in Europe/Berlin, for 3 insight tiles")
+    snapshots.get_by_label("Off").check()
+    snapshots.get_by_role("button", name="Save schedule").click()
+    expect(snapshots).to_have_count(0)
+    assert api.call("GET", f"/api/dashboards/{dashboard['id']}")["snapshot_cron"] is None
