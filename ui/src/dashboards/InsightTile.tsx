@@ -68,12 +68,6 @@ export function InsightTile({
           <span className="tile-title">{title}</span>
         )}
         <span className="spacer" />
-        {run?.state === "loading" || (run?.state === "done" && run.refreshing) ? <span className="tile-loading" aria-label="loading">…</span> : null}
-        {outcome?.source && (
-          <span className={`badge source-${outcome.source}`} data-testid="tile-source" title={`from ${outcome.source === "live" ? "a live run" : `the ${outcome.source}`}`}>
-            {outcome.source}
-          </span>
-        )}
         {editable && (
           <span className="tile-tools no-print">
             <select
@@ -92,6 +86,12 @@ export function InsightTile({
             <button className="link" onClick={onRemove} aria-label={`Remove ${title}`} title="remove this tile">
               ×
             </button>
+          </span>
+        )}
+        {run?.state === "loading" || (run?.state === "done" && run.refreshing) ? <span className="tile-loading" aria-label="loading">…</span> : null}
+        {outcome?.source && (
+          <span className={`badge source-${outcome.source}`} data-testid="tile-source" title={`from ${outcome.source === "live" ? "a live run" : `the ${outcome.source}`}`}>
+            {outcome.source}
           </span>
         )}
       </header>
