@@ -259,3 +259,55 @@ def test_an_in_flight_delivery_skips_the_occurrence_and_disabled_is_never_due(
     assert str(off["id"]) not in seen["runs"]
     assert str(off["id"]) in instance.get_dynamic_partitions(SUBSCRIPTION_PARTITIONS)
     assert next_due(servers, off["id"]) is None
+
+
+def test_a_delivery_no_channel_took_fails_the_run_without_secrets(
+    client_with: ClientFactory,
+    metadata: MetadataStore,
+    workspace: NewWorkspace,
+    servers: ServerUrls,
+    sqlbook: SqlbookResource,
+    recorder: Recorder,
+    receivers_env: None,
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    board = DashboardStore(metadata).create(
+        workspace.workspace_id, {"name": "Quiet", "tiles": []}, "me"
+    )
+    bot = {
+        "type": "slack",
+        "token": "xoxb-failing-secret-3",
+        "channel": "C0GONE",
+        "base_url": f"{recorder.url}/api/",
+    }
+    with client_with() as api:
+        r = api.post(
+            f"/api/dashboards/{board.id}/subscriptions",
+            json={"cron": "0 * * * *", "channels": {"bot": bot}},
+            headers=auth(workspace),
+        )
+        assert r.status_code == 201, r.text
+        key = str(r.json()["id"])
+        tick(instance, sqlbook)
+        make_due(servers, int(key))
+        request = tick(instance, sqlbook)["runs"][key]
+        recorder.slack_error("channel_not_found")
+
+        run = dg.materialize(
+            [dashboard_subscriptions],
+            partition_key=request.partition_key,
+            instance=instance,
+            resources={"sqlbook": sqlbook},
+            tags=request.tags,
+            raise_on_error=False,
+        )
+
+        assert not run.success
+        (entry,) = api.get(
+            f"/api/dashboards/{board.id}/subscriptions/{key}/history", headers=auth(workspace)
+        ).json()["items"]
+        assert entry["status"] == "failed" and entry["run_id"] == run.run_id
+        assert entry["deliveries"][0]["error"] == "slack: channel_not_found (HTTP 200)"
+    stored = "\n".join(stored_for_run(instance, run.run_id))
+    assert "xoxb-failing-secret-3" not in stored and "C0GONE" not in stored
+    assert f"subscription {key}: nothing was delivered" in stored
