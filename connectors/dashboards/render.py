@@ -71,6 +71,7 @@ TABLE_ROW = 22
 CELL_PADDING = 6
 MIN_COLUMN = 48
 MAX_COLUMN = 280
+MAX_CELL_CHARS = 200  # more than MAX_COLUMN px of the narrowest letters
 MIN_CHART = 24  # a chart box smaller than this on a side is left empty
 
 
@@ -250,6 +251,10 @@ class Grid:
 # ---- drawing ---------------------------------------------------------------------------
 
 
+# Characters XML 1.0 cannot carry (a query's value may hold them): drawn as U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _n(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
@@ -323,7 +328,7 @@ def _text(
     if font.mono:
         attrs["xml:space"] = "preserve"  # code keeps its indentation
     element = ET.SubElement(parent, "text", attrs)
-    element.text = text
+    element.text = _NOT_XML.sub("\ufffd", text)
     return element
 
 
@@ -540,7 +545,10 @@ def _draw_table(parent: ET.Element, box: Box, result: Mapping[str, Any], theme: 
     fit = max(int(box.height // TABLE_ROW) - 1, 0)  # rows under the header
     if len(rows) > fit or result.get("truncated"):
         fit = max(fit - 1, 0)  # the last line says how many more
-    cells = [[format_value(v).replace("\n", " ") for v in row] for row in rows[:fit]]
+    # a cell shows MAX_COLUMN px at most: measuring more of a long value is wasted
+    cells = [
+        [format_value(v)[:MAX_CELL_CHARS].replace("\n", " ") for v in row] for row in rows[:fit]
+    ]
     names = [str(c.get("name", "")) for c in columns]
     widths = _column_widths(names, cells, box.width)
     numeric = [encoding_type(str(c.get("type") or "")) == "quantitative" for c in columns]

@@ -313,8 +313,8 @@ def test_hostile_strings_are_text_not_markup(plugins: PluginRegistry) -> None:
     hostile = '<script>alert("x")</script> & <svg onload=alert(1)>'
     evil_rows = {
         "columns": [{"name": "</text><script>", "type": "text"}],
-        "rows": [["]]><!-- & <b>"], ["a\nb"]],
-        "row_count": 2,
+        "rows": [["]]><!-- & <b>"], ["a\nb"], ["bell\x07 nul\x00 \ud800"]],
+        "row_count": 3,
         "truncated": False,
     }
     board = dashboard(
@@ -339,6 +339,7 @@ def test_hostile_strings_are_text_not_markup(plugins: PluginRegistry) -> None:
     shown = [t.text for t in texts(root)]
     assert hostile in shown  # the title, as typed
     assert "</text><script>" in shown and "]]><!-- & <b>" in shown and "a b" in shown
+    assert "bell\ufffd nul\ufffd \ufffd" in shown  # what XML cannot carry
     assert not any("steal" in (s or "") for s in shown)  # sanitised like the API's html
     assert "bold" in shown
     errors = [t.text for t in texts(root) if t.get("fill") == LIGHT.error]
