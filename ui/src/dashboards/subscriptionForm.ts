@@ -1,7 +1,7 @@
 // The subscription form of a dashboard: what a person fills in (a draft), the API body it
 // becomes and back, and how a subscription and a delivery read in the list.
 
-import { DraftProblem, paramsText } from "../insights/alertForm";
+import { DraftProblem, namedChannels, paramsText } from "../insights/alertForm";
 import type { SubscriptionBody, SubscriptionChannel, Subscription, SubscriptionDelivery, Pictures } from "./panelsApi";
 
 export interface SubscriptionChannelDraft {
@@ -76,15 +76,7 @@ export function subscriptionChannel(c: SubscriptionChannelDraft): SubscriptionCh
 }
 
 export function subscriptionChannels(drafts: SubscriptionChannelDraft[]): Record<string, SubscriptionChannel> {
-  if (!drafts.length) throw new DraftProblem("channels", "add at least one channel");
-  const out: Record<string, SubscriptionChannel> = {};
-  for (const c of drafts) {
-    const name = c.name.trim();
-    if (!name) throw new DraftProblem("channels", "every channel needs a name");
-    if (name in out) throw new DraftProblem(`channels.${name}`, "two channels have this name");
-    out[name] = subscriptionChannel({ ...c, name });
-  }
-  return out;
+  return namedChannels(drafts, subscriptionChannel);
 }
 
 /** The body for POST (everything) or PATCH (channels only when they are replaced). */

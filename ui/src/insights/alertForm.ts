@@ -155,16 +155,22 @@ export function channelConfig(c: ChannelDraft): ChannelConfig {
   }
 }
 
-export function channelsOf(drafts: ChannelDraft[]): Record<string, ChannelConfig> {
+/** Channel drafts as the API's `{name: config}`: at least one, each named, names distinct;
+ * `config` turns one draft into its configuration (an alert's, a subscription's). */
+export function namedChannels<D extends { name: string }, C>(drafts: D[], config: (draft: D) => C): Record<string, C> {
   if (!drafts.length) throw new DraftProblem("channels", "add at least one channel");
-  const out: Record<string, ChannelConfig> = {};
+  const out: Record<string, C> = {};
   for (const c of drafts) {
     const name = c.name.trim();
     if (!name) throw new DraftProblem("channels", "every channel needs a name");
     if (name in out) throw new DraftProblem(`channels.${name}`, "two channels have this name");
-    out[name] = channelConfig({ ...c, name });
+    out[name] = config({ ...c, name });
   }
   return out;
+}
+
+export function channelsOf(drafts: ChannelDraft[]): Record<string, ChannelConfig> {
+  return namedChannels(drafts, channelConfig);
 }
 
 /** The body for POST (everything) or PATCH (channels only when they are replaced). */
