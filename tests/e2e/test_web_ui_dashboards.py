@@ -116,9 +116,9 @@ def add_insight_tile(page: Page, name: str) -> None:
     expect(tile(page, name)).to_be_visible()
 
 
-def test_build_arrange_undo_and_conflict(page: Page, browser, live_ui: LiveApi):
-    api = Api(live_ui)
-    suffix = uuid.uuid4().hex[:6]
+def drill_pair(api: Api, suffix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An insight of one event's users, and a bar chart of the events by name whose bars
+    drill into it (name = the clicked bar's event_name)."""
     users = api.insight(
         name=f"Users of an event {suffix}",
         sql="select distinct_id from events where event_name = {{name}} order by 1",
@@ -137,6 +137,13 @@ def test_build_arrange_undo_and_conflict(page: Page, browser, live_ui: LiveApi):
             }
         ],
     )
+    return users, counts
+
+
+def test_build_arrange_undo_and_conflict(page: Page, browser, live_ui: LiveApi):
+    api = Api(live_ui)
+    suffix = uuid.uuid4().hex[:6]
+    users, counts = drill_pair(api, suffix)
     total = api.insight(
         name=f"All events {suffix}",
         sql="select count(*)::int as events from events",
@@ -262,24 +269,7 @@ def test_build_arrange_undo_and_conflict(page: Page, browser, live_ui: LiveApi):
 def test_tile_error_retry_drill_title_tv_and_print(page: Page, live_ui: LiveApi):
     api = Api(live_ui)
     suffix = uuid.uuid4().hex[:6]
-    users = api.insight(
-        name=f"Users of an event {suffix}",
-        sql="select distinct_id from events where event_name = {{name}} order by 1",
-        parameters=[{"name": "name", "type": "text", "default": "signup"}],
-    )
-    counts = api.insight(
-        name=f"Events by name {suffix}",
-        sql="select event_name, count(*)::int as n from events group by 1 order by 1",
-        visualization={"type": "bar", "x": "event_name", "y": ["n"]},
-        click_actions=[
-            {
-                "column": "event_name",
-                "type": "insight",
-                "insight_id": users["id"],
-                "params": {"name": {"column": "event_name"}},
-            }
-        ],
-    )
+    users, counts = drill_pair(api, suffix)
     broken = api.insight(
         name=f"Broken {suffix}", sql="select 1 / (count(*) - count(*)) as x from events"
     )

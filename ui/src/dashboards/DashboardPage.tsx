@@ -76,14 +76,14 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
   // layout saves one after another, each on the version the previous one made
   const saving = useRef<Promise<unknown>>(Promise.resolve());
 
-  const fail = useCallback(
-    (err: unknown): ApiError => {
-      const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
-      if (e.status === 401) onSignedOut();
-      return e;
-    },
-    [onSignedOut],
-  );
+  // stable across the app's renders: the tile runs hang off it and must not start again
+  const signedOut = useRef(onSignedOut);
+  signedOut.current = onSignedOut;
+  const fail = useCallback((err: unknown): ApiError => {
+    const e = err instanceof ApiError ? err : new ApiError(String(err), 0);
+    if (e.status === 401) signedOut.current();
+    return e;
+  }, []);
 
   const adopt = useCallback((next: Dashboard) => {
     setDashboard((before) => withInsights(next, before));
