@@ -100,7 +100,7 @@ export function DashboardRevisions({ dashboard, onRestored, onClose }: { dashboa
           </table>
         </div>
       )}
-      {viewing && <RevisionView revision={viewing} onClose={() => setViewing(null)} />}
+      {viewing && <RevisionView revision={viewing} names={insightNames(dashboard)} onClose={() => setViewing(null)} />}
       {restoring && (
         <ConfirmDialog label="Restore revision" action="Restore" busy={busy} onConfirm={() => void restore(restoring)} onCancel={() => setRestoring(null)}>
           Restore v{restoring.version} ({restoring.created_by}, {when(restoring.created_at)})? Its layout, tiles and filters are saved as a new revision, v{version + 1}; nothing is lost.
@@ -110,8 +110,15 @@ export function DashboardRevisions({ dashboard, onRestored, onClose }: { dashboa
   );
 }
 
+/** The names of the dashboard's insights as it is now (a revision stores only their ids). */
+function insightNames(dashboard: Dashboard): Map<number, string> {
+  const names = new Map<number, string>();
+  for (const t of dashboard.tiles) if (t.insight_id != null && t.insight) names.set(t.insight_id, t.insight.name);
+  return names;
+}
+
 /** One revision as stored: name, filters, tiles and their places. */
-function RevisionView({ revision, onClose }: { revision: DashboardRevision; onClose(): void }) {
+function RevisionView({ revision, names, onClose }: { revision: DashboardRevision; names: Map<number, string>; onClose(): void }) {
   const body = revision.body;
   return (
     <div className="revision-diff" role="region" aria-label={`Revision v${revision.version}`}>
@@ -142,7 +149,7 @@ function RevisionView({ revision, onClose }: { revision: DashboardRevision; onCl
             <tbody>
               {(body.tiles ?? []).map((t, i) => (
                 <tr key={t.id ?? i}>
-                  <td>{t.insight_id != null ? `${t.title || "insight"} #${t.insight_id}` : `text: ${(t.text ?? "").slice(0, 40)}`}</td>
+                  <td>{t.insight_id != null ? `${t.title || names.get(t.insight_id) || "insight"} #${t.insight_id}` : `text: ${(t.text ?? "").slice(0, 40)}`}</td>
                   <td>{t.layout ? `${t.layout.x}, ${t.layout.y}, ${t.layout.w} × ${t.layout.h}` : ""}</td>
                   <td>
                     {Object.entries(t.mappings ?? {})
