@@ -6,10 +6,12 @@ reload, Undo puts the last change back; a second browser's stale layout save get
 "changed by someone else" banner and reloads. A failing tile shows its error, Retry runs
 it again once the insight is fixed; a click on a bar drills through as on the insight
 page; a tile's title opens its insight; TV mode hides the app's chrome in a dark theme,
-and the print view has no buttons."""
+and the print view has no buttons. A dashboard with a stored tile snapshot paints it
+first, then runs that tile for fresh data."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from connectors.metadata import MetadataStore
+from connectors.metadata.snapshots import SnapshotStore
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, add_events_of_a_day, sign_in
@@ -376,3 +379,68 @@ def test_tile_error_retry_drill_title_tv_and_print(page: Page, live_ui: LiveApi)
         assert right["y"] >= left["y"] + left["height"] - 1  # stacked, not side by side
     finally:
         page.emulate_media(media="screen")
+
+
+def test_first_paint_from_snapshots_then_refreshed(
+    page: Page, live_ui: LiveApi, metadata: MetadataStore
+):
+    api = Api(live_ui)
+    total = api.insight(
+        name=f"Total {uuid.uuid4().hex[:6]}",
+        sql="select count(*)::int as events from events",
+        visualization={"type": "table"},
+    )
+    d = api.call(
+        "POST",
+        "/api/dashboards",
+        {
+            "name": f"Snapshots {uuid.uuid4().hex[:6]}",
+            "tiles": [{"insight_id": total["id"]}],
+            "snapshot_cron": "0 6 * * *",
+        },
+        201,
+    )
+    tile_id = d["tiles"][0]["id"]
+    snapshots = SnapshotStore(metadata)
+    schedule = next(
+        s
+        for s in snapshots.schedules(live_ui.workspace.workspace_id, total["id"])
+        if s.dashboard_id == d["id"] and s.tile_id == tile_id
+    )
+    # a stored result that says something else than the data: 999 events
+    snapshots.record(
+        schedule,
+        insight_version=total["version"],
+        data_as_of="2026-06-01T06:00:00+00:00",
+        result={
+            "columns": [{"name": "events", "type": "int4"}],
+            "rows": [[999]],
+            "row_count": 1,
+            "truncated": False,
+            "elapsed_ms": 1.0,
+            "query_id": "snapshot",
+            "parameters": {},
+        },
+        error=None,
+        run_id=None,
+    )
+
+    runs: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: runs.append(r.post_data_json) if r.url.endswith(f"/{d['id']}/run") else None,
+    )
+    with page.expect_response(lambda r: r.url.endswith(f"/{d['id']}/run")) as first:
+        page.goto(f"{live_ui.url}/dashboards/{d['id']}")
+    lines = [json.loads(line) for line in first.value.text().splitlines() if line.strip()]
+    assert [(o["tile_id"], o["source"]) for o in lines] == [(tile_id, "snapshot")]
+    assert lines[0]["result"]["rows"] == [[999]]
+
+    # then the tile that came from its snapshot runs, and shows the data as it is now
+    grid = tile(page, total["name"]).get_by_test_id("result-grid")
+    expect(grid).to_contain_text("30")
+    expect(tile(page, total["name"]).get_by_test_id("tile-source")).to_have_text(
+        re.compile("^(live|cache)$")
+    )
+    assert runs[0]["snapshots"] is True and runs[0]["tiles"] is None
+    assert runs[1]["snapshots"] is False and runs[1]["tiles"] == [tile_id]
