@@ -352,6 +352,31 @@ def test_tile_error_retry_drill_title_tv_and_print(page: Page, live_ui: LiveApi)
     page.set_viewport_size({"width": 1400, "height": 1000})
     expect(page.get_by_test_id("dashboard-grid")).to_have_attribute("data-columns", "12")
 
+    # the fixed tile shown as a number instead of its table: saved as the tile's own
+    fixed = tile(page, broken["name"])
+    expect(fixed.get_by_test_id("result-grid")).to_be_visible()
+    with page.expect_response(lambda r: r.request.method == "PATCH" and "/tiles/" in r.url):
+        fixed.get_by_label(f"Visualization of {broken['name']}").select_option("number")
+    expect(fixed.locator("[data-testid=chart][data-drawn=true]")).to_be_visible()
+    saved = {t["insight_id"]: t for t in api.call("GET", f"/api/dashboards/{d['id']}")["tiles"]}
+    assert saved[broken["id"]]["visualization"]["type"] == "number"
+
+    # auto-refresh is saved with the dashboard; Refresh all runs every tile past the cache
+    with page.expect_response(lambda r: r.request.method == "PATCH" and r.status == 200):
+        page.get_by_label("Auto-refresh").select_option("5 min")
+    assert api.call("GET", f"/api/dashboards/{d['id']}")["refresh_seconds"] == 300
+    with page.expect_request(lambda r: r.url.endswith(f"/{d['id']}/run")) as refresh:
+        page.get_by_role("button", name="Refresh all").click()
+    assert refresh.value.post_data_json["cache"] is False
+    expect(tile(page, users["name"]).get_by_test_id("tile-source")).to_have_text("live")
+
+    # a tile removed
+    with page.expect_response(lambda r: r.request.method == "DELETE" and r.status == 200):
+        fixed.get_by_role("button", name=f"Remove {broken['name']}").click()
+    expect(tile(page, broken["name"])).to_have_count(0)
+    left = [t["insight_id"] for t in api.call("GET", f"/api/dashboards/{d['id']}")["tiles"]]
+    assert left == [counts["id"], users["id"]]
+
     # TV mode: no navigation, the dark theme, a full-screen button, no editing
     page.get_by_role("button", name="TV mode").click()
     expect(page).to_have_url(re.compile(r"\?tv=1$"))
