@@ -89,6 +89,11 @@ def cell(page: Page, title: str) -> Locator:
 
 
 def box(locator: Locator) -> dict[str, float]:
+    """Where it is once the grid's tiles have stopped moving (they glide to a new place)."""
+    locator.page.wait_for_function(
+        "() => [...document.querySelectorAll('.react-grid-item')]"
+        ".every((e) => e.getAnimations().length === 0)"
+    )
     b = locator.bounding_box()
     assert b is not None
     return b
