@@ -257,6 +257,7 @@ def test_dashboards_phase(servers, sqlbook_home, workspace, stream_key):
     assert out["direct"]["same_rows_as_dashboard"] == {
         str(t): True for t in out["direct"]["per_tile"]
     }
+    assert out["direct"]["together_on_one_runner"]["runs"] == 1
     taken = out["snapshots_taken"]
     assert taken["schedules"] == 12 and taken["errors"] == []
     assert out["render_png"]["width"] > 0 and out["render_png"]["bytes"] > 0
