@@ -21,10 +21,9 @@ from api.routes.insights import actor_of
 from api.schemas import AUTHENTICATED, QueryProblem, problems
 from api.state import AppState
 from connectors.dashboards.render import Grid, PictureFormat, ThemeName, render_dashboard
-from connectors.dashboards.run import check_filter_values, filter_specs, run_dashboard
+from connectors.dashboards.run import check_filter_values, filter_specs, run_tiles
 from connectors.insights.parameters import InvalidParameter
 from connectors.insights.urlparams import FILTER_PREFIX, params_from_query
-from connectors.metadata.insights import InsightRecord
 from connectors.metadata.store import TokenOwner
 
 router = APIRouter(prefix="/api/dashboards", tags=["dashboards"], responses=AUTHENTICATED)
@@ -91,25 +90,15 @@ def _picture(
         raise HTTPException(400, f"filters.{err.parameter}: {problem}") from None
     time_zone = state.queries.metadata.workspace_time_zone(token.workspace_id)
     check_filter_values(dashboard, values, time_zone)  # InvalidParameter: the app's 400
-    outcomes = {
-        outcome.tile_id: outcome
-        for outcome in run_dashboard(
-            state.queries,
-            state.insights,
-            state.snapshots,
-            dashboard,
-            values,
-            actor_of(token),
-            token.project_ids,
-        )
-    }
-    insights: dict[int, InsightRecord] = {}
-    for tile in dashboard.tiles:
-        insight_id = tile.get("insight_id")
-        if insight_id is not None and insight_id not in insights:
-            found = state.insights.get(token.workspace_id, insight_id)
-            if found is not None:
-                insights[insight_id] = found
+    outcomes, insights = run_tiles(
+        state.queries,
+        state.insights,
+        state.snapshots,
+        dashboard,
+        values,
+        actor_of(token),
+        token.project_ids,
+    )
     return render_dashboard(
         dashboard,
         outcomes,

@@ -25,6 +25,7 @@ from api.routes.alerts import ChannelConfigs
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.dashboards.model import DashboardRecord
 from connectors.dashboards.render import render_dashboard
+from connectors.dashboards.run import run_tiles
 from connectors.dashboards.subscriptions import (
     DeliveryRecord,
     InvalidSubscription,
@@ -36,7 +37,6 @@ from connectors.dashboards.subscriptions import (
     check_subscription,
     deliver_subscription,
     read_picture,
-    run_tiles,
 )
 from connectors.secrets import load_secret_key
 from connectors.warehouse.runner import Actor
@@ -303,7 +303,7 @@ async def shared_dashboard_picture(token: PictureToken, state: State) -> Respons
             raise HTTPException(404, "this dashboard no longer exists")
         actor = Actor(grant.workspace_id, None, f"shared picture link of dashboard {dashboard.id}")
         outcomes, insights = run_tiles(
-            state.queries, state.insights, state.snapshots, dashboard, grant.filters, actor
+            state.queries, state.insights, state.snapshots, dashboard, grant.filters, actor, None
         )
         return render_dashboard(dashboard, outcomes, insights, "png", plugins=state.plugins)
 

@@ -127,6 +127,32 @@ def run_dashboard(
     return TileRuns(start(), queries, dashboard.workspace_id)
 
 
+def run_tiles(
+    queries: QueryService,
+    insights: InsightStore,
+    snapshots: SnapshotStore,
+    dashboard: DashboardRecord,
+    values: Mapping[str, Any],
+    actor: Actor,
+    project_ids: tuple[int, ...] | None,
+) -> tuple[dict[int, TileOutcome], dict[int, InsightRecord]]:
+    """Every insight tile run with the filter `values` (through the result cache) to the
+    end, and the tiles' insights by id: what a picture of the dashboard is drawn with."""
+    outcomes = {
+        o.tile_id: o
+        for o in run_dashboard(
+            queries, insights, snapshots, dashboard, values, actor, project_ids, use_cache=True
+        )
+    }
+    records: dict[int, InsightRecord] = {}
+    for outcome in outcomes.values():
+        if outcome.insight_id is not None and outcome.insight_id not in records:
+            record = insights.get(dashboard.workspace_id, outcome.insight_id)
+            if record is not None:
+                records[outcome.insight_id] = record
+    return outcomes, records
+
+
 class TileRuns(Iterator[TileOutcome]):
     """A dashboard run's tile outcomes as they come. `cancel()` (from any thread: the
     reader went away) stops the queries still waiting or running, whose tiles then end

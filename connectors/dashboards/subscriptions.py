@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.dashboards.model import DashboardRecord, TileOutcome
 from connectors.dashboards.render import render_dashboard, render_tile
-from connectors.dashboards.run import check_filter_values, run_dashboard
+from connectors.dashboards.run import check_filter_values, run_tiles
 from connectors.insights.exports import CSV_MEDIA_TYPE, csv_lines, csv_text
 from connectors.insights.parameters import InvalidParameter
 from connectors.insights.plugins import PluginRegistry
@@ -634,31 +634,6 @@ def draw(
     return Drawn(tuple(attachments), tiles=len(outcomes), tile_errors=errors)
 
 
-def run_tiles(
-    queries: QueryService,
-    insights: InsightStore,
-    snapshots: SnapshotStore,
-    dashboard: DashboardRecord,
-    filters: Mapping[str, Any],
-    actor: Actor,
-) -> tuple[dict[int, TileOutcome], dict[int, InsightRecord]]:
-    """Every insight tile run with `filters` (through the result cache), and the tiles'
-    insights by id (what the pictures are drawn with)."""
-    outcomes = {
-        o.tile_id: o
-        for o in run_dashboard(
-            queries, insights, snapshots, dashboard, filters, actor, None, use_cache=True
-        )
-    }
-    records: dict[int, InsightRecord] = {}
-    for outcome in outcomes.values():
-        if outcome.insight_id is not None and outcome.insight_id not in records:
-            record = insights.get(dashboard.workspace_id, outcome.insight_id)
-            if record is not None:
-                records[outcome.insight_id] = record
-    return outcomes, records
-
-
 def status_of(deliveries: list[Delivery]) -> str:
     ok = sum(d.ok for d in deliveries)
     if deliveries and ok == len(deliveries):
@@ -701,7 +676,7 @@ def deliver_subscription(
         # The dashboard's filters changed since the subscription was saved.
         return _failed(store, subscription, f"the subscription's {err.message}", run_id, now)
     outcomes, tile_insights = run_tiles(
-        queries, insights, snapshots, dashboard, subscription.filters, actor
+        queries, insights, snapshots, dashboard, subscription.filters, actor, None
     )
     try:
         drawn = draw(subscription, dashboard, outcomes, tile_insights, plugins)
@@ -790,7 +765,6 @@ __all__ = [
     "deliver_subscription",
     "picture_url",
     "read_picture",
-    "run_tiles",
     "sign_picture",
     "status_of",
     "tile_csv",
