@@ -235,33 +235,38 @@ class InsightStore:
         return self.folder(workspace_id, folder_id)
 
     def delete_folder(self, workspace_id: int, folder_id: int) -> bool:
-        """False when there is no such folder; FolderNotEmpty when it holds folders or
-        insights outside the trash (trashed ones move to the top level)."""
+        """False when there is no such folder; FolderNotEmpty when it holds folders,
+        insights or dashboards outside the trash (trashed ones move to the top level)."""
         with self._store.connection() as conn, conn.transaction():
             _lock_folders(conn, workspace_id)
             row = conn.execute(
                 "select (select count(*) from meta.folders c where c.parent_id = f.id)"
                 " as folders, (select count(*) from meta.insights i where i.folder_id = f.id"
-                " and i.deleted_at is null) as insights"
-                " from meta.folders f where f.workspace_id = %s and f.id = %s",
+                " and i.deleted_at is null) as insights, (select count(*) from"
+                " meta.dashboards d where d.folder_id = f.id and d.deleted_at is null)"
+                " as dashboards from meta.folders f where f.workspace_id = %s and f.id = %s",
                 (workspace_id, folder_id),
             ).fetchone()
             if row is None:
                 return False
-            if row["folders"] or row["insights"]:
+            if row["folders"] or row["insights"] or row["dashboards"]:
                 raise FolderNotEmpty(
-                    f"the folder holds {row['folders']} folder(s) and {row['insights']}"
-                    " insight(s): move or delete them first"
+                    f"the folder holds {row['folders']} folder(s), {row['insights']}"
+                    f" insight(s) and {row['dashboards']} dashboard(s): move or delete them"
+                    " first"
                 )
-            conn.execute(
-                "update meta.insights set folder_id = null"
-                " where folder_id = %s and deleted_at is not null",
-                (folder_id,),
-            )
+            for table in ("meta.insights", "meta.dashboards"):
+                conn.execute(
+                    f"update {table} set folder_id = null"
+                    " where folder_id = %s and deleted_at is not null",
+                    (folder_id,),
+                )
             try:
                 conn.execute("delete from meta.folders where id = %s", (folder_id,))
-            except psycopg.errors.ForeignKeyViolation:  # an insight saved into it meanwhile
-                raise FolderNotEmpty("the folder holds insights: move them first") from None
+            except psycopg.errors.ForeignKeyViolation:  # something saved into it meanwhile
+                raise FolderNotEmpty(
+                    "the folder holds insights or dashboards: move them first"
+                ) from None
         return True
 
     # ---- insights ---------------------------------------------------------------------

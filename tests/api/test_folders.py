@@ -130,3 +130,22 @@ def test_other_workspaces_folders_are_404_and_not_usable(client, workspace, meta
         headers=auth(other),
     )
     assert r.status_code == 400 and r.json()["detail"].startswith("folder_id:")
+
+
+def test_a_folder_holding_a_dashboard_is_not_deleted_until_it_is_trashed(client, workspace):
+    shelf = folder(client, workspace, f"Boards {uuid.uuid4().hex[:6]}")
+    board = client.post(
+        "/api/dashboards",
+        json={"name": "Weekly", "folder_id": shelf["id"]},
+        headers=auth(workspace),
+    )
+    assert board.status_code == 201, board.text
+    r = client.delete(f"/api/folders/{shelf['id']}", headers=auth(workspace))
+    assert r.status_code == 409
+    assert "1 dashboard(s)" in r.json()["detail"]
+    dashboard_id = board.json()["id"]
+    r = client.delete(f"/api/dashboards/{dashboard_id}", headers=auth(workspace))
+    assert r.status_code == 204, r.text
+    assert client.delete(f"/api/folders/{shelf['id']}", headers=auth(workspace)).status_code == 204
+    restored = client.post(f"/api/dashboards/{dashboard_id}/restore", headers=auth(workspace))
+    assert restored.status_code == 200 and restored.json()["folder_id"] is None
