@@ -44,6 +44,11 @@ def test_app_paths_serve_the_index_and_the_api_keeps_its_404s(client_with, tmp_p
             "/insights/42?p.region=EU&p.region=US&p.range=last_30_days&view=chart",
             "/connections",
             "/connections?status=3",
+            "/web",
+            "/analytics/funnel",
+            "/dashboards",
+            "/dashboards/7",
+            "/dashboards/7?f.country=DE&f.country=FR&f.range=last_30_days&tv=1",
         ):
             r = client.get(path)
             assert r.status_code == 200 and "<title>sqlbook</title>" in r.text, path
