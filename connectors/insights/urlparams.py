@@ -5,6 +5,7 @@
                                      clause that uses it is dropped)
     p.range=last_30_days             a date range by preset, or by its ends:
     p.range.from=2026-01-01&p.range.to=2026-02-01
+    p.range=2026-01-01..2026-01-31   the same ends in one item (`to` included, as above)
     p.active=true                    booleans true/false (also 1/0)
 
 Values stay text here; `resolve` types and checks them against the specs, as it does
@@ -59,7 +60,7 @@ def params_from_query(
         elif len(values) > 1:
             raise InvalidParameter(name, "given more than once (it is not multi-value)")
         else:
-            params[name] = values[0]
+            params[name] = _range_short_form(spec, values[0])
     for name, parts in ends.items():
         if name in params:
             raise InvalidParameter(
@@ -71,6 +72,14 @@ def params_from_query(
             )
         params[name] = {"from": parts["from"], "to": parts["to"]}
     return params
+
+
+def _range_short_form(spec: ParameterSpec, value: str) -> Any:
+    """`A..B` of a date range as its ends {"from": A, "to": B}; anything else as given."""
+    start, dots, end = value.partition("..")
+    if spec.type != "date_range" or not dots or not start or not end:
+        return value
+    return {"from": start, "to": end}
 
 
 def query_from_params(shown: dict[str, Any], prefix: str = PREFIX) -> list[tuple[str, str]]:

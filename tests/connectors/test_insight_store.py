@@ -141,6 +141,12 @@ SPECS = [
             {"range": {"from": "2026-01-01", "to": "2026-02-01"}},
         ),
         ([("p.active", "true"), ("width", "800")], {"active": "true"}),
+        (
+            [("p.range", "2026-01-01..2026-01-31")],
+            {"range": {"from": "2026-01-01", "to": "2026-01-31"}},
+        ),
+        ([("p.country", "a..b")], {"country": "a..b"}),  # only a date range has ends
+        ([("p.range", "..2026-01-31")], {"range": "..2026-01-31"}),  # refused by resolve
     ],
 )
 def test_query_strings_become_run_params(query, params):
