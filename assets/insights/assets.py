@@ -87,11 +87,14 @@ def take_snapshot(
     result: QueryResult | None = None
     error: dict[str, str] | None = None
     shown: dict[str, Any] = {}
+    about: dict[str, Any] = {}  # an analytics insight's SQL, source, kind and project
     try:
         prepared = prepare_run(
             queries, insight, schedule.params, actor, None, use_cache=False, now=now
         )
         shown = prepared.shown
+        if prepared.analytics is not None:
+            about = prepared.analytics.about()
         result = queries.runner.execute(prepared.request)
     except DatasourceNotFound as err:
         error = {"code": "datasource_not_found", "message": str(err)}
@@ -108,7 +111,7 @@ def take_snapshot(
             run_id=run_id,
         )
         return Taken(snapshot_id, error_code=error["code"])
-    stored = bounded({**result.to_dict(), "parameters": shown}, max_bytes)
+    stored = bounded({**result.to_dict(), "parameters": shown, **about}, max_bytes)
     snapshot_id = store.record(
         schedule,
         insight_version=insight.version,

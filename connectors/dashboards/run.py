@@ -22,7 +22,14 @@ from typing import Any
 
 from connectors.dashboards.model import DashboardRecord, TileOutcome
 from connectors.insights.parameters import InvalidParameter, ParameterSpec, resolve
-from connectors.insights.service import SPECS, PreparedRun, prepare_run, run_answer, shown_value
+from connectors.insights.service import (
+    SPECS,
+    PreparedRun,
+    prepare_run,
+    run_answer,
+    shown_value,
+    shown_values,
+)
 from connectors.metadata.insights import InsightRecord, InsightStore
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.warehouse.errors import QueryError
@@ -243,11 +250,22 @@ def _start_tile(
         return _failed(
             tile, "insight_missing", f"insight {insight_id} is in the trash or was deleted"
         )
+    params = tile_params(dashboard, tile, values)
+    if snapshots is not None:
+        # matched by the values alone: a tile served from its snapshot compiles nothing
+        try:
+            shown = shown_values(queries, insight, params)
+        except QueryError:  # refused values: prepare_run below says why
+            shown = None
+        if shown is not None:
+            served = _from_snapshot(snapshots, dashboard, tile, insight, shown)
+            if served is not None:
+                return served
     try:
         prepared = prepare_run(
             queries,
             insight,
-            tile_params(dashboard, tile, values),
+            params,
             actor,
             project_ids,
             use_cache=use_cache,
@@ -259,10 +277,6 @@ def _start_tile(
         return _failed(tile, "datasource_not_found", f"datasource: {err} (the insight's)")
     except QueryError as err:
         return _failed(tile, err.code, err.message)
-    if snapshots is not None:
-        served = _from_snapshot(snapshots, dashboard, tile, insight, prepared)
-        if served is not None:
-            return served
     # an analytics insight's own result: both its table and its shape are made of it
     request = replace(prepared.request, present=None)
     query_id = uuid.uuid4().hex
@@ -311,10 +325,10 @@ def _from_snapshot(
     dashboard: DashboardRecord,
     tile: Mapping[str, Any],
     insight: InsightRecord,
-    prepared: PreparedRun,
+    shown: Mapping[str, Any],
 ) -> TileOutcome | None:
     """The tile's newest snapshot (of the schedule the dashboard keeps for it) when it
-    holds this insight version run with the same values as this run; else None."""
+    holds this insight version run with the same values (`shown`) as this run; else None."""
     schedule = next(
         (
             s
@@ -330,9 +344,8 @@ def _from_snapshot(
         return None
     if snapshot.insight_version != insight.version:
         return None
-    if snapshot.result.get("parameters") != prepared.shown:
+    if snapshot.result.get("parameters") != shown:
         return None
-    about = {} if prepared.analytics is None else prepared.analytics.about()
     data_as_of = snapshot.data_as_of or snapshot.taken_at
     return TileOutcome(
         tile_id=tile["id"],
@@ -343,9 +356,8 @@ def _from_snapshot(
             "insight_id": insight.id,
             "version": snapshot.insight_version,
             "kind": insight.kind,
-            **about,
             "snapshot": {"id": snapshot.id, "taken_at": snapshot.taken_at.isoformat()},
         },
         data_as_of=data_as_of.isoformat(),
-        params=prepared.shown,
+        params=dict(shown),
     )

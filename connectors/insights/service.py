@@ -641,6 +641,38 @@ def _check_analytics(
     return dict(definition)
 
 
+def _analytics_project(queries: QueryService, insight: InsightRecord) -> Project:
+    """The project an analytics insight reads (its definition's, else the first)."""
+    projects = queries.metadata.projects(insight.workspace_id)
+    wanted = (insight.definition or {}).get("project_id")
+    try:
+        return pick_project(
+            projects[:1] if wanted is None else projects, wanted, "definition.project_id"
+        )
+    except ProjectChoice as err:
+        raise ParameterError(str(err)) from None
+
+
+def shown_values(
+    queries: QueryService,
+    insight: InsightRecord,
+    params: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The values `prepare_run` would run `insight` with, as its answer shows them
+    (`parameters`), without compiling anything: what a stored result (a snapshot) is
+    matched by. Raises what prepare_run raises for the values."""
+    if not isinstance(params, Mapping):
+        raise ParameterError('params: give the values by name: {"name": value}')
+    if insight.kind in ANALYTICS_KINDS:
+        time_zone = _analytics_project(queries, insight).time_zone
+    else:
+        time_zone = insight.time_zone or queries.metadata.workspace_time_zone(insight.workspace_id)
+    resolved = resolve(specs_of(insight), params, now=now, time_zone=time_zone)
+    return {name: shown_value(value) for name, value in resolved.items()}
+
+
 def _prepare_analytics(
     queries: QueryService,
     insight: InsightRecord,
@@ -653,14 +685,7 @@ def _prepare_analytics(
     now: datetime | None,
 ) -> PreparedRun:
     definition = dict(insight.definition or {})
-    projects = queries.metadata.projects(insight.workspace_id)
-    wanted = definition.get("project_id")
-    try:
-        project = pick_project(
-            projects[:1] if wanted is None else projects, wanted, "definition.project_id"
-        )
-    except ProjectChoice as err:
-        raise ParameterError(str(err)) from None
+    project = _analytics_project(queries, insight)
     specs = specs_of(insight)
     resolved = resolve(specs, params, now=now, time_zone=project.time_zone)
     for value in resolved.values():

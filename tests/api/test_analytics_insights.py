@@ -296,6 +296,9 @@ def test_snapshots_and_alerts_run_the_analytics_table(
             ["2026-01-06", 1],
             ["2026-01-07", 0],
         ]
+        # the snapshot keeps what the builder shows beside the data: SQL, source, kind
+        assert latest["kind"] == "trends" and latest["source"] in ("events", "rollups", "mixed")
+        assert latest["sql"].lower().startswith(("select", "with"))
 
         alert = client.post(
             "/api/alerts",
