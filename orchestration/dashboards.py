@@ -5,13 +5,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.dashboards import (
-    SUBSCRIPTION_PARTITIONS,
     deliver_dashboard_subscriptions_job,
     subscription_partitions,
     subscription_stores,
 )
 from assets.resources import SqlbookResource
-from orchestration.sensors import _IN_FLIGHT
+from orchestration.sensors import partitioned_runs, partitions_in_flight
 
 
 @dg.sensor(
@@ -32,12 +31,7 @@ def dashboard_subscription_sensor(
         store = stores.subscriptions
         existing = {str(i) for i in store.ids()}
         due = store.due(now)
-        running = context.instance.get_runs(
-            filters=dg.RunsFilter(
-                job_name=deliver_dashboard_subscriptions_job.name, statuses=_IN_FLIGHT
-            )
-        )
-        in_flight = {run.tags.get("dagster/partition") for run in running}
+        in_flight = partitions_in_flight(context.instance, deliver_dashboard_subscriptions_job.name)
         for subscription in due:
             assert subscription.next_due_at is not None
             following = subscription.schedule().next_after(now)
@@ -55,14 +49,6 @@ def dashboard_subscription_sensor(
                     },
                 )
             )
-    known = set(context.instance.get_dynamic_partitions(SUBSCRIPTION_PARTITIONS))
-    wanted = existing | {str(r.partition_key) for r in requests}
-    added, removed = sorted(wanted - known), sorted(known - wanted)
-    if not requests and not added and not removed:
-        return dg.SkipReason("no subscription is due")
-    partitions: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    if added:
-        partitions.append(subscription_partitions.build_add_request(added))
-    if removed:
-        partitions.append(subscription_partitions.build_delete_request(removed))
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partitions)
+    return partitioned_runs(
+        context, subscription_partitions, existing, requests, idle="no subscription is due"
+    )

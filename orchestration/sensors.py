@@ -11,7 +11,7 @@ import psutil
 from assets.alerts import ALERT_PARTITIONS, alert_partitions, evaluate_alerts_job
 from assets.ingestion import events_partitions_job, ingest_job, prune_ingestion_runs_job
 from assets.ingestion.assets import WORKER_HOST_TAG, WORKER_PID_TAG
-from assets.insights import SNAPSHOT_PARTITIONS, snapshot_insights_job, snapshot_partitions
+from assets.insights import snapshot_insights_job, snapshot_partitions
 from assets.insights.assets import snapshot_stores
 from assets.resources import CaptureStreamResource, SqlbookResource
 from connectors.notify.schedule import Schedule
@@ -208,10 +208,7 @@ def insight_snapshot_sensor(
     with snapshot_stores(sqlbook) as (store, _):
         existing = {str(i) for i in store.schedule_ids()}
         due = store.due(now)
-        running = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=snapshot_insights_job.name, statuses=_IN_FLIGHT)
-        )
-        in_flight = {run.tags.get("dagster/partition") for run in running}
+        in_flight = partitions_in_flight(context.instance, snapshot_insights_job.name)
         for schedule in due:
             assert schedule.next_due_at is not None
             following = Schedule(cron=schedule.cron, timezone=schedule.timezone).next_after(now)
@@ -229,14 +226,36 @@ def insight_snapshot_sensor(
                     },
                 )
             )
-    known = set(context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS))
+    return partitioned_runs(
+        context, snapshot_partitions, existing, requests, idle="no snapshot is due"
+    )
+
+
+def partitions_in_flight(instance: dg.DagsterInstance, job_name: str) -> set[str | None]:
+    """The partitions of `job_name` with a run queued, starting or running."""
+    running = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_FLIGHT))
+    return {run.tags.get("dagster/partition") for run in running}
+
+
+def partitioned_runs(
+    context: dg.SensorEvaluationContext,
+    partitions: dg.DynamicPartitionsDefinition,
+    existing: set[str],
+    requests: list[dg.RunRequest],
+    *,
+    idle: str,
+) -> dg.SensorResult | dg.SkipReason:
+    """A scheduled-object sensor's answer: the due `requests`, with the dynamic partitions
+    kept to one per object that `existing` lists (plus the requested ones)."""
+    assert partitions.name is not None
+    known = set(context.instance.get_dynamic_partitions(partitions.name))
     wanted = existing | {str(r.partition_key) for r in requests}
     added, removed = sorted(wanted - known), sorted(known - wanted)
     if not requests and not added and not removed:
-        return dg.SkipReason("no snapshot is due")
-    partitions: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+        return dg.SkipReason(idle)
+    changes: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if added:
-        partitions.append(snapshot_partitions.build_add_request(added))
+        changes.append(partitions.build_add_request(added))
     if removed:
-        partitions.append(snapshot_partitions.build_delete_request(removed))
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partitions)
+        changes.append(partitions.build_delete_request(removed))
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=changes)
