@@ -19,7 +19,9 @@ Semantics shared by the kinds (see the analytics contract):
 from __future__ import annotations
 
 import functools
+import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -869,7 +871,20 @@ class Compiled:
     tree: exp.Expression | None = field(default=None, repr=False, compare=False)
 
     def display_sql(self) -> str:
-        """The statement formatted, with its parameters inlined as literals."""
+        """The statement formatted, with its parameters inlined as literals (the same
+        statement and values are formatted once: a dashboard reloaded from the cache asks
+        for the same text every time)."""
+        key = (self.sql, json.dumps(self.params, default=str, sort_keys=True))
+        shown = _DISPLAYED.get(key)
+        if shown is None:
+            shown = self._display_sql()
+            with _DISPLAYED_LOCK:
+                if len(_DISPLAYED) >= _DISPLAYED_MAX:
+                    _DISPLAYED.pop(next(iter(_DISPLAYED)))  # the oldest
+                _DISPLAYED[key] = shown
+        return shown
+
+    def _display_sql(self) -> str:
         tree = (
             self.tree.copy() if self.tree is not None else sqlglot.parse_one(self.sql, read=DIALECT)
         )
@@ -882,6 +897,12 @@ class Compiled:
             return node
 
         return tree.transform(inline).sql(dialect=DIALECT, pretty=True)
+
+
+# display_sql's texts by (statement, values): a small first-in first-out memo
+_DISPLAYED: dict[tuple[str, str], str] = {}
+_DISPLAYED_LOCK = threading.Lock()
+_DISPLAYED_MAX = 512
 
 
 def _literal_of(value: Any) -> exp.Expression:
