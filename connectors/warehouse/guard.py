@@ -105,6 +105,23 @@ def check_sql(sql: str, dialect: str, params: Sequence[Any] = ()) -> CheckedSql:
     there is one) or ParameterError."""
     if dialect not in DIALECTS:
         raise ValueError(f"unsupported dialect {dialect!r}")
+    checked = _checked(sql, dialect) if len(sql) <= _REMEMBERED_CHARS else _check(sql, dialect)
+    check_params(params, checked.param_count)
+    return checked
+
+
+# The verdict on a text depends on the text and the dialect only: the statements asked
+# again and again (a dashboard's tiles, an insight reloaded) are read once. A refusal
+# raises, and is never remembered.
+_REMEMBERED_CHARS = 20_000
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked(sql: str, dialect: str) -> CheckedSql:
+    return _check(sql, dialect)
+
+
+def _check(sql: str, dialect: str) -> CheckedSql:
     found = placeholders.find(sql, dialect)
     reader = _Reader(sql, dialect, found)
     statements = _split(reader.tokens)
@@ -116,13 +133,11 @@ def check_sql(sql: str, dialect: str, params: Sequence[Any] = ()) -> CheckedSql:
         )
     statement = statements[0]
     kind = _check_statement(reader, statement)
-    param_count = max((p.number for p in found), default=0)
-    check_params(params, param_count)
     return CheckedSql(
         sql=_text_to_send(sql, reader.tokens, statement),
         kind=kind,
         normalized=_normalize(sql, statement, dialect),
-        param_count=param_count,
+        param_count=max((p.number for p in found), default=0),
     )
 
 
