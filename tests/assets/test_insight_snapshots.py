@@ -23,6 +23,7 @@ from orchestration.sensors import insight_snapshot_sensor
 from tests.api.test_insights import add_events, auth, create
 from tests.assets.test_alerts_pipeline import stored_for_run
 from tests.conftest import ClientFactory
+from tests.sensor_ticks import apply_tick
 
 
 def make_due(servers: ServerUrls, schedule_id: int) -> datetime:
@@ -47,26 +48,8 @@ def next_due(servers: ServerUrls, schedule_id: int) -> datetime | None:
 
 
 def tick(instance: dg.DagsterInstance, sqlbook: SqlbookResource) -> dict[str, Any]:
-    """One sensor tick, applied as the daemon would: partitions added and deleted first;
-    the runs it asks for by partition (other tests' schedules share the database)."""
-    context = dg.build_sensor_context(instance=instance, resources={"sqlbook": sqlbook})
-    result = insight_snapshot_sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return {"runs": {}, "added": [], "deleted": []}
-    assert isinstance(result, dg.SensorResult)
-    added: list[str] = []
-    deleted: list[str] = []
-    for change in result.dynamic_partitions_requests or []:
-        keys = list(change.partition_keys or [])
-        if isinstance(change, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS, keys)
-            added += keys
-        else:
-            for key in keys:
-                instance.delete_dynamic_partition(SNAPSHOT_PARTITIONS, key)
-            deleted += keys
-    runs = {str(r.partition_key): r for r in result.run_requests or []}
-    return {"runs": runs, "added": added, "deleted": deleted}
+    """One sensor tick, applied as the daemon would (tests/sensor_ticks.py)."""
+    return apply_tick(instance, sqlbook, insight_snapshot_sensor, SNAPSHOT_PARTITIONS)
 
 
 def materialize(

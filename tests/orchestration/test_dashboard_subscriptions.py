@@ -32,29 +32,12 @@ from tests.notify_receivers import (
     recorder_fixture,  # noqa: F401  (the `recorder` fixture)
     smtp_fixture,  # noqa: F401  (the `smtp` fixture)
 )
+from tests.sensor_ticks import apply_tick
 
 
 def tick(instance: dg.DagsterInstance, sqlbook: SqlbookResource) -> dict[str, Any]:
-    """One sensor tick, applied as the daemon would: partitions added and deleted first;
-    the runs it asks for by partition (other tests' subscriptions share the database)."""
-    context = dg.build_sensor_context(instance=instance, resources={"sqlbook": sqlbook})
-    result = dashboard_subscription_sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return {"runs": {}, "added": [], "deleted": []}
-    assert isinstance(result, dg.SensorResult)
-    added: list[str] = []
-    deleted: list[str] = []
-    for change in result.dynamic_partitions_requests or []:
-        keys = list(change.partition_keys or [])
-        if isinstance(change, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(SUBSCRIPTION_PARTITIONS, keys)
-            added += keys
-        else:
-            for key in keys:
-                instance.delete_dynamic_partition(SUBSCRIPTION_PARTITIONS, key)
-            deleted += keys
-    runs = {str(r.partition_key): r for r in result.run_requests or []}
-    return {"runs": runs, "added": added, "deleted": deleted}
+    """One sensor tick, applied as the daemon would (tests/sensor_ticks.py)."""
+    return apply_tick(instance, sqlbook, dashboard_subscription_sensor, SUBSCRIPTION_PARTITIONS)
 
 
 def make_due(servers: ServerUrls, subscription_id: int) -> datetime:
