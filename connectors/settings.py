@@ -201,6 +201,42 @@ class Settings(BaseSettings):
     ui_session_ttl_seconds: float = Field(
         default=7 * 86_400.0, description="How long a web UI sign-in lasts."
     )
+    # Signing in by email (README "Users and sharing").
+    sign_in_code_digits: int = Field(
+        default=6, ge=6, le=8, description="Digits of an email sign-in code (6 to 8)."
+    )
+    sign_in_code_ttl_seconds: float = Field(
+        default=600.0, gt=0, description="How long an email code and its magic link work."
+    )
+    sign_in_code_max_attempts: int = Field(
+        default=5, ge=1, description="Wrong codes typed before a code stops working."
+    )
+    sign_in_window_seconds: float = Field(
+        default=900.0, gt=0, description="The window the sign-in rate limits count in."
+    )
+    sign_in_codes_per_address: int = Field(
+        default=5, ge=1, description="Codes one email address may be sent per window."
+    )
+    sign_in_codes_per_ip: int = Field(
+        default=20, ge=1, description="Codes one client IP may ask for per window."
+    )
+    sign_in_failures_per_address: int = Field(
+        default=10,
+        ge=1,
+        description="Failed sign-ins (wrong codes, wrong passwords) of one address per "
+        "window before its sign-ins are refused until the window passes.",
+    )
+    sign_in_failures_per_ip: int = Field(
+        default=30,
+        ge=1,
+        description="Failed sign-ins from one client IP per window before its sign-ins are "
+        "refused until the window passes.",
+    )
+    admin_email: str | None = Field(
+        default=None,
+        description="`sqlbook up` on an install without users makes this address the "
+        "default workspace's first admin and prints a one-time sign-in link for them.",
+    )
     ui_dist: Path | None = Field(
         default=None, description="Built web UI served at `/`. Default: `ui/dist` of this checkout."
     )
