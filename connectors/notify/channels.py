@@ -744,56 +744,57 @@ class EmailChannel(_SecretChannel):
         return msg
 
     def send(self, notification: Notification) -> None:
-        s = self.settings
-        if not s.smtp_host:
-            raise DeliveryError("email channel needs SQLBOOK_SMTP_HOST", retryable=False)
-        security = (s.smtp_security or "").strip().lower()
-        if security not in ("starttls", "ssl", "none"):
-            raise DeliveryError(
-                "SQLBOOK_SMTP_SECURITY must be starttls, ssl or none", retryable=False
-            )
-        msg = self.message(notification)
-        try:
-            self._smtp_send(msg, security)
-        except smtplib.SMTPRecipientsRefused as exc:
-            refused = ", ".join(sorted(exc.recipients))
-            raise DeliveryError(f"email: recipients refused: {refused}", retryable=False) from None
-        except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
-                f"email: login failed: {_smtp_reply(exc)}", retryable=False
-            ) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise DeliveryError(f"email: {exc}", retryable=False) from None
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(
-                f"email: server said {_smtp_reply(exc)}", retryable=400 <= exc.smtp_code < 500
-            ) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(f"email: TLS: {exc.verify_message}", retryable=False) from None
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"email: {_network_error(exc)}") from None
+        send_email(self.settings, self.message(notification))
 
-    def _smtp_send(self, msg: EmailMessage, security: str) -> None:
-        s = self.settings
-        host, port, timeout = s.smtp_host or "", s.smtp_port, s.smtp_timeout_seconds
-        context = ssl.create_default_context()
-        smtp: smtplib.SMTP
-        if security == "ssl":
-            smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(host, port, timeout=timeout)
-        with smtp:
-            if security == "starttls":
-                smtp.starttls(context=context)
-            if s.smtp_user:
-                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
-                smtp.login(s.smtp_user, password)
-            refused = smtp.send_message(msg)
-        if refused:
-            raise DeliveryError(
-                f"email: recipients refused: {', '.join(sorted(refused))} (the others got it)",
-                retryable=False,
-            )
+
+def send_email(settings: Settings, msg: EmailMessage) -> None:
+    """Sends one message through the SMTP server of the settings (SQLBOOK_SMTP_*): alert
+    and subscription mail, and the people layer's sign-in and invitation mail. Raises
+    DeliveryError naming what went wrong (never the SMTP password)."""
+    if not settings.smtp_host:
+        raise DeliveryError("email channel needs SQLBOOK_SMTP_HOST", retryable=False)
+    security = (settings.smtp_security or "").strip().lower()
+    if security not in ("starttls", "ssl", "none"):
+        raise DeliveryError("SQLBOOK_SMTP_SECURITY must be starttls, ssl or none", retryable=False)
+    try:
+        _smtp_send(settings, msg, security)
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = ", ".join(sorted(exc.recipients))
+        raise DeliveryError(f"email: recipients refused: {refused}", retryable=False) from None
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(f"email: login failed: {_smtp_reply(exc)}", retryable=False) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise DeliveryError(f"email: {exc}", retryable=False) from None
+    except smtplib.SMTPResponseException as exc:
+        raise DeliveryError(
+            f"email: server said {_smtp_reply(exc)}", retryable=400 <= exc.smtp_code < 500
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise DeliveryError(f"email: TLS: {exc.verify_message}", retryable=False) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"email: {_network_error(exc)}") from None
+
+
+def _smtp_send(s: Settings, msg: EmailMessage, security: str) -> None:
+    host, port, timeout = s.smtp_host or "", s.smtp_port, s.smtp_timeout_seconds
+    context = ssl.create_default_context()
+    smtp: smtplib.SMTP
+    if security == "ssl":
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    with smtp:
+        if security == "starttls":
+            smtp.starttls(context=context)
+        if s.smtp_user:
+            password = s.smtp_password.get_secret_value() if s.smtp_password else ""
+            smtp.login(s.smtp_user, password)
+        refused = smtp.send_message(msg)
+    if refused:
+        raise DeliveryError(
+            f"email: recipients refused: {', '.join(sorted(refused))} (the others got it)",
+            retryable=False,
+        )
 
 
 def _mime(content_type: str) -> tuple[str, str]:
