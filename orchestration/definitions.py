@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.alerts import alert_evaluations, evaluate_alerts_job
+from assets.audit import audit_retention_job
 from assets.connectors import (
     connector_freshness_job,
     ga4_api,
@@ -27,6 +28,7 @@ from assets.ingestion import (
 )
 from assets.insights import insight_snapshots, snapshot_insights_job
 from assets.rollups import analytics_day, event_days, retention_job
+from orchestration.audit import audit_retention_schedule
 from orchestration.connectors import (
     connection_sync_sensor,
     connector_freshness_schedule,
@@ -70,6 +72,7 @@ defs = dg.Definitions(
         ga4_sync_job,
         connector_freshness_job,
         retention_job,
+        audit_retention_job,
     ],
     sensors=[
         ingest_sensor,
@@ -85,6 +88,7 @@ defs = dg.Definitions(
         prune_ingestion_runs_schedule,
         connector_freshness_schedule,
         retention_schedule,
+        audit_retention_schedule,
     ],
     resources=resources(),
     executor=dg.in_process_executor,

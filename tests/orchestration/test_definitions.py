@@ -34,6 +34,7 @@ def test_definitions_load_without_environment() -> None:
     assert {"capture_stream", "events"} <= set(loaded["assets"])
     assert ["ingest_sensor", "RUNNING"] in loaded["sensors"]
     assert loaded["schedules"] == [
+        "audit_retention",
         "connector_freshness",
         "data_retention",
         "events_partitions_ahead",
