@@ -237,6 +237,12 @@ class Settings(BaseSettings):
         description="`sqlbook up` on an install without users makes this address the "
         "default workspace's first admin and prints a one-time sign-in link for them.",
     )
+    invitation_ttl_hours: float = Field(
+        default=168.0,
+        gt=0,
+        le=24 * 90,
+        description="How long an invitation link to a workspace works (default 7 days).",
+    )
     ui_dist: Path | None = Field(
         default=None, description="Built web UI served at `/`. Default: `ui/dist` of this checkout."
     )
