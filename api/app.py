@@ -47,9 +47,12 @@ from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
 from connectors.dashboards.store import DashboardStore
 from connectors.insights.plugins import PluginRegistry
+from connectors.metadata.access import FolderAccess
 from connectors.metadata.alerts import AlertStore
+from connectors.metadata.audit_events import AuditEvents
 from connectors.metadata.connections import ConnectionStore
 from connectors.metadata.insights import InsightStore
+from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.metadata.store import MetadataStore
@@ -101,6 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
             snapshots=SnapshotStore(metadata),
             plugins=PluginRegistry(metadata, settings.plugin_dirs()),
             connections=ConnectionStore(metadata, service.box),
+            people=People(metadata),
+            access=FolderAccess(metadata),
+            events=AuditEvents(metadata),
         )
         try:
             yield

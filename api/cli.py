@@ -208,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
     t_list = tokens.add_parser("list", help="the workspace's tokens (never their secrets)")
     t_create = tokens.add_parser("create", help="a new token; its secret is printed once")
     t_create.add_argument("name")
-    t_create.add_argument("--role", choices=("member", "admin"), default="member")
+    t_create.add_argument("--role", choices=("viewer", "editor", "admin"), default="editor")
     t_revoke = tokens.add_parser("revoke", help="revoke a token at once (not the last admin)")
     t_rotate = tokens.add_parser("rotate", help="a new secret, same name and role; old revoked")
     for cmd in (t_revoke, t_rotate):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -80,11 +81,67 @@ async def _session_owner(request: Request, state: State, session_id: str) -> Tok
 
 CurrentToken = Annotated[TokenOwner, Depends(current_token)]
 
+# What each role may do; every route states the one permission it needs by the principal
+# type it takes (below). `sql` is also a viewer's when the workspace allows it.
+Permission = Literal["signed_in", "view", "explore", "sql", "edit", "admin"]
+PERMISSIONS: tuple[Permission, ...] = ("signed_in", "view", "explore", "sql", "edit", "admin")
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "viewer": frozenset({"signed_in", "view", "explore"}),
+    "editor": frozenset({"signed_in", "view", "explore", "sql", "edit"}),
+    "admin": frozenset(PERMISSIONS),
+}
 
-async def admin_token(token: CurrentToken) -> TokenOwner:
-    if token.role != "admin":
-        raise HTTPException(403, "this needs an admin API token")
-    return token
+
+def permissions_of(owner: TokenOwner) -> frozenset[str]:
+    """The permissions the principal has (a shared view's principal: none of the API's)."""
+    if owner.shared is not None:
+        return frozenset()
+    granted = ROLE_PERMISSIONS.get(owner.role, frozenset())
+    if owner.role == "viewer" and owner.viewers_can_query:
+        granted = granted | {"sql"}
+    return granted
 
 
-AdminToken = Annotated[TokenOwner, Depends(admin_token)]
+def _needs(permission: Permission) -> Callable[..., Awaitable[TokenOwner]]:
+    async def need(token: CurrentToken) -> TokenOwner:
+        if permission not in permissions_of(token):
+            raise HTTPException(
+                403, f"this needs the {permission!r} permission; your role is {token.role}"
+            )
+        return token
+
+    need.permission = permission  # type: ignore[attr-defined]
+    need.__name__ = f"needs_{permission}"
+    return need
+
+
+# Any member of the workspace, whatever the role (who am I, sign out).
+SignedIn = Annotated[TokenOwner, Depends(_needs("signed_in"))]
+# Open and run what the principal can see (insights, dashboards), with parameters; export.
+CanView = Annotated[TokenOwner, Depends(_needs("view"))]
+# The no-SQL analytics builders and their pickers.
+CanExplore = Annotated[TokenOwner, Depends(_needs("explore"))]
+# SQL written by the caller against the data sources (the editor, POST /api/query).
+CanQuery = Annotated[TokenOwner, Depends(_needs("sql"))]
+# Create and change insights, dashboards, alerts, folders, subscriptions.
+CanEdit = Annotated[TokenOwner, Depends(_needs("edit"))]
+# Members, data sources, connections, tokens, settings, audit, embedding secrets, plugins.
+AdminToken = Annotated[TokenOwner, Depends(_needs("admin"))]
+
+
+def public_route() -> None:
+    """Marks a route as open on purpose (capture, health, sign-in, shared views): the
+    route-by-role test requires every other route to take one of the principals above."""
+
+
+public_route.permission = "public"  # type: ignore[attr-defined]
+Public = Depends(public_route)
+
+
+def route_permission(dependant_calls: list[Callable[..., Any]]) -> str | None:
+    """The permission a route's dependencies state (None: it states none)."""
+    for call in dependant_calls:
+        permission = getattr(call, "permission", None)
+        if permission is not None:
+            return str(permission)
+    return None

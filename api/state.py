@@ -11,11 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from connectors.capture import CaptureLimits
 from connectors.dashboards.store import DashboardStore
 from connectors.insights.plugins import PluginRegistry
+from connectors.metadata.access import FolderAccess
 from connectors.metadata.alerts import AlertStore
 from connectors.metadata.audit import AuditLog
+from connectors.metadata.audit_events import AuditEvents
 from connectors.metadata.connections import ConnectionStore
 from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.insights import InsightStore
+from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.metadata.store import MetadataStore, Project
@@ -75,3 +78,6 @@ class AppState:
     snapshots: SnapshotStore
     plugins: PluginRegistry
     connections: ConnectionStore
+    people: People
+    access: FolderAccess
+    events: AuditEvents

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import Field, SkipValidation, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, State
 from api.routes.insights import actor_of
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.insights.parameters import InvalidParameter
@@ -179,7 +179,7 @@ def _get(state: State, workspace_id: int, alert_id: int) -> AlertRecord:
 
 @router.get("")
 async def list_alerts(
-    token: CurrentToken,
+    token: CanView,
     state: State,
     insight: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only the alerts on this insight.")
@@ -192,7 +192,7 @@ async def list_alerts(
 
 
 @router.post("", status_code=201, responses=_REFUSED)
-async def create_alert(token: CurrentToken, state: State, body: AlertCreate) -> dict[str, Any]:
+async def create_alert(token: CanEdit, state: State, body: AlertCreate) -> dict[str, Any]:
     def create() -> AlertRecord:
         spec = _validated(state, token, body)
         due = spec.schedule.next_after(datetime.now(UTC)) if body.enabled else None
@@ -207,14 +207,14 @@ async def create_alert(token: CurrentToken, state: State, body: AlertCreate) -> 
 
 
 @router.get("/{alert_id}", responses=problems(404))
-async def read_alert(alert_id: AlertId, token: CurrentToken, state: State) -> dict[str, Any]:
+async def read_alert(alert_id: AlertId, token: CanView, state: State) -> dict[str, Any]:
     return _public(await run_in_threadpool(_get, state, token.workspace_id, alert_id))
 
 
 @router.patch("/{alert_id}", responses={**_REFUSED, **problems(404)})
 async def update_alert(
     alert_id: AlertId,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     body: AlertUpdate,
 ) -> dict[str, Any]:
@@ -250,13 +250,13 @@ async def update_alert(
 
 
 @router.delete("/{alert_id}", status_code=204, responses=problems(404))
-async def delete_alert(alert_id: AlertId, token: CurrentToken, state: State) -> None:
+async def delete_alert(alert_id: AlertId, token: CanEdit, state: State) -> None:
     if not await run_in_threadpool(state.alerts.delete, token.workspace_id, alert_id):
         raise HTTPException(404, f"no alert {alert_id} in this workspace")
 
 
 @router.post("/{alert_id}/test", responses=problems(404))
-async def test_alert(alert_id: AlertId, token: CurrentToken, state: State) -> dict[str, Any]:
+async def test_alert(alert_id: AlertId, token: CanEdit, state: State) -> dict[str, Any]:
     """Evaluate now and send to every channel whatever the state; the alert's own state
     and schedule are left as they were."""
 
@@ -273,7 +273,7 @@ async def test_alert(alert_id: AlertId, token: CurrentToken, state: State) -> di
 @router.get("/{alert_id}/history", responses=problems(404))
 async def alert_history(
     alert_id: AlertId,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanExplore, State
 from api.schemas import AUTHENTICATED, MAX_ID, NO_NUL, QueryProblem, problems
 from api.state import AppState
 from connectors.analytics.query import DefinitionError
@@ -231,7 +231,7 @@ def _route(kind: str, summary: str) -> None:
     GET /events & co. advertise only GET)."""
 
     async def run(
-        token: CurrentToken,
+        token: CanExplore,
         state: State,
         definition: DefinitionBody,
         cache: CacheQuery = True,
@@ -276,7 +276,7 @@ _EVENTS_SQL = (
     responses={**_NO_PROJECT, **problems(400), **_QUERY_ERRORS},
 )
 async def event_names(
-    token: CurrentToken, state: State, project_id: ProjectIdQuery = None
+    token: CanExplore, state: State, project_id: ProjectIdQuery = None
 ) -> list[EventName]:
     """The project's event names of the last 30 days, most frequent first (at most 500),
     with their count and when one was last seen: what the builders offer."""
@@ -308,7 +308,7 @@ def _sample(property_type: str, event: str | None) -> tuple[str, list[Any]]:
     responses={**_NO_PROJECT, **problems(400), **_QUERY_ERRORS},
 )
 async def property_names(
-    token: CurrentToken,
+    token: CanExplore,
     state: State,
     project_id: ProjectIdQuery = None,
     event: EventQuery = None,
@@ -333,7 +333,7 @@ async def property_names(
     responses={**_NO_PROJECT, **problems(400), **_QUERY_ERRORS},
 )
 async def property_values(
-    token: CurrentToken,
+    token: CanExplore,
     state: State,
     property: Annotated[
         str, Query(min_length=1, max_length=400, pattern=NO_NUL, description="A property name.")

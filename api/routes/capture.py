@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers, QueryParams
 
-from api.deps import State
+from api.deps import Public, State
 from connectors.capture import (
     CaptureError,
     CaptureLimits,
@@ -50,7 +50,7 @@ from connectors.wire_formats import (
     segment_request,
 )
 
-router = APIRouter(tags=["capture"])
+router = APIRouter(tags=["capture"], dependencies=[Public])
 
 POSTHOG_PATHS = ("/capture", "/e", "/i/v0/e", "/track", "/batch")
 # path → the message type it implies (None: a batch of any types)

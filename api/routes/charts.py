@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminToken, CurrentToken, State
+from api.deps import AdminToken, CanView, State
 from api.routes.insights import actor_of, insight_or_404, query_params
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems, resource_id
 from api.state import AppState
@@ -98,14 +98,14 @@ class PluginPublic(BaseModel):
 
 
 @router.get("/api/plugins", response_model=list[PluginPublic])
-async def list_plugins(token: CurrentToken, state: State) -> list[dict[str, Any]]:
+async def list_plugins(token: CanView, state: State) -> list[dict[str, Any]]:
     """The workspace's chart plugins, with their manifests and templates."""
     plugins = await run_in_threadpool(state.plugins.available, token.workspace_id)
     return [p.public() for p in plugins]
 
 
 @router.get("/api/plugins/{name}", response_model=PluginPublic, responses=problems(404))
-async def read_plugin(name: PluginNameParam, token: CurrentToken, state: State) -> dict[str, Any]:
+async def read_plugin(name: PluginNameParam, token: CanView, state: State) -> dict[str, Any]:
     plugin = await run_in_threadpool(state.plugins.get, token.workspace_id, name)
     if plugin is None:
         raise HTTPException(404, f"no plugin {name!r} in this workspace")
@@ -179,7 +179,7 @@ def _plugin_of(state: AppState, token: TokenOwner, vis: Visualization) -> Plugin
         400, e400="The visualization does not fit the columns; `detail` names the field."
     ),
 )
-async def chart_spec_for(body: ChartSpecRequest, token: CurrentToken, state: State) -> Any:
+async def chart_spec_for(body: ChartSpecRequest, token: CanView, state: State) -> Any:
     """The Vega-Lite spec the browser renders (with vega-embed) for a visualization of a
     result with these columns; the server draws the same spec for chart.png."""
 
@@ -287,7 +287,7 @@ def _image_doc(media_type: str) -> dict[int | str, dict[str, Any]]:
 async def insight_chart_png(
     insight_id: InsightId,
     request: Request,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     width: Width = 640,
     height: Height = 360,
@@ -306,7 +306,7 @@ async def insight_chart_png(
 async def insight_chart_svg(
     insight_id: InsightId,
     request: Request,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     width: Width = 640,
     height: Height = 360,

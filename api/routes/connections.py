@@ -30,7 +30,7 @@ from pydantic import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminToken, CurrentToken, State
+from api.deps import AdminToken, CanView, State
 from api.schemas import AUTHENTICATED, NO_NUL, Problem, problems, resource_id
 from api.state import AppState
 from connectors.connections.service import (
@@ -357,7 +357,7 @@ def connection_or_404(state: AppState, token: TokenOwner, connection_id: int) ->
 
 
 @router.get("", response_model=list[ConnectionPublic])
-async def list_connections(token: CurrentToken, state: State) -> list[ConnectionPublic]:
+async def list_connections(token: CanView, state: State) -> list[ConnectionPublic]:
     records = await run_in_threadpool(state.connections.list, token.workspace_id)
     return [ConnectionPublic.of(r, state.settings) for r in records]
 
@@ -423,7 +423,7 @@ async def test_connection(
 
 @router.get("/{connection_id:int}", response_model=ConnectionPublic, responses=_NOT_FOUND)
 async def read_connection(
-    connection_id: ConnectionId, token: CurrentToken, state: State, response: Response
+    connection_id: ConnectionId, token: CanView, state: State, response: Response
 ) -> ConnectionPublic:
     record = await run_in_threadpool(connection_or_404, state, token, connection_id)
     response.headers["ETag"] = _etag(record)
@@ -557,7 +557,7 @@ async def sync_connection(
 
 @router.get("/{connection_id:int}/status", response_model=ConnectionStatus, responses=_NOT_FOUND)
 async def connection_status(
-    connection_id: ConnectionId, token: CurrentToken, state: State
+    connection_id: ConnectionId, token: CanView, state: State
 ) -> ConnectionStatus:
     """Where the connection's syncs stand: the last one, the last success (its cursor and
     what it skipped), rows per warehouse table, the next scheduled run, webhook events

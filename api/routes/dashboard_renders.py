@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanView, State
 from api.routes.dashboards import DashboardId, dashboard_or_404
 from api.routes.insights import actor_of
 from api.schemas import AUTHENTICATED, QueryProblem, problems
@@ -126,7 +126,7 @@ def _answer(picture: bytes, media_type: str, dashboard_id: int, extension: str) 
 async def render_png(
     dashboard_id: DashboardId,
     request: Request,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     width: Width = 1200,
     scale: Scale = 2,
@@ -146,7 +146,7 @@ async def render_png(
 async def render_pdf(
     dashboard_id: DashboardId,
     request: Request,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     width: Width = 1200,
     theme: Theme = "light",

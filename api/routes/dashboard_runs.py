@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanView, State
 from api.routes.dashboards import DashboardId, dashboard_or_404
 from api.routes.insights import Options, actor_of
 from api.schemas import AUTHENTICATED, QueryProblem, problems
@@ -115,7 +115,7 @@ class DashboardRunResult(BaseModel):
 )
 async def run_dashboard_tiles(
     dashboard_id: DashboardId,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     body: DashboardRun,
     request: Request,
@@ -226,7 +226,7 @@ FilterName = Annotated[
 async def filter_options(
     dashboard_id: DashboardId,
     name: FilterName,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     request: Request,
 ) -> Options:

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, Public, State
 from api.routes.alerts import ChannelConfigs
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.dashboards.model import DashboardRecord
@@ -123,7 +123,7 @@ def _unmasked(
 
 @router.get(_BASE, responses={**AUTHENTICATED, **problems(404)})
 async def list_subscriptions(
-    dashboard_id: DashboardId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, token: CanView, state: State
 ) -> list[dict[str, Any]]:
     def listed() -> list[SubscriptionRecord]:
         _dashboard(state, token.workspace_id, dashboard_id)
@@ -134,7 +134,7 @@ async def list_subscriptions(
 
 @router.post(_BASE, status_code=201, responses={**AUTHENTICATED, **_REFUSED})
 async def create_subscription(
-    dashboard_id: DashboardId, token: CurrentToken, state: State, body: SubscriptionCreate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: SubscriptionCreate
 ) -> dict[str, Any]:
     def create() -> SubscriptionRecord:
         dashboard = _dashboard(state, token.workspace_id, dashboard_id)
@@ -147,7 +147,7 @@ async def create_subscription(
 
 @router.get(f"{_BASE}/{{subscription_id}}", responses={**AUTHENTICATED, **problems(404)})
 async def read_subscription(
-    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CanView, state: State
 ) -> dict[str, Any]:
     def read() -> SubscriptionRecord:
         return _subscription(_store(state), token.workspace_id, dashboard_id, subscription_id)
@@ -159,7 +159,7 @@ async def read_subscription(
 async def update_subscription(
     dashboard_id: DashboardId,
     subscription_id: SubscriptionId,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     body: SubscriptionUpdate,
 ) -> dict[str, Any]:
@@ -201,7 +201,7 @@ async def update_subscription(
     responses={**AUTHENTICATED, **problems(404)},
 )
 async def delete_subscription(
-    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CanEdit, state: State
 ) -> None:
     def delete() -> None:
         store = _store(state)
@@ -214,7 +214,7 @@ async def delete_subscription(
 async def subscription_history(
     dashboard_id: DashboardId,
     subscription_id: SubscriptionId,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
@@ -239,7 +239,7 @@ async def subscription_history(
 
 @router.post(f"{_BASE}/{{subscription_id}}/send", responses={**AUTHENTICATED, **problems(404)})
 async def send_subscription(
-    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CanEdit, state: State
 ) -> dict[str, Any]:
     """Deliver now (whatever the schedule, enabled or not), recorded in the history; its
     next due time stays as it was. Answers the history entry."""
@@ -276,6 +276,7 @@ PictureToken = Annotated[
 
 @router.get(
     "/api/shared/dashboards/{token}.png",
+    dependencies=[Public],
     response_class=Response,
     responses={
         200: {

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, State
 from api.schemas import (
     AUTHENTICATED,
     MAX_ID,
@@ -382,7 +382,7 @@ def enriched(state: AppState, d: DashboardRecord) -> DashboardPublic:
 
 @router.get("", response_model=list[DashboardListed])
 async def list_dashboards(
-    token: CurrentToken,
+    token: CanView,
     state: State,
     q: Annotated[
         str | None,
@@ -417,9 +417,7 @@ async def list_dashboards(
 
 
 @router.post("", status_code=201, response_model=DashboardPublic, responses=_INVALID)
-async def create_dashboard(
-    token: CurrentToken, state: State, body: DashboardCreate
-) -> DashboardPublic:
+async def create_dashboard(token: CanEdit, state: State, body: DashboardCreate) -> DashboardPublic:
     """Version 1, with its first revision."""
 
     def create() -> DashboardPublic:
@@ -435,7 +433,7 @@ async def create_dashboard(
 
 @router.get("/{dashboard_id}", response_model=DashboardPublic, responses=_NOT_FOUND)
 async def read_dashboard(
-    dashboard_id: DashboardId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, token: CanView, state: State
 ) -> DashboardPublic:
     def read() -> DashboardPublic:
         return enriched(state, dashboard_or_404(state, token, dashboard_id))
@@ -467,7 +465,7 @@ async def _saved(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def update_dashboard(
-    dashboard_id: DashboardId, token: CurrentToken, state: State, body: DashboardUpdate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: DashboardUpdate
 ) -> Any:
     """Rename, move, edit filters or tiles: a new revision. `version` must be current."""
     fields = body.model_fields_set - {"version"}
@@ -491,7 +489,7 @@ async def update_dashboard(
 )
 async def delete_dashboard(
     dashboard_id: DashboardId,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     permanent: Annotated[
         bool, Query(description="Delete for good: only a dashboard in the trash.")
@@ -518,7 +516,7 @@ async def delete_dashboard(
     responses=problems(404, e404="No such dashboard in this workspace's trash."),
 )
 async def restore_dashboard(
-    dashboard_id: DashboardId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, token: CanEdit, state: State
 ) -> DashboardPublic:
     """Out of the trash, as it was (same version; its snapshot schedules back)."""
 
@@ -538,7 +536,7 @@ async def restore_dashboard(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def add_tile(
-    dashboard_id: DashboardId, token: CurrentToken, state: State, body: TileCreate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: TileCreate
 ) -> Any:
     """The new tile is last in `tiles` (its id assigned); a new version."""
     tile = body.model_dump(mode="json", exclude={"version"}, exclude_unset=True)
@@ -562,7 +560,7 @@ def _tile_or_404(current: DashboardRecord, tile_id: int) -> int:
     responses={**_INVALID, **_NO_TILE, **_CONFLICT},
 )
 async def update_tile(
-    dashboard_id: DashboardId, tile_id: TileId, token: CurrentToken, state: State, body: TileUpdate
+    dashboard_id: DashboardId, tile_id: TileId, token: CanEdit, state: State, body: TileUpdate
 ) -> Any:
     """Change some of a tile's fields (title, visualization, layout, mappings, text, its
     insight); a new version."""
@@ -588,7 +586,7 @@ async def update_tile(
 async def remove_tile(
     dashboard_id: DashboardId,
     tile_id: TileId,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     version: Annotated[
         int, Query(ge=1, le=2**31 - 1, description="The dashboard's version (409 if not current).")
@@ -609,7 +607,7 @@ async def remove_tile(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def update_layout(
-    dashboard_id: DashboardId, token: CurrentToken, state: State, body: LayoutUpdate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: LayoutUpdate
 ) -> Any:
     """Move and resize tiles: every tile's place, or some (the others keep theirs); a new
     version. Off the grid or overlapping: a 400 naming the tile, nothing saved."""
@@ -640,7 +638,7 @@ async def update_layout(
     },
 )
 async def duplicate_dashboard(
-    dashboard_id: DashboardId, token: CurrentToken, state: State, body: DashboardCopy | None = None
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: DashboardCopy | None = None
 ) -> DashboardPublic:
     """A new dashboard (version 1) with the same filters, layout and mappings (new tile
     ids); with `duplicate_insights` its insight tiles point at copies of their insights."""
@@ -690,7 +688,7 @@ def _public_revisions(revisions: list[DashboardRevision]) -> list[RevisionPublic
 
 @router.get("/{dashboard_id}/revisions", response_model=list[RevisionPublic], responses=_NOT_FOUND)
 async def list_revisions(
-    dashboard_id: DashboardId, token: CurrentToken, state: State
+    dashboard_id: DashboardId, token: CanView, state: State
 ) -> list[RevisionPublic]:
     """Every save, newest first, each with what it changed."""
 
@@ -717,7 +715,7 @@ def _revision(
     "/{dashboard_id}/revisions/{version}", response_model=RevisionBody, responses=_NO_REVISION
 )
 async def read_revision(
-    dashboard_id: DashboardId, version: RevisionVersion, token: CurrentToken, state: State
+    dashboard_id: DashboardId, version: RevisionVersion, token: CanView, state: State
 ) -> RevisionBody:
     r, before = await run_in_threadpool(_revision, state, token, dashboard_id, version)
     return RevisionBody(
@@ -746,7 +744,7 @@ async def read_revision(
 async def restore_revision(
     dashboard_id: DashboardId,
     version: RevisionVersion,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     body: RevisionRestore,
 ) -> Any:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.json_schema import JsonDict
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminToken, CurrentToken, State
+from api.deps import AdminToken, CanQuery, CanView, State
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.datasources import DatasourceExists, DatasourceRecord
 from connectors.outbound import OutboundPolicy
@@ -171,7 +171,7 @@ def _warehouse_public() -> DatasourcePublic:
 
 
 @router.get("", response_model=list[DatasourcePublic])
-async def list_datasources(token: CurrentToken, state: State) -> list[DatasourcePublic]:
+async def list_datasources(token: CanView, state: State) -> list[DatasourcePublic]:
     records = await run_in_threadpool(state.datasources.list, token.workspace_id)
     return [_warehouse_public(), *(_public(r) for r in records)]
 
@@ -234,7 +234,7 @@ async def test_new_datasource(
 
 
 @router.get("/{ref}", response_model=DatasourcePublic, responses=_NOT_FOUND)
-async def read_datasource(ref: Ref, token: CurrentToken, state: State) -> DatasourcePublic:
+async def read_datasource(ref: Ref, token: CanView, state: State) -> DatasourcePublic:
     if ref == WAREHOUSE:
         return _warehouse_public()
     return _public(await run_in_threadpool(_record, state, token.workspace_id, ref))
@@ -254,7 +254,7 @@ async def delete_datasource(ref: Ref, token: AdminToken, state: State) -> None:
 
 
 @router.post("/{ref}/test", responses={**_NOT_FOUND, **_UNREACHABLE})
-async def test_datasource(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
+async def test_datasource(ref: Ref, token: CanQuery, state: State) -> dict[str, Any]:
     def test() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         target.source.test()
@@ -267,7 +267,7 @@ async def test_datasource(ref: Ref, token: CurrentToken, state: State) -> dict[s
     "/{ref}/schema",
     responses={**_NOT_FOUND, **_UNREACHABLE, **problems(408, model=QueryProblem)},
 )
-async def read_schema(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
+async def read_schema(ref: Ref, token: CanQuery, state: State) -> dict[str, Any]:
     def schema() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         tables = target.source.schema(state.queries.scope(token.workspace_id, token.project_ids))
@@ -277,7 +277,7 @@ async def read_schema(ref: Ref, token: CurrentToken, state: State) -> dict[str, 
 
 
 @router.post("/{ref}/reset", responses={**_NOT_FOUND, **_UNREACHABLE})
-async def reset_datasource(ref: Ref, token: CurrentToken, state: State) -> dict[str, Any]:
+async def reset_datasource(ref: Ref, token: CanQuery, state: State) -> dict[str, Any]:
     def reset() -> dict[str, Any]:
         target = _target(state, token.workspace_id, ref)
         target.source.reset()

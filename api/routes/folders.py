@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, State
 from api.schemas import AUTHENTICATED, MAX_ID, NO_NUL, partial, problems, resource_id
 from connectors.metadata.insights import (
     FolderCycle,
@@ -82,13 +82,13 @@ _REFUSED = problems(
 
 
 @router.get("", response_model=list[FolderPublic])
-async def list_folders(token: CurrentToken, state: State) -> list[FolderPublic]:
+async def list_folders(token: CanView, state: State) -> list[FolderPublic]:
     folders = await run_in_threadpool(state.insights.folders, token.workspace_id)
     return [FolderPublic.of(f) for f in folders]
 
 
 @router.post("", status_code=201, response_model=FolderPublic, responses=_REFUSED)
-async def create_folder(token: CurrentToken, state: State, body: FolderCreate) -> FolderPublic:
+async def create_folder(token: CanEdit, state: State, body: FolderCreate) -> FolderPublic:
     def create() -> FolderRecord:
         try:
             return state.insights.create_folder(token.workspace_id, body.name, body.parent_id)
@@ -102,7 +102,7 @@ async def create_folder(token: CurrentToken, state: State, body: FolderCreate) -
 
 @router.patch("/{folder_id}", response_model=FolderPublic, responses={**_REFUSED, **_NOT_FOUND})
 async def update_folder(
-    folder_id: FolderId, token: CurrentToken, state: State, body: FolderUpdate
+    folder_id: FolderId, token: CanEdit, state: State, body: FolderUpdate
 ) -> FolderPublic:
     """Rename and/or move; `parent_id` null moves it to the top level."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
@@ -134,7 +134,7 @@ async def update_folder(
         ),
     },
 )
-async def delete_folder(folder_id: FolderId, token: CurrentToken, state: State) -> None:
+async def delete_folder(folder_id: FolderId, token: CanEdit, state: State) -> None:
     def delete() -> bool:
         try:
             return state.insights.delete_folder(token.workspace_id, folder_id)

@@ -33,7 +33,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from api.deps import CurrentToken, State
+from api.deps import CanView, State
 from api.routes.insights import actor_of, insight_or_404, query_params
 from api.schemas import AUTHENTICATED, QueryProblem, problems, resource_id
 from api.state import AppState
@@ -105,7 +105,7 @@ _ERRORS = {
     },
 )
 async def export_csv(
-    insight_id: InsightId, request: Request, token: CurrentToken, state: State
+    insight_id: InsightId, request: Request, token: CanView, state: State
 ) -> StreamingResponse:
     """The insight's rows with these parameter values (`?p.<name>=value`, repeated for a
     multi-value parameter; a date range as `p.range=last_30_days` or `p.range.from=…&
@@ -129,7 +129,7 @@ async def export_csv(
     },
 )
 async def export_xlsx(
-    insight_id: InsightId, request: Request, token: CurrentToken, state: State
+    insight_id: InsightId, request: Request, token: CanView, state: State
 ) -> StreamingResponse:
     """The insight's rows with these parameter values (as for export.csv) as XLSX.
     Numbers, booleans, dates and times are typed cells; timestamps with a time zone are

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, State
 from api.routes.queries import QueryResultPublic
 from api.schemas import (
     AUTHENTICATED,
@@ -330,7 +330,7 @@ def save_changes(
 
 @router.get("", response_model=list[InsightPublic])
 async def list_insights(
-    token: CurrentToken,
+    token: CanView,
     state: State,
     q: Annotated[
         str | None,
@@ -365,7 +365,7 @@ async def list_insights(
     response_model=InsightPublic,
     responses={**_INVALID, **_UNREACHABLE},
 )
-async def create_insight(token: CurrentToken, state: State, body: InsightCreate) -> InsightPublic:
+async def create_insight(token: CanEdit, state: State, body: InsightCreate) -> InsightPublic:
     def create() -> InsightRecord:
         definition = _checked(state, token, body.model_dump(mode="json"), None)
         try:
@@ -377,7 +377,7 @@ async def create_insight(token: CurrentToken, state: State, body: InsightCreate)
 
 
 @router.get("/{insight_id}", response_model=InsightPublic, responses=_NOT_FOUND)
-async def read_insight(insight_id: InsightId, token: CurrentToken, state: State) -> InsightPublic:
+async def read_insight(insight_id: InsightId, token: CanView, state: State) -> InsightPublic:
     return InsightPublic.of(await run_in_threadpool(insight_or_404, state, token, insight_id))
 
 
@@ -387,7 +387,7 @@ async def read_insight(insight_id: InsightId, token: CurrentToken, state: State)
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT, **_UNREACHABLE},
 )
 async def update_insight(
-    insight_id: InsightId, token: CurrentToken, state: State, body: InsightUpdate
+    insight_id: InsightId, token: CanEdit, state: State, body: InsightUpdate
 ) -> Any:
     """Rename, move (folder_id), edit: a new revision. `version` must be the current one."""
     fields = body.model_fields_set - {"version"}
@@ -423,7 +423,7 @@ async def update_insight(
     },
 )
 async def run_insight(
-    insight_id: InsightId, token: CurrentToken, state: State, body: InsightRun
+    insight_id: InsightId, token: CanView, state: State, body: InsightRun
 ) -> dict[str, Any]:
     """Run with these parameter values: the /api/query result, plus the values it ran
     with. Relative dates resolve in the workspace's time zone (its first project's)."""
@@ -471,7 +471,7 @@ async def run_insight(
 )
 async def delete_insight(
     insight_id: InsightId,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     permanent: Annotated[
         bool, Query(description="Delete for good: only an insight in the trash.")
@@ -496,9 +496,7 @@ async def delete_insight(
     response_model=InsightPublic,
     responses=problems(404, e404="No such insight in this workspace's trash."),
 )
-async def restore_insight(
-    insight_id: InsightId, token: CurrentToken, state: State
-) -> InsightPublic:
+async def restore_insight(insight_id: InsightId, token: CanEdit, state: State) -> InsightPublic:
     """Out of the trash, as it was (same version)."""
     restored = await run_in_threadpool(state.insights.restore, token.workspace_id, insight_id)
     if restored is None:
@@ -525,7 +523,7 @@ class InsightCopy(BaseModel):
     },
 )
 async def duplicate_insight(
-    insight_id: InsightId, token: CurrentToken, state: State, body: InsightCopy | None = None
+    insight_id: InsightId, token: CanEdit, state: State, body: InsightCopy | None = None
 ) -> InsightPublic:
     """A new insight (revision 1) with the same definition."""
     body = body or InsightCopy()
@@ -568,7 +566,7 @@ ParameterName = Annotated[
     },
 )
 async def parameter_options(
-    insight_id: InsightId, name: ParameterName, token: CurrentToken, state: State, request: Request
+    insight_id: InsightId, name: ParameterName, token: CanView, state: State, request: Request
 ) -> Options:
     """An enum parameter's options: its list, or the first column of the insight it takes
     them from, run with the parameters its `filter_by` maps from this insight's values
@@ -654,7 +652,7 @@ def _revision(state: AppState, token: TokenOwner, insight_id: int, version: int)
 
 @router.get("/{insight_id}/revisions", response_model=list[RevisionPublic], responses=_NOT_FOUND)
 async def list_revisions(
-    insight_id: InsightId, token: CurrentToken, state: State
+    insight_id: InsightId, token: CanView, state: State
 ) -> list[RevisionPublic]:
     """Every save, newest first; kept without a limit."""
 
@@ -677,7 +675,7 @@ async def list_revisions(
     "/{insight_id}/revisions/{version}", response_model=RevisionBody, responses=_NO_REVISION
 )
 async def read_revision(
-    insight_id: InsightId, version: RevisionVersion, token: CurrentToken, state: State
+    insight_id: InsightId, version: RevisionVersion, token: CanView, state: State
 ) -> RevisionBody:
     r = await run_in_threadpool(_revision, state, token, insight_id, version)
     return RevisionBody(
@@ -700,7 +698,7 @@ async def read_revision(
 async def diff_revision(
     insight_id: InsightId,
     version: RevisionVersion,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     against: Annotated[
         int | None,
@@ -747,7 +745,7 @@ async def diff_revision(
 async def restore_revision(
     insight_id: InsightId,
     version: RevisionVersion,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
     body: RevisionRestore,
 ) -> Any:

@@ -31,7 +31,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminToken, CurrentToken, State
+from api.deps import AdminToken, CanView, State
 from api.routes.script import snippet
 from api.schemas import AUTHENTICATED, NO_NUL, partial, problems, resource_id
 from connectors.capture_policy import ProjectPolicy, normalize_origin
@@ -238,7 +238,7 @@ def _project(state: State, workspace_id: int, project_id: int) -> Project:
 
 
 @router.get("", response_model=list[ProjectPublic])
-async def list_projects(token: CurrentToken, state: State) -> list[ProjectPublic]:
+async def list_projects(token: CanView, state: State) -> list[ProjectPublic]:
     projects = await run_in_threadpool(state.metadata.projects, token.workspace_id)
     return [ProjectPublic.of(p) for p in projects]
 
@@ -278,14 +278,14 @@ async def update_project(
 
 
 @router.get("/{project_id}", response_model=ProjectPublic, responses=problems(404))
-async def read_project(project_id: ProjectId, token: CurrentToken, state: State) -> ProjectPublic:
+async def read_project(project_id: ProjectId, token: CanView, state: State) -> ProjectPublic:
     project = await run_in_threadpool(_project, state, token.workspace_id, project_id)
     return ProjectPublic.of(project)
 
 
 @router.get("/{project_id}/snippet", response_model=Snippet, responses=problems(404))
 async def read_snippet(
-    project_id: ProjectId, token: CurrentToken, state: State, request: Request
+    project_id: ProjectId, token: CanView, state: State, request: Request
 ) -> Snippet:
     project = await run_in_threadpool(_project, state, token.workspace_id, project_id)
     api_url = state.settings.public_api_url or str(request.base_url)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanQuery, State
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.store import TokenOwner
 from connectors.warehouse.registry import DatasourceNotFound
@@ -138,7 +138,7 @@ def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRe
         ),
     },
 )
-async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dict[str, Any]:
+async def run_query(body: QueryCreate, token: CanQuery, state: State) -> dict[str, Any]:
     def start() -> Future[QueryResult]:  # one worker-thread hop for checks and the cache
         return state.runner.start(build_request(body, token, state))
 
@@ -161,7 +161,7 @@ async def run_query(body: QueryCreate, token: CurrentToken, state: State) -> dic
         ),
     },
 )
-async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> QueryQueued:
+async def submit_query(body: QueryCreate, token: CanQuery, state: State) -> QueryQueued:
     """Queue it in this workspace's line for the data source (503 queue_full when that
     line is full); a result bigger than SQLBOOK_QUERY_RESULT_MAX_BYTES as JSON is not
     kept: the query ends `failed` with `result_too_large`."""
@@ -178,7 +178,7 @@ async def submit_query(body: QueryCreate, token: CurrentToken, state: State) -> 
     response_model=None,
     responses={200: {"model": QueryStatus}, **_NO_QUERY, **_STORE_DOWN},
 )
-async def read_query(query_id: QueryId, token: CurrentToken, state: State) -> dict[str, Any]:
+async def read_query(query_id: QueryId, token: CanQuery, state: State) -> dict[str, Any]:
     job = await run_in_threadpool(state.runner.job, query_id, token.workspace_id)
     if job is None:
         raise HTTPException(404, f"no query {query_id!r} (finished queries are kept for a while)")
@@ -186,7 +186,7 @@ async def read_query(query_id: QueryId, token: CurrentToken, state: State) -> di
 
 
 @router.delete("/api/queries/{query_id}", responses={**_NO_QUERY, **_STORE_DOWN})
-async def cancel_query(query_id: QueryId, token: CurrentToken, state: State) -> dict[str, Any]:
+async def cancel_query(query_id: QueryId, token: CanQuery, state: State) -> dict[str, Any]:
     job = await run_in_threadpool(state.runner.cancel, query_id, token.workspace_id)
     if job is None:
         raise HTTPException(404, f"no query {query_id!r}")

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from api.deps import Public
 from api.schemas import problems
 from connectors.metadata.store import Project
 
-router = APIRouter(tags=["tracking script"])
+router = APIRouter(tags=["tracking script"], dependencies=[Public])
 
 LATEST_MAX_AGE = 86_400
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.credentials import api_origin, api_url
-from api.deps import SESSION_COOKIE, CurrentToken, State
+from api.deps import SESSION_COOKIE, Public, SignedIn, State, permissions_of
 from api.schemas import AUTHENTICATED
 
 # The two /login pages are left out of the schema: they answer HTML to a browser.
@@ -33,11 +33,24 @@ class LoginLink(BaseModel):
     expires_at: datetime
 
 
+class WorkspaceChoice(BaseModel):
+    id: int
+    name: str
+    role: str
+
+
 class SessionPublic(BaseModel):
     workspace: str
+    workspace_id: int
     role: str
     actor: str
-    token_id: int
+    token_id: int | None = Field(description="The API token it acts as; null: a person.")
+    user_id: int | None = Field(description="The person it acts as (or who owns the token).")
+    email: str | None
+    workspaces: list[WorkspaceChoice] = Field(
+        description="The workspaces the person may switch to (just this one for a token)."
+    )
+    permissions: list[str] = Field(description="What the role allows: view, edit, sql, …")
 
 
 # The sign-in pages: no caching, no Referer carrying the code elsewhere, no framing (a
@@ -56,7 +69,7 @@ _MAX_FORM_BYTES = 4096
 
 
 @router.post("/api/login-links", status_code=201, response_model=LoginLink)
-async def create_login_link(request: Request, token: CurrentToken, state: State) -> LoginLink:
+async def create_login_link(request: Request, token: SignedIn, state: State) -> LoginLink:
     if "authorization" not in request.headers:
         # a session must not mint codes that outlive it
         raise HTTPException(403, "login links are made with an API token, not a UI session")
@@ -67,18 +80,20 @@ async def create_login_link(request: Request, token: CurrentToken, state: State)
     return LoginLink(url=f"{api_url(state.settings)}/login?code={code}", expires_at=expires_at)
 
 
-@router.get("/login", include_in_schema=False)
+@router.get("/login", include_in_schema=False, dependencies=[Public])
 async def confirm_login(state: State, code: Annotated[str, Query()] = "") -> Response:
     """A page naming whose sign-in the link opens, with a button that POSTs the code.
     Nothing is used up and no cookie is set here."""
     owner = await run_in_threadpool(state.sessions.code_owner, code) if code else None
     if owner is None:
         return _link_does_not_work()
-    question = (
-        f"Sign in to workspace <b>{html.escape(owner.workspace)}</b> as token "
-        f"<b>{html.escape(owner.name)}</b> (<code>{html.escape(owner.prefix)}…</code>,"
-        f" {html.escape(owner.role)})?"
+    who = (
+        f"<b>{html.escape(owner.email or '')}</b> ({html.escape(owner.role)})"
+        if owner.token_id is None
+        else f"token <b>{html.escape(owner.name)}</b> (<code>{html.escape(owner.prefix)}…</code>,"
+        f" {html.escape(owner.role)})"
     )
+    question = f"Sign in to workspace <b>{html.escape(owner.workspace)}</b> as {who}?"
     form = (
         "<form method=post action=/login>"
         f"<input type=hidden name=code value='{html.escape(code, quote=True)}'>"
@@ -89,7 +104,7 @@ async def confirm_login(state: State, code: Annotated[str, Query()] = "") -> Res
     return HTMLResponse(_page("Sign in to sqlbook", question, form), headers=_PAGE_HEADERS)
 
 
-@router.post("/login", include_in_schema=False)
+@router.post("/login", include_in_schema=False, dependencies=[Public])
 async def login(request: Request, state: State) -> Response:
     """The confirmation's form: from a page of this origin only (a cross-site form gets
     403 and leaves the code unused); then the code is used up and the cookie set."""
@@ -126,14 +141,26 @@ async def login(request: Request, state: State) -> Response:
 
 
 @router.get("/api/session", response_model=SessionPublic)
-async def read_session(token: CurrentToken) -> SessionPublic:
+async def read_session(token: SignedIn, state: State) -> SessionPublic:
+    workspaces = [WorkspaceChoice(id=token.workspace_id, name=token.workspace, role=token.role)]
+    if token.user_id is not None and token.token_id is None:
+        found = await run_in_threadpool(state.people.workspaces_of, token.user_id)
+        workspaces = [WorkspaceChoice(id=i, name=n, role=r) for i, n, r in found]
     return SessionPublic(
-        workspace=token.workspace, role=token.role, actor=token.actor, token_id=token.token_id
+        workspace=token.workspace,
+        workspace_id=token.workspace_id,
+        role=token.role,
+        actor=token.actor,
+        token_id=token.token_id,
+        user_id=token.user_id,
+        email=token.email,
+        workspaces=workspaces,
+        permissions=sorted(permissions_of(token)),
     )
 
 
 @router.post("/api/session/logout", status_code=204)
-async def logout(request: Request, _token: CurrentToken, state: State) -> Response:
+async def logout(request: Request, _token: SignedIn, state: State) -> Response:
     if session_id := request.cookies.get(SESSION_COOKIE):
         await run_in_threadpool(state.sessions.end, session_id)
     response = Response(status_code=204)

@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import State
+from api.deps import Public, State
 from api.schemas import problems
 from connectors.insights.charts import ChartError, RenderError
 from connectors.insights.service import prepare_run
@@ -34,7 +34,7 @@ from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor
 
-router = APIRouter(prefix="/api/shared/charts", tags=["charts"])
+router = APIRouter(prefix="/api/shared/charts", tags=["charts"], dependencies=[Public])
 log = logging.getLogger(__name__)
 
 ChartToken = Annotated[

@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import CanEdit, CanView, State
 from api.routes.insights import actor_of, insight_or_404
 from api.routes.queries import ResultColumn
 from api.schemas import AUTHENTICATED, MAX_ID, NO_NUL, partial, problems, resource_id
@@ -205,7 +205,7 @@ def _schedule_or_404(
 
 @router.get("/{insight_id}/snapshots", responses=_NO_INSIGHT)
 async def list_snapshot_schedules(
-    insight_id: InsightId, token: CurrentToken, state: State
+    insight_id: InsightId, token: CanView, state: State
 ) -> list[SnapshotSchedulePublic]:
     def read() -> list[SnapshotSchedule]:
         insight_or_404(state, token, insight_id)
@@ -216,7 +216,7 @@ async def list_snapshot_schedules(
 
 @router.post("/{insight_id}/snapshots", status_code=201, responses={**_REFUSED, **_NO_INSIGHT})
 async def create_snapshot_schedule(
-    insight_id: InsightId, body: SnapshotScheduleCreate, token: CurrentToken, state: State
+    insight_id: InsightId, body: SnapshotScheduleCreate, token: CanEdit, state: State
 ) -> SnapshotSchedulePublic:
     def create() -> SnapshotSchedule:
         insight = insight_or_404(state, token, insight_id)
@@ -245,7 +245,7 @@ async def create_snapshot_schedule(
 )
 async def latest_snapshot(
     insight_id: InsightId,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     schedule: Annotated[
         int | None,
@@ -279,7 +279,7 @@ async def latest_snapshot(
 
 @router.get("/{insight_id}/snapshots/{schedule_id:int}", responses=_NO_SCHEDULE)
 async def read_snapshot_schedule(
-    insight_id: InsightId, schedule_id: ScheduleId, token: CurrentToken, state: State
+    insight_id: InsightId, schedule_id: ScheduleId, token: CanView, state: State
 ) -> SnapshotSchedulePublic:
     _, schedule = await run_in_threadpool(_schedule_or_404, state, token, insight_id, schedule_id)
     return _public(schedule)
@@ -293,7 +293,7 @@ async def update_snapshot_schedule(
     insight_id: InsightId,
     schedule_id: ScheduleId,
     body: SnapshotScheduleUpdate,
-    token: CurrentToken,
+    token: CanEdit,
     state: State,
 ) -> SnapshotSchedulePublic:
     def update() -> SnapshotSchedule:
@@ -339,7 +339,7 @@ async def update_snapshot_schedule(
     responses={**_NO_SCHEDULE, **_MANAGED},
 )
 async def delete_snapshot_schedule(
-    insight_id: InsightId, schedule_id: ScheduleId, token: CurrentToken, state: State
+    insight_id: InsightId, schedule_id: ScheduleId, token: CanEdit, state: State
 ) -> None:
     """Its stored snapshots go with it; Dagster drops its partition at the next tick."""
 
@@ -356,7 +356,7 @@ async def delete_snapshot_schedule(
 async def snapshot_results(
     insight_id: InsightId,
     schedule_id: ScheduleId,
-    token: CurrentToken,
+    token: CanView,
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[

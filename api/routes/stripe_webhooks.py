@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import State
+from api.deps import Public, State
 from api.schemas import Problem, problems, resource_id
 from api.state import AppState
 from connectors.metadata.connections import ConnectionRecord
@@ -26,7 +26,7 @@ from connectors.stripe.signatures import SignatureError, verify
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/webhooks/stripe", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks/stripe", tags=["webhooks"], dependencies=[Public])
 
 MAX_BODY_BYTES = 1024 * 1024  # Stripe's events are a few kB; its own limit is far below
 

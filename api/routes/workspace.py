@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken, State
+from api.deps import SignedIn, State
 from api.routes.projects import ProjectPublic
 
 router = APIRouter(prefix="/api/workspace", tags=["workspace"])
@@ -21,7 +21,7 @@ class WorkspacePublic(BaseModel):
 
 
 @router.get("", response_model=WorkspacePublic)
-async def read_workspace(token: CurrentToken, state: State) -> WorkspacePublic:
+async def read_workspace(token: SignedIn, state: State) -> WorkspacePublic:
     projects = await run_in_threadpool(state.metadata.projects, token.workspace_id)
     return WorkspacePublic(
         id=token.workspace_id,

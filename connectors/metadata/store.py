@@ -8,7 +8,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,9 +38,29 @@ class Project:
     aggregate_retention_days: int | None = None  # sessions and rollups; None: forever
 
 
+ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class SharedScope:
+    """What a principal made for a shared view (a public link, a signed embed) may open:
+    one object, with some parameter values fixed. Every `/api/…` route refuses it."""
+
+    kind: Literal["public_link", "embed"]
+    source_id: int  # the public link's or the embedding secret's id
+    object_type: Literal["insight", "dashboard"]
+    object_id: int
+    locked_params: dict[str, Any] = field(default_factory=dict)
+    allowed_params: dict[str, list[Any]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class TokenOwner:
-    token_id: int
+    """Who a request acts as: an API token, a person's web UI session, or (with `shared`)
+    a public link or an embed acting with its owner's rights. `role` is the effective
+    role: a token owned by a person acts with at most that person's role."""
+
+    token_id: int | None
     workspace_id: int
     workspace: str
     role: str
@@ -49,31 +69,65 @@ class TokenOwner:
     # the workspace's projects, read with the token (what its queries may see); None when
     # the lookup did not read them
     project_ids: tuple[int, ...] | None = None
+    user_id: int | None = None
+    email: str | None = None
+    membership_id: int | None = None
+    session: bool = False  # signed in by the web UI's cookie
+    viewers_can_query: bool = False
+    shared: SharedScope | None = None
 
     @property
     def actor(self) -> str:
-        """How the audit names who ran a query."""
-        return f"token {self.name} ({self.prefix}…)"
+        """How the audit names who acted."""
+        if self.shared is not None:
+            what = "public link" if self.shared.kind == "public_link" else "embed secret"
+            return f"{what} {self.shared.source_id}"
+        if self.token_id is None:
+            return f"user {self.email}"
+        owner = f" of {self.email}" if self.email else ""
+        return f"token {self.name} ({self.prefix}…){owner}"
 
 
-# What `owner_from_row` reads, for a query joining token `t` to its workspace `w`
-# (the projects of the workspace come along: what its queries may see).
+# What `owner_from_row` reads: a token `t` (or none, for a person's session), its
+# workspace `w`, the owner `u` and their membership `m` (left-joined for tokens).
 OWNER_COLUMNS = (
-    "t.id, t.workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
-    " array(select p.id from meta.projects p where p.workspace_id = t.workspace_id"
+    "t.id, w.id as workspace_id, w.name as workspace, t.role, t.name, t.token_prefix,"
+    " u.id as user_id, u.email, m.id as membership_id, m.role as member_role,"
+    " w.viewers_can_query,"
+    " array(select p.id from meta.projects p where p.workspace_id = w.id"
     " order by p.id) as project_ids"
+)
+# A token's owner lookup: FROM … WHERE the token is live and, when a person owns it, that
+# person is still an enabled member of the token's workspace (removed: refused at once).
+TOKEN_OWNER_FROM = (
+    "meta.api_tokens t join meta.workspaces w on w.id = t.workspace_id"
+    " left join meta.users u on u.id = t.user_id"
+    " left join meta.memberships m on m.workspace_id = t.workspace_id and m.user_id = t.user_id"
+)
+TOKEN_OWNER_LIVE = (
+    "t.revoked_at is null and (t.user_id is null or (m.id is not null and u.disabled_at is null))"
 )
 
 
-def owner_from_row(row: dict[str, Any], name_suffix: str = "") -> TokenOwner:
+def owner_from_row(
+    row: dict[str, Any], name_suffix: str = "", *, session: bool = False
+) -> TokenOwner:
+    role = row["role"] if row["role"] is not None else row["member_role"]
+    if row.get("member_role") is not None and ROLE_RANK[row["member_role"]] < ROLE_RANK[role]:
+        role = row["member_role"]
     return TokenOwner(
         row["id"],
         row["workspace_id"],
         row["workspace"],
-        row["role"],
-        row["name"] + name_suffix,
-        row["token_prefix"],
+        role,
+        (row["name"] or "") + name_suffix if row["id"] is not None else (row["email"] or ""),
+        row["token_prefix"] or "",
         tuple(row["project_ids"]),
+        user_id=row.get("user_id"),
+        email=row.get("email"),
+        membership_id=row.get("membership_id"),
+        session=session,
+        viewers_can_query=bool(row.get("viewers_can_query")),
     )
 
 
@@ -91,7 +145,7 @@ class WorkspaceExists(Exception):
     pass
 
 
-TokenRole = Literal["admin", "member"]
+TokenRole = Literal["admin", "editor", "viewer"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +159,7 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    user_id: int | None = None  # the person owning it; None: a service account
 
 
 @dataclass(frozen=True)
@@ -137,7 +192,7 @@ class TokenRevoked(Exception):
     """The token was revoked already: it cannot be rotated."""
 
 
-_TOKEN_INFO = "id, name, role, token_prefix, created_at, last_used_at, revoked_at"
+_TOKEN_INFO = "id, name, role, token_prefix, created_at, last_used_at, revoked_at, user_id"
 
 
 def hash_token(token: str) -> str:
@@ -258,8 +313,7 @@ class MetadataStore:
         row = self._one(
             f"select {OWNER_COLUMNS},"
             " t.last_used_at is null or t.last_used_at < now() - interval '1 minute' as stale"
-            " from meta.api_tokens t join meta.workspaces w on w.id = t.workspace_id"
-            " where t.token_hash = %s and t.revoked_at is null",
+            f" from {TOKEN_OWNER_FROM} where t.token_hash = %s and {TOKEN_OWNER_LIVE}",
             (hash_token(token),),
         )
         if row is not None and row["stale"]:
@@ -281,9 +335,13 @@ class MetadataStore:
             ).fetchall()
         return [_token_info(r) for r in rows]
 
-    def create_token(self, workspace_id: int, name: str, role: TokenRole) -> NewToken:
+    def create_token(
+        self, workspace_id: int, name: str, role: TokenRole, *, user_id: int | None = None
+    ) -> NewToken:
+        """A token of the workspace; `user_id`: owned by that person (acting with at most
+        their role), else a service account of the workspace."""
         with self._pool.connection() as conn:
-            return _insert_token(conn, workspace_id, name, role)
+            return _insert_token(conn, workspace_id, name, role, user_id)
 
     def revoke_token(self, workspace_id: int, token_id: int) -> TokenInfo | None:
         """Revoke the workspace's token `token_id` (None: no such token in this workspace).
@@ -327,7 +385,7 @@ class MetadataStore:
                     f"token {token_id} is revoked: create a new token instead of rotating it"
                 )
             conn.execute("update meta.api_tokens set revoked_at = now() where id = %s", (token_id,))
-            return _insert_token(conn, workspace_id, token["name"], token["role"])
+            return _insert_token(conn, workspace_id, token["name"], token["role"], token["user_id"])
 
     def token_id(self, token: str) -> int | None:
         """The id of the token with this secret, revoked or not."""
@@ -450,13 +508,18 @@ class MetadataStore:
 
 
 def _insert_token(
-    conn: psycopg.Connection[Any], workspace_id: int, name: str, role: str
+    conn: psycopg.Connection[Any],
+    workspace_id: int,
+    name: str,
+    role: str,
+    user_id: int | None = None,
 ) -> NewToken:
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = conn.execute(
-        "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
-        f" values (%s, %s, %s, %s, %s) returning {_TOKEN_INFO}",
-        (workspace_id, name, hash_token(token), token[:12], role),
+        "insert into meta.api_tokens"
+        " (workspace_id, name, token_hash, token_prefix, role, user_id)"
+        f" values (%s, %s, %s, %s, %s, %s) returning {_TOKEN_INFO}",
+        (workspace_id, name, hash_token(token), token[:12], role, user_id),
     ).fetchone()
     assert row is not None
     return NewToken(_token_info(row), token)
@@ -484,6 +547,7 @@ def _token_info(row: dict[str, Any]) -> TokenInfo:
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
+        user_id=row.get("user_id"),
     )
 
 

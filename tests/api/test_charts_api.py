@@ -152,7 +152,7 @@ def test_plugins_upload_list_draw_and_delete(
     assert [c["role"] for c in funnel["manifest"]["columns"]] == ["step", "count"]
     assert client.get("/api/plugins/funnel-bar", headers=admin).json() == funnel
 
-    member = metadata.create_token(workspace.workspace_id, "member", "member")
+    member = metadata.create_token(workspace.workspace_id, "member", "editor")
     r = client.post("/api/plugins", json=funnel_upload("our-funnel"), headers=auth(member.token))
     assert r.status_code == 403
     r = client.post("/api/plugins", json=funnel_upload("our-funnel"), headers=admin)

@@ -75,7 +75,7 @@ def _store(api: TestClient) -> ConnectionStore:
 
 
 def _member_token(metadata: MetadataStore, ws: NewWorkspace) -> str:
-    return metadata.create_token(ws.workspace_id, "viewer", "member").token
+    return metadata.create_token(ws.workspace_id, "viewer", "editor").token
 
 
 def test_create_checks_the_key_and_never_shows_or_logs_it(

@@ -154,7 +154,7 @@ def test_settings_need_an_admin_token_and_the_workspaces_project(
     with metadata.connection() as conn:
         conn.execute(
             "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
-            " values (%s, 'viewer', %s, %s, 'member')",
+            " values (%s, 'viewer', %s, %s, 'editor')",
             (workspace.workspace_id, hash_token(member), member[:12]),
         )
     refused = client.patch(

@@ -317,7 +317,7 @@ def test_audit_is_for_admins(api, pair, metadata):
     with metadata.connection() as conn:
         conn.execute(
             "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
-            " values (%s, 'viewer', %s, %s, 'member')",
+            " values (%s, 'viewer', %s, %s, 'editor')",
             (a.workspace_id, hash_token(member_token), member_token[:12]),
         )
     headers = {"Authorization": f"Bearer {member_token}"}

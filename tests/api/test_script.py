@@ -112,7 +112,7 @@ def member_token(metadata: MetadataStore, workspace: NewWorkspace) -> str:
     with metadata.connection() as conn:
         conn.execute(
             "insert into meta.api_tokens (workspace_id, name, token_hash, token_prefix, role)"
-            " values (%s, 'viewer', %s, %s, 'member')",
+            " values (%s, 'viewer', %s, %s, 'editor')",
             (workspace.workspace_id, hash_token(token), token[:12]),
         )
     return token

@@ -154,9 +154,16 @@ def test_session_acts_as_its_token(client, workspace):
     assert me.status_code == 200
     assert me.json() == {
         "workspace": workspace.workspace,
+        "workspace_id": workspace.workspace_id,
         "role": "admin",
         "actor": me.json()["actor"],
         "token_id": me.json()["token_id"],
+        "user_id": None,
+        "email": None,
+        "workspaces": [
+            {"id": workspace.workspace_id, "name": workspace.workspace, "role": "admin"}
+        ],
+        "permissions": ["admin", "edit", "explore", "signed_in", "sql", "view"],
     }
     assert "(web UI)" in me.json()["actor"]
     sources = client.get("/api/datasources", headers=as_browser(session))

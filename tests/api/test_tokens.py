@@ -38,11 +38,11 @@ def token_ids(client: TestClient, ws: NewWorkspace) -> list[int]:
 
 
 def test_list_shows_the_workspace_tokens_without_secrets(client, workspace, servers):
-    made = create(client, workspace, "ci", "member")
+    made = create(client, workspace, "ci", "editor")
     r = client.get("/api/tokens", headers=auth(workspace))
     assert r.status_code == 200
     tokens = r.json()
-    assert [(t["name"], t["role"]) for t in tokens] == [("ci", "member"), ("admin", "admin")]
+    assert [(t["name"], t["role"]) for t in tokens] == [("ci", "editor"), ("admin", "admin")]
     assert all(set(t) == TOKEN_FIELDS for t in tokens)
     assert tokens[0]["prefix"] == made["token"][:12] and tokens[0]["revoked_at"] is None
     assert tokens[1]["last_used_at"] is not None  # the admin token just made this request
@@ -53,12 +53,12 @@ def test_list_shows_the_workspace_tokens_without_secrets(client, workspace, serv
 
 
 def test_create_a_member_token_that_works_and_is_not_admin(client, workspace):
-    made = create(client, workspace, "  analyst  ", "member")
-    assert made["name"] == "analyst" and made["role"] == "member"
+    made = create(client, workspace, "  analyst  ", "editor")
+    assert made["name"] == "analyst" and made["role"] == "editor"
     assert made["token"].startswith("sqb_at_") and made["prefix"] == made["token"][:12]
     member = bearer(made["token"])
     me = client.get("/api/session", headers=member)
-    assert me.status_code == 200 and me.json()["role"] == "member"
+    assert me.status_code == 200 and me.json()["role"] == "editor"
     assert client.post("/api/query", json={"sql": "select 1"}, headers=member).status_code == 200
     # members get 403 on every token route
     for method, path in (
@@ -70,19 +70,19 @@ def test_create_a_member_token_that_works_and_is_not_admin(client, workspace):
         body = {"name": "x", "role": "admin"} if path == "/api/tokens" else None
         r = client.request(method, path, json=body, headers=member)
         assert r.status_code == 403, (method, path, r.text)
-        assert r.json()["detail"] == "this needs an admin API token"
+        assert r.json()["detail"] == "this needs the 'admin' permission; your role is editor"
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"name": "", "role": "member"}, "name"),
-        ({"name": "   ", "role": "member"}, "name"),
-        ({"name": "x" * 101, "role": "member"}, "name"),
+        ({"name": "", "role": "editor"}, "name"),
+        ({"name": "   ", "role": "editor"}, "name"),
+        ({"name": "x" * 101, "role": "editor"}, "name"),
         ({"name": "ok", "role": "owner"}, "role"),
         ({"name": "ok"}, "role"),
-        ({"role": "member"}, "name"),
-        ({"name": "ok", "role": "member", "token": "sqb_at_mine"}, "token"),
+        ({"role": "editor"}, "name"),
+        ({"name": "ok", "role": "editor", "token": "sqb_at_mine"}, "token"),
     ],
 )
 def test_bad_create_bodies_name_the_field(client, workspace, body, field):
@@ -138,7 +138,7 @@ def r_revoked(client: TestClient, ws: NewWorkspace, token_id: int) -> str:
 
 def test_the_last_admin_token_cannot_be_revoked(client, workspace):
     (admin_id,) = token_ids(client, workspace)
-    member = create(client, workspace, "member", "member")
+    member = create(client, workspace, "member", "editor")
     r = client.delete(f"/api/tokens/{admin_id}", headers=auth(workspace))
     assert r.status_code == 409
     assert "last admin token" in r.json()["detail"]
@@ -149,20 +149,20 @@ def test_the_last_admin_token_cannot_be_revoked(client, workspace):
     assert r.status_code == 200
     assert client.get("/api/tokens", headers=auth(workspace)).status_code == 401
     # now `second` is the last one; a member token does not count
-    assert member["role"] == "member"
+    assert member["role"] == "editor"
     r = client.delete(f"/api/tokens/{second['id']}", headers=bearer(second["token"]))
     assert r.status_code == 409
 
 
 def test_rotate_gives_a_new_secret_and_revokes_the_old_at_once(client, workspace):
-    made = create(client, workspace, "etl", "member")
+    made = create(client, workspace, "etl", "editor")
     r = client.post(f"/api/tokens/{made['id']}/rotate", headers=auth(workspace))
     assert r.status_code == 201, r.text
     new = r.json()
-    assert (new["name"], new["role"]) == ("etl", "member")
+    assert (new["name"], new["role"]) == ("etl", "editor")
     assert new["id"] != made["id"] and new["token"] != made["token"]
     assert client.get("/api/session", headers=bearer(made["token"])).status_code == 401
-    assert client.get("/api/session", headers=bearer(new["token"])).json()["role"] == "member"
+    assert client.get("/api/session", headers=bearer(new["token"])).json()["role"] == "editor"
     listed = {t["id"]: t for t in client.get("/api/tokens", headers=auth(workspace)).json()}
     assert listed[made["id"]]["revoked_at"] is not None and listed[new["id"]]["revoked_at"] is None
     # a revoked token is not rotated back to life
@@ -196,12 +196,12 @@ def test_another_workspace_token_is_404_and_untouched(client, workspace, metadat
 def test_a_web_ui_session_manages_tokens_with_the_csrf_header(client, workspace):
     session = sign_in(client, workspace)
     r = client.post(
-        "/api/tokens", json={"name": "ui", "role": "member"}, headers=as_browser(session)
+        "/api/tokens", json={"name": "ui", "role": "editor"}, headers=as_browser(session)
     )
     assert r.status_code == 403  # no CSRF header
     r = client.post(
         "/api/tokens",
-        json={"name": "ui", "role": "member"},
+        json={"name": "ui", "role": "editor"},
         headers={**as_browser(session), **CSRF},
     )
     assert r.status_code == 201
@@ -234,10 +234,10 @@ def test_cli_tokens_create_list_rotate_revoke(operator_env, capsys, client):
     assert code == 0
     ws = ["--workspace", name]
 
-    code, member, _ = sqlbook(capsys, "tokens", "create", "etl", "--role", "member", *ws)
-    assert code == 0 and member["role"] == "member" and member["token"].startswith("sqb_at_")
+    code, member, _ = sqlbook(capsys, "tokens", "create", "etl", "--role", "editor", *ws)
+    assert code == 0 and member["role"] == "editor" and member["token"].startswith("sqb_at_")
     code, listed, _ = sqlbook(capsys, "tokens", "list", *ws)
-    assert [(t["name"], t["role"]) for t in listed] == [("etl", "member"), ("admin", "admin")]
+    assert [(t["name"], t["role"]) for t in listed] == [("etl", "editor"), ("admin", "admin")]
     assert all(set(t) == TOKEN_FIELDS for t in listed)
     admin_id = listed[1]["id"]
 

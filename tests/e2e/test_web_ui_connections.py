@@ -371,7 +371,7 @@ def test_a_member_reads_connections_and_changes_nothing(
     context, live_ui: LiveApi, metadata: MetadataStore
 ):
     create_stripe(live_ui, "read-only-view")
-    member = metadata.create_token(live_ui.workspace.workspace_id, "viewer", "member")
+    member = metadata.create_token(live_ui.workspace.workspace_id, "viewer", "editor")
     page = context.new_page()
     sign_in(page, live_ui.login_link(member.token))
     region = open_connections(page)

@@ -90,7 +90,7 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     # create a member token: shown once, copied, and it works as a member
     name = f"ci-{uuid.uuid4().hex[:6]}"
     page.get_by_label("Token name").fill(name)
-    page.get_by_label("Role").select_option("member")
+    page.get_by_label("Role").select_option("editor")
     page.get_by_role("button", name="Create token").click()
     shown = page.get_by_role("region", name="New token")
     expect(shown.locator("p").first).to_have_text(
@@ -104,12 +104,12 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     me = httpx.get(
         f"{live_api.url}/api/session", headers={"Authorization": f"Bearer {secret}"}, timeout=30
     )
-    assert me.status_code == 200 and me.json()["role"] == "member"
+    assert me.status_code == 200 and me.json()["role"] == "editor"
     shown.get_by_role("button", name="Done").click()
     expect(shown).to_have_count(0)
 
     row = page.locator("table.tokens tbody tr", has_text=name)
-    expect(row.locator("td").nth(1)).to_have_text("member")
+    expect(row.locator("td").nth(1)).to_have_text("editor")
     expect(row.locator("td").nth(2)).to_have_text(f"{secret[:12]}…")
     expect(row.locator("td").nth(5)).to_have_text("active")
 
@@ -167,11 +167,11 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
 
 
 def test_a_member_has_no_tokens_page(context, live_api: LiveApi, metadata: MetadataStore):
-    member = metadata.create_token(live_api.workspace.workspace_id, "viewer", "member")
+    member = metadata.create_token(live_api.workspace.workspace_id, "viewer", "editor")
     page = context.new_page()
     sign_in(page, live_api.login_link(member.token))
-    expect(page.locator(".who")).to_have_text(f"{live_api.workspace.workspace} · member")
+    expect(page.locator(".who")).to_have_text(f"{live_api.workspace.workspace} · editor")
     expect(page.get_by_role("link", name="Tokens")).to_have_count(0)
     page.goto(f"{live_api.url}/#/tokens")
-    expect(page.get_by_role("alert")).to_have_text("this needs an admin API token")
+    expect(page.get_by_role("alert")).to_have_text("this needs the 'admin' permission; your role is editor")
     expect(page.locator("table.tokens")).to_have_count(0)

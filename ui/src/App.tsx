@@ -12,12 +12,16 @@ import { InsightRoute } from "./analytics/InsightRoute";
 import { SaveInsightDialog, editorSpecs } from "./insights/SaveInsightDialog";
 import { fitSpecs, namedParameters } from "./insights/urlParams";
 import { TokensPage } from "./Tokens";
+import { SignInPage } from "./people/SignInPage";
+import { WorkspaceSwitcher } from "./people/WorkspaceSwitcher";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
 
 const AnalyticsRoute = lazy(() => import("./analytics/routes").then((m) => ({ default: m.AnalyticsRoute })));
 const WebPage = lazy(() => import("./analytics/routes").then((m) => ({ default: m.WebPage })));
 const DashboardsPage = lazy(() => import("./dashboards/DashboardsPage").then((m) => ({ default: m.DashboardsPage })));
 const DashboardPage = lazy(() => import("./dashboards/DashboardPage").then((m) => ({ default: m.DashboardPage })));
+const SettingsPage = lazy(() => import("./people/SettingsPage").then((m) => ({ default: m.SettingsPage })));
+const SharedView = lazy(() => import("./sharing/SharedView").then((m) => ({ default: m.SharedView })));
 const ConnectionsPage = lazy(() => import("./connections/ConnectionsPage").then((m) => ({ default: m.ConnectionsPage })));
 
 type Run =
@@ -32,6 +36,19 @@ type Run =
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function App() {
+  const [pathname] = useLocation();
+  // a public link or a signed embed: no session, no app chrome
+  if (pathname.startsWith("/public/") || pathname.startsWith("/embed/")) {
+    return (
+      <Suspense fallback={<div className="centered">Loading…</div>}>
+        <SharedView />
+      </Suspense>
+    );
+  }
+  return <SignedInApp />;
+}
+
+function SignedInApp() {
   const [session, setSession] = useState<Session | null | "signed-out">(null);
   const [problem, setProblem] = useState<string | null>(null);
   // the insight the editor is changing ("Edit SQL" on an insight page), with a counter so
@@ -45,9 +62,16 @@ export function App() {
       else setProblem(err.message);
     });
   }, []);
+  // a role without SQL (a viewer) starts on the insights, not in the editor
+  const canQuery = typeof session === "object" && session !== null && session.permissions.includes("sql");
+  useEffect(() => {
+    if (typeof session === "object" && session !== null && !canQuery && (pathname === "/" || pathname === "/editor")) {
+      navigate("/insights", { replace: true });
+    }
+  }, [session, canQuery, pathname, navigate]);
   if (problem) return <div className="centered error">{problem}</div>;
   if (session === null) return <div className="centered">Loading…</div>;
-  if (session === "signed-out") return <SignIn />;
+  if (session === "signed-out") return <SignInPage />;
   const signOut = () => setSession("signed-out");
   const editInsight = (insight: Insight) => {
     setEditing((e) => ({ insight, opened: (e?.opened ?? 0) + 1 }));
@@ -106,6 +130,22 @@ export function App() {
             </div>
           )}
         </Route>
+        <Route path="/settings">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <SettingsPage page="members" session={session} onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
+        <Route path="/settings/:page">
+          {(params) => (
+            <div className="page-overlay">
+              <Suspense fallback={<div className="page">Loading…</div>}>
+                <SettingsPage page={params.page} session={session} onSignedOut={signOut} />
+              </Suspense>
+            </div>
+          )}
+        </Route>
         <Route path="/web">
           <div className="page-overlay">
             <Suspense fallback={<div className="page">Loading…</div>}>
@@ -149,7 +189,7 @@ function useHashRedirect() {
 }
 
 /** The pages a signed-in person moves between. */
-function Nav() {
+function Nav({ canQuery }: { canQuery: boolean }) {
   const [pathname] = useLocation();
   const here = (path: string) => (pathname === path || pathname.startsWith(`${path}/`) ? "page" : undefined);
   return (
@@ -160,9 +200,11 @@ function Nav() {
       <Link href="/analytics/trends" aria-current={here("/analytics")}>
         Analytics
       </Link>
-      <Link href="/" aria-current={pathname === "/" || pathname === "/editor" ? "page" : undefined}>
-        Editor
-      </Link>
+      {canQuery && (
+        <Link href="/" aria-current={pathname === "/" || pathname === "/editor" ? "page" : undefined}>
+          Editor
+        </Link>
+      )}
       <Link href="/insights" aria-current={here("/insights")}>
         Insights
       </Link>
@@ -173,16 +215,6 @@ function Nav() {
         Connections
       </Link>
     </nav>
-  );
-}
-
-function SignIn() {
-  return (
-    <div className="centered signin">
-      <h1>sqlbook</h1>
-      <p>You are not signed in. Open the one-time login link that <code>make run</code> printed, or get a new one:</p>
-      <pre>sqlbook credentials   # → "ui_login_url"</pre>
-    </div>
   );
 }
 
@@ -394,7 +426,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     <div className="app">
       <header className="topbar">
         <strong>sqlbook</strong>
-        <Nav />
+        <Nav canQuery={session.permissions.includes("sql")} />
         <label className="source-picker">
           Data source{" "}
           <select aria-label="Data source" value={source} onChange={(e) => setSource(e.target.value)}>
@@ -407,10 +439,9 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
         </label>
         {session.role === "admin" && <button onClick={() => setAdding(true)}>+ Add connection</button>}
         <span className="spacer" />
-        {session.role === "admin" && <Link href="/tokens">Tokens</Link>}
-        <span className="who">
-          {session.workspace} · {session.role}
-        </span>
+        {session.permissions.includes("admin") && <Link href="/tokens">Tokens</Link>}
+        <Link href="/settings">Settings</Link>
+        <WorkspaceSwitcher session={session} />
         <button onClick={() => void logout()}>Sign out</button>
       </header>
       <aside className="sidebar" aria-label="Schema" {...under}>

@@ -9,7 +9,7 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
   const [tokens, setTokens] = useState<Token[] | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   const [name, setName] = useState("");
-  const [role, setRole] = useState<Token["role"]>("member");
+  const [role, setRole] = useState<Token["role"]>("editor");
   const [made, setMade] = useState<{ token: NewToken; signedOut: boolean } | null>(null);
   const [pending, setPending] = useState<Pending | null>(null);
   const [busy, setBusy] = useState(false);
@@ -90,7 +90,8 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
       <form className="row token-create" onSubmit={(e) => void create(e)}>
         <input aria-label="Token name" placeholder="name, e.g. ci-reader" value={name} maxLength={100} onChange={(e) => setName(e.target.value)} />
         <select aria-label="Role" value={role} onChange={(e) => setRole(e.target.value as Token["role"])}>
-          <option value="member">member</option>
+          <option value="editor">editor</option>
+          <option value="viewer">viewer</option>
           <option value="admin">admin</option>
         </select>
         <button className="primary" type="submit" disabled={busy || !name.trim()}>

@@ -79,16 +79,24 @@ export async function request<T>(method: string, path: string, body?: unknown): 
 
 export interface Session {
   workspace: string;
+  workspace_id: number;
   role: string;
   actor: string;
-  token_id: number;
+  /** The API token it acts as; null: a person signed in. */
+  token_id: number | null;
+  user_id: number | null;
+  email: string | null;
+  /** The workspaces the person may switch to. */
+  workspaces: { id: number; name: string; role: string }[];
+  /** What the role allows: "view", "explore", "sql", "edit", "admin", "signed_in". */
+  permissions: string[];
 }
 
 /** An API token as admins see it (never its secret, once made). */
 export interface Token {
   id: number;
   name: string;
-  role: "admin" | "member";
+  role: "admin" | "editor" | "viewer";
   prefix: string;
   created_at: string;
   last_used_at: string | null;
