@@ -30,6 +30,7 @@ from api.routes import (
     health,
     insight_exports,
     insights,
+    members,
     projects,
     queries,
     script,
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(script.router)
     app.include_router(sessions.router)
     app.include_router(tokens.router)
+    app.include_router(members.router)
     app.include_router(folders.router)
     app.include_router(insight_exports.router)  # before insights: /{id}/export.csv
     app.include_router(charts.router)
