@@ -171,7 +171,8 @@ class NewToken:
 
 
 class LastAdminToken(Exception):
-    """Revoking this token would leave its workspace without an admin token."""
+    """Revoking this token would leave its workspace without an admin (no admin member,
+    no other admin service-account token)."""
 
 
 # The project columns `update_project_settings` sets (and audits).
@@ -347,22 +348,29 @@ class MetadataStore:
         """Revoke the workspace's token `token_id` (None: no such token in this workspace).
         Its web UI sessions and login codes stop working with it (they are looked up
         through the token). Revoking a revoked token changes nothing. Raises LastAdminToken
-        rather than leave the workspace without an admin token."""
+        rather than revoke the last admin service-account token of a workspace that has no
+        admin member (it would be left without an admin)."""
         with self._pool.connection() as conn, conn.transaction():
             token = _lock_token(conn, workspace_id, token_id)
             if token is None or token["revoked_at"] is not None:
                 return _token_info(token) if token else None
-            if token["role"] == "admin":
+            # A workspace with an admin member is managed by them; without one, its last
+            # admin service-account token is what keeps it manageable.
+            if token["role"] == "admin" and token["user_id"] is None:
                 others = conn.execute(
-                    "select count(*) as n from meta.api_tokens where workspace_id = %s"
-                    " and role = 'admin' and revoked_at is null and id <> %s",
-                    (workspace_id, token_id),
+                    "select (select count(*) from meta.api_tokens where workspace_id = %s"
+                    " and role = 'admin' and user_id is null and revoked_at is null"
+                    " and id <> %s) + (select count(*) from meta.memberships m"
+                    " join meta.users u on u.id = m.user_id where m.workspace_id = %s"
+                    " and m.role = 'admin' and u.disabled_at is null) as n",
+                    (workspace_id, token_id, workspace_id),
                 ).fetchone()
                 assert others is not None
                 if others["n"] == 0:
                     raise LastAdminToken(
-                        f"token {token_id} is the workspace's last admin token: create or"
-                        " rotate an admin token instead, so the workspace keeps an admin"
+                        f"token {token_id} is the workspace's last admin token and it has no"
+                        " admin member: create or rotate an admin token, or make a member an"
+                        " admin, so the workspace keeps an admin"
                     )
             row = conn.execute(
                 f"update meta.api_tokens set revoked_at = now() where id = %s"

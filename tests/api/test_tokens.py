@@ -1,6 +1,8 @@
-"""A workspace's API tokens, managed by its admins (`/api/tokens`) and by the operator
-(`sqlbook tokens`): list without secrets, create with a role, revoke at once (sessions
-too), rotate; members and other workspaces are refused."""
+"""A workspace's API tokens (`/api/tokens`) and the operator's `sqlbook tokens`: list
+without secrets, create with a role (admin, editor, viewer: at most the maker's; a token
+acts with at most its owner's current role), revoke at once (sessions too), rotate.
+Members manage their own tokens, admins every token and service accounts; other
+workspaces are refused."""
 
 from __future__ import annotations
 
@@ -17,8 +19,19 @@ from api import cli
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.servers import ServerUrls
 from tests.api.test_sessions import CSRF, as_browser, auth, sign_in
+from tests.people import make_member, unique_email
 
-TOKEN_FIELDS = {"id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at"}
+CLI_TOKEN_FIELDS = {
+    "id",
+    "name",
+    "role",
+    "prefix",
+    "created_at",
+    "last_used_at",
+    "revoked_at",
+    "user_id",
+}
+TOKEN_FIELDS = CLI_TOKEN_FIELDS | {"owner"}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -52,25 +65,29 @@ def test_list_shows_the_workspace_tokens_without_secrets(client, workspace, serv
     assert made["token"] not in r.text
 
 
-def test_create_a_member_token_that_works_and_is_not_admin(client, workspace):
+def test_an_editor_service_account_works_and_manages_no_tokens(client, workspace):
     made = create(client, workspace, "  analyst  ", "editor")
     assert made["name"] == "analyst" and made["role"] == "editor"
+    assert made["user_id"] is None and made["owner"] is None  # an admin token made it
     assert made["token"].startswith("sqb_at_") and made["prefix"] == made["token"][:12]
-    member = bearer(made["token"])
-    me = client.get("/api/session", headers=member)
+    editor = bearer(made["token"])
+    me = client.get("/api/session", headers=editor)
     assert me.status_code == 200 and me.json()["role"] == "editor"
-    assert client.post("/api/query", json={"sql": "select 1"}, headers=member).status_code == 200
-    # members get 403 on every token route
+    assert client.post("/api/query", json={"sql": "select 1"}, headers=editor).status_code == 200
+    # it sees itself only, and the admin's token is not there for it
+    assert [t["id"] for t in client.get("/api/tokens", headers=editor).json()] == [made["id"]]
+    (admin_id,) = [i for i in token_ids(client, workspace) if i != made["id"]]
     for method, path in (
-        ("GET", "/api/tokens"),
-        ("POST", "/api/tokens"),
-        ("DELETE", f"/api/tokens/{made['id']}"),
-        ("POST", f"/api/tokens/{made['id']}/rotate"),
+        ("DELETE", f"/api/tokens/{admin_id}"),
+        ("POST", f"/api/tokens/{admin_id}/rotate"),
     ):
-        body = {"name": "x", "role": "admin"} if path == "/api/tokens" else None
-        r = client.request(method, path, json=body, headers=member)
-        assert r.status_code == 403, (method, path, r.text)
-        assert r.json()["detail"] == "this needs the 'admin' permission; your role is editor"
+        r = client.request(method, path, headers=editor)
+        assert r.status_code == 404, (method, path, r.text)
+    r = client.post("/api/tokens", json={"name": "x", "role": "admin"}, headers=editor)
+    assert r.status_code == 403 and r.json()["detail"].startswith("role: ")
+    assert "yours is editor" in r.json()["detail"]
+    r = client.post("/api/tokens", json={"name": "x", "role": "viewer"}, headers=editor)
+    assert r.status_code == 403 and "service account" in r.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -148,7 +165,7 @@ def test_the_last_admin_token_cannot_be_revoked(client, workspace):
     r = client.delete(f"/api/tokens/{admin_id}", headers=auth(workspace))
     assert r.status_code == 200
     assert client.get("/api/tokens", headers=auth(workspace)).status_code == 401
-    # now `second` is the last one; a member token does not count
+    # now `second` is the last one; an editor token does not count
     assert member["role"] == "editor"
     r = client.delete(f"/api/tokens/{second['id']}", headers=bearer(second["token"]))
     assert r.status_code == 409
@@ -207,6 +224,147 @@ def test_a_web_ui_session_manages_tokens_with_the_csrf_header(client, workspace)
     assert r.status_code == 201
 
 
+# --- tokens of people --------------------------------------------------------------
+
+
+def test_a_member_makes_tokens_of_their_own_with_at_most_their_role(client, metadata, workspace):
+    email = unique_email("editor")
+    user_id, _, own = make_member(metadata, workspace, email, "editor")
+    editor = bearer(own)
+    r = client.post("/api/tokens", json={"name": "notebook", "role": "viewer"}, headers=editor)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert (made["user_id"], made["owner"], made["role"]) == (user_id, email, "viewer")
+    assert client.get("/api/session", headers=bearer(made["token"])).json()["role"] == "viewer"
+
+    r = client.post("/api/tokens", json={"name": "boss", "role": "admin"}, headers=editor)
+    assert r.status_code == 403
+    assert r.json()["detail"] == (
+        "role: a token acts with at most its owner's role; yours is editor, so it cannot be admin"
+    )
+    r = client.post(
+        "/api/tokens",
+        json={"name": "svc", "role": "viewer", "service_account": True},
+        headers=editor,
+    )
+    assert r.status_code == 403 and r.json()["detail"].startswith("service_account: ")
+
+    # a viewer may make viewer tokens, too
+    _, _, viewer = make_member(metadata, workspace, unique_email("viewer"), "viewer")
+    r = client.post("/api/tokens", json={"name": "v", "role": "viewer"}, headers=bearer(viewer))
+    assert r.status_code == 201
+    r = client.post("/api/tokens", json={"name": "e", "role": "editor"}, headers=bearer(viewer))
+    assert r.status_code == 403 and r.json()["detail"].startswith("role: ")
+
+    # each sees their own; an admin member sees every token of the workspace
+    mine = client.get("/api/tokens", headers=editor).json()
+    assert {t["owner"] for t in mine} == {email} and made["id"] in {t["id"] for t in mine}
+    _, _, admin = make_member(metadata, workspace, unique_email("admin"), "admin")
+    everything = client.get("/api/tokens", headers=bearer(admin)).json()
+    assert {t["id"] for t in mine} < {t["id"] for t in everything}
+    assert None in {t["owner"] for t in everything}  # the workspace's service account
+
+    r = client.post(
+        "/api/tokens",
+        json={"name": "ci", "role": "editor", "service_account": True},
+        headers=bearer(admin),
+    )
+    assert r.status_code == 201 and r.json()["user_id"] is None and r.json()["owner"] is None
+
+
+def test_a_token_acts_with_at_most_its_owners_current_role(client, metadata, workspace):
+    _, member_id, own = make_member(metadata, workspace, unique_email(), "editor")
+    made = client.post(
+        "/api/tokens", json={"name": "etl", "role": "editor"}, headers=bearer(own)
+    ).json()
+    token = bearer(made["token"])
+    assert client.post("/api/query", json={"sql": "select 1"}, headers=token).status_code == 200
+
+    _, _, admin = make_member(metadata, workspace, unique_email("admin"), "admin")
+    r = client.patch(f"/api/members/{member_id}", json={"role": "viewer"}, headers=bearer(admin))
+    assert r.status_code == 200
+    assert client.get("/api/session", headers=token).json()["role"] == "viewer"
+    r = client.post("/api/query", json={"sql": "select 1"}, headers=token)
+    assert r.status_code == 403 and "your role is viewer" in r.json()["detail"]
+    # the listing still says what the token was made as
+    listed = {t["id"]: t for t in client.get("/api/tokens", headers=token).json()}
+    assert listed[made["id"]]["role"] == "editor"
+    # and a demoted owner cannot make editor tokens any more
+    r = client.post("/api/tokens", json={"name": "x", "role": "editor"}, headers=token)
+    assert r.status_code == 403
+
+    client.patch(f"/api/members/{member_id}", json={"role": "editor"}, headers=bearer(admin))
+    assert client.post("/api/query", json={"sql": "select 1"}, headers=token).status_code == 200
+
+
+def test_members_revoke_and_rotate_their_own_tokens_only(client, metadata, workspace, servers):
+    a_user, _, a = make_member(metadata, workspace, unique_email("a"), "editor")
+    _, _, b = make_member(metadata, workspace, unique_email("b"), "editor")
+    b_token = client.post(
+        "/api/tokens", json={"name": "b-etl", "role": "viewer"}, headers=bearer(b)
+    ).json()
+    a_token = client.post(
+        "/api/tokens", json={"name": "a-etl", "role": "viewer"}, headers=bearer(a)
+    ).json()
+    for method, path in (
+        ("DELETE", f"/api/tokens/{b_token['id']}"),
+        ("POST", f"/api/tokens/{b_token['id']}/rotate"),
+    ):
+        r = client.request(method, path, headers=bearer(a))
+        assert (
+            r.status_code == 404
+            and r.json()["detail"] == f"no token {b_token['id']} in this workspace"
+        )
+    assert client.get("/api/session", headers=bearer(b_token["token"])).status_code == 200
+
+    r = client.post(f"/api/tokens/{a_token['id']}/rotate", headers=bearer(a))
+    assert r.status_code == 201 and r.json()["user_id"] == a_user and r.json()["role"] == "viewer"
+    rotated = r.json()
+    r = client.delete(f"/api/tokens/{rotated['id']}", headers=bearer(a))
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None
+
+    # the workspace's admin (token) may revoke anyone's
+    assert client.delete(f"/api/tokens/{b_token['id']}", headers=auth(workspace)).status_code == 200
+    assert client.get("/api/session", headers=bearer(b_token["token"])).status_code == 401
+
+    with psycopg.connect(servers.database_url) as conn:
+        rows = conn.execute(
+            "select action, object_id, detail::text from meta.audit_events"
+            " where workspace_id = %s and action like 'token.%%' order by id",
+            (workspace.workspace_id,),
+        ).fetchall()
+    assert [(a_, o) for a_, o, _ in rows] == [
+        ("token.created", str(b_token["id"])),
+        ("token.created", str(a_token["id"])),
+        ("token.rotated", str(a_token["id"])),
+        ("token.revoked", str(rotated["id"])),
+        ("token.revoked", str(b_token["id"])),
+    ]
+    secrets = (a_token["token"], b_token["token"], rotated["token"])
+    assert not any(secret in detail for _, _, detail in rows for secret in secrets)
+
+
+def test_with_an_admin_member_the_last_admin_service_token_may_go(client, metadata, workspace):
+    (service_id,) = token_ids(client, workspace)
+    _, member_id, admin = make_member(metadata, workspace, unique_email("admin"), "admin")
+    r = client.delete(f"/api/tokens/{service_id}", headers=bearer(admin))
+    assert r.status_code == 200, r.text
+    # the admin member's own token is not held back either: the membership keeps the admin
+    (own_id,) = [
+        t["id"]
+        for t in client.get("/api/tokens", headers=bearer(admin)).json()
+        if t["revoked_at"] is None
+    ]
+    spare = client.post(
+        "/api/tokens", json={"name": "spare", "role": "admin"}, headers=bearer(admin)
+    )
+    assert client.delete(f"/api/tokens/{own_id}", headers=bearer(admin)).status_code == 200
+    assert (
+        client.get("/api/session", headers=bearer(spare.json()["token"])).json()["role"] == "admin"
+    )
+    assert member_id
+
+
 # --- the operator's CLI -------------------------------------------------------------
 
 
@@ -238,7 +396,7 @@ def test_cli_tokens_create_list_rotate_revoke(operator_env, capsys, client):
     assert code == 0 and member["role"] == "editor" and member["token"].startswith("sqb_at_")
     code, listed, _ = sqlbook(capsys, "tokens", "list", *ws)
     assert [(t["name"], t["role"]) for t in listed] == [("etl", "editor"), ("admin", "admin")]
-    assert all(set(t) == TOKEN_FIELDS for t in listed)
+    assert all(set(t) == CLI_TOKEN_FIELDS for t in listed)
     admin_id = listed[1]["id"]
 
     # the last admin token stays
