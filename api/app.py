@@ -26,12 +26,14 @@ from api.routes import (
     dashboard_subscriptions,
     dashboards,
     datasources,
+    embeds,
     folders,
     health,
     insight_exports,
     insights,
     members,
     projects,
+    public_links,
     queries,
     script,
     sessions,
@@ -145,6 +147,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(connections.router)
     app.include_router(analytics.router)
     app.include_router(stripe_webhooks.router)
+    app.include_router(public_links.router)
+    app.include_router(public_links.pages)
+    app.include_router(embeds.router)
+    app.include_router(embeds.pages)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 
     def openapi() -> dict[str, Any]:

@@ -232,6 +232,18 @@ class Settings(BaseSettings):
         description="Failed sign-ins from one client IP per window before its sign-ins are "
         "refused until the window passes.",
     )
+    public_link_password_tries: int = Field(
+        default=10,
+        ge=1,
+        description="Passwords tried for one public link from one client IP per 15 minutes"
+        " before its unlocks are refused (429) until the window passes.",
+    )
+    public_link_unlock_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="How long a public link's password, once typed, opens it (a cookie for"
+        " that link's pages only).",
+    )
     admin_email: str | None = Field(
         default=None,
         description="`sqlbook up` on an install without users makes this address the "
