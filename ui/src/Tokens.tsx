@@ -1,15 +1,24 @@
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, type NewToken, type Session, type Token, api } from "./api";
+import { ApiError, type NewToken, type Session, type Token, api, request } from "./api";
 
-type Pending = { action: "revoke" | "rotate"; token: Token };
+/** A token as /api/tokens answers it: with its owner (null: a service account). */
+type OwnedToken = Token & { user_id: number | null; owner: string | null };
+type Pending = { action: "revoke" | "rotate"; token: OwnedToken };
 
-/** The workspace's API tokens (admins): list, create (the secret shown once, with Copy),
- * rotate and revoke, each after a confirmation. */
+const ROLES: Token["role"][] = ["admin", "editor", "viewer"];
+const RANK: Record<string, number> = { viewer: 0, editor: 1, admin: 2 };
+
+/** API tokens: everyone makes tokens of their own with at most their role and manages
+ * them; admins see every token of the workspace and may make service-account tokens.
+ * The secret is shown once, with Copy; rotate and revoke after a confirmation. */
 export function TokensPage({ session, onSignedOut }: { session: Session; onSignedOut(): void }) {
-  const [tokens, setTokens] = useState<Token[] | null>(null);
+  const admin = session.permissions.includes("admin");
+  const roles = ROLES.filter((r) => RANK[r] <= (RANK[session.role] ?? -1));
+  const [tokens, setTokens] = useState<OwnedToken[] | null>(null);
+  const [serviceAccount, setServiceAccount] = useState(false);
   const [problem, setProblem] = useState<string | null>(null);
   const [name, setName] = useState("");
-  const [role, setRole] = useState<Token["role"]>("editor");
+  const [role, setRole] = useState<Token["role"]>(roles.includes("editor") ? "editor" : "viewer");
   const [made, setMade] = useState<{ token: NewToken; signedOut: boolean } | null>(null);
   const [pending, setPending] = useState<Pending | null>(null);
   const [busy, setBusy] = useState(false);
@@ -24,7 +33,7 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
     [onSignedOut],
   );
   const load = useCallback(() => {
-    api.tokens().then(setTokens, fail);
+    request<OwnedToken[]>("GET", "/api/tokens").then(setTokens, fail);
   }, [fail]);
   useEffect(load, [load]);
 
@@ -33,7 +42,8 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
     setProblem(null);
     setBusy(true);
     try {
-      setMade({ token: await api.createToken(name.trim(), role), signedOut: false });
+      const body = { name: name.trim(), role, ...(serviceAccount ? { service_account: true } : {}) };
+      setMade({ token: await request<NewToken>("POST", "/api/tokens", body), signedOut: false });
       setCopied(null);
       setName("");
       load();
@@ -84,16 +94,23 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
   return (
     <div className="page" role="region" aria-label="API tokens">
       <div className="page-head">
-        <h2>API tokens of {session.workspace}</h2>
+        <h2>{admin ? `API tokens of ${session.workspace}` : `Your API tokens in ${session.workspace}`}</h2>
         <a href="#/">← Back to the editor</a>
       </div>
       <form className="row token-create" onSubmit={(e) => void create(e)}>
         <input aria-label="Token name" placeholder="name, e.g. ci-reader" value={name} maxLength={100} onChange={(e) => setName(e.target.value)} />
         <select aria-label="Role" value={role} onChange={(e) => setRole(e.target.value as Token["role"])}>
-          <option value="editor">editor</option>
-          <option value="viewer">viewer</option>
-          <option value="admin">admin</option>
+          {roles.map((r) => (
+            <option key={r} value={r}>
+              {r}
+            </option>
+          ))}
         </select>
+        {admin && (
+          <label className="hint" title="A token of the workspace owned by no person: it keeps working whoever leaves.">
+            <input type="checkbox" aria-label="Service account" checked={serviceAccount} onChange={(e) => setServiceAccount(e.target.checked)} /> Service account
+          </label>
+        )}
         <button className="primary" type="submit" disabled={busy || !name.trim()}>
           Create token
         </button>
@@ -127,6 +144,7 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
               <th>Created</th>
               <th>Last used</th>
               <th>Status</th>
+              <th>Owner</th>
               <th />
             </tr>
           </thead>
@@ -144,6 +162,7 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
                 <td>{when(t.created_at)}</td>
                 <td>{t.last_used_at ? when(t.last_used_at) : "never"}</td>
                 <td title={t.revoked_at ? `revoked ${when(t.revoked_at)}` : undefined}>{t.revoked_at ? "revoked" : "active"}</td>
+                <td>{t.owner ?? <span className="hint">service account</span>}</td>
                 <td className="actions">
                   {!t.revoked_at && (
                     <>
