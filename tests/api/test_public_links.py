@@ -81,7 +81,10 @@ def test_a_link_shows_the_insight_without_a_session(client, workspace, servers, 
     assert ran["actor"] == f"public link {made['id']}"
     views = audit_rows(metadata, workspace, "public_link.viewed")
     assert len(views) == 1 and views[0]["object_id"] == str(insight["id"])
-    assert views[0]["actor"] == f"public link {made['id']}" and views[0]["detail"]["link_id"] == made["id"]
+    assert (
+        views[0]["actor"] == f"public link {made['id']}"
+        and views[0]["detail"]["link_id"] == made["id"]
+    )
     assert made["token"] not in str(audit_rows(metadata, workspace, "public_link.created"))
 
     listed = client.get(
@@ -298,7 +301,9 @@ def test_an_owner_who_loses_access_shares_nothing(client, workspace, metadata):
     # the folder becomes restricted to others: the editor no longer sees the insight
     with metadata.connection() as conn:
         conn.execute("update meta.folders set restricted = true where id = %s", (folder["id"],))
-    assert view(client, made["token"], status=404)["detail"] == "this shared insight is not available"
+    assert (
+        view(client, made["token"], status=404)["detail"] == "this shared insight is not available"
+    )
     with metadata.connection() as conn:
         conn.execute("update meta.folders set restricted = false where id = %s", (folder["id"],))
     view(client, made["token"])
