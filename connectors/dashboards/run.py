@@ -8,6 +8,11 @@ mapped parameter takes the filter's value as given (raw: the insight's own `reso
 types it; "" or [] clears it, so the insight's default does not apply either), else the
 filter's default, else nothing (the insight's own default applies). A tile without
 mappings runs with no values: the dashboard's filters do not touch it.
+
+Access. A run is made for a principal (its `AccessMap`, None: every folder, as for a
+service account's snapshot): a tile whose insight is in a folder the principal cannot
+open ends with `no_access` at once ("No access") and nothing of its insight (no data,
+columns, SQL or name) — the tile stays on the dashboard for those who may see it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from connectors.insights.service import (
     shown_value,
     shown_values,
 )
+from connectors.metadata.access import AccessMap
 from connectors.metadata.insights import InsightRecord, InsightStore
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.warehouse.errors import QueryError
@@ -37,6 +43,9 @@ from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor
 from connectors.warehouse.service import QueryService
+
+# A tile whose insight the principal may not open: its outcome's error, all it says.
+NO_ACCESS = {"code": "no_access", "message": "No access"}
 
 
 def filter_specs(dashboard: DashboardRecord) -> list[ParameterSpec]:
@@ -104,13 +113,15 @@ def run_dashboard(
     use_snapshots: bool = False,
     tile_ids: Collection[int] | None = None,
     max_rows: int | None = None,
+    access: AccessMap | None = None,
 ) -> TileRuns:
     """Each insight tile's outcome (of `tile_ids`, when given) as it finishes: tiles that
     cannot run and tiles served from a snapshot first, then the others in the order
     their queries end. Every query is started before the first outcome is given, on the
     executor's fair line (the data source's concurrency cap decides how many run at
     once). `values` are the dashboard's filter values, checked by check_filter_values
-    beforehand. Blocking: iterate in a worker thread; `cancel()` from any thread."""
+    beforehand; `access`: the principal's folders (a tile it may not open: `no_access`).
+    Blocking: iterate in a worker thread; `cancel()` from any thread."""
     wanted = None if tile_ids is None else set(tile_ids)
 
     def start() -> Iterator[TileOutcome | tuple[Future[QueryResult], _Running]]:
@@ -129,6 +140,7 @@ def run_dashboard(
                     project_ids,
                     use_cache=use_cache,
                     max_rows=max_rows,
+                    access=access,
                 )
 
     return TileRuns(start(), queries, dashboard.workspace_id)
@@ -142,17 +154,29 @@ def run_tiles(
     values: Mapping[str, Any],
     actor: Actor,
     project_ids: tuple[int, ...] | None,
+    access: AccessMap | None = None,
 ) -> tuple[dict[int, TileOutcome], dict[int, InsightRecord]]:
     """Every insight tile run with the filter `values` (through the result cache) to the
-    end, and the tiles' insights by id: what a picture of the dashboard is drawn with."""
+    end, and the tiles' insights by id: what a picture of the dashboard is drawn with
+    (never the insight of a tile the principal may not open)."""
     outcomes = {
         o.tile_id: o
         for o in run_dashboard(
-            queries, insights, snapshots, dashboard, values, actor, project_ids, use_cache=True
+            queries,
+            insights,
+            snapshots,
+            dashboard,
+            values,
+            actor,
+            project_ids,
+            use_cache=True,
+            access=access,
         )
     }
     records: dict[int, InsightRecord] = {}
     for outcome in outcomes.values():
+        if outcome.error == NO_ACCESS:
+            continue
         if outcome.insight_id is not None and outcome.insight_id not in records:
             record = insights.get(dashboard.workspace_id, outcome.insight_id)
             if record is not None:
@@ -229,6 +253,13 @@ def _failed(tile: Mapping[str, Any], code: str, message: str, **shown: Any) -> T
     )
 
 
+def no_access(tile: Mapping[str, Any]) -> TileOutcome:
+    """The outcome of a tile whose insight the principal may not open."""
+    return TileOutcome(
+        tile_id=tile["id"], insight_id=tile.get("insight_id"), source=None, error=dict(NO_ACCESS)
+    )
+
+
 def _start_tile(
     queries: QueryService,
     insights: InsightStore,
@@ -241,11 +272,15 @@ def _start_tile(
     *,
     use_cache: bool,
     max_rows: int | None,
+    access: AccessMap | None = None,
 ) -> TileOutcome | tuple[Future[QueryResult], _Running]:
     """The tile's query started, or its outcome when it does not need to run (served
-    from a snapshot) or cannot (insight gone, a value refused, the query refused)."""
+    from a snapshot) or cannot (no access, insight gone, a value refused, the query
+    refused)."""
     insight_id = int(tile["insight_id"])
     insight = insights.get(dashboard.workspace_id, insight_id)
+    if insight is not None and access is not None and not access.can_view(insight.folder_id):
+        return no_access(tile)
     if insight is None:  # trashed, deleted (or never this workspace's: same answer)
         return _failed(
             tile, "insight_missing", f"insight {insight_id} is in the trash or was deleted"

@@ -12,7 +12,7 @@ checked before they get here (connectors/dashboards/validate.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import psycopg
@@ -22,6 +22,7 @@ from connectors.dashboards.model import DashboardRecord, DashboardRevision
 from connectors.dashboards.snapshots import sync_tile_schedules
 from connectors.metadata.insights import (
     FolderNotFound,
+    InsightRecord,
     InsightStore,
     NotInTrash,
     VersionConflict,
@@ -61,6 +62,17 @@ class DashboardStore:
                 (workspace_id, dashboard_id),
             ).fetchone()
         return _dashboard(row) if row else None
+
+    def folder_of(self, workspace_id: int, dashboard_id: int) -> tuple[int | None, bool] | None:
+        """Where the dashboard is, in the trash or not: (folder_id, trashed); None when
+        the workspace has no such dashboard."""
+        with self._store.connection() as conn:
+            row = conn.execute(
+                "select folder_id, deleted_at is not null as trashed from meta.dashboards"
+                " where workspace_id = %s and id = %s",
+                (workspace_id, dashboard_id),
+            ).fetchone()
+        return None if row is None else (row["folder_id"], row["trashed"])
 
     def search(
         self,
@@ -214,12 +226,14 @@ class DashboardStore:
         name: str | None = None,
         folder_id: int | None | Literal["same"] = "same",
         insights: InsightStore | None = None,
+        can_copy: Callable[[InsightRecord], bool] | None = None,
     ) -> DashboardRecord:
         """A new dashboard (version 1) with the same filters, layout and mappings; new tile
         ids. With `insights`, each insight tile points at a copy of its insight ("<name>
         (copy)", in the new dashboard's folder; one copy per insight); a tile whose
-        insight is in the trash keeps pointing at it. Raises FolderNotFound (nothing is
-        left behind: copies made before a failure are deleted)."""
+        insight is in the trash, or one `can_copy` refuses (one the copier may not open),
+        keeps pointing at it. Raises FolderNotFound (nothing is left behind: copies made
+        before a failure are deleted)."""
         body = original.body()
         body["name"] = name or f"Copy of {original.name}"[:200]
         if folder_id != "same":
@@ -227,7 +241,7 @@ class DashboardStore:
         copies: dict[int, int] = {}  # original insight id → its copy's, as they are made
         try:
             if insights is not None:
-                _copy_insights(insights, original, body["folder_id"], actor, copies)
+                _copy_insights(insights, original, body["folder_id"], actor, copies, can_copy)
             body["tiles"] = [
                 {**t, "id": None, "insight_id": copies.get(t["insight_id"], t["insight_id"])}
                 for t in original.tiles
@@ -309,11 +323,13 @@ def _copy_insights(
     folder_id: int | None,
     actor: str,
     copies: dict[int, int],
+    can_copy: Callable[[InsightRecord], bool] | None = None,
 ) -> None:
-    """A copy of each live insight of `original`'s tiles (once each) into `copies`."""
+    """A copy of each live insight of `original`'s tiles (once each, those `can_copy`
+    allows) into `copies`."""
     for insight_id in dict.fromkeys(t["insight_id"] for t in original.tiles):
         found = None if insight_id is None else insights.get(original.workspace_id, insight_id)
-        if found is not None:
+        if found is not None and (can_copy is None or can_copy(found)):
             copy = found.body() | {"name": f"{found.name[:193]} (copy)", "folder_id": folder_id}
             copies[found.id] = insights.create(original.workspace_id, copy, actor).id
 

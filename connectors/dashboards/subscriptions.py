@@ -12,7 +12,14 @@ A delivery runs the dashboard with the subscription's filter values (through the
 cache), draws the picture(s), writes the CSVs, sends through the alert channels with
 their retries, and records one `meta.dashboard_deliveries` row: `sent` (every channel
 took it), `partial`, or `failed`; per-channel Delivery dicts; counts. No error it stores
-holds a secret or a row value."""
+holds a secret or a row value.
+
+Whose eyes. A subscription is sent as its owner sees the dashboard: the person who last
+saved it (kept beside its filter values, `$owner`), with their folder access as it is at
+delivery time — a tile whose insight they may not open is drawn "No access" and its CSV
+is left out; an owner who left the workspace or can no longer open the dashboard sends
+nothing (a failed delivery says why). One saved by a service-account token, or before
+people existed, is sent with the workspace's rights, as before."""
 
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from connectors.insights.exports import CSV_MEDIA_TYPE, csv_lines, csv_text
 from connectors.insights.parameters import InvalidParameter
 from connectors.insights.plugins import PluginRegistry
 from connectors.insights.urlparams import FILTER_PREFIX, query_from_params
+from connectors.metadata.access import AccessMap, FolderAccess
 from connectors.metadata.alerts import storable
 from connectors.metadata.insights import InsightRecord, InsightStore
 from connectors.metadata.snapshots import SnapshotStore
@@ -58,6 +66,7 @@ from connectors.notify.schedule import Schedule
 from connectors.notify.stored import public_channels
 from connectors.secrets import SecretBox
 from connectors.settings import Settings
+from connectors.sharing.owners import sharing_owner
 from connectors.warehouse.runner import Actor
 from connectors.warehouse.service import QueryService
 
@@ -70,6 +79,9 @@ _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 PICTURE_WIDTH = 1200  # the whole dashboard, as GET …/render.png draws it by default
 TILE_PICTURE_WIDTH = 800
 HISTORY_LIMIT = 50
+# Where a subscription's owner is kept: beside its filter values (a filter name can never
+# be this), stripped when it is read.
+OWNER_KEY = "$owner"
 
 
 # --- what a subscription is ------------------------------------------------------------
@@ -174,6 +186,38 @@ def _check_channel(name: str, config: Mapping[str, Any], allowed: list[str]) -> 
 
 
 @dataclass(frozen=True)
+class SubscriptionOwner:
+    """Who a subscription is sent as: a person (and the token of theirs that saved it),
+    a service-account token, or nobody (the workspace's rights)."""
+
+    user_id: int | None = None
+    token_id: int | None = None
+
+
+class OwnerCannotSee(Exception):
+    """The subscription's owner left the workspace or can no longer open its dashboard."""
+
+
+def owner_access(
+    metadata: MetadataStore, subscription: SubscriptionRecord, dashboard: DashboardRecord
+) -> AccessMap | None:
+    """The folders the subscription's owner may open now (None: the workspace's rights,
+    for one saved by a service-account token or before people existed). Raises
+    OwnerCannotSee when its person left the workspace or cannot open the dashboard."""
+    if subscription.owner_user_id is None:
+        return None
+    owner = sharing_owner(
+        metadata, subscription.workspace_id, user_id=subscription.owner_user_id, token_id=None
+    )
+    if owner is None:
+        raise OwnerCannotSee("the subscription's owner is no longer a member of the workspace")
+    access = FolderAccess(metadata).for_owner(owner)
+    if not access.can_view(dashboard.folder_id):
+        raise OwnerCannotSee("the subscription's owner can no longer open this dashboard")
+    return access
+
+
+@dataclass(frozen=True)
 class SubscriptionRecord:
     id: int
     workspace_id: int
@@ -190,6 +234,10 @@ class SubscriptionRecord:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    # who it is sent as (the person, or the token, that last saved it; both None: the
+    # workspace's rights — a service account's or one saved before people existed)
+    owner_user_id: int | None = None
+    owner_token_id: int | None = None
 
     def schedule(self) -> Schedule:
         return Schedule(cron=self.cron, timezone=self.timezone)
@@ -249,10 +297,21 @@ class SubscriptionStore:
         self._store = store
         self._box = box
 
+    @property
+    def metadata(self) -> MetadataStore:
+        return self._store
+
     def _values(
-        self, spec: SubscriptionSpec, channels: dict[str, dict[str, Any]], now: datetime
+        self,
+        spec: SubscriptionSpec,
+        channels: dict[str, dict[str, Any]],
+        now: datetime,
+        owner: SubscriptionOwner,
     ) -> tuple[Any, ...]:
         due = spec.schedule().next_after(now) if spec.enabled else None
+        filters = dict(spec.filters)
+        if owner.user_id is not None or owner.token_id is not None:
+            filters[OWNER_KEY] = {"user_id": owner.user_id, "token_id": owner.token_id}
         return (
             spec.name,
             spec.cron,
@@ -260,7 +319,7 @@ class SubscriptionStore:
             self._box.seal(channels).encode(),
             spec.pictures,
             Jsonb(spec.csv_tiles),
-            Jsonb(spec.filters),
+            Jsonb(filters),
             spec.enabled,
             due,
         )
@@ -273,7 +332,9 @@ class SubscriptionStore:
         channels: dict[str, dict[str, Any]],
         created_by: str,
         now: datetime | None = None,
+        owner: SubscriptionOwner | None = None,
     ) -> SubscriptionRecord:
+        """`owner`: who it is sent as (None: the workspace's rights)."""
         with self._store.connection() as conn:
             row = conn.execute(
                 f"insert into meta.dashboard_subscriptions (workspace_id, dashboard_id,"
@@ -282,7 +343,9 @@ class SubscriptionStore:
                 (
                     workspace_id,
                     dashboard_id,
-                    *self._values(spec, channels, now or datetime.now(UTC)),
+                    *self._values(
+                        spec, channels, now or datetime.now(UTC), owner or SubscriptionOwner()
+                    ),
                     created_by,
                 ),
             ).fetchone()
@@ -295,10 +358,13 @@ class SubscriptionStore:
         spec: SubscriptionSpec,
         channels: dict[str, dict[str, Any]],
         now: datetime | None = None,
+        owner: SubscriptionOwner | None = None,
     ) -> SubscriptionRecord | None:
         """Saves `spec`; the next due time is kept (as stored now) unless the schedule or
-        `enabled` changed."""
-        values = self._values(spec, channels, now or datetime.now(UTC))
+        `enabled` changed. `owner`: who it is sent as from now on (None: as before)."""
+        if owner is None:
+            owner = SubscriptionOwner(subscription.owner_user_id, subscription.owner_token_id)
+        values = self._values(spec, channels, now or datetime.now(UTC), owner)
         same_schedule = (subscription.cron, subscription.timezone, subscription.enabled) == (
             spec.cron,
             spec.timezone,
@@ -423,6 +489,8 @@ class SubscriptionStore:
         return [_delivery(r) for r in rows]
 
     def _record(self, row: dict[str, Any]) -> SubscriptionRecord:
+        filters = dict(row["filters"])
+        owner = filters.pop(OWNER_KEY, None) or {}
         return SubscriptionRecord(
             id=row["id"],
             workspace_id=row["workspace_id"],
@@ -433,12 +501,14 @@ class SubscriptionStore:
             channels=self._box.open(bytes(row["channels_secret"]).decode()),
             pictures=row["pictures"],
             csv_tiles=list(row["csv_tiles"]),
-            filters=dict(row["filters"]),
+            filters=filters,
             enabled=row["enabled"],
             next_due_at=row["next_due_at"],
             created_by=row["created_by"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            owner_user_id=owner.get("user_id"),
+            owner_token_id=owner.get("token_id"),
         )
 
 
@@ -485,6 +555,8 @@ class PictureGrant:
     dashboard_id: int
     filters: dict[str, Any]
     expires_at: datetime
+    # the subscription whose delivery made it: drawn as that subscription's owner sees it
+    subscription_id: int | None = None
 
 
 def _signature(secret_key: bytes, body: str) -> bytes:
@@ -498,16 +570,21 @@ def sign_picture(
     dashboard_id: int,
     filters: Mapping[str, Any],
     expires_at: datetime,
+    subscription_id: int | None = None,
 ) -> str:
-    """`<payload>.<signature>`, base64url: `{"w", "d", "f", "e"}` signed with a key of its
-    own (a chart link's token is no picture link's, and the reverse)."""
+    """`<payload>.<signature>`, base64url: `{"w", "d", "f", "e"}` (and `"s"`, the
+    subscription it was sent for) signed with a key of its own (a chart link's token is
+    no picture link's, and the reverse)."""
+    claims: dict[str, Any] = {
+        "w": workspace_id,
+        "d": dashboard_id,
+        "f": dict(filters),
+        "e": int(expires_at.timestamp()),
+    }
+    if subscription_id is not None:
+        claims["s"] = subscription_id
     payload = json.dumps(
-        {
-            "w": workspace_id,
-            "d": dashboard_id,
-            "f": dict(filters),
-            "e": int(expires_at.timestamp()),
-        },
+        claims,
         separators=(",", ":"),
         sort_keys=True,
         ensure_ascii=False,
@@ -535,6 +612,7 @@ def read_picture(secret_key: bytes, token: str, now: datetime | None = None) -> 
             dashboard_id=int(data["d"]),
             filters=dict(data["f"]),
             expires_at=datetime.fromtimestamp(int(data["e"]), UTC),
+            subscription_id=int(data["s"]) if data.get("s") is not None else None,
         )
     except (ValueError, KeyError, TypeError):
         raise PictureLinkRefused("not a picture link sqlbook signed") from None
@@ -550,8 +628,11 @@ def picture_url(
     dashboard_id: int,
     filters: Mapping[str, Any],
     now: datetime,
+    subscription_id: int | None = None,
 ) -> str:
-    token = sign_picture(secret_key, workspace_id, dashboard_id, filters, now + PICTURE_LINK_TTL)
+    token = sign_picture(
+        secret_key, workspace_id, dashboard_id, filters, now + PICTURE_LINK_TTL, subscription_id
+    )
     return f"{public_base(settings)}{PICTURE_PATH}{token}.png"
 
 
@@ -671,12 +752,16 @@ def deliver_subscription(
     now = now or datetime.now(UTC)
     actor = Actor(subscription.workspace_id, None, f"dashboard subscription #{subscription.id}")
     try:
+        access = owner_access(store.metadata, subscription, dashboard)
+    except OwnerCannotSee as err:  # nothing is sent: the owner may not see it any more
+        return _failed(store, subscription, str(err), run_id, now)
+    try:
         shown = check_filter_values(dashboard, subscription.filters, subscription.timezone)
     except InvalidParameter as err:
         # The dashboard's filters changed since the subscription was saved.
         return _failed(store, subscription, f"the subscription's {err.message}", run_id, now)
     outcomes, tile_insights = run_tiles(
-        queries, insights, snapshots, dashboard, subscription.filters, actor, None
+        queries, insights, snapshots, dashboard, subscription.filters, actor, None, access
     )
     try:
         drawn = draw(subscription, dashboard, outcomes, tile_insights, plugins)
@@ -697,7 +782,13 @@ def deliver_subscription(
     errors = f", {drawn.tile_errors} failed" if drawn.tile_errors else ""
     url = (
         picture_url(
-            settings, secret_key, subscription.workspace_id, dashboard.id, subscription.filters, now
+            settings,
+            secret_key,
+            subscription.workspace_id,
+            dashboard.id,
+            subscription.filters,
+            now,
+            subscription.id,
         )
         if settings.public_api_url
         else None
@@ -754,14 +845,17 @@ def _failed(
 __all__ = [
     "DeliveryRecord",
     "InvalidSubscription",
+    "OwnerCannotSee",
     "PictureGrant",
     "PictureLinkExpired",
     "PictureLinkRefused",
     "SubscriptionRecord",
     "SubscriptionSpec",
+    "SubscriptionOwner",
     "SubscriptionStore",
     "check_subscription",
     "dashboard_page_url",
+    "owner_access",
     "deliver_subscription",
     "picture_url",
     "read_picture",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,21 @@ class AlertRecord:
     last_evaluated_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # whose rights it runs with: the person (and their token) who last saved it; both
+    # None: a service account's, or one saved before people existed (the workspace's)
+    owner_user_id: int | None = None
+    owner_token_id: int | None = None
+    created_by: str | None = None  # the actor who created it
+
+
+@dataclass(frozen=True)
+class AlertOwner:
+    """Who saved an alert: a person (and the token of theirs, if a token), or a
+    service-account token; `actor` as the audit names them."""
+
+    user_id: int | None = None
+    token_id: int | None = None
+    actor: str | None = None
 
 
 def storable(value: Any) -> Any:
@@ -58,12 +74,15 @@ class AlertStore:
         channels: dict[str, dict[str, Any]],
         enabled: bool,
         next_due_at: datetime | None,
+        owner: AlertOwner | None = None,
     ) -> AlertRecord:
+        owner = owner or AlertOwner()
         with self._store.connection() as conn:
             try:
                 row = conn.execute(
                     "insert into meta.alerts (workspace_id, name, spec, channels_secret, enabled,"
-                    " next_due_at) values (%s, %s, %s, %s, %s, %s) returning *",
+                    " next_due_at, owner_user_id, owner_token_id, created_by)"
+                    " values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *",
                     (
                         workspace_id,
                         spec["name"],
@@ -71,6 +90,9 @@ class AlertStore:
                         self._box.seal(channels),
                         enabled,
                         next_due_at,
+                        owner.user_id,
+                        owner.token_id,
+                        owner.actor,
                     ),
                 ).fetchone()
             except psycopg.errors.UniqueViolation as err:
@@ -86,12 +108,18 @@ class AlertStore:
         channels: dict[str, dict[str, Any]],
         enabled: bool,
         next_due_at: datetime | None,
+        owner: AlertOwner | None = None,
     ) -> AlertRecord | None:
+        """`owner`: whose rights it runs with from now on (None: as before)."""
+        keep = owner is None
+        owner = owner or AlertOwner()
         with self._store.connection() as conn:
             try:
                 row = conn.execute(
                     "update meta.alerts set name = %s, spec = %s, channels_secret = %s,"
-                    " enabled = %s, next_due_at = %s, updated_at = now()"
+                    " enabled = %s, next_due_at = %s, updated_at = now(),"
+                    " owner_user_id = case when %s then owner_user_id else %s end,"
+                    " owner_token_id = case when %s then owner_token_id else %s end"
                     " where workspace_id = %s and id = %s returning *",
                     (
                         spec["name"],
@@ -99,6 +127,10 @@ class AlertStore:
                         self._box.seal(channels),
                         enabled,
                         next_due_at,
+                        keep,
+                        owner.user_id,
+                        keep,
+                        owner.token_id,
                         workspace_id,
                         alert_id,
                     ),
@@ -127,6 +159,20 @@ class AlertStore:
         with self._store.connection() as conn:
             rows = conn.execute(query + " order by name", args).fetchall()
         return [self._record(r) for r in rows]
+
+    def insight_folders(
+        self, workspace_id: int, insight_ids: Collection[int]
+    ) -> dict[int, int | None]:
+        """The folder of each of these insights the workspace has (in the trash or not):
+        whose access an alert on it takes. A deleted insight is left out."""
+        if not insight_ids:
+            return {}
+        with self._store.connection() as conn:
+            rows = conn.execute(
+                "select id, folder_id from meta.insights where workspace_id = %s and id = any(%s)",
+                (workspace_id, list(insight_ids)),
+            ).fetchall()
+        return {r["id"]: r["folder_id"] for r in rows}
 
     def delete(self, workspace_id: int, alert_id: int) -> bool:
         with self._store.connection() as conn:
@@ -211,4 +257,7 @@ class AlertStore:
             last_evaluated_at=row["last_evaluated_at"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            owner_user_id=row.get("owner_user_id"),
+            owner_token_id=row.get("owner_token_id"),
+            created_by=row.get("created_by"),
         )

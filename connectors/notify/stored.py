@@ -1,5 +1,14 @@
 """Alerts kept in the metadata database: validate what the API stores, and evaluate one
-(what the Dagster run and `POST /api/alerts/{id}/test` do)."""
+(what the Dagster run and `POST /api/alerts/{id}/test` do).
+
+An alert runs with its owner's rights as they are at evaluation time: the person who last
+saved it must still be a member of the workspace who may open the insight's folder (an
+alert on an insight) or write SQL against the data sources (an alert with its own SQL).
+When they may not, the evaluation is recorded as an error ("the alert's owner can no
+longer run its query") and nothing is sent — no data, and no notice either: the alert's
+history and state (`error`) say why, and it runs again as soon as its owner may. An alert
+saved by a service-account token, or before people existed, has no owner person and runs
+with the workspace's rights, as before."""
 
 from __future__ import annotations
 
@@ -11,16 +20,19 @@ from typing import Any
 
 from connectors.insights.plugins import PluginRegistry
 from connectors.insights.service import prepare_run
+from connectors.metadata.access import FolderAccess
 from connectors.metadata.alerts import AlertRecord, AlertStore
 from connectors.metadata.insights import InsightRecord, InsightStore
+from connectors.metadata.store import MetadataStore, TokenOwner
 from connectors.notify.alert import AlertSpec, Evaluation, InsightRef, evaluate
 from connectors.notify.channels import build_channel, parse_channel_config
 from connectors.notify.insight_links import chart_url, insight_page_url, public_base
 from connectors.notify.model import Notification
 from connectors.notify.pictures import chart_png
-from connectors.notify.state import Memory
+from connectors.notify.state import FAILING, Memory
 from connectors.secrets import load_secret_key
 from connectors.settings import Settings
+from connectors.sharing.owners import sharing_owner
 from connectors.warehouse.errors import QueryFailed
 from connectors.warehouse.guard import check_sql
 from connectors.warehouse.registry import DatasourceNotFound
@@ -59,6 +71,50 @@ def check_alert(spec: AlertSpec, channels: Mapping[str, Mapping[str, Any]], dial
     check_sql(spec.sql, dialect, spec.params)
 
 
+OWNER_REFUSED = "the alert's owner can no longer run its query"
+
+
+def may_query(owner: TokenOwner) -> bool:
+    """The `sql` permission (api.deps): editors and admins, viewers where the workspace
+    lets them."""
+    return owner.role in ("editor", "admin") or (owner.role == "viewer" and owner.viewers_can_query)
+
+
+def owner_may_run(metadata: MetadataStore, alert: AlertRecord, spec: AlertSpec) -> bool:
+    """Whether the alert's owner may still run what it runs (an owner-less alert: yes)."""
+    if alert.owner_user_id is None:
+        return True
+    owner = sharing_owner(metadata, alert.workspace_id, user_id=alert.owner_user_id, token_id=None)
+    if owner is None:  # left the workspace, or disabled
+        return False
+    if spec.insight is None:
+        return may_query(owner)
+    insight = InsightStore(metadata).get(alert.workspace_id, spec.insight.id)
+    if insight is None:  # gone: the evaluation says so, as before
+        return True
+    return FolderAccess(metadata).for_owner(owner).can_view(insight.folder_id)
+
+
+def _refused(spec: AlertSpec, memory: Memory, now: datetime, test: bool) -> Evaluation:
+    """An evaluation that ran nothing and sends nothing: its owner may not run it."""
+    evaluation = Evaluation(
+        alert=spec.name,
+        evaluated_at=now,
+        previous_state=memory.state,
+        state=FAILING,
+        reason=None,
+        summary=OWNER_REFUSED,
+        error=OWNER_REFUSED,
+        error_code="owner_refused",
+    )
+    if not test:
+        since = memory.since if memory.state == FAILING else now
+        evaluation.memory = replace(memory, state=FAILING, since=since)
+    else:
+        evaluation.memory = memory
+    return evaluation
+
+
 def link_to(settings: Settings, alert_id: int) -> str:
     return f"{public_base(settings)}/api/alerts/{alert_id}"
 
@@ -73,9 +129,21 @@ def evaluate_stored(
     test: bool = False,
     run_id: str | None = None,
 ) -> Evaluation:
-    """Evaluate, deliver, and record the history row (and the new state unless a test)."""
+    """Evaluate, deliver, and record the history row (and the new state unless a test).
+    An alert whose owner may no longer run it is recorded as an error, sending nothing."""
     now = now or datetime.now(UTC)
     spec = AlertSpec.model_validate(alert.spec)
+    if not owner_may_run(queries.metadata, alert, spec):
+        refused = _refused(spec, Memory.from_dict(alert.memory), now, test)
+        store.record(
+            alert.id,
+            refused.to_dict(),
+            memory=None if test else refused.memory.to_dict(),
+            next_due_at=None if test else spec.schedule.next_after(now),
+            test=test,
+            run_id=run_id,
+        )
+        return refused
     channels = {name: build_channel(name, cfg, settings) for name, cfg in alert.channels.items()}
     actor = Actor(alert.workspace_id, None, f"alert {spec.name} (#{alert.id})")
 
