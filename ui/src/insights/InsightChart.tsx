@@ -21,11 +21,14 @@ export function InsightChart({
   columns,
   rows,
   onMarkClick,
+  given,
 }: {
   visualization: Visualization;
   columns: { name: string; type: string }[];
   rows: Record<string, unknown>[];
   onMarkClick?(datum: Record<string, unknown>): void;
+  /** The spec when the page has it already (a shared view: no session to ask the API). */
+  given?: Record<string, unknown>;
 }) {
   const box = useRef<HTMLDivElement>(null);
   const clicked = useRef(onMarkClick);
@@ -38,6 +41,10 @@ export function InsightChart({
   useEffect(() => {
     let live = true;
     setProblem(null);
+    if (given) {
+      setSpec(given);
+      return;
+    }
     const { visualization: vis, columns: cols } = JSON.parse(request) as { visualization: Visualization; columns: { name: string; type: string }[] };
     insightsApi.chartSpec(vis, cols).then(
       (r) => live && setSpec(r.spec),
@@ -50,7 +57,7 @@ export function InsightChart({
     return () => {
       live = false;
     };
-  }, [request]);
+  }, [request, given]);
 
   useEffect(() => {
     const el = box.current;
