@@ -12,6 +12,7 @@ import { InsightTile, type TileState } from "./InsightTile";
 import { SnapshotSettings } from "./SnapshotSettings";
 import { SubscriptionsPanel } from "./SubscriptionsPanel";
 import { TextTile } from "./TextTile";
+import { ShareButton } from "../sharing/ShareDialog";
 import "./dashboards.css";
 
 /** Auto-refresh choices (seconds; null = off), saved as the dashboard's `refresh_seconds`. */
@@ -432,6 +433,7 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
                   Snapshots
                 </button>
                 <button onClick={() => setRenaming({ name: dashboard.name, description: dashboard.description })}>Rename</button>
+                <ShareButton objectType="dashboard" objectId={dashboard.id} parameters={dashboard.filters} />
                 <button onClick={() => setTv(true)}>TV mode</button>
                 <button onClick={() => window.print()}>Print</button>
               </>

@@ -4,6 +4,7 @@ import { ApiError, type ClickAction, type Folder, type Insight, type InsightRunR
 import { formatAge, formatDuration } from "../format";
 import { type LatestSnapshot, insightApi } from "../insightApi";
 import { AddToDashboardDialog } from "../dashboards/AddToDashboardDialog";
+import { ShareButton } from "../sharing/ShareDialog";
 import { ResultGrid } from "../ResultGrid";
 import { ClickActionsEditor, completeActions } from "./ClickActionsEditor";
 import { InsightAlertsPanel } from "./InsightAlerts";
@@ -333,6 +334,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
             )}
             <button onClick={() => void duplicate()}>Duplicate</button>
             <button onClick={() => setAddingToDashboard(true)}>Add to dashboard</button>
+            <ShareButton objectType="insight" objectId={insight.id} parameters={insight.parameters} />
             <button onClick={() => void trash()}>Move to trash</button>
           </div>
         </div>
