@@ -45,6 +45,7 @@ from api.routes import (
     workspace,
 )
 from api.routes import audit as audit_routes
+from api.routes import auth as auth_routes
 from api.schemas import invalid_request, published
 from api.state import AppState, CaptureKeys
 from connectors.capture import CaptureLimits
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(script.router)
     app.include_router(sessions.router)
+    app.include_router(auth_routes.router)
     app.include_router(tokens.router)
     app.include_router(members.router)
     app.include_router(folders.router)

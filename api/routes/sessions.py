@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.credentials import api_origin, api_url
 from api.deps import SESSION_COOKIE, Public, SignedIn, State, permissions_of
-from api.schemas import AUTHENTICATED
+from api.events import audit
+from api.schemas import AUTHENTICATED, MAX_ID, Problem
 
 # The two /login pages are left out of the schema: they answer HTML to a browser.
 router = APIRouter(tags=["web UI sign-in"], responses=AUTHENTICATED)
@@ -128,6 +129,14 @@ async def login(request: Request, state: State) -> Response:
         return _link_does_not_work()
     # 303 to `/` takes the browser off the form (a reload does not POST it again)
     response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
+    set_session_cookie(response, request, state, session_id)
+    if (owner := await run_in_threadpool(state.sessions.owner, session_id)) is not None:
+        await audit(request, state, owner, "auth.sign_in", detail={"method": "login_link"})
+    return response
+
+
+def set_session_cookie(response: Response, request: Request, state: State, session_id: str) -> None:
+    """The web UI's session cookie: HttpOnly, SameSite=Strict, Secure over https."""
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -137,7 +146,6 @@ async def login(request: Request, state: State) -> Response:
         samesite="strict",
         secure=_served_over_https(request, state),
     )
-    return response
 
 
 @router.get("/api/session", response_model=SessionPublic)
@@ -160,12 +168,46 @@ async def read_session(token: SignedIn, state: State) -> SessionPublic:
 
 
 @router.post("/api/session/logout", status_code=204)
-async def logout(request: Request, _token: SignedIn, state: State) -> Response:
-    if session_id := request.cookies.get(SESSION_COOKIE):
+async def logout(request: Request, owner: SignedIn, state: State) -> Response:
+    if owner.session and (session_id := request.cookies.get(SESSION_COOKIE)):
         await run_in_threadpool(state.sessions.end, session_id)
+        await audit(request, state, owner, "auth.sign_out")
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
+
+
+class WorkspaceSwitch(BaseModel):
+    workspace_id: int = Field(ge=1, le=MAX_ID, description="A workspace the person belongs to.")
+
+
+@router.post(
+    "/api/session/workspace",
+    response_model=SessionPublic,
+    responses={404: {"model": Problem, "description": "Not a workspace of the person."}},
+)
+async def switch_workspace(
+    body: WorkspaceSwitch, request: Request, owner: SignedIn, state: State
+) -> SessionPublic:
+    """Moves the person's web UI session to another workspace they belong to; answers
+    the session there (role and permissions as that membership has them)."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if owner.token_id is not None or not owner.session or not session_id:
+        raise HTTPException(403, "only a person's web UI session switches workspace")
+    moved = await run_in_threadpool(state.sessions.switch_workspace, session_id, body.workspace_id)
+    there = await run_in_threadpool(state.sessions.owner, session_id) if moved else None
+    if there is None:
+        raise HTTPException(404, f"no workspace {body.workspace_id} among yours")
+    await audit(
+        request,
+        state,
+        there,
+        "auth.workspace_switched",
+        object_type="workspace",
+        object_id=there.workspace_id,
+        detail={"from_workspace_id": owner.workspace_id},
+    )
+    return await read_session(there, state)
 
 
 def _same_origin(request: Request, state: State) -> bool:

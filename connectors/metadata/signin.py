@@ -33,6 +33,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from connectors.metadata.people import normalize_email
 from connectors.metadata.store import MetadataStore, hash_token
 from connectors.secrets import derive
 from connectors.settings import Settings
@@ -41,7 +42,6 @@ FailureReason = Literal["wrong_code", "expired", "too_many_tries", "rate_limited
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1000  # argon2 takes any length; this bounds the work a request asks
-EMAIL_MAX_LENGTH = 320
 
 _MESSAGES: dict[FailureReason, str] = {
     "wrong_code": "that code is not right: check the latest sign-in mail, or ask for a new code",
@@ -77,21 +77,6 @@ class IssuedCode:
 class SignInUser:
     id: int
     email: str  # as the user's row spells it
-
-
-def normalize_email(value: str) -> str:
-    """The address stripped; ValueError naming `email` when it is not one."""
-    email = value.strip()
-    local, at, domain = email.rpartition("@")
-    if (
-        not at
-        or not local
-        or "." not in domain.strip(".")
-        or len(email) > EMAIL_MAX_LENGTH
-        or any(c.isspace() or ord(c) < 32 for c in email)
-    ):
-        raise ValueError("email: not an email address")
-    return email
 
 
 def check_password(password: str) -> str:
@@ -304,10 +289,6 @@ class EmailSignIn:
                 (user_id,),
             ).fetchone()
         return None if row is None else int(row["workspace_id"])
-
-    def signed_in(self, user_id: int) -> None:
-        with self._store.connection() as conn:
-            conn.execute("update meta.users set last_sign_in_at = now() where id = %s", (user_id,))
 
     # --- internals ----------------------------------------------------------------------
 

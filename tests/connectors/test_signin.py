@@ -11,12 +11,7 @@ from pathlib import Path
 import pytest
 
 from connectors.metadata import MetadataStore, NewWorkspace
-from connectors.metadata.signin import (
-    EmailSignIn,
-    SignInRefused,
-    SignInUser,
-    normalize_email,
-)
+from connectors.metadata.signin import EmailSignIn, SignInRefused, SignInUser
 from connectors.metadata.store import hash_token
 from connectors.settings import Settings
 
@@ -256,11 +251,3 @@ def test_a_session_lands_in_the_workspace_last_used(metadata, signin, member, wo
         )
     assert signin.landing_workspace(member.id) == workspace.workspace_id
     assert signin.landing_workspace(-1) is None
-
-
-@pytest.mark.parametrize(
-    "value", ["", "no-at-sign", "@example.com", "a@b", "a b@example.com", "a@exa\nmple.com"]
-)
-def test_addresses_are_checked(value):
-    with pytest.raises(ValueError, match="email"):
-        normalize_email(value)
