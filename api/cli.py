@@ -127,6 +127,44 @@ def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    """`sqlbook users create EMAIL --role R [--workspace NAME] [--password-stdin]`: a person
+    (made, or found by their address) and their membership of the workspace, straight in
+    the database. A person already a member keeps the role they have (the JSON says it);
+    `--password-stdin` sets their password from the first line of standard input."""
+    from connectors.metadata import MetadataStore, upgrade
+    from connectors.metadata.people import People
+    from connectors.metadata.signin import EmailSignIn, check_password
+    from connectors.secrets import load_secret_key
+    from connectors.servers import start_servers
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            check_password(password)
+        except ValueError as err:
+            return _fail(str(err))
+    with start_servers(settings, redis=False) as urls:
+        upgrade(urls.database_url)
+        with MetadataStore(urls.database_url) as store:
+            workspace_id = store.workspace_id(args.workspace)
+            if workspace_id is None:
+                return _fail(f"no workspace {args.workspace!r}")
+            people = People(store)
+            try:
+                user = people.ensure_user(args.email)
+            except ValueError as err:
+                return _fail(str(err))
+            member = people.add_member(workspace_id, user.id, args.role)
+            if password is not None:
+                EmailSignIn(store, settings, load_secret_key(settings)).set_password(
+                    user.id, password
+                )
+    _print({"id": user.id, "email": user.email, "workspace": args.workspace, "role": member.role})
+    return 0
+
+
 def _token_json(info: TokenInfo) -> dict[str, object]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(info).items()}
 
@@ -216,6 +254,21 @@ def parser() -> argparse.ArgumentParser:
     for cmd in (t_list, t_create, t_revoke, t_rotate):
         cmd.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
         cmd.set_defaults(func=cmd_tokens)
+    users = sub.add_parser(
+        "users", help="people who sign in to the web UI (by email code or password)"
+    ).add_subparsers(dest="action", required=True)
+    u_create = users.add_parser(
+        "create", help="a person and their role in a workspace; prints them as JSON"
+    )
+    u_create.add_argument("email")
+    u_create.add_argument("--role", choices=("admin", "editor", "viewer"), required=True)
+    u_create.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
+    u_create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="also set their password, read from the first line of standard input",
+    )
+    u_create.set_defaults(func=cmd_users_create)
     build = sub.add_parser("build-ui", help="build ui/dist when its sources changed")
     build.add_argument("--force", action="store_true", help="build even if nothing changed")
     build.set_defaults(func=cmd_build_ui)

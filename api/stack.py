@@ -23,7 +23,7 @@ from api.routes.script import snippet
 from connectors.metadata import MetadataStore, upgrade
 from connectors.metadata.store import Project
 from connectors.servers import ServerUrls, redact, start_servers, with_driver
-from connectors.settings import Settings
+from connectors.settings import Settings, api_url
 from connectors.warehouse.setup import install_warehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,10 +104,52 @@ def prepare(settings: Settings, urls: ServerUrls) -> dict[str, object]:
             else:
                 created = store.create_workspace(credentials.DEFAULT_WORKSPACE)
             credentials.save(settings, created, urls.warehouse_url)
+        admin = first_admin(settings, store)
     credentials.set_database_url(settings, urls.warehouse_url)
-    return credentials.public_view(
+    creds = credentials.public_view(
         settings, credentials.load_all(settings)[credentials.DEFAULT_WORKSPACE]
     )
+    if admin is not None:
+        creds["admin"] = {"user_id": admin[0], "workspace_id": admin[1], "email": admin[2]}
+    return creds
+
+
+def first_admin(settings: Settings, store: MetadataStore) -> tuple[int, int, str] | None:
+    """SQLBOOK_ADMIN_EMAIL as (user id, default workspace id, address) when that person is
+    an admin of the default workspace; on an install without any user yet, they are made
+    its first admin. None: no such setting (or that person is no admin there), and the
+    web UI link stays the admin token's, as before people existed."""
+    from connectors.metadata.people import People
+
+    workspace_id = store.workspace_id(credentials.DEFAULT_WORKSPACE)
+    if not settings.admin_email or workspace_id is None:
+        return None
+    people = People(store)
+    user = people.user_by_email(settings.admin_email)
+    if user is None:
+        with store.connection() as conn:
+            row = conn.execute("select exists (select 1 from meta.users) as taken").fetchone()
+        if row is None or row["taken"]:
+            return None
+        user = people.ensure_user(settings.admin_email)
+        people.add_member(workspace_id, user.id, "admin")
+    roles = {ws: role for ws, _name, role in people.workspaces_of(user.id)}
+    if roles.get(workspace_id) != "admin" or user.disabled_at is not None:
+        return None
+    return user.id, workspace_id, user.email
+
+
+def admin_login_link(settings: Settings, store: MetadataStore, admin: dict[str, Any]) -> str:
+    """A one-time link opening the first admin's session (confirmed on /login's page)."""
+    from connectors.metadata.sessions import BrowserSessions
+
+    code, _expires_at = BrowserSessions(store).issue_login_code(
+        None,
+        settings.ui_login_code_ttl_seconds,
+        user_id=admin["user_id"],
+        workspace_id=admin["workspace_id"],
+    )
+    return f"{api_url(settings)}/login?code={code}"
 
 
 def _dagster_home(home: Path) -> Path:
@@ -284,7 +326,12 @@ def _run_stack(settings: Settings, home: Path) -> int:
             dagster_ok = _wait_http(f"{dagster}/server_info", deadline, procs)
             if not (api_ok and dagster_ok):
                 raise RuntimeError("the API or the Dagster webserver did not answer within 180 s")
-            creds["ui_login_url"] = credentials.login_link(creds)
+            if isinstance(admin := creds.pop("admin", None), dict):
+                with MetadataStore(urls.database_url) as store:
+                    creds["ui_login_url"] = admin_login_link(settings, store, admin)
+                creds["ui_login_for"] = admin["email"]
+            else:
+                creds["ui_login_url"] = credentials.login_link(creds)
             _say(_banner(creds, urls, settings.ui_login_code_ttl_seconds))
             while not stopping:
                 for name, proc in procs.items():
@@ -307,11 +354,12 @@ def _run_stack(settings: Settings, home: Path) -> int:
 
 def _banner(creds: dict[str, Any], urls: ServerUrls, login_ttl_seconds: float = 900) -> str:
     login = creds.get("ui_login_url")
+    for_whom = f" for {creds['ui_login_for']}" if creds.get("ui_login_for") else ""
     web_ui = (
         [
             f"  Web UI       {login}",
-            f"               (one-time login link, valid {login_ttl_seconds / 60:g} min;"
-            " `sqlbook credentials` prints a new one)",
+            f"               (one-time login link{for_whom}, valid"
+            f" {login_ttl_seconds / 60:g} min; `sqlbook credentials` prints a new one)",
         ]
         if login
         else [f"  Web UI       {creds['api_url']}   (`sqlbook credentials` prints a login link)"]
