@@ -14,10 +14,12 @@ import pytest
 from playwright.sync_api import expect
 
 from connectors.metadata import MetadataStore
+from connectors.metadata.sessions import BrowserSessions
 from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
 from tests.live import free_port, serve_api
+from tests.people import make_member, unique_email
 
 pytestmark = pytest.mark.e2e
 
@@ -87,14 +89,14 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     tokens = page.get_by_role("region", name="API tokens")
     expect(tokens.locator("h2")).to_have_text(f"API tokens of {live_api.workspace.workspace}")
 
-    # create a member token: shown once, copied, and it works as a member
+    # create an editor token: shown once, copied, and it works as an editor
     name = f"ci-{uuid.uuid4().hex[:6]}"
     page.get_by_label("Token name").fill(name)
     page.get_by_label("Role").select_option("editor")
     page.get_by_role("button", name="Create token").click()
     shown = page.get_by_role("region", name="New token")
     expect(shown.locator("p").first).to_have_text(
-        f"Token {name} (member): copy it now, it is not shown again."
+        f"Token {name} (editor): copy it now, it is not shown again."
     )
     secret = page.get_by_test_id("new-token").inner_text()
     assert secret.startswith("sqb_at_") and len(secret) == 50
@@ -112,12 +114,13 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     expect(row.locator("td").nth(1)).to_have_text("editor")
     expect(row.locator("td").nth(2)).to_have_text(f"{secret[:12]}…")
     expect(row.locator("td").nth(5)).to_have_text("active")
+    expect(row.locator("td").nth(6)).to_have_text("service account")  # an admin token made it
 
     # rotate: confirm, a new secret, the old one refused at once
     row.get_by_role("button", name="Rotate").click()
     dialog = page.get_by_role("dialog", name="Rotate token")
     expect(dialog.locator("p")).to_have_text(
-        f"Rotate token {name} ({secret[:12]}…, member)? It gets a new secret; the old one is"
+        f"Rotate token {name} ({secret[:12]}…, editor)? It gets a new secret; the old one is"
         " refused from now on."
     )
     dialog.get_by_role("button", name="Rotate").click()
@@ -138,7 +141,7 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     new_row.get_by_role("button", name="Revoke").click()
     dialog = page.get_by_role("dialog", name="Revoke token")
     expect(dialog.locator("p")).to_have_text(
-        f"Revoke token {name} ({rotated[:12]}…, member)? Whatever uses it is refused from now on."
+        f"Revoke token {name} ({rotated[:12]}…, editor)? Whatever uses it is refused from now on."
     )
     dialog.get_by_role("button", name="Revoke").click()
     expect(new_row.locator("td").nth(5)).to_have_text("revoked")
@@ -155,8 +158,9 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     dialog.get_by_role("button", name="Revoke").click()
     token_id = own.get_attribute("data-token-id")
     expect(page.get_by_role("alert")).to_have_text(
-        f"token {token_id} is the workspace's last admin token: create or rotate an admin"
-        " token instead, so the workspace keeps an admin"
+        f"token {token_id} is the workspace's last admin token and it has no admin member:"
+        " create or rotate an admin token, or make a member an admin, so the workspace keeps"
+        " an admin"
     )
     expect(page.get_by_role("button", name="Sign out")).to_be_attached()
 
@@ -166,12 +170,44 @@ def test_tokens_page_create_copy_rotate_revoke(context, live_api: LiveApi):
     assert page.evaluate("window.__noReload") is True
 
 
-def test_a_member_has_no_tokens_page(context, live_api: LiveApi, metadata: MetadataStore):
-    member = metadata.create_token(live_api.workspace.workspace_id, "viewer", "editor")
+def test_a_member_makes_and_revokes_tokens_of_their_own(
+    context, live_api: LiveApi, metadata: MetadataStore
+):
+    email = unique_email("editor")
+    user_id, _, _ = make_member(metadata, live_api.workspace, email, "editor")
+    code, _ = BrowserSessions(metadata).issue_login_code(
+        None, 600, user_id=user_id, workspace_id=live_api.workspace.workspace_id
+    )
     page = context.new_page()
-    sign_in(page, live_api.login_link(member.token))
+    sign_in(page, f"{live_api.url}/login?code={code}")
     expect(page.locator(".who")).to_have_text(f"{live_api.workspace.workspace} · editor")
-    expect(page.get_by_role("link", name="Tokens")).to_have_count(0)
-    page.goto(f"{live_api.url}/#/tokens")
-    expect(page.get_by_role("alert")).to_have_text("this needs the 'admin' permission; your role is editor")
-    expect(page.locator("table.tokens")).to_have_count(0)
+    expect(page.get_by_role("link", name="Tokens")).to_have_count(0)  # in Settings instead
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_role("link", name="API tokens").click()
+    tokens = page.get_by_role("region", name="API tokens")
+    expect(tokens.locator("h2")).to_have_text(f"Your API tokens in {live_api.workspace.workspace}")
+    # at most their own role, and no service accounts
+    expect(page.get_by_label("Role").locator("option")).to_have_text(["editor", "viewer"])
+    expect(page.get_by_label("Service account")).to_have_count(0)
+    # the token they signed in with came from make_member: theirs too
+    expect(page.locator("table.tokens tbody tr")).to_have_count(1)
+
+    page.get_by_label("Token name").fill("notebook")
+    page.get_by_label("Role").select_option("viewer")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.get_by_test_id("new-token").inner_text()
+    page.get_by_role("button", name="Done").click()
+    row = page.locator("table.tokens tbody tr", has_text="notebook")
+    expect(row.locator("td").nth(1)).to_have_text("viewer")
+    expect(row.locator("td").nth(6)).to_have_text(email)
+    me = httpx.get(
+        f"{live_api.url}/api/session", headers={"Authorization": f"Bearer {secret}"}, timeout=30
+    )
+    assert me.json()["role"] == "viewer" and me.json()["email"] == email
+    # the workspace's admin token is not theirs to see
+    expect(page.locator("table.tokens tbody tr", has_text="service account")).to_have_count(0)
+
+    row.get_by_role("button", name="Revoke").click()
+    page.get_by_role("dialog", name="Revoke token").get_by_role("button", name="Revoke").click()
+    expect(row.locator("td").nth(5)).to_have_text("revoked")
+    assert live_api.status_with(secret) == 401
