@@ -31,6 +31,7 @@ from connectors.insights.parameters import InvalidParameter, ParameterSpec
 from connectors.insights.service import prepare_run, run_answer, specs_of
 from connectors.insights.urlparams import FILTER_PREFIX, PREFIX, params_from_query
 from connectors.insights.visualization import Visualization
+from connectors.metadata.access import AccessMap
 from connectors.metadata.insights import InsightRecord
 from connectors.metadata.store import TokenOwner
 from connectors.sharing.params import visitor_params
@@ -193,7 +194,7 @@ async def _dashboard_data(
     scope = owner.shared
     assert scope is not None
 
-    def prepare() -> tuple[DashboardRecord, dict[str, Any], dict[str, Any], set[int]]:
+    def prepare() -> tuple[DashboardRecord, dict[str, Any], dict[str, Any], AccessMap]:
         dashboard = state.dashboards.get(owner.workspace_id, scope.object_id)
         access = state.access.for_owner(owner)
         if dashboard is None or not access.can_view(dashboard.folder_id):
@@ -204,16 +205,10 @@ async def _dashboard_data(
             shown = check_filter_values(dashboard, values, time_zone)
         except InvalidParameter as err:
             raise HTTPException(400, str(err)) from None
-        hidden = set()
-        for tile in dashboard.tiles:
-            if tile.get("insight_id") is None:
-                continue
-            insight = state.insights.get(owner.workspace_id, int(tile["insight_id"]))
-            if insight is not None and not access.can_view(insight.folder_id):
-                hidden.add(tile["id"])
-        return dashboard, values, shown, hidden
+        return dashboard, values, shown, access
 
-    dashboard, values, shown, hidden = await run_in_threadpool(prepare)
+    dashboard, values, shown, access = await run_in_threadpool(prepare)
+    # a tile whose insight the owner may not open answers no_access and does not run
     runs = run_dashboard(
         state.queries,
         state.insights,
@@ -222,7 +217,7 @@ async def _dashboard_data(
         values,
         actor_of(owner),
         owner.project_ids,
-        tile_ids=[t["id"] for t in dashboard.tiles if t["id"] not in hidden],
+        access=access,
     )
 
     def tiles() -> list[dict[str, Any]]:
@@ -238,9 +233,6 @@ async def _dashboard_data(
                 drawn.append({**about, "kind": "text", "html": text_html(tile.get("text") or "")})
                 continue
             about["kind"] = "insight"
-            if tile["id"] in hidden:
-                drawn.append({**about, "error": {"code": "no_access", "message": "no access"}})
-                continue
             insight = state.insights.get(owner.workspace_id, int(tile["insight_id"]))
             outcome = outcomes.get(tile["id"])
             if insight is None or outcome is None or outcome.result is None:
@@ -271,6 +263,8 @@ async def _dashboard_data(
 
 
 def _tile_problem(code: str) -> str:
+    if code == "no_access":
+        return "no access"
     if code == "insight_missing":
         return "this tile's insight is gone"
     if code == "invalid_parameter":

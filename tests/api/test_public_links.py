@@ -314,3 +314,31 @@ def test_an_owner_who_loses_access_shares_nothing(client, workspace, metadata):
             (workspace.workspace_id, int(editor["X-User-Id"])),
         )
     assert view(client, made["token"], status=404)["error"] == "link_gone"
+
+
+def test_a_tile_the_owner_cannot_open_says_no_access(client, workspace, servers, metadata):
+    add_events(servers, workspace, [("signup", "DE")])
+    secret_folder = client.post(
+        "/api/folders", json={"name": "Board only"}, headers=auth(workspace)
+    ).json()
+    hidden = create(client, workspace, name="hidden numbers", folder_id=secret_folder["id"])
+    open_one = create(client, workspace, name="open numbers")
+    r = client.post(
+        "/api/dashboards",
+        json={
+            "name": "Mixed",
+            "tiles": [{"insight_id": hidden["id"]}, {"insight_id": open_one["id"]}],
+        },
+        headers=auth(workspace),
+    )
+    assert r.status_code == 201, r.text
+    with metadata.connection() as conn:
+        conn.execute(
+            "update meta.folders set restricted = true where id = %s", (secret_folder["id"],)
+        )
+    editor = member_token(metadata, workspace, "editor")
+    made = share(client, editor, object_type="dashboard", object_id=r.json()["id"])
+    first, second = view(client, made["token"])["tiles"]
+    assert first["error"] == {"code": "no_access", "message": "no access"}
+    assert "rows" not in first and first["title"] is None  # not even the insight's name
+    assert second["title"] == "open numbers" and second["rows"] == [["DE", 1]]
