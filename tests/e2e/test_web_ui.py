@@ -109,7 +109,7 @@ def test_signed_out_browser_is_told_how_to_sign_in(browser, live_ui: LiveApi):
     context = browser.new_context()
     p = context.new_page()
     p.goto(live_ui.url)
-    expect(p.get_by_text("You are not signed in")).to_be_visible(timeout=WAIT_MS)
+    expect(p.get_by_role("heading", name="Sign in to sqlbook")).to_be_visible(timeout=WAIT_MS)
     # the link works once: a second browser gets the refusal page
     link = live_ui.login_link()
     sign_in(p, link)
