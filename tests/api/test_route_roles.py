@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -76,14 +77,15 @@ PINNED = {
 
 
 def _routes() -> Iterator[tuple[str, str, APIRoute]]:
+    """Every route of every router the modules of api/routes define."""
     for module in pkgutil.iter_modules(api.routes.__path__):
-        router = getattr(
-            importlib.import_module(f"api.routes.{module.name}"), "router", None
-        )
-        for route in getattr(router, "routes", []):
-            if isinstance(route, APIRoute):
-                for method in sorted(route.methods):
-                    yield method, route.path, route
+        loaded = importlib.import_module(f"api.routes.{module.name}")
+        routers = {id(v): v for v in vars(loaded).values() if isinstance(v, APIRouter)}
+        for router in routers.values():
+            for route in router.routes:
+                if isinstance(route, APIRoute):
+                    for method in sorted(route.methods):
+                        yield method, route.path, route
 
 
 def _declared() -> dict[tuple[str, str], str | None]:
@@ -162,9 +164,12 @@ def test_every_route_refuses_the_roles_without_its_permission(
                     method, url, json=body, headers={"Authorization": f"Bearer {token}"}
                 )
                 refused = f"this needs the {permission!r} permission; your role is {role}"
-                detail = r.json().get("detail") if r.headers.get(
-                    "content-type", ""
-                ).startswith("application/json") else None
+                answer = (
+                    r.json()
+                    if r.headers.get("content-type", "").startswith("application/json")
+                    else None
+                )
+                detail = answer.get("detail") if isinstance(answer, dict) else None
                 if permission in ROLE_PERMISSIONS[role]:
                     assert detail != refused, (method, path, role)
                     assert r.status_code < 500, (method, path, role, r.text)
