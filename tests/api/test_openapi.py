@@ -118,6 +118,13 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "POST /api/connections/test": "as POST /api/connections, the credentials",
     "PATCH /api/connections/{connection_id}": "as POST /api/connections, on the connection;"
     " a Stripe key of the other mode; fields of the other kind",
+    # sharing (api/routes/public_links.py, embeds.py): the object's parameters, the
+    # workspace's expiry rule, what an origin is
+    "POST /api/public-links": "locked_params/allowed_params naming parameters the object"
+    " lacks or values they refuse; expires_at past, or null where links must expire; an"
+    " object_id beyond a bigint (the schema's maximum is a float)",
+    "POST /api/embedding-secrets": "frame_ancestors that are not scheme://host[:port]"
+    " origins (a path, a port over 65535)",
     # the Stripe-Signature is an HMAC of the raw body with the connection's signing secret
     "POST /webhooks/stripe/{connection_id}": "the Stripe-Signature, the event's livemode;"
     " a connection without a signing secret",
