@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
+from api.permissions_doc import with_permissions
 from api.routes import (
     alerts,
     analytics,
@@ -157,7 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = published(FastAPI.openapi(app))
+            app.openapi_schema = with_permissions(published(FastAPI.openapi(app)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
