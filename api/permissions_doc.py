@@ -43,7 +43,7 @@ def declared_permissions() -> dict[tuple[str, str], str | None]:
             [d.call for d in route.dependant.dependencies if d.call is not None]
         )
         for route in _routes()
-        for method in route.methods
+        for method in route.methods or ()
     }
 
 
