@@ -36,8 +36,9 @@ from connectors.metadata.members import (
     InvitationRefused,
     LastAdmin,
     Members,
+    UnknownMembers,
 )
-from connectors.metadata.people import MemberRecord, Role, normalize_email
+from connectors.metadata.people import _EMAIL, MemberRecord, Role, normalize_email
 from connectors.notify.model import DeliveryError
 from connectors.people_mail import send_invitation
 from connectors.settings import api_url
@@ -47,7 +48,9 @@ router = APIRouter(tags=["members"], responses=AUTHENTICATED)
 MemberId = Annotated[int, resource_id("member")]
 InvitationId = Annotated[int, resource_id("invitation")]
 GroupId = Annotated[int, resource_id("group")]
-Email = Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=NO_NUL)]
+# The schema says what `normalize_email` takes (one pattern for both), so an address the
+# schema allows is never refused for its form.
+Email = Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=_EMAIL.pattern)]
 GroupName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_NUL)
 ]
@@ -132,7 +135,9 @@ class GroupCreate(BaseModel):
 class GroupMembers(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    member_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(max_length=10_000)
+    # no upper bound in the schema (a JSON Schema maximum of 2^63-1 is a float that rounds
+    # up): an id past a bigint is a member the workspace does not have, like any other
+    member_ids: list[Annotated[int, Field(ge=1)]] = Field(max_length=10_000)
 
 
 class GroupPublic(BaseModel):
@@ -217,7 +222,7 @@ async def add_member(
 
 
 @router.patch(
-    "/api/members/{member_id}",
+    "/api/members/{member_id:int}",
     response_model=MemberPublic,
     responses={**_MEMBER_404, **problems(409, e409="The workspace's last admin.")},
 )
@@ -248,7 +253,7 @@ async def change_role(
 
 
 @router.delete(
-    "/api/members/{member_id}",
+    "/api/members/{member_id:int}",
     response_model=MemberPublic,
     responses={**_MEMBER_404, **problems(409, e409="The workspace's last admin.")},
 )
@@ -543,18 +548,22 @@ async def delete_group(
 @router.put(
     "/api/groups/{group_id}/members",
     response_model=GroupPublic,
-    responses={**_GROUP_404, **problems(400)},
+    responses={
+        **problems(404, e404="No group of this id, or no member of one of the ids, here."),
+        **problems(400),
+    },
 )
 async def set_group_members(
     group_id: GroupId, body: GroupMembers, request: Request, admin: AdminToken, state: State
 ) -> GroupPublic:
-    """The group holds exactly these members afterwards (ids of /api/members)."""
+    """The group holds exactly these members afterwards (ids of /api/members); an id that
+    is not a member of the workspace is a 404 naming it."""
     try:
         found = await run_in_threadpool(
             _members(state).set_group_members, admin.workspace_id, group_id, body.member_ids
         )
-    except ValueError as err:
-        raise HTTPException(400, str(err)) from err
+    except UnknownMembers as err:
+        raise HTTPException(404, str(err)) from err
     if found is None:
         raise _no_group(group_id)
     await _group_changed(request, state, admin, found, "members_set")

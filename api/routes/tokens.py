@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SignedIn, State, permissions_of
@@ -42,7 +42,7 @@ class TokenCreate(BaseModel):
     role: TokenRole = Field(
         description="`admin`, `editor` or `viewer`: at most the role of whoever makes it."
     )
-    service_account: bool = Field(
+    service_account: StrictBool = Field(
         default=False,
         description="Admins only: a token of the workspace owned by no person (it keeps"
         " working whoever leaves).",

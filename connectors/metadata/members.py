@@ -28,6 +28,7 @@ from connectors.metadata.people import ROLES, MemberRecord, Role, normalize_emai
 from connectors.metadata.store import MetadataStore, hash_token
 
 INVITATION_PREFIX = "sqb_inv_"
+MAX_BIGINT = 2**63 - 1
 
 InvitationStatus = Literal["pending", "accepted", "revoked", "expired"]
 
@@ -42,6 +43,10 @@ class AlreadyMember(Exception):
 
 class GroupExists(Exception):
     """Another group of the workspace has this name (compared case-insensitively)."""
+
+
+class UnknownMembers(ValueError):
+    """Ids that are not memberships of the workspace (the message names `member_ids`)."""
 
 
 class InvitationRefused(Exception):
@@ -374,8 +379,10 @@ class Members:
         self, workspace_id: int, group_id: int, membership_ids: list[int]
     ) -> GroupRecord | None:
         """The group holds exactly these members afterwards (None: no such group).
-        ValueError naming `member_ids` when one is not a member of the workspace."""
+        UnknownMembers naming `member_ids` when one is not a member of the workspace."""
         wanted = sorted(set(membership_ids))
+        beyond = [m for m in wanted if m > MAX_BIGINT]  # no row has such an id
+        wanted = [m for m in wanted if m <= MAX_BIGINT]
         with self._store.connection() as conn, conn.transaction():
             group = conn.execute(
                 "select id from meta.groups where workspace_id = %s and id = %s for update",
@@ -390,9 +397,9 @@ class Members:
                     (workspace_id, wanted),
                 ).fetchall()
             }
-            missing = [m for m in wanted if m not in known]
+            missing = [m for m in wanted if m not in known] + beyond
             if missing:
-                raise ValueError(
+                raise UnknownMembers(
                     f"member_ids: no member {missing[0]} in this workspace"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 )

@@ -354,9 +354,7 @@ def test_add_an_existing_user_directly(client, metadata, workspace, admin):
     elsewhere = metadata.create_workspace(f"add-{workspace.workspace}")
     email = unique_email("existing")
     make_member(metadata, elsewhere, email, "viewer")
-    r = client.post(
-        "/api/members", json={"email": f" {email.upper()} ", "role": "editor"}, headers=admin
-    )
+    r = client.post("/api/members", json={"email": email.upper(), "role": "editor"}, headers=admin)
     assert r.status_code == 201, r.text
     assert r.json()["role"] == "editor" and r.json()["email"] == email
     again = client.post("/api/members", json={"email": email, "role": "viewer"}, headers=admin)
@@ -365,6 +363,14 @@ def test_add_an_existing_user_directly(client, metadata, workspace, admin):
         "/api/members", json={"email": unique_email("nobody"), "role": "viewer"}, headers=admin
     )
     assert unknown.status_code == 404 and "invite" in unknown.json()["detail"]
+
+
+def test_member_paths_take_ids_only(client, admin):
+    r = client.patch("/api/members/invitations", json={"role": "viewer"}, headers=admin)
+    assert r.status_code == 405 and "DELETE" not in r.headers["allow"]
+    assert client.delete("/api/members/abc", headers=admin).status_code == 404
+    r = client.delete(f"/api/members/{2**64}", headers=admin)
+    assert r.status_code == 400 and r.json()["detail"].startswith("member_id")
 
 
 def test_members_of_another_workspace_are_404(client, metadata, workspace, admin):
@@ -399,7 +405,10 @@ def test_groups_are_made_renamed_filled_and_deleted(client, metadata, workspace,
     elsewhere = metadata.create_workspace(f"grp-{workspace.workspace}")
     _, foreign, _ = make_member(metadata, elsewhere, unique_email(), "viewer")
     r = client.put(f"/api/groups/{group}/members", json={"member_ids": [a, foreign]}, headers=admin)
-    assert r.status_code == 400 and r.json()["detail"].startswith("member_ids")
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"member_ids: no member {foreign} in this workspace"
+    r = client.put(f"/api/groups/{group}/members", json={"member_ids": [2**64]}, headers=admin)
+    assert r.status_code == 404 and r.json()["detail"].startswith("member_ids: no member")
     r = client.put(f"/api/groups/{group}/members", json={"member_ids": ["x"]}, headers=admin)
     assert r.status_code == 400 and r.json()["detail"].startswith("member_ids")
 

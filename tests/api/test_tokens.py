@@ -100,6 +100,7 @@ def test_an_editor_service_account_works_and_manages_no_tokens(client, workspace
         ({"name": "ok"}, "role"),
         ({"role": "editor"}, "name"),
         ({"name": "ok", "role": "editor", "token": "sqb_at_mine"}, "token"),
+        ({"name": "ok", "role": "editor", "service_account": 0}, "service_account"),
     ],
 )
 def test_bad_create_bodies_name_the_field(client, workspace, body, field):
