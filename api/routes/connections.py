@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
@@ -31,6 +31,7 @@ from pydantic import (
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CanView, State
+from api.events import audit
 from api.schemas import AUTHENTICATED, NO_NUL, Problem, problems, resource_id
 from api.state import AppState
 from connectors.connections.service import (
@@ -369,7 +370,7 @@ async def list_connections(token: CanView, state: State) -> list[ConnectionPubli
     responses={**_REFUSED, **_NAME_TAKEN},
 )
 async def create_connection(
-    body: ConnectionCreate, token: AdminToken, state: State, response: Response
+    body: ConnectionCreate, token: AdminToken, state: State, response: Response, request: Request
 ) -> ConnectionPublic:
     """Add a connection: its credentials are checked with the provider, then saved sealed.
     The first sync (a backfill) runs at the next schedule, or now with POST /{id}/sync."""
@@ -404,6 +405,15 @@ async def create_connection(
 
     record = await run_in_threadpool(create)
     log.info("connection %s (%s) created by %s", record.id, record.kind, token.actor)
+    await audit(
+        request,
+        state,
+        token,
+        "connection.created",
+        object_type="connection",
+        object_id=record.id,
+        detail={"name": record.name, "kind": record.kind, "schedule": record.schedule},
+    )
     response.headers["ETag"] = _etag(record)
     return ConnectionPublic.of(record, state.settings)
 
@@ -441,6 +451,7 @@ async def update_connection(
     token: AdminToken,
     state: State,
     response: Response,
+    request: Request,
     if_match: Annotated[
         str | None,
         Header(pattern=_IF_MATCH.pattern),
@@ -457,6 +468,7 @@ async def update_connection(
     pause. New credentials also clear a refusal (`auth_error`)."""
     patch = body.patch()
     expected = body.version if body.version is not None else _if_match(if_match)
+    changed: list[str] = []  # the names of what changed (never values: secrets among them)
 
     def update() -> ConnectionRecord:
         record = connection_or_404(state, token, connection_id)
@@ -479,6 +491,7 @@ async def update_connection(
             raise HTTPException(409, str(err)) from None
         if saved is None:
             raise HTTPException(404, f"no connection {connection_id} in this workspace")
+        changed.extend(sorted(changes))
         log.info(
             "connection %s changed by %s: %s",
             connection_id,
@@ -498,6 +511,17 @@ async def update_connection(
             },
             status_code=409,
         )
+    if changed:
+        await audit(
+            request,
+            state,
+            token,
+            "connection.updated",
+            object_type="connection",
+            object_id=record.id,
+            revision=record.version,
+            detail={"name": record.name, "kind": record.kind, "changed": changed},
+        )
     response.headers["ETag"] = _etag(record)
     return ConnectionPublic.of(record, state.settings)
 
@@ -510,13 +534,16 @@ async def update_connection(
         **problems(409, 503, e409="A sync of the connection is running: try when it ended."),
     },
 )
-async def delete_connection(connection_id: ConnectionId, token: AdminToken, state: State) -> None:
+async def delete_connection(
+    connection_id: ConnectionId, token: AdminToken, state: State, request: Request
+) -> None:
     """Delete the connection and every row it synced into the warehouse."""
     from connectors.connections.tables import purge_connection
 
     warehouse_url = _warehouse_url(state)
 
-    def delete() -> None:
+    def delete() -> ConnectionRecord | None:
+        record = state.connections.get(token.workspace_id, connection_id)
         try:
             found = state.connections.delete(
                 token.workspace_id,
@@ -532,9 +559,19 @@ async def delete_connection(connection_id: ConnectionId, token: AdminToken, stat
             ) from None
         if not found:
             raise HTTPException(404, f"no connection {connection_id} in this workspace")
+        return record
 
-    await run_in_threadpool(delete)
+    gone = await run_in_threadpool(delete)
     log.info("connection %s deleted by %s", connection_id, token.actor)
+    await audit(
+        request,
+        state,
+        token,
+        "connection.deleted",
+        object_type="connection",
+        object_id=connection_id,
+        detail={"name": gone.name, "kind": gone.kind} if gone is not None else None,
+    )
 
 
 @router.post("/{connection_id:int}/sync", status_code=202, responses=_NOT_FOUND)

@@ -9,13 +9,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request
 from psycopg import conninfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.json_schema import JsonDict
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CanQuery, CanView, State
+from api.events import audit
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.datasources import DatasourceExists, DatasourceRecord
 from connectors.outbound import OutboundPolicy
@@ -183,7 +184,7 @@ async def list_datasources(token: CanView, state: State) -> list[DatasourcePubli
     responses={**_REFUSED, **problems(409, e409="A data source of this name exists.")},
 )
 async def create_datasource(
-    body: DatasourceCreate, token: AdminToken, state: State
+    body: DatasourceCreate, token: AdminToken, state: State, request: Request
 ) -> DatasourcePublic:
     if problem := body.problem():
         raise HTTPException(400, problem)
@@ -203,7 +204,17 @@ async def create_datasource(
         except DatasourceExists as err:
             raise HTTPException(409, str(err)) from err
 
-    return _public(await run_in_threadpool(create))
+    record = await run_in_threadpool(create)
+    await audit(
+        request,
+        state,
+        token,
+        "datasource.created",
+        object_type="datasource",
+        object_id=record.id,
+        detail={"name": record.name, "kind": record.kind, "options": record.options},
+    )
+    return _public(record)
 
 
 @router.post("/test", responses={**_UNREACHABLE, **_REFUSED})
@@ -245,12 +256,21 @@ async def read_datasource(ref: Ref, token: CanView, state: State) -> DatasourceP
     status_code=204,
     responses={**_NOT_FOUND, **problems(400, e400="The built-in warehouse cannot be removed.")},
 )
-async def delete_datasource(ref: Ref, token: AdminToken, state: State) -> None:
+async def delete_datasource(ref: Ref, token: AdminToken, state: State, request: Request) -> None:
     if ref == WAREHOUSE:
         raise HTTPException(400, "the built-in warehouse cannot be removed")
     record = await run_in_threadpool(_record, state, token.workspace_id, ref)
     await run_in_threadpool(state.datasources.delete, token.workspace_id, record.id)
     await run_in_threadpool(state.sources.forget, record.id)
+    await audit(
+        request,
+        state,
+        token,
+        "datasource.deleted",
+        object_type="datasource",
+        object_id=record.id,
+        detail={"name": record.name, "kind": record.kind},
+    )
 
 
 @router.post("/{ref}/test", responses={**_NOT_FOUND, **_UNREACHABLE})

@@ -14,8 +14,10 @@
 days, weeks (starting on `week_start`) and months in it. `session_timeout_minutes` is the
 inactivity that ends a session sqlbook derives (events without `$session_id`);
 `event_retention_days` / `aggregate_retention_days` how long raw events / sessions and
-rollups are kept (null: forever). Every value a PATCH changes is a row of the audit (kind
-`settings`: who, when, the field, before and after). A PATCH takes effect in this API
+rollups are kept (null: forever). Every value a PATCH changes is a row of the query audit
+(kind `settings`: who, when, the field, before and after — GET /api/audit), and the PATCH
+one event of the audit log (`project.settings_changed` with each field's before and
+after, and the IP — GET /api/audit/events). A PATCH takes effect in this API
 process at once; other API processes cache a capture key's project for up to
 SQLBOOK_CAPTURE_KEY_CACHE_SECONDS.
 """
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CanView, State
+from api.events import audit
 from api.routes.script import snippet
 from api.schemas import AUTHENTICATED, NO_NUL, partial, problems, resource_id
 from connectors.capture_policy import ProjectPolicy, normalize_origin
@@ -256,9 +259,9 @@ async def list_projects(token: CanView, state: State) -> list[ProjectPublic]:
     ),
 )
 async def update_project(
-    project_id: ProjectId, token: AdminToken, state: State, body: ProjectUpdate
+    project_id: ProjectId, token: AdminToken, state: State, body: ProjectUpdate, request: Request
 ) -> ProjectPublic:
-    def update() -> Project:
+    def update() -> tuple[Project, Project]:
         current = _project(state, token.workspace_id, project_id)
         try:
             changes = settings_changes(current, body)
@@ -269,12 +272,35 @@ async def update_project(
         )
         if saved is None:
             raise HTTPException(404, f"no project {project_id} in this workspace")
-        return saved[1]
+        return saved
 
-    project = await run_in_threadpool(update)
+    before, project = await run_in_threadpool(update)
     # This process serves the new policy from the next request on.
     state.capture_keys.forget(project.capture_key)
-    return ProjectPublic.of(project)
+    public = ProjectPublic.of(project)
+    changes = settings_changed(ProjectPublic.of(before), public)
+    if changes:
+        await audit(
+            request,
+            state,
+            token,
+            "project.settings_changed",
+            object_type="project",
+            object_id=project_id,
+            detail={"changes": changes},
+        )
+    return public
+
+
+def settings_changed(before: ProjectPublic, after: ProjectPublic) -> dict[str, dict[str, Any]]:
+    """{field: {"before", "after"}} of the settings that differ (the `timezone` alias
+    goes with time_zone)."""
+    old, new = before.model_dump(), after.model_dump()
+    return {
+        name: {"before": old[name], "after": new[name]}
+        for name in new
+        if name not in ("id", "name", "capture_key", "timezone") and old[name] != new[name]
+    }
 
 
 @router.get("/{project_id}", response_model=ProjectPublic, responses=problems(404))
