@@ -232,3 +232,35 @@ def test_share_from_the_insight_page(browser, live_ui):
         expect(visitor.get_by_role("form", name="Parameters")).to_have_count(0)
     finally:
         visitor.context.close()
+
+
+def test_an_admin_makes_and_revokes_an_embedding_secret(browser, live_ui):
+    api = Api(live_ui)
+    insight = api.call("POST", "/api/insights", {**BY_EVENT, "name": "Embedded insight"}, 201)
+    page = fresh_page(browser)
+    try:
+        sign_in(page, live_ui.login_link())
+        page.goto(f"{live_ui.url}/settings/embedding")
+        page.get_by_label("Secret name").fill("portal")
+        page.get_by_label("Frame ancestors").fill("https://portal.example")
+        page.get_by_role("button", name="Create secret").click()
+        secret = page.get_by_label("The new secret").input_value()
+        assert secret.startswith("sqb_es_")
+        table = page.get_by_role("table", name="Embedding secrets")
+        expect(table).to_contain_text("https://portal.example")
+        expect(table).not_to_contain_text(secret)
+        expect(page.locator("pre.embed-example")).to_contain_text('algorithm="HS256"')
+
+        token = sign(secret, {"insight": insight["id"]}, {"event": "pageview"})
+        viewer = fresh_page(browser)
+        try:
+            viewer.goto(f"{live_ui.url}/embed/insight/{insight['id']}?token={token}")
+            expect(viewer.get_by_role("gridcell", name="pageview")).to_be_visible()
+            page.get_by_role("button", name="Revoke portal").click()
+            expect(table).to_contain_text("revoked")
+            viewer.reload()
+            expect(viewer.get_by_test_id("shared-refused")).to_contain_text("signature")
+        finally:
+            viewer.context.close()
+    finally:
+        page.context.close()

@@ -111,7 +111,7 @@ export function EmbeddingSecretsPage({ session, onSignedOut }: { session: Sessio
           <pre>{problem}</pre>
         </div>
       )}
-      <form className="row embed-form" onSubmit={create} aria-label="New embedding secret">
+      <form className="row embed-form" onSubmit={create} aria-label="Create an embedding secret">
         <input aria-label="Secret name" placeholder="name, e.g. customer portal" required maxLength={100} value={name} onChange={(e) => setName(e.target.value)} />
         <input aria-label="Frame ancestors" placeholder="https://app.example.com https://*.example.com" value={origins} onChange={(e) => setOrigins(e.target.value)} size={48} />
         <button className="primary" type="submit" disabled={busy || !name.trim()}>
@@ -123,7 +123,7 @@ export function EmbeddingSecretsPage({ session, onSignedOut }: { session: Sessio
           <span>
             Secret <strong>{made.name}</strong>: copy it now, it is not shown again.
           </span>
-          <input aria-label="New embedding secret" className="embed-secret-value" readOnly value={made.secret} onFocus={(e) => e.target.select()} />
+          <input aria-label="The new secret" className="embed-secret-value" readOnly value={made.secret} onFocus={(e) => e.target.select()} />
         </div>
       )}
       {secrets && secrets.length > 0 && (
