@@ -5,6 +5,7 @@ on `/invite/{token}` by a same-origin POST that signs the browser in) and groups
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
@@ -442,3 +443,13 @@ def test_a_removed_member_leaves_their_groups(client, metadata, workspace, admin
     assert client.delete(f"/api/members/{a}", headers=admin).status_code == 200
     assert [g["member_ids"] for g in client.get("/api/groups", headers=admin).json()] == [[]]
     assert group
+
+
+def test_the_invitation_lifetime_is_a_setting(client_with, metadata, workspace):
+    _, _, token = make_member(metadata, workspace, unique_email("admin"), "admin")
+    with client_with(invitation_ttl_hours=2) as c:
+        made = invite(c, bearer(token), unique_email())
+    created = datetime.fromisoformat(made["created_at"])
+    expires = datetime.fromisoformat(made["expires_at"])
+    assert expires - created == timedelta(hours=2)
+    assert created.utcoffset() == timedelta(0)  # ISO 8601, UTC
