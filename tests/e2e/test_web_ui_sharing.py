@@ -241,7 +241,7 @@ def test_an_admin_makes_and_revokes_an_embedding_secret(browser, live_ui):
     try:
         sign_in(page, live_ui.login_link())
         page.goto(f"{live_ui.url}/settings/embedding")
-        page.get_by_label("Secret name").fill("portal")
+        page.get_by_label("Secret name").fill("settings portal")
         page.get_by_label("Frame ancestors").fill("https://portal.example")
         page.get_by_role("button", name="Create secret").click()
         secret = page.get_by_label("The new secret").input_value()
@@ -256,8 +256,8 @@ def test_an_admin_makes_and_revokes_an_embedding_secret(browser, live_ui):
         try:
             viewer.goto(f"{live_ui.url}/embed/insight/{insight['id']}?token={token}")
             expect(viewer.get_by_role("gridcell", name="pageview")).to_be_visible()
-            page.get_by_role("button", name="Revoke portal").click()
-            expect(table).to_contain_text("revoked")
+            page.get_by_role("button", name="Revoke settings portal").click()
+            expect(table.get_by_role("row", name="settings portal")).to_contain_text("revoked")
             viewer.reload()
             expect(viewer.get_by_test_id("shared-refused")).to_contain_text("signature")
         finally:
