@@ -68,6 +68,13 @@ PINNED = {
     ("POST", "/api/folders"): "edit",
     ("POST", "/api/analytics/trends"): "explore",
     ("GET", "/api/session"): "signed_in",
+    ("POST", "/api/embedding-secrets"): "admin",
+    ("DELETE", "/api/embedding-secrets/{secret_id}"): "admin",
+    ("POST", "/api/public-links"): "edit",
+    ("POST", "/api/members/invitations"): "admin",
+    ("PATCH", "/api/members/{member_id}"): "admin",
+    ("DELETE", "/api/members/{member_id}"): "admin",
+    ("GET", "/api/audit/events"): "admin",
 }
 
 
