@@ -178,7 +178,7 @@ async def logout(request: Request, owner: SignedIn, state: State) -> Response:
 
 
 class WorkspaceSwitch(BaseModel):
-    workspace_id: int = Field(ge=1, le=MAX_ID, description="A workspace the person belongs to.")
+    workspace_id: int = Field(ge=1, description="A workspace the person belongs to.")
 
 
 @router.post(
@@ -194,7 +194,9 @@ async def switch_workspace(
     session_id = request.cookies.get(SESSION_COOKIE)
     if owner.token_id is not None or not owner.session or not session_id:
         raise HTTPException(403, "only a person's web UI session switches workspace")
-    moved = await run_in_threadpool(state.sessions.switch_workspace, session_id, body.workspace_id)
+    moved = body.workspace_id <= MAX_ID and await run_in_threadpool(
+        state.sessions.switch_workspace, session_id, body.workspace_id
+    )
     there = await run_in_threadpool(state.sessions.owner, session_id) if moved else None
     if there is None:
         raise HTTPException(404, f"no workspace {body.workspace_id} among yours")
