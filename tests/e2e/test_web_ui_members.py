@@ -118,7 +118,6 @@ def test_invite_join_change_role_and_remove(browser, live_api: LiveApi, metadata
     expect(their_view.locator("tr", has_text=admin_email)).to_contain_text("admin")
     expect(their_view.get_by_role("button", name="Remove")).to_have_count(0)
     expect(their_view.get_by_label("Invite email")).to_have_count(0)
-    invitee.get_by_role("link", name="Workspace").click()
 
     # the admin removes them, after a confirmation
     row.get_by_role("button", name="Remove").click()
@@ -127,8 +126,8 @@ def test_invite_join_change_role_and_remove(browser, live_api: LiveApi, metadata
     dialog.get_by_role("button", name="Remove").click()
     expect(members.locator("tr", has_text=invitee_email)).to_have_count(0)
 
-    # their next action is refused, and the app shows the sign-in page
-    invitee.get_by_role("link", name="Members").click()
+    # their next action (opening their API tokens) is refused: the sign-in page shows
+    invitee.get_by_role("link", name="API tokens").click()
     expect(invitee.locator("h1")).to_have_text("Sign in to sqlbook")
     expect(invitee.get_by_role("button", name="Sign out")).to_have_count(0)
 
