@@ -31,7 +31,14 @@ from api.deps import AdminToken, State
 from api.events import audit
 from api.schemas import AUTHENTICATED, MAX_ID, DateTime, problems
 from connectors.metadata.audit import AUDIT_COLUMNS, AuditFilter
-from connectors.metadata.audit_events import EVENT_COLUMNS, cursor, parse_filter
+from connectors.metadata.audit_events import (
+    ACTION_PATTERN,
+    CURSOR_PATTERN,
+    EVENT_COLUMNS,
+    OBJECT_PATTERN,
+    cursor,
+    parse_filter,
+)
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
@@ -154,22 +161,28 @@ async def read_audit_events(
     action: Annotated[
         str | None,
         Query(
-            max_length=100,
+            max_length=200,
+            pattern=ACTION_PATTERN,
             description="An action (insight.updated, query.run), or a prefix ending in '.'.",
         ),
     ] = None,
     object: Annotated[
         str | None,
         Query(
-            max_length=240,
-            pattern=r"^[^\x00]*$",
+            max_length=241,
+            pattern=OBJECT_PATTERN,
             description="TYPE:ID — insight:12, dashboard:3, datasource:warehouse.",
         ),
     ] = None,
     since: DateTime | None = None,
     until: DateTime | None = None,
     before: Annotated[
-        str | None, Query(max_length=64, description="Page: the previous page's next_before.")
+        str | None,
+        Query(
+            max_length=40,
+            pattern=CURSOR_PATTERN,
+            description="Page: the previous page's next_before.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Annotated[

@@ -11,10 +11,10 @@ PATCH /api/workspace/settings   change any of them (admins); audited as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, SignedIn, State
@@ -51,6 +51,13 @@ async def read_workspace(token: SignedIn, state: State) -> WorkspacePublic:
     )
 
 
+def _whole(value: Any) -> Any:
+    # JSON Schema's integer includes 400.0; a string or a boolean stays refused
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class WorkspaceSettingsModel(BaseModel):
     """A workspace's people settings."""
 
@@ -64,7 +71,9 @@ class WorkspaceSettingsModel(BaseModel):
         description="Public links may be made without an expiry; off: each has one"
         " (7 days by default)."
     )
-    audit_retention_days: Annotated[StrictInt, Field(ge=1, le=MAX_AUDIT_RETENTION_DAYS)] = Field(
+    audit_retention_days: Annotated[
+        StrictInt, Field(ge=1, le=MAX_AUDIT_RETENTION_DAYS), BeforeValidator(_whole)
+    ] = Field(
         description="Audit events older than this are not shown; whole months are dropped"
         " once every workspace's retention has passed them."
     )
