@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, CanView, State
+from api.events import audit
 from api.routes.insights import actor_of, insight_or_404, query_params
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems, resource_id
 from api.state import AppState
@@ -266,7 +267,17 @@ async def _picture(
         except RenderError as err:
             raise HTTPException(400, f"visualization: cannot draw it ({err})") from None
 
-    return await run_in_threadpool(draw)
+    picture = await run_in_threadpool(draw)
+    await audit(
+        request,
+        state,
+        token,
+        "export.png",
+        object_type="insight",
+        object_id=insight_id,
+        detail={"format": fmt},
+    )
+    return picture
 
 
 def _image_doc(media_type: str) -> dict[int | str, dict[str, Any]]:

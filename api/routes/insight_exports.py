@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.deps import CanView, State
+from api.events import audit
 from api.routes.insights import actor_of, insight_or_404, query_params
 from api.schemas import AUTHENTICATED, QueryProblem, problems, resource_id
 from api.state import AppState
@@ -274,6 +275,15 @@ async def _export(
         return insight, prepared
 
     insight, prepared = await run_in_threadpool(prepare)
+    await audit(
+        request,
+        state,
+        token,
+        f"export.{fmt}",
+        object_type="insight",
+        object_id=insight.id,
+        detail={"name": insight.name, "version": insight.version},
+    )
     query_id = uuid.uuid4().hex
     pipe = _Pipe(asyncio.get_running_loop(), stall_s=state.runner.defaults.max_timeout_s)
     thread = threading.Thread(

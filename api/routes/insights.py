@@ -8,6 +8,15 @@ workspace and its props fit the manifest. A PATCH carries the `version` it was
 based on; another save since is a 409 `version_conflict`, never a silent overwrite.
 An insight of another workspace is a 404.
 
+Object permissions: an insight is open to those who may open its folder
+(connectors/metadata/access.py) and changed by those who may edit there. One the caller
+cannot open is a 404 exactly as a missing one, on every route (runs, exports, charts,
+revisions, snapshots, options); one they may open but not change is a 403. Saving,
+copying or moving an insight into a folder needs edit there. Lists and search hold only
+what the caller may open. An enum whose options come from an insight the caller cannot
+open answers as if that insight were gone; a click action or options naming one cannot
+be saved (as a missing insight). Edits are audited with the revision they made.
+
 An insight of an analytics kind (trends, funnel, retention, paths, sessions) carries its
 JSON `definition` (what POST /api/analytics/{kind} takes) instead of SQL; it is checked by
 compiling it (400 naming `definition.<field>`). Its run answers the compiled statement's
@@ -27,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, State
+from api.events import audit
+from api.routes.folders import destination
 from api.routes.queries import QueryResultPublic
 from api.schemas import (
     AUTHENTICATED,
@@ -55,11 +66,13 @@ from connectors.insights.service import (
 )
 from connectors.insights.urlparams import params_from_query
 from connectors.insights.visualization import Visualization
+from connectors.metadata.access import AccessMap
 from connectors.metadata.insights import (
     FolderNotFound,
     InsightNotFound,
     InsightRecord,
     NotInTrash,
+    Placement,
     VersionConflict,
 )
 from connectors.metadata.store import TokenOwner
@@ -236,13 +249,35 @@ _RUN_REFUSED = problems(
 # ---- helpers other routes use ---------------------------------------------------------
 
 
-def insight_or_404(state: AppState, token: TokenOwner, insight_id: int) -> InsightRecord:
-    """The workspace's insight (not in the trash), else a 404. Blocking: call it in a
+def insight_or_404(
+    state: AppState, token: TokenOwner, insight_id: int, access: AccessMap | None = None
+) -> InsightRecord:
+    """The workspace's insight (not in the trash) that the principal may open, else a 404
+    (the same for one they cannot open as for a missing one). Blocking: call it in a
     worker thread."""
     insight = state.insights.get(token.workspace_id, insight_id)
-    if insight is None:
+    if insight is None or not (access or state.access.for_owner(token)).can_view(insight.folder_id):
         raise HTTPException(404, f"no insight {insight_id} in this workspace")
     return insight
+
+
+def insight_to_edit(
+    state: AppState, token: TokenOwner, insight_id: int, access: AccessMap | None = None
+) -> InsightRecord:
+    """As `insight_or_404`, and a 403 when the principal may open it but not change it."""
+    access = access or state.access.for_owner(token)
+    insight = insight_or_404(state, token, insight_id, access)
+    editable(access, insight_id, insight.folder_id)
+    return insight
+
+
+def editable(access: AccessMap, insight_id: int, folder_id: int | None) -> None:
+    if not access.can_edit(folder_id):
+        raise HTTPException(
+            403,
+            f"you can view insight {insight_id} but not edit it"
+            f" (folder {access.folder_name(folder_id)!r})",
+        )
 
 
 def query_params(request: Request, insight: InsightRecord) -> dict[str, Any]:
@@ -257,10 +292,16 @@ def actor_of(token: TokenOwner) -> Actor:
     return Actor(token.workspace_id, token.token_id, token.actor)
 
 
-def _lookup(state: AppState, workspace_id: int) -> InsightLookup:
+def _lookup(state: AppState, token: TokenOwner) -> InsightLookup:
+    """The parameters of an insight the principal may open (None: missing or not open,
+    alike), for checking click actions and options that name it."""
+    access = state.access.for_owner(token)
+
     def parameters(insight_id: int) -> list[dict[str, Any]] | None:
-        found = state.insights.get(workspace_id, insight_id)
-        return None if found is None else found.parameters
+        found = state.insights.get(token.workspace_id, insight_id)
+        if found is None or not access.can_view(found.folder_id):
+            return None
+        return found.parameters
 
     return parameters
 
@@ -281,7 +322,7 @@ def _checked(
             state.queries,
             token.workspace_id,
             definition,
-            _lookup(state, token.workspace_id),
+            _lookup(state, token),
             insight_id=None if current is None else current.id,
             plugins=plugin,
             saved_visualization=None if current is None else current.visualization,
@@ -305,8 +346,11 @@ def save_changes(
     restored_from: int | None = None,
 ) -> InsightRecord:
     """`changes` over the insight at `version`, checked and saved as a new revision.
-    Raises VersionConflict, HTTPException (400, 404). Blocking."""
-    current = insight_or_404(state, token, insight_id)
+    Raises VersionConflict, HTTPException (400, 403, 404). Blocking."""
+    access = state.access.for_owner(token)
+    current = insight_to_edit(state, token, insight_id, access)
+    if "folder_id" in changes and changes["folder_id"] != current.folder_id:
+        destination(access, changes["folder_id"], "folder_id")
     if current.version != version:
         raise VersionConflict(current.version)
     definition = _checked(state, token, current.body() | changes, current)
@@ -354,7 +398,13 @@ async def list_insights(
         where = int(folder)
 
     def search() -> list[InsightRecord]:
-        return state.insights.search(token.workspace_id, q=q, folder=where, trashed=trashed)
+        access = state.access.for_owner(token)
+        if isinstance(where, int) and not access.can_view(where):
+            return []
+        within = None if access.role == "admin" else access.visible_folder_ids()
+        return state.insights.search(
+            token.workspace_id, q=q, folder=where, trashed=trashed, within=within
+        )
 
     return [InsightPublic.of(i) for i in await run_in_threadpool(search)]
 
@@ -365,15 +415,42 @@ async def list_insights(
     response_model=InsightPublic,
     responses={**_INVALID, **_UNREACHABLE},
 )
-async def create_insight(token: CanEdit, state: State, body: InsightCreate) -> InsightPublic:
+async def create_insight(
+    token: CanEdit, state: State, body: InsightCreate, request: Request
+) -> InsightPublic:
+    """Saved into a folder the caller may edit (403 naming the folder otherwise)."""
+
     def create() -> InsightRecord:
+        destination(state.access.for_owner(token), body.folder_id, "folder_id")
         definition = _checked(state, token, body.model_dump(mode="json"), None)
         try:
             return state.insights.create(token.workspace_id, definition, token.actor)
         except FolderNotFound as err:
             raise HTTPException(400, str(err)) from None
 
-    return InsightPublic.of(await run_in_threadpool(create))
+    made = await run_in_threadpool(create)
+    await _audit_edit(request, state, token, "insight.created", made)
+    return InsightPublic.of(made)
+
+
+async def _audit_edit(
+    request: Request,
+    state: AppState,
+    token: TokenOwner,
+    action: str,
+    insight: InsightRecord,
+    **detail: Any,
+) -> None:
+    await audit(
+        request,
+        state,
+        token,
+        action,
+        object_type="insight",
+        object_id=insight.id,
+        revision=insight.version,
+        detail={"name": insight.name, **detail},
+    )
 
 
 @router.get("/{insight_id}", response_model=InsightPublic, responses=_NOT_FOUND)
@@ -387,7 +464,7 @@ async def read_insight(insight_id: InsightId, token: CanView, state: State) -> I
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT, **_UNREACHABLE},
 )
 async def update_insight(
-    insight_id: InsightId, token: CanEdit, state: State, body: InsightUpdate
+    insight_id: InsightId, token: CanEdit, state: State, body: InsightUpdate, request: Request
 ) -> Any:
     """Rename, move (folder_id), edit: a new revision. `version` must be the current one."""
     fields = body.model_fields_set - {"version"}
@@ -402,6 +479,7 @@ async def update_insight(
         )
     except VersionConflict as err:
         return _conflict(err)
+    await _audit_edit(request, state, token, "insight.updated", saved, changed=sorted(fields))
     return InsightPublic.of(saved)
 
 
@@ -473,22 +551,51 @@ async def delete_insight(
     insight_id: InsightId,
     token: CanEdit,
     state: State,
+    request: Request,
     permanent: Annotated[
         bool, Query(description="Delete for good: only an insight in the trash.")
     ] = False,
 ) -> None:
     """To the trash (restorable for SQLBOOK_INSIGHT_TRASH_DAYS days), or for good."""
 
-    def delete() -> bool:
+    def delete() -> Placement | None:
+        placed = _placed(state, token, insight_id)
+        if placed is None:
+            return None
         if not permanent:
-            return state.insights.trash(token.workspace_id, insight_id, token.actor)
-        try:
-            return state.insights.delete_permanently(token.workspace_id, insight_id)
-        except NotInTrash as err:
-            raise HTTPException(409, str(err)) from None
+            done = state.insights.trash(token.workspace_id, insight_id, token.actor)
+        else:
+            try:
+                done = state.insights.delete_permanently(token.workspace_id, insight_id)
+            except NotInTrash as err:
+                raise HTTPException(409, str(err)) from None
+        return placed if done else None
 
-    if not await run_in_threadpool(delete):
+    placed = await run_in_threadpool(delete)
+    if placed is None:
         raise HTTPException(404, f"no insight {insight_id} in this workspace")
+    await audit(
+        request,
+        state,
+        token,
+        "insight.deleted" if permanent else "insight.trashed",
+        object_type="insight",
+        object_id=insight_id,
+        revision=placed.version,
+    )
+
+
+def _placed(state: AppState, token: TokenOwner, insight_id: int) -> Placement | None:
+    """Where the insight is (in the trash or not), if the principal may open it; a 403
+    when they may open it but not change it. Blocking."""
+    placed = state.insights.placement(token.workspace_id, insight_id)
+    if placed is None:
+        return None
+    access = state.access.for_owner(token)
+    if not access.can_view(placed.folder_id):
+        return None
+    editable(access, insight_id, placed.folder_id)
+    return placed
 
 
 @router.post(
@@ -496,11 +603,21 @@ async def delete_insight(
     response_model=InsightPublic,
     responses=problems(404, e404="No such insight in this workspace's trash."),
 )
-async def restore_insight(insight_id: InsightId, token: CanEdit, state: State) -> InsightPublic:
+async def restore_insight(
+    insight_id: InsightId, token: CanEdit, state: State, request: Request
+) -> InsightPublic:
     """Out of the trash, as it was (same version)."""
-    restored = await run_in_threadpool(state.insights.restore, token.workspace_id, insight_id)
+
+    def restore() -> InsightRecord | None:
+        placed = _placed(state, token, insight_id)
+        if placed is None or not placed.trashed:
+            return None
+        return state.insights.restore(token.workspace_id, insight_id)
+
+    restored = await run_in_threadpool(restore)
     if restored is None:
         raise HTTPException(404, f"no insight {insight_id} in this workspace's trash")
+    await _audit_edit(request, state, token, "insight.restored", restored)
     return InsightPublic.of(restored)
 
 
@@ -523,23 +640,32 @@ class InsightCopy(BaseModel):
     },
 )
 async def duplicate_insight(
-    insight_id: InsightId, token: CanEdit, state: State, body: InsightCopy | None = None
+    insight_id: InsightId,
+    token: CanEdit,
+    state: State,
+    request: Request,
+    body: InsightCopy | None = None,
 ) -> InsightPublic:
-    """A new insight (revision 1) with the same definition."""
+    """A new insight (revision 1) with the same definition, in a folder the caller may
+    edit (the original's, unless `folder_id` says another)."""
     body = body or InsightCopy()
 
     def duplicate() -> InsightRecord:
-        original = insight_or_404(state, token, insight_id)
+        access = state.access.for_owner(token)
+        original = insight_or_404(state, token, insight_id, access)
         copy = original.body()
         copy["name"] = body.name or f"Copy of {original.name}"[:200]
         if "folder_id" in body.model_fields_set:
             copy["folder_id"] = body.folder_id
+        destination(access, copy.get("folder_id"), "folder_id")
         try:
             return state.insights.create(token.workspace_id, copy, token.actor)
         except FolderNotFound as err:
             raise HTTPException(400, str(err)) from None
 
-    return InsightPublic.of(await run_in_threadpool(duplicate))
+    made = await run_in_threadpool(duplicate)
+    await _audit_edit(request, state, token, "insight.created", made, duplicate_of=insight_id)
+    return InsightPublic.of(made)
 
 
 class Options(BaseModel):
@@ -573,7 +699,8 @@ async def parameter_options(
     (`p.<name>=…` in the query string): cascading filters."""
 
     def options() -> list[Any]:
-        insight = insight_or_404(state, token, insight_id)
+        access = state.access.for_owner(token)
+        insight = insight_or_404(state, token, insight_id, access)
         spec = next((s for s in specs_of(insight) if s.name == name), None)
         if spec is None:
             raise HTTPException(404, f"insight {insight_id} has no parameter {name}")
@@ -585,9 +712,11 @@ async def parameter_options(
         # The options insight runs with values only: its own enum parameters are not
         # looked up, so options that point back at this insight cannot loop.
         source = state.insights.get(token.workspace_id, spec.options.insight_id)
-        if source is None or source.id == insight.id:
+        if source is None or source.id == insight.id or not access.can_view(source.folder_id):
+            # one the caller cannot open answers as a missing one: its values are its data
             raise HTTPException(
-                400, f"{name}: the options insight {spec.options.insight_id} is gone"
+                400,
+                f"{name}: the options insight {spec.options.insight_id} is gone or not open to you",
             )
         try:
             return options_from_insight(
@@ -748,16 +877,20 @@ async def restore_revision(
     token: CanEdit,
     state: State,
     body: RevisionRestore,
+    request: Request,
 ) -> Any:
     """Save that revision's definition as a new version (`restored_from` = it). A folder
-    deleted since leaves the insight where it is."""
+    deleted since, or one the caller may not edit, leaves the insight where it is."""
 
     def restore() -> InsightRecord:
         revision = _revision(state, token, insight_id, version)
         # revisions saved before insights had kinds are SQL insights
         definition: dict[str, Any] = {"kind": "sql", "definition": None, **revision.body}
         folder_id = definition.get("folder_id")
-        if folder_id is not None and state.insights.folder(token.workspace_id, folder_id) is None:
+        if folder_id is not None and (
+            state.insights.folder(token.workspace_id, folder_id) is None
+            or not state.access.for_owner(token).can_edit(folder_id)
+        ):
             definition.pop("folder_id")
         return save_changes(
             state, token, insight_id, body.version, definition, restored_from=version
@@ -767,4 +900,5 @@ async def restore_revision(
         restored = await run_in_threadpool(restore)
     except VersionConflict as err:
         return _conflict(err)
+    await _audit_edit(request, state, token, "insight.updated", restored, restored_from=version)
     return InsightPublic.of(restored)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, State
-from api.routes.insights import actor_of, insight_or_404
+from api.routes.insights import actor_of, insight_or_404, insight_to_edit
 from api.routes.queries import ResultColumn
 from api.schemas import AUTHENTICATED, MAX_ID, NO_NUL, partial, problems, resource_id
 from connectors.insights.parameters import InvalidParameter
@@ -194,9 +194,11 @@ def _check_params(
 
 
 def _schedule_or_404(
-    state: State, token: TokenOwner, insight_id: int, schedule_id: int
+    state: State, token: TokenOwner, insight_id: int, schedule_id: int, *, edit: bool = False
 ) -> tuple[InsightRecord, SnapshotSchedule]:
-    insight = insight_or_404(state, token, insight_id)
+    """The schedule of an insight the principal may open (`edit`: and change: a 403 when
+    they may only open it)."""
+    insight = (insight_to_edit if edit else insight_or_404)(state, token, insight_id)
     schedule = state.snapshots.schedule(schedule_id, token.workspace_id, insight_id)
     if schedule is None:
         raise HTTPException(404, f"no snapshot schedule {schedule_id} of insight {insight_id}")
@@ -219,7 +221,7 @@ async def create_snapshot_schedule(
     insight_id: InsightId, body: SnapshotScheduleCreate, token: CanEdit, state: State
 ) -> SnapshotSchedulePublic:
     def create() -> SnapshotSchedule:
-        insight = insight_or_404(state, token, insight_id)
+        insight = insight_to_edit(state, token, insight_id)
         timing = _timing(body.cron, body.timezone)
         _check_params(state, token, insight, body.params)
         return state.snapshots.create_schedule(
@@ -297,7 +299,7 @@ async def update_snapshot_schedule(
     state: State,
 ) -> SnapshotSchedulePublic:
     def update() -> SnapshotSchedule:
-        insight, current = _schedule_or_404(state, token, insight_id, schedule_id)
+        insight, current = _schedule_or_404(state, token, insight_id, schedule_id, edit=True)
         _unmanaged(current)
         given = {name: getattr(body, name) for name in body.model_fields_set}
         merged = SnapshotScheduleCreate.model_validate(
@@ -344,7 +346,7 @@ async def delete_snapshot_schedule(
     """Its stored snapshots go with it; Dagster drops its partition at the next tick."""
 
     def delete() -> None:
-        _, schedule = _schedule_or_404(state, token, insight_id, schedule_id)
+        _, schedule = _schedule_or_404(state, token, insight_id, schedule_id, edit=True)
         _unmanaged(schedule)
         if not state.snapshots.delete_schedule(token.workspace_id, insight_id, schedule_id):
             raise HTTPException(404, f"no snapshot schedule {schedule_id} of insight {insight_id}")

@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -89,6 +89,8 @@ class FolderRecord:
     insight_count: int  # insights directly in it, not in the trash
     created_at: datetime
     updated_at: datetime
+    restricted: bool = False  # open only to those its access list names (and admins)
+    owner_user_id: int | None = None  # a person's personal folder
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,13 @@ class InsightRecord:
 
 
 @dataclass(frozen=True)
+class Placement:
+    folder_id: int | None
+    trashed: bool
+    version: int
+
+
+@dataclass(frozen=True)
 class RevisionRecord:
     insight_id: int
     version: int
@@ -141,7 +150,7 @@ with recursive tree as (
     from meta.folders f join tree t on f.parent_id = t.id
 )
 select t.id, t.parent_id, t.name, t.path, f.workspace_id, f.created_at, f.updated_at,
-    (select count(*) from meta.insights i
+    f.restricted, f.owner_user_id, (select count(*) from meta.insights i
      where i.folder_id = t.id and i.deleted_at is null) as insight_count
 from tree t join meta.folders f on f.id = t.id
 """
@@ -290,13 +299,19 @@ class InsightStore:
         q: str | None = None,
         folder: FolderFilter = None,
         trashed: bool = False,
+        within: Collection[int] | None = None,
     ) -> list[InsightRecord]:
         """The workspace's insights (or those in its trash), by name: `q` matches the
         name, description or SQL (case-insensitive, literally); `folder` an id (those
-        directly in it) or "root" (the top level). Purges what outlived the trash."""
+        directly in it) or "root" (the top level); `within` the folders whose insights
+        may be listed, besides the top level's (None: every folder). Purges what
+        outlived the trash."""
         self.purge_trash(workspace_id)
         where = ["workspace_id = %s", "deleted_at is not null" if trashed else "deleted_at is null"]
         args: list[Any] = [workspace_id]
+        if within is not None:
+            where.append("(folder_id is null or folder_id = any(%s))")
+            args.append(list(within))
         if q:
             where.append(
                 "(name ilike %s escape '\\' or description ilike %s escape '\\'"
@@ -315,6 +330,17 @@ class InsightStore:
                 args,
             ).fetchall()
         return [_insight(r) for r in rows]
+
+    def placement(self, workspace_id: int, insight_id: int) -> Placement | None:
+        """Where the insight is, in the trash or not (None: no such insight in the
+        workspace): what its access depends on."""
+        with self._store.connection() as conn:
+            row = conn.execute(
+                "select folder_id, deleted_at is not null as trashed, version"
+                " from meta.insights where workspace_id = %s and id = %s",
+                (workspace_id, insight_id),
+            ).fetchone()
+        return None if row is None else Placement(row["folder_id"], row["trashed"], row["version"])
 
     def create(self, workspace_id: int, body: Mapping[str, Any], actor: str) -> InsightRecord:
         """A new insight at version 1, with its first revision. Raises FolderNotFound."""
@@ -517,6 +543,8 @@ def _folder(row: dict[str, Any]) -> FolderRecord:
         insight_count=row["insight_count"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        restricted=row["restricted"],
+        owner_user_id=row["owner_user_id"],
     )
 
 

@@ -47,6 +47,10 @@ def test_nested_folders_list_flat_with_paths_and_counts(client, workspace):
         "insight_count",
         "created_at",
         "updated_at",
+        "restricted",
+        "owner_user_id",
+        "personal",
+        "access",
     }
 
 

@@ -59,6 +59,8 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "POST /api/insights/{insight_id}/run": "parameter values checked against the insight's"
     " specs (unknown, wrong type, not an option), max_rows beyond the operator's cap",
     "POST /api/insights/{insight_id}/duplicate": "a folder_id not of the workspace",
+    "PUT /api/folders/{folder_id}/permissions": "an entry's member or group not of the"
+    " workspace; a personal folder's access",
     "GET /api/insights/{insight_id}/parameters/{name}/options": "a parameter that is not an"
     " enum; p.… values the specs refuse",
     "GET /api/insights/{insight_id}/revisions/{version}/diff": "version 1 without `against`",
