@@ -136,3 +136,24 @@ def test_sign_in_with_a_password(page: Page, site: Site, metadata: MetadataStore
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     assert len(site.smtp.messages) == 0  # no code was asked for
+
+
+def test_a_person_signed_in_sees_only_the_folders_they_may_open(
+    page: Page, site: Site, metadata: MetadataStore
+):
+    word = uuid.uuid4().hex[:6]
+    with metadata.connection() as conn:
+        for name, restricted in ((f"Open {word}", False), (f"Secret {word}", True)):
+            conn.execute(
+                "insert into meta.folders (workspace_id, name, restricted) values (%s, %s, %s)",
+                (site.home.workspace_id, name, restricted),
+            )
+    ask_for_a_code(page, site)
+    page.get_by_label("Code").fill(mailed_code(site.smtp, 1))
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    page.get_by_role("navigation", name="Pages").get_by_role("link", name="Insights").click()
+    tree = page.get_by_role("complementary", name="Folder tree")
+    expect(tree.get_by_role("button", name=re.compile(f"Open {word}"))).to_be_visible()
+    # a restricted folder naming nobody is the admins' only
+    expect(tree.get_by_role("button", name=re.compile(f"Secret {word}"))).to_have_count(0)
