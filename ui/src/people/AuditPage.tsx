@@ -228,7 +228,7 @@ export function AuditPage({ onSignedOut }: { session: Session; onSignedOut(): vo
                 </td>
                 <td style={r.result === "ok" ? undefined : { color: "#cf222e" }}>{r.result}</td>
                 <td>{r.ip ?? ""}</td>
-                <td className="audit-detail" style={{ maxWidth: "32em", overflowWrap: "anywhere" }} title={JSON.stringify(r.detail)}>
+                <td className="audit-detail" style={{ minWidth: "14em", maxWidth: "32em", overflowWrap: "anywhere" }} title={JSON.stringify(r.detail)}>
                   {summary(r)}
                 </td>
               </tr>
