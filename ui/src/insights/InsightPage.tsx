@@ -14,6 +14,7 @@ import { RevisionsPanel } from "./Revisions";
 import { folderLabel } from "./SaveInsightDialog";
 import { SnapshotsPanel } from "./Snapshots";
 import { asOfLabel, snapshotAsOf, snapshotAsRun, snapshotBanner } from "./snapshotTime";
+import { type FolderAccess, canEditIn, usePermissions } from "./usePermissions";
 import {
   type FormValue,
   type FormValues,
@@ -46,7 +47,8 @@ type Latest = LatestSnapshot | "none" | null;
 export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSignedOut(): void; onEditSql(insight: Insight): void }) {
   const [insight, setInsight] = useState<Insight | null>(null);
   const [loadProblem, setLoadProblem] = useState<string | null>(null);
-  const [folders, setFolders] = useState<Folder[]>([]);
+  const [folders, setFolders] = useState<(Folder & FolderAccess)[]>([]);
+  const permissions = usePermissions();
   const [run, setRun] = useState<Run>({ state: "idle" });
   const [runKey, setRunKey] = useState(1);
   const [conflict, setConflict] = useState(false);
@@ -275,6 +277,9 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
   // required parameters without a value: a run or an export would be refused for them
   const missing = specs.filter((s) => s.required && isEmptyValue(values[s.name])).map((s) => s.name);
   const chartEditorOpen = editingChart;
+  // a viewer, or an editor of another folder, opens and runs it: no Save, Move, Delete
+  const editable = canEditIn(permissions, folder, insight.folder_id);
+  const canEdit = permissions?.has("edit") ?? false;
 
   return (
     <main className="page insight-page" aria-label="Insight">
@@ -314,28 +319,32 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
             </small>
           </div>
           <div className="row">
-            <button onClick={() => setRenaming({ name: insight.name, description: insight.description })}>Rename</button>
-            <select
-              aria-label="Move to folder"
-              value={insight.folder_id === null ? "" : String(insight.folder_id)}
-              onChange={(e) => void patch({ folder_id: e.target.value ? Number(e.target.value) : null }, "Folder")}
-            >
-              <option value="">(no folder)</option>
-              {folders.map((f) => (
-                <option key={f.id} value={String(f.id)}>
-                  {folderLabel(f)}
-                </option>
-              ))}
-            </select>
-            {analyticsKind(insight) ? (
-              <Link href={builderHref(insight)} className="button">Edit in builder</Link>
-            ) : (
-              <button onClick={() => onEditSql(insight)}>Edit SQL</button>
+            {editable && (
+              <>
+                <button onClick={() => setRenaming({ name: insight.name, description: insight.description })}>Rename</button>
+                <select
+                  aria-label="Move to folder"
+                  value={insight.folder_id === null ? "" : String(insight.folder_id)}
+                  onChange={(e) => void patch({ folder_id: e.target.value ? Number(e.target.value) : null }, "Folder")}
+                >
+                  <option value="">(no folder)</option>
+                  {folders.filter((f) => f.access === "edit").map((f) => (
+                    <option key={f.id} value={String(f.id)}>
+                      {folderLabel(f)}
+                    </option>
+                  ))}
+                </select>
+                {analyticsKind(insight) ? (
+                  <Link href={builderHref(insight)} className="button">Edit in builder</Link>
+                ) : (
+                  <button onClick={() => onEditSql(insight)}>Edit SQL</button>
+                )}
+              </>
             )}
-            <button onClick={() => void duplicate()}>Duplicate</button>
-            <button onClick={() => setAddingToDashboard(true)}>Add to dashboard</button>
+            {canEdit && <button onClick={() => void duplicate()}>Duplicate</button>}
+            {canEdit && <button onClick={() => setAddingToDashboard(true)}>Add to dashboard</button>}
             <ShareButton objectType="insight" objectId={insight.id} parameters={insight.parameters} />
-            <button onClick={() => void trash()}>Move to trash</button>
+            {editable && <button onClick={() => void trash()}>Move to trash</button>}
           </div>
         </div>
       )}
@@ -377,12 +386,16 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               Show latest snapshot ({asOfLabel(snapshotAsOf(snapshot), new Date())})
             </button>
           )}
-          <button aria-expanded={chartEditorOpen} onClick={() => setEditingChart(!chartEditorOpen)}>
-            Edit chart
-          </button>
-          <button aria-expanded={editingActions} onClick={() => setEditingActions(!editingActions)}>
-            Drill-down
-          </button>
+          {editable && (
+            <button aria-expanded={chartEditorOpen} onClick={() => setEditingChart(!chartEditorOpen)}>
+              Edit chart
+            </button>
+          )}
+          {editable && (
+            <button aria-expanded={editingActions} onClick={() => setEditingActions(!editingActions)}>
+              Drill-down
+            </button>
+          )}
           <span className="spacer" />
           {missing.length ? (
             <span className="hint">Set {missing.join(", ")} to export</span>

@@ -1,7 +1,11 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type Folder, type Insight, insightsApi } from "../api";
+import { FolderPermissionsDialog } from "./FolderPermissionsDialog";
 import { folderLabel } from "./SaveInsightDialog";
+import { type FolderAccess, canEditIn, usePermissions } from "./usePermissions";
+
+type ShownFolder = Folder & FolderAccess;
 
 type Place = { kind: "all" } | { kind: "root" } | { kind: "folder"; id: number } | { kind: "trash" };
 
@@ -46,7 +50,9 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
   const place = placeFrom(search);
   const q = search.get("q") ?? "";
   const [, navigate] = useLocation();
-  const [folders, setFolders] = useState<Folder[]>([]);
+  const [folders, setFolders] = useState<ShownFolder[]>([]);
+  const permissions = usePermissions();
+  const [sharing, setSharing] = useState<ShownFolder | null>(null);
   const [insights, setInsights] = useState<Insight[] | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   const [newFolder, setNewFolder] = useState("");
@@ -87,9 +93,15 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
 
   const go = (next: Place, text = q) => navigate(`/insights${searchOf(next, text)}`);
   const current = place.kind === "folder" ? folders.find((f) => f.id === place.id) : undefined;
+  const editsHere = (folderId: number | null) => canEditIn(permissions, folders.find((f) => f.id === folderId), folderId);
   const children = useMemo(() => {
-    const map = new Map<number | null, Folder[]>();
-    for (const f of folders) map.set(f.parent_id, [...(map.get(f.parent_id) ?? []), f]);
+    const map = new Map<number | null, ShownFolder[]>();
+    const shown = new Set(folders.map((f) => f.id));
+    // a folder whose parent the caller cannot open shows at the top level
+    for (const f of folders) {
+      const parent = f.parent_id !== null && shown.has(f.parent_id) ? f.parent_id : null;
+      map.set(parent, [...(map.get(parent) ?? []), f]);
+    }
     for (const list of map.values()) list.sort((a, b) => a.name.localeCompare(b.name));
     return map;
   }, [folders]);
@@ -113,7 +125,8 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
         {list.map((f) => (
           <li key={f.id} role="treeitem" aria-selected={place.kind === "folder" && place.id === f.id}>
             <button className={`folder${place.kind === "folder" && place.id === f.id ? " current" : ""}`} onClick={() => go({ kind: "folder", id: f.id })}>
-              {f.name} <small>{f.insight_count}</small>
+              {f.name} {f.restricted && <span title="restricted: only those listed can open it">🔒</span>}
+              {f.personal && f.owner_user_id !== null && <span className="hint">(personal)</span>} <small>{f.insight_count}</small>
             </button>
             {tree(f.id, depth + 1)}
           </li>
@@ -122,14 +135,17 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
     );
   }
 
-  const movableTo = current ? folders.filter((f) => !subtree(folders, current.id).has(f.id)) : [];
+  const movableTo = current ? folders.filter((f) => !subtree(folders, current.id).has(f.id) && f.access === "edit") : [];
+  const editableFolders = folders.filter((f) => f.access === "edit");
+  const canEdit = permissions?.has("edit") ?? false;
+  const folderNames = new Map(folders.map((f) => [f.id, folderLabel(f)]));
   const heading = place.kind === "trash" ? "Trash" : place.kind === "root" ? "Not in a folder" : current ? folderLabel(current) : "All insights";
 
   return (
     <div className="page insights-page" role="region" aria-label="Insights">
       <div className="page-head">
         <h2>Insights</h2>
-        <Link href="/">New insight: write SQL in the editor, then “Save as insight…”</Link>
+        {canEdit && <Link href="/">New insight: write SQL in the editor, then “Save as insight…”</Link>}
       </div>
       {problem && (
         <p className="error" role="alert">
@@ -148,18 +164,20 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
           <button className={`folder${place.kind === "trash" ? " current" : ""}`} onClick={() => go({ kind: "trash" })}>
             Trash
           </button>
-          <form
-            className="new-folder"
-            onSubmit={(e) => {
-              e.preventDefault();
-              const name = newFolder.trim();
-              if (!name) return;
-              void act(() => insightsApi.createFolder(name, current?.id ?? null).then(() => setNewFolder("")), "folders");
-            }}
-          >
-            <input aria-label="New folder name" placeholder={current ? `new folder in ${current.name}` : "new folder"} value={newFolder} onChange={(e) => setNewFolder(e.target.value)} />
-            <button type="submit">Create folder</button>
-          </form>
+          {editsHere(current?.id ?? null) && (
+            <form
+              className="new-folder"
+              onSubmit={(e) => {
+                e.preventDefault();
+                const name = newFolder.trim();
+                if (!name) return;
+                void act(() => insightsApi.createFolder(name, current?.id ?? null).then(() => setNewFolder("")), "folders");
+              }}
+            >
+              <input aria-label="New folder name" placeholder={current ? `new folder in ${current.name}` : "new folder"} value={newFolder} onChange={(e) => setNewFolder(e.target.value)} />
+              <button type="submit">Create folder</button>
+            </form>
+          )}
         </aside>
         <main className="insight-list">
           <div className="list-head">
@@ -172,9 +190,10 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
               onChange={(e) => navigate(`/insights${searchOf(place, e.target.value)}`, { replace: true })}
             />
           </div>
-          {current && (
+          {current && (editsHere(current.id) || permissions?.has("admin")) && (
             <div className="folder-actions row" aria-label="Folder actions" role="group">
-              {renaming !== null ? (
+              {permissions?.has("admin") && <button onClick={() => setSharing(current)}>Permissions</button>}
+              {!editsHere(current.id) ? null : renaming !== null ? (
                 <form
                   onSubmit={(e) => {
                     e.preventDefault();
@@ -190,33 +209,48 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
               ) : (
                 <button onClick={() => setRenaming(current.name)}>Rename folder</button>
               )}
-              <label className="inline">
-                Move to
-                <select
-                  aria-label="Move folder to"
-                  value={current.parent_id === null ? "" : String(current.parent_id)}
-                  onChange={(e) => void act(() => insightsApi.updateFolder(current.id, { parent_id: e.target.value ? Number(e.target.value) : null }), "folders")}
+              {editsHere(current.id) && !current.personal && (
+                <label className="inline">
+                  Move to
+                  <select
+                    aria-label="Move folder to"
+                    value={current.parent_id === null ? "" : String(current.parent_id)}
+                    onChange={(e) => void act(() => insightsApi.updateFolder(current.id, { parent_id: e.target.value ? Number(e.target.value) : null }), "folders")}
+                  >
+                    <option value="">(top level)</option>
+                    {movableTo.map((f) => (
+                      <option key={f.id} value={String(f.id)}>
+                        {folderLabel(f)}
+                      </option>
+                    ))}
+                  </select>
+                </label>
+              )}
+              {editsHere(current.id) && !current.personal && (
+                <button
+                  onClick={() =>
+                    void act(async () => {
+                      await insightsApi.deleteFolder(current.id);
+                      go(current.parent_id === null ? { kind: "all" } : { kind: "folder", id: current.parent_id });
+                    }, "folders")
+                  }
+                  title="only an empty folder can be deleted"
                 >
-                  <option value="">(top level)</option>
-                  {movableTo.map((f) => (
-                    <option key={f.id} value={String(f.id)}>
-                      {folderLabel(f)}
-                    </option>
-                  ))}
-                </select>
-              </label>
-              <button
-                onClick={() =>
-                  void act(async () => {
-                    await insightsApi.deleteFolder(current.id);
-                    go(current.parent_id === null ? { kind: "all" } : { kind: "folder", id: current.parent_id });
-                  }, "folders")
-                }
-                title="only an empty folder can be deleted"
-              >
-                Delete folder
-              </button>
+                  Delete folder
+                </button>
+              )}
             </div>
+          )}
+          {sharing && (
+            <FolderPermissionsDialog
+              folderId={sharing.id}
+              folderName={sharing.name}
+              folderNames={folderNames}
+              onClose={(saved) => {
+                setSharing(null);
+                if (saved) loadFolders();
+              }}
+            />
           )}
           {insights === null ? (
             <p className="info">Loading…</p>
@@ -246,7 +280,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
                     </td>
                     <td>
                       <div className="actions">
-                        {place.kind === "trash" ? (
+                        {!editsHere(it.folder_id) ? null : place.kind === "trash" ? (
                           <>
                             <button onClick={() => void act(() => insightsApi.restore(it.id))}>Restore</button>
                             <button onClick={() => void act(() => insightsApi.deletePermanently(it.id))}>Delete forever</button>
@@ -259,7 +293,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
                               onChange={(e) => void act(() => insightsApi.update(it.id, it.version, { folder_id: e.target.value ? Number(e.target.value) : null }))}
                             >
                               <option value="">(no folder)</option>
-                              {folders.map((f) => (
+                              {editableFolders.map((f) => (
                                 <option key={f.id} value={String(f.id)}>
                                   {folderLabel(f)}
                                 </option>
