@@ -6,7 +6,10 @@ dashboard's filters before anything runs (a 400 naming `filters.<name>`). Every 
 tile then runs (`connectors.dashboards.run.run_dashboard`, the result cache allowed) and
 the whole dashboard is drawn on the server, without a browser
 (`connectors.dashboards.render`): every tile at its grid place, a tile that failed
-showing its error. A dashboard of another workspace, or in the trash, is a 404."""
+showing its error. A dashboard of another workspace, in the trash, or in a folder the
+caller cannot open is a 404; a tile whose insight the caller cannot open is drawn "No
+access", with nothing of its insight but its id. Every picture is audited (`export.png`,
+`export.pdf`)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanView, State
-from api.routes.dashboards import DashboardId, dashboard_or_404
+from api.events import audit
+from api.routes.dashboards import DashboardId, visible_dashboard
 from api.routes.insights import actor_of
 from api.schemas import AUTHENTICATED, QueryProblem, problems
 from api.state import AppState
@@ -71,7 +75,7 @@ def _picture(
     theme: ThemeName,
 ) -> bytes:
     """Check, run every tile, draw. Blocking: the tiles' queries and the drawing."""
-    dashboard = dashboard_or_404(state, token, dashboard_id)
+    dashboard, access = visible_dashboard(state, token, dashboard_id)
     if fmt == "png":
         height = Grid(width).height(dashboard.tiles)
         pixels = round(width * scale) * round(height * scale)
@@ -98,6 +102,7 @@ def _picture(
         values,
         actor_of(token),
         token.project_ids,
+        access,
     )
     return render_dashboard(
         dashboard,
@@ -137,6 +142,9 @@ async def render_png(
     png = await run_in_threadpool(
         _picture, state, token, request, dashboard_id, "png", width, scale, theme
     )
+    await audit(
+        request, state, token, "export.png", object_type="dashboard", object_id=dashboard_id
+    )
     return _answer(png, "image/png", dashboard_id, "png")
 
 
@@ -155,5 +163,8 @@ async def render_pdf(
     a one-page PDF (its charts and text as vectors)."""
     pdf = await run_in_threadpool(
         _picture, state, token, request, dashboard_id, "pdf", width, 1.0, theme
+    )
+    await audit(
+        request, state, token, "export.pdf", object_type="dashboard", object_id=dashboard_id
     )
     return _answer(pdf, "application/pdf", dashboard_id, "pdf")

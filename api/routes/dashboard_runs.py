@@ -7,7 +7,9 @@ source's concurrency cap decide how many run together). A tile's failure is that
 `error`; the others still answer. With `Accept: application/x-ndjson` the answer is a
 stream of one JSON line per tile as each finishes (a slow tile never holds the others
 back); otherwise one JSON document, tiles in the dashboard's order. A dashboard of
-another workspace is a 404; so is one in the trash."""
+another workspace is a 404; so is one in the trash, or in a folder the caller cannot
+open. A tile whose insight the caller cannot open answers `no_access` ("No access") and
+nothing else: no data, columns, SQL or name."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanView, State
-from api.routes.dashboards import DashboardId, dashboard_or_404
+from api.routes.dashboards import DashboardId, visible_dashboard
 from api.routes.insights import Options, actor_of
 from api.schemas import AUTHENTICATED, QueryProblem, problems
 from connectors.dashboards.model import DashboardRecord
@@ -32,6 +34,7 @@ from connectors.dashboards.run import TileRuns, check_filter_values, filter_spec
 from connectors.insights.parameters import InvalidParameter
 from connectors.insights.service import options_from_insight
 from connectors.insights.urlparams import FILTER_PREFIX, params_from_query
+from connectors.metadata.access import AccessMap
 from connectors.notify.render import json_default
 from connectors.warehouse.registry import DatasourceNotFound
 
@@ -82,7 +85,8 @@ class TileAnswer(BaseModel):
     error: dict[str, str] | None = Field(
         default=None,
         description='{"code", "message"}: a query error\'s code (query_failed,'
-        " query_timeout, …), invalid_parameter, insight_missing or datasource_not_found.",
+        " query_timeout, …), invalid_parameter, insight_missing, datasource_not_found, or"
+        ' no_access ("No access": its insight is in a folder the caller cannot open).',
     )
 
 
@@ -122,12 +126,12 @@ async def run_dashboard_tiles(
 ) -> Any:
     """Run the dashboard's insight tiles with these filter values, in parallel."""
 
-    def checked() -> tuple[DashboardRecord, dict[str, Any]]:
-        dashboard = dashboard_or_404(state, token, dashboard_id)
+    def checked() -> tuple[DashboardRecord, AccessMap, dict[str, Any]]:
+        dashboard, access = visible_dashboard(state, token, dashboard_id)
         time_zone = state.queries.metadata.workspace_time_zone(token.workspace_id)
-        return dashboard, check_filter_values(dashboard, body.filters, time_zone)
+        return dashboard, access, check_filter_values(dashboard, body.filters, time_zone)
 
-    dashboard, shown = await run_in_threadpool(checked)
+    dashboard, access, shown = await run_in_threadpool(checked)
     outcomes = run_dashboard(
         state.queries,
         state.insights,
@@ -140,6 +144,7 @@ async def run_dashboard_tiles(
         use_snapshots=body.snapshots,
         tile_ids=body.tiles,
         max_rows=body.max_rows,
+        access=access,
     )
     if NDJSON in request.headers.get("accept", ""):
         return StreamingResponse(_lines(outcomes, request), media_type=NDJSON)
@@ -219,6 +224,11 @@ FilterName = Annotated[
             e400="The filter is not an enum, an `f.…` value does not fit (`detail` names"
             " `filters.<name>`), or the options insight is gone or refused to run.",
         ),
+        **problems(
+            403,
+            e403="The options insight is in a folder the caller cannot open (`detail`"
+            " names `filters.<name>`).",
+        ),
         **problems(404, e404="No such dashboard in this workspace, or no such filter."),
         **problems(408, 503, model=QueryProblem),
     },
@@ -235,7 +245,7 @@ async def filter_options(
     values (`f.<name>=…` in the query string, as in the dashboard's URL): linked filters."""
 
     def options() -> list[Any]:
-        dashboard = dashboard_or_404(state, token, dashboard_id)
+        dashboard, access = visible_dashboard(state, token, dashboard_id)
         specs = filter_specs(dashboard)
         spec = next((s for s in specs if s.name == name), None)
         if spec is None:
@@ -253,6 +263,10 @@ async def filter_options(
         if source is None:
             raise HTTPException(
                 400, f"filters.{name}: the options insight {spec.options.insight_id} is gone"
+            )
+        if not access.can_view(source.folder_id):
+            raise HTTPException(
+                403, f"filters.{name}: no access to the insight its options come from"
             )
         try:
             return options_from_insight(

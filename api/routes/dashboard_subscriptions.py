@@ -9,7 +9,13 @@ as it is gets a 403, an expired one or a dashboard since trashed a 404).
 
 Channel configurations hold addresses, webhook URLs and bot tokens: they are stored
 sealed and shown masked; a PATCH that sends a channel back with its masked secret keeps
-the stored one. Every refusal names the field and never repeats a secret."""
+the stored one. Every refusal names the field and never repeats a secret.
+
+Access. A subscription is seen and changed through its dashboard: a dashboard the caller
+cannot open is a 404 here too. It is sent as the person (or token) who last saved it sees
+the dashboard at delivery time (`connectors.dashboards.subscriptions.owner_access`): a
+tile they cannot open is drawn "No access" and its CSV left out; an owner who left the
+workspace sends nothing. The picture link of a delivery is drawn the same way."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, Public, State
 from api.routes.alerts import ChannelConfigs
+from api.routes.dashboards import dashboard_or_404
 from api.schemas import AUTHENTICATED, MAX_ID, partial, problems, resource_id
 from connectors.dashboards.model import DashboardRecord
 from connectors.dashboards.render import render_dashboard
@@ -29,15 +36,19 @@ from connectors.dashboards.run import run_tiles
 from connectors.dashboards.subscriptions import (
     DeliveryRecord,
     InvalidSubscription,
+    OwnerCannotSee,
     PictureLinkExpired,
     PictureLinkRefused,
+    SubscriptionOwner,
     SubscriptionRecord,
     SubscriptionSpec,
     SubscriptionStore,
     check_subscription,
     deliver_subscription,
+    owner_access,
     read_picture,
 )
+from connectors.metadata.store import TokenOwner
 from connectors.secrets import load_secret_key
 from connectors.warehouse.runner import Actor
 
@@ -68,7 +79,8 @@ _REFUSED = problems(
     "address outside SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS (`channels.<name>.to.<i>`), a "
     "Slack bot channel that is not a channel ID, a CSV tile that is not an insight tile of "
     "the dashboard (`csv_tiles.<i>`), a filter value the dashboard refuses (`filters.<name>`).",
-    e404="No such dashboard (or subscription) in this workspace.",
+    e404="No such dashboard (or subscription) in this workspace, or a dashboard the caller"
+    " cannot open.",
 )
 
 
@@ -76,11 +88,14 @@ def _store(state: State) -> SubscriptionStore:
     return SubscriptionStore(state.metadata, state.queries.box)
 
 
-def _dashboard(state: State, workspace_id: int, dashboard_id: int) -> DashboardRecord:
-    dashboard = state.dashboards.get(workspace_id, dashboard_id)
-    if dashboard is None:
-        raise HTTPException(404, f"no dashboard {dashboard_id} in this workspace")
-    return dashboard
+def _dashboard(state: State, token: TokenOwner, dashboard_id: int) -> DashboardRecord:
+    """The dashboard, when the caller may open it (else a 404)."""
+    return dashboard_or_404(state, token, dashboard_id)
+
+
+def _owner(token: TokenOwner) -> SubscriptionOwner:
+    """Who a subscription saved by `token` is sent as."""
+    return SubscriptionOwner(user_id=token.user_id, token_id=token.token_id)
 
 
 def _subscription(
@@ -126,7 +141,7 @@ async def list_subscriptions(
     dashboard_id: DashboardId, token: CanView, state: State
 ) -> list[dict[str, Any]]:
     def listed() -> list[SubscriptionRecord]:
-        _dashboard(state, token.workspace_id, dashboard_id)
+        _dashboard(state, token, dashboard_id)
         return _store(state).of_dashboard(token.workspace_id, dashboard_id)
 
     return [s.public() for s in await run_in_threadpool(listed)]
@@ -137,10 +152,12 @@ async def create_subscription(
     dashboard_id: DashboardId, token: CanEdit, state: State, body: SubscriptionCreate
 ) -> dict[str, Any]:
     def create() -> SubscriptionRecord:
-        dashboard = _dashboard(state, token.workspace_id, dashboard_id)
+        dashboard = _dashboard(state, token, dashboard_id)
         channels = _checked(state, body, dashboard)
         store = _store(state)
-        return store.create(token.workspace_id, dashboard_id, body, channels, token.actor)
+        return store.create(
+            token.workspace_id, dashboard_id, body, channels, token.actor, owner=_owner(token)
+        )
 
     return (await run_in_threadpool(create)).public()
 
@@ -150,6 +167,7 @@ async def read_subscription(
     dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CanView, state: State
 ) -> dict[str, Any]:
     def read() -> SubscriptionRecord:
+        _dashboard(state, token, dashboard_id)
         return _subscription(_store(state), token.workspace_id, dashboard_id, subscription_id)
 
     return (await run_in_threadpool(read)).public()
@@ -164,7 +182,7 @@ async def update_subscription(
     body: SubscriptionUpdate,
 ) -> dict[str, Any]:
     def update() -> SubscriptionRecord:
-        dashboard = _dashboard(state, token.workspace_id, dashboard_id)
+        dashboard = _dashboard(state, token, dashboard_id)
         store = _store(state)
         current = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         given = {name: getattr(body, name) for name in body.model_fields_set}
@@ -185,7 +203,8 @@ async def update_subscription(
         except ValidationError as err:
             raise HTTPException(400, _problem(err)) from None
         channels = _checked(state, merged, dashboard)
-        record = store.update(current, merged, channels)
+        # whoever saves it last answers for what it sends: it is sent as them from now on
+        record = store.update(current, merged, channels, owner=_owner(token))
         if record is None:
             raise HTTPException(
                 404, f"no subscription {subscription_id} of dashboard {dashboard_id}"
@@ -204,6 +223,7 @@ async def delete_subscription(
     dashboard_id: DashboardId, subscription_id: SubscriptionId, token: CanEdit, state: State
 ) -> None:
     def delete() -> None:
+        _dashboard(state, token, dashboard_id)
         store = _store(state)
         store.delete(_subscription(store, token.workspace_id, dashboard_id, subscription_id))
 
@@ -225,6 +245,7 @@ async def subscription_history(
     (ok, attempts, error), counts of tiles, tile errors, pictures and CSV files."""
 
     def history() -> dict[str, Any]:
+        _dashboard(state, token, dashboard_id)
         store = _store(state)
         _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         rows = store.history(subscription_id, limit + 1, before)
@@ -245,7 +266,7 @@ async def send_subscription(
     next due time stays as it was. Answers the history entry."""
 
     def send() -> DeliveryRecord:
-        dashboard = _dashboard(state, token.workspace_id, dashboard_id)
+        dashboard = _dashboard(state, token, dashboard_id)
         store = _store(state)
         subscription = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
         return deliver_subscription(
@@ -302,9 +323,25 @@ async def shared_dashboard_picture(token: PictureToken, state: State) -> Respons
         dashboard = state.dashboards.get(grant.workspace_id, grant.dashboard_id)
         if dashboard is None:
             raise HTTPException(404, "this dashboard no longer exists")
+        access = None
+        if grant.subscription_id is not None:  # drawn as the subscription's owner sees it
+            subscription = _store(state).get(grant.subscription_id, grant.workspace_id)
+            if subscription is None:
+                raise HTTPException(404, "this picture link's subscription no longer exists")
+            try:
+                access = owner_access(state.metadata, subscription, dashboard)
+            except OwnerCannotSee:
+                raise HTTPException(404, "this picture link no longer works") from None
         actor = Actor(grant.workspace_id, None, f"shared picture link of dashboard {dashboard.id}")
         outcomes, insights = run_tiles(
-            state.queries, state.insights, state.snapshots, dashboard, grant.filters, actor, None
+            state.queries,
+            state.insights,
+            state.snapshots,
+            dashboard,
+            grant.filters,
+            actor,
+            None,
+            access,
         )
         return render_dashboard(dashboard, outcomes, insights, "png", plugins=state.plugins)
 

@@ -11,7 +11,16 @@ writes everything or nothing. A dashboard of another workspace is a 404.
 
 Reading one dashboard enriches its tiles: an insight tile with a summary of its insight
 (or `problem` when the insight went to the trash or was deleted: the dashboard still
-loads), a text tile with its Markdown as sanitised `html`."""
+loads), a text tile with its Markdown as sanitised `html`.
+
+Access. A dashboard lives in a folder like an insight and takes its access
+(`connectors.metadata.access`): one the caller cannot open is a 404 on every route, the
+same as a missing one; one they may open but not edit is a 403 on every change. Lists
+show only what the caller may open. A tile whose insight the caller cannot open says
+`problem: "No access"` and nothing of its insight; a change may keep such a tile where it
+is, but a tile added or pointed at an insight needs that insight to be one the caller
+may open (else the same answer as for a missing insight). Edits are audited
+(`dashboard.created|updated|trashed|restored|deleted`, with the version made)."""
 
 from __future__ import annotations
 
@@ -20,12 +29,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, State
+from api.events import audit
+from api.routes.folders import destination
 from api.schemas import (
     AUTHENTICATED,
     MAX_ID,
@@ -39,6 +50,7 @@ from api.schemas import (
 from api.state import AppState
 from connectors.dashboards.markdown import text_html
 from connectors.dashboards.model import DashboardRecord, DashboardRevision
+from connectors.dashboards.run import NO_ACCESS
 from connectors.dashboards.store import DashboardConflict, DashboardNotFound, changed
 from connectors.dashboards.validate import (
     DashboardBody,
@@ -48,6 +60,7 @@ from connectors.dashboards.validate import (
     TileFields,
     check_dashboard,
 )
+from connectors.metadata.access import AccessMap
 from connectors.metadata.insights import (
     FolderNotFound,
     InsightRecord,
@@ -168,7 +181,8 @@ class TilePublic(BaseModel):
     )
     problem: str | None = Field(
         default=None,
-        description='"insight 9 is in the trash" or "insight 9 was deleted": the tile cannot run.',
+        description='"insight 9 is in the trash" or "insight 9 was deleted": the tile cannot'
+        ' run; "No access": its insight is in a folder the caller cannot open.',
     )
 
 
@@ -230,8 +244,21 @@ _INVALID = problems(
     " lacks or of another type (`tiles.<i>.mappings.<filter>`), a folder not in the"
     " workspace, a snapshot cron or time zone.",
 )
-_NOT_FOUND = problems(404, e404="No such dashboard in this workspace (or it is in the trash).")
-_NO_TILE = problems(404, e404="No such dashboard in this workspace, or no such tile on it.")
+_NOT_FOUND = problems(
+    403,
+    404,
+    e403="A change to a dashboard the caller may open but not edit (its folder's access).",
+    e404="No such dashboard in this workspace (or it is in the trash, or in a folder the"
+    " caller cannot open).",
+)
+_NO_TILE = problems(
+    403,
+    404,
+    e403="A change to a dashboard the caller may open but not edit (its folder's access).",
+    e404="No such dashboard in this workspace (or one the caller cannot open), no such tile"
+    " on it, or (adding a tile, pointing one at an insight) no such insight the caller may"
+    " open.",
+)
 
 
 def _conflict(err: VersionConflict) -> JSONResponse:
@@ -242,12 +269,60 @@ def _conflict(err: VersionConflict) -> JSONResponse:
 # ---- helpers --------------------------------------------------------------------------
 
 
-def dashboard_or_404(state: AppState, token: TokenOwner, dashboard_id: int) -> DashboardRecord:
-    """The workspace's dashboard (not in the trash), else a 404. Blocking."""
+def visible_dashboard(
+    state: AppState, token: TokenOwner, dashboard_id: int, *, edit: bool = False
+) -> tuple[DashboardRecord, AccessMap]:
+    """The workspace's dashboard (not in the trash) that the principal may open (and,
+    with `edit`, change), and the principal's access: else a 404 (the same for one they
+    cannot open as for a missing one), or a 403 when they may open it but not change it.
+    Blocking."""
+    access = state.access.for_owner(token)
     dashboard = state.dashboards.get(token.workspace_id, dashboard_id)
-    if dashboard is None:
+    if dashboard is None or not access.can_view(dashboard.folder_id):
         raise HTTPException(404, f"no dashboard {dashboard_id} in this workspace")
-    return dashboard
+    if edit:
+        editable(access, dashboard_id, dashboard.folder_id)
+    return dashboard, access
+
+
+def dashboard_or_404(
+    state: AppState, token: TokenOwner, dashboard_id: int, *, edit: bool = False
+) -> DashboardRecord:
+    """As `visible_dashboard`, the dashboard alone. Blocking."""
+    return visible_dashboard(state, token, dashboard_id, edit=edit)[0]
+
+
+def editable(access: AccessMap, dashboard_id: int, folder_id: int | None) -> None:
+    if not access.can_edit(folder_id):
+        raise HTTPException(
+            403,
+            f"you can view dashboard {dashboard_id} but not edit it"
+            f" (folder {access.folder_name(folder_id)!r})",
+        )
+
+
+def trashed_to_edit(state: AppState, token: TokenOwner, dashboard_id: int, missing: str) -> None:
+    """A dashboard in the trash (or not) the principal may change, else a 404 saying
+    `missing` (as the store says of a missing one) or a 403. Blocking."""
+    where = state.dashboards.folder_of(token.workspace_id, dashboard_id)
+    if where is None:
+        return
+    access = state.access.for_owner(token)
+    if not access.can_view(where[0]):
+        raise HTTPException(404, missing)
+    editable(access, dashboard_id, where[0])
+
+
+def _referenced(d: DashboardRecord | None) -> set[int]:
+    """The insights a saved dashboard points at: its tiles' and its filters' options'."""
+    if d is None:
+        return set()
+    ids = {int(t["insight_id"]) for t in d.tiles if t.get("insight_id") is not None}
+    for f in d.filters:
+        options = f.get("options")
+        if isinstance(options, dict) and options.get("insight_id") is not None:
+            ids.add(int(options["insight_id"]))
+    return ids
 
 
 def _check_timing(body: dict[str, Any]) -> None:
@@ -270,19 +345,29 @@ def _checked(
     token: TokenOwner,
     body: dict[str, Any],
     current: DashboardRecord | None,
+    access: AccessMap,
     *,
     restoring: bool = False,
 ) -> dict[str, Any]:
-    """`body` (every field) checked for saving over `current` (None: new); `restoring`:
-    its tiles are a revision's, whose ids are this dashboard's too. Blocking."""
+    """`body` (every field) checked for saving over `current` (None: new) by a principal
+    with `access`; `restoring`: its tiles are a revision's, whose ids are this
+    dashboard's too. An insight the dashboard does not point at yet must be one the
+    principal may open (else it is named as a missing one); those it points at already
+    stay, seen or not. Blocking."""
     try:
         model = DashboardBody.model_validate(body)
     except ValidationError as err:
         raise HTTPException(400, describe(err.errors(include_input=False))) from None
     _check_timing(body)
+    if current is None or model.folder_id != current.folder_id:
+        destination(access, model.folder_id, "folder_id")
+    kept = _referenced(current)
 
     def insight(insight_id: int) -> InsightRecord | None:
-        return state.insights.get(token.workspace_id, insight_id)
+        found = state.insights.get(token.workspace_id, insight_id)
+        if found is None or insight_id in kept or access.can_view(found.folder_id):
+            return found
+        return None
 
     try:
         restored_ids = {t.id for t in model.tiles if t.id is not None} if restoring else set()
@@ -301,11 +386,14 @@ def save(
     restored_from: int | None = None,
 ) -> DashboardRecord:
     """`edit(current)` (the whole body) checked and saved as a new revision, if `version`
-    is the current one. Raises VersionConflict, HTTPException (400, 404). Blocking."""
-    current = dashboard_or_404(state, token, dashboard_id)
+    is the current one and the principal may change the dashboard. Raises
+    VersionConflict, HTTPException (400, 403, 404). Blocking."""
+    current, access = visible_dashboard(state, token, dashboard_id, edit=True)
     if current.version != version:
         raise DashboardConflict(current.version)
-    body = _checked(state, token, edit(current), current, restoring=restored_from is not None)
+    body = _checked(
+        state, token, edit(current), current, access, restoring=restored_from is not None
+    )
     try:
         return state.dashboards.update(
             token.workspace_id,
@@ -344,9 +432,10 @@ def listed(d: DashboardRecord) -> DashboardListed:
     return DashboardListed(**_fields(d), tiles=[_tile(t) for t in d.tiles], tile_count=len(d.tiles))
 
 
-def enriched(state: AppState, d: DashboardRecord) -> DashboardPublic:
-    """A dashboard as one read shows it: each insight tile with its insight (or the
-    problem that it is gone), each text tile with its HTML. Blocking."""
+def enriched(state: AppState, d: DashboardRecord, access: AccessMap) -> DashboardPublic:
+    """A dashboard as one read shows it to a principal with `access`: each insight tile
+    with its insight (or the problem that it is gone, or "No access" and nothing of it),
+    each text tile with its HTML. Blocking."""
     wanted = {t["insight_id"] for t in d.tiles if t.get("insight_id") is not None}
     trashed = state.dashboards.insights_trashed(d.workspace_id, wanted) if wanted else {}
     insights: dict[int, InsightRecord] = {}
@@ -359,6 +448,8 @@ def enriched(state: AppState, d: DashboardRecord) -> DashboardPublic:
         insight_id = tile.get("insight_id")
         if insight_id is None:
             tiles.append(_tile(tile, html=text_html(tile.get("text") or "")))
+        elif insight_id in insights and not access.can_view(insights[insight_id].folder_id):
+            tiles.append(_tile(tile, problem=NO_ACCESS["message"]))
         elif insight_id in insights:
             i = insights[insight_id]
             summary = TileInsight(
@@ -411,24 +502,31 @@ async def list_dashboards(
         where = int(folder)
 
     def search() -> list[DashboardRecord]:
-        return state.dashboards.search(token.workspace_id, q=q, folder=where, trashed=trash)
+        access = state.access.for_owner(token)
+        found = state.dashboards.search(token.workspace_id, q=q, folder=where, trashed=trash)
+        return [d for d in found if access.can_view(d.folder_id)]
 
     return [listed(d) for d in await run_in_threadpool(search)]
 
 
 @router.post("", status_code=201, response_model=DashboardPublic, responses=_INVALID)
-async def create_dashboard(token: CanEdit, state: State, body: DashboardCreate) -> DashboardPublic:
-    """Version 1, with its first revision."""
+async def create_dashboard(
+    token: CanEdit, state: State, body: DashboardCreate, request: Request
+) -> DashboardPublic:
+    """Version 1, with its first revision, in a folder the caller may edit."""
 
     def create() -> DashboardPublic:
-        checked = _checked(state, token, body.model_dump(mode="json"), None)
+        access = state.access.for_owner(token)
+        checked = _checked(state, token, body.model_dump(mode="json"), None, access)
         try:
             saved = state.dashboards.create(token.workspace_id, checked, token.actor)
         except FolderNotFound as err:
             raise HTTPException(400, str(err)) from None
-        return enriched(state, saved)
+        return enriched(state, saved, access)
 
-    return await run_in_threadpool(create)
+    made = await run_in_threadpool(create)
+    await _audit(request, state, token, "dashboard.created", made.id, made.version)
+    return made
 
 
 @router.get("/{dashboard_id}", response_model=DashboardPublic, responses=_NOT_FOUND)
@@ -436,12 +534,32 @@ async def read_dashboard(
     dashboard_id: DashboardId, token: CanView, state: State
 ) -> DashboardPublic:
     def read() -> DashboardPublic:
-        return enriched(state, dashboard_or_404(state, token, dashboard_id))
+        return enriched(state, *visible_dashboard(state, token, dashboard_id))
 
     return await run_in_threadpool(read)
 
 
+async def _audit(
+    request: Request,
+    state: AppState,
+    token: TokenOwner,
+    action: str,
+    dashboard_id: int,
+    version: int | None = None,
+) -> None:
+    await audit(
+        request,
+        state,
+        token,
+        action,
+        object_type="dashboard",
+        object_id=dashboard_id,
+        revision=version,
+    )
+
+
 async def _saved(
+    request: Request,
     state: AppState,
     token: TokenOwner,
     dashboard_id: int,
@@ -451,12 +569,14 @@ async def _saved(
 ) -> Any:
     def run() -> DashboardPublic:
         saved = save(state, token, dashboard_id, version, edit, restored_from=restored_from)
-        return enriched(state, saved)
+        return enriched(state, saved, state.access.for_owner(token))
 
     try:
-        return await run_in_threadpool(run)
+        made = await run_in_threadpool(run)
     except VersionConflict as err:
         return _conflict(err)
+    await _audit(request, state, token, "dashboard.updated", made.id, made.version)
+    return made
 
 
 @router.patch(
@@ -465,7 +585,11 @@ async def _saved(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def update_dashboard(
-    dashboard_id: DashboardId, token: CanEdit, state: State, body: DashboardUpdate
+    dashboard_id: DashboardId,
+    token: CanEdit,
+    state: State,
+    body: DashboardUpdate,
+    request: Request,
 ) -> Any:
     """Rename, move, edit filters or tiles: a new revision. `version` must be current."""
     fields = body.model_fields_set - {"version"}
@@ -473,7 +597,7 @@ async def update_dashboard(
         raise HTTPException(400, "body: nothing to change besides the version")
     changes = body.model_dump(mode="json", include=fields)
     return await _saved(
-        state, token, dashboard_id, body.version, lambda current: current.body() | changes
+        request, state, token, dashboard_id, body.version, lambda current: current.body() | changes
     )
 
 
@@ -491,6 +615,7 @@ async def delete_dashboard(
     dashboard_id: DashboardId,
     token: CanEdit,
     state: State,
+    request: Request,
     permanent: Annotated[
         bool, Query(description="Delete for good: only a dashboard in the trash.")
     ] = False,
@@ -499,6 +624,9 @@ async def delete_dashboard(
     subscriptions and their history)."""
 
     def delete() -> bool:
+        trashed_to_edit(
+            state, token, dashboard_id, f"no dashboard {dashboard_id} in this workspace"
+        )
         if not permanent:
             return state.dashboards.trash(token.workspace_id, dashboard_id, token.actor)
         try:
@@ -508,6 +636,8 @@ async def delete_dashboard(
 
     if not await run_in_threadpool(delete):
         raise HTTPException(404, f"no dashboard {dashboard_id} in this workspace")
+    action = "dashboard.deleted" if permanent else "dashboard.trashed"
+    await _audit(request, state, token, action, dashboard_id)
 
 
 @router.post(
@@ -516,17 +646,21 @@ async def delete_dashboard(
     responses=problems(404, e404="No such dashboard in this workspace's trash."),
 )
 async def restore_dashboard(
-    dashboard_id: DashboardId, token: CanEdit, state: State
+    dashboard_id: DashboardId, token: CanEdit, state: State, request: Request
 ) -> DashboardPublic:
     """Out of the trash, as it was (same version; its snapshot schedules back)."""
 
     def restore() -> DashboardPublic:
+        missing = f"no dashboard {dashboard_id} in this workspace's trash"
+        trashed_to_edit(state, token, dashboard_id, missing)
         restored = state.dashboards.restore(token.workspace_id, dashboard_id, token.actor)
         if restored is None:
             raise HTTPException(404, f"no dashboard {dashboard_id} in this workspace's trash")
-        return enriched(state, restored)
+        return enriched(state, restored, state.access.for_owner(token))
 
-    return await run_in_threadpool(restore)
+    made = await run_in_threadpool(restore)
+    await _audit(request, state, token, "dashboard.restored", made.id, made.version)
+    return made
 
 
 @router.post(
@@ -536,15 +670,27 @@ async def restore_dashboard(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def add_tile(
-    dashboard_id: DashboardId, token: CanEdit, state: State, body: TileCreate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: TileCreate, request: Request
 ) -> Any:
-    """The new tile is last in `tiles` (its id assigned); a new version."""
+    """The new tile is last in `tiles` (its id assigned); a new version. Its insight must
+    be one the caller may open (else a 404, as for a missing one)."""
     tile = body.model_dump(mode="json", exclude={"version"}, exclude_unset=True)
 
     def edit(current: DashboardRecord) -> dict[str, Any]:
+        _insight_to_show(state, token, tile.get("insight_id"))
         return current.body() | {"tiles": [*current.tiles, tile]}
 
-    return await _saved(state, token, dashboard_id, body.version, edit)
+    return await _saved(request, state, token, dashboard_id, body.version, edit)
+
+
+def _insight_to_show(state: AppState, token: TokenOwner, insight_id: int | None) -> None:
+    """A tile's new insight: one of the workspace (not in the trash) the principal may
+    open, else a 404 (the same for both)."""
+    if insight_id is None:
+        return
+    found = state.insights.get(token.workspace_id, insight_id)
+    if found is None or not state.access.for_owner(token).can_view(found.folder_id):
+        raise HTTPException(404, f"no insight {insight_id} in this workspace")
 
 
 def _tile_or_404(current: DashboardRecord, tile_id: int) -> int:
@@ -560,7 +706,12 @@ def _tile_or_404(current: DashboardRecord, tile_id: int) -> int:
     responses={**_INVALID, **_NO_TILE, **_CONFLICT},
 )
 async def update_tile(
-    dashboard_id: DashboardId, tile_id: TileId, token: CanEdit, state: State, body: TileUpdate
+    dashboard_id: DashboardId,
+    tile_id: TileId,
+    token: CanEdit,
+    state: State,
+    body: TileUpdate,
+    request: Request,
 ) -> Any:
     """Change some of a tile's fields (title, visualization, layout, mappings, text, its
     insight); a new version."""
@@ -572,10 +723,12 @@ async def update_tile(
     def edit(current: DashboardRecord) -> dict[str, Any]:
         index = _tile_or_404(current, tile_id)
         tiles = list(current.tiles)
+        if changes.get("insight_id") not in (None, tiles[index].get("insight_id")):
+            _insight_to_show(state, token, changes["insight_id"])
         tiles[index] = tiles[index] | changes
         return current.body() | {"tiles": tiles}
 
-    return await _saved(state, token, dashboard_id, body.version, edit)
+    return await _saved(request, state, token, dashboard_id, body.version, edit)
 
 
 @router.delete(
@@ -588,6 +741,7 @@ async def remove_tile(
     tile_id: TileId,
     token: CanEdit,
     state: State,
+    request: Request,
     version: Annotated[
         int, Query(ge=1, le=2**31 - 1, description="The dashboard's version (409 if not current).")
     ],
@@ -598,7 +752,7 @@ async def remove_tile(
         _tile_or_404(current, tile_id)
         return current.body() | {"tiles": [t for t in current.tiles if t["id"] != tile_id]}
 
-    return await _saved(state, token, dashboard_id, version, edit)
+    return await _saved(request, state, token, dashboard_id, version, edit)
 
 
 @router.put(
@@ -607,7 +761,7 @@ async def remove_tile(
     responses={**_INVALID, **_NOT_FOUND, **_CONFLICT},
 )
 async def update_layout(
-    dashboard_id: DashboardId, token: CanEdit, state: State, body: LayoutUpdate
+    dashboard_id: DashboardId, token: CanEdit, state: State, body: LayoutUpdate, request: Request
 ) -> Any:
     """Move and resize tiles: every tile's place, or some (the others keep theirs); a new
     version. Off the grid or overlapping: a 400 naming the tile, nothing saved."""
@@ -625,7 +779,7 @@ async def update_layout(
         ]
         return current.body() | {"tiles": tiles}
 
-    return await _saved(state, token, dashboard_id, body.version, edit)
+    return await _saved(request, state, token, dashboard_id, body.version, edit)
 
 
 @router.post(
@@ -638,14 +792,22 @@ async def update_layout(
     },
 )
 async def duplicate_dashboard(
-    dashboard_id: DashboardId, token: CanEdit, state: State, body: DashboardCopy | None = None
+    dashboard_id: DashboardId,
+    token: CanEdit,
+    state: State,
+    request: Request,
+    body: DashboardCopy | None = None,
 ) -> DashboardPublic:
     """A new dashboard (version 1) with the same filters, layout and mappings (new tile
-    ids); with `duplicate_insights` its insight tiles point at copies of their insights."""
+    ids), in a folder the caller may edit; with `duplicate_insights` its insight tiles
+    point at copies of their insights (a tile whose insight the caller cannot open keeps
+    pointing at it, uncopied, and still says "No access" to them)."""
     body = body or DashboardCopy()
 
     def duplicate() -> DashboardPublic:
-        original = dashboard_or_404(state, token, dashboard_id)
+        original, access = visible_dashboard(state, token, dashboard_id)
+        target = body.folder_id if "folder_id" in body.model_fields_set else original.folder_id
+        destination(access, target, "folder_id")
         try:
             copy = state.dashboards.duplicate(
                 original,
@@ -653,12 +815,15 @@ async def duplicate_dashboard(
                 name=body.name,
                 folder_id=body.folder_id if "folder_id" in body.model_fields_set else "same",
                 insights=state.insights if body.duplicate_insights else None,
+                can_copy=lambda insight: access.can_view(insight.folder_id),
             )
         except FolderNotFound as err:
             raise HTTPException(400, str(err)) from None
-        return enriched(state, copy)
+        return enriched(state, copy, access)
 
-    return await run_in_threadpool(duplicate)
+    made = await run_in_threadpool(duplicate)
+    await _audit(request, state, token, "dashboard.created", made.id, made.version)
+    return made
 
 
 # ---- revisions ------------------------------------------------------------------------
@@ -747,16 +912,23 @@ async def restore_revision(
     token: CanEdit,
     state: State,
     body: RevisionRestore,
+    request: Request,
 ) -> Any:
     """Save that revision's body as a new version (`restored_from` = it). Its tiles keep
-    their ids; a folder deleted since leaves the dashboard where it is."""
+    their ids; a folder deleted since, or one the caller may not edit, leaves the
+    dashboard where it is."""
 
     def edit(current: DashboardRecord) -> dict[str, Any]:
         revision, _ = _revision(state, token, dashboard_id, version)
         restored = dict(revision.body)
         folder_id = restored.get("folder_id")
-        if folder_id is not None and state.insights.folder(token.workspace_id, folder_id) is None:
+        if folder_id is not None and (
+            state.insights.folder(token.workspace_id, folder_id) is None
+            or not state.access.for_owner(token).can_edit(folder_id)
+        ):
             restored["folder_id"] = current.folder_id
         return restored
 
-    return await _saved(state, token, dashboard_id, body.version, edit, restored_from=version)
+    return await _saved(
+        request, state, token, dashboard_id, body.version, edit, restored_from=version
+    )
