@@ -8,7 +8,13 @@ expiry (7 days after the notification). The chart is drawn afresh: the insight r
 those values in its workspace's scope, through the result cache, like a run from the
 API. A token sqlbook did not sign as it is gets a 403; an expired one, an insight since
 deleted or without a chart a 404. No answer says more than that (the holder of a link
-has no session)."""
+has no session).
+
+Folder permissions do not apply here: the link is no principal's. sqlbook signs one only
+into the notification of an alert, whose evaluation runs with its owner's rights (an
+owner who cannot open the insight gets no data in the message, hence no link); the link
+then keeps drawing that one picture, with those values, for its 7 days — as an image
+attached to the message would show it."""
 
 from __future__ import annotations
 
