@@ -8,6 +8,9 @@ import { actionForDatum, drillTarget, rowObjects } from "../insights/urlParams";
 import { ResultGrid } from "../ResultGrid";
 import { tileInsightUrl } from "./filterUrl";
 
+/** What a tile whose insight the viewer cannot open says (the API's words). */
+const NO_ACCESS = "No access";
+
 /** A tile's run as the page knows it: not answered yet, or its outcome (shown while a
  * newer run of it is `refreshing`). */
 export type TileState = { state: "loading" } | { state: "done"; outcome: TileOutcome; refreshing?: boolean };
@@ -15,7 +18,8 @@ export type TileState = { state: "loading" } | { state: "done"; outcome: TileOut
 /** An insight tile: its header (the drag handle) with the title linking to the insight
  * with the dashboard's filter values, where its data comes from and how fresh it is; the
  * insight's visualization (or the tile's own) with its click actions; or its error with
- * Retry. */
+ * Retry; or "No access" (its insight is in a folder the viewer cannot open: the API sent
+ * nothing of it, and there is nothing to link to or retry). */
 export function InsightTile({
   tile,
   filters,
@@ -47,7 +51,8 @@ export function InsightTile({
   const result = outcome?.result ?? null;
   const rows = useMemo(() => (result ? rowObjects(result.columns, result.rows) : []), [result]);
   const asOf = outcome?.data_as_of ?? result?.data_as_of ?? null;
-  const href = tileInsightUrl(tile, filters, values);
+  const noAccess = outcome?.error?.code === "no_access" || tile.problem === NO_ACCESS;
+  const href = noAccess ? null : tileInsightUrl(tile, filters, values);
 
   function follow(action: ClickAction | null | undefined, row: Record<string, unknown>) {
     if (!action) return;
@@ -96,9 +101,13 @@ export function InsightTile({
         )}
       </header>
       <div className="tile-body">
-        {tile.problem && !outcome && <div className="tile-error" role="alert">{tile.problem}</div>}
+        {tile.problem && !outcome && !noAccess && <div className="tile-error" role="alert">{tile.problem}</div>}
         {run === undefined || run.state === "loading" ? (
           <div className="info">Loading…</div>
+        ) : noAccess ? (
+          <div className="tile-no-access" data-testid="tile-no-access">
+            {NO_ACCESS}
+          </div>
         ) : outcome?.error ? (
           <div className="tile-error" role="alert" data-testid="tile-error">
             <strong>{outcome.error.code === "insight_missing" ? "Insight missing" : "Failed"}</strong>
