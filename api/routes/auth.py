@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response
@@ -163,16 +164,14 @@ async def verify_email_code(
     body: CodeSignIn, request: Request, response: Response, state: State
 ) -> SessionPublic:
     """Signs in with the mailed code: sets the session cookie, answers the session."""
-    _refuse_cross_site(request, state)
-    email = _email(body.email)
-    signin = _signin(state)
-    ip = client_ip(request)
-    try:
-        user = await run_in_threadpool(signin.verify_code, email, body.code, ip)
-    except SignInRefused as refused:
-        raise await _refused(request, state, email, refused) from None
-    owner = await _open_session(request, response, state, signin, email, user, "code")
-    return await read_session(owner, state)
+    return await _sign_in(
+        request,
+        response,
+        state,
+        body.email,
+        "code",
+        lambda signin, email, ip: signin.verify_code(email, body.code, ip),
+    )
 
 
 @router.post(
@@ -182,16 +181,14 @@ async def sign_in_with_password(
     body: PasswordSignIn, request: Request, response: Response, state: State
 ) -> SessionPublic:
     """Signs in with a password the person set: sets the session cookie."""
-    _refuse_cross_site(request, state)
-    email = _email(body.email)
-    signin = _signin(state)
-    ip = client_ip(request)
-    try:
-        user = await run_in_threadpool(signin.verify_password, email, body.password, ip)
-    except SignInRefused as refused:
-        raise await _refused(request, state, email, refused) from None
-    owner = await _open_session(request, response, state, signin, email, user, "password")
-    return await read_session(owner, state)
+    return await _sign_in(
+        request,
+        response,
+        state,
+        body.email,
+        "password",
+        lambda signin, email, ip: signin.verify_password(email, body.password, ip),
+    )
 
 
 @router.put(
@@ -273,6 +270,27 @@ async def use_magic_link(request: Request, state: State) -> Response:
 
 
 # --- the session ---------------------------------------------------------------------------
+
+
+async def _sign_in(
+    request: Request,
+    response: Response,
+    state: AppState,
+    address: str,
+    method: Method,
+    check: Callable[[EmailSignIn, str, str | None], SignInUser | None],
+) -> SessionPublic:
+    """`check` the person's proof (SignInRefused: audited, 401 or 429), then their session."""
+    _refuse_cross_site(request, state)
+    email = _email(address)
+    signin = _signin(state)
+    ip = client_ip(request)
+    try:
+        user = await run_in_threadpool(check, signin, email, ip)
+    except SignInRefused as refused:
+        raise await _refused(request, state, email, refused) from None
+    owner = await _open_session(request, response, state, signin, email, user, method)
+    return await read_session(owner, state)
 
 
 async def _open_session(

@@ -64,18 +64,7 @@ export function SignInPage() {
       <h1>Sign in to sqlbook</h1>
       {step === "email" && (
         <form onSubmit={sendCode}>
-          <label style={field}>
-            Email
-            <input
-              type="email"
-              autoComplete="email"
-              required
-              autoFocus
-              value={email}
-              onChange={(e) => setEmail(e.target.value)}
-              style={input}
-            />
-          </label>
+          <EmailField value={email} onChange={setEmail} autoFocus />
           <button type="submit" disabled={busy || !email.trim()}>
             Email me a code
           </button>
@@ -115,17 +104,7 @@ export function SignInPage() {
       )}
       {step === "password" && (
         <form onSubmit={signInWithPassword}>
-          <label style={field}>
-            Email
-            <input
-              type="email"
-              autoComplete="email"
-              required
-              value={email}
-              onChange={(e) => setEmail(e.target.value)}
-              style={input}
-            />
-          </label>
+          <EmailField value={email} onChange={setEmail} />
           <label style={field}>
             Password
             <input
@@ -164,5 +143,22 @@ export function SignInPage() {
         <code>sqlbook credentials</code> prints a new one (<code>ui_login_url</code>).
       </p>
     </div>
+  );
+}
+
+function EmailField({ value, onChange, autoFocus }: { value: string; onChange: (v: string) => void; autoFocus?: boolean }) {
+  return (
+    <label style={field}>
+      Email
+      <input
+        type="email"
+        autoComplete="email"
+        required
+        autoFocus={autoFocus}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+        style={input}
+      />
+    </label>
   );
 }
