@@ -1,6 +1,7 @@
 """The audit log and the workspace settings in a real browser (headless Chromium on the
 real API over the session's PostgreSQL): an admin changes a setting, filters the audit
-page down to that event, and downloads it with "Export CSV"."""
+page down to that event, and downloads it with "Export CSV"; a viewer sees the
+settings without being able to change them, and no audit log."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from connectors.servers import ServerUrls
 from tests.conftest import make_settings
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
 from tests.live import free_port, serve_api
+from tests.people import make_member, unique_email
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +86,23 @@ def test_an_admin_changes_a_setting_filters_the_log_and_exports_it(
     log.get_by_role("textbox", name="Action", exact=True).fill("export.")
     log.get_by_role("button", name="Filter", exact=True).click()
     expect(log.locator("tr[data-action='export.audit']")).to_have_count(1)
+
+
+def test_a_viewer_sees_the_settings_but_cannot_change_them_or_open_the_log(
+    browser: Any, live_api: LiveApi, metadata: MetadataStore
+) -> None:
+    _, _, token = make_member(metadata, live_api.workspace, unique_email("viewer"), "viewer")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.set_default_timeout(WAIT_MS)
+    try:
+        page = ctx.new_page()
+        sign_in(page, live_api.login_link(token))
+        page.goto(f"{live_api.url}/settings/workspace")
+        settings = page.get_by_role("region", name="Workspace settings")
+        expect(settings.get_by_text("Only admins change these settings.")).to_be_visible()
+        expect(page.get_by_label("Audit retention (days)")).to_be_disabled()
+        expect(settings.get_by_role("checkbox").first).to_be_disabled()
+        expect(settings.get_by_role("button", name="Save settings")).to_have_count(0)
+        expect(page.get_by_role("link", name="Audit log")).to_have_count(0)
+    finally:
+        ctx.close()
