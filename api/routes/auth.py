@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -122,13 +122,14 @@ async def request_email_code(
     ip = client_ip(request)
     issued = await run_in_threadpool(lambda: _signin(state).request_code(email, ip))
     if issued is None:
-        await audit(
-            request,
+        await run_in_threadpool(
+            _record_for_address,
             state,
-            None,
+            email,
             "auth.code_sent",
-            result="refused",
-            detail={"email": email, "reason": "rate_limited"},
+            ip,
+            "refused",
+            {"email": email, "reason": "rate_limited"},
         )
     elif issued.recipient is not None:
         background.add_task(_mail_code, state, issued, issued.recipient, ip)
@@ -145,16 +146,32 @@ def _mail_code(state: AppState, issued: IssuedCode, recipient: SignInUser, ip: s
     except DeliveryError as err:
         log.warning("sign-in mail to %s not sent: %s", recipient.email, err)
         result, detail = "failed", {**detail, "error": str(err)}
-    workspace_id = _signin(state).landing_workspace(recipient.id)
-    record_event(
-        state,
-        None,
-        "auth.code_sent",
-        ip=ip,
-        result=result,
-        detail=detail,
-        workspace_id=workspace_id,
-    )
+    _record_for_address(state, recipient.email, "auth.code_sent", ip, result, detail)
+
+
+def _record_for_address(
+    state: AppState,
+    email: str,
+    action: str,
+    ip: str | None,
+    result: str,
+    detail: dict[str, Any],
+) -> None:
+    """An audit row about an address nobody is signed in as: one in each workspace the
+    address's person belongs to (their admins see it), else one in none."""
+    person = state.people.user_by_email(email)
+    found = state.people.workspaces_of(person.id) if person is not None else []
+    workspaces: list[int | None] = [w for w, _name, _role in found]
+    for workspace_id in workspaces or [None]:
+        record_event(
+            state,
+            None,
+            action,
+            ip=ip,
+            result=result,
+            detail=detail,
+            workspace_id=workspace_id,
+        )
 
 
 @router.post(
@@ -316,13 +333,14 @@ async def _open_session(
             )
             owner = await run_in_threadpool(state.sessions.owner, session_id)
     if owner is None:
-        await audit(
-            request,
+        await run_in_threadpool(
+            _record_for_address,
             state,
-            None,
+            email,
             "auth.sign_in_failed",
-            result="refused",
-            detail={"email": email, "reason": "not_a_member", "method": method},
+            client_ip(request),
+            "refused",
+            {"email": email, "reason": "not_a_member", "method": method},
         )
         raise HTTPException(403, NOT_A_MEMBER)
     set_session_cookie(response, request, state, session_id)
@@ -333,13 +351,14 @@ async def _open_session(
 async def _refused(
     request: Request, state: AppState, email: str, refused: SignInRefused
 ) -> HTTPException:
-    await audit(
-        request,
+    await run_in_threadpool(
+        _record_for_address,
         state,
-        None,
+        email,
         "auth.sign_in_failed",
-        result="refused",
-        detail={"email": email, "reason": refused.reason},
+        client_ip(request),
+        "refused",
+        {"email": email, "reason": refused.reason},
     )
     status = 429 if refused.reason == "rate_limited" else 401
     return HTTPException(status, str(refused))

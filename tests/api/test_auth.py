@@ -141,7 +141,7 @@ def test_known_and_unknown_addresses_get_the_same_answers(mail_client, smtp, met
     }
 
 
-def test_a_code_dies_after_five_wrong_tries(mail_client, smtp, metadata, member):
+def test_a_code_dies_after_five_wrong_tries(mail_client, smtp, metadata, member, workspace):
     _user_id, email = member
     ask_code(mail_client, email)
     code, _link = mailed(smtp, email)
@@ -153,6 +153,18 @@ def test_a_code_dies_after_five_wrong_tries(mail_client, smtp, metadata, member)
     assert r.status_code == 401 and "too many wrong codes" in r.json()["detail"]
     reasons = [d["reason"] for a, _, d in audit_rows(metadata, email) if a == "auth.sign_in_failed"]
     assert reasons == ["wrong_code"] * 4 + ["too_many_tries"] * 2
+    # the person's workspace's admins see them; an address of nobody's is in none
+    mail_client.post("/api/auth/verify", json={"email": (nobody := unique_email()), "code": "1"})
+    with metadata.connection() as conn:
+        rows = conn.execute(
+            "select lower(detail->>'email') as email, workspace_id from meta.audit_events"
+            " where action = 'auth.sign_in_failed' and lower(detail->>'email') in (%s, %s)",
+            (email.lower(), nobody.lower()),
+        ).fetchall()
+    assert {(r["email"], r["workspace_id"]) for r in rows} == {
+        (email.lower(), workspace.workspace_id),
+        (nobody.lower(), None),
+    }
 
 
 def test_failed_sign_ins_are_rate_limited(client_with, smtp, metadata, member):
