@@ -10,8 +10,9 @@ Rules, as Metabase's collections:
 - a restricted folder is open only to the members and groups its `folder_permissions`
   name, at the best level named; everyone else gets nothing;
 - a viewer never gets more than view;
-- a token without an owner (a service account) has its role's default, except in
-  personal folders.
+- a token without an owner (a service account) has its role's default outside restricted
+  and personal folders; no list can name it, so a restricted folder is closed to it
+  unless it is an admin token.
 
 One read of the workspace's folders and entries per request: workspaces hold tens to
 hundreds of folders, and the answer must reflect a change at once (no cache)."""
