@@ -157,3 +157,18 @@ def test_a_person_signed_in_sees_only_the_folders_they_may_open(
     expect(tree.get_by_role("button", name=re.compile(f"Open {word}"))).to_be_visible()
     # a restricted folder naming nobody is the admins' only
     expect(tree.get_by_role("button", name=re.compile(f"Secret {word}"))).to_have_count(0)
+
+
+def test_the_mailed_link_asks_then_signs_in(page: Page, site: Site):
+    ask_for_a_code(page, site)
+    body = site.smtp.wait_for(1)[0].message.get_body(("plain",))
+    assert body is not None
+    found = re.search(r"(http\S+/auth/magic\?token=\S+)", body.get_content())
+    assert found and found.group(1).startswith(f"{site.url}/auth/magic?token=")
+    page.goto(found.group(1))
+    expect(page.locator("p").first).to_have_text(f"Sign in to sqlbook as {site.email}?")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert page.url == f"{site.url}/"
+    page.goto(found.group(1))  # used up
+    expect(page.locator("h1")).to_have_text("This sign-in link does not work")
