@@ -202,6 +202,10 @@ class DashboardPublic(BaseModel):
     updated_by: str
     updated_at: dt.datetime
     deleted_at: dt.datetime | None
+    access: Literal["view", "edit"] = Field(
+        default="edit",
+        description="What the caller may do with it: view (open and run), or edit (change it).",
+    )
 
 
 class DashboardListed(DashboardPublic):
@@ -424,12 +428,25 @@ def _tile(tile: dict[str, Any], **extra: Any) -> TilePublic:
 
 def _fields(d: DashboardRecord) -> dict[str, Any]:
     """The record's fields DashboardPublic shows as they are (all but the tiles)."""
-    return {name: getattr(d, name) for name in DashboardPublic.model_fields if name != "tiles"}
+    return {
+        name: getattr(d, name)
+        for name in DashboardPublic.model_fields
+        if name not in ("tiles", "access")
+    }
 
 
-def listed(d: DashboardRecord) -> DashboardListed:
-    """A dashboard as a list shows it: tiles as stored."""
-    return DashboardListed(**_fields(d), tiles=[_tile(t) for t in d.tiles], tile_count=len(d.tiles))
+def listed(d: DashboardRecord, access: AccessMap) -> DashboardListed:
+    """A dashboard as a list shows it to a principal with `access`: tiles as stored."""
+    return DashboardListed(
+        **_fields(d),
+        tiles=[_tile(t) for t in d.tiles],
+        tile_count=len(d.tiles),
+        access=_level(access, d),
+    )
+
+
+def _level(access: AccessMap, d: DashboardRecord) -> Literal["view", "edit"]:
+    return "edit" if access.can_edit(d.folder_id) else "view"
 
 
 def enriched(state: AppState, d: DashboardRecord, access: AccessMap) -> DashboardPublic:
@@ -465,7 +482,7 @@ def enriched(state: AppState, d: DashboardRecord, access: AccessMap) -> Dashboar
         else:
             gone = "is in the trash" if trashed.get(insight_id) else "was deleted"
             tiles.append(_tile(tile, problem=f"insight {insight_id} {gone}"))
-    return DashboardPublic(**_fields(d), tiles=tiles)
+    return DashboardPublic(**_fields(d), tiles=tiles, access=_level(access, d))
 
 
 # ---- routes ---------------------------------------------------------------------------
@@ -501,12 +518,12 @@ async def list_dashboards(
             return []
         where = int(folder)
 
-    def search() -> list[DashboardRecord]:
+    def search() -> list[DashboardListed]:
         access = state.access.for_owner(token)
         found = state.dashboards.search(token.workspace_id, q=q, folder=where, trashed=trash)
-        return [d for d in found if access.can_view(d.folder_id)]
+        return [listed(d, access) for d in found if access.can_view(d.folder_id)]
 
-    return [listed(d) for d in await run_in_threadpool(search)]
+    return await run_in_threadpool(search)
 
 
 @router.post("", status_code=201, response_model=DashboardPublic, responses=_INVALID)

@@ -243,7 +243,11 @@ def test_a_dashboard_the_caller_may_only_view_is_a_403_on_every_change(client, t
     base, tile = f"/api/dashboards/{d['id']}", d["tiles"][0]["id"]
     denied = f"you can view dashboard {d['id']} but not edit it (folder 'Reports')"
 
-    assert client.get(base, headers=team.insider.auth).status_code == 200
+    r = client.get(base, headers=team.insider.auth)
+    assert r.status_code == 200 and r.json()["access"] == "view"
+    assert client.get(base, headers=team.root).json()["access"] == "edit"
+    listed = client.get("/api/dashboards", headers=team.insider.auth).json()
+    assert [x["access"] for x in listed if x["id"] == d["id"]] == ["view"]
     r = client.post(f"{base}/run", json={}, headers=team.insider.auth)
     assert r.status_code == 200 and r.json()["tiles"][0]["result"]["rows"] == [[7, "open"]]
     for method, path, body in (

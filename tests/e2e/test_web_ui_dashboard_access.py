@@ -1,6 +1,7 @@
 """A dashboard in a real browser (headless Chromium) seen by a viewer who may not open one
 of its tiles' insights (it is in a restricted folder): that tile says "No access" and
-shows nothing of the insight, not even its name; the other tiles show their data."""
+shows nothing of the insight, not even its name; the other tiles show their data; nothing
+on the page offers the viewer a change."""
 
 from __future__ import annotations
 
@@ -89,6 +90,11 @@ def test_a_viewer_sees_no_access_in_the_tile_of_an_insight_they_cannot_open(
         # nothing of the insight: no name, no row, no link to it, no retry
         expect(closed_tile.get_by_role("link")).to_have_count(0)
         expect(closed_tile.get_by_role("button", name="Retry")).to_have_count(0)
+        # a viewer opens and runs it: nothing offers to change it
+        toolbar = page.get_by_role("toolbar", name="Dashboard actions")
+        expect(toolbar.get_by_role("button", name="Refresh all")).to_be_visible()
+        expect(toolbar.get_by_role("button", name="+ Add tile")).to_have_count(0)
+        expect(toolbar.get_by_role("button", name="Rename")).to_have_count(0)
         content = page.content()
         assert SECRET_NAME not in content and "classified-row" not in content
     finally:

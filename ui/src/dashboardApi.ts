@@ -67,6 +67,8 @@ export interface Dashboard {
   /** lists only */
   tile_count?: number;
   deleted_at?: string | null;
+  /** what the caller may do with it: view (open and run) or edit (change it) */
+  access?: "view" | "edit";
 }
 
 export interface DashboardBody {

@@ -341,7 +341,9 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
       </main>
     );
 
-  const editable = !tv;
+  // a viewer, or an editor of a folder they only view: open and run it, change nothing
+  const canChange = dashboard.access !== "view";
+  const editable = !tv && canChange;
   const renderTile = (tile: Tile) =>
     tile.insight_id === null ? (
       <TextTile tile={tile} editable={editable} onEdit={() => setEditingText(tile)} onRemove={() => void removeTile(tile)} />
@@ -397,16 +399,20 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
               </>
             ) : (
               <>
-                <button className="primary" onClick={() => setAdding(true)}>
-                  + Add tile
-                </button>
-                <button onClick={undoLayout} disabled={undo.length === 0} title="put the tiles back where they were before the last move or resize">
-                  Undo layout change
-                </button>
+                {canChange && (
+                  <>
+                    <button className="primary" onClick={() => setAdding(true)}>
+                      + Add tile
+                    </button>
+                    <button onClick={undoLayout} disabled={undo.length === 0} title="put the tiles back where they were before the last move or resize">
+                      Undo layout change
+                    </button>
+                  </>
+                )}
                 <button onClick={() => void runTiles({ cache: false, keepShown: true })} title="run every tile again, bypassing the cache">
                   Refresh all
                 </button>
-                <label className="refresh-select">
+                <label className="refresh-select" hidden={!canChange}>
                   Auto-refresh{" "}
                   <select
                     aria-label="Auto-refresh"
@@ -420,19 +426,25 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
                     ))}
                   </select>
                 </label>
-                <button onClick={() => setPanel(panel === "filters" ? null : "filters")} aria-expanded={panel === "filters"}>
-                  Filters
-                </button>
+                {canChange && (
+                  <button onClick={() => setPanel(panel === "filters" ? null : "filters")} aria-expanded={panel === "filters"}>
+                    Filters
+                  </button>
+                )}
                 <button onClick={() => setPanel(panel === "subscriptions" ? null : "subscriptions")} aria-expanded={panel === "subscriptions"}>
                   Subscriptions
                 </button>
                 <button onClick={() => setPanel(panel === "history" ? null : "history")} aria-expanded={panel === "history"}>
                   History
                 </button>
-                <button onClick={() => setPanel(panel === "snapshots" ? null : "snapshots")} aria-expanded={panel === "snapshots"}>
-                  Snapshots
-                </button>
-                <button onClick={() => setRenaming({ name: dashboard.name, description: dashboard.description })}>Rename</button>
+                {canChange && (
+                  <>
+                    <button onClick={() => setPanel(panel === "snapshots" ? null : "snapshots")} aria-expanded={panel === "snapshots"}>
+                      Snapshots
+                    </button>
+                    <button onClick={() => setRenaming({ name: dashboard.name, description: dashboard.description })}>Rename</button>
+                  </>
+                )}
                 <ShareButton objectType="dashboard" objectId={dashboard.id} parameters={dashboard.filters} />
                 <button onClick={() => setTv(true)}>TV mode</button>
                 <button onClick={() => window.print()}>Print</button>
