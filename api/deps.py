@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -43,6 +44,11 @@ async def current_token(
 ) -> TokenOwner:
     """The bearer token's owner; without an Authorization header, the web UI session's
     (its cookie), which must carry the CSRF header on anything that changes state."""
+    owner = await _owner(request, state)
+    return replace(owner, ip=request.client.host if request.client else None)
+
+
+async def _owner(request: Request, state: AppState) -> TokenOwner:
     authorization = request.headers.get("authorization")
     session_id = request.cookies.get(SESSION_COOKIE)
     if authorization is None and session_id:

@@ -45,7 +45,7 @@ def record_event(
             object_type=object_type,
             object_id=None if object_id is None else str(object_id),
             revision=revision,
-            ip=ip if ip is not None else client_ip(request),
+            ip=ip or client_ip(request) or (owner.ip if owner is not None else None),
             result=result,
             detail=detail or {},
         )

@@ -124,7 +124,7 @@ class PropertyValue(BaseModel):
 
 
 def _actor(token: TokenOwner) -> Actor:
-    return Actor(token.workspace_id, token.token_id, token.actor)
+    return Actor(token.workspace_id, token.token_id, token.actor, token.ip)
 
 
 def _project(state: AppState, token: TokenOwner, project_id: Any) -> Project:

@@ -289,7 +289,7 @@ def query_params(request: Request, insight: InsightRecord) -> dict[str, Any]:
 
 
 def actor_of(token: TokenOwner) -> Actor:
-    return Actor(token.workspace_id, token.token_id, token.actor)
+    return Actor(token.workspace_id, token.token_id, token.actor, token.ip)
 
 
 def _lookup(state: AppState, token: TokenOwner) -> InsightLookup:

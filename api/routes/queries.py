@@ -109,7 +109,7 @@ def build_request(body: QueryCreate, token: TokenOwner, state: State) -> QueryRe
             body.datasource,
             body.sql,
             body.params,
-            Actor(token.workspace_id, token.token_id, token.actor),
+            Actor(token.workspace_id, token.token_id, token.actor, token.ip),
             token.project_ids,
             timeout_s=body.timeout_s,
             max_rows=body.max_rows,

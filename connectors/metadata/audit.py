@@ -50,6 +50,7 @@ class AuditEntry:
     cache_hit: bool = False
     kind: str = "query"  # "query", "export_csv" or "export_xlsx"
     insight_id: int | None = None  # the insight an export (or a run) came from
+    ip: str | None = None  # the caller's address
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class AuditLog:
             conn.execute(
                 "insert into meta.query_audit (workspace_id, token_id, actor, datasource_id,"
                 " datasource, query_id, sql, params, started_at, duration_ms, row_count,"
-                " status, error, cache_hit, kind, insight_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " status, error, cache_hit, kind, insight_id, ip)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     entry.workspace_id,
                     entry.token_id,
@@ -91,6 +92,7 @@ class AuditLog:
                     entry.cache_hit,
                     entry.kind,
                     entry.insight_id,
+                    entry.ip,
                 ),
             )
 

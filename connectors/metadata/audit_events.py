@@ -11,7 +11,7 @@ until the whole month goes.
 
 Query runs stay in `meta.query_audit` (the executor writes one row per execution); the
 search reads them beside the events as action `query.run` (object: the insight run, or
-the data source; result: the run's status; ip: not recorded there, so null)."""
+the data source; result: the run's status; ip: the caller's address)."""
 
 from __future__ import annotations
 
@@ -374,7 +374,7 @@ class AuditEvents:
             f" '{QUERY_RUN}' as action,"
             " case when q.insight_id is not null then 'insight' else 'datasource' end"
             " as object_type, coalesce(q.insight_id::text, q.datasource) as object_id,"
-            " null::integer as revision, null::text as ip, q.status as result,"
+            " null::integer as revision, q.ip, q.status as result,"
             " jsonb_build_object('kind', q.kind, 'datasource', q.datasource,"
             " 'query_id', q.query_id, 'sql', q.sql, 'params', q.params,"
             " 'duration_ms', q.duration_ms, 'row_count', q.row_count,"

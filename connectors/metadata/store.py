@@ -75,6 +75,7 @@ class TokenOwner:
     session: bool = False  # signed in by the web UI's cookie
     viewers_can_query: bool = False
     shared: SharedScope | None = None
+    ip: str | None = None  # the request's client address, for the audit
 
     @property
     def actor(self) -> str:

@@ -100,6 +100,7 @@ class Actor:
     workspace_id: int
     token_id: int | None
     name: str
+    ip: str | None = None  # the caller's address, when a request made it
 
 
 @dataclass(frozen=True)
@@ -749,6 +750,7 @@ class QueryRunner:
             workspace_id=request.actor.workspace_id,
             token_id=request.actor.token_id,
             actor=request.actor.name,
+            ip=request.actor.ip,
             datasource_id=request.target.datasource_id,
             datasource=request.target.name,
             query_id=query_id,

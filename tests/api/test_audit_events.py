@@ -153,7 +153,7 @@ def test_a_query_run_is_read_as_query_run(
     ok = runs[1]
     assert ok["object"] == "datasource:warehouse"
     assert ok["actor"] == _actor(metadata, workspace.api_token)
-    assert ok["ip"] is None  # the query audit does not record one
+    assert ok["ip"] == "testclient"  # the caller's address, as for every other event
     assert "41 + 1" in ok["detail"]["sql"]
     assert ok["id"].startswith("q")
     assert _recent(ok["at"])

@@ -75,6 +75,7 @@ PINNED = {
     ("PATCH", "/api/members/{member_id}"): "admin",
     ("DELETE", "/api/members/{member_id}"): "admin",
     ("GET", "/api/audit/events"): "admin",
+    ("PATCH", "/api/workspace/settings"): "admin",
 }
 
 

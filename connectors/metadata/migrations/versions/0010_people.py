@@ -210,6 +210,10 @@ def upgrade() -> None:
         create trigger query_audit_append_only
             before update or delete on meta.query_audit
             for each row execute function meta.query_audit_append_only();
+        -- who ran it from where, and the audit log's pages by time
+        alter table meta.query_audit add column ip text;
+        create index query_audit_workspace_started
+            on meta.query_audit (workspace_id, started_at desc, id desc);
 
         -- sharing outside the workspace
         create table meta.public_links (
@@ -263,6 +267,8 @@ def downgrade() -> None:
         drop table meta.public_links;
         drop trigger query_audit_append_only on meta.query_audit;
         drop function meta.query_audit_append_only();
+        drop index meta.query_audit_workspace_started;
+        alter table meta.query_audit drop column ip;
         drop table meta.audit_events;
         drop function meta.audit_events_append_only();
         alter table meta.alerts drop column owner_user_id, drop column owner_token_id,
