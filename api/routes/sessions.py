@@ -48,6 +48,9 @@ class SessionPublic(BaseModel):
     token_id: int | None = Field(description="The API token it acts as; null: a person.")
     user_id: int | None = Field(description="The person it acts as (or who owns the token).")
     email: str | None
+    has_password: bool | None = Field(
+        default=None, description="Whether the person has set a password; null for a token."
+    )
     workspaces: list[WorkspaceChoice] = Field(
         description="The workspaces the person may switch to (just this one for a token)."
     )
@@ -151,9 +154,12 @@ def set_session_cookie(response: Response, request: Request, state: State, sessi
 @router.get("/api/session", response_model=SessionPublic)
 async def read_session(token: SignedIn, state: State) -> SessionPublic:
     workspaces = [WorkspaceChoice(id=token.workspace_id, name=token.workspace, role=token.role)]
+    has_password = None
     if token.user_id is not None and token.token_id is None:
         found = await run_in_threadpool(state.people.workspaces_of, token.user_id)
         workspaces = [WorkspaceChoice(id=i, name=n, role=r) for i, n, r in found]
+        person = await run_in_threadpool(state.people.user, token.user_id)
+        has_password = person.has_password if person is not None else None
     return SessionPublic(
         workspace=token.workspace,
         workspace_id=token.workspace_id,
@@ -162,6 +168,7 @@ async def read_session(token: SignedIn, state: State) -> SessionPublic:
         token_id=token.token_id,
         user_id=token.user_id,
         email=token.email,
+        has_password=has_password,
         workspaces=workspaces,
         permissions=sorted(permissions_of(token)),
     )

@@ -160,6 +160,7 @@ def test_session_acts_as_its_token(client, workspace):
         "token_id": me.json()["token_id"],
         "user_id": None,
         "email": None,
+        "has_password": None,
         "workspaces": [
             {"id": workspace.workspace_id, "name": workspace.workspace, "role": "admin"}
         ],
