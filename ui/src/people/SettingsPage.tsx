@@ -2,6 +2,7 @@ import { Suspense, lazy } from "react";
 import { Link } from "wouter";
 import type { Session } from "../api";
 
+const AccountPage = lazy(() => import("./AccountPage").then((m) => ({ default: m.AccountPage })));
 const MembersPage = lazy(() => import("./MembersPage").then((m) => ({ default: m.MembersPage })));
 const AuditPage = lazy(() => import("./AuditPage").then((m) => ({ default: m.AuditPage })));
 const WorkspaceSettingsPage = lazy(() =>
@@ -13,6 +14,7 @@ const EmbeddingSecretsPage = lazy(() =>
 
 /** The workspace's settings: members for everyone to see, the rest for admins. */
 const TABS: { page: string; label: string; admin: boolean }[] = [
+  { page: "account", label: "Account", admin: false },
   { page: "members", label: "Members", admin: false },
   { page: "workspace", label: "Workspace", admin: false },
   { page: "audit", label: "Audit log", admin: true },
@@ -36,6 +38,7 @@ export function SettingsPage({ page, session, onSignedOut }: { page: string; ses
         <Link href="/tokens">API tokens</Link>
       </nav>
       <Suspense fallback={<div>Loading…</div>}>
+        {current.page === "account" && <AccountPage {...props} />}
         {current.page === "members" && <MembersPage {...props} />}
         {current.page === "workspace" && <WorkspaceSettingsPage {...props} />}
         {current.page === "audit" && <AuditPage {...props} />}
