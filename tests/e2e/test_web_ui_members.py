@@ -5,6 +5,7 @@ invitee's next action is refused: they are back on the sign-in page."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -109,6 +110,8 @@ def test_invite_join_change_role_and_remove(browser, live_api: LiveApi, metadata
     expect(members.locator("table.invitations")).to_have_count(0)
     row.get_by_label(f"Role of {invitee_email}").select_option("editor")
     expect(row.get_by_label(f"Role of {invitee_email}")).to_have_value("editor")
+    if shot := os.environ.get("SQLBOOK_MEMBERS_SCREENSHOT"):  # docs/members.png
+        admin.screenshot(path=shot)
     invitee.reload()
     expect(invitee.locator(".who")).to_have_text(f"{ws.workspace} · editor")
 
