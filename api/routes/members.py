@@ -425,6 +425,28 @@ async def accept_invitation(request: Request, state: State) -> Response:
         )
     except InvitationRefused as err:
         return _invitation_does_not_work(str(err))
+    if not accepted.created_user and signed_in is None:
+        # The link is no proof of being an existing person (the inviting admin holds it
+        # too): they joined, and sign in as themselves (code, link or password).
+        await audit(
+            request,
+            state,
+            None,
+            "member.joined",
+            object_type="member",
+            object_id=accepted.membership_id,
+            workspace_id=accepted.workspace_id,
+            detail={"email": accepted.email, "role": accepted.role, "by": "invitation"},
+        )
+        return HTMLResponse(
+            _page(
+                "Invitation accepted",
+                f"<b>{html.escape(accepted.email)}</b> is now a member of workspace"
+                f" <b>{html.escape(accepted.workspace)}</b>. <a href='/'>Sign in</a> as"
+                " this address to open it.",
+            ),
+            headers=_PAGE_HEADERS,
+        )
     if old := request.cookies.get(SESSION_COOKIE):
         await run_in_threadpool(state.sessions.end, old)
     ttl = state.settings.ui_session_ttl_seconds

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.deps import SESSION_COOKIE
 from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.servers import ServerUrls
 from tests.api.test_sessions import CSRF, SAME_ORIGIN, as_browser, auth
@@ -204,7 +205,14 @@ def test_an_existing_user_invited_keeps_one_account(client, metadata, workspace,
     email = unique_email("Known")
     make_member(metadata, elsewhere, email, "admin")
     made = invite(client, admin, email.upper(), "viewer")
-    session = joined(client, token_of(made["url"]))
+    # the link alone does not sign in as an existing person (tests/api/test_people_attacks)
+    person = People(metadata).user_by_email(email)
+    assert person is not None
+    own = BrowserSessions(metadata).open_user_session(person.id, elsewhere.workspace_id, 3600)
+    r = accept(client, token_of(made["url"]), {**SAME_ORIGIN, **as_browser(own)})
+    assert r.status_code == 303, r.text
+    client.cookies.clear()
+    session = r.cookies[SESSION_COOKIE]
     me = client.get("/api/session", headers=as_browser(session)).json()
     assert me["role"] == "viewer" and me["email"].lower() == email.lower()
     assert {w["id"] for w in me["workspaces"]} == {workspace.workspace_id, elsewhere.workspace_id}
@@ -340,7 +348,7 @@ def test_removal_ends_the_members_session_and_tokens_at_the_next_request(
     assert ended and revoked
     # invited back, the old token stays revoked
     back = invite(client, admin, email)
-    joined(client, token_of(back["url"]))
+    assert accept(client, token_of(back["url"])).status_code == 200  # joins; signs in itself
     assert client.get("/api/session", headers=bearer(token)).status_code == 401
     assert client.delete(f"/api/members/{member_id}", headers=admin).status_code == 404
     removed = [
