@@ -118,7 +118,7 @@ class EmailSignIn:
         link_token = secrets.token_urlsafe(32)
         link_hash = hash_token(link_token)
         with self._store.connection() as conn, conn.transaction():
-            _lock_address(conn, email)
+            _lock_address(conn, email, ip)
             conn.execute(
                 "delete from meta.email_codes where created_at < now() - interval '1 day'"
                 " - make_interval(secs => %s)",
@@ -132,6 +132,13 @@ class EmailSignIn:
                 >= s.sign_in_codes_per_ip
             ):
                 return None
+            # only the latest code (and link) works: a guess is checked against one code,
+            # and an older mail's code is dead once a new one is asked for
+            conn.execute(
+                "update meta.email_codes set used_at = now()"
+                " where lower(email) = lower(%s) and used_at is null",
+                (email,),
+            )
             row = conn.execute(
                 "insert into meta.email_codes (email, code_hash, link_hash, ip, expires_at)"
                 " values (%s, %s, %s, %s, now() + make_interval(secs => %s))"
@@ -150,7 +157,7 @@ class EmailSignIn:
         code = code.strip()
         s = self._settings
         with self._store.connection() as conn, conn.transaction():
-            _lock_address(conn, email)
+            _lock_address(conn, email, ip)
             if self._limited(conn, email, ip):
                 raise SignInRefused("rate_limited")
             rows = conn.execute(
@@ -254,9 +261,12 @@ class EmailSignIn:
         email = normalize_email(email)
         with self._store.connection() as conn:
             with conn.transaction():
-                _lock_address(conn, email)
+                _lock_address(conn, email, ip)
                 if self._limited(conn, email, ip):
                     raise SignInRefused("rate_limited")
+                # counted as a failure before the slow check, under the lock: parallel
+                # guesses each take one of the window's tries (forgiven below on success)
+                pending = self._record_failure(conn, email, ip)
             row = conn.execute(
                 "select id, email, password_hash from meta.users"
                 " where lower(email) = lower(%s) and disabled_at is null",
@@ -265,8 +275,8 @@ class EmailSignIn:
             stored = row["password_hash"] if row is not None else None
             ok = _password_matches(stored or _dummy_hash(), password)
             if not ok or row is None or stored is None:
-                self._record_failure(conn, email, ip)
                 raise SignInRefused("wrong_password")
+            conn.execute("delete from meta.sign_in_failures where id = %s", (pending,))
             if _HASHER.check_needs_rehash(stored):
                 conn.execute(
                     "update meta.users set password_hash = %s where id = %s",
@@ -300,13 +310,18 @@ class EmailSignIn:
 
     def _record_failure(
         self, conn: psycopg.Connection[dict[str, Any]], email: str, ip: str | None
-    ) -> None:
+    ) -> int:
         conn.execute(
             "delete from meta.sign_in_failures where at < now() - interval '1 day'"
             " - make_interval(secs => %s)",
             (self._settings.sign_in_window_seconds,),
         )
-        conn.execute("insert into meta.sign_in_failures (email, ip) values (%s, %s)", (email, ip))
+        row = conn.execute(
+            "insert into meta.sign_in_failures (email, ip) values (%s, %s) returning id",
+            (email, ip),
+        ).fetchone()
+        assert row is not None
+        return int(row["id"])
 
     def _limited(
         self, conn: psycopg.Connection[dict[str, Any]], email: str, ip: str | None
@@ -338,12 +353,17 @@ class EmailSignIn:
         return int(row["n"])
 
 
-def _lock_address(conn: psycopg.Connection[dict[str, Any]], email: str) -> None:
-    """Serializes one address's requests and tries (until the transaction ends), so the
-    limits and the attempt counts hold under concurrent requests."""
+def _lock_address(conn: psycopg.Connection[dict[str, Any]], email: str, ip: str | None) -> None:
+    """Serializes one address's requests and tries, then one IP's (until the transaction
+    ends; always in this order), so the limits and the attempt counts hold under
+    concurrent requests."""
     conn.execute(
         "select pg_advisory_xact_lock(hashtextextended('sign-in:' || lower(%s), 0))", (email,)
     )
+    if ip is not None:
+        conn.execute(
+            "select pg_advisory_xact_lock(hashtextextended('sign-in-ip:' || %s, 0))", (ip,)
+        )
 
 
 def _member(conn: psycopg.Connection[dict[str, Any]], email: str) -> SignInUser | None:

@@ -4,15 +4,27 @@ ANOTHER workspace, an anonymous caller. Each test is a hole that was open, then 
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
 
 from api.deps import SESSION_COOKIE
 from connectors.metadata import MetadataStore, NewWorkspace
 from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
+from connectors.metadata.signin import EmailSignIn
+from connectors.secrets import load_secret_key
 from tests.api.test_members import accept, invite, token_of
 from tests.api.test_sessions import SAME_ORIGIN, as_browser
+from tests.api.test_auth import NO_IP_LIMITS
 from tests.people import bearer, make_member, unique_email
+
+
+def signin_of(client: TestClient) -> EmailSignIn:
+    """The sign-in store of the API behind `client` (its settings and secret key)."""
+    state = client.app.state.sqlbook  # type: ignore[attr-defined]
+    return EmailSignIn(state.metadata, state.settings, load_secret_key(state.settings))
 
 
 def test_an_invitation_link_held_by_another_workspaces_admin_does_not_sign_in_as_an_existing_user(
@@ -61,3 +73,50 @@ def test_an_existing_user_signed_in_as_themself_accepts_and_lands_in_the_workspa
     )
     # the old session was ended by the new one
     assert client.get("/api/session", headers=as_browser(own)).status_code == 401
+
+
+def test_parallel_wrong_passwords_do_not_get_past_the_per_address_limit(
+    client_with, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """The failure was counted only after the (slow, argon2) verification, outside the
+    address's lock: a burst of parallel guesses all passed the limit check first, so an
+    attacker got as many password guesses per window as requests they could fire at once."""
+    email = unique_email("target")
+    user_id, _, _ = make_member(metadata, workspace, email, "editor")
+    limit, burst = 3, 24
+    with (
+        client_with(sign_in_failures_per_address=limit, **NO_IP_LIMITS) as c,
+        ThreadPoolExecutor(burst) as pool,
+    ):
+        signin_of(c).set_password(user_id, "the right password")
+        start = threading.Barrier(burst)
+
+        def guess(i: int) -> int:
+            start.wait()
+            body = {"email": email, "password": f"wrong guess {i}"}
+            return c.post("/api/auth/password", json=body).status_code
+
+        statuses = list(pool.map(guess, range(burst)))
+    assert statuses.count(401) <= limit, statuses
+    assert statuses.count(429) >= burst - limit, statuses
+
+
+def test_a_new_code_retires_the_addresss_earlier_ones(
+    client_with, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """Every live code of an address was accepted, so each wrong guess was checked
+    against up to `sign_in_codes_per_address` codes at once (five times the odds of a
+    brute force), and a code from an old, leaked mail still worked after a new one."""
+    email = unique_email("codes")
+    make_member(metadata, workspace, email, "editor")
+    with client_with(**NO_IP_LIMITS) as c:
+        signin = signin_of(c)
+        first = signin.request_code(email, "203.0.113.9")
+        second = signin.request_code(email, "203.0.113.9")
+        assert first is not None and second is not None
+        old = c.post("/api/auth/verify", json={"email": email, "code": first.code})
+        if first.code != second.code:
+            assert old.status_code == 401, old.text
+        assert c.get(f"/auth/magic?token={first.link_token}").status_code == 401
+        new = c.post("/api/auth/verify", json={"email": email, "code": second.code})
+        assert new.status_code == 200, new.text
