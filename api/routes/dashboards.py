@@ -366,6 +366,21 @@ def _checked(
     if current is None or model.folder_id != current.folder_id:
         destination(access, model.folder_id, "folder_id")
     kept = _referenced(current)
+    # a tile shows its insight's data (to a public link's visitors, as its owner): only
+    # an insight already on a tile stays unseen; one a filter's options name does not
+    on_tiles = {
+        int(t["insight_id"])
+        for t in (current.tiles if current else [])
+        if t.get("insight_id") is not None
+    }
+    for i, tile in enumerate(model.tiles):
+        if tile.insight_id is None or tile.insight_id in on_tiles:
+            continue
+        found = state.insights.get(token.workspace_id, tile.insight_id)
+        if found is None or not access.can_view(found.folder_id):
+            raise HTTPException(
+                400, f"tiles.{i}.insight_id: no insight {tile.insight_id} in this workspace"
+            )
 
     def insight(insight_id: int) -> InsightRecord | None:
         found = state.insights.get(token.workspace_id, insight_id)

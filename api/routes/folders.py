@@ -280,7 +280,8 @@ async def update_folder(
         **problems(403, e403="You may open the folder but not change it (or its parent)."),
         **problems(
             409,
-            e409="It still holds folders or insights (those in the trash move to the top level).",
+            e409="It still holds folders or insights (those in the trash move to its parent;"
+            " a restricted or personal folder's trash must be emptied first).",
         ),
     },
 )
@@ -297,6 +298,8 @@ async def delete_folder(
             folder_to_edit(access, current.parent_id)
         elif current.owner_user_id is None:
             destination(access, None, "folder_id")
+        if current.restricted or current.owner_user_id is not None:
+            _trash_stays_private(state, token.workspace_id, folder_id)
         try:
             return state.insights.delete_folder(token.workspace_id, folder_id)
         except FolderNotEmpty as err:
@@ -305,6 +308,25 @@ async def delete_folder(
     if not await run_in_threadpool(delete):
         raise HTTPException(404, f"no folder {folder_id} in this workspace")
     await audit(request, state, token, "folder.deleted", object_type="folder", object_id=folder_id)
+
+
+def _trash_stays_private(state: AppState, workspace_id: int, folder_id: int) -> None:
+    """A restricted or personal folder's trash would move to its parent, open to others:
+    a 409 until it is restored or deleted for good."""
+    with state.metadata.connection() as conn:
+        row = conn.execute(
+            "select (select count(*) from meta.insights where workspace_id = %s and"
+            " folder_id = %s and deleted_at is not null) + (select count(*) from"
+            " meta.dashboards where workspace_id = %s and folder_id = %s and deleted_at is"
+            " not null) as n",
+            (workspace_id, folder_id, workspace_id, folder_id),
+        ).fetchone()
+    if row is not None and row["n"]:
+        raise HTTPException(
+            409,
+            f"the folder's trash holds {row['n']} insight(s) or dashboard(s) that only its"
+            " access list may open: restore or delete them for good first",
+        )
 
 
 # ---- access lists ----------------------------------------------------------------------

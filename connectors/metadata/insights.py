@@ -245,7 +245,7 @@ class InsightStore:
 
     def delete_folder(self, workspace_id: int, folder_id: int) -> bool:
         """False when there is no such folder; FolderNotEmpty when it holds folders,
-        insights or dashboards outside the trash (trashed ones move to the top level)."""
+        insights or dashboards outside the trash (trashed ones move to its parent)."""
         with self._store.connection() as conn, conn.transaction():
             _lock_folders(conn, workspace_id)
             row = conn.execute(
@@ -264,11 +264,13 @@ class InsightStore:
                     f" insight(s) and {row['dashboards']} dashboard(s): move or delete them"
                     " first"
                 )
+            # to its parent: an unrestricted folder's access is its parent's, so the
+            # trash stays with those who could open it (the route refuses the others)
             for table in ("meta.insights", "meta.dashboards"):
                 conn.execute(
-                    f"update {table} set folder_id = null"
-                    " where folder_id = %s and deleted_at is not null",
-                    (folder_id,),
+                    f"update {table} set folder_id = (select parent_id from meta.folders"
+                    " where id = %s) where folder_id = %s and deleted_at is not null",
+                    (folder_id, folder_id),
                 )
             try:
                 conn.execute("delete from meta.folders where id = %s", (folder_id,))

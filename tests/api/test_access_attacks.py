@@ -1,0 +1,84 @@
+"""Attacks on object permissions and sharing (issue 16), each one a hole that was found
+and closed: a member reaching what a restricted folder hides through a side door."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.api.test_folder_permissions import Team, folder, insight, restrict
+from tests.api.test_folder_permissions import team as team  # noqa: F401 - the fixture
+
+
+def _trash(client: TestClient, headers: dict[str, str]) -> list[int]:
+    r = client.get("/api/insights", params={"trashed": "true"}, headers=headers)
+    assert r.status_code == 200, r.text
+    return [i["id"] for i in r.json()]
+
+
+def test_deleting_a_folder_does_not_spill_its_trash_out_of_a_restricted_folder(
+    client: TestClient, team: Team
+) -> None:
+    secret = folder(client, team.root, "Secret")
+    inner = folder(client, team.root, "Inner", secret)
+    restrict(client, team, secret, {"member_id": team.editor.member_id, "level": "edit"})
+    hidden = insight(client, team.editor.auth, inner)
+    r = client.delete(f"/api/insights/{hidden}", headers=team.editor.auth)
+    assert r.status_code == 204, r.text
+    assert hidden not in _trash(client, team.other_editor.auth)
+
+    # the admin tidies up the (apparently empty) folders: the trash goes to the parent,
+    # and a restricted folder's trash must be emptied before it goes
+    r = client.delete(f"/api/folders/{inner}", headers=team.root)
+    assert r.status_code == 204, r.text
+    r = client.delete(f"/api/folders/{secret}", headers=team.root)
+    assert r.status_code == 409, r.text
+    assert "trash" in r.json()["detail"]
+
+    # what was in the trash of a restricted folder stays out of everyone else's reach
+    assert hidden not in _trash(client, team.other_editor.auth)
+    r = client.post(f"/api/insights/{hidden}/restore", headers=team.other_editor.auth)
+    assert r.status_code == 404, r.text
+    r = client.get(f"/api/insights/{hidden}/revisions/1", headers=team.other_editor.auth)
+    assert r.status_code == 404, r.text
+    assert hidden in _trash(client, team.editor.auth)  # still theirs to restore
+
+    r = client.delete(f"/api/insights/{hidden}?permanent=true", headers=team.editor.auth)
+    assert r.status_code == 204, r.text
+    r = client.delete(f"/api/folders/{secret}", headers=team.root)
+    assert r.status_code == 204, r.text
+
+
+def _dashboard(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    r = client.post("/api/dashboards", json={"name": "Board", **body}, headers=headers)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_an_insight_named_only_by_a_filter_cannot_become_a_tile_of_someone_who_cannot_open_it(
+    client: TestClient, team: Team
+) -> None:
+    secret = folder(client, team.root, "Secret")
+    restrict(client, team, secret, {"member_id": team.editor.member_id, "level": "edit"})
+    hidden = insight(client, team.root, secret, sql="select 'a' as k")
+    # an admin's dashboard (top level): a filter takes its options from the hidden insight
+    board = _dashboard(
+        client,
+        team.root,
+        filters=[{"name": "k", "type": "enum", "options": {"insight_id": hidden}}],
+    )
+    # someone who cannot open that insight adds it as a tile (PATCH of the tiles, or a tile)
+    r = client.post(
+        f"/api/dashboards/{board['id']}/tiles",
+        json={"version": board["version"], "insight_id": hidden},
+        headers=team.other_editor.auth,
+    )
+    assert r.status_code in (400, 404), r.text
+    r = client.patch(
+        f"/api/dashboards/{board['id']}",
+        json={"version": board["version"], "tiles": [{"insight_id": hidden}]},
+        headers=team.other_editor.auth,
+    )
+    assert r.status_code in (400, 404), r.text
+    assert f"insight {hidden}" in r.json()["detail"]
