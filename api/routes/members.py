@@ -189,24 +189,31 @@ async def list_members(owner: SignedIn, state: State) -> list[MemberPublic]:
     status_code=201,
     response_model=MemberPublic,
     responses=problems(
-        400, 404, 409, e404="No user has this address: invite them.", e409="A member already."
+        400,
+        404,
+        409,
+        e404="No user has this address in your workspaces: invite them.",
+        e409="A member already.",
     ),
 )
 async def add_member(
     body: MemberAdd, request: Request, admin: AdminToken, state: State
 ) -> MemberPublic:
-    """Add a person who has an account already (in another workspace) directly."""
+    """Add a person who has an account already, in another workspace you are in too,
+    directly (anyone else, known or not, is a 404: invite them)."""
     email = _email(body.email)
     try:
         added = await run_in_threadpool(
-            _members(state).add_existing, admin.workspace_id, email, body.role
+            lambda: _members(state).add_existing(
+                admin.workspace_id, email, body.role, known_to=admin.user_id
+            )
         )
     except AlreadyMember as err:
         raise HTTPException(409, str(err)) from err
     if added is None:
         raise HTTPException(
             404,
-            f"email: no user has the address {email}: invite them"
+            f"email: {email} is nobody in your workspaces: invite them"
             " (POST /api/members/invitations) instead",
         )
     await audit(

@@ -128,14 +128,21 @@ class Members:
 
     # --- members -------------------------------------------------------------------------
 
-    def add_existing(self, workspace_id: int, email: str, role: str) -> MemberRecord | None:
+    def add_existing(
+        self, workspace_id: int, email: str, role: str, *, known_to: int | None
+    ) -> MemberRecord | None:
         """Make the existing user of `email` a member with `role`. None: no user has this
-        address (invite them instead); AlreadyMember when they are one."""
+        address that shares a workspace with the person `known_to` (invite them instead:
+        an admin learns nothing of accounts in workspaces they are not in); AlreadyMember
+        when they are one."""
         _check_role(role)
         with self._store.connection() as conn, conn.transaction():
             user = conn.execute(
-                "select id from meta.users where lower(email) = lower(%s)",
-                (normalize_email(email),),
+                "select u.id from meta.users u where lower(u.email) = lower(%s)"
+                " and exists (select 1 from meta.memberships theirs join meta.memberships mine"
+                " on mine.workspace_id = theirs.workspace_id"
+                " where theirs.user_id = u.id and mine.user_id = %s)",
+                (normalize_email(email), known_to),
             ).fetchone()
             if user is None:
                 return None

@@ -363,6 +363,9 @@ def test_add_an_existing_user_directly(client, metadata, workspace, admin):
     elsewhere = metadata.create_workspace(f"add-{workspace.workspace}")
     email = unique_email("existing")
     make_member(metadata, elsewhere, email, "viewer")
+    # someone the admin knows: they are both in `elsewhere` (test_people_attacks: others 404)
+    admin_user = client.get("/api/session", headers=admin).json()["user_id"]
+    People(metadata).add_member(elsewhere.workspace_id, admin_user, "viewer")
     r = client.post("/api/members", json={"email": email.upper(), "role": "editor"}, headers=admin)
     assert r.status_code == 201, r.text
     assert r.json()["role"] == "editor" and r.json()["email"] == email

@@ -15,9 +15,9 @@ from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.signin import EmailSignIn
 from connectors.secrets import load_secret_key
+from tests.api.test_auth import NO_IP_LIMITS
 from tests.api.test_members import accept, invite, token_of
 from tests.api.test_sessions import SAME_ORIGIN, as_browser
-from tests.api.test_auth import NO_IP_LIMITS
 from tests.people import bearer, make_member, unique_email
 
 
@@ -120,3 +120,30 @@ def test_a_new_code_retires_the_addresss_earlier_ones(
         assert c.get(f"/auth/magic?token={first.link_token}").status_code == 401
         new = c.post("/api/auth/verify", json={"email": email, "code": second.code})
         assert new.status_code == 200, new.text
+
+
+def test_an_admin_cannot_probe_or_pull_in_people_of_workspaces_they_are_not_in(
+    client: TestClient, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """`POST /api/members` adds an existing person directly. For anybody in the
+    installation it answered 201 for an account and 404 for none: an admin of one
+    workspace learnt who has an account in any other (and pulled them in unasked). Only
+    people the admin shares a workspace with are added directly; everyone else, known or
+    not, gets the same 404 (invite them)."""
+    _, _, admin_token = make_member(metadata, workspace, unique_email("admin"), "admin")
+    stranger_ws = metadata.create_workspace(f"stranger-{workspace.workspace}")
+    stranger = unique_email("stranger")
+    make_member(metadata, stranger_ws, stranger, "viewer")
+    nobody = unique_email("nobody")
+
+    answers = [
+        client.post(
+            "/api/members", json={"email": e, "role": "viewer"}, headers=bearer(admin_token)
+        )
+        for e in (stranger, nobody)
+    ]
+    assert [a.status_code for a in answers] == [404, 404], [a.text for a in answers]
+    assert answers[0].json()["detail"] == answers[1].json()["detail"].replace(nobody, stranger)
+    assert stranger not in [
+        m["email"] for m in client.get("/api/members", headers=bearer(admin_token)).json()
+    ]
