@@ -224,11 +224,19 @@ def _levels(state: State, token: TokenOwner, records: list[AlertRecord]) -> list
         insight_id = _insight_of(record)
         if insight_id is None:  # its own SQL
             levels.append("edit" if "sql" in granted else "none")
-        elif insight_id not in folders:  # its insight was deleted: nothing left to hide
-            levels.append("edit" if "edit" in granted else "view")
+        elif insight_id not in folders:
+            # its insight was deleted: its folder is unknown, but the alert's history
+            # holds that insight's data: its owner's and the admins' alone
+            levels.append("edit" if token.role == "admin" or _owns(token, record) else "none")
         else:
             levels.append(access.level(folders[insight_id]))
     return levels
+
+
+def _owns(token: TokenOwner, record: AlertRecord) -> bool:
+    if record.owner_user_id is not None:
+        return record.owner_user_id == token.user_id
+    return record.owner_token_id is not None and record.owner_token_id == token.token_id
 
 
 def _get(state: State, token: TokenOwner, alert_id: int, *, edit: bool = False) -> AlertRecord:

@@ -82,3 +82,41 @@ def test_an_insight_named_only_by_a_filter_cannot_become_a_tile_of_someone_who_c
     )
     assert r.status_code in (400, 404), r.text
     assert f"insight {hidden}" in r.json()["detail"]
+
+
+def test_an_alert_on_a_restricted_insight_deleted_since_keeps_its_data_hidden(
+    client: TestClient, team: Team
+) -> None:
+    secret = folder(client, team.root, "Secret")
+    restrict(client, team, secret, {"member_id": team.editor.member_id, "level": "edit"})
+    hidden = insight(client, team.editor.auth, secret, sql="select 42 as secret_n")
+    body = {
+        "name": "Secret watch",
+        "insight": {"id": hidden, "params": {}},
+        "rule": {"type": "threshold", "column": "secret_n", "op": ">=", "value": 1},
+        "schedule": "0 9 * * *",
+        "channels": {"hook": {"type": "webhook", "url": "https://hooks.example.com/T0/B0/s3cr3t"}},
+    }
+    r = client.post("/api/alerts", json=body, headers=team.editor.auth)
+    assert r.status_code == 201, r.text
+    alert_id = r.json()["id"]
+    r = client.post(f"/api/alerts/{alert_id}/test", headers=team.editor.auth)
+    assert r.status_code == 200, r.text
+    assert "42" in r.text  # the evaluation holds the restricted insight's data
+
+    # the insight goes for good; its alert and the alert's history stay
+    for query in ("", "?permanent=true"):
+        r = client.delete(f"/api/insights/{hidden}{query}", headers=team.editor.auth)
+        assert r.status_code == 204, r.text
+
+    outsider = team.other_editor.auth
+    assert alert_id not in [a["id"] for a in client.get("/api/alerts", headers=outsider).json()]
+    for path in (f"/api/alerts/{alert_id}", f"/api/alerts/{alert_id}/history"):
+        r = client.get(path, headers=outsider)
+        assert r.status_code == 404, r.text
+    r = client.get(f"/api/alerts/{alert_id}/history", headers=team.viewer.auth)
+    assert r.status_code == 404, r.text
+    # its owner (and admins) still see it, to delete it
+    r = client.get(f"/api/alerts/{alert_id}/history", headers=team.editor.auth)
+    assert r.status_code == 200, r.text
+    assert client.delete(f"/api/alerts/{alert_id}", headers=team.editor.auth).status_code == 204
