@@ -12,7 +12,8 @@ locks that parameter (then the request is a 400 naming it, so a changed URL neve
 silently shows other data) or limits it to a list the value is not in (400). A link
 with a password answers 401 `password_required` until `POST /public/{token}/unlock`
 sets a cookie for that link's pages (HttpOnly, SameSite=Strict, short-lived); wrong
-passwords are rate limited per link and client IP. Every view is audited
+passwords are rate limited per link and client IP (an IPv6 one by its /64), and per link
+from all addresses together (ten times as many). Every view is audited
 (`public_link.viewed`) and counted. A link's token is not an API token: `/api/…`
 refuses it like any unknown token."""
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import time
 from typing import Annotated, Any, Literal
 
@@ -52,6 +54,7 @@ ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
 Scalar = Annotated[str, StringConstraints(max_length=1000)] | int | float | bool
 UNLOCK_COOKIE = "sqlbook_public_link"
 _TRY_WINDOW_S = 900
+_ALL_TRIES = 10  # tries from every address together: this many times one address's
 
 
 class PublicLinkCreate(BaseModel):
@@ -287,6 +290,18 @@ class Unlock(BaseModel):
     password: Annotated[str, StringConstraints(max_length=200)]
 
 
+def _address(request: Request) -> str:
+    """The client's address as password tries are counted: an IPv6 one by its /64."""
+    host = client_ip(request) or "-"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
+
+
 def _gone() -> JSONResponse:
     return JSONResponse(
         {"detail": "this link has expired or was revoked", "error": "link_gone"}, status_code=404
@@ -401,17 +416,21 @@ async def unlock_public_link(
     link = await run_in_threadpool(_links(state).resolve, token)
     if link is None:
         return _gone()
-    key = f"sqlbook:public-link-unlock:{link.id}:{client_ip(request) or '-'}"
-    tries = await state.redis.incr(key)
-    if tries == 1:
-        await state.redis.expire(key, _TRY_WINDOW_S)
-    if tries > state.settings.public_link_password_tries:
-        wait = await state.redis.ttl(key)
-        raise HTTPException(
-            429,
-            "too many passwords tried for this link: wait and try again",
-            headers={"Retry-After": str(max(int(wait), 1))},
-        )
+    per_address = state.settings.public_link_password_tries
+    # an IPv6 client holds a whole /64: counted as one address; and every address
+    # together gets a bounded number of tries, so many addresses cannot guess on
+    for scope, limit in ((_address(request), per_address), ("all", per_address * _ALL_TRIES)):
+        key = f"sqlbook:public-link-unlock:{link.id}:{scope}"
+        tries = await state.redis.incr(key)
+        if tries == 1:
+            await state.redis.expire(key, _TRY_WINDOW_S)
+        if tries > limit:
+            wait = await state.redis.ttl(key)
+            raise HTTPException(
+                429,
+                "too many passwords tried for this link: wait and try again",
+                headers={"Retry-After": str(max(int(wait), 1))},
+            )
     if not await run_in_threadpool(link.password_matches, body.password):
         raise HTTPException(403, "wrong password")
     seconds = state.settings.public_link_unlock_seconds

@@ -120,3 +120,33 @@ def test_an_alert_on_a_restricted_insight_deleted_since_keeps_its_data_hidden(
     r = client.get(f"/api/alerts/{alert_id}/history", headers=team.editor.auth)
     assert r.status_code == 200, r.text
     assert client.delete(f"/api/alerts/{alert_id}", headers=team.editor.auth).status_code == 204
+
+
+def test_a_link_password_is_not_guessed_from_many_addresses(client_with, workspace) -> None:
+    with client_with(public_link_password_tries=2) as client:
+        r = client.post(
+            "/api/insights",
+            json={"name": "Locked", "sql": "select 1 as n"},
+            headers={"Authorization": f"Bearer {workspace.api_token}"},
+        )
+        assert r.status_code == 201, r.text
+        r = client.post(
+            "/api/public-links",
+            json={"object_type": "insight", "object_id": r.json()["id"], "password": "s3cret"},
+            headers={"Authorization": f"Bearer {workspace.api_token}"},
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        transport: Any = client._transport  # the ASGI scope's client address
+
+        def guess(address: str, password: str = "guess") -> int:
+            transport.client = (address, 40000)
+            return client.post(f"/public/{token}/unlock", json={"password": password}).status_code
+
+        # one IPv6 client holds a /64: each of its addresses is the same client
+        assert [guess(f"2001:db8:0:1::{i}") for i in range(1, 4)] == [403, 403, 429]
+        assert guess("2001:db8:0:2::1") == 403  # another /64 is another client
+        # every address together: ten times one address's tries (2 x 10), then no more
+        statuses = [guess(f"198.51.100.{i}") for i in range(1, 40)]
+        assert statuses.count(403) == 20 - 3 and statuses[-1] == 429
+        assert guess("203.0.113.9", "s3cret") == 429
