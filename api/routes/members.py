@@ -411,7 +411,8 @@ async def confirm_invitation(token: str, request: Request, state: State) -> Resp
 async def accept_invitation(request: Request, state: State) -> Response:
     """The confirmation's form (this origin only: a cross-site form gets 403 and leaves the
     invitation unused): the invitation is used up, the person joins the workspace and the
-    browser is signed in as them there."""
+    browser is signed in as them there. A person who belongs to a workspace already must
+    be signed in as themselves (403 otherwise, the invitation left pending)."""
     if not _same_origin(request, state):
         return HTMLResponse(
             _page(
@@ -424,6 +425,23 @@ async def accept_invitation(request: Request, state: State) -> Response:
         )
     token = await _form_code(request)
     signed_in = await _signed_in_email(request, state)
+    if (
+        token
+        and signed_in is None
+        and await run_in_threadpool(_invitee_has_a_workspace, state, token)
+    ):
+        # The link is no proof of being that person (the inviting admin holds it too): one
+        # who has a workspace already signs in as themselves first (else an admin could
+        # accept it, switch to the person's other workspaces and act there as them).
+        return HTMLResponse(
+            _page(
+                "Sign in first",
+                "This invitation is for someone who already has a sqlbook account. <a"
+                " href='/'>Sign in</a> as them, then open the invitation link again.",
+            ),
+            status_code=403,
+            headers=_PAGE_HEADERS,
+        )
     try:
         if not token:
             raise InvitationRefused("this invitation link was never issued")
@@ -432,28 +450,6 @@ async def accept_invitation(request: Request, state: State) -> Response:
         )
     except InvitationRefused as err:
         return _invitation_does_not_work(str(err))
-    if not accepted.created_user and signed_in is None:
-        # The link is no proof of being an existing person (the inviting admin holds it
-        # too): they joined, and sign in as themselves (code, link or password).
-        await audit(
-            request,
-            state,
-            None,
-            "member.joined",
-            object_type="member",
-            object_id=accepted.membership_id,
-            workspace_id=accepted.workspace_id,
-            detail={"email": accepted.email, "role": accepted.role, "by": "invitation"},
-        )
-        return HTMLResponse(
-            _page(
-                "Invitation accepted",
-                f"<b>{html.escape(accepted.email)}</b> is now a member of workspace"
-                f" <b>{html.escape(accepted.workspace)}</b>. <a href='/'>Sign in</a> as"
-                " this address to open it.",
-            ),
-            headers=_PAGE_HEADERS,
-        )
     if old := request.cookies.get(SESSION_COOKIE):
         await run_in_threadpool(state.sessions.end, old)
     ttl = state.settings.ui_session_ttl_seconds
@@ -482,6 +478,15 @@ async def accept_invitation(request: Request, state: State) -> Response:
         secure=_served_over_https(request, state),
     )
     return response
+
+
+def _invitee_has_a_workspace(state: State, token: str) -> bool:
+    """Whether the pending invitation's address is a person who belongs to a workspace."""
+    found = _members(state).invitation(token)
+    if found is None or found.status != "pending":
+        return False
+    person = state.people.user_by_email(found.email)
+    return person is not None and bool(state.people.workspaces_of(person.id))
 
 
 async def _signed_in_email(request: Request, state: State) -> str | None:

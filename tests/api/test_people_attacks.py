@@ -43,11 +43,12 @@ def test_an_invitation_link_held_by_another_workspaces_admin_does_not_sign_in_as
     r = accept(client, token_of(made["url"]))
     client.cookies.clear()
     assert SESSION_COOKIE not in r.cookies, "the link holder was signed in as the victim"
-    assert r.status_code == 200 and "sign in" in r.text.lower()
-
-    # the victim themself, signed in, still joins (and is the one who decides)
+    assert r.status_code == 403 and "sign in" in r.text.lower()
+    # nor pulled in unasked: the invitation waits for the person, signed in as themself
     members = client.get("/api/members", headers=bearer(attacker_token)).json()
-    assert victim in [m["email"] for m in members]
+    assert victim not in [m["email"] for m in members]
+    pending = client.get("/api/members/invitations", headers=bearer(attacker_token)).json()
+    assert [i["id"] for i in pending] == [made["id"]]
 
 
 def test_an_existing_user_signed_in_as_themself_accepts_and_lands_in_the_workspace(
