@@ -213,7 +213,7 @@ async def _dashboard_data(
         state.queries,
         state.insights,
         state.snapshots,
-        dashboard,
+        _locked_first(dashboard, scope.locked_params),
         values,
         actor_of(owner),
         owner.project_ids,
@@ -260,6 +260,23 @@ async def _dashboard_data(
         "values": _unlocked(shown, owner),
         "tiles": await run_in_threadpool(tiles),
     }
+
+
+def _locked_first(dashboard: DashboardRecord, locked: dict[str, Any]) -> DashboardRecord:
+    """The dashboard as a shared view runs it: a tile's parameter that a locked filter
+    feeds takes that value alone; another filter mapped to the same parameter (set by the
+    visitor, or by its default) is left out of that tile, so it cannot override it."""
+    if not locked:
+        return dashboard
+    tiles = []
+    for tile in dashboard.tiles:
+        mappings = tile.get("mappings") or {}
+        fixed = {parameter for name, parameter in mappings.items() if name in locked}
+        if fixed:
+            kept = {n: p for n, p in mappings.items() if n in locked or p not in fixed}
+            tile = {**tile, "mappings": kept}
+        tiles.append(tile)
+    return replace(dashboard, tiles=tiles)
 
 
 def _tile_problem(code: str) -> str:

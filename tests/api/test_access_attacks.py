@@ -7,8 +7,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.api.test_embeds import embed, new_secret, sign
 from tests.api.test_folder_permissions import Team, folder, insight, restrict
 from tests.api.test_folder_permissions import team as team  # noqa: F401 - the fixture
+from tests.api.test_insights import SIGNUPS, add_events, auth, create
 
 
 def _trash(client: TestClient, headers: dict[str, str]) -> list[int]:
@@ -150,3 +152,43 @@ def test_a_link_password_is_not_guessed_from_many_addresses(client_with, workspa
         statuses = [guess(f"198.51.100.{i}") for i in range(1, 40)]
         assert statuses.count(403) == 20 - 3 and statuses[-1] == 429
         assert guess("203.0.113.9", "s3cret") == 429
+
+
+def test_a_locked_filter_is_not_overridden_by_another_filter_mapped_to_the_same_parameter(
+    client: TestClient, workspace, servers
+) -> None:
+    add_events(servers, workspace, [("signup", "DE"), ("signup", "FR"), ("signup", "FR")])
+    signups = create(client, workspace, **SIGNUPS)
+    r = client.post(
+        "/api/dashboards",
+        json={
+            "name": "Customer board",
+            "filters": [
+                {"name": "land", "type": "text", "multi": True},
+                # a second filter feeding the same parameter (with a default, too)
+                {"name": "other", "type": "text", "multi": True, "default": ["FR"]},
+            ],
+            "tiles": [
+                {"insight_id": signups["id"], "mappings": {"land": "country", "other": "country"}}
+            ],
+        },
+        headers=auth(workspace),
+    )
+    assert r.status_code == 201, r.text
+    board = r.json()["id"]
+
+    made = new_secret(client, workspace)
+    token = sign(made["secret"], {"dashboard": board}, params={"land": ["DE"]})
+    link = client.post(
+        "/api/public-links",
+        json={"object_type": "dashboard", "object_id": board, "locked_params": {"land": ["DE"]}},
+        headers=auth(workspace),
+    )
+    assert link.status_code == 201, link.text
+    for query in ("", "&f.other=FR", "&f.other="):
+        r = embed(client, "dashboard", board, token, query)
+        assert r.status_code == 200, r.text
+        assert r.json()["tiles"][0]["rows"] == [["DE", 1]], query
+        r = client.get(f"/public/{link.json()['token']}/data?{query.lstrip('&')}")
+        assert r.status_code == 200, r.text
+        assert r.json()["tiles"][0]["rows"] == [["DE", 1]], query
