@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -122,6 +123,8 @@ async def request_email_code(
     ip = client_ip(request)
     issued = await run_in_threadpool(lambda: _signin(state).request_code(email, ip))
     if issued is None:
+        if not _first_refusal(request, state, "auth.code_sent", email, ip):
+            return SENT
         await run_in_threadpool(
             _record_for_address,
             state,
@@ -351,6 +354,10 @@ async def _open_session(
 async def _refused(
     request: Request, state: AppState, email: str, refused: SignInRefused
 ) -> HTTPException:
+    status = 429 if refused.reason == "rate_limited" else 401
+    ip = client_ip(request)
+    if status == 429 and not _first_refusal(request, state, "auth.sign_in_failed", email, ip):
+        return HTTPException(status, str(refused))
     await run_in_threadpool(
         _record_for_address,
         state,
@@ -360,8 +367,40 @@ async def _refused(
         "refused",
         {"email": email, "reason": refused.reason},
     )
-    status = 429 if refused.reason == "rate_limited" else 401
     return HTTPException(status, str(refused))
+
+
+# A refusal by a rate limit writes no row of its own anywhere, so it is audited once per
+# window and address, and at most this many times per window and client: the audit log
+# is append-only, and anonymous requests must not be able to fill it.
+_REFUSALS_AUDITED_PER_CLIENT = 20
+
+
+class _RefusalBook:
+    """The rate-limit refusals this API process audited within the window."""
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, str | None, str], float] = {}
+
+    def first(self, action: str, ip: str | None, email: str, window: float) -> bool:
+        now = time.monotonic()
+        self._at = {k: t for k, t in self._at.items() if now - t < window}
+        key = (action, ip, email.lower())
+        of_client = sum(1 for a, i, _e in self._at if a == action and i == ip)
+        if key in self._at or of_client >= _REFUSALS_AUDITED_PER_CLIENT:
+            return False
+        self._at[key] = now
+        return True
+
+
+def _first_refusal(
+    request: Request, state: AppState, action: str, email: str, ip: str | None
+) -> bool:
+    """Whether to audit this refusal by a rate limit (see _RefusalBook)."""
+    book = getattr(request.app.state, "sign_in_refusals", None)
+    if book is None:
+        book = request.app.state.sign_in_refusals = _RefusalBook()
+    return bool(book.first(action, ip, email, state.settings.sign_in_window_seconds))
 
 
 def _email(value: str) -> str:

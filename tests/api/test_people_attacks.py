@@ -15,7 +15,7 @@ from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.signin import EmailSignIn
 from connectors.secrets import load_secret_key
-from tests.api.test_auth import NO_IP_LIMITS
+from tests.api.test_auth import NO_IP_LIMITS, audit_rows
 from tests.api.test_members import accept, invite, token_of
 from tests.api.test_sessions import CSRF, SAME_ORIGIN, as_browser
 from tests.people import bearer, make_group, make_member, unique_email
@@ -241,3 +241,40 @@ def test_held_an_invitation_is_not_accepted_by_a_browser_signed_in_as_someone_el
     assert accept(client, token, {}).status_code == 403
     pending = client.get("/api/members/invitations", headers=bearer(admin)).json()
     assert [i["id"] for i in pending] == [made["id"]]
+
+
+def test_refused_sign_in_requests_do_not_flood_the_append_only_audit_log(
+    client_with, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """Every request refused by a rate limit wrote an audit row (into each workspace of the
+    address's person, or into none), and audit rows are append-only for the retention
+    period: anyone anonymous could write rows without bound, into a victim workspace's
+    log or the installation's. A refusal by a limit is audited once per window and
+    address (and a bounded number of times per client)."""
+    email = unique_email("flooded")
+    make_member(metadata, workspace, email, "editor")
+    strangers = [unique_email("nobody") for _ in range(40)]
+    with client_with(
+        sign_in_codes_per_address=1,
+        sign_in_failures_per_address=2,
+        sign_in_codes_per_ip=10**6,
+        sign_in_failures_per_ip=10**6,
+    ) as c:
+        for _ in range(15):
+            assert c.post("/api/auth/email-code", json={"email": email}).status_code == 202
+            c.post("/api/auth/verify", json={"email": email, "code": "000000"})
+        for stranger in strangers:  # each over its own limit, all from one client
+            for _ in range(3):
+                c.post("/api/auth/verify", json={"email": stranger, "code": "000000"})
+    rows = audit_rows(metadata, email)
+    refused = [r for r in rows if r[1] == "refused" and r[2].get("reason") == "rate_limited"]
+    assert len(refused) <= 2, rows
+    with metadata.connection() as conn:
+        row = conn.execute(
+            "select count(*) as n from meta.audit_events where detail->>'email' = any(%s)"
+            " and detail->>'reason' = 'rate_limited'",
+            (strangers,),
+        ).fetchone()
+    assert row is not None
+    n = row["n"]
+    assert n <= 20
