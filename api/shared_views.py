@@ -213,7 +213,7 @@ async def _dashboard_data(
         state.queries,
         state.insights,
         state.snapshots,
-        _locked_first(dashboard, scope.locked_params),
+        _locked_first(dashboard, {*scope.locked_params, *scope.allowed_params}),
         values,
         actor_of(owner),
         owner.project_ids,
@@ -262,10 +262,11 @@ async def _dashboard_data(
     }
 
 
-def _locked_first(dashboard: DashboardRecord, locked: dict[str, Any]) -> DashboardRecord:
-    """The dashboard as a shared view runs it: a tile's parameter that a locked filter
-    feeds takes that value alone; another filter mapped to the same parameter (set by the
-    visitor, or by its default) is left out of that tile, so it cannot override it."""
+def _locked_first(dashboard: DashboardRecord, locked: set[str]) -> DashboardRecord:
+    """The dashboard as a shared view runs it: a tile's parameter that a locked (or
+    limited) filter feeds takes that value alone; another filter mapped to the same
+    parameter (set by the visitor, or by its default) is left out of that tile, so it
+    cannot override the link's rule."""
     if not locked:
         return dashboard
     tiles = []

@@ -192,3 +192,13 @@ def test_a_locked_filter_is_not_overridden_by_another_filter_mapped_to_the_same_
         r = client.get(f"/public/{link.json()['token']}/data?{query.lstrip('&')}")
         assert r.status_code == 200, r.text
         assert r.json()["tiles"][0]["rows"] == [["DE", 1]], query
+    # a filter limited to a list is not gone round either
+    limited = client.post(
+        "/api/public-links",
+        json={"object_type": "dashboard", "object_id": board, "allowed_params": {"land": ["DE"]}},
+        headers=auth(workspace),
+    )
+    assert limited.status_code == 201, limited.text
+    r = client.get(f"/public/{limited.json()['token']}/data?f.other=FR")
+    assert r.status_code == 200, r.text
+    assert r.json()["tiles"][0]["rows"] == [["DE", 1]]
