@@ -12,6 +12,7 @@ A personal folder belongs to one person in one workspace: a top-level folder wit
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -125,13 +126,18 @@ class FolderPermissionStore:
 
     def personal_folder(self, workspace_id: int, user_id: int, label: str) -> int:
         """The id of the person's personal folder in the workspace, made now if missing
-        (named `label`, or `label (2)` … when a top-level folder has that name)."""
+        (named `label`, or `label (2)` … when a top-level folder has that name, then
+        `label (<random hex>)`)."""
         with self._store.connection() as conn:
             found = _personal(conn, workspace_id, user_id)
             if found is not None:
                 return found
-            for n in range(1, 100):
+            # after a few tries a name no one can take in advance (anyone may make
+            # top-level folders named "Ada's folder (2)" … to keep Ada from hers)
+            for n in range(1, 15):
                 name = label if n == 1 else f"{label} ({n})"
+                if n > 10:
+                    name = f"{label[:180]} ({secrets.token_hex(4)})"
                 try:
                     with conn.transaction():
                         row = conn.execute(

@@ -11,6 +11,7 @@ from tests.api.test_embeds import embed, new_secret, sign
 from tests.api.test_folder_permissions import Team, folder, insight, restrict
 from tests.api.test_folder_permissions import team as team  # noqa: F401 - the fixture
 from tests.api.test_insights import SIGNUPS, add_events, auth, create
+from tests.people import bearer, make_member, unique_email
 
 
 def _trash(client: TestClient, headers: dict[str, str]) -> list[int]:
@@ -202,3 +203,17 @@ def test_a_locked_filter_is_not_overridden_by_another_filter_mapped_to_the_same_
     r = client.get(f"/public/{limited.json()['token']}/data?f.other=FR")
     assert r.status_code == 200, r.text
     assert r.json()["tiles"][0]["rows"] == [["DE", 1]]
+
+
+def test_nobody_keeps_a_member_from_their_personal_folder_by_taking_its_names(
+    client: TestClient, team: Team, metadata
+) -> None:
+    newcomer = unique_email("newcomer")
+    _, _, token = make_member(metadata, team.ws, newcomer, "viewer")
+    label = f"{newcomer}'s folder"
+    for n in range(1, 100):
+        folder(client, team.other_editor.auth, label if n == 1 else f"{label} ({n})")
+    r = client.get("/api/folders", headers=bearer(token))
+    assert r.status_code == 200, r.text
+    mine = [f for f in r.json() if f["personal"] and f["owner_user_id"] is not None]
+    assert len(mine) == 1 and mine[0]["name"].startswith(label), mine
