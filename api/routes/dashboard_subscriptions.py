@@ -93,6 +93,21 @@ def _dashboard(state: State, token: TokenOwner, dashboard_id: int) -> DashboardR
     return dashboard_or_404(state, token, dashboard_id)
 
 
+def _may_change(
+    state: State, token: TokenOwner, dashboard_id: int, subscription: SubscriptionRecord
+) -> None:
+    """Someone else's subscription is changed (edited, deleted, sent now) by those who
+    may edit the dashboard: a 403 for one who may only view it."""
+    mine = (
+        subscription.owner_user_id == token.user_id
+        if subscription.owner_user_id is not None
+        else subscription.owner_token_id is not None
+        and subscription.owner_token_id == token.token_id
+    )
+    if not mine:
+        dashboard_or_404(state, token, dashboard_id, edit=True)
+
+
 def _owner(token: TokenOwner) -> SubscriptionOwner:
     """Who a subscription saved by `token` is sent as."""
     return SubscriptionOwner(user_id=token.user_id, token_id=token.token_id)
@@ -185,6 +200,7 @@ async def update_subscription(
         dashboard = _dashboard(state, token, dashboard_id)
         store = _store(state)
         current = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
+        _may_change(state, token, dashboard_id, current)
         given = {name: getattr(body, name) for name in body.model_fields_set}
         if "channels" in given:
             given["channels"] = _unmasked(given["channels"], current.channels)
@@ -225,7 +241,9 @@ async def delete_subscription(
     def delete() -> None:
         _dashboard(state, token, dashboard_id)
         store = _store(state)
-        store.delete(_subscription(store, token.workspace_id, dashboard_id, subscription_id))
+        current = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
+        _may_change(state, token, dashboard_id, current)
+        store.delete(current)
 
     await run_in_threadpool(delete)
 
@@ -269,6 +287,7 @@ async def send_subscription(
         dashboard = _dashboard(state, token, dashboard_id)
         store = _store(state)
         subscription = _subscription(store, token.workspace_id, dashboard_id, subscription_id)
+        _may_change(state, token, dashboard_id, subscription)
         return deliver_subscription(
             subscription,
             dashboard,

@@ -217,3 +217,36 @@ def test_nobody_keeps_a_member_from_their_personal_folder_by_taking_its_names(
     assert r.status_code == 200, r.text
     mine = [f for f in r.json() if f["personal"] and f["owner_user_id"] is not None]
     assert len(mine) == 1 and mine[0]["name"].startswith(label), mine
+
+
+def test_someone_who_may_only_view_a_dashboard_cannot_change_others_subscriptions(
+    client: TestClient, team: Team
+) -> None:
+    reports = folder(client, team.root, "Reports")
+    restrict(client, team, reports, {"member_id": team.editor.member_id, "level": "view"})
+    board = _dashboard(client, team.root, folder_id=reports)["id"]
+    base = f"/api/dashboards/{board}/subscriptions"
+    body = {
+        "name": "Weekly",
+        "cron": "0 8 * * 1",
+        "channels": {"mail": {"type": "email", "to": ["ops@example.com"]}},
+    }
+    r = client.post(base, json=body, headers=team.root)
+    assert r.status_code == 201, r.text
+    theirs = r.json()["id"]
+    for method, path, sent in (
+        ("PATCH", f"{base}/{theirs}", {"name": "mine now"}),
+        ("POST", f"{base}/{theirs}/send", None),
+        ("DELETE", f"{base}/{theirs}", None),
+    ):
+        r = client.request(method, path, json=sent, headers=team.editor.auth)
+        assert r.status_code == 403, (method, r.text)
+        assert "but not edit it" in r.json()["detail"]
+    assert client.get(f"{base}/{theirs}", headers=team.root).json()["name"] == "Weekly"
+    # their own subscription they change as they like
+    r = client.post(base, json=body, headers=team.editor.auth)
+    assert r.status_code == 201, r.text
+    mine = r.json()["id"]
+    r = client.patch(f"{base}/{mine}", json={"name": "Mine"}, headers=team.editor.auth)
+    assert r.status_code == 200, r.text
+    assert client.delete(f"{base}/{mine}", headers=team.editor.auth).status_code == 204
