@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Public, SignedIn, State
+from api.deps import SESSION_COOKIE, Public, SignedIn, State
 from api.events import audit, client_ip, record_event
 from api.routes.sessions import (
     _PAGE_HEADERS,
@@ -219,8 +219,9 @@ async def sign_in_with_password(
 async def set_password(
     body: PasswordChange, request: Request, owner: SignedIn, state: State
 ) -> Response:
-    """Sets (or with null removes) the signed-in person's own password. Only from the
-    person's web session, not with an API token: a token cannot take over its owner."""
+    """Sets (or with null removes) the signed-in person's own password, and signs out the
+    person's other web UI sessions. Only from the person's web session, not with an API
+    token: a token cannot take over its owner."""
     if owner.user_id is None or owner.token_id is not None or not owner.session:
         raise HTTPException(403, "a password is set from a person's web UI session")
     user_id = owner.user_id
@@ -228,6 +229,10 @@ async def set_password(
         await run_in_threadpool(_signin(state).set_password, user_id, body.password)
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
+    # whoever else is signed in as the person (why they change it, often) is signed out
+    await run_in_threadpool(
+        lambda: state.sessions.end_user_sessions(user_id, keep=request.cookies[SESSION_COOKIE])
+    )
     await audit(
         request,
         state,

@@ -153,14 +153,24 @@ class BrowserSessions:
             ).fetchone()
         return row is not None
 
-    def end_user_sessions(self, user_id: int, workspace_id: int | None = None) -> int:
-        """End the person's sessions (in one workspace, or all); how many ended."""
+    def end_user_sessions(
+        self, user_id: int, workspace_id: int | None = None, *, keep: str | None = None
+    ) -> int:
+        """End the person's sessions (in one workspace, or all; but the session `keep`);
+        how many ended."""
         with self._store.connection() as conn:
             cur = conn.execute(
                 "update meta.browser_sessions set ended_at = now()"
                 " where user_id = %s and ended_at is null"
-                " and (%s::bigint is null or workspace_id = %s)",
-                (user_id, workspace_id, workspace_id),
+                " and (%s::bigint is null or workspace_id = %s)"
+                " and (%s::text is null or session_hash <> %s)",
+                (
+                    user_id,
+                    workspace_id,
+                    workspace_id,
+                    keep and hash_token(keep),
+                    keep and hash_token(keep),
+                ),
             )
         return cur.rowcount
 

@@ -278,3 +278,24 @@ def test_refused_sign_in_requests_do_not_flood_the_append_only_audit_log(
     assert row is not None
     n = row["n"]
     assert n <= 20
+
+
+def test_setting_a_password_signs_the_persons_other_sessions_out(
+    client: TestClient, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """A person who sets or changes their password because someone else got into their
+    account (a browser left signed in, a session taken) expects that someone to be out:
+    the other sessions stayed signed in for their whole lifetime."""
+    email = unique_email("careful")
+    person, _, _ = make_member(metadata, workspace, email, "editor")
+    sessions = BrowserSessions(metadata)
+    mine = sessions.open_user_session(person, workspace.workspace_id, 600)
+    theirs = sessions.open_user_session(person, workspace.workspace_id, 600)
+    r = client.put(
+        "/api/auth/password",
+        json={"password": "a new long password"},
+        headers={**as_browser(mine), **CSRF},
+    )
+    assert r.status_code == 204, r.text
+    assert client.get("/api/session", headers=as_browser(theirs)).status_code == 401
+    assert client.get("/api/session", headers=as_browser(mine)).status_code == 200
