@@ -299,3 +299,31 @@ def test_setting_a_password_signs_the_persons_other_sessions_out(
     assert r.status_code == 204, r.text
     assert client.get("/api/session", headers=as_browser(theirs)).status_code == 401
     assert client.get("/api/session", headers=as_browser(mine)).status_code == 200
+
+
+def test_held_a_disabled_person_is_out_everywhere(
+    client_with, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """Their token, their session, their password, a code of theirs and an invitation."""
+    email = unique_email("disabled")
+    person, _, token = make_member(metadata, workspace, email, "admin")
+    _, _, admin = make_member(metadata, workspace, unique_email("admin"), "admin")
+    own = BrowserSessions(metadata).open_user_session(person, workspace.workspace_id, 600)
+    with client_with(**NO_IP_LIMITS) as c:
+        signin = signin_of(c)
+        signin.set_password(person, "the right password")
+        with metadata.connection() as conn:
+            conn.execute("update meta.users set disabled_at = now() where id = %s", (person,))
+        issued = signin.request_code(email, "203.0.113.7")
+        assert issued is not None and issued.recipient is None  # nothing mailed
+        assert c.get("/api/session", headers=bearer(token)).status_code == 401
+        assert c.get("/api/session", headers=as_browser(own)).status_code == 401
+        r = c.post("/api/auth/password", json={"email": email, "password": "the right password"})
+        assert r.status_code == 401 and SESSION_COOKIE not in r.cookies
+        r = c.post("/api/auth/verify", json={"email": email, "code": issued.code})
+        assert r.status_code == 403 and SESSION_COOKIE not in r.cookies
+        elsewhere = metadata.create_workspace(f"d-{workspace.workspace}")
+        _, _, other_admin = make_member(metadata, elsewhere, unique_email("admin"), "admin")
+        made = invite(c, bearer(other_admin), email)
+        r = accept(c, token_of(made["url"]))
+        assert r.status_code in (403, 410) and SESSION_COOKIE not in r.cookies
