@@ -222,14 +222,27 @@ async def revoke_token(
     "/{token_id}/rotate",
     status_code=201,
     response_model=TokenCreated,
-    responses={**_NOT_FOUND, **problems(409, e409="A revoked token cannot be rotated.")},
+    responses={
+        **_NOT_FOUND,
+        **problems(
+            403, 409, e403="Another person's token.", e409="A revoked token cannot be rotated."
+        ),
+    },
 )
 async def rotate_token(
     token_id: TokenId, request: Request, principal: SignedIn, state: State
 ) -> TokenCreated:
     """A new secret with the same name, role and owner; the old one is revoked at once (no
-    grace period), with its web UI sessions. Your own tokens, or any for admins."""
-    await _manageable(state, principal, token_id)
+    grace period), with its web UI sessions. Your own tokens, and for admins the service
+    accounts' (another person's token is theirs to rotate: its new secret would act as
+    them; an admin revokes it instead)."""
+    info = await _manageable(state, principal, token_id)
+    if info.user_id is not None and info.user_id != principal.user_id:
+        raise HTTPException(
+            403,
+            f"token {token_id} belongs to another person: only they rotate it (its new secret"
+            " acts as them); revoke it instead",
+        )
     try:
         new = await run_in_threadpool(state.metadata.rotate_token, principal.workspace_id, token_id)
     except TokenRevoked as err:

@@ -327,3 +327,30 @@ def test_held_a_disabled_person_is_out_everywhere(
         made = invite(c, bearer(other_admin), email)
         r = accept(c, token_of(made["url"]))
         assert r.status_code in (403, 410) and SESSION_COOKIE not in r.cookies
+
+
+def test_an_admin_cannot_take_a_new_secret_of_another_persons_token(
+    client: TestClient, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """Rotating answers the new secret. An admin rotating a colleague's token got a token
+    acting as that colleague: everything done with it is audited as theirs (and it
+    follows their role, not the admin's). Admins revoke others' tokens; only the owner
+    rotates a person's token (service accounts' tokens: any admin)."""
+    _, _, admin = make_member(metadata, workspace, unique_email("admin"), "admin")
+    colleague, _, theirs = make_member(metadata, workspace, unique_email("colleague"), "editor")
+    listed = client.get("/api/tokens", headers=bearer(admin)).json()
+    (their_id,) = [t["id"] for t in listed if t["user_id"] == colleague]
+    r = client.post(f"/api/tokens/{their_id}/rotate", headers=bearer(admin))
+    assert r.status_code == 403 and "token" not in r.json(), r.text
+    assert client.get("/api/session", headers=bearer(theirs)).status_code == 200
+    # their own, and a service account's: still rotated
+    assert client.post(f"/api/tokens/{their_id}/rotate", headers=bearer(theirs)).status_code == 201
+    service = client.post(
+        "/api/tokens",
+        json={"name": "etl", "role": "viewer", "service_account": True},
+        headers=bearer(admin),
+    ).json()
+    assert (
+        client.post(f"/api/tokens/{service['id']}/rotate", headers=bearer(admin)).status_code == 201
+    )
+    assert client.delete(f"/api/tokens/{their_id}", headers=bearer(admin)).status_code == 200

@@ -166,7 +166,9 @@ export function TokensPage({ session, onSignedOut }: { session: Session; onSigne
                 <td className="actions">
                   {!t.revoked_at && (
                     <>
-                      <button onClick={() => setPending({ action: "rotate", token: t })}>Rotate</button>
+                      {(t.user_id === null || t.user_id === session.user_id) && (
+                        <button onClick={() => setPending({ action: "rotate", token: t })}>Rotate</button>
+                      )}
                       <button onClick={() => setPending({ action: "revoke", token: t })}>Revoke</button>
                     </>
                   )}
