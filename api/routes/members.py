@@ -392,7 +392,12 @@ async def confirm_invitation(token: str, request: Request, state: State) -> Resp
         f" <b>{html.escape(found.email)}</b> ({html.escape(found.role)})?"
         f" {html.escape(found.invited_by)} invited you."
     )
-    if signed_in is not None and signed_in.lower() != found.email.lower():
+    if signed_in is None and await run_in_threadpool(_invitee_has_a_workspace, state, token):
+        question += (
+            "</p><p style='color:#a00'>This address has a sqlbook account already: <a"
+            " href='/'>sign in</a> as it first, then open this link again."
+        )
+    elif signed_in is not None and signed_in.lower() != found.email.lower():
         question += (
             f"</p><p style='color:#a00'>This browser is signed in as"
             f" {html.escape(signed_in)}: sign out first, the invitation is for"

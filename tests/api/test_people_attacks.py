@@ -40,6 +40,7 @@ def test_an_invitation_link_held_by_another_workspaces_admin_does_not_sign_in_as
     _, _, attacker_token = make_member(metadata, workspace, unique_email("attacker"), "admin")
 
     made = invite(client, bearer(attacker_token), victim, "viewer")
+    assert "sign in</a> as it first" in client.get(f"/invite/{token_of(made['url'])}").text
     r = accept(client, token_of(made["url"]))
     client.cookies.clear()
     assert SESSION_COOKIE not in r.cookies, "the link holder was signed in as the victim"
