@@ -23,6 +23,11 @@ State = Annotated[AppState, Depends(get_state)]
 
 SESSION_COOKIE = "sqlbook_session"
 CSRF_HEADER = "X-Sqlbook-CSRF"
+# What a session an invitation link opened cannot do (see BrowserSessions.open_user_session)
+INVITED_SESSION = (
+    "this session was opened by an invitation link: sign in with a code sent to your"
+    " address (or its magic link) first"
+)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Declares the scheme in /openapi.json; `current_token` reads the header itself, because

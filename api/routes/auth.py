@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SESSION_COOKIE, Public, SignedIn, State
+from api.deps import INVITED_SESSION, SESSION_COOKIE, Public, SignedIn, State
 from api.events import audit, client_ip, record_event
 from api.routes.sessions import (
     _PAGE_HEADERS,
@@ -224,6 +224,8 @@ async def set_password(
     token: a token cannot take over its owner."""
     if owner.user_id is None or owner.token_id is not None or not owner.session:
         raise HTTPException(403, "a password is set from a person's web UI session")
+    if owner.invited_session:
+        raise HTTPException(403, INVITED_SESSION)
     user_id = owner.user_id
     try:
         await run_in_threadpool(_signin(state).set_password, user_id, body.password)

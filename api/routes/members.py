@@ -459,7 +459,9 @@ async def accept_invitation(request: Request, state: State) -> Response:
         await run_in_threadpool(state.sessions.end, old)
     ttl = state.settings.ui_session_ttl_seconds
     session_id = await run_in_threadpool(
-        state.sessions.open_user_session, accepted.user_id, accepted.workspace_id, ttl
+        lambda: state.sessions.open_user_session(
+            accepted.user_id, accepted.workspace_id, ttl, via_invitation=signed_in is None
+        )
     )
     owner = await run_in_threadpool(state.sessions.owner, session_id)
     await audit(

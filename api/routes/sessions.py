@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.credentials import api_origin, api_url
-from api.deps import SESSION_COOKIE, Public, SignedIn, State, permissions_of
+from api.deps import (
+    INVITED_SESSION,
+    SESSION_COOKIE,
+    Public,
+    SignedIn,
+    State,
+    permissions_of,
+)
 from api.events import audit
 from api.schemas import AUTHENTICATED, MAX_ID, Problem
 
@@ -201,6 +208,8 @@ async def switch_workspace(
     session_id = request.cookies.get(SESSION_COOKIE)
     if owner.token_id is not None or not owner.session or not session_id:
         raise HTTPException(403, "only a person's web UI session switches workspace")
+    if owner.invited_session:
+        raise HTTPException(403, INVITED_SESSION)
     moved = body.workspace_id <= MAX_ID and await run_in_threadpool(
         state.sessions.switch_workspace, session_id, body.workspace_id
     )

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SignedIn, State, permissions_of
+from api.deps import INVITED_SESSION, SignedIn, State, permissions_of
 from api.events import audit
 from api.schemas import AUTHENTICATED, NO_NUL, problems, resource_id
 from connectors.metadata.store import (
@@ -142,6 +142,8 @@ async def create_token(
     """A token owned by the caller with at most their role (a higher role is a 403); an
     admin's `service_account: true` makes one owned by no person. A service-account token
     that is not an admin's cannot make tokens."""
+    if principal.invited_session:
+        raise HTTPException(403, INVITED_SESSION)
     admin = _is_admin(principal)
     if body.service_account and not admin:
         raise HTTPException(

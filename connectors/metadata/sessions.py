@@ -127,15 +127,20 @@ class BrowserSessions:
                 )
         return session_id
 
-    def open_user_session(self, user_id: int, workspace_id: int, ttl_seconds: float) -> str:
+    def open_user_session(
+        self, user_id: int, workspace_id: int, ttl_seconds: float, *, via_invitation: bool = False
+    ) -> str:
         """A new session id of the person in the workspace (the caller checked who they
-        are and that they are a member)."""
+        are and that they are a member). `via_invitation`: opened by an invitation link
+        alone, which the inviting admin holds too: it cannot set a password, make tokens
+        or switch workspace until the person signs in by their mailbox."""
         session_id = secrets.token_urlsafe(32)
         with self._store.connection() as conn, conn.transaction():
             conn.execute(
                 "insert into meta.browser_sessions (session_hash, user_id, workspace_id,"
-                " expires_at) values (%s, %s, %s, now() + make_interval(secs => %s))",
-                (hash_token(session_id), user_id, workspace_id, ttl_seconds),
+                " via_invitation, expires_at)"
+                " values (%s, %s, %s, %s, now() + make_interval(secs => %s))",
+                (hash_token(session_id), user_id, workspace_id, via_invitation, ttl_seconds),
             )
             conn.execute("update meta.users set last_sign_in_at = now() where id = %s", (user_id,))
         return session_id
@@ -178,10 +183,10 @@ class BrowserSessions:
         live = "s.session_hash = %s and s.ended_at is null and s.expires_at > now()"
         with self._store.connection() as conn:
             row = conn.execute(
-                f"select {OWNER_COLUMNS} from meta.browser_sessions s join ({TOKEN_OWNER_FROM})"
-                f" on t.id = s.token_id where {live} and {TOKEN_OWNER_LIVE}"
-                f" union all select {_USER_OWNER_COLUMNS} from meta.browser_sessions s"
-                f" {_USER_OWNER_FROM} where {live}",
+                f"select {OWNER_COLUMNS}, false as via_invitation from meta.browser_sessions s"
+                f" join ({TOKEN_OWNER_FROM}) on t.id = s.token_id where {live}"
+                f" and {TOKEN_OWNER_LIVE} union all select {_USER_OWNER_COLUMNS},"
+                f" s.via_invitation from meta.browser_sessions s {_USER_OWNER_FROM} where {live}",
                 (hash_token(session_id), hash_token(session_id)),
             ).fetchone()
         if row is None:

@@ -76,6 +76,8 @@ class TokenOwner:
     viewers_can_query: bool = False
     shared: SharedScope | None = None
     ip: str | None = None  # the request's client address, for the audit
+    # a session an invitation link opened (no mailbox proof): no password, tokens, switch
+    invited_session: bool = False
 
     @property
     def actor(self) -> str:
@@ -129,6 +131,7 @@ def owner_from_row(
         membership_id=row.get("membership_id"),
         session=session,
         viewers_can_query=bool(row.get("viewers_can_query")),
+        invited_session=bool(row.get("via_invitation")),
     )
 
 

@@ -355,3 +355,43 @@ def test_an_admin_cannot_take_a_new_secret_of_another_persons_token(
         client.post(f"/api/tokens/{service['id']}/rotate", headers=bearer(admin)).status_code == 201
     )
     assert client.delete(f"/api/tokens/{their_id}", headers=bearer(admin)).status_code == 200
+
+
+def test_a_session_an_invitation_link_opened_cannot_keep_the_new_persons_account(
+    client: TestClient, metadata: MetadataStore, workspace: NewWorkspace
+):
+    """The inviting admin holds the accept link too. Accepting it for a NEW address signs
+    the browser in as that person; if that session could set a password, make a token or
+    switch workspace, the admin would keep the person's account and, once the person
+    joins another workspace, act there as them. It can do none of those until the person
+    signs in by their mailbox."""
+    _, _, admin_token = make_member(metadata, workspace, unique_email("inviter"), "admin")
+    newcomer = unique_email("newcomer")
+    made = invite(client, bearer(admin_token), newcomer, "editor")
+    r = accept(client, token_of(made["url"]))
+    client.cookies.clear()
+    assert r.status_code == 303, r.text
+    held = {**as_browser(r.cookies[SESSION_COOKIE]), **CSRF}
+    me = client.get("/api/session", headers=held).json()
+    assert (me["email"], me["role"]) == (newcomer, "editor")
+
+    refusals = [
+        client.put("/api/auth/password", json={"password": "kept-by-the-admin"}, headers=held),
+        client.post("/api/tokens", json={"name": "kept", "role": "viewer"}, headers=held),
+        client.post(
+            "/api/session/workspace", json={"workspace_id": workspace.workspace_id}, headers=held
+        ),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 403, refused.text
+        assert "opened by an invitation link" in refused.json()["detail"]
+    person = People(metadata).user_by_email(newcomer)
+    assert person is not None and not person.has_password
+
+    # the person signs in by a code (a session of their own): now they may
+    own = BrowserSessions(metadata).open_user_session(person.id, workspace.workspace_id, 3600)
+    mine = {**as_browser(own), **CSRF}
+    r = client.put("/api/auth/password", json={"password": "the-persons-own"}, headers=mine)
+    assert r.status_code in (200, 204), r.text
+    # and setting it ended the session the admin held
+    assert client.get("/api/session", headers=held).status_code == 401

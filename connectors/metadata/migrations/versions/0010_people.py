@@ -86,6 +86,10 @@ def upgrade() -> None:
             alter column token_id drop not null,
             add column user_id bigint references meta.users(id) on delete cascade,
             add column workspace_id bigint references meta.workspaces(id) on delete cascade,
+            -- opened by an invitation link, not by proving the mailbox: such a session
+            -- cannot set a password, make tokens or switch workspace (whoever else holds
+            -- the link, the inviting admin, must not keep the person's account)
+            add column via_invitation boolean not null default false,
             add constraint browser_sessions_whose
                 check ((token_id is not null)
                     <> (user_id is not null and workspace_id is not null));
