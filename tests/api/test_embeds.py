@@ -11,6 +11,8 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -20,6 +22,17 @@ from fastapi.testclient import TestClient
 from connectors.metadata import MetadataStore, NewWorkspace
 from tests.api.test_insights import SIGNUPS, add_events, auth, create
 from tests.api.test_public_links import audit_rows, member_token
+
+
+@pytest.fixture
+def client(client_with, tmp_path: Path) -> Iterator[TestClient]:
+    """The API serving a stand-in web UI build: the shared views' pages are its
+    index.html with headers of their own, and a fresh checkout has no ui/dist."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<!doctype html><title>sqlbook</title>")
+    with client_with(ui_dist=dist) as served:
+        yield served
 
 
 def new_secret(

@@ -7,7 +7,9 @@ access shares nothing, and a link's token is no API token."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,17 @@ BY_COUNTRY: dict[str, Any] = {
     **SIGNUPS,
     "visualization": {"type": "bar", "x": "country", "y": ["n"]},
 }
+
+
+@pytest.fixture
+def client(client_with, tmp_path: Path) -> Iterator[TestClient]:
+    """The API serving a stand-in web UI build: the shared views' pages are its
+    index.html with headers of their own, and a fresh checkout has no ui/dist."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<!doctype html><title>sqlbook</title>")
+    with client_with(ui_dist=dist) as served:
+        yield served
 
 
 def member_token(metadata: MetadataStore, ws: NewWorkspace, role: str) -> dict[str, str]:
