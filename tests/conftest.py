@@ -30,6 +30,31 @@ from connectors.warehouse.setup import install_warehouse
 if TYPE_CHECKING:
     from assets.resources import SqlbookResource
 
+# Under pytest-xdist's `--dist loadfile` the files go to the workers in collection order.
+# The longest ones (a minute or more: the whole stack in a subprocess, the fault drills,
+# the bench smoke run, the connector syncs against their local fakes, then the browser
+# tests) are sent first, so no worker picks one up at the end while the others idle.
+_LONGEST_FIRST = (
+    "tests/e2e/test_stack.py",
+    "tests/bench/test_smoke_bench.py",
+    "tests/e2e/test_fault_drills.py",
+    "tests/connectors/test_stripe_sync.py",
+    "tests/api/test_datasources.py",
+    "tests/connectors/test_ga4_sync.py",
+    "tests/e2e/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next(
+            (i for i, prefix in enumerate(_LONGEST_FIRST) if path.startswith(prefix)),
+            len(_LONGEST_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: the order within a file, and of the rest, is kept
+
 
 @pytest.fixture(scope="session")
 def sqlbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
