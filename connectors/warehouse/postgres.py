@@ -11,7 +11,7 @@ however many days one batch spans.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
@@ -133,6 +133,8 @@ def prepare_rows(rows: Iterable[dict[str, Any]]) -> list[Stamped]:
 
 
 class PostgresWarehouse:
+    kind = "postgres"
+
     def __init__(self, url: str, *, daily_days: int = 31):
         self.url = url
         self.daily_days = daily_days
@@ -228,8 +230,9 @@ class PostgresWarehouse:
         groups is a replay, which the duplicate check absorbs)."""
         return self.insert_prepared(prepare_rows(rows))
 
-    def insert_prepared(self, prepared: list[Stamped]) -> InsertResult:
-        """`insert_events` for rows that went through `prepare_rows`."""
+    def insert_prepared(self, prepared: list[Stamped], *, token: str | None = None) -> InsertResult:
+        """`insert_events` for rows that went through `prepare_rows` (`token`: see
+        warehouses.Warehouse; the duplicate check makes it unneeded here)."""
         if not prepared:
             return InsertResult(0, 0)
         stamped = _first_of_each_event(sorted(prepared, key=itemgetter(0)))
@@ -243,6 +246,40 @@ class PostgresWarehouse:
                     days[day] = days.get(day, 0) + count
         inserted = sum(days.values())
         return InsertResult(inserted=inserted, duplicates=len(prepared) - inserted, days=days)
+
+    def count_by_day(self, project_id: int | None = None) -> dict[date, int]:
+        """Events per UTC day (warehouses.Warehouse)."""
+        where = "" if project_id is None else " where project_id = %s"
+        with self._session() as conn:
+            rows = conn.execute(
+                "select (timestamp at time zone 'UTC')::date d, count(*) from events"
+                + where
+                + " group by 1 order by 1",
+                () if project_id is None else (project_id,),
+            ).fetchall()
+        return {d: int(n) for d, n in rows}
+
+    def read_events(self, day: date, page_rows: int = 20_000) -> Iterator[list[dict[str, Any]]]:
+        """One UTC day's events in pages, as `insert_events` takes them (warehouses.Warehouse)."""
+        with self._session() as conn, conn.transaction():
+            cur = conn.cursor(name="read_events")
+            cur.execute(
+                sql.SQL(
+                    "select {} from events where timestamp >= %s and timestamp < %s"
+                    " order by project_id, timestamp, event_id"
+                ).format(sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))),
+                (_midnight(day), _midnight(day) + DAY),
+            )
+            while batch := cur.fetchmany(page_rows):
+                page = []
+                for values in batch:
+                    r = dict(zip(EVENT_COLUMNS, values, strict=True))
+                    r["event_id"] = str(r["event_id"])
+                    r["ip"] = None if r["ip"] is None else str(r["ip"])
+                    r["timestamp"] = r["timestamp"].isoformat()
+                    r["received_at"] = r["received_at"].isoformat()
+                    page.append(r)
+                yield page
 
     def _insert_group(
         self,
