@@ -220,6 +220,76 @@ def cmd_alerts_run(settings: Settings, args: argparse.Namespace) -> int:
         log.removeHandler(handler)
 
 
+def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """`sqlbook warehouse migrate --to URL`: copy the event warehouse, verify, switch
+    (connectors/warehouse/migrate.py)."""
+    import os
+    from pathlib import Path
+
+    from connectors.servers import redact, start_servers
+    from connectors.warehouse import migrate as m
+    from connectors.warehouse.warehouses import warehouse_kind
+
+    for flag, url in (("--to", args.to), ("--from", args.source)):
+        if url is not None:
+            try:
+                warehouse_kind(url)
+            except ValueError as err:
+                return _fail(f"{flag}: {err}")
+    home = settings.ensure_home()
+    with start_servers(settings, redis=False) as urls:
+        source = args.source or urls.warehouse_url
+        running = m.stack_running(home)
+        print(f"sqlbook: copying {redact(source)} to {redact(args.to)}", flush=True)
+        try:
+            report = m.migrate(
+                source,
+                args.to,
+                m.state_path(home, args.to),
+                batch_days=args.batch_days,
+                say=lambda line: print(f"  {line}", flush=True),
+            )
+        except m.MigrateError as err:
+            return _fail(str(err))
+    summary = {k: v for k, v in report.as_json().items() if k != "days"}
+    _print(summary)
+    if not report.verified:
+        return _fail(
+            f"counts differ on {len(report.mismatches)} (project, day)s (listed above);"
+            " nothing was switched: run the command again"
+        )
+    line = m.env_line(args.to)
+    if running:
+        print(
+            "sqlbook: copied and verified, NOT switched: `sqlbook up` is running with this home,"
+            " so ingestion still writes to the source. Stop it and run this command again: it"
+            " copies what arrived meanwhile (the capture stream keeps what is not ingested"
+            " yet) and switches.",
+            file=sys.stderr,
+        )
+        return 0
+    if args.no_switch:
+        print(f"sqlbook: verified; not switched (--no-switch). To switch, set {m.ENV_NAME}.")
+        return 0
+    env_file = Path(args.env_file)
+    m.switch_env_file(env_file, args.to)
+    credentials.set_database_url(settings, args.to)
+    print(f"sqlbook: switched: {m.ENV_NAME} written to {env_file.resolve()}")
+    if os.environ.get(m.ENV_NAME, args.to) != args.to:
+        print(
+            f"sqlbook: {m.ENV_NAME} is set in the environment and wins over {env_file}:"
+            f" set it there too ({redact(line)})",
+            file=sys.stderr,
+        )
+    if warehouse_kind(args.to) == "clickhouse" and args.to.startswith("chdb:"):
+        print(
+            "sqlbook: note: a chdb:// warehouse opens in one process only; `sqlbook up` runs"
+            " several (API, Dagster): use a ClickHouse server for a running install",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sqlbook", description="Self-hosted product analytics.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -284,6 +354,19 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--workspace", default=credentials.DEFAULT_WORKSPACE)
     q.add_argument("--api-url", help="default: SQLBOOK_PUBLIC_API_URL or the local API")
     q.set_defaults(func=cmd_query)
+    wh = sub.add_parser("warehouse", help="the event warehouse").add_subparsers(
+        dest="action", required=True
+    )
+    wm = wh.add_parser(
+        "migrate",
+        help="copy events, persons to another warehouse (e.g. ClickHouse), verify, switch",
+    )
+    wm.add_argument("--to", required=True, help="clickhouse://…, clickhouses://…, postgresql://…")
+    wm.add_argument("--from", dest="source", help="default: the current warehouse")
+    wm.add_argument("--batch-days", type=int, default=1, help="days per source read")
+    wm.add_argument("--env-file", default=".env", help="where SQLBOOK_WAREHOUSE_URL is written")
+    wm.add_argument("--no-switch", action="store_true", help="copy and verify only")
+    wm.set_defaults(func=cmd_warehouse_migrate)
     alerts = sub.add_parser("alerts", help="alerts from a YAML/JSON file").add_subparsers(
         dest="action", required=True
     )

@@ -1,0 +1,310 @@
+"""`sqlbook warehouse migrate`: events and persons copied day by day, resumable, verified by
+counts per (project, day), then switched over (SQLBOOK_WAREHOUSE_URL in .env).
+
+The source is a PostgreSQL of the test's own (nothing else writes there). ClickHouse is
+chDB: only one process may open a data path, and one process only one path, so the
+migration to chDB runs as the real CLI in a subprocess, and another subprocess reads the
+result."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.capture import Origin, to_rows
+from connectors.embedded import EmbeddedPostgres
+from connectors.servers import ensure_database, with_database
+from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.migrate import (
+    env_line,
+    migrate,
+    stack_running,
+    state_path,
+    switch_env_file,
+)
+from connectors.warehouse.setup import install_warehouse
+from tests.streams import LIMITS
+
+REPO = Path(__file__).resolve().parents[2]
+DAYS = [date(2026, 3, 1) + timedelta(days=i) for i in range(4)]  # a month boundary nearby
+PROJECTS = (501, 502)
+
+
+def rows(project_id: int, day: date, n: int, name: str = "page", **props: Any) -> list[dict]:
+    events = [
+        {
+            "event": name,
+            "distinct_id": f"u{i % 7}",
+            "uuid": str(uuid.uuid4()),
+            "properties": {"i": i, "plan": f"p{i % 3}", **props},
+            "timestamp": f"{day.isoformat()}T{(i * 7) % 24:02d}:{i % 60:02d}:00Z",
+        }
+        for i in range(n)
+    ]
+    origin = Origin(project_id, "salt", "192.0.2.1", "ua", datetime.now(UTC))
+    return to_rows(events, origin, "batch", LIMITS)
+
+
+@pytest.fixture
+def source(own_postgres: tuple[EmbeddedPostgres, str]) -> Iterator[str]:
+    """A warehouse with 2 projects x 4 days of events, persons made from them."""
+    _pg, url = own_postgres
+    install_warehouse(url)
+    wh = PostgresWarehouse(url)
+    for p in PROJECTS:
+        for k, day in enumerate(DAYS):
+            wh.insert_events(rows(p, day, 40 + 10 * k + p % 2))
+        identify = rows(p, DAYS[1], 1, "$identify", **{"$anon_distinct_id": "u3"})
+        identify[0]["distinct_id"] = "someone@example.com"
+        wh.insert_events(identify)
+        wh.insert_events(rows(p, DAYS[2], 2, "$set", **{"$set": {"email": "a@example.com"}}))
+    wh.update_persons()
+    yield url
+
+
+def pg_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return {
+            f"{p}/{d}": int(n)
+            for p, d, n in conn.execute(
+                "select project_id, (timestamp at time zone 'UTC')::date, count(*)"
+                " from events group by 1, 2"
+            ).fetchall()
+        }
+
+
+def pg_persons(url: str) -> list[list[str]]:
+    with psycopg.connect(url) as conn:
+        return sorted(
+            [str(p), d, str(person)]
+            for p, d, person in conn.execute(
+                "select project_id, distinct_id, person_id from person_distinct_ids"
+            ).fetchall()
+        )
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def target(own_postgres: tuple[EmbeddedPostgres, str]) -> str:
+    pg, url = own_postgres
+    ensure_database(with_database(url, "postgres"), "target")
+    return with_database(url, "target")
+
+
+def test_copies_every_event_and_person_and_verifies(source: str, target: str, tmp_path: Path):
+    lines: list[str] = []
+    report = migrate(source, target, tmp_path / "state.json", batch_days=2, say=lines.append)
+    assert report.verified, report.mismatches
+    assert report.source_events == report.target_events == sum(pg_counts(source).values())
+    assert pg_counts(target) == pg_counts(source)
+    assert pg_persons(target) == pg_persons(source)
+    assert report.days_copied == len(DAYS) and report.events_skipped == 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert sorted(state["days"]) == [d.isoformat() for d in DAYS]
+    assert any("pass 1" in line for line in lines)
+    # the target's persons come from the copy, not again from its staged updates
+    with psycopg.connect(target) as conn:
+        assert conn.execute("select count(*) from person_updates").fetchone() == (0,)
+
+
+def test_a_second_run_copies_only_what_changed(source: str, target: str, tmp_path: Path):
+    state = tmp_path / "state.json"
+    migrate(source, target, state)
+    # events ingested into the source meanwhile, on an old day and a new one
+    wh = PostgresWarehouse(source)
+    wh.insert_events(rows(PROJECTS[0], DAYS[0], 5))
+    wh.insert_events(rows(PROJECTS[1], DAYS[-1] + timedelta(days=1), 3))
+    again = migrate(source, target, state)
+    assert again.verified
+    assert (again.days_copied, again.events_copied) == (2, 8)
+    # the old day was copied by difference: its rows on the target were skipped
+    assert again.events_skipped == pg_counts(source)[f"{PROJECTS[0]}/{DAYS[0]}"] - 5 + sum(
+        pg_counts(source)[f"{p}/{DAYS[0]}"] for p in PROJECTS[1:]
+    )
+    assert pg_counts(target) == pg_counts(source)
+    nothing = migrate(source, target, state)
+    assert (nothing.days_copied, nothing.events_copied, nothing.verified) == (0, 0, True)
+
+
+def test_a_run_killed_half_way_resumes_without_duplicates(source: str, target: str, tmp_path: Path):
+    # what a killed run leaves: part of one day copied, nothing after it
+    PostgresWarehouse(target).install()
+    PostgresWarehouse(target).ensure_partitions(DAYS)
+    with psycopg.connect(source) as src, psycopg.connect(target) as dst:
+        half = src.execute(
+            "select * from events where timestamp >= %s and timestamp < %s"
+            " order by timestamp limit 30",
+            (DAYS[1], DAYS[2]),
+        ).fetchall()
+        with dst.cursor() as cur:
+            cur.executemany(
+                "insert into events values (" + ", ".join(["%s"] * len(half[0])) + ")",
+                [
+                    tuple(psycopg.types.json.Jsonb(v) if isinstance(v, dict) else v for v in r)
+                    for r in half
+                ],
+            )
+    report = migrate(source, target, tmp_path / "state.json")
+    assert report.verified
+    assert report.events_skipped == 30
+    assert pg_counts(target) == pg_counts(source)
+
+
+def test_mismatches_are_reported_not_switched(source: str, target: str, tmp_path: Path):
+    migrate(source, target, tmp_path / "state.json")
+    with psycopg.connect(target) as conn:  # the target has a row the source never had
+        conn.execute(
+            "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
+            " received_at) values (gen_random_uuid(), 777, 'x', 'y', %s, now())",
+            (datetime(2026, 3, 2, 5, tzinfo=UTC),),
+        )
+    report = migrate(source, target, tmp_path / "state.json")
+    assert not report.verified
+    assert report.mismatches == [{"project_id": 777, "day": "2026-03-02", "source": 0, "target": 1}]
+
+
+# --------------------------------------------------------------------------- switching
+
+
+def test_env_file_switch_replaces_the_line_and_keeps_the_rest(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("SQLBOOK_API_PORT=9000\nexport SQLBOOK_WAREHOUSE_URL=postgresql://old\n")
+    switch_env_file(env, "clickhouse://u:p%40ss@ch:8123/db")
+    assert env.read_text().splitlines() == [
+        "SQLBOOK_API_PORT=9000",
+        "SQLBOOK_WAREHOUSE_URL='clickhouse://u:p%40ss@ch:8123/db'",
+    ]
+    assert env.stat().st_mode & 0o777 == 0o600
+    from connectors.settings import Settings
+
+    settings = Settings(_env_file=env)  # type: ignore[call-arg]
+    assert settings.warehouse_url == "clickhouse://u:p%40ss@ch:8123/db"
+    assert env_line("chdb:///a'b") == 'SQLBOOK_WAREHOUSE_URL="chdb:///a\'b"'
+
+
+def test_a_running_stack_is_seen_through_its_lock(tmp_path: Path):
+    assert not stack_running(tmp_path)
+    with open(tmp_path / "up.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert stack_running(tmp_path)
+    assert not stack_running(tmp_path)
+
+
+def test_state_file_names_no_password(tmp_path: Path):
+    path = state_path(tmp_path, "clickhouse://u:secret@h:8123/db")
+    assert "secret" not in str(path) and path.parent == tmp_path / "migrate"
+
+
+# --------------------------------------------------------------------------- the CLI, chDB
+
+
+def cli(args: list[str], home: Path, database_url: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQLBOOK_")}
+    env.update(SQLBOOK_HOME=str(home), SQLBOOK_DATABASE_URL=database_url)
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def chdb_read(path: Path) -> dict[str, Any]:
+    """Counts per (project, day) and the distinct ids' persons on a chDB path, read in a
+    process of its own."""
+    code = textwrap.dedent(
+        f"""
+        import json, clickhouse_connect
+        c = clickhouse_connect.get_client(dsn="chdb://{path}")
+        counts = {{f"{{p}}/{{d}}": int(n) for p, d, n in c.query(
+            "select project_id, toDate(timestamp, 'UTC') as d, count() from events"
+            " group by project_id, d").result_rows}}
+        ids = sorted([str(p), d, str(x)] for p, d, x in c.query(
+            "select project_id, distinct_id, person_id from person_distinct_ids final"
+            " where is_deleted = 0").result_rows)
+        dupes = c.command("select count() - uniqExact(event_id) from events")
+        print(json.dumps({{"counts": counts, "ids": ids, "dupes": int(dupes)}}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path):
+    home, ch = tmp_path / "home", tmp_path / "ch"
+    first = cli(
+        ["warehouse", "migrate", "--to", f"chdb://{ch}", "--from", source, "--batch-days", "3"],
+        home,
+        source,
+        tmp_path,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(first.stdout[first.stdout.index("{") :].split("\nsqlbook:")[0])
+    assert summary["verified"] is True
+    assert summary["target_events"] == sum(pg_counts(source).values())
+    env = (tmp_path / ".env").read_text()
+    assert env == f"SQLBOOK_WAREHOUSE_URL='chdb://{ch}'\n"
+    got = chdb_read(ch)
+    assert got["counts"] == pg_counts(source)
+    assert got["ids"] == pg_persons(source)
+    assert got["dupes"] == 0
+    # again, after more events: a catch-up copies the difference only, no duplicate
+    PostgresWarehouse(source).insert_events(rows(PROJECTS[1], DAYS[2], 4))
+    again = cli(
+        ["warehouse", "migrate", "--to", f"chdb://{ch}", "--from", source], home, source, tmp_path
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    got = chdb_read(ch)
+    assert got["counts"] == pg_counts(source) and got["dupes"] == 0
+
+
+def test_cli_does_not_switch_while_sqlbook_runs(source: str, target: str, tmp_path: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with open(home / "up.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = cli(["warehouse", "migrate", "--to", target], home, source, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "NOT switched" in out.stderr
+    assert not (tmp_path / ".env").exists()
+    assert pg_counts(target) == pg_counts(source)
+
+
+def test_cli_refuses_a_bad_url_naming_the_flag_never_the_password(source: str, tmp_path: Path):
+    out = cli(
+        ["warehouse", "migrate", "--to", "mysql://root:hunter2@db/x"],
+        tmp_path / "h",
+        source,
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "--to" in out.stderr and "hunter2" not in out.stderr + out.stdout
+    out = cli(
+        ["warehouse", "migrate", "--to", "clickhouse://u:hunter2@127.0.0.1:1/db"],
+        tmp_path / "h",
+        source,
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "hunter2" not in out.stderr + out.stdout
+    assert "target warehouse" in out.stderr
