@@ -303,17 +303,23 @@ class PostgresWarehouse:
                     copy.write_row(values)
             # A client that retries an event without a timestamp gets a new receive time
             # each try, so the key alone would not see the copy: an event is also a
-            # duplicate of one with the same id within a day of it. The constant bounds
-            # let the planner keep only the partitions this group can touch.
+            # duplicate of one with the same id within a day of it. That check reads
+            # only the group's own ids: the group's event ids, sorted, probe the
+            # primary key (project_id, event_id, timestamp) of the partitions the
+            # constant bounds keep, one index descent per leaf page of matches, instead
+            # of the hash anti-join the planner chose, which read every row of those
+            # partitions for every group (its cost grew with the table; see README).
             # The rows actually inserted also feed `person_updates` in this statement, so
             # persons see each event exactly once (see persons.py), and mark the days
             # they fall on (and the days before) as stale in `rollup_days`.
             days = conn.execute(
                 sql.SQL(
                     "with ins as (insert into events ({cols}) select {cols} from _ingest t"
-                    " where not exists (select 1 from events e"
-                    "   where e.timestamp between {lo} and {hi}"
-                    "   and e.project_id = t.project_id and e.event_id = t.event_id"
+                    " where not exists (select 1 from (select project_id, event_id, timestamp"
+                    "     from events where timestamp between {lo} and {hi}"
+                    "     and project_id = any(array(select distinct project_id from _ingest))"
+                    "     and event_id = any(array(select event_id from _ingest order by 1))) e"
+                    "   where e.project_id = t.project_id and e.event_id = t.event_id"
                     "   and e.timestamp between t.timestamp - {window} and t.timestamp + {window})"
                     " on conflict do nothing"
                     " returning project_id, distinct_id, event_name, timestamp, properties)"
