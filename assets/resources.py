@@ -13,7 +13,7 @@ from connectors.metadata.store import MetadataStore
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamReader
-from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.warehouses import Warehouse, open_warehouse
 
 
 class CaptureStreamResource(dg.ConfigurableResource):
@@ -37,12 +37,19 @@ class CaptureStreamResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The PostgreSQL database holding the `events` table."""
+    """The event warehouse: PostgreSQL (`postgresql://…`) or ClickHouse (`clickhouse://…`,
+    `clickhouses://…`, `chdb:///path` in a single process)."""
 
     url: str
 
-    def client(self) -> PostgresWarehouse:
-        return PostgresWarehouse(self.url)
+    @property
+    def kind(self) -> str:
+        from connectors.warehouse.warehouses import warehouse_kind
+
+        return warehouse_kind(self.url)
+
+    def client(self) -> Warehouse:
+        return open_warehouse(self.url)
 
 
 class SqlbookResource(dg.ConfigurableResource):

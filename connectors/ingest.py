@@ -28,9 +28,10 @@ import psycopg
 
 from connectors.read_ahead import read_ahead
 from connectors.stream import CaptureStreamReader, StreamEntry, id_ms
-from connectors.warehouse import PostgresWarehouse
+from connectors.warehouse.clickhouse_warehouse import CH_DATA_ERRORS
 from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.postgres import EVENT_COLUMNS, Stamped, prepare_rows
+from connectors.warehouse.warehouses import Warehouse
 
 CHUNK_ROWS = 20_000
 MAX_ROWS_PER_RUN = 1_000_000
@@ -44,8 +45,15 @@ _PROJECT_ID = EVENT_COLUMNS.index("project_id")
 # A project's event retention in days (None: forever).
 Retention = Callable[[int], int | None]
 
-# Errors that say "these rows", not "this server".
-_DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, KeyError, ValueError, TypeError)
+# Errors that say "these rows", not "this server" (PostgreSQL's and ClickHouse's).
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    *CH_DATA_ERRORS,
+    KeyError,
+    ValueError,
+    TypeError,
+)
 
 
 @dataclass
@@ -107,7 +115,7 @@ class _Chunk:
     def __init__(
         self,
         stream: CaptureStreamReader,
-        warehouse: PostgresWarehouse,
+        warehouse: Warehouse,
         report: IngestReport,
         versions: DataVersions | None = None,
         retention: Retention | None = None,
@@ -163,7 +171,13 @@ class _Chunk:
         self.rows = 0
 
     def _insert(self, ready: list[_Ready]) -> None:
-        result = self.warehouse.insert_prepared([row for r in ready for row in r.rows or ()])
+        # the chunk's stream-id range: ClickHouse derives its insert deduplication token
+        # from it (and the event ids), PostgreSQL ignores it
+        key = getattr(self.stream, "_key", "stream")
+        token = f"{key!s}:{ready[0].entry.id}-{ready[-1].entry.id}" if ready else None
+        result = self.warehouse.insert_prepared(
+            [row for r in ready for row in r.rows or ()], token=token
+        )
         self.report.inserted += result.inserted
         self.report.duplicates += result.duplicates
         self.days.update(day for day, count in result.days.items() if count)
@@ -195,7 +209,7 @@ class _Chunk:
 
 def ingest_range(
     stream: CaptureStreamReader,
-    warehouse: PostgresWarehouse,
+    warehouse: Warehouse,
     start_id: str,
     end_id: str,
     chunk_rows: int = CHUNK_ROWS,
@@ -221,6 +235,9 @@ def ingest_range(
     than `now - days` is not inserted but counted in `expired` (and acked). Without it,
     every row is kept. The report's `days` are the UTC days that got rows."""
     report = IngestReport(start_id=start_id, end_id=start_id, requested_end_id=end_id)
+    if warehouse.kind == "clickhouse" and retention is not None:
+        # rows carry their project's retention on ClickHouse (the table's TTL reads it)
+        warehouse.retention = retention  # type: ignore[attr-defined]
     chunk = _Chunk(stream, warehouse, report, versions, retention)
     pages = _pages(stream.read(start_id, end_id), max(chunk_rows // 8, 1))
     with read_ahead(pages, depth=8, name="ingest-prefetch", join_timeout=5) as ahead:

@@ -14,6 +14,7 @@ from assets.rollups.partitions import event_day_materializations, touched_days
 from assets.rollups.projects import project_settings
 from connectors.ingest import ingest_range
 from connectors.warehouse.data_versions import DataVersions
+from connectors.warehouse.setup import pending_person_projects
 
 capture_stream = dg.AssetSpec(
     "capture_stream",
@@ -159,8 +160,7 @@ def persons(
     client = warehouse.client()
     # The projects whose persons this run may change (staged updates are committed with
     # their events, before this read), so cached results over `persons` go stale with it.
-    with client.connect(autocommit=True) as conn:
-        pending = [r[0] for r in conn.execute("select distinct project_id from person_updates")]
+    pending = pending_person_projects(client)
     report = client.update_persons()
     if report.updates:
         data_versions(capture_stream).bump(pending)

@@ -509,12 +509,16 @@ class ClickHouseWarehouse:
         self.install()
         stamp = 0 if days is None else min(max(int(days), 0), 65535)
         client = self.client()
-        client.command(
-            "ALTER TABLE events UPDATE retention_days = {d:UInt16}"
-            " WHERE project_id = {p:Int64} AND retention_days != {d:UInt16}",
-            parameters={"d": stamp, "p": project_id},
-            settings={"mutations_sync": 2},
-        )
+        restamp = "project_id = {p:Int64} AND retention_days != {d:UInt16}"
+        stale = client.query(
+            f"SELECT count() FROM events WHERE {restamp}", parameters={"d": stamp, "p": project_id}
+        ).result_rows[0][0]
+        if stale:  # a mutation only when the policy changed
+            client.command(
+                f"ALTER TABLE events UPDATE retention_days = {{d:UInt16}} WHERE {restamp}",
+                parameters={"d": stamp, "p": project_id},
+                settings={"mutations_sync": 2},
+            )
         if not stamp:
             return 0
         today = today or datetime.now(UTC).date()
@@ -531,6 +535,29 @@ class ClickHouseWarehouse:
                 settings={"mutations_sync": 2},
             )
         return int(count)
+
+    def expire_aggregates(self, project_id: int, days: int, today: date | None = None) -> int:
+        """Sessions and hourly rollups of the project's days before `today - days` go
+        (`ALTER TABLE … DELETE`, waited for). Returns the rows deleted."""
+        self.install()
+        today = today or datetime.now(UTC).date()
+        params = {"p": project_id, "cutoff": today - timedelta(days=max(int(days), 0))}
+        deleted = 0
+        for table in ("sessions", "rollup_events_hourly"):
+            where = "project_id = {p:Int64} AND day < {cutoff:Date}"
+            count = int(
+                self.client()
+                .query(f"SELECT count() FROM {table} WHERE {where}", parameters=params)
+                .result_rows[0][0]
+            )
+            if count:
+                self.client().command(
+                    f"ALTER TABLE {table} DELETE WHERE {where}",
+                    parameters=params,
+                    settings={"mutations_sync": 2},
+                )
+                deleted += count
+        return deleted
 
 
 def _event_dict(values: tuple[Any, ...]) -> dict[str, Any]:
