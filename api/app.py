@@ -61,6 +61,9 @@ from connectors.metadata.people import People
 from connectors.metadata.sessions import BrowserSessions
 from connectors.metadata.snapshots import SnapshotStore
 from connectors.metadata.store import MetadataStore
+from connectors.observability import metrics
+from connectors.observability.logs import configure_logging
+from connectors.observability.middleware import RequestContext
 from connectors.settings import Settings
 from connectors.stream import CaptureStreamWriter
 from connectors.warehouse.errors import QueryError
@@ -86,6 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
             health_check_interval=30,
         )
         service = open_query_service(settings, metadata)
+        metrics.enable_process_metrics()
+        metrics.configure_shared(settings.redis_url, settings.stream_key)
         app.state.sqlbook = AppState(
             settings=settings,
             metadata=metadata,
@@ -119,11 +124,13 @@ def create_app(settings: Settings) -> FastAPI:
             service.close()
             await client.aclose()
             metadata.close()
+            metrics.process_stopping()
 
     app = FastAPI(title="sqlbook", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(QueryError, query_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_middleware(RequestContext)  # X-Request-ID, access log, request metrics
     app.include_router(capture.router)
     app.include_router(health.router)
     app.include_router(workspace.router)
@@ -203,4 +210,6 @@ def _bare(scope: Scope) -> Scope:
 
 def app_from_environment() -> FastAPI:
     """Entry point for uvicorn (`--factory`): settings from SQLBOOK_* variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -5,7 +5,9 @@ Nothing here runs at import time: build ``Settings()`` where it is needed and pa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -317,6 +319,16 @@ class Settings(BaseSettings):
         ge=1,
         description="How many days a new GA4 connection's first sync fetches.",
     )
+    # Observability (README "Operating sqlbook").
+    log_format: Literal["json", "console"] = Field(
+        default="json",
+        description="Log lines as JSON objects (one a line, with the request id) or as "
+        "human-readable console lines.",
+    )
+    log_level: str = Field(default="INFO", description="Lowest level logged (DEBUG, INFO, …).")
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics on GET /metrics (no login)."
+    )
 
     def allowed_subscription_domains(self) -> list[str]:
         """SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS as lower-case domains ([]: any)."""
@@ -339,6 +351,12 @@ class Settings(BaseSettings):
         """dlt's local working folders (one pipeline per connection); its state of record
         is in the warehouse, restored from there before each run."""
         return self.ensure_home() / "dlt"
+
+    def metrics_dir(self) -> Path:
+        """prometheus-client's multiprocess folder: PROMETHEUS_MULTIPROC_DIR when set,
+        else `<home>/metrics` (see connectors/observability/metrics.py)."""
+        explicit = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        return Path(explicit) if explicit else self.home.expanduser().resolve() / "metrics"
 
     def ensure_home(self) -> Path:
         home = self.home.expanduser().resolve()

@@ -39,6 +39,7 @@ from connectors.capture import (
 )
 from connectors.capture_policy import allowed_origin, is_bot, wants_no_tracking
 from connectors.metadata.store import Project
+from connectors.observability import metrics
 from connectors.secrets import derive, load_secret_key
 from connectors.settings import Settings
 from connectors.stream import BacklogFull, RateLimited
@@ -368,6 +369,7 @@ async def _capture(
             )
         except _STREAM_ERRORS as err:
             return _stream_refusal(err, cors)
+    metrics.capture_events(len(kept))
     if len(kept) < len(rows):  # robots: a success, so a crawler has nothing to retry
         cors = {**cors, DROPPED_HEADER: str(len(rows) - len(kept))}
     return _success(request, success, cors)

@@ -36,6 +36,7 @@ from connectors.connections.destination import error_chain, find_error
 from connectors.connections.types import SyncMode, SyncReport
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.metadata.store import MetadataStore
+from connectors.observability import metrics
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 
@@ -303,6 +304,7 @@ def sync_partition(
                 _failed(context, store, kind, conn, sync_id, err, classify, secrets, facts)
                 raise  # the error itself is what Dagster should see (else _failed raised)
             store.finish_sync(sync_id, status="succeeded", report=report, error=None)
+            metrics.connector_sync(kind, "succeeded")
     facts["mode"] = report.mode  # the sync may have chosen `full`
     context.log.info(
         f"{kind} connection {connection_id} synced ({report.mode}): "
@@ -349,6 +351,7 @@ def _failed(
     message = _redact(failed.message, texts)
     error = {"code": failed.code, "message": message}
     store.finish_sync(sync_id, status="failed", report=None, error=error)
+    metrics.connector_sync(kind, "failed")
     where = f"{kind} connection {conn.id}"
     if failed.auth:
         store.set_auth_error(conn.id, {**error, "at": datetime.now(UTC).isoformat()})

@@ -13,6 +13,7 @@ from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseRe
 from assets.rollups.partitions import event_day_materializations, touched_days
 from assets.rollups.projects import project_settings
 from connectors.ingest import ingest_range
+from connectors.observability import metrics
 from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.setup import pending_person_projects
 
@@ -96,6 +97,7 @@ def events(
         versions=data_versions(capture_stream),
         retention=retention.get,
     )
+    metrics.ingestion_run(report, capture_stream.redis_url, capture_stream.stream_key)
     # the UTC days that got rows: the analytics assets of those days (and the day before)
     # are refreshed by their automation condition
     days = touched_days(report.days, today=datetime.now(UTC).date())

@@ -3,7 +3,7 @@ export's row says its kind (export_csv, export_xlsx), its insight and the rows s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from connectors.metadata.store import MetadataStore
+from connectors.observability.logs import current_request_id
 
 AUDIT_COLUMNS = (
     "id",
@@ -51,6 +52,8 @@ class AuditEntry:
     kind: str = "query"  # "query", "export_csv" or "export_xlsx"
     insight_id: int | None = None  # the insight an export (or a run) came from
     ip: str | None = None  # the caller's address
+    # the X-Request-ID of the API request that asked for it (taken where the entry is made)
+    request_id: str | None = field(default_factory=current_request_id)
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,9 @@ class AuditLog:
             conn.execute(
                 "insert into meta.query_audit (workspace_id, token_id, actor, datasource_id,"
                 " datasource, query_id, sql, params, started_at, duration_ms, row_count,"
-                " status, error, cache_hit, kind, insight_id, ip)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " status, error, cache_hit, kind, insight_id, ip, request_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s)",
                 (
                     entry.workspace_id,
                     entry.token_id,
@@ -93,6 +97,7 @@ class AuditLog:
                     entry.kind,
                     entry.insight_id,
                     entry.ip,
+                    entry.request_id,
                 ),
             )
 

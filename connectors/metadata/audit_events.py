@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from connectors.metadata.store import MetadataStore
+from connectors.observability.logs import current_request_id
 
 QUERY_RUN = "query.run"
 DEFAULT_RETENTION_DAYS = 365  # the column's default: a workspace that never set one
@@ -82,6 +83,8 @@ class AuditEvent:
     result: str = "ok"
     detail: Mapping[str, Any] | None = None
     at: datetime | None = None  # now, unless given (imports, tests)
+    # the X-Request-ID of the API request that made it (taken where the event is made)
+    request_id: str | None = field(default_factory=current_request_id)
 
 
 @dataclass(frozen=True)
@@ -219,11 +222,12 @@ class AuditEvents:
             event.ip,
             event.result,
             Jsonb(scrubbed(event.detail)),
+            event.request_id,
         )
         insert = (
             "insert into meta.audit_events (workspace_id, at, actor_user_id, actor_token_id,"
-            " actor, action, object_type, object_id, revision, ip, result, detail)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id"
+            " actor, action, object_type, object_id, revision, ip, result, detail, request_id)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id"
         )
         month = month_of(moment)
         with self._store.connection() as conn:

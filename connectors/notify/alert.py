@@ -16,6 +16,7 @@ from connectors.notify.model import MAX_ROWS_SHOWN, TEST, Channel, Delivery, Not
 from connectors.notify.rules import RuleError, RuleSpec, check
 from connectors.notify.schedule import Schedule
 from connectors.notify.state import FAILING, FIRING, OK, Decision, Memory, Noise, decide, remember
+from connectors.observability import metrics
 from connectors.warehouse.errors import QueryError
 from connectors.warehouse.results import QueryResult
 
@@ -195,6 +196,7 @@ def evaluate(
         memory if test else remember(memory, decision, now, delivered=delivered, observed=observed)
     )
     evaluation.duration_ms = (time.perf_counter() - started) * 1000
+    metrics.alert_evaluated(evaluation, test=test)
     return evaluation
 
 

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connectors.observability import metrics
 from connectors.warehouse.errors import QueueFull
 
 
@@ -75,6 +76,7 @@ class FairQueue:
             if line is None:
                 line = self._waiting[ticket.workspace_id] = deque()
             line.append(ticket)
+            metrics.queue_waiting(1)
             granted = self._dispatch()
         _start(granted)
 
@@ -88,6 +90,7 @@ class FairQueue:
             if line is None or ticket not in line:
                 return False
             line.remove(ticket)
+            metrics.queue_waiting(-1)
             ticket.done = True
             if not line:
                 del self._waiting[ticket.workspace_id]
@@ -135,6 +138,7 @@ class FairQueue:
             self._running[ws] = self._running.get(ws, 0) + 1
             self._last_grant[ws] = next(self._grants)
             granted.append(ticket)
+        metrics.queue_waiting(-len(granted))
         return granted
 
     def _forget_if_idle(self, workspace_id: int) -> None:

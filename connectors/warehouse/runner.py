@@ -48,6 +48,8 @@ from typing import Any
 import redis
 
 from connectors.metadata.audit import AuditEntry, AuditLog
+from connectors.observability import metrics
+from connectors.observability.logs import current_request_id
 from connectors.warehouse import guard
 from connectors.warehouse.cache import ResultCache, cache_key
 from connectors.warehouse.data_versions import DataVersions
@@ -120,6 +122,8 @@ class QueryRequest:
     present: Callable[[QueryResult], QueryResult] | None = field(
         default=None, compare=False, repr=False
     )
+    # the API request that asked (its X-Request-ID), for the audit row written later
+    request_id: str | None = field(default_factory=current_request_id, compare=False)
 
 
 @dataclass(frozen=True)
@@ -537,6 +541,7 @@ class QueryRunner:
         request = prepared.request
         if request.use_cache and prepared.cache_key is not None:
             hit = self._cache.get(prepared.cache_key)
+            metrics.cache_lookup(hit is not None)
             if hit is not None:
                 hit.query_id = prepared.query_id
                 self._record(request, prepared.query_id, time.time(), 0.0, hit, None)
@@ -742,6 +747,7 @@ class QueryRunner:
         insight_id: int | None = None,
         row_count: int | None = None,
     ) -> None:
+        metrics.query_finished(request.target, duration_ms, audit_status(error))
         if self._audit is None:
             return
         if row_count is None and result is not None:
@@ -764,6 +770,7 @@ class QueryRunner:
             cache_hit=bool(result is not None and result.cache.get("hit")),
             kind=kind,
             insight_id=insight_id,
+            request_id=request.request_id,
         )
         self._audit_queue.put(entry)
 
