@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -102,8 +103,11 @@ class Side:
     def write_distinct_ids(self, rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
-    def after_copy(self) -> None:
-        """Anything the target does once events and persons are in."""
+    def persons_begin(self) -> None:
+        """Before persons are written (ClickHouse: their version)."""
+
+    def persons_end(self) -> None:
+        """After persons are written."""
 
     def close(self) -> None:
         pass
@@ -205,11 +209,6 @@ class PostgresSide(Side):
                 rows,
             )
 
-    def after_copy(self) -> None:
-        # the copy staged person updates for the events it inserted; the persons copied
-        # afterwards already are their outcome
-        self.conn.execute("truncate person_updates")
-
     def close(self) -> None:
         self.conn.close()
 
@@ -243,6 +242,7 @@ class ClickHouseSide(Side):
     def __init__(self, url: str):
         self.url = url
         self.client = clickhouse_client(url)
+        self.version = 1
 
     def counts(self) -> dict[Key, int]:
         rows = self.client.query(
@@ -309,13 +309,25 @@ class ClickHouseSide(Side):
             ).result_columns[0]
         )
         cols = [c for c in columns if c in present]
-        extra = {"version": 1, "is_deleted": 0}
+        extra = {"version": self.version, "is_deleted": 0}
         cols += [c for c in extra if c in present]
         data = [[r.get(c, extra.get(c)) for c in cols] for r in rows]
         self.client.insert(table, data, column_names=cols)
 
+    def persons_begin(self) -> None:
+        # ch_persons writes batch N with version N and reads the state before it: the copy
+        # is a batch of its own, recorded as such, so later batches build on it
+        (last,) = self.client.query("select max(batch) from person_batches").result_rows[0]
+        self.version = int(last or 0) + 1
+
+    def persons_end(self) -> None:
+        self.client.insert(
+            "person_batches", [[self.version, 0, 0]], column_names=["batch", "tokens", "updates"]
+        )
+
     def write_persons(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
+            r["person_id"] = uuid.UUID(str(r["person_id"]))
             for k in ("first_seen", "last_seen", "updated_at"):
                 r[k] = _utc(r[k])
         self._insert(
@@ -333,6 +345,8 @@ class ClickHouseSide(Side):
         )
 
     def write_distinct_ids(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            r["person_id"] = uuid.UUID(str(r["person_id"]))
         self._insert("person_distinct_ids", rows, ["project_id", "distinct_id", "person_id"])
 
     def close(self) -> None:
@@ -370,6 +384,7 @@ class MigrateReport:
     events_skipped: int = 0  # present on the target already (a resumed day)
     persons: int = 0
     distinct_ids: int = 0
+    persons_update_seconds: float = 0.0
     source_events: int = 0
     target_events: int = 0
     verified: bool = False
@@ -477,13 +492,21 @@ def migrate(
                 _copy_range(source, target, warehouse, days, src, dst, batch_rows, report, say)
                 save_state(state_file, report)
         say("copying persons and their distinct ids")
+        target.persons_begin()
         for rows in source.persons():
             target.write_persons(rows)
             report.persons += len(rows)
         for rows in source.distinct_ids():
             target.write_distinct_ids(rows)
             report.distinct_ids += len(rows)
-        target.after_copy()
+        target.persons_end()
+        # The target staged person updates for the events it got, as its ingestion does.
+        # Applied on top of the copied persons they change nothing (person updates are
+        # idempotent) except what the source had staged but not applied yet.
+        began_persons = time.monotonic()
+        while warehouse.update_persons().updates:
+            pass
+        report.persons_update_seconds = round(time.monotonic() - began_persons, 3)
         # verification: both sides counted afresh
         src, dst = source.counts(), target.counts()
         report.source_events, report.target_events = sum(src.values()), sum(dst.values())

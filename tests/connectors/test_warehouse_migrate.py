@@ -116,7 +116,7 @@ def test_copies_every_event_and_person_and_verifies(source: str, target: str, tm
     state = json.loads((tmp_path / "state.json").read_text())
     assert sorted(state["days"]) == [d.isoformat() for d in DAYS]
     assert any("pass 1" in line for line in lines)
-    # the target's persons come from the copy, not again from its staged updates
+    # the updates the copy staged were applied (to no effect) before verification
     with psycopg.connect(target) as conn:
         assert conn.execute("select count(*) from person_updates").fetchone() == (0,)
 
@@ -276,6 +276,36 @@ def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path)
     assert again.returncode == 0, again.stderr[-3000:]
     got = chdb_read(ch)
     assert got["counts"] == pg_counts(source) and got["dupes"] == 0
+    # after the switch, ingestion on ClickHouse builds on the copied persons
+    code = textwrap.dedent(
+        f"""
+        import json
+        from datetime import UTC, datetime
+        from connectors.capture import Origin, to_rows
+        from connectors.warehouse.clickhouse_warehouse import ClickHouseWarehouse
+        from tests.streams import LIMITS
+        wh = ClickHouseWarehouse("chdb://{ch}")
+        origin = Origin({PROJECTS[0]}, "salt", None, None, datetime.now(UTC))
+        wh.insert_events(to_rows([{{"event": "$set", "distinct_id": "u1",
+            "properties": {{"$set": {{"tier": "gold"}}}}}}], origin, "batch", LIMITS))
+        while wh.update_persons().updates:
+            pass
+        rows = wh.query_rows(
+            "select toString(d.person_id), p.properties from person_distinct_ids as d final"
+            " join (select * from persons final) as p on p.project_id = d.project_id"
+            " and p.person_id = d.person_id where d.project_id = {PROJECTS[0]}"
+            " and d.distinct_id = 'u1'")
+        print(json.dumps(rows))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    [[person, props]] = json.loads(out.stdout.strip().splitlines()[-1])
+    before = {(p, d): x for p, d, x in pg_persons(source)}
+    assert person == before[(str(PROJECTS[0]), "u1")]
+    assert json.loads(props)["tier"] == "gold"
 
 
 def test_cli_does_not_switch_while_sqlbook_runs(source: str, target: str, tmp_path: Path):
