@@ -8,11 +8,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
-from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
+from tests.warehouses import chdb_warehouse, people, person_count, warehouse
+from tests.warehouses import rows as query_rows
+
+__all__ = ["chdb_warehouse", "warehouse"]  # fixtures: every test runs on PostgreSQL and chDB
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -38,24 +40,7 @@ def project() -> int:
     return random.randint(10**8, 10**9)
 
 
-@pytest.fixture
-def warehouse(servers: ServerUrls) -> PostgresWarehouse:
-    return PostgresWarehouse(servers.warehouse_url)
-
-
-def people(url: str, project: int) -> dict[str, dict[str, Any]]:
-    """distinct id → {person, properties, first_seen, last_seen}."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "select d.distinct_id, p.person_id, p.properties, p.first_seen, p.last_seen"
-            " from person_distinct_ids d join persons p using (project_id, person_id)"
-            " where d.project_id = %s",
-            (project,),
-        ).fetchall()
-    return {r[0]: {"person": r[1], "props": r[2], "first": r[3], "last": r[4]} for r in rows}
-
-
-def test_identify_merges_the_anonymous_id_and_sets_properties(warehouse, servers, project):
+def test_identify_merges_the_anonymous_id_and_sets_properties(warehouse, project):
     rows = [
         row(project, "$pageview", "anon-1", 0),
         row(project, "$pageview", "anon-1", 5),
@@ -79,23 +64,25 @@ def test_identify_merges_the_anonymous_id_and_sets_properties(warehouse, servers
     warehouse.insert_events(rows)
     report = warehouse.update_persons()
     assert report.updates > 0 and report.merged == 1
-    found = people(servers.warehouse_url, project)
+    found = people(warehouse, project)
     assert found["anon-1"]["person"] == found["user-42"]["person"] != found["other"]["person"]
     person = found["user-42"]
     assert person["props"] == {"email": "a@example.com", "plan": "pro", "first_touch": "ad"}
     assert person["first"] == T0 and person["last"] == T0 + timedelta(minutes=9)
-    with psycopg.connect(servers.warehouse_url) as conn:
-        (count,) = conn.execute(
-            "select count(distinct d.person_id) from events e join person_distinct_ids d"
-            " using (project_id, distinct_id) where e.project_id = %s",
-            (project,),
-        ).fetchone()
+    ((count,),) = query_rows(
+        warehouse,
+        "select count(distinct d.person_id) from events e join person_distinct_ids d"
+        " using (project_id, distinct_id) where e.project_id = %(p)s",
+        "SELECT uniqExact(d.person_id) FROM events e JOIN"
+        " (SELECT * FROM person_distinct_ids FINAL WHERE project_id = {p:Int64}) d"
+        " ON e.project_id = d.project_id AND e.distinct_id = d.distinct_id"
+        " WHERE e.project_id = {p:Int64}",
+        {"p": project},
+    )
     assert count == 2  # people, not cookies
 
 
-def test_set_is_last_writer_wins_by_event_time_and_set_once_keeps_the_first(
-    warehouse, servers, project
-):
+def test_set_is_last_writer_wins_by_event_time_and_set_once_keeps_the_first(warehouse, project):
     warehouse.insert_events(
         [row(project, "e", "u", 10, **{"$set": {"plan": "pro"}, "$set_once": {"src": "a"}})]
     )
@@ -113,13 +100,13 @@ def test_set_is_last_writer_wins_by_event_time_and_set_once_keeps_the_first(
         ]
     )
     warehouse.update_persons()
-    person = people(servers.warehouse_url, project)["u"]
+    person = people(warehouse, project)["u"]
     assert person["props"] == {"plan": "pro", "team": "x", "src": "a"}
     assert person["first"] == T0 + timedelta(minutes=1)
     assert person["last"] == T0 + timedelta(minutes=10)
 
 
-def test_alias_merges_two_known_people(warehouse, servers, project):
+def test_alias_merges_two_known_people(warehouse, project):
     warehouse.insert_events(
         [
             row(project, "e", "web-cookie", 0, **{"$set": {"device": "web", "plan": "free"}}),
@@ -127,33 +114,29 @@ def test_alias_merges_two_known_people(warehouse, servers, project):
         ]
     )
     warehouse.update_persons()
-    before = people(servers.warehouse_url, project)
+    before = people(warehouse, project)
     assert before["web-cookie"]["person"] != before["crm-7"]["person"]
     warehouse.insert_events([row(project, "$create_alias", "crm-7", 4, alias="web-cookie")])
     assert warehouse.update_persons().merged == 1
-    after = people(servers.warehouse_url, project)
+    after = people(warehouse, project)
     assert after["web-cookie"]["person"] == after["crm-7"]["person"] == before["crm-7"]["person"]
     assert after["crm-7"]["props"] == {"plan": "enterprise", "device": "web"}
     assert after["crm-7"]["first"] == T0
-    with psycopg.connect(servers.warehouse_url) as conn:
-        (n,) = conn.execute(
-            "select count(*) from persons where project_id = %s", (project,)
-        ).fetchone()
-    assert n == 1
+    assert person_count(warehouse, project) == 1
 
 
-def test_replayed_events_change_nothing(warehouse, servers, project):
+def test_replayed_events_change_nothing(warehouse, project):
     batch = [
         row(project, "$identify", "user-1", 0, **{"$anon_distinct_id": "anon-9", "$set": {"n": 1}}),
         row(project, "e", "user-1", 3),
     ]
     first = warehouse.insert_events(batch)
     warehouse.update_persons()
-    snapshot = people(servers.warehouse_url, project)
+    snapshot = people(warehouse, project)
     again = warehouse.insert_events(batch)  # a replayed stream range
     assert (first.inserted, again.inserted) == (2, 0)
     assert warehouse.update_persons().updates == 0
-    assert people(servers.warehouse_url, project) == snapshot
+    assert people(warehouse, project) == snapshot
 
 
 def test_persons_are_scoped_like_events(servers, sqlbook_home, metadata):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 import psycopg
 import pytest
 
@@ -12,7 +13,12 @@ from connectors.capture import Origin, to_rows
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
 from connectors.warehouse.postgres import partition_range
+from connectors.warehouse.warehouses import Warehouse
 from tests.streams import LIMITS, event_batch
+from tests.warehouses import chdb_warehouse, count_events, warehouse
+from tests.warehouses import rows as query_rows
+
+__all__ = ["chdb_warehouse", "warehouse"]  # fixtures: PostgreSQL and chDB
 
 
 def rows_for(events: list[dict], project_id: int) -> list[dict]:
@@ -20,15 +26,14 @@ def rows_for(events: list[dict], project_id: int) -> list[dict]:
     return to_rows(events, origin, "batch", LIMITS)
 
 
-def test_insert_twice_inserts_once(servers: ServerUrls, warehouse_conn: psycopg.Connection) -> None:
-    warehouse = PostgresWarehouse(servers.warehouse_url)
-    rows = rows_for(event_batch(50), project_id=9001)
+def test_insert_twice_inserts_once(warehouse: Warehouse) -> None:
+    project = 9001 + uuid.uuid4().int % 10**6 * 10
+    rows = rows_for(event_batch(50), project_id=project)
     first = warehouse.insert_events(rows)
     again = warehouse.insert_events(rows + rows[:10])
     assert (first.inserted, first.duplicates) == (50, 0)
     assert (again.inserted, again.duplicates) == (0, 60)
-    count = warehouse_conn.execute("select count(*) from events where project_id = 9001").fetchone()
-    assert count == (50,)
+    assert count_events(warehouse, project) == 50
 
 
 def partitions(conn: psycopg.Connection) -> set[str]:
@@ -57,7 +62,7 @@ def test_an_old_day_goes_into_a_month_partition(
 
 def test_a_batch_spanning_thousands_of_days(
     servers: ServerUrls, warehouse_conn: psycopg.Connection
-) -> None:
+) -> None:  # PostgreSQL: partitions (ClickHouse's month partitions: test_clickhouse_warehouse)
     """One transaction over thousands of partitions would exhaust PostgreSQL's lock table
     ("out of shared memory"); a hostile client must not be able to stall ingestion."""
     start = datetime(1990, 1, 1, tzinfo=UTC)
@@ -107,10 +112,8 @@ def test_partition_range(day: str, existing: list, expected: tuple) -> None:
     assert got == (d(expected[0]), d(expected[1]))
 
 
-def test_properties_round_trip_as_jsonb(
-    servers: ServerUrls, warehouse_conn: psycopg.Connection
-) -> None:
-    warehouse = PostgresWarehouse(servers.warehouse_url)
+def test_properties_round_trip_as_jsonb(warehouse: Warehouse) -> None:
+    project = 9003 + uuid.uuid4().int % 10**6 * 10
     events = [
         {
             "event": "odd\x00name",
@@ -118,9 +121,14 @@ def test_properties_round_trip_as_jsonb(
             "properties": {"nested": {"list": [1, 2.5, None, True]}, "text": "é ✓ \x00"},
         }
     ]
-    warehouse.insert_events(rows_for(events, project_id=9003))
-    name, props = warehouse_conn.execute(
-        "select event_name, properties from events where project_id = 9003"
-    ).fetchone()
+    warehouse.insert_events(rows_for(events, project_id=project))
+    ((name, props),) = query_rows(
+        warehouse,
+        "select event_name, properties from events where project_id = %(p)s",
+        "SELECT event_name, properties FROM events WHERE project_id = {p:Int64}",
+        {"p": project},
+    )
+    if isinstance(props, str):  # ClickHouse keeps the JSON object as text
+        props = orjson.loads(props)
     assert name == "odd\ufffdname"
     assert props == {"nested": {"list": [1, 2.5, None, True]}, "text": "é ✓ \ufffd"}
