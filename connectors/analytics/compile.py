@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from connectors.analytics.query import Compiled, Context, DefinitionError
 
 KINDS = ("trends", "funnel", "retention", "paths", "sessions")
+# The kinds that compile to ClickHouse's SQL (connectors/analytics/clickhouse.py); the
+# others answer a DefinitionError on the ClickHouse warehouse rather than a wrong number.
+CLICKHOUSE_KINDS = ("trends",)
 
 # kind → (module, the function names it may use, first found wins)
 _COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -44,4 +48,13 @@ def compile_analytics(kind: str, definition: Mapping[str, Any], ctx: Context) ->
     if not isinstance(definition, Mapping):
         raise DefinitionError("definition", "must be an object")
     ctx.check()
+    if ctx.clickhouse:
+        if kind in KINDS and kind not in CLICKHOUSE_KINDS:
+            raise DefinitionError(
+                "kind",
+                f"{kind} cannot run on the ClickHouse warehouse yet (only: "
+                + ", ".join(CLICKHOUSE_KINDS)
+                + ")",
+            )
+        ctx = replace(ctx, clean_days=None)  # the rollups are PostgreSQL's
     return compiler(kind)(definition, ctx)

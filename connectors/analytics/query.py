@@ -34,6 +34,7 @@ from sqlglot import exp
 from connectors.insights import periods
 
 DIALECT = "postgres"
+DIALECTS = ("postgres", "clickhouse")
 NULL_MARKER = "$$_posthog_breakdown_null_$$"
 OTHER_MARKER = "$$_posthog_breakdown_other_$$"
 MARKER_LABELS = {NULL_MARKER: "None", OTHER_MARKER: "Other"}
@@ -55,6 +56,8 @@ class Context:
     now: datetime | None = None  # UTC-aware; None = datetime.now(UTC)
     # UTC days (between the two given, inclusive) whose rollups are clean; None = no rollups
     clean_days: Callable[[date, date], frozenset[date]] | None = None
+    # the warehouse's SQL: "postgres", or "clickhouse" (connectors/analytics/clickhouse.py)
+    dialect: str = "postgres"
 
     @property
     def zone(self) -> ZoneInfo:
@@ -87,6 +90,16 @@ class Context:
             raise DefinitionError("week_start", "must be 'sunday' or 'monday'")
         if not 1 <= int(self.session_timeout_minutes) <= 1440:
             raise DefinitionError("session_timeout_minutes", "must be between 1 and 1440")
+        if self.dialect not in DIALECTS:
+            raise DefinitionError("dialect", "must be one of " + ", ".join(DIALECTS))
+
+    @property
+    def clickhouse(self) -> bool:
+        return self.dialect == "clickhouse"
+
+    def params(self) -> Params:
+        """A statement's parameters for this context's dialect and project."""
+        return Params(self.dialect, self.project_id)
 
 
 @functools.cache
@@ -367,15 +380,24 @@ def _too_many(found: list[Bucket]) -> None:
 # --- SQL building ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=512)
-def _parsed(template: str, statement: bool) -> exp.Expression:
-    return cast(exp.Expression, sqlglot.parse_one(template, read=DIALECT))
+@functools.lru_cache(maxsize=1024)
+def _parsed(template: str, read: str) -> exp.Expression:
+    return cast(exp.Expression, sqlglot.parse_one(template, read=read))
 
 
 def tpl(template: str, **nodes: exp.Expression) -> exp.Expression:
     """`template` (fixed SQL text, never user values) parsed, with each column or table
     named `__name` replaced by `nodes["name"]`."""
-    tree = _parsed(template, False).copy()
+    return _fill(_parsed(template, DIALECT).copy(), nodes)
+
+
+def ch(template: str, **nodes: exp.Expression) -> exp.Expression:
+    """`tpl` for a template written in ClickHouse's SQL (the ClickHouse pieces of a
+    statement: time zones, JSON, aggregate functions of its own)."""
+    return _fill(_parsed(template, "clickhouse").copy(), nodes)
+
+
+def _fill(tree: exp.Expression, nodes: Mapping[str, exp.Expression]) -> exp.Expression:
     missing = set(nodes)
 
     def sub(node: exp.Expression) -> exp.Expression:
@@ -408,9 +430,15 @@ def to_sql(tree: exp.Expression) -> str:
 
 
 class Params:
-    """Bound parameters of one statement: `bind(value)` → `$n` (cast when asked)."""
+    """Bound parameters of one statement: `bind(value)` → `$n` (cast when asked).
 
-    def __init__(self) -> None:
+    `dialect` is the SQL the statement is for (helpers build ClickHouse pieces when it is
+    "clickhouse"); `project_id` the context's project (ClickHouse's person tables are read
+    through subqueries filtered by it)."""
+
+    def __init__(self, dialect: str = DIALECT, project_id: int | None = None) -> None:
+        self.dialect = dialect
+        self.project_id = project_id
         self.values: list[Any] = []
         self._index: dict[tuple[str, str, str | None], int] = {}
 
@@ -580,11 +608,26 @@ def property_expr(
         if special:
             return column(special, event_alias)
         props = column("properties", event_alias)
-    return exp.Paren(this=tpl("__props ->> __key", props=props, key=params.bind(name, "text")))
+    key = params.bind(name, "text")
+    if params.dialect == "clickhouse":  # PostgreSQL's `->>`: text of a scalar, NULL for null
+        return ch(
+            "if(JSONType(__props, __key) = 'String', JSONExtractString(__props, __key),"
+            " if(JSONType(__props, __key) = 'Null', NULL, JSONExtractRaw(__props, __key)))",
+            props=props,
+            key=key,
+        )
+    return exp.Paren(this=tpl("__props ->> __key", props=props, key=key))
 
 
-def numeric(text: exp.Expression) -> exp.Expression:
+def numeric(text: exp.Expression, dialect: str = DIALECT) -> exp.Expression:
     """The number a text value holds, NULL when it holds none (non-numeric is ignored)."""
+    if dialect == "clickhouse":
+        return ch(
+            "if(match(__x, __re) and isFinite(toFloat64OrZero(trimBoth(__x))),"
+            " toFloat64OrNull(trimBoth(__x)), NULL)",
+            x=text,
+            re=exp.Literal.string(_NUMERIC),
+        )
     return tpl(
         "case when __x ~ __re and pg_input_is_valid(__x, 'float8') then cast(__x as float8) end",
         x=text,
@@ -728,7 +771,10 @@ def _condition(
         return cond
     if op in ("icontains", "not_icontains"):
         pattern = "%" + _like_escape(_text_value(value, field)) + "%"
-        cond = tpl("__x ilike __v escape '\\'", x=text, v=params.bind(pattern, "text"))
+        if params.dialect == "clickhouse":  # its LIKE escapes with a backslash already
+            cond = ch("ilike(__x, __v)", x=text, v=params.bind(pattern, "text"))
+        else:
+            cond = tpl("__x ilike __v escape '\\'", x=text, v=params.bind(pattern, "text"))
         if op == "not_icontains":
             return tpl("(__x is null or not (__c))", x=text, c=cond)
         return cond
@@ -745,7 +791,7 @@ def _condition(
         return tpl("__x is null", x=text)
     number = params.bind(_number_value(value, field), "float8")
     sign = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-    return tpl(f"__n {sign} __v", n=numeric(text), v=number)
+    return tpl(f"__n {sign} __v", n=numeric(text, params.dialect), v=number)
 
 
 # --- time -----------------------------------------------------------------------------
@@ -755,6 +801,8 @@ def local_trunc(ts: exp.Expression, interval: str, ctx: Context, params: Params)
     """The start of the bucket holding `ts`: for hours the instant (timestamptz) a local hour
     starts; for day/week/month the local timestamp (without time zone) of its first day."""
     tz = params.bind(ctx.time_zone, "text")
+    if params.dialect == "clickhouse":
+        return _ch_trunc(ts, interval, ctx, tz)
     if interval == "hour":
         return tpl("date_trunc('hour', __ts, __tz)", ts=ts, tz=tz)
     if interval == "week" and ctx.week_start == "sunday":
@@ -768,13 +816,43 @@ def local_trunc(ts: exp.Expression, interval: str, ctx: Context, params: Params)
     return tpl(f"date_trunc('{interval}', __ts at time zone __tz)", ts=ts, tz=tz)
 
 
+def _ch_trunc(
+    ts: exp.Expression, interval: str, ctx: Context, tz: exp.Expression
+) -> exp.Expression:
+    """ClickHouse: the instant a local hour starts (the instant less its local minutes and
+    seconds: exact across DST changes and half-hour zones), or the local Date a day, week
+    or month starts on."""
+    if interval == "hour":
+        return ch(
+            "toStartOfSecond(__ts) - toIntervalSecond(toMinute(toTimeZone(__ts, __tz)) * 60"
+            " + toSecond(toTimeZone(__ts, __tz)))",
+            ts=ts,
+            tz=tz,
+        )
+    day = ch("toDate(toTimeZone(__ts, __tz))", ts=ts, tz=tz)
+    if interval == "day":
+        return day
+    if interval == "week":
+        mode = "1" if ctx.week_start == "monday" else "0"
+        return ch(f"toStartOfWeek(__d, {mode})", d=day)
+    if interval == "month":
+        return ch("toStartOfMonth(__d)", d=day)
+    raise DefinitionError("interval", "must be one of " + ", ".join(INTERVALS))
+
+
 def local_day(ts: exp.Expression, ctx: Context, params: Params) -> exp.Expression:
+    if params.dialect == "clickhouse":
+        return ch("toDate(toTimeZone(__ts, __tz))", ts=ts, tz=params.bind(ctx.time_zone, "text"))
     return tpl("cast(__ts at time zone __tz as date)", ts=ts, tz=params.bind(ctx.time_zone, "text"))
 
 
 def bucket_key(ts: exp.Expression, interval: str, ctx: Context, params: Params) -> exp.Expression:
     """The text key (`Bucket.key`) of the bucket holding `ts`."""
     start = local_trunc(ts, interval, ctx, params)
+    if params.dialect == "clickhouse":
+        if interval == "hour":
+            return ch("toString(intDiv(toUnixTimestamp64Micro(__b), 1000000))", b=start)
+        return ch("toString(__b)", b=start)
     if interval == "hour":
         return tpl("cast(cast(extract(epoch from __b) as bigint) as text)", b=start)
     return tpl("to_char(__b, 'YYYY-MM-DD')", b=start)
@@ -800,6 +878,8 @@ def sessionize(inner: exp.Expression, ctx: Context, params: Params) -> exp.Selec
     before the range (e.g. `timeout + 24 h`) so a session crossing the range start keeps
     its boundaries."""
     timeout = params.bind(int(ctx.session_timeout_minutes), "int")
+    if params.dialect == "clickhouse":
+        return _ch_sessionize(inner, timeout)
     step1 = tpl(
         """
         select s1.*, case when lag(s1.timestamp) over (
@@ -852,6 +932,58 @@ def sessionize(inner: exp.Expression, ctx: Context, params: Params) -> exp.Selec
     return step5
 
 
+_CH_WINDOW = "partition by {a}.project_id, {a}.distinct_id, {a}.session_id is null"
+
+
+def _ch_sessionize(inner: exp.Expression, timeout: exp.Expression) -> exp.Select:
+    """`sessionize` in ClickHouse's SQL (the same rule, the same ids)."""
+    rows = "rows between unbounded preceding and current row"
+    w1 = _CH_WINDOW.format(a="s1")
+    step1 = ch(
+        f"""
+        select s1.*, if(row_number() over ({w1} order by s1.timestamp {rows}) > 1
+            and lagInFrame(s1.timestamp) over ({w1} order by s1.timestamp {rows})
+              >= s1.timestamp - toIntervalMinute(__timeout), 0, 1) as _new
+        from __inner as s1
+        """,
+        timeout=timeout,
+        inner=inner,
+    )
+    w2 = _CH_WINDOW.format(a="s2")
+    step2 = ch(
+        f"select s2.*, sum(s2._new) over ({w2} order by s2.timestamp {rows}) as _gap"
+        " from __inner as s2",
+        inner=step1,
+    )
+    w3 = _CH_WINDOW.format(a="s3")
+    step3 = ch(
+        "select s3.*, intDiv(toUnixTimestamp64Micro(s3.timestamp) -"
+        f" min(toUnixTimestamp64Micro(s3.timestamp)) over ({w3}, s3._gap), 86400000000)"
+        " as _piece from __inner as s3",
+        inner=step2,
+    )
+    w4 = _CH_WINDOW.format(a="s4")
+    step4 = ch(
+        f"select s4.*, min(s4.timestamp) over ({w4}, s4._gap, s4._piece) as _piece_start"
+        " from __inner as s4",
+        inner=step3,
+    )
+    step5 = ch(
+        """
+        select s5.*, coalesce(s5.session_id, concat('s_', lower(hex(MD5(concat(
+            toString(s5.project_id), ':', s5.distinct_id, ':',
+            toString(intDiv(toUnixTimestamp64Micro(s5._piece_start), 1000000)), '.',
+            leftPad(toString(toUnixTimestamp64Micro(s5._piece_start) % 1000000), 6, '0')))))))
+            as session_key,
+          if(s5.session_id is null, s5._piece_start, NULL) as session_start
+        from __inner as s5
+        """,
+        inner=step4,
+    )
+    assert isinstance(step5, exp.Select)
+    return step5
+
+
 # --- compiled statements --------------------------------------------------------------
 
 
@@ -869,6 +1001,7 @@ class Compiled:
     )
     source: str = "events"  # "events" | "rollups" | "mixed"
     tree: exp.Expression | None = field(default=None, repr=False, compare=False)
+    dialect: str = DIALECT  # the SQL `sql` is written in
 
     def display_sql(self) -> str:
         """The statement formatted, with its parameters inlined as literals (the same
@@ -886,7 +1019,9 @@ class Compiled:
 
     def _display_sql(self) -> str:
         tree = (
-            self.tree.copy() if self.tree is not None else sqlglot.parse_one(self.sql, read=DIALECT)
+            self.tree.copy()
+            if self.tree is not None
+            else sqlglot.parse_one(self.sql, read=self.dialect)
         )
 
         def inline(node: exp.Expression) -> exp.Expression:
@@ -896,7 +1031,7 @@ class Compiled:
                     return _literal_of(self.params[number - 1])
             return node
 
-        return tree.transform(inline).sql(dialect=DIALECT, pretty=True)
+        return tree.transform(inline).sql(dialect=self.dialect, pretty=True)
 
 
 # display_sql's texts by (statement, values): a small first-in first-out memo
@@ -918,13 +1053,21 @@ def compiled(
     table: Callable[[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]] | None = None,
     source: str = "events",
 ) -> Compiled:
+    if params.dialect == "clickhouse":
+        from connectors.analytics import clickhouse
+
+        tree = clickhouse.to_clickhouse(tree, params)  # may bind the project: before values
+        sql = clickhouse.render(tree.copy())
+    else:
+        sql = to_sql(tree)
     return Compiled(
-        sql=to_sql(tree),
+        sql=sql,
         params=list(params.values),
         shape=shape,
         table=table or _identity_table,
         source=source,
         tree=tree,
+        dialect=params.dialect,
     )
 
 

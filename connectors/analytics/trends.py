@@ -34,7 +34,7 @@ from __future__ import annotations
 import ast
 import math as _math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -54,6 +54,7 @@ from connectors.analytics.query import (
     bucket_key,
     bucket_last_day,
     buckets,
+    ch,
     check_filters,
     choice,
     column,
@@ -279,7 +280,7 @@ def compile_trends(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     ctx.check()
     ctx = ctx.remembering()
     trends = parse(definition, ctx)
-    params = Params()
+    params = ctx.params()
     periods: list[tuple[int, Span, list[Bucket]]] = [
         (0, trends.span, buckets(trends.span, trends.interval, ctx))
     ]
@@ -315,7 +316,8 @@ def compile_trends(definition: Mapping[str, Any], ctx: Context) -> Compiled:
                 partition by series order by sum(value) desc, breakdown_value) as rank
               from raw where period = 0 group by series, breakdown_value)
             select r.series, r.period,
-              case when k.rank <= __limit then r.breakdown_value else __other end
+              case when k.rank >= 1 and k.rank <= __limit then r.breakdown_value
+                else __other end
                 as breakdown_value,
               r.bucket, sum(r.value) as value
             from raw as r left join ranked as k
@@ -568,13 +570,16 @@ def _raw_query(
             breakdown,
             active_days,
         )
-    value = _aggregate(series, params)
+    value = _aggregate(series, params, ctx)
     key = bucket_key(ts, trends.interval, ctx, params)
     select = select.select(*_select_series(series, period, breakdown, key, value))
     return select.group_by("1", "2", "3", "4")
 
 
-def _aggregate(series: Series, params: Params) -> exp.Expression:
+def _aggregate(series: Series, params: Params, ctx: Context) -> exp.Expression:
+    if ctx.clickhouse and series.math in ("total", "unique_persons", "unique_sessions"):
+        # one type for every series' values (ClickHouse unions no UInt64 with Float64)
+        return ch("toFloat64(__n)", n=_aggregate(series, params, replace(ctx, dialect="postgres")))
     if series.math == "total":
         return tpl("count(*)")
     if series.math == "unique_persons":
@@ -582,7 +587,11 @@ def _aggregate(series: Series, params: Params) -> exp.Expression:
     if series.math == "unique_sessions":
         return tpl("count(distinct e.session_key)")
     assert series.math_property is not None
-    value = numeric(property_expr(series.math_property, params, type=series.math_property_type))
+    value = numeric(
+        property_expr(series.math_property, params, type=series.math_property_type), ctx.dialect
+    )
+    if ctx.clickhouse:
+        return _ch_aggregate(series.math, value)
     if series.math in _QUANTILES:
         return tpl(
             "percentile_cont(__q) within group (order by __v)",
@@ -590,6 +599,28 @@ def _aggregate(series: Series, params: Params) -> exp.Expression:
             v=value,
         )
     return tpl(f"{series.math}(__v)", v=value)
+
+
+def _ch_aggregate(math: str, value: exp.Expression) -> exp.Expression:
+    """ClickHouse: PostgreSQL's answer for a numeric property's aggregate, NULL (0) when no
+    value is numeric (ClickHouse's avg of nothing is nan); percentiles interpolated like
+    percentile_cont, i.e. at q * (n - 1) of the sorted values (exactly: the same formula,
+    not quantileExactInclusive, whose rounding differs in the last digit)."""
+    if math not in _QUANTILES:
+        return ch(f"if(count(__v) = 0, NULL, {math}(__v))", v=value)
+    q = repr(_QUANTILES[math])
+    return ch(
+        f"""
+        if(count(__v) = 0, NULL,
+          arrayElement(arraySort(groupArray(__v)), toUInt64(floor({q} * (count(__v) - 1))) + 1)
+          + (arrayElement(arraySort(groupArray(__v)),
+               least(toUInt64(floor({q} * (count(__v) - 1))) + 2, count(__v)))
+             - arrayElement(arraySort(groupArray(__v)),
+               toUInt64(floor({q} * (count(__v) - 1))) + 1))
+            * ({q} * (count(__v) - 1) - floor({q} * (count(__v) - 1))))
+        """,
+        v=value,
+    )
 
 
 def _active_query(
@@ -624,6 +655,11 @@ def _active_query(
             exp.alias_(column("timestamp", "e"), "at"),
         )
         join = "d.at >= cast(b.lo as timestamptz) and d.at < cast(b.hi as timestamptz)"
+        if ctx.clickhouse:
+            join = (
+                "d.at >= parseDateTime64BestEffort(b.lo, 6, 'UTC')"
+                " and d.at < parseDateTime64BestEffort(b.hi, 6, 'UTC')"
+            )
     else:
         for bucket in bucket_list:
             last = min(bucket_last_day(bucket, interval), span.last_day)
@@ -642,6 +678,8 @@ def _active_query(
             exp.alias_(local_day(column("timestamp", "e"), ctx, params), "at"),
         ).distinct()
         join = "d.at between cast(b.lo as date) and cast(b.hi as date)"
+        if ctx.clickhouse:
+            join = "d.at between toDate(b.lo) and toDate(b.hi)"
     values = exp.Values(
         expressions=rows,
         alias=exp.TableAlias(
@@ -649,10 +687,11 @@ def _active_query(
             columns=[exp.to_identifier(c) for c in ("bucket", "lo", "hi")],
         ),
     )
-    return tpl(
+    return (ch if ctx.clickhouse else tpl)(
         f"""
         select __series as series, __period as period, d.breakdown_value, b.bucket,
-          count(distinct d.person) as value
+          {"toFloat64(count(distinct d.person))" if ctx.clickhouse else "count(distinct d.person)"}
+            as value
         from __values as b join __inner as d on {join}
         group by 1, 2, 3, 4
         """,

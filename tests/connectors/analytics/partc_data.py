@@ -1,6 +1,10 @@
 """Test data for the trends/web compilers (part C): events written straight into the
 warehouse tables (partitions made the warehouse's way), persons and their distinct ids, and
-a runner that executes a `Compiled` the way the executor does (`$n` parameters, binary)."""
+a runner that executes a `Compiled` the way the executor does (`$n` parameters, binary).
+
+Every function takes the warehouse's URL: PostgreSQL's, or `chdb:///path` for the
+ClickHouse warehouse in process (tests/connectors/analytics/chdb.py), so one test runs
+the same definition on the same data on both."""
 
 from __future__ import annotations
 
@@ -32,8 +36,17 @@ class Ev:
     user_agent: str | None = None
 
 
+def dialect_of(url: str) -> str:
+    return "clickhouse" if url.startswith("chdb://") else "postgres"
+
+
 def insert_events(url: str, project: int, events: Iterable[Ev]) -> None:
     events = list(events)
+    if url.startswith("chdb://"):
+        from . import chdb
+
+        chdb.insert_events(url, project, events)
+        return
     PostgresWarehouse(url).ensure_partitions(
         {e.ts.astimezone(UTC).date() for e in events} | {datetime.now(UTC).date()}
     )
@@ -69,6 +82,10 @@ def merge_persons(
     distinct id → person id. `properties` maps a distinct id of a group to its person's
     properties."""
     properties = properties or {}
+    if url.startswith("chdb://"):
+        from . import chdb
+
+        return chdb.merge_persons(url, project, groups, properties)
     found: dict[str, str] = {}
     now = datetime.now(UTC)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -96,6 +113,11 @@ def merge_persons(
 def run(url: str, compiled: Compiled) -> tuple[list[str], list[list[Any]]]:
     """The compiled statement run as the executor runs it: `$n` params, binary protocol,
     one statement, read only."""
+    assert compiled.dialect == dialect_of(url), "compiled for the other warehouse"
+    if url.startswith("chdb://"):
+        from . import chdb
+
+        return chdb.run(url, compiled)
     with psycopg.connect(url) as conn:
         conn.read_only = True
         cur = psycopg.RawCursor(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,18 +17,39 @@ from connectors.analytics.compile import compile_analytics
 from connectors.analytics.query import NULL_MARKER, OTHER_MARKER, Context, DefinitionError
 from connectors.servers import ServerUrls
 
-from .partc_data import Ev, answer, days, insert_events, local, merge_persons, new_project, run
+from .partc_data import (
+    Ev,
+    answer,
+    days,
+    dialect_of,
+    insert_events,
+    local,
+    merge_persons,
+    new_project,
+    run,
+)
 
 NOW = datetime(2026, 8, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(servers: ServerUrls) -> str:
+def pg_url(servers: ServerUrls) -> str:
     return servers.warehouse_url
 
 
+@pytest.fixture
+def url(warehouse_url: str) -> str:
+    """PostgreSQL's warehouse, then ClickHouse's (chDB): the same data, the same answers."""
+    return warehouse_url
+
+
+def on(url: str, ctx: Context) -> Context:
+    """`ctx` for the warehouse at `url` (its dialect)."""
+    return replace(ctx, dialect=dialect_of(url))
+
+
 def trends(url: str, ctx: Context, definition: dict[str, Any]) -> dict[str, Any]:
-    return answer(url, compile_analytics("trends", definition, ctx))
+    return answer(url, compile_analytics("trends", definition, on(url, ctx)))
 
 
 def values(body: dict[str, Any], index: int = 0) -> list[Any]:
@@ -79,8 +101,8 @@ def test_local_days_give_the_same_answer_in_every_zone(url, zone):
     assert body["series"][0]["total"] == 5
     assert (body["date_from"], body["date_to"]) == ("2026-07-02", "2026-07-04")
     # the zone is a parameter, not part of the statement
-    utc = compile_analytics("trends", definition, Context(project, "UTC", now=NOW))
-    assert compile_analytics("trends", definition, ctx).sql == utc.sql
+    utc = compile_analytics("trends", definition, on(url, Context(project, "UTC", now=NOW)))
+    assert compile_analytics("trends", definition, on(url, ctx)).sql == utc.sql
 
 
 def test_persons_merged_after_identify_count_once(url):
@@ -530,7 +552,8 @@ def _refresh(url: str, *days_: date) -> None:
             rollups.refresh_day(conn, day)
 
 
-def test_rollups_answer_for_clean_days_and_raw_events_for_the_rest(url):
+def test_rollups_answer_for_clean_days_and_raw_events_for_the_rest(pg_url):
+    url = pg_url
     project = new_project()
     rng = random.Random(5)
     base = date(2005, 1, 1) + timedelta(days=rng.randrange(3000))
@@ -679,7 +702,7 @@ def test_table_and_display_sql(url):
             "date_from": "2026-07-01",
             "date_to": "2026-07-02",
         },
-        Context(project, now=NOW),
+        on(url, Context(project, now=NOW)),
     )
     columns, rows = run(url, compiled)
     out_columns, out_rows = compiled.table(columns, rows)
@@ -691,6 +714,11 @@ def test_table_and_display_sql(url):
     shown = compiled.display_sql()
     assert "$" not in shown.replace("$pageview", "") and str(project) in shown
     # the displayed SQL runs and gives the same rows
+    if dialect_of(url) == "clickhouse":
+        from .chdb import _admin
+
+        assert [list(r) for r in _admin(url).query(shown).result_rows] == rows
+        return
     with psycopg.connect(url) as conn:
         assert [list(r) for r in conn.execute(shown).fetchall()] == rows
 
@@ -726,7 +754,7 @@ def test_user_text_anywhere_in_a_definition_never_changes_the_statement(url, evi
             "formula": "A + B",
         }
 
-    ctx = Context(new_project(), now=NOW)
+    ctx = on(url, Context(new_project(), now=NOW))
     benign = compile_analytics("trends", definition("plain", 1), ctx)
     hostile = compile_analytics("trends", definition(evil, 2), ctx)
     assert hostile.sql == benign.sql

@@ -1,0 +1,132 @@
+"""Analytics on the ClickHouse warehouse: the kinds' statement trees made ClickHouse SQL.
+
+The kinds build one sqlglot tree per definition whatever the warehouse; the pieces that
+differ are built for the dialect by the shared helpers (connectors/analytics/query.py:
+properties as `JSONExtract…` of the `properties` text, local time buckets through
+`toTimeZone`, numbers through `toFloat64OrNull`, derived sessions with `lagInFrame`),
+and this module's pass does the rest before sqlglot writes the ClickHouse text:
+
+- a bound parameter stays `$n` (the ClickHouse source binds it as `{pn:Type}` by its
+  value's type); its PostgreSQL cast becomes the ClickHouse conversion where one is needed
+  (`timestamptz` → `parseDateTime64BestEffort(…, 6, 'UTC')`, `date` → `toDate`, `date[]`
+  → `arrayMap(toDate)`), and is dropped where the value's type is the type already;
+- `person_distinct_ids` and `persons` (ReplacingMergeTree: several versions of a row
+  until a merge) are read through subqueries of the project's rows at their latest
+  version (`argMax(…, version)`, deleted ones left out), with the joined columns Nullable
+  so that an event without a person gets NULL, as a PostgreSQL left join gives;
+- `count(distinct x)` is `uniqExact(x)` (exact; never the approximate `uniq`);
+- `VALUES` lists (not a ClickHouse table expression) are `UNION ALL` of one-row SELECTs.
+
+Never rollups other than the events themselves: the context's `clean_days` is not asked
+on ClickHouse (`rollup_days` and the daily rollups are PostgreSQL's).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from connectors.analytics.query import Params, ch, literal
+
+DIALECT = "clickhouse"
+
+
+def to_clickhouse(tree: exp.Expression, params: Params) -> exp.Expression:
+    """`tree` (as the kinds build it) with the ClickHouse rewrites above; parameters are
+    still `exp.Parameter` (see `render`)."""
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Cast) and isinstance(node.this, exp.Parameter):
+            return _param_cast(node)
+        if (
+            isinstance(node, exp.Table)
+            and not node.args.get("db")
+            and node.name in _PERSON_TABLES
+            and not node.args.get("_sqlbook_inner")
+        ):
+            return _person_table(node, params)
+        if isinstance(node, exp.Values):
+            return _values(node)
+        if isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct):
+            items = node.this.expressions
+            return exp.Anonymous(this="uniqExact", expressions=[i.copy() for i in items])
+        return node
+
+    return tree.copy().transform(fix)
+
+
+def render(tree: exp.Expression) -> str:
+    """The ClickHouse text of a `to_clickhouse` tree, each parameter written `$n`."""
+
+    def dollar(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Parameter):
+            return exp.var(f"${node.this.this}")
+        return node
+
+    return tree.transform(dollar).sql(dialect=DIALECT)
+
+
+# --- parameters -----------------------------------------------------------------------
+
+_CONVERSIONS = {
+    "TIMESTAMPTZ": "parseDateTime64BestEffort(__p, 6, 'UTC')",
+    "TIMESTAMP": "parseDateTime64BestEffort(__p, 6, 'UTC')",
+    "DATE": "toDate(__p)",
+    "DATE[]": "arrayMap(x -> toDate(x), __p)",
+}
+
+
+def _param_cast(node: exp.Cast) -> exp.Expression:
+    kind = node.to.sql(dialect="postgres").upper()
+    template = _CONVERSIONS.get(kind)
+    if template is None:  # text, bigint, int, float8, text[]: bound with that type already
+        return node.this.copy()
+    return ch(template, p=node.this.copy())
+
+
+# --- persons --------------------------------------------------------------------------
+
+_PERSON_TABLES = {
+    "person_distinct_ids": (
+        "select project_id, distinct_id, toNullable(argMax(person_id, version)) as person_id"
+        " from __t where project_id = __project group by project_id, distinct_id"
+        " having argMax(is_deleted, version) = 0"
+    ),
+    "persons": (
+        "select project_id, person_id, toNullable(argMax(properties, version)) as properties"
+        " from __t where project_id = __project group by project_id, person_id"
+        " having argMax(is_deleted, version) = 0"
+    ),
+}
+
+
+def _person_table(node: exp.Table, params: Params) -> exp.Expression:
+    inner = exp.to_table(node.name)
+    inner.set("_sqlbook_inner", True)  # not rewritten again by the pass
+    if params.project_id is None:
+        raise ValueError("ClickHouse analytics need the project (Params.project_id)")
+    select = ch(_PERSON_TABLES[node.name], t=inner, project=params.bind(params.project_id))
+    alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+    return exp.Subquery(this=select, alias=alias.copy())
+
+
+# --- VALUES ---------------------------------------------------------------------------
+
+
+def _values(node: exp.Values) -> exp.Expression:
+    alias = node.args.get("alias")
+    names = [c.name for c in alias.columns] if alias is not None else []
+    selects: list[exp.Select] = []
+    for row in node.expressions:
+        items = row.expressions if isinstance(row, exp.Tuple) else [row]
+        columns = [
+            exp.alias_(item.copy(), names[i]) if i < len(names) else item.copy()
+            for i, item in enumerate(items)
+        ]
+        selects.append(exp.select(*columns))
+    union: exp.Expression = selects[0] if selects else exp.select(literal(None)).where("false")
+    for select in selects[1:]:
+        union = exp.union(union, select, distinct=False)
+    out = exp.Subquery(this=union)
+    if alias is not None:
+        out.set("alias", exp.TableAlias(this=alias.this.copy()))
+    return out
