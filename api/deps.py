@@ -14,7 +14,8 @@ from api.state import AppState
 from connectors.metadata.store import TokenOwner
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request
     return request.app.state.sqlbook  # type: ignore[no-any-return]
 
 
@@ -140,7 +141,7 @@ CanEdit = Annotated[TokenOwner, Depends(_needs("edit"))]
 AdminToken = Annotated[TokenOwner, Depends(_needs("admin"))]
 
 
-def public_route() -> None:
+async def public_route() -> None:
     """Marks a route as open on purpose (capture, health, sign-in, shared views): the
     route-by-role test requires every other route to take one of the principals above."""
 

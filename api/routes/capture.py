@@ -13,6 +13,7 @@ were dropped on purpose).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from connectors.observability import metrics
 from connectors.secrets import derive, load_secret_key
 from connectors.settings import Settings
 from connectors.stream import BacklogFull, RateLimited
-from connectors.stream.capture_stream import CaptureQuota
+from connectors.stream.capture_stream import CaptureQuota, Received
 from connectors.wire_formats import (
     posthog_query_key,
     posthog_request,
@@ -150,11 +151,13 @@ class _Capture:
         return made
 
 
+@functools.lru_cache(maxsize=8192)
 def _client_id(host: str | None, salt: str) -> str | None:
     """Who sent the request, for the limits per client: the address uvicorn made of the
     connection (X-Forwarded-For only from a proxy it trusts), an IPv6 one by its /64 (what
     one subscriber usually holds), hashed with a salt (the project's, or the installation's
-    for limits across projects) so Redis never holds an address."""
+    for limits across projects) so Redis never holds an address. Cached: a client sends
+    many requests."""
     ip = parse_ip(host)
     if ip is None:
         return None
@@ -281,23 +284,33 @@ class _Shaped:
     cors: dict[str, str]
 
 
-def _shape(received: _Received) -> _Shaped:
-    """Decode, find the project, apply its policy and shape the rows, in one worker-thread
-    call: each hop between the event loop and a thread costs about what parsing a small
-    batch does. Every refusal is raised as _Refused, with its answer."""
+def _decode(received: _Received) -> CaptureRequest:
+    """The body as events, with its key (refusals raised as _Refused)."""
     cors = _cors(received.web_origin or "*")
     try:
         batch = received.wire.decode(
             received.headers, received.query, received.raw, received.limits
         )
-        if not batch.api_key:
-            raise _Refused(
-                _error(401, "api_key: missing; send the project's capture key", "api_key", cors)
-            )
-        project = received.project
-        if project is None or batch.api_key != received.outside_key:
-            # a key in the body: looked up on the event loop (cached; rarely PostgreSQL)
-            project = anyio.from_thread.run(_project, received.state, batch.api_key, cors)
+    except CaptureError as err:
+        raise _Refused(_error(err.status, str(err), err.field or None, cors)) from None
+    if not batch.api_key:
+        raise _Refused(
+            _error(401, "api_key: missing; send the project's capture key", "api_key", cors)
+        )
+    return batch
+
+
+def _key_in_body(received: _Received, batch: CaptureRequest) -> str | None:
+    """The key to look up when the outside key did not already name the project."""
+    if received.project is None or batch.api_key != received.outside_key:
+        return batch.api_key
+    return None
+
+
+def _rows(received: _Received, batch: CaptureRequest, project: Project) -> _Shaped:
+    """The project's policy applied and the rows shaped (refusals raised as _Refused)."""
+    cors = _cors(received.web_origin or "*")
+    try:
         policy = project.policy
         allow = allowed_origin(policy, received.web_origin)
         if allow is None:
@@ -320,6 +333,39 @@ def _shape(received: _Received) -> _Shaped:
         raise _Refused(_error(err.status, str(err), err.field or None, cors)) from None
 
 
+def _shape(received: _Received) -> _Shaped:
+    """Decode, find the project, apply its policy and shape the rows, in one worker-thread
+    call: each hop between the event loop and a thread costs about what parsing a small
+    batch does. Every refusal is raised as _Refused, with its answer."""
+    batch = _decode(received)
+    project = received.project
+    key = _key_in_body(received, batch)
+    if key is not None:
+        # a key in the body: looked up on the event loop (cached; rarely PostgreSQL)
+        cors = _cors(received.web_origin or "*")
+        project = anyio.from_thread.run(_project, received.state, key, cors)
+    assert project is not None
+    return _rows(received, batch, project)
+
+
+async def _shape_inline(received: _Received) -> _Shaped:
+    """`_shape` on the event loop, for a small body: parsing a few KiB takes microseconds,
+    less than the hop to a worker thread and back."""
+    batch = _decode(received)
+    project = received.project
+    key = _key_in_body(received, batch)
+    if key is not None:
+        project = await _project(received.state, key, _cors(received.web_origin or "*"))
+    assert project is not None
+    return _rows(received, batch, project)
+
+
+# A body up to this size is parsed on the event loop and its bytes as received are paid for
+# in the same Redis call that appends its events (one round trip); a larger one is paid for
+# first, then parsed in a worker thread. Either way, no body is decoded unpaid beyond this.
+SMALL_BODY_BYTES = 8 * 1024
+
+
 async def _capture(
     request: Request, state: State, wire: _Wire, success: dict[str, object]
 ) -> Response:
@@ -330,49 +376,73 @@ async def _capture(
     capture = _Capture.of(request, state)
     headers, query = request.headers, request.query_params
     host = request.client.host if request.client else None
+    client = _client_id(host, capture.client_salt)
+    small = False
     try:
         # A key outside the body (query, Authorization) is checked before the body is even
         # read: an unknown one costs no decompression.
         outside_key = wire.outside_key(headers, query)
         project = await _project(state, outside_key, cors) if outside_key else None
         raw = await _read_body(request, capture.limits.max_body_bytes)
-        # Every limit on what the body holds applies only once it is parsed, and parsing
-        # holds the GIL (about 0.2 s for 20 MiB of JSON): the bytes as received are paid
-        # for first, by the client IP and by the project its key names.
-        try:
-            await state.stream.receive(
-                len(raw),
-                capture.quota,
-                client=_client_id(host, capture.client_salt),
-                project_id=project.id if project else None,
-            )
-        except _STREAM_ERRORS as err:
-            return _stream_refusal(err, cors)
         received = _Received(
             state, wire, headers, query, raw, capture.limits, received_at, web_origin, host,
             outside_key, project,
         )  # fmt: skip
-        shaped = await anyio.to_thread.run_sync(_shape, received, limiter=capture.decoding)
+        small = len(raw) <= SMALL_BODY_BYTES
+        if small:
+            shaped = await _shape_inline(received)
+        else:
+            # Every limit on what the body holds applies only once it is parsed, and
+            # parsing holds the GIL (about 0.2 s for 20 MiB of JSON): the bytes as received
+            # are paid for first, by the client IP and by the project its key names.
+            try:
+                await _pay_received(state, capture, len(raw), client, project)
+            except _STREAM_ERRORS as err:
+                return _stream_refusal(err, cors)
+            shaped = await anyio.to_thread.run_sync(_shape, received, limiter=capture.decoding)
     except _Refused as refused:
+        if small:  # a refused small body is paid for too; over budget, that is the answer
+            try:
+                await _pay_received(state, capture, len(raw), client, project)
+            except _STREAM_ERRORS as err:
+                return _stream_refusal(err, cors)
         return refused.response
     except CaptureError as err:
         return _error(err.status, str(err), err.field or None, cors)
     project, rows, cors = shaped.project, shaped.rows, shaped.cors
-    if rows is None:
-        return _success(request, success, cors)
     robot = is_bot(headers.get("user-agent"))
-    kept = [row for row in rows if not robot and not is_bot(row["user_agent"])]
-    if kept:
-        try:
+    kept = (
+        [] if rows is None else [row for row in rows if not robot and not is_bot(row["user_agent"])]
+    )
+    paid = Received(len(raw), client, outside_key is not None) if small else None
+    try:
+        if kept:
             await state.stream.append(
-                project.id, kept, capture.quota, client=_client_id(host, project.salt)
+                project.id,
+                kept,
+                capture.quota,
+                client=_client_id(host, project.salt),
+                received=paid,
             )
-        except _STREAM_ERRORS as err:
-            return _stream_refusal(err, cors)
+        elif paid is not None:  # nothing to append: the body is paid for on its own
+            await _pay_received(state, capture, len(raw), client, received.project)
+    except _STREAM_ERRORS as err:
+        return _stream_refusal(err, cors)
     metrics.capture_events(len(kept))
-    if len(kept) < len(rows):  # robots: a success, so a crawler has nothing to retry
+    if rows is not None and len(kept) < len(rows):
+        # robots: a success, so a crawler has nothing to retry
         cors = {**cors, DROPPED_HEADER: str(len(rows) - len(kept))}
     return _success(request, success, cors)
+
+
+async def _pay_received(
+    state: State, capture: _Capture, size: int, client: str | None, project: Project | None
+) -> None:
+    """Charge a body's bytes as received to its client and (key outside the body) its
+    project, in a call of its own; RateLimited when either is spent."""
+    await state.stream.receive(
+        size, capture.quota, client=client, project_id=project.id if project else None
+    )
 
 
 def _success(request: Request, body: dict[str, object], headers: dict[str, str]) -> Response:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,11 +68,17 @@ end
 # accepted one is counted exactly once. With `appendfsync always` the entry is on disk
 # before Redis replies, so the caller may answer 200.
 #
-# KEYS: 1 the stream, 2 the project's rate buckets (hash), 3 the client's rate bucket in
-# that project (hash), 4 the bytes each project holds in the stream (hash).
+# Sharded (SQLBOOK_STREAM_SHARDS > 1), the request's rows are split by shard and appended
+# in this one call, one entry per shard touched: limits and backlog count all shards.
+#
+# KEYS: 1 the stream (shard 0), 2 the project's rate buckets (hash), 3 the client's rate bucket in
+# that project (hash), 4 the bytes each project holds in the stream (hash), 5 the client's
+# received bytes (as `_RECEIVE`'s KEYS[1]).
 # ARGV: 1 events, 2 payload bytes, 3 project id, 4 payload, 5 most entries in the stream,
 # 6 events a minute, 7 bytes a minute, 8 events a minute from one client, 9 most bytes one
-# project may hold in the stream. A limit of 0 is no limit.
+# project may hold in the stream, 10 the request body's bytes as received (charged here
+# when `receive` was not called first: small bodies), 11 received bytes a minute from one
+# client, 12 received bytes a minute for the project. A limit of 0 is no limit.
 _APPEND = (
     _BUCKETS
     + """
@@ -81,7 +88,11 @@ local project = ARGV[3]
 local max_entries = tonumber(ARGV[5])
 local share = tonumber(ARGV[9])
 
-local waiting = redis.call('XLEN', KEYS[1])
+-- the shards: KEYS[1], then KEYS[6] on (one shard: KEYS[1] alone); `waiting` counts all
+local shards = {KEYS[1]}
+for i = 6, #KEYS do shards[#shards + 1] = KEYS[i] end
+local waiting = 0
+for _, key in ipairs(shards) do waiting = waiting + redis.call('XLEN', key) end
 if waiting == 0 then redis.call('DEL', KEYS[4]) end  -- heals any drift in the accounting
 if max_entries > 0 and waiting >= max_entries then return {-2, waiting} end
 if share > 0 then
@@ -94,12 +105,30 @@ local buckets = {
   {KEYS[2], 'ev', tonumber(ARGV[6]), n, 'events'},
   {KEYS[2], 'by', tonumber(ARGV[7]), size, 'bytes'},
   {KEYS[3], 'ev', tonumber(ARGV[8]), n, 'client'},
+  {KEYS[5], 'rb', tonumber(ARGV[11] or '0'), tonumber(ARGV[10] or '0'), 'received_client'},
+  {KEYS[2], 'rb', tonumber(ARGV[12] or '0'), tonumber(ARGV[10] or '0'), 'received_project'},
 }
 local wait, refused = shortfall(buckets, now)
 if refused then return {-1, wait, refused} end
 spend(buckets, now)
 redis.call('HINCRBY', KEYS[4], project, size)
-return {1, redis.call('XADD', KEYS[1], '*', 'p', project, 'n', ARGV[1], 'b', ARGV[2], 'e', ARGV[4])}
+if #shards == 1 then
+  return {1, redis.call('XADD', KEYS[1], '*', 'p', project, 'n', ARGV[1], 'b', ARGV[2],
+                        'e', ARGV[4])}
+end
+-- one entry per shard the request touches: the last 3 x #shards ARGV are each shard's
+-- events, bytes and payload ('0', '0', '' for a shard it does not touch)
+local reply, base = {1}, #ARGV - 3 * #shards
+for i, key in ipairs(shards) do
+  local at = base + 3 * (i - 1)
+  if ARGV[at + 1] ~= '0' then
+    reply[#reply + 1] = redis.call('XADD', key, '*', 'p', project, 'n', ARGV[at + 1],
+                                   'b', ARGV[at + 2], 'e', ARGV[at + 3])
+  else
+    reply[#reply + 1] = ''
+  end
+end
+return reply
 """
 )
 
@@ -175,6 +204,22 @@ class CaptureQuota:
 
 
 @dataclass(frozen=True)
+class Received:
+    """A request body's size as received, for `append` to charge (see `receive`): to its
+    client (the client id across projects, or None), and to its project when the key came
+    outside the body."""
+
+    size: int
+    client: str | None
+    project_pays: bool = False
+
+    def args(self, quota: CaptureQuota) -> tuple[int, int, int]:
+        per_client = quota.client_received_bytes_per_minute if self.client else 0
+        per_project = quota.project_received_bytes_per_minute if self.project_pays else 0
+        return self.size, per_client, per_project
+
+
+@dataclass(frozen=True)
 class StreamEntry:
     id: str
     project_id: int
@@ -207,12 +252,37 @@ def _decode(entry_id: str, fields: dict[str, str]) -> StreamEntry:
         return StreamEntry(entry_id, -1, [], fields, error=f"undecodable entry: {err!r}")
 
 
-class CaptureStreamWriter:
-    """The API side: append accepted requests."""
+def shard_keys(stream_key: str, shards: int = 1) -> list[str]:
+    """The stream keys of `shards` shards: `stream_key` itself for one (so an install that
+    never sharded keeps its stream), `<stream_key>:<k>` for k < shards otherwise."""
+    if shards <= 1:
+        return [stream_key]
+    return [f"{stream_key}:{k}" for k in range(shards)]
 
-    def __init__(self, client: aredis.Redis, key: str):
+
+def shard_of(distinct_id: Any, shards: int) -> int:
+    """The shard of a distinct id: crc32 of its text, mod the shard count, so one person's
+    events stay in one shard, in capture order (as PostHog partitions Kafka by it)."""
+    if shards <= 1:
+        return 0
+    return zlib.crc32(str(distinct_id).encode("utf-8", "surrogatepass")) % shards
+
+
+def split_by_shard(rows: list[dict[str, Any]], shards: int) -> list[list[dict[str, Any]]]:
+    """`rows` per shard (by `distinct_id`), each in the request's order."""
+    parts: list[list[dict[str, Any]]] = [[] for _ in range(shards)]
+    for row in rows:
+        parts[shard_of(row.get("distinct_id", ""), shards)].append(row)
+    return parts
+
+
+class CaptureStreamWriter:
+    """The API side: append accepted requests (to their shards, when there are several)."""
+
+    def __init__(self, client: aredis.Redis, key: str, shards: int = 1):
         self._client = client
         self._key = key
+        self._shards = shard_keys(key, shards)
         self._append = client.register_script(_APPEND)
         self._receive = client.register_script(_RECEIVE)
 
@@ -244,26 +314,40 @@ class CaptureStreamWriter:
         max_backlog: int = 0,
         *,
         client: str | None = None,
+        received: Received | None = None,
     ) -> str:
         """Append one request's rows, unless a limit refuses them (RateLimited,
-        BacklogFull). `client`: what identifies the sender (its IP), for its share."""
+        BacklogFull). `client`: what identifies the sender (its IP), for its share.
+        `received`: the body's bytes as received, charged in the same call instead of a
+        `receive` of their own (one round trip for a small body)."""
         quota = (
             limit_per_minute
             if isinstance(limit_per_minute, CaptureQuota)
             else CaptureQuota(events_per_minute=limit_per_minute, backlog_entries=max_backlog)
         )
-        payload = orjson.dumps(rows, default=str)
         per_client = quota.client_events_per_minute if client else 0
+        sharded: list[Any] = []  # per shard: events, bytes, payload (the script's tail)
+        if len(self._shards) == 1:
+            payload = orjson.dumps(rows, default=str)
+            size = len(payload)
+        else:
+            payload, size = b"", 0
+            for part in split_by_shard(rows, len(self._shards)):
+                body = orjson.dumps(part, default=str) if part else b""
+                sharded += [len(part), len(body), body]
+                size += len(body)
         status, value, *detail = await self._append(
             keys=[
-                self._key,
+                self._shards[0],
                 f"{self._key}:rate:{project_id}",
                 f"{self._key}:rate:{project_id}:client:{client or '-'}",
                 f"{self._key}:backlog",
+                f"{self._key}:rate:received:{received.client if received else '-'}",
+                *self._shards[1:],
             ],
             args=[
                 len(rows),
-                len(payload),
+                size,
                 project_id,
                 payload,
                 quota.backlog_entries,
@@ -271,6 +355,8 @@ class CaptureStreamWriter:
                 quota.bytes_per_minute,
                 per_client,
                 quota.project_backlog_bytes,
+                *(received.args(quota) if received else (0, 0, 0)),
+                *sharded,
             ],
         )
         if status == -2:
@@ -279,7 +365,8 @@ class CaptureStreamWriter:
             raise BacklogFull(0, project_bytes=int(value))
         if status == -1:
             raise _rate_limited(value, detail)
-        return _text(value)
+        # sharded: the ids of the entries per shard ('' for a shard not touched); the first
+        return next(i for i in (_text(v) for v in (value, *detail)) if i)
 
 
 def _rate_limited(wait_ms: Any, detail: list[Any]) -> RateLimited:
@@ -289,11 +376,18 @@ def _rate_limited(wait_ms: Any, detail: list[Any]) -> RateLimited:
 
 
 class CaptureStreamReader:
-    """The ingestion side: find, read and delete ranges of entries."""
+    """The ingestion side: find, read and delete ranges of entries of one stream (a shard:
+    `key` is its key; `stream_key`, the installation's, keys the backlog accounting that
+    all shards share)."""
 
-    def __init__(self, client: redis.Redis, key: str):
+    def __init__(self, client: redis.Redis, key: str, *, stream_key: str | None = None):
         self._client = client
         self._key = key
+        self._backlog = f"{stream_key or key}:backlog"
+
+    @property
+    def key(self) -> str:
+        return self._key
 
     def head(self) -> str | None:
         """Id of the oldest entry not yet ingested."""
@@ -358,7 +452,7 @@ class CaptureStreamReader:
             pipe.xdel(self._key, *[e.id if isinstance(e, StreamEntry) else e for e in part])
             for project_id, size in held.items():
                 if size:
-                    pipe.hincrby(f"{self._key}:backlog", str(project_id), -size)
+                    pipe.hincrby(self._backlog, str(project_id), -size)
             if also is not None and i == 0:
                 also(pipe)
             deleted += int(pipe.execute()[0])
