@@ -29,6 +29,7 @@ from connectors.analytics.query import (
     Params,
     and_,
     buckets,
+    ch,
     choice,
     column,
     compiled,
@@ -92,7 +93,7 @@ def compile_retention(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     cohorts = buckets(span, period, ctx)
     lo = min(cohorts[0].start.astimezone(UTC), span.start)
 
-    params = Params()
+    params = ctx.params()
     start_field = (
         "start_event.filters"
         if isinstance(definition.get("start_event"), Mapping)
@@ -158,15 +159,17 @@ def compile_retention(definition: Mapping[str, Any], ctx: Context) -> Compiled:
             first=first,
             lo=params.bind(lo),
         )
-    tree = tpl(
-        """with ev as (select * from __ev as v0),
+    day_text = "toString" if ctx.clickhouse else "to_char"
+    day_format = "" if ctx.clickhouse else ", 'YYYY-MM-DD'"
+    tree = (ch if ctx.clickhouse else tpl)(
+        f"""with ev as (select * from __ev as v0),
           starts as (select * from __starts as s0),
           returns as (select distinct pid, p from ev where r)
-        select to_char(s.p, 'YYYY-MM-DD') as cohort, to_char(s.p, 'YYYY-MM-DD') as period,
+        select {day_text}(s.p{day_format}) as cohort, {day_text}(s.p{day_format}) as period,
           count(*) as persons
         from starts as s group by s.p
         union all
-        select to_char(s.p, 'YYYY-MM-DD'), to_char(r.p, 'YYYY-MM-DD'), count(*)
+        select {day_text}(s.p{day_format}), {day_text}(r.p{day_format}), count(*)
         from starts as s join returns as r on r.pid = s.pid and r.p > s.p
         group by s.p, r.p
         order by 1, 2""",

@@ -153,3 +153,83 @@ def run(url: str, compiled: Compiled) -> tuple[list[str], list[list[Any]]]:
         scope=Scope(workspace_id=0),
     )
     return [c.name for c in result.columns], [list(r) for r in result.rows]
+
+
+class Ch:
+    """The chDB warehouse where a test takes a PostgreSQL connection (`conn`)."""
+
+    dialect = "clickhouse"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def load(
+    url: str,
+    project: int,
+    events: list[Any],
+    *,
+    persons: dict[str, str] | None = None,
+    properties: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """The funnel tests' loader (events with `.at` and `.event_id`; distinct id → person
+    name; person name → properties), on chDB: each person row written twice (an older
+    version the newer replaces)."""
+    _admin(url).insert(
+        "events",
+        [
+            [
+                uuid.UUID(e.event_id),
+                project,
+                e.name,
+                e.distinct_id,
+                json.dumps(e.props),
+                e.at.astimezone(UTC),
+                datetime.now(UTC),
+                "test",
+                e.session_id,
+            ]
+            for e in events
+        ],
+        column_names=[
+            "event_id",
+            "project_id",
+            "event_name",
+            "distinct_id",
+            "properties",
+            "timestamp",
+            "received_at",
+            "lib",
+            "session_id",
+        ],
+    )
+    now = datetime.now(UTC)
+    pdis: list[list[Any]] = []
+    for distinct_id, person in (persons or {}).items():
+        pid = uuid.uuid5(uuid.NAMESPACE_URL, person)
+        pdis.append([project, distinct_id, uuid.uuid4(), 1, 0])
+        pdis.append([project, distinct_id, pid, 2, 0])
+    if pdis:
+        _admin(url).insert(
+            "person_distinct_ids",
+            pdis,
+            column_names=["project_id", "distinct_id", "person_id", "version", "is_deleted"],
+        )
+    rows: list[list[Any]] = []
+    for person, props in (properties or {}).items():
+        pid = uuid.uuid5(uuid.NAMESPACE_URL, person)
+        rows.append([project, pid, json.dumps({"old": True}), now, now, 1])
+        rows.append([project, pid, json.dumps(props), now, now, 2])
+    if rows:
+        _admin(url).insert(
+            "persons",
+            rows,
+            column_names=[
+                "project_id",
+                "person_id",
+                "properties",
+                "first_seen",
+                "last_seen",
+                "version",
+            ],
+        )

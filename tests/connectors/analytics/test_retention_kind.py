@@ -4,19 +4,68 @@ hand and against a plain-Python reference, in several time zones and week starts
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
-from connectors.analytics.cohorts import compile_retention
-from connectors.analytics.query import Context, DefinitionError
+from connectors.analytics.cohorts import compile_retention as _compile_retention
+from connectors.analytics.query import Compiled, Context, DefinitionError
+from connectors.servers import ServerUrls
+from tests.connectors.analytics import chdb
 from tests.connectors.analytics import test_funnels as kit
-from tests.connectors.analytics.test_funnels import Ev, answer
+from tests.connectors.analytics.test_funnels import Ev
 
-# the funnel tests' fixtures: a project of its own, an event loader, the connection
-project, load, conn = kit.project, kit.load, kit.conn
+# the funnel tests' fixtures: a project of its own; an event loader and the connection on
+# PostgreSQL's warehouse, then on ClickHouse's (chDB): the same data, the same answers
+project = kit.project
+
+
+@pytest.fixture(params=["postgres", "chdb"])
+def conn(request: pytest.FixtureRequest, servers: ServerUrls) -> Iterator[Any]:
+    if request.param == "chdb":
+        yield chdb.Ch(str(request.getfixturevalue("chdb_url")))
+        return
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as pg:
+        yield pg
+
+
+@pytest.fixture
+def load(conn: Any, servers: ServerUrls, project: int) -> Iterator[Any]:
+    if isinstance(conn, chdb.Ch):
+        yield lambda events, **kw: chdb.load(conn.url, project, events, **kw)
+        return
+    yield from kit.load.__wrapped__(servers, project)
+
+
+def answer(conn: Any, compiled: Compiled) -> dict[str, Any]:
+    if isinstance(conn, chdb.Ch):
+        columns, rows = chdb.run(conn.url, compiled)
+        return compiled.shape(columns, rows)
+    return kit.answer(conn, compiled)
+
+
+_DIALECT: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _dialect(request: pytest.FixtureRequest) -> Iterator[None]:
+    """compile_retention below compiles for the warehouse the test's `conn` is."""
+    uses_ch = "conn" in request.fixturenames and isinstance(
+        request.getfixturevalue("conn"), chdb.Ch
+    )
+    _DIALECT["now"] = "clickhouse" if uses_ch else "postgres"
+    yield
+    _DIALECT.clear()
+
+
+def compile_retention(definition: dict[str, Any], ctx: Context) -> Compiled:
+    return _compile_retention(definition, replace(ctx, dialect=_DIALECT.get("now", "postgres")))
+
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 
