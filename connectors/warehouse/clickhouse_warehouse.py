@@ -503,38 +503,45 @@ class ClickHouseWarehouse:
 
     def apply_retention(self, project_id: int, days: int | None, today: date | None = None) -> int:
         """A project's event retention changed to `days` (None: forever): restamp its
-        stored rows (the TTL reads `retention_days`), and delete now what the new policy
-        has expired already (`ALTER TABLE … DELETE`, waited for). Returns the rows
-        deleted."""
+        stored rows (the TTL reads `retention_days`; the rewrite applies it to them at
+        once), then delete what the new policy has expired and is still there
+        (`ALTER TABLE … DELETE`, waited for). Returns the rows expired."""
         self.install()
         stamp = 0 if days is None else min(max(int(days), 0), 65535)
         client = self.client()
+        expired_where = "project_id = {p:Int64} AND timestamp < {cutoff:DateTime64(6, 'UTC')}"
+        params: dict[str, Any] = {"p": project_id, "d": stamp}
+        expired = 0
+        if stamp:
+            today = today or datetime.now(UTC).date()
+            midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
+            params["cutoff"] = midnight - timedelta(days=stamp)
+            expired = int(
+                client.query(
+                    f"SELECT count() FROM events WHERE {expired_where}", parameters=params
+                ).result_rows[0][0]
+            )
         restamp = "project_id = {p:Int64} AND retention_days != {d:UInt16}"
         stale = client.query(
-            f"SELECT count() FROM events WHERE {restamp}", parameters={"d": stamp, "p": project_id}
+            f"SELECT count() FROM events WHERE {restamp}", parameters=params
         ).result_rows[0][0]
         if stale:  # a mutation only when the policy changed
             client.command(
                 f"ALTER TABLE events UPDATE retention_days = {{d:UInt16}} WHERE {restamp}",
-                parameters={"d": stamp, "p": project_id},
-                settings={"mutations_sync": 2},
-            )
-        if not stamp:
-            return 0
-        today = today or datetime.now(UTC).date()
-        cutoff = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=stamp)
-        params = {"p": project_id, "cutoff": cutoff}
-        where = "project_id = {p:Int64} AND timestamp < {cutoff:DateTime64(6, 'UTC')}"
-        count = client.query(
-            f"SELECT count() FROM events WHERE {where}", parameters=params
-        ).result_rows[0][0]
-        if count:
-            client.command(
-                f"ALTER TABLE events DELETE WHERE {where}",
                 parameters=params,
                 settings={"mutations_sync": 2},
             )
-        return int(count)
+        if expired:
+            left = client.query(
+                f"SELECT count() FROM events WHERE {expired_where}", parameters=params
+            ).result_rows[0][0]
+            if left:
+                client.command(
+                    f"ALTER TABLE events DELETE WHERE {expired_where}",
+                    parameters=params,
+                    settings={"mutations_sync": 2},
+                )
+        return expired
 
     def expire_aggregates(self, project_id: int, days: int, today: date | None = None) -> int:
         """Sessions and hourly rollups of the project's days before `today - days` go
