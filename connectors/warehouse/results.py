@@ -30,13 +30,17 @@ class QueryResult:
     # When the result was computed (ISO 8601, UTC): its statement's start; a cache hit
     # keeps the time of the run it came from. Set by the runner.
     data_as_of: str | None = None
+    # Sources that may translate the SQL (the ClickHouse warehouse) say whether they did
+    # and, if so, the SQL that ran; None elsewhere (and then not in `to_dict`).
+    translated: bool | None = None
+    sql_ran: str | None = None
 
     @property
     def row_count(self) -> int:
         return len(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "columns": [{"name": c.name, "type": c.type} for c in self.columns],
             "rows": self.rows,
             "row_count": self.row_count,
@@ -46,6 +50,9 @@ class QueryResult:
             "cache": self.cache,
             "data_as_of": self.data_as_of,
         }
+        if self.translated is not None:
+            out.update(translated=self.translated, sql_ran=self.sql_ran)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QueryResult:
@@ -57,6 +64,8 @@ class QueryResult:
             query_id=data["query_id"],
             cache=data.get("cache", {"hit": False}),
             data_as_of=data.get("data_as_of"),
+            translated=data.get("translated"),
+            sql_ran=data.get("sql_ran"),
         )
 
 

@@ -20,7 +20,8 @@ from connectors.warehouse.postgres_source import WarehouseSource
 from connectors.warehouse.registry import SourceRegistry, own_server_urls
 from connectors.warehouse.runner import Actor, QueryRequest, QueryRunner, RunnerDefaults, Target
 from connectors.warehouse.scope import WorkspaceReaders
-from connectors.warehouse.source import Scope
+from connectors.warehouse.source import DataSource, Scope
+from connectors.warehouse.warehouses import warehouse_kind
 
 
 def runner_defaults(settings: Settings) -> RunnerDefaults:
@@ -99,6 +100,20 @@ class QueryService:
         self._stream_redis.close()
 
 
+def warehouse_source(settings: Settings, warehouse_url: str, secret_key: bytes) -> DataSource:
+    """The built-in "warehouse" source for the warehouse's kind; nothing connects yet."""
+    if warehouse_kind(warehouse_url) == "clickhouse":
+        from connectors.warehouse.ch_scope import UserLimits
+        from connectors.warehouse.ch_warehouse_source import ClickHouseWarehouseSource
+
+        limits = UserLimits(max_execution_time_s=max(1, int(settings.query_max_timeout_seconds)))
+        return ClickHouseWarehouseSource(warehouse_url, secret_key=secret_key, user_limits=limits)
+    return WarehouseSource(
+        WorkspaceReaders(warehouse_url, secret_key),
+        max_connections=settings.query_concurrency,
+    )
+
+
 def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryService:
     """Nothing connects until the first query."""
     assert settings.database_url and settings.redis_url
@@ -107,10 +122,7 @@ def open_query_service(settings: Settings, metadata: MetadataStore) -> QueryServ
     datasources = DatasourceStore(metadata, box)
     warehouse_url = settings.warehouse_url or settings.database_url
     sources = SourceRegistry(
-        warehouse=WarehouseSource(
-            WorkspaceReaders(warehouse_url, secret_key),
-            max_connections=settings.query_concurrency,
-        ),
+        warehouse=warehouse_source(settings, warehouse_url, secret_key),
         store=datasources,
         box=box,
         default_concurrency=settings.query_concurrency,
