@@ -230,7 +230,9 @@ def query_finished(target: Any, duration_ms: float, status: str) -> None:
     if _process is None:
         return
     source = "warehouse" if getattr(target, "datasource_id", None) is None else "registered"
-    kind = str(getattr(getattr(target, "source", None), "kind", "unknown"))
+    source_object = getattr(target, "source", None)
+    # the engine: the built-in warehouse's kind is "warehouse", its dialect says which
+    kind = str(getattr(source_object, "dialect", None) or getattr(source_object, "kind", "unknown"))
     _process.query_duration.labels(source, kind, status).observe(max(duration_ms, 0.0) / 1000)
 
 

@@ -31,7 +31,9 @@ _PUBLIC_PREFIXES = (
     "/i/",
     "/track",
     "/batch",
-    "/health",
+    "/health",  # and /healthz
+    "/readyz",
+    "/metrics",
     "/v1/",
     "/decide",
     "/flags",
