@@ -31,7 +31,10 @@ QueryId = Annotated[
 _REFUSED = problems(
     400,
     model=QueryProblem,
-    e400="`query_rejected` (not a read-only query), `bad_parameter` (parameters that do not"
+    e400="`query_rejected` (not a read-only query; on the ClickHouse warehouse also a table,"
+    " function or clause outside the workspace's scope, or `sql: <construct> cannot run on the"
+    " ClickHouse warehouse: …` for PostgreSQL that has no ClickHouse form), `bad_parameter`"
+    " (parameters that do not"
     " fit the SQL; timeout_s, max_rows or cache_ttl_s beyond the caps), `query_failed` (the"
     " database's own error, with `position`/`line`/`column` when it points at a token);"
     " without `error`, a body that does not validate.",
@@ -87,6 +90,16 @@ class QueryResultPublic(BaseModel):
         description="When this result was computed (its statement's start, UTC); a cached "
         "result keeps the time of the run it came from. A cached warehouse result is never "
         "older than the last ingestion commit for the workspace's projects."
+    )
+    translated: bool | None = Field(
+        default=None,
+        description="On the ClickHouse warehouse: whether the SQL was read as PostgreSQL and "
+        "translated to ClickHouse (absent on other sources).",
+    )
+    sql_ran: str | None = Field(
+        default=None,
+        description="When translated: the ClickHouse SQL that ran (scoped to the workspace's "
+        "projects; $n are the request's params).",
     )
 
 
