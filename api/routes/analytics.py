@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CanExplore, State
 from api.schemas import AUTHENTICATED, MAX_ID, NO_NUL, QueryProblem, problems
 from api.state import AppState
+from connectors.analytics import clickhouse as ch
 from connectors.analytics.query import DefinitionError
 from connectors.insights.service import (
     ANALYTICS_KINDS,
@@ -280,13 +281,24 @@ async def event_names(
 ) -> list[EventName]:
     """The project's event names of the last 30 days, most frequent first (at most 500),
     with their count and when one was last seen: what the builders offer."""
-    _, result = await _query(state, token, project_id, _EVENTS_SQL, [])
+    on_ch = _on_clickhouse(state, token.workspace_id)
+    sql = ch.events_sql(EVENTS_DAYS, EVENTS_LIMIT) if on_ch else _EVENTS_SQL
+    _, result = await _query(state, token, project_id, sql, [])
     return [EventName(event=r[0], count=int(r[1]), last_seen=r[2]) for r in result.rows]
 
 
-def _sample(property_type: str, event: str | None) -> tuple[str, list[Any]]:
+def _on_clickhouse(state: AppState, workspace_id: int) -> bool:
+    """The built-in warehouse is ClickHouse (its look-ups are written in its SQL)."""
+    return state.queries.sources.target(workspace_id, "warehouse").source.dialect == "clickhouse"
+
+
+def _sample(
+    property_type: str, event: str | None, clickhouse: bool = False
+) -> tuple[str, list[Any]]:
     """The most recent rows' `properties` (events of the last 30 days, of one name when
     `event` is given; or persons), and the parameters after $1."""
+    if clickhouse:
+        return ch.sample_sql(property_type, event, EVENTS_DAYS, SAMPLE_ROWS)
     if property_type == "person":
         return (
             "select properties from persons where project_id = $1"
@@ -316,12 +328,17 @@ async def property_names(
 ) -> list[PropertyName]:
     """Property names on the project's most recent 10,000 events of the last 30 days
     (of `event` only, when given) or persons, by how many of them carry each."""
-    sample, params = _sample(type, event if type == "event" else None)
+    on_ch = _on_clickhouse(state, token.workspace_id)
+    sample, params = _sample(type, event if type == "event" else None, on_ch)
     sql = (
-        f"select k as property, count(*) as count from ({sample}) s"
-        " cross join lateral jsonb_object_keys("
-        "case when jsonb_typeof(s.properties) = 'object' then s.properties else '{}' end) k"
-        f" group by k order by count(*) desc, k limit {PROPERTIES_LIMIT}"
+        ch.properties_sql(sample, PROPERTIES_LIMIT)
+        if on_ch
+        else (
+            f"select k as property, count(*) as count from ({sample}) s"
+            " cross join lateral jsonb_object_keys("
+            "case when jsonb_typeof(s.properties) = 'object' then s.properties else '{}' end) k"
+            f" group by k order by count(*) desc, k limit {PROPERTIES_LIMIT}"
+        )
     )
     _, result = await _query(state, token, project_id, sql, params)
     return [PropertyName(property=r[0], count=int(r[1])) for r in result.rows]
@@ -344,12 +361,17 @@ async def property_values(
 ) -> list[PropertyValue]:
     """The 50 most frequent values of a property (as text) on the same sample as
     /properties: what a filter's value picker offers."""
-    sample, params = _sample(type, event if type == "event" else None)
+    on_ch = _on_clickhouse(state, token.workspace_id)
+    sample, params = _sample(type, event if type == "event" else None, on_ch)
     key = f"${len(params) + 2}"
     sql = (
-        f"select s.properties ->> {key} as value, count(*) as count from ({sample}) s"
-        f" where jsonb_typeof(s.properties) = 'object' and s.properties ->> {key} is not null"
-        f" group by 1 order by count(*) desc, 1 limit {VALUES_LIMIT}"
+        ch.values_sql(sample, key, VALUES_LIMIT)
+        if on_ch
+        else (
+            f"select s.properties ->> {key} as value, count(*) as count from ({sample}) s"
+            f" where jsonb_typeof(s.properties) = 'object' and s.properties ->> {key} is not null"
+            f" group by 1 order by count(*) desc, 1 limit {VALUES_LIMIT}"
+        )
     )
     _, result = await _query(state, token, project_id, sql, [*params, property])
     return [PropertyValue(value=str(r[0]), count=int(r[1])) for r in result.rows]

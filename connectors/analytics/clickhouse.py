@@ -130,3 +130,56 @@ def _values(node: exp.Values) -> exp.Expression:
     if alias is not None:
         out.set("alias", exp.TableAlias(this=alias.this.copy()))
     return out
+
+
+# --- the builders' look-ups (GET /api/analytics/events, /properties, /values) ---------
+# The same questions as api/routes/analytics.py asks PostgreSQL, in ClickHouse's SQL;
+# $1 is the project's id. Person rows at their latest version, deleted ones left out.
+
+
+def events_sql(days: int, limit: int) -> str:
+    return (
+        "select event_name as event, count() as count, max(timestamp) as last_seen"
+        " from events where project_id = $1"
+        f" and timestamp >= now64(6) - toIntervalDay({int(days)})"
+        f" group by event_name order by count() desc, event_name limit {int(limit)}"
+    )
+
+
+def sample_sql(property_type: str, event: str | None, days: int, rows: int) -> tuple[str, list]:
+    """The most recent rows' `properties` (see api/routes/analytics.py `_sample`)."""
+    if property_type == "person":
+        return (
+            "select argMax(properties, version) as properties, argMax(last_seen, version) as ls"
+            " from persons where project_id = $1 group by person_id"
+            f" having argMax(is_deleted, version) = 0 order by ls desc limit {int(rows)}",
+            [],
+        )
+    where = "project_id = $1" + (" and event_name = $2" if event is not None else "")
+    return (
+        f"select properties from events where {where}"
+        f" and timestamp >= now64(6) - toIntervalDay({int(days)})"
+        f" order by timestamp desc limit {int(rows)}",
+        [event] if event is not None else [],
+    )
+
+
+def properties_sql(sample: str, limit: int) -> str:
+    return (
+        f"select k as property, count() as count from ({sample}) as s"
+        " array join JSONExtractKeys(s.properties) as k"
+        f" group by k order by count() desc, k limit {int(limit)}"
+    )
+
+
+def values_sql(sample: str, key: str, limit: int) -> str:
+    """`key` is the placeholder (`$n`) of the property's name."""
+    text = (
+        f"if(JSONType(s.properties, {key}) = 'String', JSONExtractString(s.properties, {key}),"
+        f" JSONExtractRaw(s.properties, {key}))"
+    )
+    return (
+        f"select {text} as value, count() as count from ({sample}) as s"
+        f" where JSONType(s.properties, {key}) != 'Null'"
+        f" group by value order by count() desc, value limit {int(limit)}"
+    )

@@ -544,6 +544,8 @@ def analytics_context(
         session_timeout_minutes=project.session_timeout_minutes,
         now=now,
         clean_days=clean_days,
+        # the built-in warehouse's SQL: analytics compile to PostgreSQL or ClickHouse
+        dialect=queries.sources.target(project.workspace_id, "warehouse").source.dialect,
     )
 
 
