@@ -17,6 +17,7 @@ from connectors.analytics.query import (
     DefinitionError,
     Params,
     buckets,
+    ch,
     compiled,
     events_scope,
     property_filter,
@@ -25,16 +26,16 @@ from connectors.analytics.query import (
     to_sql,
     tpl,
 )
-from connectors.servers import ServerUrls
 
-from .partc_data import Ev, insert_events, local, new_project, run
+from .partc_data import Ev, dialect_of, insert_events, local, new_project, run
 
 NOW = datetime(2026, 7, 15, 18, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(servers: ServerUrls) -> str:
-    return servers.warehouse_url
+def url(warehouse_url: str) -> str:
+    """PostgreSQL's warehouse, then ClickHouse's (chDB): the same data, the same answers."""
+    return warehouse_url
 
 
 # --- spans and buckets ------------------------------------------------------------------
@@ -172,12 +173,16 @@ PROPS: list[dict[str, Any]] = [
 
 def _filtered(url: str, project: int, filters: Any) -> list[int]:
     """Indexes (the `i` property) of the events the filter keeps."""
-    params = Params()
+    params = Params(dialect_of(url), project)
     where = property_filter(filters, params, field="filters")
     scope = events_scope(Context(project), params, datetime(2026, 1, 1, tzinfo=UTC), NOW)
-    tree = tpl(
-        "select cast(e.properties ->> 'i' as int) as i from events as e"
-        " where __scope and __where order by 1",
+    tree = (ch if dialect_of(url) == "clickhouse" else tpl)(
+        (
+            "select JSONExtractInt(e.properties, 'i') as i from events as e"
+            if dialect_of(url) == "clickhouse"
+            else "select cast(e.properties ->> 'i' as int) as i from events as e"
+        )
+        + " where __scope and __where order by 1",
         scope=scope,
         where=where if where is not None else exp.true(),
     )
@@ -357,6 +362,13 @@ def _python_sessions(project: int, events: list[Ev], timeout: timedelta) -> list
     return keys
 
 
+def _aware(value: Any) -> datetime:
+    """A timestamp as the warehouse gave it (ClickHouse: ISO text in UTC) as UTC-aware."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def test_derived_sessions_split_at_the_timeout_and_every_24_hours(url):
     project = new_project()
     t0 = datetime(2026, 5, 1, 8, 0, 0, 250000, tzinfo=UTC)
@@ -371,8 +383,8 @@ def test_derived_sessions_split_at_the_timeout_and_every_24_hours(url):
     # one person active every 50 minutes for 30 hours: one gap-session, cut at 24 h
     events += [Ev("b", "d3", t0 + timedelta(minutes=50 * k)) for k in range(37)]
     insert_events(url, project, events)
-    ctx = Context(project, session_timeout_minutes=60)
-    params = Params()
+    ctx = Context(project, session_timeout_minutes=60, dialect=dialect_of(url))
+    params = ctx.params()
     inner = tpl(
         "select e.* from events as e where __scope",
         scope=events_scope(ctx, params, t0 - timedelta(days=1), t0 + timedelta(days=3)),
@@ -382,7 +394,7 @@ def test_derived_sessions_split_at_the_timeout_and_every_24_hours(url):
         s=sessionize(inner, ctx, params),
     )
     _, rows = run(url, compiled(tree, params, lambda c, r: {}))
-    got = sorted((r[0], r[1], r[2]) for r in rows)
+    got = sorted((r[0], _aware(r[1]), r[2]) for r in rows)
     want = sorted(
         (e.distinct_id, e.ts, key)
         for e, key in zip(
