@@ -13,6 +13,10 @@ Phases (each figure next to a baseline measured in the same run):
               chunk's plan), its INSERT cancelled, and the bench goes on.
 3. freshness  event→queryable p50/p95/max under a steady load; baseline: the same with the
               ingestion code called in a loop (no sensor, no run launch).
+   shards     with 1 and 2 capture stream shards: a backlog drained by one ingestion
+              process per shard vs the capture rate through the API in the same run
+              (target >= 80 %), and event→queryable p95 right after a 10 s burst at that
+              rate (target <= 2 s).
 4. queries    four analytics queries via POST /api/query vs the same SQL straight on the
               database, on PostgreSQL and ClickHouse (chDB), at several table sizes.
 5. memory     peak RSS of the API process and of the ingestion run (sampled every 100 ms,
@@ -33,6 +37,9 @@ Phases (each figure next to a baseline measured in the same run):
 10. dashboards a 12-tile dashboard over the analytics data (reused when that phase ran at the
               same size): all tiles through POST /api/dashboards/{id}/run cold, from the
               cache and from snapshots vs each tile's query run directly; render.png.
+11. warehouse_ch ClickHouse (chDB) as the event warehouse: ingestion vs a bare columnar
+              insert, event->queryable p95 after a burst, the four queries and analytics
+              endpoints vs the PostgreSQL warehouse (tests/bench/warehouse_ch.py).
 
 Timings are measured and reported, never asserted.
 """
@@ -64,6 +71,7 @@ from tests.bench import (
     loadgen,
     overload,
     queries,
+    warehouse_ch,
 )
 from tests.bench.report import build_rows, memory_summary
 from tests.bench.stack import (
@@ -93,6 +101,7 @@ PHASES = (
     "capture",
     "ingestion",
     "freshness",
+    "shards",
     "overload",
     "queries",
     "exports",
@@ -100,6 +109,7 @@ PHASES = (
     "connectors",
     "analytics",
     "dashboards",
+    "warehouse_ch",
 )
 
 
@@ -150,6 +160,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     g.add_argument("--probe-every", type=int, default=5, help="a probe every N requests")
     g.add_argument("--probe-wait", type=float, default=60.0, help="max wait after the last")
+    g = p.add_argument_group("shards")
+    g.add_argument("--shards-events", default="500k", help="backlog drained per shard count")
+    g.add_argument("--shards-counts", default="1,2", help="shard counts, comma-separated")
+    g.add_argument("--shards-burst", type=float, default=10.0, help="burst seconds")
     g = p.add_argument_group("overload")
     g.add_argument(
         "--overload-capacity",
@@ -204,6 +218,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dashboards-warm-reps", type=int, default=30, help="timed cache and snapshot loads"
     )
     g.add_argument("--dashboards-render-reps", type=int, default=5, help="timed render.png")
+    g = p.add_argument_group("warehouse_ch")
+    g.add_argument("--chw-ingest-events", default="1M", help="events ingested into chDB (0 = off)")
+    g.add_argument(
+        "--chw-sizes",
+        default=warehouse_ch.default_sizes(),
+        help="table sizes of the queries (10M: about 6 min more; SQLBOOK_BENCH_CH_10M=1 adds it)",
+    )
+    g.add_argument("--chw-burst", type=float, default=10.0, help="burst seconds (0 = off)")
+    g.add_argument(
+        "--chw-burst-rate", type=float, default=20_000.0, help="events/s without a capture phase"
+    )
+    g.add_argument("--chw-reps", type=int, default=5, help="timed runs of each request")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--startup-timeout", type=float, default=240.0)
@@ -216,6 +242,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     args.capture_matrix = capture.parse_matrix(args.capture_matrix)
     args.ingest_events = parse_size(args.ingest_events)
+    args.shards_events = parse_size(args.shards_events)
+    args.shards_counts = [int(x) for x in args.shards_counts.split(",") if x.strip()]
     args.pg_sizes = [parse_size(x) for x in args.pg_sizes.split(",") if x.strip()]
     args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
     args.export_rows = parse_size(args.export_rows)
@@ -224,6 +252,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.stripe_customers = parse_size(args.stripe_customers)
     args.analytics_events = parse_size(args.analytics_events)
     args.dashboards_events = parse_size(args.dashboards_events)
+    args.chw_ingest_events = parse_size(args.chw_ingest_events)
+    args.chw_sizes = [parse_size(x) for x in args.chw_sizes.split(",") if x.strip()]
     return args
 
 
@@ -391,6 +421,19 @@ def main(argv: list[str] | None = None) -> int:
                 args.probe_wait,
                 args.fresh_warmup,
             )
+        if "shards" in args.phases:
+            sampler.mark("shards")
+            phase(
+                "shards",
+                ingestion.measure_shards,
+                info,
+                load,
+                dagster,
+                run_id,
+                args.shards_events,
+                args.shards_counts,
+                args.shards_burst,
+            )
         if "overload" in args.phases:
             measured = (results.get("ingestion") or {}).get("events_per_second")
             phase(
@@ -479,6 +522,26 @@ def main(argv: list[str] | None = None) -> int:
                     profile_seconds=args.profile_seconds,
                 ),
             )
+        if "warehouse_ch" in args.phases:
+            sampler.mark("warehouse_ch")
+            phase(
+                "warehouse_ch",
+                lambda: warehouse_ch.measure(
+                    info,
+                    load,
+                    dagster,
+                    sampler,
+                    run_id,
+                    started.replace(minute=0, second=0, microsecond=0),
+                    ingest_events=args.chw_ingest_events,
+                    sizes=args.chw_sizes,
+                    burst_s=args.chw_burst,
+                    burst_rate=args.chw_burst_rate,
+                    capture=results.get("capture"),
+                    warmup=args.query_warmup,
+                    reps=args.chw_reps,
+                ),
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -524,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         + connectors.table_rows(results.get("connectors"))
         + analytics.table_rows(results.get("analytics"))
         + dashboards.table_rows(results.get("dashboards"))
+        + warehouse_ch.table_rows(results.get("warehouse_ch"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()
