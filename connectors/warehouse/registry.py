@@ -8,6 +8,7 @@ id) into a live source, building it once and rebuilding it when its record chang
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,8 +62,52 @@ def check_new(
     if kind == "postgres":
         return _check_postgres(url, own_servers, policy)
     if kind == "clickhouse":
-        return _check_clickhouse(url, allow_chdb, policy)
+        checked = _check_clickhouse(url, allow_chdb, policy)
+        if _is_clickhouse_warehouse(url, own_servers):
+            raise DatasourceInvalid(
+                "url: that ClickHouse holds sqlbook's warehouse; query the built-in "
+                "'warehouse' data source instead"
+            )
+        return checked
     raise DatasourceInvalid(f"kind: unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def _is_clickhouse_warehouse(url: str, own_servers: list[str]) -> bool:
+    """Whether `url` reaches a ClickHouse warehouse of sqlbook's (its chDB path, or its
+    server's host and port, by name or by address): read through a registered source,
+    it would show every workspace's rows."""
+    from connectors.warehouse.clickhouse_source import parse_url
+
+    try:
+        target = parse_url(url)
+    except ValueError:
+        return False
+    for own in own_servers:
+        if urlsplit(own).scheme.lower() not in _CLICKHOUSE_SCHEMES:
+            continue
+        try:
+            warehouse = parse_url(own)
+        except ValueError:
+            continue
+        if target.chdb or warehouse.chdb:
+            if target.chdb and warehouse.chdb and target.path and warehouse.path:
+                if os.path.realpath(target.path) == os.path.realpath(warehouse.path):
+                    return True
+            continue
+        if target.port != warehouse.port:
+            continue
+        if target.host.lower() == warehouse.host.lower() or _addresses(
+            target.host, target.port
+        ) & _addresses(warehouse.host, warehouse.port):
+            return True
+    return False
+
+
+def _addresses(host: str, port: int) -> set[str]:
+    try:
+        return set(_ANYWHERE_BUT_METADATA.resolve(host, port))
+    except (OutboundRefused, OutboundUnreachable):
+        return set()
 
 
 def _check_postgres(url: str, own_servers: list[str], policy: OutboundPolicy) -> NewDatasource:
@@ -194,6 +239,8 @@ def build_source(
     if kind == "clickhouse":
         from connectors.warehouse.clickhouse_source import ClickHouseSource
 
+        if _is_clickhouse_warehouse(url, own_servers or []):  # checked again: DNS changes
+            raise SourceUnavailable("cannot connect: that ClickHouse holds sqlbook's warehouse")
         return ClickHouseSource(url, policy=policy)
     raise DatasourceInvalid(f"unknown kind {kind!r}")
 

@@ -115,3 +115,29 @@ def test_the_schema_lists_the_scoped_tables(api, tenants):
     assert r.status_code == 200, r.text
     names = [t["name"] for t in r.json()["tables"]]
     assert "events" in names and "person_updates" not in names
+
+
+def test_the_warehouse_cannot_be_registered_as_a_data_source(client_with, chdb_path, tenants):
+    """Through a registered ClickHouse source the warehouse would show every workspace's
+    rows: its chDB path (or its server) is refused."""
+    a, _ = tenants
+    url = f"chdb://{chdb_path}"
+    with client_with(warehouse_url=url, datasource_allow_chdb=True) as c:
+        for target in (url, f"chdb://{chdb_path}/../{chdb_path.name}"):
+            r = c.post(
+                "/api/datasources",
+                json={"name": f"wh-{uuid.uuid4().hex[:6]}", "kind": "clickhouse", "url": target},
+                headers=auth(a),
+            )
+            assert r.status_code == 400, r.text
+            assert "holds sqlbook's warehouse" in r.json()["detail"]
+
+
+def test_a_server_warehouse_is_recognised_by_name_and_address():
+    from connectors.warehouse.registry import _is_clickhouse_warehouse
+
+    own = ["postgresql://x@/db", "clickhouse://sqlbook:pw@127.0.0.1:8123/analytics"]
+    assert _is_clickhouse_warehouse("clickhouse://u:p@localhost:8123/other", own)
+    assert _is_clickhouse_warehouse("http://127.0.0.1:8123/", own)
+    assert not _is_clickhouse_warehouse("clickhouse://u:p@127.0.0.1:9000/x", own)
+    assert not _is_clickhouse_warehouse("chdb:///tmp/elsewhere", own)

@@ -455,3 +455,27 @@ def test_user_statements_parse_as_clickhouse(env):
         env.admin.query("EXPLAIN AST CREATE ROW POLICY p ON t FOR SELECT USNG 1 TO u")
     assert user_name(7) == "sqlbook_ws_7"
     assert user_password(b"k" * 32, 7) != user_password(b"k" * 32, 8)
+
+
+def test_errors_in_the_querys_own_expressions_see_only_the_workspaces_rows(env):
+    """The scope filter is applied before the query's own conditions, even where
+    ClickHouse pushes them down into the filtered read: an expression that fails on
+    another workspace's values (a parse error naming the value, a throwIf oracle) never
+    meets them. Project 303's rows sit right after A's in the table's order."""
+    env.admin.command(
+        "INSERT INTO events (event_id, project_id, event_name, distinct_id, timestamp,"
+        " received_at) SELECT generateUUIDv4(), 303, 'c', concat('c-secret-', toString(number)),"
+        " now64(6), now64(6) FROM numbers(20000)"
+    )
+    for sql in (
+        "SELECT count() FROM events WHERE throwIf(startsWith(distinct_id, 'c-secret')) = 0",
+        "SELECT count() FROM events WHERE distinct_id > 'a'"
+        " AND throwIf(startsWith(distinct_id, 'c-secret')) = 0",
+        "SELECT count() FROM events AS e JOIN events AS f USING (distinct_id)"
+        " WHERE throwIf(startsWith(e.distinct_id, 'c-secret')) = 0",
+        "SELECT count() FROM (SELECT * FROM events) WHERE throwIf(distinct_id LIKE 'c-%') = 0",
+    ):
+        assert env.rows(sql) == [[7]], sql
+    with pytest.raises(QueryFailed) as raised:
+        env.run("SELECT count() FROM events WHERE toUInt64(distinct_id) > 0")
+    assert "c-secret" not in raised.value.message
