@@ -90,9 +90,14 @@ def _is_clickhouse_warehouse(url: str, own_servers: list[str]) -> bool:
         except ValueError:
             continue
         if target.chdb or warehouse.chdb:
-            if target.chdb and warehouse.chdb and target.path and warehouse.path:
-                if os.path.realpath(target.path) == os.path.realpath(warehouse.path):
-                    return True
+            if (
+                target.chdb
+                and warehouse.chdb
+                and target.path
+                and warehouse.path
+                and os.path.realpath(target.path) == os.path.realpath(warehouse.path)
+            ):
+                return True
             continue
         if target.port != warehouse.port:
             continue
