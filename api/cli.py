@@ -290,6 +290,41 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """`sqlbook backup [--to DIR]`: a consistent copy of this install (connectors/backup.py)."""
+    from pathlib import Path
+
+    from connectors.backup import BackupError, backup
+
+    try:
+        done = backup(settings, Path(args.to) if args.to else None)
+    except BackupError as err:
+        return _fail(str(err))
+    print(f"sqlbook: backup written to {done.path} (manifest.json lists it; keep it private)")
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """`sqlbook restore DIR [--home HOME] [--force]`: a new home made from a backup."""
+    from pathlib import Path
+
+    from connectors.backup import BackupError, restore
+
+    try:
+        done = restore(
+            Path(args.dir),
+            settings,
+            home=Path(args.home) if args.home else None,
+            force=args.force,
+        )
+    except BackupError as err:
+        return _fail(str(err))
+    print(f"sqlbook: restored into {done.home}; `sqlbook up` ingests what the stream holds")
+    if done.warehouse_url:
+        print(f"sqlbook: set SQLBOOK_WAREHOUSE_URL={done.warehouse_url}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sqlbook", description="Self-hosted product analytics.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -367,6 +402,18 @@ def parser() -> argparse.ArgumentParser:
     wm.add_argument("--env-file", default=".env", help="where SQLBOOK_WAREHOUSE_URL is written")
     wm.add_argument("--no-switch", action="store_true", help="copy and verify only")
     wm.set_defaults(func=cmd_warehouse_migrate)
+    bk = sub.add_parser("backup", help="a consistent copy of this install, with a manifest")
+    bk.add_argument("--to", help="a new folder (default: $SQLBOOK_HOME/backups/<UTC time>)")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="make a new home from a backup folder")
+    rs.add_argument("dir", help="the backup folder (the one holding manifest.json)")
+    rs.add_argument("--home", help="the home to restore into (default: $SQLBOOK_HOME)")
+    rs.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into a home that has data: it is moved aside into <home>/replaced-<time>",
+    )
+    rs.set_defaults(func=cmd_restore)
     alerts = sub.add_parser("alerts", help="alerts from a YAML/JSON file").add_subparsers(
         dest="action", required=True
     )
