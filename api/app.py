@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             metadata=metadata,
             redis=client,
-            stream=CaptureStreamWriter(client, settings.stream_key),
+            stream=CaptureStreamWriter(client, settings.stream_key, settings.stream_shards),
             capture_keys=CaptureKeys(metadata, settings.capture_key_cache_seconds),
             limits=CaptureLimits(
                 max_body_bytes=settings.capture_max_body_bytes,

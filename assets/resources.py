@@ -31,9 +31,12 @@ class CaptureStreamResource(dg.ConfigurableResource):
         description="A run that follows the stream ends after this long with nothing new.",
     )
 
-    def reader(self) -> CaptureStreamReader:
+    shards: int = Field(default=1, description="Stream shards (SQLBOOK_STREAM_SHARDS).")
+
+    def reader(self, key: str | None = None) -> CaptureStreamReader:
+        """A reader of `key` (a shard's stream; default: the plain stream key)."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=30, socket_connect_timeout=5)
-        return CaptureStreamReader(client, self.stream_key)
+        return CaptureStreamReader(client, key or self.stream_key, stream_key=self.stream_key)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     stream_key: str = Field(
         default="sqlbook:events", description="Redis stream of captured events."
     )
+    stream_shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Capture streams: a request's events go to shard crc32(distinct_id) % N "
+        "(key `<stream_key>:<k>`; N = 1 keeps the plain `stream_key`), and one ingestion run "
+        "follows each shard. Change it only with the streams empty.",
+    )
 
     secret_key: SecretStr | None = Field(
         default=None,

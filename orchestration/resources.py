@@ -18,6 +18,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
             stream_key=dg.EnvVar("SQLBOOK_STREAM_KEY"),
             follow_seconds=settings.ingest_follow_seconds,
             follow_idle_seconds=settings.ingest_follow_idle_seconds,
+            shards=settings.stream_shards,
         ),
         "warehouse": WarehouseResource(url=dg.EnvVar("SQLBOOK_WAREHOUSE_URL")),
         # settings come from the SQLBOOK_* environment when a run or sensor uses them

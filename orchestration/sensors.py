@@ -1,6 +1,7 @@
 """Sensors and schedules: the capture stream triggers ingestion runs; due alerts trigger
 evaluation runs; due insight snapshot schedules trigger snapshot runs."""
 
+import json
 import socket
 import time
 from datetime import UTC, datetime
@@ -15,10 +16,11 @@ from assets.insights import snapshot_insights_job, snapshot_partitions
 from assets.insights.assets import snapshot_stores
 from assets.resources import CaptureStreamResource, SqlbookResource
 from connectors.notify.schedule import Schedule
-from connectors.stream import id_ms
+from connectors.stream import id_ms, shard_keys
 
-# One ingestion run at a time: every range starts at the oldest entry still in the stream,
-# which is what a failed run left behind, so retries need no bookkeeping.
+# One ingestion run at a time per stream shard: every range starts at the oldest entry
+# still in the shard, which is what a failed run left behind, so retries need no
+# bookkeeping. Runs of different shards run side by side (SQLBOOK_STREAM_SHARDS).
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -55,9 +57,23 @@ def retry_delay(consecutive_failures: int) -> float:
     return float(min(10 * 2 ** (consecutive_failures - 1), 300))
 
 
-def _backoff(instance: dg.DagsterInstance) -> str | None:
-    """Why to wait before retrying, if the latest ingestion runs failed."""
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name), limit=6)
+SHARD_TAG = "sqlbook/shard"
+# The run of the plain stream key when the stream is sharded: entries captured before
+# SQLBOOK_STREAM_SHARDS went above 1 are ingested too.
+UNSHARDED = -1
+
+
+def shard_of_run(run: dg.DagsterRun) -> str:
+    """The shard an ingestion run ingests (runs from before sharding: shard 0)."""
+    return run.tags.get(SHARD_TAG, "0")
+
+
+def _backoff(instance: dg.DagsterInstance, shard: str = "0", shards: int = 1) -> str | None:
+    """Why to wait before retrying `shard`, if its latest ingestion runs failed."""
+    recent = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=ingest_job.name), limit=6 * (shards + 1)
+    )
+    records = [r for r in recent if shard_of_run(r.dagster_run) == shard][:6]
     failures = 0
     for record in records:
         if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
@@ -69,6 +85,16 @@ def _backoff(instance: dg.DagsterInstance) -> str | None:
     if wait <= 0:
         return None
     return f"last {failures} ingestion run(s) failed; retrying in {wait:.0f} s"
+
+
+def shard_cursors(cursor: str | None) -> dict[str, str]:
+    """The sensor's cursor as {shard: last stream id handed to ingestion}: a JSON object
+    when sharded, a plain id (shard 0's) otherwise and before sharding."""
+    if not cursor:
+        return {}
+    if cursor.startswith("{"):
+        return {str(k): str(v) for k, v in json.loads(cursor).items()}
+    return {"0": cursor}
 
 
 def stream_id_after(cursor: str | None, candidate: str) -> bool:
@@ -84,51 +110,73 @@ def stream_id_after(cursor: str | None, candidate: str) -> bool:
     job=ingest_job,
     minimum_interval_seconds=1,  # the daemon ticks every 5 s at most; ask for every tick
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launch an `ingest_events` run for the next range of the capture stream. "
-    "Cursor: the last stream id handed to ingestion.",
+    description="Launch an `ingest_events` run for the next range of the capture stream, "
+    "one run at a time per stream shard (tag sqlbook/shard when SQLBOOK_STREAM_SHARDS > 1). "
+    "Cursor: the last stream id handed to ingestion (per shard, as JSON, when sharded).",
 )
 def ingest_sensor(
     context: dg.SensorEvaluationContext, capture_stream: CaptureStreamResource
 ) -> dg.SensorResult | dg.SkipReason:
-    running = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_IN_FLIGHT), limit=1
-    )
-    if running:
-        run = running[0].dagster_run
-        gone = _worker_gone(running[0])
+    shards = max(1, capture_stream.shards)
+    busy: dict[str, str] = {}
+    for record in context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_IN_FLIGHT)
+    ):
+        run, shard = record.dagster_run, shard_of_run(record.dagster_run)
+        gone = _worker_gone(record)
         if gone:
             context.instance.report_run_failed(run, gone)
-            return dg.SkipReason(f"ingestion run {run.run_id[:8]} failed: {gone}")
-        return dg.SkipReason(f"ingestion run {run.run_id[:8]} still in progress")
-    waiting = _backoff(context.instance)
-    if waiting:
-        return dg.SkipReason(waiting)
-    reader = capture_stream.reader()
-    head = reader.head()
-    if head is None:
+            busy[shard] = f"ingestion run {run.run_id[:8]} failed: {gone}"
+        else:
+            busy.setdefault(shard, f"ingestion run {run.run_id[:8]} still in progress")
+    targets = list(enumerate(shard_keys(capture_stream.stream_key, shards)))
+    if shards > 1:
+        targets.append((UNSHARDED, capture_stream.stream_key))
+    cursors = shard_cursors(context.cursor)
+    requests: list[dg.RunRequest] = []
+    skipped: list[str] = []
+    for k, key in targets:
+        shard = str(k)
+        label = "" if shards == 1 else f"shard {shard}: "
+        if shard in busy:
+            skipped.append(label + busy[shard])
+            continue
+        waiting = _backoff(context.instance, shard, shards)
+        if waiting:
+            skipped.append(label + waiting)
+            continue
+        reader = capture_stream.reader(key)
+        head = reader.head()
+        if head is None:
+            continue
+        # Everything pending: the run moves it in bounded chunks and stops after
+        # MAX_ROWS_PER_RUN rows, leaving the rest for the next run.
+        end = reader.tail()
+        assert end is not None
+        # The oldest entry at or before the cursor means an earlier run failed; take it
+        # again.
+        cursor = cursors.get(shard)
+        retry = not stream_id_after(cursor, head)
+        if stream_id_after(cursor, end):
+            cursors[shard] = end
+        config: dict[str, object] = {"start_id": head, "end_id": end}
+        tags = {
+            "sqlbook/stream_range": f"{head}..{end}",
+            "sqlbook/retry": str(retry).lower(),
+            "sqlbook/oldest_entry_ms": str(id_ms(head)),
+        }
+        if shards > 1:
+            config["shard"] = k
+            tags[SHARD_TAG] = shard
+        requests.append(
+            dg.RunRequest(run_config=dg.RunConfig(ops={"events": {"config": config}}), tags=tags)
+        )
+    if not requests:
+        if skipped:
+            return dg.SkipReason("; ".join(skipped))
         return dg.SkipReason("capture stream is empty")
-    # Everything pending: the run moves it in bounded chunks and stops after
-    # MAX_ROWS_PER_RUN rows, leaving the rest for the next run.
-    end = reader.tail()
-    assert end is not None
-    # The oldest entry at or before the cursor means an earlier run failed; take it again.
-    retry = not stream_id_after(context.cursor, head)
-    new_cursor = end if stream_id_after(context.cursor, end) else context.cursor
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_config=dg.RunConfig(
-                    ops={"events": {"config": {"start_id": head, "end_id": end}}}
-                ),
-                tags={
-                    "sqlbook/stream_range": f"{head}..{end}",
-                    "sqlbook/retry": str(retry).lower(),
-                    "sqlbook/oldest_entry_ms": str(id_ms(head)),
-                },
-            )
-        ],
-        cursor=new_cursor,
-    )
+    new_cursor = cursors.get("0") if shards == 1 else json.dumps(cursors, sort_keys=True)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 
 events_partitions_schedule = dg.ScheduleDefinition(

@@ -12,8 +12,9 @@ from pydantic import Field
 from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 from assets.rollups.partitions import event_day_materializations, touched_days
 from assets.rollups.projects import project_settings
-from connectors.ingest import ingest_range
+from connectors.ingest import IngestReport, ingest_range
 from connectors.observability import metrics
+from connectors.stream import shard_keys
 from connectors.warehouse.data_versions import DataVersions
 from connectors.warehouse.setup import pending_person_projects
 
@@ -56,6 +57,44 @@ class IngestRange(dg.Config):
 
     start_id: str = Field(default="-", description="First stream id (inclusive); '-' = oldest.")
     end_id: str = Field(default="+", description="Last stream id (inclusive); '+' = newest.")
+    shard: int | None = Field(
+        default=None,
+        description="The stream shard (the sensor starts one run per shard); -1 = the plain "
+        "stream key of an install that sharded later; unset = every shard in turn.",
+    )
+
+
+def stream_keys(capture_stream: CaptureStreamResource, shard: int | None) -> list[str]:
+    """The stream keys a run ingests: its shard's, or all of them (a manual run)."""
+    keys = shard_keys(capture_stream.stream_key, max(1, capture_stream.shards))
+    if shard is None:
+        return keys if len(keys) == 1 else [*keys, capture_stream.stream_key]
+    if shard == -1:
+        return [capture_stream.stream_key]
+    if not 0 <= shard < len(keys):
+        raise dg.Failure(f"shard {shard}: the capture stream has {len(keys)} shard(s)")
+    return [keys[shard]]
+
+
+def combined(reports: list[IngestReport]) -> IngestReport:
+    """One report for a run that ingested several shards in turn."""
+    if len(reports) == 1:
+        return reports[0]
+    out = IngestReport(
+        start_id=",".join(r.start_id for r in reports),
+        end_id=",".join(r.end_id for r in reports),
+        requested_end_id=",".join(r.requested_end_id for r in reports),
+        complete=all(r.complete for r in reports),
+    )
+    for name in (
+        "entries", "rows", "inserted", "duplicates", "deleted_entries", "dead_lettered",
+        "projects", "expired",
+    ):  # fmt: skip
+        setattr(out, name, sum(getattr(r, name) for r in reports))
+    lags = [r.lag_seconds for r in reports if r.lag_seconds is not None]
+    out.lag_seconds = max(lags) if lags else None
+    out.days = sorted({d for r in reports for d in r.days})
+    return out
 
 
 @dg.asset(
@@ -88,14 +127,22 @@ def events(
     client.install()  # idempotent: the table, and partitions for the days ahead
     # each project's event retention, read once per run (None: kept forever)
     retention = event_retention(context, sqlbook)
-    report = ingest_range(
-        capture_stream.reader(),
-        client,
-        config.start_id,
-        config.end_id,
-        follow=(capture_stream.follow_seconds, capture_stream.follow_idle_seconds),
-        versions=data_versions(capture_stream),
-        retention=retention.get,
+    keys = stream_keys(capture_stream, config.shard)
+    # a run follows the stream only when it has one shard to follow
+    follow = (capture_stream.follow_seconds, capture_stream.follow_idle_seconds)
+    report = combined(
+        [
+            ingest_range(
+                capture_stream.reader(key),
+                client,
+                config.start_id,
+                config.end_id,
+                follow=follow if len(keys) == 1 else (0.0, 0.0),
+                versions=data_versions(capture_stream),
+                retention=retention.get,
+            )
+            for key in keys
+        ]
     )
     metrics.ingestion_run(report, capture_stream.redis_url, capture_stream.stream_key)
     # the UTC days that got rows: the analytics assets of those days (and the day before)
@@ -117,10 +164,11 @@ def events(
     if report.dead_lettered:
         context.log.warning(
             f"{report.dead_lettered} stream entries refused by the warehouse were moved to "
-            f"{capture_stream.stream_key}:dead"
+            f"{', '.join(f'{key}:dead' for key in keys)}"
         )
     return dg.MaterializeResult(
         metadata={
+            "stream": ", ".join(keys),
             "start_id": report.start_id,
             "end_id": report.end_id,
             "requested_end_id": report.requested_end_id,

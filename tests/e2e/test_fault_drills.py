@@ -8,6 +8,11 @@ real `ingest_sensor` asks for a range, the real `ingest_events` job moves it) an
 compares the ledger with the `(project_id, event_id)` pairs in `events`. Servers are real
 (embedded PostgreSQL and Redis; a drill that stops one starts its own); nothing of ours is
 mocked. Waits have generous deadlines and only ever wait for a state, never assert speed.
+
+Every drill runs with the capture stream in 2 shards (SQLBOOK_STREAM_SHARDS=2): the API
+splits each request by distinct id, the sensor asks for one run per shard, and the runs
+of the two shards are killed, failed and retried side by side; exactly-once holds per
+shard.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from connectors.ingest import CHUNK_ROWS
 from connectors.metadata import NewWorkspace
 from connectors.servers import APP_DATABASE, ServerUrls
 from connectors.settings import Settings
-from connectors.stream import CaptureStreamReader
+from connectors.stream import CaptureStreamReader, shard_keys, shard_of
 from connectors.warehouse import PostgresWarehouse
 from orchestration.sensors import ingest_sensor
 from tests.conftest import api_client, make_settings
@@ -54,6 +59,11 @@ pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 90.0  # for waits only: how long a state may take to come about on a slow box
 INSERT_STATEMENT = "with ins as (insert into events%"  # the ingestion INSERT (postgres.py)
+SHARDS = 2  # capture stream shards in every drill
+# Events per drill that needs a full chunk in each shard, then more: `make_events` spreads
+# its 50 distinct ids over the shards 26/24, so each gets more than a chunk (whole
+# entries of 5,000 x 26/50 or x 24/50 rows: 20,800 and 21,600) and more after it.
+CHUNKED_EVENTS = 55_000
 
 
 # --- producers and their ledger ------------------------------------------------------
@@ -216,11 +226,39 @@ def stored(warehouse_url: str, project_id: int) -> Counter[str]:
     return Counter({event_id: int(n) for event_id, n in rows})
 
 
-def in_stream(redis_url: str, stream_key: str) -> Counter[str]:
-    """event_id → number of copies waiting in the capture stream."""
+def in_stream(redis_url: str, stream_key: str, shard: int | None = None) -> Counter[str]:
+    """event_id → number of copies waiting in the capture stream (its shards, or one)."""
+    keys = shard_keys(stream_key, SHARDS)
+    counts: Counter[str] = Counter()
     with redis.Redis.from_url(redis_url) as client:
-        reader = CaptureStreamReader(client, stream_key)
-        return Counter(row["event_id"] for entry in reader.read("-", "+") for row in entry.rows)
+        for key in keys if shard is None else [keys[shard]]:
+            reader = CaptureStreamReader(client, key, stream_key=stream_key)
+            for entry in reader.read("-", "+"):
+                assert {shard_of(r["distinct_id"], SHARDS) for r in entry.rows} <= {
+                    keys.index(key)
+                }, "an entry holds another shard's events"
+                counts.update(row["event_id"] for row in entry.rows)
+    return counts
+
+
+def first_chunks(redis_url: str, stream_key: str) -> int:
+    """Rows of the first chunk of every shard's run: whole entries, up to CHUNK_ROWS or just
+    past it (an entry holds a request's events of one shard)."""
+    total = 0
+    with redis.Redis.from_url(redis_url) as client:
+        for key in shard_keys(stream_key, SHARDS):
+            rows = 0
+            for entry in CaptureStreamReader(client, key).read("-", "+"):
+                rows += len(entry.rows)
+                if rows >= CHUNK_ROWS:
+                    break
+            total += rows
+    return total
+
+
+def dead_letters(redis_url: str, stream_key: str) -> int:
+    with redis.Redis.from_url(redis_url) as client:
+        return sum(int(client.xlen(f"{k}:dead")) for k in shard_keys(stream_key, SHARDS))
 
 
 def summary(drill: str, counts: Counter[str], *ledgers: Ledger) -> str:
@@ -272,7 +310,9 @@ def ingestion_job(redis_url: str, stream_key: str, warehouse_url: str) -> dg.Job
         assets=[events, persons],
         jobs=[ingest_job],
         resources={
-            "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
+            "capture_stream": CaptureStreamResource(
+                redis_url=redis_url, stream_key=stream_key, shards=SHARDS
+            ),
             "warehouse": WarehouseResource(url=warehouse_url),
             "sqlbook": SqlbookResource(),  # no app database here: no retention applies
         },
@@ -287,7 +327,9 @@ def sensor_tick(
         instance=instance,
         cursor=cursor,
         resources={
-            "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key)
+            "capture_stream": CaptureStreamResource(
+                redis_url=redis_url, stream_key=stream_key, shards=SHARDS
+            )
         },
     )
     result = ingest_sensor(context)
@@ -295,13 +337,15 @@ def sensor_tick(
     return result
 
 
-def next_request(redis_url: str, stream_key: str, cursor: str | None) -> tuple[dg.RunRequest, str]:
-    """The run the sensor asks for now (a fresh instance: no run in flight, no backoff)."""
+def next_requests(
+    redis_url: str, stream_key: str, cursor: str | None
+) -> tuple[list[dg.RunRequest], str]:
+    """The runs the sensor asks for now, one per shard with entries, in shard order (a
+    fresh instance: no run in flight, no backoff)."""
     tick = sensor_tick(dg.DagsterInstance.ephemeral(), redis_url, stream_key, cursor)
     assert isinstance(tick, dg.SensorResult), tick
-    (request,) = tick.run_requests or []
     assert tick.cursor is not None
-    return request, tick.cursor
+    return sorted(tick.run_requests or [], key=lambda r: r.tags["sqlbook/shard"]), tick.cursor
 
 
 def ingest_pending(
@@ -318,20 +362,21 @@ def ingest_pending(
             assert "empty" in (tick.skip_message or ""), tick.skip_message
             return inserted
         cursor = tick.cursor
-        (request,) = tick.run_requests or []
-        result = job.execute_in_process(
-            run_config=request.run_config,
-            tags=request.tags,
-            instance=instance,
-            raise_on_error=False,
-        )
-        assert result.success, result.get_step_failure_events()
-        (mat,) = [  # not the `event_days` partitions the run reports
-            m
-            for m in result.asset_materializations_for_node("events")
-            if m.asset_key == dg.AssetKey("events")
-        ]
-        inserted += int(mat.metadata["inserted"].value)  # type: ignore[arg-type]
+        assert tick.run_requests
+        for request in tick.run_requests:  # a run per shard with entries
+            result = job.execute_in_process(
+                run_config=request.run_config,
+                tags=request.tags,
+                instance=instance,
+                raise_on_error=False,
+            )
+            assert result.success, result.get_step_failure_events()
+            (mat,) = [  # not the `event_days` partitions the run reports
+                m
+                for m in result.asset_materializations_for_node("events")
+                if m.asset_key == dg.AssetKey("events")
+            ]
+            inserted += int(mat.metadata["inserted"].value)  # type: ignore[arg-type]
     pytest.fail("the stream never emptied")
 
 
@@ -469,13 +514,15 @@ import dagster as dg
 from assets.ingestion import events, ingest_job, persons
 from assets.resources import CaptureStreamResource, SqlbookResource, WarehouseResource
 
-redis_url, stream_key, warehouse_url, instance_dir, request = sys.argv[1:]
+redis_url, stream_key, warehouse_url, instance_dir, request, shards = sys.argv[1:]
 request = json.loads(request)
 job = dg.Definitions(
     assets=[events, persons],
     jobs=[ingest_job],
     resources={
-        "capture_stream": CaptureStreamResource(redis_url=redis_url, stream_key=stream_key),
+        "capture_stream": CaptureStreamResource(
+            redis_url=redis_url, stream_key=stream_key, shards=int(shards)
+        ),
         "warehouse": WarehouseResource(url=warehouse_url),
         "sqlbook": SqlbookResource(),
     },
@@ -512,7 +559,7 @@ def start_run_worker(
     payload = json.dumps({"run_config": request.run_config, "tags": request.tags})
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN_WORKER, redis_url, stream_key, warehouse_url]
-        + [str(instance_dir), payload],
+        + [str(instance_dir), payload, str(SHARDS)],
         env=child_env({"PGAPPNAME": app_name}),  # tells its PostgreSQL sessions apart
         cwd=instance_dir,
         stdout=subprocess.DEVNULL,
@@ -550,66 +597,90 @@ def test_kill_9_the_ingestion_run_mid_batch(
     project = workspace.project
     key = f"drill:kill9:{uuid.uuid4().hex[:8]}"
     ledger = Ledger("producer")
-    settings = make_settings(servers, tmp_path, redis_url=own_redis.url, stream_key=key)
+    settings = make_settings(
+        servers, tmp_path, redis_url=own_redis.url, stream_key=key, stream_shards=SHARDS
+    )
     with api_client(settings) as http:
-        for _ in range(5):  # 25,000 events: a chunk of CHUNK_ROWS, then the rest
+        for _ in range(CHUNKED_EVENTS // 5_000):  # each shard: a chunk of CHUNK_ROWS, then more
             assert post_batch(http, ledger, project.capture_key, make_events(5_000))
-    assert len(ledger.accepted) == 25_000 > CHUNK_ROWS
+    per_shard = [len(in_stream(own_redis.url, key, k)) for k in range(SHARDS)]
+    assert len(ledger.accepted) == CHUNKED_EVENTS and min(per_shard) > CHUNK_ROWS
 
     instance_dir = tmp_path / "dagster"
     instance_dir.mkdir()
     instance = dg.DagsterInstance.local_temp(str(instance_dir))
     tick = sensor_tick(instance, own_redis.url, key, None)
     assert isinstance(tick, dg.SensorResult)
-    (request,) = tick.run_requests or []
+    requests = sorted(tick.run_requests or [], key=lambda r: r.tags["sqlbook/shard"])
+    assert [r.tags["sqlbook/shard"] for r in requests] == ["0", "1"]
     cursor = tick.cursor
+    first = first_chunks(own_redis.url, key)
 
-    # Kill 1, the narrowest window: the first chunk committed, its stream entries not yet
-    # deleted (Redis holds the worker's XDEL), then SIGKILL.
+    # Kill 1, the narrowest window, in both shards' runs at once: each committed its first
+    # chunk, its stream entries not yet deleted (Redis holds the workers' XDELs), SIGKILL.
     with writes_paused(own_redis.url):
-        worker = start_run_worker(
-            children,
-            request,
-            own_redis.url,
-            key,
-            servers.warehouse_url,
-            instance_dir,
-            "drill-run-1",
-        )
+        workers = [
+            start_run_worker(
+                children,
+                request,
+                own_redis.url,
+                key,
+                servers.warehouse_url,
+                instance_dir,
+                f"drill-run-1-{k}",
+            )
+            for k, request in enumerate(requests)
+        ]
         wait_for(
-            "the run to delete its first chunk",
-            lambda: writes_held(own_redis.url, "xdel") > 0 or worker.poll() is not None,
+            "both runs to delete their first chunk",
+            lambda: (
+                writes_held(own_redis.url, "xdel") >= SHARDS
+                or any(w.poll() is not None for w in workers)
+            ),
         )
-        sigkill(worker)
-        # Redis drops the dead client (and its parked XDEL) when it sees the socket close;
-        # unpausing before that would let the XDEL run after all
+        for worker in workers:
+            sigkill(worker)
+        # Redis drops the dead clients (and their parked XDELs) when it sees the sockets
+        # close; unpausing before that would let an XDEL run after all
         wait_for(
-            "Redis to drop the killed run's XDEL", lambda: not writes_held(own_redis.url, "xdel")
+            "Redis to drop the killed runs' XDELs", lambda: not writes_held(own_redis.url, "xdel")
         )
     counts, waiting = stored(servers.warehouse_url, project.id), in_stream(own_redis.url, key)
-    assert (sum(counts.values()), sum(waiting.values())) == (CHUNK_ROWS, 25_000)
+    assert (sum(counts.values()), sum(waiting.values())) == (first, CHUNKED_EVENTS)
     assert_nothing_lost_yet(ledger, counts, waiting, drill="after kill 1")
 
-    # What the daemon sees: the run is still STARTED, but its worker's pid (a run tag) is
-    # gone, so the sensor fails it at once (DefaultRunLauncher cannot check a worker's
-    # health; without this, only the job's `dagster/max_runtime` would end it), then backs
-    # off before retrying.
-    (killed,) = instance.get_runs()
-    assert killed.status == dg.DagsterRunStatus.STARTED
-    assert killed.tags.get("sqlbook/worker_pid") == str(worker.pid)
+    # What the daemon sees: the runs are still STARTED, but their workers' pids (a run tag)
+    # are gone, so the sensor fails them at once (DefaultRunLauncher cannot check a
+    # worker's health; without this, only the job's `dagster/max_runtime` would end them),
+    # then backs off before retrying each shard.
+    killed = {r.tags["sqlbook/shard"]: r for r in instance.get_runs()}
+    assert set(killed) == {"0", "1"}
+    for k, worker in enumerate(workers):
+        assert killed[str(k)].status == dg.DagsterRunStatus.STARTED
+        assert killed[str(k)].tags.get("sqlbook/worker_pid") == str(worker.pid)
     failed = sensor_tick(instance, own_redis.url, key, cursor)
-    assert isinstance(failed, dg.SkipReason) and "is gone" in (failed.skip_message or "")
-    assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert isinstance(failed, dg.SkipReason)
+    assert (failed.skip_message or "").count("is gone") == SHARDS, failed.skip_message
+    for run in killed.values():
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     backoff = sensor_tick(instance, own_redis.url, key, cursor)
-    assert isinstance(backoff, dg.SkipReason) and "retrying in" in (backoff.skip_message or "")
+    assert isinstance(backoff, dg.SkipReason)
+    assert (backoff.skip_message or "").count("retrying in") == SHARDS, backoff.skip_message
 
-    # Kill 2: the run the sensor asks for once the backoff is over (asked of a fresh
-    # instance, so the drill does not sleep through it), SIGKILLed while one of its INSERTs
-    # is executing (its transaction open).
-    retry, cursor = next_request(own_redis.url, key, cursor)
-    assert retry.tags["sqlbook/retry"] == "true"
-    worker = start_run_worker(
-        children, retry, own_redis.url, key, servers.warehouse_url, instance_dir, "drill-run-2"
+    # Kill 2: the runs the sensor asks for once the backoff is over (asked of a fresh
+    # instance, so the drill does not sleep through it). Shard 0's run is SIGKILLed while
+    # one of its INSERTs is executing (its transaction open); shard 1's run goes on and
+    # finishes its shard meanwhile.
+    retries, cursor = next_requests(own_redis.url, key, cursor)
+    assert [(r.tags["sqlbook/shard"], r.tags["sqlbook/retry"]) for r in retries] == [
+        ("0", "true"),
+        ("1", "true"),
+    ]
+    worker, other = (
+        start_run_worker(
+            children, retry, own_redis.url, key, servers.warehouse_url, instance_dir, name
+        )
+        for retry, name in zip(retries, ("drill-run-2", "drill-run-2-other"), strict=True)
     )
     wait_for(
         "the retry run to be inserting",
@@ -619,6 +690,8 @@ def test_kill_9_the_ingestion_run_mid_batch(
         ),
     )
     sigkill(worker)
+    assert other.wait(DEADLINE) == 0, "the other shard's run failed"
+    assert in_stream(own_redis.url, key, 1) == Counter()
     counts, waiting = stored(servers.warehouse_url, project.id), in_stream(own_redis.url, key)
     assert_nothing_lost_yet(ledger, counts, waiting, drill="after kill 2")
     summary("kill -9 ingestion (before recovery)", counts, ledger)
@@ -626,8 +699,7 @@ def test_kill_9_the_ingestion_run_mid_batch(
     # Ingestion continues: the sensor's next range starts at the oldest entry left.
     ingest_pending(own_redis.url, key, servers.warehouse_url, cursor)
     assert in_stream(own_redis.url, key) == Counter()
-    with redis.Redis.from_url(own_redis.url) as client:
-        assert client.xlen(f"{key}:dead") == 0
+    assert dead_letters(own_redis.url, key) == 0
     assert_exactly_once("kill -9 ingestion", stored(servers.warehouse_url, project.id), ledger)
 
 
@@ -641,7 +713,12 @@ def test_redis_stops_and_restarts_between_capture_and_ingestion(
     key = f"drill:redis:{uuid.uuid4().hex[:8]}"
     ledgers = [Ledger(f"client-{i}") for i in range(3)]
     settings = make_settings(
-        servers, tmp_path, redis_url=own_redis.url, stream_key=key, api_port=free_port()
+        servers,
+        tmp_path,
+        redis_url=own_redis.url,
+        stream_key=key,
+        stream_shards=SHARDS,
+        api_port=free_port(),
     )
     with serve_api(settings) as url:
         for how in ("SIGKILL", "SHUTDOWN NOSAVE", "SIGTERM"):
@@ -684,55 +761,62 @@ def test_postgres_stops_during_an_ingestion_run(
     project = workspace.project
     key = f"drill:pg:{uuid.uuid4().hex[:8]}"
     ledger = Ledger("producer")
-    settings = make_settings(servers, tmp_path, redis_url=own_redis.url, stream_key=key)
+    settings = make_settings(
+        servers, tmp_path, redis_url=own_redis.url, stream_key=key, stream_shards=SHARDS
+    )
     with api_client(settings) as http:
-        for _ in range(5):  # 25,000 events: a run moves them in two chunks
+        for _ in range(CHUNKED_EVENTS // 5_000):  # each shard's run moves two chunks
             assert post_batch(http, ledger, project.capture_key, make_events(5_000))
     job = ingestion_job(own_redis.url, key, warehouse_url)
 
-    # A: a fast shutdown (pg_ctl stop) while the run's INSERT executes. A lock held by the
-    # test keeps the INSERT running until the server goes down.
-    request, cursor = next_request(own_redis.url, key, None)
+    # A: a fast shutdown (pg_ctl stop) while both shards' runs execute their INSERT. A lock
+    # held by the test keeps the INSERTs running until the server goes down.
+    requests, cursor = next_requests(own_redis.url, key, None)
+    assert len(requests) == SHARDS
     holder = psycopg.connect(warehouse_url)
     holder.execute("lock table events in share mode")
-    run = RunInThread(job, request)
+    runs = [RunInThread(job, request) for request in requests]
     wait_for(
-        "the run's INSERT to be executing",
-        lambda: statements_running(warehouse_url, "", waiting_on_lock=True) > 0,
+        "both runs' INSERTs to be executing",
+        lambda: statements_running(warehouse_url, "", waiting_on_lock=True) >= SHARDS,
     )
     pg.stop()
     with contextlib.suppress(psycopg.Error):
         holder.close()
-    result = run.join()
-    assert not result.success and result.is_node_failed("events")
+    for run in runs:
+        result = run.join()
+        assert not result.success and result.is_node_failed("events")
     pg.start()
     assert pg.uri(APP_DATABASE) == warehouse_url
     counts, waiting = stored(warehouse_url, project.id), in_stream(own_redis.url, key)
-    assert (sum(counts.values()), sum(waiting.values())) == (0, 25_000)
+    assert (sum(counts.values()), sum(waiting.values())) == (0, CHUNKED_EVENTS)
     summary("postgres fast stop mid-INSERT (before recovery)", counts, ledger)
 
     # B: a crash (SIGQUIT to the postmaster = immediate shutdown, crash recovery at start)
-    # after the run committed its first chunk; Redis holds its XDEL until PostgreSQL is
-    # down, so the run goes on to a second chunk that cannot be written.
-    request, cursor = next_request(own_redis.url, key, cursor)
+    # after both runs committed their first chunk; Redis holds their XDELs until
+    # PostgreSQL is down, so the runs go on to second chunks that cannot be written.
+    requests, cursor = next_requests(own_redis.url, key, cursor)
+    first = first_chunks(own_redis.url, key)
     with writes_paused(own_redis.url):
-        run = RunInThread(job, request)
-        # the XDEL is the first write after the chunk's commit (and its statistics
-        # refresh): once it waits in the pause, the run has nothing more to do with it
+        runs = [RunInThread(job, request) for request in requests]
+        # the XDEL is the first write after a chunk's commit (and its statistics refresh):
+        # once it waits in the pause, the run has nothing more to do with it
         wait_for(
-            "the run to delete its first chunk", lambda: writes_held(own_redis.url, "xdel") > 0
+            "both runs to delete their first chunk",
+            lambda: writes_held(own_redis.url, "xdel") >= SHARDS,
         )
-        assert sum(stored(warehouse_url, project.id).values()) == CHUNK_ROWS
+        assert sum(stored(warehouse_url, project.id).values()) == first
         postmaster = psutil.Process(postmaster_pid(pg))
         postmaster.send_signal(signal.SIGQUIT)
         postmaster.wait(DEADLINE)
-    result = run.join()
-    assert not result.success and result.is_node_failed("events")
+    for run in runs:
+        result = run.join()
+        assert not result.success and result.is_node_failed("events")
     pg.stop()  # forget the dead server's handle
     pg.start()
     counts, waiting = stored(warehouse_url, project.id), in_stream(own_redis.url, key)
     # committed rows survived the crash; their entries are gone, every other entry stayed
-    assert (sum(counts.values()), sum(waiting.values())) == (CHUNK_ROWS, 25_000 - CHUNK_ROWS)
+    assert (sum(counts.values()), sum(waiting.values())) == (first, CHUNKED_EVENTS - first)
     assert not set(counts) & set(waiting)
     assert set(counts) | set(waiting) == ledger.accepted
     summary("postgres crash after a chunk (before recovery)", counts, ledger)
@@ -754,6 +838,7 @@ def test_api_restarts_while_clients_retry(
             **servers.environment(),
             "SQLBOOK_HOME": str(tmp_path),
             "SQLBOOK_STREAM_KEY": stream_key,
+            "SQLBOOK_STREAM_SHARDS": str(SHARDS),
         }
     )
     api = ApiProcess(env, free_port(), tmp_path)
@@ -811,15 +896,17 @@ def test_the_same_batch_twice_is_stored_once(
     project = workspace.project
     ledger = Ledger("client")
     batch = make_events(200, timestamp=timestamp)
-    with client_with() as http:
+    with client_with(stream_shards=SHARDS) as http:
         for _ in range(2):
             assert post_batch(http, ledger, project.capture_key, batch)
             if not same_run:
                 ingest_pending(servers.redis_url, stream_key, servers.warehouse_url)
     if same_run:  # the drill's premise: two copies of each event wait, stamped alike or not
+        copies = []
         with redis.Redis.from_url(servers.redis_url) as client:
-            reader = CaptureStreamReader(client, stream_key)
-            copies = [row for entry in reader.read("-", "+") for row in entry.rows]
+            for key in shard_keys(stream_key, SHARDS):
+                reader = CaptureStreamReader(client, key, stream_key=stream_key)
+                copies += [row for entry in reader.read("-", "+") for row in entry.rows]
         stamps: dict[str, set[str]] = {}
         for row in copies:
             stamps.setdefault(row["event_id"], set()).add(row["timestamp"])
