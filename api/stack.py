@@ -177,6 +177,7 @@ def child_environment(settings: Settings, urls: ServerUrls) -> dict[str, str]:
     env.update(urls.environment())
     env["SQLBOOK_HOME"] = str(home)
     env["SQLBOOK_STREAM_KEY"] = settings.stream_key
+    env["SQLBOOK_STREAM_SHARDS"] = str(settings.stream_shards)  # the sensor's runs per shard
     env["SQLBOOK_DAGSTER_STORAGE_URL"] = with_driver(urls.dagster_database_url, "psycopg2")
     env["DAGSTER_HOME"] = str(_dagster_home(home))
     env.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
