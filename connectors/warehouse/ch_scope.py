@@ -204,17 +204,29 @@ def _check_cte(cte: exp.CTE, ctx: ScopeContext) -> None:
 
 
 def _check_in(node: exp.In) -> None:
-    """`x IN t`, `x IN (t)`, `x IN db.t`: ClickHouse reads table t there."""
+    """`x IN t`, `x IN (t)`, `x IN ((t))`, `x IN db.t`: ClickHouse reads table t there."""
     if node.args.get("field") is not None or node.args.get("unnest") is not None:
         raise refuse(
             "IN <table> is not allowed on the warehouse: write IN (SELECT … FROM …) instead"
         )
     values = node.expressions
-    if len(values) == 1 and isinstance(values[0], (exp.Column, exp.Table, exp.Dot)):
+    if len(values) == 1 and _is_bare_name(values[0]):
         raise refuse(
             "IN (<name>) is not allowed on the warehouse (ClickHouse may read a table of that "
             "name): write IN (SELECT …) or a list of values"
         )
+    query = node.args.get("query")
+    if query is not None and _is_bare_name(query):
+        raise refuse("IN <table> is not allowed on the warehouse: write IN (SELECT …) instead")
+
+
+def _is_bare_name(value: exp.Expr) -> bool:
+    """A name, however many brackets or aliases wrap it."""
+    while isinstance(value, (exp.Paren, exp.Alias, exp.Tuple)) and not (
+        isinstance(value, exp.Tuple) and len(value.expressions) != 1
+    ):
+        value = value.expressions[0] if isinstance(value, exp.Tuple) else value.this
+    return isinstance(value, (exp.Column, exp.Table, exp.Dot, exp.Var, exp.Identifier))
 
 
 def _cte_names_visible(table: exp.Table) -> bool:

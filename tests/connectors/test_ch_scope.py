@@ -196,6 +196,11 @@ def test_joins_and_subqueries_keep_to_the_workspace(env):
         ("SELECT 'top-secret' IN secrets", "IN <table> is not allowed"),
         ("SELECT 'top-secret' IN (secrets)", "IN (<name>) is not allowed"),
         ("SELECT 'top-secret' IN default.secrets", "IN <table> is not allowed"),
+        ("SELECT 'top-secret' IN ((secrets))", "IN (<name>) is not allowed"),
+        ("SELECT 'top-secret' IN (((`secrets`)))", "IN (<name>) is not allowed"),
+        ("SELECT 'top-secret' IN (secrets AS s)", "IN (<name>) is not allowed|could not read"),
+        ("SELECT 'top-secret' NOT IN secrets", "IN <table> is not allowed"),
+        ("SELECT ('top-secret', 1) IN person_updates", "IN <table> is not allowed"),
         ("SELECT toUUID('00000000-0000-0000-0000-000000000000') GLOBAL IN events", "not allowed"),
         # settings, formats, files
         ("SELECT count() FROM events SETTINGS max_threads = 1", "SETTINGS is not allowed"),
@@ -479,3 +484,19 @@ def test_errors_in_the_querys_own_expressions_see_only_the_workspaces_rows(env):
     with pytest.raises(QueryFailed) as raised:
         env.run("SELECT count() FROM events WHERE toUInt64(distinct_id) > 0")
     assert "c-secret" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT _part, _part_offset FROM events",
+        "SELECT count() FROM events WHERE _part_offset > 0",
+        "SELECT e._block_number FROM events AS e",
+        "SELECT _table, _database FROM persons",
+    ],
+)
+def test_virtual_columns_are_out_of_reach(env, sql):
+    """Part names and row offsets would count other workspaces' rows: the scoped read
+    (`SELECT *`) does not carry them."""
+    with pytest.raises(QueryFailed, match="Unknown|cannot be resolved"):
+        env.run(sql)
