@@ -252,6 +252,7 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
         except m.MigrateError as err:
             return _fail(str(err))
     summary = {k: v for k, v in report.as_json().items() if k != "days"}
+    summary["mismatches"] = report.mismatches[:50]  # all of them in the state file
     _print(summary)
     if not report.verified:
         return _fail(

@@ -261,24 +261,25 @@ class ClickHouseSide(Side):
         return {(int(p), str(e)) for p, e in rows}
 
     def read(self, lo: date, hi: date, batch_rows: int) -> Iterator[list[Stamped]]:
-        day = lo
-        while day < hi:  # one day per query: a day's rows fit in memory
-            rows = self.client.query(
-                "select toString(event_id), project_id, toString(event_name), distinct_id,"
-                " properties, timestamp, received_at, ip, user_agent, lib, session_id"
-                " from events where timestamp >= {lo:DateTime64(6, 'UTC')}"
-                " and timestamp < {hi:DateTime64(6, 'UTC')} order by timestamp, event_id",
-                parameters={"lo": _midnight(day), "hi": _midnight(day + DAY)},
-            ).result_rows
-            for i in range(0, len(rows), batch_rows):
-                out: list[Stamped] = []
-                for r in rows[i : i + batch_rows]:
+        with self.client.query_row_block_stream(
+            "select toString(event_id), project_id, toString(event_name), distinct_id,"
+            " properties, timestamp, received_at, ip, user_agent, lib, session_id"
+            " from events where timestamp >= {lo:DateTime64(6, 'UTC')}"
+            " and timestamp < {hi:DateTime64(6, 'UTC')} order by timestamp, event_id",
+            parameters={"lo": _midnight(lo), "hi": _midnight(hi)},
+        ) as stream:
+            out: list[Stamped] = []
+            for block in stream:
+                for r in block:
                     values = list(r)
                     ts = _utc(values[5])
                     values[5], values[6] = _iso(ts), _iso(_utc(values[6]))
                     out.append((ts, values))
+                    if len(out) >= batch_rows:
+                        yield out
+                        out = []
+            if out:
                 yield out
-            day += DAY
 
     def persons(self) -> Iterator[list[dict[str, Any]]]:
         yield from self._batches(

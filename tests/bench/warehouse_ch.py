@@ -488,6 +488,8 @@ def measure_freshness(
         "probes_sent": len(sent),
         "probes_accepted": len(accepted),
         "probes_arrived": len(latencies),
+        "probes_missing": len(accepted) - len(latencies),  # not seen within wait_s
+        "wait_s": wait_s,
         "latency_p50_s": rnd(percentile(latencies, 50)),
         "latency_p95_s": rnd(percentile(latencies, 95)),
         "latency_max_s": rnd(max(latencies) if latencies else None),
@@ -852,7 +854,7 @@ def measure(
         source = "the capture phase's best batch-100 rate" if measured else "--chw-burst-rate"
         try:
             out["freshness"] = measure_freshness(
-                info, load, dagster, run_id, rate, source, 100, burst_s, 5, 60.0
+                info, load, dagster, run_id, rate, source, 100, burst_s, 5, 120.0
             )
         except Exception as err:
             errors["freshness"] = f"{type(err).__name__}: {str(err)[:800]}"
@@ -899,7 +901,9 @@ def table_rows(result: dict[str, Any] | None) -> list[Row]:
                 None,
                 "s",
                 target=f"<= {FRESH_P95_TARGET:g} s",
-                met=fr["latency_p95_s"] is not None and fr["latency_p95_s"] <= FRESH_P95_TARGET,
+                met=fr["latency_p95_s"] is not None
+                and fr["latency_p95_s"] <= FRESH_P95_TARGET
+                and not fr.get("probes_missing"),
                 higher_is_better=False,
                 note=f"{fr['load']['events_per_second']:,} events/s offered; probes "
                 f"{fr['probes_arrived']}/{fr['probes_accepted']}",

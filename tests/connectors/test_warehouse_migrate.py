@@ -306,6 +306,20 @@ def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path)
     before = {(p, d): x for p, d, x in pg_persons(source)}
     assert person == before[(str(PROJECTS[0]), "u1")]
     assert json.loads(props)["tier"] == "gold"
+    # and back: ClickHouse -> PostgreSQL, copy and verify only
+    back = with_database(source, "back")
+    ensure_database(with_database(source, "postgres"), "back")
+    out = cli(
+        ["warehouse", "migrate", "--from", f"chdb://{ch}", "--to", back, "--no-switch"],
+        home,
+        source,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "not switched (--no-switch)" in out.stdout
+    got = chdb_read(ch)
+    assert pg_counts(back) == got["counts"]
+    assert pg_persons(back) == got["ids"]
 
 
 def test_cli_does_not_switch_while_sqlbook_runs(source: str, target: str, tmp_path: Path):
