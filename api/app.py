@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,7 +97,13 @@ def create_app(settings: Settings) -> FastAPI:
             metadata=metadata,
             redis=client,
             stream=CaptureStreamWriter(client, settings.stream_key, settings.stream_shards),
-            capture_keys=CaptureKeys(metadata, settings.capture_key_cache_seconds),
+            capture_keys=CaptureKeys(
+                metadata,
+                settings.capture_key_cache_seconds,
+                redis=client,
+                channel=f"{settings.stream_key}:capture-keys",
+                redis_url=settings.redis_url,
+            ),
             limits=CaptureLimits(
                 max_body_bytes=settings.capture_max_body_bytes,
                 max_event_bytes=settings.capture_max_event_bytes,
@@ -118,9 +125,14 @@ def create_app(settings: Settings) -> FastAPI:
             access=FolderAccess(metadata),
             events=AuditEvents(metadata),
         )
+        # other API processes announce changed capture keys (api/state.py CaptureKeys)
+        following = asyncio.create_task(app.state.sqlbook.capture_keys.follow())
         try:
             yield
         finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
             service.close()
             await client.aclose()
             metadata.close()

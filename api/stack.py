@@ -22,6 +22,7 @@ from api import credentials
 from api.routes.script import snippet
 from connectors.metadata import MetadataStore, upgrade
 from connectors.metadata.store import Project
+from connectors.observability.logs import dagster_log_args
 from connectors.servers import ServerUrls, redact, start_servers, with_driver
 from connectors.settings import Settings, api_url
 from connectors.warehouse.setup import install_warehouse
@@ -75,19 +76,50 @@ def api_command(settings: Settings) -> list[str]:
         "--no-access-log",
         "--limit-concurrency",
         str(settings.api_limit_concurrency),
+        # N processes on one port (the supervisor binds it, each worker accepts); each
+        # builds its own app from the factory: its own pools, caches and metrics files
+        *(["--workers", str(settings.api_workers)] if settings.api_workers > 1 else []),
     ]
+
+
+def api_environment(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The API's environment: prometheus-client's multiprocess folder, emptied before the
+    workers start (each writes its own files there; a scrape of any worker adds them up,
+    and values of an earlier start must not be added in)."""
+    from connectors.observability.metrics import metrics_environment, prepare_metrics_dir
+
+    return {**env, **metrics_environment(prepare_metrics_dir(settings.metrics_dir()))}
 
 
 def dagster_command(settings: Settings) -> list[str]:
     """How the Dagster webserver is started. It has no login and shows every workspace's
     runs: it binds `dagster_host` (default 127.0.0.1), never the API's interface."""
     return [
-        _bin("dagster-webserver"),
+        *dagster_entry(settings, "dagster-webserver"),
         *_workspace_args(),
         "--host",
         settings.dagster_host,
         "--port",
         str(settings.dagster_port),
+        *dagster_log_args(settings.log_level, settings.log_format, webserver=True),
+    ]
+
+
+def dagster_entry(settings: Settings, command: str) -> list[str]:
+    """A Dagster command, through connectors/observability/dagster_cli.py for JSON logs
+    (it covers what Dagster's own --log-format does not); as installed for console logs."""
+    if settings.log_format != "json":
+        return [_bin(command)]
+    return [sys.executable, "-m", "connectors.observability.dagster_cli", command]
+
+
+def daemon_command(settings: Settings) -> list[str]:
+    """How the Dagster daemon is started (sensors, schedules, run queue)."""
+    return [
+        *dagster_entry(settings, "dagster-daemon"),
+        "run",
+        *_workspace_args(),
+        *dagster_log_args(settings.log_level, settings.log_format),
     ]
 
 
@@ -313,11 +345,9 @@ def _run_stack(settings: Settings, home: Path) -> int:
         creds = prepare(settings, urls)
         env = child_environment(settings, urls)
         procs = {
-            "api": _spawn("api", api_command(settings), env, logs),
+            "api": _spawn("api", api_command(settings), api_environment(settings, env), logs),
             "dagster-webserver": _spawn("dagster-webserver", dagster_command(settings), env, logs),
-            "dagster-daemon": _spawn(
-                "dagster-daemon", [_bin("dagster-daemon"), "run", *_workspace_args()], env, logs
-            ),
+            "dagster-daemon": _spawn("dagster-daemon", daemon_command(settings), env, logs),
         }
         try:
             deadline = time.monotonic() + 180

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     api_limit_concurrency: int = Field(
         default=1000, description="Connections the API serves at once; more get 503."
     )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes (uvicorn workers) `sqlbook up` starts on the API port; "
+        "about one per CPU core. Each has its own connections and caches; "
+        "api_limit_concurrency applies to each.",
+    )
 
     ingest_follow_seconds: float = Field(
         default=120.0,

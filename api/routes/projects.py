@@ -275,8 +275,8 @@ async def update_project(
         return saved
 
     before, project = await run_in_threadpool(update)
-    # This process serves the new policy from the next request on.
-    state.capture_keys.forget(project.capture_key)
+    # Every API process serves the new policy from its next request on.
+    await state.capture_keys.forget(project.capture_key)
     public = ProjectPublic.of(project)
     changes = settings_changed(ProjectPublic.of(before), public)
     if changes:
