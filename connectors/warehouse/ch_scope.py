@@ -338,6 +338,43 @@ def _filtered(table: exp.Table, ctx: ScopeContext) -> exp.Expr:
 # ---- the text that is sent --------------------------------------------------------
 
 
+def verify_scoped(text: str, ctx: ScopeContext) -> None:
+    """A check of the rewrite's own result, read back from the text that is sent: every
+    table read is a permitted generator, a CTE, or a scoped table read by a SELECT whose
+    WHERE is exactly the workspace's filter. Guards against a mistake in the rewrite or
+    in sqlglot's writing; raises QueryRejected."""
+    tree = parse_clickhouse(text)
+    expected = (
+        exp.In(
+            this=exp.column("project_id", quoted=True),
+            expressions=[exp.Literal.number(int(p)) for p in ctx.project_ids],
+        )
+        if ctx.project_ids
+        else exp.false()
+    )
+    for table in tree.find_all(exp.Table):
+        if _in_array_join(table):
+            continue
+        target = table.this
+        if isinstance(target, exp.Func) and _function_name(target) in ALLOWED_TABLE_FUNCTIONS:
+            continue
+        if not isinstance(target, exp.Identifier):
+            raise refuse("the rewritten query reads a table it should not")
+        if not table.text("db") and _cte_names_visible(table):
+            continue
+        holder = table.parent.parent if isinstance(table.parent, exp.Final) else table.parent
+        select = holder.parent if isinstance(holder, exp.From) else None
+        where = select.args.get("where") if isinstance(select, exp.Select) else None
+        if (
+            table.text("db") != ctx.database
+            or table.name not in ctx.scoped
+            or where is None
+            or where.this != expected
+            or (isinstance(select, exp.Select) and select.args.get("joins"))
+        ):
+            raise refuse("the rewritten query reads a table outside the workspace's scope")
+
+
 def check_sent_text(text: str) -> None:
     """The regenerated text, read again as ClickHouse tokens: no SETTINGS, FORMAT or
     OUTFILE word, no `system.`/`information_schema.` name, no refused function.

@@ -86,13 +86,16 @@ class ClickHouseWarehouseSource(DataSource):
         self.url = url
         self.database = endpoint.database or "default"
         self.scoped = tuple(scoped_tables)
-        # sqlbook's own login: schema, the table list, EXPLAIN AST; on chDB, every query
-        self._owner = ClickHouseSource(url)
+        limits = user_limits or UserLimits()
+        # sqlbook's own login: schema, the table list, EXPLAIN AST; on chDB, every query,
+        # inside this process: a query's memory is capped as a workspace user's is
+        self._owner = ClickHouseSource(
+            url,
+            settings={"max_memory_usage": limits.max_memory_usage} if endpoint.chdb else None,
+        )
         self.users: WorkspaceUsers | None = None
         if not endpoint.chdb:
-            self.users = WorkspaceUsers(
-                url, secret_key, limits=user_limits or UserLimits(), tables=self.scoped
-            )
+            self.users = WorkspaceUsers(url, secret_key, limits=limits, tables=self.scoped)
         self._lock = threading.Lock()
         self._sources: dict[int, ClickHouseSource] = {}
         self._tables: tuple[float, frozenset[str]] | None = None
@@ -139,6 +142,7 @@ class ClickHouseWarehouseSource(DataSource):
         scoped = ch_scope.scope_query(tree, ctx)
         text = translate.write(scoped) if reading.translated else ch_scope.to_text(scoped)
         ch_scope.check_sent_text(text)
+        ch_scope.verify_scoped(text, ctx)
         # the rules every ClickHouse statement meets (one read statement, nothing that
         # reaches outside the database), on the text that is sent
         guard.check_sql(text, "clickhouse", list(params))

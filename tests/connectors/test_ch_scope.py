@@ -500,3 +500,52 @@ def test_virtual_columns_are_out_of_reach(env, sql):
     (`SELECT *`) does not carry them."""
     with pytest.raises(QueryFailed, match="Unknown|cannot be resolved"):
         env.run(sql)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'SELECT * FROM "default"."events"',
+        'SELECT * FROM (SELECT * FROM "default"."events" WHERE "project_id" IN (5, 6, 7)) AS "e"',
+        'SELECT * FROM (SELECT * FROM "default"."events" WHERE "project_id" IN (5, 6) OR 1) AS "e"',
+        'SELECT * FROM (SELECT * FROM "other"."events" WHERE "project_id" IN (5, 6)) AS "e"',
+        'SELECT * FROM (SELECT * FROM "default"."events" JOIN "default"."persons" USING (x)'
+        ' WHERE "project_id" IN (5, 6)) AS "e"',
+        'SELECT * FROM (SELECT * FROM "default"."secrets" WHERE "project_id" IN (5, 6)) AS "e"',
+    ],
+)
+def test_the_result_of_the_rewrite_is_verified(text):
+    from connectors.warehouse.ch_scope import verify_scoped
+
+    with pytest.raises(QueryRejected, match="rewritten query"):
+        verify_scoped(text, ScopeContext("default", (5, 6)))
+    ok = to_text(
+        scope_query(
+            parse_clickhouse("SELECT * FROM events, persons"), ScopeContext("default", (5, 6))
+        )
+    )
+    verify_scoped(ok, ScopeContext("default", (5, 6)))
+
+
+def test_a_querys_memory_is_capped_in_this_process(tmp_path_factory, env):
+    """chDB runs inside the API process: the workspace's query stops at its memory cap
+    instead of taking the process down."""
+    from connectors.warehouse.ch_scope import UserLimits
+
+    small = ClickHouseWarehouseSource(
+        env.source.url, secret_key=b"k" * 32, user_limits=UserLimits(max_memory_usage=50_000_000)
+    )
+    try:
+        with pytest.raises(QueryFailed, match="[Mm]emory limit"):
+            small.run(
+                "SELECT groupArray(number) FROM numbers(50000000)",
+                [],
+                query_id=uuid.uuid4().hex,
+                limits=LIMITS,
+                scope=A,
+            )
+        assert small.run(
+            "SELECT count() FROM events", [], query_id="m", limits=LIMITS, scope=A
+        ).rows == [[7]]
+    finally:
+        small.close()
