@@ -68,7 +68,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connectors.embedded import EmbeddedRedis
 from connectors.secrets import KEY_FILE, derive, load_secret_key
-from connectors.servers import redact, start_servers
+from connectors.servers import ServerUrls, redact, start_servers
 from connectors.settings import Settings
 
 FORMAT = 1
@@ -427,9 +427,17 @@ def default_backup_dir(settings: Settings) -> Path:
     return settings.ensure_home() / "backups" / stamp
 
 
-def backup(settings: Settings, to: Path | None = None, *, say: Say = print) -> BackupResult:
+def backup(
+    settings: Settings,
+    to: Path | None = None,
+    *,
+    say: Say = print,
+    between: Callable[[ServerUrls, str], None] | None = None,
+) -> BackupResult:
     """A consistent copy of the install `settings` describe into `to` (a new or empty
-    folder). See the module docstring for what it holds and the order it is taken in."""
+    folder). See the module docstring for what it holds and the order it is taken in.
+    `between(urls, redis_url)` runs after the stream copy and before the database
+    snapshots: the window in which a running install's ingestion moves events (tests)."""
     from connectors.warehouse.warehouses import warehouse_kind
 
     home = settings.ensure_home()
@@ -450,7 +458,7 @@ def backup(settings: Settings, to: Path | None = None, *, say: Say = print) -> B
         "fingerprint": key_fingerprint(key),
         "in_backup": settings.secret_key is None,
     }
-    with _stream_redis(settings) as redis_url:
+    with start_servers(settings, redis=False) as urls, _stream_redis(settings) as redis_url:
         # 1. the streams: before any database snapshot (see the module docstring)
         client = redis_lib.Redis.from_url(redis_url)
         try:
@@ -466,7 +474,8 @@ def backup(settings: Settings, to: Path | None = None, *, say: Say = print) -> B
             manifest["streams"] = streams
         finally:
             client.close()
-    with start_servers(settings, redis=False) as urls:
+        if between is not None:
+            between(urls, redis_url)
         # 2. PostgreSQL: roles, then each database at a snapshot of its own
         manifest["roles"] = _dump_roles(urls.database_url, dest / "roles.sql")
         databases: dict[str, Any] = {}

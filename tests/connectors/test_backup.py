@@ -292,3 +292,53 @@ def test_a_chdb_warehouse_is_backed_up_and_restored(
         warehouse.close()  # type: ignore[attr-defined]
     assert found == ids
     assert rollup == [(12,)], "the materialized view refilled the hourly rollup"
+
+
+def test_ingestion_running_during_the_backup_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """The worst window: after the stream copy and before the database snapshot, a running
+    install ingests every waiting entry (deleting it) and captures and ingests more. The
+    copied entries are then in the stream copy AND the snapshot; nothing is in neither."""
+    home = tmp_path / "live"
+    settings = _settings(home)
+    with start_servers(settings) as urls:
+        upgrade(urls.database_url)
+        install_warehouse(urls.warehouse_url)
+        with MetadataStore(urls.database_url) as store:
+            project = store.create_workspace(f"live-{uuid.uuid4().hex[:8]}").project.id
+        before = event_batch(20, "before") + event_batch(15, "also-before")
+        append(urls.redis_url, SHARDS[0], project, before[:20])
+        append(urls.redis_url, SHARDS[1], project, before[20:])
+    during = event_batch(7, "during")
+
+    def ingest_everything(urls: Any, redis_url: str) -> None:
+        append(redis_url, SHARDS[0], project, during)
+        client = redis.Redis.from_url(redis_url)
+        warehouse = open_warehouse(urls.warehouse_url)
+        for key in SHARDS:
+            reader = CaptureStreamReader(client, key)
+            head, tail = reader.head(), reader.tail()
+            assert head and tail
+            ingest_range(reader, warehouse, head, tail)
+            assert reader.head() is None
+        client.close()
+
+    done = backup(
+        settings, tmp_path / "live-backup", say=lambda _l: None, between=ingest_everything
+    )
+    assert sum(s["events"] for s in done.manifest["streams"]) == 35
+    assert done.manifest["databases"]["metadata"]["tables"]["public.events"] == 42
+    restored = _settings(tmp_path / "live-restored")
+    restore(done.path, restored, say=lambda _l: None)
+    with start_servers(restored) as urls:
+        client = redis.Redis.from_url(urls.redis_url)
+        warehouse = open_warehouse(urls.warehouse_url)
+        replayed = [
+            ingest_range(reader, warehouse, reader.head() or "-", reader.tail() or "+")
+            for reader in (CaptureStreamReader(client, key) for key in SHARDS)
+        ]
+        client.close()
+        with psycopg.connect(urls.warehouse_url) as conn:
+            ids = _event_ids(conn)
+    assert sum(r.inserted for r in replayed) == 0
+    assert sum(r.duplicates for r in replayed) == 35
+    assert sorted(ids) == sorted(e["uuid"] for e in before + during)
