@@ -141,3 +141,33 @@ def test_a_server_warehouse_is_recognised_by_name_and_address():
     assert _is_clickhouse_warehouse("http://127.0.0.1:8123/", own)
     assert not _is_clickhouse_warehouse("clickhouse://u:p@127.0.0.1:9000/x", own)
     assert not _is_clickhouse_warehouse("chdb:///tmp/elsewhere", own)
+
+
+def test_an_sql_insight_written_for_postgresql_runs_translated(api, tenants):
+    """An insight saved before the move (PostgreSQL: ->>, = any(), an optional clause)
+    runs on the ClickHouse warehouse translated, its parameters bound."""
+    a, _ = tenants
+    body = {
+        "name": "Plans",
+        "sql": "select properties->>'plan' as plan, count(*) as n from events"
+        " where event_name = {{event}} [[ and properties->>'plan' = any({{plan}}) ]]"
+        " group by 1 order by 1",
+        "parameters": [
+            {"name": "event", "type": "text", "default": "a-secret"},
+            {"name": "plan", "type": "text", "multi": True},
+        ],
+        "visualization": {"type": "table"},
+    }
+    r = api.post("/api/insights", json=body, headers=auth(a))
+    assert r.status_code == 201, r.text
+    insight = r.json()
+    for params, rows in (
+        ({}, [["a-secret-plan", 3]]),
+        ({"plan": ["a-secret-plan", "x"]}, [["a-secret-plan", 3]]),
+        ({"plan": ["nope"]}, []),
+        ({"event": "b-secret"}, []),
+    ):
+        r = api.post(f"/api/insights/{insight['id']}/run", json={"params": params}, headers=auth(a))
+        assert r.status_code == 200, r.text
+        assert r.json()["rows"] == rows, params
+        assert r.json()["translated"] is True

@@ -549,3 +549,22 @@ def test_a_querys_memory_is_capped_in_this_process(tmp_path_factory, env):
         ).rows == [[7]]
     finally:
         small.close()
+
+
+def test_a_workspace_logs_in_as_its_own_user_on_a_server():
+    """The login a workspace's queries use on a server: its own user and derived
+    password, the warehouse's host and database; set up once per project set (here the
+    set is marked as set up, as no server runs here)."""
+    from urllib.parse import unquote, urlsplit
+
+    from connectors.warehouse.ch_scope import WorkspaceUsers
+
+    users = WorkspaceUsers("clickhouse://sqlbook:owner-pw@ch.internal:8123/analytics", b"k" * 32)
+    users._synced[12] = (12, 13)
+    url = urlsplit(users.login_url(Scope(12, (13, 12))))
+    assert (url.hostname, url.port, url.path) == ("ch.internal", 8123, "/analytics")
+    assert url.username == "sqlbook_ws_12"
+    assert unquote(url.password or "") == user_password(b"k" * 32, 12)
+    assert "owner-pw" not in users.login_url(Scope(12, (12, 13)))
+    with pytest.raises(ValueError, match="chDB has no users"):
+        WorkspaceUsers("chdb:///tmp/x", b"k" * 32)
