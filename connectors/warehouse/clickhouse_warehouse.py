@@ -30,7 +30,10 @@ PostgreSQL so that SQL and analytics read them alike:
   than 24 h is cut; see ch_sessions in this module.
 - `rollup_events_hourly`: `SummingMergeTree` fed by the materialized view
   `rollup_events_hourly_mv` on `events` (project_id, day, hour, event_name, events);
-  readers `sum(events)` grouped by the key (parts not yet merged hold partial sums). The
+  readers `sum(events)` grouped by the key (parts not yet merged hold partial sums). An
+  events block dropped as a duplicate feeds it nothing (its own deduplication window and
+  `deduplicate_blocks_in_dependent_materialized_views`; the view's block token derives
+  from the events insert's). The
   other PostgreSQL rollups are not built here: analytics read `events` directly.
 
 Exactly-once. Ingestion never writes an event twice, so readers never need FINAL on
@@ -197,7 +200,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 PARTITION BY day
 ORDER BY (project_id, day, session_id)
 """,
-    """
+    f"""
 CREATE TABLE IF NOT EXISTS rollup_events_hourly (
     project_id  Int64,
     day         Date,
@@ -207,6 +210,7 @@ CREATE TABLE IF NOT EXISTS rollup_events_hourly (
 ) ENGINE = SummingMergeTree(events)
 PARTITION BY toYYYYMM(day)
 ORDER BY (project_id, day, hour, event_name)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """,
     """
 CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_events_hourly_mv TO rollup_events_hourly AS
@@ -429,6 +433,9 @@ class ClickHouseWarehouse:
             settings={
                 "insert_deduplicate": 1,
                 "insert_deduplication_token": dedup_token,
+                # a block dropped as a duplicate feeds no materialized view either (the
+                # hourly rollup would count it again otherwise)
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
                 # one month is one block: never split, so the token names all of it
                 "max_insert_block_size": max(len(block), 1_048_576),
                 "min_insert_block_size_rows": 0,
