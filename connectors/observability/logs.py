@@ -241,14 +241,24 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric)
     # uvicorn installs its own handlers (plain text) before it calls our app factory:
-    # its lines go through ours instead
+    # its lines go through ours instead. Its access log stays off: the middleware's
+    # `sqlbook.access` line replaces it (route template, no query string, duration); a
+    # logger that propagates to ours would switch uvicorn's back on (`hasHandlers()`).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # 10 lines a start
     for name in _UVICORN_LOGGERS:
         named = logging.getLogger(name)
         named.handlers.clear()
-        named.propagate = True
+        named.propagate = name != "uvicorn.access"
     return handler
 
 
-def get_logger(name: str | None = None) -> Any:
-    """A structlog logger (`log.info("event", key=value)`)."""
-    return structlog.get_logger(name)
+def dagster_log_args(
+    level: str = "INFO", fmt: str = "json", *, webserver: bool = False
+) -> list[str]:
+    """`dagster-daemon run` / `dagster-webserver` options for the same log shape (JSON
+    lines; the webserver's `--log-level` is its uvicorn's, so it gets the format only)."""
+    args = ["--log-format", "json" if fmt == "json" else "colored"]
+    known = ("critical", "error", "warning", "info", "debug")
+    if not webserver:
+        args += ["--log-level", level.lower() if level.lower() in known else "info"]
+    return args
