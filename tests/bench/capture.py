@@ -5,6 +5,7 @@ entries the API wrote, into the same Redis, from the same kind of load process."
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import redis
 
 from tests.bench import loadgen
 from tests.bench.stack import StackInfo
-from tests.bench.util import REPO_ROOT, dist_ms, log, rnd
+from tests.bench.util import REPO_ROOT, Row, dist_ms, log, rnd
 
 BASELINE_STREAM = "sqlbook:bench:xadd-baseline"
 
@@ -369,3 +370,251 @@ def summarize_collapsed(text: str, top: int = 15) -> dict[str, Any]:
         "inclusive_top": [x for x in share(incl, active) if x["pct"] < 99.5][:top],
         "project_lines_top": share(lines, ours),
     }
+
+
+# --------------------------------------------------------------------------- workers
+
+# What the single-event figure is held to: sqlbook's capture against the bare endpoint
+# with as many workers, in the same run.
+WORKERS_TARGET = 0.75
+_LIMITS_OUT_OF_REACH = {
+    # every limit on, as an operator runs it (each one's Lua work and round trips are
+    # paid), but too high for the bench to reach
+    "SQLBOOK_CAPTURE_RATE_LIMIT_PER_MINUTE": str(10**9),
+    "SQLBOOK_CAPTURE_RATE_LIMIT_BYTES_PER_MINUTE": str(10**13),
+    "SQLBOOK_CAPTURE_RATE_LIMIT_IP_RECEIVED_BYTES_PER_MINUTE": str(10**13),
+    "SQLBOOK_CAPTURE_PROJECT_BACKLOG_BYTES": str(10**13),
+    "SQLBOOK_CAPTURE_MAX_BACKLOG_ENTRIES": str(10**8),
+}
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (uvicorn's supervisor and workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return float("nan")
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+class _Server:
+    """A uvicorn started with `sqlbook up`'s API command (same flags, same workers)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int):
+        self.name = name
+        self.port = port
+        self.log = Path(tempfile.mkstemp(prefix=f"sqlbook-bench-{name}-", suffix=".log")[1])
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout:g} s")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.log.unlink(missing_ok=True)
+
+
+def measure_workers(
+    info: StackInfo,
+    load: loadgen.LoadProcess,
+    worker_counts: list[int],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    rounds: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """Single events (one per request) at `concurrency` keep-alive connections through
+    sqlbook's API started as `sqlbook up` starts it with N workers, side by side with a
+    bare FastAPI endpoint that only parses and XADDs (tests/bench/bare_capture.py) under
+    the same uvicorn flags and N, into the same Redis (appendfsync always: both answer
+    only once the entry is on disk). Interleaved `rounds` times (bare, sqlbook, bare …)
+    so drift on a shared machine hits both; the median round of each is reported."""
+    import os
+
+    from api.stack import api_command
+    from connectors.settings import Settings
+    from tests.bench.util import free_port
+
+    base_env = {k: v for k, v in psutil.Process(info.api_pid).environ().items()}
+    base_env.update(_LIMITS_OUT_OF_REACH)
+    bare_stream = f"{info.stream_key}:bench-bare"
+    # one event with its key, as a browser sends it
+    bodies = [
+        json.dumps(
+            {"api_key": info.project_key, **loadgen.make_event(run_id, "bench_single", i)},
+            separators=(",", ":"),
+        ).encode()
+        for i in range(64)
+    ]
+    client = redis.Redis.from_url(info.redis_url)
+    out: list[dict[str, Any]] = []
+    try:
+        for workers in worker_counts:
+            metrics_dir = Path(tempfile.mkdtemp(prefix="sqlbook-bench-metrics-"))
+            servers: dict[str, _Server] = {}
+            try:
+                for name in ("bare", "sqlbook"):
+                    port = free_port()
+                    settings = Settings(
+                        _env_file=None,  # type: ignore[call-arg]
+                        api_host="127.0.0.1",
+                        api_port=port,
+                        api_workers=workers,
+                    )
+                    argv = api_command(settings)
+                    env = {**base_env, "SQLBOOK_API_WORKERS": str(workers)}
+                    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+                    if name == "bare":
+                        argv[argv.index("api.app:app_from_environment")] = (
+                            "tests.bench.bare_capture:app_from_environment"
+                        )
+                        env["SQLBOOK_BARE_REDIS_URL"] = info.redis_url
+                        env["SQLBOOK_BARE_STREAM"] = bare_stream
+                    servers[name] = _Server(f"{name}-{workers}w", argv, env, port)
+                for server in servers.values():
+                    server.wait_ready()
+                rows: dict[str, list[dict[str, Any]]] = {"bare": [], "sqlbook": []}
+                for r in range(rounds):
+                    for name in ("bare", "sqlbook"):
+                        server = servers[name]
+                        requests = [
+                            loadgen.http_request("127.0.0.1", server.port, "/capture", b)
+                            for b in bodies
+                        ]
+                        stored0 = client.xlen(bare_stream if name == "bare" else info.stream_key)
+                        cpu0, t0 = _tree_cpu_seconds(server.proc.pid), time.monotonic()
+                        http = load.run(
+                            loadgen.http_closed_loop,
+                            "127.0.0.1",
+                            server.port,
+                            requests,
+                            1,
+                            concurrency,
+                            warmup_s,
+                            duration_s,
+                        )
+                        wall = time.monotonic() - t0
+                        cpu = _tree_cpu_seconds(server.proc.pid) - cpu0
+                        stored = (
+                            client.xlen(bare_stream if name == "bare" else info.stream_key)
+                            - stored0
+                        )
+                        eps = http["ok_events"] / http["seconds"] if http["seconds"] else None
+                        rows[name].append(
+                            {
+                                "round": r,
+                                "events_per_second": rnd(eps, 1),
+                                "latency": dist_ms(http["latencies"]),
+                                "non_200": http["statuses"],
+                                "transport_errors": http["errors"],
+                                "cpu_pct": rnd(100 * cpu / wall, 1),
+                                "cpu_ms_per_request": rnd(1000 * cpu / max(1, stored), 3),
+                                "loadgen_cpu_pct": rnd(http["loadgen_cpu_pct"], 1),
+                                # every 200 (warm-up included) is an entry on disk
+                                "stream_entries_added": stored,
+                            }
+                        )
+                        _trim(client, info.stream_key)
+                        client.delete(bare_stream)
+                        log(
+                            f"capture workers={workers} round {r + 1}/{rounds} {name}: "
+                            f"{eps or 0:,.0f} events/s, p50 "
+                            f"{rows[name][-1]['latency']['p50_ms']} ms, CPU "
+                            f"{rows[name][-1]['cpu_pct']}%"
+                        )
+            finally:
+                for server in servers.values():
+                    server.stop()
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+
+            def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+                ordered = sorted(runs, key=lambda x: x["events_per_second"] or 0)
+                return ordered[len(ordered) // 2]
+
+            ours, bare = median(rows["sqlbook"]), median(rows["bare"])
+            ratio = (
+                ours["events_per_second"] / bare["events_per_second"]
+                if ours["events_per_second"] and bare["events_per_second"]
+                else None
+            )
+            out.append(
+                {
+                    "workers": workers,
+                    "concurrency": concurrency,
+                    "sqlbook": ours,
+                    "bare": bare,
+                    "sqlbook_vs_bare": rnd(ratio, 3),
+                    "rounds": rows,
+                }
+            )
+            log(
+                f"capture workers={workers}: sqlbook {ours['events_per_second']:,.0f} vs bare "
+                f"{bare['events_per_second']:,.0f} events/s ({(ratio or 0):.0%}, target "
+                f">= {WORKERS_TARGET:.0%})"
+            )
+    finally:
+        client.delete(bare_stream)
+        client.close()
+    return {
+        "limits": "on, out of reach (every check runs)",
+        "body": "one PostHog event with its key (about 400 bytes), as a browser sends it",
+        "cpu_count": os.cpu_count(),
+        "configs": out,
+    }
+
+
+def workers_table_rows(result: dict[str, Any] | None) -> list[Row]:
+    if not result:
+        return []
+    rows = []
+    for c in result["configs"]:
+        ratio = c["sqlbook_vs_bare"]
+        rows.append(
+            Row(
+                f"capture 1 event x {c['concurrency']} conns, {c['workers']} worker(s)",
+                c["sqlbook"]["events_per_second"],
+                c["bare"]["events_per_second"],
+                "ev/s",
+                f"bare FastAPI parse + XADD, {c['workers']} worker(s)",
+                target=f">= {WORKERS_TARGET:.0%} of bare",
+                met=ratio is not None and ratio >= WORKERS_TARGET,
+            )
+        )
+    return rows

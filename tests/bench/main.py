@@ -7,6 +7,9 @@ JSON to bench/results/<UTC timestamp>.json (and latest.json).
 Phases (each figure next to a baseline measured in the same run):
 1. capture    events/s accepted by POST /capture over HTTP per batch size x clients, p50/p99;
               baseline: pipelined XADD of the entries the API wrote, into the same Redis.
+   workers    single events at 8 connections through the API started as `sqlbook up`
+              does with 1 and 2 uvicorn workers; baseline: a bare FastAPI endpoint that
+              parses and XADDs, same flags and workers, same Redis (target >= 75 %).
 2. ingestion  events/s from a stream backlog to rows of `events` through the Dagster sensor
               and run; baseline: COPY of the same rows into a copy of `events`. A run that
               makes no progress for --ingest-stall s is diagnosed (pg_stat_activity, the
@@ -95,6 +98,7 @@ from tests.bench.util import (
 
 PHASES = (
     "capture",
+    "workers",
     "ingestion",
     "freshness",
     "overload",
@@ -130,6 +134,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=6.0,
         help="py-spy on the API during an extra batch-100 x 8 run and a query loop (0 = off)",
     )
+    g = p.add_argument_group("workers (single events, sqlbook vs a bare parse+XADD endpoint)")
+    g.add_argument("--workers-counts", default="1,2", help="uvicorn workers, comma-separated")
+    g.add_argument("--workers-concurrency", type=int, default=8, help="keep-alive connections")
+    g.add_argument("--workers-seconds", type=float, default=5.0, help="measured, per run")
+    g.add_argument("--workers-warmup", type=float, default=1.0, help="not measured, per run")
+    g.add_argument("--workers-rounds", type=int, default=3, help="interleaved runs of each")
     g = p.add_argument_group("ingestion")
     g.add_argument("--ingest-events", default="1M", help="backlog size (k/M suffixes)")
     g.add_argument("--ingest-entry-batch", type=int, default=100, help="events per stream entry")
@@ -233,6 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     args.capture_matrix = capture.parse_matrix(args.capture_matrix)
     args.ingest_events = parse_size(args.ingest_events)
+    args.workers_counts = [int(x) for x in args.workers_counts.split(",") if x.strip()]
     args.pg_sizes = [parse_size(x) for x in args.pg_sizes.split(",") if x.strip()]
     args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
     args.export_rows = parse_size(args.export_rows)
@@ -379,6 +390,22 @@ def main(argv: list[str] | None = None) -> int:
                     args.profile_seconds,
                     run_id,
                 )
+        if "workers" in args.phases:
+            dagster.stop_sensor()
+            dagster.wait_idle(timeout=60)
+            sampler.mark("workers")
+            phase(
+                "capture_workers",
+                capture.measure_workers,
+                info,
+                load,
+                args.workers_counts,
+                args.workers_concurrency,
+                args.workers_seconds,
+                args.workers_warmup,
+                args.workers_rounds,
+                run_id,
+            )
         if "ingestion" in args.phases:
             phase(
                 "ingestion",
@@ -558,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["memory_processes"] = sampler.report()
     rows = (
         build_rows(doc)
+        + capture.workers_table_rows(results.get("capture_workers"))
         + exports.table_rows(results.get("exports"))
         + insights.table_rows(results.get("insights"))
         + connectors.table_rows(results.get("connectors"))
