@@ -41,6 +41,8 @@ EVENT_COLUMNS = (
 )
 
 _PROPERTIES = EVENT_COLUMNS.index("properties")
+_TIMESTAMP = EVENT_COLUMNS.index("timestamp")
+_VALUES = itemgetter(*EVENT_COLUMNS)
 _EVENT_ID = EVENT_COLUMNS.index("event_id")
 _PROJECT_ID = EVENT_COLUMNS.index("project_id")
 
@@ -125,10 +127,11 @@ def prepare_rows(rows: Iterable[dict[str, Any]]) -> list[Stamped]:
     so that ingestion can do it for the next chunk while the database inserts this one.
     Raises KeyError/ValueError/TypeError for a row that is not an event row."""
     out: list[Stamped] = []
+    dumps, parse = orjson.dumps, datetime.fromisoformat
     for r in rows:
-        values = [r[c] for c in EVENT_COLUMNS]
-        values[_PROPERTIES] = orjson.dumps(values[_PROPERTIES]).decode()
-        out.append((datetime.fromisoformat(r["timestamp"]), values))
+        values = list(_VALUES(r))
+        values[_PROPERTIES] = dumps(values[_PROPERTIES]).decode()
+        out.append((parse(values[_TIMESTAMP]), values))
     return out
 
 
