@@ -29,15 +29,6 @@ IMAGE_ENV = {
     "PROMETHEUS_MULTIPROC_DIR",
     "FORWARDED_ALLOW_IPS",
 }
-# Settings the issue's contract names (scale-contract.md) that their owners add to
-# connectors/settings.py; accepted by name until that field exists, then checked as any.
-CONTRACT_SETTINGS = {
-    "SQLBOOK_API_WORKERS",
-    "SQLBOOK_STREAM_SHARDS",
-    "SQLBOOK_LOG_FORMAT",
-    "SQLBOOK_LOG_LEVEL",
-    "SQLBOOK_METRICS_ENABLED",
-}
 
 
 def setting_names() -> set[str]:
@@ -46,7 +37,7 @@ def setting_names() -> set[str]:
 
 def unknown_variables(names: set[str]) -> set[str]:
     """The names that are neither a setting nor something the image needs."""
-    known = setting_names() | IMAGE_ENV | CONTRACT_SETTINGS
+    known = setting_names() | IMAGE_ENV
     return {n for n in names if n not in known}
 
 
@@ -117,7 +108,12 @@ def check_command(argv: list[str]) -> None:
     assert argv, "empty command"
     # paths inside the image are the repository's files (the CLIs check they exist)
     exe, args = argv[0], [_repo_path(a) for a in argv[1:]]
-    if exe == "sqlbook":
+    if exe == "python" and args[:2] == ["-m", "connectors.observability.dagster_cli"]:
+        # sqlbook's wrapper: the Dagster console script named next, its logs as JSON
+        importlib.import_module("connectors.observability.dagster_cli")
+        assert args[2] in ("dagster-webserver", "dagster-daemon"), args[2]
+        check_command(args[2:])
+    elif exe == "sqlbook":
         from api.cli import parser
 
         try:
