@@ -26,6 +26,10 @@ baseline measured in the same run.
               SQLBOOK_BENCH_CH_10M=1: about 6 minutes more, mostly PostgreSQL generating
               10M rows); ClickHouse SQL run directly (clickhouse-connect on a copy of the
               data path, in a worker) as the floor.
+4. migrate    `sqlbook warehouse migrate`'s copy (connectors/warehouse/migrate.py) of the
+              PostgreSQL warehouse as the queries part left it (the largest size) into a
+              fresh chDB path, verified by counts per (project, day); events/s beside the
+              bare insert rate of part 1.
 
 This phase truncates the stack's `events` (it runs last) and, during the freshness part,
 ingests the stack's stream into chDB instead of PostgreSQL (the sensor is back on after).
@@ -343,6 +347,20 @@ def w_generate(path: str, statements: list[str]) -> list[float]:
         ch.command(statement)
         took.append(time.perf_counter() - began)
     return took
+
+
+def w_migrate(path: str, source_url: str, state_file: str) -> dict[str, Any]:
+    """`sqlbook warehouse migrate`'s copy (connectors/warehouse/migrate.py) of the
+    PostgreSQL warehouse into a fresh chDB path."""
+    from connectors.warehouse.migrate import migrate
+
+    began = time.perf_counter()
+    report = migrate(source_url, f"chdb://{path}", Path(state_file), batch_days=7)
+    took = time.perf_counter() - began
+    out = {k: v for k, v in report.as_json().items() if k != "days"}
+    out["wall_seconds"] = rnd(took, 3)
+    out["events_per_second"] = rnd(report.events_copied / took, 1) if took else None
+    return out
 
 
 # =========================================================================== bench side
@@ -865,6 +883,27 @@ def measure(
         except Exception as err:
             errors["queries"] = f"{type(err).__name__}: {str(err)[:800]}"
             log(f"  warehouse_ch queries FAILED: {errors['queries']}")
+        # `events` now holds the largest size: `sqlbook warehouse migrate`'s copy of it
+        sampler.mark("warehouse_ch-migrate")
+        tmp = Path(tempfile.mkdtemp(prefix="sqlbook-bench-chw-migrate-"))
+        try:
+            log(
+                f"warehouse_ch migrate: the PostgreSQL warehouse ({size_label(max(sizes))}) to chDB"
+            )
+            with _pool() as pool:
+                out["migrate"] = pool.submit(
+                    w_migrate, str(tmp / "data"), info.warehouse_url, str(tmp / "state.json")
+                ).result()
+            m = out["migrate"]
+            log(
+                f"  {m['events_copied']:,} events in {m['wall_seconds']} s "
+                f"({m['events_per_second']:,} events/s), verified: {m['verified']}"
+            )
+        except Exception as err:
+            errors["migrate"] = f"{type(err).__name__}: {str(err)[:800]}"
+            log(f"  warehouse_ch migrate FAILED: {errors['migrate']}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if errors:
         out["errors"] = errors
     return out
@@ -907,6 +946,18 @@ def table_rows(result: dict[str, Any] | None) -> list[Row]:
                 higher_is_better=False,
                 note=f"{fr['load']['events_per_second']:,} events/s offered; probes "
                 f"{fr['probes_arrived']}/{fr['probes_accepted']}",
+            )
+        )
+    mig = result.get("migrate")
+    if mig:
+        rows.append(
+            Row(
+                f"ch warehouse: `warehouse migrate` PG -> chDB events/s ({mig['source_events']:,})",
+                mig["events_per_second"],
+                (ing or {}).get("bare", {}).get("rows_per_second"),
+                baseline_what="bare columnar insert (ingest part's rows)",
+                met=None,
+                note=f"verified: {mig['verified']}; {mig['wall_seconds']} s",
             )
         )
     q = result.get("queries") or {}
