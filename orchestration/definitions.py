@@ -35,6 +35,7 @@ from orchestration.connectors import (
     stripe_webhook_sensor,
 )
 from orchestration.dashboards import dashboard_subscription_sensor
+from orchestration.observability import run_metrics_sensors
 from orchestration.resources import resources
 from orchestration.rollups import retention_schedule, rollup_automation_sensor
 from orchestration.sensors import (
@@ -82,6 +83,7 @@ defs = dg.Definitions(
         connection_sync_sensor,
         stripe_webhook_sensor,
         rollup_automation_sensor,
+        *run_metrics_sensors,
     ],
     schedules=[
         events_partitions_schedule,

@@ -279,6 +279,10 @@ _SHARED: dict[str, tuple[str, str]] = {
         "Alert notifications by channel type (slack, email, webhook, teams) and outcome "
         "(ok, failed).",
     ),
+    "sqlbook_dagster_runs": (
+        "counter",
+        "Dagster runs that ended, by job and outcome (success, failure).",
+    ),
     "sqlbook_connector_syncs": (
         "counter",
         "Connector syncs (Stripe, GA4) by kind and outcome (succeeded, failed).",
@@ -418,14 +422,21 @@ def connector_sync(kind: str, outcome: str) -> None:
     shared_add([("sqlbook_connector_syncs", {"kind": _label(kind), "outcome": _label(outcome)}, 1)])
 
 
+def dagster_run(job: str, outcome: str) -> None:
+    """A Dagster run ended (orchestration/observability.py's run status sensors)."""
+    shared_add([("sqlbook_dagster_runs", {"job": _label(job), "outcome": _label(outcome)}, 1)])
+
+
 # -- read at scrape time ---------------------------------------------------------------
 
 
 def stream_keys(stream_key: str, shards: int = 1) -> list[str]:
-    """The capture stream's keys: the plain key for one shard, `<key>:<k>` for N > 1."""
-    if shards <= 1:
-        return [stream_key]
-    return [f"{stream_key}:{k}" for k in range(shards)]
+    """The keys holding capture entries: the shards' (`connectors.stream.shard_keys`) and,
+    with N > 1, the plain key too (what an install captured before it was sharded)."""
+    from connectors.stream import shard_keys
+
+    keys = shard_keys(stream_key, shards)
+    return keys if len(keys) == 1 else [*keys, stream_key]
 
 
 @dataclass
@@ -441,7 +452,7 @@ async def read_stream_stats(client: Any, stream_key: str, shards: int = 1) -> St
     """Backlog, oldest entry age and dead letters over every shard, and the shared
     counters, from the capture stream's Redis (an asyncio client)."""
     keys = stream_keys(stream_key, shards)
-    stats = StreamStats(shards=len(keys))
+    stats = StreamStats(shards=max(1, shards))
     try:
         pipe = client.pipeline(transaction=False)
         for key in keys:

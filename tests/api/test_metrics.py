@@ -178,7 +178,8 @@ def test_stream_figures_sum_over_shards(
     import redis.asyncio as aredis
 
     keys = metrics.stream_keys(stream_key, 3)
-    assert keys == [f"{stream_key}:0", f"{stream_key}:1", f"{stream_key}:2"]
+    # the shards, and the plain key an install used before it was sharded
+    assert keys == [f"{stream_key}:0", f"{stream_key}:1", f"{stream_key}:2", stream_key]
     assert metrics.stream_keys(stream_key, 1) == [stream_key]
     old_ms = int(time.time() * 1000) - 90_000
     redis_client.xadd(keys[0], {"d": "1"}, id=f"{old_ms}-0")
@@ -186,6 +187,7 @@ def test_stream_figures_sum_over_shards(
     redis_client.xadd(keys[2], {"d": "3"})
     redis_client.xadd(f"{keys[1]}:dead", {"e": "x"})
     redis_client.xadd(f"{keys[2]}:dead", {"e": "y"})
+    redis_client.xadd(stream_key, {"d": "left from before sharding"})
 
     async def read() -> metrics.StreamStats:
         client = aredis.Redis.from_url(servers.redis_url)
@@ -195,7 +197,7 @@ def test_stream_figures_sum_over_shards(
             await client.aclose()
 
     stats = asyncio.run(read())
-    assert stats.shards == 3 and stats.backlog_entries == 3 and stats.dead_letters == 2
+    assert stats.shards == 3 and stats.backlog_entries == 4 and stats.dead_letters == 2
     assert stats.oldest_age_seconds is not None and 89 <= stats.oldest_age_seconds < 600
 
 
