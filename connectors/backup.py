@@ -719,6 +719,11 @@ def _restore_into(
             _check_counts("warehouse", warehouse["tables"], counts["warehouse"])
             say(f"  chDB warehouse: {counts['warehouse']['events']} events")
         counts["streams"] = _restore_streams(urls.redis_url, folder, manifest)
+    if warehouse["kind"] == "clickhouse":
+        say(
+            "  the warehouse was a ClickHouse server (not in the backup): restore it with "
+            "clickhouse-backup and set SQLBOOK_WAREHOUSE_URL before `sqlbook up`"
+        )
     return RestoreResult(root, counts, moved, warehouse_url)
 
 

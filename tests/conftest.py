@@ -41,6 +41,7 @@ _LONGEST_FIRST = (
     "tests/connectors/test_stripe_sync.py",
     "tests/api/test_datasources.py",
     "tests/connectors/test_ga4_sync.py",
+    "tests/connectors/test_backup.py",  # embedded installs backed up and restored (~2-3 min)
     "tests/e2e/",
 )
 
