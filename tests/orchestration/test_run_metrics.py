@@ -78,6 +78,6 @@ def test_run_status_sensors_count_runs_by_job_and_outcome(
 
 
 def test_the_sensors_run_by_default() -> None:
-    names = {s.name: s.default_status for s in defs.sensors}
+    names = {s.name: s.default_status for s in defs.sensors or ()}
     assert names["run_success_metrics_sensor"] == dg.DefaultSensorStatus.RUNNING
     assert names["run_failure_metrics_sensor"] == dg.DefaultSensorStatus.RUNNING
