@@ -41,6 +41,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from connectors.analytics import funnels_ch
 from connectors.analytics.query import (
     MARKER_LABELS,
     NULL_MARKER,
@@ -50,6 +51,7 @@ from connectors.analytics.query import (
     DefinitionError,
     Params,
     and_,
+    ch,
     choice,
     column,
     compiled,
@@ -164,7 +166,8 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         limit = positive_int(spec.get("limit"), "breakdown.limit", 25, 1000)
     span = resolve_span(definition.get("date_from"), definition.get("date_to"), ctx)
 
-    params = Params()
+    params = ctx.params()
+    on_ch = ctx.clickhouse  # the ClickHouse pieces: connectors/analytics/funnels_ch.py
     person_props = (
         bd_type == "person"
         and bd_name is not None
@@ -191,6 +194,12 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         exp.alias_(tpl("cast(extract(epoch from e.timestamp) * 1000000 as bigint)"), "t"),
         exp.alias_(column("event_id", "e"), "eid"),
     ]
+    if on_ch:  # ids compared as text: PostgreSQL's uuid order
+        selects = [
+            exp.alias_(person_expr(), "pid"),
+            exp.alias_(ch("toUnixTimestamp64Micro(e.timestamp)"), "t"),
+            exp.alias_(ch("toString(e.event_id)"), "eid"),
+        ]
     selects += [exp.alias_(c, f"m{i}") for i, c in enumerate(step_conds)]
     selects += [exp.alias_(c, f"x{j}") for j, c in enumerate(excl_conds)]
     if bd_name is not None:
@@ -208,7 +217,9 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     rows = tpl(
         f"select b.*, case {first_step} else {n} end as fs from __base as b{keep}", base=base
     )
-    if order == "strict" or exclusions:
+    if (order == "strict" or exclusions) and on_ch:
+        rows = funnels_ch.tied_rows(rows, n)
+    elif order == "strict" or exclusions:
         # PostHog walks events sharing a timestamp with a step event as one group in step
         # order, ignoring the others (exclusions too): drop non-step events tied with one,
         # and mark groups of events with different steps ("mixed": they reset no chain)
@@ -236,13 +247,21 @@ def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         rows = tpl(f"select r2.* from __rows as r2 where r2.fs < {n}", rows=rows)
 
     w = params.bind(window * 1_000_000, "bigint")
-    if order == "unordered":
+    if on_ch:
+        if order == "unordered":
+            rec = funnels_ch.unordered_records(rows, n, w)
+        else:
+            rec = funnels_ch.chained_records(rows, n, w, strict=order == "strict")
+        spans = [(x.lo, x.hi) for x in exclusions]
+        persons = funnels_ch.persons(rec, spans, w, xrows)
+        final = funnels_ch.aggregate(persons, n, limit, bd_name is not None, order)
+    elif order == "unordered":
         rec = _unordered_records(rows, n, w)
     else:
         rec = _chained_records(rows, n, w, strict=order == "strict")
-
-    persons = _persons(rec, n, exclusions, w, order, xrows)
-    final = _aggregate(persons, n, limit, bd_name is not None, order)
+    if not on_ch:
+        persons = _persons(rec, n, exclusions, w, order, xrows)
+        final = _aggregate(persons, n, limit, bd_name is not None, order)
 
     names = [s.name for s in steps]
     events = [s.event for s in steps]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 import statistics
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from connectors.analytics.funnels import compile_funnel
+from connectors.analytics.funnels import compile_funnel as _compile_funnel
 from connectors.analytics.query import NULL_MARKER, OTHER_MARKER, Compiled, Context, DefinitionError
 from connectors.servers import ServerUrls
 from connectors.warehouse import PostgresWarehouse
+from tests.connectors.analytics import chdb
 
 BASE = datetime(2026, 3, 10, tzinfo=UTC)
 
@@ -47,8 +48,7 @@ def project() -> int:
     return random.randint(10**9, 2 * 10**9)
 
 
-@pytest.fixture
-def load(servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
+def _pg_load(servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
     """Insert events as they are (partitions made first) and, when given, which person
     each distinct id belongs to (what identify/alias merges leave in person_distinct_ids)."""
     warehouse = PostgresWarehouse(servers.warehouse_url)
@@ -96,21 +96,55 @@ def load(servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
         yield insert
 
 
-def run(conn: psycopg.Connection[Any], compiled: Compiled) -> tuple[list[str], list[list[Any]]]:
+def run(conn: Any, compiled: Compiled) -> tuple[list[str], list[list[Any]]]:
+    assert compiled.dialect == ("clickhouse" if isinstance(conn, chdb.Ch) else "postgres")
+    if isinstance(conn, chdb.Ch):
+        return chdb.run(conn.url, compiled)
     with psycopg.RawCursor(conn) as cur:
         cur.execute(compiled.sql, compiled.params)
         columns = [d.name for d in cur.description or []]
         return columns, [list(r) for r in cur.fetchall()]
 
 
-def answer(conn: psycopg.Connection[Any], compiled: Compiled) -> dict[str, Any]:
+def answer(conn: Any, compiled: Compiled) -> dict[str, Any]:
     columns, rows = run(conn, compiled)
     return compiled.shape(columns, rows)
 
 
+@pytest.fixture(params=["postgres", "chdb"])
+def conn(request: pytest.FixtureRequest, servers: ServerUrls) -> Iterator[Any]:
+    """PostgreSQL's warehouse, then ClickHouse's (chDB): the same data, the same answers."""
+    if request.param == "chdb":
+        yield chdb.Ch(str(request.getfixturevalue("chdb_url")))
+        return
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as pg:
+        yield pg
+
+
 @pytest.fixture
-def conn(warehouse_conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    yield warehouse_conn
+def load(conn: Any, servers: ServerUrls, project: int) -> Iterator[Callable[..., None]]:
+    if isinstance(conn, chdb.Ch):
+        yield lambda events, **kw: chdb.load(conn.url, project, events, **kw)
+        return
+    yield from _pg_load(servers, project)
+
+
+_DIALECT: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _dialect(request: pytest.FixtureRequest) -> Iterator[None]:
+    """compile_funnel below compiles for the warehouse the test's `conn` is."""
+    uses_ch = "conn" in request.fixturenames and isinstance(
+        request.getfixturevalue("conn"), chdb.Ch
+    )
+    _DIALECT["now"] = "clickhouse" if uses_ch else "postgres"
+    yield
+    _DIALECT.clear()
+
+
+def compile_funnel(definition: Mapping[str, Any], ctx: Context) -> Compiled:
+    return _compile_funnel(definition, replace(ctx, dialect=_DIALECT.get("now", "postgres")))
 
 
 # --- an independent reference -----------------------------------------------------------
@@ -541,7 +575,8 @@ def test_person_property_breakdown_and_filter(load, conn, project):
     body = answer(conn, compiled)
     groups = {g["breakdown_value"]: [s["count"] for s in g["steps"]] for g in body["breakdowns"]}
     assert groups == {"NZ": [1, 1], "DE": [1, 0], NULL_MARKER: [1, 1]}
-    assert "PERCENTILE_CONT" in compiled.display_sql()
+    median = "groupArray" if isinstance(conn, chdb.Ch) else "PERCENTILE_CONT"
+    assert median in compiled.display_sql() and "$1" not in compiled.display_sql()
     definition = {
         **definition,
         "filters": [{"property": "country", "type": "person", "operator": "is_set"}],
@@ -591,7 +626,8 @@ def test_hostile_filter_values_are_bound_not_spliced(load, conn, project):
     assert hostile not in compiled.sql and "drop table" not in compiled.sql
     body = answer(conn, compiled)
     assert [s["count"] for s in body["steps"]] == [1, 1]
-    assert conn.execute("select to_regclass('events')").fetchone() == ("events",)
+    if not isinstance(conn, chdb.Ch):
+        assert conn.execute("select to_regclass('events')").fetchone() == ("events",)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def load(conn: Any, servers: ServerUrls, project: int) -> Iterator[Any]:
     if isinstance(conn, chdb.Ch):
         yield lambda events, **kw: chdb.load(conn.url, project, events, **kw)
         return
-    yield from kit.load.__wrapped__(servers, project)
+    yield from kit._pg_load(servers, project)
 
 
 def answer(conn: Any, compiled: Compiled) -> dict[str, Any]:
