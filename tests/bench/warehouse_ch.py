@@ -29,7 +29,7 @@ baseline measured in the same run.
 4. migrate    `sqlbook warehouse migrate`'s copy (connectors/warehouse/migrate.py) of the
               PostgreSQL warehouse as the queries part left it (the largest size) into a
               fresh chDB path, verified by counts per (project, day); events/s beside the
-              bare insert rate of part 1.
+              bare insert rate of part 1. Skipped when that is more than 2M rows.
 
 This phase truncates the stack's `events` (it runs last) and, during the freshness part,
 ingests the stack's stream into chDB instead of PostgreSQL (the sensor is back on after).
@@ -63,6 +63,7 @@ from tests.bench.util import Row, dist_ms, free_port, log, percentile, rnd, size
 INGEST_TARGET = 0.5  # of the bare columnar insert
 FRESH_P95_TARGET = 2.0  # s
 BARE_BLOCK = 100_000
+MIGRATE_MAX = 2_000_000  # rows: the migrate part is skipped above (its time grows linearly)
 FRESH_POLL_S = 0.05
 REPO = Path(__file__).resolve().parents[2]
 EVENT_COLUMNS = (
@@ -883,6 +884,13 @@ def measure(
         except Exception as err:
             errors["queries"] = f"{type(err).__name__}: {str(err)[:800]}"
             log(f"  warehouse_ch queries FAILED: {errors['queries']}")
+    if sizes and max(sizes) > MIGRATE_MAX:
+        out["migrate_skipped"] = (
+            f"`events` holds {size_label(max(sizes))} rows: copying them through the"
+            f" warehouse's insert would take tens of minutes; the migrate part runs when"
+            f" the largest --chw-sizes is at most {size_label(MIGRATE_MAX)}"
+        )
+    elif sizes:
         # `events` now holds the largest size: `sqlbook warehouse migrate`'s copy of it
         sampler.mark("warehouse_ch-migrate")
         tmp = Path(tempfile.mkdtemp(prefix="sqlbook-bench-chw-migrate-"))
