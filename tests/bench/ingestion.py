@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from psycopg import sql
 
 from tests.bench import loadgen
 from tests.bench.stack import Dagster, MemorySampler, StackInfo
-from tests.bench.util import log, rnd
+from tests.bench.util import log, percentile, rnd
 
 COPY_TABLE = "bench_copy_events"
 
@@ -176,7 +177,7 @@ def explain_head_chunk(info: StackInfo, analyze: bool, timeout_s: float = 30.0) 
     from connectors.ingest import CHUNK_ROWS
     from connectors.stream import CaptureStreamReader
     from connectors.warehouse import PostgresWarehouse
-    from connectors.warehouse.postgres import _time_groups
+    from connectors.warehouse.postgres import _time_groups, prepare_rows
 
     client = redis_lib.Redis.from_url(info.redis_url)
     try:
@@ -189,9 +190,7 @@ def explain_head_chunk(info: StackInfo, analyze: bool, timeout_s: float = 30.0) 
             rows.extend(entry.rows)
     finally:
         client.close()
-    stamped = sorted(
-        ((datetime.fromisoformat(r["timestamp"]), r) for r in rows), key=lambda s: s[0]
-    )
+    stamped = sorted(prepare_rows(rows), key=lambda s: s[0])
     options = "analyze, timing off, buffers off" if analyze else "costs on"
     if analyze:
         PostgresWarehouse(info.warehouse_url).ensure_partitions(
@@ -204,12 +203,15 @@ def explain_head_chunk(info: StackInfo, analyze: bool, timeout_s: float = 30.0) 
             "select set_config('statement_timeout', %s, true)", (str(int(timeout_s * 1000)),)
         )
         wrapped = _Explaining(conn, options)
+        warehouse = PostgresWarehouse(info.warehouse_url)
+        bounds = warehouse._partitions(conn)
         try:
             for group in _time_groups(stamped):
                 PostgresWarehouse._insert_group(
-                    PostgresWarehouse(info.warehouse_url),
+                    warehouse,
                     wrapped,  # type: ignore[arg-type]
                     group,
+                    bounds,
                 )
             error = None
         except psycopg.Error as err:
@@ -473,4 +475,204 @@ def measure(
     finally:
         client.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# -- shards: sustained ingestion against capture, and freshness after a burst -------------
+
+
+def _capture_rate(info: StackInfo, load: loadgen.LoadProcess, run_id: str, seconds: float) -> float:
+    """Events/s the API accepts at batch 100 from 8 keep-alive clients, now (the stream it
+    fills is emptied afterwards; the ingestion sensor is off)."""
+    from tests.bench.capture import _pool
+
+    requests = [
+        loadgen.http_request(info.api_host, info.api_port, "/capture", body)
+        for body in _pool(info, run_id, 100, 16)
+    ]
+    out = load.run(
+        loadgen.http_closed_loop, info.api_host, info.api_port, requests, 100, 8, 1.0, seconds
+    )
+    with contextlib.closing(redis.Redis.from_url(info.redis_url)) as client:
+        client.xtrim(info.stream_key, maxlen=0, approximate=False)
+    return float(out["ok_events"]) / float(out["seconds"])
+
+
+def _workers(
+    info: StackInfo, keys: list[str], base: str, mode: str, *extra: str
+) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.shard_worker", mode, info.redis_url, key, base]
+            + [info.warehouse_url, *extra],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key in keys
+    ]
+
+
+def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str, Any]]:
+    import json
+
+    out = []
+    for proc in procs:
+        try:
+            text, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            text, _ = proc.communicate()
+        lines = [x for x in (text or "").splitlines() if x.startswith("{")]
+        out.append(json.loads(lines[-1]) if lines else {"error": f"exit {proc.returncode}"})
+    return out
+
+
+def _entries(
+    project_id: int, events: int, shards: int, spread_s: int, seed: int
+) -> list[tuple[int, bytes, int, str]]:
+    """(shard, payload, rows, first event id) of API-shaped stream entries of 100 events,
+    each request's rows split by crc32(distinct_id) % shards as the API's writer does."""
+    import random
+
+    import orjson
+
+    from connectors.stream import shard_of
+
+    rng = random.Random(seed)
+    now_s = time.time()
+    out: list[tuple[int, bytes, int, str]] = []
+    for start in range(0, events, 100):
+        rows, _ = loadgen.backlog_rows(
+            start, min(events, start + 100), project_id, now_s, spread_s, 5_000, rng
+        )
+        parts: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            parsed = orjson.loads(row)
+            parts.setdefault(shard_of(parsed["distinct_id"], shards), []).append(parsed)
+        for shard, part in sorted(parts.items()):
+            out.append((shard, orjson.dumps(part), len(part), part[0]["event_id"]))
+    return out
+
+
+def _append(
+    client: redis.Redis,
+    keys: list[str],
+    entries: list[tuple[int, bytes, int, str]],
+    project_id: int,
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    for shard, payload, n, _ in entries:
+        pipe.xadd(keys[shard], {"p": project_id, "n": n, "b": len(payload), "e": payload})
+    pipe.execute()
+
+
+def measure_shards(
+    info: StackInfo,
+    load: loadgen.LoadProcess,
+    dagster: Dagster,
+    run_id: str,
+    events: int,
+    shard_counts: list[int],
+    burst_s: float = 10.0,
+    capture_s: float = 5.0,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Per shard count N: (1) sustained ingestion: a backlog of `events` in N shards,
+    drained by N ingestion processes side by side (one per shard, as the sensor starts one
+    run per shard), against the capture rate measured through the API in this run
+    (target >= 80 %); (2) freshness right after a burst: N processes follow their shard
+    (as a following run does) while `burst_s` seconds of events arrive at that capture
+    rate; a probe in every 10th entry, `events` polled every 100 ms (target p95 <= 2 s).
+    Ingestion here is the code an `ingest_events` run executes, without the sensor tick
+    and the run launch (a following run is already there when a burst comes)."""
+    from tests.bench.freshness import WarehouseWatcher
+
+    dagster.stop_sensor()
+    dagster.wait_idle(timeout=120)
+    log(f"shards: capture rate through the API (batch 100 x 8, {capture_s:g} s)")
+    rate = _capture_rate(info, load, run_id, capture_s)
+    log(f"  {rate:,.0f} events/s accepted")
+    out: dict[str, Any] = {"capture_events_per_second": rnd(rate, 1), "events": events, "runs": []}
+    client = redis.Redis.from_url(info.redis_url)
+    try:
+        for shards in shard_counts:
+            base = f"bench:shards{shards}:{run_id}"
+            keys = [base] if shards == 1 else [f"{base}:{k}" for k in range(shards)]
+            item: dict[str, Any] = {"shards": shards}
+            # (1) sustained: drain a backlog
+            backlog = _entries(info.project_id, events, shards, 3 * 86400, seed=shards)
+            _append(client, keys, backlog, info.project_id)
+            log(f"shards={shards}: draining {events:,} events with {shards} process(es)")
+            began = time.perf_counter()
+            results = _finish(_workers(info, keys, base, "drain"), timeout_s)
+            wall = time.perf_counter() - began
+            ingest_s = max(r.get("ingest_seconds", wall) for r in results)
+            rows = sum(r.get("inserted", 0) for r in results)
+            item["drain"] = {
+                "workers": results,
+                "wall_seconds": rnd(wall, 3),
+                "events_per_second": rnd(rows / ingest_s, 1) if ingest_s else None,
+                "events_per_second_incl_persons_and_start": rnd(rows / wall, 1),
+                "left_in_stream": sum(int(client.xlen(k)) for k in keys),
+            }
+            item["ingest_to_capture"] = rnd(rows / ingest_s / rate, 3) if ingest_s else None
+            log(
+                f"  {rows:,} rows in {ingest_s:.1f} s: {rows / ingest_s:,.0f} events/s = "
+                f"{item['ingest_to_capture']:.0%} of capture"
+            )
+            # (2) freshness right after a burst at the capture rate
+            burst = _entries(info.project_id, int(rate * burst_s), shards, 60, seed=100 + shards)
+            since = datetime.now(UTC) - timedelta(minutes=5)
+            watcher = WarehouseWatcher(info.warehouse_url, info.project_id, since, 0.1)
+            followers = _workers(info, keys, base, "follow", str(burst_s + 60), "5")
+            for proc in followers:
+                assert proc.stdout is not None
+                proc.stdout.readline()  # "ready"
+            watcher.start()
+            sent: dict[str, float] = {}
+            per_tick = max(1, int(len(burst) / (burst_s * 20)))  # 20 appends a second
+            t0 = time.perf_counter()
+            for i in range(0, len(burst), per_tick):
+                due = t0 + i / len(burst) * burst_s
+                time.sleep(max(0.0, due - time.perf_counter()))
+                part = burst[i : i + per_tick]
+                probes = [entry[3] for entry in part[::10]]
+                watcher.watch(probes)
+                stamp = time.time()
+                _append(client, keys, part, info.project_id)
+                sent.update(dict.fromkeys(probes, stamp))
+            burst_wall = time.perf_counter() - t0
+            deadline = time.monotonic() + 120
+            while watcher.pending() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            watcher.stop()
+            latencies = [
+                watcher.first_seen[k] - t for k, t in sent.items() if k in watcher.first_seen
+            ]
+            followed = _finish(followers, burst_s + 120)
+            item["burst"] = {
+                "target_events_per_second": rnd(rate, 1),
+                "events": sum(e[2] for e in burst),
+                "seconds": rnd(burst_wall, 3),
+                "events_per_second": rnd(sum(e[2] for e in burst) / burst_wall, 1),
+                "probes": len(sent),
+                "probes_seen": len(latencies),
+                "latency_p50_s": rnd(percentile(latencies, 50)),
+                "latency_p95_s": rnd(percentile(latencies, 95)),
+                "latency_max_s": rnd(max(latencies) if latencies else None),
+                "workers": followed,
+            }
+            log(
+                f"  burst {item['burst']['events']:,} events in {burst_wall:.1f} s: "
+                f"p50 {item['burst']['latency_p50_s']} s, p95 {item['burst']['latency_p95_s']} s,"
+                f" max {item['burst']['latency_max_s']} s ({len(latencies)}/{len(sent)} probes)"
+            )
+            out["runs"].append(item)
+            for k in keys:
+                client.delete(k)
+    finally:
+        client.close()
+        dagster.start_sensor()
     return out

@@ -16,6 +16,10 @@ Phases (each figure next to a baseline measured in the same run):
               chunk's plan), its INSERT cancelled, and the bench goes on.
 3. freshness  event→queryable p50/p95/max under a steady load; baseline: the same with the
               ingestion code called in a loop (no sensor, no run launch).
+   shards     with 1 and 2 capture stream shards: a backlog drained by one ingestion
+              process per shard vs the capture rate through the API in the same run
+              (target >= 80 %), and event→queryable p95 right after a 10 s burst at that
+              rate (target <= 2 s).
 4. queries    four analytics queries via POST /api/query vs the same SQL straight on the
               database, on PostgreSQL and ClickHouse (chDB), at several table sizes.
 5. memory     peak RSS of the API process and of the ingestion run (sampled every 100 ms,
@@ -101,6 +105,7 @@ PHASES = (
     "workers",
     "ingestion",
     "freshness",
+    "shards",
     "overload",
     "queries",
     "exports",
@@ -165,6 +170,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     g.add_argument("--probe-every", type=int, default=5, help="a probe every N requests")
     g.add_argument("--probe-wait", type=float, default=60.0, help="max wait after the last")
+    g = p.add_argument_group("shards")
+    g.add_argument("--shards-events", default="500k", help="backlog drained per shard count")
+    g.add_argument("--shards-counts", default="1,2", help="shard counts, comma-separated")
+    g.add_argument("--shards-burst", type=float, default=10.0, help="burst seconds")
     g = p.add_argument_group("overload")
     g.add_argument(
         "--overload-capacity",
@@ -243,6 +252,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     args.capture_matrix = capture.parse_matrix(args.capture_matrix)
     args.ingest_events = parse_size(args.ingest_events)
+    args.shards_events = parse_size(args.shards_events)
+    args.shards_counts = [int(x) for x in args.shards_counts.split(",") if x.strip()]
     args.workers_counts = [int(x) for x in args.workers_counts.split(",") if x.strip()]
     args.pg_sizes = [parse_size(x) for x in args.pg_sizes.split(",") if x.strip()]
     args.ch_sizes = [parse_size(x) for x in args.ch_sizes.split(",") if x.strip()]
@@ -436,6 +447,19 @@ def main(argv: list[str] | None = None) -> int:
                 args.probe_every,
                 args.probe_wait,
                 args.fresh_warmup,
+            )
+        if "shards" in args.phases:
+            sampler.mark("shards")
+            phase(
+                "shards",
+                ingestion.measure_shards,
+                info,
+                load,
+                dagster,
+                run_id,
+                args.shards_events,
+                args.shards_counts,
+                args.shards_burst,
             )
         if "overload" in args.phases:
             measured = (results.get("ingestion") or {}).get("events_per_second")

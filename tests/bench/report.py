@@ -12,6 +12,8 @@ from tests.bench.util import Row, rnd
 CAPTURE_TARGET = 30_000  # events/s at batch 100 on one worker
 INGEST_TARGET = 0.5  # of COPY
 FRESH_P95_TARGET = 10.0  # s
+SHARDS_INGEST_TARGET = 0.8  # of the capture rate
+SHARDS_P95_TARGET = 2.0  # s, right after a 10 s burst
 QUERY_OVERHEAD_TARGET = 5.0  # ms over the raw database, p50
 
 MB = 2**20
@@ -137,6 +139,34 @@ def build_rows(doc: dict[str, Any]) -> list[Row]:
                     higher_is_better=False,
                 )
             )
+
+    for run in (res.get("shards") or {}).get("runs", []):
+        tag = f"{run['shards']} shard(s)"
+        capture = res["shards"]["capture_events_per_second"]
+        eps = run["drain"]["events_per_second"]
+        rows.append(
+            Row(
+                f"{tag}: ingestion events/s, one process per shard",
+                eps,
+                capture,
+                baseline_what="capture b=100 c=8 through the API, same run",
+                target=f">= {SHARDS_INGEST_TARGET:.0%} of capture",
+                met=(eps or 0) / capture >= SHARDS_INGEST_TARGET if capture else None,
+            )
+        )
+        p95 = run["burst"]["latency_p95_s"]
+        rows.append(
+            Row(
+                f"{tag}: event->queryable p95 after a {run['burst']['seconds']:.0f} s burst",
+                p95,
+                None,
+                "s",
+                note=f"{run['burst']['events_per_second']:,.0f} ev/s offered",
+                target=f"<= {SHARDS_P95_TARGET:g} s",
+                met=p95 is not None and p95 <= SHARDS_P95_TARGET,
+                higher_is_better=False,
+            )
+        )
 
     ov = res.get("overload")
     if ov:
