@@ -645,6 +645,7 @@ def restore(
             "the backup's warehouse was a PostgreSQL database of its own: set "
             "SQLBOOK_WAREHOUSE_URL to an empty database to restore it into"
         )
+    _check_key(folder, manifest, target)
     root = target.home.expanduser().resolve()
     if root.exists() and any(not _kept(p) for p in root.iterdir()) and not force:
         raise BackupError(f"{root} is not empty: restore into a new home, or add --force")
@@ -661,6 +662,25 @@ def restore(
         return _restore_into(folder, manifest, target, root, moved, say)
 
 
+def _check_key(folder: Path, manifest: dict[str, Any], target: Settings) -> None:
+    """The restored install's key must be the backed-up one (it decrypts the stored
+    data-source secrets): SQLBOOK_SECRET_KEY when set, else the backup's `secret.key`.
+    Checked before anything is written."""
+    if target.secret_key is not None:
+        key = load_secret_key(target)
+    elif (folder / KEY_FILE).exists():
+        key = (folder / KEY_FILE).read_text().strip().encode()
+    else:
+        raise BackupError(
+            "the backed-up install took its key from SQLBOOK_SECRET_KEY: set it to that value"
+        )
+    if key_fingerprint(key) != manifest["secret_key"]["fingerprint"]:
+        raise BackupError(
+            "the secret key differs from the backup's (set SQLBOOK_SECRET_KEY to the one "
+            "the backed-up install used): stored data-source secrets would be unreadable"
+        )
+
+
 def _restore_into(
     folder: Path,
     manifest: dict[str, Any],
@@ -674,11 +694,6 @@ def _restore_into(
         if (folder / name).exists():
             with _private_file(root / name) as out:
                 out.write((folder / name).read_bytes())
-    if key_fingerprint(load_secret_key(target)) != manifest["secret_key"]["fingerprint"]:
-        raise BackupError(
-            "the secret key differs from the backup's (set SQLBOOK_SECRET_KEY to the one "
-            "the backed-up install used): stored data-source secrets would be unreadable"
-        )
     warehouse = manifest["warehouse"]
     warehouse_url = None
     updates: dict[str, Any] = {}

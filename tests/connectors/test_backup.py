@@ -215,6 +215,7 @@ def test_restore_refuses_a_changed_file_or_another_key(backup_dir: Path, tmp_pat
     other = _settings(tmp_path / "other-key", secret_key="x" * 40)
     with pytest.raises(BackupError, match="secret key differs"):
         restore(backup_dir, other, say=lambda _line: None)
+    assert not (tmp_path / "other-key").exists(), "refused before anything is written"
     tampered = tmp_path / "tampered"
     tampered.mkdir(mode=0o700)
     for path in backup_dir.rglob("*"):
