@@ -64,20 +64,20 @@ def person_id_for(project_id: int, distinct_id: str) -> uuid.UUID:
 
 
 def staged_updates(rows: list[list[Any]]) -> list[list[Any]]:
-    """What persons need from inserted event rows (typed, EVENT_COLUMNS order), as
-    `person_updates` rows without token and seq."""
-    seen: dict[tuple[int, str], list[datetime]] = {}
+    """What persons need from inserted event rows (typed, EVENT_COLUMNS order, in time
+    order), as `person_updates` rows without token and seq."""
+    first: dict[tuple[int, str], datetime] = {}
+    last: dict[tuple[int, str], datetime] = {}
     out: list[list[Any]] = []
+    merging = ("$identify", "$create_alias")
     for r in rows:
-        project, name, distinct, ts = r[_PROJECT], r[_NAME], r[_DISTINCT], r[_TIMESTAMP]
-        key = (project, distinct)
-        span = seen.get(key)
-        if span is None:
-            seen[key] = [ts, ts]
-        else:
-            span[0], span[1] = min(span[0], ts), max(span[1], ts)
-        text = r[_PROPS]
-        if "$set" not in text and name not in ("$identify", "$create_alias"):
+        key = (r[_PROJECT], r[_DISTINCT])
+        ts = r[_TIMESTAMP]
+        if key not in first:
+            first[key] = ts
+        last[key] = ts  # rows come in time order
+        name, text = r[_NAME], r[_PROPS]
+        if "$set" not in text and name not in merging:
             continue
         try:
             props = orjson.loads(text)
@@ -96,13 +96,13 @@ def staged_updates(rows: list[list[Any]]) -> list[list[Any]]:
         if (
             not isinstance(set_props, dict)
             and not isinstance(set_once, dict)
-            and name not in ("$identify", "$create_alias")
+            and name not in merging
         ):
             continue
         out.append(
             [
-                project,
-                distinct,
+                r[_PROJECT],
+                r[_DISTINCT],
                 ts,
                 ts,
                 name,
@@ -111,7 +111,7 @@ def staged_updates(rows: list[list[Any]]) -> list[list[Any]]:
                 other,
             ]
         )
-    seen_rows = [[p, d, f, last, None, None, None, None] for (p, d), (f, last) in seen.items()]
+    seen_rows = [[p, d, f, last[(p, d)], None, None, None, None] for (p, d), f in first.items()]
     return seen_rows + out
 
 
