@@ -126,3 +126,21 @@ def test_default_commands_are_ones_the_image_runs(stages: dict[str, Stage]) -> N
     check_command(_exec_form(stages["app"].values("CMD")[-1]))
     alerts = _exec_form(stages["alerts"].values("ENTRYPOINT")[-1])
     check_command(alerts + _exec_form(stages["alerts"].values("CMD")[-1]))
+
+
+def test_the_build_stages_fit_the_project(stages: dict[str, Stage]) -> None:
+    """The Python base satisfies pyproject's requires-python; the UI stage runs scripts
+    ui/package.json has, from its lock file; the app stage exposes the ports the compose
+    file and the Kubernetes manifests use."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    python = stages["app"].base.split(":")[1].split("-")[0]
+    assert python in SpecifierSet(project["requires-python"])
+    package = json.loads((REPO / "ui" / "package.json").read_text())
+    assert "build" in package["scripts"]
+    assert (REPO / "ui" / "package-lock.json").exists(), "npm ci needs the lock file"
+    exposed = {int(p) for v in stages["app"].values("EXPOSE") for p in v.split()}
+    assert {8000, 3000, 3030} <= exposed
