@@ -183,3 +183,33 @@ def values_sql(sample: str, key: str, limit: int) -> str:
         f" where JSONType(s.properties, {key}) != 'Null'"
         f" group by value order by count() desc, value limit {int(limit)}"
     )
+
+
+# --- pieces of the kinds' rules -------------------------------------------------------
+
+
+def json_text(props: exp.Expression, key: str) -> exp.Expression:
+    """PostgreSQL's `props ->> 'key'` for a fixed key (never user text): a string's text,
+    a number's or boolean's JSON text, NULL for null or a missing key."""
+    k = exp.Literal.string(key)
+    return ch(
+        "if(JSONType(__p, __k) = 'String', JSONExtractString(__p, __k),"
+        " if(JSONType(__p, __k) = 'Null', NULL, JSONExtractRaw(__p, __k)))",
+        p=props,
+        k=k,
+    )
+
+
+def page(props: exp.Expression) -> exp.Expression:
+    """connectors/analytics/sessions.py `page_sql`: `$pathname`, else the path of
+    `$current_url` ('/' for a URL without one)."""
+    url = json_text(props, "$current_url")
+    return ch(
+        "coalesce(nullif(__path, ''), case"
+        " when match(__url, '^[A-Za-z][A-Za-z0-9+.-]*://')"
+        " then coalesce(nullif(extract(__url, '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'),"
+        " ''), '/')"
+        " when __url != '' then nullif(extract(__url, '^([^?#]*)'), '') end)",
+        path=json_text(props, "$pathname"),
+        url=url,
+    )

@@ -15,7 +15,7 @@ from connectors.analytics.query import Compiled, Context, DefinitionError
 KINDS = ("trends", "funnel", "retention", "paths", "sessions")
 # The kinds that compile to ClickHouse's SQL (connectors/analytics/clickhouse.py); the
 # others answer a DefinitionError on the ClickHouse warehouse rather than a wrong number.
-CLICKHOUSE_KINDS = ("trends", "funnel", "retention")
+CLICKHOUSE_KINDS = ("trends", "funnel", "retention", "paths")
 
 # kind → (module, the function names it may use, first found wins)
 _COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {

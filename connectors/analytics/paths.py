@@ -26,8 +26,8 @@ from connectors.analytics.query import (
     Compiled,
     Context,
     DefinitionError,
-    Params,
     and_,
+    ch,
     choice,
     column,
     compiled,
@@ -68,17 +68,24 @@ def compile_paths(definition: Mapping[str, Any], ctx: Context) -> Compiled:
         raise DefinitionError("start_point", "must be a page or an event name")
     span = resolve_span(definition.get("date_from"), definition.get("date_to"), ctx)
 
-    params = Params()
+    params = ctx.params()
+    page = tpl(_PAGE)
+    if ctx.clickhouse:
+        from connectors.analytics import clickhouse
+
+        page = clickhouse.page(column("properties", "e"))
     filters = definition.get("filters")
     is_pageview = tpl("e.event_name = '$pageview'")
     if path_type == "$pageview":
-        node = tpl(_PAGE)
+        node = page
         kind: exp.Expression | None = is_pageview
     elif path_type == "events":
         node = column("event_name", "e")
         kind = None
     else:
-        node = tpl(f"case when e.event_name = '$pageview' then {_PAGE} else e.event_name end")
+        node = tpl(
+            "case when e.event_name = '$pageview' then __page else e.event_name end", page=page
+        )
         kind = None
     keep = and_(
         [
@@ -113,30 +120,60 @@ def compile_paths(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     }
     if start_point is not None:
         nodes["start_point"] = params.bind(start_point, "text")
-    tree = tpl(
-        f"""with ev as (
-            select s.session_key as sk, s.timestamp as ts, s.event_id, s.node
+    if ctx.clickhouse:  # the same walk in ClickHouse's words: lagInFrame/leadInFrame
+        tree = ch(
+            f"""with ev as (
+            select s.session_key as sk, s.timestamp as ts, s.event_id, toNullable(s.node) as node
             from __sessions as s where s.keep and s.node is not null),
           changes as (
-            select ev.*, lag(ev.node) over (partition by ev.sk order by ev.ts, ev.event_id) as prev
+            select ev.*, lagInFrame(ev.node) over (partition by ev.sk order by ev.ts,
+              toString(ev.event_id) rows between unbounded preceding and current row) as prev
             from ev),
           walked as (
             select c.sk, c.node,
-              row_number() over (partition by c.sk order by c.ts, c.event_id) as n,
-              lead(c.node) over (partition by c.sk order by c.ts, c.event_id) as nxt
-            from changes as c where c.prev is distinct from c.node),
+              toInt64(row_number() over (partition by c.sk order by c.ts, toString(c.event_id)))
+                as n,
+              leadInFrame(c.node) over (partition by c.sk order by c.ts, toString(c.event_id)
+                rows between unbounded preceding and unbounded following) as nxt
+            from changes as c where c.prev is null or c.prev != c.node),
           indexed as (
             select d.node, d.nxt, d.n - {first} + 1 as idx
             from walked as d)
-        select idx as step, cast(idx as text) || '_' || node as source,
-          cast(idx + 1 as text) || '_' || nxt as target, count(*) as value
+        select idx as step, concat(toString(idx), '_', node) as source,
+          concat(toString(idx + 1), '_', nxt) as target, count() as value
         from indexed
         where idx >= 1 and idx < __steps and nxt is not null
         group by idx, node, nxt
         order by value desc, step, source, target
         limit __limit""",
-        **nodes,
-    )
+            **nodes,
+        )
+    else:
+        tree = tpl(
+            f"""with ev as (
+                select s.session_key as sk, s.timestamp as ts, s.event_id, s.node
+                from __sessions as s where s.keep and s.node is not null),
+              changes as (
+                select ev.*,
+                  lag(ev.node) over (partition by ev.sk order by ev.ts, ev.event_id) as prev
+                from ev),
+              walked as (
+                select c.sk, c.node,
+                  row_number() over (partition by c.sk order by c.ts, c.event_id) as n,
+                  lead(c.node) over (partition by c.sk order by c.ts, c.event_id) as nxt
+                from changes as c where c.prev is distinct from c.node),
+              indexed as (
+                select d.node, d.nxt, d.n - {first} + 1 as idx
+                from walked as d)
+            select idx as step, cast(idx as text) || '_' || node as source,
+              cast(idx + 1 as text) || '_' || nxt as target, count(*) as value
+            from indexed
+            where idx >= 1 and idx < __steps and nxt is not null
+            group by idx, node, nxt
+            order by value desc, step, source, target
+            limit __limit""",
+            **nodes,
+        )
 
     def edges(columns: list[str], rows: list[list[Any]]) -> list[dict[str, Any]]:
         return [

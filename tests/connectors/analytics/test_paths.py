@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
-from connectors.analytics.paths import compile_paths
+from connectors.analytics.paths import compile_paths as _compile_paths
 from connectors.analytics.query import Context, DefinitionError
-from connectors.servers import ServerUrls
 from tests.connectors.analytics import test_funnels as kit
 from tests.connectors.analytics.test_funnels import Ev, answer, at
 
-# the funnel tests' fixtures: a project of its own, an event loader, the connection
-# (PostgreSQL's warehouse: paths do not compile to ClickHouse yet)
-project = kit.project
+# the funnel tests' fixtures: a project of its own, an event loader and the connection
+# (PostgreSQL's warehouse, then ClickHouse's: the same data, the same answers), and
+# compile_paths for the warehouse of the test's connection
+project, load, conn, _dialect = kit.project, kit.load, kit.conn, kit._dialect
 
 
-@pytest.fixture
-def conn(servers: ServerUrls) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(servers.warehouse_url, autocommit=True) as pg:
-        yield pg
-
-
-@pytest.fixture
-def load(servers: ServerUrls, project: int) -> Iterator[Any]:
-    yield from kit._pg_load(servers, project)
+def compile_paths(definition: dict[str, Any], ctx: Context) -> Any:
+    return _compile_paths(definition, replace(ctx, dialect=kit._DIALECT.get("now", "postgres")))
 
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
