@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from assets.resources import SqlbookResource
+from connectors.metadata import NewWorkspace
+from connectors.servers import ServerUrls
 from connectors.warehouse import ch_persons
 from connectors.warehouse.clickhouse_warehouse import (
     ClickHouseWarehouse,
@@ -18,6 +21,7 @@ from connectors.warehouse.clickhouse_warehouse import (
 )
 from connectors.warehouse.postgres import PostgresWarehouse, prepare_rows
 from connectors.warehouse.warehouses import CH_SCOPED_TABLES, open_warehouse, warehouse_kind
+from tests.streams import append, event_batch
 from tests.warehouses import chdb_warehouse, count_events, people, person_count
 
 __all__ = ["chdb_warehouse"]
@@ -305,3 +309,77 @@ def _count_days(stamps: list[datetime]) -> dict[date, int]:
     for ts in stamps:
         out[ts.date()] = out.get(ts.date(), 0) + 1
     return out
+
+
+# --- the Dagster side on the ClickHouse warehouse ------------------------------------------
+
+
+def test_dagster_assets_on_clickhouse(
+    chdb_warehouse: ClickHouseWarehouse,
+    servers: ServerUrls,
+    stream_key: str,
+    sqlbook: SqlbookResource,
+    workspace: NewWorkspace,
+) -> None:
+    """The ingestion run (events + persons), a day of analytics and the retention job,
+    with `WarehouseResource(url=chdb://…)` (this process holds the path already)."""
+    import dagster as dg
+    import psycopg
+
+    from assets.ingestion import events, persons
+    from assets.resources import WarehouseResource
+    from assets.rollups.assets import analytics_day
+    from assets.rollups.retention import retention_job
+    from tests.ingestion_runs import ingest_stream
+
+    project = workspace.project.id
+    old = (NOW - timedelta(days=40)).isoformat()
+    batch = event_batch(20) + event_batch(5, timestamp=old)
+    batch.append(
+        {
+            "event": "$identify",
+            "distinct_id": "user-1",
+            "uuid": str(uuid.uuid4()),
+            "properties": {"$anon_distinct_id": "user-2", "$set": {"plan": "pro"}},
+        }
+    )
+    append(servers.redis_url, stream_key, project, batch)
+    result = ingest_stream(
+        servers.redis_url,
+        stream_key,
+        chdb_warehouse.url,
+        sqlbook=sqlbook,
+        assets=(events, persons),
+    )
+    assert result.success
+    assert count_events(chdb_warehouse, project) == 26
+    found = people(chdb_warehouse, project)
+    assert found["user-1"]["person"] == found["user-2"]["person"]
+    assert found["user-1"]["props"] == {"plan": "pro"}
+
+    day = dg.materialize(
+        [analytics_day],
+        partition_key=NOW.date().isoformat(),
+        resources={"warehouse": WarehouseResource(url=chdb_warehouse.url), "sqlbook": sqlbook},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert day.success
+    meta = {
+        m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items()}
+        for m in day.asset_materializations_for_node("analytics_day")
+    }
+    assert "materialized view" in meta["rollup_events_hourly"]["skipped"]
+    assert "ClickHouse" in meta["rollup_pages_daily"]["skipped"]
+
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        conn.execute("update meta.projects set event_retention_days = 30 where id = %s", (project,))
+    run = retention_job.execute_in_process(
+        resources={"warehouse": WarehouseResource(url=chdb_warehouse.url), "sqlbook": sqlbook},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert run.success
+    assert count_events(chdb_warehouse, project) == 21  # the 40-day-old rows went
+    ((stamp,),) = chdb_warehouse.query_rows(
+        "SELECT min(retention_days) FROM events WHERE project_id = {p:Int64}", {"p": project}
+    )
+    assert stamp == 30
