@@ -254,21 +254,26 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
     summary = {k: v for k, v in report.as_json().items() if k != "days"}
     summary["mismatches"] = report.mismatches[:50]  # all of them in the state file
     _print(summary)
+    if running or m.stack_running(home):
+        done = (
+            "copied and verified"
+            if report.verified
+            else f"copied ({len(report.mismatches)} (project, day)s got events meanwhile)"
+        )
+        print(
+            f"sqlbook: {done}, NOT switched: `sqlbook up` is running with this home, so"
+            " ingestion still writes to the source. Stop it and run this command again: it"
+            " copies what arrived meanwhile (the capture stream keeps what is not ingested"
+            " yet) and switches.",
+            file=sys.stderr,
+        )
+        return 0
     if not report.verified:
         return _fail(
             f"counts differ on {len(report.mismatches)} (project, day)s (listed above);"
             " nothing was switched: run the command again"
         )
     line = m.env_line(args.to)
-    if running:
-        print(
-            "sqlbook: copied and verified, NOT switched: `sqlbook up` is running with this home,"
-            " so ingestion still writes to the source. Stop it and run this command again: it"
-            " copies what arrived meanwhile (the capture stream keeps what is not ingested"
-            " yet) and switches.",
-            file=sys.stderr,
-        )
-        return 0
     if args.no_switch:
         print(f"sqlbook: verified; not switched (--no-switch). To switch, set {m.ENV_NAME}.")
         return 0

@@ -334,6 +334,29 @@ def test_cli_does_not_switch_while_sqlbook_runs(source: str, target: str, tmp_pa
     assert pg_counts(target) == pg_counts(source)
 
 
+def test_cli_exits_1_on_a_mismatch_unless_sqlbook_runs(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    migrate(source, target, tmp_path / "state.json")
+    with psycopg.connect(target) as conn:  # more on the target than the source ever had
+        conn.execute(
+            "insert into events (event_id, project_id, event_name, distinct_id, timestamp,"
+            " received_at) values (gen_random_uuid(), 778, 'x', 'y', %s, now())",
+            (datetime(2026, 3, 2, 5, tzinfo=UTC),),
+        )
+    home = tmp_path / "home"
+    out = cli(["warehouse", "migrate", "--to", target], home, source, tmp_path)
+    assert out.returncode == 1
+    assert "counts differ on 1 (project, day)s" in out.stderr
+    # while sqlbook runs, days still getting events differ: not an error, not switched
+    with open(home / "up.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = cli(["warehouse", "migrate", "--to", target], home, source, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "got events meanwhile), NOT switched" in out.stderr
+    assert not (tmp_path / ".env").exists()
+
+
 def test_cli_refuses_a_bad_url_naming_the_flag_never_the_password(source: str, tmp_path: Path):
     out = cli(
         ["warehouse", "migrate", "--to", "mysql://root:hunter2@db/x"],
