@@ -132,6 +132,30 @@ def test_backlog_entries_ingest_and_copy(servers, workspace, stream_key, tmp_pat
     assert copy["rows"] == 500 and copy["rows_per_second"] > 0
 
 
+def test_shards_phase_drains_and_follows_each_shard(
+    servers, sqlbook_home, workspace, stream_key, load
+):
+    """Phase `shards` at a tiny size: every event of the backlog and of the burst is
+    ingested by the shards' processes, every probe is seen, the table has its rows."""
+    port = free_port()
+    settings = make_settings(
+        servers, sqlbook_home, api_port=port, stream_key=stream_key, capture_rate_limit_per_minute=0
+    )
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        out = ingestion.measure_shards(info, load, None, "s", 1_000, [1, 2], 1.0, 0.5, 120)
+    assert out["capture_events_per_second"] > 0
+    for run in out["runs"]:
+        drain, burst = run["drain"], run["burst"]
+        assert len(drain["workers"]) == run["shards"]
+        assert sum(w["inserted"] for w in drain["workers"]) == 1_000
+        assert drain["left_in_stream"] == 0
+        assert sum(w["rows"] for w in burst["workers"]) == burst["events"] > 0
+        assert burst["probes"] == burst["probes_seen"] > 0
+    table = format_table(build_rows({"results": {"shards": out}}))
+    assert "2 shard(s): ingestion events/s" in table
+
+
 def test_queries_every_path_same_rows(servers, sqlbook_home, workspace, stream_key):
     port = free_port()
     settings = make_settings(
