@@ -165,6 +165,9 @@ class _OneRow:
     def fetchone(self) -> tuple[int]:
         return (0,)
 
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []  # no rows inserted per day
+
 
 def explain_head_chunk(info: StackInfo, analyze: bool, timeout_s: float = 30.0) -> dict[str, Any]:
     """The plan of the ingestion INSERT for the chunk at the head of the stream (the one a
