@@ -25,7 +25,7 @@ import pytest
 
 from connectors.capture import Origin, to_rows
 from connectors.embedded import EmbeddedPostgres
-from connectors.servers import ensure_database, with_database
+from connectors.servers import ServerUrls, ensure_database, with_database
 from connectors.warehouse import PostgresWarehouse
 from connectors.warehouse.migrate import (
     env_line,
@@ -35,7 +35,7 @@ from connectors.warehouse.migrate import (
     switch_env_file,
 )
 from connectors.warehouse.setup import install_warehouse
-from tests.streams import LIMITS
+from tests.streams import LIMITS, append
 
 REPO = Path(__file__).resolve().parents[2]
 DAYS = [date(2026, 3, 1) + timedelta(days=i) for i in range(4)]  # a month boundary nearby
@@ -250,8 +250,14 @@ def chdb_read(path: Path) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path):
+def test_cli_migrates_to_chdb_verifies_and_switches(
+    source: str, tmp_path: Path, servers: ServerUrls, stream_key: str
+):
     home, ch = tmp_path / "home", tmp_path / "ch"
+    # captured during the migration, not ingested yet: the stream keeps them
+    waiting = [{"event": "$set", "distinct_id": "u1", "properties": {"$set": {"tier": "gold"}}}]
+    waiting += [{"event": "late", "distinct_id": f"late-{i}"} for i in range(3)]
+    append(servers.redis_url, stream_key, PROJECTS[0], waiting)
     first = cli(
         ["warehouse", "migrate", "--to", f"chdb://{ch}", "--from", source, "--batch-days", "3"],
         home,
@@ -276,18 +282,19 @@ def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path)
     assert again.returncode == 0, again.stderr[-3000:]
     got = chdb_read(ch)
     assert got["counts"] == pg_counts(source) and got["dupes"] == 0
-    # after the switch, ingestion on ClickHouse builds on the copied persons
+    # after the switch, ingestion into ClickHouse takes what the stream kept and builds on
+    # the copied persons
     code = textwrap.dedent(
         f"""
         import json
-        from datetime import UTC, datetime
-        from connectors.capture import Origin, to_rows
+        import redis
+        from connectors.ingest import ingest_range
+        from connectors.stream import CaptureStreamReader
         from connectors.warehouse.clickhouse_warehouse import ClickHouseWarehouse
-        from tests.streams import LIMITS
         wh = ClickHouseWarehouse("chdb://{ch}")
-        origin = Origin({PROJECTS[0]}, "salt", None, None, datetime.now(UTC))
-        wh.insert_events(to_rows([{{"event": "$set", "distinct_id": "u1",
-            "properties": {{"$set": {{"tier": "gold"}}}}}}], origin, "batch", LIMITS))
+        reader = CaptureStreamReader(redis.Redis.from_url("{servers.redis_url}"), "{stream_key}")
+        report = ingest_range(reader, wh, reader.head(), reader.tail())
+        assert report.inserted == 4, report
         while wh.update_persons().updates:
             pass
         rows = wh.query_rows(
@@ -306,6 +313,11 @@ def test_cli_migrates_to_chdb_verifies_and_switches(source: str, tmp_path: Path)
     before = {(p, d): x for p, d, x in pg_persons(source)}
     assert person == before[(str(PROJECTS[0]), "u1")]
     assert json.loads(props)["tier"] == "gold"
+    expected = pg_counts(source)
+    today = f"{PROJECTS[0]}/{datetime.now(UTC).date()}"
+    expected[today] = expected.get(today, 0) + 4
+    got = chdb_read(ch)
+    assert got["counts"] == expected and got["dupes"] == 0
     # and back: ClickHouse -> PostgreSQL, copy and verify only
     back = with_database(source, "back")
     ensure_database(with_database(source, "postgres"), "back")
