@@ -100,32 +100,31 @@ class ClickHouseWarehouseSource(DataSource):
         self._sources: dict[int, ClickHouseSource] = {}
         self._tables: tuple[float, frozenset[str]] | None = None
         self._readings: dict[str, bool] = {}  # text → ClickHouse parses it as written
-        self._worked: dict[str, bool] = {}  # text → the reading that ran last: translated?
+        # (text, projects) → the prepared statement that ran for it
+        self._winners: dict[tuple[str, tuple[int, ...]], PreparedSql] = {}
 
     # ---- preparing ----------------------------------------------------------------
 
-    def readings(self, sql: str, params: Sequence[Any], scope: Scope) -> list[Reading]:
-        """The ways to read `sql`, in the order they are tried: ClickHouse as written
-        (when ClickHouse's parser takes the text), then PostgreSQL translated. Raises
-        QueryRejected when neither reads it."""
+    def readings(self, sql: str, params: Sequence[Any], scope: Scope) -> Iterator[Reading]:
+        """The ways to read `sql`, in the order they are tried, each parsed only when it
+        is reached: ClickHouse as written (when ClickHouse's parser takes the text), then
+        PostgreSQL translated. Raises QueryRejected when neither reads it."""
         native, native_error = _parsed(ch_scope.parse_clickhouse, sql)
+        as_written = native is not None and self._clickhouse_parses(sql, params, scope)
+        if as_written:
+            assert native is not None
+            yield Reading(native, False)
         postgres, _ = _parsed(ch_scope.parse_postgres, sql)
-        if native is None and postgres is None:
+        if postgres is not None:
+            # PostgreSQL folds unquoted names to lower case
+            yield Reading(normalize_identifiers(postgres, dialect="postgres"), True)
+        elif native is not None and not as_written:
+            yield Reading(native, False)  # ClickHouse will say what is wrong, and where
+        elif native is None:
             raise QueryRejected(
                 "could not read the query as ClickHouse or PostgreSQL SQL"
                 + (f": {native_error}" if native_error else "")
             )
-        out: list[Reading] = []
-        if native is not None and (postgres is None or self._clickhouse_parses(sql, params, scope)):
-            out.append(Reading(native, False))
-        if postgres is not None:
-            # PostgreSQL folds unquoted names to lower case
-            out.append(Reading(normalize_identifiers(postgres, dialect="postgres"), True))
-        with self._lock:
-            preferred = self._worked.get(sql)
-        if preferred is not None and len(out) > 1 and out[0].translated != preferred:
-            out.reverse()
-        return out
 
     def prepare(self, reading: Reading, params: Sequence[Any], scope: Scope) -> PreparedSql:
         """The ClickHouse text to run for one reading in `scope`. Raises QueryRejected
@@ -135,7 +134,7 @@ class ClickHouseWarehouseSource(DataSource):
             tree = translate.to_clickhouse(tree)
         ctx = ScopeContext(
             database=self.database,
-            project_ids=tuple(sorted({int(p) for p in scope.project_ids})),
+            project_ids=_projects(scope),
             tables=self._table_names() | frozenset(self.scoped),
             scoped=self.scoped,
         )
@@ -148,49 +147,53 @@ class ClickHouseWarehouseSource(DataSource):
         guard.check_sql(text, "clickhouse", list(params))
         return PreparedSql(text, reading.translated)
 
-    def prepared(
-        self, sql: str, params: Sequence[Any], scope: Scope
-    ) -> tuple[list[PreparedSql], list[QueryRejected]]:
-        """Each reading that passes the checks, in order, and the refusals of the others;
-        raises the most telling refusal when none passes."""
-        out: list[PreparedSql] = []
+    def _attempt(self, sql: str, params: Sequence[Any], scope: Scope, attempt: Any) -> Any:
+        """`attempt(prepared)` for the first reading that passes the checks and that
+        ClickHouse accepts: a reading that fails analysis (unknown function, type, name;
+        a syntax error) gives way to the next. The error shown is the first reading's,
+        unless a later one was refused by name (a PostgreSQL construct with no ClickHouse
+        form). The text that ran is remembered for the same SQL and projects, so a
+        dashboard's repeated query is neither parsed nor rewritten again."""
+        key = (sql, _projects(scope))
+        with self._lock:
+            known = self._winners.get(key)
+        if known is not None:
+            try:
+                guard.check_params(
+                    params, guard.check_sql(known.sql, "clickhouse", params).param_count
+                )
+                return attempt(known)
+            except QueryFailed as err:
+                if not _analysis_error(err):
+                    raise
+                with self._lock:
+                    self._winners.pop(key, None)  # the tables changed: read it again
+        first_error: QueryError | None = None
         refusals: list[QueryRejected] = []
         for reading in self.readings(sql, params, scope):
             try:
-                out.append(self.prepare(reading, params, scope))
+                prepared = self.prepare(reading, params, scope)
             except QueryRejected as err:
                 refusals.append(err)
-        if not out:
-            raise _most_telling(refusals)
-        return out, refusals
-
-    def _attempt(self, sql: str, params: Sequence[Any], scope: Scope, attempt: Any) -> Any:
-        """`attempt(prepared)` for the first reading ClickHouse accepts: a reading that
-        fails analysis (unknown function, type, name; a syntax error) gives way to the
-        next. The error shown is the first reading's, unless a later one was refused
-        by name (a PostgreSQL construct that has no ClickHouse form)."""
-        candidates, refusals = self.prepared(sql, params, scope)
-        first_error: QueryError | None = None
-        for i, prepared in enumerate(candidates):
-            last = i == len(candidates) - 1
+                continue
             try:
                 outcome = attempt(prepared)
             except QueryFailed as err:
                 if not _analysis_error(err):
                     raise
-                if last:
-                    named = [r for r in refusals if isinstance(r, translate.TranslationError)]
-                    if named:
-                        raise named[0] from err
-                    raise (first_error or err) from err
                 first_error = first_error or err
                 continue
             with self._lock:
-                if len(self._worked) > 4096:
-                    self._worked.clear()
-                self._worked[sql] = prepared.translated
+                if len(self._winners) >= 4096:
+                    self._winners.clear()
+                self._winners[key] = prepared
             return outcome
-        raise first_error or QueryFailed("the query could not run")
+        named = [r for r in refusals if isinstance(r, translate.TranslationError)]
+        if named:
+            raise named[0] from first_error
+        if first_error is not None:
+            raise first_error
+        raise _most_telling(refusals)
 
     def _clickhouse_parses(self, sql: str, params: Sequence[Any], scope: Scope) -> bool:
         """Whether ClickHouse's own parser takes `sql` as written (EXPLAIN AST: parsed,
@@ -315,6 +318,9 @@ class ClickHouseWarehouseSource(DataSource):
         self._owner.reset()
         if self.users is not None:
             self.users.forget()
+        with self._lock:
+            self._winners.clear()
+            self._readings.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -336,6 +342,10 @@ class ClickHouseWarehouseSource(DataSource):
             if source is None:
                 source = self._sources[scope.workspace_id] = ClickHouseSource(url)
             return source
+
+
+def _projects(scope: Scope) -> tuple[int, ...]:
+    return tuple(sorted({int(p) for p in scope.project_ids}))
 
 
 def _only_reads(kind: str) -> None:

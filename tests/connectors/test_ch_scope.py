@@ -568,3 +568,32 @@ def test_a_workspace_logs_in_as_its_own_user_on_a_server():
     assert "owner-pw" not in users.login_url(Scope(12, (12, 13)))
     with pytest.raises(ValueError, match="chDB has no users"):
         WorkspaceUsers("chdb:///tmp/x", b"k" * 32)
+
+
+def test_exports_stream_the_scoped_rows(env):
+    with env.source.stream(
+        "select distinct_id from events order by distinct_id",
+        [],
+        query_id=uuid.uuid4().hex,
+        timeout_s=30,
+        scope=B,
+        batch_rows=4,
+    ) as rows:
+        batches = list(rows.batches)
+    assert [len(b) for b in batches] == [4, 4, 3]
+    with pytest.raises(QueryRejected, match="not available"):
+        with env.source.stream(
+            "SELECT * FROM secrets", [], query_id="s", timeout_s=30, scope=B
+        ) as rows:
+            list(rows.batches)
+
+
+def test_the_same_query_again_is_not_read_again(env):
+    """The text that ran is remembered per SQL and projects (a dashboard's tiles): the
+    second run gives the same answer for the same scope, and another scope its own."""
+    sql = "SELECT count() FROM events WHERE event_name != $1"
+    assert env.rows(sql, "x") == [[7]]
+    assert env.rows(sql, "y") == [[7]]
+    assert env.rows(sql, "x", scope=B) == [[11]]
+    with pytest.raises(ParameterError):
+        env.run(sql)
