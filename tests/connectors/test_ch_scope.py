@@ -581,11 +581,11 @@ def test_exports_stream_the_scoped_rows(env):
     ) as rows:
         batches = list(rows.batches)
     assert [len(b) for b in batches] == [4, 4, 3]
-    with pytest.raises(QueryRejected, match="not available"):
-        with env.source.stream(
-            "SELECT * FROM secrets", [], query_id="s", timeout_s=30, scope=B
-        ) as rows:
-            list(rows.batches)
+    with (
+        pytest.raises(QueryRejected, match="not available"),
+        env.source.stream("SELECT * FROM secrets", [], query_id="s", timeout_s=30, scope=B) as rows,
+    ):
+        list(rows.batches)
 
 
 def test_the_same_query_again_is_not_read_again(env):
