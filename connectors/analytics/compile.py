@@ -13,9 +13,9 @@ from typing import Any
 from connectors.analytics.query import Compiled, Context, DefinitionError
 
 KINDS = ("trends", "funnel", "retention", "paths", "sessions")
-# The kinds that compile to ClickHouse's SQL (connectors/analytics/clickhouse.py); the
-# others answer a DefinitionError on the ClickHouse warehouse rather than a wrong number.
-CLICKHOUSE_KINDS = ("trends", "funnel", "retention", "paths")
+# The kinds that compile to ClickHouse's SQL (connectors/analytics/clickhouse.py): all of
+# them; a kind left out here answers a DefinitionError on ClickHouse, never a wrong number.
+CLICKHOUSE_KINDS = KINDS
 
 # kind → (module, the function names it may use, first found wins)
 _COMPILERS: dict[str, tuple[str, tuple[str, ...]]] = {

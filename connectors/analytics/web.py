@@ -157,7 +157,17 @@ def compile_sessions(definition: Mapping[str, Any], ctx: Context) -> Compiled:
     if filters is not None:
         check_filters(filters, "filters")
     bucket_list = buckets(span, interval, ctx)
-    params = Params()
+    params = ctx.params()
+    if ctx.clickhouse:  # raw events only (connectors/analytics/web_ch.py)
+        from connectors.analytics import web_ch
+
+        ev, ses = web_ch.raw_sessions(span.start, span.end, filters, ctx, params)
+        sp = web_ch.session_rows(SESSION_COLUMNS)
+        pages_ch = web_ch.pages(span, params)
+        ctes_ch = {"ev": ev, "ses": ses, "sp": sp}
+        tree = web_ch.statement(ctes_ch, pages_ch, interval, limit, ctx, params)
+        shape = _shaper(bucket_list)
+        return compiled(tree, params, shape, _tabler(shape))
     days = span.utc_days()
     clean: frozenset[date] = frozenset()
     if ctx.clean_days is not None and not filters:

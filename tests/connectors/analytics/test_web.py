@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,17 @@ from connectors.analytics.compile import compile_analytics
 from connectors.analytics.query import Context, DefinitionError
 from connectors.servers import ServerUrls
 
-from .partc_data import Ev, answer, days, insert_events, local, merge_persons, new_project, run
+from .partc_data import (
+    Ev,
+    answer,
+    days,
+    dialect_of,
+    insert_events,
+    local,
+    merge_persons,
+    new_project,
+    run,
+)
 from .test_query_kit import _python_sessions
 
 NOW = datetime(2026, 8, 1, tzinfo=UTC)
@@ -30,12 +41,23 @@ WINDOWS_CHROME = (
 
 
 @pytest.fixture
-def url(servers: ServerUrls) -> str:
+def pg_url(servers: ServerUrls) -> str:
     return servers.warehouse_url
 
 
+@pytest.fixture
+def url(warehouse_url: str) -> str:
+    """PostgreSQL's warehouse, then ClickHouse's (chDB): the same data, the same answers."""
+    return warehouse_url
+
+
+def on(url: str, ctx: Context) -> Context:
+    """`ctx` for the warehouse at `url` (its dialect)."""
+    return replace(ctx, dialect=dialect_of(url))
+
+
 def web(url: str, ctx: Context, definition: dict[str, Any]) -> dict[str, Any]:
-    return answer(url, compile_analytics("sessions", definition, ctx))
+    return answer(url, compile_analytics("sessions", definition, on(url, ctx)))
 
 
 def pv(
@@ -137,7 +159,7 @@ def test_raw_events_answer_matches_the_session_rules(url):
     compiled = compile_analytics(
         "sessions",
         {"date_from": "2026-07-10", "date_to": "2026-07-10", "interval": "day"},
-        Context(project, now=NOW),
+        on(url, Context(project, now=NOW)),
     )
     assert compiled.source == "events"
     body = answer(url, compiled)
@@ -235,7 +257,8 @@ def _refresh(url: str, *days_: date) -> None:
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/Los_Angeles"])
-def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(url, zone):
+def test_the_sessions_table_answers_like_raw_events_for_clean_whole_days(pg_url, zone):
+    url = pg_url
     project = new_project()
     rng = random.Random(3 if zone == "UTC" else 4)
     base = date(2005, 1, 1) + timedelta(days=rng.randrange(3000))
@@ -332,7 +355,7 @@ def test_filters_apply_to_events_and_use_raw_events(url):
             "date_to": "2026-07-10",
             "filters": [{"property": "plan", "operator": "equals", "value": "pro"}],
         },
-        clean,
+        on(url, clean),
     )
     assert compiled.source == "events"
     body = answer(url, compiled)
@@ -379,7 +402,9 @@ def test_table_and_errors(url):
     project = new_project()
     insert_events(url, project, [pv("a", datetime(2026, 7, 2, 5, tzinfo=UTC), "/")])
     compiled = compile_analytics(
-        "sessions", {"date_from": "2026-07-01", "date_to": "2026-07-02"}, Context(project, now=NOW)
+        "sessions",
+        {"date_from": "2026-07-01", "date_to": "2026-07-02"},
+        on(url, Context(project, now=NOW)),
     )
     columns, rows = run(url, compiled)
     assert compiled.table(columns, rows) == (
@@ -401,11 +426,12 @@ def test_table_and_errors(url):
 
 
 def test_compiled_statements_run_as_the_workspace_reader_under_rls(
-    url, servers, sqlbook_home, workspace
+    pg_url, servers, sqlbook_home, workspace
 ):
     """Through the warehouse source (read-only role, RLS): a workspace's reader gets its
     own project's answer, raw and from the sessions table/rollups; another project's id
     in the definition's context sees nothing."""
+    url = pg_url
     import uuid as uuid_
 
     from connectors.secrets import load_secret_key
