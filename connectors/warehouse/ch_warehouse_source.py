@@ -176,6 +176,9 @@ class ClickHouseWarehouseSource(DataSource):
             except QueryRejected as err:
                 refusals.append(err)
                 continue
+            except RecursionError:
+                refusals.append(QueryRejected("the query is nested too deeply to check"))
+                continue
             try:
                 outcome = attempt(prepared)
             except QueryFailed as err:
@@ -390,6 +393,8 @@ def _parsed(parse: Any, sql: str) -> tuple[exp.Expr | None, str | None]:
         return None, _first_line(str(err))
     except QueryError:
         raise
+    except RecursionError:
+        return None, "it is nested too deeply"
     except Exception as err:  # sqlglot failing inside: not readable this way
         log.debug("sqlglot could not read a query: %s", type(err).__name__)
         return None, None

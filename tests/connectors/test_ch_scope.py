@@ -597,3 +597,9 @@ def test_the_same_query_again_is_not_read_again(env):
     assert env.rows(sql, "x", scope=B) == [[11]]
     with pytest.raises(ParameterError):
         env.run(sql)
+
+
+def test_a_query_nested_too_deeply_to_check_is_a_400(env):
+    sql = "SELECT " + "(" * 400 + "1" + ")" * 400 + " FROM events"
+    with pytest.raises(QueryRejected, match="nested too deeply"):
+        env.run(sql)
