@@ -216,8 +216,18 @@ def test_joins_and_subqueries_keep_to_the_workspace(env):
         ("WITH 1 AS secrets SELECT * FROM secrets", "CTE name 'secrets'"),
         ("WITH Events AS (SELECT 1) SELECT * FROM Events", "CTE name 'Events'"),
         ("WITH x AS (SELECT 1) SELECT * FROM (WITH y AS (SELECT 2) SELECT 1), secrets", "secrets"),
-        # not reads
+        # not reads, or not one statement (the runner's guard refuses these first)
         ("INSERT INTO events (project_id) VALUES (101)", "only SELECT|could not read"),
+        ("SELECT 1; SELECT * FROM secrets", "could not read|one statement"),
+        ("SELECT count() FROM events; DROP TABLE events", "could not read|one statement"),
+        ("ALTER TABLE events DELETE WHERE 1", "only SELECT|could not read"),
+        ("CREATE TABLE t AS SELECT * FROM events", "only SELECT|could not read"),
+        ("OPTIMIZE TABLE events FINAL", "only SELECT|could not read"),
+        ("KILL QUERY WHERE 1", "only SELECT|could not read"),
+        ("SYSTEM DROP DNS CACHE", "only SELECT|could not read"),
+        ("SET readonly = 0", "only SELECT|could not read"),
+        ("USE other", "only SELECT|could not read"),
+        ("GRANT SELECT ON *.* TO default", "only SELECT|could not read"),
     ],
 )
 def test_escape_attempts_are_refused(env, sql, reason):
