@@ -248,6 +248,7 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
                 m.state_path(home, args.to),
                 batch_days=args.batch_days,
                 say=lambda line: print(f"  {line}", flush=True),
+                policies=m.project_policies(urls.database_url),
             )
         except m.MigrateError as err:
             return _fail(str(err))

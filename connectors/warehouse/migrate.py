@@ -365,6 +365,36 @@ def open_side(url: str) -> Side:
     return PostgresSide(url)
 
 
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True)
+class Policy:
+    retention_days: int | None = None  # None: forever
+    session_timeout_minutes: int = 60
+
+
+def project_policies(database_url: str) -> dict[int, Policy]:
+    """Each project's event retention and session timeout, from the app database
+    (`meta.projects`; columns an older schema lacks take their defaults)."""
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        present = {
+            r[0]
+            for r in conn.execute(
+                "select column_name from information_schema.columns"
+                " where table_schema = 'meta' and table_name = 'projects'"
+            )
+        }
+        if "id" not in present:
+            return {}
+        retention = "event_retention_days" if "event_retention_days" in present else "null"
+        timeout = "session_timeout_minutes" if "session_timeout_minutes" in present else "60"
+        rows = conn.execute(
+            f"select id, {retention}, {timeout} from meta.projects"  # type: ignore[arg-type]
+        ).fetchall()
+    return {int(i): Policy(r, int(t or 60)) for i, r, t in rows}
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -386,6 +416,8 @@ class MigrateReport:
     persons: int = 0
     distinct_ids: int = 0
     persons_update_seconds: float = 0.0
+    sessions: int = 0  # ClickHouse: sessions of the copied days
+    sessions_seconds: float = 0.0
     source_events: int = 0
     target_events: int = 0
     verified: bool = False
@@ -449,9 +481,15 @@ def migrate(
     batch_rows: int = BATCH_ROWS,
     max_passes: int = MAX_PASSES,
     say: Say = lambda _line: None,
-    open_target: Callable[[str], Any] | None = None,
+    open_target: Callable[..., Any] | None = None,
+    policies: dict[int, Policy] | None = None,
 ) -> MigrateReport:
-    """Copy, catch up, copy persons, verify. Raises MigrateError when it cannot go on."""
+    """Copy, catch up, copy persons, verify. Raises MigrateError when it cannot go on.
+
+    `policies`: each project's event retention and session timeout (`project_policies`):
+    ClickHouse stamps the retention on every row it stores (its TTL reads it), and the
+    target's `sessions` of the copied days are computed with the timeouts."""
+    policies = policies or {}
     if batch_days < 1:
         raise MigrateError("--batch-days must be at least 1")
     if source_url == target_url:
@@ -470,13 +508,20 @@ def migrate(
 
         open_target = open_warehouse
     try:
-        warehouse = open_target(target_url)
+        if warehouse_kind(target_url) == "clickhouse":
+            warehouse = open_target(
+                target_url,
+                retention=lambda p: policies[p].retention_days if p in policies else None,
+            )
+        else:
+            warehouse = open_target(target_url)
         warehouse.install()
     except Exception as err:
         raise MigrateError(f"cannot install the target warehouse: {_describe(err)}") from err
     source, target = _open(source_url, "source"), _open(target_url, "target")
     try:
         src: dict[Key, int] = {}
+        copied_days: set[date] = set()
         for pass_no in range(1, max_passes + 1):
             src, dst = source.counts(), target.counts()
             todo = sorted({d for key, n in src.items() if dst.get(key, 0) != n for d in [key[1]]})
@@ -489,6 +534,7 @@ def migrate(
                 f"pass {pass_no}: {what} {len(todo)} of {report.days_total} days"
                 f" ({sum(src.values()):,} events in the source)"
             )
+            copied_days.update(todo)
             for days in _ranges(todo, batch_days):
                 _copy_range(source, target, warehouse, days, src, dst, batch_rows, report, say)
                 save_state(state_file, report)
@@ -508,6 +554,16 @@ def migrate(
         while warehouse.update_persons().updates:
             pass
         report.persons_update_seconds = round(time.monotonic() - began_persons, 3)
+        refresh = getattr(warehouse, "refresh_sessions_day", None)
+        if refresh is not None and copied_days:
+            # ClickHouse's sessions are a table filled per day (PostgreSQL marks the days
+            # the copy inserted into as stale, and the rollups asset refreshes them)
+            say(f"computing the sessions of {len(copied_days)} days")
+            began_sessions = time.monotonic()
+            timeouts = {p: v.session_timeout_minutes for p, v in policies.items()}
+            for day in sorted(copied_days):
+                report.sessions += int(refresh(day, session_timeouts=timeouts))
+            report.sessions_seconds = round(time.monotonic() - began_sessions, 3)
         # verification: both sides counted afresh
         src, dst = source.counts(), target.counts()
         report.source_events, report.target_events = sum(src.values()), sum(dst.values())

@@ -25,6 +25,7 @@ import pytest
 
 from connectors.capture import Origin, to_rows
 from connectors.embedded import EmbeddedPostgres
+from connectors.metadata import MetadataStore, upgrade
 from connectors.servers import ServerUrls, ensure_database, with_database
 from connectors.warehouse import PostgresWarehouse
 from connectors.warehouse.migrate import (
@@ -240,7 +241,13 @@ def chdb_read(path: Path) -> dict[str, Any]:
             "select project_id, distinct_id, person_id from person_distinct_ids final"
             " where is_deleted = 0").result_rows)
         dupes = c.command("select count() - uniqExact(event_id) from events")
-        print(json.dumps({{"counts": counts, "ids": ids, "dupes": int(dupes)}}))
+        kept = {{str(p): int(r) for p, r in c.query(
+            "select project_id, any(retention_days) from events group by project_id"
+        ).result_rows}}
+        sessions = {{str(p): int(n) for p, n in c.query(
+            "select project_id, count() from sessions group by project_id").result_rows}}
+        print(json.dumps({{"counts": counts, "ids": ids, "dupes": int(dupes), "kept": kept,
+                          "sessions": sessions}}))
         """
     )
     out = subprocess.run(
@@ -254,6 +261,18 @@ def test_cli_migrates_to_chdb_verifies_and_switches(
     source: str, tmp_path: Path, servers: ServerUrls, stream_key: str
 ):
     home, ch = tmp_path / "home", tmp_path / "ch"
+    # a project of the app database (here the same PostgreSQL, as in an embedded install)
+    # with its own retention and session timeout
+    upgrade(source)
+    with MetadataStore(source) as store:
+        project = store.create_workspace("migrating").project.id
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute(
+            "update meta.projects set event_retention_days = 3650, session_timeout_minutes = 1"
+            " where id = %s",
+            (project,),
+        )
+    PostgresWarehouse(source).insert_events(rows(project, DAYS[0], 6))
     # captured during the migration, not ingested yet: the stream keeps them
     waiting = [{"event": "$set", "distinct_id": "u1", "properties": {"$set": {"tier": "gold"}}}]
     waiting += [{"event": "late", "distinct_id": f"late-{i}"} for i in range(3)]
@@ -272,8 +291,20 @@ def test_cli_migrates_to_chdb_verifies_and_switches(
     assert env == f"SQLBOOK_WAREHOUSE_URL='chdb://{ch}'\n"
     got = chdb_read(ch)
     assert got["counts"] == pg_counts(source)
-    assert got["ids"] == pg_persons(source)
     assert got["dupes"] == 0
+    # persons copied as they are; the new project's updates, still staged on the source,
+    # were applied on the target
+    assert [r for r in got["ids"] if r[0] != str(project)] == pg_persons(source)
+    PostgresWarehouse(source).update_persons()
+    assert (
+        [r[:2] for r in got["ids"] if r[0] == str(project)]
+        == [r[:2] for r in pg_persons(source) if r[0] == str(project)]
+        != []
+    )
+    # rows carry their project's retention (ClickHouse's TTL reads it); sessions are made
+    assert got["kept"] == {str(project): 3650, **{str(p): 0 for p in PROJECTS}}
+    assert got["sessions"][str(project)] >= 1 and set(got["sessions"]) >= {str(PROJECTS[0])}
+    assert summary["sessions"] == sum(got["sessions"].values())
     # again, after more events: a catch-up copies the difference only, no duplicate
     PostgresWarehouse(source).insert_events(rows(PROJECTS[1], DAYS[2], 4))
     again = cli(
