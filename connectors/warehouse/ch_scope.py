@@ -300,7 +300,13 @@ def _scoped_table(table: exp.Table, ctx: ScopeContext) -> exp.Expr | None:
         raise refuse(
             f"table {name!r} is not available on the warehouse: query {', '.join(ctx.scoped)}"
         )
+    extra = [k for k, v in table.args.items() if v and k not in _KEPT_TABLE_ARGS]
+    if extra:  # a table modifier the rewrite does not carry over: refused, never dropped
+        raise refuse(f"{name} {extra[0].upper()} is not supported on the warehouse")
     return _filtered(table, ctx)
+
+
+_KEPT_TABLE_ARGS = {"this", "db", "catalog", "alias", "joins", "sample"}
 
 
 def _in_array_join(table: exp.Table) -> bool:
