@@ -15,6 +15,34 @@ import sys
 import time
 
 
+def paced_xadd(redis_url: str, commands: list[bytes], seconds: float, ticks: int) -> list[float]:
+    """Run in the bench's load process: send the XADD `commands` (RESP) spread evenly over
+    `seconds`, in `ticks` pipelined writes; the wall-clock time each command was written
+    (its tick's), so probes can be timed from it."""
+    import asyncio
+
+    from tests.bench.loadgen import RespConnection, _run, unix_path
+
+    async def go() -> list[float]:
+        conn = await RespConnection.open(unix_path(redis_url))
+        sent: list[float] = []
+        per_tick = max(1, -(-len(commands) // ticks))
+        began = time.perf_counter()
+        try:
+            for i in range(0, len(commands), per_tick):
+                due = began + i / len(commands) * seconds
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                part = commands[i : i + per_tick]
+                stamp = time.time()
+                await conn.roundtrip(b"".join(part), len(part))
+                sent += [stamp] * len(part)
+        finally:
+            conn.close()
+        return sent
+
+    return _run(go())
+
+
 def main(argv: list[str]) -> int:
     mode, redis_url, key, stream_key, warehouse_url, *rest = argv
     import redis
