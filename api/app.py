@@ -142,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(QueryError, query_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_middleware(capture.CaptureFastPath)  # POST /capture etc.: no routing
     app.add_middleware(RequestContext)  # X-Request-ID, access log, request metrics
     app.include_router(capture.router)
     app.include_router(health.router)

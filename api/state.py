@@ -95,11 +95,13 @@ class CaptureKeys:
             await subscriber.aclose()
 
     async def _listen(self, subscriber: aredis.Redis) -> None:
+        again = False
         while True:
             pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
-                self._drop(None)  # what changed while not subscribed is unknown
+                if again:  # what changed while not subscribed is unknown
+                    self._drop(None)
                 async for message in pubsub.listen():
                     data = message.get("data")
                     if isinstance(data, bytes | str):
@@ -107,6 +109,7 @@ class CaptureKeys:
             except (aredis.RedisError, OSError):
                 await asyncio.sleep(1.0)  # Redis away: `ttl` bounds staleness meanwhile
             finally:
+                again = True
                 with contextlib.suppress(aredis.RedisError, OSError, RuntimeError):
                     await pubsub.aclose()
 
