@@ -179,22 +179,6 @@ def pages(span: Span, params: Params) -> exp.Expression:
     )
 
 
-_PANEL_TYPES = "value Nullable(String), visitors UInt64, sessions UInt64"
-
-
-def _panel(value: str, limit: int) -> str:
-    rows = (
-        f"select {value} as value, count(distinct person) as visitors, count() as sessions"
-        f" from sp group by {value}"
-        f" order by visitors desc, value is null, value limit {int(limit)}"
-    )
-    return (
-        "(select toJSONString(arraySort(x -> (-toInt64(x.visitors), x.value is null,"
-        " ifNull(x.value, '')), groupArray(CAST(tuple(t.value, t.visitors, t.sessions),"
-        f" 'Tuple({_PANEL_TYPES})')))) from ({rows}) as t)"
-    )
-
-
 def statement(
     ctes: dict[str, exp.Expression],
     top_pages: exp.Expression,
@@ -203,7 +187,11 @@ def statement(
     ctx: Context,
     params: Params,
 ) -> exp.Expression:
-    key = bucket_key(column("started_at"), interval, ctx, params)
+    """web._statement's JSON row. ClickHouse inlines a CTE wherever it is named, so the
+    sessions (`sp`) are read once: each session row is repeated per panel (`array join`)
+    and grouped by (panel, value) in one pass, and one aggregate over those groups writes
+    every panel (sorted and cut to `limit` as PostgreSQL's subqueries do)."""
+    key = bucket_key(column("started_at", "sp"), interval, ctx, params)
     panels = {
         "entry_pages": "entry_page",
         "exit_pages": "exit_page",
@@ -215,29 +203,49 @@ def statement(
         "os": "os",
         "devices": "device_type",
     }
+    fanned = ", ".join(
+        ["('totals', CAST(NULL AS Nullable(String)))", "('series', __key)"]
+        + [f"('{name}', sp.{value})" for name, value in panels.items()]
+    )
+    grouped = (
+        "select pv.1 as panel, pv.2 as value, count(distinct sp.person) as visitors,"
+        " count() as sessions, sum(sp.pageview_count) as pageviews,"
+        " countIf(sp.bounced) as bounces, sum(sp.duration_s) as duration"
+        f" from sp array join [{fanned}] as pv group by pv.1, pv.2"
+    )
     totals = (
-        "(select toJSONString(CAST(tuple(count(distinct person), count(),"
-        " sum(pageview_count), countIf(bounced), sum(duration_s)),"
+        "toJSONString(CAST(tuple(anyIf(g.visitors, g.panel = 'totals'),"
+        " anyIf(g.sessions, g.panel = 'totals'), anyIf(g.pageviews, g.panel = 'totals'),"
+        " anyIf(g.bounces, g.panel = 'totals'), anyIf(g.duration, g.panel = 'totals')),"
         " 'Tuple(visitors UInt64, sessions UInt64, pageviews Int64, bounces UInt64,"
-        " duration Float64)')) from sp)"
+        " duration Float64)'))"
     )
     series = (
-        "(select toJSONString(groupArray(CAST(tuple(b.bucket, b.visitors, b.sessions,"
-        " b.pageviews), 'Tuple(bucket String, visitors UInt64, sessions UInt64,"
-        " pageviews Int64)'))) from (select __key as bucket, count(distinct person) as visitors,"
-        " count() as sessions, sum(pageview_count) as pageviews from sp group by bucket) as b)"
+        "toJSONString(arrayMap(x -> CAST(x, 'Tuple(bucket String, visitors UInt64,"
+        " sessions UInt64, pageviews Int64)'), groupArrayIf(tuple(ifNull(g.value, ''),"
+        " g.visitors, g.sessions, g.pageviews), g.panel = 'series')))"
     )
+
+    def panel(name: str) -> str:
+        items = f"groupArrayIf(tuple(g.value, g.visitors, g.sessions), g.panel = '{name}')"
+        ordered = f"arraySort(x -> (-toInt64(x.2), x.1 is null, ifNull(x.1, '')), {items})"
+        return (
+            f"toJSONString(arrayMap(x -> CAST(x, 'Tuple(value Nullable(String),"
+            f" visitors UInt64, sessions UInt64)'), arraySlice({ordered}, 1, {int(limit)})))"
+        )
+
     top = (
         "(select toJSONString(arraySort(x -> (-toInt64(x.visitors), -toInt64(x.pageviews),"
         " x.value), groupArray(CAST(tuple(t.value, t.visitors, t.pageviews),"
         " 'Tuple(value String, visitors UInt64, pageviews UInt64)')))) from (select * from pg"
         f" order by visitors desc, pageviews desc, value limit {int(limit)}) as t)"
     )
-    parts = [f"'{{\"totals\":', {totals}", f"',\"series\":', {series}", f"',\"top_pages\":', {top}"]
-    parts += [f"',\"{name}\":', {_panel(value, limit)}" for name, value in panels.items()]
+    parts = [f"'{{\"totals\":', {totals}", f"',\"series\":', {series}"]
+    parts += [f"',\"top_pages\":', {top}"]
+    parts += [f"',\"{name}\":', {panel(name)}" for name in panels]
     with_sql = ", ".join(f"{name} as (select * from __{name} as x_{name})" for name in ctes)
     body = f"""
-    with {with_sql}, pg as (select * from __pages as x_pages)
-    select concat({", ".join(parts)}, '}}') as result
+    with {with_sql}, pg as (select * from __pages as x_pages), grouped as ({grouped})
+    select concat({", ".join(parts)}, '}}') as result from grouped as g
     """
     return ch(body, pages=top_pages, key=key, **ctes)
