@@ -630,7 +630,8 @@ def measure_shards(
             burst = _entries(info.project_id, int(rate * burst_s), shards, 60, seed=100 + shards)
             since = datetime.now(UTC) - timedelta(minutes=5)
             watcher = WarehouseWatcher(info.warehouse_url, info.project_id, since, 0.1)
-            followers = _workers(info, keys, base, "follow", str(burst_s + 60), "5")
+            # idle 10 s: the default SQLBOOK_INGEST_FOLLOW_IDLE_SECONDS of a following run
+            followers = _workers(info, keys, base, "follow", str(burst_s + 60), "10")
             for proc in followers:
                 assert proc.stdout is not None
                 proc.stdout.readline()  # "ready"
@@ -676,6 +677,7 @@ def measure_shards(
                 "events_per_second": rnd(sum(e[2] for e in burst) / burst_wall, 1),
                 "probes": len(sent),
                 "probes_seen": len(latencies),
+                "probes_missing": len(sent) - len(latencies),
                 "latency_p50_s": rnd(percentile(latencies, 50)),
                 "latency_p95_s": rnd(percentile(latencies, 95)),
                 "latency_max_s": rnd(max(latencies) if latencies else None),
