@@ -25,7 +25,8 @@ baseline measured in the same run.
               each of `--chw-sizes` (1M; 10M with `--chw-sizes 1M,10M` or
               SQLBOOK_BENCH_CH_10M=1: about 6 minutes more, mostly PostgreSQL generating
               10M rows); ClickHouse SQL run directly (clickhouse-connect on a copy of the
-              data path, in a worker) as the floor.
+              data path, in a worker) as the floor, and the same native ClickHouse SQL
+              through the chDB warehouse's API (its overhead without translation).
 4. migrate    `sqlbook warehouse migrate`'s copy (connectors/warehouse/migrate.py) of the
               PostgreSQL warehouse as the queries part left it (the largest size) into a
               fresh chDB path, verified by counts per (project, day); events/s beside the
@@ -687,12 +688,24 @@ def _pair_runs(
     direct: Any | None,
     reps: int,
     warmup: int,
+    native: Any | None = None,
 ) -> dict[str, Any]:
-    """ClickHouse API, PostgreSQL API (and ClickHouse direct), interleaved per repetition."""
-    series: dict[str, list[float]] = {"clickhouse": [], "postgres": [], "ch_direct": []}
+    """ClickHouse API, PostgreSQL API (and ClickHouse direct, and the ClickHouse API given
+    native ClickHouse SQL), interleaved per repetition."""
+    series: dict[str, list[float]] = {
+        "clickhouse": [],
+        "postgres": [],
+        "ch_direct": [],
+        "clickhouse_native": [],
+    }
     first: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    paths = {"clickhouse": ch, "postgres": pg, **({"ch_direct": direct} if direct else {})}
+    paths = {
+        "clickhouse": ch,
+        "postgres": pg,
+        **({"ch_direct": direct} if direct else {}),
+        **({"clickhouse_native": native} if native else {}),
+    }
     for i in range(warmup + reps):
         for path, fn in paths.items():
             if path in errors:
@@ -729,9 +742,14 @@ def _pair_runs(
     out["speedup_p50"] = rnd(pg_p50 / ch_p50, 2) if ch_p50 and pg_p50 else None
     log(
         f"    {name}: ClickHouse API p50 {ch_p50} ms, PostgreSQL API p50 {pg_p50} ms, "
-        f"ClickHouse direct p50 {(out.get('ch_direct') or {}).get('p50_ms')} ms; same answer: "
+        f"ClickHouse direct p50 {(out.get('ch_direct') or {}).get('p50_ms')} ms, ClickHouse API "
+        f"native SQL p50 {(out.get('clickhouse_native') or {}).get('p50_ms')} ms; same answer: "
         f"{out['same_answer']}"
     )
+    if "clickhouse_native" in first and "ch_direct" in first:
+        out["native_api_matches_direct"] = _answer("query", first["clickhouse_native"]) == [
+            [str(v) for v in row] for row in first["ch_direct"]
+        ]
     return out
 
 
@@ -806,6 +824,7 @@ def measure_queries(
                         lambda s=native, w=worker: w.submit(chdb_worker.direct, s).result(),
                         reps,
                         warmup,
+                        lambda s=native, c=ch: c.query(s),
                     )
                     entry["queries"][key]["sql_postgres_dialect"] = sql
                     entry["queries"][key]["sql_clickhouse_direct"] = native
@@ -989,6 +1008,11 @@ def table_rows(result: dict[str, Any] | None) -> list[Row]:
                             + (
                                 f"; ch direct p50 {e['ch_direct']['p50_ms']} ms"
                                 if e.get("ch_direct")
+                                else ""
+                            )
+                            + (
+                                f"; ch API native SQL p50 {e['clickhouse_native']['p50_ms']} ms"
+                                if e.get("clickhouse_native")
                                 else ""
                             )
                             + (f"; errors: {', '.join(e['errors'])}" if e["errors"] else "")
