@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--chw-sizes",
         default=warehouse_ch.default_sizes(),
-        help="table sizes of the queries (10M: about 6 min more; SQLBOOK_BENCH_CH_10M=1 adds it)",
+        help="table sizes of the queries (10M: several min more; SQLBOOK_BENCH_CH_10M=1 adds it)",
     )
     g.add_argument("--chw-burst", type=float, default=10.0, help="burst seconds (0 = off)")
     g.add_argument(
