@@ -437,7 +437,10 @@ def measure_freshness(
     wait_s: float,
 ) -> dict[str, Any]:
     dagster.stop_sensor()
-    dagster.wait_idle(timeout=120)
+    # a run still following the stream would take entries (and probes) into PostgreSQL
+    idle = dagster.wait_idle(timeout=180)
+    if not idle:
+        log("  an ingestion run is still active after 180 s: it competes for the stream")
     keys = _stream_keys(info.redis_url, info.stream_key)
     tmp = Path(tempfile.mkdtemp(prefix="sqlbook-bench-chw-fresh-"))
     interval = batch / rate
@@ -496,6 +499,7 @@ def measure_freshness(
         "batch": batch,
         "burst_s": burst_s,
         "stream_keys": keys,
+        "dagster_idle_before": idle,
         "load": {
             "requests": paced["requests"],
             "ok_requests": paced["ok_requests"],
