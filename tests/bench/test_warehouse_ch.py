@@ -75,6 +75,7 @@ def test_table_rows_show_failed_parts_and_targets() -> None:
     rows = warehouse_ch.table_rows(
         {
             "errors": {"queries": "RuntimeError: boom"},
+            "capture_rate": 100_000.0,
             "ingest": {
                 "events": 1_000_000,
                 "ingest": {"rows_per_second": 60_000.0},
@@ -86,3 +87,5 @@ def test_table_rows_show_failed_parts_and_targets() -> None:
     )
     assert rows[0].figure == "ch warehouse: queries FAILED"
     assert rows[1].met is True and rows[1].ratio == 0.6
+    assert rows[2].figure == "ch warehouse: ingestion 1M events/s vs capture"
+    assert rows[2].met is False and rows[2].ratio == 0.6  # 80 % of capture is the target
