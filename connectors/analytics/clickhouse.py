@@ -188,6 +188,20 @@ def values_sql(sample: str, key: str, limit: int) -> str:
 # --- pieces of the kinds' rules -------------------------------------------------------
 
 
+def percentile_cont(q: float, value: str) -> str:
+    """PostgreSQL's `percentile_cont(q) within group (order by value)` (NULLs ignored, NULL
+    when there is no value) as ClickHouse text: the sorted values' linear interpolation at
+    q * (n - 1), computed with PostgreSQL's formula (quantileExactInclusive rounds the
+    last digit differently). `value` is written once: the sorted array is the lambda's `a`."""
+    pos = f"{q!r} * (length(a) - 1)"
+    low = f"toUInt64(floor({pos}))"
+    body = (
+        f"if(length(a) = 0, NULL, toNullable(a[{low} + 1]"
+        f" + (a[least({low} + 2, length(a))] - a[{low} + 1]) * ({pos} - floor({pos}))))"
+    )
+    return f"arrayElement(arrayMap(a -> {body}, [arraySort(groupArray({value}))]), 1)"
+
+
 def json_text(props: exp.Expression, key: str) -> exp.Expression:
     """PostgreSQL's `props ->> 'key'` for a fixed key (never user text): a string's text,
     a number's or boolean's JSON text, NULL for null or a missing key."""

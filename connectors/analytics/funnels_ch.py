@@ -209,14 +209,9 @@ def persons(
 
 def _median(d: str) -> str:
     """percentile_cont(0.5) of the non-null values of column `d`, NULL when none."""
-    sort = f"arraySort(groupArray({d}))"
-    pos = f"0.5 * (count({d}) - 1)"
-    low = f"toUInt64(floor({pos}))"
-    return (
-        f"if(count({d}) = 0, NULL, arrayElement({sort}, {low} + 1)"
-        f" + (arrayElement({sort}, least({low} + 2, count({d}))) - arrayElement({sort}, {low} + 1))"
-        f" * ({pos} - floor({pos})))"
-    )
+    from connectors.analytics.clickhouse import percentile_cont
+
+    return percentile_cont(0.5, d)
 
 
 def aggregate(

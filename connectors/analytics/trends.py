@@ -604,23 +604,12 @@ def _aggregate(series: Series, params: Params, ctx: Context) -> exp.Expression:
 def _ch_aggregate(math: str, value: exp.Expression) -> exp.Expression:
     """ClickHouse: PostgreSQL's answer for a numeric property's aggregate, NULL (0) when no
     value is numeric (ClickHouse's avg of nothing is nan); percentiles interpolated like
-    percentile_cont, i.e. at q * (n - 1) of the sorted values (exactly: the same formula,
-    not quantileExactInclusive, whose rounding differs in the last digit)."""
+    percentile_cont (clickhouse.percentile_cont)."""
     if math not in _QUANTILES:
-        return ch(f"if(count(__v) = 0, NULL, {math}(__v))", v=value)
-    q = repr(_QUANTILES[math])
-    return ch(
-        f"""
-        if(count(__v) = 0, NULL,
-          arrayElement(arraySort(groupArray(__v)), toUInt64(floor({q} * (count(__v) - 1))) + 1)
-          + (arrayElement(arraySort(groupArray(__v)),
-               least(toUInt64(floor({q} * (count(__v) - 1))) + 2, count(__v)))
-             - arrayElement(arraySort(groupArray(__v)),
-               toUInt64(floor({q} * (count(__v) - 1))) + 1))
-            * ({q} * (count(__v) - 1) - floor({q} * (count(__v) - 1))))
-        """,
-        v=value,
-    )
+        return ch(f"{math}OrNull(__v)", v=value)
+    from connectors.analytics.clickhouse import percentile_cont
+
+    return ch(percentile_cont(_QUANTILES[math], "__v"), v=value)
 
 
 def _active_query(
