@@ -7,17 +7,23 @@ derives its own (ClickHouse's `rollup_events_hourly` is fed by a materialized vi
 `events` as rows arrive; PostgreSQL's rollup days are marked stale by the insert).
 
 How a run goes:
-1. count the events per (project, UTC day) on both sides;
-2. copy every day whose counts differ, `batch_days` days per source read, in chunks of
+1. copy persons and their distinct ids (upserts; on ClickHouse a persons batch of its
+   own, at a version newer than any before, so it overrides what the target made);
+2. count the events per (project, UTC day) on both sides;
+3. copy every day whose counts differ, `batch_days` days per source read, in chunks of
    `batch_rows` through the target's own `insert_prepared` (with a deterministic
    deduplication token per chunk). A day the target already holds some rows of (a run
    that was killed half way, or events that arrived in the source since) is copied by
    difference: the event ids the target has are skipped, so nothing lands twice and no
-   delete is needed (ClickHouse's hourly rollup only ever adds);
-3. repeat 1-2 (a catch-up pass) until no day differs: events ingested into the source
+   delete is needed (ClickHouse's hourly rollup only ever adds). After each batch of
+   days the target's persons step applies what its inserts staged (on top of the copied
+   persons: nothing changes but what the source had not applied yet);
+4. repeat 2-3 (a catch-up pass) until no day differs: events ingested into the source
    during the copy are copied too (`max_passes`);
-4. copy persons and their distinct ids (upserts: a re-run writes the same rows again);
-5. verify: the counts per (project, day) are equal on both sides.
+5. drop persons no distinct id points to any more (a person the target made during an
+   earlier run for an id the source maps to another person), compute ClickHouse's
+   sessions of the copied days;
+6. verify: the counts per (project, day) are equal on both sides.
 
 Progress is written after each batch of days to `<home>/migrate/<target>.json` (which
 days are done with which counts, passes, timings); a killed run is simply run again and
@@ -108,6 +114,10 @@ class Side:
 
     def persons_end(self) -> None:
         """After persons are written."""
+
+    def drop_orphan_persons(self) -> int:
+        """Delete the persons no distinct id points to; how many."""
+        raise NotImplementedError
 
     def close(self) -> None:
         pass
@@ -208,6 +218,13 @@ class PostgresSide(Side):
                 " set person_id = excluded.person_id",
                 rows,
             )
+
+    def drop_orphan_persons(self) -> int:
+        cur = self.conn.execute(
+            "delete from persons p where not exists (select 1 from person_distinct_ids d"
+            " where d.project_id = p.project_id and d.person_id = p.person_id)"
+        )
+        return cur.rowcount
 
     def close(self) -> None:
         self.conn.close()
@@ -326,6 +343,23 @@ class ClickHouseSide(Side):
             "person_batches", [[self.version, 0, 0]], column_names=["batch", "tokens", "updates"]
         )
 
+    def drop_orphan_persons(self) -> int:
+        orphans = (
+            " FROM persons FINAL WHERE (project_id, person_id) NOT IN"
+            " (SELECT project_id, person_id FROM person_distinct_ids FINAL)"
+        )
+        count = int(self.client.command("SELECT count()" + orphans))
+        if count:
+            self.persons_begin()  # a batch of its own: a deletion at a newer version
+            self.client.command(
+                "INSERT INTO persons (project_id, person_id, properties, properties_at,"
+                " first_seen, last_seen, version, is_deleted) SELECT project_id, person_id,"
+                f" properties, properties_at, first_seen, last_seen, {int(self.version)}, 1"
+                + orphans
+            )
+            self.persons_end()
+        return count
+
     def write_persons(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             r["person_id"] = uuid.UUID(str(r["person_id"]))
@@ -415,8 +449,9 @@ class MigrateReport:
     events_skipped: int = 0  # present on the target already (a resumed day)
     persons: int = 0
     distinct_ids: int = 0
-    persons_update_seconds: float = 0.0
+    persons_update_seconds: float = 0.0  # the target's persons step after each batch
     sessions: int = 0  # ClickHouse: sessions of the copied days
+    orphans_dropped: int = 0  # persons no distinct id points to any more
     sessions_seconds: float = 0.0
     source_events: int = 0
     target_events: int = 0
@@ -520,6 +555,19 @@ def migrate(
         raise MigrateError(f"cannot install the target warehouse: {_describe(err)}") from err
     source, target = _open(source_url, "source"), _open(target_url, "target")
     try:
+        # Persons first, so that the person updates the target stages for the events it
+        # gets (as its ingestion does) build on them: applied after each batch of days
+        # (memory stays bounded), they change nothing already right and apply what the
+        # source had staged but not applied yet, or what arrives during the copy.
+        say("copying persons and their distinct ids")
+        target.persons_begin()
+        for rows in source.persons():
+            target.write_persons(rows)
+            report.persons += len(rows)
+        for rows in source.distinct_ids():
+            target.write_distinct_ids(rows)
+            report.distinct_ids += len(rows)
+        target.persons_end()
         src: dict[Key, int] = {}
         copied_days: set[date] = set()
         for pass_no in range(1, max_passes + 1):
@@ -537,23 +585,15 @@ def migrate(
             copied_days.update(todo)
             for days in _ranges(todo, batch_days):
                 _copy_range(source, target, warehouse, days, src, dst, batch_rows, report, say)
+                began_persons = time.monotonic()
+                while warehouse.update_persons().updates:
+                    pass
+                report.persons_update_seconds += time.monotonic() - began_persons
                 save_state(state_file, report)
-        say("copying persons and their distinct ids")
-        target.persons_begin()
-        for rows in source.persons():
-            target.write_persons(rows)
-            report.persons += len(rows)
-        for rows in source.distinct_ids():
-            target.write_distinct_ids(rows)
-            report.distinct_ids += len(rows)
-        target.persons_end()
-        # The target staged person updates for the events it got, as its ingestion does.
-        # Applied on top of the copied persons they change nothing (person updates are
-        # idempotent) except what the source had staged but not applied yet.
-        began_persons = time.monotonic()
-        while warehouse.update_persons().updates:
-            pass
-        report.persons_update_seconds = round(time.monotonic() - began_persons, 3)
+        report.persons_update_seconds = round(report.persons_update_seconds, 3)
+        # a person the target made for an id that the source's copy (of a later run) maps
+        # to another person is left without distinct ids: gone, as a merge leaves none
+        report.orphans_dropped = target.drop_orphan_persons()
         refresh = getattr(warehouse, "refresh_sessions_day", None)
         if refresh is not None and copied_days:
             # ClickHouse's sessions are a table filled per day (PostgreSQL marks the days

@@ -141,6 +141,27 @@ def test_a_second_run_copies_only_what_changed(source: str, target: str, tmp_pat
     assert (nothing.days_copied, nothing.events_copied, nothing.verified) == (0, 0, True)
 
 
+def pg_person_ids(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return sorted(str(r[0]) for r in conn.execute("select person_id from persons"))
+
+
+def test_persons_made_on_the_target_give_way_to_the_sources(
+    source: str, target: str, tmp_path: Path
+):
+    migrate(source, target, tmp_path / "state.json")
+    newbie = rows(PROJECTS[0], DAYS[1], 2)
+    newbie[0]["distinct_id"] = "newbie"
+    PostgresWarehouse(source).insert_events(newbie)  # its person not made on the source yet
+    migrate(source, target, tmp_path / "state.json")
+    assert [str(PROJECTS[0]), "newbie"] in [r[:2] for r in pg_persons(target)]
+    PostgresWarehouse(source).update_persons()  # now it is, with another id
+    third = migrate(source, target, tmp_path / "state.json")
+    assert third.orphans_dropped == 1
+    assert pg_persons(target) == pg_persons(source)
+    assert pg_person_ids(target) == pg_person_ids(source)
+
+
 def test_a_run_killed_half_way_resumes_without_duplicates(source: str, target: str, tmp_path: Path):
     # what a killed run leaves: part of one day copied, nothing after it
     PostgresWarehouse(target).install()
@@ -241,13 +262,15 @@ def chdb_read(path: Path) -> dict[str, Any]:
             "select project_id, distinct_id, person_id from person_distinct_ids final"
             " where is_deleted = 0").result_rows)
         dupes = c.command("select count() - uniqExact(event_id) from events")
+        persons = sorted(str(x) for (x,) in c.query(
+            "select person_id from persons final").result_rows)
         kept = {{str(p): int(r) for p, r in c.query(
             "select project_id, any(retention_days) from events group by project_id"
         ).result_rows}}
         sessions = {{str(p): int(n) for p, n in c.query(
             "select project_id, count() from sessions group by project_id").result_rows}}
         print(json.dumps({{"counts": counts, "ids": ids, "dupes": int(dupes), "kept": kept,
-                          "sessions": sessions}}))
+                          "sessions": sessions, "persons": persons}}))
         """
     )
     out = subprocess.run(
@@ -305,14 +328,30 @@ def test_cli_migrates_to_chdb_verifies_and_switches(
     assert got["kept"] == {str(project): 3650, **{str(p): 0 for p in PROJECTS}}
     assert got["sessions"][str(project)] >= 1 and set(got["sessions"]) >= {str(PROJECTS[0])}
     assert summary["sessions"] == sum(got["sessions"].values())
-    # again, after more events: a catch-up copies the difference only, no duplicate
-    PostgresWarehouse(source).insert_events(rows(PROJECTS[1], DAYS[2], 4))
+    # again, after more events (a new person among them, not applied on the source yet):
+    # a catch-up copies the difference only, no duplicate; the target makes the person
+    newbie = rows(PROJECTS[1], DAYS[2], 4)
+    newbie[0]["distinct_id"] = "newbie"
+    PostgresWarehouse(source).insert_events(newbie)
     again = cli(
         ["warehouse", "migrate", "--to", f"chdb://{ch}", "--from", source], home, source, tmp_path
     )
     assert again.returncode == 0, again.stderr[-3000:]
     got = chdb_read(ch)
     assert got["counts"] == pg_counts(source) and got["dupes"] == 0
+    assert [str(PROJECTS[1]), "newbie"] in [r[:2] for r in got["ids"]]
+    # the source makes its own person for it; the next run maps the id to that one and
+    # drops the person the target had made
+    PostgresWarehouse(source).update_persons()
+    third = cli(
+        ["warehouse", "migrate", "--to", f"chdb://{ch}", "--from", source], home, source, tmp_path
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    summary = json.loads(third.stdout[third.stdout.index("{") :].split("\nsqlbook:")[0])
+    assert summary["orphans_dropped"] == 1 and summary["events_copied"] == 0
+    got = chdb_read(ch)
+    assert got["ids"] == pg_persons(source)
+    assert got["persons"] == sorted({r[2] for r in pg_persons(source)})
     # after the switch, ingestion into ClickHouse takes what the stream kept and builds on
     # the copied persons
     code = textwrap.dedent(
