@@ -4,8 +4,8 @@
 processors, so uvicorn's, Dagster's and our own `logging.getLogger(__name__)` lines come
 out in the same shape: `{"timestamp", "level", "logger", "event", "request_id", …}`.
 
-The request id of the API request being served is kept in a context variable (bound in
-structlog's contextvars as well): every line logged while serving it carries it, and the
+The request id of the API request being served is kept in a context variable that a
+structlog processor adds to each line: every line logged while serving it carries it, and the
 audit rows written for it store it (`current_request_id()`), so one id follows a capture
 request or a query from the access log into `meta.query_audit` / `meta.audit_events`.
 
@@ -19,10 +19,11 @@ parameters, `password=` in connection strings) are replaced by `[redacted]`.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
 import sys
-import uuid
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -41,30 +42,45 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # -- the request id --------------------------------------------------------------------
 
 
+_ID_PREFIX = os.urandom(6).hex()  # per process: ids from two processes never collide
+_id_counter = itertools.count(1)
+
+
+def _new_process() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX, _id_counter = os.urandom(6).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_process)  # forked workers get their own prefix
+
+
+def new_request_id() -> str:
+    """A fresh id (32 hex digits): this process's random prefix and a counter (cheap: no
+    syscall per request, as uuid4 costs on the capture path)."""
+    return f"{_ID_PREFIX}{next(_id_counter):020x}"
+
+
 def request_id_from(header: str | None) -> str:
     """The client's X-Request-ID when it is 1-64 of `[A-Za-z0-9._-]`, else a new one."""
     if header is not None and _VALID_REQUEST_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
-def bind_request_id(request_id: str | None) -> contextvars.Token[str | None]:
+RequestIdToken = contextvars.Token[str | None]
+
+
+def bind_request_id(request_id: str) -> RequestIdToken:
     """Make `request_id` the current one (log lines, audit rows); `reset_request_id`
-    with the token this returns puts the previous one back."""
-    if request_id is None:
-        structlog.contextvars.unbind_contextvars("request_id")
-    else:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+    with what this returns puts the previous one back. One context variable, which the
+    `_add_request_id` processor puts on every line (structlog's own lines and stdlib
+    ones): the effect of `structlog.contextvars.bind_contextvars` at a tenth of its cost
+    on the capture path."""
     return _request_id.set(request_id)
 
 
-def reset_request_id(token: contextvars.Token[str | None]) -> None:
+def reset_request_id(token: RequestIdToken) -> None:
     _request_id.reset(token)
-    previous = _request_id.get()
-    if previous is None:
-        structlog.contextvars.unbind_contextvars("request_id")
-    else:
-        structlog.contextvars.bind_contextvars(request_id=previous)
 
 
 def current_request_id() -> str | None:
@@ -154,8 +170,8 @@ def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDi
 
 
 def _add_request_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """The request id for lines logged outside structlog's contextvars (a thread the
-    request's context was copied into carries our variable too)."""
+    """The request id of the request being served, on every line logged while serving it
+    (also from a worker thread the request's context was copied into)."""
     if "request_id" not in event_dict:
         request_id = _request_id.get()
         if request_id is not None:
@@ -262,3 +278,8 @@ def dagster_log_args(
     if not webserver:
         args += ["--log-level", level.lower() if level.lower() in known else "info"]
     return args
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger (`log.info("event", key=value)`)."""
+    return structlog.get_logger(name)

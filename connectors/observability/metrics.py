@@ -203,6 +203,19 @@ def _capture_result(status: int) -> str:
     return "rejected"
 
 
+_children: dict[tuple[str, ...], Any] = {}  # labelled children, by (metric, *labels)
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, cached: `labels()` costs several microseconds a call and
+    the request path calls this a few times per request."""
+    key = (metric._name, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def http_request(
     route: str, method: str, status: int, seconds: float, *, capture: bool, dropped: int = 0
 ) -> None:
@@ -211,18 +224,18 @@ def http_request(
     if m is None:
         return
     code = str(status)
-    m.http_requests.labels(route, method, code).inc()
+    _child(m.http_requests, route, method, code).inc()
     m.http_duration.observe(seconds)
     if capture and method != "OPTIONS":
-        m.capture_requests.labels(_capture_result(status), code).inc()
+        _child(m.capture_requests, _capture_result(status), code).inc()
         if dropped:
-            m.capture_events.labels("dropped_bot").inc(dropped)
+            _child(m.capture_events, "dropped_bot").inc(dropped)
 
 
 def capture_events(accepted: int) -> None:
     """Events a capture request put into the stream."""
     if _process is not None and accepted:
-        _process.capture_events.labels("accepted").inc(accepted)
+        _child(_process.capture_events, "accepted").inc(accepted)
 
 
 def query_finished(target: Any, duration_ms: float, status: str) -> None:
@@ -233,12 +246,12 @@ def query_finished(target: Any, duration_ms: float, status: str) -> None:
     source_object = getattr(target, "source", None)
     # the engine: the built-in warehouse's kind is "warehouse", its dialect says which
     kind = str(getattr(source_object, "dialect", None) or getattr(source_object, "kind", "unknown"))
-    _process.query_duration.labels(source, kind, status).observe(max(duration_ms, 0.0) / 1000)
+    _child(_process.query_duration, source, kind, status).observe(max(duration_ms, 0.0) / 1000)
 
 
 def cache_lookup(hit: bool) -> None:
     if _process is not None:
-        _process.cache_lookups.labels("hit" if hit else "miss").inc()
+        _child(_process.cache_lookups, "hit" if hit else "miss").inc()
 
 
 def queue_waiting(change: int) -> None:
