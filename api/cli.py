@@ -226,7 +226,7 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from connectors.servers import redact, start_servers
+    from connectors.servers import start_servers
     from connectors.warehouse import migrate as m
     from connectors.warehouse.warehouses import warehouse_kind
 
@@ -240,7 +240,7 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with start_servers(settings, redis=False) as urls:
         source = args.source or urls.warehouse_url
         running = m.stack_running(home)
-        print(f"sqlbook: copying {redact(source)} to {redact(args.to)}", flush=True)
+        print(f"sqlbook: copying {m.shown(source)} to {m.shown(args.to)}", flush=True)
         try:
             report = m.migrate(
                 source,
@@ -274,7 +274,6 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
             f"counts differ on {len(report.mismatches)} (project, day)s (listed above);"
             " nothing was switched: run the command again"
         )
-    line = m.env_line(args.to)
     if args.no_switch:
         print(f"sqlbook: verified; not switched (--no-switch). To switch, set {m.ENV_NAME}.")
         return 0
@@ -285,7 +284,7 @@ def cmd_warehouse_migrate(settings: Settings, args: argparse.Namespace) -> int:
     if os.environ.get(m.ENV_NAME, args.to) != args.to:
         print(
             f"sqlbook: {m.ENV_NAME} is set in the environment and wins over {env_file}:"
-            f" set it there too ({redact(line)})",
+            f" set it there too: {m.ENV_NAME}={m.shown(args.to)}",
             file=sys.stderr,
         )
     if warehouse_kind(args.to) == "clickhouse" and args.to.startswith("chdb:"):

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 
@@ -530,7 +531,7 @@ def migrate(
     if source_url == target_url:
         raise MigrateError("--to is the warehouse being copied (--from)")
     began = time.monotonic()
-    report = MigrateReport(source=redact(source_url), target=redact(target_url), started=_now())
+    report = MigrateReport(source=shown(source_url), target=shown(target_url), started=_now())
     previous = load_state(state_file)
     if previous.get("days"):
         report.days = dict(previous["days"])
@@ -694,6 +695,14 @@ def _open(url: str, which: str) -> Side:
         raise MigrateError(f"cannot open the {which} warehouse: {_describe(err)}") from err
     except Exception as err:  # clickhouse-connect's errors
         raise MigrateError(f"cannot open the {which} warehouse: {_describe(err)}") from err
+
+
+def shown(url: str) -> str:
+    """A URL to print: its password redacted (`redact` also drops the empty host of
+    `chdb:///path`, so a URL without credentials is shown as it is)."""
+    parts = urlsplit(url)
+    has_secret = parts.password or any(k.lower() == "password" for k, _ in parse_qsl(parts.query))
+    return redact(url) if has_secret else url
 
 
 def _describe(err: BaseException) -> str:

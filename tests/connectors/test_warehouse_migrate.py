@@ -234,9 +234,11 @@ def test_state_file_names_no_password(tmp_path: Path):
 # --------------------------------------------------------------------------- the CLI, chDB
 
 
-def cli(args: list[str], home: Path, database_url: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(
+    args: list[str], home: Path, database_url: str, cwd: Path, **extra: str
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQLBOOK_")}
-    env.update(SQLBOOK_HOME=str(home), SQLBOOK_DATABASE_URL=database_url)
+    env.update(SQLBOOK_HOME=str(home), SQLBOOK_DATABASE_URL=database_url, **extra)
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
@@ -437,6 +439,24 @@ def test_cli_exits_1_on_a_mismatch_unless_sqlbook_runs(
     assert out.returncode == 0, out.stderr[-2000:]
     assert "got events meanwhile), NOT switched" in out.stderr
     assert not (tmp_path / ".env").exists()
+
+
+def test_cli_switch_never_prints_the_password(source: str, target: str, tmp_path: Path):
+    # the embedded server trusts its socket: a password in the URL is carried, not checked
+    secret = target.replace("postgres:@", "postgres:hunter2@")
+    assert "hunter2" in secret
+    out = cli(
+        ["warehouse", "migrate", "--to", secret],
+        tmp_path / "home",
+        source,
+        tmp_path,
+        SQLBOOK_WAREHOUSE_URL=source,  # the environment names the old one: it wins over .env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "hunter2" not in out.stdout + out.stderr
+    assert "is set in the environment and wins" in out.stderr
+    assert "postgres:***@" in out.stderr
+    assert (tmp_path / ".env").read_text() == f"SQLBOOK_WAREHOUSE_URL='{secret}'\n"
 
 
 def test_cli_refuses_a_bad_url_naming_the_flag_never_the_password(source: str, tmp_path: Path):
