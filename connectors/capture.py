@@ -11,6 +11,7 @@ every SDK's wire format into it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -539,6 +540,13 @@ def _distinct_id(event: dict[str, Any], properties: dict[str, Any], path: str) -
 def parse_ip(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
+    return _parse_ip(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(value: str) -> str | None:
+    """Cached: the connection's address is parsed on every request, and a client sends
+    many (ipaddress takes microseconds)."""
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
