@@ -27,7 +27,7 @@ PostgreSQL so that SQL and analytics read them alike:
   staging table) so readers never see a half-refreshed day and never need FINAL. The
   rules are PostgreSQL's (connectors/analytics/sessions.py): the client's `$session_id`,
   else a gap longer than the project's timeout starts a new session, a session longer
-  than 24 h is cut; see ch_sessions in this module.
+  than 24 h is cut, the same derived ids; see ch_sessions.py.
 - `rollup_events_hourly`: `SummingMergeTree` fed by the materialized view
   `rollup_events_hourly_mv` on `events` (project_id, day, hour, event_name, events);
   readers `sum(events)` grouped by the key (parts not yet merged hold partial sums). An
@@ -473,6 +473,22 @@ class ClickHouseWarehouse:
 
         self.install()
         return ch_persons.update_persons(self)
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def refresh_sessions_day(
+        self,
+        day: date,
+        *,
+        session_timeouts: dict[int, int] | None = None,
+        default_timeout_minutes: int = 60,
+    ) -> int:
+        """Recompute the `sessions` of a UTC day and swap its partition in (ch_sessions.py).
+        Returns how many sessions the day has."""
+        from connectors.warehouse import ch_sessions
+
+        self.install()
+        return ch_sessions.refresh_day(self, day, session_timeouts, default_timeout_minutes)
 
     # -- reading (migrate, backup) -----------------------------------------------------
 

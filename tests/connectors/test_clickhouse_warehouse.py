@@ -15,6 +15,7 @@ from connectors.metadata import NewWorkspace
 from connectors.servers import ServerUrls
 from connectors.warehouse import ch_persons
 from connectors.warehouse.clickhouse_warehouse import (
+    SESSION_COLUMNS,
     ClickHouseWarehouse,
     _block_token,
     _by_month,
@@ -383,3 +384,125 @@ def test_dagster_assets_on_clickhouse(
         "SELECT min(retention_days) FROM events WHERE project_id = {p:Int64}", {"p": project}
     )
     assert stamp == 30
+
+
+# --- sessions: the same rows as PostgreSQL's -------------------------------------------------
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/120.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15"
+    " (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+)
+
+
+def session_events(project: int, day: date) -> list[dict[str, Any]]:
+    d0 = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    out: list[dict[str, Any]] = []
+
+    def ev(
+        who: str,
+        at: datetime,
+        name: str = "$pageview",
+        sid: str | None = None,
+        ua: str | None = CHROME,
+        **props: Any,
+    ) -> None:
+        r = row(project, name, who, at, **props)
+        r["session_id"], r["user_agent"] = sid, ua
+        out.append(r)
+
+    # derived sessions: a gap of 2 h splits; the first starts the evening before and
+    # runs past midnight (it belongs to the day before)
+    ev(
+        "a",
+        d0 - timedelta(minutes=20),
+        **{"$current_url": "https://x.test/start?utm_source=news%20letter&utm_medium=email"},
+    )
+    ev("a", d0 + timedelta(minutes=10), **{"$pathname": "/in"})
+    ev(
+        "a",
+        d0 + timedelta(hours=3),
+        **{
+            "$current_url": "https://x.test/later#frag",
+            "$referrer": "https://User@Search.Example:443/q",
+        },
+    )
+    ev("a", d0 + timedelta(hours=3, seconds=5), "click")
+    # one pageview, 3 s: a bounce, from a phone, UTM as properties
+    ev("b", d0 + timedelta(hours=5), ua=IPHONE, utm_campaign="spring", **{"$referrer": "$direct"})
+    ev("b", d0 + timedelta(hours=5, seconds=3), "scroll", ua=IPHONE)
+    # an event every 30 minutes for 30 h from 02:00: cut at 24 h
+    for i in range(61):
+        ev(
+            "c",
+            d0 + timedelta(hours=2, minutes=30 * i),
+            **{"$pathname": f"/p{i % 3}", "$browser": "Own"},
+        )
+    # client session ids: one starting on the day, one starting the day before
+    ev("d", d0 + timedelta(hours=8), sid="client-1", **{"$current_url": "/relative/path?q=1"})
+    ev("e", d0 + timedelta(hours=9), sid="client-1", name="other")
+    ev("f", d0 - timedelta(minutes=5), sid="client-2")
+    ev("f", d0 + timedelta(minutes=5), sid="client-2")
+    # a project with a 10-minute timeout: two sessions 20 minutes apart
+    ev("g", d0 + timedelta(hours=12))
+    ev("g", d0 + timedelta(hours=12, minutes=20), **{"$pathname": ""})
+    return out
+
+
+def test_sessions_of_a_day_are_postgresqls(
+    chdb_warehouse: ClickHouseWarehouse, servers: ServerUrls
+) -> None:
+    import psycopg
+
+    from connectors.analytics.rollups import refresh_day
+
+    day = date(2011, 1, 1) + timedelta(days=uuid.uuid4().int % 3000)
+    project = uuid.uuid4().int % 10**8 + 5 * 10**9
+    events = session_events(project, day)
+    timeouts = {project: 60, project + 1: 10}
+    events += [
+        dict(r, project_id=project + 1, event_id=str(uuid.uuid4()))
+        for r in events
+        if r["distinct_id"] == "g"
+    ]
+    pg = PostgresWarehouse(servers.warehouse_url)
+    pg.insert_events(events)
+    with psycopg.connect(servers.warehouse_url, autocommit=True) as conn:
+        conn.execute("set timezone to 'UTC'")
+        refresh_day(conn, day, session_timeouts=timeouts)
+        columns = [c for c in SESSION_COLUMNS if c != "day"]
+        expected = conn.execute(
+            f"select {', '.join(columns)} from sessions where project_id in (%s, %s) and day = %s",
+            (project, project + 1, day),
+        ).fetchall()
+    chdb_warehouse.insert_events(events)
+    n = chdb_warehouse.refresh_sessions_day(day, session_timeouts=timeouts)
+    assert n == len(expected) == 7
+    got = chdb_warehouse.query_rows(
+        f"SELECT {', '.join(columns)} FROM sessions WHERE project_id IN ({{p:Int64}}, {{q:Int64}})"
+        " AND day = {d:Date}",
+        {"p": project, "q": project + 1, "d": day},
+    )
+
+    def norm(r: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            v.astimezone(UTC)
+            if isinstance(v, datetime) and v.tzinfo
+            else v.replace(tzinfo=UTC)
+            if isinstance(v, datetime)
+            else round(v, 6)
+            if isinstance(v, float)
+            else v
+            for v in r
+        )
+
+    assert sorted(map(norm, got), key=str) == sorted(map(norm, expected), key=str)
+    # refreshed again: the same rows, swapped in whole
+    assert chdb_warehouse.refresh_sessions_day(day, session_timeouts=timeouts) == n
+    ((again,),) = chdb_warehouse.query_rows(
+        "SELECT count() FROM sessions WHERE day = {d:Date}", {"d": day}
+    )
+    assert again == n
