@@ -26,7 +26,10 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL for app metadata (and the warehouse by default)."
     )
     warehouse_url: str | None = Field(
-        default=None, description="PostgreSQL holding the `events` table. Defaults to database_url."
+        default=None,
+        description="The event warehouse: postgresql://… (default: database_url), "
+        "clickhouse://user:pw@host:8123/db, clickhouses://… (TLS, 8443) or chdb:///abs/path "
+        "(in-process ClickHouse, one process only: tests, bench, CLI).",
     )
     dagster_database_url: str | None = Field(
         default=None,
