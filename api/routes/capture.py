@@ -29,6 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Public, State
@@ -123,12 +124,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise CaptureError(413, "body", f"larger than the {limit} byte limit")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive  # the ASGI messages themselves: no generator per request
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise CaptureError(413, "body", f"larger than the {limit} byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -282,7 +289,7 @@ def _stream_refusal(err: Exception, cors: dict[str, str]) -> Response:
 _STREAM_ERRORS = (BacklogFull, RateLimited, redis.RedisError, OSError)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made per request, and a frozen init costs more
 class _Received:
     """A capture request whose body was read and paid for, as a worker thread takes it."""
 
@@ -299,7 +306,7 @@ class _Received:
     project: Project | None  # the outside key's
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Shaped:
     project: Project
     rows: list[dict[str, Any]] | None  # None: the sender asked not to be tracked
