@@ -220,6 +220,9 @@ def test_no_secret_reaches_any_log(stack: Stack, smtp: SMTPReceiver) -> None:
     assert re.search(r'sqlbook_capture_requests_total\{result="accepted",status="200"\} 4', text)
     assert re.search(r"sqlbook_ingested_rows_total [1-9]", text), "no ingestion counted"
     assert rows_for(database_url, capture_key) >= 4
+    # the run status sensor counted the ingestion runs (it ticks every 30 s)
+    succeeded = 'sqlbook_dagster_runs_total{job="ingest_events",outcome="success"}'
+    wait_until("a counted ingestion run", lambda: succeeded in http.get("/metrics").text)
 
     assert stack.stop() == 0
     home = Path(stack.env["SQLBOOK_HOME"])
