@@ -21,6 +21,7 @@ from connectors.google_analytics.errors import GoogleAuthError, GoogleError, Goo
 from connectors.google_analytics.source import ga4_source
 from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.settings import Settings
+from connectors.warehouse.warehouses import warehouse_kind
 
 GA4_PARTITIONS = "ga4_connections"
 ga4_partitions = dg.DynamicPartitionsDefinition(name=GA4_PARTITIONS)
@@ -61,6 +62,9 @@ def sync_step(
     from connectors.google_analytics.sync import sync_ga4
 
     assert settings.warehouse_url, "SQLBOOK_WAREHOUSE_URL is not set"
+    if warehouse_kind(settings.warehouse_url) != "postgres":
+        # dlt loads into PostgreSQL; a ClickHouse warehouse has no connector tables yet
+        raise RuntimeError("connector syncs need a PostgreSQL warehouse (SQLBOOK_WAREHOUSE_URL)")
     return sync_ga4(
         conn,
         secrets,

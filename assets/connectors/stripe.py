@@ -21,6 +21,7 @@ from connectors.metadata.connections import ConnectionRecord, ConnectionStore
 from connectors.settings import Settings
 from connectors.stripe.client import StripeAuthError, StripeError, StripeUnavailable
 from connectors.stripe.source import stripe_source
+from connectors.warehouse.warehouses import warehouse_kind
 
 STRIPE_PARTITIONS = "stripe_connections"
 stripe_partitions = dg.DynamicPartitionsDefinition(name=STRIPE_PARTITIONS)
@@ -60,6 +61,9 @@ def sync_step(
     from connectors.stripe.sync import sync_stripe
 
     assert settings.warehouse_url, "SQLBOOK_WAREHOUSE_URL is not set"
+    if warehouse_kind(settings.warehouse_url) != "postgres":
+        # dlt loads into PostgreSQL; a ClickHouse warehouse has no connector tables yet
+        raise RuntimeError("connector syncs need a PostgreSQL warehouse (SQLBOOK_WAREHOUSE_URL)")
     # pending webhook events ride along every mode: their objects are re-fetched by id
     pending = store.pending_webhooks(conn.id)
     report = sync_stripe(

@@ -24,6 +24,8 @@ as unsupported.
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, UnsupportedError
 
@@ -121,7 +123,52 @@ _T = exp.DataType.Type
 _TIMESTAMPS = {_T.TIMESTAMPTZ, _T.TIMESTAMP, _T.TIMESTAMPLTZ, _T.TIMESTAMPNTZ}
 
 
+# A PostgreSQL timestamp literal ClickHouse will not compare with a DateTime64 as text:
+# ISO 8601 with a `T`, a fraction or an offset ('2026-11-04T05:00:00+00:00').
+_ISO_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
+    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+)
+
+# The warehouse's timestamp columns (events, persons, sessions, rollups).
+_TIME_COLUMNS = {
+    "timestamp",
+    "received_at",
+    "first_seen",
+    "last_seen",
+    "started_at",
+    "ended_at",
+    "hour",
+}
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)
+
+
+def _timestamp_literal(node: exp.Expr) -> exp.Expr | None:
+    """`parseDateTime64BestEffort('…', 6, 'UTC')` for a timestamp-shaped string compared
+    with a timestamp column of the warehouse (PostgreSQL casts it to the column's type;
+    ClickHouse's own cast reads only 'YYYY-MM-DD hh:mm:ss')."""
+    if not (isinstance(node, exp.Literal) and node.is_string):
+        return None
+    text = node.this
+    parent = node.parent
+    if not isinstance(parent, _COMPARISONS) or len(text) <= 10:
+        return None
+    other = parent.this if isinstance(parent, exp.Between) or parent.this is not node else None
+    other = other if other is not None else parent.expression
+    if not (isinstance(other, exp.Column) and other.name.lower() in _TIME_COLUMNS):
+        return None  # the other side may be text: compared as text, as PostgreSQL does
+    if not _ISO_TIMESTAMP.fullmatch(text) or not ("T" in text or text[19:]):
+        return None
+    return exp.Anonymous(
+        this="parseDateTime64BestEffort",
+        expressions=[exp.Literal.string(text), exp.Literal.number(6), exp.Literal.string("UTC")],
+    )
+
+
 def _fix(node: exp.Expr) -> exp.Expr:
+    parsed = _timestamp_literal(node)
+    if parsed is not None:
+        return parsed
     if (
         isinstance(node, exp.Table)
         and node.text("db").lower() == "public"

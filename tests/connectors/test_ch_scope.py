@@ -324,6 +324,22 @@ def test_postgres_sql_is_translated_and_says_so(env):
     assert "$1" in result.sql_ran
 
 
+def test_iso_timestamp_literals_compare_with_timestamp_columns_as_postgresql_does(env):
+    """PostgreSQL casts '2026-01-01T00:00:00+00:00' to the column's type; ClickHouse's
+    own cast reads only 'YYYY-MM-DD hh:mm:ss', so the translation parses it. A string
+    compared with a text column stays a string."""
+    native = env.run("SELECT count() FROM events WHERE timestamp >= '2026-01-01 00:00:00'")
+    result = env.run(
+        "select (timestamp at time zone 'UTC')::date as day, count(*) from events"
+        " where timestamp >= '2026-01-01T00:00:00+00:00' and timestamp < '2027-01-01T00:00:00Z'"
+        " and event_name <> '2026-01-01T00:00:00Z' group by 1"
+    )
+    assert result.translated is True
+    assert "parseDateTime64BestEffort('2026-01-01T00:00:00+00:00'" in (result.sql_ran or "")
+    assert "'2026-01-01T00:00:00Z' <> " not in (result.sql_ran or "")
+    assert sum(r[1] for r in result.rows) == native.rows[0][0] > 0
+
+
 def test_a_set_returning_unnest_in_the_select_list_becomes_array_join(env):
     result = env.run("select unnest(array[1, 2]) as n, properties->>'plan' from events limit 3")
     assert result.translated is True and "arrayJoin" in (result.sql_ran or "")
