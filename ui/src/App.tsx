@@ -1,4 +1,5 @@
 import { Suspense, lazy, useCallback, useEffect, useRef, useState } from "react";
+import { TranslatedNote } from "./TranslatedNote";
 import { Link, Route, Switch, useLocation } from "wouter";
 import { ApiError, type Datasource, type Insight, type ParameterSpec, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
 import { ConnectionForm } from "./ConnectionForm";
@@ -547,6 +548,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
                 <span>{formatDuration(result.elapsed_ms)}</span>
                 {result.truncated && <span className="warn">truncated at {result.row_count.toLocaleString()} rows</span>}
                 {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
+                <TranslatedNote result={result} />
               </div>
               <div className="result-body">
                 <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={(value, label) => setViewer({ value, label })} />

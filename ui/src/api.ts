@@ -131,6 +131,9 @@ export interface QueryResult {
   query_id: string;
   cache?: { hit: boolean; age_s?: number };
   data_as_of?: string | null;
+  /** ClickHouse warehouse: the PostgreSQL SQL was translated; `sql_ran` is what ran. */
+  translated?: boolean;
+  sql_ran?: string | null;
 }
 
 export interface QueryJob {

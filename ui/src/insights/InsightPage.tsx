@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { TranslatedNote } from "../TranslatedNote";
 import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type ClickAction, type Folder, type Insight, type InsightRunResult, type Visualization, insightsApi, isVersionConflict } from "../api";
 import { formatAge, formatDuration } from "../format";
@@ -473,6 +474,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
               )}
               {result.truncated && <span className="warn">truncated at {result.row_count.toLocaleString()} rows</span>}
               {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
+              <TranslatedNote result={result} />
               {clickable.size > 0 && <span className="hint">click a value of {[...clickable].join(", ")} to drill down</span>}
             </div>
             {view === "chart" ? (
