@@ -131,8 +131,9 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
+            # a subscriber stuck on a dead connection may not take the cancel at once:
+            # shutting down never waits on it for long
+            await asyncio.wait({following}, timeout=2.0)
             service.close()
             await client.aclose()
             metadata.close()

@@ -42,6 +42,9 @@ _LONGEST_FIRST = (
     "tests/api/test_datasources.py",
     "tests/connectors/test_ga4_sync.py",
     "tests/connectors/test_backup.py",  # embedded installs backed up and restored (~2-3 min)
+    "tests/connectors/test_clickhouse_drills.py",  # ingestors killed and replayed on chDB
+    "tests/connectors/test_warehouse_migrate.py",
+    "tests/api/test_capture_workers.py",  # uvicorn with 2 workers
     "tests/e2e/",
 )
 
