@@ -36,7 +36,7 @@ test: $(STAMP)
 
 # One table on stdout, JSON in bench/results/<UTC timestamp>.json (+ latest.json).
 # Sizes are flags: make bench BENCH_ARGS="--ingest-events 2M --pg-sizes 1M,10M"
-# (python -m tests.bench --help lists them). The default run takes about 20 minutes (analytics at 10M events: 8-10).
+# (python -m tests.bench --help lists them). The default run takes about 30 minutes (analytics at 10M events: 8-10; the workers, shards and warehouse_ch phases about 10).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
