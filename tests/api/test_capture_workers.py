@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from connectors.servers import ServerUrls
 from connectors.settings import Settings
 from tests.api.test_capture import entries
 from tests.conftest import ClientFactory, make_settings
-from tests.live import free_port, serve_api
+from tests.live import free_port, serve_api, serve_process
 
 Serve = Callable[..., contextlib.AbstractContextManager[str]]
 
@@ -247,33 +245,11 @@ def sqlbook_api(settings: Settings, servers: ServerUrls) -> Iterator[str]:
         "SQLBOOK_STREAM_KEY": settings.stream_key,
         "SQLBOOK_API_WORKERS": str(settings.api_workers),
     }
-    proc = subprocess.Popen(
-        api_command(settings),
-        env=api_environment(settings, env),
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{settings.api_port}"
-    try:
-        deadline = time.monotonic() + 120  # for a stuck start, not a speed test
-        while True:
-            assert proc.poll() is None, "the API exited while starting"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("the API did not answer /health")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with serve_process(
+        api_command(settings), api_environment(settings, env), url, "/health", cwd=REPO_ROOT
+    ) as served:
+        yield served
 
 
 def test_two_workers_capture_and_all_serve_a_changed_policy(

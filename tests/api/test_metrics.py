@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -17,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,7 +24,7 @@ from connectors.notify.model import Delivery
 from connectors.observability import metrics
 from connectors.servers import ServerUrls
 from tests.conftest import ClientFactory
-from tests.live import free_port
+from tests.live import free_port, serve_process
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -236,44 +233,22 @@ def uvicorn_workers(
         "SQLBOOK_STREAM_KEY": stream_key,
         **metrics.metrics_environment(metrics.prepare_metrics_dir(metrics_dir)),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:app_from_environment",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],  # fmt: skip
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # for a stuck start, not a speed test
-        while True:
-            assert proc.poll() is None, "uvicorn exited while starting"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("uvicorn did not answer /healthz")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:app_from_environment",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]  # fmt: skip
+    with serve_process(command, env, url, "/healthz") as served:
+        yield served
 
 
 def test_two_workers_one_scrape_counts_every_worker(
