@@ -37,10 +37,19 @@ def log_lines() -> Iterator[io.StringIO]:
     put back as it was afterwards."""
     root = logging.getLogger()
     level = root.level
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
     uvicorn_state = {
         name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        for name in names
     }
+    # a uvicorn started earlier in this process (log_level="warning") leaves its loggers'
+    # levels behind: this test's lines are routed from a clean state, put back afterwards
+    levels = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).disabled) for name in names
+    }
+    for name in names:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(name).disabled = False
     buffer = io.StringIO()
     handler = configure_logging("DEBUG", "json", stream=buffer)
     try:
@@ -51,6 +60,8 @@ def log_lines() -> Iterator[io.StringIO]:
         for name, (handlers, propagate) in uvicorn_state.items():
             logging.getLogger(name).handlers[:] = handlers
             logging.getLogger(name).propagate = propagate
+            logging.getLogger(name).setLevel(levels[name][0])
+            logging.getLogger(name).disabled = levels[name][1]
         structlog.reset_defaults()
 
 
