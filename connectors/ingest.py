@@ -277,5 +277,7 @@ def _follow(
         if chunk.rows >= chunk_rows or len(entries) < FOLLOW_READ_COUNT:
             # caught up (or a full chunk): commit now, then let the next batch gather
             chunk.flush()
-            time.sleep(max(0.0, FOLLOW_BATCH_SECONDS - (time.monotonic() - last_seen)))
+            flushed = time.monotonic()
+            time.sleep(max(0.0, FOLLOW_BATCH_SECONDS - (flushed - last_seen)))
+            last_seen = flushed  # time spent inserting is not idle time
     chunk.flush()
