@@ -58,6 +58,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from connectors.warehouse.postgres import EVENT_COLUMNS
 from tests.bench import chdb_worker, loadgen, queries
 from tests.bench.stack import Dagster, MemorySampler, StackInfo
 from tests.bench.util import Row, dist_ms, free_port, log, percentile, rnd, size_label
@@ -69,19 +70,6 @@ BARE_BLOCK = 100_000
 MIGRATE_MAX = 2_000_000  # rows: the migrate part is skipped above (its time grows linearly)
 FRESH_POLL_S = 0.05
 REPO = Path(__file__).resolve().parents[2]
-EVENT_COLUMNS = (
-    "event_id",
-    "project_id",
-    "event_name",
-    "distinct_id",
-    "properties",
-    "timestamp",
-    "received_at",
-    "ip",
-    "user_agent",
-    "lib",
-    "session_id",
-)
 
 
 def default_sizes() -> str:

@@ -19,6 +19,7 @@ import clickhouse_connect
 
 from connectors.analytics.query import Compiled
 from connectors.warehouse.clickhouse_source import ClickHouseSource
+from connectors.warehouse.postgres import EVENT_COLUMNS
 from connectors.warehouse.source import QueryLimits, Scope
 
 if TYPE_CHECKING:
@@ -92,19 +93,7 @@ def insert_events(url: str, project: int, events: Iterable[Ev]) -> None:
     _admin(url).insert(
         "events",
         rows,
-        column_names=[
-            "event_id",
-            "project_id",
-            "event_name",
-            "distinct_id",
-            "properties",
-            "timestamp",
-            "received_at",
-            "ip",
-            "user_agent",
-            "lib",
-            "session_id",
-        ],
+        column_names=list(EVENT_COLUMNS),
     )
 
 
