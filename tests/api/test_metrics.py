@@ -96,7 +96,9 @@ def test_metrics_after_a_scripted_workload(
     assert delta("sqlbook_query_duration_seconds_count", **labels, status="rejected") == 1
     assert delta("sqlbook_query_cache_lookups_total", result="hit") == 1
     assert delta("sqlbook_query_cache_lookups_total", result="miss") == 1
-    assert value(after, "sqlbook_query_queue_waiting") == 0
+    # the gauge is per process: other tests in this worker may have left tickets
+    # waiting in queues of their own, so what counts is that these queries left none
+    assert delta("sqlbook_query_queue_waiting") == 0
 
     assert delta("sqlbook_http_requests_total", route="/capture", method="POST", status="200") == 1
     assert (
