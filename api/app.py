@@ -18,8 +18,10 @@ from starlette.types import Scope
 
 from api.permissions_doc import with_permissions
 from api.routes import (
+    ai,
     alerts,
     analytics,
+    bundles,
     capture,
     charts,
     connections,
@@ -29,7 +31,9 @@ from api.routes import (
     dashboards,
     datasources,
     embeds,
+    event_subscriptions,
     folders,
+    gallery,
     health,
     insight_exports,
     insights,
@@ -38,6 +42,7 @@ from api.routes import (
     public_links,
     queries,
     script,
+    search,
     sessions,
     shared_charts,
     snapshots,
@@ -175,6 +180,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(public_links.pages)
     app.include_router(embeds.router)
     app.include_router(embeds.pages)
+    app.include_router(ai.router)
+    app.include_router(search.router)
+    app.include_router(event_subscriptions.router)
+    app.include_router(bundles.router)
+    app.include_router(gallery.router)
     webui.mount(app, settings.ui_dist_dir())  # last: it serves `/` and `/assets/`
 
     def openapi() -> dict[str, Any]:

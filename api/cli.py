@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from api import credentials
+from api import bundle_cli, credentials
 from connectors.settings import Settings
 
 if TYPE_CHECKING:
@@ -434,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ar.add_argument("--state", help="state file (default: $SQLBOOK_HOME/alerts-state.json)")
     ar.set_defaults(func=cmd_alerts_run)
+    bundle_cli.add_parsers(sub)  # export / import (templates)
     return p
 
 

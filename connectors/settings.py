@@ -289,6 +289,18 @@ class Settings(BaseSettings):
         default=30, ge=1, description="Days a deleted insight stays restorable in the trash."
     )
 
+    # Assistive AI (README "AI assistance"): off until ai_url is set.
+    ai_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible API base URL (`https://api.openai.com/v1`, an Azure"
+        " OpenAI deployment, or a self-hosted Ollama/vLLM/llama.cpp server's `/v1`). Unset: no"
+        " AI, and nothing leaves the installation.",
+    )
+    ai_model: str | None = Field(default=None, description="The chat model's name at ai_url.")
+    ai_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for ai_url (not needed by most self-hosted servers)."
+    )
+
     smtp_host: str | None = Field(default=None, description="SMTP server for email alerts.")
     smtp_port: int = Field(default=587, description="SMTP port.")
     smtp_security: str = Field(

@@ -23,6 +23,8 @@ const DashboardsPage = lazy(() => import("./dashboards/DashboardsPage").then((m)
 const DashboardPage = lazy(() => import("./dashboards/DashboardPage").then((m) => ({ default: m.DashboardPage })));
 const SettingsPage = lazy(() => import("./people/SettingsPage").then((m) => ({ default: m.SettingsPage })));
 const SharedView = lazy(() => import("./sharing/SharedView").then((m) => ({ default: m.SharedView })));
+const GalleryPage = lazy(() => import("./templates/GalleryPage").then((m) => ({ default: m.GalleryPage })));
+const SearchPage = lazy(() => import("./ai/SearchPage").then((m) => ({ default: m.SearchPage })));
 const ConnectionsPage = lazy(() => import("./connections/ConnectionsPage").then((m) => ({ default: m.ConnectionsPage })));
 
 type Run =
@@ -154,6 +156,20 @@ function SignedInApp() {
             </Suspense>
           </div>
         </Route>
+        <Route path="/templates">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <GalleryPage onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
+        <Route path="/search">
+          <div className="page-overlay">
+            <Suspense fallback={<div className="page">Loading…</div>}>
+              <SearchPage onSignedOut={signOut} />
+            </Suspense>
+          </div>
+        </Route>
         <Route path="/analytics">
           <div className="page-overlay">
             <Suspense fallback={<div className="page">Loading…</div>}>
@@ -214,6 +230,12 @@ function Nav({ canQuery }: { canQuery: boolean }) {
       </Link>
       <Link href="/connections" aria-current={here("/connections")}>
         Connections
+      </Link>
+      <Link href="/templates" aria-current={here("/templates")}>
+        Templates
+      </Link>
+      <Link href="/search" aria-current={here("/search")}>
+        Search
       </Link>
     </nav>
   );
