@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -69,6 +71,8 @@ SCOPED_TABLES: dict[str, str] = {
 # Row locks that serialise sqlbook's own writers (partition DDL, persons, reader roles).
 # Rows in a table no reader can see, unlike advisory locks, which any session may take.
 LOCKS = ("partitions", "persons", "readers")
+
+_SYNC_ATTEMPTS = 3  # a deadlock with other DDL is retried (PostgreSQL rolled it back)
 
 _GUARD = """
 create schema if not exists sqlbook_guard;
@@ -194,18 +198,30 @@ class WorkspaceReaders:
             if self._synced.get(scope.workspace_id) == projects:
                 return
         try:
-            with psycopg.connect(self.owner_url, autocommit=True, connect_timeout=5) as conn:
-                sync_reader(
-                    conn,
-                    scope.workspace_id,
-                    self.role(scope.workspace_id),
-                    self.password(scope.workspace_id),
-                    projects,
-                )
-        except pg_errors.LockNotAvailable as err:
+            for attempt in range(1, _SYNC_ATTEMPTS + 1):
+                try:
+                    with psycopg.connect(
+                        self.owner_url, autocommit=True, connect_timeout=5
+                    ) as conn:
+                        sync_reader(
+                            conn,
+                            scope.workspace_id,
+                            self.role(scope.workspace_id),
+                            self.password(scope.workspace_id),
+                            projects,
+                        )
+                    break
+                except pg_errors.DeadlockDetected:
+                    # the role's DDL met other DDL on the same tables (a new partition, a
+                    # rollup) in the other order; PostgreSQL rolled this side back whole,
+                    # so doing it again is safe
+                    if attempt == _SYNC_ATTEMPTS:
+                        raise
+                    time.sleep(random.uniform(0.05, 0.2) * attempt)
+        except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected) as err:
             raise SourceUnavailable(
-                "the warehouse is busy (long queries hold the events table); this "
-                "workspace's access is being set up: try again shortly"
+                "the warehouse is busy (long queries or schema changes hold the events "
+                "table); this workspace's access is being set up: try again shortly"
             ) from err
         except psycopg.OperationalError as err:
             raise SourceUnavailable(f"cannot reach the warehouse: {_first_line(err)}") from err

@@ -747,3 +747,50 @@ def test_an_upgrade_retires_the_shared_reader(servers):
         assert conn.execute(
             "select count(*) from pg_policies where policyname = 'events_by_workspace'"
         ).fetchone() == (0,)
+
+
+def test_a_deadlock_with_other_ddl_is_retried(readers, metadata, servers):
+    """Setting up a workspace's reader meets other DDL holding the scoped tables in the
+    other order (a new partition, a rollup): PostgreSQL picks the reader's transaction as
+    the deadlock victim and rolls it back whole; the setup is done again, not reported as
+    an unreachable warehouse."""
+    ws = metadata.create_workspace(f"scope-deadlock-{uuid.uuid4().hex[:8]}")
+    tables = list(SCOPED_TABLES)
+    first, last = tables[0], tables[-1]
+    outcome: list[BaseException | None] = []
+
+    def ensure() -> None:
+        try:
+            readers.ensure(scope_of(ws))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            outcome.append(exc)
+
+    with psycopg.connect(servers.warehouse_url) as other:
+        other.execute("set deadlock_timeout = '20s'")  # the reader's side detects it first
+        other.execute(f"lock table {last} in access exclusive mode")
+        worker = threading.Thread(target=ensure)
+        worker.start()
+        # the reader's DDL now holds `first` and waits for `last`
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            waiting = other.execute(
+                "select 1 from pg_locks where not granted and relation = to_regclass(%s)"
+                " and pid <> pg_backend_pid()",
+                (last,),
+            ).fetchone()
+            if waiting:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the reader's setup never waited for the held table")
+        other.execute(f"lock table {first} in access exclusive mode")  # the cycle
+        other.rollback()
+        worker.join(60)
+    assert outcome == [None]
+    assert readers.login_url(scope_of(ws))  # set up (and remembered)
+    with psycopg.connect(servers.warehouse_url) as conn:
+        assert conn.execute(
+            "select project_ids from sqlbook_guard.workspace_readers where workspace_id = %s",
+            (ws.workspace_id,),
+        ).fetchone() == ([ws.project.id],)
