@@ -16,6 +16,11 @@ import { TokensPage } from "./Tokens";
 import { SignInPage } from "./people/SignInPage";
 import { WorkspaceSwitcher } from "./people/WorkspaceSwitcher";
 import { PARAM_TYPES, type Param, type ParamType, errorRange, fitParams, paramValue, parameterCount } from "./sql";
+import { type AiStatus, type Suggestion, type TableHints, aiApi } from "./ai/aiApi";
+import { AskBox, SuggestionNote } from "./ai/AskBox";
+import { AnswerPanel, type AnswerQuestion } from "./ai/AnswerPanel";
+import { ColumnBadges, ExplainDialog, TableJoins, useSchemaHints } from "./ai/SchemaHints";
+import { editorFill, namedQuery } from "./ai/suggestion";
 
 const AnalyticsRoute = lazy(() => import("./analytics/routes").then((m) => ({ default: m.AnalyticsRoute })));
 const WebPage = lazy(() => import("./analytics/routes").then((m) => ({ default: m.WebPage })));
@@ -270,6 +275,13 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
   const [selected, setSelected] = useState<{ row: number; col: number } | null>(null);
   const [viewer, setViewer] = useState<{ label: string; value: unknown } | null>(null);
   const runToken = useRef(0);
+  // assistive AI (issue 18): whether it is on, the suggestion the editor holds (`names[i]`:
+  // the parameter `$i+1` stands for), what the last run ran (for "Answer from data")
+  const [aiStatus, setAiStatus] = useState<AiStatus | null>(null);
+  const [suggestion, setSuggestion] = useState<{ s: Suggestion; question: string; names: string[]; runnable: boolean; accepted: boolean } | null>(null);
+  const [ran, setRan] = useState<AnswerQuestion | null>(null);
+  const [explaining, setExplaining] = useState<{ table?: string; sql?: string } | null>(null);
+  const [schemaLoads, setSchemaLoads] = useState(0);
 
   const fail = useCallback(
     (err: unknown) => {
@@ -287,6 +299,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
 
   const loadSchema = useCallback(() => {
     setSchemaError(null);
+    setSchemaLoads((n) => n + 1);
     api.schema(source).then(
       (s) => setTables(s.tables),
       (err) => {
@@ -306,6 +319,13 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
 
   const kind = sources.find((s) => String(s.id) === source)?.kind;
   const dialect = kind === "clickhouse" ? "clickhouse" : "postgres";
+  // the AI endpoints name a data source as its hints and search results do
+  const sourceName = source === "warehouse" ? "warehouse" : (sources.find((s) => String(s.id) === source)?.name ?? source);
+  const hints = useSchemaHints(sourceName, schemaLoads);
+  useEffect(() => {
+    // unknown (an API without the AI routes, a network failure) reads as off
+    aiApi.status().then(setAiStatus, () => setAiStatus({ enabled: false, model: null, send_samples: false }));
+  }, []);
 
   const execute = useCallback(async () => {
     const ed = editor.current;
@@ -326,6 +346,16 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     } catch (err) {
       setRun({ state: "error", error: new ApiError((err as Error).message, 400, "bad_parameter") });
       return;
+    }
+    if (suggestion && !suggestion.accepted) {
+      // Run on a suggestion is its acceptance (audited); a refusal must not stop the run
+      setSuggestion({ ...suggestion, accepted: true });
+      await aiApi.accept(suggestion.s.id).catch((err) => setNotice(`Could not record the suggestion as accepted: ${fail(err).message}`));
+    }
+    try {
+      setRan({ datasource: sourceName, ...namedQuery(sql, params, suggestion?.names), ...(suggestion ? { suggestion_id: suggestion.s.id } : {}) });
+    } catch {
+      setRan(null);
     }
     const token = ++runToken.current;
     const started = performance.now();
@@ -371,7 +401,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
         ed.markError(from, to, e.message);
       }
     }
-  }, [params, source, run.state, fail]);
+  }, [params, source, run.state, fail, suggestion, sourceName]);
 
   async function cancel() {
     if (run.state !== "running" || !run.queryId) return;
@@ -396,6 +426,8 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     editor.current?.clearError();
     setParams([]);
     setSpecs([]);
+    setSuggestion(null);
+    setRan(null);
     setRun({ state: "idle" });
     setSelected(null);
     setViewer(null);
@@ -403,6 +435,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
   }
 
   function reopen(h: HistoryEntry) {
+    setSuggestion(null);
     setSource(h.datasource);
     editor.current?.setText(h.sql);
     setParams(fitParams(h.params, parameterCount(h.sql)));
@@ -421,12 +454,25 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     const { insight } = editing;
     const ds = String(insight.datasource);
     setSource(String(sources.find((s) => String(s.id) === ds || s.name === ds)?.id ?? ds));
+    setSuggestion(null);
     editor.current?.setText(insight.sql);
     editor.current?.clearError();
     setParams(positionalParams(insight.parameters, parameterCount(insight.sql)));
     setSpecs(fitSpecs(insight.parameters, insight.sql));
     // only when an insight is opened (again), not when a save bumps its version
   }, [openedInsight]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  // "Ask": the suggestion fills the editor and its parameter inputs; nothing runs yet
+  function takeSuggestion(s: Suggestion, question: string) {
+    const fill = editorFill(s.sql, s.parameters, dialect);
+    editor.current?.setText(fill ? fill.sql : s.sql);
+    editor.current?.clearError();
+    setParams(fill ? fill.params : []);
+    setSpecs(fill ? [] : fitSpecs(s.parameters, s.sql));
+    setSuggestion({ s, question, names: fill?.names ?? [], runnable: fill !== null, accepted: false });
+    setRun({ state: "idle" });
+    editor.current?.focus();
+  }
 
   async function copy(text: string, what: string) {
     try {
@@ -475,9 +521,15 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
           </button>
         </div>
         {schemaError && <p className="error">{schemaError}</p>}
-        <SchemaTree tables={tables} onInsert={(name) => editor.current?.insert(name)} />
+        <SchemaTree tables={tables} hints={hints?.tables} onInsert={(name) => editor.current?.insert(name)} onExplain={(table) => setExplaining({ table })} />
       </aside>
       <main className="main" {...under}>
+        {session.permissions.includes("sql") && (
+          <div className="ask-row">
+            <AskBox status={aiStatus} datasource={sourceName} onSuggestion={takeSuggestion} onError={fail} />
+            {suggestion && <SuggestionNote suggestion={suggestion.s} question={suggestion.question} runnable={suggestion.runnable} onDismiss={() => setSuggestion(null)} />}
+          </div>
+        )}
         <section className="editor-row">
           <Editor ref={editor} initial={history[0]?.sql ?? "select event_name, count(*) from events group by 1 order by 2 desc"} tables={tables} dialect={dialect} onRun={() => void execute()} onChange={onEditorChange} />
           {specs.length > 0 && (
@@ -497,6 +549,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
               {params.map((p, i) => (
                 <div className="param" key={i}>
                   <span className="param-name">${i + 1}</span>
+                  {suggestion?.names[i] && <code className="param-label-ai" title={`the suggestion's parameter ${suggestion.names[i]}`}>{suggestion.names[i]}</code>}
                   <select aria-label={`type of $${i + 1}`} value={p.type} onChange={(e) => setParams(params.map((q, j) => (j === i ? { ...q, type: e.target.value as ParamType } : q)))}>
                     {PARAM_TYPES.map((t) => (
                       <option key={t}>{t}</option>
@@ -543,6 +596,9 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
               <button onClick={() => download(toCsv(names, result.rows))}>Download CSV</button>
             </>
           )}
+          <button onClick={() => setExplaining({ sql: editor.current?.text() ?? "" })} title="what the query reads: tables, keys, likely joins (and the AI's words when it is on)">
+            Explain SQL
+          </button>
           <button onClick={() => setSaveDialog(true)} title={editing ? `save into “${editing.insight.name}” (version ${editing.insight.version}) or as a new insight` : "save the SQL as a named insight"}>
             {editing ? `Save “${editing.insight.name}”…` : "Save as insight…"}
           </button>
@@ -572,6 +628,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
                 {result.cache?.hit && <span className="cache">from cache ({formatAge(result.cache.age_s ?? 0)})</span>}
                 <TranslatedNote result={result} />
               </div>
+              {aiStatus?.enabled && <AnswerPanel question={ran} onError={fail} />}
               <div className="result-body">
                 <ResultGrid result={result} selected={selected} onSelect={setSelected} onSelectCell={(value, label) => setViewer({ value, label })} />
                 {viewer && (
@@ -624,6 +681,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
           }}
         />
       )}
+      {explaining && <ExplainDialog datasource={sourceName} table={explaining.table} sql={explaining.sql} onClose={() => setExplaining(null)} onError={fail} />}
       {adding && (
         <ConnectionForm
           onClose={() => setAdding(false)}
@@ -681,7 +739,7 @@ function ErrorBox({ error }: { error: ApiError }) {
   );
 }
 
-function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name: string): void }) {
+function SchemaTree({ tables, hints, onInsert, onExplain }: { tables: SchemaTable[]; hints?: Record<string, TableHints>; onInsert(name: string): void; onExplain(table: string): void }) {
   const [open, setOpen] = useState<Record<string, boolean>>({});
   const [filter, setFilter] = useState("");
   const shown = tables.filter((t) => !filter || `${t.schema}.${t.name}`.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
@@ -704,6 +762,9 @@ function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name
                 {label}
               </button>
               <small> {t.kind !== "table" ? t.kind : ""}</small>
+              <button className="explain-table link" onClick={() => onExplain(key)} aria-label={`explain ${key}`} title={`what ${label} holds: key fields, time columns, likely joins`}>
+                Explain
+              </button>
               {isOpen && (
                 <ul className="columns">
                   {t.columns.map((c) => (
@@ -711,11 +772,12 @@ function SchemaTree({ tables, onInsert }: { tables: SchemaTable[]; onInsert(name
                       <button className="column-name" onClick={() => onInsert(c.name)} title={`insert ${c.name}`}>
                         {c.name}
                       </button>{" "}
-                      <small>{c.type}</small>
+                      <small>{c.type}</small> <ColumnBadges hints={hints?.[key]} column={c.name} />
                     </li>
                   ))}
                 </ul>
               )}
+              {isOpen && <TableJoins hints={hints?.[key]} table={key} />}
             </li>
           );
         })}

@@ -6,6 +6,8 @@ export interface WorkspaceSettings {
   viewers_can_query: boolean;
   public_links_never_expire: boolean;
   audit_retention_days: number;
+  /** Whether sample column values may go to the AI model with the schema (issue 18). */
+  ai_send_samples?: boolean;
 }
 
 /** The workspace's people settings: every member sees them, admins change them (each
@@ -52,6 +54,7 @@ export function WorkspaceSettingsPage({ session, onSignedOut }: { session: Sessi
     if (draft.viewers_can_query !== saved.viewers_can_query) patch.viewers_can_query = draft.viewers_can_query;
     if (draft.public_links_never_expire !== saved.public_links_never_expire) patch.public_links_never_expire = draft.public_links_never_expire;
     if (retention !== saved.audit_retention_days) patch.audit_retention_days = retention;
+    if (draft.ai_send_samples !== undefined && draft.ai_send_samples !== saved.ai_send_samples) patch.ai_send_samples = draft.ai_send_samples;
     if (Object.keys(patch).length === 0) {
       setStatus("Nothing changed.");
       return;
@@ -99,6 +102,18 @@ export function WorkspaceSettingsPage({ session, onSignedOut }: { session: Sessi
         Public links may never expire
         <div className="hint">Off: every public link has an expiry (7 days unless its maker picks another).</div>
       </label>
+      {draft.ai_send_samples !== undefined && (
+        <label>
+          <input
+            type="checkbox"
+            checked={draft.ai_send_samples}
+            disabled={!admin || busy}
+            onChange={(e) => setDraft({ ...draft, ai_send_samples: e.target.checked })}
+          />{" "}
+          Send sample values to the AI
+          <div className="hint">Off: the AI model is sent table and column names, types and comments only. On: a few values of each column too, which helps it pick the right filters (the values leave the installation if the model is hosted elsewhere).</div>
+        </label>
+      )}
       <label>
         Keep the audit log for{" "}
         <input
