@@ -1,0 +1,55 @@
+"""How the rest of sqlbook emits an event.
+
+In a transaction of the caller's (the outbox pattern: the event exists if and only if the
+change does)::
+
+    with metadata.connection() as conn, conn.transaction():
+        ...the change...
+        queued = emit(conn, workspace_id, "insight.updated", {...})
+    if queued:
+        wake(settings, workspace_id)
+
+or, where the change is already committed, `emit_now`, which never raises: an event that
+cannot be queued is logged, and the caller's work stands."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from connectors.events.dispatch import wake
+from connectors.events.outbox import Emitted, emit, wanted
+from connectors.metadata.store import MetadataStore
+from connectors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def emit_now(
+    metadata: MetadataStore,
+    settings: Settings | None,
+    workspace_id: int,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    occurred_at: datetime | None = None,
+    deliver: bool = True,
+) -> Emitted | None:
+    """Queue the event in a transaction of its own and (with `settings`, `deliver`) wake
+    this process's deliverer. Never raises."""
+    try:
+        with metadata.connection() as conn:
+            queued = emit(conn, workspace_id, event_type, data, occurred_at=occurred_at)
+    except Exception:
+        log.exception("could not queue a %s event for workspace %s", event_type, workspace_id)
+        return None
+    if queued is not None and settings is not None and deliver:
+        try:
+            wake(settings, workspace_id)
+        except Exception:
+            log.exception("could not wake the event deliverer")
+    return queued
+
+
+__all__ = ["emit", "emit_now", "wake", "wanted"]
