@@ -32,6 +32,7 @@ server log at most.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -46,6 +47,7 @@ from dataclasses import replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -237,10 +239,129 @@ class TeamsConfig(_Config):
     _urls = field_validator("webhook_url")(_secret_url)
 
 
+# E.164: "+", the country code and the number, 15 digits at most. Spaces, dashes, dots and
+# brackets people type between the digits are dropped first.
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+TWILIO_API_URL = "https://api.twilio.com"
+MAX_RECIPIENTS = 20
+
+
+def e164(value: str) -> str:
+    """`value` as an E.164 number ("+14155550100"); raises ValueError saying what it wants."""
+    number = _PHONE_PUNCTUATION.sub("", value)
+    if not _E164.fullmatch(number):
+        shown = render.one_line(value, 40)
+        raise ValueError(
+            f"{shown!r} is not an E.164 phone number (+, country code and number, "
+            "e.g. +14155550100)"
+        )
+    return number
+
+
+def _twilio_sid(prefix: str, value: str | None) -> str | None:
+    """A Twilio SID: its two-letter prefix and 32 hex digits, as Twilio's console shows it."""
+    if value is not None and not re.fullmatch(prefix + r"[0-9a-fA-F]{32}", value):
+        raise ValueError(f"must be {prefix} followed by 32 hexadecimal digits")
+    return value
+
+
+class _TwilioConfig(_Config):
+    """Twilio's Messages API: the account, who sends (a number or a messaging service) and
+    who receives. `base_url`: another API root (a Twilio region such as
+    https://api.dublin.ie1.twilio.com, or a test server); a member's URL passes the
+    outbound policy."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    account_sid: str
+    auth_token: SecretStr
+    from_: str | None = Field(default=None, alias="from")
+    messaging_service_sid: str | None = None
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    base_url: str | None = None
+
+    _prefix: ClassVar[str] = ""
+
+    _account_sid = field_validator("account_sid")(lambda v: _twilio_sid("AC", v))
+    _service_sid = field_validator("messaging_service_sid")(lambda v: _twilio_sid("MG", v))
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_number(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value).rstrip("/")
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        numbers = []
+        for i, raw in enumerate(value):
+            try:
+                numbers.append(cls._number(raw))
+            except ValueError as exc:
+                raise _FieldProblem(f"to[{i}]", str(exc)) from None
+        if len(set(numbers)) != len(numbers):
+            raise _FieldProblem("to", "a number is listed twice")
+        return numbers
+
+    @field_validator("from_")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else cls._number(value)
+        except ValueError as exc:
+            raise _FieldProblem("from", str(exc)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> _TwilioConfig:
+        if not self.auth_token.get_secret_value().strip():
+            raise _FieldProblem("auth_token", "must not be empty")
+        if self.from_ is not None and self.messaging_service_sid is not None:
+            raise _FieldProblem("from", "set from or messaging_service_sid, not both")
+        if self.from_ is None and self.messaging_service_sid is None:
+            raise _FieldProblem(
+                "from", "required: from (a number of the account) or messaging_service_sid"
+            )
+        return self
+
+    @classmethod
+    def _number(cls, raw: str) -> str:
+        raw = raw.strip()
+        if raw.lower().startswith("whatsapp:"):
+            if not cls._prefix:
+                raise ValueError("is a WhatsApp address: use a channel of type whatsapp")
+            raw = raw[len("whatsapp:") :]
+        return e164(raw)
+
+
+class SmsConfig(_TwilioConfig):
+    type: Literal["sms"]
+    max_segments: int = Field(default=1, ge=1, le=10)
+
+
+class WhatsAppConfig(_TwilioConfig):
+    """`content_sid`: an approved template (HX…) sent with the title, summary and link as
+    its variables 1, 2 and 3 — WhatsApp takes a free-form message only within 24 hours of
+    the person's last message to the sender."""
+
+    type: Literal["whatsapp"]
+    content_sid: str | None = None
+
+    _content_sid = field_validator("content_sid")(lambda v: _twilio_sid("HX", v))
+
+    _prefix: ClassVar[str] = "whatsapp:"
+
+
 ChannelConfig = Annotated[
-    SlackConfig | EmailConfig | WebhookConfig | TeamsConfig, Field(discriminator="type")
+    SlackConfig | EmailConfig | WebhookConfig | TeamsConfig | SmsConfig | WhatsAppConfig,
+    Field(discriminator="type"),
 ]
-CHANNEL_TYPES = ("slack", "email", "webhook", "teams")
+CHANNEL_TYPES = ("slack", "email", "webhook", "teams", "sms", "whatsapp")
 _config_adapter: TypeAdapter[ChannelConfig] = TypeAdapter(ChannelConfig)
 
 _PROBLEMS = {
@@ -294,6 +415,10 @@ def build_channel(name: str, config: Mapping[str, Any], settings: Settings) -> C
         return EmailChannel(name, cfg, settings)  # SMTP is the operator's server
     if isinstance(cfg, WebhookConfig):
         return WebhookChannel(name, cfg, policy)
+    if isinstance(cfg, SmsConfig | WhatsAppConfig):
+        # Twilio's own API is not a member's target; a base_url a member set is
+        kind = SmsChannel if isinstance(cfg, SmsConfig) else WhatsAppChannel
+        return kind(name, cfg, policy if cfg.base_url is not None else None)
     return TeamsChannel(name, cfg, policy)
 
 
@@ -371,16 +496,18 @@ def _post(
     url: str,
     body: bytes,
     headers: dict[str, str],
-    policy: OutboundPolicy,
+    policy: OutboundPolicy | None,
     *,
     accept: Callable[[httpx.Response], None] | None = None,
     refuse: Callable[[httpx.Response], None] | None = None,
 ) -> httpx.Response:
-    """POST through the policy; a non-2xx answer is a DeliveryError naming the status
-    (`accept` may look at a 2xx answer and raise its own, `refuse` at a non-2xx one)."""
+    """POST through the policy (None: a target the operator chose, e.g. Twilio's own API); a
+    non-2xx answer is a DeliveryError naming the status (`accept` may look at a 2xx answer
+    and raise its own, `refuse` at a non-2xx one)."""
     host = urlsplit(url).hostname or "?"
+    transport = PolicyTransport(policy) if policy is not None else None
     try:
-        with httpx.Client(transport=PolicyTransport(policy), timeout=HTTP_TIMEOUT_S) as client:
+        with httpx.Client(transport=transport, timeout=HTTP_TIMEOUT_S) as client:
             resp = client.post(url, content=body, headers=headers, follow_redirects=False)
     except OutboundRefused as exc:
         raise DeliveryError(f"{prefix}: {exc}", retryable=False) from None
@@ -674,6 +801,183 @@ class TeamsChannel(_SecretChannel):
             )
 
 
+# --- SMS and WhatsApp (Twilio's Messages API) -------------------------------------------------
+
+# Twilio's error codes (https://www.twilio.com/docs/api/errors) said in our words: a
+# failed delivery names the code and what to fix, never the answer's own text.
+_TWILIO_ERRORS = {
+    20003: "authentication failed: check account_sid and auth_token",
+    20404: "not found: check account_sid, messaging_service_sid or content_sid",
+    20429: "too many requests",
+    21211: "invalid 'To' number",
+    21212: "invalid 'From' number",
+    21408: "sending to this region is not enabled on the account",
+    21602: "the message body is empty",
+    21603: "a 'From' number or messaging service is required",
+    21604: "a 'To' number is required",
+    21606: "the 'From' number is not an SMS-capable number of this account",
+    21608: "the 'To' number is not verified (a trial account sends to verified numbers only)",
+    21610: "the recipient has unsubscribed (replied STOP)",
+    21612: "Twilio cannot route a message from the 'From' to the 'To' number",
+    21614: "the 'To' number is not a mobile number",
+    21617: "the body exceeds 1600 characters",
+    21656: "the template's ContentVariables are invalid",
+    21910: "'From' and 'To' are not on the same channel",
+    63007: "no WhatsApp sender for the 'From' number on this account",
+    63016: "outside WhatsApp's 24-hour window: set content_sid (an approved template)",
+}
+# failures a retry can fix although they are 4xx (the message was not sent)
+_TWILIO_RETRYABLE = {20429}
+
+
+def _twilio_refusal(prefix: str, resp: httpx.Response) -> DeliveryError:
+    """A DeliveryError of Twilio's error body `{"code", "message", "more_info", "status"}`:
+    the code, what it means and its page; 429 (and 20429) and 5xx are worth a retry."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    code = data.get("code") if isinstance(data, dict) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    status = resp.status_code
+    if code is None:
+        return _status_error(prefix, status, None, _retry_after(resp.headers))
+    meaning = _TWILIO_ERRORS.get(code, "see the error's page")
+    message = (
+        f"{prefix}: Twilio error {code}: {meaning} (HTTP {status}; "
+        f"https://www.twilio.com/docs/errors/{code})"
+    )
+    if status == 429 or code in _TWILIO_RETRYABLE:
+        return RateLimited(message, _retry_after(resp.headers))
+    return DeliveryError(message, retryable=status >= 500 or status == 408)
+
+
+class TwilioChannel(_SecretChannel):
+    """`sms` and `whatsapp`: one `POST {base}/2010-04-01/Accounts/{sid}/Messages.json` per
+    recipient (form-encoded To, From or MessagingServiceSid, Body; HTTP Basic auth with the
+    account SID and auth token). A retry of the notification sends only to the recipients
+    that have not got it yet: nobody gets a message twice because another number failed."""
+
+    def __init__(
+        self,
+        name: str,
+        config: SmsConfig | WhatsAppConfig,
+        policy: OutboundPolicy | None = None,
+    ):
+        super().__init__(name)
+        self.config = config
+        self.policy = policy
+        # the notification being sent, and each recipient's outcome so far: None sent, or
+        # the DeliveryError no retry can fix
+        self._progress: tuple[Notification, dict[str, DeliveryError | None]] | None = None
+
+    def secrets(self) -> list[str]:
+        return [self.config.auth_token.get_secret_value()]
+
+    def url(self) -> str:
+        base = self.config.base_url or TWILIO_API_URL
+        return f"{base}/2010-04-01/Accounts/{self.config.account_sid}/Messages.json"
+
+    def form(self, notification: Notification, number: str) -> dict[str, str]:
+        cfg = self.config
+        prefix = "whatsapp:" if isinstance(cfg, WhatsAppConfig) else ""
+        form = {"To": prefix + number}
+        if cfg.from_ is not None:
+            form["From"] = prefix + cfg.from_
+        else:
+            assert cfg.messaging_service_sid is not None
+            form["MessagingServiceSid"] = cfg.messaging_service_sid
+        if isinstance(cfg, SmsConfig):
+            form["Body"] = render.sms_text(notification, cfg.max_segments)
+        elif cfg.content_sid is not None:
+            form["ContentSid"] = cfg.content_sid
+            variables = {
+                "1": render.one_line(notification.title, 200),
+                "2": render.one_line(notification.summary, 500),
+                "3": notification.link or "",
+            }
+            form["ContentVariables"] = json.dumps(variables, ensure_ascii=False)
+        else:
+            form["Body"] = render.whatsapp_text(notification)
+        return form
+
+    def send(self, notification: Notification) -> None:
+        if self._progress is None or self._progress[0] is not notification:
+            self._progress = (notification, {})
+        outcome = self._progress[1]
+        token = self.config.auth_token.get_secret_value()
+        basic = base64.b64encode(f"{self.config.account_sid}:{token}".encode()).decode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": f"Basic {basic}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        failed: list[DeliveryError] = []
+        for i, number in enumerate(self.config.to):
+            if number in outcome:
+                if (final := outcome[number]) is not None:
+                    failed.append(final)
+                continue
+            where = f"{self.config.type} to[{i}] {number}"
+            body = urlencode(self.form(notification, number)).encode()
+            try:
+                _post(
+                    where,
+                    self.url(),
+                    body,
+                    headers,
+                    self.policy,
+                    refuse=partial(_twilio_refused, where),
+                    accept=partial(_twilio_accepted, where),
+                )
+                outcome[number] = None
+            except DeliveryError as err:
+                if not err.retryable:
+                    outcome[number] = err
+                failed.append(err)
+                if isinstance(err, RateLimited):
+                    break  # the account's limit: the others wait for the retry
+        if not failed:
+            return
+        if len(failed) == 1 and len(self.config.to) == 1:
+            raise failed[0]
+        shown = "; ".join(str(e) for e in failed[:3]) + (" …" if len(failed) > 3 else "")
+        message = f"{len(failed)} of {len(self.config.to)} recipients failed: {shown}"
+        limited = [e.retry_after for e in failed if isinstance(e, RateLimited)]
+        if limited:
+            raise RateLimited(message, max((r for r in limited if r is not None), default=None))
+        raise DeliveryError(message, retryable=any(e.retryable for e in failed))
+
+
+class SmsChannel(TwilioChannel):
+    type: ClassVar[str] = "sms"
+
+
+class WhatsAppChannel(TwilioChannel):
+    type: ClassVar[str] = "whatsapp"
+
+
+def _twilio_refused(where: str, resp: httpx.Response) -> None:
+    raise _twilio_refusal(where, resp)
+
+
+def _twilio_accepted(where: str, resp: httpx.Response) -> None:
+    """A 2xx answer is the Message resource; one that failed at once says so."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not str(data.get("sid", "")).startswith(("SM", "MM")):
+        raise DeliveryError(f"{where}: Twilio answered no message (HTTP {resp.status_code})")
+    if data.get("status") in ("failed", "undelivered"):
+        code = data.get("error_code")
+        meaning = _TWILIO_ERRORS.get(code, "see the error's page") if isinstance(code, int) else ""
+        raise DeliveryError(
+            f"{where}: Twilio failed the message: {code} {meaning}".rstrip(), retryable=False
+        )
+
+
 # --- email -----------------------------------------------------------------------------------
 
 
@@ -877,14 +1181,20 @@ __all__ = [
     "RateLimited",
     "SlackChannel",
     "SlackConfig",
+    "SmsChannel",
+    "SmsConfig",
     "TeamsChannel",
     "TeamsConfig",
+    "TwilioChannel",
     "WebhookChannel",
     "WebhookConfig",
+    "WhatsAppChannel",
+    "WhatsAppConfig",
     "build_channel",
     "check_address",
     "deliver",
     "deliver_one",
+    "e164",
     "parse_channel_config",
     "scrub",
     "sign",

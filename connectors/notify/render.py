@@ -13,7 +13,7 @@ import html as _html
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -468,3 +468,87 @@ def teams_card(n: Notification) -> dict[str, Any]:
             }
         ]
     return card
+
+
+# --- SMS and WhatsApp (Twilio) ---------------------------------------------------------------
+
+# An SMS is billed by segments: 160 GSM-7 characters alone or 153 each when concatenated,
+# and as soon as one character is outside GSM-7, 70 / 67 UTF-16 code units.
+GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENDED = frozenset("^{}\\[~]|€\f")  # two septets each (escape + character)
+TWILIO_BODY_LIMIT = 1600  # characters of a Messages API Body
+# What our own shapes put in text that has a GSM-7 spelling: one "…" would make the whole
+# message UCS-2, less than half as long a segment.
+_TO_GSM = str.maketrans(
+    {
+        "…": "...",
+        "·": "-",
+        "—": "-",
+        "–": "-",
+        "‘": "'",
+        "’": "'",
+        "“": '"',
+        "”": '"',
+        "≥": ">=",
+        "≤": "<=",
+        "≠": "!=",
+        "→": "->",
+        "\u00a0": " ",
+    }
+)
+
+
+def is_gsm(text: str) -> bool:
+    return all(c in GSM_BASIC or c in GSM_EXTENDED for c in text)
+
+
+def sms_segments(text: str) -> int:
+    """How many segments a carrier bills `text` as."""
+    if is_gsm(text):
+        septets = sum(2 if c in GSM_EXTENDED else 1 for c in text)
+        return 1 if septets <= 160 else -(-septets // 153)
+    units = len(text.encode("utf-16-le")) // 2
+    return 1 if units <= 70 else -(-units // 67)
+
+
+def _fit(head: str, tail: str, fits: Callable[[str], bool]) -> str:
+    """`head` cut (with "...") until `head + tail` fits; the tail (the link) is kept whole."""
+    if fits(head + tail):
+        return head + tail
+    lo, hi = 0, len(head)  # the longest prefix that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(head[:mid].rstrip() + "..." + tail):
+            lo = mid
+        else:
+            hi = mid - 1
+    return head[:lo].rstrip() + "..." + tail if lo else tail.lstrip("\n")
+
+
+def sms_text(n: Notification, max_segments: int = 1) -> str:
+    """An SMS: the title, the summary (or the error) and the link back, in at most
+    `max_segments` segments; the summary is cut first, never the link. Our own punctuation
+    is spelled in GSM-7, so a message of plain words stays in the cheaper alphabet."""
+    what = n.error if n.reason == ERROR and n.error else n.summary
+    head = one_line(f"{n.title}: {what}" if what else n.title, TWILIO_BODY_LIMIT)
+    head = head.translate(_TO_GSM)
+    tail = f"\n{n.link}" if n.link else ""
+    return _fit(head, tail, lambda text: sms_segments(text) <= max_segments)
+
+
+def whatsapp_text(n: Notification) -> str:
+    """A WhatsApp message (its *bold* markup): the title, the summary, the matched values,
+    the footer and the link back, within Twilio's 1600 characters (the link kept whole)."""
+    parts = [f"*{one_line(n.title, 200)}*", n.summary]
+    if n.error:
+        parts.append(f"Error: {one_line(n.error, 500)}")
+    items = value_items(n)
+    if items:
+        parts.append("\n".join(f"{k}: {v}" for k, v in items))
+    parts.append(footer_text(n))
+    head = "\n".join(p for p in parts if p)
+    tail = f"\n{n.link}" if n.link else ""
+    return _fit(head, tail, lambda text: len(text) <= TWILIO_BODY_LIMIT)

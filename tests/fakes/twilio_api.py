@@ -347,7 +347,10 @@ class TwilioFake:
                 message = self._message(account, form)
                 self.messages.append(message)
                 self._arrived.notify_all()
-                return JSONResponse(message.resource(), status_code=201)
+                # the answer to the create is always the queued message: a failure that
+                # comes later (63016) shows when the message is read back
+                created = {**message.resource(), "status": "queued", "error_code": None}
+                return JSONResponse(created, status_code=201)
             except TwilioError as err:
                 status = err.status
                 return err.response()
