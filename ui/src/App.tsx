@@ -1,6 +1,6 @@
 import { Suspense, lazy, useCallback, useEffect, useRef, useState } from "react";
 import { TranslatedNote } from "./TranslatedNote";
-import { Link, Route, Switch, useLocation } from "wouter";
+import { Link, Route, Switch, useLocation, useSearch } from "wouter";
 import { ApiError, type Datasource, type Insight, type ParameterSpec, type QueryResult, type SchemaTable, type Session, api, jobError } from "./api";
 import { ConnectionForm } from "./ConnectionForm";
 import { Editor, type EditorHandle } from "./Editor";
@@ -282,6 +282,9 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
   const [ran, setRan] = useState<AnswerQuestion | null>(null);
   const [explaining, setExplaining] = useState<{ table?: string; sql?: string } | null>(null);
   const [schemaLoads, setSchemaLoads] = useState(0);
+  // a table found on the Search page opens here: `/?table=schema.name&datasource=name`
+  const [focusTable, setFocusTable] = useState<{ table: string; n: number } | null>(null);
+  const search = useSearch();
 
   const fail = useCallback(
     (err: unknown) => {
@@ -323,6 +326,17 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
   const sourceName = source === "warehouse" ? "warehouse" : (sources.find((s) => String(s.id) === source)?.name ?? source);
   const hints = useSchemaHints(sourceName, schemaLoads);
   useEffect(() => {
+    const qs = new URLSearchParams(search);
+    const table = qs.get("table");
+    if (!table || covered) return;
+    const ds = qs.get("datasource") ?? "warehouse";
+    const found = ds === "warehouse" ? "warehouse" : sources.find((s) => s.name === ds || String(s.id) === ds);
+    if (found === undefined && sources.length === 0) return; // the list is still loading
+    if (found !== undefined) setSource(found === "warehouse" ? "warehouse" : String(found.id));
+    setFocusTable((f) => ({ table, n: (f?.n ?? 0) + 1 }));
+    navigate("/", { replace: true });
+  }, [search, sources, covered, navigate]);
+  useEffect(() => {
     // unknown (an API without the AI routes, a network failure) reads as off
     aiApi.status().then(setAiStatus, () => setAiStatus({ enabled: false, model: null, send_samples: false }));
   }, []);
@@ -353,7 +367,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
       await aiApi.accept(suggestion.s.id).catch((err) => setNotice(`Could not record the suggestion as accepted: ${fail(err).message}`));
     }
     try {
-      setRan({ datasource: sourceName, ...namedQuery(sql, params, suggestion?.names), ...(suggestion ? { suggestion_id: suggestion.s.id } : {}) });
+      setRan({ datasource: sourceName, ...namedQuery(sql, params, suggestion?.names), ...(suggestion ? { suggestion_id: suggestion.s.id, question: suggestion.question } : {}) });
     } catch {
       setRan(null);
     }
@@ -521,7 +535,7 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
           </button>
         </div>
         {schemaError && <p className="error">{schemaError}</p>}
-        <SchemaTree tables={tables} hints={hints?.tables} onInsert={(name) => editor.current?.insert(name)} onExplain={(table) => setExplaining({ table })} />
+        <SchemaTree tables={tables} hints={hints?.tables} focus={focusTable} onInsert={(name) => editor.current?.insert(name)} onExplain={(table) => setExplaining({ table })} />
       </aside>
       <main className="main" {...under}>
         {session.permissions.includes("sql") && (
@@ -739,9 +753,12 @@ function ErrorBox({ error }: { error: ApiError }) {
   );
 }
 
-function SchemaTree({ tables, hints, onInsert, onExplain }: { tables: SchemaTable[]; hints?: Record<string, TableHints>; onInsert(name: string): void; onExplain(table: string): void }) {
+function SchemaTree({ tables, hints, focus, onInsert, onExplain }: { tables: SchemaTable[]; hints?: Record<string, TableHints>; focus?: { table: string; n: number } | null; onInsert(name: string): void; onExplain(table: string): void }) {
   const [open, setOpen] = useState<Record<string, boolean>>({});
   const [filter, setFilter] = useState("");
+  useEffect(() => {
+    if (focus) setFilter(focus.table);
+  }, [focus]);
   const shown = tables.filter((t) => !filter || `${t.schema}.${t.name}`.toLowerCase().includes(filter.toLowerCase()) || t.columns.some((c) => c.name.toLowerCase().includes(filter.toLowerCase())));
   // few tables: all open; else the default schema's when it has few, and `events` always
   const publicTables = tables.filter((t) => t.schema === "public").length;

@@ -7,6 +7,8 @@ export interface AnswerQuestion {
   sql: string;
   parameters: Record<string, unknown>;
   suggestion_id?: string;
+  /** The question the suggestion answered, so the summary speaks to it. */
+  question?: string;
 }
 
 /** "Answer from data": the query the editor ran, run again read-only under the asker's

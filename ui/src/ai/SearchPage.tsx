@@ -19,6 +19,13 @@ function searchOf(text: string, kinds: SearchKind[]): string {
   return out ? `?${out}` : "";
 }
 
+/** The editor with the table shown in its schema sidebar (and its data source picked). */
+function editorLink(table: string, datasource: string | null): string {
+  const qs = new URLSearchParams({ table });
+  if (datasource) qs.set("datasource", datasource);
+  return `/?${qs.toString()}`;
+}
+
 /** Search by meaning over insights, dashboards, tables and columns (issue 18): a local
  * embedding model, so it works with AI off. The URL holds the question and the kinds. */
 export function SearchPage({ onSignedOut }: { onSignedOut: () => void }) {
@@ -116,6 +123,14 @@ export function SearchPage({ onSignedOut }: { onSignedOut: () => void }) {
                   <span className="result-title">{r.title}</span>
                 )}
                 {r.datasource && <small className="hint"> · {r.datasource}</small>}
+                {!r.url && (r.kind === "table" || r.kind === "column") && (
+                  <>
+                    {" "}
+                    <Link href={editorLink(r.kind === "table" ? r.title : r.title.slice(0, r.title.lastIndexOf(".")), r.datasource)} className="open-in-editor">
+                      Open in the editor
+                    </Link>
+                  </>
+                )}
                 {r.detail && <div className="result-detail">{r.detail}</div>}
               </li>
             ))}

@@ -83,7 +83,7 @@ export const aiApi = {
   accept: (id: string) => request<void>("POST", `/api/ai/suggestions/${q(id)}/accept`),
   schemaHints: (datasource: string) => request<SchemaHints>("GET", `/api/ai/schema-hints?datasource=${q(datasource)}`),
   explain: (body: { datasource: string; table?: string; sql?: string }) => request<Explanation>("POST", "/api/ai/explain", body),
-  answer: (body: { datasource: string; sql: string; parameters: Record<string, unknown>; suggestion_id?: string }) => request<Answer>("POST", "/api/ai/answer", body),
+  answer: (body: { datasource: string; sql: string; parameters: Record<string, unknown>; suggestion_id?: string; question?: string }) => request<Answer>("POST", "/api/ai/answer", body),
   search: (text: string, kinds: SearchKind[], limit = 20) => {
     const qs = new URLSearchParams({ q: text, limit: String(limit) });
     if (kinds.length && kinds.length < SEARCH_KINDS.length) qs.set("kinds", kinds.join(","));
