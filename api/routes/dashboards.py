@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, State
 from api.events import audit
+from api.routes.event_subscriptions import emit_dashboard_change
 from api.routes.folders import destination
 from api.schemas import (
     AUTHENTICATED,
@@ -588,6 +589,7 @@ async def _audit(
         object_id=dashboard_id,
         revision=version,
     )
+    await emit_dashboard_change(state, token, action.split(".", 1)[1], dashboard_id, version)
 
 
 async def _saved(

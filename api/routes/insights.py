@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanEdit, CanView, State
 from api.events import audit
+from api.routes.event_subscriptions import emit_insight_change
 from api.routes.folders import destination
 from api.routes.queries import QueryResultPublic
 from api.schemas import (
@@ -451,6 +452,9 @@ async def _audit_edit(
         revision=insight.version,
         detail={"name": insight.name, **detail},
     )
+    await emit_insight_change(
+        state, token, action.split(".", 1)[1], insight.id, insight.name, insight.version
+    )
 
 
 @router.get("/{insight_id}", response_model=InsightPublic, responses=_NOT_FOUND)
@@ -582,6 +586,9 @@ async def delete_insight(
         object_type="insight",
         object_id=insight_id,
         revision=placed.version,
+    )
+    await emit_insight_change(
+        state, token, "deleted" if permanent else "trashed", insight_id, None, placed.version
     )
 
 

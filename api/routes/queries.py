@@ -14,8 +14,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanQuery, State
+from api.routes.event_subscriptions import emit_query_finished
 from api.schemas import AUTHENTICATED, NO_NUL, QueryProblem, problems
 from connectors.metadata.store import TokenOwner
+from connectors.warehouse.errors import QueryError
 from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor, QueryRequest
@@ -155,8 +157,14 @@ async def run_query(body: QueryCreate, token: CanQuery, state: State) -> dict[st
     def start() -> Future[QueryResult]:  # one worker-thread hop for checks and the cache
         return state.runner.start(build_request(body, token, state))
 
-    result = await asyncio.wrap_future(await run_in_threadpool(start))
-    return result.to_dict()
+    try:
+        result = await asyncio.wrap_future(await run_in_threadpool(start))
+    except QueryError as err:
+        await emit_query_finished(state, token, body.datasource, body.sql, None, err.code)
+        raise
+    out = result.to_dict()
+    await emit_query_finished(state, token, body.datasource, body.sql, out)
+    return out
 
 
 @router.post(

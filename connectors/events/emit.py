@@ -18,9 +18,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from connectors.events.deliverer import Deliverer
 from connectors.events.dispatch import wake
-from connectors.events.outbox import Emitted, emit, wanted
+from connectors.events.outbox import Emitted, EventStore, emit, wanted
 from connectors.metadata.store import MetadataStore
+from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,4 +54,19 @@ def emit_now(
     return queued
 
 
-__all__ = ["emit", "emit_now", "wake", "wanted"]
+def deliver_now(
+    metadata: MetadataStore, settings: Settings, workspace_id: int, max_seconds: float = 10.0
+) -> None:
+    """Deliver the workspace's due events in this thread (for short-lived processes, a
+    Dagster run or sensor, where a background thread may not outlive the work). Never
+    raises: what is not delivered now the retry sensor delivers later."""
+    try:
+        events = EventStore(metadata, SecretBox(load_secret_key(settings)))
+        Deliverer(events, settings).run(
+            workspace_id=workspace_id, max_seconds=max_seconds, workers=1
+        )
+    except Exception:
+        log.exception("delivering the events of workspace %s failed", workspace_id)
+
+
+__all__ = ["deliver_now", "emit", "emit_now", "wake", "wanted"]

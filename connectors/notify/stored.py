@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.events.emit import deliver_now, emit_now
 from connectors.insights.plugins import PluginRegistry
 from connectors.insights.service import prepare_run
 from connectors.metadata.access import FolderAccess
@@ -188,7 +189,50 @@ def evaluate_stored(
         test=test,
         run_id=run_id,
     )
+    if not test:
+        _emit_state_change(alert, evaluation, queries.metadata, settings)
     return evaluation
+
+
+# state reached (from another) → the outbound event it makes (connectors/events)
+_STATE_EVENTS = {"triggered": "alert.triggered", "error": "alert.error"}
+
+
+def _emit_state_change(
+    alert: AlertRecord, evaluation: Evaluation, metadata: MetadataStore, settings: Settings
+) -> None:
+    """alert.triggered / alert.error when the alert enters that state, alert.resolved
+    when it goes from triggered back to ok; delivered at once from this process."""
+    before, after = evaluation.previous_state, evaluation.state
+    if before == after:
+        return
+    event_type = _STATE_EVENTS.get(after)
+    if after == "ok" and before == "triggered":
+        event_type = "alert.resolved"
+    if event_type is None:
+        return
+    data = {
+        "alert": {"id": alert.id, "name": alert.name, "url": link_to(settings, alert.id)},
+        "state": after,
+        "previous_state": before,
+        "evaluated_at": evaluation.evaluated_at.isoformat(),
+        "summary": evaluation.summary,
+        "values": evaluation.values,
+        "row_count": evaluation.row_count,
+    }
+    if evaluation.error:
+        data.update(error=evaluation.error, error_code=evaluation.error_code)
+    queued = emit_now(
+        metadata,
+        settings,
+        alert.workspace_id,
+        event_type,
+        data,
+        occurred_at=evaluation.evaluated_at,
+        deliver=False,
+    )
+    if queued is not None:
+        deliver_now(metadata, settings, alert.workspace_id)
 
 
 @dataclass
