@@ -4,7 +4,7 @@ GET   /api/workspace            who this principal belongs to, and the projects'
                                 capture keys and capture settings (changed with
                                 PATCH /api/projects/{id})
 GET   /api/workspace/settings   viewers_can_query, public_links_never_expire,
-                                audit_retention_days (any member)
+                                audit_retention_days, ai_send_samples (any member)
 PATCH /api/workspace/settings   change any of them (admins); audited as
                                 `workspace.settings_changed`, before and after
 """
@@ -76,6 +76,12 @@ class WorkspaceSettingsModel(BaseModel):
     ] = Field(
         description="Audit events older than this are not shown; whole months are dropped"
         " once every workspace's retention has passed them."
+    )
+    ai_send_samples: StrictBool = Field(
+        default=False,
+        description="Sample values from the data sources may be sent to the AI model"
+        " (SQLBOOK_AI_URL) with a question; off: only table and column names, types and"
+        " comments are.",
     )
 
 

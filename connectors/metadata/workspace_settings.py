@@ -1,7 +1,8 @@
 """A workspace's people settings: whether viewers may write SQL against raw data sources,
-whether public links may be made without an expiry, and how long the audit log is kept
-for it. Read by any member; changed by admins (the API says so), each change audited
-with the value before and after."""
+whether public links may be made without an expiry, how long the audit log is kept for
+it, and whether sample values may be sent to the AI model (`ai_send_samples`). Read by
+any member; changed by admins (the API says so), each change audited with the value
+before and after."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class WorkspaceSettings:
     viewers_can_query: bool
     public_links_never_expire: bool
     audit_retention_days: int
+    ai_send_samples: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -166,6 +166,7 @@ def test_settings_changes_carry_before_and_after(
         "viewers_can_query": False,
         "public_links_never_expire": False,
         "audit_retention_days": 365,
+        "ai_send_samples": False,
     }
     changed = api.patch(
         "/api/workspace/settings",
@@ -177,6 +178,7 @@ def test_settings_changes_carry_before_and_after(
         "viewers_can_query": True,
         "public_links_never_expire": False,
         "audit_retention_days": 400,
+        "ai_send_samples": False,
     }
     # a whole number written as 400.0 is an integer in JSON; the same values again
     # change nothing, and leave no event
