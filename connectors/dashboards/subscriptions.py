@@ -73,7 +73,8 @@ from connectors.warehouse.service import QueryService
 log = logging.getLogger(__name__)
 
 Pictures = Literal["dashboard", "tiles"]
-SUBSCRIPTION_CHANNEL_TYPES = ("email", "slack")
+# sms and whatsapp carry the text and the link back (no pictures or files)
+SUBSCRIPTION_CHANNEL_TYPES = ("email", "slack", "sms", "whatsapp")
 # Slack's files upload shares into a channel by its ID (C…, G… private, D… direct).
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 PICTURE_WIDTH = 1200  # the whole dashboard, as GET …/render.png draws it by default
@@ -133,10 +134,11 @@ class InvalidSubscription(ValueError):
 def check_subscription(
     spec: SubscriptionSpec, dashboard: DashboardRecord, settings: Settings
 ) -> dict[str, Any]:
-    """Raises InvalidSubscription naming what is wrong: a channel that is not email or
-    Slack (or not a valid one), an address outside SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS,
-    a Slack bot channel that is not an ID, a CSV tile that is not an insight tile of the
-    dashboard, a filter value the dashboard's filters refuse. The channels as stored."""
+    """Raises InvalidSubscription naming what is wrong: a channel that is not email,
+    Slack, SMS or WhatsApp (or not a valid one), an address outside
+    SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS, a Slack bot channel that is not an ID, a CSV tile
+    that is not an insight tile of the dashboard, a filter value the dashboard's filters
+    refuse. The channels as stored."""
     for name, config in spec.channels.items():
         _check_channel(name, config, settings.allowed_subscription_domains())
     insight_tiles = {t["id"] for t in dashboard.tiles if t.get("insight_id") is not None}
@@ -157,7 +159,7 @@ def _check_channel(name: str, config: Mapping[str, Any], allowed: list[str]) -> 
     kind = config.get("type") if isinstance(config, Mapping) else None
     if kind not in SUBSCRIPTION_CHANNEL_TYPES:
         raise InvalidSubscription(
-            f"{where}.type: a subscription is sent by email or slack"
+            f"{where}.type: a subscription is sent by email, slack, sms or whatsapp"
             + (f", not {str(kind)[:40]!r}" if isinstance(kind, str) else "")
         )
     try:

@@ -123,7 +123,8 @@ def test_create_read_update_delete_with_secrets_masked(
         ),
         (
             {"channels": {"hook": {"type": "webhook", "url": "https://x.test/secret-path"}}},
-            "channels.hook.type: a subscription is sent by email or slack, not 'webhook'",
+            "channels.hook.type: a subscription is sent by email, slack, sms or whatsapp, "
+            "not 'webhook'",
         ),
         (
             {"channels": {"s": {"type": "slack", "webhook_url": "not a url/secret-path"}}},

@@ -61,14 +61,27 @@ export type AlertSchedule =
   | { every: string; timezone?: string }
   | { every_seconds: number; timezone?: string };
 
-export type ChannelType = "slack" | "email" | "webhook" | "teams";
-export const CHANNEL_TYPES: ChannelType[] = ["slack", "email", "webhook", "teams"];
+export type ChannelType = "slack" | "email" | "webhook" | "teams" | "sms" | "whatsapp";
+export const CHANNEL_TYPES: ChannelType[] = ["slack", "email", "webhook", "teams", "sms", "whatsapp"];
+
+/** SMS and WhatsApp through Twilio's Messages API: the account, who sends (a number of the
+ * account, or a messaging service) and the E.164 numbers that receive. */
+export interface TwilioConfig {
+  type: "sms" | "whatsapp";
+  account_sid: string;
+  auth_token: string;
+  from?: string;
+  messaging_service_sid?: string;
+  to: string[];
+  base_url?: string;
+}
 
 export type ChannelConfig =
   | { type: "slack"; webhook_url?: string; token?: string; channel?: string }
   | { type: "email"; to: string[]; subject_prefix?: string }
   | { type: "webhook"; url: string; secret?: string }
-  | { type: "teams"; webhook_url: string };
+  | { type: "teams"; webhook_url: string }
+  | TwilioConfig;
 
 export interface InsightRef {
   id: number;

@@ -4,11 +4,13 @@ import type { Dashboard, Tile } from "../dashboardApi";
 import { DraftProblem } from "../insights/alertForm";
 import { ConfirmDialog } from "../insights/ConfirmDialog";
 import { PagedHistory } from "../insights/PagedHistory";
+import { TwilioFields } from "../insights/TwilioFields";
+import { emptyTwilio } from "../insights/alertForm";
 import { CronInput, TimeZoneInput } from "../insights/ScheduleFields";
 import { browserTimeZone, cronText } from "../insights/snapshotTime";
 import { filterRunValues, readFilterValues } from "./filterUrl";
 import { PanelHead } from "./panelParts";
-import { type Subscription, type SubscriptionDelivery, panelsApi } from "./panelsApi";
+import { type Subscription, type SubscriptionChannelType, type SubscriptionDelivery, panelsApi } from "./panelsApi";
 import {
   type SubscriptionChannelDraft,
   type SubscriptionDraft,
@@ -117,7 +119,7 @@ export function SubscriptionsPanel({ dashboard, onClose, values }: { dashboard: 
           }}
         />
       )}
-      {subscriptions && subscriptions.length === 0 && !editing && <p className="hint">No subscriptions yet: send this dashboard by email or Slack on a schedule.</p>}
+      {subscriptions && subscriptions.length === 0 && !editing && <p className="hint">No subscriptions yet: send this dashboard by email, Slack, SMS or WhatsApp on a schedule.</p>}
       {subscriptions && subscriptions.length > 0 && (
         <table className="panel-table" aria-label="Subscription list">
           <thead>
@@ -312,11 +314,22 @@ function SubscriptionForm({
                   Channel name
                   <input value={c.name} aria-invalid={invalid("channels")} onChange={(e) => setChannel(i, { name: e.target.value })} />
                 </label>
-                <select aria-label="Channel type" value={c.type} onChange={(e) => setChannel(i, { type: e.target.value as "email" | "slack" })}>
+                <select aria-label="Channel type" value={c.type} onChange={(e) => setChannel(i, { type: e.target.value as SubscriptionChannelType })}>
                   <option value="email">email</option>
                   <option value="slack">slack</option>
+                  <option value="sms">sms</option>
+                  <option value="whatsapp">whatsapp</option>
                 </select>
-                {c.type === "email" ? (
+                {c.type === "sms" || c.type === "whatsapp" ? (
+                  <TwilioFields
+                    type={c.type}
+                    value={c.twilio ?? emptyTwilio()}
+                    numbers={c.to}
+                    invalid={invalid("channels")}
+                    onChange={(twilio) => setChannel(i, { twilio })}
+                    onNumbers={(to) => setChannel(i, { to })}
+                  />
+                ) : c.type === "email" ? (
                   <label className="wide">
                     Addresses
                     <input value={c.to} aria-invalid={invalid("channels")} placeholder="a@example.com, b@example.com" autoComplete="off" onChange={(e) => setChannel(i, { to: e.target.value })} />

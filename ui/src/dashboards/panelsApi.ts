@@ -4,12 +4,16 @@
 // ui/src/dashboardApi.ts.
 
 import { type Scalar, request } from "../api";
+import type { TwilioConfig } from "../insightApi";
 import type { HistoryPage } from "../insights/PagedHistory";
 
 export type SubscriptionChannel =
   | { type: "email"; to: string[] }
   | { type: "slack"; webhook_url: string }
-  | { type: "slack"; token: string; channel: string };
+  | { type: "slack"; token: string; channel: string }
+  | TwilioConfig;
+
+export type SubscriptionChannelType = "email" | "slack" | "sms" | "whatsapp";
 
 export type Pictures = "dashboard" | "tiles";
 
@@ -29,7 +33,7 @@ export interface SubscriptionBody {
 export interface Subscription extends Omit<SubscriptionBody, "channels"> {
   id: number;
   dashboard_id: number;
-  channels: Record<string, { type: "email" | "slack"; [key: string]: unknown }>;
+  channels: Record<string, { type: SubscriptionChannelType; [key: string]: unknown }>;
   next_due_at: string | null;
   created_by?: string;
   created_at?: string;

@@ -1,14 +1,16 @@
 // The subscription form of a dashboard: what a person fills in (a draft), the API body it
 // becomes and back, and how a subscription and a delivery read in the list.
 
-import { DraftProblem, namedChannels, paramsText } from "../insights/alertForm";
-import type { SubscriptionBody, SubscriptionChannel, Subscription, SubscriptionDelivery, Pictures } from "./panelsApi";
+import { DraftProblem, type TwilioDraft, emptyTwilio, namedChannels, paramsText, twilioConfig } from "../insights/alertForm";
+import type { SubscriptionBody, SubscriptionChannel, SubscriptionChannelType, Subscription, SubscriptionDelivery, Pictures } from "./panelsApi";
 
 export interface SubscriptionChannelDraft {
   name: string;
-  type: "email" | "slack";
-  /** email: the addresses, comma-separated */
+  type: SubscriptionChannelType;
+  /** email: the addresses, comma-separated; sms / whatsapp: the phone numbers */
   to: string;
+  /** sms / whatsapp: the Twilio account that sends */
+  twilio?: TwilioDraft;
   /** slack: an incoming webhook, or a bot token posting to a channel */
   slack: "webhook" | "bot";
   webhookUrl: string;
@@ -28,8 +30,8 @@ export interface SubscriptionDraft {
   enabled: boolean;
 }
 
-export function newSubscriptionChannel(type: "email" | "slack" = "email", name = ""): SubscriptionChannelDraft {
-  return { name: name || type, type, to: "", slack: "webhook", webhookUrl: "", token: "", channel: "" };
+export function newSubscriptionChannel(type: SubscriptionChannelType = "email", name = ""): SubscriptionChannelDraft {
+  return { name: name || type, type, to: "", twilio: emptyTwilio(), slack: "webhook", webhookUrl: "", token: "", channel: "" };
 }
 
 export function emptySubscriptionDraft(timezone: string): SubscriptionDraft {
@@ -71,6 +73,7 @@ export function subscriptionChannel(c: SubscriptionChannelDraft): SubscriptionCh
     if (!to.length) throw new DraftProblem(`${where}.to`, "required: one or more addresses");
     return { type: "email", to };
   }
+  if (c.type === "sms" || c.type === "whatsapp") return twilioConfig(c.type, where, c.to, c.twilio ?? emptyTwilio());
   if (c.slack === "webhook") return { type: "slack", webhook_url: required(`${where}.webhook_url`, c.webhookUrl) };
   return { type: "slack", token: required(`${where}.token`, c.token), channel: required(`${where}.channel`, c.channel) };
 }

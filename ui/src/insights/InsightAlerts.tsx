@@ -1,9 +1,10 @@
 import { Fragment, useCallback, useEffect, useState } from "react";
 import { ApiError } from "../api";
 import { type Alert, type AlertEvaluation, type AlertHistoryEntry, CHANNEL_TYPES, type ChannelType, RULE_OPS, RULE_TYPES, type RuleOp, type RuleType, insightApi } from "../insightApi";
-import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, historyText, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
+import { type AlertDraft, type ChannelDraft, DraftProblem, type FormSection, alertBody, draftFromAlert, emptyDraft, emptyTwilio, historyText, newChannel, paramsText, problemSection, ruleText, scheduleText } from "./alertForm";
 import { browserTimeZone } from "./snapshotTime";
 import { ConfirmDialog } from "./ConfirmDialog";
+import { TwilioFields } from "./TwilioFields";
 import { PagedHistory } from "./PagedHistory";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
@@ -23,6 +24,8 @@ const TARGET_LABELS: Record<ChannelType, string> = {
   teams: "Webhook URL",
   webhook: "URL",
   email: "Addresses",
+  sms: "Phone numbers",
+  whatsapp: "WhatsApp numbers",
 };
 
 /** The alerts on this insight: each runs the insight with stored parameter values on its
@@ -405,17 +408,28 @@ function AlertForm({ insightId, params, editing, onCancel, onSaved }: { insightI
                     <option key={t}>{t}</option>
                   ))}
                 </select>
-                <label className="wide">
-                  {TARGET_LABELS[c.type]}
-                  <input
-                    value={c.target}
-                    type={c.type === "email" ? "text" : "url"}
-                    aria-invalid={invalid("channels")}
-                    placeholder={c.type === "email" ? "a@example.com, b@example.com" : "https://…"}
-                    autoComplete="off"
-                    onChange={(e) => setChannel(i, { target: e.target.value })}
+                {c.type === "sms" || c.type === "whatsapp" ? (
+                  <TwilioFields
+                    type={c.type}
+                    value={c.twilio ?? emptyTwilio()}
+                    numbers={c.target}
+                    invalid={invalid("channels")}
+                    onChange={(twilio) => setChannel(i, { twilio })}
+                    onNumbers={(target) => setChannel(i, { target })}
                   />
-                </label>
+                ) : (
+                  <label className="wide">
+                    {TARGET_LABELS[c.type]}
+                    <input
+                      value={c.target}
+                      type={c.type === "email" ? "text" : "url"}
+                      aria-invalid={invalid("channels")}
+                      placeholder={c.type === "email" ? "a@example.com, b@example.com" : "https://…"}
+                      autoComplete="off"
+                      onChange={(e) => setChannel(i, { target: e.target.value })}
+                    />
+                  </label>
+                )}
                 {(c.type === "webhook" || c.type === "email") && (
                   <label>
                     {c.type === "webhook" ? "Signing secret" : "Subject prefix"}

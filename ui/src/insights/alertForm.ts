@@ -8,6 +8,7 @@ import type {
   ChannelConfig,
   ChannelType,
   InsightAlertBody,
+  TwilioConfig,
   RuleOp,
   RuleType,
 } from "../insightApi";
@@ -19,6 +20,49 @@ export interface ChannelDraft {
   target: string;
   /** Webhook: the signing secret; email: the subject prefix. Optional. */
   extra: string;
+  /** sms / whatsapp (Twilio): `target` holds the phone numbers. */
+  twilio?: TwilioDraft;
+}
+
+/** The Twilio account of an sms or whatsapp channel, as typed in the form. */
+export interface TwilioDraft {
+  accountSid: string;
+  authToken: string;
+  /** the sending number of the account, or a messaging service (MG…) */
+  from: string;
+  /** another API root (a Twilio region); empty: Twilio's own */
+  baseUrl: string;
+}
+
+export function emptyTwilio(): TwilioDraft {
+  return { accountSid: "", authToken: "", from: "", baseUrl: "" };
+}
+
+/** "+1 (415) 555-0100, +44 7700 900123" → ["+14155550100", "+447700900123"]: E.164
+ * numbers (a "whatsapp:" prefix is taken as well); the field named when one is not. */
+export function phoneNumbers(where: string, raw: string): string[] {
+  const out = raw
+    .split(/[,;\n]+/)
+    .map((n) => n.trim())
+    .filter(Boolean);
+  if (!out.length) throw new DraftProblem(where, "required: one or more phone numbers");
+  out.forEach((n, i) => {
+    if (!/^\+[1-9]\d{6,14}$/.test(n.replace(/^whatsapp:/i, "").replace(/[\s().-]/g, ""))) {
+      throw new DraftProblem(`${where}.to[${i}]`, `${n} is not an E.164 phone number (+, country code and number, e.g. +14155550100)`);
+    }
+  });
+  return out;
+}
+
+/** The configuration of an sms or whatsapp channel. */
+export function twilioConfig(type: "sms" | "whatsapp", where: string, numbers: string, t: TwilioDraft): TwilioConfig {
+  const to = phoneNumbers(where, numbers);
+  const config: TwilioConfig = { type, account_sid: required(`${where}.account_sid`, t.accountSid), auth_token: required(`${where}.auth_token`, t.authToken), to };
+  const from = required(`${where}.from`, t.from);
+  if (/^MG[0-9a-f]{32}$/i.test(from)) config.messaging_service_sid = from;
+  else config.from = from;
+  if (t.baseUrl.trim()) config.base_url = t.baseUrl.trim();
+  return config;
 }
 
 export interface AlertDraft {
@@ -52,7 +96,8 @@ export class DraftProblem extends Error {
 }
 
 export function newChannel(type: ChannelType = "slack", name = ""): ChannelDraft {
-  return { name: name || type, type, target: "", extra: "" };
+  const draft: ChannelDraft = { name: name || type, type, target: "", extra: "" };
+  return type === "sms" || type === "whatsapp" ? { ...draft, twilio: emptyTwilio() } : draft;
 }
 
 export function emptyDraft(timezone: string): AlertDraft {
@@ -152,6 +197,9 @@ export function channelConfig(c: ChannelDraft): ChannelConfig {
       if (!to.length) throw new DraftProblem(where, "required: one or more addresses");
       return extra ? { type: "email", to, subject_prefix: extra } : { type: "email", to };
     }
+    case "sms":
+    case "whatsapp":
+      return twilioConfig(c.type, where, target, c.twilio ?? emptyTwilio());
   }
 }
 
