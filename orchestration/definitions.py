@@ -36,6 +36,7 @@ from orchestration.connectors import (
 )
 from orchestration.dashboards import dashboard_subscription_sensor
 from orchestration.observability import run_metrics_sensors
+from orchestration.outbound_events import outbound_event_sensors
 from orchestration.resources import resources
 from orchestration.rollups import retention_schedule, rollup_automation_sensor
 from orchestration.sensors import (
@@ -84,6 +85,7 @@ defs = dg.Definitions(
         stripe_webhook_sensor,
         rollup_automation_sensor,
         *run_metrics_sensors,
+        *outbound_event_sensors,
     ],
     schedules=[
         events_partitions_schedule,

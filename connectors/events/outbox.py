@@ -44,7 +44,8 @@ def emit(
     subscription_id: int | None = None,
 ) -> Emitted | None:
     """Queue an event for the workspace's subscriptions that want it (only
-    `subscription_id`, when given: a test send). None when no subscription wants it."""
+    `subscription_id`, when given). None when no subscription wants it, or when an event
+    of this `event_id` was queued before (emitting is idempotent by id)."""
     event_id = event_id or str(uuid.uuid4())
     occurred_at = occurred_at or datetime.now(UTC)
     rows = conn.execute(
@@ -58,6 +59,7 @@ def emit(
         ), ev as (
             insert into meta.event_outbox (workspace_id, event_id, type, occurred_at, payload)
             select %(ws)s, %(id)s, %(type)s, %(at)s, %(data)s where exists (select 1 from subs)
+            on conflict (event_id) do nothing
             returning id, occurred_at
         )
         insert into meta.event_deliveries (subscription_id, event_row_id, occurred_at)
