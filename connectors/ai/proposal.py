@@ -197,7 +197,7 @@ def lift_parameters(tree: exp.Expr, dialect: str) -> tuple[str, list[ParameterSp
         marks[token] = name
         literal.replace(exp.column(token))
 
-    for node in list(tree.find_all(exp.Predicate)):
+    for node in list(tree.find_all(exp.Predicate, bfs=False)):
         if node.find_ancestor(exp.Where, exp.Having, exp.Join) is None:
             continue
         if isinstance(node, exp.Between):
