@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from api.cli import main
 from connectors.notify import render
 from connectors.notify.channels import (
     ChannelConfigError,
@@ -336,3 +338,54 @@ def test_a_whatsapp_body_stays_within_twilios_limit():
     n = notification(summary=LONG * 5, values={f"v{i}": "x" * 150 for i in range(10)})
     text = render.whatsapp_text(n)
     assert len(text) <= 1600 and text.endswith("...\nhttp://sqlbook.test/alerts/7")
+
+
+STANDALONE = """\
+datasources:
+  main: {url: "${WAREHOUSE_URL}"}
+channels:
+  oncall-sms: {type: sms, account_sid: "${TWILIO_ACCOUNT_SID}", auth_token: "${TWILIO_AUTH_TOKEN}",
+               from: "+15017122661", to: ["+14155550101"], base_url: "${TWILIO_URL}"}
+alerts:
+  - name: refunds
+    datasource: main
+    sql: "select count(*) as n from refunds"
+    rule: {type: threshold, column: n, op: ">", value: 0}
+    schedule: {every: 10m}
+    channels: [oncall-sms]
+"""
+
+
+def test_the_standalone_runner_sends_sms_from_its_file(
+    own_postgres, fake, account, tmp_path, monkeypatch, capsys
+):
+    _, url = own_postgres
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table refunds (id int)")
+        conn.execute("insert into refunds values (1), (2)")
+    for key, value in {
+        "WAREHOUSE_URL": url,
+        "TWILIO_ACCOUNT_SID": account[0],
+        "TWILIO_AUTH_TOKEN": account[1],
+        "TWILIO_URL": fake.url,
+        "SQLBOOK_HOME": str(tmp_path / "home"),
+        "SQLBOOK_OUTBOUND_ALLOW_PRIVATE": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    config = tmp_path / "alerts.yaml"
+    config.write_text(STANDALONE)
+    state = tmp_path / "state.json"
+    code = main(["alerts", "run", "-c", str(config), "--once", "--state", str(state)])
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert out.splitlines() == ["refunds: triggered (n > 0 (first row): 2) → oncall-sms ok"]
+    (message,) = fake.messages
+    assert message.to == ALICE and message.body == "[Triggered] refunds: n > 0 (first row): 2"
+
+    # a bad number in the file: the channel and field named, the token never shown
+    config.write_text(STANDALONE.replace('["+14155550101"]', '["555-0101"]'))
+    code = main(["alerts", "run", "-c", str(config), "--once", "--state", str(state)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "oncall-sms" in err and "to[0]: '555-0101' is not an E.164 phone number" in err
+    assert account[1] not in err
