@@ -43,6 +43,9 @@ Phases (each figure next to a baseline measured in the same run):
 11. warehouse_ch ClickHouse (chDB) as the event warehouse: ingestion vs a bare columnar
               insert, event->queryable p95 after a burst, the four queries and analytics
               endpoints vs the PostgreSQL warehouse (tests/bench/warehouse_ch.py).
+12. ai        an AI suggestion's check (guard, sqlglot, policy, parameters, EXPLAIN through
+              the executor) and the whole ask around a fake model that answers at once vs
+              a bare EXPLAIN of the same statement (tests/bench/ai.py).
 
 Timings are measured and reported, never asserted.
 """
@@ -63,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import (
+    ai,
     analytics,
     capture,
     connectors,
@@ -114,6 +118,7 @@ PHASES = (
     "analytics",
     "dashboards",
     "warehouse_ch",
+    "ai",
 )
 
 
@@ -205,6 +210,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("insights")
     g.add_argument("--insight-reps", type=int, default=300, help="timed runs of each pair")
     g.add_argument("--chart-reps", type=int, default=30, help="timed chart.png requests")
+    g = p.add_argument_group("ai")
+    g.add_argument("--ai-reps", type=int, default=200, help="timed suggestion checks")
     g = p.add_argument_group("connectors")
     g.add_argument("--stripe-charges", default="100k", help="charges the Stripe sync loads")
     g.add_argument("--stripe-customers", default="10k", help="customers beside them")
@@ -569,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
                     reps=args.chw_reps,
                 ),
             )
+        if "ai" in args.phases:
+            sampler.mark("ai")
+            phase("ai", ai.measure, info, args.ai_reps)
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -616,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         + analytics.table_rows(results.get("analytics"))
         + dashboards.table_rows(results.get("dashboards"))
         + warehouse_ch.table_rows(results.get("warehouse_ch"))
+        + ai.table_rows(results.get("ai"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()

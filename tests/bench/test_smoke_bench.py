@@ -288,3 +288,20 @@ def test_dashboards_phase(servers, sqlbook_home, workspace, stream_key):
     table = format_table(dashboards.table_rows(out))
     assert "12 tiles: (a) cold (cache off, no snapshot) p50" in table
     assert "(c) from snapshots p95" in table and "render.png p50" in table
+
+
+def test_ai_phase(servers, sqlbook_home, workspace, stream_key):
+    """The ai phase at a tiny size: the suggestion check (guard, parse, policy, lifting,
+    EXPLAIN through the executor) and the whole ask around the instant fake model, against
+    a bare EXPLAIN of the same statement; every suggestion passes with its parameters."""
+    from tests.bench import ai
+
+    info = stack_info(servers, sqlbook_home, workspace, free_port(), stream_key)
+    measured = ai.measure(info, reps=3, warmup=1)
+    assert measured["refused"] == 0
+    assert measured["parameters"] == ["event_name", "timestamp_from"]
+    assert measured["validation"]["n"] == 3 and measured["validation"]["p50_ms"] > 0
+    assert measured["baselines"]["bare_explain"]["p50_ms"] > 0
+    assert measured["ask"]["p50_ms"] >= measured["validation"]["min_ms"]
+    table = format_table(ai.table_rows(measured))
+    assert "AI suggestion check p50" in table
