@@ -1,5 +1,6 @@
 """Dashboard subscriptions: the dashboard sent by email or Slack on a schedule, with its
-picture(s), CSV files of chosen tiles and a link back; their delivery history; a
+picture(s), CSV files of chosen tiles and a link back (by SMS or WhatsApp: a text with the
+link); their delivery history; a
 delivery now (`send`). Dagster's `dashboard_subscription_sensor` sends the due ones.
 
 Also the signed picture link a Slack incoming webhook's image block points at
@@ -61,7 +62,8 @@ MASK = "**********"  # how a SecretStr is shown
 
 
 class SubscriptionCreate(SubscriptionSpec):
-    """A subscription with its channels inline: name → email or Slack configuration."""
+    """A subscription with its channels inline: name → email, Slack, SMS or WhatsApp
+    configuration."""
 
     channels: Annotated[ChannelConfigs, Field(min_length=1, max_length=20)]  # type: ignore[assignment]
 
@@ -75,7 +77,8 @@ _REFUSED = problems(
     400,
     404,
     e400="Not a valid subscription: `detail` names the field — a cron expression or time "
-    "zone, a channel that is not email or Slack (or not valid: `channels.<name>.…`), an "
+    "zone, a channel that is not email, Slack, SMS or WhatsApp (or not valid: "
+    "`channels.<name>.…`, e.g. a phone number that is not E.164), an "
     "address outside SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS (`channels.<name>.to.<i>`), a "
     "Slack bot channel that is not a channel ID, a CSV tile that is not an insight tile of "
     "the dashboard (`csv_tiles.<i>`), a filter value the dashboard refuses (`filters.<name>`).",

@@ -1,6 +1,7 @@
 """Dashboard subscriptions: a dashboard delivered by email or Slack on a schedule (cron in
 an IANA time zone), with its picture (or one per tile), CSV files of chosen tiles and a
-link back, and the history of those deliveries.
+link back, and the history of those deliveries; or by SMS or WhatsApp (Twilio), as a text
+with the link back.
 
 A subscription's channels hold addresses, webhook URLs and bot tokens: they are sealed
 with the box alerts use (`connectors.secrets.SecretBox`) and shown masked. Dagster's

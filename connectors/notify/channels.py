@@ -16,6 +16,12 @@ Config keys, by `type`:
 - ``teams``: ``webhook_url`` (Office 365 connector; gets a MessageCard; an alert on an
   insight adds its chart as a section image when the chart has a public URL, and sends the
   card again without it if Teams refuses the payload).
+- ``sms`` / ``whatsapp``: Twilio's Messages API — ``account_sid``, ``auth_token``, ``from``
+  (a number of the account) or ``messaging_service_sid``, ``to`` (E.164 numbers), ``base_url``
+  (another API root: a Twilio region, a test server; a member's passes the outbound policy);
+  ``sms``: ``max_segments`` (the text is cut to fit, the link kept); ``whatsapp``:
+  ``content_sid`` (an approved template, for messages outside WhatsApp's 24-hour window).
+  One message per number; a retry goes only to the numbers that have not got it.
 
 Webhook URLs, tokens, secrets and header values are secrets: they are held as SecretStr and
 never appear in a config error or a Delivery's error.

@@ -86,9 +86,9 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     # dashboard subscriptions (api/routes/dashboard_subscriptions.py): what a cron and a
     # time zone are, the channels, the dashboard's tiles and filters
     "POST /api/dashboards/{dashboard_id}/subscriptions": "a cron expression or time zone"
-    " that is not one; a channel that is not email or slack, or not valid; an address"
-    " outside SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS; a Slack bot channel that is not an ID;"
-    " csv_tiles not insight tiles of the dashboard; filter values its filters refuse",
+    " that is not one; a channel that is not email, slack, sms or whatsapp, or not valid;"
+    " an address outside SQLBOOK_SUBSCRIPTION_ALLOWED_DOMAINS; a Slack bot channel that is"
+    " not an ID; csv_tiles not insight tiles of the dashboard; filter values its filters refuse",
     "PATCH /api/dashboards/{dashboard_id}/subscriptions/{subscription_id}": "as POST"
     " …/subscriptions, on the merged subscription",
     # charts (api/routes/charts.py): what the result's columns and Vega-Lite make of it

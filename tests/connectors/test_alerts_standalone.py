@@ -442,7 +442,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     problems = caught.value.problems
     assert problems == [
         f"{path}: channels.ops-slack: type: unknown channel type 'pager' "
-        "(expected one of slack, email, webhook, teams)",
+        "(expected one of slack, email, webhook, teams, sms, whatsapp)",
         f"{path}: alerts[0] (signups-dropped): schedule.cron: 'every day' is not a cron "
         "expression (minute hour day month weekday)",
         f"{path}: alerts[1] (second): datasource 'nope' is not defined (defined: main)",

@@ -120,7 +120,8 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
     [
         (
             {"channels": {"hook": {"type": "webhook", "url": "https://x.test/h"}}},
-            "channels.hook.type: a subscription is sent by email or slack, not 'webhook'",
+            "channels.hook.type: a subscription is sent by email, slack, sms or whatsapp, "
+            "not 'webhook'",
         ),
         (
             {"channels": {"mail": {"type": "email", "to": ["not an address"]}}},
