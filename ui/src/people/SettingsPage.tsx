@@ -11,6 +11,9 @@ const WorkspaceSettingsPage = lazy(() =>
 const EmbeddingSecretsPage = lazy(() =>
   import("../sharing/EmbeddingSecretsPage").then((m) => ({ default: m.EmbeddingSecretsPage })),
 );
+const EventSubscriptionsPage = lazy(() =>
+  import("../events/EventSubscriptionsPage").then((m) => ({ default: m.EventSubscriptionsPage })),
+);
 
 /** The workspace's settings: members for everyone to see, the rest for admins. */
 const TABS: { page: string; label: string; admin: boolean }[] = [
@@ -19,6 +22,7 @@ const TABS: { page: string; label: string; admin: boolean }[] = [
   { page: "workspace", label: "Workspace", admin: false },
   { page: "audit", label: "Audit log", admin: true },
   { page: "embedding", label: "Embedding", admin: true },
+  { page: "events", label: "Event subscriptions", admin: true },
 ];
 
 export function SettingsPage({ page, session, onSignedOut }: { page: string; session: Session; onSignedOut(): void }) {
@@ -43,6 +47,7 @@ export function SettingsPage({ page, session, onSignedOut }: { page: string; ses
         {current.page === "workspace" && <WorkspaceSettingsPage {...props} />}
         {current.page === "audit" && <AuditPage {...props} />}
         {current.page === "embedding" && <EmbeddingSecretsPage {...props} />}
+        {current.page === "events" && <EventSubscriptionsPage {...props} />}
       </Suspense>
     </div>
   );
