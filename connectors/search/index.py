@@ -1,0 +1,357 @@
+"""The search index of a process: per workspace, a shelf of its insights and dashboards
+and a shelf per data source of its tables and columns, each a matrix of unit vectors
+beside its documents; and the ranking that reads them.
+
+Kept fresh without a background job: every search compares the workspace's insights and
+dashboards with what the shelf was built from (id, updated_at, folder path — one small
+query each) and rebuilds the documents that changed; a data source's tables are read again
+after `schema_ttl` seconds, or at once when the data source itself changed. Vectors are
+kept per process, not in PostgreSQL: the model embeds ~30k short texts a second, so
+reading 10k stored vectors back would cost about what computing them does, and a rebuilt
+shelf embeds only the texts it did not have.
+
+Ranking (hybrid): the cosine of the query with a document's heading, or with its body
+(weighed down, `BODY_WEIGHT`), whichever is higher, plus a lexical boost for each of the
+query's words found in the heading (`HEADING_BOOST`) or the body (`BODY_BOOST`), shared
+out over the query's words; results below `MIN_SCORE` are left out. Access is applied
+before ranking, so `limit` counts only what the caller may open."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from connectors.metadata.access import AccessMap
+from connectors.metadata.datasources import DatasourceStore
+from connectors.metadata.store import MetadataStore
+from connectors.search import embedding
+from connectors.search.documents import (
+    Document,
+    Kind,
+    dashboard_document,
+    insight_document,
+    table_documents,
+    tile_names,
+    words,
+)
+from connectors.warehouse.registry import WAREHOUSE, SourceRegistry
+from connectors.warehouse.source import Scope
+
+log = logging.getLogger(__name__)
+
+BODY_WEIGHT = 0.85
+HEADING_BOOST = 0.35
+BODY_BOOST = 0.12
+MIN_SCORE = 0.25
+SCHEMA_TTL_SECONDS = 60.0
+MAX_WORKSPACES = 64  # shelves kept per process, least recently searched dropped first
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """Documents with their vectors and word postings, never changed once built."""
+
+    docs: list[Document]
+    headings: np.ndarray  # len(docs) × DIMENSIONS
+    bodies: np.ndarray
+    folders: np.ndarray  # folder id per document, -1 for none
+    kinds: np.ndarray  # the documents' kinds
+    heading_words: dict[str, np.ndarray]  # word → indexes of the documents with it
+    body_words: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, docs: Sequence[Document], previous: Shelf | None = None) -> Shelf:
+        """Vectors of the texts `previous` had are reused; only new texts are embedded."""
+        known: dict[str, np.ndarray] = {}
+        if previous is not None:
+            for i, doc in enumerate(previous.docs):
+                known[doc.heading] = previous.headings[i]
+                known[doc.body] = previous.bodies[i]
+        texts = list(dict.fromkeys(t for d in docs for t in (d.heading, d.body) if t not in known))
+        known.update(zip(texts, embedding.embed(texts), strict=True))
+        empty = np.zeros((0, embedding.DIMENSIONS), dtype=np.float32)
+        return cls(
+            docs=list(docs),
+            headings=np.stack([known[d.heading] for d in docs]) if docs else empty,
+            bodies=np.stack([known[d.body] for d in docs]) if docs else empty,
+            folders=np.array(
+                [-1 if d.folder_id is None else d.folder_id for d in docs], dtype=np.int64
+            ),
+            kinds=np.array([d.kind for d in docs], dtype=object),
+            heading_words=_postings(d.heading for d in docs),
+            body_words=_postings(d.body for d in docs),
+        )
+
+
+def _postings(texts: Iterable[str]) -> dict[str, np.ndarray]:
+    found: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        for word in set(words(text)):
+            found.setdefault(word, []).append(i)
+    return {w: np.array(ix, dtype=np.int64) for w, ix in found.items()}
+
+
+# ---- a workspace's insights and dashboards --------------------------------------------
+
+
+@dataclass
+class _Objects:
+    """A workspace's insights and dashboards as last read, and their shelf."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    insights: dict[int, tuple[tuple[Any, ...], Document]] = field(default_factory=dict)
+    # dashboard id → (key, document, the insight ids its tiles show)
+    dashboards: dict[int, tuple[tuple[Any, ...], Document, tuple[int, ...]]] = field(
+        default_factory=dict
+    )
+    shelf: Shelf | None = None
+
+
+def _folder_paths(rows: Iterable[dict[str, Any]]) -> dict[int, str]:
+    by_id = {r["id"]: r for r in rows}
+    paths: dict[int, str] = {}
+
+    def path(fid: int, seen: frozenset[int] = frozenset()) -> str:
+        if fid in paths:
+            return paths[fid]
+        row = by_id[fid]
+        parent = row["parent_id"]
+        if parent is None or parent not in by_id or parent in seen:
+            paths[fid] = row["name"]
+        else:
+            paths[fid] = f"{path(parent, seen | {fid})} / {row['name']}"
+        return paths[fid]
+
+    for fid in by_id:
+        path(fid)
+    return paths
+
+
+def _refresh_objects(store: MetadataStore, workspace_id: int, objects: _Objects) -> Shelf:
+    """The workspace's shelf, rebuilt from what changed since it was last read."""
+    with store.connection() as conn:
+        paths = _folder_paths(
+            conn.execute(
+                "select id, parent_id, name from meta.folders where workspace_id = %s",
+                (workspace_id,),
+            ).fetchall()
+        )
+        heads = conn.execute(
+            "select id, folder_id, updated_at from meta.insights"
+            " where workspace_id = %s and deleted_at is null",
+            (workspace_id,),
+        ).fetchall()
+        insight_keys = {
+            r["id"]: (r["updated_at"], paths.get(r["folder_id"]) if r["folder_id"] else None)
+            for r in heads
+        }
+        stale = [i for i, key in insight_keys.items() if objects.insights.get(i, (None,))[0] != key]
+        changed = bool(stale) or len(insight_keys) != len(objects.insights)
+        if stale:
+            for row in conn.execute(
+                "select id, folder_id, updated_at, name, description, datasource, sql, kind,"
+                " definition from meta.insights where workspace_id = %s and id = any(%s)"
+                " and deleted_at is null",
+                (workspace_id, stale),
+            ):
+                folder = paths.get(row["folder_id"]) if row["folder_id"] else None
+                objects.insights[row["id"]] = (
+                    (row["updated_at"], folder),
+                    insight_document(row, folder),
+                )
+        for gone in set(objects.insights) - set(insight_keys):
+            del objects.insights[gone]
+        names = {i: doc.name for i, (_, doc) in objects.insights.items()}
+
+        def dashboard_key(row: dict[str, Any], shows: Sequence[int]) -> tuple[Any, ...]:
+            folder = paths.get(row["folder_id"]) if row["folder_id"] else None
+            return (row["updated_at"], folder, tuple(names.get(i) for i in shows))
+
+        heads = conn.execute(
+            "select id, folder_id, updated_at from meta.dashboards"
+            " where workspace_id = %s and deleted_at is null",
+            (workspace_id,),
+        ).fetchall()
+        stale = [
+            r["id"]
+            for r in heads
+            if r["id"] not in objects.dashboards
+            or objects.dashboards[r["id"]][0] != dashboard_key(r, objects.dashboards[r["id"]][2])
+        ]
+        changed = changed or bool(stale) or len(heads) != len(objects.dashboards)
+        if stale:
+            for row in conn.execute(
+                "select id, folder_id, updated_at, name, description, tiles"
+                " from meta.dashboards where workspace_id = %s and id = any(%s)"
+                " and deleted_at is null",
+                (workspace_id, stale),
+            ):
+                folder = paths.get(row["folder_id"]) if row["folder_id"] else None
+                shows = tuple(
+                    int(t["insight_id"]) for t in row["tiles"] if t.get("insight_id") is not None
+                )
+                objects.dashboards[row["id"]] = (
+                    dashboard_key(row, shows),
+                    dashboard_document(row, folder, tile_names(row["tiles"], names)),
+                    shows,
+                )
+        for gone in set(objects.dashboards) - {r["id"] for r in heads}:
+            del objects.dashboards[gone]
+    if objects.shelf is None or changed:
+        docs = [doc for _, doc in objects.insights.values()]
+        docs += [doc for _, doc, _ in objects.dashboards.values()]
+        objects.shelf = Shelf.build(docs, objects.shelf)
+    return objects.shelf
+
+
+# ---- data sources' tables and columns -------------------------------------------------
+
+
+@dataclass
+class _Catalog:
+    shelf: Shelf
+    version: Any  # the data source's updated_at when read (the warehouse: None)
+    expires: float
+
+
+# ---- the index -------------------------------------------------------------------------
+
+
+class SearchIndex:
+    """What one process knows of each workspace, and searches over it."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        datasources: DatasourceStore,
+        sources: SourceRegistry,
+        *,
+        schema_ttl: float = SCHEMA_TTL_SECONDS,
+    ):
+        self._store = store
+        self._datasources = datasources
+        self._sources = sources
+        self._schema_ttl = schema_ttl
+        self._lock = threading.Lock()
+        self._objects: OrderedDict[int, _Objects] = OrderedDict()
+        self._catalogs: dict[tuple[int, str], _Catalog] = {}
+        self._catalog_locks: dict[tuple[int, str], threading.Lock] = {}
+
+    @property
+    def model(self) -> str:
+        return embedding.MODEL
+
+    def search(
+        self,
+        workspace_id: int,
+        q: str,
+        *,
+        access: AccessMap,
+        scope: Scope | None,
+        kinds: Collection[Kind],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The best `limit` documents for `q` of `kinds` that the caller may see: the
+        insights and dashboards in folders `access` opens; tables and columns only with
+        a `scope` (the caller may query the data sources)."""
+        picked: list[tuple[Shelf, np.ndarray | None]] = []
+        if {"insight", "dashboard"} & set(kinds):
+            shelf = self.objects_shelf(workspace_id)
+            picked.append((shelf, _visible(shelf, access)))
+        if scope is not None and {"table", "column"} & set(kinds):
+            picked += [(shelf, None) for shelf in self.catalog_shelves(workspace_id, scope)]
+        return rank(q, picked, kinds=kinds, limit=limit)
+
+    def objects_shelf(self, workspace_id: int) -> Shelf:
+        with self._lock:
+            objects = self._objects.get(workspace_id)
+            if objects is None:
+                objects = self._objects[workspace_id] = _Objects()
+                while len(self._objects) > MAX_WORKSPACES:
+                    dropped, _ = self._objects.popitem(last=False)
+                    for key in [k for k in self._catalogs if k[0] == dropped]:
+                        self._catalogs.pop(key, None)
+            self._objects.move_to_end(workspace_id)
+        with objects.lock:
+            return _refresh_objects(self._store, workspace_id, objects)
+
+    def catalog_shelves(self, workspace_id: int, scope: Scope) -> list[Shelf]:
+        """A shelf per data source of the workspace (the warehouse first). One that
+        cannot be read is left out until its next read is due."""
+        versions: dict[str, Any] = {WAREHOUSE: None}
+        versions.update({r.name: r.updated_at for r in self._datasources.list(workspace_id)})
+        for key in [k for k in self._catalogs if k[0] == workspace_id and k[1] not in versions]:
+            self._catalogs.pop(key, None)  # a data source deleted since
+        return [self._catalog(workspace_id, name, v, scope) for name, v in versions.items()]
+
+    def _catalog(self, workspace_id: int, name: str, version: Any, scope: Scope) -> Shelf:
+        key = (workspace_id, name)
+        with self._lock:
+            lock = self._catalog_locks.setdefault(key, threading.Lock())
+        with lock:
+            cached = self._catalogs.get(key)
+            now = time.monotonic()
+            if cached is not None and cached.version == version and cached.expires > now:
+                return cached.shelf
+            try:
+                tables = self._sources.target(workspace_id, name).source.schema(scope)
+            except Exception as err:  # noqa: BLE001 - an unreachable source hides its tables only
+                log.warning("search: the tables of %r cannot be read: %s", name, err)
+                tables = []
+            shelf = Shelf.build(
+                table_documents(name, tables), cached.shelf if cached is not None else None
+            )
+            self._catalogs[key] = _Catalog(shelf, version, now + self._schema_ttl)
+            return shelf
+
+
+def _visible(shelf: Shelf, access: AccessMap) -> np.ndarray | None:
+    """Which of the shelf's documents the caller may open (None: all)."""
+    if access.role == "admin":
+        return None
+    top_level = access.can_view(None)
+    visible = np.isin(shelf.folders, np.array(access.visible_folder_ids(), dtype=np.int64))
+    return visible | (top_level & (shelf.folders == -1))
+
+
+def rank(
+    q: str,
+    shelves: Sequence[tuple[Shelf, np.ndarray | None]],
+    *,
+    kinds: Collection[Kind],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The best `limit` documents of the shelves (each with the mask of those allowed)."""
+    query = embedding.embed([q])[0]
+    query_words = sorted(set(words(q)))
+    share = 1.0 / len(query_words) if query_words else 0.0
+    wanted = np.array(list(kinds), dtype=object)
+    best: list[tuple[float, Document]] = []
+    for shelf, allowed in shelves:
+        if not shelf.docs:
+            continue
+        scores = np.maximum(shelf.headings @ query, BODY_WEIGHT * (shelf.bodies @ query))
+        for word in query_words:
+            hits = shelf.heading_words.get(word)
+            if hits is not None:
+                scores[hits] += HEADING_BOOST * share
+            hits = shelf.body_words.get(word)
+            if hits is not None:
+                scores[hits] += BODY_BOOST * share
+        keep = np.isin(shelf.kinds, wanted) & (scores >= MIN_SCORE)
+        if allowed is not None:
+            keep &= allowed
+        candidates = np.flatnonzero(keep)
+        if len(candidates) > limit:
+            top = np.argpartition(-scores[candidates], limit - 1)[:limit]
+            candidates = candidates[top]
+        best += [(float(scores[i]), shelf.docs[i]) for i in candidates]
+    best.sort(key=lambda pair: (-pair[0], pair[1].kind, pair[1].title))
+    return [doc.public(score) for score, doc in best[:limit]]
