@@ -18,6 +18,7 @@ from api.deps import CanEdit, CanView, State
 from api.events import audit
 from api.routes.folders import destination
 from api.schemas import AUTHENTICATED, MAX_ID, problems
+from api.state import AppState
 from connectors.metadata.insights import FolderNotFound
 from connectors.templates.bundle import BundleInvalid, ImportRefused
 from connectors.templates.gallery import (
@@ -26,6 +27,7 @@ from connectors.templates.gallery import (
     TemplateUnavailable,
     install_template,
 )
+from connectors.warehouse.warehouses import warehouse_kind
 
 router = APIRouter(prefix="/api/templates", tags=["templates"], responses=AUTHENTICATED)
 
@@ -72,8 +74,14 @@ class Installed(BaseModel):
     unmapped: list[UnmappedPublic]
 
 
-def _connection_kinds(state: Any, workspace_id: int) -> set[str]:
+def _connection_kinds(state: AppState, workspace_id: int) -> set[str]:
     return {c.kind for c in state.connections.list(workspace_id)}
+
+
+def _warehouse(state: AppState) -> str:
+    """The warehouse's kind; unset, it is the app's PostgreSQL (or the embedded one)."""
+    url = state.settings.warehouse_url
+    return warehouse_kind(url) if url else "postgres"
 
 
 @router.get("", response_model=list[TemplatePublic])
@@ -82,14 +90,15 @@ async def list_templates(token: CanView, state: State) -> list[TemplatePublic]:
 
     def listed() -> list[TemplatePublic]:
         kinds = _connection_kinds(state, token.workspace_id)
+        warehouse = _warehouse(state)
         return [
             TemplatePublic(
                 slug=t.slug,
                 name=t.name,
                 description=t.description,
                 requires=list(t.requires),
-                available=not t.missing(kinds),
-                missing=t.missing(kinds),
+                available=not t.missing(kinds, warehouse),
+                missing=t.missing(kinds, warehouse),
                 insights=[i.name for i in t.bundle.insights],
             )
             for t in TEMPLATES
@@ -129,6 +138,7 @@ async def install(
                 slug,
                 actor=token.actor,
                 connection_kinds=_connection_kinds(state, token.workspace_id),
+                warehouse=_warehouse(state),
                 folder_id=folder_id,
                 access=access,
             )

@@ -47,11 +47,17 @@ class Template:
     def description(self) -> str:
         return self.bundle.description or ""
 
-    def missing(self, connection_kinds: Iterable[str]) -> list[str]:
-        """What the workspace lacks for this template to show data (empty: available)."""
+    def missing(self, connection_kinds: Iterable[str], warehouse: str = "postgres") -> list[str]:
+        """What the workspace lacks for this template to show data (empty: available).
+        `warehouse`: the warehouse's kind ("postgres" or "clickhouse"); the templates'
+        SQL is PostgreSQL's, over tables a ClickHouse warehouse does not keep (the
+        rollups, the Stripe tables)."""
+        lacking = []
+        if warehouse != "postgres":
+            lacking.append("a PostgreSQL warehouse")
         if self.connection is not None and self.connection not in set(connection_kinds):
-            return [f"a {_CONNECTION_NAMES[self.connection]} connection"]
-        return []
+            lacking.append(f"a {_CONNECTION_NAMES[self.connection]} connection")
+        return lacking
 
 
 _CONNECTION_NAMES = {"stripe": "Stripe", "ga4": "Google Analytics 4"}
@@ -113,6 +119,7 @@ def install_template(
     *,
     actor: str,
     connection_kinds: Iterable[str],
+    warehouse: str = "postgres",
     folder_id: int | None = None,
     access: AccessMap | None = None,
 ) -> ImportReport:
@@ -121,7 +128,7 @@ def install_template(
     (the workspace lacks what it reads, e.g. a Stripe connection) and what `import_bundle`
     raises. Blocking."""
     found = template(slug)
-    missing = found.missing(connection_kinds)
+    missing = found.missing(connection_kinds, warehouse)
     if missing:
         raise TemplateUnavailable(found, missing)
     return import_bundle(

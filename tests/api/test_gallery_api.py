@@ -133,6 +133,7 @@ def web(
 def install(api: TestClient, ws: NewWorkspace, slug: str, **body: Any) -> dict[str, Any]:
     r = api.post(f"/api/templates/{slug}/install", json=body, headers=_auth(ws))
     assert r.status_code == 201, r.text
+    assert r.json()["unmapped"] == []  # every filter found its parameters
     return r.json()
 
 
