@@ -46,6 +46,9 @@ Phases (each figure next to a baseline measured in the same run):
 12. ai        an AI suggestion's check (guard, sqlglot, policy, parameters, EXPLAIN through
               the executor) and the whole ask around a fake model that answers at once vs
               a bare EXPLAIN of the same statement (tests/bench/ai.py).
+13. outbound  outbound events/s to a local receiver (one subscription in order, four at
+              once) vs bare POSTs, and alert evaluation -> event delivered p50/p99 vs the
+              evaluation alone (tests/bench/outbound.py).
 
 Timings are measured and reported, never asserted.
 """
@@ -76,6 +79,7 @@ from tests.bench import (
     ingestion,
     insights,
     loadgen,
+    outbound,
     overload,
     queries,
     warehouse_ch,
@@ -119,6 +123,7 @@ PHASES = (
     "dashboards",
     "warehouse_ch",
     "ai",
+    "outbound",
 )
 
 
@@ -212,6 +217,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--chart-reps", type=int, default=30, help="timed chart.png requests")
     g = p.add_argument_group("ai")
     g.add_argument("--ai-reps", type=int, default=200, help="timed suggestion checks")
+    g = p.add_argument_group("outbound")
+    g.add_argument("--outbound-events", type=int, default=2000, help="events delivered per run")
+    g.add_argument("--outbound-alert-reps", type=int, default=100, help="timed alert flips")
     g = p.add_argument_group("connectors")
     g.add_argument("--stripe-charges", default="100k", help="charges the Stripe sync loads")
     g.add_argument("--stripe-customers", default="10k", help="customers beside them")
@@ -579,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         if "ai" in args.phases:
             sampler.mark("ai")
             phase("ai", ai.measure, info, args.ai_reps)
+        if "outbound" in args.phases:
+            sampler.mark("outbound")
+            phase(
+                "outbound", outbound.measure, info, args.outbound_events, args.outbound_alert_reps
+            )
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -627,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         + dashboards.table_rows(results.get("dashboards"))
         + warehouse_ch.table_rows(results.get("warehouse_ch"))
         + ai.table_rows(results.get("ai"))
+        + outbound.table_rows(results.get("outbound"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()

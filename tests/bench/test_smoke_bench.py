@@ -305,3 +305,23 @@ def test_ai_phase(servers, sqlbook_home, workspace, stream_key):
     assert measured["ask"]["p50_ms"] >= measured["validation"]["min_ms"]
     table = format_table(ai.table_rows(measured))
     assert "AI suggestion check p50" in table
+
+
+def test_outbound_phase(servers, sqlbook_home, workspace, stream_key):
+    """The outbound phase at a tiny size: events delivered to a local receiver through one
+    and four subscriptions (every one received), against bare POSTs, and alert
+    evaluations that change state until their event arrives, against the evaluation
+    alone."""
+    from tests.bench import outbound
+
+    info = stack_info(servers, sqlbook_home, workspace, free_port(), stream_key)
+    measured = outbound.measure(info, events_n=40, alert_reps=3)
+    for key in ("one_subscription", "four_subscriptions"):
+        run = measured[key]
+        assert run["delivered"] == run["received"] == run["events"] == 40, run
+        assert run["failed"] == 0 and run["events_per_second"] > 0
+    assert measured["baselines"]["bare_httpx_posts"]["events_per_second"] > 0
+    assert measured["evaluation_to_delivery"]["n"] == 3
+    assert measured["baselines"]["evaluation_alone"]["n"] == 3
+    table = format_table(outbound.table_rows(measured))
+    assert "Alert evaluation → event delivered p99" in table
