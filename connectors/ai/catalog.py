@@ -29,25 +29,30 @@ with visible as (
     and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'
     and has_schema_privilege(n.oid, 'usage')
     and (has_table_privilege(c.oid, 'select') or has_any_column_privilege(c.oid, 'select'))
+),
+keys as (
+  select distinct k.conrelid, k.conkey[1] as attnum
+  from pg_constraint k join visible v on v.oid = k.conrelid
+  where k.contype in ('p', 'u') and cardinality(k.conkey) = 1
+),
+fks as (
+  select distinct on (k.conrelid, k.conkey[1]) k.conrelid, k.conkey[1] as attnum,
+    json_build_array(tn.nspname, tc.relname, ta.attname) as target
+  from pg_constraint k
+  join visible v on v.oid = k.conrelid
+  join pg_class tc on tc.oid = k.confrelid
+  join pg_namespace tn on tn.oid = tc.relnamespace
+  join pg_attribute ta on ta.attrelid = k.confrelid and ta.attnum = k.confkey[1]
+  where k.contype = 'f' and cardinality(k.conkey) = 1
+  order by k.conrelid, k.conkey[1], k.conname
 )
 select v.nspname, v.relname, v.relkind::text, a.attname,
   format_type(a.atttypid, a.atttypmod), col_description(v.oid, a.attnum),
-  obj_description(v.oid, 'pg_class'),
-  exists (
-    select 1 from pg_constraint k
-    where k.conrelid = v.oid and k.contype in ('p', 'u') and k.conkey = array[a.attnum]
-  ),
-  (
-    select json_build_array(tn.nspname, tc.relname, ta.attname)
-    from pg_constraint k
-    join pg_class tc on tc.oid = k.confrelid
-    join pg_namespace tn on tn.oid = tc.relnamespace
-    join pg_attribute ta on ta.attrelid = k.confrelid and ta.attnum = k.confkey[1]
-    where k.conrelid = v.oid and k.contype = 'f' and k.conkey = array[a.attnum]
-    limit 1
-  )
+  obj_description(v.oid, 'pg_class'), keys.attnum is not null, fks.target
 from visible v
 join pg_attribute a on a.attrelid = v.oid and a.attnum > 0 and not a.attisdropped
+left join keys on keys.conrelid = v.oid and keys.attnum = a.attnum
+left join fks on fks.conrelid = v.oid and fks.attnum = a.attnum
 order by v.nspname, v.relname, a.attnum
 """
 

@@ -10,6 +10,7 @@ with Retry-After; or unreachable) or 504 (no answer in time)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -72,15 +73,28 @@ class ChatModel:
         self.model = model
         self._key = api_key or None
         self._timeout_s = timeout_s
-        self._transport = transport
+        # one connection pool for the model's life: a TLS handshake per question to a
+        # hosted model costs more than everything sqlbook does around it
+        self._http = httpx.Client(timeout=timeout_s, transport=transport)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatModel | None:
-        """None when AI is off (no SQLBOOK_AI_URL)."""
+        """None when AI is off (no SQLBOOK_AI_URL); else the process's model for these
+        settings (made on first use, then shared by the requests, thread-safe)."""
         if not settings.ai_url:
             return None
         key = settings.ai_api_key.get_secret_value() if settings.ai_api_key else None
-        return cls(settings.ai_url, settings.ai_model or "default", key)
+        which = (settings.ai_url, settings.ai_model or "default", key)
+        with _SHARED_LOCK:
+            model = _SHARED.get(which)
+            if model is None:
+                if len(_SHARED) >= 8:  # settings changed in a long-lived test process
+                    _SHARED.pop(next(iter(_SHARED))).close()
+                model = _SHARED[which] = cls(*which)
+            return model
+
+    def close(self) -> None:
+        self._http.close()
 
     def complete(self, messages: list[ChatMessage], *, max_tokens: int = 1200) -> str:
         """The assistant's answer to `messages` (temperature 0)."""
@@ -96,8 +110,7 @@ class ChatModel:
         started = time.perf_counter()
         for attempt in (1, 2):
             try:
-                with httpx.Client(timeout=self._timeout_s, transport=self._transport) as http:
-                    response = http.post(self.url, json=body, headers=headers)
+                response = self._http.post(self.url, json=body, headers=headers)
             except httpx.TimeoutException:
                 log.warning("AI server: no answer in %.0f s", self._timeout_s)
                 raise AIError(
@@ -187,6 +200,10 @@ class ChatModel:
         if self._key:
             message = message.replace(self._key, "***")
         return message[:300]
+
+
+_SHARED: dict[tuple[str, str, str | None], ChatModel] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -42,6 +42,7 @@ _DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 )
 _NAME = re.compile(r"[^a-z0-9_]+")
+_ANY_HOLDER = re.compile(r"ANY\(\s*(\{\{\w+\}\})\s*\)")
 # function names a suggestion may not call (lower case; a trailing * is a prefix)
 _FORBIDDEN_FUNCTIONS = (
     "pg_*",
@@ -174,11 +175,15 @@ def lift_parameters(tree: exp.Expr, dialect: str) -> tuple[str, list[ParameterSp
     marks: dict[str, str] = {}  # placeholder token → parameter name
     by_value: dict[tuple[str, str, str], str] = {}  # (column, suffix, value) → name
 
-    def lift(literal: exp.Expr, column: exp.Expr, suffix: str) -> None:
+    def lift(
+        literal: exp.Expr, column: exp.Expr, suffix: str, many: list[Any] | None = None
+    ) -> None:
         typed = _typed(literal)
         if typed is None:
             return
         kind, value = typed
+        if many is not None:
+            value = many
         col = column.find(exp.Column) if not isinstance(column, exp.Column) else column
         base = _NAME.sub("_", (col.name if col is not None else "value").lower()).strip("_")
         base = (base or "value")[:50] + suffix
@@ -191,7 +196,9 @@ def lift_parameters(tree: exp.Expr, dialect: str) -> tuple[str, list[ParameterSp
             n = 2
             while any(s.name == name for s in specs):
                 name, n = f"{base}_{n}", n + 1
-            specs.append(ParameterSpec(name=name, type=kind, default=value))  # type: ignore[arg-type]
+            specs.append(
+                ParameterSpec(name=name, type=kind, default=value, multi=many is not None)  # type: ignore[arg-type]
+            )
             by_value[key] = name
         token = f"__sqlbook_param_{len(marks)}__"
         marks[token] = name
@@ -199,6 +206,24 @@ def lift_parameters(tree: exp.Expr, dialect: str) -> tuple[str, list[ParameterSp
 
     for node in list(tree.find_all(exp.Predicate, bfs=False)):
         if node.find_ancestor(exp.Where, exp.Having, exp.Join) is None:
+            continue
+        if isinstance(node, exp.In):
+            values = [_typed(e) for e in node.expressions]
+            kinds = {v[0] for v in values if v is not None}
+            if (
+                dialect == "postgres"
+                and node.args.get("query") is None
+                and node.expressions
+                and None not in values
+                and len(kinds) == 1
+                and kinds & {"text", "number"}
+                and node.this.find(exp.Column) is not None
+            ):
+                # `c in ('a', 'b')` → `c = any({{c}})`, one multi-value parameter
+                holder = exp.Paren(this=node.expressions[0].copy())
+                rewritten = exp.EQ(this=node.this.copy(), expression=exp.Any(this=holder))
+                node.replace(rewritten)
+                lift(holder.this, rewritten.this, "", [v[1] for v in values if v is not None])
             continue
         if isinstance(node, exp.Between):
             if _typed(node.args.get("low")) and _typed(node.args.get("high")):
@@ -219,6 +244,7 @@ def lift_parameters(tree: exp.Expr, dialect: str) -> tuple[str, list[ParameterSp
     for token, name in marks.items():
         quoted = exp.column(token).sql(dialect=dialect)
         text = text.replace(quoted, "{{" + name + "}}")
+    text = _ANY_HOLDER.sub(r"ANY(\1)", text)
     specs.sort(key=lambda s: text.find("{{" + s.name + "}}"))
     return text, specs
 

@@ -433,3 +433,38 @@ def test_ai_off_answers_503_and_the_hints_still_work(
         assert explained.status_code == 200, explained.text
         assert explained.json()["summary"] is None
         assert explained.json()["tables"] == ["public.orders"]
+
+
+def test_an_in_list_becomes_one_multi_value_parameter_that_answers(
+    api: TestClient, fake: OpenAIFake, admin: dict[str, str]
+) -> None:
+    fake.reply_sql(
+        "select c.country, count(*) as orders from public.orders o"
+        " join public.customers c on c.id = o.customer_id"
+        " where c.country in ('DE', 'FR') and o.status = 'paid' group by 1 order by 1"
+    )
+    made = _ask(api, admin, "paid orders in Germany and France")
+    assert made.status_code == 200, made.text
+    s = made.json()
+    assert "country = ANY({{country}})" in s["sql"]
+    assert [(p["name"], p["multi"], p["default"]) for p in s["parameters"]] == [
+        ("country", True, ["DE", "FR"]),
+        ("status", False, "paid"),
+    ]
+    fake.reply("Germany 2, France 1.")
+    r = api.post(
+        "/api/ai/answer",
+        json={
+            "datasource": "shop",
+            "sql": s["sql"],
+            "parameters": {"country": ["DE", "FR"]},
+            "suggestion_id": s["id"],
+        },
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["numbers"] == [
+        {"label": "DE · orders", "value": 2},
+        {"label": "FR · orders", "value": 1},
+    ]
+    assert r.json()["query"]["parameters"] == {"country": ["DE", "FR"], "status": "paid"}

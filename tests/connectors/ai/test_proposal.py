@@ -133,6 +133,11 @@ LIFTS: list[Any] = [
         id="join-and-function",
     ),
     pytest.param(
+        "select * from t where country in ('DE', 'FR') and n not in (1, 2)",
+        [("country", "text", ["DE", "FR"]), ("n", "number", [1, 2])],
+        id="in-lists-multi",
+    ),
+    pytest.param(
         "select x from t group by x having sum(y) > 5",
         [("y_from", "number", 5)],
         id="having",
@@ -164,6 +169,7 @@ def test_compared_literals_become_typed_parameters_that_compile(
         "select date_trunc('day', ts) from t where ts > now() - interval '7 days'",
         "select * from t where 1 = 1",
         "select case when x = 'a' then 1 end from t",  # outside WHERE/HAVING/ON
+        "select * from t where x in (select y from u) and z in ('a', 1)",  # query; mixed
     ],
 )
 def test_literals_that_are_not_filters_stay_as_written(sql: str) -> None:
