@@ -24,6 +24,7 @@ from connectors.warehouse.source import SchemaTable
 Kind = Literal["insight", "dashboard", "table", "column"]
 KINDS: tuple[Kind, ...] = ("insight", "dashboard", "table", "column")
 
+_NAMES = (TokenType.VAR, TokenType.IDENTIFIER)  # plain and "quoted" names
 _BODY_CHARS = 2_000  # wordllama averages token vectors: a long tail only dilutes
 _DETAIL_CHARS = 160
 # the bookkeeping columns every connector table has (connectors/connections/tables.py)
@@ -157,7 +158,7 @@ def sql_names(sql: str) -> list[str]:
         tokens = sqlglot.tokenize(sql)
     except SqlglotError:
         return []
-    names = (t.text for t in tokens if t.token_type == TokenType.VAR and len(t.text) > 2)
+    names = (t.text for t in tokens if t.token_type in _NAMES and len(t.text) > 2)
     return list(dict.fromkeys(n.lower() for n in names))
 
 

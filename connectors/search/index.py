@@ -264,7 +264,7 @@ class SearchIndex:
         picked: list[tuple[Shelf, np.ndarray | None]] = []
         if {"insight", "dashboard"} & set(kinds):
             shelf = self.objects_shelf(workspace_id)
-            picked.append((shelf, _visible(shelf, access)))
+            picked.append((shelf, allowed_by(shelf, access)))
         if scope is not None and {"table", "column"} & set(kinds):
             picked += [(shelf, None) for shelf in self.catalog_shelves(workspace_id, scope)]
         return rank(q, picked, kinds=kinds, limit=limit)
@@ -312,7 +312,7 @@ class SearchIndex:
             return shelf
 
 
-def _visible(shelf: Shelf, access: AccessMap) -> np.ndarray | None:
+def allowed_by(shelf: Shelf, access: AccessMap) -> np.ndarray | None:
     """Which of the shelf's documents the caller may open (None: all)."""
     if access.role == "admin":
         return None

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.search.index import SearchIndex
 from connectors.servers import ServerUrls
 from tests.conftest import api_client, make_settings
 from tests.people import bearer, make_member, unique_email
@@ -30,7 +32,12 @@ OTHER_INSIGHTS = [
 @pytest.fixture(scope="module")
 def api(servers: ServerUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     home: Path = tmp_path_factory.mktemp("search-api")
-    settings = make_settings(servers, home, stream_key=f"search-{uuid.uuid4().hex[:8]}")
+    settings = make_settings(
+        servers,
+        home,
+        stream_key=f"search-{uuid.uuid4().hex[:8]}",
+        outbound_allow_private=True,  # a data source on this machine (the test's own PostgreSQL)
+    )
     with api_client(settings) as client:
         yield client
 
@@ -262,3 +269,38 @@ def test_results_follow_every_change(api, metadata):
         r for r in search(api, root, "trial conversions", kinds="insight") if r["id"] == made["id"]
     )
     assert moved["detail"].startswith("SQL insight in Growth")
+
+
+def test_a_data_sources_tables_are_found_and_one_out_of_reach_hides_only_its_own(
+    api, metadata, own_postgres
+):
+    server, url = own_postgres
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "create table shipments (id int primary key, carrier text, delivered_at timestamptz)"
+        )
+    ws = metadata.create_workspace(f"search-ds-{uuid.uuid4().hex[:8]}")
+    root = bearer(ws.api_token)
+    r = api.post(
+        "/api/datasources", json={"name": "shop", "kind": "postgres", "url": url}, headers=root
+    )
+    assert r.status_code == 201, r.text
+    found = search(api, root, "parcel deliveries", kinds="table,column")
+    shipments = next(r for r in found if r["title"] == "public.shipments")
+    assert shipments["datasource"] == "shop"
+    assert shipments["detail"].startswith("Table in shop")
+    assert "public.shipments.carrier" in [
+        r["title"] for r in search(api, root, "carrier", kinds="column")
+    ]
+    # the data source goes away: its tables go with it at the next read, the rest stays
+    state = api.app.state.sqlbook  # type: ignore[attr-defined]
+    api.app.state.search_index = SearchIndex(  # type: ignore[attr-defined]
+        state.metadata, state.datasources, state.sources, schema_ttl=0
+    )
+    server.stop()
+    try:
+        found = search(api, root, "where do we track refunds?")
+        assert "stripe.refunds" in [r["title"] for r in found]
+        assert not [r for r in found if r["datasource"] == "shop"]
+    finally:
+        server.start()
