@@ -337,9 +337,12 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
     navigate("/", { replace: true });
   }, [search, sources, covered, navigate]);
   useEffect(() => {
-    // unknown (an API without the AI routes, a network failure) reads as off
+    // read again each time the editor comes back into view: an admin may have changed
+    // the workspace's sample-values setting meanwhile. Unknown (an API without the AI
+    // routes, a network failure) reads as off.
+    if (covered) return;
     aiApi.status().then(setAiStatus, () => setAiStatus({ enabled: false, model: null, send_samples: false }));
-  }, []);
+  }, [covered]);
 
   const execute = useCallback(async () => {
     const ed = editor.current;

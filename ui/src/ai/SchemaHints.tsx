@@ -1,6 +1,10 @@
 import { useEffect, useRef, useState } from "react";
 import { ApiError } from "../api";
-import { type Explanation, type SchemaHints, type TableHints, aiApi } from "./aiApi";
+import { type Explanation, type JoinHint, type SchemaHints, type TableHints, aiApi } from "./aiApi";
+import { joinsByColumn } from "./hints";
+
+const target = (j: JoinHint) => `${j.to_table}.${j.to_column}`;
+const reasons = (targets: JoinHint[]) => [...new Set(targets.map((t) => t.reason))].join(", ");
 
 /** The data source's schema hints (deterministic: foreign keys, names and types; no model),
  * read again when `reload` changes. A failure leaves the sidebar without hints. */
@@ -47,13 +51,36 @@ export function TableJoins({ hints, table }: { hints: TableHints | undefined; ta
   if (!hints || hints.joins.length === 0) return null;
   return (
     <ul className="joins" aria-label={`joins of ${table}`}>
-      {hints.joins.map((j, i) => (
-        <li key={i} title={j.reason}>
-          <small>
-            ⇄ <code>{j.column}</code> → <code>{`${j.to_table}.${j.to_column}`}</code> <em>({j.reason})</em>
-          </small>
-        </li>
-      ))}
+      {joinsByColumn(hints.joins).map(({ column, targets }) =>
+        targets.length <= 2 ? (
+          targets.map((j) => (
+            <li key={target(j)} title={j.reason}>
+              <small>
+                ⇄ <code>{column}</code> → <code>{target(j)}</code> <em>({j.reason})</em>
+              </small>
+            </li>
+          ))
+        ) : (
+          <li key={column}>
+            <details>
+              <summary>
+                <small>
+                  ⇄ <code>{column}</code> → {targets.length} tables <em>({reasons(targets)})</em>
+                </small>
+              </summary>
+              <ul>
+                {targets.map((j) => (
+                  <li key={target(j)}>
+                    <small>
+                      <code>{target(j)}</code>
+                    </small>
+                  </li>
+                ))}
+              </ul>
+            </details>
+          </li>
+        ),
+      )}
     </ul>
   );
 }
@@ -97,7 +124,7 @@ export function ExplainDialog({ datasource, table, sql, onClose, onError }: { da
                 </h3>
                 <HintList title="Time columns" items={h.time_columns} />
                 <HintList title="Key fields" items={h.id_columns} />
-                <HintList title="Likely joins" items={h.joins.map((j) => `${j.column} → ${j.to_table}.${j.to_column} (${j.reason})`)} />
+                <JoinList joins={h.joins} />
                 <HintList title="Suggested filters" items={h.suggested_filters} />
                 <HintList title="Suggested metrics" items={h.suggested_metrics} />
               </section>
@@ -110,6 +137,32 @@ export function ExplainDialog({ datasource, table, sql, onClose, onError }: { da
           </button>
         </div>
       </div>
+    </div>
+  );
+}
+
+function JoinList({ joins }: { joins: JoinHint[] }) {
+  const shown = 6;
+  return (
+    <div className="hint-list joins-list">
+      <strong>Likely joins</strong>{" "}
+      {joins.length === 0 ? (
+        <span className="hint">none found</span>
+      ) : (
+        <ul aria-label="Likely joins">
+          {joinsByColumn(joins).map(({ column, targets }) => (
+            <li key={column} title={targets.map(target).join("\n")}>
+              <code>{column}</code> → {targets.slice(0, shown).map((j, i) => (
+                <span key={target(j)}>
+                  {i > 0 && ", "}
+                  <code>{target(j)}</code>
+                </span>
+              ))}
+              {targets.length > shown && ` and ${targets.length - shown} more`} <em>({reasons(targets)})</em>
+            </li>
+          ))}
+        </ul>
+      )}
     </div>
   );
 }
