@@ -53,6 +53,7 @@ BACKOFF_S = 5.0
 MAX_BACKOFF_S = 3600.0
 DISABLE_AFTER = 10
 MAX_BATCH = 200  # deliveries to one subscription before its lease is handed back
+BATCH = 50  # pending deliveries read at once
 
 
 @dataclass(frozen=True)
@@ -196,34 +197,44 @@ class Deliverer:
         """Delivers the subscription's due deliveries in order until one fails, none is
         due, or the deadline passes. The caller holds (and releases) the lease."""
         report.subscriptions += 1
-        for _ in range(MAX_BATCH):
-            if time.monotonic() > deadline:
+        sent = 0
+        while sent < MAX_BATCH:
+            batch = self.events.heads(sub.id, limit=min(BATCH, MAX_BATCH - sent))
+            if not batch:
                 return
-            pending = self.events.head(sub.id)
-            if pending is None:
-                return
-            attempt = self.send(sub, pending)
-            error = scrub(attempt.error, [sub.url, sub.secret]) if attempt.error else None
-            failures = self.events.record_attempt(
-                sub.id,
-                pending,
-                ok=attempt.ok,
-                status_code=attempt.status_code,
-                error=error,
-                duration_ms=attempt.duration_ms,
-                retry_in_s=0
-                if attempt.ok
-                else self.backoff(pending.attempts + 1, attempt.retry_after),
-                disable_after=self.disable_after,
+            for pending in batch:
+                if time.monotonic() > deadline:
+                    return
+                sent += 1
+                if not self._deliver_one(sub, pending, report):
+                    return
+
+    def _deliver_one(self, sub: SubscriptionRecord, pending: Pending, report: RunReport) -> bool:
+        """Sends one delivery and records it; whether it was accepted."""
+        attempt = self.send(sub, pending)
+        if attempt.ok:
+            assert attempt.status_code is not None
+            self.events.record_delivered(
+                sub.id, pending, status_code=attempt.status_code, duration_ms=attempt.duration_ms
             )
-            if attempt.ok:
-                report.delivered += 1
-                continue
-            report.failed += 1
-            if failures >= self.disable_after:
-                report.disabled.append(sub.id)
-                self._disabled(sub, failures, error)
-            return
+            report.delivered += 1
+            return True
+        error = scrub(attempt.error, [sub.url, sub.secret]) if attempt.error else None
+        failures = self.events.record_attempt(
+            sub.id,
+            pending,
+            ok=False,
+            status_code=attempt.status_code,
+            error=error,
+            duration_ms=attempt.duration_ms,
+            retry_in_s=self.backoff(pending.attempts + 1, attempt.retry_after),
+            disable_after=self.disable_after,
+        )
+        report.failed += 1
+        if failures >= self.disable_after:
+            report.disabled.append(sub.id)
+            self._disabled(sub, failures, error)
+        return False
 
     def run(
         self,

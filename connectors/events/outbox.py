@@ -299,35 +299,78 @@ class EventStore:
                 (subscription_id,),
             )
 
-    def head(self, subscription_id: int) -> Pending | None:
-        """The oldest pending delivery of the subscription, if it is due; renews the lease."""
+    def heads(self, subscription_id: int, limit: int = 50) -> list[Pending]:
+        """The oldest pending deliveries of the subscription, in order, if the first is
+        due (only the first can be waiting for a retry: nothing overtakes it); renews the
+        lease."""
         with self.metadata.connection() as conn:
             conn.execute(
                 "update meta.event_subscriptions set lease_until = now() + %s * interval '1 s'"
                 " where id = %s",
                 (LEASE_S, subscription_id),
             )
-            row = conn.execute(
+            rows = conn.execute(
                 "select d.id, d.attempts, d.next_attempt_at, e.event_id::text as event_id,"
                 " e.type, e.occurred_at, e.workspace_id, e.payload, d.next_attempt_at <= now()"
                 " as due from meta.event_deliveries d"
                 " join meta.event_outbox e on e.id = d.event_row_id"
                 " where d.subscription_id = %s and d.status = 'pending'"
-                " order by d.occurred_at, d.id limit 1",
-                (subscription_id,),
-            ).fetchone()
-        if row is None or not row["due"]:
-            return None
-        return Pending(
-            delivery_id=row["id"],
-            attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"],
-            event_id=row["event_id"],
-            event_type=row["type"],
-            occurred_at=row["occurred_at"],
-            workspace_id=row["workspace_id"],
-            data=row["payload"],
-        )
+                " order by d.occurred_at, d.id limit %s",
+                (subscription_id, limit),
+            ).fetchall()
+        if not rows or not rows[0]["due"]:
+            return []
+        return [
+            Pending(
+                delivery_id=row["id"],
+                attempts=row["attempts"],
+                next_attempt_at=row["next_attempt_at"],
+                event_id=row["event_id"],
+                event_type=row["type"],
+                occurred_at=row["occurred_at"],
+                workspace_id=row["workspace_id"],
+                data=row["payload"],
+            )
+            for row in rows
+        ]
+
+    def head(self, subscription_id: int) -> Pending | None:
+        """The oldest pending delivery of the subscription, if it is due."""
+        found = self.heads(subscription_id, limit=1)
+        return found[0] if found else None
+
+    def record_delivered(
+        self, subscription_id: int, pending: Pending, *, status_code: int, duration_ms: float
+    ) -> None:
+        """A delivery accepted by the receiver: the attempt, the delivery and the
+        subscription's failure count in one statement. Committed without waiting for the
+        WAL flush: a crash may forget it, and the event is then sent again — which
+        at-least-once delivery allows (receivers drop an id they have seen)."""
+        with self.metadata.connection() as conn, conn.transaction():
+            conn.execute("set local synchronous_commit = off")
+            conn.execute(
+                """
+                with logged as (
+                    insert into meta.event_delivery_attempts
+                        (delivery_id, attempt, ok, status_code, error, duration_ms)
+                    values (%(d)s, %(n)s, true, %(code)s, null, %(ms)s)
+                ), moved as (
+                    update meta.event_deliveries set attempts = %(n)s, status = 'delivered',
+                        delivered_at = now(), last_status_code = %(code)s, last_error = null,
+                        last_duration_ms = %(ms)s
+                    where id = %(d)s
+                )
+                update meta.event_subscriptions set consecutive_failures = 0
+                where id = %(s)s and consecutive_failures <> 0
+                """,
+                {
+                    "d": pending.delivery_id,
+                    "n": pending.attempts + 1,
+                    "code": status_code,
+                    "ms": duration_ms,
+                    "s": subscription_id,
+                },
+            )
 
     def record_attempt(
         self,
