@@ -364,7 +364,8 @@ def numbers_of(result: QueryResult, limit: int = 12) -> list[dict[str, Any]]:
     if len(rows) <= 10 and names and 0 not in numeric:
         for r in rows:
             for i in numeric:
-                out.append({"label": f"{r[0]} · {names[i]}", "value": r[i]})
+                if r[i] is not None:
+                    out.append({"label": f"{r[0]} · {names[i]}", "value": r[i]})
         return out[:limit]
     out.append({"label": "rows", "value": len(rows)})
     for i in numeric:
