@@ -223,8 +223,14 @@ def test_saas_revenue_shows_the_hand_computed_numbers(
     installed = install(api, saas, "saas-revenue")
     assert installed["url"] == f"/dashboards/{installed['dashboard_id']}"
     kinds = sorted(c["kind"] for c in installed["created"])
-    assert kinds == ["dashboard"] + ["insight"] * 5
+    assert kinds == ["dashboard"] + ["insight"] * 6
     assert installed["unmapped"] == []
+
+    # the currency filter offers the currencies the account bills in
+    options = api.get(
+        f"/api/dashboards/{installed['dashboard_id']}/filters/currency/options", headers=_auth(saas)
+    )
+    assert options.json() == {"options": ["eur", "jpy", "usd"]}, options.text
 
     usd = SAAS_EXPECTED["usd"]
     tiles = run_tiles(api, saas, installed["dashboard_id"], {"range": RANGE, "currency": "usd"})
@@ -309,6 +315,11 @@ def test_another_workspaces_stripe_rows_are_never_counted(
             month = datetime.fromtimestamp(other.clock() - 86_400, UTC).date()
             span = {"from": month.replace(day=1).isoformat(), "to": month.isoformat()}
             tiles = run_tiles(client, ws, installed["dashboard_id"], {"range": span})
+            options = client.get(
+                f"/api/dashboards/{installed['dashboard_id']}/filters/currency/options",
+                headers=_auth(ws),
+            ).json()
+    assert options == {"options": ["usd"]}
     mrr = rows(tiles["MRR by month"])
     assert [(float(r["mrr"]), r["customers"]) for r in mrr] == [(7.0, 1)]
     assert [r["currency"] for r in rows(tiles["MRR by currency"])] == ["usd"]
