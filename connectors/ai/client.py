@@ -72,6 +72,7 @@ class ChatModel:
         self.url = url.rstrip("/") + "/chat/completions"
         self.model = model
         self._key = api_key or None
+        self._azure = (httpx.URL(url).host or "").endswith((".openai.azure.com", ".azure.com"))
         self._timeout_s = timeout_s
         # one connection pool for the model's life: a TLS handshake per question to a
         # hosted model costs more than everything sqlbook does around it
@@ -107,6 +108,8 @@ class ChatModel:
         headers = {"Accept": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
+            if self._azure:  # Azure OpenAI's own key header (its v1 API takes either)
+                headers["api-key"] = self._key
         started = time.perf_counter()
         for attempt in (1, 2):
             try:

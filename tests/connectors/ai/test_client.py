@@ -86,3 +86,25 @@ def test_a_slow_server_is_a_504_and_an_unreachable_one_a_503(fake: OpenAIFake) -
     with pytest.raises(AIError) as raised:
         ChatModel("http://127.0.0.1:9/v1", DEFAULT_MODEL).complete(ASK)
     assert (raised.value.status, raised.value.code) == (503, "ai_unavailable")
+
+
+def test_azure_openai_gets_its_own_key_header_too() -> None:
+    """Azure's v1 API is not something a test can run: its host decides the extra header."""
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def azure(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}]})
+
+    model = ChatModel(
+        "https://acme.openai.azure.com/openai/v1",
+        "gpt-4o-mini",
+        KEY,
+        transport=httpx.MockTransport(azure),
+    )
+    assert model.complete(ASK) == "hi"
+    (request,) = seen
+    assert str(request.url) == "https://acme.openai.azure.com/openai/v1/chat/completions"
+    assert request.headers["api-key"] == KEY and request.headers["authorization"] == f"Bearer {KEY}"
