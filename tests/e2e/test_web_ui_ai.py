@@ -258,6 +258,17 @@ def test_admin_lets_sample_values_go_to_the_model(context, live_on: LiveApi, mod
     )
     assert "signup" in model.chat_requests()[-1].text
 
+    # Explain SQL: the hints of the tables it reads, and the model's words
+    model.reply("Counts every event of the workspace.")
+    page.get_by_role("button", name="Explain SQL").click()
+    dialog = page.get_by_role("dialog", name="Explain the query")
+    expect(dialog).to_contain_text("Counts every event of the workspace.")
+    hints = dialog.get_by_role("region", name="hints for public.events")
+    expect(hints.get_by_label("Time columns")).to_contain_text("timestamp")
+    assert "select count(*) as n from events" in model.chat_requests()[-1].text.lower()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
 
 def test_with_ai_off_the_ask_box_says_so_and_schema_hints_still_show(context, live_off: LiveApi):
     page = signed_in(context, live_off)
