@@ -9,6 +9,7 @@ says, so an injection that works on the model still gets nothing past them."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,12 +66,35 @@ def _sample(value: Any) -> Any:
     return value
 
 
+def relevant_first(tables: Sequence[CatalogTable], question: str) -> list[CatalogTable]:
+    """The tables whose names (or columns' names) share words with the question first,
+    so a source with more than MAX_TABLES tables still shows the model the ones asked
+    about; otherwise the catalog's order."""
+    words = {_stem(w) for w in re.findall(r"[a-z0-9]{3,}", question.lower())}
+
+    def score(table: CatalogTable) -> int:
+        own = {_stem(w) for w in re.findall(r"[a-z0-9]{3,}", table.qualified.lower())}
+        cols = {
+            _stem(w) for c in table.columns for w in re.findall(r"[a-z0-9]{3,}", c.name.lower())
+        }
+        return 3 * len(words & own) + len(words & cols)
+
+    return sorted(tables, key=score, reverse=True)
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if word.endswith("s") and len(word) > 3 else word
+
+
 def schema_block(
     catalog: Catalog,
     samples: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     only: Sequence[str] | None = None,
+    question: str | None = None,
 ) -> str:
     tables = catalog.tables if only is None else [t for t in catalog.tables if t.qualified in only]
+    if question is not None and len(tables) > MAX_TABLES:
+        tables = relevant_first(tables, question)
     data = [_table(t, (samples or {}).get(t.qualified)) for t in tables[:MAX_TABLES]]
     return json.dumps({"tables": data}, ensure_ascii=False, default=str)
 
@@ -88,7 +112,8 @@ def sql_messages(
         ChatMessage("system", rules),
         ChatMessage(
             "user",
-            f"<DATA>\n{schema_block(catalog, samples)}\n</DATA>\n\nQuestion: {question}",
+            f"<DATA>\n{schema_block(catalog, samples, question=question)}\n</DATA>\n\n"
+            f"Question: {question}",
         ),
     ]
 
