@@ -127,6 +127,10 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     " object_id beyond a bigint (the schema's maximum is a float)",
     "POST /api/embedding-secrets": "frame_ancestors that are not scheme://host[:port]"
     " origins (a path, a port over 65535)",
+    # bundles (api/routes/bundles.py): a bundle is checked as its own objects' routes would
+    "POST /api/import": "a bundle that does not hold together (refs, version) or whose"
+    " insights, dashboard or alert their own routes would refuse; data sources the"
+    " workspace lacks (unmapped_datasources); a folder not of the workspace",
     # the Stripe-Signature is an HMAC of the raw body with the connection's signing secret
     "POST /webhooks/stripe/{connection_id}": "the Stripe-Signature, the event's livemode;"
     " a connection without a signing secret",
