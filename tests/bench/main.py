@@ -49,6 +49,10 @@ Phases (each figure next to a baseline measured in the same run):
 13. outbound  outbound events/s to a local receiver (one subscription in order, four at
               once) vs bare POSTs, and alert evaluation -> event delivered p50/p99 vs the
               evaluation alone (tests/bench/outbound.py).
+14. search    search by meaning over 10k indexed objects (insights, dashboards, the
+              warehouse's tables and columns): GET /api/search p50/p95 and in process vs a
+              plain ILIKE over the same names; the first search of a process
+              (tests/bench/search.py).
 
 Timings are measured and reported, never asserted.
 """
@@ -82,6 +86,7 @@ from tests.bench import (
     outbound,
     overload,
     queries,
+    search,
     warehouse_ch,
 )
 from tests.bench.report import build_rows, memory_summary
@@ -124,6 +129,7 @@ PHASES = (
     "warehouse_ch",
     "ai",
     "outbound",
+    "search",
 )
 
 
@@ -220,6 +226,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("outbound")
     g.add_argument("--outbound-events", type=int, default=2000, help="events delivered per run")
     g.add_argument("--outbound-alert-reps", type=int, default=100, help="timed alert flips")
+    g = p.add_argument_group("search")
+    g.add_argument("--search-objects", type=int, default=10_000, help="insights + dashboards")
+    g.add_argument("--search-reps", type=int, default=100, help="timed searches of each kind")
     g = p.add_argument_group("connectors")
     g.add_argument("--stripe-charges", default="100k", help="charges the Stripe sync loads")
     g.add_argument("--stripe-customers", default="10k", help="customers beside them")
@@ -592,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
             phase(
                 "outbound", outbound.measure, info, args.outbound_events, args.outbound_alert_reps
             )
+        if "search" in args.phases:
+            sampler.mark("search")
+            phase("search", search.measure, info, args.search_objects, args.search_reps)
         ok = not doc["errors"]
     except KeyboardInterrupt:
         log("interrupted")
@@ -641,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         + warehouse_ch.table_rows(results.get("warehouse_ch"))
         + ai.table_rows(results.get("ai"))
         + outbound.table_rows(results.get("outbound"))
+        + search.table_rows(results.get("search"))
     )
     doc["table"] = [r.as_dict() for r in rows]
     doc["finished"] = now_iso()

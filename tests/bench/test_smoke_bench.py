@@ -325,3 +325,25 @@ def test_outbound_phase(servers, sqlbook_home, workspace, stream_key):
     assert measured["baselines"]["evaluation_alone"]["n"] == 3
     table = format_table(outbound.table_rows(measured))
     assert "Alert evaluation → event delivered p99" in table
+
+
+def test_search_phase(servers, sqlbook_home, workspace, stream_key):
+    """The search phase at a tiny size: objects written into a workspace of their own,
+    searched through the API and in process against an ILIKE over the same names; the
+    refunds question finds refunds insights among the top three."""
+    from tests.bench import search
+
+    port = free_port()
+    settings = make_settings(servers, sqlbook_home, api_port=port, stream_key=stream_key)
+    info = stack_info(servers, sqlbook_home, workspace, port, stream_key)
+    with serve_api(settings):
+        measured = search.measure(info, objects=200, reps=3, warmup=1)
+    assert (measured["insights"], measured["dashboards"]) == (180, 20)
+    assert measured["indexed"] > 200  # and the warehouse's tables and columns
+    for key in ("api", "in_process", "after_one_change"):
+        assert measured[key]["n"] > 0 and measured[key]["p50_ms"] > 0, key
+    assert measured["baselines"]["ilike"]["n"] == 3
+    top = measured["top3"]["where do we track refunds?"]
+    assert any("refund" in title.lower() for title in top), top
+    table = format_table(search.table_rows(measured))
+    assert "search by meaning p50 over" in table and "search cold start" in table
