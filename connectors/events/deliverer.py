@@ -56,6 +56,27 @@ MAX_BATCH = 200  # deliveries to one subscription before its lease is handed bac
 BATCH = 50  # pending deliveries read at once
 
 
+# HTTP clients kept per thread (and policy and timeout): a thread that delivers again —
+# the API's wake-up threads, an alert run evaluating many alerts — reuses its TLS context
+# and keep-alive connections, so a prompt delivery does not pay for a new TLS setup;
+# threads never share a connection pool, so a slow receiver holds up only its own.
+_clients = threading.local()
+
+
+def _thread_client(policy: OutboundPolicy, timeout_s: float) -> httpx.Client:
+    held: dict[tuple[OutboundPolicy, float], httpx.Client] | None = getattr(
+        _clients, "by_key", None
+    )
+    if held is None:
+        held = _clients.by_key = {}
+    client = held.get((policy, timeout_s))
+    if client is None:
+        client = held[(policy, timeout_s)] = httpx.Client(
+            transport=PolicyTransport(policy), timeout=timeout_s
+        )
+    return client
+
+
 @dataclass(frozen=True)
 class Attempt:
     ok: bool
@@ -101,22 +122,19 @@ class Deliverer:
         self.max_backoff_s = max_backoff_s
         self.disable_after = disable_after
         self.clock = clock
-        self._local = threading.local()
 
     # -- one request --------------------------------------------------------------------
 
     def _client(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(transport=PolicyTransport(self.policy), timeout=self.timeout_s)
-            self._local.client = client
-        return client  # type: ignore[no-any-return]
+        return _thread_client(self.policy, self.timeout_s)
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
+        """Closes this thread's clients (a worker of `run` that is about to end; a
+        long-lived thread keeps them)."""
+        held = getattr(_clients, "by_key", None) or {}
+        for client in held.values():
             client.close()
-            self._local.client = None
+        held.clear()
 
     def send(self, sub: SubscriptionRecord, pending: Pending) -> Attempt:
         body = event_body(
@@ -178,10 +196,7 @@ class Deliverer:
             workspace_id=sub.workspace_id,
             data={"subscription": {"id": sub.id, "name": sub.name}, "test": True},
         )
-        try:
-            attempt = self.send(sub, pending)
-        finally:
-            self.close()
+        attempt = self.send(sub, pending)
         return self.events.record_test(
             sub,
             pending,
@@ -250,7 +265,7 @@ class Deliverer:
         lock = threading.Lock()
         failed: set[int] = set()  # a subscription that failed is retried by a later run
 
-        def work() -> None:
+        def work(own_thread: bool) -> None:
             own = RunReport()
             try:
                 while time.monotonic() < deadline:
@@ -268,7 +283,8 @@ class Deliverer:
                         with lock:
                             failed.add(sub.id)
             finally:
-                self.close()
+                if own_thread:
+                    self.close()
                 with lock:
                     report.delivered += own.delivered
                     report.failed += own.failed
@@ -276,10 +292,10 @@ class Deliverer:
                     report.subscriptions += own.subscriptions
 
         if workers <= 1:
-            work()
+            work(own_thread=False)
             return report
         with ThreadPoolExecutor(workers, thread_name_prefix="sqlbook-events") as pool:
-            for future in [pool.submit(work) for _ in range(workers)]:
+            for future in [pool.submit(work, True) for _ in range(workers)]:
                 future.result()
         return report
 
