@@ -199,6 +199,19 @@ def test_ask_fills_the_editor_and_parameter_run_accepts_and_answer_cites_it(
     last = model.chat_requests()[-1].text
     assert "login" in last and "pageview" not in last
     poll("the ai.answer audit event", lambda: api.audit("ai.answer"), bool)
+
+    # saved as an insight, the suggestion keeps its named parameter, the value typed as default
+    page.get_by_role("button", name="Save as insight…").click()
+    dialog = page.get_by_role("dialog", name="Save as insight")
+    expect(dialog.get_by_label("type of event_name")).to_have_value("text")
+    dialog.get_by_label("Insight name").fill("Events of one name")
+    dialog.get_by_role("button", name="Save").click()
+    expect(page).to_have_url(re.compile(r"/insights/\d+$"))
+    saved = api.call("GET", f"/api/insights/{page.url.rsplit('/', 1)[1]}")
+    assert "{{event_name}}" in saved["sql"] and "$1" not in saved["sql"]
+    assert [(p["name"], p["type"], p["default"]) for p in saved["parameters"]] == [
+        ("event_name", "text", "login")
+    ]
     assert page.evaluate("window.__noReload") is True
 
 

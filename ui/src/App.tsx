@@ -20,7 +20,7 @@ import { type AiStatus, type Suggestion, type TableHints, aiApi } from "./ai/aiA
 import { AskBox, SuggestionNote } from "./ai/AskBox";
 import { AnswerPanel, type AnswerQuestion } from "./ai/AnswerPanel";
 import { ColumnBadges, ExplainDialog, TableJoins, useSchemaHints } from "./ai/SchemaHints";
-import { editorFill, namedQuery } from "./ai/suggestion";
+import { editorFill, insightForm, namedQuery } from "./ai/suggestion";
 
 const AnalyticsRoute = lazy(() => import("./analytics/routes").then((m) => ({ default: m.AnalyticsRoute })));
 const WebPage = lazy(() => import("./analytics/routes").then((m) => ({ default: m.WebPage })));
@@ -507,6 +507,8 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
 
   const result = run.state === "done" ? run.result : null;
   const names = result?.columns.map((c) => c.name) ?? [];
+  // a suggestion is saved with its named, typed parameters (the editor shows them as $n)
+  const asInsight = saveDialog && suggestion?.runnable && suggestion.names.length ? insightForm(editor.current?.text() ?? "", params, suggestion.names, suggestion.s.parameters) : null;
 
   return (
     <div className="app">
@@ -686,9 +688,9 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
       </aside>
       {saveDialog && (
         <SaveInsightDialog
-          sql={editor.current?.text() ?? ""}
+          sql={asInsight?.sql ?? editor.current?.text() ?? ""}
           datasource={source}
-          specs={specs.length ? specs : editorSpecs(params, editing?.insight.parameters)}
+          specs={asInsight?.specs ?? (specs.length ? specs : editorSpecs(params, editing?.insight.parameters))}
           editing={editing?.insight ?? null}
           onClose={() => setSaveDialog(false)}
           onSaved={(insight) => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ParameterSpec } from "../api";
-import { editorFill, namedQuery } from "./suggestion";
+import { editorFill, insightForm, namedQuery } from "./suggestion";
 
 const country: ParameterSpec = { name: "country", type: "text", default: "DE" };
 const since: ParameterSpec = { name: "since", type: "date", default: "2026-01-01" };
@@ -60,5 +60,25 @@ describe("namedQuery", () => {
 
   it("reports a value that does not fit its type", () => {
     expect(() => namedQuery("select $1", [{ type: "number", value: "abc" }])).toThrow("$1: not a number");
+  });
+});
+
+describe("insightForm", () => {
+  it("saves a suggestion with its names and types, the inputs' values as defaults", () => {
+    const fill = editorFill("select * from t where country = {{country}} and day >= {{since}}", [country, since], "postgres");
+    expect(fill).not.toBeNull();
+    const params = fill!.params.map((p, i) => (i === 0 ? { ...p, value: "FR" } : p));
+    expect(insightForm(`${fill!.sql} and n > $3`, [...params, { type: "number", value: "2" }], fill!.names, [country, since])).toEqual({
+      sql: "select * from t where country = {{country}} and day >= {{since}}::date and n > {{p3}}",
+      specs: [
+        { ...country, default: "FR" },
+        { ...since, default: "2026-01-01" },
+        { name: "p3", type: "number", multi: false, required: false, default: 2 },
+      ],
+    });
+  });
+
+  it("gives up on a value that does not fit its input's type", () => {
+    expect(insightForm("select $1", [{ type: "number", value: "x" }], ["n"], [amount])).toBeNull();
   });
 });

@@ -125,3 +125,25 @@ export function namedQuery(sql: string, params: Param[], names: string[] = []): 
   out += sql.slice(copied);
   return { sql: out, parameters };
 }
+
+/** "Save as insight…" on a suggestion: its `{{name}}` parameters come back, typed as the
+ * suggestion typed them, with the inputs' current values as their defaults (an input the
+ * suggestion did not name becomes a parameter `pk` typed from its value). Null when an input's value does
+ * not fit its type: the editor's own positional form is saved then. */
+export function insightForm(sql: string, params: Param[], names: string[], specs: ParameterSpec[]): { sql: string; specs: ParameterSpec[] } | null {
+  let named: { sql: string; parameters: Record<string, unknown> };
+  try {
+    named = namedQuery(sql, params, names);
+  } catch {
+    return null;
+  }
+  const out = Object.entries(named.parameters).map(([name, value]): ParameterSpec => {
+    const spec = specs.find((s) => s.name === name);
+    if (spec) return { ...spec, default: value };
+    const multi = Array.isArray(value);
+    const first = multi ? value[0] : value;
+    const type = typeof first === "number" ? "number" : typeof first === "boolean" ? "boolean" : "text";
+    return { name, type, multi, required: false, default: value };
+  });
+  return { sql: named.sql, specs: out };
+}
