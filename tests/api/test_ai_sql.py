@@ -9,6 +9,7 @@ audited, and AI off answers 503 `ai_disabled` while the hints keep working."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -468,3 +469,19 @@ def test_an_in_list_becomes_one_multi_value_parameter_that_answers(
         {"label": "FR · orders", "value": 1},
     ]
     assert r.json()["query"]["parameters"] == {"country": ["DE", "FR"], "status": "paid"}
+
+
+def test_logs_carry_neither_the_key_nor_the_prompt(
+    api: TestClient, fake: OpenAIFake, admin: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.fail(401, message=f"Incorrect API key provided: {KEY}")
+    assert _ask(api, admin, "zebra question one").status_code == 502
+    fake.fail(500, times=2, message=f"crashed on key {KEY}")
+    assert _ask(api, admin, "zebra question two").status_code == 502
+    fake.reply_sql(GOOD_SQL)
+    assert _ask(api, admin, "zebra question three").status_code == 200
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "AI call" in logged  # the client did log its calls
+    assert KEY not in logged and KEY[-8:] not in logged
+    assert "zebra question" not in logged and "ISO 3166" not in logged
