@@ -481,7 +481,8 @@ function Workbench({ session, onSignedOut, editing, onEditing, covered }: Workbe
 
   // "Ask": the suggestion fills the editor and its parameter inputs; nothing runs yet
   function takeSuggestion(s: Suggestion, question: string) {
-    const fill = editorFill(s.sql, s.parameters, dialect);
+    // the suggestion says which dialect its SQL is in (the dates' casts follow it)
+    const fill = editorFill(s.sql, s.parameters, s.dialect === "clickhouse" ? "clickhouse" : "postgres");
     editor.current?.setText(fill ? fill.sql : s.sql);
     editor.current?.clearError();
     setParams(fill ? fill.params : []);
