@@ -32,6 +32,8 @@ from connectors.warehouse.service import QueryService
 MAX_SAMPLE_TABLES = 12
 SAMPLE_ROWS = 3
 ANSWER_MAX_ROWS = 1000
+# columns whose values never go to a model, samples allowed or not
+_PRIVATE_COLUMN = re.compile(r"passw|secret|token|api_?key|hash|salt|credential|card_number", re.I)
 _REFERENCE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.(?:start|end))?\s*\}\}")
 
 
@@ -99,7 +101,8 @@ def read_samples(
 ) -> dict[str, dict[str, list[Any]]]:
     """A few values per column of the first tables, read as the asker (their scope, the
     executor's audit). Only called when the workspace allows samples and the asker may
-    query; a table that cannot be read is left out."""
+    query; a table that cannot be read is left out, and so are columns named like
+    secrets (password, token, api_key, hash …)."""
     samples: dict[str, dict[str, list[Any]]] = {}
     for table in source.catalog.tables[:MAX_SAMPLE_TABLES]:
         name = exp.table_(table.name, db=table.schema, quoted=True).sql(dialect=source.dialect)
@@ -118,6 +121,8 @@ def read_samples(
             continue
         per_column: dict[str, list[Any]] = {}
         for i, column in enumerate(result.columns):
+            if _PRIVATE_COLUMN.search(column.name):
+                continue
             values = []
             for row in result.rows:
                 if row[i] is not None and row[i] not in values:

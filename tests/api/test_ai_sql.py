@@ -57,7 +57,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """
-            create table customers (id int primary key, email text not null, country text);
+            create table customers (
+                id int primary key, email text not null, country text, password_hash text
+            );
             comment on table customers is 'People who bought something';
             comment on column customers.country is 'ISO 3166 two-letter country code';
             create table orders (
@@ -68,8 +70,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 placed_at timestamptz not null
             );
             insert into customers values
-                (1, 'ann@example.com', 'DE'), (2, 'bob@example.com', 'FR'),
-                (3, %s, 'DE');
+                (1, 'ann@example.com', 'DE', 'pbkdf2-zyx-never-sent'),
+                (2, 'bob@example.com', 'FR', null), (3, %s, 'DE', null);
             insert into orders values
                 (1, 1, 20.00, 'paid', '2026-01-05'), (2, 1, 30.00, 'paid', '2026-02-01'),
                 (3, 2, 999.00, 'paid', '2026-01-09'), (4, 3, 5.00, 'refunded', '2025-12-30');
@@ -352,6 +354,7 @@ def test_sample_values_go_to_the_model_only_when_the_admin_allows(
         assert _ask(api, editor, "how many customers?").status_code == 200
         text = fake.chat_requests()[-1].text
         assert SECRET_EMAIL in text and '"samples"' in text
+        assert "pbkdf2-zyx-never-sent" not in text  # a column named like a secret
         changed = [
             e
             for e in _events(api, admin, "workspace.settings_changed")
