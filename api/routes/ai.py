@@ -416,7 +416,6 @@ async def explain(
     "/answer",
     response_model=DataAnswer,
     responses={
-        **_NO_SOURCE,
         **problems(400, 408, 409, model=QueryProblem),
         **problems(404, e404="No such data source or suggestion in this workspace."),
         **_AI_ERRORS,

@@ -23,7 +23,7 @@ from connectors.ai.hints import schema_hints
 from connectors.ai.proposal import Proposal, Refused, check_policy, extract, lift_parameters, parse
 from connectors.insights.compiler import compile_sql
 from connectors.insights.parameters import ParameterSpec, resolve
-from connectors.warehouse import guard
+from connectors.warehouse import guard, placeholders
 from connectors.warehouse.errors import ParameterError, QueryError, QueryFailed, QueryRejected
 from connectors.warehouse.results import QueryResult
 from connectors.warehouse.runner import Actor, Target
@@ -244,8 +244,6 @@ def tables_of_sql(sql: str, source: Source) -> list[str]:
 
 
 def _positional_count(sql: str, source: Source) -> int:
-    from connectors.warehouse import placeholders
-
     return max((p.number for p in placeholders.find(sql, source.dialect)), default=0)
 
 

@@ -8,6 +8,7 @@ ours, not a user's: it runs on the source directly, like the schema sidebar's.""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,8 +141,6 @@ def read_catalog(source: DataSource, scope: Scope, dialect: str) -> Catalog:
 
 def _foreign_key(value: Any) -> ForeignKey | None:
     if isinstance(value, str):  # json as text on some drivers
-        import json
-
         value = json.loads(value)
     if not value:
         return None
