@@ -1,6 +1,6 @@
 """The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/` and at the
 single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`, `/web`,
-`/analytics/…`, `/dashboards`, `/dashboards/…`, `/settings/…`: a link or a reload lands
+`/analytics/…`, `/dashboards`, `/dashboards/…`, `/settings/…`, `/templates`, `/search`: a link or a reload lands
 on the page it names), revalidated on every load, and the content-hashed files under
 `/assets/`, cached for a year. Only those paths: anything else, `/api/…` above all,
 keeps its own answer (an unknown API path is the API's JSON 404). The shared views'
@@ -33,6 +33,8 @@ APP_PATHS = (
     "/dashboards/{page:path}",
     "/settings",
     "/settings/{page:path}",
+    "/templates",
+    "/search",
 )
 
 

@@ -49,6 +49,8 @@ def test_app_paths_serve_the_index_and_the_api_keeps_its_404s(client_with, tmp_p
             "/dashboards",
             "/dashboards/7",
             "/dashboards/7?f.country=DE&f.country=FR&f.range=last_30_days&tv=1",
+            "/templates",
+            "/search?q=where+do+we+track+refunds%3F&kinds=table,insight",
         ):
             r = client.get(path)
             assert r.status_code == 200 and "<title>sqlbook</title>" in r.text, path
