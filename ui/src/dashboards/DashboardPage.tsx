@@ -13,6 +13,7 @@ import { SnapshotSettings } from "./SnapshotSettings";
 import { SubscriptionsPanel } from "./SubscriptionsPanel";
 import { TextTile } from "./TextTile";
 import { ShareButton } from "../sharing/ShareDialog";
+import { ExportButton } from "../templates/ImportDialog";
 import "./dashboards.css";
 
 /** Auto-refresh choices (seconds; null = off), saved as the dashboard's `refresh_seconds`. */
@@ -446,6 +447,7 @@ export function DashboardPage({ id, onSignedOut }: { id: number; onSignedOut(): 
                   </>
                 )}
                 <ShareButton objectType="dashboard" objectId={dashboard.id} parameters={dashboard.filters} />
+                <ExportButton kind="dashboard" id={dashboard.id} />
                 <button onClick={() => setTv(true)}>TV mode</button>
                 <button onClick={() => window.print()}>Print</button>
               </>

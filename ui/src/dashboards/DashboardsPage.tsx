@@ -3,6 +3,7 @@ import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type Folder, insightsApi } from "../api";
 import { type Dashboard, dashboardApi } from "../dashboardApi";
 import { folderLabel } from "../insights/SaveInsightDialog";
+import { ExportButton, ImportDialog } from "../templates/ImportDialog";
 import "./dashboards.css";
 
 /** The dashboards (`?q=`, `?folder=`, `?trash=1`): search, a folder (the insights'
@@ -17,6 +18,7 @@ export function DashboardsPage({ onSignedOut }: { onSignedOut(): void }) {
   const [dashboards, setDashboards] = useState<Dashboard[] | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   const [creating, setCreating] = useState<{ name: string; description: string; folder: string } | null>(null);
+  const [importing, setImporting] = useState(false);
   const latest = useRef(0);
 
   const fail = useCallback(
@@ -100,6 +102,7 @@ export function DashboardsPage({ onSignedOut }: { onSignedOut(): void }) {
               + New dashboard
             </button>
           )}
+          {!trash && <button onClick={() => setImporting(true)}>Import</button>}
           <button onClick={() => go({ trash: !trash })}>{trash ? "← All dashboards" : "Trash"}</button>
         </div>
       </div>
@@ -195,6 +198,7 @@ export function DashboardsPage({ onSignedOut }: { onSignedOut(): void }) {
                       <button onClick={() => void duplicate(d, true)} title="a copy of the dashboard whose tiles show copies of its insights">
                         Duplicate with insights
                       </button>
+                      <ExportButton kind="dashboard" id={d.id} />
                       <button onClick={() => void act(dashboardApi.trash(d.id))}>Move to trash</button>
                     </>
                   )}
@@ -204,6 +208,7 @@ export function DashboardsPage({ onSignedOut }: { onSignedOut(): void }) {
           </tbody>
         </table>
       )}
+      {importing && <ImportDialog onClose={() => setImporting(false)} onImported={() => load()} onSignedOut={onSignedOut} />}
     </main>
   );
 }

@@ -6,6 +6,7 @@ import { browserTimeZone } from "./snapshotTime";
 import { ConfirmDialog } from "./ConfirmDialog";
 import { TwilioFields } from "./TwilioFields";
 import { PagedHistory } from "./PagedHistory";
+import { ExportButton } from "../templates/ImportDialog";
 import { CronInput, TimeZoneInput } from "./ScheduleFields";
 import "./panels.css";
 
@@ -170,6 +171,7 @@ export function InsightAlertsPanel({ insightId, params }: { insightId: number; p
                       <button type="button" onClick={() => setEditing({ mode: "edit", alert: a })}>
                         Edit
                       </button>
+                      <ExportButton kind="alert" id={a.id} />
                       <button type="button" onClick={() => setDeleting(a)}>
                         Delete
                       </button>

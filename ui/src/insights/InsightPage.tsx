@@ -6,6 +6,7 @@ import { formatAge, formatDuration } from "../format";
 import { type LatestSnapshot, insightApi } from "../insightApi";
 import { AddToDashboardDialog } from "../dashboards/AddToDashboardDialog";
 import { ShareButton } from "../sharing/ShareDialog";
+import { ExportButton } from "../templates/ImportDialog";
 import { ResultGrid } from "../ResultGrid";
 import { ClickActionsEditor, completeActions } from "./ClickActionsEditor";
 import { InsightAlertsPanel } from "./InsightAlerts";
@@ -345,6 +346,7 @@ export function InsightPage({ id, onSignedOut, onEditSql }: { id: number; onSign
             {canEdit && <button onClick={() => void duplicate()}>Duplicate</button>}
             {canEdit && <button onClick={() => setAddingToDashboard(true)}>Add to dashboard</button>}
             <ShareButton objectType="insight" objectId={insight.id} parameters={insight.parameters} />
+            <ExportButton kind="insight" id={insight.id} />
             {editable && <button onClick={() => void trash()}>Move to trash</button>}
           </div>
         </div>

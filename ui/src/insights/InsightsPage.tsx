@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useLocation, useSearch } from "wouter";
 import { ApiError, type Folder, type Insight, insightsApi } from "../api";
+import { ExportButton, ImportDialog } from "../templates/ImportDialog";
 import { FolderPermissionsDialog } from "./FolderPermissionsDialog";
 import { folderLabel } from "./SaveInsightDialog";
 import { type FolderAccess, canEditIn, usePermissions } from "./usePermissions";
@@ -51,6 +52,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
   const q = search.get("q") ?? "";
   const [, navigate] = useLocation();
   const [folders, setFolders] = useState<ShownFolder[]>([]);
+  const [importing, setImporting] = useState(false);
   const permissions = usePermissions();
   const [sharing, setSharing] = useState<ShownFolder | null>(null);
   const [insights, setInsights] = useState<Insight[] | null>(null);
@@ -145,7 +147,10 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
     <div className="page insights-page" role="region" aria-label="Insights">
       <div className="page-head">
         <h2>Insights</h2>
-        {canEdit && <Link href="/">New insight: write SQL in the editor, then “Save as insight…”</Link>}
+        <div className="row">
+          {canEdit && <Link href="/">New insight: write SQL in the editor, then “Save as insight…”</Link>}
+          {canEdit && <button onClick={() => setImporting(true)}>Import</button>}
+        </div>
       </div>
       {problem && (
         <p className="error" role="alert">
@@ -300,6 +305,7 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
                               ))}
                             </select>
                             <button onClick={() => void act(() => insightsApi.duplicate(it.id, { name: `${it.name} (copy)` }))}>Duplicate</button>
+                            <ExportButton kind="insight" id={it.id} />
                             <button onClick={() => void act(() => insightsApi.trash(it.id))}>Delete</button>
                           </>
                         )}
@@ -312,6 +318,16 @@ export function InsightsPage({ onSignedOut }: { onSignedOut(): void }) {
           )}
         </main>
       </div>
+      {importing && (
+        <ImportDialog
+          onClose={() => setImporting(false)}
+          onImported={() => {
+            loadFolders();
+            loadInsights();
+          }}
+          onSignedOut={onSignedOut}
+        />
+      )}
     </div>
   );
 }
