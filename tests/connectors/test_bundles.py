@@ -320,3 +320,45 @@ def test_a_dry_run_checks_everything_and_creates_nothing(
     assert api.get("/api/insights", headers=auth(ws)).json() == []
     assert api.get("/api/dashboards", headers=auth(ws)).json() == []
     assert parse_bundle(bundle.model_dump(mode="json")) == bundle
+
+
+def test_an_analytics_insight_round_trips_onto_the_other_workspaces_project(
+    api: TestClient, metadata: MetadataStore, warehouse_conn: psycopg.Connection
+) -> None:
+    import datetime as dt
+
+    source = metadata.create_workspace("bundle-an-" + _suffix())
+    target = metadata.create_workspace("bundle-an2-" + _suffix())
+    insert_events(warehouse_conn, source.project.id, "signup", 5)
+    insert_events(warehouse_conn, target.project.id, "signup", 5)
+    insert_events(warehouse_conn, target.project.id, "login", 2)  # not counted either side
+    today = dt.datetime.now(dt.UTC).date()
+    trends = make(
+        api,
+        source,
+        "/api/insights",
+        {
+            "name": "Signups per day",
+            "kind": "trends",
+            "definition": {
+                "series": [{"event": "signup", "math": "total"}],
+                "interval": "day",
+                "date_from": str(today - dt.timedelta(days=1)),
+                "date_to": str(today + dt.timedelta(days=1)),
+            },
+        },
+    )
+    bundle = export_bundle(state(api), source.workspace_id, "insight", trends["id"])
+    assert bundle.insights[0].kind == "trends" and bundle.insights[0].project is None
+    assert "project_id" not in (bundle.insights[0].definition or {})
+    report = import_bundle(state(api), target.workspace_id, bundle, actor="tester")
+    made = report.main
+    assert made is not None and made.kind == "insight"
+
+    def rows(ws: NewWorkspace, insight_id: int) -> Any:
+        r = api.post(f"/api/insights/{insight_id}/run", json={"cache": False}, headers=auth(ws))
+        assert r.status_code == 200, r.text
+        return r.json()["rows"]
+
+    theirs, ours = rows(source, trends["id"]), rows(target, int(made.id))
+    assert theirs == ours and sum(r[-1] for r in ours if isinstance(r[-1], int)) == 5
