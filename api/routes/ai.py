@@ -132,6 +132,9 @@ class ExplainRequest(BaseModel):
 class ExplainAnswer(BaseModel):
     hints: SchemaHints
     summary: str | None = Field(description="The model's words; null with AI off.")
+    summary_error: str | None = Field(
+        default=None, description="Why there is no summary when the model failed (hints stand)."
+    )
     tables: list[str]
 
 

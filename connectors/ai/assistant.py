@@ -18,7 +18,7 @@ from sqlglot import exp
 
 from connectors.ai import prompt
 from connectors.ai.catalog import Catalog, read_catalog
-from connectors.ai.client import ChatMessage, ChatModel, disabled
+from connectors.ai.client import AIError, ChatMessage, ChatModel, disabled
 from connectors.ai.hints import schema_hints
 from connectors.ai.proposal import Proposal, Refused, check_policy, extract, lift_parameters, parse
 from connectors.insights.compiler import compile_sql
@@ -250,11 +250,21 @@ def _positional_count(sql: str, source: Source) -> int:
 def explain(
     model: ChatModel | None, source: Source, tables: Sequence[str], sql: str | None
 ) -> dict[str, Any]:
+    """The deterministic hints, and the model's summary when there is a model; a model
+    that fails leaves the hints standing (`summary_error` says why there is no summary)."""
     hints = schema_hints(source.catalog, list(tables))
-    summary = None
+    summary = error = None
     if model is not None:
-        summary = model.complete(prompt.explain_messages(source.catalog, tables, sql)).strip()
-    return {"hints": {"tables": hints}, "summary": summary, "tables": list(tables)}
+        try:
+            summary = model.complete(prompt.explain_messages(source.catalog, tables, sql)).strip()
+        except AIError as err:
+            error = err.message
+    return {
+        "hints": {"tables": hints},
+        "summary": summary,
+        "summary_error": error,
+        "tables": list(tables),
+    }
 
 
 # ---- answer from data ------------------------------------------------------------------

@@ -203,6 +203,12 @@ def test_explain_a_query_gives_its_tables_hints_and_the_models_words(
     # the model was shown the two tables' names and types, no rows
     sent = fake.chat_requests()[-1].text
     assert "signup" not in sent and "public.sessions" in sent
+    # a failing model leaves the hints standing and says why there is no summary
+    fake.fail(500, times=2)
+    failed = api.post("/api/ai/explain", json={"table": "events"}, headers=bearer(viewer))
+    assert failed.status_code == 200, failed.text
+    assert failed.json()["summary"] is None and "500" in failed.json()["summary_error"]
+    assert "timestamp" in failed.json()["hints"]["tables"]["public.events"]["time_columns"]
     # a statement that is not a read, or names a table it may not: 400 naming `sql`
     bad = api.post("/api/ai/explain", json={"sql": "drop table events"}, headers=bearer(viewer))
     assert bad.status_code == 400 and bad.json()["detail"].startswith("sql:")
