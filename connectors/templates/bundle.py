@@ -45,7 +45,7 @@ from connectors.dashboards.validate import (
     check_mappings,
 )
 from connectors.insights.charts import ChartError
-from connectors.insights.plugins import Manifest, Plugin, PluginExists, PluginRegistry, parse_plugin
+from connectors.insights.plugins import Plugin, PluginExists, PluginRegistry
 from connectors.insights.service import InsightInvalid, check_definition
 from connectors.metadata.alerts import AlertExists, AlertOwner, AlertStore
 from connectors.metadata.insights import FolderNotFound, InsightRecord, InsightStore
@@ -570,13 +570,6 @@ def _is_secret(value: Any) -> bool:
     return False
 
 
-def _manifest_as_stored(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
-    try:
-        return Manifest.model_validate(manifest).model_dump(mode="json", exclude_none=True)
-    except ValidationError:
-        return None
-
-
 def _plugin(plugin: Plugin) -> BundlePlugin:
     return BundlePlugin(
         manifest=plugin.manifest.model_dump(mode="json", exclude_none=True),
@@ -743,7 +736,7 @@ class _Importer:
             if existing is not None:
                 same = existing.template == item.template and existing.manifest.model_dump(
                     mode="json", exclude_none=True
-                ) == _manifest_as_stored(item.manifest)
+                ) == {k: v for k, v in item.manifest.items() if v is not None}
                 if not same:
                     self._unmapped(
                         "plugin",
@@ -763,6 +756,8 @@ class _Importer:
                 continue
             try:
                 if self.dry_run:
+                    from connectors.insights.plugins import parse_plugin
+
                     plugin = parse_plugin(item.manifest, item.template, "uploaded", self.actor)
                 else:
                     plugin = self.stores.plugins.upload(

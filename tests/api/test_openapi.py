@@ -131,6 +131,9 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "POST /api/import": "a bundle that does not hold together (refs, version) or whose"
     " insights, dashboard or alert their own routes would refuse; data sources the"
     " workspace lacks (unmapped_datasources); a folder not of the workspace",
+    # the template gallery (api/routes/gallery.py): the folder to install into
+    "POST /api/templates/{slug}/install": "a folder_id not of the workspace (or beyond a"
+    " bigint: the schema's maximum is a float)",
     # the Stripe-Signature is an HMAC of the raw body with the connection's signing secret
     "POST /webhooks/stripe/{connection_id}": "the Stripe-Signature, the event's livemode;"
     " a connection without a signing secret",
