@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlglot
@@ -43,6 +43,13 @@ class Document:
     folder_id: int | None  # insights and dashboards: what access depends on
     heading: str
     body: str
+    # the words the lexical boost matches, read once when the document is made
+    heading_words: frozenset[str] = field(init=False, compare=False, repr=False)
+    body_words: frozenset[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heading_words", frozenset(words(self.heading)))
+        object.__setattr__(self, "body_words", frozenset(words(self.body)))
 
     def public(self, score: float) -> dict[str, Any]:
         return {

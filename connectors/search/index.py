@@ -8,7 +8,7 @@ query each) and rebuilds the documents that changed; a data source's tables are 
 after `schema_ttl` seconds, or at once when the data source itself changed. Vectors are
 kept per process, not in PostgreSQL: the model embeds ~30k short texts a second, so
 reading 10k stored vectors back would cost about what computing them does, and a rebuilt
-shelf embeds only the texts it did not have.
+shelf embeds only the documents that changed.
 
 Ranking (hybrid): the cosine of the query with a document's heading, or with its body
 (weighed down, `BODY_WEIGHT`), whichever is higher, plus a lexical boost for each of the
@@ -33,6 +33,7 @@ from connectors.metadata.datasources import DatasourceStore
 from connectors.metadata.store import MetadataStore
 from connectors.search import embedding
 from connectors.search.documents import (
+    KINDS,
     Document,
     Kind,
     dashboard_document,
@@ -62,40 +63,51 @@ class Shelf:
     headings: np.ndarray  # len(docs) × DIMENSIONS
     bodies: np.ndarray
     folders: np.ndarray  # folder id per document, -1 for none
-    kinds: np.ndarray  # the documents' kinds
-    heading_words: dict[str, np.ndarray]  # word → indexes of the documents with it
-    body_words: dict[str, np.ndarray]
+    kinds: dict[str, np.ndarray]  # kind → which documents are of it
+    heading_words: dict[str, list[int]]  # word → indexes of the documents with it
+    body_words: dict[str, list[int]]
 
     @classmethod
     def build(cls, docs: Sequence[Document], previous: Shelf | None = None) -> Shelf:
-        """Vectors of the texts `previous` had are reused; only new texts are embedded."""
-        known: dict[str, np.ndarray] = {}
+        """The vectors of the documents `previous` holds (the same objects: a workspace
+        keeps the documents of what did not change) are copied; only the others are
+        embedded."""
+        n, dims = len(docs), embedding.DIMENSIONS
+        headings = np.empty((n, dims), dtype=np.float32)
+        bodies = np.empty((n, dims), dtype=np.float32)
+        rows = np.full(n, -1, dtype=np.int64)
         if previous is not None:
-            for i, doc in enumerate(previous.docs):
-                known[doc.heading] = previous.headings[i]
-                known[doc.body] = previous.bodies[i]
-        texts = list(dict.fromkeys(t for d in docs for t in (d.heading, d.body) if t not in known))
-        known.update(zip(texts, embedding.embed(texts), strict=True))
-        empty = np.zeros((0, embedding.DIMENSIONS), dtype=np.float32)
+            # identities are safe keys: `previous` keeps its documents alive meanwhile
+            held = {id(doc): i for i, doc in enumerate(previous.docs)}
+            rows[:] = [held.get(id(doc), -1) for doc in docs]
+            kept = rows >= 0
+            headings[kept] = previous.headings[rows[kept]]
+            bodies[kept] = previous.bodies[rows[kept]]
+        new = [int(j) for j in np.flatnonzero(rows < 0)]
+        if new:
+            texts = list(dict.fromkeys(t for j in new for t in (docs[j].heading, docs[j].body)))
+            vectors = dict(zip(texts, embedding.embed(texts), strict=True))
+            headings[new] = np.stack([vectors[docs[j].heading] for j in new])
+            bodies[new] = np.stack([vectors[docs[j].body] for j in new])
         return cls(
             docs=list(docs),
-            headings=np.stack([known[d.heading] for d in docs]) if docs else empty,
-            bodies=np.stack([known[d.body] for d in docs]) if docs else empty,
+            headings=headings,
+            bodies=bodies,
             folders=np.array(
                 [-1 if d.folder_id is None else d.folder_id for d in docs], dtype=np.int64
             ),
-            kinds=np.array([d.kind for d in docs], dtype=object),
-            heading_words=_postings(d.heading for d in docs),
-            body_words=_postings(d.body for d in docs),
+            kinds={k: np.array([d.kind == k for d in docs], dtype=bool) for k in KINDS},
+            heading_words=_postings(d.heading_words for d in docs),
+            body_words=_postings(d.body_words for d in docs),
         )
 
 
-def _postings(texts: Iterable[str]) -> dict[str, np.ndarray]:
+def _postings(documents_words: Iterable[frozenset[str]]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        for word in set(words(text)):
+    for i, document_words in enumerate(documents_words):
+        for word in document_words:
             found.setdefault(word, []).append(i)
-    return {w: np.array(ix, dtype=np.int64) for w, ix in found.items()}
+    return found
 
 
 # ---- a workspace's insights and dashboards --------------------------------------------
@@ -112,6 +124,22 @@ class _Objects:
         default_factory=dict
     )
     shelf: Shelf | None = None
+    fingerprint: tuple[Any, ...] | None = None
+
+
+# What the shelf depends on, summed up in one row per table: a save bumps updated_at, a
+# trash or restore changes the live set, a folder renamed or moved changes its row. Read
+# on every search; only when it differs are the rows themselves read.
+_FINGERPRINT = """
+select count(*), coalesce(sum(hashtextextended(concat_ws(':', id, updated_at, folder_id), 0)), 0)
+from meta.insights where workspace_id = %(ws)s and deleted_at is null
+union all
+select count(*), coalesce(sum(hashtextextended(concat_ws(':', id, updated_at, folder_id), 0)), 0)
+from meta.dashboards where workspace_id = %(ws)s and deleted_at is null
+union all
+select count(*), coalesce(sum(hashtextextended(concat_ws(':', id, parent_id, name), 0)), 0)
+from meta.folders where workspace_id = %(ws)s
+"""
 
 
 def _folder_paths(rows: Iterable[dict[str, Any]]) -> dict[int, str]:
@@ -137,6 +165,11 @@ def _folder_paths(rows: Iterable[dict[str, Any]]) -> dict[int, str]:
 def _refresh_objects(store: MetadataStore, workspace_id: int, objects: _Objects) -> Shelf:
     """The workspace's shelf, rebuilt from what changed since it was last read."""
     with store.connection() as conn:
+        fingerprint = tuple(
+            tuple(row.values()) for row in conn.execute(_FINGERPRINT, {"ws": workspace_id})
+        )
+        if objects.shelf is not None and fingerprint == objects.fingerprint:
+            return objects.shelf
         paths = _folder_paths(
             conn.execute(
                 "select id, parent_id, name from meta.folders where workspace_id = %s",
@@ -208,6 +241,7 @@ def _refresh_objects(store: MetadataStore, workspace_id: int, objects: _Objects)
         docs = [doc for _, doc in objects.insights.values()]
         docs += [doc for _, doc, _ in objects.dashboards.values()]
         objects.shelf = Shelf.build(docs, objects.shelf)
+    objects.fingerprint = fingerprint  # read before the rows: a change since reads again
     return objects.shelf
 
 
@@ -332,7 +366,6 @@ def rank(
     query = embedding.embed([q])[0]
     query_words = sorted(set(words(q)))
     share = 1.0 / len(query_words) if query_words else 0.0
-    wanted = np.array(list(kinds), dtype=object)
     best: list[tuple[float, Document]] = []
     for shelf, allowed in shelves:
         if not shelf.docs:
@@ -345,7 +378,7 @@ def rank(
             hits = shelf.body_words.get(word)
             if hits is not None:
                 scores[hits] += BODY_BOOST * share
-        keep = np.isin(shelf.kinds, wanted) & (scores >= MIN_SCORE)
+        keep = np.logical_or.reduce([shelf.kinds[k] for k in kinds]) & (scores >= MIN_SCORE)
         if allowed is not None:
             keep &= allowed
         candidates = np.flatnonzero(keep)
