@@ -287,6 +287,20 @@ def test_plugins_travel_with_the_insights_drawn_with_them_and_only_admins_add_th
     assert saved["visualization"]["plugin"] == "big-number-x"
     chart = api.get("/api/plugins/big-number-x", headers=auth(as_admin))
     assert chart.status_code == 200 and chart.json()["template"] == bundle["plugins"][0]["template"]
+    # the same plugin again: the workspace has it, nothing to add or report
+    again = api.post("/api/import", json={"bundle": plugin_bundle}, headers=auth(as_admin))
+    assert again.status_code == 201 and again.json() == {
+        "created": [],
+        "unmapped": [],
+        "dry_run": False,
+    }
+    changed = json.loads(json.dumps(plugin_bundle))
+    changed["plugins"][0]["manifest"]["version"] = "2.0.0"
+    again = api.post("/api/import", json={"bundle": changed}, headers=auth(as_admin))
+    assert [(u["what"], u["name"]) for u in again.json()["unmapped"]] == [
+        ("plugin", "big-number-x")
+    ]
+    assert "version 1.0.0" in again.json()["unmapped"][0]["reason"]
 
 
 def test_what_the_caller_cannot_open_is_not_exported_and_import_respects_folders_and_roles(
@@ -393,3 +407,33 @@ def create_app_for(settings: Any) -> Any:
     from api.app import create_app
 
     return create_app(settings)
+
+
+def test_an_alert_with_its_own_sql_and_only_email_round_trips_enabled(
+    api: TestClient, metadata: MetadataStore
+) -> None:
+    source, target = fresh(metadata, "exp-sqlsrc"), fresh(metadata, "exp-sqldst")
+    body = {
+        "name": "Too many signups",
+        "sql": "select count(*) as n from events where event_name = $1",
+        "params": ["signup"],
+        "rule": {"type": "threshold", "column": "n", "op": ">=", "value": 1000},
+        "schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"},
+        "channels": {"team": {"type": "email", "to": ["team@example.com"]}},
+        "notify_resolved": False,
+    }
+    alert = post(api, source, "/api/alerts", body)
+    bundle = api.get(f"/api/export/alert/{alert['id']}", headers=auth(source)).json()
+    assert bundle["insights"] == [] and bundle["datasources"] == ["warehouse"]
+    assert bundle["alerts"][0]["secrets_left_out"] == {}
+    viewer = member_token(metadata, target, "viewer")
+    assert api.post("/api/import", json={"bundle": bundle}, headers=auth(viewer)).status_code == 403
+    r = api.post("/api/import", json={"bundle": bundle}, headers=auth(target))
+    assert r.status_code == 201, r.text
+    assert r.json()["unmapped"] == []
+    (made,) = r.json()["created"]
+    saved = api.get(f"/api/alerts/{made['id']}", headers=auth(target)).json()
+    original = api.get(f"/api/alerts/{alert['id']}", headers=auth(source)).json()
+    same = ("sql", "params", "rule", "schedule", "channels", "notify_resolved", "enabled")
+    assert {k: saved[k] for k in same} == {k: original[k] for k in same}
+    assert saved["enabled"] is True and saved["next_due_at"] is not None
