@@ -45,7 +45,7 @@ from connectors.dashboards.validate import (
     check_mappings,
 )
 from connectors.insights.charts import ChartError
-from connectors.insights.plugins import Plugin, PluginExists, PluginRegistry
+from connectors.insights.plugins import Manifest, Plugin, PluginExists, PluginRegistry, parse_plugin
 from connectors.insights.service import InsightInvalid, check_definition
 from connectors.metadata.alerts import AlertExists, AlertOwner, AlertStore
 from connectors.metadata.insights import FolderNotFound, InsightRecord, InsightStore
@@ -570,6 +570,13 @@ def _is_secret(value: Any) -> bool:
     return False
 
 
+def _manifest_as_stored(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        return Manifest.model_validate(manifest).model_dump(mode="json", exclude_none=True)
+    except ValidationError:
+        return None
+
+
 def _plugin(plugin: Plugin) -> BundlePlugin:
     return BundlePlugin(
         manifest=plugin.manifest.model_dump(mode="json", exclude_none=True),
@@ -599,7 +606,8 @@ def import_bundle(
     sources, nothing created), FolderNotFound. `dry_run`: check and report, create
     nothing (unmapped data sources are reported, not raised). `can_upload_plugins`: the
     importer may add the bundle's plugins (admins). `can_view`: the folders the importer
-    may open (for an option source or click target already there; None: all). `owner`:
+    may open — unused so far: a bundle names only its own insights (refs), never one the
+    workspace holds already, so the import looks at nothing of the workspace's. `owner`:
     whose rights an imported alert runs with. The caller checks that the importer may
     save into `folder_id`. Blocking."""
     parsed = bundle if isinstance(bundle, Bundle) else parse_bundle(bundle)
@@ -736,7 +744,7 @@ class _Importer:
             if existing is not None:
                 same = existing.template == item.template and existing.manifest.model_dump(
                     mode="json", exclude_none=True
-                ) == {k: v for k, v in item.manifest.items() if v is not None}
+                ) == _manifest_as_stored(item.manifest)
                 if not same:
                     self._unmapped(
                         "plugin",
@@ -756,8 +764,6 @@ class _Importer:
                 continue
             try:
                 if self.dry_run:
-                    from connectors.insights.plugins import parse_plugin
-
                     plugin = parse_plugin(item.manifest, item.template, "uploaded", self.actor)
                 else:
                     plugin = self.stores.plugins.upload(
