@@ -269,6 +269,17 @@ def test_results_follow_every_change(api, metadata):
         r for r in search(api, root, "trial conversions", kinds="insight") if r["id"] == made["id"]
     )
     assert moved["detail"].startswith("SQL insight in Growth")
+    # the folder renamed: the detail follows
+    r = api.patch(f"/api/folders/{folder}", json={"name": "Expansion"}, headers=root)
+    assert r.status_code == 200, r.text
+    moved = next(
+        r for r in search(api, root, "trial conversions", kinds="insight") if r["id"] == made["id"]
+    )
+    assert moved["detail"].startswith("SQL insight in Expansion")
+    # a dashboard trashed is gone too
+    assert [r["id"] for r in search(api, root, "monday board", kinds="dashboard")] == [board["id"]]
+    assert api.delete(f"/api/dashboards/{board['id']}", headers=root).status_code == 204
+    assert search(api, root, "monday board", kinds="dashboard") == []
 
 
 def test_a_data_sources_tables_are_found_and_one_out_of_reach_hides_only_its_own(
