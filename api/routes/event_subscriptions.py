@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, State
@@ -29,6 +29,7 @@ from api.state import AppState
 from connectors.events.deliverer import Deliverer
 from connectors.events.emit import emit_now, wake
 from connectors.events.model import (
+    ALL,
     EVENT_TYPES,
     OPT_IN,
     SubscriptionRecord,
@@ -42,7 +43,10 @@ from connectors.notify.insight_links import public_base
 from connectors.outbound import OutboundPolicy, OutboundRefused, _ip_literal
 from connectors.secrets import SecretBox, load_secret_key
 
-router = APIRouter(prefix="/api/event-subscriptions", tags=["events"], responses=AUTHENTICATED)
+# Paths written out (no prefix): the event types live at /api/event-types, beside rather
+# than under /api/event-subscriptions, whose /{id} would share their path.
+router = APIRouter(tags=["events"], responses=AUTHENTICATED)
+BASE = "/api/event-subscriptions"
 
 SubscriptionId = Annotated[int, resource_id("event subscription")]
 
@@ -54,20 +58,28 @@ def event_store(state: AppState) -> EventStore:
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
 ]
-EventType = Annotated[str, StringConstraints(max_length=60)]
+EventType = Annotated[
+    str,
+    StringConstraints(max_length=60),
+    WithJsonSchema({"type": "string", "enum": [ALL, *EVENT_TYPES]}),
+]
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)"
+# what check_url takes: http(s), a host name or IPv4 address, a port, then a path or query
+URL_PATTERN = rf"^https?://[A-Za-z0-9][A-Za-z0-9._~-]*(:{_PORT})?([/?#]\S*)?$"
 
 
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    url: Annotated[str, StringConstraints(max_length=2000)] = Field(
-        description="Where events are POSTed (http or https)."
+    url: Annotated[str, StringConstraints(max_length=2000, pattern=URL_PATTERN)] = Field(
+        description="Where events are POSTed (http or https). The outbound policy decides"
+        " where it may point."
     )
     event_types: list[EventType] = Field(
         min_length=1,
         max_length=len(EVENT_TYPES) + 1,
-        description="Event types (GET /api/event-subscriptions/types), or `*` for every"
+        description="Event types (GET /api/event-types), or `*` for every"
         " type but the opt-in ones.",
     )
     enabled: bool = True
@@ -211,7 +223,7 @@ def _get(state: AppState, workspace_id: int, subscription_id: int) -> Subscripti
     return record
 
 
-@router.get("/types", response_model=list[EventTypePublic])
+@router.get("/api/event-types", response_model=list[EventTypePublic])
 async def list_event_types(token: AdminToken) -> list[EventTypePublic]:
     """The event types a subscription can name."""
     return [
@@ -219,7 +231,7 @@ async def list_event_types(token: AdminToken) -> list[EventTypePublic]:
     ]
 
 
-@router.get("", response_model=list[SubscriptionPublic])
+@router.get(BASE, response_model=list[SubscriptionPublic])
 async def list_subscriptions(state: State, token: AdminToken) -> list[SubscriptionPublic]:
     def load() -> list[SubscriptionPublic]:
         store = event_store(state)
@@ -231,7 +243,7 @@ async def list_subscriptions(state: State, token: AdminToken) -> list[Subscripti
     return await run_in_threadpool(load)
 
 
-@router.post("", status_code=201, response_model=SubscriptionWithSecret, responses=_REFUSED)
+@router.post(BASE, status_code=201, response_model=SubscriptionWithSecret, responses=_REFUSED)
 async def create_subscription(
     body: SubscriptionCreate, request: Request, state: State, token: AdminToken
 ) -> SubscriptionWithSecret:
@@ -264,7 +276,7 @@ async def create_subscription(
     return SubscriptionWithSecret(**SubscriptionPublic.of(record).model_dump(), secret=secret)
 
 
-@router.get("/{subscription_id}", response_model=SubscriptionPublic, responses=_MISSING)
+@router.get(BASE + "/{subscription_id}", response_model=SubscriptionPublic, responses=_MISSING)
 async def get_subscription(
     subscription_id: SubscriptionId, state: State, token: AdminToken
 ) -> SubscriptionPublic:
@@ -277,7 +289,7 @@ async def get_subscription(
 
 
 @router.patch(
-    "/{subscription_id}",
+    BASE + "/{subscription_id}",
     response_model=SubscriptionPublic,
     responses={**_REFUSED, **_MISSING},
 )
@@ -290,6 +302,7 @@ async def update_subscription(
 ) -> SubscriptionPublic:
     """Change what is given. `enabled: true` re-enables a disabled subscription: its
     failure count is cleared and its waiting deliveries go out, in order, at once."""
+    await run_in_threadpool(_get, state, token.workspace_id, subscription_id)
     given = body.model_fields_set
     for field in given:
         if getattr(body, field) is None:
@@ -328,7 +341,7 @@ async def update_subscription(
     return SubscriptionPublic.of(record, pending.get(record.id, 0))
 
 
-@router.delete("/{subscription_id}", status_code=204, responses=_MISSING)
+@router.delete(BASE + "/{subscription_id}", status_code=204, responses=_MISSING)
 async def delete_subscription(
     subscription_id: SubscriptionId, request: Request, state: State, token: AdminToken
 ) -> Response:
@@ -348,7 +361,9 @@ async def delete_subscription(
 
 
 @router.post(
-    "/{subscription_id}/rotate-secret", response_model=SubscriptionWithSecret, responses=_MISSING
+    BASE + "/{subscription_id}/rotate-secret",
+    response_model=SubscriptionWithSecret,
+    responses=_MISSING,
 )
 async def rotate_secret(
     subscription_id: SubscriptionId, request: Request, state: State, token: AdminToken
@@ -376,7 +391,7 @@ async def rotate_secret(
     )
 
 
-@router.post("/{subscription_id}/test", response_model=DeliveryPublic, responses=_MISSING)
+@router.post(BASE + "/{subscription_id}/test", response_model=DeliveryPublic, responses=_MISSING)
 async def test_subscription(
     subscription_id: SubscriptionId, request: Request, state: State, token: AdminToken
 ) -> DeliveryPublic:
@@ -404,7 +419,7 @@ async def test_subscription(
     return delivery
 
 
-@router.get("/{subscription_id}/deliveries", response_model=DeliveryPage, responses=_MISSING)
+@router.get(BASE + "/{subscription_id}/deliveries", response_model=DeliveryPage, responses=_MISSING)
 async def list_deliveries(
     subscription_id: SubscriptionId,
     state: State,

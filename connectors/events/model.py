@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-# type → what it means (shown by GET /api/event-subscriptions/types and in the UI)
+# type → what it means (shown by GET /api/event-types and in the UI)
 EVENT_TYPES: dict[str, str] = {
     "alert.triggered": "An alert's condition became true (or fired again, by its rules).",
     "alert.resolved": "A triggered alert is back to ok.",

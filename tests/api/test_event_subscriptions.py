@@ -70,10 +70,10 @@ def test_the_secret_is_shown_once_and_the_url_masked(
 @pytest.mark.parametrize(
     ("body", "status", "detail"),
     [
-        ({"url": "ftp://x.example/"}, 400, "url: must be an http(s) URL"),
+        ({"url": "ftp://x.example/"}, 400, "url: String should match pattern"),
         ({"url": "http://169.254.169.254/latest"}, 400, "url: address 169.254.169.254 is a cloud"),
         ({"url": "http://metadata.google.internal/"}, 400, "url: host metadata.google.internal"),
-        ({"url": "https://user:pw@x.example/"}, 400, "url: must not carry"),
+        ({"url": "https://user:pw@x.example/"}, 400, "url: String should match pattern"),
         ({"event_types": ["alert.triggered", "nope"]}, 400, "event_types[1]: unknown"),
         ({"event_types": []}, 400, "event_types"),
         ({"name": ""}, 400, "name"),
@@ -287,7 +287,7 @@ def test_patch_and_delete(client: TestClient, workspace: NewWorkspace, recorder:
         ).status_code
         == 400
     )
-    types = client.get(f"{BASE}/types", headers=auth(workspace)).json()
+    types = client.get("/api/event-types", headers=auth(workspace)).json()
     assert {"type": "query.finished", "opt_in": True}.items() <= next(
         t for t in types if t["type"] == "query.finished"
     ).items()

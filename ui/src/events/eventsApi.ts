@@ -53,7 +53,7 @@ export interface Delivery {
 const BASE = "/api/event-subscriptions";
 
 export const eventsApi = {
-  types: () => request<EventType[]>("GET", `${BASE}/types`),
+  types: () => request<EventType[]>("GET", "/api/event-types"),
   list: () => request<Subscription[]>("GET", BASE),
   create: (body: { name: string; url: string; event_types: string[] }) => request<SubscriptionWithSecret>("POST", BASE, body),
   update: (id: number, body: Partial<{ name: string; url: string; event_types: string[]; enabled: boolean }>) =>
