@@ -21,6 +21,7 @@ from playwright.sync_api import Page, expect
 from connectors.metadata import MetadataStore
 from connectors.servers import ServerUrls
 from connectors.stripe.sync import sync_stripe
+from connectors.templates.gallery import GALLERY_DIR
 from tests.conftest import make_settings
 from tests.connectors.test_gallery_datasets import seed_saas
 from tests.e2e.web import WAIT_MS, LiveApi, sign_in
@@ -99,6 +100,14 @@ def test_install_saas_revenue_and_see_its_tiles(
     expect(revenue.get_by_role("note")).to_contain_text("Needs a Stripe connection")
     expect(revenue.get_by_role("button", name="Install SaaS revenue")).to_be_disabled()
     expect(page.get_by_role("region", name="Web analytics").get_by_role("button")).to_be_enabled()
+
+    # a bundle file imports from here too: the gallery's own retention file, previewed
+    page.get_by_role("button", name="Import a bundle…").click()
+    dialog = page.get_by_role("dialog", name="Import a bundle")
+    dialog.get_by_label("Bundle file").set_input_files(str(GALLERY_DIR / "retention.json"))
+    expect(dialog.get_by_label("Import preview")).to_contain_text("Weekly retention cohorts")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
 
     connect_stripe(live_ui, settings, servers, fake)
     # back to the gallery through the app (its router; the page asks the API again)

@@ -3,6 +3,7 @@ import { Link, useLocation } from "wouter";
 import { ApiError, type Folder, insightsApi } from "../api";
 import { folderLabel } from "../insights/SaveInsightDialog";
 import { type Template, galleryApi } from "./galleryApi";
+import { ImportDialog } from "./ImportDialog";
 import "./gallery.css";
 
 /** The template gallery (issue 18): built-in dashboards installed in one click — each
@@ -16,6 +17,7 @@ export function GalleryPage({ onSignedOut }: { onSignedOut: () => void }) {
   const [folder, setFolder] = useState("");
   const [busy, setBusy] = useState<string | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
+  const [importing, setImporting] = useState(false);
 
   const fail = useCallback(
     (err: unknown) => {
@@ -48,21 +50,24 @@ export function GalleryPage({ onSignedOut }: { onSignedOut: () => void }) {
     <main className="page gallery-page" aria-label="Templates">
       <div className="page-head">
         <h2>Templates</h2>
-        <label className="row">
-          Install into{" "}
-          <select aria-label="Install into folder" value={folder} onChange={(e) => setFolder(e.target.value)}>
-            <option value="">(no folder)</option>
-            {folders.map((f) => (
-              <option key={f.id} value={f.id}>
-                {folderLabel(f)}
-              </option>
-            ))}
-          </select>
-        </label>
+        <div className="row">
+          <button onClick={() => setImporting(true)}>Import a bundle…</button>
+          <label className="row">
+            Install into{" "}
+            <select aria-label="Install into folder" value={folder} onChange={(e) => setFolder(e.target.value)}>
+              <option value="">(no folder)</option>
+              {folders.map((f) => (
+                <option key={f.id} value={f.id}>
+                  {folderLabel(f)}
+                </option>
+              ))}
+            </select>
+          </label>
+        </div>
       </div>
       <p className="hint">
         Ready-made dashboards on sqlbook's own tables. Installing one creates its dashboard and insights in your
-        workspace; edit them like any other.
+        workspace; edit them like any other. A bundle exported from another sqlbook imports the same way.
       </p>
       {problem && (
         <p className="error" role="alert">
@@ -110,6 +115,7 @@ export function GalleryPage({ onSignedOut }: { onSignedOut: () => void }) {
           ))}
         </div>
       )}
+      {importing && <ImportDialog onClose={() => setImporting(false)} onSignedOut={onSignedOut} />}
     </main>
   );
 }
