@@ -274,14 +274,16 @@ def _twilio_sid(prefix: str, value: str | None) -> str | None:
 
 class _TwilioConfig(_Config):
     """Twilio's Messages API: the account, who sends (a number or a messaging service) and
-    who receives. `base_url`: another API root (a Twilio region such as
-    https://api.dublin.ie1.twilio.com, or a test server); a member's URL passes the
-    outbound policy."""
+    who receives. `api_key_sid`: sign in with an API key (SK…, its secret as `auth_token`)
+    instead of the account's own auth token, as Twilio recommends for production.
+    `base_url`: another API root (a Twilio region such as https://api.dublin.ie1.twilio.com,
+    or a test server); a member's URL passes the outbound policy."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
     account_sid: str
     auth_token: SecretStr
+    api_key_sid: str | None = None
     from_: str | None = Field(default=None, alias="from")
     messaging_service_sid: str | None = None
     to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
@@ -291,6 +293,7 @@ class _TwilioConfig(_Config):
 
     _account_sid = field_validator("account_sid")(lambda v: _twilio_sid("AC", v))
     _service_sid = field_validator("messaging_service_sid")(lambda v: _twilio_sid("MG", v))
+    _api_key_sid = field_validator("api_key_sid")(lambda v: _twilio_sid("SK", v))
 
     @field_validator("to", mode="before")
     @classmethod
@@ -812,7 +815,7 @@ class TeamsChannel(_SecretChannel):
 # Twilio's error codes (https://www.twilio.com/docs/api/errors) said in our words: a
 # failed delivery names the code and what to fix, never the answer's own text.
 _TWILIO_ERRORS = {
-    20003: "authentication failed: check account_sid and auth_token",
+    20003: "authentication failed: check account_sid (or api_key_sid) and auth_token",
     20404: "not found: check account_sid, messaging_service_sid or content_sid",
     20429: "too many requests",
     21211: "invalid 'To' number",
@@ -912,7 +915,8 @@ class TwilioChannel(_SecretChannel):
             self._progress = (notification, {})
         outcome = self._progress[1]
         token = self.config.auth_token.get_secret_value()
-        basic = base64.b64encode(f"{self.config.account_sid}:{token}".encode()).decode()
+        user = self.config.api_key_sid or self.config.account_sid
+        basic = base64.b64encode(f"{user}:{token}".encode()).decode()
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Authorization": f"Basic {basic}",

@@ -389,3 +389,17 @@ def test_the_standalone_runner_sends_sms_from_its_file(
     assert code == 2
     assert "oncall-sms" in err and "to[0]: '555-0101' is not an E.164 phone number" in err
     assert account[1] not in err
+
+
+def test_an_api_key_signs_in_instead_of_the_auth_token(fake, account, tmp_path):
+    key_sid, key_secret = fake.add_api_key(account[0])
+    delivery, _ = send(sms(fake, account, api_key_sid=key_sid, auth_token=key_secret), tmp_path)
+    assert delivery.ok, delivery.error
+    (request,) = fake.requests
+    assert request.auth == (key_sid, key_secret)
+    assert request.path == f"/2010-04-01/Accounts/{account[0]}/Messages.json"
+    # the key's secret is as secret as a token: masked, and a wrong one is final
+    shown = public_channels({"p": sms(fake, account, api_key_sid=key_sid, auth_token=key_secret)})
+    assert shown["p"]["api_key_sid"] == key_sid and shown["p"]["auth_token"] == "**********"
+    delivery, _ = send(sms(fake, account, api_key_sid=key_sid, auth_token="0" * 32), tmp_path)
+    assert not delivery.ok and delivery.attempts == 1 and "20003" in delivery.error

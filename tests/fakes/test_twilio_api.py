@@ -192,3 +192,21 @@ def test_whatsapp_free_form_fails_outside_the_24_hour_window(fake, account):
 )
 def test_segments_are_counted_as_carriers_bill_them(body, expected):
     assert segments(body) == expected
+
+
+def test_an_api_key_of_the_account_signs_in(fake, account):
+    key = fake.add_api_key(account[0])
+    assert send(fake, key, To=TO, From=FROM, Body="x").status_code == 404  # its own path: none
+    r = httpx.post(
+        f"{fake.url}/2010-04-01/Accounts/{account[0]}/Messages.json",
+        auth=key,
+        data={"To": TO, "From": FROM, "Body": "x"},
+    )
+    assert r.status_code == 201 and r.json()["account_sid"] == account[0]
+    other, _ = fake.add_account()
+    r = httpx.post(
+        f"{fake.url}/2010-04-01/Accounts/{other}/Messages.json",
+        auth=key,
+        data={"To": TO, "From": FROM, "Body": "x"},
+    )
+    assert r.status_code == 404 and r.json()["code"] == 20404

@@ -86,6 +86,7 @@ class Account:
     whatsapp: set[str] = field(default_factory=set)  # WhatsApp senders (E.164)
     services: dict[str, list[str]] = field(default_factory=dict)  # MG… -> its numbers
     contents: set[str] = field(default_factory=set)  # approved templates (HX…)
+    api_keys: dict[str, str] = field(default_factory=dict)  # SK… -> its secret
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,14 @@ class TwilioFake:
         with self._lock:
             self.accounts[sid] = Account(sid, token)
         return sid, token
+
+    def add_api_key(self, account_sid: str) -> tuple[str, str]:
+        """An API key of the account (SK…, secret): Basic auth `SK…:secret` instead of
+        `AC…:auth token`, on the account's paths."""
+        sid, secret = _sid("SK"), secrets.token_hex(16)
+        with self._lock:
+            self.accounts[account_sid].api_keys[sid] = secret
+        return sid, secret
 
     def add_number(self, account_sid: str, number: str) -> None:
         with self._lock:
@@ -311,8 +320,15 @@ class TwilioFake:
         return (user, password) if sep else None
 
     def _account(self, request: Request, credentials: tuple[str, str] | None) -> Account:
-        account = self.accounts.get(credentials[0]) if credentials else None
-        if account is None or credentials is None or credentials[1] != account.token:
+        account: Account | None = None
+        if credentials is not None:
+            user, password = credentials
+            for candidate in self.accounts.values():
+                if (user, password) == (candidate.sid, candidate.token) or (
+                    candidate.api_keys.get(user) == password
+                ):
+                    account = candidate
+        if account is None:
             raise TwilioError(401, 20003, "Authenticate")
         if request.path_params["account"] != account.sid:
             raise TwilioError(

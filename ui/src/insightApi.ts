@@ -70,6 +70,7 @@ export interface TwilioConfig {
   type: "sms" | "whatsapp";
   account_sid: string;
   auth_token: string;
+  api_key_sid?: string;
   from?: string;
   messaging_service_sid?: string;
   to: string[];

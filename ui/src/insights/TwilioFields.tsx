@@ -20,6 +20,10 @@ export function TwilioFields({ type, value, numbers, invalid, onChange, onNumber
         <input value={value.authToken} type="password" aria-invalid={invalid} autoComplete="off" onChange={(e) => set({ authToken: e.target.value })} />
       </label>
       <label>
+        API key SID
+        <input value={value.apiKeySid ?? ""} placeholder="optional: SK…" autoComplete="off" title="optional: an API key of the account; its secret goes in Auth token" onChange={(e) => set({ apiKeySid: e.target.value })} />
+      </label>
+      <label>
         From
         <input value={value.from} aria-invalid={invalid} placeholder={type === "whatsapp" ? "+14155238886 or MG…" : "+15017122661 or MG…"} autoComplete="off" title="a number of the Twilio account, or a messaging service SID (MG…)" onChange={(e) => set({ from: e.target.value })} />
       </label>

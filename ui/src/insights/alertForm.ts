@@ -27,7 +27,10 @@ export interface ChannelDraft {
 /** The Twilio account of an sms or whatsapp channel, as typed in the form. */
 export interface TwilioDraft {
   accountSid: string;
+  /** the auth token, or the secret of the API key below */
   authToken: string;
+  /** optional: sign in with an API key (SK…) of the account instead of its auth token */
+  apiKeySid?: string;
   /** the sending number of the account, or a messaging service (MG…) */
   from: string;
   /** another API root (a Twilio region); empty: Twilio's own */
@@ -61,6 +64,7 @@ export function twilioConfig(type: "sms" | "whatsapp", where: string, numbers: s
   const from = required(`${where}.from`, t.from);
   if (/^MG[0-9a-f]{32}$/i.test(from)) config.messaging_service_sid = from;
   else config.from = from;
+  if (t.apiKeySid?.trim()) config.api_key_sid = t.apiKeySid.trim();
   if (t.baseUrl.trim()) config.base_url = t.baseUrl.trim();
   return config;
 }

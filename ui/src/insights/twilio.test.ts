@@ -30,6 +30,10 @@ describe("sms and whatsapp channels", () => {
     const c = { ...newChannel("sms", "phones"), target: "+14155550101", twilio: { ...ACCOUNT, authToken: " " } };
     expect(() => channelConfig(c)).toThrow("channels.phones.auth_token: required");
   });
+  it("signs in with an API key when one is given", () => {
+    const c = { ...newChannel("sms", "phones"), target: "+14155550101", twilio: { ...ACCOUNT, apiKeySid: " SK1 " } };
+    expect(channelConfig(c)).toMatchObject({ account_sid: "AC0123", api_key_sid: "SK1", auth_token: "tok" });
+  });
   it("a subscription takes them too", () => {
     const d = { name: "phones", type: "sms" as const, to: "+14155550101", twilio: ACCOUNT, slack: "webhook" as const, webhookUrl: "", token: "", channel: "" };
     expect(subscriptionChannel(d)).toMatchObject({ type: "sms", to: ["+14155550101"], from: "+15017122661" });
