@@ -310,8 +310,9 @@ class SearchIndex:
                 objects = self._objects[workspace_id] = _Objects()
                 while len(self._objects) > MAX_WORKSPACES:
                     dropped, _ = self._objects.popitem(last=False)
-                    for key in [k for k in self._catalogs if k[0] == dropped]:
+                    for key in [k for k in self._catalog_locks if k[0] == dropped]:
                         self._catalogs.pop(key, None)
+                        self._catalog_locks.pop(key, None)
             self._objects.move_to_end(workspace_id)
         with objects.lock:
             return _refresh_objects(self._store, workspace_id, objects)
