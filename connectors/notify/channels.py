@@ -952,8 +952,10 @@ class TwilioChannel(_SecretChannel):
             return
         if len(failed) == 1 and len(self.config.to) == 1:
             raise failed[0]
+        # not reached: refused for good, failed now, or not tried after a rate limit
+        missed = sum(1 for n in self.config.to if n not in outcome or outcome[n] is not None)
         shown = "; ".join(str(e) for e in failed[:3]) + (" …" if len(failed) > 3 else "")
-        message = f"{len(failed)} of {len(self.config.to)} recipients failed: {shown}"
+        message = f"{missed} of {len(self.config.to)} recipients not reached: {shown}"
         limited = [e.retry_after for e in failed if isinstance(e, RateLimited)]
         if limited:
             raise RateLimited(message, max((r for r in limited if r is not None), default=None))

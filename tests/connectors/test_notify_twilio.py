@@ -193,7 +193,7 @@ def test_a_retry_sends_only_to_who_has_not_got_it(fake, account, tmp_path):
     assert not delivery.ok and delivery.attempts == 2  # the refusal is final: no third try
     to = [m.to for m in fake.messages]
     assert sorted(to) == sorted([ALICE, BOB]) and to.count(ALICE) == 1
-    assert delivery.error.startswith("1 of 3 recipients failed: sms to[2] +11234567890")
+    assert delivery.error.startswith("1 of 3 recipients not reached: sms to[2] +11234567890")
     assert "21211" in delivery.error
 
 
@@ -403,3 +403,12 @@ def test_an_api_key_signs_in_instead_of_the_auth_token(fake, account, tmp_path):
     assert shown["p"]["api_key_sid"] == key_sid and shown["p"]["auth_token"] == "**********"
     delivery, _ = send(sms(fake, account, api_key_sid=key_sid, auth_token="0" * 32), tmp_path)
     assert not delivery.ok and delivery.attempts == 1 and "20003" in delivery.error
+
+
+def test_recipients_left_by_a_rate_limit_count_as_not_reached(fake, account, tmp_path):
+    fake.fail_next(3, status=429, retry_after=0)  # the first number, at every attempt
+    delivery, sleeps = send(sms(fake, account, to=[ALICE, BOB]), tmp_path)
+    assert not delivery.ok and delivery.attempts == 3 and sleeps == [0.0, 0.0]
+    assert delivery.error.startswith("2 of 2 recipients not reached: sms to[0] +14155550101:")
+    assert "20429" in delivery.error and fake.messages == []
+    assert len(fake.requests) == 3  # Bob was never tried while Alice's was refused
