@@ -78,6 +78,9 @@ def refunds(api: TestClient, ws: NewWorkspace) -> dict[str, Any]:
 
 
 def test_where_do_we_track_refunds_finds_the_table_and_the_insight(api, ws, refunds):
+    # with AI assistance off: no model server is configured for this API
+    status = api.get("/api/ai/status", headers=bearer(ws.api_token))
+    assert status.status_code == 200 and status.json()["enabled"] is False
     results = search(api, bearer(ws.api_token), "where do we track refunds?")
     top = titles(results)[:5]
     assert ("table", "stripe.refunds") in top, top
