@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, JsonValue
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CanQuery, CanView, SignedIn, State, permissions_of
+from api.deps import CanQuery, SignedIn, State, permissions_of
 from api.events import record_event
 from api.schemas import AUTHENTICATED, NO_NUL, Problem, QueryProblem, problems
 from api.state import AppState
@@ -344,7 +344,7 @@ async def accept_suggestion(
     responses={**_NO_SOURCE, **problems(503, model=QueryProblem)},
 )
 async def read_schema_hints(
-    token: CanView,
+    token: CanQuery,
     state: State,
     datasource: Annotated[str, Query(min_length=1, max_length=100, pattern=NO_NUL)] = "warehouse",
 ) -> SchemaHints:
@@ -369,7 +369,7 @@ async def read_schema_hints(
     responses={**_NO_SOURCE, **problems(400), **_AI_ERRORS},
 )
 async def explain(
-    body: ExplainRequest, token: CanView, state: State, request: Request
+    body: ExplainRequest, token: CanQuery, state: State, request: Request
 ) -> ExplainAnswer | JSONResponse:
     """What a table (or the tables of a query) holds: the deterministic hints, and with AI
     on the model's summary (it is shown names, types and comments only)."""

@@ -7,7 +7,8 @@ Rules, in order of trust:
   type as another table's column when that name is id-like (`user_id`, `distinct_id`,
   `customer`… not `id`, `name` or `created`), reason "same name and type"; else a column
   named after another table (`customer`/`customer_id` → `customers.id`, same type),
-  reason "column names the table".
+  reason "column names the table". Bookkeeping columns every table carries
+  (`project_id`, `connection_id`, dlt's `_dlt_*`) propose no join by name.
 - time columns: date and timestamp types.
 - id columns: `id`, `*_id`, `*_uuid`, uuid types, one-column primary/unique keys —
   the high-cardinality identifiers one counts distinct or joins on, never groups by.
@@ -60,6 +61,15 @@ _CATEGORICAL = {
 }
 # names too generic to join on by name alone
 _NOT_JOIN_NAMES = {"id", "name", "created", "updated", "description", "type", "status"}
+# bookkeeping columns every table of a kind carries (the tenant's project, the connector's
+# connection, dlt's load ids): sharing one says nothing about how two tables relate
+_BOOKKEEPING = {"project_id", "connection_id"}
+_BOOKKEEPING_PREFIX = "_dlt_"
+
+
+def _bookkeeping(column: CatalogColumn) -> bool:
+    name = column.name.lower()
+    return name in _BOOKKEEPING or name.startswith(_BOOKKEEPING_PREFIX)
 
 
 def is_time(column: CatalogColumn) -> bool:
@@ -102,7 +112,11 @@ def _joins(table: CatalogTable, catalog: Catalog) -> list[dict[str, Any]]:
         if column.references is not None:
             add(column.name, column.references.table, column.references.column, "foreign key")
     for column in table.columns:
-        if column.references is not None or column.name.lower() in _NOT_JOIN_NAMES:
+        if (
+            column.references is not None
+            or column.name.lower() in _NOT_JOIN_NAMES
+            or _bookkeeping(column)
+        ):
             continue
         id_like = is_id(column) or column.name.lower() in _referenced_names(catalog)
         for other in catalog.tables:
@@ -158,7 +172,7 @@ def table_hints(table: CatalogTable, catalog: Catalog) -> dict[str, Any]:
     metrics += [
         f"count(distinct {_quoted(c)})"
         for c in table.columns
-        if is_id(c) and c.name not in keys and c.references is None
+        if is_id(c) and c.name not in keys and c.references is None and not _bookkeeping(c)
     ][:3]
     metrics += [
         f"{fn}({_quoted(c)})"

@@ -2,8 +2,8 @@
 a suggestion naming another workspace's project id gets nothing of theirs (row-level
 security answers for the asker), the model sees exactly the rows the asker's query
 returned, the summary cites the query and the numbers come from the result; explain
-gives the hints of the tables a query reads plus the model's words; viewers may explain
-but not run SQL."""
+gives the hints of the tables a query reads plus the model's words; like the schema, the
+hints and explanations are for those who may run SQL."""
 
 from __future__ import annotations
 
@@ -178,12 +178,12 @@ def test_explain_a_query_gives_its_tables_hints_and_the_models_words(
     metadata: MetadataStore,
 ) -> None:
     ours, _ = two
-    _, _, viewer = make_member(metadata, ours, unique_email("ai-viewer"), "viewer")
+    _, _, editor = make_member(metadata, ours, unique_email("ai-editor"), "editor")
     fake.reply("Events are what your product captured.")
     r = api.post(
         "/api/ai/explain",
         json={"sql": "select e.event_name from events e join sessions s using (session_id)"},
-        headers=bearer(viewer),
+        headers=bearer(editor),
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -205,27 +205,27 @@ def test_explain_a_query_gives_its_tables_hints_and_the_models_words(
     assert "signup" not in sent and "public.sessions" in sent
     # a failing model leaves the hints standing and says why there is no summary
     fake.fail(500, times=2)
-    failed = api.post("/api/ai/explain", json={"table": "events"}, headers=bearer(viewer))
+    failed = api.post("/api/ai/explain", json={"table": "events"}, headers=bearer(editor))
     assert failed.status_code == 200, failed.text
     assert failed.json()["summary"] is None and "500" in failed.json()["summary_error"]
     assert "timestamp" in failed.json()["hints"]["tables"]["public.events"]["time_columns"]
     # a statement that is not a read, or names a table it may not: 400 naming `sql`
-    bad = api.post("/api/ai/explain", json={"sql": "drop table events"}, headers=bearer(viewer))
+    bad = api.post("/api/ai/explain", json={"sql": "drop table events"}, headers=bearer(editor))
     assert bad.status_code == 400 and bad.json()["detail"].startswith("sql:")
     both = api.post(
-        "/api/ai/explain", json={"sql": "select 1", "table": "events"}, headers=bearer(viewer)
+        "/api/ai/explain", json={"sql": "select 1", "table": "events"}, headers=bearer(editor)
     )
     assert both.status_code == 400 and "table or sql" in both.json()["detail"]
-    missing = api.post("/api/ai/explain", json={"table": "nope"}, headers=bearer(viewer))
+    missing = api.post("/api/ai/explain", json={"table": "nope"}, headers=bearer(editor))
     assert missing.status_code == 400 and missing.json()["detail"].startswith("table:")
 
 
-def test_schema_hints_of_the_warehouse_for_a_viewer(
+def test_schema_hints_of_the_warehouse_for_an_editor_not_a_viewer(
     api: TestClient, two: tuple[NewWorkspace, NewWorkspace], metadata: MetadataStore
 ) -> None:
     ours, _ = two
-    _, _, viewer = make_member(metadata, ours, unique_email("ai-viewer"), "viewer")
-    r = api.get("/api/ai/schema-hints", headers=bearer(viewer))
+    _, _, editor = make_member(metadata, ours, unique_email("ai-editor"), "editor")
+    r = api.get("/api/ai/schema-hints", headers=bearer(editor))
     assert r.status_code == 200, r.text
     tables = r.json()["tables"]
     events = tables["public.events"]
@@ -234,9 +234,15 @@ def test_schema_hints_of_the_warehouse_for_a_viewer(
     assert "count(distinct distinct_id)" in events["suggested_metrics"]
     assert any(f.startswith("event_name = {{event_name}}") for f in events["suggested_filters"])
     assert r.json()["datasource"] == "warehouse"
+    # the schema is the SQL users' (as GET /api/datasources/{ref}/schema is): a viewer
+    # without SQL sees neither the hints nor an explanation of the tables
+    _, _, viewer = make_member(metadata, ours, unique_email("ai-viewer"), "viewer")
+    assert api.get("/api/ai/schema-hints", headers=bearer(viewer)).status_code == 403
+    explain = api.post("/api/ai/explain", json={"table": "events"}, headers=bearer(viewer))
+    assert explain.status_code == 403
     assert (
         api.get(
-            "/api/ai/schema-hints", params={"datasource": "nope"}, headers=bearer(viewer)
+            "/api/ai/schema-hints", params={"datasource": "nope"}, headers=bearer(editor)
         ).status_code
         == 404
     )
