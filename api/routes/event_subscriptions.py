@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+)
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, State
@@ -82,7 +89,7 @@ class SubscriptionCreate(BaseModel):
         description="Event types (GET /api/event-types), or `*` for every"
         " type but the opt-in ones.",
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 if TYPE_CHECKING:
