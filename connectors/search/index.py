@@ -163,7 +163,9 @@ def _folder_paths(rows: Iterable[dict[str, Any]]) -> dict[int, str]:
 
 
 def _refresh_objects(store: MetadataStore, workspace_id: int, objects: _Objects) -> Shelf:
-    """The workspace's shelf, rebuilt from what changed since it was last read."""
+    """The workspace's shelf, rebuilt from what changed since it was last read. The rows
+    are read first and the documents made after the connection went back to the pool
+    (reading 10k insights' SQL takes seconds)."""
     with store.connection() as conn:
         fingerprint = tuple(
             tuple(row.values()) for row in conn.execute(_FINGERPRINT, {"ws": workspace_id})
@@ -176,73 +178,78 @@ def _refresh_objects(store: MetadataStore, workspace_id: int, objects: _Objects)
                 (workspace_id,),
             ).fetchall()
         )
-        heads = conn.execute(
+        insight_heads = conn.execute(
             "select id, folder_id, updated_at from meta.insights"
             " where workspace_id = %s and deleted_at is null",
             (workspace_id,),
         ).fetchall()
-        insight_keys = {
-            r["id"]: (r["updated_at"], paths.get(r["folder_id"]) if r["folder_id"] else None)
-            for r in heads
-        }
+        insight_keys = {r["id"]: (r["updated_at"], _path(paths, r)) for r in insight_heads}
         stale = [i for i, key in insight_keys.items() if objects.insights.get(i, (None,))[0] != key]
-        changed = bool(stale) or len(insight_keys) != len(objects.insights)
-        if stale:
-            for row in conn.execute(
+        insight_rows = (
+            conn.execute(
                 "select id, folder_id, updated_at, name, description, datasource, sql, kind,"
                 " definition from meta.insights where workspace_id = %s and id = any(%s)"
                 " and deleted_at is null",
                 (workspace_id, stale),
-            ):
-                folder = paths.get(row["folder_id"]) if row["folder_id"] else None
-                objects.insights[row["id"]] = (
-                    (row["updated_at"], folder),
-                    insight_document(row, folder),
-                )
-        for gone in set(objects.insights) - set(insight_keys):
-            del objects.insights[gone]
-        names = {i: doc.name for i, (_, doc) in objects.insights.items()}
+            ).fetchall()
+            if stale
+            else []
+        )
+        names = {i: doc.name for i, (_, doc) in objects.insights.items() if i in insight_keys}
+        names.update({row["id"]: row["name"] for row in insight_rows})
 
         def dashboard_key(row: dict[str, Any], shows: Sequence[int]) -> tuple[Any, ...]:
-            folder = paths.get(row["folder_id"]) if row["folder_id"] else None
-            return (row["updated_at"], folder, tuple(names.get(i) for i in shows))
+            return (row["updated_at"], _path(paths, row), tuple(names.get(i) for i in shows))
 
-        heads = conn.execute(
+        dashboard_heads = conn.execute(
             "select id, folder_id, updated_at from meta.dashboards"
             " where workspace_id = %s and deleted_at is null",
             (workspace_id,),
         ).fetchall()
         stale = [
             r["id"]
-            for r in heads
+            for r in dashboard_heads
             if r["id"] not in objects.dashboards
             or objects.dashboards[r["id"]][0] != dashboard_key(r, objects.dashboards[r["id"]][2])
         ]
-        changed = changed or bool(stale) or len(heads) != len(objects.dashboards)
-        if stale:
-            for row in conn.execute(
+        dashboard_rows = (
+            conn.execute(
                 "select id, folder_id, updated_at, name, description, tiles"
                 " from meta.dashboards where workspace_id = %s and id = any(%s)"
                 " and deleted_at is null",
                 (workspace_id, stale),
-            ):
-                folder = paths.get(row["folder_id"]) if row["folder_id"] else None
-                shows = tuple(
-                    int(t["insight_id"]) for t in row["tiles"] if t.get("insight_id") is not None
-                )
-                objects.dashboards[row["id"]] = (
-                    dashboard_key(row, shows),
-                    dashboard_document(row, folder, tile_names(row["tiles"], names)),
-                    shows,
-                )
-        for gone in set(objects.dashboards) - {r["id"] for r in heads}:
-            del objects.dashboards[gone]
+            ).fetchall()
+            if stale
+            else []
+        )
+    changed = bool(insight_rows or dashboard_rows)
+    for row in insight_rows:
+        key = (row["updated_at"], _path(paths, row))
+        objects.insights[row["id"]] = (key, insight_document(row, key[1]))
+    for gone in set(objects.insights) - set(insight_keys):
+        changed = True
+        del objects.insights[gone]
+    for row in dashboard_rows:
+        shows = tuple(int(t["insight_id"]) for t in row["tiles"] if t.get("insight_id") is not None)
+        objects.dashboards[row["id"]] = (
+            dashboard_key(row, shows),
+            dashboard_document(row, _path(paths, row), tile_names(row["tiles"], names)),
+            shows,
+        )
+    for gone in set(objects.dashboards) - {r["id"] for r in dashboard_heads}:
+        changed = True
+        del objects.dashboards[gone]
     if objects.shelf is None or changed:
         docs = [doc for _, doc in objects.insights.values()]
         docs += [doc for _, doc, _ in objects.dashboards.values()]
         objects.shelf = Shelf.build(docs, objects.shelf)
     objects.fingerprint = fingerprint  # read before the rows: a change since reads again
     return objects.shelf
+
+
+def _path(paths: dict[int, str], row: dict[str, Any]) -> str | None:
+    """The path of the row's folder (None: the top level)."""
+    return paths.get(row["folder_id"]) if row["folder_id"] is not None else None
 
 
 # ---- data sources' tables and columns -------------------------------------------------
