@@ -2,9 +2,10 @@
 and a shelf per data source of its tables and columns, each a matrix of unit vectors
 beside its documents; and the ranking that reads them.
 
-Kept fresh without a background job: every search compares the workspace's insights and
-dashboards with what the shelf was built from (id, updated_at, folder path — one small
-query each) and rebuilds the documents that changed; a data source's tables are read again
+Kept fresh without a background job: every search reads a fingerprint of the workspace's
+insights, dashboards and folders (`_FINGERPRINT`, one row each); when it differs from the
+one the shelf was built at, it compares their (id, updated_at, folder path) with what the
+shelf holds and rebuilds the documents that changed; a data source's tables are read again
 after `schema_ttl` seconds, or at once when the data source itself changed. Vectors are
 kept per process, not in PostgreSQL: the model embeds ~30k short texts a second, so
 reading 10k stored vectors back would cost about what computing them does, and a rebuilt
@@ -331,6 +332,7 @@ class SearchIndex:
         versions.update({r.name: r.updated_at for r in self._datasources.list(workspace_id)})
         for key in [k for k in self._catalogs if k[0] == workspace_id and k[1] not in versions]:
             self._catalogs.pop(key, None)  # a data source deleted since
+            self._catalog_locks.pop(key, None)
         return [self._catalog(workspace_id, name, v, scope) for name, v in versions.items()]
 
     def _catalog(self, workspace_id: int, name: str, version: Any, scope: Scope) -> Shelf:
