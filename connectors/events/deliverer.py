@@ -29,6 +29,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
 import httpx
+import psycopg
 
 from connectors.events.model import PING, SubscriptionRecord, event_body
 from connectors.events.outbox import EventStore, Pending
@@ -221,7 +222,12 @@ class Deliverer:
                 if time.monotonic() > deadline:
                     return
                 sent += 1
-                if not self._deliver_one(sub, pending, report):
+                try:
+                    if not self._deliver_one(sub, pending, report):
+                        return
+                except psycopg.errors.ForeignKeyViolation:
+                    # deleted while its event was on the way: nothing left to record
+                    log.info("event subscription %s was deleted during a delivery", sub.id)
                     return
 
     def _deliver_one(self, sub: SubscriptionRecord, pending: Pending, report: RunReport) -> bool:

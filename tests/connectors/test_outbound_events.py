@@ -356,3 +356,29 @@ def test_two_deliverers_never_send_to_one_subscription_at_once(
     expected = [e.event_id for e in sent if e is not None]
     for path in ("/a", "/b"):
         assert [json.loads(r.body)["id"] for r in recorder.to(path)] == expected
+
+
+def test_a_subscription_deleted_during_a_delivery_ends_it_quietly(
+    metadata: MetadataStore,
+    store: EventStore,
+    settings: Settings,
+    workspace: NewWorkspace,
+    recorder: Recorder,
+) -> None:
+    sub = _subscribe(store, workspace, recorder.url + "/gone", ["insight.updated"])
+    _emit(metadata, workspace, "insight.updated", {"n": 1})
+    hold = recorder.hold("/gone")
+    reports = []
+    runner = threading.Thread(
+        target=lambda: reports.append(
+            Deliverer(store, settings).run(workspace_id=workspace.workspace_id, workers=1)
+        )
+    )
+    runner.start()
+    assert hold.arrived.wait(10)
+    assert store.delete(workspace.workspace_id, sub.id)
+    hold.release.set()
+    runner.join(10)
+    [report] = reports  # no exception: the run ended
+    assert (report.delivered, report.failed) == (0, 0)
+    assert store.get(workspace.workspace_id, sub.id) is None
