@@ -144,6 +144,8 @@ def evaluate_stored(
             test=test,
             run_id=run_id,
         )
+        if not test:
+            _emit_state_change(alert, refused, queries.metadata, settings)
         return refused
     channels = {name: build_channel(name, cfg, settings) for name, cfg in alert.channels.items()}
     actor = Actor(alert.workspace_id, None, f"alert {spec.name} (#{alert.id})")

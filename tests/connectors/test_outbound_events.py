@@ -18,10 +18,14 @@ from connectors.events.model import check_event_types, check_url, shown_url
 from connectors.events.outbox import EventStore, emit
 from connectors.events.signing import SignatureError, sign_header, signature, verify
 from connectors.metadata import MetadataStore, NewWorkspace
+from connectors.metadata.alerts import AlertOwner, AlertStore
 from connectors.metadata.audit_events import AuditEvents, parse_filter
+from connectors.notify.alert import AlertSpec
+from connectors.notify.stored import evaluate_stored
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.servers import ServerUrls
 from connectors.settings import Settings
+from connectors.warehouse.service import open_query_service
 from tests.conftest import make_settings
 from tests.notify_receivers import Recorder, SMTPReceiver, recorder_fixture, smtp_fixture  # noqa: F401
 from tests.people import make_member, unique_email
@@ -382,3 +386,48 @@ def test_a_subscription_deleted_during_a_delivery_ends_it_quietly(
     [report] = reports  # no exception: the run ended
     assert (report.delivered, report.failed) == (0, 0)
     assert store.get(workspace.workspace_id, sub.id) is None
+
+
+def test_an_alert_whose_owner_may_no_longer_query_sends_alert_error(
+    metadata: MetadataStore,
+    store: EventStore,
+    settings: Settings,
+    workspace: NewWorkspace,
+    recorder: Recorder,
+) -> None:
+    viewer, _, _ = make_member(metadata, workspace, unique_email("viewer"), "viewer")
+    sub = _subscribe(store, workspace, recorder.url + "/alerts", ["alert.error"])
+    alerts = AlertStore(metadata, SecretBox(load_secret_key(settings)))
+    spec = AlertSpec.model_validate(
+        {
+            "name": "owned by a viewer",
+            "sql": "select 1 as n",
+            "rule": {"type": "threshold", "column": "n", "op": ">=", "value": 1},
+            "schedule": {"every": "10m"},
+            "channels": ["hook"],
+        }
+    ).model_dump(mode="json")
+    alert = alerts.create(
+        workspace.workspace_id,
+        spec,
+        {"hook": {"type": "webhook", "url": recorder.url + "/channel"}},
+        True,
+        None,
+        AlertOwner(user_id=viewer),
+    )
+    queries = open_query_service(settings, metadata)
+    try:
+        evaluation = evaluate_stored(alert, store=alerts, queries=queries, settings=settings)
+    finally:
+        queries.close()
+    assert evaluation.state == "error"
+    [got] = [json.loads(r.body) for r in recorder.wait_for(1, path="/alerts")]
+    assert got["type"] == "alert.error"
+    assert got["data"]["alert"] == {
+        "id": alert.id,
+        "name": "owned by a viewer",
+        "url": got["data"]["alert"]["url"],
+    }
+    assert got["data"]["error"] == "the alert's owner can no longer run its query"
+    assert recorder.to("/channel") == []  # nothing sent to the alert's channels
+    assert store.deliveries(sub.id)[0]["status"] == "delivered"
