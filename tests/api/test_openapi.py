@@ -131,6 +131,12 @@ REFUSED_FOR_MEANING: dict[str, str] = {
     "POST /api/import": "a bundle that does not hold together (refs, version) or whose"
     " insights, dashboard or alert their own routes would refuse; data sources the"
     " workspace lacks (unmapped_datasources); a folder not of the workspace",
+    # AI assistance (api/routes/ai.py): what the data source's dialect and catalog make of
+    # the SQL or the table named
+    "POST /api/ai/explain": "a table the data source lacks; SQL that is not one read"
+    " statement of the source's dialect, or reads a table it may not",
+    "POST /api/ai/answer": "SQL that is not one read statement, parameters that do not fit"
+    " it (checked as POST /api/query)",
     # the template gallery (api/routes/gallery.py): the folder to install into
     "POST /api/templates/{slug}/install": "a folder_id not of the workspace (or beyond a"
     " bigint: the schema's maximum is a float)",
@@ -148,6 +154,10 @@ UNREACHABLE_TARGET: dict[str, str] = {
     "PATCH /api/insights/{insight_id}": "as POST /api/insights",
     "POST /api/connections": "Stripe's API (SQLBOOK_STRIPE_API_URL), the token_uri in the body",
     "POST /api/connections/test": "as POST /api/connections",
+    # the model's server (SQLBOOK_AI_URL): unset in this run, so 503 `ai_disabled`, as
+    # documented; set and unreachable, 502/503/504 naming it
+    "POST /api/ai/sql": "the AI server SQLBOOK_AI_URL names (unset here: ai_disabled)",
+    "POST /api/ai/answer": "as POST /api/ai/sql",
 }
 
 # Paths another path's template also matches: `Allow` rightly names that one's methods too.
