@@ -45,6 +45,8 @@ _LONGEST_FIRST = (
     "tests/connectors/test_clickhouse_drills.py",  # ingestors killed and replayed on chDB
     "tests/connectors/test_warehouse_migrate.py",
     "tests/api/test_capture_workers.py",  # uvicorn with 2 workers
+    "tests/api/test_openapi.py",  # schemathesis over every operation (~200 of them)
+    "tests/api/test_gallery_api.py",  # two Stripe syncs and the templates' numbers
     "tests/e2e/",
 )
 
