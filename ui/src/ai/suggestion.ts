@@ -3,6 +3,7 @@
 // back to `{{name}}` with values for POST /api/ai/answer.
 
 import type { ParameterSpec } from "../api";
+import { scanCode } from "../insights/urlParams";
 import { type Param, paramValue } from "../sql";
 
 export interface EditorFill {
@@ -27,45 +28,6 @@ const DATE_CASTS: Record<string, Record<string, [string, string]>> = {
 const REFERENCE = /^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(\.(?:start|end))?\s*\}\}/;
 const POSITIONAL = /^\$(\d+)/;
 
-/** Calls `visit(i)` at each position of SQL code (not inside a string, quoted name,
- * comment or dollar-quoted body); `visit` returns how many characters it consumed. */
-function eachCodePosition(sql: string, visit: (i: number) => number): void {
-  let i = 0;
-  while (i < sql.length) {
-    const c = sql[i];
-    const next = sql[i + 1];
-    if (c === "'" || c === '"' || c === "`") {
-      i = closingQuote(sql, i + 1, c) + 1;
-    } else if (c === "-" && next === "-") {
-      const end = sql.indexOf("\n", i);
-      i = end < 0 ? sql.length : end + 1;
-    } else if (c === "/" && next === "*") {
-      const end = sql.indexOf("*/", i + 2);
-      i = end < 0 ? sql.length : end + 2;
-    } else {
-      const tag = c === "$" && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? "") ? /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i, i + 66)) : null;
-      if (tag) {
-        const end = sql.indexOf(tag[0], i + tag[0].length);
-        i = end < 0 ? sql.length : end + tag[0].length;
-      } else {
-        i += Math.max(1, visit(i));
-      }
-    }
-  }
-}
-
-function closingQuote(sql: string, from: number, quote: string): number {
-  let i = from;
-  while (i < sql.length) {
-    if (sql[i] === "\\" && quote !== '"') i += 2;
-    else if (sql[i] === quote) {
-      if (sql[i + 1] === quote) i += 2;
-      else return i;
-    } else i += 1;
-  }
-  return sql.length;
-}
-
 /** The editor's input for a parameter spec: its type and its default as typed text. */
 export function editorParam(spec: ParameterSpec | undefined): Param {
   if (!spec) return { type: "text", value: "" };
@@ -82,7 +44,7 @@ export function editorFill(sql: string, specs: ParameterSpec[], dialect: string)
   let out = "";
   let copied = 0;
   let unsupported = false;
-  eachCodePosition(sql, (i) => {
+  scanCode(sql, (i) => {
     if (sql[i] === "[" && sql[i + 1] === "[" && sql.indexOf("{{", i) >= 0 && sql.indexOf("]]", i) > sql.indexOf("{{", i)) unsupported = true;
     if (sql[i] === "$" && POSITIONAL.test(sql.slice(i, i + 12)) && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? "")) unsupported = true;
     if (sql[i] !== "{" || sql[i + 1] !== "{") return 0;
@@ -111,7 +73,7 @@ export function namedQuery(sql: string, params: Param[], names: string[] = []): 
   const parameters: Record<string, unknown> = {};
   let out = "";
   let copied = 0;
-  eachCodePosition(sql, (i) => {
+  scanCode(sql, (i) => {
     if (sql[i] !== "$" || /[A-Za-z0-9_]/.test(sql[i - 1] ?? "")) return 0;
     const m = POSITIONAL.exec(sql.slice(i, i + 12));
     if (!m) return 0;

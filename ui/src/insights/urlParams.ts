@@ -166,7 +166,7 @@ function typed(spec: ParameterSpec, v: string): unknown {
 /** Calls `visit(i)` at each offset of `sql` that is SQL words: not inside a string, a
  * quoted name, a comment or a dollar-quoted body (where `{{x}}` and `$1` are text).
  * `visit` returns how many characters it consumed (0: move on by one). */
-function scanCode(sql: string, visit: (i: number) => number): void {
+export function scanCode(sql: string, visit: (i: number) => number): void {
   let i = 0;
   while (i < sql.length) {
     const c = sql[i];
