@@ -91,6 +91,23 @@ def _connection_id(run: dg.DagsterRun) -> int | None:
     return int(raw) if raw and raw.isdigit() else None
 
 
+def _sync_finished(
+    context: dg.RunStatusSensorContext, sqlbook: SqlbookResource, *, succeeded: bool
+) -> None:
+    connection_id = _connection_id(context.dagster_run)
+    if connection_id is None:
+        return
+    with sqlbook.alerts() as (_, settings, metadata):
+        runs.connector_sync_finished(
+            metadata,
+            settings,
+            connection_id,
+            succeeded,
+            _sync_run(context.dagster_run, "success" if succeeded else "failure"),
+            _ended_at(context),
+        )
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="outbound_connector_sync_succeeded_sensor",
@@ -102,18 +119,7 @@ def _connection_id(run: dg.DagsterRun) -> int | None:
 def outbound_connector_sync_succeeded_sensor(
     context: dg.RunStatusSensorContext, sqlbook: SqlbookResource
 ) -> None:
-    connection_id = _connection_id(context.dagster_run)
-    if connection_id is None:
-        return
-    with sqlbook.alerts() as (_, settings, metadata):
-        runs.connector_sync_finished(
-            metadata,
-            settings,
-            connection_id,
-            True,
-            _sync_run(context.dagster_run, "success"),
-            _ended_at(context),
-        )
+    _sync_finished(context, sqlbook, succeeded=True)
 
 
 @dg.run_failure_sensor(
@@ -126,18 +132,7 @@ def outbound_connector_sync_succeeded_sensor(
 def outbound_connector_sync_failed_sensor(
     context: dg.RunFailureSensorContext, sqlbook: SqlbookResource
 ) -> None:
-    connection_id = _connection_id(context.dagster_run)
-    if connection_id is None:
-        return
-    with sqlbook.alerts() as (_, settings, metadata):
-        runs.connector_sync_finished(
-            metadata,
-            settings,
-            connection_id,
-            False,
-            _sync_run(context.dagster_run, "failure"),
-            _ended_at(context),
-        )
+    _sync_finished(context, sqlbook, succeeded=False)
 
 
 @dg.run_status_sensor(
