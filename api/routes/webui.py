@@ -1,12 +1,12 @@
 """The built web UI (`ui/dist`, see api/ui_build.py): `index.html` at `/` and at the
 single-page app's own paths (`/editor`, `/tokens`, `/insights`, `/insights/…`, `/web`,
-`/analytics/…`, `/dashboards`, `/dashboards/…`, `/settings/…`, `/templates`, `/search`: a link or a reload lands
-on the page it names), revalidated on every load, and the content-hashed files under
-`/assets/`, cached for a year. Only those paths: anything else, `/api/…` above all,
-keeps its own answer (an unknown API path is the API's JSON 404). The shared views'
-pages, `/public/{token}` and `/embed/{type}/{id}`, are served by routes/public_links.py
-and routes/embeds.py (their framing policy depends on the link or the embed's secret:
-api/shared_views.spa_page)."""
+`/analytics/…`, `/dashboards`, `/dashboards/…`, `/settings/…`, `/templates`, `/search`: a
+link or a reload lands on the page it names), revalidated on every load, and the
+content-hashed files under `/assets/`, cached for a year. Only those paths: anything
+else, `/api/…` above all, keeps its own answer (an unknown API path is the API's JSON
+404). The shared views' pages, `/public/{token}` and `/embed/{type}/{id}`, are served by
+routes/public_links.py and routes/embeds.py (their framing policy depends on the link or
+the embed's secret: api/shared_views.spa_page)."""
 
 from __future__ import annotations
 
