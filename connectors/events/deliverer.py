@@ -35,7 +35,7 @@ from connectors.events.model import PING, SubscriptionRecord, event_body
 from connectors.events.outbox import EventStore, Pending
 from connectors.events.signing import SIGNATURE_HEADER, sign_header
 from connectors.metadata.audit_events import AuditEvent, AuditEvents
-from connectors.notify.channels import scrub, send_email
+from connectors.notify.channels import retry_after, scrub, send_email
 from connectors.notify.insight_links import public_base
 from connectors.notify.model import DeliveryError
 from connectors.outbound import (
@@ -93,14 +93,6 @@ class RunReport:
     failed: int = 0
     disabled: list[int] = field(default_factory=list)
     subscriptions: int = 0
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        value = float(resp.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
 
 
 class Deliverer:
@@ -175,7 +167,7 @@ class Deliverer:
             resp.status_code,
             f"HTTP {resp.status_code} ({kind})",
             took(),
-            _retry_after(resp) if resp.status_code in (429, 503) else None,
+            retry_after(resp.headers) if resp.status_code in (429, 503) else None,
         )
 
     def backoff(self, attempt_number: int, retry_after: float | None) -> float:

@@ -476,7 +476,8 @@ def _secrets_of(channel: Channel) -> list[str]:
     return channel.secrets() if isinstance(channel, _SecretChannel) else []
 
 
-def _retry_after(headers: Mapping[str, Any] | httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, Any] | httpx.Headers) -> float | None:
+    """Seconds of a Retry-After header (None when absent, negative or an HTTP date)."""
     value = headers.get("Retry-After") or headers.get("retry-after")
     if isinstance(value, list | tuple):
         value = value[0] if value else None
@@ -530,7 +531,7 @@ def _post(
     if refuse is not None:
         refuse(resp)
     code = _slack_code(resp.text.strip()) if prefix.startswith("slack") else None
-    raise _status_error(prefix, resp.status_code, code, _retry_after(resp.headers))
+    raise _status_error(prefix, resp.status_code, code, retry_after(resp.headers))
 
 
 # --- Slack -----------------------------------------------------------------------------------
@@ -699,7 +700,7 @@ def _slack_ok(resp: httpx.Response) -> None:
     code = str(data.get("error", "")) if isinstance(data, dict) else ""
     if code in ("ratelimited", "rate_limited"):
         raise RateLimited(
-            f"slack: rate limited (HTTP {resp.status_code})", _retry_after(resp.headers)
+            f"slack: rate limited (HTTP {resp.status_code})", retry_after(resp.headers)
         )
     shown = _slack_code(code) or "the Web API refused the message"
     raise DeliveryError(
@@ -850,14 +851,14 @@ def _twilio_refusal(prefix: str, resp: httpx.Response) -> DeliveryError:
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
     status = resp.status_code
     if code is None:
-        return _status_error(prefix, status, None, _retry_after(resp.headers))
+        return _status_error(prefix, status, None, retry_after(resp.headers))
     meaning = _TWILIO_ERRORS.get(code, "see the error's page")
     message = (
         f"{prefix}: Twilio error {code}: {meaning} (HTTP {status}; "
         f"https://www.twilio.com/docs/errors/{code})"
     )
     if status == 429 or code in _TWILIO_RETRYABLE:
-        return RateLimited(message, _retry_after(resp.headers))
+        return RateLimited(message, retry_after(resp.headers))
     return DeliveryError(message, retryable=status >= 500 or status == 408)
 
 
