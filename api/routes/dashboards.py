@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -60,6 +59,7 @@ from connectors.dashboards.validate import (
     Name,
     TileFields,
     check_dashboard,
+    check_timing,
 )
 from connectors.metadata.access import AccessMap
 from connectors.metadata.insights import (
@@ -69,7 +69,6 @@ from connectors.metadata.insights import (
     VersionConflict,
 )
 from connectors.metadata.store import TokenOwner
-from connectors.notify.schedule import Schedule
 
 router = APIRouter(prefix="/api/dashboards", tags=["dashboards"], responses=AUTHENTICATED)
 
@@ -330,21 +329,6 @@ def _referenced(d: DashboardRecord | None) -> set[int]:
     return ids
 
 
-def _check_timing(body: dict[str, Any]) -> None:
-    cron, timezone = body.get("snapshot_cron"), body.get("snapshot_timezone") or "UTC"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise HTTPException(400, f"snapshot_timezone: unknown time zone {timezone!r}") from None
-    if cron is None:
-        return
-    try:
-        Schedule(cron=cron, timezone=timezone)
-    except ValidationError as err:
-        message = str(err.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise HTTPException(400, f"snapshot_cron: {message}") from None
-
-
 def _checked(
     state: AppState,
     token: TokenOwner,
@@ -363,7 +347,10 @@ def _checked(
         model = DashboardBody.model_validate(body)
     except ValidationError as err:
         raise HTTPException(400, describe(err.errors(include_input=False))) from None
-    _check_timing(body)
+    try:
+        check_timing(body)
+    except DashboardInvalid as err:
+        raise HTTPException(400, str(err)) from None
     if current is None or model.folder_id != current.folder_id:
         destination(access, model.folder_id, "folder_id")
     kept = _referenced(current)

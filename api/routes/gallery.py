@@ -97,11 +97,12 @@ async def list_templates(token: CanView, state: State) -> list[TemplatePublic]:
                 name=t.name,
                 description=t.description,
                 requires=list(t.requires),
-                available=not t.missing(kinds, warehouse),
-                missing=t.missing(kinds, warehouse),
+                available=not missing,
+                missing=missing,
                 insights=[i.name for i in t.bundle.insights],
             )
             for t in TEMPLATES
+            for missing in [t.missing(kinds, warehouse)]
         ]
 
     return await run_in_threadpool(listed)
@@ -140,7 +141,6 @@ async def install(
                 connection_kinds=_connection_kinds(state, token.workspace_id),
                 warehouse=_warehouse(state),
                 folder_id=folder_id,
-                access=access,
             )
         except TemplateNotFound as err:
             raise HTTPException(404, str(err)) from None

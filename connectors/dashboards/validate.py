@@ -20,8 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from connectors.dashboards.model import GRID_COLUMNS, DashboardRecord
 from connectors.insights.parameters import (
@@ -32,6 +40,7 @@ from connectors.insights.parameters import (
 )
 from connectors.insights.visualization import Visualization
 from connectors.metadata.insights import InsightRecord
+from connectors.notify.schedule import Schedule
 
 MAX_TILES = 100
 MAX_TEXT = 20_000
@@ -144,6 +153,23 @@ class DashboardBody(BaseModel):
 
 # insight id → the workspace's insight (not in the trash), or None
 InsightLookup = Callable[[int], InsightRecord | None]
+
+
+def check_timing(body: Mapping[str, Any]) -> None:
+    """The snapshot schedule of a dashboard body: `snapshot_timezone` a zone zoneinfo
+    knows (default UTC) and `snapshot_cron`, when set, a schedule in it."""
+    timezone = body.get("snapshot_timezone") or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DashboardInvalid("snapshot_timezone", f"unknown time zone {timezone!r}") from None
+    if body.get("snapshot_cron") is None:
+        return
+    try:
+        Schedule(cron=body["snapshot_cron"], timezone=timezone)
+    except ValidationError as err:
+        message = str(err.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+        raise DashboardInvalid("snapshot_cron", message) from None
 
 
 def check_dashboard(

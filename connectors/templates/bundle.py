@@ -43,6 +43,7 @@ from connectors.dashboards.validate import (
     DashboardInvalid,
     check_dashboard,
     check_mappings,
+    check_timing,
 )
 from connectors.insights.charts import ChartError
 from connectors.insights.plugins import Manifest, Plugin, PluginExists, PluginRegistry, parse_plugin
@@ -52,7 +53,6 @@ from connectors.metadata.insights import FolderNotFound, InsightRecord, InsightS
 from connectors.metadata.store import MetadataStore
 from connectors.notify.alert import AlertSpec
 from connectors.notify.channels import ChannelConfigError, parse_channel_config
-from connectors.notify.schedule import Schedule
 from connectors.warehouse.registry import DatasourceNotFound
 from connectors.warehouse.service import QueryService
 
@@ -597,7 +597,6 @@ def import_bundle(
     datasources: Mapping[str, str] | None = None,
     dry_run: bool = False,
     can_upload_plugins: bool = False,
-    can_view: FolderCheck | None = None,
     owner: AlertOwner | None = None,
 ) -> ImportReport:
     """Create the bundle's objects in the workspace (in `folder_id`), mapping data sources
@@ -605,9 +604,9 @@ def import_bundle(
     map. Raises BundleInvalid (a 400 naming the field), ImportRefused (unmapped data
     sources, nothing created), FolderNotFound. `dry_run`: check and report, create
     nothing (unmapped data sources are reported, not raised). `can_upload_plugins`: the
-    importer may add the bundle's plugins (admins). `can_view`: the folders the importer
-    may open — unused so far: a bundle names only its own insights (refs), never one the
-    workspace holds already, so the import looks at nothing of the workspace's. `owner`:
+    importer may add the bundle's plugins (admins). A bundle names only its own insights
+    (refs), never one the workspace holds already, so the import reads nothing of the
+    workspace's that the importer might not see. `owner`:
     whose rights an imported alert runs with. The caller checks that the importer may
     save into `folder_id`. Blocking."""
     parsed = bundle if isinstance(bundle, Bundle) else parse_bundle(bundle)
@@ -966,8 +965,8 @@ class _Importer:
             "snapshot_cron": item.snapshot_cron,
             "snapshot_timezone": item.snapshot_timezone,
         }
-        _check_timing("dashboards.0", raw)
         try:
+            check_timing(raw)
             model = DashboardBody.model_validate(raw)
             checked = check_dashboard(model, self._insight_record)
         except ValidationError as err:
@@ -1136,25 +1135,6 @@ def _by_option_sources(insights: Sequence[BundleInsight]) -> list[str]:
     for item in insights:
         visit(item.ref, (item.ref,))
     return order
-
-
-def _check_timing(where: str, body: Mapping[str, Any]) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    timezone = body.get("snapshot_timezone") or "UTC"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BundleInvalid(
-            f"{where}.snapshot_timezone", f"unknown time zone {timezone!r}"
-        ) from None
-    if body.get("snapshot_cron") is None:
-        return
-    try:
-        Schedule(cron=body["snapshot_cron"], timezone=timezone)
-    except ValidationError as err:
-        message = str(err.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise BundleInvalid(f"{where}.snapshot_cron", message) from None
 
 
 # A dry run checks insights that do not exist yet: they get stand-in ids from here up.

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.metadata.access import AccessMap
 from connectors.templates.bundle import (
     Bundle,
     BundleStores,
@@ -121,7 +120,6 @@ def install_template(
     connection_kinds: Iterable[str],
     warehouse: str = "postgres",
     folder_id: int | None = None,
-    access: AccessMap | None = None,
 ) -> ImportReport:
     """Import the template's bundle into the workspace (in `folder_id`, which the caller
     has checked the actor may save into). Raises TemplateNotFound, TemplateUnavailable
@@ -137,5 +135,4 @@ def install_template(
         found.bundle,
         actor=actor,
         folder_id=folder_id,
-        can_view=access.can_view if access is not None else None,
     )
