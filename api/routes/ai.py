@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, JsonValue
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CanQuery, SignedIn, State, permissions_of
-from api.events import record_event
+from api.events import audit
 from api.schemas import AUTHENTICATED, NO_NUL, Problem, QueryProblem, problems
 from api.state import AppState
 from connectors.ai import assistant
@@ -319,21 +319,19 @@ async def accept_suggestion(
         raise HTTPException(404, f"no suggestion {suggestion_id!r} in this workspace")
     if found.status == "refused":
         raise HTTPException(409, "this suggestion was refused: there is nothing to run")
-    await run_in_threadpool(
-        lambda: record_event(
-            state,
-            token,
-            "ai.accepted",
-            request=request,
-            object_type="ai_suggestion",
-            object_id=suggestion_id,
-            detail={
-                "question": found.question,
-                "sql": found.sql,
-                "datasource": found.datasource,
-                "suggested_by": found.actor,
-            },
-        )
+    await audit(
+        request,
+        state,
+        token,
+        "ai.accepted",
+        object_type="ai_suggestion",
+        object_id=suggestion_id,
+        detail={
+            "question": found.question,
+            "sql": found.sql,
+            "datasource": found.datasource,
+            "suggested_by": found.actor,
+        },
     )
     return Response(status_code=204)
 
@@ -401,16 +399,14 @@ async def explain(
         return _ai_error(err)
     except DatasourceNotFound as err:
         raise HTTPException(404, str(err)) from err
-    await run_in_threadpool(
-        lambda: record_event(
-            state,
-            token,
-            "ai.explain",
-            request=request,
-            object_type="datasource",
-            object_id=body.datasource,
-            detail={"tables": out["tables"], "sql": body.sql, "model": model is not None},
-        )
+    await audit(
+        request,
+        state,
+        token,
+        "ai.explain",
+        object_type="datasource",
+        object_id=body.datasource,
+        detail={"tables": out["tables"], "sql": body.sql, "model": model is not None},
     )
     return ExplainAnswer.model_validate(out)
 
@@ -465,21 +461,19 @@ async def answer(
         raise HTTPException(404, str(err)) from err
     except InvalidParameter as err:
         raise HTTPException(400, f"parameters.{err.message}") from None
-    await run_in_threadpool(
-        lambda: record_event(
-            state,
-            token,
-            "ai.answer",
-            request=request,
-            object_type="ai_suggestion" if body.suggestion_id else "datasource",
-            object_id=body.suggestion_id or body.datasource,
-            detail={
-                "sql": body.sql,
-                "question": body.question,
-                "row_count": result.row_count,
-                "query_id": result.result.query_id,
-            },
-        )
+    await audit(
+        request,
+        state,
+        token,
+        "ai.answer",
+        object_type="ai_suggestion" if body.suggestion_id else "datasource",
+        object_id=body.suggestion_id or body.datasource,
+        detail={
+            "sql": body.sql,
+            "question": body.question,
+            "row_count": result.row_count,
+            "query_id": result.result.query_id,
+        },
     )
     return DataAnswer(
         summary=result.summary,
@@ -501,15 +495,13 @@ async def _audit(
     datasource: str,
     **detail: Any,
 ) -> None:
-    await run_in_threadpool(
-        lambda: record_event(
-            state,
-            token,
-            action,
-            request=request,
-            result=result,
-            object_type="ai_suggestion" if "suggestion_id" in detail else "datasource",
-            object_id=detail.get("suggestion_id") or datasource,
-            detail={"question": question, "datasource": datasource, **detail},
-        )
+    await audit(
+        request,
+        state,
+        token,
+        action,
+        result=result,
+        object_type="ai_suggestion" if "suggestion_id" in detail else "datasource",
+        object_id=detail.get("suggestion_id") or datasource,
+        detail={"question": question, "datasource": datasource, **detail},
     )

@@ -96,7 +96,8 @@ def _singular(name: str) -> str:
     return name
 
 
-def _joins(table: CatalogTable, catalog: Catalog) -> list[dict[str, Any]]:
+def _joins(table: CatalogTable, catalog: Catalog, referenced: set[str]) -> list[dict[str, Any]]:
+    """`referenced`: the id-like column names of the whole catalog (_referenced_names)."""
     found: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
 
@@ -118,12 +119,12 @@ def _joins(table: CatalogTable, catalog: Catalog) -> list[dict[str, Any]]:
             or _bookkeeping(column)
         ):
             continue
-        id_like = is_id(column) or column.name.lower() in _referenced_names(catalog)
+        id_like = is_id(column) or column.name.lower() in referenced
+        # named after another table: customer / customer_id → customers.id
+        stem = re.sub(r"_id$", "", column.name.lower())
         for other in catalog.tables:
             if other is table:
                 continue
-            # named after the other table: customer / customer_id → customers.id
-            stem = re.sub(r"_id$", "", column.name.lower())
             target = other.column("id")
             if (
                 stem
@@ -156,7 +157,11 @@ def _base_type(type_: str) -> str:
     return {"character varying": "text", "varchar": "text", "string": "text"}.get(t, t)
 
 
-def table_hints(table: CatalogTable, catalog: Catalog) -> dict[str, Any]:
+def table_hints(
+    table: CatalogTable, catalog: Catalog, referenced: set[str] | None = None
+) -> dict[str, Any]:
+    if referenced is None:
+        referenced = _referenced_names(catalog)
     time_columns = [c.name for c in table.columns if is_time(c)]
     id_columns = [c.name for c in table.columns if is_id(c)]
     filters = [f"{_quoted(c)} >= now() - interval '30 days'" for c in table.columns if is_time(c)][
@@ -183,7 +188,7 @@ def table_hints(table: CatalogTable, catalog: Catalog) -> dict[str, Any]:
     return {
         "time_columns": time_columns,
         "id_columns": id_columns,
-        "joins": _joins(table, catalog),
+        "joins": _joins(table, catalog, referenced),
         "suggested_filters": filters,
         "suggested_metrics": metrics,
     }
@@ -195,7 +200,8 @@ def schema_hints(catalog: Catalog, only: list[str] | None = None) -> dict[str, A
     if only is not None:
         wanted = set(only)
         tables = [t for t in tables if t.qualified in wanted]
-    return {t.qualified: table_hints(t, catalog) for t in tables}
+    referenced = _referenced_names(catalog)  # once: every table's joins look it up
+    return {t.qualified: table_hints(t, catalog, referenced) for t in tables}
 
 
 def _quoted(column: CatalogColumn) -> str:
