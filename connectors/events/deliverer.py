@@ -233,10 +233,9 @@ class Deliverer:
             report.delivered += 1
             return True
         error = scrub(attempt.error, [sub.url, sub.secret]) if attempt.error else None
-        failures = self.events.record_attempt(
+        failures = self.events.record_failure(
             sub.id,
             pending,
-            ok=False,
             status_code=attempt.status_code,
             error=error,
             duration_ms=attempt.duration_ms,

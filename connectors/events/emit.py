@@ -20,7 +20,7 @@ from typing import Any
 
 from connectors.events.deliverer import Deliverer
 from connectors.events.dispatch import wake
-from connectors.events.outbox import Emitted, EventStore, emit, wanted
+from connectors.events.outbox import Emitted, EventStore, emit
 from connectors.metadata.store import MetadataStore
 from connectors.secrets import SecretBox, load_secret_key
 from connectors.settings import Settings
@@ -69,4 +69,4 @@ def deliver_now(
         log.exception("delivering the events of workspace %s failed", workspace_id)
 
 
-__all__ = ["deliver_now", "emit", "emit_now", "wake", "wanted"]
+__all__ = ["deliver_now", "emit", "emit_now", "wake"]

@@ -91,10 +91,6 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{tail}"
 
 
-def wants(event_types: list[str], event_type: str) -> bool:
-    return event_type in event_types or (ALL in event_types and event_type not in OPT_IN)
-
-
 @dataclass(frozen=True)
 class SubscriptionRecord:
     id: int

@@ -86,17 +86,6 @@ def _first(row: Any) -> int:
     return int(row["subscription_id"] if isinstance(row, dict) else row[0])
 
 
-def wanted(conn: psycopg.Connection[Any], workspace_id: int, event_type: str) -> bool:
-    """Whether any enabled subscription of the workspace wants `event_type` (a cheap check
-    before building a payload)."""
-    row = conn.execute(
-        "select exists (select 1 from meta.event_subscriptions where workspace_id = %s and"
-        " enabled and (%s = any(event_types) or (%s = any(event_types) and not %s))) as yes",
-        (workspace_id, event_type, ALL, event_type in OPT_IN),
-    ).fetchone()
-    return bool(row["yes"] if isinstance(row, dict) else row[0])  # type: ignore[index]
-
-
 @dataclass(frozen=True)
 class Pending:
     """The delivery at the head of a subscription's queue, with its event."""
@@ -334,11 +323,6 @@ class EventStore:
             for row in rows
         ]
 
-    def head(self, subscription_id: int) -> Pending | None:
-        """The oldest pending delivery of the subscription, if it is due."""
-        found = self.heads(subscription_id, limit=1)
-        return found[0] if found else None
-
     def record_delivered(
         self, subscription_id: int, pending: Pending, *, status_code: int, duration_ms: float
     ) -> None:
@@ -372,56 +356,41 @@ class EventStore:
                 },
             )
 
-    def record_attempt(
+    def record_failure(
         self,
         subscription_id: int,
         pending: Pending,
         *,
-        ok: bool,
         status_code: int | None,
         error: str | None,
         duration_ms: float,
         retry_in_s: float,
         disable_after: int,
     ) -> int:
-        """Logs the attempt and moves the delivery on (delivered, or due again in
-        `retry_in_s`); the subscription's consecutive failures after it (a failure that
-        reaches `disable_after` disables the subscription, in the same transaction)."""
+        """Logs a failed attempt and makes the delivery due again in `retry_in_s` (an
+        accepted one is record_delivered's); the subscription's consecutive failures after
+        it (reaching `disable_after` disables the subscription, in the same transaction)."""
         attempt = pending.attempts + 1
         with self.metadata.connection() as conn, conn.transaction():
             conn.execute(
                 "insert into meta.event_delivery_attempts (delivery_id, attempt, ok,"
-                " status_code, error, duration_ms) values (%s, %s, %s, %s, %s, %s)",
-                (pending.delivery_id, attempt, ok, status_code, error, duration_ms),
+                " status_code, error, duration_ms) values (%s, %s, false, %s, %s, %s)",
+                (pending.delivery_id, attempt, status_code, error, duration_ms),
             )
             conn.execute(
                 "update meta.event_deliveries set attempts = %s, last_status_code = %s,"
                 " last_error = %s, last_duration_ms = %s,"
-                " status = case when %s then 'delivered' else status end,"
-                " delivered_at = case when %s then now() else delivered_at end,"
-                " next_attempt_at = case when %s then next_attempt_at"
-                "   else now() + %s * interval '1 s' end"
+                " next_attempt_at = now() + %s * interval '1 s'"
                 " where id = %s",
-                (
-                    attempt,
-                    status_code,
-                    error,
-                    duration_ms,
-                    ok,
-                    ok,
-                    ok,
-                    retry_in_s,
-                    pending.delivery_id,
-                ),
+                (attempt, status_code, error, duration_ms, retry_in_s, pending.delivery_id),
             )
             row = conn.execute(
                 "update meta.event_subscriptions set consecutive_failures ="
-                " case when %s then 0 else consecutive_failures + 1 end"
-                " where id = %s returning consecutive_failures",
-                (ok, subscription_id),
+                " consecutive_failures + 1 where id = %s returning consecutive_failures",
+                (subscription_id,),
             ).fetchone()
             failures = int(row["consecutive_failures"]) if row else 0
-            if not ok and failures >= disable_after:
+            if failures >= disable_after:
                 conn.execute(
                     "update meta.event_subscriptions set enabled = false, disabled_at = now(),"
                     " disabled_reason = %s where id = %s",

@@ -9,7 +9,6 @@ that merely mentions it."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -305,8 +304,3 @@ def table_documents(datasource: str, tables: Iterable[SchemaTable]) -> list[Docu
                 )
             )
     return docs
-
-
-def dumps_key(*parts: Any) -> str:
-    """A stable text key of the parts (what a cached document was built from)."""
-    return json.dumps(parts, default=str, sort_keys=True)
