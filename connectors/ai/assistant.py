@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any
 
 from sqlglot import exp
@@ -23,6 +22,7 @@ from connectors.ai.hints import schema_hints
 from connectors.ai.proposal import Proposal, Refused, check_policy, extract, lift_parameters, parse
 from connectors.insights.compiler import compile_sql
 from connectors.insights.parameters import ParameterSpec, resolve
+from connectors.insights.service import shown_value
 from connectors.warehouse import guard, placeholders
 from connectors.warehouse.errors import ParameterError, QueryError, QueryFailed, QueryRejected
 from connectors.warehouse.results import QueryResult
@@ -326,7 +326,7 @@ def run_answer(
     result = queries.runner.execute(request)
     columns = [c.name for c in result.columns]
     text = model.complete(prompt.answer_messages(question, sql, columns, result.rows)).strip()
-    shown = {name: _shown(v) for name, v in resolved.items()}
+    shown = {name: shown_value(v) for name, v in resolved.items()}
     one_line = " ".join(sql.split())
     cited = one_line if len(one_line) <= 200 else one_line[:199] + "…"
     rows = f"{result.row_count} row{'s' if result.row_count != 1 else ''}"
@@ -344,14 +344,6 @@ def run_answer(
         row_count=result.row_count,
         result=result,
     )
-
-
-def _shown(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, tuple):  # a DateRange
-        return {"from": value[0].isoformat(), "to": value[1].isoformat()}
-    return value
 
 
 def _is_number(value: Any) -> bool:
