@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 
 from api import credentials
+from api.query_cli import NoToken, api_target
 from connectors.settings import Settings
 
 KINDS = ("insight", "dashboard", "alert", "plugin")
@@ -66,20 +66,10 @@ class _Failed(Exception):
 
 class _Api:
     def __init__(self, settings: Settings, args: argparse.Namespace):
-        token = os.environ.get("SQLBOOK_API_TOKEN")
-        if not token:
-            entry = credentials.load_all(settings).get(args.workspace)
-            if entry is None:
-                raise _Failed(
-                    "no API token: set SQLBOOK_API_TOKEN or run `sqlbook up` to create"
-                    f" credentials for workspace {args.workspace!r}"
-                )
-            token = entry["api_token"]
-        self.url = (
-            args.api_url
-            or settings.public_api_url
-            or f"http://{settings.api_host}:{settings.api_port}"
-        ).rstrip("/")
+        try:
+            self.url, token = api_target(settings, args)
+        except NoToken as err:
+            raise _Failed(str(err)) from None
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:

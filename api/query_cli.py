@@ -20,12 +20,19 @@ from api import credentials
 from connectors.settings import Settings
 
 
-def run_query_command(settings: Settings, args: argparse.Namespace) -> int:
+class NoToken(Exception):
+    """Neither SQLBOOK_API_TOKEN nor this install's credentials give a token."""
+
+
+def api_target(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
+    """(the API's base URL, the bearer token) a CLI command calls the running API with:
+    `--api-url`, else the public URL, else this install's; SQLBOOK_API_TOKEN, else the
+    token of `--workspace` in this install's credentials. Raises NoToken."""
     token = os.environ.get("SQLBOOK_API_TOKEN")
     if not token:
         entry = credentials.load_all(settings).get(args.workspace)
         if entry is None:
-            return _fail(
+            raise NoToken(
                 f"no API token: set SQLBOOK_API_TOKEN or run `sqlbook up` to create "
                 f"credentials for workspace {args.workspace!r}"
             )
@@ -33,6 +40,14 @@ def run_query_command(settings: Settings, args: argparse.Namespace) -> int:
     api_url = (
         args.api_url or settings.public_api_url or f"http://{settings.api_host}:{settings.api_port}"
     ).rstrip("/")
+    return api_url, token
+
+
+def run_query_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        api_url, token = api_target(settings, args)
+    except NoToken as err:
+        return _fail(str(err))
     body: dict[str, Any] = {
         "sql": args.sql,
         "params": args.param,
