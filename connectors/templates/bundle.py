@@ -265,6 +265,14 @@ class BundleStores(Protocol):
 FolderCheck = Callable[[int | None], bool]
 
 
+def _invalid(err: ValidationError, *prefix: str | int) -> BundleInvalid:
+    """The first problem pydantic found, as a BundleInvalid naming its place under
+    `prefix` (the bundle's top level: "bundle" when pydantic names no place)."""
+    first = err.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(p) for p in (*prefix, *first["loc"])) or "bundle"
+    return BundleInvalid(where, str(first["msg"]).removeprefix("Value error, "))
+
+
 def parse_bundle(document: Any) -> Bundle:
     """A Bundle, or BundleInvalid naming the first field that is wrong."""
     if isinstance(document, Mapping) and document.get("sqlbook_bundle") not in (None, 1):
@@ -275,9 +283,7 @@ def parse_bundle(document: Any) -> Bundle:
     try:
         bundle = Bundle.model_validate(document)
     except ValidationError as err:
-        first = err.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "bundle"
-        raise BundleInvalid(where, str(first["msg"]).removeprefix("Value error, ")) from None
+        raise _invalid(err) from None
     _check_refs(bundle)
     return bundle
 
@@ -970,9 +976,7 @@ class _Importer:
             model = DashboardBody.model_validate(raw)
             checked = check_dashboard(model, self._insight_record)
         except ValidationError as err:
-            first = err.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in ("dashboards", 0, *first["loc"]))
-            raise BundleInvalid(where, str(first["msg"]).removeprefix("Value error, ")) from None
+            raise _invalid(err, "dashboards", 0) from None
         except DashboardInvalid as err:
             raise BundleInvalid(f"dashboards.0.{err.field}", err.problem) from None
         if self.dry_run:
@@ -1064,9 +1068,7 @@ class _Importer:
         try:
             spec = AlertSpec.model_validate(spec_raw)
         except ValidationError as err:
-            first = err.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in ("alerts", 0, *first["loc"]))
-            raise BundleInvalid(where, str(first["msg"]).removeprefix("Value error, ")) from None
+            raise _invalid(err, "alerts", 0) from None
         enabled = item.enabled and not left_out
         if item.enabled and left_out:
             self._unmapped(
