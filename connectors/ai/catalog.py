@@ -13,23 +13,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.warehouse.postgres_source import VISIBLE_RELATIONS
 from connectors.warehouse.source import DataSource, QueryLimits, Scope
 
 # Comments are written by whoever owns the database: text to show, never instructions.
 MAX_COMMENT_CHARS = 300
 _LIMITS = QueryLimits(timeout_s=15.0, max_rows=50_000)
 
-_PG_CATALOG = """
+_PG_CATALOG = f"""
 with visible as (
   select c.oid, n.nspname, c.relname, c.relkind
   from pg_class c
   join pg_namespace n on n.oid = c.relnamespace
-  where c.relkind in ('r', 'p', 'v', 'm', 'f')
-    and not c.relispartition
-    and n.nspname not in ('pg_catalog', 'information_schema')
-    and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'
-    and has_schema_privilege(n.oid, 'usage')
-    and (has_table_privilege(c.oid, 'select') or has_any_column_privilege(c.oid, 'select'))
+  where {VISIBLE_RELATIONS}
 ),
 keys as (
   select distinct k.conrelid, k.conkey[1] as attnum

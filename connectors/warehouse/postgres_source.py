@@ -53,17 +53,22 @@ log = logging.getLogger(__name__)
 _FETCH_BATCH = 2_000
 _KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
 
-_SCHEMA_QUERY = """
-select n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod)
-from pg_class c
-join pg_namespace n on n.oid = c.relnamespace
-join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-where c.relkind in ('r', 'p', 'v', 'm', 'f')
+# The relations the schema shows (`c` pg_class, `n` its pg_namespace): tables, views and
+# foreign tables the session may read, not partitions, not the system's. The AI's catalog
+# (connectors/ai/catalog.py) reads the same ones.
+VISIBLE_RELATIONS = """c.relkind in ('r', 'p', 'v', 'm', 'f')
   and not c.relispartition
   and n.nspname not in ('pg_catalog', 'information_schema')
   and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%'
   and has_schema_privilege(n.oid, 'usage')
-  and (has_table_privilege(c.oid, 'select') or has_any_column_privilege(c.oid, 'select'))
+  and (has_table_privilege(c.oid, 'select') or has_any_column_privilege(c.oid, 'select'))"""
+
+_SCHEMA_QUERY = f"""
+select n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod)
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+where {VISIBLE_RELATIONS}
 order by n.nspname, c.relname, a.attnum
 """
 
